@@ -1,0 +1,97 @@
+import { InvalidPathError } from './errors.ts';
+
+/** SPEC §2 limits. */
+export const MAX_PATH_BYTES = 4096;
+export const MAX_SEGMENT_BYTES = 255;
+
+// C0 and C1 control characters, DEL included; NUL is the one that matters most.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/**
+ * Normalises a mount-relative path to its canonical form, or throws INVALID_PATH.
+ * Canonical: NFC, no leading or trailing `/`, the mount root is `""`.
+ * Every entry point (API, CLI, watcher, reconciliation) calls this and nothing else.
+ */
+export function normalizePath(input: unknown): string {
+  if (typeof input !== 'string') throw new InvalidPathError('path must be a string');
+  if (CONTROL.test(input)) {
+    throw new InvalidPathError('path must not contain NUL or other control characters');
+  }
+  if (input.includes('\\')) throw new InvalidPathError('path must not contain a backslash');
+  let p = input.normalize('NFC');
+  if (p.startsWith('/')) p = p.slice(1);
+  if (p.endsWith('/')) p = p.slice(0, -1);
+  if (p === '') return '';
+  if (Buffer.byteLength(p, 'utf8') > MAX_PATH_BYTES) {
+    throw new InvalidPathError(`path is longer than ${MAX_PATH_BYTES} bytes`);
+  }
+  for (const segment of p.split('/')) {
+    if (segment === '') throw new InvalidPathError('path must not contain empty segments ("//")');
+    if (segment === '.' || segment === '..') {
+      throw new InvalidPathError('path must not contain "." or ".." segments');
+    }
+    if (Buffer.byteLength(segment, 'utf8') > MAX_SEGMENT_BYTES) {
+      throw new InvalidPathError(`a path segment is longer than ${MAX_SEGMENT_BYTES} bytes`);
+    }
+  }
+  return p;
+}
+
+/** Parent of a canonical path; the root's parent is null. */
+export function parentOf(path: string): string | null {
+  if (path === '') return null;
+  const i = path.lastIndexOf('/');
+  return i === -1 ? '' : path.slice(0, i);
+}
+
+/** Last segment of a canonical path ("" for the root). */
+export function baseName(path: string): string {
+  return path.slice(path.lastIndexOf('/') + 1);
+}
+
+/** Joins canonical paths (either may be the root ""). */
+export function joinPath(a: string, b: string): string {
+  if (a === '') return b;
+  if (b === '') return a;
+  return `${a}/${b}`;
+}
+
+/** Ancestors of a canonical path from the root down, excluding the path itself. */
+export function ancestorsOf(path: string): string[] {
+  if (path === '') return [];
+  const out = [''];
+  let i = path.indexOf('/');
+  while (i !== -1) {
+    out.push(path.slice(0, i));
+    i = path.indexOf('/', i + 1);
+  }
+  return out;
+}
+
+/** True when `path` is `dir` or lies under it. */
+export function isSameOrDescendant(path: string, dir: string): boolean {
+  return dir === '' || path === dir || path.startsWith(`${dir}/`);
+}
+
+/** Rewrites `path` (inside `from`) so that it lies at the same place inside `to`. */
+export function rebase(path: string, from: string, to: string): string {
+  if (path === from) return to;
+  const rest = from === '' ? path : path.slice(from.length + 1);
+  return joinPath(to, rest);
+}
+
+/**
+ * The smallest string greater than every string that starts with `prefix`, in code-point
+ * (= UTF-8 byte = COLLATE "C") order, so `path >= prefix AND path < upper` is an index
+ * range scan. Returns null when no such bound exists (prefix is all U+10FFFF).
+ */
+export function prefixUpperBound(prefix: string): string | null {
+  const cps = Array.from(prefix);
+  while (cps.length > 0) {
+    const last = cps.pop() as string;
+    let cp = (last.codePointAt(0) as number) + 1;
+    if (cp === 0xd800) cp = 0xe000; // skip the surrogate range
+    if (cp <= 0x10ffff) return cps.join('') + String.fromCodePoint(cp);
+  }
+  return null;
+}
