@@ -4,6 +4,12 @@ import { InvalidPathError } from './errors.ts';
 export const MAX_PATH_BYTES = 4096;
 export const MAX_SEGMENT_BYTES = 255;
 
+/**
+ * Top-level name reserved for staging writes inside a local mount (same filesystem as the
+ * target, so the final rename is atomic). Scans and watchers skip it; commands refuse it.
+ */
+export const STAGING_DIR = '.filestore-staging';
+
 // C0 and C1 control characters, DEL included; NUL is the one that matters most.
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
@@ -25,7 +31,11 @@ export function normalizePath(input: unknown): string {
   if (Buffer.byteLength(p, 'utf8') > MAX_PATH_BYTES) {
     throw new InvalidPathError(`path is longer than ${MAX_PATH_BYTES} bytes`);
   }
-  for (const segment of p.split('/')) {
+  const segments = p.split('/');
+  if (segments[0] === STAGING_DIR) {
+    throw new InvalidPathError(`"${STAGING_DIR}" is reserved for Filestore's staging area`);
+  }
+  for (const segment of segments) {
     if (segment === '') throw new InvalidPathError('path must not contain empty segments ("//")');
     if (segment === '.' || segment === '..') {
       throw new InvalidPathError('path must not contain "." or ".." segments');
