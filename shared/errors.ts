@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'MOUNT_PAUSED'
   | 'CHECKSUM_MISMATCH'
   | 'STORAGE_ERROR'
+  | 'INTERRUPTED'
   | 'CONFIG_ERROR'
   | 'INTERNAL';
 
@@ -41,6 +42,7 @@ const STATUS: Record<ErrorCode, number> = {
   MOUNT_PAUSED: 409,
   CHECKSUM_MISMATCH: 422,
   STORAGE_ERROR: 502,
+  INTERRUPTED: 503,
   CONFIG_ERROR: 500,
   INTERNAL: 500,
 };

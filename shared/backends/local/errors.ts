@@ -1,0 +1,65 @@
+import { FilestoreError, type ErrorCode } from '../../errors.ts';
+
+/**
+ * Errors of the local backend. Every failure leaves this module as a FilestoreError whose
+ * message names the mount-relative path only: absolute host paths are an operator detail a
+ * caller must not see.
+ */
+
+const ERRNO_TO_CODE: Record<string, ErrorCode> = {
+  ENOENT: 'NOT_FOUND',
+  EEXIST: 'ALREADY_EXISTS',
+  ENOTDIR: 'NOT_A_DIRECTORY',
+  EISDIR: 'IS_A_DIRECTORY',
+  ENOTEMPTY: 'DIRECTORY_NOT_EMPTY',
+  // O_NOFOLLOW on a symlink reports ELOOP: somebody put a link where we refuse to follow one.
+  ELOOP: 'SYMLINK_IN_PATH',
+};
+
+function describe(code: ErrorCode, path: string): string {
+  const p = JSON.stringify(path);
+  switch (code) {
+    case 'NOT_FOUND':
+      return `${p} does not exist on the mount`;
+    case 'ALREADY_EXISTS':
+      return `${p} already exists; pass overwrite to replace it`;
+    case 'NOT_A_DIRECTORY':
+      return `${p} or one of its parents is not a directory`;
+    case 'IS_A_DIRECTORY':
+      return `${p} is a directory`;
+    case 'DIRECTORY_NOT_EMPTY':
+      return `${p} is a directory that is not empty; pass recursive to delete it with its contents`;
+    case 'SYMLINK_IN_PATH':
+      return `${p} goes through a symbolic link; Filestore never follows symlinks`;
+    default:
+      return `the local disk failed on ${p}; retry, and check the agent log if it persists`;
+  }
+}
+
+/** The errno of a Node fs error, or undefined for anything else. */
+export function errnoOf(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null | undefined)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** Turns a Node fs error (or a FilestoreError, passed through) into a FilestoreError about `path`. */
+export function fsError(err: unknown, path: string, op: string): FilestoreError {
+  if (err instanceof FilestoreError) return err;
+  const errno = errnoOf(err);
+  const code: ErrorCode = (errno !== undefined ? ERRNO_TO_CODE[errno] : undefined) ?? 'STORAGE_ERROR';
+  return new FilestoreError(code, describe(code, path), { path, op, errno: errno ?? 'unknown' });
+}
+
+/** A FilestoreError with the standard message for `code` about `path`. */
+export function localError(code: ErrorCode, path: string, op: string): FilestoreError {
+  return new FilestoreError(code, describe(code, path), { path, op });
+}
+
+/** Thrown when a resolved path turns out to lie outside the mount root (defence in depth). */
+export function escapesMount(path: string, op: string): FilestoreError {
+  return new FilestoreError(
+    'PATH_ESCAPES_MOUNT',
+    `${JSON.stringify(path)} resolves outside the mount root; the tree changed under Filestore, check for symlinks`,
+    { path, op },
+  );
+}

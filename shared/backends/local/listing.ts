@@ -1,0 +1,190 @@
+import { constants, type Stats } from 'node:fs';
+import { lstat, readdir, readlink } from 'node:fs/promises';
+import { normalizePath, joinPath, STAGING_DIR } from '../../paths.ts';
+import type { EntryStat, NodeKind } from '../types.ts';
+import { errnoOf, fsError } from './errors.ts';
+import { handlePath, type MountRoot } from './safe-path.ts';
+import { isSiblingTempName } from './staging.ts';
+
+/**
+ * Listing a local tree in byte order of the full path (COLLATE "C", the order S3 lists keys
+ * in), without following symlinks.
+ *
+ * Sorting each directory by name is not enough for a recursive listing: the subtree of "a"
+ * ("a/x") sorts after the siblings "a-b" and "a.b" ('-' and '.' < '/') and before "a0".
+ * So each directory D contributes two sort keys: its name (the entry itself) and its name
+ * followed by "/" (its whole subtree). Sorting a directory's keys by bytes and expanding
+ * each subtree key in place yields the global order, because every descendant path of D
+ * lies between "D/" and the next key of D's siblings. Memory stays at one sorted directory
+ * per depth level; lstat runs on a window of entries at a time.
+ */
+
+const WINDOW = 256;
+const LSTAT_CONCURRENCY = 16;
+const SLASH = Buffer.from('/');
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The kind Filestore catalogues, or null for FIFOs, sockets and devices (invisible to it). */
+export function kindOf(st: Stats): NodeKind | null {
+  if (st.isFile()) return 'file';
+  if (st.isDirectory()) return 'directory';
+  if (st.isSymbolicLink()) return 'symlink';
+  return null;
+}
+
+export function toEntryStat(path: string, st: Stats, symlinkTarget: string | null): EntryStat | null {
+  const kind = kindOf(st);
+  if (kind === null) return null;
+  return {
+    path,
+    kind,
+    sizeBytes: kind === 'file' ? st.size : 0,
+    mode: st.mode,
+    uid: st.uid,
+    gid: st.gid,
+    mtime: st.mtime,
+    etag: null,
+    symlinkTarget: kind === 'symlink' ? symlinkTarget : null,
+  };
+}
+
+interface Observed {
+  stat: Stats | null;
+  symlinkTarget: string | null;
+}
+
+interface SortItem {
+  key: Buffer;
+  name: string;
+  /** True for the key standing for the entry's subtree ("name/"). */
+  subtree: boolean;
+  /** Shared by an entry's two keys; the entry key sorts first, so it is filled in first. */
+  seen: Observed;
+}
+
+/**
+ * The canonical child name for raw directory-entry bytes, or null when Filestore cannot
+ * address it (not UTF-8, not NFC, control characters, too long a path) or must hide it
+ * (its own staging entries).
+ */
+function addressableName(dirRel: string, raw: Buffer): string | null {
+  let name: string;
+  try {
+    name = utf8.decode(raw);
+  } catch {
+    return null;
+  }
+  if (dirRel === '' && name === STAGING_DIR) return null;
+  if (isSiblingTempName(name)) return null;
+  const rel = joinPath(dirRel, name);
+  try {
+    return normalizePath(rel) === rel ? name : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Entries below `dirRel` (already checked to be a directory reached without symlinks), in
+ * byte order of path. A subdirectory that vanishes or turns into something else mid-listing
+ * is skipped: the listing describes the tree as it was seen, entry by entry.
+ */
+export async function* listSorted(mount: MountRoot, dirRel: string, recursive: boolean): AsyncGenerator<EntryStat> {
+  yield* walk(mount, dirRel, mount.abs(dirRel), recursive, true);
+}
+
+async function* walk(
+  mount: MountRoot,
+  dirRel: string,
+  dirAbs: string,
+  recursive: boolean,
+  top: boolean,
+): AsyncGenerator<EntryStat> {
+  let dir;
+  try {
+    dir = await mount.openVerified(dirAbs, dirRel, constants.O_RDONLY | constants.O_DIRECTORY, 'list');
+  } catch (err) {
+    if (top) throw err;
+    return;
+  }
+  try {
+    // Entries are read through the verified handle, so a directory swapped for a symlink
+    // after the check still cannot make us list what lies outside the mount.
+    const base = handlePath(dir, dirAbs);
+    const items = await readSortItems(base, dirRel, recursive).catch((err: unknown) => {
+      throw fsError(err, dirRel, 'list');
+    });
+    for (let i = 0; i < items.length; i += WINDOW) {
+      const window = items.slice(i, i + WINDOW);
+      await observeAll(
+        base,
+        window.filter((item) => !item.subtree),
+        dirRel,
+      );
+      for (const item of window) {
+        const { stat, symlinkTarget } = item.seen;
+        if (stat === null) continue;
+        const rel = joinPath(dirRel, item.name);
+        if (!item.subtree) {
+          const entry = toEntryStat(rel, stat, symlinkTarget);
+          if (entry !== null) yield entry;
+        } else if (stat.isDirectory()) {
+          yield* walk(mount, rel, `${base}/${item.name}`, true, false);
+        }
+      }
+    }
+  } finally {
+    await dir.close();
+  }
+}
+
+async function readSortItems(base: string, dirRel: string, recursive: boolean): Promise<SortItem[]> {
+  const dirents = await readdir(base, { withFileTypes: true, encoding: 'buffer' });
+  const items: SortItem[] = [];
+  for (const dirent of dirents) {
+    const name = addressableName(dirRel, dirent.name);
+    if (name === null) continue;
+    const seen: Observed = { stat: null, symlinkTarget: null };
+    items.push({ key: dirent.name, name, subtree: false, seen });
+    // Some filesystems report no type (DT_UNKNOWN); such an entry may be a directory, and
+    // its lstat decides before the subtree key is expanded.
+    const typeKnown =
+      dirent.isFile() ||
+      dirent.isSymbolicLink() ||
+      dirent.isFIFO() ||
+      dirent.isSocket() ||
+      dirent.isBlockDevice() ||
+      dirent.isCharacterDevice();
+    if (recursive && (dirent.isDirectory() || !typeKnown)) {
+      items.push({ key: Buffer.concat([dirent.name, SLASH]), name, subtree: true, seen });
+    }
+  }
+  // Buffer.compare is byte order; String comparison would be UTF-16 order, which differs
+  // from COLLATE "C" for characters beyond the BMP.
+  items.sort((a, b) => Buffer.compare(a.key, b.key));
+  return items;
+}
+
+async function observeAll(base: string, items: SortItem[], dirRel: string): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const item = items[next++] as SortItem;
+      item.seen = await observe(`${base}/${item.name}`, joinPath(dirRel, item.name), item.seen);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(LSTAT_CONCURRENCY, items.length) }, worker));
+}
+
+async function observe(abs: string, rel: string, seen: Observed): Promise<Observed> {
+  try {
+    seen.stat = await lstat(abs);
+    if (seen.stat.isSymbolicLink()) seen.symlinkTarget = await readlink(abs);
+  } catch (err) {
+    const errno = errnoOf(err);
+    // Gone since readdir: not part of what we saw.
+    if (errno === 'ENOENT' || errno === 'ENOTDIR') seen.stat = null;
+    else throw fsError(err, rel, 'list');
+  }
+  return seen;
+}

@@ -1,0 +1,181 @@
+import { constants, existsSync, type Stats } from 'node:fs';
+import { lstat, mkdir, open, readlink, realpath, rename, type FileHandle } from 'node:fs/promises';
+import { join, sep } from 'node:path';
+import { ancestorsOf } from '../../paths.ts';
+import { errnoOf, escapesMount, fsError, localError } from './errors.ts';
+
+/**
+ * Path resolution for a local mount without ever following a symlink.
+ *
+ * Node has no openat2(RESOLVE_NO_SYMLINKS), so every operation first walks the ancestors of
+ * its path with lstat and refuses a symlink anywhere above the entry (SYMLINK_IN_PATH).
+ * Because a path can change between that walk and the syscall that uses it, handles are
+ * verified after opening (through /proc/self/fd on Linux) and directories are checked with
+ * realpath just before a rename or mkdir lands in them.
+ *
+ * Guarantee: a file Filestore opens is inside the root, or the operation fails.
+ * Non-guarantee: a process racing Filestore *inside* the mount (swapping a directory for a
+ * symlink between the check and a rename/mkdir) can still redirect that one syscall; the
+ * post-checks then fail the operation but cannot undo the syscall.
+ */
+
+/** Swappable filesystem calls; tests inject EXDEV through `rename`. */
+export interface FsOps {
+  rename(from: string, to: string): Promise<void>;
+}
+
+export const defaultFsOps: FsOps = { rename };
+
+/** Where the ancestors of a path stand. A symlink ancestor never gets here: it throws. */
+export type AncestorCheck =
+  | { state: 'ok' }
+  | { state: 'missing'; first: string }
+  | { state: 'not-directory'; at: string };
+
+// /proc/self/fd/N names the file an fd really refers to, whatever happened to its path since.
+const HAS_PROC_FD = process.platform === 'linux' && existsSync('/proc/self/fd');
+
+export class MountRoot {
+  /** realpath of the mount root, resolved once. */
+  readonly root: string;
+  private readonly rootPrefix: string;
+
+  constructor(
+    realRoot: string,
+    readonly ops: FsOps,
+  ) {
+    this.root = realRoot;
+    this.rootPrefix = realRoot.endsWith(sep) ? realRoot : realRoot + sep;
+  }
+
+  /** Absolute host path of a canonical mount-relative path. */
+  abs(rel: string): string {
+    return rel === '' ? this.root : join(this.root, ...rel.split('/'));
+  }
+
+  isInside(absReal: string): boolean {
+    return absReal === this.root || absReal.startsWith(this.rootPrefix);
+  }
+
+  /**
+   * lstat of every ancestor of `rel`, root first. Throws SYMLINK_IN_PATH for a symlink
+   * ancestor; reports the first missing ancestor or the first one that is not a directory.
+   */
+  async checkAncestors(rel: string, op: string): Promise<AncestorCheck> {
+    for (const ancestor of ancestorsOf(rel)) {
+      if (ancestor === '') continue; // the root was resolved with realpath at start
+      const st = await this.lstat(ancestor, op);
+      if (st === null) return { state: 'missing', first: ancestor };
+      if (st.isSymbolicLink()) throw localError('SYMLINK_IN_PATH', ancestor, op);
+      if (!st.isDirectory()) return { state: 'not-directory', at: ancestor };
+    }
+    return { state: 'ok' };
+  }
+
+  /** lstat, or null when the entry (or a parent) is absent. */
+  async lstat(rel: string, op: string): Promise<Stats | null> {
+    try {
+      return await lstat(this.abs(rel));
+    } catch (err) {
+      const errno = errnoOf(err);
+      if (errno === 'ENOENT' || errno === 'ENOTDIR') return null;
+      throw fsError(err, rel, op);
+    }
+  }
+
+  /**
+   * Ancestors for an entry about to be created: symlinks throw SYMLINK_IN_PATH, a file in
+   * the way throws NOT_A_DIRECTORY, and missing ones are created one level at a time (never
+   * mkdir -p, which would follow a symlink planted halfway) when `create` is set, otherwise
+   * NOT_FOUND.
+   */
+  async prepareParents(rel: string, op: string, create: boolean): Promise<void> {
+    const check = await this.checkAncestors(rel, op);
+    if (check.state === 'not-directory') throw localError('NOT_A_DIRECTORY', check.at, op);
+    if (check.state === 'missing') {
+      if (!create) throw localError('NOT_FOUND', check.first, op);
+      const all = ancestorsOf(rel);
+      for (const dir of all.slice(all.indexOf(check.first))) await this.mkdirOne(dir, op);
+    }
+    await this.assertDirInside(this.parentAbs(rel), rel, op);
+  }
+
+  /** Creates one directory whose parent has been checked; an existing directory is fine. */
+  async mkdirOne(rel: string, op: string, mode = 0o777): Promise<boolean> {
+    const abs = this.abs(rel);
+    await this.assertDirInside(this.parentAbs(rel), rel, op);
+    try {
+      await mkdir(abs, { mode });
+    } catch (err) {
+      if (errnoOf(err) !== 'EEXIST') throw fsError(err, rel, op);
+      const st = await this.lstat(rel, op);
+      if (st?.isSymbolicLink()) throw localError('SYMLINK_IN_PATH', rel, op);
+      if (!st?.isDirectory()) throw localError('NOT_A_DIRECTORY', rel, op);
+      return false;
+    }
+    await fsyncDir(this.parentAbs(rel), rel, op);
+    return true;
+  }
+
+  parentAbs(rel: string): string {
+    const i = rel.lastIndexOf('/');
+    return i === -1 ? this.root : this.abs(rel.slice(0, i));
+  }
+
+  /** Defence in depth: the directory an operation lands in really is inside the root. */
+  async assertDirInside(absDir: string, rel: string, op: string): Promise<void> {
+    let real: string;
+    try {
+      real = await realpath(absDir);
+    } catch (err) {
+      throw fsError(err, rel, op);
+    }
+    if (!this.isInside(real)) throw escapesMount(rel, op);
+  }
+
+  /**
+   * Opens `abs` without following a final symlink (O_NOFOLLOW → ELOOP → SYMLINK_IN_PATH)
+   * and checks where the handle really points, so a swapped ancestor cannot smuggle in a
+   * file from outside the root.
+   */
+  async openVerified(abs: string | Buffer, rel: string, flags: number, op: string, mode?: number): Promise<FileHandle> {
+    let fh: FileHandle;
+    try {
+      fh = await open(abs, flags | constants.O_NOFOLLOW, mode);
+    } catch (err) {
+      throw fsError(err, rel, op);
+    }
+    try {
+      const real = HAS_PROC_FD ? await readlink(`/proc/self/fd/${fh.fd}`) : await realpath(abs);
+      if (!this.isInside(real)) throw escapesMount(rel, op);
+      return fh;
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      throw fsError(err, rel, op);
+    }
+  }
+}
+
+/** A path that reopens exactly the file behind `fh` (Linux), so copyFile cannot be redirected. */
+export function handlePath<P extends string | Buffer>(fh: FileHandle, fallbackAbs: P): string | P {
+  return HAS_PROC_FD ? `/proc/self/fd/${fh.fd}` : fallbackAbs;
+}
+
+/**
+ * fsync of a directory makes a rename or create in it durable. Some filesystems refuse
+ * fsync on directories; durability there is the filesystem's business, not an error.
+ */
+export async function fsyncDir(absDir: string, rel: string, op: string): Promise<void> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(absDir, constants.O_RDONLY | constants.O_DIRECTORY);
+    await fh.sync();
+  } catch (err) {
+    const errno = errnoOf(err);
+    if (errno !== 'EINVAL' && errno !== 'EPERM' && errno !== 'EISDIR' && errno !== 'EBADF' && errno !== 'ENOENT') {
+      throw fsError(err, rel, op);
+    }
+  } finally {
+    await fh?.close().catch(() => undefined);
+  }
+}

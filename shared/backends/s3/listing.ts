@@ -1,0 +1,108 @@
+import {
+  DeleteObjectsCommand,
+  ListObjectsV2Command,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { StorageError } from '../../errors.ts';
+import { compareBytes } from './keys.ts';
+
+/** One object or common prefix of a listing, with its key relative to the listed prefix. */
+export type RawEntry =
+  | { type: 'object'; key: string; sizeBytes: number; lastModified: Date | null; etag: string | null }
+  | { type: 'prefix'; key: string };
+
+/** DeleteObjects takes at most 1,000 keys (https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html). */
+export const DELETE_BATCH = 1000;
+
+/** Strips the quotes S3 puts around ETags. */
+export function bareEtag(etag: string | undefined): string | null {
+  return etag === undefined ? null : etag.replace(/^"|"$/g, '');
+}
+
+/**
+ * Pages of ListObjectsV2 below `prefix`, each page's objects and common prefixes merged into
+ * key order. S3 returns keys in UTF-8 binary order and pages follow each other in that order;
+ * an object that goes backwards would silently break every consumer that relies on the order
+ * (ordered listings), so it fails loudly instead.
+ */
+export async function* listPages(
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+  options: { delimiter?: string | undefined; maxKeys?: number | undefined } = {},
+): AsyncGenerator<RawEntry[]> {
+  let token: string | undefined;
+  let last: string | null = null;
+  do {
+    const out = await client.send(
+      new ListObjectsV2Command({
+        Bucket: bucket,
+        Prefix: prefix,
+        ContinuationToken: token,
+        ...(options.delimiter !== undefined ? { Delimiter: options.delimiter } : {}),
+        ...(options.maxKeys !== undefined ? { MaxKeys: options.maxKeys } : {}),
+      }),
+    );
+    const page: RawEntry[] = [];
+    for (const o of out.Contents ?? []) {
+      if (o.Key === undefined || !o.Key.startsWith(prefix)) continue;
+      page.push({
+        type: 'object',
+        key: o.Key.slice(prefix.length),
+        sizeBytes: o.Size ?? 0,
+        lastModified: o.LastModified ?? null,
+        etag: bareEtag(o.ETag),
+      });
+    }
+    for (const p of out.CommonPrefixes ?? []) {
+      if (p.Prefix === undefined || !p.Prefix.startsWith(prefix)) continue;
+      page.push({ type: 'prefix', key: p.Prefix.slice(prefix.length) });
+    }
+    page.sort((a, b) => compareBytes(a.key, b.key));
+    const fresh: RawEntry[] = [];
+    for (const entry of page) {
+      if (last !== null && compareBytes(entry.key, last) <= 0) {
+        // A common prefix repeated on the next page carries nothing new (some S3-compatible
+        // servers derive the continuation token from the last object, not the last prefix).
+        if (entry.type === 'prefix') continue;
+        throw new StorageError('S3 listed keys out of order; the server is not S3-compatible enough for Filestore', {
+          s3Error: 'ListingOutOfOrder',
+        });
+      }
+      fresh.push(entry);
+      last = entry.key;
+    }
+    if (fresh.length > 0) yield fresh;
+    token = out.IsTruncated === true ? out.NextContinuationToken : undefined;
+  } while (token !== undefined);
+}
+
+/** True when at least one key starts with `prefix` (ListObjectsV2 with MaxKeys=1). */
+export async function anyKeyUnder(client: S3Client, bucket: string, prefix: string): Promise<boolean> {
+  const out = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, MaxKeys: 1 }));
+  return (out.KeyCount ?? out.Contents?.length ?? 0) > 0;
+}
+
+/**
+ * Deletes keys in batches of 1,000. DeleteObjects answers 200 even when some keys failed and
+ * lists them under Errors, so a non-empty Errors array is a failure of the whole call.
+ */
+export async function deleteKeys(client: S3Client, bucket: string, keys: readonly string[]): Promise<void> {
+  for (let i = 0; i < keys.length; i += DELETE_BATCH) {
+    const batch = keys.slice(i, i + DELETE_BATCH);
+    const out = await client.send(
+      new DeleteObjectsCommand({
+        Bucket: bucket,
+        Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
+      }),
+    );
+    const errors = out.Errors ?? [];
+    if (errors.length > 0) {
+      const first = errors[0];
+      throw new StorageError(`S3 could not delete ${errors.length} of ${batch.length} objects; retry the command`, {
+        s3Error: first?.Code ?? 'unknown',
+        failedKeys: errors.length,
+      });
+    }
+  }
+}

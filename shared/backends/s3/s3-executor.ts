@@ -1,0 +1,353 @@
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  ListMultipartUploadsCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { FilestoreError } from '../../errors.ts';
+import { ancestorsOf, joinPath, normalizePath, parentOf, STAGING_DIR } from '../../paths.ts';
+import type { Backend, ByteRange, EntryStat, WriteOptions, WriteResult } from '../types.ts';
+import { createS3Client } from './client.ts';
+import { copyObject, DEFAULT_COPY_PART_BYTES, MAX_SINGLE_COPY_BYTES, MIN_PART_BYTES } from './copy.ts';
+import { isNotFound, isNotImplemented, s3Error, s3ErrorName, s3Fail, uploadError } from './errors.ts';
+import {
+  assertNoFileAncestor,
+  dirExists,
+  directoryStat,
+  fileStat,
+  headFile,
+  putMarker,
+  statEntry,
+  type S3Mount,
+} from './inspect.ts';
+import { S3Keys } from './keys.ts';
+import { anyKeyUnder, deleteKeys, listPages, type RawEntry } from './listing.ts';
+import { PathOrderedListing, type ListedItem } from './path-order.ts';
+import { deleteEntry, transfer } from './tree.ts';
+import { DEFAULT_UPLOAD_PART_BYTES, uploadStream } from './upload.ts';
+
+export interface S3ExecutorOptions {
+  bucket: string;
+  /** Mount prefix inside the bucket ("tenant1" or "tenant1/"); "" = the whole bucket. */
+  prefix?: string;
+  region?: string;
+  /** An S3-compatible server; addressed path-style unless forcePathStyle says otherwise. */
+  endpoint?: string;
+  forcePathStyle?: boolean;
+  credentials?: { accessKeyId: string; secretAccessKey: string };
+  /** A ready client (tests, shared connection pools); region/endpoint/credentials are then ignored. */
+  client?: S3Client;
+  /** Attempts per request including the first (default 6); see client.ts. */
+  maxAttempts?: number;
+  /** Objects above this size are copied with UploadPartCopy (default and maximum 5 GiB). */
+  multipartCopyThresholdBytes?: number;
+  /** Part size of streamed uploads (default 8 MiB, minimum 5 MiB). */
+  partSizeBytes?: number;
+  /** Part size of multipart copies (default 512 MiB, minimum 5 MiB). */
+  copyPartSizeBytes?: number;
+}
+
+/**
+ * Backend over an S3 bucket/prefix (SPEC §2): key = mount prefix + path; directories are
+ * implicit prefixes, made visible when empty by a zero-byte "dir/" marker.
+ *
+ * Every write goes to a staging object `<prefix>.filestore-staging/<stagingId>.<random>` first,
+ * is hashed on the way, and reaches its path through one server-side CopyObject that also records
+ * the sha256 as `x-amz-meta-sha256`. So a checksum mismatch never touches the target, and the
+ * target changes in one step (S3 never shows a partly written object). The cost is one
+ * server-side copy per write.
+ *
+ * Where S3 and a file system disagree: a file key "a" and keys under "a/" can coexist; the
+ * file wins (stat, list). Copies and moves of trees are key-by-key, not atomic (see tree.ts).
+ * Incomplete multipart uploads of a crashed write are aborted by discardStaging; a bucket
+ * lifecycle rule `AbortIncompleteMultipartUpload` is still advisable for anything missed.
+ */
+export class S3Executor implements Backend {
+  readonly kind = 's3' as const;
+  private readonly m: S3Mount;
+
+  constructor(options: S3ExecutorOptions) {
+    if (options.bucket === '') throw new FilestoreError('CONFIG_ERROR', 'an S3 mount needs a bucket');
+    const partSize = options.partSizeBytes ?? DEFAULT_UPLOAD_PART_BYTES;
+    const copyPartSize = options.copyPartSizeBytes ?? DEFAULT_COPY_PART_BYTES;
+    if (partSize < MIN_PART_BYTES || copyPartSize < MIN_PART_BYTES) {
+      throw new FilestoreError('CONFIG_ERROR', 'S3 part sizes must be at least 5 MiB (the S3 minimum for all parts but the last)');
+    }
+    const threshold = options.multipartCopyThresholdBytes ?? MAX_SINGLE_COPY_BYTES;
+    if (!(threshold >= 0)) throw new FilestoreError('CONFIG_ERROR', 'multipartCopyThresholdBytes must be a non-negative number');
+    this.m = {
+      client:
+        options.client ??
+        createS3Client({
+          region: options.region,
+          endpoint: options.endpoint,
+          forcePathStyle: options.forcePathStyle,
+          credentials: options.credentials,
+          maxAttempts: options.maxAttempts,
+        }),
+      bucket: options.bucket,
+      keys: new S3Keys(options.prefix),
+      multipartCopyThresholdBytes: threshold,
+      copyPartSizeBytes: copyPartSize,
+      uploadPartSizeBytes: partSize,
+    };
+  }
+
+  async stat(path: string): Promise<EntryStat | null> {
+    return statEntry(this.m, normalizePath(path), 'stat');
+  }
+
+  async *list(dir: string, options: { recursive?: boolean } = {}): AsyncIterable<EntryStat> {
+    const op = 'list';
+    const d = normalizePath(dir);
+    const st = await statEntry(this.m, d, op);
+    if (st === null) throw s3Fail('NOT_FOUND', d, op);
+    if (st.kind !== 'directory') throw s3Fail('NOT_A_DIRECTORY', d, op);
+    const base = this.m.keys.dirPrefix(d);
+    const ordered = new PathOrderedListing({
+      probe: async (rel) => {
+        try {
+          return await anyKeyUnder(this.m.client, this.m.bucket, `${base}${rel}/`);
+        } catch (err) {
+          throw s3Error(err, joinPath(d, rel), op);
+        }
+      },
+    });
+    const pages = listPages(this.m.client, this.m.bucket, base, {
+      delimiter: options.recursive === true ? undefined : '/',
+    });
+    try {
+      for await (const page of pages) {
+        for (const entry of page) {
+          if (!this.isListable(d, entry)) continue;
+          for (const item of await ordered.push(entry)) yield toStat(d, item);
+        }
+      }
+    } catch (err) {
+      throw s3Error(err, d, op);
+    }
+    for (const item of ordered.finish()) yield toStat(d, item);
+  }
+
+  async mkdir(path: string, options: { parents: boolean }): Promise<EntryStat> {
+    const op = 'mkdir';
+    const p = normalizePath(path);
+    if (p === '') {
+      if (options.parents) return directoryStat('');
+      throw s3Fail('ALREADY_EXISTS', p, op);
+    }
+    const existing = await statEntry(this.m, p, op);
+    if (existing !== null) {
+      if (existing.kind === 'directory' && options.parents) return existing;
+      throw s3Fail('ALREADY_EXISTS', p, op);
+    }
+    await assertNoFileAncestor(this.m, p, op);
+    const ancestors = ancestorsOf(p).filter((a) => a !== '');
+    if (!options.parents) {
+      const parent = parentOf(p) as string;
+      if (parent !== '' && !(await dirExists(this.m, parent, op))) throw s3Fail('NOT_FOUND', parent, op);
+    } else {
+      // Markers for the ancestors this command creates, so they outlive the target's removal.
+      const exists = await Promise.all(ancestors.map((a) => dirExists(this.m, a, op)));
+      await Promise.all(ancestors.filter((_, i) => !exists[i]).map((a) => putMarker(this.m, a, op)));
+    }
+    await putMarker(this.m, p, op);
+    return directoryStat(p);
+  }
+
+  async writeFile(path: string, body: Readable, options: WriteOptions): Promise<WriteResult> {
+    const op = 'write';
+    const p = normalizePath(path);
+    if (p === '') throw s3Fail('IS_A_DIRECTORY', p, op);
+    const stagingKey = this.m.keys.newStagingKey(options.stagingId);
+    await assertNoFileAncestor(this.m, p, op);
+    if ((await headFile(this.m, p, op)) === null && (await dirExists(this.m, p, op))) {
+      throw s3Fail('IS_A_DIRECTORY', p, op);
+    }
+    let sha256: string;
+    try {
+      let sizeBytes: number;
+      try {
+        ({ sha256, sizeBytes } = await uploadStream(
+          this.m.client,
+          { bucket: this.m.bucket, key: stagingKey },
+          body,
+          this.m.uploadPartSizeBytes,
+        ));
+      } catch (err) {
+        throw uploadError(err, p, op);
+      }
+      const expected = options.expectedSha256?.toLowerCase();
+      if (expected !== undefined && expected !== sha256) {
+        throw new FilestoreError('CHECKSUM_MISMATCH', `the bytes sent for ${JSON.stringify(p)} do not match the expected sha256; nothing was written`, {
+          path: p,
+          expectedSha256: expected,
+          actualSha256: sha256,
+        });
+      }
+      await copyObject(this.m.client, {
+        bucket: this.m.bucket,
+        sourceKey: stagingKey,
+        targetKey: this.m.keys.fileKey(p),
+        sizeBytes,
+        metadata: { sha256 },
+        multipartThresholdBytes: this.m.multipartCopyThresholdBytes,
+        partSizeBytes: this.m.copyPartSizeBytes,
+      }).catch((err: unknown) => {
+        throw s3Error(err, p, op);
+      });
+    } finally {
+      // A leftover is only garbage: discardStaging removes it on recovery.
+      await this.m.client
+        .send(new DeleteObjectCommand({ Bucket: this.m.bucket, Key: stagingKey }))
+        .catch(() => undefined);
+    }
+    const head = await headFile(this.m, p, op);
+    if (head === null) {
+      throw new FilestoreError('STORAGE_ERROR', `${JSON.stringify(p)} vanished right after it was written; retry`, { path: p, op });
+    }
+    return { ...fileStat(p, head), sha256 };
+  }
+
+  async read(path: string, range?: ByteRange): Promise<Readable> {
+    const op = 'read';
+    const p = normalizePath(path);
+    if (p === '') throw s3Fail('IS_A_DIRECTORY', p, op);
+    if (range !== undefined) assertRange(range);
+    try {
+      const out = await this.m.client.send(
+        new GetObjectCommand({
+          Bucket: this.m.bucket,
+          Key: this.m.keys.fileKey(p),
+          ...(range !== undefined ? { Range: `bytes=${range.start}-${range.end ?? ''}` } : {}),
+        }),
+      );
+      if (!(out.Body instanceof Readable)) {
+        throw new FilestoreError('STORAGE_ERROR', `S3 returned no byte stream for ${JSON.stringify(p)}`, { path: p, op });
+      }
+      return out.Body;
+    } catch (err) {
+      if (isNotFound(err)) {
+        throw s3Fail((await dirExists(this.m, p, op)) ? 'IS_A_DIRECTORY' : 'NOT_FOUND', p, op);
+      }
+      // A range starting past the end (or any range of an empty object) is 416 on S3; a file
+      // system read there just returns no bytes, and so does this backend.
+      if (s3ErrorName(err) === 'InvalidRange' && (await headFile(this.m, p, op)) !== null) {
+        return Readable.from([]);
+      }
+      throw s3Error(err, p, op);
+    }
+  }
+
+  async hash(path: string): Promise<string> {
+    const p = normalizePath(path);
+    const body = await this.read(p);
+    const hash = createHash('sha256');
+    try {
+      await pipeline(body, hash);
+    } catch (err) {
+      throw s3Error(err, p, 'hash');
+    }
+    return hash.digest('hex');
+  }
+
+  async move(from: string, to: string, options: { overwrite: boolean }): Promise<void> {
+    await transfer(this.m, normalizePath(from), normalizePath(to), { overwrite: options.overwrite, move: true });
+  }
+
+  async copy(from: string, to: string, options: { overwrite: boolean }): Promise<void> {
+    await transfer(this.m, normalizePath(from), normalizePath(to), { overwrite: options.overwrite, move: false });
+  }
+
+  async delete(path: string, options: { recursive: boolean }): Promise<void> {
+    await deleteEntry(this.m, normalizePath(path), options.recursive);
+  }
+
+  async discardStaging(stagingId: string): Promise<void> {
+    const op = 'discardStaging';
+    const prefix = this.m.keys.stagingPrefixOf(stagingId);
+    try {
+      for await (const page of listPages(this.m.client, this.m.bucket, prefix)) {
+        await deleteKeys(this.m.client, this.m.bucket, page.map((e) => prefix + e.key));
+      }
+      await this.abortUploads(prefix);
+    } catch (err) {
+      throw s3Error(err, STAGING_DIR, op);
+    }
+  }
+
+  /** Aborts in-progress multipart uploads of staging keys; a server without the API has none to find. */
+  private async abortUploads(prefix: string): Promise<void> {
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      let out;
+      try {
+        out = await this.m.client.send(
+          new ListMultipartUploadsCommand({
+            Bucket: this.m.bucket,
+            Prefix: prefix,
+            KeyMarker: keyMarker,
+            UploadIdMarker: uploadIdMarker,
+          }),
+        );
+      } catch (err) {
+        if (isNotImplemented(err)) return;
+        throw err;
+      }
+      for (const u of out.Uploads ?? []) {
+        if (u.Key === undefined || u.UploadId === undefined || !u.Key.startsWith(prefix)) continue;
+        await this.m.client
+          .send(new AbortMultipartUploadCommand({ Bucket: this.m.bucket, Key: u.Key, UploadId: u.UploadId }))
+          .catch((err: unknown) => {
+            if (!isNotFound(err)) throw err; // NoSuchUpload: completed or aborted meanwhile
+          });
+      }
+      keyMarker = out.NextKeyMarker;
+      uploadIdMarker = out.NextUploadIdMarker;
+      if (out.IsTruncated !== true || (keyMarker === undefined && uploadIdMarker === undefined)) return;
+    }
+  }
+
+  /**
+   * Leaves out the staging area and keys that are no canonical path ("a//b", NFD names,
+   * control characters): the catalogue cannot address them, so they are not entries.
+   */
+  private isListable(dir: string, entry: RawEntry): boolean {
+    const rel = entry.key.endsWith('/') ? entry.key.slice(0, -1) : entry.key;
+    if (rel === '') return true;
+    if (dir === '' && (rel === STAGING_DIR || rel.startsWith(`${STAGING_DIR}/`))) return false;
+    const full = joinPath(dir, rel);
+    try {
+      return normalizePath(full) === full;
+    } catch {
+      return false;
+    }
+  }
+}
+
+function toStat(dir: string, item: ListedItem): EntryStat {
+  return {
+    path: joinPath(dir, item.path),
+    kind: item.kind,
+    sizeBytes: item.sizeBytes,
+    mode: null,
+    uid: null,
+    gid: null,
+    mtime: item.mtime,
+    etag: item.etag,
+    symlinkTarget: null,
+  };
+}
+
+function assertRange(range: ByteRange): void {
+  const ok =
+    Number.isSafeInteger(range.start) &&
+    range.start >= 0 &&
+    (range.end === undefined || (Number.isSafeInteger(range.end) && range.end >= range.start));
+  if (!ok) throw new FilestoreError('VALIDATION_ERROR', 'a byte range needs 0 <= start <= end', { range });
+}

@@ -1,0 +1,88 @@
+import { Redis } from 'ioredis';
+
+/**
+ * Read-through cache for catalogue reads (node by path, rollups), invalidated per mount.
+ *
+ * Every committed change in a mount bumps that mount's generation; values are stored under
+ * the generation they were read in and written only if it is still current (one Lua call),
+ * so a reader that raced a commit can never store a value older than the commit.
+ * Guarantee: after a command returns, no reader sees the state before it. Non-guarantee: a
+ * reader may see the pre-commit state in the instant between a commit and its bump.
+ */
+export interface ReadThroughCache {
+  read<T>(mountId: string, key: string, load: () => Promise<T>): Promise<T>;
+  invalidateMount(mountId: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+const READ = `
+local gen = redis.call('GET', KEYS[1]) or '0'
+return {gen, redis.call('GET', ARGV[1] .. gen .. ':' .. ARGV[2])}`;
+
+const WRITE = `
+local gen = redis.call('GET', KEYS[1]) or '0'
+if gen ~= ARGV[3] then return 0 end
+redis.call('SET', ARGV[1] .. gen .. ':' .. ARGV[2], ARGV[4], 'EX', tonumber(ARGV[5]))
+return 1`;
+
+export class RedisReadThroughCache implements ReadThroughCache {
+  private readonly redis: Redis;
+
+  constructor(url: string, private readonly ttlSeconds = 300) {
+    this.redis = new Redis(url, { maxRetriesPerRequest: 2 });
+  }
+
+  async read<T>(mountId: string, key: string, load: () => Promise<T>): Promise<T> {
+    const genKey = `filestore:cache:${mountId}:gen`;
+    const prefix = `filestore:cache:${mountId}:`;
+    let gen: string;
+    try {
+      const [g, value] = (await this.redis.eval(READ, 1, genKey, prefix, key)) as [string, string | null];
+      if (value !== null && value !== undefined) return JSON.parse(value) as T;
+      gen = g;
+    } catch {
+      return load(); // Redis trouble degrades to uncached reads, never to errors.
+    }
+    const loaded = await load();
+    this.redis.eval(WRITE, 1, genKey, prefix, key, gen, JSON.stringify(loaded), this.ttlSeconds).catch(() => {});
+    return loaded;
+  }
+
+  async invalidateMount(mountId: string): Promise<void> {
+    await this.redis.incr(`filestore:cache:${mountId}:gen`);
+  }
+
+  async close(): Promise<void> {
+    await this.redis.quit().catch(() => {});
+  }
+}
+
+/** Inline mode: the same generation scheme in process memory, bounded by entry count. */
+export class MemoryReadThroughCache implements ReadThroughCache {
+  private readonly gens = new Map<string, number>();
+  private readonly values = new Map<string, string>();
+
+  constructor(private readonly maxEntries = 10_000) {}
+
+  async read<T>(mountId: string, key: string, load: () => Promise<T>): Promise<T> {
+    const gen = this.gens.get(mountId) ?? 0;
+    const k = `${mountId}:${gen}:${key}`;
+    const hit = this.values.get(k);
+    if (hit !== undefined) return JSON.parse(hit) as T;
+    const loaded = await load();
+    if ((this.gens.get(mountId) ?? 0) === gen) {
+      if (this.values.size >= this.maxEntries) this.values.delete(this.values.keys().next().value as string);
+      this.values.set(k, JSON.stringify(loaded));
+    }
+    return loaded;
+  }
+
+  async invalidateMount(mountId: string): Promise<void> {
+    this.gens.set(mountId, (this.gens.get(mountId) ?? 0) + 1);
+    for (const k of this.values.keys()) if (k.startsWith(`${mountId}:`)) this.values.delete(k);
+  }
+
+  async close(): Promise<void> {
+    this.values.clear();
+  }
+}

@@ -1,0 +1,241 @@
+import type { Queryable } from '../db/pool.ts';
+import type { EntryStat, NodeKind } from '../backends/types.ts';
+import { baseName, parentOf } from '../paths.ts';
+import { NODE_COLUMNS } from './rows.ts';
+import { subtreeCondition } from './subtree.ts';
+import type { CatalogueNode } from './types.ts';
+
+/**
+ * Writes to the nodes table. Every change to a node writes its snapshot in the same
+ * statement, so a node's history can never miss a version.
+ */
+
+export interface NewNode {
+  path: string;
+  kind: NodeKind;
+  sizeBytes: number;
+  sha256: string | null;
+  etag: string | null;
+  mode: number | null;
+  uid: number | null;
+  gid: number | null;
+  mtime: Date | null;
+  metadata?: Record<string, unknown> | undefined;
+}
+
+export function newNodeFromStat(stat: EntryStat, sha256: string | null = null): NewNode {
+  const metadata = stat.symlinkTarget !== null ? { symlinkTarget: stat.symlinkTarget } : undefined;
+  return {
+    path: stat.path,
+    kind: stat.kind,
+    sizeBytes: stat.kind === 'file' ? stat.sizeBytes : 0,
+    sha256: stat.kind === 'file' ? sha256 : null,
+    etag: stat.etag,
+    mode: stat.mode,
+    uid: stat.uid,
+    gid: stat.gid,
+    mtime: stat.mtime,
+    metadata,
+  };
+}
+
+export interface Provenance {
+  journalEntryId?: number | null;
+  reconciliationJobId?: number | null;
+}
+
+const depth = (p: string) => (p === '' ? 0 : p.split('/').length);
+
+/**
+ * Inserts nodes (any mix of depths, parents before or among them) with their snapshots and
+ * an empty rollup row per directory. Parent ids are resolved by path, one statement per depth
+ * level so a parent inserted here is visible to its children. onConflict 'ignore' skips
+ * paths that already have a live row (a concurrent command created the same parent).
+ */
+export async function insertNodes(
+  q: Queryable,
+  mountId: string,
+  nodes: NewNode[],
+  provenance: Provenance,
+  onConflict: 'error' | 'ignore' = 'error',
+): Promise<CatalogueNode[]> {
+  const byDepth = new Map<number, NewNode[]>();
+  for (const n of nodes) {
+    const d = depth(n.path);
+    let list = byDepth.get(d);
+    if (!list) byDepth.set(d, (list = []));
+    list.push(n);
+  }
+  const inserted: CatalogueNode[] = [];
+  for (const d of [...byDepth.keys()].sort((a, b) => a - b)) {
+    const level = byDepth.get(d) as NewNode[];
+    const { rows } = await q.query<CatalogueNode>(
+      `WITH input AS (
+         SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[],
+                              $8::text[], $9::int[], $10::int[], $11::int[], $12::timestamptz[], $13::jsonb[])
+           AS t(path, parent_path, name, kind, size_bytes, sha256, etag, mode, uid, gid, mtime, metadata)
+       ), ins AS (
+         INSERT INTO filestore.nodes (mount_id, path, parent_id, name, kind, size_bytes, sha256, etag,
+                                      mode, uid, gid, mtime, metadata, consistency_checked_at)
+         SELECT $1, i.path, p.id, i.name, i.kind, i.size_bytes, i.sha256, i.etag, i.mode, i.uid, i.gid,
+                i.mtime, coalesce(i.metadata, '{}'::jsonb), now()
+           FROM input i
+           LEFT JOIN filestore.nodes p
+             ON p.mount_id = $1 AND p.path = i.parent_path AND p.deleted_at IS NULL
+         ${onConflict === 'ignore' ? "ON CONFLICT (mount_id, path) WHERE deleted_at IS NULL DO NOTHING" : ''}
+         RETURNING *
+       ), snap AS (
+         INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, state)
+         SELECT ins.id, ins.version, $14, $15, filestore.node_state(ins) FROM ins
+       ), roll AS (
+         INSERT INTO filestore.rollups (node_id, mount_id) SELECT id, mount_id FROM ins WHERE kind = 'directory'
+       )
+       SELECT ${NODE_COLUMNS} FROM ins`,
+      [
+        mountId,
+        level.map((n) => n.path),
+        level.map((n) => parentOf(n.path)),
+        level.map((n) => baseName(n.path)),
+        level.map((n) => n.kind),
+        level.map((n) => n.sizeBytes),
+        level.map((n) => n.sha256),
+        level.map((n) => n.etag),
+        level.map((n) => n.mode),
+        level.map((n) => n.uid),
+        level.map((n) => n.gid),
+        level.map((n) => n.mtime),
+        level.map((n) => (n.metadata ? JSON.stringify(n.metadata) : null)),
+        provenance.journalEntryId ?? null,
+        provenance.reconciliationJobId ?? null,
+      ],
+    );
+    inserted.push(...rows);
+  }
+  return inserted;
+}
+
+/** Records new content/stat for an existing node: version + 1 and a snapshot. */
+export async function updateNodeFromStat(
+  q: Queryable,
+  nodeId: number,
+  stat: EntryStat,
+  sha256: string | null,
+  provenance: Provenance,
+): Promise<CatalogueNode> {
+  const { rows } = await q.query<CatalogueNode>(
+    `WITH up AS (
+       UPDATE filestore.nodes SET kind = $2, size_bytes = $3, sha256 = $4, etag = $5, mode = $6, uid = $7,
+              gid = $8, mtime = $9, version = version + 1, consistency_state = 'ACTIVE',
+              consistency_checked_at = now(), updated_at = now()
+        WHERE id = $1 RETURNING *
+     ), snap AS (
+       INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, state)
+       SELECT up.id, up.version, $10, $11, filestore.node_state(up) FROM up
+     )
+     SELECT ${NODE_COLUMNS} FROM up`,
+    [
+      nodeId,
+      stat.kind,
+      stat.kind === 'file' ? stat.sizeBytes : 0,
+      sha256,
+      stat.etag,
+      stat.mode,
+      stat.uid,
+      stat.gid,
+      stat.mtime,
+      provenance.journalEntryId ?? null,
+      provenance.reconciliationJobId ?? null,
+    ],
+  );
+  return rows[0] as CatalogueNode;
+}
+
+/** Replaces a node's metadata jsonb (set keys merged, unset keys removed): version + 1 and a snapshot. */
+export async function updateNodeMetadata(
+  q: Queryable,
+  nodeId: number,
+  set: Record<string, unknown>,
+  unset: string[],
+  provenance: Provenance,
+): Promise<CatalogueNode> {
+  const { rows } = await q.query<CatalogueNode>(
+    `WITH up AS (
+       UPDATE filestore.nodes SET metadata = (metadata || $2::jsonb) - $3::text[], version = version + 1,
+              updated_at = now()
+        WHERE id = $1 RETURNING *
+     ), snap AS (
+       INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, state)
+       SELECT up.id, up.version, $4, filestore.node_state(up) FROM up
+     )
+     SELECT ${NODE_COLUMNS} FROM up`,
+    [nodeId, JSON.stringify(set), unset, provenance.journalEntryId ?? null],
+  );
+  return rows[0] as CatalogueNode;
+}
+
+export interface SubtreeSummary {
+  count: number;
+  top: CatalogueNode | null;
+}
+
+/** Tombstones a node and all its live descendants (one statement), with snapshots; drops their rollups. */
+export async function tombstoneSubtree(
+  q: Queryable,
+  mountId: string,
+  path: string,
+  provenance: Provenance,
+): Promise<SubtreeSummary> {
+  const cond = subtreeCondition(path, 2);
+  const { rows } = await q.query<CatalogueNode & { total: number }>(
+    `WITH del AS (
+       UPDATE filestore.nodes SET deleted_at = now(), updated_at = now(), version = version + 1
+        WHERE mount_id = $1 AND deleted_at IS NULL AND ${cond.sql} RETURNING *
+     ), snap AS (
+       INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, state)
+       SELECT del.id, del.version, $${cond.params.length + 2}, $${cond.params.length + 3}, filestore.node_state(del) FROM del
+     ), roll AS (
+       DELETE FROM filestore.rollups WHERE node_id IN (SELECT id FROM del WHERE kind = 'directory')
+     )
+     SELECT ${NODE_COLUMNS}, (SELECT count(*) FROM del)::int AS total FROM del ORDER BY path LIMIT 1`,
+    [mountId, ...cond.params, provenance.journalEntryId ?? null, provenance.reconciliationJobId ?? null],
+  );
+  const first = rows[0];
+  if (!first) return { count: 0, top: null };
+  const { total, ...top } = first;
+  return { count: total, top: top.path === path ? top : null };
+}
+
+/**
+ * Re-paths a node and its descendants from `from` to `to` inside one mount (one statement):
+ * ids, history and rollups of the subtree are kept; each moved row gets a new version and snapshot.
+ */
+export async function moveSubtree(
+  q: Queryable,
+  mountId: string,
+  from: string,
+  to: string,
+  newParentId: number,
+  provenance: Provenance,
+): Promise<{ node: CatalogueNode; count: number }> {
+  const cond = subtreeCondition(from, 2);
+  const n = cond.params.length;
+  const { rows } = await q.query<CatalogueNode & { total: number }>(
+    `WITH mv AS (
+       UPDATE filestore.nodes
+          SET path = $${n + 2}::text || substr(path, length($2::text) + 1),
+              name = CASE WHEN path = $2 THEN $${n + 3} ELSE name END,
+              parent_id = CASE WHEN path = $2 THEN $${n + 4}::bigint ELSE parent_id END,
+              version = version + 1, updated_at = now()
+        WHERE mount_id = $1 AND deleted_at IS NULL AND ${cond.sql} RETURNING *
+     ), snap AS (
+       INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, state)
+       SELECT mv.id, mv.version, $${n + 5}, filestore.node_state(mv) FROM mv
+     )
+     SELECT ${NODE_COLUMNS}, (SELECT count(*) FROM mv)::int AS total FROM mv WHERE path = $${n + 2}`,
+    [mountId, ...cond.params, to, baseName(to), newParentId, provenance.journalEntryId ?? null],
+  );
+  const first = rows[0];
+  if (!first) throw new Error(`moveSubtree: no live node at ${from}`);
+  const { total, ...node } = first;
+  return { node, count: total };
+}

@@ -1,0 +1,100 @@
+import type { Queryable } from '../db/pool.ts';
+import { prefixUpperBound } from '../paths.ts';
+import { NODE_COLUMNS } from './rows.ts';
+import type { CatalogueNode, ConsistencyState } from './types.ts';
+import type { NodeKind } from '../backends/types.ts';
+
+/** Reads of the nodes table. Writes live in node-writes.ts. */
+
+export async function findLiveByPath(q: Queryable, mountId: string, path: string): Promise<CatalogueNode | null> {
+  const { rows } = await q.query<CatalogueNode>(
+    `SELECT ${NODE_COLUMNS} FROM filestore.nodes WHERE mount_id = $1 AND path = $2 AND deleted_at IS NULL`,
+    [mountId, path],
+  );
+  return rows[0] ?? null;
+}
+
+/** Live nodes at the given paths, keyed by path. */
+export async function findLiveByPaths(q: Queryable, mountId: string, paths: string[]): Promise<Map<string, CatalogueNode>> {
+  if (paths.length === 0) return new Map();
+  const { rows } = await q.query<CatalogueNode>(
+    `SELECT ${NODE_COLUMNS} FROM filestore.nodes WHERE mount_id = $1 AND path = ANY($2::text[]) AND deleted_at IS NULL`,
+    [mountId, paths],
+  );
+  return new Map(rows.map((r) => [r.path, r]));
+}
+
+export async function findById(q: Queryable, id: number): Promise<CatalogueNode | null> {
+  const { rows } = await q.query<CatalogueNode>(`SELECT ${NODE_COLUMNS} FROM filestore.nodes WHERE id = $1`, [id]);
+  return rows[0] ?? null;
+}
+
+export interface ListNodesOptions {
+  mountId: string;
+  /** Raw path prefix (not necessarily a directory): "docs/re" matches "docs/readme.md". */
+  prefix?: string | undefined;
+  state?: ConsistencyState | undefined;
+  kind?: NodeKind | undefined;
+  /** Keyset cursor: only paths strictly after this one. */
+  afterPath?: string | undefined;
+  limit: number;
+}
+
+/** Live nodes of a mount in byte order of path, keyset-paginated. */
+export async function listLive(q: Queryable, o: ListNodesOptions): Promise<CatalogueNode[]> {
+  const where = ['mount_id = $1', 'deleted_at IS NULL'];
+  const params: unknown[] = [o.mountId];
+  const add = (sql: string, value: unknown) => {
+    params.push(value);
+    where.push(sql.replace('?', `$${params.length}`));
+  };
+  if (o.prefix) {
+    add('path >= ?', o.prefix);
+    const upper = prefixUpperBound(o.prefix);
+    if (upper !== null) add('path < ?', upper);
+  }
+  if (o.afterPath !== undefined) add('path > ?', o.afterPath);
+  if (o.state) add('consistency_state = ?', o.state);
+  if (o.kind) add('kind = ?', o.kind);
+  params.push(o.limit);
+  const { rows } = await q.query<CatalogueNode>(
+    `SELECT ${NODE_COLUMNS} FROM filestore.nodes WHERE ${where.join(' AND ')} ORDER BY path LIMIT $${params.length}`,
+    params,
+  );
+  return rows;
+}
+
+/** Direct live children of a directory node in byte order of name, keyset-paginated. */
+export async function listChildren(
+  q: Queryable,
+  parentId: number,
+  limit: number,
+  afterName?: string,
+): Promise<CatalogueNode[]> {
+  const { rows } = await q.query<CatalogueNode>(
+    `SELECT ${NODE_COLUMNS} FROM filestore.nodes
+      WHERE parent_id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR name > $2)
+      ORDER BY name LIMIT $3`,
+    [parentId, afterName ?? null, limit],
+  );
+  return rows;
+}
+
+export interface Snapshot {
+  nodeId: number;
+  version: number;
+  journalEntryId: number | null;
+  reconciliationJobId: number | null;
+  state: Record<string, unknown>;
+  createdAt: Date;
+}
+
+export async function listSnapshots(q: Queryable, nodeId: number, limit: number, afterVersion = 0): Promise<Snapshot[]> {
+  const { rows } = await q.query<Snapshot>(
+    `SELECT node_id AS "nodeId", version, journal_entry_id AS "journalEntryId",
+            reconciliation_job_id AS "reconciliationJobId", state, created_at AS "createdAt"
+       FROM filestore.snapshots WHERE node_id = $1 AND version > $2 ORDER BY version LIMIT $3`,
+    [nodeId, afterVersion, limit],
+  );
+  return rows;
+}

@@ -1,0 +1,131 @@
+import type { Queryable } from '../db/pool.ts';
+import { ancestorsOf, parentOf } from '../paths.ts';
+import { descendantsCondition } from './subtree.ts';
+import type { CatalogueNode, Rollup, RollupDelta } from './types.ts';
+
+/**
+ * Directory rollups. Commands append deltas (rollup_deltas) instead of updating the rollup
+ * rows, so concurrent writes under one directory never queue on its row (or the root's);
+ * a rollup is its row plus the sum of its deltas, read in one statement, so it is exact in
+ * every snapshot. compactRollups folds deltas into the rows in the background.
+ */
+
+const ROLLUP_SELECT = `
+  SELECT r.node_id AS "nodeId",
+         (r.size_bytes + coalesce(sum(d.size_bytes), 0))::bigint AS "sizeBytes",
+         (r.file_count + coalesce(sum(d.file_count), 0))::bigint AS "fileCount",
+         (r.dir_count + coalesce(sum(d.dir_count), 0))::bigint AS "dirCount",
+         (r.child_count + coalesce(sum(d.child_count), 0))::bigint AS "childCount",
+         r.last_calculated_at AS "lastCalculatedAt"
+    FROM filestore.rollups r LEFT JOIN filestore.rollup_deltas d ON d.node_id = r.node_id`;
+
+export async function readRollups(q: Queryable, nodeIds: number[]): Promise<Map<number, Rollup>> {
+  if (nodeIds.length === 0) return new Map();
+  const { rows } = await q.query<Rollup & { nodeId: number }>(
+    `${ROLLUP_SELECT} WHERE r.node_id = ANY($1::bigint[]) GROUP BY r.node_id`,
+    [nodeIds],
+  );
+  return new Map(rows.map(({ nodeId, ...rollup }) => [nodeId, rollup]));
+}
+
+export async function readRollup(q: Queryable, nodeId: number): Promise<Rollup | null> {
+  return (await readRollups(q, [nodeId])).get(nodeId) ?? null;
+}
+
+/** What a node contributes to its ancestors' totals: itself plus, for a directory, its contents. */
+export async function subtreeTotals(q: Queryable, node: CatalogueNode): Promise<RollupDelta> {
+  if (node.kind === 'file') return { sizeBytes: node.sizeBytes, fileCount: 1, dirCount: 0 };
+  if (node.kind === 'symlink') return { sizeBytes: 0, fileCount: 0, dirCount: 0 };
+  const r = await readRollup(q, node.id);
+  return { sizeBytes: r?.sizeBytes ?? 0, fileCount: r?.fileCount ?? 0, dirCount: (r?.dirCount ?? 0) + 1 };
+}
+
+export const negate = (d: RollupDelta): RollupDelta => ({
+  sizeBytes: -d.sizeBytes,
+  fileCount: -d.fileCount,
+  dirCount: -d.dirCount,
+});
+
+/**
+ * Adds `delta` to every ancestor directory of `path` and `childDelta` to its parent's direct
+ * child count. One set-based INSERT.
+ */
+export async function addToAncestors(
+  q: Queryable,
+  mountId: string,
+  path: string,
+  delta: RollupDelta,
+  childDelta: number,
+): Promise<void> {
+  if (path === '') return;
+  if (delta.sizeBytes === 0 && delta.fileCount === 0 && delta.dirCount === 0 && childDelta === 0) return;
+  await q.query(
+    `INSERT INTO filestore.rollup_deltas (node_id, size_bytes, file_count, dir_count, child_count)
+     SELECT n.id, $3, $4, $5, CASE WHEN n.path = $6 THEN $7 ELSE 0 END
+       FROM filestore.nodes n
+      WHERE n.mount_id = $1 AND n.path = ANY($2::text[]) AND n.deleted_at IS NULL AND n.kind = 'directory'`,
+    [mountId, ancestorsOf(path), delta.sizeBytes, delta.fileCount, delta.dirCount, parentOf(path), childDelta],
+  );
+}
+
+/**
+ * Recomputes, from the live rows, the rollups of `dir` and every directory below it (one
+ * statement), dropping their pending deltas. Used after bulk inserts and by tests as the
+ * ground truth.
+ */
+export async function recomputeRollups(q: Queryable, mountId: string, dir: string): Promise<void> {
+  const below = descendantsCondition(dir, 2, 'd.path');
+  const self = dir === '' ? '' : ` OR d.path = $${below.params.length + 2}`;
+  const dirsCond = dir === '' ? 'TRUE' : `(${below.sql}${self})`;
+  const params: unknown[] = [mountId, ...below.params];
+  if (dir !== '') params.push(dir);
+  await q.query(
+    `WITH dirs AS (
+       SELECT d.id, d.path FROM filestore.nodes d
+        WHERE d.mount_id = $1 AND d.deleted_at IS NULL AND d.kind = 'directory' AND ${dirsCond}
+     ), totals AS (
+       SELECT dirs.id,
+              coalesce(sum(c.size_bytes) FILTER (WHERE c.kind = 'file'), 0) AS size_bytes,
+              count(c.id) FILTER (WHERE c.kind = 'file') AS file_count,
+              count(c.id) FILTER (WHERE c.kind = 'directory') AS dir_count,
+              count(c.id) FILTER (WHERE c.parent_id = dirs.id) AS child_count
+         FROM dirs
+         LEFT JOIN filestore.nodes c
+           ON c.mount_id = $1 AND c.deleted_at IS NULL
+          AND CASE WHEN dirs.path = '' THEN c.path <> ''
+                   ELSE c.path >= dirs.path || '/' AND c.path < dirs.path || '0' END
+        GROUP BY dirs.id
+     ), gone AS (
+       DELETE FROM filestore.rollup_deltas WHERE node_id IN (SELECT id FROM dirs)
+     )
+     INSERT INTO filestore.rollups (node_id, mount_id, size_bytes, file_count, dir_count, child_count, last_calculated_at)
+     SELECT id, $1, size_bytes, file_count, dir_count, child_count, now() FROM totals
+     ON CONFLICT (node_id) DO UPDATE SET size_bytes = EXCLUDED.size_bytes, file_count = EXCLUDED.file_count,
+       dir_count = EXCLUDED.dir_count, child_count = EXCLUDED.child_count, last_calculated_at = now()`,
+    params,
+  );
+}
+
+/**
+ * Folds accumulated deltas into the rollup rows in one statement (readers see the totals
+ * before or after, never a mix). Returns the number of deltas folded.
+ */
+export async function compactRollups(q: Queryable, maxDeltas = 50_000): Promise<number> {
+  const { rows } = await q.query<{ folded: number }>(
+    `WITH picked AS (
+       SELECT id FROM filestore.rollup_deltas ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+     ), gone AS (
+       DELETE FROM filestore.rollup_deltas d USING picked WHERE d.id = picked.id RETURNING d.*
+     ), sums AS (
+       SELECT node_id, sum(size_bytes) s, sum(file_count) f, sum(dir_count) dc, sum(child_count) c
+         FROM gone GROUP BY node_id
+     ), up AS (
+       UPDATE filestore.rollups r SET size_bytes = r.size_bytes + sums.s, file_count = r.file_count + sums.f,
+              dir_count = r.dir_count + sums.dc, child_count = r.child_count + sums.c, last_calculated_at = now()
+         FROM sums WHERE r.node_id = sums.node_id
+     )
+     SELECT count(*)::int AS folded FROM gone`,
+    [maxDeltas],
+  );
+  return rows[0]?.folded ?? 0;
+}

@@ -1,0 +1,20 @@
+import type { CatalogueNode, Mount } from './types.ts';
+
+/** Column list shared by every node query, aliased to the camelCase API shape. */
+export const NODE_COLUMNS = `id, mount_id AS "mountId", path, parent_id AS "parentId", name, kind,
+  size_bytes AS "sizeBytes", sha256, etag, sequencer, mode, uid, gid, mtime, version,
+  consistency_state AS "consistencyState", consistency_checked_at AS "consistencyCheckedAt",
+  last_drift_detected_at AS "lastDriftDetectedAt", last_reconciled_at AS "lastReconciledAt",
+  deleted_at AS "deletedAt", metadata, created_at AS "createdAt", updated_at AS "updatedAt"`;
+
+export const MOUNT_COLUMNS = `id, key, kind, root_path AS "rootPath", bucket, prefix, region, endpoint,
+  agent_id AS "agentId", access_mode AS "accessMode", state, created_at AS "createdAt",
+  updated_at AS "updatedAt"`;
+
+export type NodeRow = CatalogueNode;
+export type MountRow = Mount;
+
+/** The node as recorded in a snapshot and in event payloads (JSON-safe). */
+export function nodeState(node: CatalogueNode): Record<string, unknown> {
+  return JSON.parse(JSON.stringify(node)) as Record<string, unknown>;
+}

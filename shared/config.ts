@@ -1,0 +1,42 @@
+import { z } from 'zod';
+import { FilestoreError } from './errors.ts';
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const EnvSchema = z.object({
+  DATABASE_URL: z.string().url().optional(),
+  REDIS_URL: z.union([z.literal('inline'), z.string().url()]).default('inline'),
+  FILESTORE_ALLOW_INLINE: bool.default(false),
+  FILESTORE_AGENT_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).default('local'),
+  FILESTORE_ENABLE_WATCHERS: bool.default(false),
+  FILESTORE_WATCH_DEBOUNCE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
+  FILESTORE_AUDIT_CRON: z.string().optional(),
+  FILESTORE_S3_ENDPOINT: z.string().url().optional(),
+  FILESTORE_DB_POOL_SIZE: z.coerce.number().int().min(2).max(500).default(20),
+  FILESTORE_CACHE_TTL_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
+  PORT: z.coerce.number().int().min(0).max(65_535).default(4300),
+});
+
+export type Config = z.infer<typeof EnvSchema>;
+
+/**
+ * Reads and validates the environment once, at start. A bad value stops the process with a
+ * message naming the variable, never with a stack trace.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = EnvSchema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    throw new FilestoreError('CONFIG_ERROR', `invalid configuration: ${problems.join('; ')}`);
+  }
+  const config = parsed.data;
+  if (config.REDIS_URL === 'inline' && !config.FILESTORE_ALLOW_INLINE) {
+    throw new FilestoreError(
+      'CONFIG_ERROR',
+      'REDIS_URL is unset or "inline" (in-process queues and events), which is only for one process: set REDIS_URL=redis://… or FILESTORE_ALLOW_INLINE=true',
+    );
+  }
+  return config;
+}

@@ -1,0 +1,68 @@
+import { EventEmitter } from 'node:events';
+import { Redis } from 'ioredis';
+import type { EventEnvelope } from '../catalogue/outbox.ts';
+
+export const EVENTS_CHANNEL = 'filestore:events';
+
+/** Where published events go: Redis pub/sub, or an in-process emitter in inline mode. */
+export interface EventBus {
+  publish(events: EventEnvelope[]): Promise<void>;
+  /** Returns an unsubscribe function. */
+  subscribe(handler: (event: EventEnvelope) => void): Promise<() => void>;
+  close(): Promise<void>;
+}
+
+export class InlineEventBus implements EventBus {
+  private readonly emitter = new EventEmitter().setMaxListeners(0);
+
+  async publish(events: EventEnvelope[]): Promise<void> {
+    for (const e of events) this.emitter.emit('event', e);
+  }
+
+  async subscribe(handler: (event: EventEnvelope) => void): Promise<() => void> {
+    this.emitter.on('event', handler);
+    return () => this.emitter.off('event', handler);
+  }
+
+  async close(): Promise<void> {
+    this.emitter.removeAllListeners();
+  }
+}
+
+/** Redis pub/sub on `filestore:events`; one JSON envelope per message. */
+export class RedisEventBus implements EventBus {
+  private readonly publisher: Redis;
+  private subscriber: Redis | null = null;
+  private readonly handlers = new Set<(event: EventEnvelope) => void>();
+
+  constructor(private readonly url: string) {
+    this.publisher = new Redis(url, { maxRetriesPerRequest: 3, lazyConnect: false });
+  }
+
+  async publish(events: EventEnvelope[]): Promise<void> {
+    if (events.length === 0) return;
+    const pipeline = this.publisher.pipeline();
+    for (const e of events) pipeline.publish(EVENTS_CHANNEL, JSON.stringify(e));
+    const results = await pipeline.exec();
+    const failed = results?.find(([err]) => err);
+    if (failed) throw failed[0];
+  }
+
+  async subscribe(handler: (event: EventEnvelope) => void): Promise<() => void> {
+    if (!this.subscriber) {
+      this.subscriber = new Redis(this.url, { maxRetriesPerRequest: null });
+      this.subscriber.on('message', (_channel: string, message: string) => {
+        const event = JSON.parse(message) as EventEnvelope;
+        for (const h of this.handlers) h(event);
+      });
+      await this.subscriber.subscribe(EVENTS_CHANNEL);
+    }
+    this.handlers.add(handler);
+    return () => this.handlers.delete(handler);
+  }
+
+  async close(): Promise<void> {
+    this.handlers.clear();
+    await Promise.allSettled([this.publisher.quit(), this.subscriber?.quit()]);
+  }
+}

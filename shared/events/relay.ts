@@ -1,0 +1,95 @@
+import type { Pool } from '../db/pool.ts';
+import { claimBatch } from '../catalogue/outbox.ts';
+import type { EventBus } from './bus.ts';
+
+// Transaction-scoped advisory lock: one relay publishes at a time across all processes,
+// which is what keeps publication in sequence order.
+const RELAY_LOCK = 4_242_002;
+
+export interface RelayOptions {
+  pool: Pool;
+  bus: EventBus;
+  /** Fallback poll interval; commits in this process nudge the relay at once. */
+  intervalMs?: number;
+  batchSize?: number;
+  onError?: (err: unknown) => void;
+}
+
+/**
+ * Publishes committed outbox rows to the bus, at least once and in sequence order: the
+ * claim (published_at, seq) commits only after the bus accepted the batch, so a crash in
+ * between republishes rather than loses.
+ */
+export class OutboxRelay {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private again = false;
+  private stopped = false;
+
+  constructor(private readonly o: RelayOptions) {}
+
+  start(): void {
+    this.stopped = false;
+    const tick = () => {
+      this.nudge();
+      if (!this.stopped) this.timer = setTimeout(tick, this.o.intervalMs ?? 500);
+    };
+    tick();
+  }
+
+  /** Asks for a publication pass soon; passes never overlap. */
+  nudge(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.drain()
+      .then(() => {})
+      .catch((err) => this.o.onError?.(err))
+      .finally(() => {
+        this.running = null;
+        if (this.again) {
+          this.again = false;
+          this.nudge();
+        }
+      });
+  }
+
+  /** Publishes until nothing committed is left; returns the number published. */
+  async drain(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = await this.publishOnce();
+      total += n;
+      if (n === 0) return total;
+    }
+  }
+
+  private async publishOnce(): Promise<number> {
+    const client = await this.o.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS locked', [RELAY_LOCK]);
+      if (!rows[0]?.locked) {
+        await client.query('ROLLBACK');
+        return 0;
+      }
+      const batch = await claimBatch(client, this.o.batchSize ?? 500);
+      if (batch.length > 0) await this.o.bus.publish(batch);
+      await client.query('COMMIT');
+      return batch.length;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
+}

@@ -1,0 +1,57 @@
+import { FilestoreError, NotFoundError } from '../../errors.ts';
+import { findLiveByPath, listChildren } from '../../catalogue/nodes.ts';
+import { tombstoneSubtree } from '../../catalogue/node-writes.ts';
+import { addToAncestors, negate, subtreeTotals } from '../../catalogue/rollups.ts';
+import type { CatalogueNode } from '../../catalogue/types.ts';
+import { asJson, type CommandSpec } from '../context.ts';
+import { assertVersion } from '../checks.ts';
+
+export interface DeleteRequest {
+  path: string;
+  recursive?: boolean | undefined;
+  expectedVersion?: number | undefined;
+}
+
+/** Deletes a file, symlink or directory (non-empty only with recursive), and its catalogue subtree. */
+export const deleteCommand: CommandSpec<DeleteRequest, CatalogueNode, { alreadyGone: boolean }> = {
+  command: 'delete',
+  paths: (r) => [r.path],
+  journalRequest: (r) => ({
+    path: r.path,
+    recursive: r.recursive ?? false,
+    ...(r.expectedVersion !== undefined ? { expectedVersion: r.expectedVersion } : {}),
+  }),
+
+  async prepare({ q, mount }, r) {
+    if (r.path === '') throw new FilestoreError('INVALID_PATH', 'the mount root cannot be deleted');
+    const node = await findLiveByPath(q, mount.id, r.path);
+    if (!node) throw new NotFoundError(`"${r.path}" is not in the catalogue`);
+    assertVersion(node, r.expectedVersion, r.path);
+    if (node.kind === 'directory' && !r.recursive && (await listChildren(q, node.id, 1)).length > 0) {
+      throw new FilestoreError('DIRECTORY_NOT_EMPTY', `"${r.path}" is not empty; pass recursive to delete it with its contents`);
+    }
+    return node;
+  },
+
+  async apply({ backend }, r) {
+    try {
+      await backend.delete(r.path, { recursive: r.recursive ?? false });
+      return { alreadyGone: false };
+    } catch (err) {
+      // Already gone from storage: the caller's intent holds, so the catalogue catches up.
+      if (err instanceof FilestoreError && err.code === 'NOT_FOUND') return { alreadyGone: true };
+      throw err;
+    }
+  },
+
+  async commit({ q, mount, entryId }, r, node, { alreadyGone }) {
+    const totals = await subtreeTotals(q, node);
+    const { count, top } = await tombstoneSubtree(q, mount.id, r.path, { journalEntryId: entryId });
+    await addToAncestors(q, mount.id, r.path, negate(totals), -1);
+    const tombstone = asJson(top ?? node);
+    return {
+      result: { journalEntryId: entryId, node: tombstone, deletedCount: count, alreadyGone },
+      events: [{ type: 'filestore.node.deleted', mountId: mount.id, data: { node: tombstone, deletedCount: count, journalEntryId: entryId } }],
+    };
+  },
+};

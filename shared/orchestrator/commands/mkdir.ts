@@ -1,0 +1,44 @@
+import { FilestoreError } from '../../errors.ts';
+import { findLiveByPath } from '../../catalogue/nodes.ts';
+import { newNodeFromStat, type NewNode } from '../../catalogue/node-writes.ts';
+import type { CatalogueNode } from '../../catalogue/types.ts';
+import { asJson, type CommandSpec } from '../context.ts';
+import { catalogueCreated, checkParentChain, statCreated } from '../checks.ts';
+
+export interface MkdirRequest {
+  path: string;
+  parents?: boolean | undefined;
+}
+
+interface Plan {
+  existing: CatalogueNode | null;
+  missingAncestors: string[];
+}
+
+/** Creates a directory (with parents: also its missing ancestors; an existing directory is then fine). */
+export const mkdirCommand: CommandSpec<MkdirRequest, Plan, NewNode[]> = {
+  command: 'mkdir',
+  paths: (r) => [r.path],
+  journalRequest: (r) => ({ path: r.path, parents: r.parents ?? false }),
+
+  async prepare({ q, mount }, r) {
+    const existing = await findLiveByPath(q, mount.id, r.path);
+    if (existing && !(r.parents && existing.kind === 'directory')) {
+      throw new FilestoreError('ALREADY_EXISTS', `"${r.path}" already exists as a ${existing.kind}`);
+    }
+    const chain = r.path === '' ? { missing: [] } : await checkParentChain(q, mount.id, r.path, r.parents ?? false);
+    return { existing, missingAncestors: chain.missing };
+  },
+
+  async apply({ backend }, r, plan) {
+    if (plan.existing) return [];
+    const stat = await backend.mkdir(r.path, { parents: r.parents ?? false });
+    return [...(await statCreated(backend, plan.missingAncestors)), newNodeFromStat(stat)];
+  },
+
+  async commit({ q, mount, entryId }, r, plan, created) {
+    const { events } = await catalogueCreated(q, mount.id, created, entryId);
+    const node = plan.existing ?? (await findLiveByPath(q, mount.id, r.path));
+    return { result: { journalEntryId: entryId, node: asJson(node) }, events };
+  },
+};

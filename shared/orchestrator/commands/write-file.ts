@@ -1,0 +1,71 @@
+import type { Readable } from 'node:stream';
+import { FilestoreError } from '../../errors.ts';
+import type { WriteResult } from '../../backends/types.ts';
+import { findLiveByPath } from '../../catalogue/nodes.ts';
+import { newNodeFromStat, updateNodeFromStat, type NewNode } from '../../catalogue/node-writes.ts';
+import { addToAncestors } from '../../catalogue/rollups.ts';
+import type { CatalogueNode } from '../../catalogue/types.ts';
+import { asJson, type CommandSpec } from '../context.ts';
+import { assertVersion, catalogueCreated, checkParentChain, statCreated } from '../checks.ts';
+
+export interface WriteFileRequest {
+  path: string;
+  body: Readable;
+  /** If-Match: the version the caller last saw (0 = the file must not exist yet). */
+  expectedVersion?: number | undefined;
+  /** X-Checksum-Sha256: the write fails with CHECKSUM_MISMATCH unless the bytes hash to this. */
+  expectedSha256?: string | undefined;
+}
+
+interface Plan {
+  existing: CatalogueNode | null;
+  missingAncestors: string[];
+}
+
+interface Outcome {
+  write: WriteResult;
+  ancestors: NewNode[];
+}
+
+/** Creates or replaces a file from a stream, creating missing parent directories. */
+export const writeFileCommand: CommandSpec<WriteFileRequest, Plan, Outcome> = {
+  command: 'writeFile',
+  paths: (r) => [r.path],
+  journalRequest: (r) => ({
+    path: r.path,
+    ...(r.expectedVersion !== undefined ? { expectedVersion: r.expectedVersion } : {}),
+    ...(r.expectedSha256 !== undefined ? { expectedSha256: r.expectedSha256 } : {}),
+  }),
+
+  async prepare({ q, mount }, r) {
+    if (r.path === '') throw new FilestoreError('IS_A_DIRECTORY', 'the mount root is a directory');
+    const existing = await findLiveByPath(q, mount.id, r.path);
+    if (existing?.kind === 'directory') throw new FilestoreError('IS_A_DIRECTORY', `"${r.path}" is a directory`);
+    assertVersion(existing, r.expectedVersion, r.path);
+    const chain = await checkParentChain(q, mount.id, r.path, true);
+    return { existing, missingAncestors: chain.missing };
+  },
+
+  async apply({ backend, entryId }, r, plan) {
+    const write = await backend.writeFile(r.path, r.body, {
+      stagingId: `j${entryId}`,
+      expectedSha256: r.expectedSha256,
+    });
+    return { write, ancestors: await statCreated(backend, plan.missingAncestors) };
+  },
+
+  async commit({ q, mount, entryId }, r, plan, { write, ancestors }) {
+    const { events } = await catalogueCreated(q, mount.id, ancestors, entryId);
+    // Re-read under our lock: an uncatalogued file may have been catalogued by reconciliation meanwhile.
+    const existing = plan.existing ?? (await findLiveByPath(q, mount.id, r.path));
+    if (existing) {
+      const node = await updateNodeFromStat(q, existing.id, write, write.sha256, { journalEntryId: entryId });
+      await addToAncestors(q, mount.id, r.path, { sizeBytes: node.sizeBytes - (existing.kind === 'file' ? existing.sizeBytes : 0), fileCount: existing.kind === 'file' ? 0 : 1, dirCount: 0 }, 0);
+      events.push({ type: 'filestore.node.updated', mountId: mount.id, data: { node: asJson(node), previousVersion: existing.version, journalEntryId: entryId } });
+      return { result: { journalEntryId: entryId, node: asJson(node) }, events };
+    }
+    const created = await catalogueCreated(q, mount.id, [newNodeFromStat(write, write.sha256)], entryId);
+    events.push(...created.events);
+    return { result: { journalEntryId: entryId, node: asJson(created.inserted[0]) }, events };
+  },
+};

@@ -1,0 +1,53 @@
+import type { Backend } from '../backends/types.ts';
+import type { PoolClient } from '../db/pool.ts';
+import type { CommandName } from '../catalogue/journal.ts';
+import type { NewEvent } from '../catalogue/outbox.ts';
+import type { Mount } from '../catalogue/types.ts';
+
+/** Who asks, and how to recognise a retry. */
+export interface CommandContext {
+  principal?: string | undefined;
+  correlationId?: string | undefined;
+  /** A replay with the same key returns the first result; a different request is IDEMPOTENCY_CONFLICT. */
+  idempotencyKey?: string | undefined;
+}
+
+/** What one step of a command works with. */
+export interface Step {
+  q: PoolClient;
+  mount: Mount;
+  backend: Backend;
+  entryId: number;
+}
+
+/** What every command returns (and what a replay returns again, byte for byte). */
+export interface CommandResult {
+  journalEntryId: number;
+  /** The node after the change, as JSON (a tombstone for delete). */
+  node: Record<string, unknown>;
+  [extra: string]: unknown;
+}
+
+/**
+ * One command, in the phases the orchestrator runs it through:
+ * prepare (catalogue checks, no side effects) → apply (storage) → commit (one transaction).
+ */
+export interface CommandSpec<Req, Plan, Outcome> {
+  command: CommandName;
+  /** Paths the command changes; locked exclusively (ancestors shared) for its whole run. */
+  paths(req: Req): string[];
+  /** The request as journaled (JSON-safe, no body bytes). */
+  journalRequest(req: Req): Record<string, unknown>;
+  prepare(step: Step, req: Req): Promise<Plan>;
+  apply(step: Step, req: Req, plan: Plan): Promise<Outcome>;
+  commit(step: Step, req: Req, plan: Plan, outcome: Outcome): Promise<{ result: CommandResult; events: NewEvent[] }>;
+}
+
+/** Test and operations hooks around the storage step (e.g. to kill the process there). */
+export interface OrchestratorHooks {
+  beforeStorage?(entryId: number): void | Promise<void>;
+  afterStorage?(entryId: number): void | Promise<void>;
+}
+
+export const asJson = <T>(value: T): Record<string, unknown> =>
+  JSON.parse(JSON.stringify(value)) as Record<string, unknown>;

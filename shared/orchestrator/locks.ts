@@ -1,0 +1,73 @@
+import { createHash } from 'node:crypto';
+import type { Queryable } from '../db/pool.ts';
+import { ancestorsOf } from '../paths.ts';
+
+/**
+ * Hierarchical path locks on PostgreSQL session advisory locks, held from before the journal
+ * entry until after the catalogue commit. A command takes an exclusive lock on each path it
+ * changes and shared locks on their ancestors, so commands on different paths of one mount
+ * run in parallel, while a recursive command on a directory waits for (and blocks) commands
+ * below it. Locks vanish with the connection, so a crashed process never leaves one behind.
+ */
+
+export type LockMode = 'shared' | 'exclusive';
+
+export function lockKey(namespace: string, ...parts: string[]): bigint {
+  const digest = createHash('sha256').update([namespace, ...parts].join('\u0000')).digest();
+  return digest.readBigInt64BE(0);
+}
+
+export interface PathLock {
+  key: bigint;
+  mode: LockMode;
+}
+
+/** Locks for changing `paths` of a mount: exclusive on each, shared on their ancestors. */
+export function pathLocks(mountId: string, paths: string[]): PathLock[] {
+  const modes = new Map<bigint, LockMode>();
+  for (const p of paths) {
+    for (const a of ancestorsOf(p)) {
+      const k = lockKey('path', mountId, a);
+      if (!modes.has(k)) modes.set(k, 'shared');
+    }
+  }
+  for (const p of paths) modes.set(lockKey('path', mountId, p), 'exclusive');
+  return [...modes.entries()]
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([key, mode]) => ({ key, mode }));
+}
+
+export async function acquire(q: Queryable, locks: PathLock[]): Promise<void> {
+  if (locks.length === 0) return;
+  await q.query('SELECT filestore.lock_paths($1::bigint[], $2::boolean[])', [
+    locks.map((l) => l.key.toString()),
+    locks.map((l) => l.mode === 'exclusive'),
+  ]);
+}
+
+/** Blocks until no other live process works under this idempotency key. */
+export async function lockIdempotencyKey(q: Queryable, key: string): Promise<void> {
+  await q.query('SELECT pg_advisory_lock($1::bigint)', [lockKey('idempotency', key).toString()]);
+}
+
+// Entry locks use the two-int4 keyspace, which never overlaps the bigint one above.
+const ENTRY_NAMESPACE = 4242;
+const entryObjectId = (entryId: number) => entryId % 2_147_483_647;
+
+/** Marks this connection as the live owner of a journal entry. */
+export async function lockEntry(q: Queryable, entryId: number): Promise<void> {
+  await q.query('SELECT pg_advisory_lock($1::int, $2::int)', [ENTRY_NAMESPACE, entryObjectId(entryId)]);
+}
+
+/** True when no live process owns the entry (and this connection now does). */
+export async function tryLockEntry(q: Queryable, entryId: number): Promise<boolean> {
+  const { rows } = await q.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::int, $2::int) AS ok', [
+    ENTRY_NAMESPACE,
+    entryObjectId(entryId),
+  ]);
+  return rows[0]?.ok === true;
+}
+
+export async function releaseAll(q: Queryable): Promise<void> {
+  await q.query('SELECT pg_advisory_unlock_all()');
+}

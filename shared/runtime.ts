@@ -1,0 +1,92 @@
+import { BackendRegistry, type S3Defaults } from './backends/registry.ts';
+import { MemoryReadThroughCache, RedisReadThroughCache, type ReadThroughCache } from './cache/read-through.ts';
+import { CatalogueReader } from './catalogue/reader.ts';
+import { compactRollups } from './catalogue/rollups.ts';
+import { createPool, type Pool } from './db/pool.ts';
+import { migrate } from './db/migrate.ts';
+import { InlineEventBus, RedisEventBus, type EventBus } from './events/bus.ts';
+import { OutboxRelay } from './events/relay.ts';
+import type { OrchestratorHooks } from './orchestrator/context.ts';
+import { Orchestrator } from './orchestrator/orchestrator.ts';
+
+export interface FilestoreOptions {
+  databaseUrl: string;
+  /** redis://… or 'inline' (in-process events and cache: one process only). */
+  redisUrl: string;
+  poolSize?: number | undefined;
+  cacheTtlSeconds?: number | undefined;
+  s3?: S3Defaults | undefined;
+  hooks?: OrchestratorHooks | undefined;
+  /** Apply migrations at start (default true). */
+  migrate?: boolean | undefined;
+  /** Resolve pending journal entries at start and every `maintenanceIntervalMs` (default true). */
+  recover?: boolean | undefined;
+  /** Publish the outbox from this process (default true). */
+  relay?: boolean | undefined;
+  maintenanceIntervalMs?: number | undefined;
+  log?: ((line: string) => void) | undefined;
+}
+
+/** The core wired together: what `npm start`, the agent, the Lambdas and tests all run. */
+export interface Filestore {
+  pool: Pool;
+  orchestrator: Orchestrator;
+  reader: CatalogueReader;
+  bus: EventBus;
+  cache: ReadThroughCache;
+  relay: OutboxRelay | null;
+  backends: BackendRegistry;
+  close(): Promise<void>;
+}
+
+export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
+  const log = o.log ?? (() => {});
+  if (o.migrate !== false) await migrate(o.databaseUrl, log);
+  const pool = createPool(o.databaseUrl, o.poolSize ?? 20);
+  const inline = o.redisUrl === 'inline';
+  const bus: EventBus = inline ? new InlineEventBus() : new RedisEventBus(o.redisUrl);
+  const cache: ReadThroughCache = inline ? new MemoryReadThroughCache() : new RedisReadThroughCache(o.redisUrl, o.cacheTtlSeconds);
+  const relay = o.relay === false ? null : new OutboxRelay({ pool, bus, onError: (e) => log(`outbox relay: ${(e as Error).message}`) });
+  const backends = new BackendRegistry(o.s3);
+  const orchestrator = new Orchestrator({
+    pool,
+    backends,
+    hooks: o.hooks,
+    afterCommit: async (mountId) => {
+      relay?.nudge();
+      await cache.invalidateMount(mountId).catch((e: Error) => log(`cache invalidation failed: ${e.message}`));
+    },
+  });
+  const reader = new CatalogueReader(pool, cache);
+
+  const maintenance = async () => {
+    if (o.recover !== false) {
+      const r = await orchestrator.recover();
+      if (r.succeeded + r.failed > 0) log(`recovery: ${r.succeeded} completed, ${r.failed} marked failed`);
+    }
+    await compactRollups(pool);
+  };
+  await maintenance();
+  relay?.start();
+  const timer = setInterval(() => {
+    maintenance().catch((e: Error) => log(`maintenance: ${e.message}`));
+  }, o.maintenanceIntervalMs ?? 30_000);
+  timer.unref();
+
+  return {
+    pool,
+    orchestrator,
+    reader,
+    bus,
+    cache,
+    relay,
+    backends,
+    async close() {
+      clearInterval(timer);
+      await relay?.stop();
+      await relay?.drain().catch(() => 0);
+      await Promise.allSettled([bus.close(), cache.close()]);
+      await pool.end();
+    },
+  };
+}

@@ -1,0 +1,78 @@
+import { Readable } from 'node:stream';
+import { mkdir, mkdtemp, readdir, symlink, writeFile as fsWriteFile, readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Filestore } from '../shared/runtime.ts';
+import { createTestMount, startFilestore, type TestMount } from './support/filestore.ts';
+import { expectCode, livePaths } from './support/assertions.ts';
+
+const body = () => Readable.from([Buffer.from('payload')]);
+
+let fs: Filestore;
+beforeAll(async () => {
+  fs = await startFilestore();
+});
+afterAll(async () => {
+  await fs.close();
+});
+
+describe('path attacks on a local mount', () => {
+  let t: TestMount;
+  let outside: string;
+  beforeEach(async () => {
+    t = await createTestMount(fs, 'local');
+    outside = await mkdtemp(path.join(os.tmpdir(), 'filestore-outside-'));
+    await fsWriteFile(path.join(outside, 'passwd'), 'root:x:0:0');
+    return () => t.cleanup();
+  });
+
+  const attempts: Array<[string, string]> = [
+    ['a ".." segment', '../escape.txt'],
+    ['a nested ".." segment', 'a/../../escape.txt'],
+    ['a "." segment', 'a/./b'],
+    ['a percent-encoded ".." after URL decoding', decodeURIComponent('a/%2e%2e/%2e%2e/escape.txt')],
+    ['a NUL byte', 'a\u0000b'],
+    ['a control character', 'a\u0007b'],
+    ['a backslash', '..\\escape.txt'],
+    ['empty segments', 'a//b'],
+    ['an overlong segment', `${'x'.repeat(256)}.txt`],
+    ['an overlong path', `${'abcdefgh/'.repeat(460)}f`],
+    ['the staging area', '.filestore-staging/x'],
+  ];
+
+  it.each(attempts)('%s is INVALID_PATH and writes nothing', async (_label, attack) => {
+    await expectCode(fs.orchestrator.writeFile(t.mount.key, { path: attack }, body()), 'INVALID_PATH');
+    await expectCode(fs.orchestrator.mkdir(t.mount.key, { path: attack, parents: true }), 'INVALID_PATH');
+    await expectCode(fs.orchestrator.move(t.mount.key, { path: 'x', targetPath: attack }), 'INVALID_PATH');
+    expect(await readdir(t.root as string)).toEqual([]);
+    expect(await livePaths(fs, t.mount.id)).toEqual(['']);
+  });
+
+  it('a literal "%2e%2e" name is just a name, kept inside the root', async () => {
+    await fs.orchestrator.writeFile(t.mount.key, { path: '%2e%2e/file' }, body());
+    expect(await readFile(path.join(t.root as string, '%2e%2e', 'file'), 'utf8')).toBe('payload');
+  });
+
+  it('a symlink to a directory outside the mount is never written through', async () => {
+    await symlink(outside, path.join(t.root as string, 'etc'));
+    await expectCode(fs.orchestrator.writeFile(t.mount.key, { path: 'etc/passwd' }, body()), 'SYMLINK_IN_PATH');
+    await expectCode(fs.orchestrator.mkdir(t.mount.key, { path: 'etc/sub', parents: true }), 'SYMLINK_IN_PATH');
+    expect(await readFile(path.join(outside, 'passwd'), 'utf8')).toBe('root:x:0:0');
+    expect(await readdir(outside)).toEqual(['passwd']);
+  });
+
+  it('a symlinked parent directory inside the mount is refused too', async () => {
+    await mkdir(path.join(t.root as string, 'real'));
+    await symlink(path.join(t.root as string, 'real'), path.join(t.root as string, 'alias'));
+    await expectCode(fs.orchestrator.writeFile(t.mount.key, { path: 'alias/f.txt' }, body()), 'SYMLINK_IN_PATH');
+    expect(await readdir(path.join(t.root as string, 'real'))).toEqual([]);
+  });
+
+  it('a symlink file pointing outside is not overwritten through', async () => {
+    await symlink(path.join(outside, 'passwd'), path.join(t.root as string, 'link'));
+    const err = await fs.orchestrator.writeFile(t.mount.key, { path: 'link' }, body()).catch((e) => e);
+    expect(['SYMLINK_IN_PATH', 'PATH_ESCAPES_MOUNT']).toContain(err.code);
+    expect(await readFile(path.join(outside, 'passwd'), 'utf8')).toBe('root:x:0:0');
+  });
+});
