@@ -62,11 +62,13 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
   const maintenance = async () => {
     if (o.recover !== false) {
       const r = await orchestrator.recover();
-      if (r.succeeded + r.failed > 0) log(`recovery: ${r.succeeded} completed, ${r.failed} marked failed`);
+      if (r.succeeded + r.failed + r.error > 0) {
+        log(`recovery: ${r.succeeded} completed, ${r.failed} marked failed, ${r.error} unresolved (storage unreachable; retried)`);
+      }
     }
     await compactRollups(pool);
   };
-  await maintenance();
+  await maintenance().catch((e: Error) => log(`maintenance: ${e.message}`));
   relay?.start();
   const timer = setInterval(() => {
     maintenance().catch((e: Error) => log(`maintenance: ${e.message}`));

@@ -47,12 +47,12 @@ export class Orchestrator {
   /** Resolves journal entries left pending by crashed processes (run at start, and periodically). */
   readonly recover: () => Promise<Record<RecoveryOutcome, number>>;
 
-  mkdir(mountId: string, input: unknown, ctx: CommandContext = {}): Promise<CommandResult> {
+  async mkdir(mountId: string, input: unknown, ctx: CommandContext = {}): Promise<CommandResult> {
     return this.run(mkdirCommand, mountId, parseInput(MkdirInput, input), ctx);
   }
 
   /** Streams `body` into a file; the body is consumed exactly once, also on replays (to compare content). */
-  writeFile(mountId: string, input: unknown, body: Readable, ctx: CommandContext = {}): Promise<CommandResult> {
+  async writeFile(mountId: string, input: unknown, body: Readable, ctx: CommandContext = {}): Promise<CommandResult> {
     const req = parseInput(WriteFileInput, input);
     return runCommand(this.deps, writeFileCommand, mountId, { ...req, body }, ctx, body);
   }
@@ -69,11 +69,11 @@ export class Orchestrator {
     return this.run(copyCommand, mountId, req, ctx);
   }
 
-  delete(mountId: string, input: unknown, ctx: CommandContext = {}): Promise<CommandResult> {
+  async delete(mountId: string, input: unknown, ctx: CommandContext = {}): Promise<CommandResult> {
     return this.run(deleteCommand, mountId, parseInput(DeleteInput, input), ctx);
   }
 
-  updateMetadata(mountId: string, input: unknown, ctx: CommandContext = {}): Promise<CommandResult> {
+  async updateMetadata(mountId: string, input: unknown, ctx: CommandContext = {}): Promise<CommandResult> {
     return this.run(updateMetadataCommand, mountId, parseInput(UpdateMetadataInput, input), ctx);
   }
 

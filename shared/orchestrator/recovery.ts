@@ -31,20 +31,21 @@ export interface RecoveryDeps {
   afterCommit(mountId: string): Promise<void>;
 }
 
-export type RecoveryOutcome = 'succeeded' | 'failed' | 'skipped';
+/** `skipped`: its owner is alive. `error`: storage could not be read (mount offline); retried next sweep. */
+export type RecoveryOutcome = 'succeeded' | 'failed' | 'skipped' | 'error';
 
 const interrupted = (what: string) =>
   new FilestoreError('INTERRUPTED', `the process running this command stopped before ${what}; storage was not changed, retry the command`);
 
 /** Resolves every pending entry no live process owns. */
 export async function recoverPending(deps: RecoveryDeps): Promise<Record<RecoveryOutcome, number>> {
-  const counts = { succeeded: 0, failed: 0, skipped: 0 };
+  const counts = { succeeded: 0, failed: 0, skipped: 0, error: 0 };
   let after = 0;
   for (;;) {
     const batch = (await listPending(deps.pool, 200)).filter((e) => e.id > after);
     if (batch.length === 0) return counts;
     for (const entry of batch) {
-      counts[await recoverEntry(deps, entry)] += 1;
+      counts[await recoverEntry(deps, entry).catch(() => 'error' as const)] += 1;
       after = entry.id;
     }
   }

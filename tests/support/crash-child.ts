@@ -5,6 +5,7 @@
 import { Readable } from 'node:stream';
 import { createFilestore } from '../../shared/runtime.ts';
 import { TEST_DATABASE_URL } from './env.ts';
+import { TEST_S3_CREDENTIALS } from './s3.ts';
 
 const crashAt = process.env.CRASH_AT;
 const die = () => {
@@ -17,6 +18,7 @@ const fs = await createFilestore({
   migrate: false,
   recover: false,
   relay: false,
+  s3: { credentials: TEST_S3_CREDENTIALS },
   hooks: {
     beforeStorage: crashAt === 'before-storage' ? die : undefined,
     afterStorage: crashAt === 'after-storage' ? die : undefined,

@@ -7,7 +7,7 @@ import type { Mount } from '../../shared/catalogue/types.ts';
 import type { EventEnvelope } from '../../shared/catalogue/outbox.ts';
 import { createFilestore, type Filestore, type FilestoreOptions } from '../../shared/runtime.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './env.ts';
-import { startS3 } from './s3.ts';
+import { startS3, TEST_S3_CREDENTIALS } from './s3.ts';
 
 export type BackendKind = 'local' | 's3';
 
@@ -16,6 +16,7 @@ export async function startFilestore(options: Partial<FilestoreOptions> = {}): P
     databaseUrl: TEST_DATABASE_URL,
     redisUrl: TEST_REDIS_URL,
     maintenanceIntervalMs: 600_000,
+    s3: { credentials: TEST_S3_CREDENTIALS },
     ...options,
   });
 }

@@ -1,5 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { S3Client } from '@aws-sdk/client-s3';
+import {
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3';
 import { startFauxqs } from 'fauxqs';
 import { compareBytes } from '../../shared/backends/s3/keys.ts';
 
@@ -47,6 +53,44 @@ export function testS3Client(endpoint: string): S3Client {
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   });
+}
+
+/** Every key of a bucket under `prefix`, in listing order (out-of-band). */
+export async function rawKeys(client: S3Client, bucket: string, prefix = ''): Promise<string[]> {
+  const keys: string[] = [];
+  let token: string | undefined;
+  do {
+    const out = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+    for (const o of out.Contents ?? []) if (o.Key !== undefined) keys.push(o.Key);
+    token = out.IsTruncated === true ? out.NextContinuationToken : undefined;
+  } while (token !== undefined);
+  return keys;
+}
+
+/** Out-of-band PutObject of a raw key. */
+export async function putRawKey(client: S3Client, bucket: string, key: string, bytes: Buffer | string): Promise<void> {
+  await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: Buffer.from(bytes) }));
+}
+
+/** Out-of-band GetObject of a raw key; null when absent. */
+export async function getRawKey(client: S3Client, bucket: string, key: string): Promise<Buffer | null> {
+  try {
+    const out = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    return Buffer.from(await (out.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
+  } catch (err) {
+    if ((err as { name?: string }).name === 'NoSuchKey') return null;
+    throw err;
+  }
+}
+
+/** Deletes every object of a bucket (test cleanup). */
+export async function emptyBucket(client: S3Client, bucket: string): Promise<void> {
+  const keys = await rawKeys(client, bucket);
+  for (let i = 0; i < keys.length; i += 1000) {
+    await client.send(
+      new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })) } }),
+    );
+  }
 }
 
 interface StoredObject {

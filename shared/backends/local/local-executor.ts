@@ -1,17 +1,18 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { constants, realpathSync, statSync, type Stats } from 'node:fs';
-import { open, readlink, rm, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { readlink, rm, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FilestoreError } from '../../errors.ts';
-import { isSameOrDescendant, normalizePath } from '../../paths.ts';
+import { normalizePath } from '../../paths.ts';
 import type { Backend, ByteRange, EntryStat, WriteOptions, WriteResult } from '../types.ts';
 import { errnoOf, fsError, localError } from './errors.ts';
-import { kindOf, listSorted, toEntryStat } from './listing.ts';
+import { listSorted, toEntryStat } from './listing.ts';
 import { defaultFsOps, fsyncDir, MountRoot, type FsOps } from './safe-path.ts';
-import { removeQuietly, siblingTempPath, Staging } from './staging.ts';
+import { removeQuietly, Staging } from './staging.ts';
 import { applyMetadata, copyEntry } from './tree.ts';
+import { Transfers } from './transfer.ts';
 
 export interface LocalExecutorOptions {
   /** Absolute path of an existing directory: the mount root. */
@@ -29,6 +30,7 @@ export class LocalExecutor implements Backend {
   readonly kind = 'local' as const;
   private readonly mount: MountRoot;
   private readonly staging: Staging;
+  private readonly transfers: Transfers;
 
   constructor(options: LocalExecutorOptions) {
     const { rootPath } = options;
@@ -46,6 +48,7 @@ export class LocalExecutor implements Backend {
     }
     this.mount = new MountRoot(real, { ...defaultFsOps, ...options.fsOps });
     this.staging = new Staging(this.mount);
+    this.transfers = new Transfers(this.mount, this.staging);
   }
 
   async stat(path: string): Promise<EntryStat | null> {
@@ -69,7 +72,7 @@ export class LocalExecutor implements Backend {
 
   async *list(dir: string, options?: { recursive?: boolean }): AsyncIterable<EntryStat> {
     const rel = normalizePath(dir);
-    const st = await this.existing(rel, 'list');
+    const st = await this.mount.requireEntry(rel, 'list');
     if (st.isSymbolicLink()) throw localError('SYMLINK_IN_PATH', rel, 'list');
     if (!st.isDirectory()) throw localError('NOT_A_DIRECTORY', rel, 'list');
     yield* listSorted(this.mount, rel, options?.recursive ?? false);
@@ -108,22 +111,13 @@ export class LocalExecutor implements Backend {
     let handle: FileHandle | undefined = fh;
     try {
       const hash = createHash('sha256');
-      await pipeline(
-        body,
-        async function* (source: AsyncIterable<Buffer | string>) {
-          for await (const chunk of source) {
-            const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-            hash.update(bytes);
-            yield bytes;
-          }
-        },
-        fh.createWriteStream({ autoClose: false }),
-      );
+      await pipeline(body, hashingFileSink(fh, hash));
       const sha256 = hash.digest('hex');
       if (options.expectedSha256 !== undefined && options.expectedSha256.toLowerCase() !== sha256) {
         throw new FilestoreError(
           'CHECKSUM_MISMATCH',
-          `the bytes received for ${JSON.stringify(rel)} do not match the expected sha256; nothing was written, send the file again`,
+          `the bytes received for ${JSON.stringify(rel)} do not match the expected sha256; ` +
+            'nothing was written, send the file again',
           { path: rel, expectedSha256: options.expectedSha256, actualSha256: sha256 },
         );
       }
@@ -135,7 +129,7 @@ export class LocalExecutor implements Backend {
       // Checked again now: the tree may have changed while the body was streaming.
       await this.writableTarget(rel, op);
       await this.mount.prepareParents(rel, op, true);
-      await this.placeStaged(tmp, rel, op);
+      await this.transfers.placeStaged(tmp, rel, op);
       return { ...(toEntryStat(rel, st, null) as EntryStat), sha256 };
     } catch (err) {
       await handle?.close().catch(() => undefined);
@@ -156,28 +150,27 @@ export class LocalExecutor implements Backend {
     const fh = await this.openFile(rel, 'hash');
     const hash = createHash('sha256');
     try {
-      for await (const chunk of fh.createReadStream({ autoClose: false })) hash.update(chunk as Buffer);
+      // The stream closes the handle when it ends or fails.
+      for await (const chunk of fh.createReadStream()) hash.update(chunk as Buffer);
     } catch (err) {
       throw fsError(err, rel, 'hash');
-    } finally {
-      await fh.close().catch(() => undefined);
     }
     return hash.digest('hex');
   }
 
   async move(from: string, to: string, options: { overwrite: boolean }): Promise<void> {
     const op = 'move';
-    const { src, dst, srcSt, existing } = await this.prepareTransfer(from, to, options, op);
+    const { src, dst, srcSt, existing } = await this.transfers.prepare(from, to, options, op);
     const srcAbs = this.mount.abs(src);
     const dstAbs = this.mount.abs(dst);
     try {
-      await this.replaceTarget(dst, existing, srcSt.isDirectory(), op, async () => {
+      await this.transfers.replaceTarget(dst, existing, srcSt.isDirectory(), op, async () => {
         try {
           await this.mount.ops.rename(srcAbs, dstAbs);
         } catch (err) {
           if (errnoOf(err) !== 'EXDEV') throw err;
           // The tree spans filesystems: copy onto the target's filesystem, then drop the source.
-          await this.copyAcrossDevices(srcAbs, dstAbs, src, op);
+          await this.transfers.copyAcrossDevices(srcAbs, dstAbs, src, op);
           await removeQuietly(await this.staging.setAside(srcAbs, src, op));
         }
       });
@@ -190,7 +183,7 @@ export class LocalExecutor implements Backend {
 
   async copy(from: string, to: string, options: { overwrite: boolean }): Promise<void> {
     const op = 'copy';
-    const { src, dst, srcSt, existing } = await this.prepareTransfer(from, to, options, op);
+    const { src, dst, srcSt, existing } = await this.transfers.prepare(from, to, options, op);
     const dstAbs = this.mount.abs(dst);
     // Built completely off to the side, then renamed into place: a failed copy leaves no partial target.
     const staged = await this.staging.buildPathFor(dstAbs, op);
@@ -199,7 +192,8 @@ export class LocalExecutor implements Backend {
       // A directory gets its own mode only once in place (a read-only one could not be renamed
       // there); anything else arrives complete.
       if (!copied.isDirectory()) await applyMetadata(staged, copied);
-      await this.replaceTarget(dst, existing, srcSt.isDirectory(), op, () => this.placeStaged(staged, dst, op));
+      const place = () => this.transfers.placeStaged(staged, dst, op);
+      await this.transfers.replaceTarget(dst, existing, srcSt.isDirectory(), op, place);
       if (copied.isDirectory()) await applyMetadata(dstAbs, copied);
     } catch (err) {
       await removeQuietly(staged);
@@ -211,7 +205,7 @@ export class LocalExecutor implements Backend {
     const rel = normalizePath(path);
     const op = 'delete';
     if (rel === '') throw new FilestoreError('INVALID_PATH', 'the mount root cannot be deleted', { path: rel });
-    const st = await this.existing(rel, op);
+    const st = await this.mount.requireEntry(rel, op);
     const abs = this.mount.abs(rel);
     try {
       if (!st.isDirectory()) {
@@ -240,14 +234,6 @@ export class LocalExecutor implements Backend {
     await this.staging.discard(stagingId, 'discardStaging');
   }
 
-  /** lstat of an entry that must exist (NOT_FOUND otherwise, including behind a file parent). */
-  private async existing(rel: string, op: string): Promise<Stats> {
-    if ((await this.mount.checkAncestors(rel, op)).state !== 'ok') throw localError('NOT_FOUND', rel, op);
-    const st = await this.mount.lstat(rel, op);
-    if (st === null || kindOf(st) === null) throw localError('NOT_FOUND', rel, op);
-    return st;
-  }
-
   /** The entry a write would replace (null when absent); refuses symlinks and directories. */
   private async writableTarget(rel: string, op: string): Promise<Stats | null> {
     const check = await this.mount.checkAncestors(rel, op);
@@ -260,7 +246,7 @@ export class LocalExecutor implements Backend {
   }
 
   private async openFile(rel: string, op: string): Promise<FileHandle> {
-    const st = await this.existing(rel, op);
+    const st = await this.mount.requireEntry(rel, op);
     if (st.isSymbolicLink()) throw localError('SYMLINK_IN_PATH', rel, op);
     if (st.isDirectory()) throw localError('IS_A_DIRECTORY', rel, op);
     // O_NONBLOCK: a FIFO swapped in after the lstat must not hang the open.
@@ -276,96 +262,28 @@ export class LocalExecutor implements Backend {
     return fh;
   }
 
-  /** Shared checks of move and copy, in the order a caller can act on them. */
-  private async prepareTransfer(
-    from: string,
-    to: string,
-    options: { overwrite: boolean },
-    op: string,
-  ): Promise<{ src: string; dst: string; srcSt: Stats; existing: Stats | null }> {
-    const src = normalizePath(from);
-    const dst = normalizePath(to);
-    if (src === '') throw new FilestoreError('MOVE_INTO_SELF', `the mount root cannot be the source of a ${op}`, { path: src, targetPath: dst });
-    const srcSt = await this.existing(src, op);
-    if (isSameOrDescendant(dst, src)) {
-      throw new FilestoreError('MOVE_INTO_SELF', `cannot ${op} ${JSON.stringify(src)} into itself (${JSON.stringify(dst)})`, { path: src, targetPath: dst });
-    }
-    if (dst === '') throw new FilestoreError('INVALID_PATH', 'the mount root cannot be replaced', { path: src, targetPath: dst });
-    const check = await this.mount.checkAncestors(dst, op);
-    if (check.state === 'not-directory') throw localError('NOT_A_DIRECTORY', check.at, op);
-    const existing = check.state === 'ok' ? await this.mount.lstat(dst, op) : null;
-    if (existing !== null) {
-      if (!options.overwrite) throw localError('ALREADY_EXISTS', dst, op);
-      // Replacing an ancestor of the source would carry the source away with it.
-      if (isSameOrDescendant(src, dst)) {
-        throw new FilestoreError('MOVE_INTO_SELF', `cannot replace ${JSON.stringify(dst)}: it contains the source ${JSON.stringify(src)}`, { path: src, targetPath: dst });
-      }
-    }
-    await this.mount.prepareParents(dst, op, true);
-    return { src, dst, srcSt, existing };
-  }
+}
 
-  /**
-   * Runs `place` (which puts the new entry at `dst`) over what is there. A file or symlink
-   * target is replaced by the rename itself (atomic); a directory target, or a directory
-   * source over a non-directory, needs the old entry set aside first, and it comes back if
-   * placing fails.
-   */
-  private async replaceTarget(
-    dst: string,
-    existing: Stats | null,
-    sourceIsDir: boolean,
-    op: string,
-    place: () => Promise<void>,
-  ): Promise<void> {
-    if (existing === null || (!existing.isDirectory() && !sourceIsDir)) {
-      await place();
-      return;
-    }
-    const dstAbs = this.mount.abs(dst);
-    const aside = await this.staging.setAside(dstAbs, dst, op);
-    try {
-      await place();
-    } catch (err) {
-      await this.mount.ops.rename(aside, dstAbs).catch(() => undefined);
-      throw err;
-    }
-    await removeQuietly(aside);
-  }
+/**
+ * A sink that hashes and writes each chunk as it arrives (constant memory, backpressure
+ * from the disk). Not FileHandle.createWriteStream: with autoClose off it keeps a reference
+ * on the handle that makes the later close() wait forever, and with autoClose on we could
+ * not fsync before closing.
+ */
+function hashingFileSink(fh: FileHandle, hash: Hash): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      hash.update(chunk);
+      writeAll(fh, chunk).then(() => done(), done);
+    },
+  });
+}
 
-  /** Renames a staged entry onto `rel`; across filesystems (EXDEV) it is copied there instead. */
-  private async placeStaged(staged: string, rel: string, op: string): Promise<void> {
-    const abs = this.mount.abs(rel);
-    await this.mount.assertDirInside(dirname(abs), rel, op);
-    try {
-      await this.mount.ops.rename(staged, abs);
-    } catch (err) {
-      if (errnoOf(err) !== 'EXDEV') throw err;
-      await this.copyAcrossDevices(staged, abs, rel, op);
-      await removeQuietly(staged);
-    }
-    await fsyncDir(dirname(abs), rel, op);
-  }
-
-  /**
-   * Copies `srcAbs` to a hidden sibling of `dstAbs` (on the target's filesystem by
-   * construction) and renames it into place, so the target appears whole or not at all.
-   */
-  private async copyAcrossDevices(srcAbs: string, dstAbs: string, rel: string, op: string): Promise<void> {
-    const sibling = siblingTempPath(dstAbs);
-    try {
-      const st = await copyEntry(srcAbs, sibling, { mount: this.mount, rel, op });
-      if (st.isDirectory()) {
-        await this.mount.ops.rename(sibling, dstAbs);
-        await applyMetadata(dstAbs, st);
-      } else {
-        await applyMetadata(sibling, st);
-        await this.mount.ops.rename(sibling, dstAbs);
-      }
-    } catch (err) {
-      await removeQuietly(sibling);
-      throw err;
-    }
+async function writeAll(fh: FileHandle, bytes: Buffer): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) {
+    const { bytesWritten } = await fh.write(bytes, offset, bytes.length - offset);
+    offset += bytesWritten;
   }
 }
 

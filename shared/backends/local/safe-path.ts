@@ -72,6 +72,17 @@ export class MountRoot {
     return { state: 'ok' };
   }
 
+  /** lstat of an entry that must exist: NOT_FOUND otherwise, also behind a file parent. */
+  async requireEntry(rel: string, op: string): Promise<Stats> {
+    if ((await this.checkAncestors(rel, op)).state !== 'ok') throw localError('NOT_FOUND', rel, op);
+    const st = await this.lstat(rel, op);
+    // FIFOs, sockets and devices are not catalogued: to Filestore they are not there.
+    if (st === null || !(st.isFile() || st.isDirectory() || st.isSymbolicLink())) {
+      throw localError('NOT_FOUND', rel, op);
+    }
+    return st;
+  }
+
   /** lstat, or null when the entry (or a parent) is absent. */
   async lstat(rel: string, op: string): Promise<Stats | null> {
     try {

@@ -21,6 +21,8 @@ export const DEFAULT_REGION = 'us-east-1';
  */
 export const DEFAULT_MAX_ATTEMPTS = 6;
 
+const CONNECTION_TIMEOUT_MS = 10_000;
+
 /**
  * Builds the client of one mount. Retries use the SDK's standard mode: exponential backoff with
  * full jitter, a 500 ms base for throttling errors (SlowDown, 503), and a per-client retry quota
@@ -33,6 +35,10 @@ export function createS3Client(options: S3ClientOptions): S3Client {
     region: options.region ?? DEFAULT_REGION,
     maxAttempts: options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
     retryMode: 'standard',
+    // Without it a blackholed endpoint hangs a command until the OS gives up (minutes); a timed
+    // out connection attempt is retried like any transient error. No overall request timeout:
+    // a download may legitimately sit idle while the caller's client applies backpressure.
+    requestHandler: { connectionTimeout: CONNECTION_TIMEOUT_MS },
   };
   if (options.credentials !== undefined) config.credentials = options.credentials;
   if (options.endpoint !== undefined) {

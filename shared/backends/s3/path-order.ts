@@ -60,8 +60,10 @@ export class PathOrderedListing {
   /** Feeds the next entry in key order; returns the entries that are now safe to emit, in path order. */
   async push(entry: RawEntry): Promise<ListedItem[]> {
     const k = entry.key;
-    this.lastKey = k;
-    this.forgetPassed(k);
+    // An entry standing for a truncated key (see S3Executor.listable) may sort before the
+    // previous one; it is inside a directory already seen, and the position never moves back.
+    if (this.lastKey === null || compareBytes(k, this.lastKey) > 0) this.lastKey = k;
+    this.forgetPassed(this.lastKey);
 
     const isDir = entry.type === 'prefix' || k.endsWith('/');
     const path = isDir ? k.slice(0, -1) : k;

@@ -1,19 +1,13 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import {
-  AbortMultipartUploadCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
-  ListMultipartUploadsCommand,
-  type S3Client,
-} from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { FilestoreError } from '../../errors.ts';
 import { ancestorsOf, joinPath, normalizePath, parentOf, STAGING_DIR } from '../../paths.ts';
 import type { Backend, ByteRange, EntryStat, WriteOptions, WriteResult } from '../types.ts';
 import { createS3Client } from './client.ts';
 import { copyObject, DEFAULT_COPY_PART_BYTES, MAX_SINGLE_COPY_BYTES, MIN_PART_BYTES } from './copy.ts';
-import { isNotFound, isNotImplemented, s3Error, s3ErrorName, s3Fail, uploadError } from './errors.ts';
+import { isNotFound, s3Error, s3ErrorName, s3Fail, uploadError } from './errors.ts';
 import {
   assertNoFileAncestor,
   dirExists,
@@ -25,8 +19,9 @@ import {
   type S3Mount,
 } from './inspect.ts';
 import { S3Keys } from './keys.ts';
-import { anyKeyUnder, deleteKeys, listPages, type RawEntry } from './listing.ts';
+import { anyKeyUnder, listPages, type RawEntry } from './listing.ts';
 import { PathOrderedListing, type ListedItem } from './path-order.ts';
+import { discardStagingObjects } from './staging.ts';
 import { deleteEntry, transfer } from './tree.ts';
 import { DEFAULT_UPLOAD_PART_BYTES, uploadStream } from './upload.ts';
 
@@ -110,6 +105,7 @@ export class S3Executor implements Backend {
     const base = this.m.keys.dirPrefix(d);
     const ordered = new PathOrderedListing({
       probe: async (rel) => {
+        if (d === '' && rel === STAGING_DIR) return false; // hidden like every staging key
         try {
           return await anyKeyUnder(this.m.client, this.m.bucket, `${base}${rel}/`);
         } catch (err) {
@@ -122,8 +118,9 @@ export class S3Executor implements Backend {
     });
     try {
       for await (const page of pages) {
-        for (const entry of page) {
-          if (!this.isListable(d, entry)) continue;
+        for (const raw of page) {
+          const entry = this.listable(d, raw);
+          if (entry === null) continue;
           for (const item of await ordered.push(entry)) yield toStat(d, item);
         }
       }
@@ -268,65 +265,34 @@ export class S3Executor implements Backend {
   }
 
   async discardStaging(stagingId: string): Promise<void> {
-    const op = 'discardStaging';
-    const prefix = this.m.keys.stagingPrefixOf(stagingId);
-    try {
-      for await (const page of listPages(this.m.client, this.m.bucket, prefix)) {
-        await deleteKeys(this.m.client, this.m.bucket, page.map((e) => prefix + e.key));
-      }
-      await this.abortUploads(prefix);
-    } catch (err) {
-      throw s3Error(err, STAGING_DIR, op);
-    }
-  }
-
-  /** Aborts in-progress multipart uploads of staging keys; a server without the API has none to find. */
-  private async abortUploads(prefix: string): Promise<void> {
-    let keyMarker: string | undefined;
-    let uploadIdMarker: string | undefined;
-    for (;;) {
-      let out;
-      try {
-        out = await this.m.client.send(
-          new ListMultipartUploadsCommand({
-            Bucket: this.m.bucket,
-            Prefix: prefix,
-            KeyMarker: keyMarker,
-            UploadIdMarker: uploadIdMarker,
-          }),
-        );
-      } catch (err) {
-        if (isNotImplemented(err)) return;
-        throw err;
-      }
-      for (const u of out.Uploads ?? []) {
-        if (u.Key === undefined || u.UploadId === undefined || !u.Key.startsWith(prefix)) continue;
-        await this.m.client
-          .send(new AbortMultipartUploadCommand({ Bucket: this.m.bucket, Key: u.Key, UploadId: u.UploadId }))
-          .catch((err: unknown) => {
-            if (!isNotFound(err)) throw err; // NoSuchUpload: completed or aborted meanwhile
-          });
-      }
-      keyMarker = out.NextKeyMarker;
-      uploadIdMarker = out.NextUploadIdMarker;
-      if (out.IsTruncated !== true || (keyMarker === undefined && uploadIdMarker === undefined)) return;
-    }
+    await discardStagingObjects(this.m, stagingId);
   }
 
   /**
-   * Leaves out the staging area and keys that are no canonical path ("a//b", NFD names,
-   * control characters): the catalogue cannot address them, so they are not entries.
+   * Leaves out the staging area and keys that are no canonical path ("a//b", NFD names, control
+   * characters): the catalogue cannot address them. Their longest canonical ancestor ("a" of
+   * "a//b") still exists as a directory, as stat says, so the entry shrinks to that prefix.
    */
-  private isListable(dir: string, entry: RawEntry): boolean {
-    const rel = entry.key.endsWith('/') ? entry.key.slice(0, -1) : entry.key;
-    if (rel === '') return true;
-    if (dir === '' && (rel === STAGING_DIR || rel.startsWith(`${STAGING_DIR}/`))) return false;
-    const full = joinPath(dir, rel);
-    try {
-      return normalizePath(full) === full;
-    } catch {
-      return false;
+  private listable(dir: string, entry: RawEntry): RawEntry | null {
+    const isDir = entry.key.endsWith('/');
+    const rel = isDir ? entry.key.slice(0, -1) : entry.key;
+    if (rel === '' || isCanonical(joinPath(dir, rel))) return entry;
+    const segments = rel.split('/');
+    let valid = '';
+    for (const segment of segments.slice(0, -1)) {
+      const next = valid === '' ? segment : `${valid}/${segment}`;
+      if (!isCanonical(joinPath(dir, next))) break;
+      valid = next;
     }
+    return valid === '' ? null : { type: 'prefix', key: `${valid}/` };
+  }
+}
+
+function isCanonical(path: string): boolean {
+  try {
+    return normalizePath(path) === path;
+  } catch {
+    return false; // INVALID_PATH, including the reserved top-level staging directory
   }
 }
 

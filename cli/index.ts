@@ -1,0 +1,71 @@
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { Command, CommanderError } from 'commander';
+import { loadConfig } from '../shared/config.ts';
+import { FilestoreError } from '../shared/errors.ts';
+import { migrate } from '../shared/db/migrate.ts';
+import { ensureDatabase } from '../shared/db/ensure-database.ts';
+import { createFilestore } from '../shared/runtime.ts';
+import { createMount, findMount } from '../shared/catalogue/mounts.ts';
+
+const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/filestore';
+
+const program = new Command()
+  .name('filestore')
+  .description('A trustworthy catalogue of files on local disks and S3')
+  .exitOverride();
+
+program
+  .command('migrate')
+  .description('apply pending database migrations (safe to run from several processes at once)')
+  .action(async () => {
+    const config = loadConfig({ FILESTORE_ALLOW_INLINE: 'true', ...process.env });
+    const url = config.DATABASE_URL ?? DEFAULT_DATABASE_URL;
+    await ensureDatabase(url);
+    const applied = await migrate(url, (l) => console.error(l));
+    console.log(applied.length === 0 ? 'database is up to date' : `applied ${applied.length} migration(s): ${applied.join(', ')}`);
+  });
+
+program
+  .command('start')
+  .description('run the core in one process, tracking ./data as mount "local"')
+  .action(async () => {
+    const config = loadConfig({ FILESTORE_ALLOW_INLINE: 'true', ...process.env });
+    const databaseUrl = config.DATABASE_URL ?? DEFAULT_DATABASE_URL;
+    await ensureDatabase(databaseUrl);
+    const fs = await createFilestore({
+      databaseUrl,
+      redisUrl: config.REDIS_URL,
+      poolSize: config.FILESTORE_DB_POOL_SIZE,
+      s3: { endpoint: config.FILESTORE_S3_ENDPOINT },
+      log: (l) => console.error(l),
+    });
+    const root = path.resolve('data');
+    await mkdir(root, { recursive: true });
+    if (!(await findMount(fs.pool, 'local'))) await createMount(fs.pool, { key: 'local', kind: 'local', rootPath: root, agentId: config.FILESTORE_AGENT_ID });
+    console.log(`filestore core running: mount "local" at ${root}, catalogue in ${new URL(databaseUrl).pathname.slice(1)}, events ${config.REDIS_URL === 'inline' ? 'in-process' : 'on Redis'}`);
+    console.log('the HTTP API and CLI commands arrive with the API issue; Ctrl-C stops');
+    const stop = async () => {
+      await fs.close();
+      process.exit(0);
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
+  if (err instanceof FilestoreError) {
+    console.error(`filestore: ${err.message} (${err.code})`);
+    process.exit(1);
+  }
+  const e = err as { code?: string; message?: string };
+  if (e.code === 'ECONNREFUSED') {
+    console.error('filestore: cannot reach PostgreSQL; set DATABASE_URL or start the server (see README)');
+    process.exit(1);
+  }
+  console.error(`filestore: ${e.message ?? String(err)}`);
+  process.exit(1);
+}
