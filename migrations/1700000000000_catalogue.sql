@@ -147,7 +147,7 @@ CREATE INDEX reconciliation_jobs_open ON filestore.reconciliation_jobs (status)
 
 -- Events written in the transaction of the change they describe. txid lets the relay
 -- publish only rows no still-running transaction can precede; seq is assigned at
--- publication, so it is gapless-by-construction for consumers resuming a stream.
+-- publication by the single relay, so it only grows: consumers resume with seq > last.
 CREATE TABLE filestore.outbox (
   id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   event_id      uuid NOT NULL DEFAULT gen_random_uuid(),

@@ -44,7 +44,8 @@ export interface ByteRange {
 /**
  * One storage backend (a local directory tree or an S3 bucket/prefix). Implementations:
  * shared/backends/local/local-executor.ts and shared/backends/s3/s3-executor.ts; both pass
- * tests/backend-conformance.test.ts.
+ * the suite in tests/conformance/backend-suite.ts
+ * (run by tests/backend-local.test.ts and tests/backend-s3.test.ts).
  *
  * Rules every implementation keeps:
  * - paths are canonical (normalizePath) and never resolve outside the mount root;
