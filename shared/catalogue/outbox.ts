@@ -46,6 +46,15 @@ interface OutboxRow {
   data: Record<string, unknown>;
 }
 
+const toEnvelope = (r: OutboxRow & { seq: number }): EventEnvelope => ({
+  id: r.eventId,
+  seq: r.seq,
+  type: r.type,
+  occurredAt: r.occurredAt.toISOString(),
+  mountId: r.mountId,
+  data: r.data,
+});
+
 /**
  * Claims the next batch of committed, unpublished events and gives them publication
  * sequence numbers, in id order. Only rows whose transaction is older than every running
@@ -67,16 +76,7 @@ export async function claimBatch(q: Queryable, limit: number): Promise<EventEnve
      RETURNING o.id, o.event_id AS "eventId", o.mount_id AS "mountId", o.type, o.occurred_at AS "occurredAt", o.data, o.seq`,
     [limit],
   );
-  return rows
-    .sort((a, b) => a.seq - b.seq)
-    .map((r) => ({
-      id: r.eventId,
-      seq: r.seq,
-      type: r.type,
-      occurredAt: r.occurredAt.toISOString(),
-      mountId: r.mountId,
-      data: r.data,
-    }));
+  return rows.sort((a, b) => a.seq - b.seq).map(toEnvelope);
 }
 
 /** Published events after a sequence number, for resuming a stream without gaps. */
@@ -86,12 +86,5 @@ export async function eventsAfter(q: Queryable, afterSeq: number, limit: number,
        FROM filestore.outbox WHERE seq > $1 AND ($3::uuid IS NULL OR mount_id = $3) ORDER BY seq LIMIT $2`,
     [afterSeq, limit, mountId ?? null],
   );
-  return rows.map((r) => ({
-    id: r.eventId,
-    seq: r.seq,
-    type: r.type,
-    occurredAt: r.occurredAt.toISOString(),
-    mountId: r.mountId,
-    data: r.data,
-  }));
+  return rows.map(toEnvelope);
 }

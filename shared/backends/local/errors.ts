@@ -1,3 +1,4 @@
+import { backendMessage } from '../errors.ts';
 import { FilestoreError, type ErrorCode } from '../../errors.ts';
 
 /**
@@ -17,23 +18,7 @@ const ERRNO_TO_CODE: Record<string, ErrorCode> = {
 };
 
 function describe(code: ErrorCode, path: string): string {
-  const p = JSON.stringify(path);
-  switch (code) {
-    case 'NOT_FOUND':
-      return `${p} does not exist on the mount`;
-    case 'ALREADY_EXISTS':
-      return `${p} already exists; pass overwrite to replace it`;
-    case 'NOT_A_DIRECTORY':
-      return `${p} or one of its parents is not a directory`;
-    case 'IS_A_DIRECTORY':
-      return `${p} is a directory`;
-    case 'DIRECTORY_NOT_EMPTY':
-      return `${p} is a directory that is not empty; pass recursive to delete it with its contents`;
-    case 'SYMLINK_IN_PATH':
-      return `${p} goes through a symbolic link; Filestore never follows symlinks`;
-    default:
-      return `the local disk failed on ${p}; retry, and check the agent log if it persists`;
-  }
+  return backendMessage(code, path) ?? `the local disk failed on ${JSON.stringify(path)}; retry, and check the agent log if it persists`;
 }
 
 /** The errno of a Node fs error, or undefined for anything else. */

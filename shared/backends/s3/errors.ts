@@ -1,3 +1,4 @@
+import { backendMessage } from '../errors.ts';
 import { FilestoreError, type ErrorCode } from '../../errors.ts';
 
 /**
@@ -56,25 +57,12 @@ export function isNotImplemented(err: unknown): boolean {
 }
 
 function describe(code: ErrorCode, path: string, s3Name?: string): string {
-  const p = JSON.stringify(path);
-  switch (code) {
-    case 'NOT_FOUND':
-      return `${p} does not exist on the mount`;
-    case 'ALREADY_EXISTS':
-      return `${p} already exists; pass overwrite to replace it`;
-    case 'NOT_A_DIRECTORY':
-      return `${p} or one of its parents is a file, not a directory`;
-    case 'IS_A_DIRECTORY':
-      return `${p} is a directory`;
-    case 'DIRECTORY_NOT_EMPTY':
-      return `${p} is a directory that is not empty; pass recursive to delete it with its contents`;
-    case 'MOVE_INTO_SELF':
-      return `${p} cannot be moved or copied into itself or its own subtree`;
-    default:
-      return s3Name === 'NoSuchBucket'
-        ? `the bucket of this mount does not exist; check the mount's bucket and region`
-        : `S3 failed on ${p} (${s3Name ?? 'unknown error'}); retry, and check the bucket and credentials if it persists`;
-  }
+  return (
+    backendMessage(code, path) ??
+    (s3Name === 'NoSuchBucket'
+      ? `the bucket of this mount does not exist; check the mount's bucket and region`
+      : `S3 failed on ${JSON.stringify(path)} (${s3Name ?? 'unknown error'}); retry, and check the bucket and credentials if it persists`)
+  );
 }
 
 /** A FilestoreError with the standard message for `code` about `path`. */
