@@ -32,6 +32,13 @@ export interface WriteOptions {
   expectedSha256?: string | undefined;
   /** Permission bits for a new local file (default 0o644 & ~umask). */
   mode?: number | undefined;
+  /**
+   * Called once the bytes are staged, durable and verified, just before they become visible
+   * at the path (the rename, or the copy out of staging). The orchestrator journals the hash
+   * here, so recovery can tell whether the file at the path is this write's. If it throws,
+   * nothing becomes visible.
+   */
+  beforeCommit?: ((staged: { sha256: string; sizeBytes: number }) => Promise<void>) | undefined;
 }
 
 export interface ByteRange {

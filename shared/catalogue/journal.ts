@@ -88,12 +88,40 @@ export async function finishEntry(
   return rowCount === 1;
 }
 
-export async function listPending(q: Queryable, limit = 100): Promise<JournalEntry[]> {
+/** Pending entries after `afterId`, oldest first. */
+export async function listPending(q: Queryable, afterId = 0, limit = 100): Promise<JournalEntry[]> {
   const { rows } = await q.query<JournalEntry>(
-    `SELECT ${COLUMNS} FROM filestore.journal_entries WHERE status = 'pending' ORDER BY id LIMIT $1`,
-    [limit],
+    `SELECT ${COLUMNS} FROM filestore.journal_entries WHERE status = 'pending' AND id > $1 ORDER BY id LIMIT $2`,
+    [afterId, limit],
   );
   return rows;
+}
+
+/** Pending entries of a mount (normally only the commands running right now). */
+export async function listPendingOfMount(q: Queryable, mountId: string): Promise<JournalEntry[]> {
+  const { rows } = await q.query<JournalEntry>(
+    `SELECT ${COLUMNS} FROM filestore.journal_entries WHERE status = 'pending' AND mount_id = $1 ORDER BY id`,
+    [mountId],
+  );
+  return rows;
+}
+
+/** Adds facts to a pending entry's request (what recovery needs to judge storage). */
+export async function patchRequest(q: Queryable, id: number, patch: Record<string, unknown>): Promise<void> {
+  await q.query(`UPDATE filestore.journal_entries SET request = request || $2::jsonb WHERE id = $1`, [id, JSON.stringify(patch)]);
+}
+
+/**
+ * Frees an idempotency key whose command failed for a transient reason, so a retry with the
+ * same key runs again; the old entry keeps the key in its request for the record.
+ */
+export async function releaseIdempotencyKey(q: Queryable, id: number): Promise<void> {
+  await q.query(
+    `UPDATE filestore.journal_entries
+        SET request = request || jsonb_build_object('retriedIdempotencyKey', idempotency_key), idempotency_key = NULL
+      WHERE id = $1`,
+    [id],
+  );
 }
 
 export async function listJournal(q: Queryable, mountId: string, afterId: number, limit: number): Promise<JournalEntry[]> {

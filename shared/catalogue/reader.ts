@@ -10,19 +10,29 @@ import type { Mount } from './types.ts';
 /** A node as the API returns it: camelCase JSON, with the rollup for directories. */
 export type NodeView = Record<string, unknown> & { rollup?: Record<string, unknown> | null };
 
+// Mounts found are remembered in this process this long; a miss is never remembered.
+const MOUNT_TTL_MS = 5_000;
+
 /**
- * Cached catalogue reads. Mount lookups are cached too (they change rarely, and every
- * mount change bumps the same generation as its nodes).
+ * Cached catalogue reads: nodes through the shared read-through cache (invalidated by every
+ * command), mount lookups in process memory for a few seconds (only reads use them; commands
+ * always read the mount row, so a paused or read-only mount takes effect at once for writes).
  */
 export class CatalogueReader {
+  private readonly mounts = new Map<string, { mount: Mount; until: number }>();
+
   constructor(
     private readonly q: Queryable,
     private readonly cache: ReadThroughCache,
   ) {}
 
   async mount(idOrKey: string): Promise<Mount> {
-    const mount = await this.cache.read('mounts', idOrKey, () => findMount(this.q, idOrKey));
+    const hit = this.mounts.get(idOrKey);
+    if (hit && hit.until > Date.now()) return hit.mount;
+    const mount = await findMount(this.q, idOrKey);
     if (!mount) throw new FilestoreError('MOUNT_NOT_FOUND', `no mount "${idOrKey}"; list mounts with \`filestore mounts list\``);
+    if (this.mounts.size > 1000) this.mounts.clear();
+    this.mounts.set(idOrKey, { mount: JSON.parse(JSON.stringify(mount)) as Mount, until: Date.now() + MOUNT_TTL_MS });
     return mount;
   }
 

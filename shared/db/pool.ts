@@ -9,7 +9,9 @@ export type PoolClient = pg.PoolClient;
 export type Queryable = Pick<pg.PoolClient, 'query'>;
 
 export function createPool(connectionString: string, max = 20): pg.Pool {
-  const pool = new pg.Pool({ connectionString, max, application_name: 'filestore' });
+  // A command holds one connection for its whole run; waiting longer than this for one means
+  // the pool is too small for the load, which should surface as an error, not a hang.
+  const pool = new pg.Pool({ connectionString, max, application_name: 'filestore', connectionTimeoutMillis: 60_000 });
   // An idle client losing its connection (server restart) must not crash the process.
   pool.on('error', () => {});
   return pool;

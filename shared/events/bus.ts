@@ -19,9 +19,17 @@ export class InlineEventBus implements EventBus {
     for (const e of events) this.emitter.emit('event', e);
   }
 
+  /** A handler that throws is isolated: it never fails publication (as with Redis pub/sub). */
   async subscribe(handler: (event: EventEnvelope) => void): Promise<() => void> {
-    this.emitter.on('event', handler);
-    return () => this.emitter.off('event', handler);
+    const safe = (e: EventEnvelope) => {
+      try {
+        handler(e);
+      } catch {
+        // the subscriber's own bug; the event was delivered
+      }
+    };
+    this.emitter.on('event', safe);
+    return () => this.emitter.off('event', safe);
   }
 
   async close(): Promise<void> {
@@ -53,7 +61,13 @@ export class RedisEventBus implements EventBus {
       this.subscriber = new Redis(this.url, { maxRetriesPerRequest: null });
       this.subscriber.on('message', (_channel: string, message: string) => {
         const event = JSON.parse(message) as EventEnvelope;
-        for (const h of this.handlers) h(event);
+        for (const h of this.handlers) {
+          try {
+            h(event);
+          } catch {
+            // a throwing subscriber must not starve the others
+          }
+        }
       });
       await this.subscriber.subscribe(EVENTS_CHANNEL);
     }

@@ -18,6 +18,8 @@ export interface Step {
   mount: Mount;
   backend: Backend;
   entryId: number;
+  /** Records facts in the pending journal entry (autocommit) for recovery to read. */
+  journal(patch: Record<string, unknown>): Promise<void>;
 }
 
 /** What every command returns (and what a replay returns again, byte for byte). */
@@ -30,18 +32,26 @@ export interface CommandResult {
 
 /**
  * One command, in the phases the orchestrator runs it through:
- * prepare (catalogue checks, no side effects) → apply (storage) → commit (one transaction).
+ * prepare (catalogue checks, no side effects) → apply (the storage operation, nothing else)
+ * → observe (reads of what storage now holds) → commit (one transaction).
+ * Recovery (recovery.ts) reuses observe-equivalents and commit to finish interrupted commands.
  */
-export interface CommandSpec<Req, Plan, Outcome> {
+export interface CommandSpec<Req, Plan, Applied, Outcome> {
   command: CommandName;
   /** Paths the command changes; locked exclusively (ancestors shared) for its whole run. */
   paths(req: Req): string[];
   /** The request as journaled (JSON-safe, no body bytes). */
   journalRequest(req: Req): Record<string, unknown>;
   prepare(step: Step, req: Req): Promise<Plan>;
-  apply(step: Step, req: Req, plan: Plan): Promise<Outcome>;
+  /** Facts about storage before the change, journaled before apply (recovery compares against them). */
+  preState?(step: Step, req: Req, plan: Plan): Promise<Record<string, unknown>>;
+  apply(step: Step, req: Req, plan: Plan): Promise<Applied>;
+  observe(step: Step, req: Req, plan: Plan, applied: Applied): Promise<Outcome>;
   commit(step: Step, req: Req, plan: Plan, outcome: Outcome): Promise<{ result: CommandResult; events: NewEvent[] }>;
 }
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyCommandSpec<Req> = CommandSpec<Req, any, any, any>;
 
 /** Test and operations hooks around the storage step (e.g. to kill the process there). */
 export interface OrchestratorHooks {

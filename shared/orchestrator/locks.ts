@@ -45,6 +45,15 @@ export async function acquire(q: Queryable, locks: PathLock[]): Promise<void> {
   ]);
 }
 
+/** Releases locks taken with acquire (and only those). */
+export async function release(q: Queryable, locks: PathLock[]): Promise<void> {
+  if (locks.length === 0) return;
+  await q.query('SELECT filestore.unlock_paths($1::bigint[], $2::boolean[])', [
+    locks.map((l) => l.key.toString()),
+    locks.map((l) => l.mode === 'exclusive'),
+  ]);
+}
+
 /** Blocks until no other live process works under this idempotency key. */
 export async function lockIdempotencyKey(q: Queryable, key: string): Promise<void> {
   await q.query('SELECT pg_advisory_lock($1::bigint)', [lockKey('idempotency', key).toString()]);
@@ -66,6 +75,10 @@ export async function tryLockEntry(q: Queryable, entryId: number): Promise<boole
     entryObjectId(entryId),
   ]);
   return rows[0]?.ok === true;
+}
+
+export async function unlockEntry(q: Queryable, entryId: number): Promise<void> {
+  await q.query('SELECT pg_advisory_unlock($1::int, $2::int)', [ENTRY_NAMESPACE, entryObjectId(entryId)]);
 }
 
 export async function releaseAll(q: Queryable): Promise<void> {

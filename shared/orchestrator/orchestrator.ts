@@ -1,11 +1,9 @@
 import type { Readable } from 'node:stream';
 import type { BackendRegistry } from '../backends/registry.ts';
 import type { Pool } from '../db/pool.ts';
-import { FilestoreError } from '../errors.ts';
-import { getMount } from '../catalogue/mounts.ts';
 import type { CommandContext, CommandResult, CommandSpec, OrchestratorHooks } from './context.ts';
 import { runCommand, type PipelineDeps } from './pipeline.ts';
-import { recoverEntry, recoverPending, type RecoveryOutcome } from './recovery.ts';
+import { recoverPending, type RecoveryOutcome } from './recovery.ts';
 import { DeleteInput, MkdirInput, TransferInput, UpdateMetadataInput, WriteFileInput, parseInput } from './schemas.ts';
 import { mkdirCommand } from './commands/mkdir.ts';
 import { writeFileCommand } from './commands/write-file.ts';
@@ -32,15 +30,7 @@ export class Orchestrator {
   constructor(d: OrchestratorDeps) {
     const afterCommit = d.afterCommit ?? (async () => {});
     const recoveryDeps = { pool: d.pool, backends: d.backends, afterCommit };
-    this.deps = {
-      pool: d.pool,
-      backends: d.backends,
-      hooks: d.hooks,
-      afterCommit,
-      recoverEntry: async (entry) => {
-        await recoverEntry(recoveryDeps, entry);
-      },
-    };
+    this.deps = { pool: d.pool, backends: d.backends, hooks: d.hooks, afterCommit };
     this.recover = () => recoverPending(recoveryDeps);
   }
 
@@ -58,15 +48,11 @@ export class Orchestrator {
   }
 
   async move(mountId: string, input: unknown, ctx: CommandContext = {}): Promise<CommandResult> {
-    const req = parseInput(TransferInput, input);
-    await this.assertSameMount(mountId, req.targetMountId);
-    return this.run(moveCommand, mountId, req, ctx);
+    return this.run(moveCommand, mountId, parseInput(TransferInput, input), ctx);
   }
 
   async copy(mountId: string, input: unknown, ctx: CommandContext = {}): Promise<CommandResult> {
-    const req = parseInput(TransferInput, input);
-    await this.assertSameMount(mountId, req.targetMountId);
-    return this.run(copyCommand, mountId, req, ctx);
+    return this.run(copyCommand, mountId, parseInput(TransferInput, input), ctx);
   }
 
   async delete(mountId: string, input: unknown, ctx: CommandContext = {}): Promise<CommandResult> {
@@ -77,15 +63,7 @@ export class Orchestrator {
     return this.run(updateMetadataCommand, mountId, parseInput(UpdateMetadataInput, input), ctx);
   }
 
-  private run<Req, Plan, Outcome>(spec: CommandSpec<Req, Plan, Outcome>, mountId: string, req: Req, ctx: CommandContext) {
+  private run<Req, Plan, Applied, Outcome>(spec: CommandSpec<Req, Plan, Applied, Outcome>, mountId: string, req: Req, ctx: CommandContext) {
     return runCommand(this.deps, spec, mountId, req, ctx);
-  }
-
-  private async assertSameMount(mountId: string, targetMountId: string | undefined): Promise<void> {
-    if (targetMountId === undefined || targetMountId === mountId) return;
-    const [a, b] = await Promise.all([getMount(this.deps.pool, mountId), getMount(this.deps.pool, targetMountId)]);
-    if (a.id !== b.id) {
-      throw new FilestoreError('VALIDATION_ERROR', 'moving or copying between mounts is not supported yet; copy the bytes with get and put');
-    }
   }
 }

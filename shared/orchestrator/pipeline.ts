@@ -4,23 +4,34 @@ import type { BackendRegistry } from '../backends/registry.ts';
 import type { Pool, PoolClient } from '../db/pool.ts';
 import { inTransaction } from '../db/pool.ts';
 import { FilestoreError, asFilestoreError } from '../errors.ts';
-import { findByIdempotencyKey, finishEntry, insertPending, type JournalEntry } from '../catalogue/journal.ts';
+import { isSameOrDescendant } from '../paths.ts';
+import {
+  findByIdempotencyKey,
+  findEntry,
+  insertPending,
+  listPendingOfMount,
+  releaseIdempotencyKey,
+  type JournalEntry,
+} from '../catalogue/journal.ts';
 import { getMount } from '../catalogue/mounts.ts';
-import { appendEvents } from '../catalogue/outbox.ts';
 import type { Mount } from '../catalogue/types.ts';
-import { acquire, lockEntry, lockIdempotencyKey, pathLocks, releaseAll } from './locks.ts';
-import type { CommandContext, CommandResult, CommandSpec, OrchestratorHooks, Step } from './context.ts';
+import { acquire, lockEntry, lockIdempotencyKey, pathLocks, release, releaseAll, type PathLock } from './locks.ts';
+import type { CommandContext, CommandResult, CommandSpec, OrchestratorHooks } from './context.ts';
 import { assertWritable } from './checks.ts';
+import { commitCommand, recordFailure } from './finish.ts';
+import { recoverEntry, resolveEntry, type RecoveryDeps } from './recovery.ts';
+import { makeStep } from './step.ts';
 
-export interface PipelineDeps {
+export interface PipelineDeps extends RecoveryDeps {
   pool: Pool;
   backends: BackendRegistry;
   hooks?: OrchestratorHooks | undefined;
   /** Called after every commit that changed a mount (cache invalidation, relay nudge). */
   afterCommit(mountId: string): Promise<void>;
-  /** Resolves a pending entry whose owner died (recovery.ts). */
-  recoverEntry(entry: JournalEntry): Promise<void>;
 }
+
+/** Failures worth running again under the same idempotency key: nothing about the request was wrong. */
+const TRANSIENT = new Set(['INTERRUPTED', 'STORAGE_ERROR', 'INTERNAL']);
 
 /** sha256 over the command and its canonical request: what makes two requests "the same". */
 export function fingerprint(command: string, mountId: string, request: Record<string, unknown>): string {
@@ -31,28 +42,20 @@ export function fingerprint(command: string, mountId: string, request: Record<st
   return createHash('sha256').update(JSON.stringify([command, mountId, canonical(request)])).digest('hex');
 }
 
-async function hashStream(body: Readable): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of body) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
-function replayOutcome(entry: JournalEntry): CommandResult {
-  if (entry.status === 'succeeded') return entry.result as CommandResult;
-  const e = entry.error ?? { code: 'INTERNAL', message: 'command failed' };
-  throw new FilestoreError(e.code as FilestoreError['code'], e.message, e.details);
-}
-
 /**
  * Runs one command: idempotency → path locks → journal `pending` (committed) → prepare →
- * storage → one transaction for catalogue + journal `succeeded` + outbox. A failure before
- * storage succeeded marks the entry `failed` (with an event) and leaves the catalogue as it
- * was. A failure after storage succeeded leaves the entry `pending` for recovery, which
- * compares storage with the catalogue; the connection (and with it every lock) is dropped.
+ * storage → one transaction for catalogue + journal `succeeded` + outbox.
+ * - A failure before storage (validation, preconditions, mount state) marks the entry
+ *   `failed`; nothing else changes.
+ * - A storage call that fails may have done part of its work, so storage decides
+ *   (resolveEntry): the entry ends `failed` with the storage error when nothing changed,
+ *   or is completed.
+ * - A failure after storage succeeded (reading the result, the commit) leaves the entry
+ *   `pending` for recovery, and the connection (with every lock) is dropped.
  */
-export async function runCommand<Req, Plan, Outcome>(
+export async function runCommand<Req, Plan, Applied, Outcome>(
   deps: PipelineDeps,
-  spec: CommandSpec<Req, Plan, Outcome>,
+  spec: CommandSpec<Req, Plan, Applied, Outcome>,
   mountRef: string,
   req: Req,
   ctx: CommandContext,
@@ -67,9 +70,12 @@ export async function runCommand<Req, Plan, Outcome>(
     if (ctx.idempotencyKey) {
       await lockIdempotencyKey(client, ctx.idempotencyKey);
       const prior = await findByIdempotencyKey(client, ctx.idempotencyKey);
-      if (prior) return await replay(deps, prior, print, body);
+      if (prior) {
+        const replayed = await replay(deps, client, prior, print, body);
+        if (replayed) return replayed;
+      }
     }
-    await acquire(client, pathLocks(mount.id, spec.paths(req)));
+    await lockPathsClearOfCrashes(deps, client, mount, pathLocks(mount.id, spec.paths(req)), spec.paths(req));
     const entry = await inTransaction(client, async () => {
       const e = await insertPending(client, {
         mountId: mount.id,
@@ -85,24 +91,43 @@ export async function runCommand<Req, Plan, Outcome>(
       await lockEntry(client, e.id);
       return e;
     });
-    const step: Step = { q: client, mount, backend: deps.backends.forMount(mount), entryId: entry.id };
+    const step = makeStep(client, mount, deps.backends.forMount(mount), entry.id);
 
     let plan: Plan;
-    let outcome: Outcome;
     try {
       assertWritable(mount);
       plan = await spec.prepare(step, req);
+      if (spec.preState) await step.journal(await spec.preState(step, req, plan));
       await deps.hooks?.beforeStorage?.(entry.id);
-      outcome = await spec.apply(step, req, plan);
     } catch (err) {
       body?.resume(); // drain an unread upload so the client sees the error, not a stalled socket
       await recordFailure(client, mount, spec.command, entry.id, err);
       await deps.afterCommit(mount.id);
-      throw err instanceof FilestoreError ? err : asFilestoreError(err);
+      throw asFilestoreError(err);
+    }
+
+    let applied: Applied;
+    try {
+      applied = await spec.apply(step, req, plan);
+    } catch (err) {
+      body?.resume();
+      const error = asFilestoreError(err);
+      const pending = (await findEntry(client, entry.id)) as JournalEntry;
+      let decided: 'succeeded' | 'failed';
+      try {
+        decided = await resolveEntry(step, pending, error, false);
+      } catch {
+        broken = true; // storage cannot be read now; the entry stays pending for the sweep
+        throw new FilestoreError(error.code, error.message, { ...error.details, journalEntryId: entry.id, pendingRecovery: true });
+      }
+      await deps.afterCommit(mount.id);
+      if (decided === 'failed') throw error;
+      return (await findEntry(client, entry.id))?.result as CommandResult;
     }
     await deps.hooks?.afterStorage?.(entry.id);
 
     try {
+      const outcome = await spec.observe(step, req, plan, applied);
       const result = await commitCommand(client, step, spec, req, plan, outcome, request);
       await deps.afterCommit(mount.id);
       return result;
@@ -126,83 +151,67 @@ export async function runCommand<Req, Plan, Outcome>(
   }
 }
 
-/** writeFile journals the content's sha256 so a replay can tell "same bytes" from "different bytes". */
-function contentPatch(outcome: unknown): Record<string, unknown> | null {
-  const sha = (outcome as { write?: { sha256?: string } } | null)?.write?.sha256;
-  return sha ? { contentSha256: sha } : null;
+const overlaps = (a: string[], b: string[]) => a.some((x) => b.some((y) => isSameOrDescendant(x, y) || isSameOrDescendant(y, x)));
+
+/**
+ * Takes the command's path locks, first resolving any crashed command still pending on an
+ * overlapping path: its locks died with it, so without this a command could act on a
+ * catalogue that does not yet reflect what the dead one did to storage. Holding locks that
+ * conflict with a pending entry's paths proves its owner is gone (owners lock first).
+ */
+async function lockPathsClearOfCrashes(deps: PipelineDeps, client: PoolClient, mount: Mount, locks: PathLock[], paths: string[]): Promise<void> {
+  for (let round = 0; ; round++) {
+    await acquire(client, locks);
+    const stale = (await listPendingOfMount(client, mount.id)).filter((e) => {
+      const r = e.request as { path: string; targetPath?: string };
+      return overlaps(paths, r.targetPath !== undefined ? [r.path, r.targetPath] : [r.path]);
+    });
+    if (stale.length === 0 || round === 3) return;
+    await release(client, locks);
+    for (const e of stale) await recoverEntry(deps, e, { client });
+  }
 }
 
-async function replay(deps: PipelineDeps, prior: JournalEntry, print: string, body?: Readable): Promise<CommandResult> {
+/**
+ * Answers a request whose idempotency key was seen before: the first result, or the first
+ * error. Returns null when the command should run again instead (its first attempt failed
+ * for a transient reason, and the key has been released for this run).
+ */
+async function replay(
+  deps: PipelineDeps,
+  client: PoolClient,
+  prior: JournalEntry,
+  print: string,
+  body?: Readable,
+): Promise<CommandResult | null> {
   if (prior.requestFingerprint !== print) {
     body?.resume();
     throw new FilestoreError('IDEMPOTENCY_CONFLICT', 'this Idempotency-Key was used for a different request; use a new key', {
       journalEntryId: prior.id,
     });
   }
+  let entry = prior;
+  if (entry.status === 'pending') {
+    // We hold the key's lock, so the process that wrote this entry is gone (or a recoverer
+    // is finishing it): resolve it on this connection, waiting for a recoverer if need be.
+    await recoverEntry(deps, entry, { client, wait: true });
+    entry = (await findEntry(client, entry.id)) as JournalEntry;
+  }
+  if (entry.status === 'failed' && TRANSIENT.has(entry.error?.code ?? '')) {
+    await releaseIdempotencyKey(client, entry.id);
+    return null;
+  }
   if (body) {
-    const sha = await hashStream(body);
-    const recorded = prior.request.contentSha256;
-    if (typeof recorded === 'string' && recorded !== sha) {
+    const h = createHash('sha256');
+    for await (const chunk of body) h.update(chunk as Buffer);
+    const recorded = entry.request.contentSha256;
+    if (typeof recorded === 'string' && recorded !== h.digest('hex')) {
       throw new FilestoreError('IDEMPOTENCY_CONFLICT', 'this Idempotency-Key was used with different content; use a new key', {
-        journalEntryId: prior.id,
+        journalEntryId: entry.id,
       });
     }
   }
-  if (prior.status === 'pending') {
-    // We hold the key's lock, so the process that wrote this entry is gone: resolve it now.
-    await deps.recoverEntry(prior);
-    const resolved = await findByIdempotencyKey(deps.pool, prior.idempotencyKey as string);
-    return replayOutcome(resolved as JournalEntry);
-  }
-  return replayOutcome(prior);
-}
-
-/** The success transaction: catalogue changes, journal `succeeded`, events. Shared with recovery. */
-export async function commitCommand<Req, Plan, Outcome>(
-  client: PoolClient,
-  step: Step,
-  spec: CommandSpec<Req, Plan, Outcome>,
-  req: Req,
-  plan: Plan,
-  outcome: Outcome,
-  request: Record<string, unknown>,
-  recovered = false,
-): Promise<CommandResult> {
-  return inTransaction(client, async () => {
-    const { result, events } = await spec.commit(step, req, plan, outcome);
-    const patch = contentPatch(outcome);
-    const finished = await finishEntry(client, step.entryId, { status: 'succeeded', result }, { recovered, ...(patch ? { requestPatch: patch } : {}) });
-    if (!finished) throw new Error(`journal entry ${step.entryId} is no longer pending`);
-    await appendEvents(client, [
-      ...events,
-      {
-        type: 'filestore.command.completed',
-        mountId: step.mount.id,
-        data: { journalEntryId: step.entryId, command: spec.command, status: 'succeeded', request, recovered },
-      },
-    ]);
-    return result;
-  });
-}
-
-/** The failure transaction: journal `failed` with the error, and its event. Shared with recovery. */
-export async function recordFailure(
-  client: PoolClient,
-  mount: Mount,
-  command: string,
-  entryId: number,
-  err: unknown,
-  recovered = false,
-): Promise<void> {
-  const error = asFilestoreError(err).toJSON();
-  await inTransaction(client, async () => {
-    await finishEntry(client, entryId, { status: 'failed', error }, { recovered });
-    await appendEvents(client, [
-      {
-        type: 'filestore.command.completed',
-        mountId: mount.id,
-        data: { journalEntryId: entryId, command, status: 'failed', error, recovered },
-      },
-    ]);
-  });
+  if (entry.status === 'succeeded') return entry.result as CommandResult;
+  const e = entry.error ?? { code: 'INTERNAL', message: 'command failed' };
+  throw new FilestoreError(e.code as FilestoreError['code'], e.message, e.details);
 }

@@ -4,25 +4,26 @@ import type { Pool, PoolClient } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
 import { findEntry, listPending, type JournalEntry } from '../catalogue/journal.ts';
 import { getMount } from '../catalogue/mounts.ts';
-import { findLiveByPath, listLive } from '../catalogue/nodes.ts';
-import { newNodeFromStat } from '../catalogue/node-writes.ts';
-import type { CatalogueNode } from '../catalogue/types.ts';
-import type { CommandSpec, Step } from './context.ts';
-import { checkParentChain, statCreated } from './checks.ts';
-import { acquire, pathLocks, releaseAll, tryLockEntry } from './locks.ts';
-import { commitCommand, recordFailure } from './pipeline.ts';
+import type { AnyCommandSpec, Step } from './context.ts';
+import { commitCommand, recordFailure } from './finish.ts';
+import { acquire, lockEntry, pathLocks, release, tryLockEntry, unlockEntry } from './locks.ts';
+import { makeStep } from './step.ts';
 import { mkdirCommand } from './commands/mkdir.ts';
 import { writeFileCommand } from './commands/write-file.ts';
 import { deleteCommand } from './commands/delete.ts';
-import { copyCommand, moveCommand } from './commands/move-copy.ts';
+import { copyCommand, moveCommand, statSubtree } from './commands/move-copy.ts';
 
 /**
- * Resolves journal entries left `pending` by a process that died between the journal and
- * the catalogue commit. Storage is the witness: an entry whose effect is on storage is
- * completed (catalogued, `succeeded`); one whose effect is absent is `failed` with
- * INTERRUPTED; a partly applied move/copy/delete (possible on S3, which has no atomic tree
- * operations) is finished, because the caller asked for it and its inputs are still there.
- * Entries whose owner is still alive (it holds the entry lock) are left alone.
+ * Resolves journal entries left `pending` — by a process that died between the journal and
+ * the catalogue commit, or by a storage call that failed without saying how far it got.
+ * Storage is the witness, judged against facts journaled before storage was touched:
+ * - an effect that is complete is catalogued and the entry `succeeded`;
+ * - an effect that is absent makes the entry `failed` (INTERRUPTED, or the storage error);
+ * - a partly applied move/copy/delete (S3 has no atomic tree operations; a local replace
+ *   can die between its two renames) is finished, but only over what the command was
+ *   allowed to replace: a target that existed before is never overwritten unless the
+ *   request said overwrite.
+ * Entries whose owner is alive (it holds the entry lock) are left alone.
  */
 
 export interface RecoveryDeps {
@@ -34,15 +35,14 @@ export interface RecoveryDeps {
 /** `skipped`: its owner is alive. `error`: storage could not be read (mount offline); retried next sweep. */
 export type RecoveryOutcome = 'succeeded' | 'failed' | 'skipped' | 'error';
 
-const interrupted = (what: string) =>
-  new FilestoreError('INTERRUPTED', `the process running this command stopped before ${what}; storage was not changed, retry the command`);
+const interrupted = () =>
+  new FilestoreError('INTERRUPTED', 'the process running this command stopped before it changed storage; nothing was changed, retry the command');
 
-/** Resolves every pending entry no live process owns. */
+/** Resolves every pending entry no live process owns, oldest first. */
 export async function recoverPending(deps: RecoveryDeps): Promise<Record<RecoveryOutcome, number>> {
   const counts = { succeeded: 0, failed: 0, skipped: 0, error: 0 };
-  let after = 0;
-  for (;;) {
-    const batch = (await listPending(deps.pool, 200)).filter((e) => e.id > after);
+  for (let after = 0; ; ) {
+    const batch = await listPending(deps.pool, after, 200);
     if (batch.length === 0) return counts;
     for (const entry of batch) {
       counts[await recoverEntry(deps, entry).catch(() => 'error' as const)] += 1;
@@ -51,124 +51,149 @@ export async function recoverPending(deps: RecoveryDeps): Promise<Record<Recover
   }
 }
 
-export async function recoverEntry(deps: RecoveryDeps, stale: JournalEntry): Promise<RecoveryOutcome> {
-  const client = await deps.pool.connect();
+export interface RecoverOptions {
+  /** Work on this connection (its other locks are kept) instead of a pooled one. */
+  client?: PoolClient | undefined;
+  /** Wait for a live owner (e.g. another recoverer) to finish instead of skipping. */
+  wait?: boolean | undefined;
+}
+
+export async function recoverEntry(deps: RecoveryDeps, stale: JournalEntry, o: RecoverOptions = {}): Promise<RecoveryOutcome> {
+  const client = o.client ?? (await deps.pool.connect());
+  let entryLocked = false;
+  const req = stale.request as { path: string; targetPath?: string };
+  const locks = pathLocks(stale.mountId, req.targetPath !== undefined ? [req.path, req.targetPath] : [req.path]);
+  let pathsLocked = false;
   try {
-    if (!(await tryLockEntry(client, stale.id))) return 'skipped';
-    const req = stale.request as { path: string; targetPath?: string };
-    await acquire(client, pathLocks(stale.mountId, req.targetPath !== undefined ? [req.path, req.targetPath] : [req.path]));
+    if (o.wait) await lockEntry(client, stale.id);
+    else if (!(await tryLockEntry(client, stale.id))) return 'skipped';
+    entryLocked = true;
+    await acquire(client, locks);
+    pathsLocked = true;
     const entry = await findEntry(client, stale.id);
     if (!entry || entry.status !== 'pending') return 'skipped';
     const mount = await getMount(client, entry.mountId);
-    const step: Step = { q: client, mount, backend: deps.backends.forMount(mount), entryId: entry.id };
-    const outcome = await resolve(client, step, entry);
+    const outcome = await resolveEntry(makeStep(client, mount, deps.backends.forMount(mount), entry.id), entry);
     await deps.afterCommit(mount.id);
     return outcome;
   } finally {
-    await releaseAll(client).catch(() => {});
-    client.release();
+    if (pathsLocked) await release(client, locks).catch(() => {});
+    if (entryLocked) await unlockEntry(client, stale.id).catch(() => {});
+    if (!o.client) client.release();
   }
 }
 
-/** Same size, kind and (where storage has them) mtime and ETag: storage still holds what the catalogue says. */
-function matches(node: CatalogueNode | null, stat: EntryStat | null): boolean {
-  if (!node || !stat) return node === null && stat === null;
-  if (node.kind !== stat.kind) return false;
-  if (node.kind === 'directory') return true;
-  return (
-    node.sizeBytes === stat.sizeBytes &&
-    (node.mtime?.valueOf() ?? null) === (stat.mtime?.valueOf() ?? null) &&
-    (node.etag ?? null) === (stat.etag ?? null)
-  );
+/** Same kind and size, and the same mtime and ETag where storage has them. */
+function sameStat(a: { kind: string; sizeBytes: number; mtime: Date | string | null; etag: string | null } | undefined, b: EntryStat | null): boolean {
+  if (!a || !b) return false;
+  const t = (d: Date | string | null) => (d === null ? null : new Date(d).valueOf());
+  return a.kind === b.kind && a.sizeBytes === b.sizeBytes && t(a.mtime) === t(b.mtime) && (a.etag ?? null) === (b.etag ?? null);
 }
 
-async function countBelow(backend: Backend, path: string): Promise<number> {
-  let n = 0;
-  for await (const _ of backend.list(path, { recursive: true })) n += 1;
-  return n;
+/** True when `to` holds what a copy of `from` would: the same entries, kinds and sizes (and bytes, for a file). */
+async function looksLikeCopy(backend: Backend, from: string, to: string): Promise<boolean> {
+  const [a, b] = await Promise.all([statSubtree(backend, from), statSubtree(backend, to)]);
+  if (a.length !== b.length) return false;
+  const rel = (s: EntryStat, root: string) => (s.path === root ? '' : s.path.slice(root.length + 1));
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as EntryStat;
+    const y = b[i] as EntryStat;
+    if (rel(x, from) !== rel(y, to) || x.kind !== y.kind || x.sizeBytes !== y.sizeBytes) return false;
+  }
+  if (a[0]?.kind === 'file') return (await backend.hash(from)) === (await backend.hash(to));
+  return true;
 }
 
-async function resolve(client: PoolClient, step: Step, entry: JournalEntry): Promise<RecoveryOutcome> {
+/**
+ * Decides a pending entry from storage, on a connection that holds the entry's locks.
+ * `notApplied` is the error to record when storage shows the command had no effect (the
+ * storage error that interrupted it); by default INTERRUPTED. `recovered` is false when the
+ * command's own run asks (a storage call failed), true for a crashed command.
+ */
+export async function resolveEntry(
+  step: Step,
+  entry: JournalEntry,
+  notApplied: FilestoreError = interrupted(),
+  recovered = true,
+): Promise<'succeeded' | 'failed'> {
   const { q, mount, backend } = step;
-  const r = entry.request as { path: string; targetPath: string; parents?: boolean; recursive?: boolean; overwrite?: boolean };
-  const complete = async <Req, Plan, Outcome>(spec: CommandSpec<Req, Plan, Outcome>, req: Req, plan: Plan, outcome: Outcome) => {
-    await commitCommand(client, step, spec, req, plan, outcome, entry.request, true);
-    return 'succeeded' as const;
+  const r = entry.request as {
+    path: string;
+    targetPath: string;
+    parents?: boolean;
+    recursive?: boolean;
+    overwrite?: boolean;
+    contentSha256?: string;
+    contentSizeBytes?: number;
+    targetPreExisted?: boolean;
+    targetPreStat?: { kind: string; sizeBytes: number; mtime: string | null; etag: string | null };
   };
   const fail = async (err: FilestoreError) => {
-    await recordFailure(client, mount, entry.command, entry.id, err, true);
+    await recordFailure(q, mount, entry.command, entry.id, err, recovered);
     return 'failed' as const;
   };
-  const missingAncestors = async (path: string) => (await checkParentChain(q, mount.id, path, true).catch(() => ({ missing: [] }))).missing;
+  /** Finishes the entry as if the command had run through: prepare, observe, commit. */
+  const complete = async <Req>(spec: AnyCommandSpec<Req>, req: Req, applied: unknown) => {
+    const plan = await spec.prepare(step, req);
+    const outcome = await spec.observe(step, req, plan, applied);
+    await commitCommand(q, step, spec, req, plan, outcome, entry.request, recovered);
+    return 'succeeded' as const;
+  };
 
   switch (entry.command) {
     case 'writeFile': {
       await backend.discardStaging(`j${entry.id}`);
-      const [node, stat] = await Promise.all([findLiveByPath(q, mount.id, r.path), backend.stat(r.path)]);
-      if (stat?.kind !== 'file' || matches(node, stat)) return fail(interrupted('the new file was in place'));
-      const write = { ...stat, sha256: await backend.hash(r.path) };
-      const ancestors = await statCreated(backend, await missingAncestors(r.path));
-      return complete(writeFileCommand, { ...r, body: undefined as never }, { existing: node, missingAncestors: [] }, { write, ancestors });
+      const stat = await backend.stat(r.path);
+      const ours =
+        r.contentSha256 !== undefined &&
+        stat?.kind === 'file' &&
+        (r.contentSizeBytes === undefined || stat.sizeBytes === r.contentSizeBytes) &&
+        (await backend.hash(r.path)) === r.contentSha256;
+      if (!ours) return fail(notApplied);
+      return complete(writeFileCommand, { ...r, body: undefined as never }, { ...stat, sha256: r.contentSha256 });
     }
     case 'mkdir': {
-      const [node, stat] = await Promise.all([findLiveByPath(q, mount.id, r.path), backend.stat(r.path)]);
-      if (stat?.kind !== 'directory' || node) return fail(interrupted('the directory was created'));
-      const created = [...(await statCreated(backend, await missingAncestors(r.path))), newNodeFromStat(stat)];
-      return complete(mkdirCommand, r, { existing: null, missingAncestors: [] }, created);
+      const stat = await backend.stat(r.path);
+      if (stat?.kind !== 'directory') return fail(notApplied);
+      return complete(mkdirCommand, { path: r.path, parents: r.parents ?? false }, stat);
     }
     case 'delete': {
-      const node = await findLiveByPath(q, mount.id, r.path);
-      if (!node) return fail(interrupted('anything was deleted'));
       const stat = await backend.stat(r.path);
-      if (stat && stat.kind === 'directory' && backend.kind === 's3' && r.recursive) {
-        const catalogued = (await listLive(q, { mountId: mount.id, prefix: `${r.path}/`, limit: 1_000_000 })).length;
-        if ((await countBelow(backend, r.path)) < catalogued) {
-          await backend.delete(r.path, { recursive: true }); // partly deleted: finish it
-          return complete(deleteCommand, r, node, { alreadyGone: false });
-        }
+      if (stat) {
+        if (stat.kind !== 'directory' || backend.kind !== 's3' || !r.recursive) return fail(notApplied);
+        const { rows } = await q.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND path >= $2 AND path < $3`,
+          [mount.id, `${r.path}/`, `${r.path}0`],
+        );
+        let onStorage = 0;
+        for await (const _ of backend.list(r.path, { recursive: true })) onStorage += 1;
+        if (onStorage >= (rows[0]?.n ?? 0)) return fail(notApplied);
+        await backend.delete(r.path, { recursive: true }); // partly deleted: finish it
       }
-      if (stat) return fail(interrupted('anything was deleted'));
-      return complete(deleteCommand, r, node, { alreadyGone: false });
+      return complete(deleteCommand, { path: r.path, recursive: r.recursive ?? false }, { alreadyGone: false });
     }
     case 'move':
     case 'copy': {
-      const [source, target, srcStat, dstStat] = await Promise.all([
-        findLiveByPath(q, mount.id, r.path),
-        findLiveByPath(q, mount.id, r.targetPath),
-        backend.stat(r.path),
-        backend.stat(r.targetPath),
-      ]);
-      if (!source) return fail(interrupted('anything was moved'));
-      const targetUntouched = dstStat === null || matches(target, dstStat);
-      if (targetUntouched && (entry.command === 'copy' || srcStat !== null)) {
-        return fail(interrupted(`anything was ${entry.command === 'copy' ? 'copied' : 'moved'}`));
-      }
-      if (dstStat === null) {
-        return fail(new FilestoreError('STORAGE_ERROR', `neither "${r.path}" nor "${r.targetPath}" exists on storage; reconcile the mount`));
-      }
-      const spec = entry.command === 'move' ? moveCommand : copyCommand;
-      // Finish a partly applied transfer (both ends present); redoing it is safe.
-      if (srcStat !== null) await backend[entry.command](r.path, r.targetPath, { overwrite: true });
-      const plan = await spec.prepare(step, { ...r, overwrite: true }).catch(() => null);
-      const basePlan = { source, target, missingAncestors: [] as string[] };
-      const ancestors = await statCreated(backend, await missingAncestors(r.targetPath));
+      const pre = r.targetPreExisted;
+      // No pre-state journaled: the process died before touching storage.
+      if (pre === undefined || (pre && !r.overwrite)) return fail(notApplied);
+      const [src, dst] = await Promise.all([backend.stat(r.path), backend.stat(r.targetPath)]);
+      const req = { path: r.path, targetPath: r.targetPath, overwrite: true };
+      const untouchedFile = pre && dst?.kind === 'file' && sameStat(r.targetPreStat, dst);
       if (entry.command === 'move') {
-        const restat: EntryStat[] = [];
-        if (backend.kind === 's3') {
-          const top = await backend.stat(r.targetPath);
-          if (top) restat.push(top);
-          if (top?.kind === 'directory') for await (const e of backend.list(r.targetPath, { recursive: true })) restat.push(e);
-        }
-        return complete(moveCommand, r, basePlan, { ancestors, restat });
+        if (!src && dst) return complete(moveCommand, req, undefined);
+        if (!src) return fail(new FilestoreError('STORAGE_ERROR', `neither "${r.path}" nor "${r.targetPath}" exists on storage; reconcile the mount`));
+        if ((!dst && !pre) || untouchedFile) return fail(notApplied);
+        await backend.move(r.path, r.targetPath, { overwrite: true }); // safe: the target is ours or was to be replaced
+        return complete(moveCommand, req, undefined);
       }
-      const copied: EntryStat[] = [];
-      const top = await backend.stat(r.targetPath);
-      if (top) copied.push(top);
-      if (top?.kind === 'directory') for await (const e of backend.list(r.targetPath, { recursive: true })) copied.push(e);
-      const facts = (plan as { sourceFacts?: Map<string, { sha256: string | null; metadata: Record<string, unknown> }> } | null)?.sourceFacts ?? new Map();
-      return complete(copyCommand, r, { ...basePlan, sourceFacts: facts }, { ancestors, copied });
+      if (!src) return fail(new FilestoreError('STORAGE_ERROR', `the copy's source "${r.path}" is gone from storage; reconcile the mount`));
+      if (dst && (await looksLikeCopy(backend, r.path, r.targetPath))) return complete(copyCommand, req, undefined);
+      if ((!dst && !pre) || untouchedFile) return fail(notApplied);
+      await backend.copy(r.path, r.targetPath, { overwrite: true });
+      return complete(copyCommand, req, undefined);
     }
     default:
-      return fail(interrupted('its change was recorded'));
+      return fail(notApplied);
   }
 }

@@ -129,6 +129,7 @@ export class LocalExecutor implements Backend {
       // Checked again now: the tree may have changed while the body was streaming.
       await this.writableTarget(rel, op);
       await this.mount.prepareParents(rel, op, true);
+      await options.beforeCommit?.({ sha256, sizeBytes: st.size });
       await this.transfers.placeStaged(tmp, rel, op);
       return { ...(toEntryStat(rel, st, null) as EntryStat), sha256 };
     } catch (err) {

@@ -186,6 +186,7 @@ export class S3Executor implements Backend {
           actualSha256: sha256,
         });
       }
+      await options.beforeCommit?.({ sha256, sizeBytes });
       await copyObject(this.m.client, {
         bucket: this.m.bucket,
         sourceKey: stagingKey,

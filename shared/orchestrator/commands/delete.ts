@@ -13,7 +13,7 @@ export interface DeleteRequest {
 }
 
 /** Deletes a file, symlink or directory (non-empty only with recursive), and its catalogue subtree. */
-export const deleteCommand: CommandSpec<DeleteRequest, CatalogueNode, { alreadyGone: boolean }> = {
+export const deleteCommand: CommandSpec<DeleteRequest, CatalogueNode, { alreadyGone: boolean }, { alreadyGone: boolean }> = {
   command: 'delete',
   paths: (r) => [r.path],
   journalRequest: (r) => ({
@@ -42,6 +42,10 @@ export const deleteCommand: CommandSpec<DeleteRequest, CatalogueNode, { alreadyG
       if (err instanceof FilestoreError && err.code === 'NOT_FOUND') return { alreadyGone: true };
       throw err;
     }
+  },
+
+  async observe(_step, _r, _node, applied) {
+    return applied;
   },
 
   async commit({ q, mount, entryId }, r, node, { alreadyGone }) {

@@ -1,4 +1,5 @@
 import { FilestoreError } from '../../errors.ts';
+import type { EntryStat } from '../../backends/types.ts';
 import { findLiveByPath } from '../../catalogue/nodes.ts';
 import { newNodeFromStat, type NewNode } from '../../catalogue/node-writes.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
@@ -16,7 +17,7 @@ interface Plan {
 }
 
 /** Creates a directory (with parents: also its missing ancestors; an existing directory is then fine). */
-export const mkdirCommand: CommandSpec<MkdirRequest, Plan, NewNode[]> = {
+export const mkdirCommand: CommandSpec<MkdirRequest, Plan, EntryStat | null, NewNode[]> = {
   command: 'mkdir',
   paths: (r) => [r.path],
   journalRequest: (r) => ({ path: r.path, parents: r.parents ?? false }),
@@ -31,9 +32,11 @@ export const mkdirCommand: CommandSpec<MkdirRequest, Plan, NewNode[]> = {
   },
 
   async apply({ backend }, r, plan) {
-    if (plan.existing) return [];
-    const stat = await backend.mkdir(r.path, { parents: r.parents ?? false });
-    return [...(await statCreated(backend, plan.missingAncestors)), newNodeFromStat(stat)];
+    return plan.existing ? null : backend.mkdir(r.path, { parents: r.parents ?? false });
+  },
+
+  async observe({ backend }, _r, plan, stat) {
+    return stat ? [...(await statCreated(backend, plan.missingAncestors)), newNodeFromStat(stat)] : [];
   },
 
   async commit({ q, mount, entryId }, r, plan, created) {

@@ -7,12 +7,15 @@ import { insertNodes, moveSubtree, newNodeFromStat, tombstoneSubtree, type NewNo
 import { addToAncestors, negate, recomputeRollups, subtreeTotals } from '../../catalogue/rollups.ts';
 import type { NewEvent } from '../../catalogue/outbox.ts';
 import type { CatalogueNode, Mount } from '../../catalogue/types.ts';
-import { asJson, type CommandSpec } from '../context.ts';
+import { getMount } from '../../catalogue/mounts.ts';
+import { asJson, type CommandSpec, type Step } from '../context.ts';
 import { assertVersion, catalogueCreated, checkParentChain, statCreated } from '../checks.ts';
 
 export interface TransferRequest {
   path: string;
   targetPath: string;
+  /** Must name the same mount (id or key) when given; moves between mounts are not supported yet. */
+  targetMountId?: string | undefined;
   /** Replace an existing target (a directory target is replaced whole). */
   overwrite?: boolean | undefined;
   /** If-Match on the source. */
@@ -26,6 +29,9 @@ interface Plan {
 }
 
 async function prepareTransfer(q: Queryable, mount: Mount, r: TransferRequest, verb: string): Promise<Plan> {
+  if (r.targetMountId !== undefined && (await getMount(q, r.targetMountId)).id !== mount.id) {
+    throw new FilestoreError('VALIDATION_ERROR', `moving or copying between mounts is not supported yet; copy the bytes with get and put`);
+  }
   if (r.path === '') throw new FilestoreError('MOVE_INTO_SELF', `the mount root cannot be ${verb}`);
   if (isSameOrDescendant(r.targetPath, r.path)) {
     throw new FilestoreError('MOVE_INTO_SELF', `"${r.path}" cannot be ${verb} to itself or into its own subtree`);
@@ -45,12 +51,21 @@ async function prepareTransfer(q: Queryable, mount: Mount, r: TransferRequest, v
 }
 
 /** Storage's view of a subtree after a transfer: the entry itself, then its descendants in byte order. */
-async function statSubtree(backend: Backend, path: string): Promise<EntryStat[]> {
+export async function statSubtree(backend: Backend, path: string): Promise<EntryStat[]> {
   const top = await backend.stat(path);
   if (!top) throw new FilestoreError('STORAGE_ERROR', `"${path}" is missing from storage right after the operation`);
   const out = [top];
   if (top.kind === 'directory') for await (const e of backend.list(path, { recursive: true })) out.push(e);
   return out;
+}
+
+/**
+ * What the target held before the transfer, journaled so recovery can tell a target this
+ * command created (safe to redo over) from one it must not touch.
+ */
+async function targetPreState({ backend }: Step, r: TransferRequest): Promise<Record<string, unknown>> {
+  const stat = await backend.stat(r.targetPath);
+  return { targetPreExisted: stat !== null, ...(stat ? { targetPreStat: { kind: stat.kind, sizeBytes: stat.sizeBytes, mtime: stat.mtime, etag: stat.etag } } : {}) };
 }
 
 /** Removes a replaced target from the catalogue and its ancestors' rollups. */
@@ -69,19 +84,24 @@ interface MoveOutcome {
 }
 
 /** Moves a file or tree inside one mount (local: one atomic rename). */
-export const moveCommand: CommandSpec<TransferRequest, Plan, MoveOutcome> = {
+export const moveCommand: CommandSpec<TransferRequest, Plan, void, MoveOutcome> = {
   command: 'move',
   paths: (r) => [r.path, r.targetPath],
   journalRequest: (r) => ({
     path: r.path,
     targetPath: r.targetPath,
     overwrite: r.overwrite ?? false,
+    ...(r.targetMountId !== undefined ? { targetMountId: r.targetMountId } : {}),
     ...(r.expectedVersion !== undefined ? { expectedVersion: r.expectedVersion } : {}),
   }),
   prepare: ({ q, mount }, r) => prepareTransfer(q, mount, r, 'moved'),
+  preState: targetPreState,
 
-  async apply({ backend }, r, plan) {
+  async apply({ backend }, r) {
     await backend.move(r.path, r.targetPath, { overwrite: r.overwrite ?? false });
+  },
+
+  async observe({ backend }, r, plan) {
     return {
       ancestors: await statCreated(backend, plan.missingAncestors),
       restat: backend.kind === 's3' ? await statSubtree(backend, r.targetPath) : [],
@@ -115,7 +135,7 @@ interface CopyPlan extends Plan {
 }
 
 /** Copies a file or tree inside one mount; the copy is catalogued from what storage then holds. */
-export const copyCommand: CommandSpec<TransferRequest, CopyPlan, { ancestors: NewNode[]; copied: EntryStat[] }> = {
+export const copyCommand: CommandSpec<TransferRequest, CopyPlan, void, { ancestors: NewNode[]; copied: EntryStat[] }> = {
   command: 'copy',
   paths: (r) => [r.path, r.targetPath],
   journalRequest: (r) => moveCommand.journalRequest(r),
@@ -134,8 +154,13 @@ export const copyCommand: CommandSpec<TransferRequest, CopyPlan, { ancestors: Ne
     return { ...plan, sourceFacts };
   },
 
-  async apply({ backend }, r, plan) {
+  preState: targetPreState,
+
+  async apply({ backend }, r) {
     await backend.copy(r.path, r.targetPath, { overwrite: r.overwrite ?? false });
+  },
+
+  async observe({ backend }, r, plan) {
     return { ancestors: await statCreated(backend, plan.missingAncestors), copied: await statSubtree(backend, r.targetPath) };
   },
 

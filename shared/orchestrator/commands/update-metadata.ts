@@ -16,7 +16,7 @@ export interface UpdateMetadataRequest {
 const RESERVED_KEYS = new Set(['symlinkTarget']);
 
 /** Edits a node's user metadata (catalogue only; storage is not touched). */
-export const updateMetadataCommand: CommandSpec<UpdateMetadataRequest, CatalogueNode, null> = {
+export const updateMetadataCommand: CommandSpec<UpdateMetadataRequest, CatalogueNode, null, null> = {
   command: 'updateMetadata',
   paths: (r) => [r.path],
   journalRequest: (r) => ({
@@ -37,6 +37,10 @@ export const updateMetadataCommand: CommandSpec<UpdateMetadataRequest, Catalogue
   },
 
   async apply() {
+    return null;
+  },
+
+  async observe() {
     return null;
   },
 

@@ -28,7 +28,7 @@ interface Outcome {
 }
 
 /** Creates or replaces a file from a stream, creating missing parent directories. */
-export const writeFileCommand: CommandSpec<WriteFileRequest, Plan, Outcome> = {
+export const writeFileCommand: CommandSpec<WriteFileRequest, Plan, WriteResult, Outcome> = {
   command: 'writeFile',
   paths: (r) => [r.path],
   journalRequest: (r) => ({
@@ -46,11 +46,17 @@ export const writeFileCommand: CommandSpec<WriteFileRequest, Plan, Outcome> = {
     return { existing, missingAncestors: chain.missing };
   },
 
-  async apply({ backend, entryId }, r, plan) {
-    const write = await backend.writeFile(r.path, r.body, {
+  apply({ backend, entryId, journal }, r) {
+    return backend.writeFile(r.path, r.body, {
       stagingId: `j${entryId}`,
       expectedSha256: r.expectedSha256,
+      // Journaled before the bytes become visible: recovery completes the entry only if the
+      // file at the path has exactly this hash.
+      beforeCommit: ({ sha256, sizeBytes }) => journal({ contentSha256: sha256, contentSizeBytes: sizeBytes }),
     });
+  },
+
+  async observe({ backend }, _r, plan, write) {
     return { write, ancestors: await statCreated(backend, plan.missingAncestors) };
   },
 

@@ -1,0 +1,62 @@
+import type { PoolClient } from '../db/pool.ts';
+import { inTransaction } from '../db/pool.ts';
+import { asFilestoreError } from '../errors.ts';
+import { finishEntry } from '../catalogue/journal.ts';
+import { appendEvents } from '../catalogue/outbox.ts';
+import type { Mount } from '../catalogue/types.ts';
+import type { CommandResult, CommandSpec, Step } from './context.ts';
+
+/**
+ * The two ways a journal entry ends, each one transaction. Used by the pipeline and by
+ * recovery, so an interrupted command ends exactly as an uninterrupted one would.
+ */
+
+/** Catalogue changes, journal `succeeded`, the command's events and `filestore.command.completed`. */
+export async function commitCommand<Req, Plan, Outcome>(
+  client: PoolClient,
+  step: Step,
+  spec: CommandSpec<Req, Plan, unknown, Outcome>,
+  req: Req,
+  plan: Plan,
+  outcome: Outcome,
+  request: Record<string, unknown>,
+  recovered = false,
+): Promise<CommandResult> {
+  return inTransaction(client, async () => {
+    const { result, events } = await spec.commit(step, req, plan, outcome);
+    if (!(await finishEntry(client, step.entryId, { status: 'succeeded', result }, { recovered }))) {
+      throw new Error(`journal entry ${step.entryId} is no longer pending`);
+    }
+    await appendEvents(client, [
+      ...events,
+      {
+        type: 'filestore.command.completed',
+        mountId: step.mount.id,
+        data: { journalEntryId: step.entryId, command: spec.command, status: 'succeeded', request, recovered },
+      },
+    ]);
+    return result;
+  });
+}
+
+/** Journal `failed` with the error, and its `filestore.command.completed` event; the catalogue is untouched. */
+export async function recordFailure(
+  client: PoolClient,
+  mount: Mount,
+  command: string,
+  entryId: number,
+  err: unknown,
+  recovered = false,
+): Promise<void> {
+  const error = asFilestoreError(err).toJSON();
+  await inTransaction(client, async () => {
+    await finishEntry(client, entryId, { status: 'failed', error }, { recovered });
+    await appendEvents(client, [
+      {
+        type: 'filestore.command.completed',
+        mountId: mount.id,
+        data: { journalEntryId: entryId, command, status: 'failed', error, recovered },
+      },
+    ]);
+  });
+}
