@@ -36,17 +36,35 @@ export interface NewEntry {
   correlationId: string | null;
 }
 
-/** Inserts a pending entry; returns null when the idempotency key is taken (caller replays). */
-export async function insertPending(q: Queryable, e: NewEntry): Promise<JournalEntry | null> {
-  const { rows } = await q.query<JournalEntry>(
-    `INSERT INTO filestore.journal_entries
-       (mount_id, command, request, idempotency_key, request_fingerprint, principal, correlation_id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)
-     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-     RETURNING ${COLUMNS}`,
-    [e.mountId, e.command, JSON.stringify(e.request), e.idempotencyKey, e.requestFingerprint, e.principal, e.correlationId],
-  );
-  return rows[0] ?? null;
+/**
+ * Inserts a pending entry and makes this session its owner (advisory lock taken inside the
+ * statement, so the lock exists before the row is visible), and reads the mount's current
+ * access mode and state in the same round trip. Returns null when the idempotency key is
+ * taken (the caller replays).
+ */
+export async function insertPendingOwned(
+  q: Queryable,
+  e: NewEntry,
+): Promise<{ entry: JournalEntry; accessMode: 'rw' | 'ro'; state: 'active' | 'paused' } | null> {
+  const { rows } = await q.query<JournalEntry & { accessMode: 'rw' | 'ro'; mountState: 'active' | 'paused'; owned: boolean }>({
+    name: 'filestore.journal.insertPendingOwned',
+    text: `WITH e AS (
+             INSERT INTO filestore.journal_entries
+               (mount_id, command, request, idempotency_key, request_fingerprint, principal, correlation_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             RETURNING *
+           )
+           SELECT ${COLUMNS}, filestore.lock_entry(e.id) AS owned,
+                  (SELECT m.access_mode FROM filestore.mounts m WHERE m.id = e.mount_id) AS "accessMode",
+                  (SELECT m.state FROM filestore.mounts m WHERE m.id = e.mount_id) AS "mountState"
+             FROM e`,
+    values: [e.mountId, e.command, JSON.stringify(e.request), e.idempotencyKey, e.requestFingerprint, e.principal, e.correlationId],
+  });
+  const row = rows[0];
+  if (!row) return null;
+  const { accessMode, mountState, owned: _owned, ...entry } = row;
+  return { entry, accessMode, state: mountState };
 }
 
 export async function findByIdempotencyKey(q: Queryable, key: string): Promise<JournalEntry | null> {
@@ -62,30 +80,55 @@ export async function findEntry(q: Queryable, id: number): Promise<JournalEntry 
   return rows[0] ?? null;
 }
 
-/** Moves a pending entry to its final status. Only a pending entry moves: a second finisher is a no-op. */
+export type EntryOutcome =
+  | { status: 'succeeded'; result: Record<string, unknown> }
+  | { status: 'failed'; error: { code: string; message: string; details?: Record<string, unknown> } };
+
+export interface OutboxEvent {
+  type: string;
+  mountId: string;
+  data: Record<string, unknown>;
+}
+
+/**
+ * Moves a pending entry to its final status and appends its events, in one statement (run
+ * it inside the transaction of the change). Only a pending entry moves; returns false (and
+ * appends nothing) when the entry was already final.
+ */
 export async function finishEntry(
   q: Queryable,
   id: number,
-  outcome:
-    | { status: 'succeeded'; result: Record<string, unknown> }
-    | { status: 'failed'; error: { code: string; message: string; details?: Record<string, unknown> } },
-  extra: { recovered?: boolean; requestPatch?: Record<string, unknown> } = {},
+  outcome: EntryOutcome,
+  events: OutboxEvent[],
+  recovered = false,
 ): Promise<boolean> {
-  const { rowCount } = await q.query(
-    `UPDATE filestore.journal_entries
-        SET status = $2, result = $3, error = $4, finished_at = now(), recovered = $5,
-            request = request || $6::jsonb
-      WHERE id = $1 AND status = 'pending'`,
-    [
+  const { rows } = await q.query<{ finished: number }>({
+    name: 'filestore.journal.finishEntry',
+    text: `WITH f AS (
+             UPDATE filestore.journal_entries
+                SET status = $2, result = $3, error = $4, finished_at = now(), recovered = $5
+              WHERE id = $1 AND status = 'pending'
+              RETURNING id
+           ), ev AS (
+             INSERT INTO filestore.outbox (mount_id, type, data)
+             SELECT t.mount_id, t.type, t.data
+               FROM unnest($6::uuid[], $7::text[], $8::jsonb[]) WITH ORDINALITY AS t(mount_id, type, data, n)
+              WHERE EXISTS (SELECT 1 FROM f)
+              ORDER BY t.n
+           )
+           SELECT count(*)::int AS finished FROM f`,
+    values: [
       id,
       outcome.status,
       outcome.status === 'succeeded' ? JSON.stringify(outcome.result) : null,
       outcome.status === 'failed' ? JSON.stringify(outcome.error) : null,
-      extra.recovered ?? false,
-      JSON.stringify(extra.requestPatch ?? {}),
+      recovered,
+      events.map((e) => e.mountId),
+      events.map((e) => e.type),
+      events.map((e) => JSON.stringify(e.data)),
     ],
-  );
-  return rowCount === 1;
+  });
+  return rows[0]?.finished === 1;
 }
 
 /** Pending entries after `afterId`, oldest first. */
@@ -97,18 +140,13 @@ export async function listPending(q: Queryable, afterId = 0, limit = 100): Promi
   return rows;
 }
 
-/** Pending entries of a mount (normally only the commands running right now). */
-export async function listPendingOfMount(q: Queryable, mountId: string): Promise<JournalEntry[]> {
-  const { rows } = await q.query<JournalEntry>(
-    `SELECT ${COLUMNS} FROM filestore.journal_entries WHERE status = 'pending' AND mount_id = $1 ORDER BY id`,
-    [mountId],
-  );
-  return rows;
-}
-
 /** Adds facts to a pending entry's request (what recovery needs to judge storage). */
 export async function patchRequest(q: Queryable, id: number, patch: Record<string, unknown>): Promise<void> {
-  await q.query(`UPDATE filestore.journal_entries SET request = request || $2::jsonb WHERE id = $1`, [id, JSON.stringify(patch)]);
+  await q.query({
+    name: 'filestore.journal.patchRequest',
+    text: `UPDATE filestore.journal_entries SET request = request || $2::jsonb WHERE id = $1`,
+    values: [id, JSON.stringify(patch)],
+  });
 }
 
 /**

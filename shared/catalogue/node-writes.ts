@@ -69,8 +69,9 @@ export async function insertNodes(
   const inserted: CatalogueNode[] = [];
   for (const d of [...byDepth.keys()].sort((a, b) => a - b)) {
     const level = byDepth.get(d) as NewNode[];
-    const { rows } = await q.query<CatalogueNode>(
-      `WITH input AS (
+    const { rows } = await q.query<CatalogueNode>({
+    name: `filestore.nodes.insert.${onConflict}`,
+    text: `WITH input AS (
          SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[],
                               $8::text[], $9::int[], $10::int[], $11::int[], $12::timestamptz[], $13::jsonb[])
            AS t(path, parent_path, name, kind, size_bytes, sha256, etag, mode, uid, gid, mtime, metadata)
@@ -91,7 +92,7 @@ export async function insertNodes(
          INSERT INTO filestore.rollups (node_id, mount_id) SELECT id, mount_id FROM ins WHERE kind = 'directory'
        )
        SELECT ${NODE_COLUMNS} FROM ins`,
-      [
+    values: [
         mountId,
         level.map((n) => n.path),
         level.map((n) => parentOf(n.path)),
@@ -108,7 +109,7 @@ export async function insertNodes(
         provenance.journalEntryId ?? null,
         provenance.reconciliationJobId ?? null,
       ],
-    );
+  });
     inserted.push(...rows);
   }
   return inserted;
@@ -122,8 +123,9 @@ export async function updateNodeFromStat(
   sha256: string | null,
   provenance: Provenance,
 ): Promise<CatalogueNode> {
-  const { rows } = await q.query<CatalogueNode>(
-    `WITH up AS (
+  const { rows } = await q.query<CatalogueNode>({
+    name: 'filestore.nodes.updateFromStat',
+    text: `WITH up AS (
        UPDATE filestore.nodes SET kind = $2, size_bytes = $3, sha256 = $4, etag = $5, mode = $6, uid = $7,
               gid = $8, mtime = $9, version = version + 1, consistency_state = 'ACTIVE',
               consistency_checked_at = now(), updated_at = now()
@@ -133,7 +135,7 @@ export async function updateNodeFromStat(
        SELECT up.id, up.version, $10, $11, filestore.node_state(up) FROM up
      )
      SELECT ${NODE_COLUMNS} FROM up`,
-    [
+    values: [
       nodeId,
       stat.kind,
       stat.kind === 'file' ? stat.sizeBytes : 0,
@@ -146,7 +148,7 @@ export async function updateNodeFromStat(
       provenance.journalEntryId ?? null,
       provenance.reconciliationJobId ?? null,
     ],
-  );
+  });
   return rows[0] as CatalogueNode;
 }
 

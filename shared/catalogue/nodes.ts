@@ -7,20 +7,22 @@ import type { NodeKind } from '../backends/types.ts';
 /** Reads of the nodes table. Writes live in node-writes.ts. */
 
 export async function findLiveByPath(q: Queryable, mountId: string, path: string): Promise<CatalogueNode | null> {
-  const { rows } = await q.query<CatalogueNode>(
-    `SELECT ${NODE_COLUMNS} FROM filestore.nodes WHERE mount_id = $1 AND path = $2 AND deleted_at IS NULL`,
-    [mountId, path],
-  );
+  const { rows } = await q.query<CatalogueNode>({
+    name: 'filestore.nodes.findLiveByPath',
+    text: `SELECT ${NODE_COLUMNS} FROM filestore.nodes WHERE mount_id = $1 AND path = $2 AND deleted_at IS NULL`,
+    values: [mountId, path],
+  });
   return rows[0] ?? null;
 }
 
 /** Live nodes at the given paths, keyed by path. */
 export async function findLiveByPaths(q: Queryable, mountId: string, paths: string[]): Promise<Map<string, CatalogueNode>> {
   if (paths.length === 0) return new Map();
-  const { rows } = await q.query<CatalogueNode>(
-    `SELECT ${NODE_COLUMNS} FROM filestore.nodes WHERE mount_id = $1 AND path = ANY($2::text[]) AND deleted_at IS NULL`,
-    [mountId, paths],
-  );
+  const { rows } = await q.query<CatalogueNode>({
+    name: 'filestore.nodes.findLiveByPaths',
+    text: `SELECT ${NODE_COLUMNS} FROM filestore.nodes WHERE mount_id = $1 AND path = ANY($2::text[]) AND deleted_at IS NULL`,
+    values: [mountId, paths],
+  });
   return new Map(rows.map((r) => [r.path, r]));
 }
 

@@ -63,8 +63,9 @@ const toEnvelope = (r: OutboxRow & { seq: number }): EventEnvelope => ({
  * lock (one publisher at a time) and publish the batch before committing the claim.
  */
 export async function claimBatch(q: Queryable, limit: number): Promise<EventEnvelope[]> {
-  const { rows } = await q.query<OutboxRow & { seq: number }>(
-    `WITH next AS (
+  const { rows } = await q.query<OutboxRow & { seq: number }>({
+    name: 'filestore.outbox.claimBatch',
+    text: `WITH next AS (
        SELECT id, nextval('filestore.outbox_seq') AS seq FROM (
          SELECT id FROM filestore.outbox
           WHERE published_at IS NULL AND txid < pg_snapshot_xmin(pg_current_snapshot())
@@ -74,8 +75,8 @@ export async function claimBatch(q: Queryable, limit: number): Promise<EventEnve
      UPDATE filestore.outbox o SET published_at = now(), seq = next.seq
        FROM next WHERE o.id = next.id
      RETURNING o.id, o.event_id AS "eventId", o.mount_id AS "mountId", o.type, o.occurred_at AS "occurredAt", o.data, o.seq`,
-    [limit],
-  );
+    values: [limit],
+  });
   return rows.sort((a, b) => a.seq - b.seq).map(toEnvelope);
 }
 

@@ -21,10 +21,11 @@ const ROLLUP_SELECT = `
 
 export async function readRollups(q: Queryable, nodeIds: number[]): Promise<Map<number, Rollup>> {
   if (nodeIds.length === 0) return new Map();
-  const { rows } = await q.query<Rollup & { nodeId: number }>(
-    `${ROLLUP_SELECT} WHERE r.node_id = ANY($1::bigint[]) GROUP BY r.node_id`,
-    [nodeIds],
-  );
+  const { rows } = await q.query<Rollup & { nodeId: number }>({
+    name: 'filestore.rollups.read',
+    text: `${ROLLUP_SELECT} WHERE r.node_id = ANY($1::bigint[]) GROUP BY r.node_id`,
+    values: [nodeIds],
+  });
   return new Map(rows.map(({ nodeId, ...rollup }) => [nodeId, rollup]));
 }
 
@@ -59,13 +60,14 @@ export async function addToAncestors(
 ): Promise<void> {
   if (path === '') return;
   if (delta.sizeBytes === 0 && delta.fileCount === 0 && delta.dirCount === 0 && childDelta === 0) return;
-  await q.query(
-    `INSERT INTO filestore.rollup_deltas (node_id, size_bytes, file_count, dir_count, child_count)
+  await q.query({
+    name: 'filestore.rollups.addToAncestors',
+    text: `INSERT INTO filestore.rollup_deltas (node_id, size_bytes, file_count, dir_count, child_count)
      SELECT n.id, $3, $4, $5, CASE WHEN n.path = $6 THEN $7 ELSE 0 END
        FROM filestore.nodes n
       WHERE n.mount_id = $1 AND n.path = ANY($2::text[]) AND n.deleted_at IS NULL AND n.kind = 'directory'`,
-    [mountId, ancestorsOf(path), delta.sizeBytes, delta.fileCount, delta.dirCount, parentOf(path), childDelta],
-  );
+    values: [mountId, ancestorsOf(path), delta.sizeBytes, delta.fileCount, delta.dirCount, parentOf(path), childDelta],
+  });
 }
 
 /**

@@ -17,12 +17,15 @@ export function createPool(connectionString: string, max = 20): pg.Pool {
   return pool;
 }
 
-/** Runs `fn` in one transaction on `client`; rolls back on any error. */
-export async function inTransaction<T>(client: pg.PoolClient, fn: () => Promise<T>): Promise<T> {
+/**
+ * Runs `fn` in one transaction on `client`; rolls back on any error. `commitSql` may append
+ * parameterless statements to the COMMIT (sent as one simple query: one round trip).
+ */
+export async function inTransaction<T>(client: pg.PoolClient, fn: () => Promise<T>, commitSql = 'COMMIT'): Promise<T> {
   await client.query('BEGIN');
   try {
     const out = await fn();
-    await client.query('COMMIT');
+    await client.query(commitSql);
     return out;
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});

@@ -34,6 +34,8 @@ export function assertVersion(node: CatalogueNode | null, expected: number | und
 export interface ParentChain {
   /** Ancestors (root first) with no live catalogue row; created by the command. */
   missing: string[];
+  /** The live node at the path itself, read in the same query. */
+  self: CatalogueNode | null;
 }
 
 /**
@@ -42,7 +44,7 @@ export interface ParentChain {
  */
 export async function checkParentChain(q: Queryable, mountId: string, path: string, createParents: boolean): Promise<ParentChain> {
   const ancestors = ancestorsOf(path);
-  const found = await findLiveByPaths(q, mountId, ancestors);
+  const found = await findLiveByPaths(q, mountId, [...ancestors, path]);
   for (const a of ancestors) {
     const node = found.get(a);
     if (node && node.kind !== 'directory') {
@@ -53,7 +55,7 @@ export async function checkParentChain(q: Queryable, mountId: string, path: stri
   if (!createParents && missing.length > 0) {
     throw new NotFoundError(`parent directory "${missing[0]}" does not exist; pass parents to create it`);
   }
-  return { missing };
+  return { missing, self: found.get(path) ?? null };
 }
 
 /** Reads storage's stat of directories a command just created (outside any transaction). */

@@ -2,7 +2,6 @@ import type { PoolClient } from '../db/pool.ts';
 import { inTransaction } from '../db/pool.ts';
 import { asFilestoreError } from '../errors.ts';
 import { finishEntry } from '../catalogue/journal.ts';
-import { appendEvents } from '../catalogue/outbox.ts';
 import type { Mount } from '../catalogue/types.ts';
 import type { CommandResult, CommandSpec, Step } from './context.ts';
 
@@ -21,22 +20,25 @@ export async function commitCommand<Req, Plan, Outcome>(
   outcome: Outcome,
   request: Record<string, unknown>,
   recovered = false,
+  /** The statement that ends the transaction; the pipeline adds its lock release to it (one round trip). */
+  commitSql = 'COMMIT',
 ): Promise<CommandResult> {
-  return inTransaction(client, async () => {
-    const { result, events } = await spec.commit(step, req, plan, outcome);
-    if (!(await finishEntry(client, step.entryId, { status: 'succeeded', result }, { recovered }))) {
-      throw new Error(`journal entry ${step.entryId} is no longer pending`);
-    }
-    await appendEvents(client, [
-      ...events,
-      {
+  return inTransaction(
+    client,
+    async () => {
+      const { result, events } = await spec.commit(step, req, plan, outcome);
+      const completed = {
         type: 'filestore.command.completed',
         mountId: step.mount.id,
         data: { journalEntryId: step.entryId, command: spec.command, status: 'succeeded', request, recovered },
-      },
-    ]);
-    return result;
-  });
+      };
+      if (!(await finishEntry(client, step.entryId, { status: 'succeeded', result }, [...events, completed], recovered))) {
+        throw new Error(`journal entry ${step.entryId} is no longer pending`);
+      }
+      return result;
+    },
+    commitSql,
+  );
 }
 
 /** Journal `failed` with the error, and its `filestore.command.completed` event; the catalogue is untouched. */
@@ -49,14 +51,11 @@ export async function recordFailure(
   recovered = false,
 ): Promise<void> {
   const error = asFilestoreError(err).toJSON();
-  await inTransaction(client, async () => {
-    await finishEntry(client, entryId, { status: 'failed', error }, { recovered });
-    await appendEvents(client, [
-      {
-        type: 'filestore.command.completed',
-        mountId: mount.id,
-        data: { journalEntryId: entryId, command, status: 'failed', error, recovered },
-      },
-    ]);
-  });
+  await finishEntry(
+    client,
+    entryId,
+    { status: 'failed', error },
+    [{ type: 'filestore.command.completed', mountId: mount.id, data: { journalEntryId: entryId, command, status: 'failed', error, recovered } }],
+    recovered,
+  );
 }

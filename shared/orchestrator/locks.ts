@@ -45,6 +45,19 @@ export async function acquire(q: Queryable, locks: PathLock[]): Promise<void> {
   ]);
 }
 
+/**
+ * Takes a command's path locks and returns the ids of pending entries on overlapping paths
+ * (same path, ancestor or descendant): with these locks held, their owners must be dead.
+ */
+export async function acquireForCommand(q: Queryable, mountId: string, locks: PathLock[], paths: string[]): Promise<number[]> {
+  const { rows } = await q.query<{ stale: string[] }>({
+    name: 'filestore.locks.acquireForCommand',
+    text: 'SELECT filestore.lock_paths_for($1::bigint[], $2::boolean[], $3::uuid, $4::text[]) AS stale',
+    values: [locks.map((l) => l.key.toString()), locks.map((l) => l.mode === 'exclusive'), mountId, paths],
+  });
+  return (rows[0]?.stale ?? []).map(Number);
+}
+
 /** Releases locks taken with acquire (and only those). */
 export async function release(q: Queryable, locks: PathLock[]): Promise<void> {
   if (locks.length === 0) return;
@@ -80,6 +93,8 @@ export async function tryLockEntry(q: Queryable, entryId: number): Promise<boole
 export async function unlockEntry(q: Queryable, entryId: number): Promise<void> {
   await q.query('SELECT pg_advisory_unlock($1::int, $2::int)', [ENTRY_NAMESPACE, entryObjectId(entryId)]);
 }
+
+export const RELEASE_ALL_SQL = 'SELECT pg_advisory_unlock_all()';
 
 export async function releaseAll(q: Queryable): Promise<void> {
   await q.query('SELECT pg_advisory_unlock_all()');

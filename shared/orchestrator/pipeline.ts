@@ -2,20 +2,11 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { BackendRegistry } from '../backends/registry.ts';
 import type { Pool, PoolClient } from '../db/pool.ts';
-import { inTransaction } from '../db/pool.ts';
 import { FilestoreError, asFilestoreError } from '../errors.ts';
-import { isSameOrDescendant } from '../paths.ts';
-import {
-  findByIdempotencyKey,
-  findEntry,
-  insertPending,
-  listPendingOfMount,
-  releaseIdempotencyKey,
-  type JournalEntry,
-} from '../catalogue/journal.ts';
+import { findByIdempotencyKey, findEntry, insertPendingOwned, releaseIdempotencyKey, type JournalEntry } from '../catalogue/journal.ts';
 import { getMount } from '../catalogue/mounts.ts';
 import type { Mount } from '../catalogue/types.ts';
-import { acquire, lockEntry, lockIdempotencyKey, pathLocks, release, releaseAll, type PathLock } from './locks.ts';
+import { acquireForCommand, lockIdempotencyKey, pathLocks, release, releaseAll, RELEASE_ALL_SQL, type PathLock } from './locks.ts';
 import type { CommandContext, CommandResult, CommandSpec, OrchestratorHooks } from './context.ts';
 import { assertWritable } from './checks.ts';
 import { commitCommand, recordFailure } from './finish.ts';
@@ -28,6 +19,20 @@ export interface PipelineDeps extends RecoveryDeps {
   hooks?: OrchestratorHooks | undefined;
   /** Called after every commit that changed a mount (cache invalidation, relay nudge). */
   afterCommit(mountId: string): Promise<void>;
+}
+
+// A mount's identity and location never change; its access mode and state do, and every
+// command reads those fresh (in the statement that journals it).
+const MOUNT_TTL_MS = 10_000;
+const mountCache = new Map<string, { mount: Mount; until: number }>();
+
+async function resolveMount(pool: Pool, ref: string): Promise<Mount> {
+  const hit = mountCache.get(ref);
+  if (hit && hit.until > Date.now()) return hit.mount;
+  const mount = await getMount(pool, ref);
+  if (mountCache.size > 1000) mountCache.clear();
+  mountCache.set(ref, { mount, until: Date.now() + MOUNT_TTL_MS });
+  return mount;
 }
 
 /** Failures worth running again under the same idempotency key: nothing about the request was wrong. */
@@ -61,11 +66,12 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
   ctx: CommandContext,
   body?: Readable,
 ): Promise<CommandResult> {
-  const mount = await getMount(deps.pool, mountRef);
+  const cached = await resolveMount(deps.pool, mountRef);
   const request = spec.journalRequest(req);
-  const print = fingerprint(spec.command, mount.id, request);
+  const print = fingerprint(spec.command, cached.id, request);
   const client = await deps.pool.connect();
   let broken = false;
+  let released = false;
   try {
     if (ctx.idempotencyKey) {
       await lockIdempotencyKey(client, ctx.idempotencyKey);
@@ -75,22 +81,20 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
         if (replayed) return replayed;
       }
     }
-    await lockPathsClearOfCrashes(deps, client, mount, pathLocks(mount.id, spec.paths(req)), spec.paths(req));
-    const entry = await inTransaction(client, async () => {
-      const e = await insertPending(client, {
-        mountId: mount.id,
-        command: spec.command,
-        request,
-        idempotencyKey: ctx.idempotencyKey ?? null,
-        requestFingerprint: print,
-        principal: ctx.principal ?? null,
-        correlationId: ctx.correlationId ?? null,
-      });
-      if (!e) throw new FilestoreError('IDEMPOTENCY_CONFLICT', 'idempotency key was taken concurrently; retry');
-      // Locked before the row becomes visible: recovery never mistakes a live command for a dead one.
-      await lockEntry(client, e.id);
-      return e;
+    await lockPathsClearOfCrashes(deps, client, cached, pathLocks(cached.id, spec.paths(req)), spec.paths(req));
+    // Owned (locked) before the row becomes visible: recovery never mistakes a live command for a dead one.
+    const owned = await insertPendingOwned(client, {
+      mountId: cached.id,
+      command: spec.command,
+      request,
+      idempotencyKey: ctx.idempotencyKey ?? null,
+      requestFingerprint: print,
+      principal: ctx.principal ?? null,
+      correlationId: ctx.correlationId ?? null,
     });
+    if (!owned) throw new FilestoreError('IDEMPOTENCY_CONFLICT', 'idempotency key was taken concurrently; retry');
+    const { entry } = owned;
+    const mount: Mount = { ...cached, accessMode: owned.accessMode, state: owned.state };
     const step = makeStep(client, mount, deps.backends.forMount(mount), entry.id);
 
     let plan: Plan;
@@ -128,7 +132,8 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
 
     try {
       const outcome = await spec.observe(step, req, plan, applied);
-      const result = await commitCommand(client, step, spec, req, plan, outcome, request);
+      const result = await commitCommand(client, step, spec, req, plan, outcome, request, false, `COMMIT; ${RELEASE_ALL_SQL}`);
+      released = true;
       await deps.afterCommit(mount.id);
       return result;
     } catch (err) {
@@ -142,6 +147,8 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
   } finally {
     if (broken) {
       client.release(new Error('discard connection: locks must go with it'));
+    } else if (released) {
+      client.release();
     } else {
       await releaseAll(client).catch(() => {
         broken = true;
@@ -151,8 +158,6 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
   }
 }
 
-const overlaps = (a: string[], b: string[]) => a.some((x) => b.some((y) => isSameOrDescendant(x, y) || isSameOrDescendant(y, x)));
-
 /**
  * Takes the command's path locks, first resolving any crashed command still pending on an
  * overlapping path: its locks died with it, so without this a command could act on a
@@ -161,14 +166,13 @@ const overlaps = (a: string[], b: string[]) => a.some((x) => b.some((y) => isSam
  */
 async function lockPathsClearOfCrashes(deps: PipelineDeps, client: PoolClient, mount: Mount, locks: PathLock[], paths: string[]): Promise<void> {
   for (let round = 0; ; round++) {
-    await acquire(client, locks);
-    const stale = (await listPendingOfMount(client, mount.id)).filter((e) => {
-      const r = e.request as { path: string; targetPath?: string };
-      return overlaps(paths, r.targetPath !== undefined ? [r.path, r.targetPath] : [r.path]);
-    });
+    const stale = await acquireForCommand(client, mount.id, locks, paths);
     if (stale.length === 0 || round === 3) return;
     await release(client, locks);
-    for (const e of stale) await recoverEntry(deps, e, { client });
+    for (const id of stale) {
+      const e = await findEntry(client, id);
+      if (e?.status === 'pending') await recoverEntry(deps, e, { client });
+    }
   }
 }
 

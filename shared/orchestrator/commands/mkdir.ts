@@ -1,4 +1,4 @@
-import { FilestoreError } from '../../errors.ts';
+import { FilestoreError, NotFoundError } from '../../errors.ts';
 import type { EntryStat } from '../../backends/types.ts';
 import { findLiveByPath } from '../../catalogue/nodes.ts';
 import { newNodeFromStat, type NewNode } from '../../catalogue/node-writes.ts';
@@ -23,11 +23,16 @@ export const mkdirCommand: CommandSpec<MkdirRequest, Plan, EntryStat | null, New
   journalRequest: (r) => ({ path: r.path, parents: r.parents ?? false }),
 
   async prepare({ q, mount }, r) {
-    const existing = await findLiveByPath(q, mount.id, r.path);
+    const chain = r.path === ''
+      ? { missing: [], self: await findLiveByPath(q, mount.id, '') }
+      : await checkParentChain(q, mount.id, r.path, true);
+    const existing = chain.self;
     if (existing && !(r.parents && existing.kind === 'directory')) {
       throw new FilestoreError('ALREADY_EXISTS', `"${r.path}" already exists as a ${existing.kind}`);
     }
-    const chain = r.path === '' ? { missing: [] } : await checkParentChain(q, mount.id, r.path, r.parents ?? false);
+    if (!r.parents && chain.missing.length > 0) {
+      throw new NotFoundError(`parent directory "${chain.missing[0]}" does not exist; pass parents to create it`);
+    }
     return { existing, missingAncestors: chain.missing };
   },
 

@@ -39,10 +39,10 @@ export const writeFileCommand: CommandSpec<WriteFileRequest, Plan, WriteResult, 
 
   async prepare({ q, mount }, r) {
     if (r.path === '') throw new FilestoreError('IS_A_DIRECTORY', 'the mount root is a directory');
-    const existing = await findLiveByPath(q, mount.id, r.path);
+    const chain = await checkParentChain(q, mount.id, r.path, true);
+    const existing = chain.self;
     if (existing?.kind === 'directory') throw new FilestoreError('IS_A_DIRECTORY', `"${r.path}" is a directory`);
     assertVersion(existing, r.expectedVersion, r.path);
-    const chain = await checkParentChain(q, mount.id, r.path, true);
     return { existing, missingAncestors: chain.missing };
   },
 
