@@ -48,8 +48,30 @@ export class RedisReadThroughCache implements ReadThroughCache {
     return loaded;
   }
 
-  async invalidateMount(mountId: string): Promise<void> {
-    await this.redis.incr(`filestore:cache:${mountId}:gen`);
+  private readonly bumps = new Map<string, { running: Promise<void>; queued: Promise<void> | null }>();
+
+  /**
+   * Bumps the mount's generation. Commits that arrive while a bump is in flight share the
+   * next one (a bump that started before a commit does not cover it), so a burst of commits
+   * costs two Redis calls, not one each.
+   */
+  invalidateMount(mountId: string): Promise<void> {
+    const b = this.bumps.get(mountId);
+    if (!b) return this.startBump(mountId);
+    b.queued ??= b.running.catch(() => {}).then(() => this.startBump(mountId));
+    return b.queued;
+  }
+
+  private startBump(mountId: string): Promise<void> {
+    const running: Promise<void> = this.redis
+      .incr(`filestore:cache:${mountId}:gen`)
+      .then(() => {})
+      .finally(() => {
+        const current = this.bumps.get(mountId);
+        if (current?.running === running && !current.queued) this.bumps.delete(mountId);
+      });
+    this.bumps.set(mountId, { running, queued: null });
+    return running;
   }
 
   async close(): Promise<void> {

@@ -1,4 +1,6 @@
 import type { Queryable } from '../db/pool.ts';
+import { reviveNode } from './rows.ts';
+import type { CatalogueNode } from './types.ts';
 
 export type CommandName = 'mkdir' | 'writeFile' | 'move' | 'copy' | 'delete' | 'updateMetadata';
 export type JournalStatus = 'pending' | 'succeeded' | 'failed';
@@ -36,35 +38,52 @@ export interface NewEntry {
   correlationId: string | null;
 }
 
+export type BeginOutcome =
+  | { kind: 'stale'; staleEntryIds: number[] }
+  | { kind: 'conflict' }
+  | { kind: 'started'; entryId: number; accessMode: 'rw' | 'ro'; state: 'active' | 'paused'; nodes: CatalogueNode[] };
+
 /**
- * Inserts a pending entry and makes this session its owner (advisory lock taken inside the
- * statement, so the lock exists before the row is visible), and reads the mount's current
- * access mode and state in the same round trip. Returns null when the idempotency key is
- * taken (the caller replays).
+ * filestore.begin_command: path locks (given as keys and modes), a check for crashed
+ * commands pending on overlapping `paths`, the pending entry owned by this session, the
+ * mount's current mode and state, and the live nodes at `lookup` — one round trip.
  */
-export async function insertPendingOwned(
+export async function beginCommand(
   q: Queryable,
   e: NewEntry,
-): Promise<{ entry: JournalEntry; accessMode: 'rw' | 'ro'; state: 'active' | 'paused' } | null> {
-  const { rows } = await q.query<JournalEntry & { accessMode: 'rw' | 'ro'; mountState: 'active' | 'paused'; owned: boolean }>({
-    name: 'filestore.journal.insertPendingOwned',
-    text: `WITH e AS (
-             INSERT INTO filestore.journal_entries
-               (mount_id, command, request, idempotency_key, request_fingerprint, principal, correlation_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-             RETURNING *
-           )
-           SELECT ${COLUMNS}, filestore.lock_entry(e.id) AS owned,
-                  (SELECT m.access_mode FROM filestore.mounts m WHERE m.id = e.mount_id) AS "accessMode",
-                  (SELECT m.state FROM filestore.mounts m WHERE m.id = e.mount_id) AS "mountState"
-             FROM e`,
-    values: [e.mountId, e.command, JSON.stringify(e.request), e.idempotencyKey, e.requestFingerprint, e.principal, e.correlationId],
+  locks: { keys: string[]; exclusive: boolean[] },
+  paths: string[],
+  lookup: string[],
+): Promise<BeginOutcome> {
+  const { rows } = await q.query<{ r: Record<string, unknown> }>({
+    name: 'filestore.journal.beginCommand',
+    text: `SELECT filestore.begin_command($1::bigint[], $2::boolean[], $3::uuid, $4::text[], $5::text[],
+                                          $6, $7::jsonb, $8, $9, $10, $11) AS r`,
+    values: [
+      locks.keys,
+      locks.exclusive,
+      e.mountId,
+      paths,
+      lookup,
+      e.command,
+      JSON.stringify(e.request),
+      e.idempotencyKey,
+      e.requestFingerprint,
+      e.principal,
+      e.correlationId,
+    ],
   });
-  const row = rows[0];
-  if (!row) return null;
-  const { accessMode, mountState, owned: _owned, ...entry } = row;
-  return { entry, accessMode, state: mountState };
+  const r = rows[0]?.r ?? {};
+  if (Array.isArray(r.stale)) return { kind: 'stale', staleEntryIds: (r.stale as unknown[]).map(Number) };
+  if (r.conflict) return { kind: 'conflict' };
+  const mount = r.mount as { accessMode: 'rw' | 'ro'; state: 'active' | 'paused' };
+  return {
+    kind: 'started',
+    entryId: Number(r.entryId),
+    accessMode: mount.accessMode,
+    state: mount.state,
+    nodes: (r.nodes as Record<string, unknown>[]).map(reviveNode),
+  };
 }
 
 export async function findByIdempotencyKey(q: Queryable, key: string): Promise<JournalEntry | null> {

@@ -1,6 +1,6 @@
 import type { Queryable } from '../db/pool.ts';
 import type { EntryStat, NodeKind } from '../backends/types.ts';
-import { baseName, parentOf } from '../paths.ts';
+import { ancestorsOf, baseName, parentOf } from '../paths.ts';
 import { NODE_COLUMNS } from './rows.ts';
 import { subtreeCondition } from './subtree.ts';
 import type { CatalogueNode } from './types.ts';
@@ -46,6 +46,19 @@ export interface Provenance {
 
 const depth = (p: string) => (p === '' ? 0 : p.split('/').length);
 
+/** (row number, ancestor path) pairs of a batch, flattened for unnest. */
+function ancestorPairs(level: NewNode[]): [number[], string[]] {
+  const rows: number[] = [];
+  const paths: string[] = [];
+  level.forEach((n, i) => {
+    for (const a of ancestorsOf(n.path)) {
+      rows.push(i + 1);
+      paths.push(a);
+    }
+  });
+  return [rows, paths];
+}
+
 /**
  * Inserts nodes (any mix of depths, parents before or among them) with their snapshots and
  * an empty rollup row per directory. Parent ids are resolved by path, one statement per depth
@@ -58,6 +71,8 @@ export async function insertNodes(
   nodes: NewNode[],
   provenance: Provenance,
   onConflict: 'error' | 'ignore' = 'error',
+  /** Also add each inserted node to its ancestors' rollups (in the same statement). */
+  rollupDeltas = false,
 ): Promise<CatalogueNode[]> {
   const byDepth = new Map<number, NewNode[]>();
   for (const n of nodes) {
@@ -74,7 +89,7 @@ export async function insertNodes(
     text: `WITH input AS (
          SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[],
                               $8::text[], $9::int[], $10::int[], $11::int[], $12::timestamptz[], $13::jsonb[])
-           AS t(path, parent_path, name, kind, size_bytes, sha256, etag, mode, uid, gid, mtime, metadata)
+           WITH ORDINALITY AS t(path, parent_path, name, kind, size_bytes, sha256, etag, mode, uid, gid, mtime, metadata, n)
        ), ins AS (
          INSERT INTO filestore.nodes (mount_id, path, parent_id, name, kind, size_bytes, sha256, etag,
                                       mode, uid, gid, mtime, metadata, consistency_checked_at)
@@ -90,6 +105,19 @@ export async function insertNodes(
          SELECT ins.id, ins.version, $14, $15, filestore.node_state(ins) FROM ins
        ), roll AS (
          INSERT INTO filestore.rollups (node_id, mount_id) SELECT id, mount_id FROM ins WHERE kind = 'directory'
+       ), deltas AS (
+         INSERT INTO filestore.rollup_deltas (node_id, size_bytes, file_count, dir_count, child_count)
+         SELECT a.id,
+                coalesce(sum(ins.size_bytes) FILTER (WHERE ins.kind = 'file'), 0),
+                count(*) FILTER (WHERE ins.kind = 'file'),
+                count(*) FILTER (WHERE ins.kind = 'directory'),
+                count(*) FILTER (WHERE a.path = i.parent_path)
+           FROM ins
+           JOIN input i ON i.path = ins.path
+           JOIN unnest($16::int[], $17::text[]) AS anc(n, path) ON anc.n = i.n
+           JOIN filestore.nodes a ON a.mount_id = $1 AND a.path = anc.path AND a.deleted_at IS NULL AND a.kind = 'directory'
+          WHERE $18::boolean
+          GROUP BY a.id
        )
        SELECT ${NODE_COLUMNS} FROM ins`,
     values: [
@@ -108,6 +136,8 @@ export async function insertNodes(
         level.map((n) => (n.metadata ? JSON.stringify(n.metadata) : null)),
         provenance.journalEntryId ?? null,
         provenance.reconciliationJobId ?? null,
+        ...ancestorPairs(level),
+        rollupDeltas,
       ],
   });
     inserted.push(...rows);

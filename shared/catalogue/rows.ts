@@ -18,3 +18,12 @@ export type MountRow = Mount;
 export function nodeState(node: CatalogueNode): Record<string, unknown> {
   return JSON.parse(JSON.stringify(node)) as Record<string, unknown>;
 }
+
+const NODE_DATES = ['mtime', 'consistencyCheckedAt', 'lastDriftDetectedAt', 'lastReconciledAt', 'deletedAt', 'createdAt', 'updatedAt'] as const;
+
+/** A node from filestore.node_state() JSON, with its timestamps as Dates again. */
+export function reviveNode(json: Record<string, unknown>): CatalogueNode {
+  const node = { ...json } as Record<string, unknown>;
+  for (const k of NODE_DATES) if (typeof node[k] === 'string') node[k] = new Date(node[k] as string);
+  return node as unknown as CatalogueNode;
+}

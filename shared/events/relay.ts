@@ -9,8 +9,10 @@ const RELAY_LOCK = 4_242_002;
 export interface RelayOptions {
   pool: Pool;
   bus: EventBus;
-  /** Fallback poll interval; commits in this process nudge the relay at once. */
+  /** Fallback poll interval; commits in this process nudge the relay. */
   intervalMs?: number;
+  /** How long a nudge waits so that commits arriving together are published in one batch. */
+  batchWindowMs?: number;
   batchSize?: number;
   onError?: (err: unknown) => void;
 }
@@ -22,6 +24,7 @@ export interface RelayOptions {
  */
 export class OutboxRelay {
   private timer: NodeJS.Timeout | null = null;
+  private pendingNudge: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private again = false;
   private stopped = false;
@@ -31,14 +34,22 @@ export class OutboxRelay {
   start(): void {
     this.stopped = false;
     const tick = () => {
-      this.nudge();
+      this.runPass();
       if (!this.stopped) this.timer = setTimeout(tick, this.o.intervalMs ?? 500);
     };
     tick();
   }
 
-  /** Asks for a publication pass soon; passes never overlap. */
+  /** Asks for a publication pass within the batch window; passes never overlap. */
   nudge(): void {
+    if (this.stopped || this.pendingNudge) return;
+    this.pendingNudge = setTimeout(() => {
+      this.pendingNudge = null;
+      this.runPass();
+    }, this.o.batchWindowMs ?? 5);
+  }
+
+  private runPass(): void {
     if (this.stopped) return;
     if (this.running) {
       this.again = true;
@@ -51,7 +62,7 @@ export class OutboxRelay {
         this.running = null;
         if (this.again) {
           this.again = false;
-          this.nudge();
+          this.runPass();
         }
       });
   }
@@ -70,12 +81,7 @@ export class OutboxRelay {
     const client = await this.o.pool.connect();
     try {
       await client.query('BEGIN');
-      const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS locked', [RELAY_LOCK]);
-      if (!rows[0]?.locked) {
-        await client.query('ROLLBACK');
-        return 0;
-      }
-      const batch = await claimBatch(client, this.o.batchSize ?? 500);
+      const batch = await claimBatch(client, this.o.batchSize ?? 500, RELAY_LOCK);
       if (batch.length > 0) await this.o.bus.publish(batch);
       await client.query('COMMIT');
       return batch.length;
@@ -90,6 +96,7 @@ export class OutboxRelay {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.pendingNudge) clearTimeout(this.pendingNudge);
     await this.running;
   }
 }

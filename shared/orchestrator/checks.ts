@@ -2,12 +2,10 @@ import type { Backend } from '../backends/types.ts';
 import type { Queryable } from '../db/pool.ts';
 import { FilestoreError, NotFoundError } from '../errors.ts';
 import { ancestorsOf } from '../paths.ts';
-import { findLiveByPaths } from '../catalogue/nodes.ts';
 import { insertNodes, newNodeFromStat, type NewNode } from '../catalogue/node-writes.ts';
-import { addToAncestors } from '../catalogue/rollups.ts';
 import type { CatalogueNode, Mount } from '../catalogue/types.ts';
 import type { NewEvent } from '../catalogue/outbox.ts';
-import { asJson } from './context.ts';
+import { asJson, type Step } from './context.ts';
 
 /** Refuses writes to a read-only or paused mount. */
 export function assertWritable(mount: Mount): void {
@@ -42,16 +40,16 @@ export interface ParentChain {
  * Checks the catalogued ancestors of `path`: none may be a file or symlink, and unless
  * `createParents`, the parent must exist.
  */
-export async function checkParentChain(q: Queryable, mountId: string, path: string, createParents: boolean): Promise<ParentChain> {
+export async function checkParentChain(step: Step, path: string, createParents: boolean): Promise<ParentChain> {
   const ancestors = ancestorsOf(path);
-  const found = await findLiveByPaths(q, mountId, [...ancestors, path]);
+  const found = await step.live([...ancestors, path]);
   for (const a of ancestors) {
-    const node = found.get(a);
+    const node = found.get(a) ?? null;
     if (node && node.kind !== 'directory') {
       throw new FilestoreError(node.kind === 'symlink' ? 'SYMLINK_IN_PATH' : 'NOT_A_DIRECTORY', `"${a}" is a ${node.kind}, not a directory`);
     }
   }
-  const missing = ancestors.filter((a) => !found.has(a));
+  const missing = ancestors.filter((a) => !found.get(a));
   if (!createParents && missing.length > 0) {
     throw new NotFoundError(`parent directory "${missing[0]}" does not exist; pass parents to create it`);
   }
@@ -79,20 +77,7 @@ export async function catalogueCreated(
   nodes: NewNode[],
   journalEntryId: number,
 ): Promise<{ inserted: CatalogueNode[]; events: NewEvent[] }> {
-  const inserted = await insertNodes(q, mountId, nodes, { journalEntryId }, 'ignore');
-  for (const n of inserted) {
-    await addToAncestors(
-      q,
-      mountId,
-      n.path,
-      {
-        sizeBytes: n.kind === 'file' ? n.sizeBytes : 0,
-        fileCount: n.kind === 'file' ? 1 : 0,
-        dirCount: n.kind === 'directory' ? 1 : 0,
-      },
-      1,
-    );
-  }
+  const inserted = await insertNodes(q, mountId, nodes, { journalEntryId }, 'ignore', true);
   const events = inserted.map((n) => ({
     type: 'filestore.node.created' as const,
     mountId,

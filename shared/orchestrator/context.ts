@@ -2,7 +2,7 @@ import type { Backend } from '../backends/types.ts';
 import type { PoolClient } from '../db/pool.ts';
 import type { CommandName } from '../catalogue/journal.ts';
 import type { NewEvent } from '../catalogue/outbox.ts';
-import type { Mount } from '../catalogue/types.ts';
+import type { CatalogueNode, Mount } from '../catalogue/types.ts';
 
 /** Who asks, and how to recognise a retry. */
 export interface CommandContext {
@@ -20,6 +20,12 @@ export interface Step {
   entryId: number;
   /** Records facts in the pending journal entry (autocommit) for recovery to read. */
   journal(patch: Record<string, unknown>): Promise<void>;
+  /**
+   * Live catalogue nodes by path, as of the start of the command (under its locks): read
+   * together with the journal entry for the command's paths and their ancestors, queried
+   * for any other path. Absent paths map to null.
+   */
+  live(paths: string[]): Promise<Map<string, CatalogueNode | null>>;
 }
 
 /** What every command returns (and what a replay returns again, byte for byte). */

@@ -3,10 +3,11 @@ import type { Readable } from 'node:stream';
 import type { BackendRegistry } from '../backends/registry.ts';
 import type { Pool, PoolClient } from '../db/pool.ts';
 import { FilestoreError, asFilestoreError } from '../errors.ts';
-import { findByIdempotencyKey, findEntry, insertPendingOwned, releaseIdempotencyKey, type JournalEntry } from '../catalogue/journal.ts';
+import { beginCommand, findByIdempotencyKey, findEntry, releaseIdempotencyKey, type JournalEntry, type NewEntry } from '../catalogue/journal.ts';
+import { ancestorsOf } from '../paths.ts';
 import { getMount } from '../catalogue/mounts.ts';
 import type { Mount } from '../catalogue/types.ts';
-import { acquireForCommand, lockIdempotencyKey, pathLocks, release, releaseAll, RELEASE_ALL_SQL, type PathLock } from './locks.ts';
+import { lockIdempotencyKey, pathLocks, release, releaseAll, RELEASE_ALL_SQL } from './locks.ts';
 import type { CommandContext, CommandResult, CommandSpec, OrchestratorHooks } from './context.ts';
 import { assertWritable } from './checks.ts';
 import { commitCommand, recordFailure } from './finish.ts';
@@ -81,9 +82,7 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
         if (replayed) return replayed;
       }
     }
-    await lockPathsClearOfCrashes(deps, client, cached, pathLocks(cached.id, spec.paths(req)), spec.paths(req));
-    // Owned (locked) before the row becomes visible: recovery never mistakes a live command for a dead one.
-    const owned = await insertPendingOwned(client, {
+    const begun = await begin(deps, client, spec.paths(req), {
       mountId: cached.id,
       command: spec.command,
       request,
@@ -92,10 +91,9 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
       principal: ctx.principal ?? null,
       correlationId: ctx.correlationId ?? null,
     });
-    if (!owned) throw new FilestoreError('IDEMPOTENCY_CONFLICT', 'idempotency key was taken concurrently; retry');
-    const { entry } = owned;
-    const mount: Mount = { ...cached, accessMode: owned.accessMode, state: owned.state };
-    const step = makeStep(client, mount, deps.backends.forMount(mount), entry.id);
+    const entry = { id: begun.entryId };
+    const mount: Mount = { ...cached, accessMode: begun.accessMode, state: begun.state };
+    const step = makeStep(client, mount, deps.backends.forMount(mount), entry.id, { covered: begun.covered, nodes: begun.nodes });
 
     let plan: Plan;
     try {
@@ -159,19 +157,28 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
 }
 
 /**
- * Takes the command's path locks, first resolving any crashed command still pending on an
- * overlapping path: its locks died with it, so without this a command could act on a
- * catalogue that does not yet reflect what the dead one did to storage. Holding locks that
- * conflict with a pending entry's paths proves its owner is gone (owners lock first).
+ * Begins a command (filestore.begin_command): path locks, journal entry `pending` owned by
+ * this connection (locked before the row becomes visible, so recovery never mistakes a live
+ * command for a dead one), the mount's current mode and state, and the live nodes of its
+ * paths and their ancestors. A crashed command still pending on an overlapping path is
+ * resolved first — its locks died with it, so without this a command could act on a
+ * catalogue that does not yet reflect what the dead one did to storage.
  */
-async function lockPathsClearOfCrashes(deps: PipelineDeps, client: PoolClient, mount: Mount, locks: PathLock[], paths: string[]): Promise<void> {
+async function begin(deps: PipelineDeps, client: PoolClient, paths: string[], entry: NewEntry) {
+  const locks = pathLocks(entry.mountId, paths);
+  const keys = { keys: locks.map((l) => l.key.toString()), exclusive: locks.map((l) => l.mode === 'exclusive') };
+  const covered = new Set(paths.flatMap((p) => [...ancestorsOf(p), p]));
   for (let round = 0; ; round++) {
-    const stale = await acquireForCommand(client, mount.id, locks, paths);
-    if (stale.length === 0 || round === 3) return;
+    const begun = await beginCommand(client, entry, keys, paths, [...covered]);
+    if (begun.kind === 'started') return { ...begun, covered };
+    if (begun.kind === 'conflict') throw new FilestoreError('IDEMPOTENCY_CONFLICT', 'idempotency key was taken concurrently; retry');
     await release(client, locks);
-    for (const id of stale) {
-      const e = await findEntry(client, id);
-      if (e?.status === 'pending') await recoverEntry(deps, e, { client });
+    if (round === 3) {
+      throw new FilestoreError('STORAGE_ERROR', `an interrupted command on this path (journal entry ${begun.staleEntryIds[0]}) is not resolved yet; retry later`);
+    }
+    for (const id of begun.staleEntryIds) {
+      const stale = await findEntry(client, id);
+      if (stale?.status === 'pending') await recoverEntry(deps, stale, { client });
     }
   }
 }

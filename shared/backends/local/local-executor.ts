@@ -127,8 +127,8 @@ export class LocalExecutor implements Backend {
       await fh.close();
       handle = undefined;
       // Checked again now: the tree may have changed while the body was streaming.
-      await this.writableTarget(rel, op);
       await this.mount.prepareParents(rel, op, true);
+      await this.assertWritableEntry(rel, op);
       await options.beforeCommit?.({ sha256, sizeBytes: st.size });
       await this.transfers.placeStaged(tmp, rel, op);
       return { ...(toEntryStat(rel, st, null) as EntryStat), sha256 };
@@ -240,6 +240,11 @@ export class LocalExecutor implements Backend {
     const check = await this.mount.checkAncestors(rel, op);
     if (check.state === 'not-directory') throw localError('NOT_A_DIRECTORY', check.at, op);
     if (check.state === 'missing') return null;
+    return this.assertWritableEntry(rel, op);
+  }
+
+  /** The entry itself (its ancestors already checked) may be replaced by a file. */
+  private async assertWritableEntry(rel: string, op: string): Promise<Stats | null> {
     const st = await this.mount.lstat(rel, op);
     if (st?.isSymbolicLink()) throw localError('SYMLINK_IN_PATH', rel, op);
     if (st?.isDirectory()) throw localError('IS_A_DIRECTORY', rel, op);

@@ -147,9 +147,9 @@ export class MountRoot {
   /**
    * Opens `abs` without following a final symlink (O_NOFOLLOW → ELOOP → SYMLINK_IN_PATH)
    * and checks where the handle really points, so a swapped ancestor cannot smuggle in a
-   * file from outside the root.
+   * file from outside the root. With `exact`, it must point at `abs` itself.
    */
-  async openVerified(abs: string | Buffer, rel: string, flags: number, op: string, mode?: number): Promise<FileHandle> {
+  async openVerified(abs: string | Buffer, rel: string, flags: number, op: string, mode?: number, exact = false): Promise<FileHandle> {
     let fh: FileHandle;
     try {
       fh = await open(abs, flags | constants.O_NOFOLLOW, mode);
@@ -158,7 +158,9 @@ export class MountRoot {
     }
     try {
       const real = HAS_PROC_FD ? await readlink(`/proc/self/fd/${fh.fd}`) : await realpath(abs);
-      if (!this.isInside(real)) throw escapesMount(rel, op);
+      // exact: the handle must be at `abs` itself, not merely somewhere inside the root
+      // (a staging file must not land in a user directory through a swapped staging dir).
+      if (!this.isInside(real) || (exact && HAS_PROC_FD && real !== abs)) throw escapesMount(rel, op);
       return fh;
     } catch (err) {
       await fh.close().catch(() => undefined);

@@ -68,14 +68,22 @@ export class Staging {
     return this.dirAbs;
   }
 
-  /** Opens a new, exclusive staging file for a command's write. */
+  /**
+   * Opens a new, exclusive staging file for a command's write. The staging directory is
+   * checked (ensure) only when the open finds it missing: openVerified already proves where
+   * the new file really is, so a swapped staging directory cannot lead outside the root.
+   */
   async createFile(stagingId: string, mode: number, op: string): Promise<{ abs: string; fh: FileHandle }> {
     assertStagingId(stagingId);
-    const dir = await this.ensure(op);
-    const abs = join(dir, `${stagingId}-${randomSuffix()}.tmp`);
+    const abs = join(this.dirAbs, `${stagingId}-${randomSuffix()}.tmp`);
     const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL;
-    const fh = await this.mount.openVerified(abs, STAGING_DIR, flags, op, mode);
-    return { abs, fh };
+    try {
+      return { abs, fh: await this.mount.openVerified(abs, STAGING_DIR, flags, op, mode, true) };
+    } catch (err) {
+      if ((err as { details?: { errno?: string } }).details?.errno !== 'ENOENT') throw err;
+    }
+    await this.ensure(op);
+    return { abs, fh: await this.mount.openVerified(abs, STAGING_DIR, flags, op, mode, true) };
   }
 
   /**

@@ -1,5 +1,5 @@
 import { FilestoreError, NotFoundError } from '../../errors.ts';
-import { findLiveByPath, listChildren } from '../../catalogue/nodes.ts';
+import { listChildren } from '../../catalogue/nodes.ts';
 import { tombstoneSubtree } from '../../catalogue/node-writes.ts';
 import { addToAncestors, negate, subtreeTotals } from '../../catalogue/rollups.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
@@ -22,9 +22,9 @@ export const deleteCommand: CommandSpec<DeleteRequest, CatalogueNode, { alreadyG
     ...(r.expectedVersion !== undefined ? { expectedVersion: r.expectedVersion } : {}),
   }),
 
-  async prepare({ q, mount }, r) {
+  async prepare({ q, live }, r) {
     if (r.path === '') throw new FilestoreError('INVALID_PATH', 'the mount root cannot be deleted');
-    const node = await findLiveByPath(q, mount.id, r.path);
+    const node = (await live([r.path])).get(r.path) ?? null;
     if (!node) throw new NotFoundError(`"${r.path}" is not in the catalogue`);
     assertVersion(node, r.expectedVersion, r.path);
     if (node.kind === 'directory' && !r.recursive && (await listChildren(q, node.id, 1)).length > 0) {

@@ -22,10 +22,8 @@ export const mkdirCommand: CommandSpec<MkdirRequest, Plan, EntryStat | null, New
   paths: (r) => [r.path],
   journalRequest: (r) => ({ path: r.path, parents: r.parents ?? false }),
 
-  async prepare({ q, mount }, r) {
-    const chain = r.path === ''
-      ? { missing: [], self: await findLiveByPath(q, mount.id, '') }
-      : await checkParentChain(q, mount.id, r.path, true);
+  async prepare(step, r) {
+    const chain = await checkParentChain(step, r.path, true);
     const existing = chain.self;
     if (existing && !(r.parents && existing.kind === 'directory')) {
       throw new FilestoreError('ALREADY_EXISTS', `"${r.path}" already exists as a ${existing.kind}`);

@@ -28,7 +28,8 @@ interface Plan {
   missingAncestors: string[];
 }
 
-async function prepareTransfer(q: Queryable, mount: Mount, r: TransferRequest, verb: string): Promise<Plan> {
+async function prepareTransfer(step: Step, r: TransferRequest, verb: string): Promise<Plan> {
+  const { q, mount } = step;
   if (r.targetMountId !== undefined && (await getMount(q, r.targetMountId)).id !== mount.id) {
     throw new FilestoreError('VALIDATION_ERROR', `moving or copying between mounts is not supported yet; copy the bytes with get and put`);
   }
@@ -39,14 +40,15 @@ async function prepareTransfer(q: Queryable, mount: Mount, r: TransferRequest, v
   if (isSameOrDescendant(r.path, r.targetPath)) {
     throw new FilestoreError('MOVE_INTO_SELF', `"${r.targetPath}" contains "${r.path}"; it cannot be replaced by it`);
   }
-  const source = await findLiveByPath(q, mount.id, r.path);
+  const known = await step.live([r.path, r.targetPath]);
+  const source = known.get(r.path) ?? null;
   if (!source) throw new NotFoundError(`"${r.path}" is not in the catalogue`);
   assertVersion(source, r.expectedVersion, r.path);
-  const target = await findLiveByPath(q, mount.id, r.targetPath);
+  const target = known.get(r.targetPath) ?? null;
   if (target && !r.overwrite) {
     throw new FilestoreError('ALREADY_EXISTS', `"${r.targetPath}" already exists; pass overwrite to replace it`);
   }
-  const chain = await checkParentChain(q, mount.id, r.targetPath, true);
+  const chain = await checkParentChain(step, r.targetPath, true);
   return { source, target, missingAncestors: chain.missing };
 }
 
@@ -94,7 +96,7 @@ export const moveCommand: CommandSpec<TransferRequest, Plan, void, MoveOutcome> 
     ...(r.targetMountId !== undefined ? { targetMountId: r.targetMountId } : {}),
     ...(r.expectedVersion !== undefined ? { expectedVersion: r.expectedVersion } : {}),
   }),
-  prepare: ({ q, mount }, r) => prepareTransfer(q, mount, r, 'moved'),
+  prepare: (step, r) => prepareTransfer(step, r, 'moved'),
   preState: targetPreState,
 
   async apply({ backend }, r) {
@@ -140,8 +142,9 @@ export const copyCommand: CommandSpec<TransferRequest, CopyPlan, void, { ancesto
   paths: (r) => [r.path, r.targetPath],
   journalRequest: (r) => moveCommand.journalRequest(r),
 
-  async prepare({ q, mount }, r) {
-    const plan = await prepareTransfer(q, mount, r, 'copied');
+  async prepare(step, r) {
+    const { q, mount } = step;
+    const plan = await prepareTransfer(step, r, 'copied');
     const sourceFacts = new Map([[plan.source.path, { sha256: plan.source.sha256, metadata: plan.source.metadata }]]);
     if (plan.source.kind === 'directory') {
       for (let after: string | undefined; ; ) {

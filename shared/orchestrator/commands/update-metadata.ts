@@ -1,5 +1,4 @@
 import { FilestoreError, NotFoundError } from '../../errors.ts';
-import { findLiveByPath } from '../../catalogue/nodes.ts';
 import { updateNodeMetadata } from '../../catalogue/node-writes.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
 import { asJson, type CommandSpec } from '../context.ts';
@@ -26,11 +25,11 @@ export const updateMetadataCommand: CommandSpec<UpdateMetadataRequest, Catalogue
     ...(r.expectedVersion !== undefined ? { expectedVersion: r.expectedVersion } : {}),
   }),
 
-  async prepare({ q, mount }, r) {
+  async prepare({ live }, r) {
     for (const k of [...Object.keys(r.set ?? {}), ...(r.unset ?? [])]) {
       if (RESERVED_KEYS.has(k)) throw new FilestoreError('VALIDATION_ERROR', `metadata key "${k}" is maintained by Filestore`);
     }
-    const node = await findLiveByPath(q, mount.id, r.path);
+    const node = (await live([r.path])).get(r.path) ?? null;
     if (!node) throw new NotFoundError(`"${r.path}" is not in the catalogue`);
     assertVersion(node, r.expectedVersion, r.path);
     return node;

@@ -37,9 +37,9 @@ export const writeFileCommand: CommandSpec<WriteFileRequest, Plan, WriteResult, 
     ...(r.expectedSha256 !== undefined ? { expectedSha256: r.expectedSha256 } : {}),
   }),
 
-  async prepare({ q, mount }, r) {
+  async prepare(step, r) {
     if (r.path === '') throw new FilestoreError('IS_A_DIRECTORY', 'the mount root is a directory');
-    const chain = await checkParentChain(q, mount.id, r.path, true);
+    const chain = await checkParentChain(step, r.path, true);
     const existing = chain.self;
     if (existing?.kind === 'directory') throw new FilestoreError('IS_A_DIRECTORY', `"${r.path}" is a directory`);
     assertVersion(existing, r.expectedVersion, r.path);
