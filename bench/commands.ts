@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { createMount } from '../shared/catalogue/mounts.ts';
+import { createMount, deleteMount } from '../shared/catalogue/mounts.ts';
 import { ensureDatabase } from '../shared/db/ensure-database.ts';
 import { createFilestore } from '../shared/runtime.ts';
 import { CHILD_FLAG, createSourceFile, runBigWriteChild, spawnBigWrite, syncAll, timeCp } from './support/big-write.ts';
@@ -154,19 +154,14 @@ async function main(): Promise<void> {
   }
 }
 
-/**
- * Removes the bench mount's rows (after close, so no maintenance pass of ours races the
- * cascade). The outbox has no foreign key to mounts; everything else goes with the mount.
- */
+/** Removes the bench mount's rows (after close, so no maintenance pass of ours races it). */
 async function dropMount(databaseUrl: string, mountId: string): Promise<void> {
   const client = new pg.Client({ connectionString: databaseUrl });
   await client.connect();
   try {
     const t0 = performance.now();
-    await client.query('DELETE FROM filestore.outbox WHERE mount_id = $1', [mountId]);
-    const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1', [mountId]);
-    await client.query('DELETE FROM filestore.mounts WHERE id = $1', [mountId]);
-    console.log(`Cleanup: deleted the bench mount (${rows[0]?.n ?? '?'} nodes) in ${fmt((performance.now() - t0) / 1000, 2)} s.`);
+    const { nodes } = await deleteMount(client, mountId);
+    console.log(`Cleanup: deleted the bench mount (${nodes} nodes) in ${fmt((performance.now() - t0) / 1000, 2)} s.`);
   } catch (err) {
     console.error(`cleanup: could not delete mount ${mountId}: ${(err as Error).message}`);
   } finally {

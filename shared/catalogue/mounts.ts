@@ -88,3 +88,22 @@ export async function updateMount(
   );
   return rows[0] as Mount;
 }
+
+/**
+ * Removes a mount and everything recorded about it (nodes, history, journal, rollups,
+ * events, jobs) in one transaction-sized statement. Storage is not touched.
+ */
+export async function deleteMount(q: Queryable, idOrKey: string): Promise<{ nodes: number }> {
+  const mount = await getMount(q, idOrKey);
+  const { rows } = await q.query<{ nodes: number }>(
+    `WITH n AS (DELETE FROM filestore.nodes WHERE mount_id = $1 RETURNING id),
+          s AS (DELETE FROM filestore.snapshots WHERE node_id IN (SELECT id FROM n)),
+          d AS (DELETE FROM filestore.rollup_deltas WHERE node_id IN (SELECT id FROM n)),
+          j AS (DELETE FROM filestore.journal_entries WHERE mount_id = $1),
+          o AS (DELETE FROM filestore.outbox WHERE mount_id = $1),
+          m AS (DELETE FROM filestore.mounts WHERE id = $1)
+     SELECT count(*)::int AS nodes FROM n`,
+    [mount.id],
+  );
+  return { nodes: rows[0]?.nodes ?? 0 };
+}

@@ -276,20 +276,35 @@ export class LocalExecutor implements Backend {
  * on the handle that makes the later close() wait forever, and with autoClose on we could
  * not fsync before closing.
  */
+/**
+ * Hashes and writes the body. While one write is in flight, further chunks queue (up to
+ * 1 MiB) and go down in a single writev: far fewer syscalls than one per 64 KiB chunk.
+ */
 function hashingFileSink(fh: FileHandle, hash: Hash): Writable {
   return new Writable({
+    highWaterMark: 1 << 20,
     write(chunk: Buffer, _encoding, done) {
       hash.update(chunk);
-      writeAll(fh, chunk).then(() => done(), done);
+      writeAll(fh, [chunk]).then(() => done(), done);
+    },
+    writev(entries, done) {
+      const chunks = entries.map((e) => e.chunk as Buffer);
+      for (const c of chunks) hash.update(c);
+      writeAll(fh, chunks).then(() => done(), done);
     },
   });
 }
 
-async function writeAll(fh: FileHandle, bytes: Buffer): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) {
-    const { bytesWritten } = await fh.write(bytes, offset, bytes.length - offset);
-    offset += bytesWritten;
+async function writeAll(fh: FileHandle, chunks: Buffer[]): Promise<void> {
+  let pending = chunks;
+  while (pending.length > 0) {
+    let { bytesWritten } = await fh.writev(pending);
+    // A short write: drop what went down and retry the rest.
+    while (pending.length > 0 && bytesWritten >= (pending[0] as Buffer).length) {
+      bytesWritten -= (pending[0] as Buffer).length;
+      pending = pending.slice(1);
+    }
+    if (bytesWritten > 0) pending = [(pending[0] as Buffer).subarray(bytesWritten), ...pending.slice(1)];
   }
 }
 
