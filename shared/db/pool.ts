@@ -11,7 +11,16 @@ export type Queryable = Pick<pg.PoolClient, 'query'>;
 export function createPool(connectionString: string, max = 20): pg.Pool {
   // A command holds one connection for its whole run; waiting longer than this for one means
   // the pool is too small for the load, which should surface as an error, not a hang.
-  const pool = new pg.Pool({ connectionString, max, application_name: 'filestore', connectionTimeoutMillis: 60_000 });
+  const pool = new pg.Pool({
+    connectionString,
+    max,
+    application_name: 'filestore',
+    connectionTimeoutMillis: 60_000,
+    // Our named statements are index lookups whose plan never depends on the values; planning
+    // them anew at every execution (PostgreSQL's default for the first runs and whenever a
+    // custom plan looks cheaper) cost more than executing them.
+    options: '-c plan_cache_mode=force_generic_plan',
+  });
   // An idle client losing its connection (server restart) must not crash the process.
   pool.on('error', () => {});
   return pool;
