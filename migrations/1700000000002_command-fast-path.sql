@@ -75,10 +75,13 @@ ALTER TABLE filestore.rollup_deltas DROP CONSTRAINT rollup_deltas_node_id_fkey;
 -- index scan here also marks dead entries of finished commands as it passes them, so the
 -- check stays cheap between vacuums, where a bitmap scan over the global pending index
 -- would revisit every dead entry each time.
+-- It also serves the recovery sweep (all pending entries), so the id-only index goes.
 CREATE INDEX journal_pending_by_mount ON filestore.journal_entries (mount_id, id) WHERE status = 'pending';
+DROP INDEX filestore.journal_pending;
 
 
 -- Down Migration
+CREATE INDEX journal_pending ON filestore.journal_entries (id) WHERE status = 'pending';
 DROP INDEX filestore.journal_pending_by_mount;
 ALTER TABLE filestore.rollup_deltas ADD FOREIGN KEY (node_id) REFERENCES filestore.nodes (id) ON DELETE CASCADE;
 ALTER TABLE filestore.journal_entries ADD FOREIGN KEY (mount_id) REFERENCES filestore.mounts (id) ON DELETE CASCADE;

@@ -127,7 +127,7 @@ export class LocalExecutor implements Backend {
       await fh.close();
       handle = undefined;
       // Checked again now: the tree may have changed while the body was streaming.
-      await this.mount.prepareParents(rel, op, true);
+      await this.mount.prepareParents(rel, op, true, false); // placeStaged checks the real parent just before the rename
       await this.assertWritableEntry(rel, op);
       await options.beforeCommit?.({ sha256, sizeBytes: st.size });
       await this.transfers.placeStaged(tmp, rel, op);

@@ -98,9 +98,10 @@ export class MountRoot {
    * Ancestors for an entry about to be created: symlinks throw SYMLINK_IN_PATH, a file in
    * the way throws NOT_A_DIRECTORY, and missing ones are created one level at a time (never
    * mkdir -p, which would follow a symlink planted halfway) when `create` is set, otherwise
-   * NOT_FOUND.
+   * NOT_FOUND. `verifyInside: false` is for a caller that checks the parent's real path
+   * itself right before it writes there (placeStaged does).
    */
-  async prepareParents(rel: string, op: string, create: boolean): Promise<void> {
+  async prepareParents(rel: string, op: string, create: boolean, verifyInside = true): Promise<void> {
     const check = await this.checkAncestors(rel, op);
     if (check.state === 'not-directory') throw localError('NOT_A_DIRECTORY', check.at, op);
     if (check.state === 'missing') {
@@ -108,7 +109,7 @@ export class MountRoot {
       const all = ancestorsOf(rel);
       for (const dir of all.slice(all.indexOf(check.first))) await this.mkdirOne(dir, op);
     }
-    await this.assertDirInside(this.parentAbs(rel), rel, op);
+    if (verifyInside) await this.assertDirInside(this.parentAbs(rel), rel, op);
   }
 
   /** Creates one directory whose parent has been checked; an existing directory is fine. */

@@ -1,7 +1,6 @@
 import type { Readable } from 'node:stream';
 import { FilestoreError } from '../../errors.ts';
 import type { WriteResult } from '../../backends/types.ts';
-import { findLiveByPath } from '../../catalogue/nodes.ts';
 import { newNodeFromStat, updateNodeFromStat, type NewNode } from '../../catalogue/node-writes.ts';
 import { addToAncestors } from '../../catalogue/rollups.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
@@ -62,8 +61,8 @@ export const writeFileCommand: CommandSpec<WriteFileRequest, Plan, WriteResult, 
 
   async commit({ q, mount, entryId }, r, plan, { write, ancestors }) {
     const { events } = await catalogueCreated(q, mount.id, ancestors, entryId);
-    // Re-read under our lock: an uncatalogued file may have been catalogued by reconciliation meanwhile.
-    const existing = plan.existing ?? (await findLiveByPath(q, mount.id, r.path));
+    // Read under the command's path lock, which every writer of this path (reconciliation too) takes.
+    const existing = plan.existing;
     if (existing) {
       const node = await updateNodeFromStat(q, existing.id, write, write.sha256, { journalEntryId: entryId });
       await addToAncestors(q, mount.id, r.path, { sizeBytes: node.sizeBytes - (existing.kind === 'file' ? existing.sizeBytes : 0), fileCount: existing.kind === 'file' ? 0 : 1, dirCount: 0 }, 0);
