@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Filestore } from '../shared/runtime.ts';
 import { createTestMount, startFilestore, type TestMount } from './support/filestore.ts';
-import { expectCode, livePaths } from './support/assertions.ts';
+import { expectCode, journalOf, livePaths } from './support/assertions.ts';
 
 const body = () => Readable.from([Buffer.from('payload')]);
 
@@ -60,6 +60,21 @@ describe('path attacks on a local mount', () => {
     await expectCode(fs.orchestrator.mkdir(t.mount.key, { path: 'etc/sub', parents: true }), 'SYMLINK_IN_PATH');
     expect(await readFile(path.join(outside, 'passwd'), 'utf8')).toBe('root:x:0:0');
     expect(await readdir(outside)).toEqual(['passwd']);
+  });
+
+  it('a symlink to the real /etc inside the mount is never written through', async () => {
+    const probe = `filestore-probe-${process.pid}-${Date.now()}`;
+    await symlink('/etc', path.join(t.root as string, 'etc'));
+    await expectCode(fs.orchestrator.writeFile(t.mount.key, { path: `etc/${probe}` }, body()), 'SYMLINK_IN_PATH');
+    await expectCode(fs.orchestrator.mkdir(t.mount.key, { path: `etc/${probe}`, parents: true }), 'SYMLINK_IN_PATH');
+    await expectCode(fs.orchestrator.copy(t.mount.key, { path: 'etc', targetPath: 'copy-of-etc' }), 'NOT_FOUND'); // an uncatalogued symlink
+    expect(await readdir('/etc')).not.toContain(probe);
+    // Refused at storage, journaled as failed (never left pending to block the path).
+    expect((await journalOf(fs, t.mount.id)).map((j) => [j.command, j.status, j.error?.code])).toEqual([
+      ['writeFile', 'failed', 'SYMLINK_IN_PATH'],
+      ['mkdir', 'failed', 'SYMLINK_IN_PATH'],
+      ['copy', 'failed', 'NOT_FOUND'],
+    ]);
   });
 
   it('a symlinked parent directory inside the mount is refused too', async () => {

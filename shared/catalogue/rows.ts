@@ -14,11 +14,6 @@ export const MOUNT_COLUMNS = `id, key, kind, root_path AS "rootPath", bucket, pr
 export type NodeRow = CatalogueNode;
 export type MountRow = Mount;
 
-/** The node as recorded in a snapshot and in event payloads (JSON-safe). */
-export function nodeState(node: CatalogueNode): Record<string, unknown> {
-  return JSON.parse(JSON.stringify(node)) as Record<string, unknown>;
-}
-
 const NODE_DATES = ['mtime', 'consistencyCheckedAt', 'lastDriftDetectedAt', 'lastReconciledAt', 'deletedAt', 'createdAt', 'updatedAt'] as const;
 
 /** A node from filestore.node_state() JSON, with its timestamps as Dates again. */

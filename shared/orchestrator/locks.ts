@@ -45,19 +45,6 @@ export async function acquire(q: Queryable, locks: PathLock[]): Promise<void> {
   ]);
 }
 
-/**
- * Takes a command's path locks and returns the ids of pending entries on overlapping paths
- * (same path, ancestor or descendant): with these locks held, their owners must be dead.
- */
-export async function acquireForCommand(q: Queryable, mountId: string, locks: PathLock[], paths: string[]): Promise<number[]> {
-  const { rows } = await q.query<{ stale: string[] }>({
-    name: 'filestore.locks.acquireForCommand',
-    text: 'SELECT filestore.lock_paths_for($1::bigint[], $2::boolean[], $3::uuid, $4::text[]) AS stale',
-    values: [locks.map((l) => l.key.toString()), locks.map((l) => l.mode === 'exclusive'), mountId, paths],
-  });
-  return (rows[0]?.stale ?? []).map(Number);
-}
-
 /** Releases locks taken with acquire (and only those). */
 export async function release(q: Queryable, locks: PathLock[]): Promise<void> {
   if (locks.length === 0) return;

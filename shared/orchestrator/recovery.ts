@@ -83,6 +83,19 @@ export async function recoverEntry(deps: RecoveryDeps, stale: JournalEntry, o: R
   }
 }
 
+// Answers from storage that prove nothing can exist at a path (rather than "cannot tell").
+const ABSENT_CODES = new Set(['NOT_FOUND', 'NOT_A_DIRECTORY', 'SYMLINK_IN_PATH', 'PATH_ESCAPES_MOUNT']);
+
+/** stat, with "nothing can be there" (a file or symlink in the way) read as absent. */
+async function statOrAbsent(backend: Backend, path: string): Promise<EntryStat | null> {
+  try {
+    return await backend.stat(path);
+  } catch (err) {
+    if (err instanceof FilestoreError && ABSENT_CODES.has(err.code)) return null;
+    throw err;
+  }
+}
+
 /** Same kind and size, and the same mtime and ETag where storage has them. */
 function sameStat(a: { kind: string; sizeBytes: number; mtime: Date | string | null; etag: string | null } | undefined, b: EntryStat | null): boolean {
   if (!a || !b) return false;
@@ -143,7 +156,7 @@ export async function resolveEntry(
   switch (entry.command) {
     case 'writeFile': {
       await backend.discardStaging(`j${entry.id}`);
-      const stat = await backend.stat(r.path);
+      const stat = await statOrAbsent(backend, r.path);
       const ours =
         r.contentSha256 !== undefined &&
         stat?.kind === 'file' &&
@@ -153,12 +166,12 @@ export async function resolveEntry(
       return complete(writeFileCommand, { ...r, body: undefined as never }, { ...stat, sha256: r.contentSha256 });
     }
     case 'mkdir': {
-      const stat = await backend.stat(r.path);
+      const stat = await statOrAbsent(backend, r.path);
       if (stat?.kind !== 'directory') return fail(notApplied);
       return complete(mkdirCommand, { path: r.path, parents: r.parents ?? false }, stat);
     }
     case 'delete': {
-      const stat = await backend.stat(r.path);
+      const stat = await statOrAbsent(backend, r.path);
       if (stat) {
         if (stat.kind !== 'directory' || backend.kind !== 's3' || !r.recursive) return fail(notApplied);
         const { rows } = await q.query<{ n: number }>(
@@ -177,7 +190,7 @@ export async function resolveEntry(
       const pre = r.targetPreExisted;
       // No pre-state journaled: the process died before touching storage.
       if (pre === undefined || (pre && !r.overwrite)) return fail(notApplied);
-      const [src, dst] = await Promise.all([backend.stat(r.path), backend.stat(r.targetPath)]);
+      const [src, dst] = await Promise.all([statOrAbsent(backend, r.path), statOrAbsent(backend, r.targetPath)]);
       const req = { path: r.path, targetPath: r.targetPath, overwrite: true };
       const untouchedFile = pre && dst?.kind === 'file' && sameStat(r.targetPreStat, dst);
       if (entry.command === 'move') {
