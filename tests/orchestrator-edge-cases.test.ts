@@ -2,7 +2,6 @@
  * Edge cases of locks, rollups, idempotency, recovery, relay and cache, from a review of the
  * orchestrator: each was a defect or a suspicion once, and stays as a regression test.
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm, symlink, writeFile as fsWriteFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -21,6 +20,7 @@ import { ensureDatabase } from '../shared/db/ensure-database.ts';
 import { migrate } from '../shared/db/migrate.ts';
 import { createTestMount, startFilestore, stopS3, uniqueKey, type BackendKind, type TestMount } from './support/filestore.ts';
 import { expectCode, expectExactRollups, journalOf, livePaths, readAll } from './support/assertions.ts';
+import { crashIn } from './support/crash.ts';
 import { TEST_DATABASE_URL } from './support/env.ts';
 
 const body = (s: string) => Readable.from([Buffer.from(s)]);
@@ -69,18 +69,6 @@ async function recoverMine(mountId: string): Promise<string[]> {
 async function writeAround(t: TestMount, backend: Backend, p: string, content: string): Promise<void> {
   if (t.root) await fsWriteFile(path.join(t.root, p), content);
   else await backend.writeFile(p, body(content), { stagingId: `oob-${Date.now()}-${Math.floor(Math.random() * 1e9)}` });
-}
-
-/** Runs a command in a child process that SIGKILLs itself at `crashAt` (tests/support/crash-child.ts). */
-function crashIn(crashAt: 'before-storage' | 'after-storage', mount: string, command: object): Promise<NodeJS.Signals | number | null> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'tests/support/crash-child.ts'], {
-      env: { ...process.env, CRASH_AT: crashAt, MOUNT: mount, COMMAND: JSON.stringify(command), FILESTORE_ALLOW_INLINE: 'true' },
-      stdio: ['ignore', 'inherit', 'inherit'],
-    });
-    child.on('error', reject);
-    child.on('exit', (code, signal) => resolve(signal ?? code));
-  });
 }
 
 /**

@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Filestore } from '../shared/runtime.ts';
 import { collectEvents, createTestMount, startFilestore, stopS3, type BackendKind } from './support/filestore.ts';
 import { expectExactRollups, journalOf, livePaths, readAll } from './support/assertions.ts';
+import { crashIn } from './support/crash.ts';
 
 let fs: Filestore;
 beforeAll(async () => {
@@ -13,18 +13,6 @@ afterAll(async () => {
   await fs.close();
   await stopS3();
 });
-
-/** Runs a command in a child process that kills itself (SIGKILL) at `crashAt`. */
-function crashIn(crashAt: 'before-storage' | 'after-storage', mount: string, command: object): Promise<NodeJS.Signals | number | null> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'tests/support/crash-child.ts'], {
-      env: { ...process.env, CRASH_AT: crashAt, MOUNT: mount, COMMAND: JSON.stringify(command), FILESTORE_ALLOW_INLINE: 'true' },
-      stdio: ['ignore', 'inherit', 'inherit'],
-    });
-    child.on('error', reject);
-    child.on('exit', (code, signal) => resolve(signal ?? code));
-  });
-}
 
 describe.each<BackendKind>(['local', 's3'])('recovery after a crash on %s', (kind) => {
   it('a write that reached storage before the crash is completed and catalogued', async () => {
