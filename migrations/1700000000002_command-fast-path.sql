@@ -27,7 +27,8 @@ BEGIN
 END
 $$;
 
--- Starts a command in one round trip: takes its path locks; if a crashed command is still
+-- Starts a command in one round trip: returns {"missingMount": true} if the mount is gone;
+-- takes its path locks; if a crashed command is still
 -- pending on an overlapping path, returns {"stale": [ids]} and does nothing else (the caller
 -- steps aside, resolves them, and calls again); otherwise journals the command as pending,
 -- owned by this session, and returns the entry, the mount's current access mode and state,
@@ -39,7 +40,12 @@ CREATE FUNCTION filestore.begin_command(
 DECLARE
   stale bigint[];
   entry filestore.journal_entries;
+  m filestore.mounts;
 BEGIN
+  SELECT * INTO m FROM filestore.mounts WHERE id = p_mount;
+  IF m.id IS NULL THEN
+    RETURN jsonb_build_object('missingMount', true);
+  END IF;
   stale := filestore.lock_paths_for(p_keys, p_exclusive, p_mount, p_paths);
   IF array_length(stale, 1) > 0 THEN
     RETURN jsonb_build_object('stale', to_jsonb(stale));
@@ -55,7 +61,7 @@ BEGIN
   PERFORM filestore.lock_entry(entry.id);
   RETURN jsonb_build_object(
     'entryId', entry.id,
-    'mount', (SELECT jsonb_build_object('accessMode', m.access_mode, 'state', m.state) FROM filestore.mounts m WHERE m.id = p_mount),
+    'mount', jsonb_build_object('accessMode', m.access_mode, 'state', m.state),
     'nodes', coalesce((SELECT jsonb_agg(filestore.node_state(n)) FROM filestore.nodes n
                         WHERE n.mount_id = p_mount AND n.path = ANY(p_lookup) AND n.deleted_at IS NULL), '[]'::jsonb));
 END

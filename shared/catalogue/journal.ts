@@ -39,6 +39,7 @@ export interface NewEntry {
 }
 
 export type BeginOutcome =
+  | { kind: 'missingMount' }
   | { kind: 'stale'; staleEntryIds: number[] }
   | { kind: 'conflict' }
   | { kind: 'started'; entryId: number; accessMode: 'rw' | 'ro'; state: 'active' | 'paused'; nodes: CatalogueNode[] };
@@ -74,6 +75,7 @@ export async function beginCommand(
     ],
   });
   const r = rows[0]?.r ?? {};
+  if (r.missingMount) return { kind: 'missingMount' };
   if (Array.isArray(r.stale)) return { kind: 'stale', staleEntryIds: (r.stale as unknown[]).map(Number) };
   if (r.conflict) return { kind: 'conflict' };
   const mount = r.mount as { accessMode: 'rw' | 'ro'; state: 'active' | 'paused' };

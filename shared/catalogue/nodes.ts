@@ -42,6 +42,9 @@ export interface ListNodesOptions {
   limit: number;
 }
 
+const STATES = new Set<ConsistencyState>(['ACTIVE', 'INCONSISTENT', 'MISSING']);
+const KINDS = new Set<NodeKind>(['file', 'directory', 'symlink']);
+
 /** Live nodes of a mount in byte order of path, keyset-paginated. */
 export async function listLive(q: Queryable, o: ListNodesOptions): Promise<CatalogueNode[]> {
   const where = ['mount_id = $1', 'deleted_at IS NULL'];
@@ -56,8 +59,16 @@ export async function listLive(q: Queryable, o: ListNodesOptions): Promise<Catal
     if (upper !== null) add('path < ?', upper);
   }
   if (o.afterPath !== undefined) add('path > ?', o.afterPath);
-  if (o.state) add('consistency_state = ?', o.state);
-  if (o.kind) add('kind = ?', o.kind);
+  // Enum filters are inlined (checked against their closed sets), so that even a generic
+  // plan can see "not ACTIVE" and use the small nodes_not_active index.
+  if (o.state) {
+    if (!STATES.has(o.state)) throw new Error(`invalid consistency state ${o.state}`);
+    where.push(`consistency_state = '${o.state}'`, ...(o.state === 'ACTIVE' ? [] : ["consistency_state <> 'ACTIVE'"]));
+  }
+  if (o.kind) {
+    if (!KINDS.has(o.kind)) throw new Error(`invalid node kind ${o.kind}`);
+    where.push(`kind = '${o.kind}'`);
+  }
   params.push(o.limit);
   const { rows } = await q.query<CatalogueNode>(
     `SELECT ${NODE_COLUMNS} FROM filestore.nodes WHERE ${where.join(' AND ')} ORDER BY path LIMIT $${params.length}`,
@@ -73,12 +84,18 @@ export async function listChildren(
   limit: number,
   afterName?: string,
 ): Promise<CatalogueNode[]> {
-  const { rows } = await q.query<CatalogueNode>(
-    `SELECT ${NODE_COLUMNS} FROM filestore.nodes
-      WHERE parent_id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR name > $2)
-      ORDER BY name LIMIT $3`,
-    [parentId, afterName ?? null, limit],
-  );
+  // Two statements rather than "$2 IS NULL OR name > $2": a generic plan (see db/pool.ts)
+  // can use the cursor as an index bound only when it is unconditional.
+  const { rows } =
+    afterName === undefined
+      ? await q.query<CatalogueNode>(
+          `SELECT ${NODE_COLUMNS} FROM filestore.nodes WHERE parent_id = $1 AND deleted_at IS NULL ORDER BY name LIMIT $2`,
+          [parentId, limit],
+        )
+      : await q.query<CatalogueNode>(
+          `SELECT ${NODE_COLUMNS} FROM filestore.nodes WHERE parent_id = $1 AND deleted_at IS NULL AND name > $2 ORDER BY name LIMIT $3`,
+          [parentId, afterName, limit],
+        );
   return rows;
 }
 

@@ -59,25 +59,24 @@ const toEnvelope = (r: OutboxRow & { seq: number }): EventEnvelope => ({
  * Claims the next batch of committed, unpublished events and gives them publication
  * sequence numbers, in id order. Only rows whose transaction is older than every running
  * transaction (txid < snapshot xmin) are taken, so a slow transaction that inserted a lower
- * id is never overtaken by a later one in the same mount. The statement takes the relay lock
- * (transaction-scoped: one publisher at a time) and claims nothing without it; the caller
+ * id is never overtaken by a later one in the same mount. The caller holds the relay lock
+ * (one publisher at a time), taken in an earlier statement of the same transaction, and
  * publishes the batch before committing the claim.
  */
-export async function claimBatch(q: Queryable, limit: number, relayLock: number): Promise<EventEnvelope[]> {
+export async function claimBatch(q: Queryable, limit: number): Promise<EventEnvelope[]> {
   const { rows } = await q.query<OutboxRow & { seq: number }>({
     name: 'filestore.outbox.claimBatch',
     text: `WITH next AS (
        SELECT id, nextval('filestore.outbox_seq') AS seq FROM (
          SELECT id FROM filestore.outbox
           WHERE published_at IS NULL AND txid < pg_snapshot_xmin(pg_current_snapshot())
-            AND pg_try_advisory_xact_lock($2)
           ORDER BY id LIMIT $1
        ) ordered
      )
      UPDATE filestore.outbox o SET published_at = now(), seq = next.seq
        FROM next WHERE o.id = next.id
      RETURNING o.id, o.event_id AS "eventId", o.mount_id AS "mountId", o.type, o.occurred_at AS "occurredAt", o.data, o.seq`,
-    values: [limit, relayLock],
+    values: [limit],
   });
   return rows.sort((a, b) => a.seq - b.seq).map(toEnvelope);
 }

@@ -16,9 +16,11 @@ export function createPool(connectionString: string, max = 20): pg.Pool {
     max,
     application_name: 'filestore',
     connectionTimeoutMillis: 60_000,
-    // Our named statements are index lookups whose plan never depends on the values; planning
-    // them anew at every execution (PostgreSQL's default for the first runs and whenever a
-    // custom plan looks cheaper) cost more than executing them.
+    // Our statements are index lookups whose plan never depends on the values; planning them
+    // anew at every execution (PostgreSQL's default for the first runs and whenever a custom
+    // plan looks cheaper) cost more than executing them. The rule that comes with it: write
+    // queries whose generic plan is good — no "$n IS NULL OR …" conditions, enum filters
+    // inlined (see catalogue/nodes.ts).
     options: '-c plan_cache_mode=force_generic_plan',
   });
   // An idle client losing its connection (server restart) must not crash the process.

@@ -81,7 +81,14 @@ export class OutboxRelay {
     const client = await this.o.pool.connect();
     try {
       await client.query('BEGIN');
-      const batch = await claimBatch(client, this.o.batchSize ?? 500, RELAY_LOCK);
+      // Its own statement: the claim must take its snapshot after the lock is held, or it
+      // could see rows the previous holder published as still unpublished.
+      const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS locked', [RELAY_LOCK]);
+      if (!rows[0]?.locked) {
+        await client.query('ROLLBACK');
+        return 0;
+      }
+      const batch = await claimBatch(client, this.o.batchSize ?? 500);
       if (batch.length > 0) await this.o.bus.publish(batch);
       await client.query('COMMIT');
       return batch.length;
@@ -97,6 +104,7 @@ export class OutboxRelay {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.pendingNudge) clearTimeout(this.pendingNudge);
+    this.pendingNudge = null;
     await this.running;
   }
 }

@@ -30,7 +30,7 @@ export class Orchestrator {
   constructor(d: OrchestratorDeps) {
     const afterCommit = d.afterCommit ?? (async () => {});
     const recoveryDeps = { pool: d.pool, backends: d.backends, afterCommit };
-    this.deps = { pool: d.pool, backends: d.backends, hooks: d.hooks, afterCommit };
+    this.deps = { pool: d.pool, backends: d.backends, hooks: d.hooks, afterCommit, mounts: new Map() };
     this.recover = () => recoverPending(recoveryDeps);
   }
 

@@ -20,19 +20,21 @@ export interface PipelineDeps extends RecoveryDeps {
   hooks?: OrchestratorHooks | undefined;
   /** Called after every commit that changed a mount (cache invalidation, relay nudge). */
   afterCommit(mountId: string): Promise<void>;
+  mounts: MountCache;
 }
 
 // A mount's identity and location never change; its access mode and state do, and every
-// command reads those fresh (in the statement that journals it).
+// command reads those fresh (begin_command). A cached mount that is gone is noticed there.
 const MOUNT_TTL_MS = 10_000;
-const mountCache = new Map<string, { mount: Mount; until: number }>();
 
-async function resolveMount(pool: Pool, ref: string): Promise<Mount> {
-  const hit = mountCache.get(ref);
+export type MountCache = Map<string, { mount: Mount; until: number }>;
+
+async function resolveMount(pool: Pool, cache: MountCache, ref: string): Promise<Mount> {
+  const hit = cache.get(ref);
   if (hit && hit.until > Date.now()) return hit.mount;
   const mount = await getMount(pool, ref);
-  if (mountCache.size > 1000) mountCache.clear();
-  mountCache.set(ref, { mount, until: Date.now() + MOUNT_TTL_MS });
+  if (cache.size > 1000) cache.clear();
+  cache.set(ref, { mount, until: Date.now() + MOUNT_TTL_MS });
   return mount;
 }
 
@@ -67,7 +69,7 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
   ctx: CommandContext,
   body?: Readable,
 ): Promise<CommandResult> {
-  const cached = await resolveMount(deps.pool, mountRef);
+  let cached = await resolveMount(deps.pool, deps.mounts, mountRef);
   const request = spec.journalRequest(req);
   const print = fingerprint(spec.command, cached.id, request);
   const client = await deps.pool.connect();
@@ -82,15 +84,23 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
         if (replayed) return replayed;
       }
     }
-    const begun = await begin(deps, client, spec.paths(req), {
-      mountId: cached.id,
+    const entryFor = (mountId: string): NewEntry => ({
+      mountId,
       command: spec.command,
       request,
       idempotencyKey: ctx.idempotencyKey ?? null,
-      requestFingerprint: print,
+      requestFingerprint: fingerprint(spec.command, mountId, request),
       principal: ctx.principal ?? null,
       correlationId: ctx.correlationId ?? null,
     });
+    let begun = await begin(deps, client, spec.paths(req), entryFor(cached.id));
+    if (begun === 'missingMount') {
+      // The cached mount is gone (deleted, or its key now names a new mount): look again.
+      deps.mounts.delete(mountRef);
+      cached = await resolveMount(deps.pool, deps.mounts, mountRef);
+      begun = await begin(deps, client, spec.paths(req), entryFor(cached.id));
+      if (begun === 'missingMount') throw new FilestoreError('MOUNT_NOT_FOUND', `no mount "${mountRef}"`);
+    }
     const entry = { id: begun.entryId };
     const mount: Mount = { ...cached, accessMode: begun.accessMode, state: begun.state };
     const step = makeStep(client, mount, deps.backends.forMount(mount), entry.id, { covered: begun.covered, nodes: begun.nodes });
@@ -170,6 +180,7 @@ async function begin(deps: PipelineDeps, client: PoolClient, paths: string[], en
   const covered = new Set(paths.flatMap((p) => [...ancestorsOf(p), p]));
   for (let round = 0; ; round++) {
     const begun = await beginCommand(client, entry, keys, paths, [...covered]);
+    if (begun.kind === 'missingMount') return 'missingMount' as const;
     if (begun.kind === 'started') return { ...begun, covered };
     if (begun.kind === 'conflict') throw new FilestoreError('IDEMPOTENCY_CONFLICT', 'idempotency key was taken concurrently; retry');
     await release(client, locks);
