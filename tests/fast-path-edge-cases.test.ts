@@ -125,7 +125,8 @@ describe('outbox relay (private database)', () => {
     await sleep(200); // the start pass is over
     await appendEvents(pool, [{ type: 'filestore.node.created', mountId, data: {} }]);
     relay.nudge(); // returns early: `if (this.stopped || this.pendingNudge) return`
-    await sleep(500);
+    // Published on the nudge, long before the 60 s fallback poll.
+    for (let i = 0; i < 100 && seen.length === 0; i++) await sleep(50);
     await relay.stop();
     expect(seen).toEqual(['filestore.node.created']);
   });
