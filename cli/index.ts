@@ -42,8 +42,13 @@ program
     });
     const root = path.resolve('data');
     await mkdir(root, { recursive: true });
-    if (!(await findMount(fs.pool, 'local'))) await createMount(fs.pool, { key: 'local', kind: 'local', rootPath: root, agentId: config.FILESTORE_AGENT_ID });
-    console.log(`filestore core running: mount "local" at ${root}, catalogue in ${new URL(databaseUrl).pathname.slice(1)}, events ${config.REDIS_URL === 'inline' ? 'in-process' : 'on Redis'}`);
+    const mount =
+      (await findMount(fs.pool, 'local')) ??
+      (await createMount(fs.pool, { key: 'local', kind: 'local', rootPath: root, agentId: config.FILESTORE_AGENT_ID }));
+    if (mount.rootPath !== root) {
+      console.error(`note: mount "local" was registered earlier at ${mount.rootPath}, not ${root}; it keeps that root`);
+    }
+    console.log(`filestore core running: mount "local" at ${mount.rootPath}, catalogue in ${new URL(databaseUrl).pathname.slice(1)}, events ${config.REDIS_URL === 'inline' ? 'in-process' : 'on Redis'}`);
     console.log('the HTTP API and CLI commands arrive with the API issue; Ctrl-C stops');
     const stop = async () => {
       await fs.close();
