@@ -23,8 +23,10 @@ export function createPool(connectionString: string, max = 20): pg.Pool {
     // inlined (see catalogue/nodes.ts).
     options: '-c plan_cache_mode=force_generic_plan',
   });
-  // An idle client losing its connection (server restart) must not crash the process.
+  // A connection lost to a server restart or shutdown must not crash the process: idle
+  // clients report through the pool, busy ones through their pending query's rejection.
   pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
   return pool;
 }
 
