@@ -56,9 +56,6 @@ export interface CommandSpec<Req, Plan, Applied, Outcome> {
   commit(step: Step, req: Req, plan: Plan, outcome: Outcome): Promise<{ result: CommandResult; events: NewEvent[] }>;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type AnyCommandSpec<Req> = CommandSpec<Req, any, any, any>;
-
 /** Test and operations hooks around the storage step (e.g. to kill the process there). */
 export interface OrchestratorHooks {
   beforeStorage?(entryId: number): void | Promise<void>;

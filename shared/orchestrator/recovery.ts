@@ -4,7 +4,12 @@ import type { Pool, PoolClient } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
 import { findEntry, listPending, type JournalEntry } from '../catalogue/journal.ts';
 import { getMount } from '../catalogue/mounts.ts';
-import type { AnyCommandSpec, Step } from './context.ts';
+import type { CommandSpec, Step } from './context.ts';
+
+// Recovery drives any command through prepare → observe → commit with values it built from
+// storage; the phases' own types are checked where each command is written.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyCommandSpec<Req> = CommandSpec<Req, any, any, any>;
 import { commitCommand, recordFailure } from './finish.ts';
 import { acquire, lockEntry, pathLocks, release, tryLockEntry, unlockEntry } from './locks.ts';
 import { makeStep } from './step.ts';
