@@ -271,3 +271,21 @@ export async function moveSubtree(
   const { total, ...node } = first;
   return { node, count: total };
 }
+
+/**
+ * Records the ETag and mtime storage gave live nodes (by path) without a new version: for
+ * objects S3 rewrote as part of the same change (a move is a copy there).
+ */
+export async function setStorageStamps(
+  q: Queryable,
+  mountId: string,
+  stamps: Array<{ path: string; etag: string | null; mtime: Date | null }>,
+): Promise<void> {
+  if (stamps.length === 0) return;
+  await q.query(
+    `UPDATE filestore.nodes n SET etag = s.etag, mtime = s.mtime
+       FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS s(path, etag, mtime)
+      WHERE n.mount_id = $1 AND n.deleted_at IS NULL AND n.path = s.path`,
+    [mountId, stamps.map((s) => s.path), stamps.map((s) => s.etag), stamps.map((s) => s.mtime)],
+  );
+}

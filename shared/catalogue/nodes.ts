@@ -1,5 +1,6 @@
 import type { Queryable } from '../db/pool.ts';
 import { prefixUpperBound } from '../paths.ts';
+import { descendantsCondition } from './subtree.ts';
 import { NODE_COLUMNS } from './rows.ts';
 import type { CatalogueNode, ConsistencyState } from './types.ts';
 import type { NodeKind } from '../backends/types.ts';
@@ -116,4 +117,14 @@ export async function listSnapshots(q: Queryable, nodeId: number, limit: number,
     [nodeId, afterVersion, limit],
   );
   return rows;
+}
+
+/** Live nodes strictly below `dir` (an index range count). */
+export async function countLiveDescendants(q: Queryable, mountId: string, dir: string): Promise<number> {
+  const below = descendantsCondition(dir, 2);
+  const { rows } = await q.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND ${below.sql}`,
+    [mountId, ...below.params],
+  );
+  return rows[0]?.n ?? 0;
 }

@@ -4,6 +4,7 @@ import type { Pool, PoolClient } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
 import { findEntry, listPending, type JournalEntry } from '../catalogue/journal.ts';
 import { getMount } from '../catalogue/mounts.ts';
+import { countLiveDescendants } from '../catalogue/nodes.ts';
 import type { CommandSpec, Step } from './context.ts';
 
 // Recovery drives any command through prepare → observe → commit with values it built from
@@ -179,13 +180,9 @@ export async function resolveEntry(
       const stat = await statOrAbsent(backend, r.path);
       if (stat) {
         if (stat.kind !== 'directory' || backend.kind !== 's3' || !r.recursive) return fail(notApplied);
-        const { rows } = await q.query<{ n: number }>(
-          `SELECT count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND path >= $2 AND path < $3`,
-          [mount.id, `${r.path}/`, `${r.path}0`],
-        );
         let onStorage = 0;
         for await (const _ of backend.list(r.path, { recursive: true })) onStorage += 1;
-        if (onStorage >= (rows[0]?.n ?? 0)) return fail(notApplied);
+        if (onStorage >= (await countLiveDescendants(q, mount.id, r.path))) return fail(notApplied);
         await backend.delete(r.path, { recursive: true }); // partly deleted: finish it
       }
       return complete(deleteCommand, { path: r.path, recursive: r.recursive ?? false }, { alreadyGone: false });

@@ -3,7 +3,7 @@ import type { Queryable } from '../../db/pool.ts';
 import { FilestoreError, NotFoundError } from '../../errors.ts';
 import { isSameOrDescendant, parentOf, rebase } from '../../paths.ts';
 import { findLiveByPath, listLive } from '../../catalogue/nodes.ts';
-import { insertNodes, moveSubtree, newNodeFromStat, tombstoneSubtree, type NewNode } from '../../catalogue/node-writes.ts';
+import { insertNodes, moveSubtree, newNodeFromStat, setStorageStamps, tombstoneSubtree, type NewNode } from '../../catalogue/node-writes.ts';
 import { addToAncestors, negate, recomputeRollups, subtreeTotals } from '../../catalogue/rollups.ts';
 import type { NewEvent } from '../../catalogue/outbox.ts';
 import type { CatalogueNode, Mount } from '../../catalogue/types.ts';
@@ -115,14 +115,8 @@ export const moveCommand: CommandSpec<TransferRequest, Plan, void, MoveOutcome> 
     events.push(...(await catalogueCreated(q, mount.id, outcome.ancestors, entryId)).events);
     const totals = await subtreeTotals(q, source);
     await addToAncestors(q, mount.id, r.path, negate(totals), -1);
-    if (outcome.restat.length > 0) {
-      await q.query(
-        `UPDATE filestore.nodes n SET etag = s.etag, mtime = s.mtime
-           FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS s(path, etag, mtime)
-          WHERE n.mount_id = $1 AND n.deleted_at IS NULL AND n.path = s.path`,
-        [mount.id, outcome.restat.map((s) => rebase(s.path, r.targetPath, r.path)), outcome.restat.map((s) => s.etag), outcome.restat.map((s) => s.mtime)],
-      );
-    }
+    // Stamped on the source rows before they move, so the move's snapshots carry them.
+    await setStorageStamps(q, mount.id, outcome.restat.map((s) => ({ ...s, path: rebase(s.path, r.targetPath, r.path) })));
     const parent = await findLiveByPath(q, mount.id, parentOf(r.targetPath) as string);
     const { node, count } = await moveSubtree(q, mount.id, r.path, r.targetPath, (parent as CatalogueNode).id, { journalEntryId: entryId });
     await addToAncestors(q, mount.id, r.targetPath, totals, 1);
