@@ -1,78 +1,15 @@
-import { mkdir } from 'node:fs/promises';
-import path from 'node:path';
 import { Command, CommanderError } from 'commander';
-import { loadConfig } from '../shared/config.ts';
 import { FilestoreError } from '../shared/errors.ts';
-import { migrate } from '../shared/db/migrate.ts';
-import { ensureDatabase } from '../shared/db/ensure-database.ts';
-import { createFilestore } from '../shared/runtime.ts';
-import { createMount, findMount } from '../shared/catalogue/mounts.ts';
-import { startEmbeddedPostgres, type EmbeddedDatabase } from './embedded-postgres.ts';
-
-const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/filestore';
-const EMBEDDED_DIR = '.filestore';
+import { registerMigrate } from './commands/migrate.ts';
+import { registerStart } from './commands/start.ts';
 
 const program = new Command()
   .name('filestore')
   .description('A trustworthy catalogue of files on local disks and S3')
   .exitOverride();
 
-program
-  .command('migrate')
-  .description('apply pending database migrations (safe to run from several processes at once)')
-  .action(async () => {
-    const config = loadConfig({ FILESTORE_ALLOW_INLINE: 'true', ...process.env });
-    const url = config.DATABASE_URL ?? DEFAULT_DATABASE_URL;
-    await ensureDatabase(url);
-    const applied = await migrate(url, (l) => console.error(l));
-    console.log(applied.length === 0 ? 'database is up to date' : `applied ${applied.length} migration(s): ${applied.join(', ')}`);
-  });
-
-program
-  .command('start')
-  .description('run Filestore in one process on embedded defaults, tracking ./data as mount "local"')
-  .action(async () => {
-    const config = loadConfig({ FILESTORE_ALLOW_INLINE: 'true', ...process.env });
-    const log = (l: string) => console.error(l);
-    // Unset DATABASE_URL: an embedded PostgreSQL with its data in .filestore/, reused across runs.
-    const embedded = config.DATABASE_URL ? null : await startEmbeddedPostgres(EMBEDDED_DIR, log);
-    const databaseUrl = config.DATABASE_URL ?? (embedded as EmbeddedDatabase).url;
-    let fs: Awaited<ReturnType<typeof createFilestore>> | undefined;
-    let stopping = false;
-    const stop = async (code: number) => {
-      if (stopping) return;
-      stopping = true;
-      await fs?.close().catch(() => {});
-      await embedded?.stop().catch(() => {});
-      process.exit(code);
-    };
-    process.once('SIGINT', () => void stop(0));
-    process.once('SIGTERM', () => void stop(0));
-    try {
-      await ensureDatabase(databaseUrl);
-      fs = await createFilestore({
-        databaseUrl,
-        redisUrl: config.REDIS_URL,
-        poolSize: config.FILESTORE_DB_POOL_SIZE,
-        s3: { endpoint: config.FILESTORE_S3_ENDPOINT },
-        log,
-      });
-      const root = path.resolve('data');
-      await mkdir(root, { recursive: true });
-      const mount =
-        (await findMount(fs.pool, 'local')) ??
-        (await createMount(fs.pool, { key: 'local', kind: 'local', rootPath: root, agentId: config.FILESTORE_AGENT_ID }));
-      if (mount.rootPath !== root) {
-        console.error(`note: mount "local" was registered earlier at ${mount.rootPath}, not ${root}; it keeps that root`);
-      }
-      const where = embedded ? `embedded PostgreSQL (${path.resolve(EMBEDDED_DIR)})` : `PostgreSQL at ${new URL(databaseUrl).host}`;
-      console.log(`filestore core running: mount "local" at ${mount.rootPath}, catalogue in ${where}, events ${config.REDIS_URL === 'inline' ? 'in-process' : 'on Redis'}`);
-      console.log('the HTTP API and CLI commands arrive with the API issue; Ctrl-C stops');
-    } catch (err) {
-      console.error(`filestore: could not start: ${(err as Error).message}`);
-      await stop(1);
-    }
-  });
+registerMigrate(program);
+registerStart(program);
 
 try {
   await program.parseAsync(process.argv);

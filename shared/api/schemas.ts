@@ -1,0 +1,228 @@
+import { z } from 'zod';
+
+/**
+ * The wire shapes of SPEC §4, defined once: requests are validated with them and
+ * GET /openapi.json is generated from them (openapi.ts). Command bodies reuse the
+ * orchestrator's own input schemas where they coincide.
+ */
+
+const iso = z.string().describe('ISO 8601 timestamp');
+const isoOrNull = iso.nullable();
+const limit = (max: number, def: number) => z.coerce.number().int().min(1).max(max).default(def);
+const id = z.coerce.number().int().min(1);
+
+export const ErrorBody = z
+  .object({
+    error: z.object({
+      code: z.string().describe('stable error code, e.g. INVALID_PATH, NOT_FOUND, VERSION_MISMATCH'),
+      message: z.string(),
+      details: z.record(z.string(), z.unknown()).optional(),
+    }),
+  })
+  .meta({ id: 'Error' });
+
+export const Rollup = z
+  .object({ sizeBytes: z.number(), fileCount: z.number(), dirCount: z.number(), childCount: z.number(), lastCalculatedAt: iso })
+  .meta({ id: 'Rollup' });
+
+export const Node = z
+  .object({
+    id: z.number(),
+    mountId: z.string(),
+    path: z.string().describe('mount-relative; the root is ""'),
+    parentId: z.number().nullable(),
+    name: z.string(),
+    kind: z.enum(['file', 'directory', 'symlink']),
+    sizeBytes: z.number(),
+    sha256: z.string().nullable(),
+    etag: z.string().nullable(),
+    sequencer: z.string().nullable(),
+    mode: z.number().nullable(),
+    uid: z.number().nullable(),
+    gid: z.number().nullable(),
+    mtime: isoOrNull,
+    version: z.number(),
+    consistencyState: z.enum(['ACTIVE', 'INCONSISTENT', 'MISSING']),
+    consistencyCheckedAt: isoOrNull,
+    lastDriftDetectedAt: isoOrNull,
+    lastReconciledAt: isoOrNull,
+    deletedAt: isoOrNull,
+    metadata: z.record(z.string(), z.unknown()),
+    createdAt: iso,
+    updatedAt: iso,
+    rollup: Rollup.nullable().optional().describe('directories only'),
+  })
+  .meta({ id: 'Node' });
+
+export const Mount = z
+  .object({
+    id: z.string(),
+    key: z.string(),
+    kind: z.enum(['local', 's3']),
+    rootPath: z.string().nullable(),
+    bucket: z.string().nullable(),
+    prefix: z.string(),
+    region: z.string().nullable(),
+    endpoint: z.string().nullable(),
+    agentId: z.string().nullable(),
+    accessMode: z.enum(['rw', 'ro']),
+    state: z.enum(['active', 'paused']),
+    createdAt: iso,
+    updatedAt: iso,
+  })
+  .meta({ id: 'Mount' });
+
+export const Snapshot = z
+  .object({
+    nodeId: z.number(),
+    version: z.number(),
+    journalEntryId: z.number().nullable(),
+    reconciliationJobId: z.number().nullable(),
+    state: z.record(z.string(), z.unknown()),
+    createdAt: iso,
+  })
+  .meta({ id: 'Snapshot' });
+
+export const JournalEntry = z
+  .object({
+    id: z.number(),
+    mountId: z.string(),
+    command: z.enum(['mkdir', 'writeFile', 'move', 'copy', 'delete', 'updateMetadata']),
+    status: z.enum(['pending', 'succeeded', 'failed']),
+    idempotencyKey: z.string().nullable(),
+    request: z.record(z.string(), z.unknown()),
+    result: z.record(z.string(), z.unknown()).nullable(),
+    error: z.object({ code: z.string(), message: z.string(), details: z.record(z.string(), z.unknown()).optional() }).nullable(),
+    principal: z.string().nullable(),
+    correlationId: z.string().nullable(),
+    recovered: z.boolean(),
+    createdAt: iso,
+    startedAt: iso,
+    finishedAt: isoOrNull,
+  })
+  .meta({ id: 'JournalEntry' });
+
+export const ReconcileJob = z
+  .object({
+    id: z.number(),
+    mountId: z.string(),
+    path: z.string(),
+    reason: z.enum(['drift', 'audit', 'manual', 's3_event', 'recovery']),
+    options: z.record(z.string(), z.unknown()),
+    status: z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']),
+    attempts: z.number(),
+    result: z.record(z.string(), z.unknown()).nullable(),
+    error: z.record(z.string(), z.unknown()).nullable(),
+    createdAt: iso,
+    startedAt: isoOrNull,
+    finishedAt: isoOrNull,
+  })
+  .meta({ id: 'ReconcileJob' });
+
+/** `{items, nextCursor}`: pass nextCursor back as `cursor` for the next page; null at the end. */
+export const page = <T extends z.ZodType>(item: T) => z.object({ items: z.array(item), nextCursor: z.string().nullable() });
+
+/** What every command returns (a replay returns it again). */
+export const CommandResult = z
+  .object({ journalEntryId: z.number(), node: Node })
+  .catchall(z.unknown())
+  .meta({ id: 'CommandResult' });
+
+// ---- requests -------------------------------------------------------------------------
+
+const mountRef = z.string().min(1).max(100).describe("a mount's id or key");
+const cursor = z.string().max(8192).optional().describe('nextCursor of the previous page');
+
+export const MountIdParams = z.object({ id: mountRef });
+export const NodeIdParams = z.object({ id });
+export const JobIdParams = z.object({ id });
+
+export const CreateMountBody = z.discriminatedUnion('kind', [
+  z
+    .object({
+      kind: z.literal('local'),
+      key: z.string(),
+      rootPath: z.string().min(1).describe('absolute directory on the owning agent host'),
+      agentId: z.string().nullable().optional(),
+      accessMode: z.enum(['rw', 'ro']).optional(),
+    })
+    .strict(),
+  z
+    .object({
+      kind: z.literal('s3'),
+      key: z.string(),
+      bucket: z.string().min(3).max(63),
+      prefix: z.string().max(1024).optional(),
+      region: z.string().optional(),
+      endpoint: z.url().optional().describe('S3-compatible server, addressed path-style'),
+      accessMode: z.enum(['rw', 'ro']).optional(),
+    })
+    .strict(),
+]);
+
+export const PatchMountBody = z
+  .object({
+    accessMode: z.enum(['rw', 'ro']).optional(),
+    state: z.enum(['active', 'paused']).optional(),
+    agentId: z.string().nullable().optional(),
+  })
+  .strict();
+
+export const ListNodesQuery = z.object({
+  mountId: mountRef,
+  prefix: z.string().max(4096).optional().describe('raw path prefix: "docs/" lists the subtree of docs'),
+  state: z.enum(['ACTIVE', 'INCONSISTENT', 'MISSING']).optional(),
+  kind: z.enum(['file', 'directory', 'symlink']).optional(),
+  limit: limit(1000, 100),
+  cursor,
+});
+
+export const ByPathQuery = z.object({ mountId: mountRef, path: z.string().max(8192).default('') });
+export const PageQuery = z.object({ limit: limit(1000, 100), cursor });
+
+export const FileQuery = z.object({ mountId: mountRef, path: z.string().min(1).max(8192) });
+
+export const MkdirBody = z.object({ mountId: mountRef, path: z.string(), parents: z.boolean().optional() }).strict();
+export const TransferBody = z
+  .object({
+    mountId: mountRef,
+    path: z.string(),
+    targetPath: z.string(),
+    targetMountId: mountRef.optional(),
+    overwrite: z.boolean().optional(),
+    expectedVersion: z.number().int().min(0).optional(),
+  })
+  .strict();
+export const DeleteBody = z
+  .object({ mountId: mountRef, path: z.string(), recursive: z.boolean().optional(), expectedVersion: z.number().int().min(0).optional() })
+  .strict();
+export const MetadataBody = z
+  .object({
+    set: z.record(z.string().min(1).max(256), z.unknown()).optional(),
+    unset: z.array(z.string().min(1).max(256)).optional(),
+  })
+  .strict();
+
+export const ReconcileBody = z
+  .object({ mountId: mountRef, path: z.string().optional(), recursive: z.boolean().optional(), hash: z.boolean().optional() })
+  .strict();
+export const ListJobsQuery = z.object({
+  mountId: mountRef.optional(),
+  status: z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']).optional(),
+  limit: limit(1000, 100),
+  cursor,
+});
+
+export const JournalQuery = z.object({
+  mountId: mountRef,
+  after: z.coerce.number().int().min(0).default(0).describe('journal entry id; entries after it'),
+  limit: limit(1000, 100),
+});
+
+export const EventsQuery = z.object({
+  mountId: mountRef.optional(),
+  types: z.string().optional().describe('comma-separated event types, e.g. filestore.node.created,filestore.node.deleted'),
+  lastEventId: z.coerce.number().int().min(0).optional().describe('same as the Last-Event-ID header'),
+});
+
+export const Health = z.object({ status: z.enum(['ok', 'unavailable']), checks: z.record(z.string(), z.string()).optional() });
