@@ -17,6 +17,12 @@ const EnvSchema = z.object({
   FILESTORE_DB_POOL_SIZE: z.coerce.number().int().min(2).max(500).default(20),
   FILESTORE_CACHE_TTL_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   PORT: z.coerce.number().int().min(0).max(65_535).default(4300),
+  /** Address the API listens on; anything but loopback requires tokens. */
+  FILESTORE_HOST: z.string().min(1).default('127.0.0.1'),
+  /** JSON array of {name, sha256, scopes}: hashes of bearer tokens, never the tokens (`filestore token create`). */
+  FILESTORE_API_TOKENS: z.string().optional(),
+  /** auto: off when no tokens are configured and the API listens on loopback, otherwise required. */
+  FILESTORE_AUTH: z.enum(['auto', 'required', 'off']).default('auto'),
 });
 
 export type Config = z.infer<typeof EnvSchema>;

@@ -23,7 +23,7 @@ it('`filestore start` without DATABASE_URL runs on an embedded PostgreSQL in .fi
       const timer = setTimeout(() => reject(new Error(`no start line; output:\n${out}`)), 90_000);
       void exited.then((code) => reject(new Error(`exited with ${code} before starting; output:\n${out}`)));
       child.stdout.on('data', () => {
-        if (out.includes('filestore core running')) {
+        if (out.includes('filestore running at')) {
           clearTimeout(timer);
           resolve();
         }

@@ -12,6 +12,8 @@ import { Redis } from 'ioredis';
 export interface ReadThroughCache {
   read<T>(mountId: string, key: string, load: () => Promise<T>): Promise<T>;
   invalidateMount(mountId: string): Promise<void>;
+  /** Throws when the cache's store does not answer (readiness). */
+  ping(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -74,6 +76,10 @@ export class RedisReadThroughCache implements ReadThroughCache {
     return running;
   }
 
+  async ping(): Promise<void> {
+    await this.redis.ping();
+  }
+
   async close(): Promise<void> {
     await this.redis.quit().catch(() => {});
   }
@@ -103,6 +109,8 @@ export class MemoryReadThroughCache implements ReadThroughCache {
     this.gens.set(mountId, (this.gens.get(mountId) ?? 0) + 1);
     for (const k of this.values.keys()) if (k.startsWith(`${mountId}:`)) this.values.delete(k);
   }
+
+  async ping(): Promise<void> {}
 
   async close(): Promise<void> {
     this.values.clear();

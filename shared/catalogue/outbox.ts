@@ -90,3 +90,9 @@ export async function eventsAfter(q: Queryable, afterSeq: number, limit: number,
   );
   return rows.map(toEnvelope);
 }
+
+/** The highest publication sequence number so far (0 before the first event). */
+export async function lastPublishedSeq(q: Queryable): Promise<number> {
+  const { rows } = await q.query<{ seq: number | null }>('SELECT max(seq) AS seq FROM filestore.outbox');
+  return rows[0]?.seq ?? 0;
+}

@@ -4,7 +4,7 @@ import { migrate } from '../../shared/db/migrate.ts';
 import { TEST_DATABASE_URL } from './env.ts';
 
 /**
- * Creates a fresh test database and migrates it, once per run, so no run inherits another's
+ * Creates a fresh test database (unless another run is using it) and migrates it, once per run, so no run inherits another's
  * rows (pending entries of mounts whose storage is long gone would slow recovery sweeps).
  * Tests find PostgreSQL through TEST_DATABASE_URL (default
  * postgres://postgres@127.0.0.1:5432/filestore_test) and Redis through TEST_REDIS_URL
@@ -12,12 +12,15 @@ import { TEST_DATABASE_URL } from './env.ts';
  */
 export default async function setup(): Promise<void> {
   const url = new URL(TEST_DATABASE_URL);
+  const name = decodeURIComponent(url.pathname.slice(1));
   const admin = new URL(url);
   admin.pathname = '/postgres';
   const client = new pg.Client({ connectionString: admin.toString() });
   await client.connect();
   try {
-    await client.query(`DROP DATABASE IF EXISTS "${decodeURIComponent(url.pathname.slice(1)).replace(/"/g, '""')}" WITH (FORCE)`);
+    // A run using the database right now (parallel runs on one machine) keeps it.
+    const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [name]);
+    if ((rows[0]?.n ?? 0) === 0) await client.query(`DROP DATABASE IF EXISTS "${name.replace(/"/g, '""')}" WITH (FORCE)`);
   } finally {
     await client.end();
   }

@@ -1,0 +1,67 @@
+import { randomUUID } from 'node:crypto';
+import FindMyWay from 'find-my-way';
+import type { z } from 'zod';
+import { FilestoreError, asFilestoreError } from '../errors.ts';
+import type { Authenticator, Principal } from './auth.ts';
+import type { ApiDeps } from './deps.ts';
+import { readJsonBody } from './request.ts';
+import type { ApiRequest, ApiResponse, Route } from './route.ts';
+import { ROUTES } from './routes/index.ts';
+
+export interface Api {
+  routes: readonly Route[];
+  /** Answers one request; never throws (errors become `{"error":…}` responses). */
+  handle(req: ApiRequest): Promise<HandledResponse>;
+}
+
+/** The response plus the matched route pattern (for metrics and logs; never the raw URL). */
+export type HandledResponse = ApiResponse & { route: string };
+
+const PUBLIC: Principal = { name: 'public', scopes: new Set() };
+const CORRELATION = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The routes of SPEC §4 behind one dispatcher: match → authenticate → validate → handle. */
+export function createApi(deps: ApiDeps, auth: Authenticator, routes: readonly Route[] = ROUTES): Api {
+  const router = FindMyWay({ ignoreTrailingSlash: true, caseSensitive: true });
+  for (const route of routes) router.on(route.method, route.path, () => {}, { route });
+
+  async function dispatch(req: ApiRequest, correlationId: string): Promise<HandledResponse> {
+    const found = router.find(req.method as 'GET', req.path);
+    const route = (found?.store as { route: Route } | undefined)?.route;
+    if (!found || !route) throw new FilestoreError('NOT_FOUND', `no route ${req.method} ${req.path}; the routes are listed at /openapi.json`);
+    const principal = route.scope ? auth.authenticate(req.headers.authorization) : PUBLIC;
+    if (route.scope) auth.authorize(principal, route.scope);
+    const params = parse(route.params, found.params, 'path');
+    const query = parse(route.query, req.query, 'query');
+    const body =
+      route.body === 'binary' ? undefined : route.body ? parse(route.body, await readJsonBody(req.body, req.headers['content-type']), 'body') : undefined;
+    const res = await route.handle({ query, params, body, req, principal, correlationId, deps });
+    return { ...res, route: route.path };
+  }
+
+  return {
+    routes,
+    async handle(req) {
+      const given = req.headers['x-correlation-id'];
+      const correlationId = given && CORRELATION.test(given) ? given : randomUUID();
+      let res: HandledResponse;
+      try {
+        res = await dispatch(req, correlationId);
+      } catch (err) {
+        const e = asFilestoreError(err);
+        if (e.code === 'INTERNAL') deps.log(`${req.method} ${req.path} [${correlationId}] failed: ${(err as Error)?.stack ?? String(err)}`);
+        res = { status: e.status, json: { error: e.toJSON() }, route: 'error' };
+      }
+      res.headers = { ...res.headers, 'x-correlation-id': correlationId };
+      return res;
+    },
+  };
+}
+
+function parse(schema: z.ZodType | undefined, value: unknown, where: string): unknown {
+  if (!schema) return undefined;
+  const parsed = schema.safeParse(value ?? (where === 'body' ? undefined : {}));
+  if (parsed.success) return parsed.data;
+  const issues = parsed.error.issues.map((i) => `${[where, ...i.path].join('.')}: ${i.message}`);
+  throw new FilestoreError('VALIDATION_ERROR', issues.join('; '));
+}

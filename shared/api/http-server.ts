@@ -1,0 +1,148 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pipeline } from 'node:stream/promises';
+import type { Api, HandledResponse } from './app.ts';
+import type { ApiRequest, SseMessage } from './route.ts';
+
+export interface HttpServerOptions {
+  api: Api;
+  host: string;
+  port: number;
+  log(line: string): void;
+  /** Called once per answered request (metrics). `route` is the pattern, never the raw URL. */
+  onResponse?: ((method: string, route: string, status: number, seconds: number) => void) | undefined;
+}
+
+export interface HttpServer {
+  url: string;
+  port: number;
+  /** Stops accepting, ends event streams, waits for requests in flight (bounded), then closes. */
+  close(): Promise<void>;
+}
+
+const KEEP_ALIVE_MS = 15_000;
+// A stream client that stops reading is dropped once this much is queued for it; it
+// resumes with Last-Event-ID and loses nothing.
+const MAX_SSE_BACKLOG = 8 * 1024 * 1024;
+
+/** The local HTTP transport: node:http in front of the transport-independent Api. */
+export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer> {
+  const streams = new Set<() => void>();
+
+  const server = http.createServer((req, res) => {
+    const started = process.hrtime.bigint();
+    const abort = new AbortController();
+    res.on('close', () => {
+      abort.abort();
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      o.onResponse?.(req.method ?? 'GET', (res as { route?: string }).route ?? 'unknown', res.statusCode, seconds);
+    });
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const query: Record<string, string> = {};
+    for (const [k, v] of url.searchParams) if (!(k in query)) query[k] = v;
+    const headers: Record<string, string | undefined> = {};
+    for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : v;
+    const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
+    const request: ApiRequest = { method: req.method ?? 'GET', path: url.pathname, query, headers, body: hasBody ? req : null, signal: abort.signal };
+    o.api
+      .handle(request)
+      .then((r) => write(req, res, r, streams, o.log))
+      .catch((err: unknown) => {
+        o.log(`response failed: ${(err as Error).message}`);
+        res.destroy();
+      });
+  });
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
+  server.requestTimeout = 0; // uploads and event streams may be long
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(o.port, o.host, () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  const host = o.host.includes(':') ? `[${o.host}]` : o.host;
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    async close() {
+      for (const stop of [...streams]) stop();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const timer = setTimeout(() => server.closeAllConnections(), 5_000);
+      await closed;
+      clearTimeout(timer);
+    },
+  };
+}
+
+async function write(req: http.IncomingMessage, res: http.ServerResponse, r: HandledResponse, streams: Set<() => void>, log: (l: string) => void) {
+  (res as { route?: string }).route = r.route;
+  const headers: Record<string, string> = { ...r.headers };
+  // An upload refused before its body was read: close rather than read the rest to keep the connection.
+  if (req.method !== 'GET' && !req.readableEnded) headers.connection = 'close';
+  if ('json' in r) {
+    const body = r.json === undefined ? '' : JSON.stringify(r.json);
+    res.writeHead(r.status, { ...headers, 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  } else if ('text' in r) {
+    res.writeHead(r.status, { 'content-type': 'text/plain; charset=utf-8', ...headers, 'content-length': Buffer.byteLength(r.text) });
+    res.end(r.text);
+  } else if ('stream' in r) {
+    res.writeHead(r.status, headers);
+    // A storage error mid-body cannot change the status any more: the connection is cut, so
+    // the client sees a short body (Content-Length says how long it should have been).
+    await pipeline(r.stream, res).catch((err: Error) => {
+      if (!res.destroyed) log(`download interrupted: ${err.message}`);
+      res.destroy();
+    });
+  } else if ('sse' in r) {
+    await openEventStream(res, r, headers, streams);
+  }
+}
+
+async function openEventStream(
+  res: http.ServerResponse,
+  r: Extract<HandledResponse, { sse: unknown }>,
+  headers: Record<string, string>,
+  streams: Set<() => void>,
+) {
+  res.writeHead(200, {
+    ...headers,
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  res.write('retry: 2000\n\n');
+  let stopped = false;
+  let unsubscribe: (() => void) | null = null;
+  const timer = setInterval(() => res.write(': keep-alive\n\n'), KEEP_ALIVE_MS);
+  const stop = () => {
+    if (stopped) return;
+    stopped = true;
+    clearInterval(timer);
+    unsubscribe?.();
+    streams.delete(stop);
+    res.end();
+  };
+  streams.add(stop);
+  res.on('close', stop);
+  const sink = {
+    send(m: SseMessage) {
+      if (stopped) return;
+      res.write(`id: ${m.id}\nevent: ${m.event}\ndata: ${JSON.stringify(m.data)}\n\n`);
+      if (res.writableLength > MAX_SSE_BACKLOG) stop();
+    },
+    comment(text: string) {
+      if (!stopped) res.write(`: ${text.replace(/\n/g, ' ')}\n\n`);
+    },
+  };
+  try {
+    const off = await r.sse(sink);
+    if (stopped) off();
+    else unsubscribe = off;
+  } catch {
+    stop();
+  }
+}

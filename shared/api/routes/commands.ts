@@ -1,0 +1,104 @@
+import { FilestoreError } from '../../errors.ts';
+import type { CommandContext } from '../../orchestrator/context.ts';
+import { idempotencyKey, ifMatchVersion } from '../request.ts';
+import { CommandResult, DeleteBody, ErrorBody, MetadataBody, MkdirBody, NodeIdParams, TransferBody } from '../schemas.ts';
+import { defineRoute, json, type ApiRequest, type Route, type RouteInput } from '../route.ts';
+import { nodeById } from './nodes.ts';
+
+const context = ({ req, principal, correlationId }: RouteInput<unknown, unknown, unknown>): CommandContext => ({
+  principal: principal.name,
+  correlationId,
+  idempotencyKey: idempotencyKey(req.headers['idempotency-key']),
+});
+
+/** The expected version from the body or If-Match (both given must agree). */
+function expectedVersion(req: ApiRequest, fromBody: number | undefined): number | undefined {
+  const header = ifMatchVersion(req.headers['if-match']);
+  if (header !== undefined && fromBody !== undefined && header !== fromBody) {
+    throw new FilestoreError('VALIDATION_ERROR', `If-Match (${header}) and expectedVersion (${fromBody}) disagree`);
+  }
+  return header ?? fromBody;
+}
+
+const responses = { 200: CommandResult, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 502: ErrorBody } as const;
+const headers = { 'Idempotency-Key': 'a replay returns the first result; a different body is 409 IDEMPOTENCY_CONFLICT' };
+
+/** The journaled commands of SPEC §4: each returns the node after the change and its journal entry id. */
+export const commandRoutes: Route[] = [
+  defineRoute({
+    method: 'POST',
+    path: '/v1/commands/mkdir',
+    scope: 'filestore:write',
+    tag: 'commands',
+    summary: 'Create a directory (parents: create missing ancestors and accept an existing directory)',
+    body: MkdirBody,
+    headers,
+    responses,
+    async handle(input) {
+      const { mountId, ...rest } = input.body;
+      return json(200, await input.deps.fs.orchestrator.mkdir(mountId, rest, context(input)));
+    },
+  }),
+  defineRoute({
+    method: 'POST',
+    path: '/v1/commands/move',
+    scope: 'filestore:write',
+    tag: 'commands',
+    summary: 'Move or rename a file or tree (overwrite replaces an existing target)',
+    body: TransferBody,
+    headers,
+    responses,
+    async handle(input) {
+      const { mountId, expectedVersion: v, ...rest } = input.body;
+      const req = { ...rest, expectedVersion: expectedVersion(input.req, v) };
+      return json(200, await input.deps.fs.orchestrator.move(mountId, req, context(input)));
+    },
+  }),
+  defineRoute({
+    method: 'POST',
+    path: '/v1/commands/copy',
+    scope: 'filestore:write',
+    tag: 'commands',
+    summary: 'Copy a file or tree (overwrite replaces an existing target)',
+    body: TransferBody,
+    headers,
+    responses,
+    async handle(input) {
+      const { mountId, expectedVersion: v, ...rest } = input.body;
+      const req = { ...rest, expectedVersion: expectedVersion(input.req, v) };
+      return json(200, await input.deps.fs.orchestrator.copy(mountId, req, context(input)));
+    },
+  }),
+  defineRoute({
+    method: 'POST',
+    path: '/v1/commands/delete',
+    scope: 'filestore:write',
+    tag: 'commands',
+    summary: 'Delete a file, symlink or (recursive) a tree; the node becomes a tombstone',
+    body: DeleteBody,
+    headers,
+    responses,
+    async handle(input) {
+      const { mountId, expectedVersion: v, ...rest } = input.body;
+      const req = { ...rest, expectedVersion: expectedVersion(input.req, v) };
+      return json(200, await input.deps.fs.orchestrator.delete(mountId, req, context(input)));
+    },
+  }),
+  defineRoute({
+    method: 'PATCH',
+    path: '/v1/nodes/:id/metadata',
+    scope: 'filestore:write',
+    tag: 'commands',
+    summary: "Set or unset keys of a node's metadata (If-Match: the version it must have)",
+    params: NodeIdParams,
+    body: MetadataBody,
+    headers: { ...headers, 'If-Match': 'version the node must have now' },
+    responses,
+    async handle(input) {
+      const node = await nodeById(input.deps.fs.pool, input.params.id);
+      if (node.deletedAt) throw new FilestoreError('NOT_FOUND', `node ${node.id} was deleted`);
+      const req = { path: node.path, ...input.body, expectedVersion: ifMatchVersion(input.req.headers['if-match']) };
+      return json(200, await input.deps.fs.orchestrator.updateMetadata(node.mountId, req, context(input)));
+    },
+  }),
+];

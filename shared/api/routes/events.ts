@@ -1,0 +1,65 @@
+import { eventsAfter, type EventEnvelope } from '../../catalogue/outbox.ts';
+import { FilestoreError } from '../../errors.ts';
+import { ErrorBody, EventsQuery } from '../schemas.ts';
+import { defineRoute, type Route } from '../route.ts';
+
+const REPLAY_PAGE = 500;
+
+/**
+ * Server-Sent Events. Each event's id is its outbox sequence number; a client that sends
+ * Last-Event-ID (browsers' EventSource does on reconnect) first gets every event after it
+ * from the outbox, then the live tail, with nothing missed or repeated at the seam.
+ * Without Last-Event-ID the stream starts with the next event.
+ */
+export const eventRoutes: Route[] = [
+  defineRoute({
+    method: 'GET',
+    path: '/v1/events/stream',
+    scope: 'filestore:read',
+    tag: 'events',
+    summary: 'Server-Sent Events (ids are sequence numbers; Last-Event-ID resumes without gaps)',
+    query: EventsQuery,
+    headers: { 'Last-Event-ID': 'resume after this event id' },
+    responses: { 200: 'sse', 404: ErrorBody, 501: ErrorBody },
+    async handle({ query, req, deps }) {
+      const tail = deps.events;
+      if (!tail) throw new FilestoreError('NOT_IMPLEMENTED', 'this endpoint cannot stream events; use the agent or the local server');
+      const mount = query.mountId === undefined ? null : await deps.fs.reader.mount(query.mountId);
+      const types = query.types ? new Set(query.types.split(',').map((t) => t.trim()).filter(Boolean)) : null;
+      const header = req.headers['last-event-id'];
+      if (header !== undefined && !/^\d{1,15}$/.test(header.trim())) {
+        throw new FilestoreError('VALIDATION_ERROR', 'Last-Event-ID: expected the id of an event this stream sent');
+      }
+      const resumeAfter = header !== undefined ? Number(header) : query.lastEventId;
+      return {
+        status: 200,
+        async sse(sink) {
+          let last = resumeAfter ?? tail.seq;
+          let replaying = resumeAfter !== undefined;
+          const held: EventEnvelope[] = [];
+          const deliver = (e: EventEnvelope) => {
+            if (e.seq <= last) return;
+            last = e.seq;
+            if (mount && e.mountId !== mount.id) return;
+            if (types && !types.has(e.type)) return;
+            sink.send({ id: e.seq, event: e.type, data: e });
+          };
+          const unsubscribe = tail.subscribe((e) => (replaying ? held.push(e) : deliver(e)));
+          try {
+            while (replaying) {
+              const page = await eventsAfter(deps.fs.pool, last, REPLAY_PAGE, mount?.id);
+              for (const e of page) deliver(e);
+              if (page.length < REPLAY_PAGE) replaying = false;
+            }
+          } catch (err) {
+            unsubscribe();
+            throw err;
+          }
+          for (const e of held) deliver(e);
+          held.length = 0;
+          return unsubscribe;
+        },
+      };
+    },
+  }),
+];

@@ -1,0 +1,42 @@
+import { createRequire } from 'node:module';
+import { buildOpenApi } from '../openapi.ts';
+import { defineRoute, json, type Route } from '../route.ts';
+import { commandRoutes } from './commands.ts';
+import { eventRoutes } from './events.ts';
+import { fileRoutes } from './files.ts';
+import { journalRoutes } from './journal.ts';
+import { mountRoutes } from './mounts.ts';
+import { nodeRoutes } from './nodes.ts';
+import { reconcileRoutes } from './reconcile.ts';
+import { systemRoutes } from './system.ts';
+
+const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
+
+/** Every route of SPEC §4, in one table both the local server and the API Lambda serve. */
+export const ROUTES: readonly Route[] = [
+  ...systemRoutes,
+  ...mountRoutes,
+  ...nodeRoutes,
+  ...fileRoutes,
+  ...commandRoutes,
+  ...reconcileRoutes,
+  ...journalRoutes,
+  ...eventRoutes,
+];
+
+let description: Record<string, unknown> | undefined;
+
+(ROUTES as Route[]).push(
+  defineRoute({
+    method: 'GET',
+    path: '/openapi.json',
+    scope: null,
+    tag: 'system',
+    summary: 'This API description (OpenAPI 3.1), generated from the schemas that validate requests',
+    responses: { 200: 'text' },
+    async handle() {
+      description ??= buildOpenApi(ROUTES, version);
+      return json(200, description);
+    },
+  }),
+);

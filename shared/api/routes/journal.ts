@@ -1,0 +1,23 @@
+import { listJournal } from '../../catalogue/journal.ts';
+import { ErrorBody, JournalEntry, JournalQuery, page } from '../schemas.ts';
+import { defineRoute, json, type Route } from '../route.ts';
+
+/** Command history of a mount, oldest first; `after` is the last entry id already seen. */
+export const journalRoutes: Route[] = [
+  defineRoute({
+    method: 'GET',
+    path: '/v1/journal',
+    scope: 'filestore:read',
+    tag: 'journal',
+    summary: 'Journal entries of a mount after an entry id (nextCursor is the id to pass as after)',
+    query: JournalQuery,
+    responses: { 200: page(JournalEntry), 404: ErrorBody },
+    async handle({ query, deps }) {
+      const mount = await deps.fs.reader.mount(query.mountId);
+      const rows = await listJournal(deps.fs.pool, mount.id, query.after, query.limit + 1);
+      const items = rows.slice(0, query.limit).map(({ requestFingerprint: _, ...entry }) => entry);
+      const last = items[items.length - 1];
+      return json(200, { items, nextCursor: rows.length > query.limit && last ? String(last.id) : null });
+    },
+  }),
+];

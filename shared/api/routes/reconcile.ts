@@ -1,0 +1,55 @@
+import { findJob, listJobs } from '../../catalogue/jobs.ts';
+import { FilestoreError } from '../../errors.ts';
+import { decodeCursor, pageOf } from '../request.ts';
+import { ErrorBody, JobIdParams, ListJobsQuery, ReconcileBody, ReconcileJob, page } from '../schemas.ts';
+import { defineRoute, json, type Route } from '../route.ts';
+
+/** Reconciliation requests and their job records (the worker itself is shared/reconcile/). */
+export const reconcileRoutes: Route[] = [
+  defineRoute({
+    method: 'POST',
+    path: '/v1/reconcile',
+    scope: 'filestore:write',
+    tag: 'reconcile',
+    summary: 'Enqueue a reconciliation of a path or subtree (an audit when path is the root)',
+    body: ReconcileBody,
+    responses: { 202: ReconcileJob, 404: ErrorBody, 501: ErrorBody },
+    async handle({ body, deps }) {
+      await deps.fs.reader.mount(body.mountId);
+      throw new FilestoreError('NOT_IMPLEMENTED', 'reconciliation is not available in this version of Filestore');
+    },
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/v1/reconcile/jobs',
+    scope: 'filestore:read',
+    tag: 'reconcile',
+    summary: 'Reconciliation jobs, newest first',
+    query: ListJobsQuery,
+    responses: { 200: page(ReconcileJob), 404: ErrorBody },
+    async handle({ query, deps }) {
+      const mount = query.mountId === undefined ? undefined : await deps.fs.reader.mount(query.mountId);
+      const rows = await listJobs(deps.fs.pool, {
+        mountId: mount?.id,
+        status: query.status,
+        beforeId: decodeCursor<number>(query.cursor, 'number'),
+        limit: query.limit + 1,
+      });
+      return json(200, pageOf(rows, query.limit, (j) => j.id));
+    },
+  }),
+  defineRoute({
+    method: 'GET',
+    path: '/v1/reconcile/jobs/:id',
+    scope: 'filestore:read',
+    tag: 'reconcile',
+    summary: 'One reconciliation job: status, attempts, result counts, error, timings',
+    params: JobIdParams,
+    responses: { 200: ReconcileJob, 404: ErrorBody },
+    async handle({ params, deps }) {
+      const job = await findJob(deps.fs.pool, params.id);
+      if (!job) throw new FilestoreError('NOT_FOUND', `no reconciliation job ${params.id}`);
+      return json(200, job);
+    },
+  }),
+];

@@ -1,0 +1,61 @@
+import { createApi } from './app.ts';
+import { Authenticator, isLoopback, type TokenEntry } from './auth.ts';
+import type { ApiDeps } from './deps.ts';
+import { startHttpServer, type HttpServer } from './http-server.ts';
+import { OutboxTail } from '../events/outbox-tail.ts';
+import { FilestoreError } from '../errors.ts';
+import type { Filestore } from '../runtime.ts';
+
+export interface ServeOptions {
+  fs: Filestore;
+  host: string;
+  port: number;
+  tokens: TokenEntry[];
+  /** Serve without authentication; refused unless `host` is a loopback address. */
+  authDisabled?: boolean | undefined;
+  metrics?: ApiDeps['metrics'];
+  onResponse?: ((method: string, route: string, status: number, seconds: number) => void) | undefined;
+  log(line: string): void;
+}
+
+export interface ApiServer extends HttpServer {
+  authDisabled: boolean;
+}
+
+/** The API on a local HTTP port: routes, authentication, the event-stream tail. */
+export async function serveApi(o: ServeOptions): Promise<ApiServer> {
+  if (o.authDisabled && !isLoopback(o.host)) {
+    throw new FilestoreError(
+      'CONFIG_ERROR',
+      `refusing to serve without authentication on ${o.host}: only a loopback address (127.0.0.1) may run without tokens; set FILESTORE_API_TOKENS`,
+    );
+  }
+  if (!o.authDisabled && o.tokens.length === 0) {
+    throw new FilestoreError('CONFIG_ERROR', 'no API tokens configured: set FILESTORE_API_TOKENS (create one with `filestore token create`)');
+  }
+  const events = new OutboxTail({ q: o.fs.pool, bus: o.fs.bus, onError: (e) => o.log(`event stream: ${(e as Error).message}`) });
+  await events.start();
+  const deps: ApiDeps = {
+    fs: o.fs,
+    events,
+    metrics: o.metrics,
+    log: o.log,
+    async readiness() {
+      const [pg, redis] = await Promise.allSettled([o.fs.pool.query('SELECT 1'), o.fs.cache.ping()]);
+      return {
+        postgres: pg.status === 'fulfilled' ? 'ok' : `unavailable: ${(pg.reason as Error).message}`,
+        redis: redis.status === 'fulfilled' ? 'ok' : `unavailable: ${(redis.reason as Error).message}`,
+      };
+    },
+  };
+  const api = createApi(deps, new Authenticator({ tokens: o.tokens, disabled: o.authDisabled }));
+  const server = await startHttpServer({ api, host: o.host, port: o.port, log: o.log, onResponse: o.onResponse });
+  return {
+    ...server,
+    authDisabled: o.authDisabled === true,
+    async close() {
+      events.stop();
+      await server.close();
+    },
+  };
+}
