@@ -8,6 +8,7 @@ import { InlineEventBus, RedisEventBus, type EventBus } from './events/bus.ts';
 import { OutboxRelay } from './events/relay.ts';
 import type { OrchestratorHooks } from './orchestrator/context.ts';
 import { Orchestrator } from './orchestrator/orchestrator.ts';
+import { defaultMetrics, type FilestoreMetrics } from './metrics/metrics.ts';
 
 export interface FilestoreOptions {
   databaseUrl: string;
@@ -25,6 +26,8 @@ export interface FilestoreOptions {
   relay?: boolean | undefined;
   maintenanceIntervalMs?: number | undefined;
   log?: ((line: string) => void) | undefined;
+  /** Where executor, outbox and HTTP metrics are counted (default: the process-wide registry). */
+  metrics?: FilestoreMetrics | undefined;
 }
 
 /** The core wired together: what `npm start`, the agent, the Lambdas and tests all run. */
@@ -36,6 +39,7 @@ export interface Filestore {
   cache: ReadThroughCache;
   relay: OutboxRelay | null;
   backends: BackendRegistry;
+  metrics: FilestoreMetrics;
   close(): Promise<void>;
 }
 
@@ -46,8 +50,9 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
   const inline = o.redisUrl === 'inline';
   const bus: EventBus = inline ? new InlineEventBus() : new RedisEventBus(o.redisUrl);
   const cache: ReadThroughCache = inline ? new MemoryReadThroughCache() : new RedisReadThroughCache(o.redisUrl, o.cacheTtlSeconds);
-  const relay = o.relay === false ? null : new OutboxRelay({ pool, bus, onError: (e) => log(`outbox relay: ${(e as Error).message}`) });
-  const backends = new BackendRegistry(o.s3);
+  const metrics = o.metrics ?? defaultMetrics();
+  const relay = o.relay === false ? null : new OutboxRelay({ pool, bus, metrics, onError: (e) => log(`outbox relay: ${(e as Error).message}`) });
+  const backends = new BackendRegistry(o.s3, { metrics });
   const orchestrator = new Orchestrator({
     pool,
     backends,
@@ -83,6 +88,7 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
     cache,
     relay,
     backends,
+    metrics,
     async close() {
       clearInterval(timer);
       await relay?.stop();

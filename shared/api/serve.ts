@@ -13,8 +13,6 @@ export interface ServeOptions {
   tokens: TokenEntry[];
   /** Serve without authentication; refused unless `host` is a loopback address. */
   authDisabled?: boolean | undefined;
-  metrics?: ApiDeps['metrics'];
-  onResponse?: ((method: string, route: string, status: number, seconds: number) => void) | undefined;
   log(line: string): void;
 }
 
@@ -38,7 +36,7 @@ export async function serveApi(o: ServeOptions): Promise<ApiServer> {
   const deps: ApiDeps = {
     fs: o.fs,
     events,
-    metrics: o.metrics,
+    metrics: o.fs.metrics,
     log: o.log,
     async readiness() {
       const [pg, redis] = await Promise.allSettled([o.fs.pool.query('SELECT 1'), o.fs.cache.ping()]);
@@ -49,7 +47,7 @@ export async function serveApi(o: ServeOptions): Promise<ApiServer> {
     },
   };
   const api = createApi(deps, new Authenticator({ tokens: o.tokens, disabled: o.authDisabled }));
-  const server = await startHttpServer({ api, host: o.host, port: o.port, log: o.log, onResponse: o.onResponse });
+  const server = await startHttpServer({ api, host: o.host, port: o.port, log: o.log, onResponse: (method, route, status, seconds) => o.fs.metrics.recordHttpRequest(method, route, status, seconds) });
   return {
     ...server,
     authDisabled: o.authDisabled === true,

@@ -1,4 +1,6 @@
 import type { Mount } from '../catalogue/types.ts';
+import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
+import { instrumentBackend } from './instrumented.ts';
 import { LocalExecutor } from './local/local-executor.ts';
 import { S3Executor } from './s3/s3-executor.ts';
 import type { Backend } from './types.ts';
@@ -10,11 +12,22 @@ export interface S3Defaults {
   credentials?: { accessKeyId: string; secretAccessKey: string } | undefined;
 }
 
-/** One backend instance per mount, built from the mount's row. */
+export interface BackendRegistryOptions {
+  /** Where backend operations are counted (default: defaultMetrics()); null leaves backends uninstrumented. */
+  metrics?: FilestoreMetrics | null | undefined;
+}
+
+/** One backend instance per mount, built from the mount's row and instrumented (SPEC §7). */
 export class BackendRegistry {
   private readonly cache = new Map<string, Backend>();
+  private readonly metrics: FilestoreMetrics | null;
 
-  constructor(private readonly s3Defaults: S3Defaults = {}) {}
+  constructor(
+    private readonly s3Defaults: S3Defaults = {},
+    options: BackendRegistryOptions = {},
+  ) {
+    this.metrics = options.metrics === undefined ? defaultMetrics() : options.metrics;
+  }
 
   forMount(mount: Mount): Backend {
     const key = `${mount.id}:${mount.updatedAt.valueOf()}`;
@@ -30,6 +43,7 @@ export class BackendRegistry {
               endpoint: mount.endpoint ?? this.s3Defaults.endpoint,
               credentials: this.s3Defaults.credentials,
             });
+      if (this.metrics) backend = instrumentBackend(backend, this.metrics);
       this.cache.set(key, backend);
     }
     return backend;

@@ -1,5 +1,6 @@
 import type { Pool } from '../db/pool.ts';
 import { claimBatch } from '../catalogue/outbox.ts';
+import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
 import type { EventBus } from './bus.ts';
 
 // Transaction-scoped advisory lock: one relay publishes at a time across all processes,
@@ -15,6 +16,8 @@ export interface RelayOptions {
   batchWindowMs?: number;
   batchSize?: number;
   onError?: (err: unknown) => void;
+  /** Where filestore_outbox_lag_seconds is set (default: defaultMetrics()). */
+  metrics?: FilestoreMetrics | undefined;
 }
 
 /**
@@ -29,7 +32,11 @@ export class OutboxRelay {
   private again = false;
   private stopped = false;
 
-  constructor(private readonly o: RelayOptions) {}
+  private readonly metrics: FilestoreMetrics;
+
+  constructor(private readonly o: RelayOptions) {
+    this.metrics = o.metrics ?? defaultMetrics();
+  }
 
   start(): void {
     this.stopped = false;
@@ -73,7 +80,11 @@ export class OutboxRelay {
     for (;;) {
       const n = await this.publishOnce();
       total += n;
-      if (n === 0) return total;
+      if (n === 0) {
+        // A pass that found nothing to publish: the relay is idle, so its lag is 0.
+        if (total === 0) this.metrics.recordOutboxPublished([]);
+        return total;
+      }
     }
   }
 
@@ -89,7 +100,10 @@ export class OutboxRelay {
         return 0;
       }
       const batch = await claimBatch(client, this.o.batchSize ?? 500);
-      if (batch.length > 0) await this.o.bus.publish(batch);
+      if (batch.length > 0) {
+        await this.o.bus.publish(batch);
+        this.metrics.recordOutboxPublished(batch);
+      }
       await client.query('COMMIT');
       return batch.length;
     } catch (err) {
