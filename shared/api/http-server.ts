@@ -2,7 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import type { Api, HandledResponse } from './app.ts';
-import type { ApiRequest, SseMessage } from './route.ts';
+import type { ApiRequest, SseMessage, SseSink } from './route.ts';
 
 export interface HttpServerOptions {
   api: Api;
@@ -128,7 +128,22 @@ async function openEventStream(
   };
   streams.add(stop);
   res.on('close', stop);
-  const sink = {
+  const sink: SseSink = {
+    get closed() {
+      return stopped;
+    },
+    ready() {
+      if (stopped || !res.writableNeedDrain) return Promise.resolve();
+      return new Promise<void>((resolve) => {
+        const done = () => {
+          res.off('drain', done);
+          res.off('close', done);
+          resolve();
+        };
+        res.on('drain', done);
+        res.on('close', done);
+      });
+    },
     send(m: SseMessage) {
       if (stopped) return;
       res.write(`id: ${m.id}\nevent: ${m.event}\ndata: ${JSON.stringify(m.data)}\n\n`);

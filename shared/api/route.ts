@@ -33,6 +33,10 @@ export interface SseMessage {
 export interface SseSink {
   send(message: SseMessage): void;
   comment(text: string): void;
+  /** True once the client is gone or the stream was stopped. */
+  readonly closed: boolean;
+  /** Resolves when the client has read what was sent (use between pages of a long replay). */
+  ready(): Promise<void>;
 }
 
 export type ApiResponse =

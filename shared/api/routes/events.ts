@@ -46,10 +46,11 @@ export const eventRoutes: Route[] = [
           };
           const unsubscribe = tail.subscribe((e) => (replaying ? held.push(e) : deliver(e)));
           try {
-            while (replaying) {
+            while (replaying && !sink.closed) {
               const page = await eventsAfter(deps.fs.pool, last, REPLAY_PAGE, mount?.id);
               for (const e of page) deliver(e);
               if (page.length < REPLAY_PAGE) replaying = false;
+              else await sink.ready();
             }
           } catch (err) {
             unsubscribe();
