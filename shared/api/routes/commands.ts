@@ -20,6 +20,12 @@ function expectedVersion(req: ApiRequest, fromBody: number | undefined): number 
   return header ?? fromBody;
 }
 
+const SUMMARIES = {
+  move: 'Move or rename a file or tree (overwrite replaces an existing target)',
+  copy: 'Copy a file or tree (overwrite replaces an existing target)',
+  delete: 'Delete a file, symlink or (recursive) a tree; the node becomes a tombstone',
+} as const;
+
 const responses = { 200: CommandResult, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 502: ErrorBody } as const;
 const headers = { 'Idempotency-Key': 'a replay returns the first result; a different body is 409 IDEMPOTENCY_CONFLICT' };
 
@@ -39,51 +45,23 @@ export const commandRoutes: Route[] = [
       return json(200, await input.deps.fs.orchestrator.mkdir(mountId, rest, context(input)));
     },
   }),
-  defineRoute({
-    method: 'POST',
-    path: '/v1/commands/move',
-    scope: 'filestore:write',
-    tag: 'commands',
-    summary: 'Move or rename a file or tree (overwrite replaces an existing target)',
-    body: TransferBody,
-    headers,
-    responses,
-    async handle(input) {
-      const { mountId, expectedVersion: v, ...rest } = input.body;
-      const req = { ...rest, expectedVersion: expectedVersion(input.req, v) };
-      return json(200, await input.deps.fs.orchestrator.move(mountId, req, context(input)));
-    },
-  }),
-  defineRoute({
-    method: 'POST',
-    path: '/v1/commands/copy',
-    scope: 'filestore:write',
-    tag: 'commands',
-    summary: 'Copy a file or tree (overwrite replaces an existing target)',
-    body: TransferBody,
-    headers,
-    responses,
-    async handle(input) {
-      const { mountId, expectedVersion: v, ...rest } = input.body;
-      const req = { ...rest, expectedVersion: expectedVersion(input.req, v) };
-      return json(200, await input.deps.fs.orchestrator.copy(mountId, req, context(input)));
-    },
-  }),
-  defineRoute({
-    method: 'POST',
-    path: '/v1/commands/delete',
-    scope: 'filestore:write',
-    tag: 'commands',
-    summary: 'Delete a file, symlink or (recursive) a tree; the node becomes a tombstone',
-    body: DeleteBody,
-    headers,
-    responses,
-    async handle(input) {
-      const { mountId, expectedVersion: v, ...rest } = input.body;
-      const req = { ...rest, expectedVersion: expectedVersion(input.req, v) };
-      return json(200, await input.deps.fs.orchestrator.delete(mountId, req, context(input)));
-    },
-  }),
+  ...(['move', 'copy', 'delete'] as const).map((command) =>
+    defineRoute({
+      method: 'POST',
+      path: `/v1/commands/${command}`,
+      scope: 'filestore:write',
+      tag: 'commands',
+      summary: SUMMARIES[command],
+      body: command === 'delete' ? DeleteBody : TransferBody,
+      headers: { ...headers, 'If-Match': 'version the source node must have now (or expectedVersion in the body)' },
+      responses,
+      async handle(input) {
+        const { mountId, expectedVersion: v, ...rest } = input.body as { mountId: string; expectedVersion?: number | undefined };
+        const req = { ...rest, expectedVersion: expectedVersion(input.req, v) };
+        return json(200, await input.deps.fs.orchestrator[command](mountId, req, context(input)));
+      },
+    }),
+  ),
   defineRoute({
     method: 'PATCH',
     path: '/v1/nodes/:id/metadata',
