@@ -211,7 +211,7 @@ describe.each<BackendKind>(['local', 's3'])('review on %s', (kind) => {
   it('a move refused for its target mount (another mount, an unknown mount) is journaled as failed', async () => {
     const other = await createTestMount(fs, kind);
     await fs.orchestrator.writeFile(m, { path: 'x' }, body('x'));
-    await expectCode(fs.orchestrator.move(m, { path: 'x', targetPath: 'x', targetMountId: other.mount.key }), 'VALIDATION_ERROR');
+    await expectCode(fs.orchestrator.move(m, { path: 'x', targetPath: 'x', targetMountId: other.mount.key }), 'NOT_IMPLEMENTED');
     await expectCode(fs.orchestrator.copy(m, { path: 'x', targetPath: 'y', targetMountId: 'no-such-mount' }), 'MOUNT_NOT_FOUND');
     await other.cleanup();
     expect((await journalOf(fs, t.mount.id)).map((j) => [j.command, j.status])).toEqual([

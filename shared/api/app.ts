@@ -28,7 +28,13 @@ export function createApi(deps: ApiDeps, auth: Authenticator, routes: readonly R
   async function dispatch(req: ApiRequest, correlationId: string): Promise<HandledResponse> {
     const found = router.find(req.method as 'GET', req.path);
     const route = (found?.store as { route: Route } | undefined)?.route;
-    if (!found || !route) throw new FilestoreError('NOT_FOUND', `no route ${req.method} ${req.path}; the routes are listed at /openapi.json`);
+    if (!found || !route) {
+      const allowed = METHODS.filter((m) => m !== req.method && router.find(m, req.path));
+      if (allowed.length > 0) {
+        throw new FilestoreError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${req.path}; use ${allowed.join(' or ')}`, { allow: allowed });
+      }
+      throw new FilestoreError('NOT_FOUND', `no route ${req.method} ${req.path}; the routes are listed at /openapi.json`);
+    }
     const principal = route.scope ? auth.authenticate(req.headers.authorization) : PUBLIC;
     if (route.scope) auth.authorize(principal, route.scope);
     const params = parse(route.params, found.params, 'path');
@@ -50,12 +56,22 @@ export function createApi(deps: ApiDeps, auth: Authenticator, routes: readonly R
       } catch (err) {
         const e = asFilestoreError(err);
         if (e.code === 'INTERNAL') deps.log(`${req.method} ${req.path} [${correlationId}] failed: ${(err as Error)?.stack ?? String(err)}`);
-        res = { status: e.status, json: { error: e.toJSON() }, route: 'error' };
+        res = { status: e.status, json: { error: e.toJSON() }, headers: errorHeaders(e), route: 'error' };
       }
       res.headers = { ...res.headers, 'x-correlation-id': correlationId };
       return res;
     },
   };
+}
+
+const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
+
+/** Headers some errors must carry (RFC 6750 §3, RFC 9110 §15.5.6 and §15.5.17). */
+function errorHeaders(e: FilestoreError): Record<string, string> | undefined {
+  if (e.code === 'UNAUTHENTICATED') return { 'www-authenticate': 'Bearer realm="filestore"' };
+  if (e.code === 'METHOD_NOT_ALLOWED') return { allow: (e.details?.allow as string[]).join(', ') };
+  if (e.code === 'RANGE_NOT_SATISFIABLE') return { 'content-range': `bytes */${String(e.details?.sizeBytes)}` };
+  return undefined;
 }
 
 function parse(schema: z.ZodType | undefined, value: unknown, where: string): unknown {

@@ -80,7 +80,9 @@ export class Authenticator {
 
   authorize(principal: Principal, scope: Scope): void {
     if (!principal.scopes.has(scope)) {
-      throw new FilestoreError('FORBIDDEN', `this route needs scope ${scope}; token "${principal.name}" has ${[...principal.scopes].join(', ')}`);
+      throw new FilestoreError('FORBIDDEN', `this route needs scope ${scope}; token "${principal.name}" has ${[...principal.scopes].join(', ')}`, {
+        requiredScope: scope,
+      });
     }
   }
 }

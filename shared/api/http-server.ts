@@ -76,11 +76,11 @@ export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer>
   };
 }
 
-async function write(req: http.IncomingMessage, res: http.ServerResponse, r: HandledResponse, streams: Set<() => void>, log: (l: string) => void) {
+async function write(_req: http.IncomingMessage, res: http.ServerResponse, r: HandledResponse, streams: Set<() => void>, log: (l: string) => void) {
   (res as { route?: string }).route = r.route;
+  // An upload refused before its body was read is answered at once; node:http then reads and
+  // discards the rest, so the client (still sending) gets the answer rather than a broken pipe.
   const headers: Record<string, string> = { ...r.headers };
-  // An upload refused before its body was read: close rather than read the rest to keep the connection.
-  if (req.method !== 'GET' && !req.readableEnded) headers.connection = 'close';
   if ('json' in r) {
     const body = r.json === undefined ? '' : JSON.stringify(r.json);
     res.writeHead(r.status, { ...headers, 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
@@ -148,6 +148,9 @@ async function openEventStream(
       if (stopped) return;
       res.write(`id: ${m.id}\nevent: ${m.event}\ndata: ${JSON.stringify(m.data)}\n\n`);
       if (res.writableLength > MAX_SSE_BACKLOG) stop();
+    },
+    position(id: number) {
+      if (!stopped) res.write(`id: ${id}\n\n`);
     },
     comment(text: string) {
       if (!stopped) res.write(`: ${text.replace(/\n/g, ' ')}\n\n`);

@@ -12,7 +12,11 @@ export function buildOpenApi(routes: readonly Route[], version: string): JsonSch
   const toSchema = (schema: z.ZodType, io: 'input' | 'output'): JsonSchema => {
     const id = z.globalRegistry.get(schema)?.id;
     if (id) {
-      components[id] ??= strip(z.toJSONSchema(schema, { io, unrepresentable: 'any' }) as JsonSchema, components);
+      // zod answers a registered schema with {$ref, $defs: {id: …}}: strip files the definition.
+      if (!components[id]) {
+        const own = strip(z.toJSONSchema(schema, { io, unrepresentable: 'any' }) as JsonSchema, components);
+        if (own.$ref !== `#/components/schemas/${id}`) components[id] = own;
+      }
       return { $ref: `#/components/schemas/${id}` };
     }
     return strip(z.toJSONSchema(schema, { io, unrepresentable: 'any' }) as JsonSchema, components);

@@ -33,6 +33,8 @@ export interface SseMessage {
 export interface SseSink {
   send(message: SseMessage): void;
   comment(text: string): void;
+  /** Sets the client's resume position without an event (an SSE message with only an id). */
+  position(id: number): void;
   /** True once the client is gone or the stream was stopped. */
   readonly closed: boolean;
   /** Resolves when the client has read what was sent (use between pages of a long replay). */

@@ -58,6 +58,8 @@ export const eventRoutes: Route[] = [
           }
           for (const e of held) deliver(e);
           held.length = 0;
+          // A client that reconnects before any event arrived resumes from here, not from "now".
+          sink.position(last);
           return unsubscribe;
         },
       };

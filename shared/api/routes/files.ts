@@ -50,6 +50,7 @@ export const fileRoutes: Route[] = [
     responses: { 200: CommandResult, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody },
     async handle({ query, req, principal, correlationId, deps }) {
       if (!req.body) throw new FilestoreError('VALIDATION_ERROR', 'PUT /v1/files needs the file bytes as the request body');
+      if (query.path.endsWith('/')) throw new FilestoreError('INVALID_PATH', 'a file path cannot end with "/" (that names a directory)');
       const input = {
         path: query.path,
         expectedVersion: ifMatchVersion(req.headers['if-match']),

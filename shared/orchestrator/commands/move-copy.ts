@@ -31,7 +31,7 @@ interface Plan {
 async function prepareTransfer(step: Step, r: TransferRequest, verb: string): Promise<Plan> {
   const { q, mount } = step;
   if (r.targetMountId !== undefined && (await getMount(q, r.targetMountId)).id !== mount.id) {
-    throw new FilestoreError('VALIDATION_ERROR', `moving or copying between mounts is not supported yet; copy the bytes with get and put`);
+    throw new FilestoreError('NOT_IMPLEMENTED', `moving or copying between mounts is not supported yet; copy the bytes with get and put`);
   }
   if (r.path === '') throw new FilestoreError('MOVE_INTO_SELF', `the mount root cannot be ${verb}`);
   if (isSameOrDescendant(r.targetPath, r.path)) {

@@ -1,0 +1,61 @@
+import type { Command } from 'commander';
+import type { Node } from '../../shared/client/index.ts';
+import { NODE_HEAD, formatTime, humanSize, nodeRow, nodeSize, print, printFields, printJson, printTable, type JsonOption } from '../output.ts';
+import { connect, parseTarget, showTarget, type Target } from '../target.ts';
+
+/** `filestore ls` and `filestore stat`: browse the catalogue. */
+export function registerNodes(program: Command): void {
+  program
+    .command('ls')
+    .description('list a directory (its direct children), or show one file')
+    .argument('<target>', 'MOUNT:PATH (MOUNT alone = the mount root)', parseTarget)
+    .option('--json', 'print the nodes as a JSON array')
+    .action(async (target: Target, o: JsonOption) => {
+      const client = connect();
+      const node = await client.getNodeByPath({ mountId: target.mount, path: target.path });
+      const nodes: Node[] = [];
+      if (node.kind === 'directory') for await (const child of client.iterateChildren(node.id, { limit: 1000 })) nodes.push(child);
+      else nodes.push(node);
+      if (o.json) return printJson(nodes);
+      if (nodes.length === 0) return print(`${showTarget(target)} is an empty directory`);
+      printTable(NODE_HEAD, nodes.map((n) => nodeRow(n)));
+    });
+
+  program
+    .command('stat')
+    .description('show one file or directory (directories with their recursive size and counts)')
+    .argument('<target>', 'MOUNT:PATH', parseTarget)
+    .option('--json', 'print the node as JSON')
+    .action(async (target: Target, o: JsonOption) => {
+      const node = await connect().getNodeByPath({ mountId: target.mount, path: target.path });
+      if (o.json) return printJson(node);
+      printNode(node);
+    });
+}
+
+export function printNode(n: Node): void {
+  const fields: Array<[string, string | number | null]> = [
+    ['path', n.path === '' ? '/' : n.path],
+    ['kind', n.kind],
+    ['size', n.kind === 'directory' ? nodeSize(n) : `${humanSize(n.sizeBytes)} (${n.sizeBytes} bytes)`],
+  ];
+  if (n.kind === 'file') fields.push(['sha256', n.sha256]);
+  if (n.kind === 'directory' && n.rollup) {
+    fields.push(['files', n.rollup.fileCount], ['directories', n.rollup.dirCount], ['children', n.rollup.childCount]);
+  }
+  if (n.kind === 'symlink') fields.push(['target', String(n.metadata.symlinkTarget ?? '-')]);
+  fields.push(
+    ['version', n.version],
+    ['state', n.consistencyState],
+    ['modified', formatTime(n.mtime)],
+    ['checked', formatTime(n.consistencyCheckedAt)],
+    ['drift seen', formatTime(n.lastDriftDetectedAt)],
+    ['reconciled', formatTime(n.lastReconciledAt)],
+    ['id', n.id],
+    ['mount', n.mountId],
+  );
+  if (n.deletedAt) fields.push(['deleted', formatTime(n.deletedAt)]);
+  const keys = Object.keys(n.metadata);
+  if (keys.length > 0) fields.push(['metadata', JSON.stringify(n.metadata)]);
+  printFields(fields);
+}

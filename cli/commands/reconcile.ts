@@ -1,0 +1,102 @@
+import { Option, type Command } from 'commander';
+import type { FilestoreClient, JobStatus, ReconcileJob } from '../../shared/client/index.ts';
+import { counterProgress, formatTime, print, printFields, printJson, printTable, type JsonOption } from '../output.ts';
+import { connect, parseId, parseTarget, showTarget, type Target } from '../target.ts';
+
+const POLL_MS = 500;
+const FINAL: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'cancelled']);
+const COUNTS = ['checked', 'unchanged', 'updated', 'discovered', 'missing'] as const;
+
+interface ReconcileOptions extends JsonOption {
+  hash?: boolean;
+  recursive: boolean;
+  wait?: boolean;
+}
+
+/** `filestore reconcile` (enqueue, optionally wait) and `filestore jobs` (look at jobs). */
+export function registerReconcile(program: Command): void {
+  program
+    .command('reconcile')
+    .description('check a path or subtree against storage and bring the catalogue back in line')
+    .argument('<target>', 'MOUNT or MOUNT:PATH', parseTarget)
+    .option('--hash', 'also hash file contents (slower; finds changes that keep size and mtime)')
+    .option('--no-recursive', 'only the path itself, not what is below it')
+    .option('--wait', 'wait for the job to finish, showing progress, then print its counts')
+    .option('--json', 'print the job as JSON')
+    .action(async (target: Target, o: ReconcileOptions) => {
+      const client = connect();
+      let job = await client.reconcile({ mountId: target.mount, path: target.path, recursive: o.recursive, hash: o.hash === true });
+      if (!o.wait) {
+        if (o.json) return printJson(job);
+        return print(`queued reconciliation job ${job.id} for ${showTarget(target)}; follow it with \`filestore jobs ${job.id}\``);
+      }
+      job = await waitForJob(client, job);
+      if (o.json) printJson(job);
+      else printJob(job);
+      if (job.status !== 'succeeded') process.exitCode = 1;
+    });
+
+  program
+    .command('jobs')
+    .description('list reconciliation jobs (newest first), or show one')
+    .argument('[id]', 'a job id', parseId)
+    .option('--mount <key>', 'only jobs of this mount')
+    .addOption(new Option('--status <status>', 'only jobs in this status').choices(['queued', 'running', 'succeeded', 'failed', 'cancelled']))
+    .option('--limit <n>', 'at most this many jobs', parseId, 50)
+    .option('--json', 'print JSON')
+    .action(async (id: number | undefined, o: JsonOption & { mount?: string; status?: JobStatus; limit: number }) => {
+      const client = connect();
+      if (id !== undefined) {
+        const job = await client.getJob(id);
+        return o.json ? printJson(job) : printJob(job);
+      }
+      const jobs: ReconcileJob[] = [];
+      for await (const job of client.iterateJobs({ mountId: o.mount, status: o.status, limit: Math.min(o.limit, 1000) })) {
+        jobs.push(job);
+        if (jobs.length >= o.limit) break;
+      }
+      if (o.json) return printJson(jobs);
+      if (jobs.length === 0) return print('no reconciliation jobs');
+      printTable(
+        ['id', 'mount', 'path', 'reason', 'status', 'checked', 'created', 'finished'],
+        jobs.map((j) => [j.id, j.mountId, j.path || '/', j.reason, j.status, count(j, 'checked') ?? '-', formatTime(j.createdAt), formatTime(j.finishedAt)]),
+      );
+    });
+}
+
+/** Polls the job every 500 ms until it is final, with a counter of checked nodes on stderr. */
+async function waitForJob(client: FilestoreClient, queued: ReconcileJob): Promise<ReconcileJob> {
+  const progress = counterProgress(`reconciling (job ${queued.id})`);
+  let job = queued;
+  try {
+    while (!FINAL.has(job.status)) {
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      job = await client.getJob(job.id);
+      progress.update(count(job, 'checked') ?? 0);
+    }
+  } finally {
+    progress.stop();
+  }
+  return job;
+}
+
+function count(job: ReconcileJob, key: string): number | undefined {
+  const v = job.result?.[key];
+  return typeof v === 'number' ? v : undefined;
+}
+
+function printJob(job: ReconcileJob): void {
+  printFields([
+    ['job', job.id],
+    ['mount', job.mountId],
+    ['path', job.path || '/'],
+    ['reason', job.reason],
+    ['status', job.status],
+    ['attempts', job.attempts],
+    ...COUNTS.map((k): [string, number | undefined] => [k, count(job, k)]),
+    ['created', formatTime(job.createdAt)],
+    ['started', formatTime(job.startedAt)],
+    ['finished', formatTime(job.finishedAt)],
+    ...(job.error ? [['error', JSON.stringify(job.error)] as [string, string]] : []),
+  ]);
+}
