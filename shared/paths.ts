@@ -20,6 +20,24 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
  */
 export function normalizePath(input: unknown): string {
   if (typeof input !== 'string') throw new InvalidPathError('path must be a string');
+  if (PLAIN.test(input) && input.length <= MAX_SEGMENT_BYTES) return normalizePlain(input) ?? normalizeAny(input);
+  return normalizeAny(input);
+}
+
+// Printable ASCII without a backslash, at most one segment's length: NFC and UTF-8 byte
+// counts are the identity here, so only the segment rules remain (the common, hot case).
+const PLAIN = /^[\x20-\x5b\x5d-\x7e]*$/;
+
+function normalizePlain(input: string): string | null {
+  const p = input.replace(/^\/|\/$/g, '');
+  if (p === '') return '';
+  if (p.startsWith('/') || p.endsWith('/') || p.includes('//') || p === STAGING_DIR || p.startsWith(`${STAGING_DIR}/`)) return null;
+  if (/(^|\/)\.\.?(\/|$)/.test(p)) return null;
+  return p;
+}
+
+/** The general rules, for any input (exported for the test that checks the fast path against it). */
+export function normalizeAny(input: string): string {
   if (CONTROL.test(input)) {
     throw new InvalidPathError('path must not contain NUL or other control characters');
   }

@@ -49,7 +49,8 @@ it('a newcomer runs `filestore start` on embedded PostgreSQL, puts and lists a f
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-    const [, url] = await waitForOutput(child, /filestore running at (http:\/\/127\.0\.0\.1:\d+)/, () => out, exited);
+    await waitForOutput(child, /^try, in another shell/m, () => out, exited);
+    const url = /filestore running at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1];
     expect(out).toContain('catalogue in embedded PostgreSQL');
     expect(out).toContain(`mount "local" at ${path.join(cwd, 'data')}`);
     expect(out).toContain('npx filestore put README.md local:docs/readme.md');

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { InvalidPathError } from '../shared/errors.ts';
-import { ancestorsOf, normalizePath, prefixUpperBound, rebase } from '../shared/paths.ts';
+import { ancestorsOf, normalizeAny, normalizePath, prefixUpperBound, rebase } from '../shared/paths.ts';
 
 describe('path rules (SPEC §2)', () => {
   it('canonicalises leading and trailing slashes and NFC', () => {
@@ -34,6 +34,24 @@ describe('path rules (SPEC §2)', () => {
         }
         expect(/[\u0000-\u001f\\]/.test(out)).toBe(false);
         expect(normalizePath(out)).toBe(out);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('the ASCII fast path decides exactly as the general rules do', () => {
+    const outcome = (f: () => string) => {
+      try {
+        return f();
+      } catch (e) {
+        return `error: ${(e as Error).message}`;
+      }
+    };
+    const segment = fc.constantFrom('', '.', '..', 'a', 'b.c', '.filestore-staging', ' ', '~x', '\\', 'é');
+    const path = fc.array(fc.oneof(segment, fc.constantFrom('/')), { maxLength: 8 }).map((parts) => parts.join(''));
+    fc.assert(
+      fc.property(fc.oneof(path, fc.string({ maxLength: 30 })), (s) => {
+        expect(outcome(() => normalizePath(s))).toBe(outcome(() => normalizeAny(s)));
       }),
       { numRuns: 2000 },
     );

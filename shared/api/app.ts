@@ -17,6 +17,11 @@ export interface Api {
 /** The response plus the matched route pattern (for metrics and logs; never the raw URL). */
 export type HandledResponse = ApiResponse & { route: string };
 
+// Unique per process start, then a counter: as unique as a UUID for tracing, far cheaper per request.
+const BOOT = randomUUID().slice(0, 13);
+let sequence = 0;
+const nextCorrelationId = () => `${BOOT}${(++sequence).toString(36).padStart(10, '0')}`;
+
 const PUBLIC: Principal = { name: 'public', scopes: new Set() };
 const CORRELATION = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -49,7 +54,7 @@ export function createApi(deps: ApiDeps, auth: Authenticator, routes: readonly R
     routes,
     async handle(req) {
       const given = req.headers['x-correlation-id'];
-      const correlationId = given && CORRELATION.test(given) ? given : randomUUID();
+      const correlationId = given && CORRELATION.test(given) ? given : nextCorrelationId();
       let res: HandledResponse;
       try {
         res = await dispatch(req, correlationId);

@@ -31,19 +31,17 @@ export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer>
 
   const server = http.createServer((req, res) => {
     const started = process.hrtime.bigint();
-    const abort = new AbortController();
     res.on('close', () => {
-      abort.abort();
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       o.onResponse?.(req.method ?? 'GET', (res as { route?: string }).route ?? 'unknown', res.statusCode, seconds);
     });
     const url = new URL(req.url ?? '/', 'http://localhost');
     const query: Record<string, string> = {};
     for (const [k, v] of url.searchParams) if (!(k in query)) query[k] = v;
-    const headers: Record<string, string | undefined> = {};
-    for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : v;
+    // node:http joins repeated request headers with ", " (set-cookie aside, which requests do not carry).
+    const headers = req.headers as Record<string, string | undefined>;
     const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
-    const request: ApiRequest = { method: req.method ?? 'GET', path: url.pathname, query, headers, body: hasBody ? req : null, signal: abort.signal };
+    const request: ApiRequest = { method: req.method ?? 'GET', path: url.pathname, query, headers, body: hasBody ? req : null };
     o.api
       .handle(request)
       .then((r) => write(req, res, r, streams, o.log))
@@ -81,7 +79,10 @@ async function write(_req: http.IncomingMessage, res: http.ServerResponse, r: Ha
   // An upload refused before its body was read is answered at once; node:http then reads and
   // discards the rest, so the client (still sending) gets the answer rather than a broken pipe.
   const headers: Record<string, string> = { ...r.headers };
-  if ('json' in r) {
+  if ('jsonText' in r) {
+    res.writeHead(r.status, { ...headers, 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(r.jsonText) });
+    res.end(r.jsonText);
+  } else if ('json' in r) {
     const body = r.json === undefined ? '' : JSON.stringify(r.json);
     res.writeHead(r.status, { ...headers, 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
     res.end(body);

@@ -19,8 +19,6 @@ export interface ApiRequest {
   headers: Record<string, string | undefined>;
   /** The raw body; JSON routes read and parse it, upload routes stream it. */
   body: Readable | null;
-  /** Aborted when the client goes away. */
-  signal?: AbortSignal | undefined;
 }
 
 /** One Server-Sent Event. `id` is the outbox sequence number. */
@@ -43,6 +41,8 @@ export interface SseSink {
 
 export type ApiResponse =
   | { status: number; headers?: Record<string, string>; json: unknown }
+  /** JSON already serialised (e.g. straight from the cache). */
+  | { status: number; headers?: Record<string, string>; jsonText: string }
   | { status: number; headers?: Record<string, string>; stream: Readable }
   | { status: number; headers?: Record<string, string>; text: string }
   | {

@@ -11,6 +11,8 @@ import { Redis } from 'ioredis';
  */
 export interface ReadThroughCache {
   read<T>(mountId: string, key: string, load: () => Promise<T>): Promise<T>;
+  /** The same, as the stored JSON text (an HTTP answer can send it without parsing it first). */
+  readJson(mountId: string, key: string, load: () => Promise<unknown>): Promise<string>;
   invalidateMount(mountId: string): Promise<void>;
   /** Throws when the cache's store does not answer (readiness). */
   ping(): Promise<void>;
@@ -27,26 +29,40 @@ if gen ~= ARGV[3] then return 0 end
 redis.call('SET', ARGV[1] .. gen .. ':' .. ARGV[2], ARGV[4], 'EX', tonumber(ARGV[5]))
 return 1`;
 
+interface CacheScripts {
+  filestoreCacheRead(genKey: string, prefix: string, key: string): Promise<[string, string | null]>;
+  filestoreCacheWrite(genKey: string, prefix: string, key: string, gen: string, value: string, ttl: number): Promise<number>;
+}
+
 export class RedisReadThroughCache implements ReadThroughCache {
   private readonly redis: Redis;
 
   constructor(url: string, private readonly ttlSeconds = 300) {
-    this.redis = new Redis(url, { maxRetriesPerRequest: 2 });
+    // Auto-pipelining sends the reads of concurrent requests in one write; the scripts run
+    // by EVALSHA (defineCommand), not by shipping their text every time.
+    this.redis = new Redis(url, { maxRetriesPerRequest: 2, enableAutoPipelining: true });
+    this.redis.defineCommand('filestoreCacheRead', { numberOfKeys: 1, lua: READ });
+    this.redis.defineCommand('filestoreCacheWrite', { numberOfKeys: 1, lua: WRITE });
   }
 
   async read<T>(mountId: string, key: string, load: () => Promise<T>): Promise<T> {
+    return JSON.parse(await this.readJson(mountId, key, load)) as T;
+  }
+
+  async readJson(mountId: string, key: string, load: () => Promise<unknown>): Promise<string> {
     const genKey = `filestore:cache:${mountId}:gen`;
     const prefix = `filestore:cache:${mountId}:`;
+    const scripts = this.redis as unknown as CacheScripts;
     let gen: string;
     try {
-      const [g, value] = (await this.redis.eval(READ, 1, genKey, prefix, key)) as [string, string | null];
-      if (value !== null && value !== undefined) return JSON.parse(value) as T;
+      const [g, value] = await scripts.filestoreCacheRead(genKey, prefix, key);
+      if (value !== null && value !== undefined) return value;
       gen = g;
     } catch {
-      return load(); // Redis trouble degrades to uncached reads, never to errors.
+      return JSON.stringify(await load()); // Redis trouble degrades to uncached reads, never to errors.
     }
-    const loaded = await load();
-    this.redis.eval(WRITE, 1, genKey, prefix, key, gen, JSON.stringify(loaded), this.ttlSeconds).catch(() => {});
+    const loaded = JSON.stringify(await load());
+    scripts.filestoreCacheWrite(genKey, prefix, key, gen, loaded, this.ttlSeconds).catch(() => {});
     return loaded;
   }
 
@@ -93,14 +109,18 @@ export class MemoryReadThroughCache implements ReadThroughCache {
   constructor(private readonly maxEntries = 10_000) {}
 
   async read<T>(mountId: string, key: string, load: () => Promise<T>): Promise<T> {
+    return JSON.parse(await this.readJson(mountId, key, load)) as T;
+  }
+
+  async readJson(mountId: string, key: string, load: () => Promise<unknown>): Promise<string> {
     const gen = this.gens.get(mountId) ?? 0;
     const k = `${mountId}:${gen}:${key}`;
     const hit = this.values.get(k);
-    if (hit !== undefined) return JSON.parse(hit) as T;
-    const loaded = await load();
+    if (hit !== undefined) return hit;
+    const loaded = JSON.stringify(await load());
     if ((this.gens.get(mountId) ?? 0) === gen) {
       if (this.values.size >= this.maxEntries) this.values.delete(this.values.keys().next().value as string);
-      this.values.set(k, JSON.stringify(loaded));
+      this.values.set(k, loaded);
     }
     return loaded;
   }

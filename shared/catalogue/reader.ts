@@ -38,15 +38,20 @@ export class CatalogueReader {
 
   /** One live node by path, with its rollup if it is a directory; NOT_FOUND when absent. */
   async nodeByPath(mountRef: string, rawPath: string): Promise<NodeView> {
+    return JSON.parse(await this.nodeByPathJson(mountRef, rawPath)) as NodeView;
+  }
+
+  /** nodeByPath as JSON text, straight from the cache. */
+  async nodeByPathJson(mountRef: string, rawPath: string): Promise<string> {
     const path = normalizePath(rawPath);
     const mount = await this.mount(mountRef);
-    const view = await this.cache.read(mount.id, `node:${path}`, async () => {
+    const json = await this.cache.readJson(mount.id, `node:${path}`, async () => {
       const node = await findLiveByPath(this.q, mount.id, path);
       if (!node) return null;
       const rollup = node.kind === 'directory' ? await readRollup(this.q, node.id) : null;
-      return JSON.parse(JSON.stringify({ ...node, ...(node.kind === 'directory' ? { rollup } : {}) })) as NodeView;
+      return { ...node, ...(node.kind === 'directory' ? { rollup } : {}) };
     });
-    if (!view) throw new FilestoreError('NOT_FOUND', `no node at "${path}" in mount "${mount.key}"`);
-    return view;
+    if (json === 'null') throw new FilestoreError('NOT_FOUND', `no node at "${path}" in mount "${mount.key}"`);
+    return json;
   }
 }

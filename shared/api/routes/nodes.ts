@@ -52,7 +52,7 @@ export const nodeRoutes: Route[] = [
     query: ByPathQuery,
     responses: { 200: Node, 400: ErrorBody, 404: ErrorBody },
     async handle({ query, deps }) {
-      return json(200, await deps.fs.reader.nodeByPath(query.mountId, query.path));
+      return { status: 200, jsonText: await deps.fs.reader.nodeByPathJson(query.mountId, query.path) };
     },
   }),
   defineRoute({
