@@ -28,11 +28,25 @@ const CORRELATION = /^[A-Za-z0-9._:-]{1,128}$/;
 /** The routes of SPEC §4 behind one dispatcher: match → authenticate → validate → handle. */
 export function createApi(deps: ApiDeps, auth: Authenticator, routes: readonly Route[] = ROUTES): Api {
   const router = FindMyWay({ ignoreTrailingSlash: true, caseSensitive: true });
-  for (const route of routes) router.on(route.method, route.path, () => {}, { route });
+  // Routes without parameters are found by one Map lookup; the router handles the rest.
+  const fixed = new Map<string, Route>();
+  for (const route of routes) {
+    router.on(route.method, route.path, () => {}, { route });
+    if (!route.path.includes(':')) fixed.set(`${route.method} ${route.path}`, route);
+  }
+  const NO_PARAMS = {};
+
+  function match(req: ApiRequest): { route: Route; params: Record<string, string | undefined> } | null {
+    const route = fixed.get(`${req.method} ${req.path}`);
+    if (route) return { route, params: NO_PARAMS };
+    const found = router.find(req.method as 'GET', req.path);
+    const stored = (found?.store as { route: Route } | undefined)?.route;
+    return found && stored ? { route: stored, params: found.params } : null;
+  }
 
   async function dispatch(req: ApiRequest, correlationId: string): Promise<HandledResponse> {
-    const found = router.find(req.method as 'GET', req.path);
-    const route = (found?.store as { route: Route } | undefined)?.route;
+    const found = match(req);
+    const route = found?.route;
     if (!found || !route) {
       const allowed = METHODS.filter((m) => m !== req.method && router.find(m, req.path));
       if (allowed.length > 0) {
@@ -46,8 +60,9 @@ export function createApi(deps: ApiDeps, auth: Authenticator, routes: readonly R
     const query = parse(route.query, req.query, 'query');
     const body =
       route.body === 'binary' ? undefined : route.body ? parse(route.body, await readJsonBody(req.body, req.headers['content-type']), 'body') : undefined;
-    const res = await route.handle({ query, params, body, req, principal, correlationId, deps });
-    return { ...res, route: route.path };
+    const res = (await route.handle({ query, params, body, req, principal, correlationId, deps })) as HandledResponse;
+    res.route = route.path;
+    return res;
   }
 
   return {
@@ -63,7 +78,8 @@ export function createApi(deps: ApiDeps, auth: Authenticator, routes: readonly R
         if (e.code === 'INTERNAL') deps.log(`${req.method} ${req.path} [${correlationId}] failed: ${(err as Error)?.stack ?? String(err)}`);
         res = { status: e.status, json: { error: e.toJSON() }, headers: errorHeaders(e), route: 'error' };
       }
-      res.headers = { ...res.headers, 'x-correlation-id': correlationId };
+      if (res.headers) res.headers['x-correlation-id'] = correlationId;
+      else res.headers = { 'x-correlation-id': correlationId };
       return res;
     },
   };

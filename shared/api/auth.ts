@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import crypto, { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { FilestoreError } from '../errors.ts';
 
@@ -31,7 +31,10 @@ export const TokenEntry = z
   .strict();
 export type TokenEntry = z.infer<typeof TokenEntry>;
 
-export const hashToken = (token: string): string => createHash('sha256').update(token, 'utf8').digest('hex');
+// crypto.hash (one shot, Node ≥ 20.12) costs a third of createHash: this runs on every request.
+const oneShot = (crypto as { hash?: (algorithm: string, data: string, encoding: 'hex') => string }).hash;
+export const hashToken = (token: string): string =>
+  oneShot ? oneShot('sha256', token, 'hex') : createHash('sha256').update(token, 'utf8').digest('hex');
 
 /** Parses FILESTORE_API_TOKENS (a JSON array of {name, sha256, scopes}); CONFIG_ERROR names the problem. */
 export function parseTokenEntries(raw: string): TokenEntry[] {

@@ -35,13 +35,14 @@ export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer>
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       o.onResponse?.(req.method ?? 'GET', (res as { route?: string }).route ?? 'unknown', res.statusCode, seconds);
     });
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    const target = req.url ?? '/';
+    const q = target.indexOf('?');
     const query: Record<string, string> = {};
-    for (const [k, v] of url.searchParams) if (!(k in query)) query[k] = v;
+    if (q !== -1) for (const [k, v] of new URLSearchParams(target.slice(q + 1))) if (!(k in query)) query[k] = v;
     // node:http joins repeated request headers with ", " (set-cookie aside, which requests do not carry).
     const headers = req.headers as Record<string, string | undefined>;
     const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
-    const request: ApiRequest = { method: req.method ?? 'GET', path: url.pathname, query, headers, body: hasBody ? req : null };
+    const request: ApiRequest = { method: req.method ?? 'GET', path: q === -1 ? target : target.slice(0, q), query, headers, body: hasBody ? req : null };
     o.api
       .handle(request)
       .then((r) => write(req, res, r, streams, o.log))
@@ -78,9 +79,11 @@ async function write(_req: http.IncomingMessage, res: http.ServerResponse, r: Ha
   (res as { route?: string }).route = r.route;
   // An upload refused before its body was read is answered at once; node:http then reads and
   // discards the rest, so the client (still sending) gets the answer rather than a broken pipe.
-  const headers: Record<string, string> = { ...r.headers };
+  const headers: Record<string, string> = r.headers ?? {}; // the response's own object: ours to extend
   if ('jsonText' in r) {
-    res.writeHead(r.status, { ...headers, 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(r.jsonText) });
+    headers['content-type'] = 'application/json; charset=utf-8';
+    headers['content-length'] = String(Buffer.byteLength(r.jsonText));
+    res.writeHead(r.status, headers);
     res.end(r.jsonText);
   } else if ('json' in r) {
     const body = r.json === undefined ? '' : JSON.stringify(r.json);
