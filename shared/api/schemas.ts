@@ -67,6 +67,9 @@ export const Mount = z
     agentId: z.string().nullable(),
     accessMode: z.enum(['rw', 'ro']),
     state: z.enum(['active', 'paused']),
+    health: z.enum(['unknown', 'healthy', 'unhealthy']).describe("what the last reconciliation found of the mount's root"),
+    healthReason: z.string().nullable(),
+    healthCheckedAt: isoOrNull,
     createdAt: iso,
     updatedAt: iso,
   })
@@ -111,11 +114,17 @@ export const ReconcileJob = z
     options: z.record(z.string(), z.unknown()),
     status: z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']),
     attempts: z.number(),
-    result: z.record(z.string(), z.unknown()).nullable(),
+    coalesced: z.number().describe('requests for the same path merged into this job while it waited'),
+    result: z
+      .object({ checked: z.number(), unchanged: z.number(), updated: z.number(), discovered: z.number(), missing: z.number() })
+      .catchall(z.unknown())
+      .nullable()
+      .describe('counts so far while running, final when finished'),
     error: z.record(z.string(), z.unknown()).nullable(),
     createdAt: iso,
     startedAt: isoOrNull,
     finishedAt: isoOrNull,
+    updatedAt: iso,
   })
   .meta({ id: 'ReconcileJob' });
 

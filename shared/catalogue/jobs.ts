@@ -9,15 +9,18 @@ export interface ReconcileJobRow {
   options: Record<string, unknown>;
   status: 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
   attempts: number;
+  coalesced: number;
   result: Record<string, unknown> | null;
   error: Record<string, unknown> | null;
   createdAt: Date;
   startedAt: Date | null;
   finishedAt: Date | null;
+  updatedAt: Date;
 }
 
-const COLUMNS = `id, mount_id AS "mountId", path, reason, options, status, attempts, result, error,
-  created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt"`;
+export const JOB_COLUMNS = `id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
+  created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`;
+const COLUMNS = JOB_COLUMNS;
 
 export async function findJob(q: Queryable, id: number): Promise<ReconcileJobRow | null> {
   const { rows } = await q.query<ReconcileJobRow>(`SELECT ${COLUMNS} FROM filestore.reconciliation_jobs WHERE id = $1`, [id]);

@@ -8,8 +8,8 @@ export const NODE_COLUMNS = `id, mount_id AS "mountId", path, parent_id AS "pare
   deleted_at AS "deletedAt", metadata, created_at AS "createdAt", updated_at AS "updatedAt"`;
 
 export const MOUNT_COLUMNS = `id, key, kind, root_path AS "rootPath", bucket, prefix, region, endpoint,
-  agent_id AS "agentId", access_mode AS "accessMode", state, created_at AS "createdAt",
-  updated_at AS "updatedAt"`;
+  agent_id AS "agentId", access_mode AS "accessMode", state, health, health_reason AS "healthReason",
+  health_checked_at AS "healthCheckedAt", created_at AS "createdAt", updated_at AS "updatedAt"`;
 
 export type NodeRow = CatalogueNode;
 export type MountRow = Mount;

@@ -14,6 +14,10 @@ export interface Mount {
   agentId: string | null;
   accessMode: 'rw' | 'ro';
   state: 'active' | 'paused';
+  /** What the last reconciliation found of the mount's root: unknown until one ran. */
+  health: 'unknown' | 'healthy' | 'unhealthy';
+  healthReason: string | null;
+  healthCheckedAt: Date | null;
   createdAt: Date;
   updatedAt: Date;
 }

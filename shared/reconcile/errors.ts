@@ -1,0 +1,45 @@
+import { FilestoreError } from '../errors.ts';
+
+/**
+ * Thrown by a reconciliation that must stop. `retryable` tells the queue whether another
+ * attempt can help (a listing error, a lost connection) or not (an unhealthy mount stays
+ * unhealthy until someone acts; a mass-missing audit waits for a person to look).
+ */
+export class ReconcileError extends FilestoreError {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+    details?: Record<string, unknown>,
+  ) {
+    super('STORAGE_ERROR', message, details);
+    this.name = 'ReconcileError';
+  }
+}
+
+/** The mount's root is gone or unreadable (unmounted disk, revoked credentials): nothing is marked MISSING. */
+export class MountUnhealthyError extends ReconcileError {
+  constructor(reason: string) {
+    super(`the mount's root cannot be read (${reason}); nothing was marked MISSING`, false, { health: 'unhealthy', reason });
+    this.name = 'MountUnhealthyError';
+  }
+}
+
+/** An audit that would mark more than FILESTORE_MAX_MISSING_RATIO of a mount MISSING stops and reports. */
+export class MassMissingError extends ReconcileError {
+  constructor(wouldMiss: number, total: number, ratio: number) {
+    super(
+      `the audit would mark ${wouldMiss} of ${total} nodes MISSING (more than ${ratio * 100}%); nothing was marked — check the mount, or raise FILESTORE_MAX_MISSING_RATIO`,
+      false,
+      { wouldMiss, total, maxRatio: ratio },
+    );
+    this.name = 'MassMissingError';
+  }
+}
+
+/** The scan failed part-way (a listing error): updates applied so far stand, nothing was marked MISSING. */
+export class ScanFailedError extends ReconcileError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super(`the storage scan failed part-way (${message}); nothing was marked MISSING`, true, details);
+    this.name = 'ScanFailedError';
+  }
+}

@@ -1,0 +1,34 @@
+import type { ReconcileJobRow } from '../catalogue/jobs.ts';
+
+/** Why a reconciliation runs (SPEC §3 `reconciliation_jobs.reason`). */
+export type ReconcileReason = 'drift' | 'audit' | 'manual' | 's3_event' | 'recovery';
+
+/** A request to bring the catalogue of `path` (and, if recursive, its subtree) in line with storage. */
+export interface ReconcileRequest {
+  mountId: string;
+  /** Canonical path; "" is the mount root (with recursive: a full audit). */
+  path: string;
+  reason: ReconcileReason;
+  /** The whole subtree; otherwise the path itself and, for a directory, its direct children. */
+  recursive: boolean;
+  /** Compare content by sha256 too (catches a change that kept size and mtime). */
+  hash: boolean;
+}
+
+/** The result counts of SPEC §6 / issue 4, kept in `reconciliation_jobs.result`. */
+export interface ReconcileCounts {
+  /** Entries compared (storage and catalogue together, each path once). */
+  checked: number;
+  unchanged: number;
+  /** Existing nodes whose record changed (metadata, content, kind) or that came back from MISSING. */
+  updated: number;
+  /** Untracked objects found on storage and catalogued. */
+  discovered: number;
+  /** Nodes gone from storage, marked MISSING. */
+  missing: number;
+}
+
+export const zeroCounts = (): ReconcileCounts => ({ checked: 0, unchanged: 0, updated: 0, discovered: 0, missing: 0 });
+
+/** Runs one job (the engine, shared/reconcile/reconciler.ts); `progress` is called now and then with counts so far. */
+export type ReconcileHandler = (job: ReconcileJobRow, progress: (counts: ReconcileCounts) => Promise<void>) => Promise<ReconcileCounts>;
