@@ -13,6 +13,12 @@ const EnvSchema = z.object({
   FILESTORE_ENABLE_WATCHERS: bool.default(false),
   FILESTORE_WATCH_DEBOUNCE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
   FILESTORE_AUDIT_CRON: z.string().optional(),
+  /** Reconciliation jobs run at once by one worker. */
+  FILESTORE_RECONCILE_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
+  /** An audit that would mark more than this share of a mount's nodes MISSING stops and reports instead. */
+  FILESTORE_MAX_MISSING_RATIO: z.coerce.number().min(0).max(1).default(0.5),
+  /** S3: how long to wait before the second look that confirms an object is gone. */
+  FILESTORE_S3_MISSING_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(2_000),
   FILESTORE_S3_ENDPOINT: z.string().url().optional(),
   FILESTORE_DB_POOL_SIZE: z.coerce.number().int().min(2).max(500).default(20),
   FILESTORE_CACHE_TTL_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
