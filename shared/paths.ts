@@ -123,3 +123,21 @@ export function prefixUpperBound(prefix: string): string | null {
   }
   return null;
 }
+
+/**
+ * Compares two strings in the byte order of their UTF-8 encodings (COLLATE "C", the order S3
+ * lists keys in) without encoding them: UTF-16 code units compare the same way except that
+ * surrogates (D800–DFFF, code points above FFFF) must sort after E000–FFFF.
+ */
+export function comparePaths(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i);
+    let y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0xd800) x += x >= 0xe000 ? -0x800 : 0x2000;
+    if (y >= 0xd800) y += y >= 0xe000 ? -0x800 : 0x2000;
+    return x - y;
+  }
+  return a.length - b.length;
+}

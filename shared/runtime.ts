@@ -40,6 +40,8 @@ export interface Filestore {
   relay: OutboxRelay | null;
   backends: BackendRegistry;
   metrics: FilestoreMetrics;
+  /** After a commit that changed a mount outside the orchestrator (reconciliation): cache and relay. */
+  changed(mountId: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -53,15 +55,11 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
   const metrics = o.metrics ?? defaultMetrics();
   const relay = o.relay === false ? null : new OutboxRelay({ pool, bus, metrics, onError: (e) => log(`outbox relay: ${(e as Error).message}`) });
   const backends = new BackendRegistry(o.s3, { metrics });
-  const orchestrator = new Orchestrator({
-    pool,
-    backends,
-    hooks: o.hooks,
-    afterCommit: async (mountId) => {
-      relay?.nudge();
-      await cache.invalidateMount(mountId).catch((e: Error) => log(`cache invalidation failed: ${e.message}`));
-    },
-  });
+  const changed = async (mountId: string) => {
+    relay?.nudge();
+    await cache.invalidateMount(mountId).catch((e: Error) => log(`cache invalidation failed: ${e.message}`));
+  };
+  const orchestrator = new Orchestrator({ pool, backends, hooks: o.hooks, afterCommit: changed });
   const reader = new CatalogueReader(pool, cache);
 
   const maintenance = async () => {
@@ -89,6 +87,7 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
     relay,
     backends,
     metrics,
+    changed,
     async close() {
       clearInterval(timer);
       await relay?.stop();

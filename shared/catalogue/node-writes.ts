@@ -63,7 +63,8 @@ function ancestorPairs(level: NewNode[]): [number[], string[]] {
  * Inserts nodes (any mix of depths, parents before or among them) with their snapshots and
  * an empty rollup row per directory. Parent ids are resolved by path, one statement per depth
  * level so a parent inserted here is visible to its children. onConflict 'ignore' skips
- * paths that already have a live row (a concurrent command created the same parent).
+ * paths that already have a live row (a concurrent command created the same parent) and nodes
+ * whose parent is not live (nothing is ever inserted without a parent).
  */
 export async function insertNodes(
   q: Queryable,
@@ -96,7 +97,7 @@ export async function insertNodes(
          SELECT $1, i.path, p.id, i.name, i.kind, i.size_bytes, i.sha256, i.etag, i.mode, i.uid, i.gid,
                 i.mtime, coalesce(i.metadata, '{}'::jsonb), now()
            FROM input i
-           LEFT JOIN filestore.nodes p
+           ${onConflict === 'ignore' ? 'JOIN' : 'LEFT JOIN'} filestore.nodes p
              ON p.mount_id = $1 AND p.path = i.parent_path AND p.deleted_at IS NULL
          ${onConflict === 'ignore' ? "ON CONFLICT (mount_id, path) WHERE deleted_at IS NULL DO NOTHING" : ''}
          RETURNING *

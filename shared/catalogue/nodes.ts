@@ -128,3 +128,31 @@ export async function countLiveDescendants(q: Queryable, mountId: string, dir: s
   );
   return rows[0]?.n ?? 0;
 }
+
+/**
+ * The live nodes a reconciliation of `path` compares, in byte order of path, read in pages:
+ * the node itself and, when it is a directory, its descendants (recursive) or its children.
+ */
+export async function* scopeNodes(q: Queryable, mountId: string, path: string, recursive: boolean, pageSize = 1000): AsyncGenerator<CatalogueNode> {
+  const self = await findLiveByPath(q, mountId, path);
+  if (self) yield self;
+  if (!recursive && (!self || self.kind !== 'directory')) return;
+  const below = descendantsCondition(path, 3);
+  let after = path;
+  for (;;) {
+    const { rows } = recursive || !self
+      ? await q.query<CatalogueNode>(
+          `SELECT ${NODE_COLUMNS} FROM filestore.nodes
+            WHERE mount_id = $1 AND deleted_at IS NULL AND path > $2 AND ${below.sql} ORDER BY path LIMIT ${pageSize}`,
+          [mountId, after, ...below.params],
+        )
+      : await q.query<CatalogueNode>(
+          `SELECT ${NODE_COLUMNS} FROM filestore.nodes
+            WHERE parent_id = $1 AND deleted_at IS NULL AND path > $2 ORDER BY path LIMIT ${pageSize}`,
+          [self.id, after],
+        );
+    for (const r of rows) yield r;
+    if (rows.length < pageSize) return;
+    after = (rows[rows.length - 1] as CatalogueNode).path;
+  }
+}

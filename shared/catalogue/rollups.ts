@@ -131,3 +131,42 @@ export async function compactRollups(q: Queryable, maxDeltas = 50_000): Promise<
   );
   return rows[0]?.folded ?? 0;
 }
+
+/**
+ * recomputeRollups for `dir`, plus the correction for the directories above it: the
+ * difference between dir's totals recomputed from the rows and its totals as recorded (row +
+ * deltas) is what writes that added no deltas (reconciliation) changed, and it is added to
+ * every ancestor. Both are read in one statement, so a command committing meanwhile (which
+ * adds its own deltas everywhere) is counted once, not twice.
+ */
+export async function recomputeRollupsCorrectingAncestors(q: Queryable, mountId: string, dir: string): Promise<void> {
+  if (dir !== '') {
+    await q.query(
+      `WITH d AS (
+         SELECT id FROM filestore.nodes WHERE mount_id = $1 AND path = $2 AND deleted_at IS NULL AND kind = 'directory'
+       ), recorded AS (
+         SELECT r.size_bytes + coalesce(sum(x.size_bytes), 0) AS size_bytes,
+                r.file_count + coalesce(sum(x.file_count), 0) AS file_count,
+                r.dir_count + coalesce(sum(x.dir_count), 0) AS dir_count
+           FROM filestore.rollups r JOIN d ON r.node_id = d.id
+           LEFT JOIN filestore.rollup_deltas x ON x.node_id = r.node_id
+          GROUP BY r.node_id, r.size_bytes, r.file_count, r.dir_count
+       ), actual AS (
+         SELECT coalesce(sum(c.size_bytes) FILTER (WHERE c.kind = 'file'), 0) AS size_bytes,
+                count(*) FILTER (WHERE c.kind = 'file') AS file_count,
+                count(*) FILTER (WHERE c.kind = 'directory') AS dir_count
+           FROM filestore.nodes c
+          WHERE c.mount_id = $1 AND c.deleted_at IS NULL AND c.path >= $3 AND c.path < $4
+       )
+       INSERT INTO filestore.rollup_deltas (node_id, size_bytes, file_count, dir_count, child_count)
+       SELECT a.id, actual.size_bytes - recorded.size_bytes, actual.file_count - recorded.file_count,
+              actual.dir_count - recorded.dir_count, 0
+         FROM actual, recorded, filestore.nodes a
+        WHERE a.mount_id = $1 AND a.path = ANY($5::text[]) AND a.deleted_at IS NULL AND a.kind = 'directory'
+          AND (actual.size_bytes, actual.file_count, actual.dir_count) IS DISTINCT FROM
+              (recorded.size_bytes, recorded.file_count, recorded.dir_count)`,
+      [mountId, dir, `${dir}/`, `${dir}0`, ancestorsOf(dir)],
+    );
+  }
+  await recomputeRollups(q, mountId, dir);
+}

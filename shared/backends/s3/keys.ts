@@ -1,3 +1,4 @@
+import { comparePaths } from '../../paths.ts';
 import { randomBytes } from 'node:crypto';
 import { FilestoreError } from '../../errors.ts';
 import { STAGING_DIR } from '../../paths.ts';
@@ -81,26 +82,6 @@ export function copySource(bucket: string, key: string): string {
   return `${bucket}/${encodeURIComponent(key).replace(/%2F/g, '/')}`;
 }
 
-/**
- * Compares two strings in UTF-8 byte order, which is code-point order and COLLATE "C" order:
- * S3 lists keys in that order ("List results are always returned in UTF-8 binary order",
- * https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html). JavaScript's `<`
- * compares UTF-16 code units, which differs for characters above U+FFFF versus U+E000–U+FFFF;
- * remapping the code units fixes that without encoding either string.
- */
-export function compareBytes(a: string, b: string): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) {
-    let x = a.charCodeAt(i);
-    let y = b.charCodeAt(i);
-    if (x === y) continue;
-    // Surrogates (D800–DFFF) encode code points above FFFF, so they must sort after E000–FFFF.
-    if (x >= 0xd800) x += x >= 0xe000 ? -0x800 : 0x2000;
-    if (y >= 0xd800) y += y >= 0xe000 ? -0x800 : 0x2000;
-    return x - y;
-  }
-  return a.length - b.length;
-}
 
 /** Same alphabet as the local backend, so an id valid on one mount is valid on every mount. */
 const STAGING_ID = /^[A-Za-z0-9_-]{1,128}$/;
@@ -112,3 +93,6 @@ function assertStagingId(stagingId: string): void {
     });
   }
 }
+
+/** Byte order of UTF-8 strings (kept under its old name for the S3 listing code). */
+export const compareBytes = comparePaths;

@@ -1,0 +1,227 @@
+import type { Queryable } from '../db/pool.ts';
+import type { EntryStat } from '../backends/types.ts';
+import { lockKey } from '../orchestrator/locks.ts';
+import { ancestorsOf } from '../paths.ts';
+import { appendEvents, type NewEvent } from './outbox.ts';
+import { NODE_COLUMNS } from './rows.ts';
+import { descendantsCondition } from './subtree.ts';
+import type { CatalogueNode } from './types.ts';
+
+/**
+ * Catalogue writes of reconciliation, set-based (one statement per kind of change per batch).
+ *
+ * Reconciliation never holds the path locks commands take. Instead, every write is guarded:
+ * - the batch's paths are try-locked for the transaction (exclusive on the path, shared on
+ *   its ancestors): a path a command is working on right now is skipped;
+ * - a row is changed only if it still has the version the scan compared and was not changed
+ *   since the scan began (`updated_at <= scanStartedAt`): a command that finished meanwhile
+ *   wins, and the next reconciliation looks again.
+ */
+
+export interface Guard {
+  mountId: string;
+  jobId: number;
+  /** Database time at which the scan began. */
+  scanStartedAt: Date;
+}
+
+/** The subset of `paths` whose locks (exclusive on the path, shared on its ancestors) were all free. */
+export async function tryLockPaths(q: Queryable, mountId: string, paths: string[]): Promise<Set<string>> {
+  const modes = new Map<string, boolean>(); // key → exclusive
+  const keysOf = new Map<string, string[]>();
+  for (const p of paths) {
+    const own = lockKey('path', mountId, p).toString();
+    const keys = [own, ...ancestorsOf(p).map((a) => lockKey('path', mountId, a).toString())];
+    keysOf.set(p, keys);
+    modes.set(own, true);
+    for (const k of keys.slice(1)) if (!modes.has(k)) modes.set(k, false);
+  }
+  if (modes.size === 0) return new Set();
+  const { rows } = await q.query<{ key: string; ok: boolean }>(
+    `SELECT key::text, CASE WHEN ex THEN pg_try_advisory_xact_lock(key) ELSE pg_try_advisory_xact_lock_shared(key) END AS ok
+       FROM unnest($1::bigint[], $2::boolean[]) AS t(key, ex) ORDER BY key`,
+    [[...modes.keys()], [...modes.values()]],
+  );
+  const free = new Set(rows.filter((r) => r.ok).map((r) => r.key));
+  return new Set(paths.filter((p) => (keysOf.get(p) as string[]).every((k) => free.has(k))));
+}
+
+export interface Observation {
+  node: CatalogueNode;
+  seen: EntryStat;
+  /** sha256 of the bytes now on storage, when hashed; null = unknown. */
+  sha256: string | null;
+}
+
+const event = (type: NewEvent['type'], mountId: string, data: Record<string, unknown>): NewEvent => ({ type, mountId, data });
+const json = (v: unknown) => JSON.parse(JSON.stringify(v)) as Record<string, unknown>;
+
+/**
+ * Records what storage holds for nodes that changed behind Filestore's back (metadata,
+ * content or kind): version + 1, snapshot, ACTIVE, drift and reconciliation timestamps,
+ * `filestore.drift.detected` + `filestore.node.reconciled`. Returns the nodes written.
+ */
+export async function applyChanges(q: Queryable, g: Guard, changes: Observation[], reason: string): Promise<CatalogueNode[]> {
+  if (changes.length === 0) return [];
+  const { rows } = await q.query<CatalogueNode>(
+    `WITH v AS (
+       SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::int[],
+                            $9::int[], $10::int[], $11::timestamptz[], $12::text[])
+         AS t(id, version, kind, size_bytes, sha256, etag, mode, uid, gid, mtime, symlink_target)
+     ), up AS (
+       UPDATE filestore.nodes n
+          SET kind = v.kind, size_bytes = v.size_bytes, sha256 = v.sha256, etag = v.etag, mode = v.mode, uid = v.uid,
+              gid = v.gid, mtime = v.mtime,
+              metadata = CASE WHEN v.kind = 'symlink' THEN n.metadata || jsonb_build_object('symlinkTarget', v.symlink_target)
+                              ELSE n.metadata - 'symlinkTarget' END,
+              version = n.version + 1, consistency_state = 'ACTIVE', consistency_checked_at = now(),
+              last_drift_detected_at = now(), last_reconciled_at = now(), updated_at = now()
+         FROM v
+        WHERE n.id = v.id AND n.mount_id = $1 AND n.version = v.version AND n.deleted_at IS NULL AND n.updated_at <= $13
+        RETURNING n.*
+     ), snap AS (
+       INSERT INTO filestore.snapshots (node_id, version, reconciliation_job_id, state)
+       SELECT up.id, up.version, $14, filestore.node_state(up) FROM up
+     ), unroll AS (
+       DELETE FROM filestore.rollups WHERE node_id IN (SELECT id FROM up WHERE kind <> 'directory')
+     ), roll AS (
+       INSERT INTO filestore.rollups (node_id, mount_id) SELECT id, mount_id FROM up WHERE kind = 'directory'
+       ON CONFLICT (node_id) DO NOTHING
+     )
+     SELECT ${NODE_COLUMNS} FROM up`,
+    [
+      g.mountId,
+      changes.map((c) => c.node.id),
+      changes.map((c) => c.node.version),
+      changes.map((c) => c.seen.kind),
+      changes.map((c) => (c.seen.kind === 'file' ? c.seen.sizeBytes : 0)),
+      changes.map((c) => (c.seen.kind === 'file' ? c.sha256 : null)),
+      changes.map((c) => c.seen.etag),
+      changes.map((c) => c.seen.mode),
+      changes.map((c) => c.seen.uid),
+      changes.map((c) => c.seen.gid),
+      changes.map((c) => c.seen.mtime),
+      changes.map((c) => c.seen.symlinkTarget),
+      g.scanStartedAt,
+      g.jobId,
+    ],
+  );
+  const before = new Map(changes.map((c) => [c.node.id, c]));
+  await appendEvents(
+    q,
+    rows.flatMap((node) => {
+      const c = before.get(node.id) as Observation;
+      return [
+        event('filestore.drift.detected', g.mountId, { nodeId: node.id, path: node.path, reason, jobId: g.jobId, recorded: json(c.node), observed: json(c.seen) }),
+        event('filestore.node.reconciled', g.mountId, { node: json(node), change: c.node.kind === node.kind ? 'updated' : 'kindChanged', reason, jobId: g.jobId }),
+      ];
+    }),
+  );
+  return rows;
+}
+
+/**
+ * Nodes storage confirms as they are recorded but whose state was not ACTIVE (INCONSISTENT
+ * after a drift signal, MISSING that reappeared): ACTIVE again, no new version.
+ */
+export async function reactivate(q: Queryable, g: Guard, nodes: CatalogueNode[], reason: string): Promise<CatalogueNode[]> {
+  if (nodes.length === 0) return [];
+  const { rows } = await q.query<CatalogueNode>(
+    `WITH up AS (
+       UPDATE filestore.nodes n SET consistency_state = 'ACTIVE', consistency_checked_at = now(), last_reconciled_at = now(),
+              updated_at = now()
+         FROM unnest($2::bigint[], $3::int[]) AS v(id, version)
+        WHERE n.id = v.id AND n.version = v.version AND n.mount_id = $1 AND n.deleted_at IS NULL AND n.updated_at <= $4
+          AND n.consistency_state <> 'ACTIVE'
+        RETURNING n.*
+     )
+     SELECT ${NODE_COLUMNS} FROM up`,
+    [g.mountId, nodes.map((n) => n.id), nodes.map((n) => n.version), g.scanStartedAt],
+  );
+  const was = new Map(nodes.map((n) => [n.id, n.consistencyState]));
+  await appendEvents(
+    q,
+    rows.map((node) =>
+      event('filestore.node.reconciled', g.mountId, { node: json(node), change: was.get(node.id) === 'MISSING' ? 'reappeared' : 'confirmed', reason, jobId: g.jobId }),
+    ),
+  );
+  return rows;
+}
+
+/** Nodes storage no longer holds (confirmed by a second look): MISSING, `filestore.node.missing`. */
+export async function markMissing(q: Queryable, g: Guard, nodes: CatalogueNode[], reason: string): Promise<CatalogueNode[]> {
+  if (nodes.length === 0) return [];
+  const { rows } = await q.query<CatalogueNode>(
+    `WITH up AS (
+       UPDATE filestore.nodes n SET consistency_state = 'MISSING', consistency_checked_at = now(), updated_at = now()
+         FROM unnest($2::bigint[], $3::int[]) AS v(id, version)
+        WHERE n.id = v.id AND n.version = v.version AND n.mount_id = $1 AND n.deleted_at IS NULL AND n.updated_at <= $4
+          AND n.consistency_state <> 'MISSING'
+        RETURNING n.*
+     )
+     SELECT ${NODE_COLUMNS} FROM up`,
+    [g.mountId, nodes.map((n) => n.id), nodes.map((n) => n.version), g.scanStartedAt],
+  );
+  await appendEvents(q, rows.map((node) => event('filestore.node.missing', g.mountId, { node: json(node), reason, jobId: g.jobId })));
+  return rows;
+}
+
+/** Every check sets consistency_checked_at (SPEC §3); rows changed since the scan began are left alone. */
+export async function touchChecked(q: Queryable, g: Guard, ids: number[], sha256ByNode?: Map<number, string>): Promise<void> {
+  if (ids.length === 0) return;
+  await q.query(
+    `UPDATE filestore.nodes n SET consistency_checked_at = now(), sha256 = coalesce(n.sha256, v.sha256)
+       FROM unnest($2::bigint[], $3::text[]) AS v(id, sha256)
+      WHERE n.id = v.id AND n.mount_id = $1 AND n.updated_at <= $4`,
+    [g.mountId, ids, ids.map((id) => sha256ByNode?.get(id) ?? null), g.scanStartedAt],
+  );
+}
+
+/** Paths that a command created, changed or deleted since the scan began: discovery must not resurrect or duplicate them. */
+export async function touchedSince(q: Queryable, g: Guard, paths: string[]): Promise<Set<string>> {
+  if (paths.length === 0) return new Set();
+  const { rows } = await q.query<{ path: string }>(
+    `SELECT DISTINCT path FROM filestore.nodes
+      WHERE mount_id = $1 AND path = ANY($2::text[]) AND (updated_at > $3 OR deleted_at > $3)`,
+    [g.mountId, paths, g.scanStartedAt],
+  );
+  return new Set(rows.map((r) => r.path));
+}
+
+/** Live nodes of a mount (the denominator of the mass-missing rule), the root excluded. */
+export async function countLiveNodes(q: Queryable, mountId: string): Promise<number> {
+  const below = descendantsCondition('', 2);
+  const { rows } = await q.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND ${below.sql}`,
+    [mountId],
+  );
+  return rows[0]?.n ?? 0;
+}
+
+/** Records what the last look at the mount's root found. */
+export async function setMountHealth(q: Queryable, mountId: string, health: 'healthy' | 'unhealthy', reason: string | null): Promise<void> {
+  await q.query(
+    `UPDATE filestore.mounts SET health = $2, health_reason = $3, health_checked_at = now() WHERE id = $1`,
+    [mountId, health, reason],
+  );
+}
+
+/**
+ * Drift observed (a watcher event, an S3 event not caused by Filestore): ACTIVE → INCONSISTENT,
+ * `last_drift_detected_at`, `filestore.drift.detected`. Returns the node, or null when no live
+ * ACTIVE node is at the path (an untracked path: the reconcile job will discover it).
+ */
+export async function markInconsistent(q: Queryable, mountId: string, path: string, reason: string): Promise<CatalogueNode | null> {
+  const { rows } = await q.query<CatalogueNode>(
+    `WITH up AS (
+       UPDATE filestore.nodes SET consistency_state = 'INCONSISTENT', last_drift_detected_at = now(), consistency_checked_at = now()
+        WHERE mount_id = $1 AND path = $2 AND deleted_at IS NULL AND consistency_state = 'ACTIVE'
+        RETURNING *
+     )
+     SELECT ${NODE_COLUMNS} FROM up`,
+    [mountId, path],
+  );
+  const node = rows[0] ?? null;
+  if (node) await appendEvents(q, [event('filestore.drift.detected', mountId, { nodeId: node.id, path, reason, node: json(node) })]);
+  return node;
+}

@@ -1,0 +1,297 @@
+import type { EntryStat } from '../backends/types.ts';
+import type { ReconcileJobRow } from '../catalogue/jobs.ts';
+import { getMount } from '../catalogue/mounts.ts';
+import { findLiveByPath, scopeNodes } from '../catalogue/nodes.ts';
+import { newNodeFromStat, insertNodes, type NewNode } from '../catalogue/node-writes.ts';
+import { appendEvents } from '../catalogue/outbox.ts';
+import {
+  applyChanges,
+  countLiveNodes,
+  markMissing,
+  reactivate,
+  setMountHealth,
+  touchChecked,
+  touchedSince,
+  tryLockPaths,
+  type Guard,
+  type Observation,
+} from '../catalogue/reconcile-writes.ts';
+import { recomputeRollupsCorrectingAncestors } from '../catalogue/rollups.ts';
+import type { CatalogueNode, Mount } from '../catalogue/types.ts';
+import { inTransaction, type Pool } from '../db/pool.ts';
+import { lockKey } from '../orchestrator/locks.ts';
+import { ancestorsOf, normalizePath, parentOf } from '../paths.ts';
+import type { Filestore } from '../runtime.ts';
+import { MassMissingError, MountUnhealthyError, ReconcileError, ScanFailedError } from './errors.ts';
+import { mergeByPath } from './merge.ts';
+import { strategyFor, type ReconcileStrategy } from './strategy.ts';
+import { zeroCounts, type ReconcileCounts, type ReconcileHandler, type ReconcileRequest } from './types.ts';
+
+export interface ReconcilerOptions {
+  /** FILESTORE_MAX_MISSING_RATIO (default 0.5). */
+  maxMissingRatio?: number | undefined;
+  /** FILESTORE_S3_MISSING_GRACE_MS (default 2000). */
+  s3MissingGraceMs?: number | undefined;
+  /** Rows per catalogue write (default 500). */
+  batchSize?: number | undefined;
+  /** Wraps the storage walk: fault injection for tests and drills (a listing that fails part-way). */
+  wrapWalk?: ((walk: AsyncIterable<EntryStat>) => AsyncIterable<EntryStat>) | undefined;
+}
+
+// A ratio of a handful of nodes says nothing about an unmounted disk; below this many live
+// nodes the mass-missing rule does not apply.
+const MIN_NODES_FOR_RATIO = 20;
+const PROGRESS_EVERY = 2_000;
+
+/** The engine behind every reconciliation job (queue workers call it with the job row). */
+export function createReconciler(fs: Filestore, o: ReconcilerOptions = {}): ReconcileHandler {
+  return (job, progress) => reconcileJob(fs, job, o, progress);
+}
+
+async function reconcileJob(
+  fs: Filestore,
+  job: ReconcileJobRow,
+  o: ReconcilerOptions,
+  progress: (counts: ReconcileCounts) => Promise<void>,
+): Promise<ReconcileCounts> {
+  const opts = job.options as { recursive?: boolean; hash?: boolean; force?: boolean };
+  const request: ReconcileRequest = {
+    mountId: job.mountId,
+    path: normalizePath(job.path),
+    reason: job.reason,
+    recursive: opts.recursive !== false,
+    hash: opts.hash === true,
+  };
+  const mount = await getMount(fs.pool, request.mountId);
+  const isAudit = request.path === '' && request.recursive;
+  // At most one audit of a mount runs at a time, across processes: a session lock held on a
+  // connection of its own for the audit's duration (gone with the process if it dies).
+  const auditLock = isAudit ? await fs.pool.connect() : null;
+  try {
+    if (auditLock) {
+      const key = lockKey('audit', mount.id).toString();
+      const { rows } = await auditLock.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [key]);
+      if (!rows[0]?.ok) throw new ReconcileError(`an audit of mount "${mount.key}" is already running`, true, { mountId: mount.id });
+    }
+    const run = new Run(fs, mount, job, request, o, progress);
+    return await run.execute(opts.force === true);
+  } finally {
+    if (auditLock) {
+      await auditLock.query('SELECT pg_advisory_unlock_all()').catch(() => {});
+      auditLock.release();
+    }
+  }
+}
+
+/** One reconciliation: walk, compare, apply in batches, then the destructive part (MISSING) only after a complete scan. */
+class Run {
+  private readonly strategy: ReconcileStrategy;
+  private readonly counts = zeroCounts();
+  private guard!: Guard;
+  private readonly batchSize: number;
+  // pending writes of the current batch
+  private changes: Observation[] = [];
+  private confirm: CatalogueNode[] = [];
+  private discovered: NewNode[] = [];
+  private unchanged: number[] = [];
+  private learned = new Map<number, string>();
+  private missingCandidates: CatalogueNode[] = [];
+  private lastProgress = 0;
+  /** The shallowest path this run may have added or removed (the scope, or an untracked ancestor of it). */
+  private top = '';
+
+  constructor(
+    private readonly fs: Filestore,
+    private readonly mount: Mount,
+    private readonly job: ReconcileJobRow,
+    private readonly request: ReconcileRequest,
+    private readonly o: ReconcilerOptions,
+    private readonly progress: (counts: ReconcileCounts) => Promise<void>,
+  ) {
+    this.strategy = strategyFor(mount, () => fs.backends.forMount(mount), { s3MissingGraceMs: o.s3MissingGraceMs ?? 2_000 });
+    this.batchSize = o.batchSize ?? 500;
+  }
+
+  private get pool(): Pool {
+    return this.fs.pool;
+  }
+
+  async execute(force: boolean): Promise<ReconcileCounts> {
+    try {
+      await this.strategy.checkRoot();
+    } catch (err) {
+      if (err instanceof MountUnhealthyError) await setMountHealth(this.pool, this.mount.id, 'unhealthy', String(err.details?.reason ?? err.message));
+      throw err;
+    }
+    await setMountHealth(this.pool, this.mount.id, 'healthy', null);
+    const { rows } = await this.pool.query<{ now: Date }>('SELECT now() AS now');
+    this.guard = { mountId: this.mount.id, jobId: this.job.id, scanStartedAt: rows[0]?.now as Date };
+
+    this.top = this.request.path;
+    await this.discoverAncestors();
+    try {
+      const walk = this.o.wrapWalk ? this.o.wrapWalk(this.storageWalk()) : this.storageWalk();
+      for await (const pair of mergeByPath(walk, scopeNodes(this.pool, this.mount.id, this.request.path, this.request.recursive))) {
+        await this.compare(pair.seen, pair.node);
+        if (this.pendingWrites() >= this.batchSize) await this.flush();
+        if (this.counts.checked - this.lastProgress >= PROGRESS_EVERY) {
+          this.lastProgress = this.counts.checked;
+          await this.progress({ ...this.counts });
+        }
+      }
+    } catch (err) {
+      // What was found so far is recorded; nothing is marked MISSING from a partial scan.
+      await this.flush().catch(() => {});
+      await this.finishRollups().catch(() => {});
+      if (err instanceof ReconcileError) throw err;
+      const e = err as { code?: string; message?: string };
+      throw new ScanFailedError(e.message ?? String(err), { code: e.code });
+    }
+    await this.flush();
+    await this.applyMissing(force);
+    await this.finishRollups();
+    
+    return { ...this.counts };
+  }
+
+  /** What storage holds in the scope: the path itself, then (directories) its children or subtree. */
+  private async *storageWalk(): AsyncGenerator<EntryStat> {
+    const self = await this.strategy.stat(this.request.path);
+    if (!self) return;
+    yield self;
+    if (self.kind !== 'directory') return;
+    yield* this.strategy.list(this.request.path, this.request.recursive);
+  }
+
+  private async compare(seen: EntryStat | null, node: CatalogueNode | null): Promise<void> {
+    this.counts.checked++;
+    if (seen && node) {
+      const hashNow = this.request.hash && seen.kind === 'file';
+      const sha256 = hashNow ? await this.strategy.hash(seen.path) : null;
+      const changed =
+        seen.kind !== node.kind ||
+        this.strategy.differs(node, seen) ||
+        (sha256 !== null && node.sha256 !== null && sha256 !== node.sha256);
+      if (changed) {
+        this.changes.push({ node, seen, sha256 });
+      } else if (node.consistencyState !== 'ACTIVE') {
+        this.confirm.push(node);
+        if (sha256 !== null && node.sha256 === null) this.learned.set(node.id, sha256);
+      } else {
+        this.unchanged.push(node.id);
+        if (sha256 !== null && node.sha256 === null) this.learned.set(node.id, sha256);
+      }
+    } else if (seen) {
+      const sha256 = this.request.hash && seen.kind === 'file' ? await this.strategy.hash(seen.path) : null;
+      this.discovered.push(newNodeFromStat(seen, sha256));
+    } else if (node) {
+      if (node.consistencyState === 'MISSING') {
+        this.unchanged.push(node.id);
+      } else {
+        this.missingCandidates.push(node);
+      }
+    }
+  }
+
+  private pendingWrites(): number {
+    return this.changes.length + this.confirm.length + this.discovered.length + this.unchanged.length;
+  }
+
+  /** Writes the batch in one transaction; paths a command holds right now are skipped (a later run sees them). */
+  private async flush(): Promise<void> {
+    if (this.pendingWrites() === 0) return;
+    const [changes, confirm, discovered, unchanged, learned] = [this.changes, this.confirm, this.discovered, this.unchanged, this.learned];
+    this.changes = [];
+    this.confirm = [];
+    this.discovered = [];
+    this.unchanged = [];
+    this.learned = new Map();
+    const reason = this.request.reason;
+    const client = await this.pool.connect();
+    try {
+      await inTransaction(client, async () => {
+        const locked = await tryLockPaths(client, this.mount.id, [...changes.map((c) => c.node.path), ...confirm.map((n) => n.path), ...discovered.map((n) => n.path)]);
+        const updated = await applyChanges(client, this.guard, changes.filter((c) => locked.has(c.node.path)), reason);
+        const reactivated = await reactivate(client, this.guard, confirm.filter((n) => locked.has(n.path)), reason);
+        const fresh = discovered.filter((n) => locked.has(n.path));
+        const touched = await touchedSince(client, this.guard, fresh.map((n) => n.path));
+        const inserted = await insertNodes(client, this.mount.id, fresh.filter((n) => !touched.has(n.path)), { reconciliationJobId: this.job.id }, 'ignore');
+        await appendEvents(
+          client,
+          inserted.map((node) => ({
+            type: 'filestore.node.reconciled' as const,
+            mountId: this.mount.id,
+            data: { node: JSON.parse(JSON.stringify(node)) as Record<string, unknown>, change: 'discovered', reason, jobId: this.job.id },
+          })),
+        );
+        await touchChecked(client, this.guard, unchanged, learned);
+        this.counts.updated += updated.length + reactivated.length;
+        this.counts.discovered += inserted.length;
+        // Unchanged, plus what was left for a later run (held by a command, or changed meanwhile).
+        this.counts.unchanged += unchanged.length + (changes.length - updated.length) + (confirm.length - reactivated.length);
+      });
+    } finally {
+      client.release();
+    }
+    await this.fs.changed(this.mount.id);
+  }
+
+  /** MISSING only after a complete scan, only what a second look confirms, and never most of a mount at once. */
+  private async applyMissing(force: boolean): Promise<void> {
+    const candidates = this.missingCandidates;
+    this.missingCandidates = [];
+    if (candidates.length === 0) return;
+    const isAudit = this.request.path === '' && this.request.recursive;
+    if (isAudit && !force) {
+      const total = await countLiveNodes(this.pool, this.mount.id);
+      const ratio = this.o.maxMissingRatio ?? 0.5;
+      if (total >= MIN_NODES_FOR_RATIO && candidates.length > ratio * total) throw new MassMissingError(candidates.length, total, ratio);
+    }
+    const gone = await this.strategy.confirmGone(candidates.map((n) => n.path));
+    const confirmed = candidates.filter((n) => gone.has(n.path));
+    for (let i = 0; i < confirmed.length; i += this.batchSize) {
+      const batch = confirmed.slice(i, i + this.batchSize);
+      const client = await this.pool.connect();
+      try {
+        await inTransaction(client, async () => {
+          const locked = await tryLockPaths(client, this.mount.id, batch.map((n) => n.path));
+          const marked = await markMissing(client, this.guard, batch.filter((n) => locked.has(n.path)), this.request.reason);
+          this.counts.missing += marked.length;
+          this.counts.unchanged += batch.length - marked.length;
+        });
+      } finally {
+        client.release();
+      }
+      await this.fs.changed(this.mount.id);
+    }
+    this.counts.unchanged += candidates.length - confirmed.length;
+  }
+
+  /**
+   * Untracked ancestors of the path (a drift job for "a/b/c.txt" when "a" was created
+   * outside Filestore) are catalogued first, so the path has a parent to hang from.
+   */
+  private async discoverAncestors(): Promise<void> {
+    const missing: NewNode[] = [];
+    for (const a of ancestorsOf(this.request.path).slice(1)) {
+      if (await findLiveByPath(this.pool, this.mount.id, a)) continue;
+      const seen = await this.strategy.stat(a);
+      if (!seen || seen.kind !== 'directory') return;
+      missing.push(newNodeFromStat(seen));
+    }
+    this.discovered.push(...missing);
+    this.counts.checked += missing.length;
+    if (missing[0]) this.top = missing[0].path;
+    await this.flush();
+  }
+
+  /**
+   * Rollups recomputed from the rows for the directory holding everything this run may have
+   * changed (the scope's parent: the scope itself may have appeared or changed kind); the
+   * correction goes to the directories above it.
+   */
+  private async finishRollups(): Promise<void> {
+    await recomputeRollupsCorrectingAncestors(this.pool, this.mount.id, parentOf(this.top) ?? '');
+    await this.fs.changed(this.mount.id);
+  }
+}

@@ -1,0 +1,65 @@
+import { constants } from 'node:fs';
+import { access, stat } from 'node:fs/promises';
+import type { Backend, EntryStat } from '../../backends/types.ts';
+import type { CatalogueNode } from '../../catalogue/types.ts';
+import { MountUnhealthyError } from '../errors.ts';
+import { forEachLimited, type ReconcileStrategy } from '../strategy.ts';
+
+const mtimeMs = (d: Date | string | null) => (d === null ? null : new Date(d).getTime());
+
+/**
+ * Local disks: the walk is the LocalExecutor's listing (lstat in windows of entries, never
+ * following symlinks, byte order); a change is any difference in size, mtime, mode, owner,
+ * or a symlink's target.
+ */
+export class LocalStrategy implements ReconcileStrategy {
+  readonly kind = 'local' as const;
+
+  constructor(
+    private readonly rootPath: string,
+    private readonly backend: () => Backend,
+  ) {}
+
+  async checkRoot(): Promise<void> {
+    try {
+      const st = await stat(this.rootPath);
+      if (!st.isDirectory()) throw new MountUnhealthyError(`${this.rootPath} is not a directory`);
+      await access(this.rootPath, constants.R_OK | constants.X_OK);
+    } catch (err) {
+      if (err instanceof MountUnhealthyError) throw err;
+      const code = (err as NodeJS.ErrnoException).code ?? 'unknown';
+      throw new MountUnhealthyError(code === 'ENOENT' ? `${this.rootPath} does not exist (unmounted?)` : `${this.rootPath}: ${code}`);
+    }
+  }
+
+  stat(path: string): Promise<EntryStat | null> {
+    return this.backend().stat(path);
+  }
+
+  list(dir: string, recursive: boolean): AsyncIterable<EntryStat> {
+    return this.backend().list(dir, { recursive });
+  }
+
+  /** Compares what the catalogue recorded (a field it never recorded, like the root's mode, is not a change). */
+  differs(node: CatalogueNode, seen: EntryStat): boolean {
+    if (node.kind === 'file' && node.sizeBytes !== seen.sizeBytes) return true;
+    // A directory's mtime moves with every entry added or removed in it: not drift of the directory.
+    if (node.kind !== 'directory' && node.mtime !== null && mtimeMs(node.mtime) !== mtimeMs(seen.mtime)) return true;
+    const recorded = (a: number | null, b: number | null) => a !== null && a !== b;
+    if (recorded(node.mode, seen.mode) || recorded(node.uid, seen.uid) || recorded(node.gid, seen.gid)) return true;
+    if (node.kind === 'symlink' && (node.metadata.symlinkTarget ?? null) !== seen.symlinkTarget) return true;
+    return false;
+  }
+
+  async confirmGone(paths: string[]): Promise<Set<string>> {
+    const gone = new Set<string>();
+    await forEachLimited(paths, 16, async (p) => {
+      if ((await this.backend().stat(p)) === null) gone.add(p);
+    });
+    return gone;
+  }
+
+  hash(path: string): Promise<string> {
+    return this.backend().hash(path);
+  }
+}

@@ -1,0 +1,40 @@
+import type { Backend, EntryStat } from '../backends/types.ts';
+import type { CatalogueNode, Mount } from '../catalogue/types.ts';
+import { LocalStrategy } from './strategies/local.ts';
+import { S3Strategy } from './strategies/s3.ts';
+
+/**
+ * How one kind of storage is observed for reconciliation. Both implementations pass the
+ * suite in tests/conformance/reconcile-suite.ts; the engine (reconciler.ts) is the same for both.
+ */
+export interface ReconcileStrategy {
+  readonly kind: 'local' | 's3';
+  /** Throws MountUnhealthyError when the mount's root cannot be read at all. */
+  checkRoot(): Promise<void>;
+  stat(path: string): Promise<EntryStat | null>;
+  /** Entries below `dir` in byte order of path; recursive or direct children only. */
+  list(dir: string, recursive: boolean): AsyncIterable<EntryStat>;
+  /** True when what the catalogue recorded differs from what storage holds (same kind). */
+  differs(node: CatalogueNode, seen: EntryStat): boolean;
+  /** The second look before MISSING: those of `paths` that are still absent. */
+  confirmGone(paths: string[]): Promise<Set<string>>;
+  hash(path: string): Promise<string>;
+}
+
+export interface StrategyOptions {
+  /** S3: wait this long before the second look (eventually consistent S3-compatible stores). */
+  s3MissingGraceMs: number;
+}
+
+export function strategyFor(mount: Mount, backend: () => Backend, o: StrategyOptions): ReconcileStrategy {
+  return mount.kind === 'local' ? new LocalStrategy(mount.rootPath as string, backend) : new S3Strategy(backend, o.s3MissingGraceMs);
+}
+
+/** Runs `fn` over `items` with at most `limit` at once, in input order of start. */
+export async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++] as T);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}

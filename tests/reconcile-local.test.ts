@@ -1,0 +1,72 @@
+import { createHash } from 'node:crypto';
+import { mkdir, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findLiveByPath } from '../shared/catalogue/nodes.ts';
+import { createReconciler } from '../shared/reconcile/reconciler.ts';
+import type { Filestore } from '../shared/runtime.ts';
+import { reconcileSuite } from './conformance/reconcile-suite.ts';
+import { createTestMount, startFilestore } from './support/filestore.ts';
+
+reconcileSuite('local', async (fs) => {
+  const mount = await createTestMount(fs, 'local');
+  const root = mount.root as string;
+  const abs = (p: string) => path.join(root, p);
+  return {
+    mount,
+    async write(p, bytes) {
+      await mkdir(path.dirname(abs(p)), { recursive: true });
+      await writeFile(abs(p), bytes);
+    },
+    remove: (p) => rm(abs(p), { recursive: true, force: true }),
+    mkdir: async (p) => void (await mkdir(abs(p), { recursive: true })),
+    async breakRoot() {
+      await rename(root, `${root}.unmounted`);
+      return () => rename(`${root}.unmounted`, root);
+    },
+    cleanup: () => mount.cleanup(),
+  };
+});
+
+describe('local-only reconciliation', () => {
+  let fs: Filestore;
+  beforeAll(async () => {
+    fs = await startFilestore();
+  });
+  afterAll(() => fs.close());
+
+  async function run(mountId: string, options: Record<string, unknown>) {
+    const { rows } = await fs.pool.query(
+      `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, '', 'manual', $2, 'running')
+       RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
+                 created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
+      [mountId, JSON.stringify(options)],
+    );
+    return createReconciler(fs)(rows[0], async () => {});
+  }
+
+  it('a content change with identical size and mtime is caught only when hashing', async () => {
+    const t = await createTestMount(fs, 'local');
+    const file = path.join(t.root as string, 'same.bin');
+    await fs.orchestrator.writeFile(t.mount.id, { path: 'same.bin' }, Readable.from([Buffer.from('AAAA')]));
+    const before = await stat(file);
+    await writeFile(file, 'BBBB');
+    await utimes(file, before.atime, before.mtime);
+    expect(await run(t.mount.id, { recursive: true })).toMatchObject({ updated: 0 });
+    expect(await run(t.mount.id, { recursive: true, hash: true })).toMatchObject({ updated: 1 });
+    const node = await findLiveByPath(fs.pool, t.mount.id, 'same.bin');
+    expect(node?.sha256).toBe(createHash('sha256').update('BBBB').digest('hex'));
+    await t.cleanup();
+  });
+
+  it('symlinks are catalogued as kind symlink with their target, never followed', async () => {
+    const t = await createTestMount(fs, 'local');
+    await symlink('/etc', path.join(t.root as string, 'etc-link'));
+    expect(await run(t.mount.id, { recursive: true })).toMatchObject({ discovered: 1 });
+    const node = await findLiveByPath(fs.pool, t.mount.id, 'etc-link');
+    expect(node).toMatchObject({ kind: 'symlink', metadata: { symlinkTarget: '/etc' } });
+    expect(await findLiveByPath(fs.pool, t.mount.id, 'etc-link/passwd')).toBeNull();
+    await t.cleanup();
+  });
+});
