@@ -193,6 +193,11 @@ class Run {
     }
   }
 
+  /** filestore_node_transitions_total: ACTIVE→ACTIVE is a recorded change (drift reconciled), UNTRACKED→ACTIVE a discovery. */
+  private transition(from: string, to: string): void {
+    this.fs.metrics.nodeTransitions.inc({ from, to });
+  }
+
   private pendingWrites(): number {
     return this.changes.length + this.confirm.length + this.discovered.length + this.unchanged.length;
   }
@@ -225,6 +230,10 @@ class Run {
           })),
         );
         await touchChecked(client, this.guard, unchanged, learned);
+        const was = new Map([...changes.map((c) => [c.node.id, c.node.consistencyState] as const), ...confirm.map((n) => [n.id, n.consistencyState] as const)]);
+        for (const n of [...updated, ...reactivated]) this.transition(was.get(n.id) ?? 'ACTIVE', 'ACTIVE');
+        for (let i = 0; i < inserted.length; i++) this.transition('UNTRACKED', 'ACTIVE');
+        if (updated.length > 0) this.fs.metrics.driftDetected.inc({ mount: this.mount.key }, updated.length);
         this.counts.updated += updated.length + reactivated.length;
         this.counts.discovered += inserted.length;
         // Unchanged, plus what was left for a later run (held by a command, or changed meanwhile).
@@ -256,6 +265,8 @@ class Run {
         await inTransaction(client, async () => {
           const locked = await tryLockPaths(client, this.mount.id, batch.map((n) => n.path));
           const marked = await markMissing(client, this.guard, batch.filter((n) => locked.has(n.path)), this.request.reason);
+          const was = new Map(batch.map((n) => [n.id, n.consistencyState]));
+          for (const n of marked) this.transition(was.get(n.id) ?? 'ACTIVE', 'MISSING');
           this.counts.missing += marked.length;
           this.counts.unchanged += batch.length - marked.length;
         });
