@@ -31,6 +31,7 @@ const LOCAL: Record<string, () => Promise<(p: Command) => void>> = {
   token: async () => (await import('./commands/token.ts')).registerToken,
   migrate: async () => (await import('./commands/migrate.ts')).registerMigrate,
   start: async () => (await import('./commands/start.ts')).registerStart,
+  'reconcile-worker': async () => (await import('./commands/reconcile-worker.ts')).registerReconcileWorker,
 };
 const args = process.argv.slice(2);
 const first = args.find((a) => !a.startsWith('-'));

@@ -9,6 +9,9 @@ import { OutboxRelay } from './events/relay.ts';
 import type { OrchestratorHooks } from './orchestrator/context.ts';
 import { Orchestrator } from './orchestrator/orchestrator.ts';
 import { defaultMetrics, type FilestoreMetrics } from './metrics/metrics.ts';
+import { createReconcileQueue } from './queues/create-reconcile-queue.ts';
+import type { ReconcileQueue } from './queues/reconcile-queue.ts';
+import { createReconciler } from './reconcile/reconciler.ts';
 
 export interface FilestoreOptions {
   databaseUrl: string;
@@ -28,6 +31,23 @@ export interface FilestoreOptions {
   log?: ((line: string) => void) | undefined;
   /** Where executor, outbox and HTTP metrics are counted (default: the process-wide registry). */
   metrics?: FilestoreMetrics | undefined;
+  /** The reconciliation queue: where requests go, and whether this process runs the jobs. */
+  reconcile?: ReconcileSetup | undefined;
+}
+
+export interface ReconcileSetup {
+  /** Run jobs in this process (default: true in inline mode, where nothing else can; false otherwise). */
+  consume?: boolean | undefined;
+  concurrency?: number | undefined;
+  maxMissingRatio?: number | undefined;
+  s3MissingGraceMs?: number | undefined;
+  /** This process's agent: local mounts owned by another agent are not reconciled here. */
+  agentId?: string | undefined;
+  /** Queue name and the mounts whose leftover jobs this consumer adopts at start (tests isolate themselves). */
+  queueName?: string | undefined;
+  mountIds?: readonly string[] | undefined;
+  /** 'inline' runs jobs in-process even when Redis carries events (tests). Default: the Redis URL. */
+  queueRedisUrl?: string | undefined;
 }
 
 /** The core wired together: what `npm start`, the agent, the Lambdas and tests all run. */
@@ -40,6 +60,8 @@ export interface Filestore {
   relay: OutboxRelay | null;
   backends: BackendRegistry;
   metrics: FilestoreMetrics;
+  /** Reconciliation requests (POST /v1/reconcile, drift signals, audits). */
+  reconcile: ReconcileQueue;
   /** After a commit that changed a mount outside the orchestrator (reconciliation): cache and relay. */
   changed(mountId: string): Promise<void>;
   close(): Promise<void>;
@@ -78,7 +100,11 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
   }, o.maintenanceIntervalMs ?? 30_000);
   timer.unref();
 
-  return {
+  const r = o.reconcile ?? {};
+  const queueUrl = r.queueRedisUrl ?? o.redisUrl;
+  const reconcile = createReconcileQueue(queueUrl, { pool, metrics, log, name: r.queueName, mountIds: r.mountIds });
+
+  const fs: Filestore = {
     pool,
     orchestrator,
     reader,
@@ -88,12 +114,19 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
     backends,
     metrics,
     changed,
+    reconcile,
     async close() {
       clearInterval(timer);
+      await reconcile.close().catch((e: Error) => log(`reconcile queue: ${e.message}`));
       await relay?.stop();
       await relay?.drain().catch(() => 0);
       await Promise.allSettled([bus.close(), cache.close()]);
       await pool.end();
     },
   };
+  if (r.consume ?? queueUrl === 'inline') {
+    const handler = createReconciler(fs, { maxMissingRatio: r.maxMissingRatio, s3MissingGraceMs: r.s3MissingGraceMs, agentId: r.agentId });
+    await reconcile.start(handler, { concurrency: r.concurrency });
+  }
+  return fs;
 }

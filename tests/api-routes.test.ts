@@ -154,10 +154,11 @@ describe('reconciliation routes', () => {
     await expectError(c.call('GET', '/v1/reconcile/jobs/abc', { token: 'read' }), 400, 'VALIDATION_ERROR');
   });
 
-  it('POST /v1/reconcile is 501 NOT_IMPLEMENTED in this version (404 for an unknown mount)', async () => {
-    const t = await mountOf();
-    await expectError(c.call('POST', '/v1/reconcile', { token: 'write', json: { mountId: t.mount.key, path: '', recursive: true } }), 501, 'NOT_IMPLEMENTED');
+  it('POST /v1/reconcile answers 404 MOUNT_NOT_FOUND for an unknown mount and 400 for a bad path', async () => {
     await expectError(c.call('POST', '/v1/reconcile', { token: 'write', json: { mountId: uniqueKey('nope') } }), 404, 'MOUNT_NOT_FOUND');
+    const t = await mountOf();
+    await expectError(c.call('POST', '/v1/reconcile', { token: 'write', json: { mountId: t.mount.key, path: '../x' } }), 400, 'INVALID_PATH');
+    await expectError(c.call('POST', '/v1/reconcile', { token: 'read', json: { mountId: t.mount.key } }), 403, 'FORBIDDEN');
   });
 });
 

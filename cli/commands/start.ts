@@ -7,6 +7,7 @@ import { createFilestore } from '../../shared/runtime.ts';
 import { createMount, findMount } from '../../shared/catalogue/mounts.ts';
 import { resolveAuth } from '../../shared/api/auth-config.ts';
 import { serveApi, type ApiServer } from '../../shared/api/serve.ts';
+import { startAuditScheduler, type AuditScheduler } from '../../shared/reconcile/audit-scheduler.ts';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../embedded-postgres.ts';
 
 const EMBEDDED_DIR = '.filestore';
@@ -25,11 +26,13 @@ export function registerStart(program: Command): void {
       const databaseUrl = config.DATABASE_URL ?? (embedded as EmbeddedDatabase).url;
       let fs: Awaited<ReturnType<typeof createFilestore>> | undefined;
       let server: ApiServer | undefined;
+      let audits: AuditScheduler | undefined;
       let stopping = false;
       const stop = async (code: number) => {
         if (stopping) return;
         stopping = true;
         await server?.close().catch(() => {});
+        await audits?.close().catch(() => {});
         await fs?.close().catch(() => {});
         await embedded?.stop().catch(() => {});
         process.exit(code);
@@ -44,7 +47,19 @@ export function registerStart(program: Command): void {
           poolSize: config.FILESTORE_DB_POOL_SIZE,
           s3: { endpoint: config.FILESTORE_S3_ENDPOINT },
           log,
+          // One process runs everything: reconciliation jobs too, inline or on Redis.
+          reconcile: {
+            consume: true,
+            concurrency: config.FILESTORE_RECONCILE_CONCURRENCY,
+            maxMissingRatio: config.FILESTORE_MAX_MISSING_RATIO,
+            s3MissingGraceMs: config.FILESTORE_S3_MISSING_GRACE_MS,
+            agentId: config.FILESTORE_AGENT_ID,
+          },
         });
+        if (config.FILESTORE_AUDIT_CRON) {
+          audits = await startAuditScheduler({ pool: fs.pool, queue: fs.reconcile, cron: config.FILESTORE_AUDIT_CRON, redisUrl: config.REDIS_URL, log });
+          log(`audits: every mount on "${config.FILESTORE_AUDIT_CRON}"`);
+        }
         const root = path.resolve('data');
         await mkdir(root, { recursive: true });
         const mount =

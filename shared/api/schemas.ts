@@ -213,7 +213,13 @@ export const MetadataBody = z
   .strict();
 
 export const ReconcileBody = z
-  .object({ mountId: mountRef, path: z.string().optional(), recursive: z.boolean().optional(), hash: z.boolean().optional() })
+  .object({
+    mountId: mountRef,
+    path: z.string().optional().describe('default: the mount root (an audit)'),
+    recursive: z.boolean().optional().describe('default true: the whole subtree; false: the path and its direct children'),
+    hash: z.boolean().optional().describe('compare content by sha256 too'),
+    force: z.boolean().optional().describe('apply even if more than FILESTORE_MAX_MISSING_RATIO of the mount would become MISSING'),
+  })
   .strict();
 export const ListJobsQuery = z.object({
   mountId: mountRef.optional(),

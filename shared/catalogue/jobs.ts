@@ -1,6 +1,21 @@
 import type { Queryable } from '../db/pool.ts';
+import { FilestoreError } from '../errors.ts';
 
-/** Reads of reconciliation_jobs (the reconciliation worker writes them). */
+/**
+ * reconciliation_jobs: one row per reconciliation request that was not merged into a waiting
+ * one. Every state transition below is one SQL statement; the row, not the queue, is the
+ * truth a user sees (`GET /v1/reconcile/jobs/:id`).
+ *
+ * ```mermaid
+ * stateDiagram-v2
+ *   [*] --> queued: enqueueJob (or joins the waiting row: coalesced + 1)
+ *   queued --> running: claimJob (attempts + 1)
+ *   running --> succeeded: finishJob
+ *   running --> failed: finishJob (not retryable, or out of attempts)
+ *   running --> queued: retryLater
+ *   running --> cancelled: retryLater while another row for the path waits (COALESCED)
+ * ```
+ */
 export interface ReconcileJobRow {
   id: number;
   mountId: string;
@@ -18,8 +33,29 @@ export interface ReconcileJobRow {
   updatedAt: Date;
 }
 
-export const JOB_COLUMNS = `id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
-  created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`;
+/** What a job does beyond its path: written explicitly on every row so merging is a plain OR. */
+export interface ReconcileJobOptions {
+  recursive: boolean;
+  hash: boolean;
+}
+
+export interface NewReconcileJob {
+  mountId: string;
+  path: string;
+  reason: ReconcileJobRow['reason'];
+  options: ReconcileJobOptions;
+}
+
+const FIELDS: ReadonlyArray<readonly [column: string, name: string]> = [
+  ['id', 'id'], ['mount_id', 'mountId'], ['path', 'path'], ['reason', 'reason'], ['options', 'options'], ['status', 'status'],
+  ['attempts', 'attempts'], ['coalesced', 'coalesced'], ['result', 'result'], ['error', 'error'], ['created_at', 'createdAt'],
+  ['started_at', 'startedAt'], ['finished_at', 'finishedAt'], ['updated_at', 'updatedAt'],
+];
+/** The select list of a ReconcileJobRow, columns qualified by `table` when given. */
+const columnsOf = (table?: string) =>
+  FIELDS.map(([c, n]) => `${table ? `${table}.` : ''}${c}${c === n ? '' : ` AS "${n}"`}`).join(', ');
+
+export const JOB_COLUMNS = columnsOf();
 const COLUMNS = JOB_COLUMNS;
 
 export async function findJob(q: Queryable, id: number): Promise<ReconcileJobRow | null> {
@@ -45,6 +81,184 @@ export async function listJobs(
   const { rows } = await q.query<ReconcileJobRow>(
     `SELECT ${COLUMNS} FROM filestore.reconciliation_jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
       ORDER BY id DESC LIMIT $${params.length}`,
+    params,
+  );
+  return rows;
+}
+
+// Merging a request into a waiting job (`w`) from another (`n`): boolean options OR together
+// (the waiting job then does at least what each request asked), other keys of the newer win.
+const mergeOptions = (w: string, n: string) => `${w}.options || ${n}.options || jsonb_build_object(
+    'recursive', coalesce((${w}.options->>'recursive')::boolean, false) OR coalesce((${n}.options->>'recursive')::boolean, false),
+    'hash', coalesce((${w}.options->>'hash')::boolean, false) OR coalesce((${n}.options->>'hash')::boolean, false))`;
+// The merged job keeps the reason of higher precedence, manual > audit > recovery > s3_event >
+// drift: what a person asked for is what the job list should say it is; ties keep the first.
+const REASON_RANK = `ARRAY['drift', 's3_event', 'recovery', 'audit', 'manual']`;
+const mergeReason = (w: string, n: string) =>
+  `CASE WHEN array_position(${REASON_RANK}, ${n}.reason) > array_position(${REASON_RANK}, ${w}.reason) THEN ${n}.reason ELSE ${w}.reason END`;
+
+/**
+ * Records a request: a new queued row, or — when a row for the same (mount, path) is already
+ * waiting — that row, with `coalesced` + 1 and the options and reason merged (see above).
+ * `coalesced` in the answer says which happened; a coalesced request needs no queue message.
+ */
+export async function enqueueJob(q: Queryable, r: NewReconcileJob): Promise<{ job: ReconcileJobRow; coalesced: boolean }> {
+  try {
+    const { rows } = await q.query<ReconcileJobRow & { joined: boolean }>(
+      `INSERT INTO filestore.reconciliation_jobs AS w (mount_id, path, reason, options)
+       VALUES ($1, $2, $3, $4)
+       ON CONFLICT (mount_id, path) WHERE status = 'queued' DO UPDATE
+          SET coalesced = w.coalesced + 1,
+              options = ${mergeOptions('w', 'EXCLUDED')},
+              reason = ${mergeReason('w', 'EXCLUDED')},
+              updated_at = now()
+       RETURNING ${COLUMNS}, coalesced > 0 AS joined`,
+      [r.mountId, r.path, r.reason, JSON.stringify({ recursive: r.options.recursive, hash: r.options.hash })],
+    );
+    const { joined, ...job } = rows[0] as ReconcileJobRow & { joined: boolean };
+    return { job, coalesced: joined };
+  } catch (err) {
+    if ((err as { code?: string }).code === '23503') throw new FilestoreError('MOUNT_NOT_FOUND', `no mount "${r.mountId}"; list mounts with \`filestore mounts list\``);
+    throw err;
+  }
+}
+
+/**
+ * queued → running: attempts + 1, started_at (of the first attempt) and updated_at set. Null
+ * when the row is no longer queued (cancelled, finished, taken by another worker).
+ * `reclaim` also takes a row left `running`: for a queue that hands one job to one worker at
+ * a time (BullMQ's lock), a running row whose job is delivered again belongs to a worker that
+ * died or lost its lock, so running it again is the recovery, not a duplicate.
+ */
+export async function claimJob(q: Queryable, id: number, o: { reclaim?: boolean } = {}): Promise<ReconcileJobRow | null> {
+  // Two statement texts rather than a status parameter: each keeps its own generic plan (see db/pool.ts).
+  const statuses = o.reclaim ? `status IN ('queued', 'running')` : `status = 'queued'`;
+  const { rows } = await q.query<ReconcileJobRow>(
+    `UPDATE filestore.reconciliation_jobs
+        SET status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, now()), updated_at = now()
+      WHERE id = $1 AND ${statuses}
+      RETURNING ${COLUMNS}`,
+    [id],
+  );
+  return rows[0] ?? null;
+}
+
+/** Counts so far of a running job (`result`), for `filestore reconcile --wait`. False once the row is no longer running. */
+export async function recordProgress(q: Queryable, id: number, counts: object): Promise<boolean> {
+  const { rowCount } = await q.query(
+    `UPDATE filestore.reconciliation_jobs SET result = $2, updated_at = now() WHERE id = $1 AND status = 'running'`,
+    [id, JSON.stringify(counts)],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
+/**
+ * running → succeeded | failed, with the final counts (or, left undefined, the last progress)
+ * and the error. Null when the row was not running (someone else settled it).
+ */
+export async function finishJob(
+  q: Queryable,
+  id: number,
+  o: { status: 'succeeded' | 'failed'; result?: object | null | undefined; error?: object | null | undefined },
+): Promise<ReconcileJobRow | null> {
+  const { rows } = await q.query<ReconcileJobRow>(
+    `UPDATE filestore.reconciliation_jobs
+        SET status = $2, result = coalesce($3::jsonb, result), error = $4::jsonb, finished_at = now(), updated_at = now()
+      WHERE id = $1 AND status = 'running'
+      RETURNING ${COLUMNS}`,
+    [id, o.status, o.result == null ? null : JSON.stringify(o.result), o.error == null ? null : JSON.stringify(o.error)],
+  );
+  return rows[0] ?? null;
+}
+
+/**
+ * running → queued for another attempt, keeping `error` as the last attempt's. When another
+ * row for the same (mount, path) already waits, that row does the same work: this one becomes
+ * `cancelled` with error `{code: 'COALESCED', jobId}` and its options and reason are merged
+ * into the waiting one (coalesced + 1) — so a failing job never blocks the ones after it.
+ * Null when the row was not running.
+ */
+export async function retryLater(q: Queryable, id: number, error: object): Promise<ReconcileJobRow | null> {
+  const statement = `
+    WITH me AS (
+      SELECT id, mount_id, path, reason, options FROM filestore.reconciliation_jobs WHERE id = $1 AND status = 'running'
+    ), waiting AS (
+      UPDATE filestore.reconciliation_jobs w
+         SET coalesced = w.coalesced + 1, options = ${mergeOptions('w', 'me')}, reason = ${mergeReason('w', 'me')}, updated_at = now()
+        FROM me
+       WHERE w.mount_id = me.mount_id AND w.path = me.path AND w.status = 'queued' AND w.id <> me.id
+      RETURNING w.id
+    )
+    UPDATE filestore.reconciliation_jobs j
+       SET status = CASE WHEN waiting.id IS NULL THEN 'queued' ELSE 'cancelled' END,
+           error = CASE WHEN waiting.id IS NULL THEN $2::jsonb
+                   ELSE jsonb_build_object('code', 'COALESCED', 'jobId', waiting.id,
+                          'message', 'job ' || waiting.id || ' was waiting for the same path and does this work', 'lastError', $2::jsonb) END,
+           finished_at = CASE WHEN waiting.id IS NULL THEN NULL ELSE now() END,
+           updated_at = now()
+      FROM me LEFT JOIN waiting ON true
+     WHERE j.id = me.id
+     RETURNING ${columnsOf('j')}`;
+  // A request that arrives between this statement's snapshot and its write makes the row it
+  // inserted the waiting one; the next try sees it.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const { rows } = await q.query<ReconcileJobRow>(statement, [id, JSON.stringify(error)]);
+      return rows[0] ?? null;
+    } catch (err) {
+      if ((err as { code?: string }).code !== '23505' || attempt >= 5) throw err;
+    }
+  }
+}
+
+/**
+ * Rows still open (queued or running) that have not moved for `idleMs`, oldest first: what a
+ * queue checks at start and now and then so that no row is left without a queue message
+ * (a crash between the insert and the queue add, a lost Redis). `mountIds` limits the look to
+ * the mounts a queue serves; undefined means all.
+ */
+export async function openJobs(
+  q: Queryable,
+  o: { mountIds?: readonly string[] | undefined; idleMs: number; limit: number },
+): Promise<Array<Pick<ReconcileJobRow, 'id' | 'mountId' | 'path' | 'reason' | 'status'>>> {
+  // The mount filter is in the statement text or not at all (no "$n IS NULL OR": see db/pool.ts).
+  const params: unknown[] = [o.idleMs, o.limit];
+  if (o.mountIds) params.push([...o.mountIds]);
+  const { rows } = await q.query<Pick<ReconcileJobRow, 'id' | 'mountId' | 'path' | 'reason' | 'status'>>(
+    `SELECT id, mount_id AS "mountId", path, reason, status FROM filestore.reconciliation_jobs
+      WHERE status IN ('queued', 'running') AND updated_at <= now() - make_interval(secs => $1::float8 / 1000)
+        ${o.mountIds ? 'AND mount_id = ANY ($3::uuid[])' : ''}
+      ORDER BY id LIMIT $2`,
+    params,
+  );
+  return rows;
+}
+
+/**
+ * Active mounts due an audit: none of them has an audit running right now (a waiting one
+ * is fine: the new request joins it). `agentId` keeps local mounts of that agent only;
+ * `mountIds` limits the set further.
+ */
+export async function mountsDueForAudit(
+  q: Queryable,
+  o: { agentId?: string | undefined; mountIds?: readonly string[] | undefined } = {},
+): Promise<Array<{ id: string; key: string; kind: 'local' | 's3' }>> {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (o.agentId !== undefined) {
+    params.push(o.agentId);
+    where.push(`m.kind = 'local' AND m.agent_id = $${params.length}`);
+  }
+  if (o.mountIds) {
+    params.push([...o.mountIds]);
+    where.push(`m.id = ANY ($${params.length}::uuid[])`);
+  }
+  const { rows } = await q.query<{ id: string; key: string; kind: 'local' | 's3' }>(
+    `SELECT m.id, m.key, m.kind FROM filestore.mounts m
+      WHERE m.state = 'active' ${where.map((w) => `AND ${w}`).join(' ')}
+        AND NOT EXISTS (SELECT 1 FROM filestore.reconciliation_jobs j
+                         WHERE j.mount_id = m.id AND j.reason = 'audit' AND j.status = 'running')
+      ORDER BY m.key`,
     params,
   );
   return rows;

@@ -34,6 +34,8 @@ export interface ReconcilerOptions {
   s3MissingGraceMs?: number | undefined;
   /** Rows per catalogue write (default 500). */
   batchSize?: number | undefined;
+  /** This process's agent id: a local mount owned by another agent is that agent's to reconcile. */
+  agentId?: string | undefined;
   /** Wraps the storage walk: fault injection for tests and drills (a listing that fails part-way). */
   wrapWalk?: ((walk: AsyncIterable<EntryStat>) => AsyncIterable<EntryStat>) | undefined;
 }
@@ -63,6 +65,10 @@ async function reconcileJob(
     hash: opts.hash === true,
   };
   const mount = await getMount(fs.pool, request.mountId);
+  if (mount.kind === 'local' && mount.agentId && o.agentId && mount.agentId !== o.agentId) {
+    // Its disk is not on this host: looking would find the root missing and call the mount unhealthy.
+    throw new ReconcileError(`local mount "${mount.key}" belongs to agent "${mount.agentId}", not "${o.agentId}"`, true, { agentId: mount.agentId });
+  }
   const isAudit = request.path === '' && request.recursive;
   // At most one audit of a mount runs at a time, across processes: a session lock held on a
   // connection of its own for the audit's duration (gone with the process if it dies).

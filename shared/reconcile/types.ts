@@ -13,6 +13,8 @@ export interface ReconcileRequest {
   recursive: boolean;
   /** Compare content by sha256 too (catches a change that kept size and mtime). */
   hash: boolean;
+  /** Apply an audit even when it would mark more than FILESTORE_MAX_MISSING_RATIO of the mount MISSING. */
+  force?: boolean | undefined;
 }
 
 /** The result counts of SPEC §6 / issue 4, kept in `reconciliation_jobs.result`. */

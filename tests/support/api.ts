@@ -13,7 +13,9 @@ export interface TestServer {
 
 /** A real HTTP API on 127.0.0.1:<random port> over a real Filestore; auth on by default with three tokens. */
 export async function startTestServer(options: { auth?: boolean; filestore?: Partial<FilestoreOptions> } = {}): Promise<TestServer> {
-  const fs = await startFilestore(options.filestore);
+  // Reconciliation runs in this server's process on an in-process queue that adopts no other
+  // test file's leftover jobs (they share the database).
+  const fs = await startFilestore({ reconcile: { consume: true, queueRedisUrl: 'inline', mountIds: [], s3MissingGraceMs: 10 }, ...options.filestore });
   const tokens = { read: token(), write: token(), admin: token() };
   const entry = (name: keyof typeof tokens, scope: Scope) => ({ name: `test-${name}`, sha256: hashToken(tokens[name]), scopes: [scope] });
   const server = await serveApi({

@@ -1,5 +1,6 @@
 import { findJob, listJobs } from '../../catalogue/jobs.ts';
 import { FilestoreError } from '../../errors.ts';
+import { normalizePath } from '../../paths.ts';
 import { decodeCursor, pageOf } from '../request.ts';
 import { ErrorBody, JobIdParams, ListJobsQuery, ReconcileBody, ReconcileJob, page } from '../schemas.ts';
 import { defineRoute, json, type Route } from '../route.ts';
@@ -11,12 +12,21 @@ export const reconcileRoutes: Route[] = [
     path: '/v1/reconcile',
     scope: 'filestore:write',
     tag: 'reconcile',
-    summary: 'Enqueue a reconciliation of a path or subtree (an audit when path is the root)',
+    summary: 'Enqueue a reconciliation of a path or subtree (an audit when path is the root); joins a waiting job for the same path',
     body: ReconcileBody,
-    responses: { 202: ReconcileJob, 404: ErrorBody, 501: ErrorBody },
+    responses: { 202: ReconcileJob, 400: ErrorBody, 404: ErrorBody },
     async handle({ body, deps }) {
-      await deps.fs.reader.mount(body.mountId);
-      throw new FilestoreError('NOT_IMPLEMENTED', 'reconciliation is not available in this version of Filestore');
+      const mount = await deps.fs.reader.mount(body.mountId);
+      const { job, coalesced } = await deps.fs.reconcile.enqueue({
+        mountId: mount.id,
+        path: normalizePath(body.path ?? ''),
+        reason: 'manual',
+        recursive: body.recursive ?? true,
+        hash: body.hash ?? false,
+        force: body.force,
+      });
+      // A request for a path that already waits joins that job (coalesced): same id, merged options.
+      return json(202, job, { location: `/v1/reconcile/jobs/${job.id}`, 'x-filestore-coalesced': String(coalesced) });
     },
   }),
   defineRoute({

@@ -1,0 +1,87 @@
+import type { Command } from 'commander';
+import { loadConfig } from '../../shared/config.ts';
+import { FilestoreError } from '../../shared/errors.ts';
+import { BullMqReconcileQueue } from '../../shared/queues/bullmq-queue.ts';
+import { startAuditScheduler, type AuditScheduler } from '../../shared/reconcile/audit-scheduler.ts';
+import { createReconciler } from '../../shared/reconcile/reconciler.ts';
+import type { AttemptReport } from '../../shared/reconcile/worker.ts';
+import { createFilestore, type Filestore } from '../../shared/runtime.ts';
+
+/**
+ * `filestore reconcile-worker` (npm run filestore:reconcile): consumes `filestore-reconcile`
+ * from Redis with FILESTORE_RECONCILE_CONCURRENCY jobs at once and, with FILESTORE_AUDIT_CRON,
+ * schedules audits of all active mounts. SIGTERM/SIGINT let running jobs finish, then exit;
+ * a second signal exits at once (the interrupted jobs run again elsewhere).
+ */
+export function registerReconcileWorker(program: Command): void {
+  program
+    .command('reconcile-worker')
+    .description('run the reconciliation worker (BullMQ consumer of filestore-reconcile) and the audit scheduler')
+    .action(async () => {
+      const config = loadConfig();
+      if (config.REDIS_URL === 'inline') {
+        throw new FilestoreError('CONFIG_ERROR', 'the reconcile worker consumes the Redis queue: set REDIS_URL=redis://… (inline mode runs reconciliation inside `filestore start`)');
+      }
+      if (!config.DATABASE_URL) throw new FilestoreError('CONFIG_ERROR', 'the reconcile worker needs DATABASE_URL (the catalogue it reconciles)');
+      const log = (line: string) => console.error(line);
+
+      let fs: Filestore | undefined;
+      let queue: BullMqReconcileQueue | undefined;
+      let audits: AuditScheduler | undefined;
+      let stopping = false;
+      const stop = async (signal: string) => {
+        if (stopping) {
+          log(`reconcile worker: ${signal} again, exiting without waiting`);
+          process.exit(1);
+        }
+        stopping = true;
+        log(`reconcile worker: ${signal}, finishing running jobs`);
+        await audits?.close().catch((e: Error) => log(`audit scheduler: ${e.message}`));
+        await queue?.close().catch((e: Error) => log(`reconcile queue: ${e.message}`));
+        await fs?.close().catch(() => {});
+        process.exit(0);
+      };
+      process.on('SIGINT', () => void stop('SIGINT'));
+      process.on('SIGTERM', () => void stop('SIGTERM'));
+
+      fs = await createFilestore({
+        databaseUrl: config.DATABASE_URL,
+        redisUrl: config.REDIS_URL,
+        poolSize: config.FILESTORE_DB_POOL_SIZE,
+        s3: { endpoint: config.FILESTORE_S3_ENDPOINT },
+        log,
+      });
+      queue = new BullMqReconcileQueue(config.REDIS_URL, { pool: fs.pool, metrics: fs.metrics, log, onAttempt: (r) => console.log(describeAttempt(r)) });
+      const handler = createReconciler(fs, { maxMissingRatio: config.FILESTORE_MAX_MISSING_RATIO, s3MissingGraceMs: config.FILESTORE_S3_MISSING_GRACE_MS });
+      await queue.start(handler, { concurrency: config.FILESTORE_RECONCILE_CONCURRENCY });
+      if (config.FILESTORE_AUDIT_CRON) {
+        audits = await startAuditScheduler({ pool: fs.pool, queue, cron: config.FILESTORE_AUDIT_CRON, redisUrl: config.REDIS_URL, log });
+      }
+      log(
+        `reconcile worker: consuming ${queue.name} on ${new URL(config.REDIS_URL).host} with concurrency ${config.FILESTORE_RECONCILE_CONCURRENCY}; ` +
+          (config.FILESTORE_AUDIT_CRON ? `audits of all active mounts at "${config.FILESTORE_AUDIT_CRON}"` : 'no audits scheduled (FILESTORE_AUDIT_CRON unset)'),
+      );
+    });
+}
+
+const COUNTS = ['checked', 'unchanged', 'updated', 'discovered', 'missing'] as const;
+
+/** One line per settled attempt: `job 42 (audit of <mount>:"") succeeded in 1.2s: checked 10, …`. */
+export function describeAttempt(r: AttemptReport): string {
+  const job = r.job;
+  const what = job ? `${job.reason} of ${job.mountId}:${JSON.stringify(job.path)}` : 'unknown';
+  const took = `${(r.durationMs / 1000).toFixed(r.durationMs < 10_000 ? 2 : 0)}s`;
+  const counts = job?.result ? COUNTS.map((k) => `${k} ${String(job.result?.[k] ?? 0)}`).join(', ') : '';
+  const error = r.error === undefined ? '' : `: ${r.error instanceof Error ? r.error.message : String(r.error)}`;
+  const attempt = job ? ` (attempt ${job.attempts})` : '';
+  switch (r.outcome) {
+    case 'succeeded':
+      return `job ${r.jobId} (${what}) succeeded in ${took}${counts ? `: ${counts}` : ''}`;
+    case 'retried':
+      return `job ${r.jobId} (${what}) failed${attempt}, will retry${error}`;
+    case 'coalesced':
+      return `job ${r.jobId} (${what}) failed${attempt}; job ${String(job?.error?.jobId ?? '?')} waiting for the same path takes over${error}`;
+    default:
+      return `job ${r.jobId} (${what}) ${r.outcome}${attempt} after ${took}${error}`;
+  }
+}

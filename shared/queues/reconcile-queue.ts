@@ -1,0 +1,92 @@
+import type { NewReconcileJob, ReconcileJobRow } from '../catalogue/jobs.ts';
+import type { Pool } from '../db/pool.ts';
+import type { FilestoreMetrics } from '../metrics/metrics.ts';
+import type { ReconcileHandler, ReconcileRequest } from '../reconcile/types.ts';
+import type { AttemptReport } from '../reconcile/worker.ts';
+
+/** SPEC §6: the queue of drift and audit jobs. */
+export const RECONCILE_QUEUE = 'filestore-reconcile';
+
+/**
+ * The reconciliation queue, on BullMQ or in-process. Guarantees, for both:
+ * - a request is recorded as a `reconciliation_jobs` row before `enqueue` returns; requests
+ *   for the same (mount, path) join the row while it waits (`coalesced`), never while it runs;
+ * - a retryable failure is retried with exponential backoff up to `attempts`, a
+ *   non-retryable one fails the job at once; a failed job never blocks later ones;
+ * - rows left queued or running by a process that died are picked up by `start`.
+ * Not guaranteed: exactly-once. A job whose worker dies mid-run runs again (the engine is
+ * idempotent), and ordering between different paths follows arrival only roughly.
+ */
+export interface ReconcileQueue {
+  /** The queue's name: the BullMQ queue and the `queue` label of filestore_reconcile_backlog. */
+  readonly name: string;
+  /** Records the request (a new row, or joins the waiting one) and, for a new row, queues it. */
+  enqueue(request: ReconcileRequest): Promise<{ job: ReconcileJobRow; coalesced: boolean }>;
+  /** Starts consuming with `handler`; before this, a queue only accepts requests. */
+  start(handler: ReconcileHandler, options?: StartOptions): Promise<void>;
+  /** Jobs waiting to run, retries waiting out their backoff included. */
+  backlog(): Promise<number>;
+  /** Stops taking jobs and waits for running ones; waiting jobs stay queued for the next start. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Jobs run at once by this consumer (FILESTORE_RECONCILE_CONCURRENCY; default 2). */
+  concurrency?: number | undefined;
+}
+
+export interface ReconcileQueueOptions {
+  pool: Pool;
+  /** Where jobs, durations and the backlog are counted (default: the process-wide registry). */
+  metrics?: FilestoreMetrics | undefined;
+  /** Default `filestore-reconcile`; tests use their own. */
+  name?: string | undefined;
+  /** Attempts per job, the first included (default 5). */
+  attempts?: number | undefined;
+  /** Delay before the first retry, doubling with each further one (default 2000 ms). */
+  backoffMs?: number | undefined;
+  /**
+   * The mounts whose open rows this consumer picks up at start (default: all). Processes
+   * that share a database but serve different mounts (tests running side by side) set it.
+   */
+  mountIds?: readonly string[] | undefined;
+  /** Called once per settled attempt: the standalone worker logs one line per job. */
+  onAttempt?: ((report: AttemptReport) => void) | undefined;
+  log?: ((line: string) => void) | undefined;
+  /** How often the backlog gauge is refreshed while consuming (default 15 000 ms). */
+  backlogIntervalMs?: number | undefined;
+}
+
+export const DEFAULT_ATTEMPTS = 5;
+export const DEFAULT_BACKOFF_MS = 2_000;
+export const DEFAULT_CONCURRENCY = 2;
+/** Retries never wait longer than this, whatever the attempt. */
+export const MAX_BACKOFF_MS = 5 * 60_000;
+
+/** Exponential backoff as BullMQ computes it: `backoffMs · 2^(attempt−1)` after failed attempt `attempt`. */
+export const backoffDelay = (backoffMs: number, attempt: number): number =>
+  Math.min(MAX_BACKOFF_MS, backoffMs * 2 ** Math.max(0, attempt - 1));
+
+export function toNewJob(r: ReconcileRequest): NewReconcileJob {
+  return { mountId: r.mountId, path: r.path, reason: r.reason, options: { recursive: r.recursive, hash: r.hash, ...(r.force ? { force: true } : {}) } };
+}
+
+/** Keeps filestore_reconcile_backlog{queue} current while a queue consumes; returns the stopper. */
+export function refreshBacklogGauge(queue: ReconcileQueue, metrics: FilestoreMetrics, intervalMs: number, log?: (line: string) => void): () => void {
+  let stopped = false;
+  const refresh = () => {
+    queue
+      .backlog()
+      .then((n) => {
+        if (!stopped) metrics.reconcileBacklog.set({ queue: queue.name }, n);
+      })
+      .catch((e: Error) => log?.(`reconcile backlog not measured: ${e.message}`));
+  };
+  refresh();
+  const timer = setInterval(refresh, intervalMs);
+  timer.unref();
+  return () => {
+    stopped = true;
+    clearInterval(timer);
+  };
+}

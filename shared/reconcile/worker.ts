@@ -1,0 +1,125 @@
+import { claimJob, finishJob, recordProgress, retryLater, type ReconcileJobRow } from '../catalogue/jobs.ts';
+import { findMount } from '../catalogue/mounts.ts';
+import type { Queryable } from '../db/pool.ts';
+import { FilestoreError } from '../errors.ts';
+import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
+import { ReconcileError } from './errors.ts';
+import type { ReconcileCounts, ReconcileHandler } from './types.ts';
+
+/**
+ * What one attempt came to. `skipped`: the row was not claimable (cancelled, finished, gone);
+ * `retried`: back to queued for another attempt; `coalesced`: another row for the path was
+ * waiting and took the work over (this one is cancelled).
+ */
+export type AttemptOutcome = 'succeeded' | 'failed' | 'retried' | 'coalesced' | 'skipped';
+
+export interface AttemptReport {
+  jobId: number;
+  outcome: AttemptOutcome;
+  /** The row as the attempt left it (null when skipped). */
+  job: ReconcileJobRow | null;
+  /** Time in the handler (0 when skipped). */
+  durationMs: number;
+  /** What the handler threw, for failed, retried and coalesced. */
+  error?: unknown;
+}
+
+export interface AttemptOptions {
+  /** Whether a retryable error should still fail the job, given the claimed row (out of attempts). */
+  finalAttempt: (job: ReconcileJobRow) => boolean;
+  /** Also take a row left running (see claimJob). */
+  reclaim?: boolean | undefined;
+}
+
+export interface ReconcileWorkerOptions {
+  pool: Queryable;
+  handler: ReconcileHandler;
+  metrics?: FilestoreMetrics | undefined;
+  /** Called once per settled attempt (not for skipped ones): the standalone worker logs a line. */
+  onAttempt?: ((report: AttemptReport) => void) | undefined;
+  log?: ((line: string) => void) | undefined;
+}
+
+/** Whether another attempt can help: a ReconcileError says so; anything else (a lost connection, a bug) gets the benefit of the doubt. */
+export const isRetryable = (err: unknown): boolean => !(err instanceof ReconcileError) || err.retryable;
+
+/** The `error` column of a job: code, message, details — never a stack. */
+export function jobError(err: unknown, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  if (err instanceof FilestoreError) return { ...err.toJSON(), retryable: isRetryable(err), ...extra };
+  const message = err instanceof Error ? err.message : String(err);
+  return { code: 'INTERNAL', message, retryable: true, ...extra };
+}
+
+/**
+ * The consumer side shared by every queue: claims a row, runs the handler with progress
+ * reporting, and records the outcome on the row and in the metrics. Queues decide only
+ * *when* an attempt runs (order, concurrency, backoff); this decides what it did.
+ */
+export class ReconcileWorker {
+  private readonly metrics: FilestoreMetrics;
+  // A mount's kind never changes: one lookup per mount for the `backend` label.
+  private readonly kinds = new Map<string, string>();
+
+  constructor(private readonly o: ReconcileWorkerOptions) {
+    this.metrics = o.metrics ?? defaultMetrics();
+  }
+
+  /** One attempt at job `id`. Throws only when the catalogue itself cannot be read or written. */
+  async run(id: number, a: AttemptOptions): Promise<AttemptReport> {
+    const job = await claimJob(this.o.pool, id, { reclaim: a.reclaim });
+    if (!job) return { jobId: id, outcome: 'skipped', job: null, durationMs: 0 };
+    const started = performance.now();
+    const backend = await this.backendOf(job.mountId).catch(() => 'unknown');
+    const progress = async (counts: ReconcileCounts) => {
+      // Progress is for people watching; a failed write of it must not fail the work.
+      await recordProgress(this.o.pool, id, counts).catch((e: Error) => this.o.log?.(`reconcile job ${id}: progress not recorded: ${e.message}`));
+    };
+    let counts: ReconcileCounts;
+    try {
+      counts = await this.o.handler(job, progress);
+    } catch (err) {
+      const durationMs = performance.now() - started;
+      this.metrics.reconcileDuration.observe({ backend }, durationMs / 1000);
+      return this.settleFailure(job, err, a.finalAttempt(job), backend, durationMs);
+    }
+    const durationMs = performance.now() - started;
+    this.metrics.reconcileDuration.observe({ backend }, durationMs / 1000);
+    const done = await finishJob(this.o.pool, id, { status: 'succeeded', result: counts, error: null });
+    return this.report({ jobId: id, outcome: 'succeeded', job: done ?? job, durationMs }, backend);
+  }
+
+  /** Counts a request that joined a waiting job (outcome `coalesced`), from the queue's enqueue. */
+  async countCoalesced(job: Pick<ReconcileJobRow, 'mountId' | 'reason'>): Promise<void> {
+    const backend = await this.backendOf(job.mountId).catch(() => 'unknown');
+    this.metrics.reconcileJobs.inc({ backend, reason: job.reason, outcome: 'coalesced' });
+  }
+
+  private async settleFailure(job: ReconcileJobRow, err: unknown, final: boolean, backend: string, durationMs: number): Promise<AttemptReport> {
+    if (!isRetryable(err) || final) {
+      const failed = await finishJob(this.o.pool, job.id, { status: 'failed', error: jobError(err, { attempts: job.attempts }) });
+      return this.report({ jobId: job.id, outcome: 'failed', job: failed ?? job, durationMs, error: err }, backend);
+    }
+    const again = await retryLater(this.o.pool, job.id, jobError(err, { attempts: job.attempts }));
+    const outcome: AttemptOutcome = again?.status === 'cancelled' ? 'coalesced' : 'retried';
+    return this.report({ jobId: job.id, outcome, job: again ?? job, durationMs, error: err }, backend);
+  }
+
+  private report(r: AttemptReport, backend: string): AttemptReport {
+    if (r.job) this.metrics.reconcileJobs.inc({ backend, reason: r.job.reason, outcome: r.outcome });
+    try {
+      this.o.onAttempt?.(r);
+    } catch {
+      // a throwing logger must not change the job's outcome
+    }
+    return r;
+  }
+
+  private async backendOf(mountId: string): Promise<string> {
+    let kind = this.kinds.get(mountId);
+    if (kind === undefined) {
+      kind = (await findMount(this.o.pool, mountId))?.kind ?? 'unknown';
+      this.kinds.set(mountId, kind);
+    }
+    return kind;
+  }
+}
