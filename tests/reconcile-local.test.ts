@@ -69,4 +69,19 @@ describe('local-only reconciliation', () => {
     expect(await findLiveByPath(fs.pool, t.mount.id, 'etc-link/passwd')).toBeNull();
     await t.cleanup();
   });
+
+  it('a directory replaced by a symlink: the link is catalogued, what was below it becomes MISSING (never read through the link)', async () => {
+    const t = await createTestMount(fs, 'local');
+    const root = t.root as string;
+    await fs.orchestrator.writeFile(t.mount.id, { path: 'a' }, Readable.from([Buffer.from('')]));
+    await mkdir(path.join(root, 'é'));
+    await rename(path.join(root, 'a'), path.join(root, 'é', 'x'));
+    await run(t.mount.id, { recursive: true, force: true });
+    await rm(path.join(root, 'é'), { recursive: true });
+    await symlink('a', path.join(root, 'é'));
+    await run(t.mount.id, { recursive: true, force: true });
+    expect(await findLiveByPath(fs.pool, t.mount.id, 'é')).toMatchObject({ kind: 'symlink', consistencyState: 'ACTIVE' });
+    expect(await findLiveByPath(fs.pool, t.mount.id, 'é/x')).toMatchObject({ consistencyState: 'MISSING' });
+    await t.cleanup();
+  });
 });

@@ -2,8 +2,11 @@ import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import type { Backend, EntryStat } from '../../backends/types.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
+import { FilestoreError } from '../../errors.ts';
 import { MountUnhealthyError } from '../errors.ts';
 import { forEachLimited, type ReconcileStrategy } from '../strategy.ts';
+
+const NOT_IN_TREE = new Set(['SYMLINK_IN_PATH', 'NOT_A_DIRECTORY', 'NOT_FOUND']);
 
 const mtimeMs = (d: Date | string | null) => (d === null ? null : new Date(d).getTime());
 
@@ -32,8 +35,14 @@ export class LocalStrategy implements ReconcileStrategy {
     }
   }
 
-  stat(path: string): Promise<EntryStat | null> {
-    return this.backend().stat(path);
+  /** Absent also when an ancestor is a symlink or a file: such a path is not part of the tree. */
+  async stat(path: string): Promise<EntryStat | null> {
+    try {
+      return await this.backend().stat(path);
+    } catch (err) {
+      if (err instanceof FilestoreError && NOT_IN_TREE.has(err.code)) return null;
+      throw err;
+    }
   }
 
   list(dir: string, recursive: boolean): AsyncIterable<EntryStat> {
@@ -54,7 +63,7 @@ export class LocalStrategy implements ReconcileStrategy {
   async confirmGone(paths: string[]): Promise<Set<string>> {
     const gone = new Set<string>();
     await forEachLimited(paths, 16, async (p) => {
-      if ((await this.backend().stat(p)) === null) gone.add(p);
+      if ((await this.stat(p)) === null) gone.add(p);
     });
     return gone;
   }

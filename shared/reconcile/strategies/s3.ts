@@ -29,8 +29,14 @@ export class S3Strategy implements ReconcileStrategy {
     }
   }
 
-  stat(path: string): Promise<EntryStat | null> {
-    return this.backend().stat(path);
+  /** Absent also when an ancestor is a file: such a key is not part of the tree. */
+  async stat(path: string): Promise<EntryStat | null> {
+    try {
+      return await this.backend().stat(path);
+    } catch (err) {
+      if (err instanceof FilestoreError && (err.code === 'NOT_A_DIRECTORY' || err.code === 'NOT_FOUND')) return null;
+      throw err;
+    }
   }
 
   list(dir: string, recursive: boolean): AsyncIterable<EntryStat> {
@@ -47,7 +53,7 @@ export class S3Strategy implements ReconcileStrategy {
     if (paths.length > 0 && this.graceMs > 0) await sleep(this.graceMs);
     const gone = new Set<string>();
     await forEachLimited(paths, 16, async (p) => {
-      if ((await this.backend().stat(p)) === null) gone.add(p);
+      if ((await this.stat(p)) === null) gone.add(p);
     });
     return gone;
   }
