@@ -1,6 +1,6 @@
 import { pipeline, Transform, type Readable } from 'node:stream';
 import type { ExecutorOperation, FilestoreMetrics, Outcome } from '../metrics/metrics.ts';
-import type { Backend, ByteRange, EntryStat, WriteOptions, WriteResult } from './types.ts';
+import type { Backend, ByteRange, EntryStat, WriteOptions, WriteResult, ListOptions } from './types.ts';
 
 /**
  * Wraps a backend so every operation is timed and counted (filestore_executor_* of SPEC §7)
@@ -27,7 +27,7 @@ class InstrumentedBackend implements Backend {
   }
 
   /** Timed from the first `next()` until the listing is exhausted, fails or is abandoned; counted once. */
-  list(dir: string, options?: { recursive?: boolean }): AsyncIterable<EntryStat> {
+  list(dir: string, options?: ListOptions): AsyncIterable<EntryStat> {
     const source = options === undefined ? this.inner.list(dir) : this.inner.list(dir, options);
     const record = (outcome: Outcome, start: number) => this.record('list', outcome, start);
     return {

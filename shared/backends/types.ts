@@ -41,6 +41,11 @@ export interface WriteOptions {
   beforeCommit?: ((staged: { sha256: string; sizeBytes: number }) => Promise<void>) | undefined;
 }
 
+export interface ListOptions {
+  recursive?: boolean | undefined;
+  startAfter?: string | undefined;
+}
+
 export interface ByteRange {
   /** First byte, inclusive. */
   start: number;
@@ -71,8 +76,10 @@ export interface Backend {
   /**
    * Entries below a directory, in byte order of path (COLLATE "C" order), excluding the directory itself.
    * recursive=false lists direct children only. Throws NOT_FOUND / NOT_A_DIRECTORY.
+   * startAfter: only entries whose path sorts after it (resuming a long listing; S3 starts
+   * the listing there, other backends skip what comes before).
    */
-  list(dir: string, options?: { recursive?: boolean }): AsyncIterable<EntryStat>;
+  list(dir: string, options?: ListOptions): AsyncIterable<EntryStat>;
 
   /**
    * Creates a directory. parents=true creates missing ancestors and succeeds if it already exists

@@ -231,6 +231,14 @@ export function backendConformanceSuite(name: string, createFixture: () => Promi
         expect(entries[0]?.sizeBytes).toBe(3);
       });
 
+      it('a listing resumed with startAfter yields exactly the entries after that path, in order', async () => {
+        const all = await listPaths('', true);
+        for (const after of ['', 'a', 'a-b', 'a.b', 'a/x', 'a/y', 'a/y/z', 'a0', 'é', '\uff5e', '\u{1f600}', 'zz']) {
+          const resumed = (await collect(backend.list('', { recursive: true, startAfter: after }))).map((e) => e.path);
+          expect(resumed, `after "${after}"`).toEqual(all.filter((p) => byteOrder(p, after) > 0));
+        }
+      });
+
       it('listing a missing directory is NOT_FOUND and listing a file is NOT_A_DIRECTORY', async () => {
         await expectCode(collect(backend.list('nope')), 'NOT_FOUND');
         await expectCode(collect(backend.list('b')), 'NOT_A_DIRECTORY');

@@ -5,8 +5,8 @@ import { dirname, isAbsolute } from 'node:path';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FilestoreError } from '../../errors.ts';
-import { normalizePath } from '../../paths.ts';
-import type { Backend, ByteRange, EntryStat, WriteOptions, WriteResult } from '../types.ts';
+import { comparePaths, normalizePath } from '../../paths.ts';
+import type { Backend, ByteRange, EntryStat, ListOptions, WriteOptions, WriteResult } from '../types.ts';
 import { errnoOf, fsError, localError } from './errors.ts';
 import { listSorted, toEntryStat } from './listing.ts';
 import { defaultFsOps, fsyncDir, MountRoot, type FsOps } from './safe-path.ts';
@@ -70,12 +70,15 @@ export class LocalExecutor implements Backend {
     return toEntryStat(rel, st, target);
   }
 
-  async *list(dir: string, options?: { recursive?: boolean }): AsyncIterable<EntryStat> {
+  async *list(dir: string, options?: ListOptions): AsyncIterable<EntryStat> {
     const rel = normalizePath(dir);
     const st = await this.mount.requireEntry(rel, 'list');
     if (st.isSymbolicLink()) throw localError('SYMLINK_IN_PATH', rel, 'list');
     if (!st.isDirectory()) throw localError('NOT_A_DIRECTORY', rel, 'list');
-    yield* listSorted(this.mount, rel, options?.recursive ?? false);
+    const after = options?.startAfter;
+    for await (const entry of listSorted(this.mount, rel, options?.recursive ?? false)) {
+      if (after === undefined || comparePaths(entry.path, after) > 0) yield entry;
+    }
   }
 
   async mkdir(path: string, options: { parents: boolean }): Promise<EntryStat> {

@@ -29,7 +29,7 @@ export async function* listPages(
   client: S3Client,
   bucket: string,
   prefix: string,
-  options: { delimiter?: string | undefined; maxKeys?: number | undefined } = {},
+  options: { delimiter?: string | undefined; maxKeys?: number | undefined; startAfter?: string | undefined } = {},
 ): AsyncGenerator<RawEntry[]> {
   let token: string | undefined;
   let last: string | null = null;
@@ -41,6 +41,7 @@ export async function* listPages(
         ContinuationToken: token,
         ...(options.delimiter !== undefined ? { Delimiter: options.delimiter } : {}),
         ...(options.maxKeys !== undefined ? { MaxKeys: options.maxKeys } : {}),
+        ...(options.startAfter !== undefined && token === undefined ? { StartAfter: options.startAfter } : {}),
       }),
     );
     const page: RawEntry[] = [];

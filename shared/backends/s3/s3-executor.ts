@@ -3,8 +3,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DeleteObjectCommand, GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { FilestoreError } from '../../errors.ts';
-import { ancestorsOf, joinPath, normalizePath, parentOf, STAGING_DIR } from '../../paths.ts';
-import type { Backend, ByteRange, EntryStat, WriteOptions, WriteResult } from '../types.ts';
+import { ancestorsOf, comparePaths, joinPath, normalizePath, parentOf, STAGING_DIR } from '../../paths.ts';
+import type { Backend, ByteRange, EntryStat, ListOptions, WriteOptions, WriteResult } from '../types.ts';
 import { createS3Client } from './client.ts';
 import { copyObject, DEFAULT_COPY_PART_BYTES, MAX_SINGLE_COPY_BYTES, MIN_PART_BYTES } from './copy.ts';
 import { isNotFound, s3Error, s3ErrorName, s3Fail, uploadError } from './errors.ts';
@@ -96,7 +96,7 @@ export class S3Executor implements Backend {
     return statEntry(this.m, normalizePath(path), 'stat');
   }
 
-  async *list(dir: string, options: { recursive?: boolean } = {}): AsyncIterable<EntryStat> {
+  async *list(dir: string, options: ListOptions = {}): AsyncIterable<EntryStat> {
     const op = 'list';
     const d = normalizePath(dir);
     const st = await statEntry(this.m, d, op);
@@ -113,21 +113,33 @@ export class S3Executor implements Backend {
         }
       },
     });
+    // Resuming: every key of a path after `startAfter` sorts after the key "prefix + startAfter"
+    // (a path's key is the path, or the path + "/…"), so S3 may start the listing there; a
+    // directory re-appearing from a key below it is dropped by the filter.
+    const after = options.startAfter;
     const pages = listPages(this.m.client, this.m.bucket, base, {
       delimiter: options.recursive === true ? undefined : '/',
+      startAfter: after === undefined ? undefined : `${this.m.keys.dirPrefix('')}${after}`,
     });
+    const wanted = (e: EntryStat) => after === undefined || comparePaths(e.path, after) > 0;
     try {
       for await (const page of pages) {
         for (const raw of page) {
           const entry = this.listable(d, raw);
           if (entry === null) continue;
-          for (const item of await ordered.push(entry)) yield toStat(d, item);
+          for (const item of await ordered.push(entry)) {
+            const stat = toStat(d, item);
+            if (wanted(stat)) yield stat;
+          }
         }
       }
     } catch (err) {
       throw s3Error(err, d, op);
     }
-    for (const item of ordered.finish()) yield toStat(d, item);
+    for (const item of ordered.finish()) {
+      const stat = toStat(d, item);
+      if (wanted(stat)) yield stat;
+    }
   }
 
   async mkdir(path: string, options: { parents: boolean }): Promise<EntryStat> {
