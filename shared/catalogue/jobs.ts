@@ -26,6 +26,8 @@ export interface ReconcileJobRow {
   attempts: number;
   coalesced: number;
   result: Record<string, unknown> | null;
+  /** Where an interrupted audit continues: `{after: <last path fully reconciled>, counts}`. */
+  checkpoint: { after: string; counts: Record<string, number> } | null;
   error: Record<string, unknown> | null;
   createdAt: Date;
   startedAt: Date | null;
@@ -37,6 +39,8 @@ export interface ReconcileJobRow {
 export interface ReconcileJobOptions {
   recursive: boolean;
   hash: boolean;
+  /** Apply an audit past the mass-missing rule. */
+  force?: boolean | undefined;
 }
 
 export interface NewReconcileJob {
@@ -48,7 +52,7 @@ export interface NewReconcileJob {
 
 const FIELDS: ReadonlyArray<readonly [column: string, name: string]> = [
   ['id', 'id'], ['mount_id', 'mountId'], ['path', 'path'], ['reason', 'reason'], ['options', 'options'], ['status', 'status'],
-  ['attempts', 'attempts'], ['coalesced', 'coalesced'], ['result', 'result'], ['error', 'error'], ['created_at', 'createdAt'],
+  ['attempts', 'attempts'], ['coalesced', 'coalesced'], ['result', 'result'], ['checkpoint', 'checkpoint'], ['error', 'error'], ['created_at', 'createdAt'],
   ['started_at', 'startedAt'], ['finished_at', 'finishedAt'], ['updated_at', 'updatedAt'],
 ];
 /** The select list of a ReconcileJobRow, columns qualified by `table` when given. */
@@ -262,4 +266,12 @@ export async function mountsDueForAudit(
     params,
   );
   return rows;
+}
+
+/** Records (or clears, with null) where an interrupted audit continues. */
+export async function saveCheckpoint(q: Queryable, id: number, checkpoint: ReconcileJobRow['checkpoint']): Promise<void> {
+  await q.query('UPDATE filestore.reconciliation_jobs SET checkpoint = $2, updated_at = now() WHERE id = $1', [
+    id,
+    checkpoint === null ? null : JSON.stringify(checkpoint),
+  ]);
 }

@@ -133,12 +133,20 @@ export async function countLiveDescendants(q: Queryable, mountId: string, dir: s
  * The live nodes a reconciliation of `path` compares, in byte order of path, read in pages:
  * the node itself and, when it is a directory, its descendants (recursive) or its children.
  */
-export async function* scopeNodes(q: Queryable, mountId: string, path: string, recursive: boolean, pageSize = 1000): AsyncGenerator<CatalogueNode> {
+export async function* scopeNodes(
+  q: Queryable,
+  mountId: string,
+  path: string,
+  recursive: boolean,
+  /** Resume: only nodes after this path (which lies in the scope). */
+  startAfter?: string,
+  pageSize = 1000,
+): AsyncGenerator<CatalogueNode> {
   const self = await findLiveByPath(q, mountId, path);
-  if (self) yield self;
+  if (self && startAfter === undefined) yield self;
   if (!recursive && (!self || self.kind !== 'directory')) return;
   const below = descendantsCondition(path, 3);
-  let after = path;
+  let after = startAfter ?? path;
   for (;;) {
     const { rows } = recursive || !self
       ? await q.query<CatalogueNode>(

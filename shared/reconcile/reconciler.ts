@@ -1,5 +1,5 @@
 import type { EntryStat } from '../backends/types.ts';
-import type { ReconcileJobRow } from '../catalogue/jobs.ts';
+import { saveCheckpoint, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import { getMount } from '../catalogue/mounts.ts';
 import { findLiveByPath, scopeNodes } from '../catalogue/nodes.ts';
 import { newNodeFromStat, insertNodes, type NewNode } from '../catalogue/node-writes.ts';
@@ -36,6 +36,8 @@ export interface ReconcilerOptions {
   batchSize?: number | undefined;
   /** This process's agent id: a local mount owned by another agent is that agent's to reconcile. */
   agentId?: string | undefined;
+  /** Entries between checkpoints of a full audit (default 10,000). */
+  checkpointEvery?: number | undefined;
   /** Wraps the storage walk: fault injection for tests and drills (a listing that fails part-way). */
   wrapWalk?: ((walk: AsyncIterable<EntryStat>) => AsyncIterable<EntryStat>) | undefined;
 }
@@ -44,6 +46,9 @@ export interface ReconcilerOptions {
 // nodes the mass-missing rule does not apply.
 const MIN_NODES_FOR_RATIO = 20;
 const PROGRESS_EVERY = 2_000;
+// A full audit records where it is this often, so a retry (or the next Lambda invocation)
+// continues from there instead of listing a huge bucket from the start.
+const CHECKPOINT_EVERY = 10_000;
 
 /** The engine behind every reconciliation job (queue workers call it with the job row). */
 export function createReconciler(fs: Filestore, o: ReconcilerOptions = {}): ReconcileHandler {
@@ -135,14 +140,31 @@ class Run {
 
     this.top = this.request.path;
     await this.discoverAncestors();
+    // A full audit interrupted earlier continues after the last path it had fully recorded.
+    // MISSING candidates found before the interruption are not carried over (the next audit
+    // finds them again): only a range scanned completely can mark anything MISSING.
+    const isAudit = this.request.path === '' && this.request.recursive;
+    const resume = isAudit ? (this.job.checkpoint ?? undefined) : undefined;
+    if (resume) Object.assign(this.counts, resume.counts);
+    const every = this.o.checkpointEvery ?? CHECKPOINT_EVERY;
+    let sinceCheckpoint = 0;
     try {
-      const walk = this.o.wrapWalk ? this.o.wrapWalk(this.storageWalk()) : this.storageWalk();
-      for await (const pair of mergeByPath(walk, scopeNodes(this.pool, this.mount.id, this.request.path, this.request.recursive))) {
+      const raw = this.storageWalk(resume?.after);
+      const walk = this.o.wrapWalk ? this.o.wrapWalk(raw) : raw;
+      const nodes = scopeNodes(this.pool, this.mount.id, this.request.path, this.request.recursive, resume?.after);
+      for await (const pair of mergeByPath(walk, nodes)) {
         await this.compare(pair.seen, pair.node);
         if (this.pendingWrites() >= this.batchSize) await this.flush();
         if (this.counts.checked - this.lastProgress >= PROGRESS_EVERY) {
           this.lastProgress = this.counts.checked;
           await this.progress({ ...this.counts });
+        }
+        if (isAudit && ++sinceCheckpoint >= every) {
+          sinceCheckpoint = 0;
+          await this.flush();
+          // Candidates so far are dropped from the checkpoint's point of view, so they are
+          // applied only by a run that scanned them completely: this one, if it finishes.
+          await saveCheckpoint(this.pool, this.job.id, { after: pair.path, counts: { ...this.counts } });
         }
       }
     } catch (err) {
@@ -156,17 +178,17 @@ class Run {
     await this.flush();
     await this.applyMissing(force);
     await this.finishRollups();
-    
+    if (resume || isAudit) await saveCheckpoint(this.pool, this.job.id, null);
     return { ...this.counts };
   }
 
   /** What storage holds in the scope: the path itself, then (directories) its children or subtree. */
-  private async *storageWalk(): AsyncGenerator<EntryStat> {
+  private async *storageWalk(startAfter?: string): AsyncGenerator<EntryStat> {
     const self = await this.strategy.stat(this.request.path);
     if (!self) return;
-    yield self;
+    if (startAfter === undefined) yield self;
     if (self.kind !== 'directory') return;
-    yield* this.strategy.list(this.request.path, this.request.recursive);
+    yield* this.strategy.list(this.request.path, this.request.recursive, startAfter);
   }
 
   private async compare(seen: EntryStat | null, node: CatalogueNode | null): Promise<void> {

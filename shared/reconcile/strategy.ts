@@ -12,8 +12,8 @@ export interface ReconcileStrategy {
   /** Throws MountUnhealthyError when the mount's root cannot be read at all. */
   checkRoot(): Promise<void>;
   stat(path: string): Promise<EntryStat | null>;
-  /** Entries below `dir` in byte order of path; recursive or direct children only. */
-  list(dir: string, recursive: boolean): AsyncIterable<EntryStat>;
+  /** Entries below `dir` in byte order of path; recursive or direct children only; after `startAfter` when resuming. */
+  list(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<EntryStat>;
   /** True when what the catalogue recorded differs from what storage holds (same kind). */
   differs(node: CatalogueNode, seen: EntryStat): boolean;
   /** The second look before MISSING: those of `paths` that are still absent. */

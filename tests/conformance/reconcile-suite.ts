@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { EntryStat } from '../../shared/backends/types.ts';
+import { findJob, type ReconcileJobRow } from '../../shared/catalogue/jobs.ts';
 import { findLiveByPath } from '../../shared/catalogue/nodes.ts';
 import { markInconsistent } from '../../shared/catalogue/reconcile-writes.ts';
 import type { CatalogueNode } from '../../shared/catalogue/types.ts';
@@ -53,7 +54,7 @@ export function reconcileSuite(kind: 'local' | 's3', makeFixture: (fs: Filestore
     async function reconcile(path = '', o: { recursive?: boolean; hash?: boolean; force?: boolean; reason?: string } & ReconcilerOptions = {}): Promise<ReconcileCounts> {
       const { rows } = await fs.pool.query(
         `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, $2, $3, $4, 'running')
-         RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
+         RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, checkpoint, error,
                    created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
         [m, path, o.reason ?? 'manual', JSON.stringify({ recursive: o.recursive ?? true, hash: o.hash ?? false, force: o.force ?? false })],
       );
@@ -63,6 +64,7 @@ export function reconcileSuite(kind: 'local' | 's3', makeFixture: (fs: Filestore
     const put = (path: string, bytes: string) => fs.orchestrator.writeFile(m, { path }, Readable.from([Buffer.from(bytes)]));
     const node = async (path: string) => findLiveByPath(fs.pool, m, path);
     const mustNode = async (path: string) => (await node(path)) as CatalogueNode;
+    const byteOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));
     const eventsOf = (events: EventEnvelope[], type: string, path: string) =>
       events.filter((e) => e.type === type && ((e.data.node as { path?: string } | undefined)?.path ?? e.data.path) === path);
 
@@ -224,6 +226,49 @@ export function reconcileSuite(kind: 'local' | 's3', makeFixture: (fs: Filestore
       const counts = await reconcile('d', { recursive: false });
       expect(counts).toMatchObject({ discovered: 1, missing: 0 });
       expect(await mustNode('d/sub/k2.txt')).toMatchObject({ consistencyState: 'ACTIVE' }); // not in scope
+      await expectExactRollups(fs, m);
+    });
+
+    it('an interrupted audit continues after its checkpoint when retried, and finishes correctly', async () => {
+      for (let i = 0; i < 30; i++) await put(`r/f${String(i).padStart(2, '0')}.txt`, 'v1');
+      await f.write('r/f03.txt', 'changed early');
+      await f.write('r/f25.txt', 'changed late');
+      await f.remove('r/f28.txt');
+      const { rows } = await fs.pool.query(
+        `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, '', 'audit', '{"recursive":true}', 'running') RETURNING id`,
+        [m],
+      );
+      const id = rows[0].id as number;
+      const load = async () => (await findJob(fs.pool, id)) as ReconcileJobRow;
+      const failAfter = (n: number) => (walk: AsyncIterable<EntryStat>) =>
+        (async function* () {
+          let seen = 0;
+          for await (const e of walk) {
+            if (seen++ === n) throw new Error('connection reset: injected');
+            yield e;
+          }
+        })();
+      const first = createReconciler(fs, { checkpointEvery: 5, wrapWalk: failAfter(18), s3MissingGraceMs: 5 });
+      await expect(first(await load(), async () => {})).rejects.toBeInstanceOf(ScanFailedError);
+      const checkpoint = (await load()).checkpoint;
+      expect(checkpoint?.after).toMatch(/^r\/f1\d\.txt$/);
+      expect(await mustNode('r/f03.txt')).toMatchObject({ sizeBytes: 13 }); // recorded before the failure
+
+      const resumedPaths: string[] = [];
+      const record = (walk: AsyncIterable<EntryStat>) =>
+        (async function* () {
+          for await (const e of walk) {
+            resumedPaths.push(e.path);
+            yield e;
+          }
+        })();
+      const counts = await createReconciler(fs, { checkpointEvery: 5, wrapWalk: record, s3MissingGraceMs: 5 })(await load(), async () => {});
+      expect(resumedPaths.length).toBeGreaterThan(0);
+      expect(resumedPaths.every((p) => byteOrder(p, checkpoint!.after) > 0)).toBe(true); // the listing started after the checkpoint
+      expect(counts).toMatchObject({ updated: 2, missing: 1, discovered: 0 });
+      expect(await mustNode('r/f25.txt')).toMatchObject({ sizeBytes: 12 });
+      expect(await mustNode('r/f28.txt')).toMatchObject({ consistencyState: 'MISSING' });
+      expect((await load()).checkpoint).toBeNull();
       await expectExactRollups(fs, m);
     });
 

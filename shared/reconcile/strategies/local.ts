@@ -45,8 +45,8 @@ export class LocalStrategy implements ReconcileStrategy {
     }
   }
 
-  list(dir: string, recursive: boolean): AsyncIterable<EntryStat> {
-    return this.backend().list(dir, { recursive });
+  list(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<EntryStat> {
+    return this.backend().list(dir, { recursive, startAfter });
   }
 
   /** Compares what the catalogue recorded (a field it never recorded, like the root's mode, is not a change). */

@@ -39,8 +39,8 @@ export class S3Strategy implements ReconcileStrategy {
     }
   }
 
-  list(dir: string, recursive: boolean): AsyncIterable<EntryStat> {
-    return this.backend().list(dir, { recursive });
+  list(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<EntryStat> {
+    return this.backend().list(dir, { recursive, startAfter });
   }
 
   differs(node: CatalogueNode, seen: EntryStat): boolean {
