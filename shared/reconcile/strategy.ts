@@ -29,12 +29,3 @@ export interface StrategyOptions {
 export function strategyFor(mount: Mount, backend: () => Backend, o: StrategyOptions): ReconcileStrategy {
   return mount.kind === 'local' ? new LocalStrategy(mount.rootPath as string, backend) : new S3Strategy(backend, o.s3MissingGraceMs);
 }
-
-/** Runs `fn` over `items` with at most `limit` at once, in input order of start. */
-export async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) await fn(items[next++] as T);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}

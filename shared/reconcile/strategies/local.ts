@@ -2,11 +2,9 @@ import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import type { Backend, EntryStat } from '../../backends/types.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
-import { FilestoreError } from '../../errors.ts';
 import { MountUnhealthyError } from '../errors.ts';
-import { forEachLimited, type ReconcileStrategy } from '../strategy.ts';
-
-const NOT_IN_TREE = new Set(['SYMLINK_IN_PATH', 'NOT_A_DIRECTORY', 'NOT_FOUND']);
+import type { ReconcileStrategy } from '../strategy.ts';
+import { BackendStrategy } from './base.ts';
 
 const mtimeMs = (d: Date | string | null) => (d === null ? null : new Date(d).getTime());
 
@@ -15,13 +13,16 @@ const mtimeMs = (d: Date | string | null) => (d === null ? null : new Date(d).ge
  * following symlinks, byte order); a change is any difference in size, mtime, mode, owner,
  * or a symlink's target.
  */
-export class LocalStrategy implements ReconcileStrategy {
+export class LocalStrategy extends BackendStrategy implements ReconcileStrategy {
   readonly kind = 'local' as const;
 
   constructor(
     private readonly rootPath: string,
-    private readonly backend: () => Backend,
-  ) {}
+    backend: () => Backend,
+  ) {
+    // A path below a symlink or a file is not part of the tree.
+    super(backend, new Set(['SYMLINK_IN_PATH', 'NOT_A_DIRECTORY', 'NOT_FOUND']));
+  }
 
   async checkRoot(): Promise<void> {
     try {
@@ -35,19 +36,6 @@ export class LocalStrategy implements ReconcileStrategy {
     }
   }
 
-  /** Absent also when an ancestor is a symlink or a file: such a path is not part of the tree. */
-  async stat(path: string): Promise<EntryStat | null> {
-    try {
-      return await this.backend().stat(path);
-    } catch (err) {
-      if (err instanceof FilestoreError && NOT_IN_TREE.has(err.code)) return null;
-      throw err;
-    }
-  }
-
-  list(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<EntryStat> {
-    return this.backend().list(dir, { recursive, startAfter });
-  }
 
   /** Compares what the catalogue recorded (a field it never recorded, like the root's mode, is not a change). */
   differs(node: CatalogueNode, seen: EntryStat): boolean {
@@ -60,15 +48,4 @@ export class LocalStrategy implements ReconcileStrategy {
     return false;
   }
 
-  async confirmGone(paths: string[]): Promise<Set<string>> {
-    const gone = new Set<string>();
-    await forEachLimited(paths, 16, async (p) => {
-      if ((await this.stat(p)) === null) gone.add(p);
-    });
-    return gone;
-  }
-
-  hash(path: string): Promise<string> {
-    return this.backend().hash(path);
-  }
 }

@@ -3,7 +3,8 @@ import type { Backend, EntryStat } from '../../backends/types.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
 import { FilestoreError } from '../../errors.ts';
 import { MountUnhealthyError } from '../errors.ts';
-import { forEachLimited, type ReconcileStrategy } from '../strategy.ts';
+import type { ReconcileStrategy } from '../strategy.ts';
+import { BackendStrategy } from './base.ts';
 
 /**
  * S3: the walk is ListObjectsV2 pages re-ordered into path order (directories are markers or
@@ -11,13 +12,16 @@ import { forEachLimited, type ReconcileStrategy } from '../strategy.ts';
  * MISSING it is looked at again (HEAD) after a grace period, because S3-compatible stores
  * may list an object late after it was written.
  */
-export class S3Strategy implements ReconcileStrategy {
+export class S3Strategy extends BackendStrategy implements ReconcileStrategy {
   readonly kind = 's3' as const;
 
   constructor(
-    private readonly backend: () => Backend,
+    backend: () => Backend,
     private readonly graceMs: number,
-  ) {}
+  ) {
+    // A key below a file's key is not part of the tree.
+    super(backend, new Set(['NOT_A_DIRECTORY', 'NOT_FOUND']));
+  }
 
   async checkRoot(): Promise<void> {
     try {
@@ -29,19 +33,6 @@ export class S3Strategy implements ReconcileStrategy {
     }
   }
 
-  /** Absent also when an ancestor is a file: such a key is not part of the tree. */
-  async stat(path: string): Promise<EntryStat | null> {
-    try {
-      return await this.backend().stat(path);
-    } catch (err) {
-      if (err instanceof FilestoreError && (err.code === 'NOT_A_DIRECTORY' || err.code === 'NOT_FOUND')) return null;
-      throw err;
-    }
-  }
-
-  list(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<EntryStat> {
-    return this.backend().list(dir, { recursive, startAfter });
-  }
 
   differs(node: CatalogueNode, seen: EntryStat): boolean {
     if (node.kind !== 'file') return false; // prefixes and markers carry nothing to compare
@@ -49,16 +40,8 @@ export class S3Strategy implements ReconcileStrategy {
     return node.etag !== null && seen.etag !== null && node.etag !== seen.etag;
   }
 
-  async confirmGone(paths: string[]): Promise<Set<string>> {
+  /** S3-compatible stores may list an object late after it was written: wait before looking again. */
+  protected override async beforeSecondLook(paths: string[]): Promise<void> {
     if (paths.length > 0 && this.graceMs > 0) await sleep(this.graceMs);
-    const gone = new Set<string>();
-    await forEachLimited(paths, 16, async (p) => {
-      if ((await this.stat(p)) === null) gone.add(p);
-    });
-    return gone;
-  }
-
-  hash(path: string): Promise<string> {
-    return this.backend().hash(path);
   }
 }
