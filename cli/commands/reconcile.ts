@@ -21,11 +21,12 @@ export function registerReconcile(program: Command): void {
     .argument('<target>', 'MOUNT or MOUNT:PATH', parseTarget)
     .option('--hash', 'also hash file contents (slower; finds changes that keep size and mtime)')
     .option('--no-recursive', 'only the path itself, not what is below it')
+    .option('--force', 'apply an audit even if it would mark more than FILESTORE_MAX_MISSING_RATIO of the mount MISSING (after checking the mount is really there)')
     .option('--wait', 'wait for the job to finish, showing progress, then print its counts')
     .option('--json', 'print the job as JSON')
     .action(async (target: Target, o: ReconcileOptions) => {
       const client = connect();
-      let job = await client.reconcile({ mountId: target.mount, path: target.path, recursive: o.recursive, hash: o.hash === true });
+      let job = await client.reconcile({ mountId: target.mount, path: target.path, recursive: o.recursive, hash: o.hash === true, ...(o.force === true ? { force: true } : {}) });
       if (!o.wait) {
         if (o.json) return printJson(job);
         return print(`queued reconciliation job ${job.id} for ${showTarget(target)}; follow it with \`filestore jobs ${job.id}\``);
