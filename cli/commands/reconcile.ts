@@ -8,6 +8,7 @@ const FINAL: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'cancelled
 const COUNTS = ['checked', 'unchanged', 'updated', 'discovered', 'missing'] as const;
 
 interface ReconcileOptions extends JsonOption {
+  force?: boolean;
   hash?: boolean;
   recursive: boolean;
   wait?: boolean;
