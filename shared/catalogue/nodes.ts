@@ -146,21 +146,29 @@ export async function* scopeNodes(
   if (self && startAfter === undefined) yield self;
   if (!recursive && (!self || self.kind !== 'directory')) return;
   const below = descendantsCondition(path, 3);
-  let after = startAfter ?? path;
-  for (;;) {
-    const { rows } = recursive || !self
-      ? await q.query<CatalogueNode>(
+  const page = (after: string) =>
+    recursive || !self
+      ? q.query<CatalogueNode>(
           `SELECT ${NODE_COLUMNS} FROM filestore.nodes
             WHERE mount_id = $1 AND deleted_at IS NULL AND path > $2 AND ${below.sql} ORDER BY path LIMIT ${pageSize}`,
           [mountId, after, ...below.params],
         )
-      : await q.query<CatalogueNode>(
+      : q.query<CatalogueNode>(
           `SELECT ${NODE_COLUMNS} FROM filestore.nodes
             WHERE parent_id = $1 AND deleted_at IS NULL AND path > $2 ORDER BY path LIMIT ${pageSize}`,
           [self.id, after],
         );
+  // The next page is read while the caller works through this one.
+  let pending = page(startAfter ?? path);
+  void pending.catch(() => {}); // awaited below; a caller that stops early must not leave it unhandled
+  for (;;) {
+    const { rows } = await pending;
+    const last = rows[rows.length - 1];
+    if (rows.length === pageSize && last) {
+      pending = page(last.path);
+      void pending.catch(() => {});
+    }
     for (const r of rows) yield r;
     if (rows.length < pageSize) return;
-    after = (rows[rows.length - 1] as CatalogueNode).path;
   }
 }

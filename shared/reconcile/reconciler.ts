@@ -161,7 +161,7 @@ class Run {
         }
         if (isAudit && ++sinceCheckpoint >= every) {
           sinceCheckpoint = 0;
-          await this.flush();
+          await this.drain();
           // Candidates so far are dropped from the checkpoint's point of view, so they are
           // applied only by a run that scanned them completely: this one, if it finishes.
           await saveCheckpoint(this.pool, this.job.id, { after: pair.path, counts: { ...this.counts } });
@@ -169,13 +169,13 @@ class Run {
       }
     } catch (err) {
       // What was found so far is recorded; nothing is marked MISSING from a partial scan.
-      await this.flush().catch(() => {});
+      await this.drain().catch(() => {});
       await this.finishRollups().catch(() => {});
       if (err instanceof ReconcileError) throw err;
       const e = err as { code?: string; message?: string };
       throw new ScanFailedError(e.message ?? String(err), { code: e.code });
     }
-    await this.flush();
+    await this.drain();
     await this.applyMissing(force);
     await this.finishRollups();
     if (resume || isAudit) await saveCheckpoint(this.pool, this.job.id, null);
@@ -230,8 +230,29 @@ class Run {
     return this.changes.length + this.confirm.length + this.discovered.length + this.unchanged.length;
   }
 
-  /** Writes the batch in one transaction; paths a command holds right now are skipped (a later run sees them). */
+  private inflight: Promise<void> = Promise.resolve();
+
+  /**
+   * Hands the pending writes to the writer and returns once the *previous* batch is written:
+   * one batch is written while the walk goes on, and batches land in order (a discovered
+   * parent before its children).
+   */
   private async flush(): Promise<void> {
+    await this.inflight;
+    if (this.pendingWrites() === 0) return;
+    const writing = this.write();
+    this.inflight = writing;
+    void writing.catch(() => {}); // surfaced by the next flush or drain
+  }
+
+  /** Waits until everything handed over is written. */
+  private async drain(): Promise<void> {
+    await this.flush();
+    await this.inflight;
+  }
+
+  /** Writes the batch in one transaction; paths a command holds right now are skipped (a later run sees them). */
+  private async write(): Promise<void> {
     if (this.pendingWrites() === 0) return;
     const [changes, confirm, discovered, unchanged, learned] = [this.changes, this.confirm, this.discovered, this.unchanged, this.learned];
     this.changes = [];
@@ -321,7 +342,7 @@ class Run {
     this.discovered.push(...missing);
     this.counts.checked += missing.length;
     if (missing[0]) this.top = missing[0].path;
-    await this.flush();
+    await this.drain();
   }
 
   /**

@@ -1,5 +1,6 @@
 import { constants, type Stats } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstatSync, readlinkSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { normalizePath, joinPath, STAGING_DIR } from '../../paths.ts';
 import type { EntryStat, NodeKind } from '../types.ts';
 import { errnoOf, fsError } from './errors.ts';
@@ -20,7 +21,6 @@ import { isSiblingTempName } from './staging.ts';
  */
 
 const WINDOW = 256;
-const LSTAT_CONCURRENCY = 16;
 const SLASH = Buffer.from('/');
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -165,26 +165,22 @@ async function readSortItems(base: string, dirRel: string, recursive: boolean): 
   return items;
 }
 
+/**
+ * lstat of a window of entries. Synchronous on purpose: a threadpool round trip per entry
+ * (fs.promises.lstat) costs ~15 µs against ~3 µs for lstatSync, and a window of 256 blocks
+ * the event loop for about a millisecond before the walk yields again.
+ */
 async function observeAll(base: string, items: SortItem[], dirRel: string): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const item = items[next++] as SortItem;
-      item.seen = await observe(`${base}/${item.name}`, joinPath(dirRel, item.name), item.seen);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(LSTAT_CONCURRENCY, items.length) }, worker));
+  for (const item of items) observe(`${base}/${item.name}`, joinPath(dirRel, item.name), item.seen);
 }
 
-async function observe(abs: string, rel: string, seen: Observed): Promise<Observed> {
+function observe(abs: string, rel: string, seen: Observed): void {
   try {
-    seen.stat = await lstat(abs);
-    if (seen.stat.isSymbolicLink()) seen.symlinkTarget = await readlink(abs);
+    seen.stat = lstatSync(abs, { throwIfNoEntry: false }) ?? null; // gone since readdir: not part of what we saw
+    if (seen.stat?.isSymbolicLink()) seen.symlinkTarget = readlinkSync(abs);
   } catch (err) {
     const errno = errnoOf(err);
-    // Gone since readdir: not part of what we saw.
     if (errno === 'ENOENT' || errno === 'ENOTDIR') seen.stat = null;
     else throw fsError(err, rel, 'list');
   }
-  return seen;
 }
