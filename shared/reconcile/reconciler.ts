@@ -32,7 +32,7 @@ export interface ReconcilerOptions {
   maxMissingRatio?: number | undefined;
   /** FILESTORE_S3_MISSING_GRACE_MS (default 2000). */
   s3MissingGraceMs?: number | undefined;
-  /** Rows per catalogue write (default 500). */
+  /** Rows per catalogue write (default 2,000). */
   batchSize?: number | undefined;
   /** This process's agent id: a local mount owned by another agent is that agent's to reconcile. */
   agentId?: string | undefined;
@@ -120,7 +120,7 @@ class Run {
     private readonly progress: (counts: ReconcileCounts) => Promise<void>,
   ) {
     this.strategy = strategyFor(mount, () => fs.backends.forMount(mount), { s3MissingGraceMs: o.s3MissingGraceMs ?? 2_000 });
-    this.batchSize = o.batchSize ?? 500;
+    this.batchSize = o.batchSize ?? 2_000;
   }
 
   private get pool(): Pool {
@@ -231,6 +231,8 @@ class Run {
   }
 
   private inflight: Promise<void> = Promise.resolve();
+  /** Whether this run changed any row a rollup counts (then the scope's rollups are recomputed). */
+  private wrote = false;
 
   /**
    * Hands the pending writes to the writer and returns once the *previous* batch is written:
@@ -261,6 +263,13 @@ class Run {
     this.unchanged = [];
     this.learned = new Map();
     const reason = this.request.reason;
+    if (changes.length + confirm.length + discovered.length === 0) {
+      // Only checks to record: one statement, no transaction, nothing for caches or the relay.
+      await touchChecked(this.pool, this.guard, unchanged, learned);
+      this.counts.unchanged += unchanged.length;
+      return;
+    }
+    this.wrote = true;
     const client = await this.pool.connect();
     try {
       await inTransaction(client, async () => {
@@ -351,6 +360,7 @@ class Run {
    * correction goes to the directories above it.
    */
   private async finishRollups(): Promise<void> {
+    if (!this.wrote) return; // unchanged rows and MISSING marks leave every total as it was
     await recomputeRollupsCorrectingAncestors(this.pool, this.mount.id, parentOf(this.top) ?? '');
     await this.fs.changed(this.mount.id);
   }
