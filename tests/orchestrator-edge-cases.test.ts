@@ -61,7 +61,13 @@ async function storagePaths(backend: Backend): Promise<string[]> {
 async function recoverMine(mountId: string): Promise<string[]> {
   const deps = { pool: fs.pool, backends: fs.backends, afterCommit: (id: string) => fs.cache.invalidateMount(id) };
   const out: string[] = [];
-  for (const e of await listPending(fs.pool, 0, 10_000)) if (e.mountId === mountId) out.push(await recoverEntry(deps, e));
+  for (const e of await listPending(fs.pool, 0, 10_000)) {
+    if (e.mountId !== mountId) continue;
+    // A SIGKILLed process's database session can outlive it for a moment on a loaded machine:
+    // end the session that still owns the entry, as PostgreSQL soon would.
+    await killOwner(e.id);
+    out.push(await recoverEntry(deps, e));
+  }
   return out;
 }
 
