@@ -2,11 +2,10 @@
  * One full audit as a worker runs it: a `reconciliation_jobs` row (reason "audit", path "",
  * recursive, no hashing) handed to the engine's handler, timed from the call to its return.
  * Also: the child-process variant whose peak RSS is the audit's own (pool, bus, relay
- * included), and a tally of the SQL statements an audit sends.
+ * included), and an autoanalyze stand-in for servers where autovacuum is off.
  */
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import pg from 'pg';
 import { JOB_COLUMNS, type ReconcileJobRow } from '../../shared/catalogue/jobs.ts';
 import type { Pool, Queryable } from '../../shared/db/pool.ts';
 import { createReconciler } from '../../shared/reconcile/reconciler.ts';
@@ -14,6 +13,7 @@ import type { ReconcileCounts } from '../../shared/reconcile/types.ts';
 import { createFilestore, type Filestore } from '../../shared/runtime.ts';
 import { run } from './big-write.ts';
 import { machineBusySince, machineJiffies } from './proc.ts';
+import { traceSql, type StatementTally } from './sql-trace.ts';
 
 export interface AuditResult {
   counts: ReconcileCounts;
@@ -167,6 +167,12 @@ export interface ChildAuditResult {
   peakAtExitKB: number;
   /** From spawn to exit, seen by the parent. */
   processMs: number;
+  /** The audit's SQL statements (sql-trace.ts). */
+  sql: StatementTally[];
+  /** Largest values seen at the progress callbacks (every 2,000 entries), bytes. */
+  memory: { heapUsed: number; heapTotal: number; external: number; arrayBuffers: number; rss: number };
+  /** ANALYZE runs of the autoanalyze stand-in during the audit. */
+  analyzeRuns: number;
 }
 
 export interface ChildConfig {
@@ -195,16 +201,22 @@ export async function runAuditChild(args: string[]): Promise<void> {
     maintenanceIntervalMs: 3_600_000,
     log: (l) => process.stderr.write(`[audit child] ${l}\n`),
   });
+  const trace = traceSql();
   try {
     const rssBeforeKB = Math.round(process.memoryUsage().rss / 1024);
+    const memory = { heapUsed: 0, heapTotal: 0, external: 0, arrayBuffers: 0, rss: 0 };
     let lastReport = 0;
+    trace.reset();
     const result = await runAudit(fs, mountId, (c) => {
+      const m = process.memoryUsage();
+      for (const k of Object.keys(memory) as Array<keyof typeof memory>) memory[k] = Math.max(memory[k], m[k]);
       if (c.checked - lastReport >= 200_000) {
         lastReport = c.checked;
-        process.stderr.write(`  · audit child: ${c.checked} checked, RSS ${Math.round(process.memoryUsage().rss / 2 ** 20)} MiB\n`);
+        process.stderr.write(`  · audit child: ${c.checked} checked, RSS ${Math.round(m.rss / 2 ** 20)} MiB, heap used ${Math.round(m.heapUsed / 2 ** 20)} MiB\n`);
       }
     });
     const peakAfterAuditKB = peakRssKB();
+    const sql = trace.tally();
     const t0 = performance.now();
     await fs.close(); // stops the relay after draining the outbox: the events of a discovery
     const report: Omit<ChildAuditResult, 'processMs'> = {
@@ -216,6 +228,9 @@ export async function runAuditChild(args: string[]): Promise<void> {
       peakAfterAuditKB,
       drainMs: performance.now() - t0,
       peakAtExitKB: peakRssKB(),
+      sql,
+      memory,
+      analyzeRuns: result.analyzeRuns,
     };
     process.stdout.write(`${RESULT_MARKER}${JSON.stringify(report)}\n`);
   } catch (err) {
@@ -224,124 +239,3 @@ export async function runAuditChild(args: string[]): Promise<void> {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// SQL statements of an audit: how many round trips of each kind, and how long each kind kept
-// the caller waiting (from the call to the result, so queueing for a connection is included).
-
-export interface StatementTally {
-  label: string;
-  calls: number;
-  ms: number;
-  rows: number;
-}
-
-export interface SqlTrace {
-  /** Starts counting (again, from zero). */
-  reset(): void;
-  /** Statements by total wait, largest first. */
-  tally(): StatementTally[];
-}
-
-type QueryFn = (this: pg.Client, ...args: unknown[]) => unknown;
-
-/**
- * Wraps pg.Client.prototype.query (every pool connection) for the bench's process. The
- * wrapper costs a closure and a clock read per statement; audits send a few hundred.
- * The outbox relay runs in the same process (as in a worker) and its transactions interleave
- * with the audit's: a transaction whose first statement is the relay's lock is labelled
- * "relay: …" throughout, BEGIN and COMMIT included.
- */
-export function traceSql(): SqlTrace {
-  let stats = new Map<string, StatementTally>();
-  const tx = new WeakMap<object, { owner: 'relay' | 'other' | null; beginMs: number | null }>();
-  const add = (label: string, ms: number, rows: number) => {
-    const s = stats.get(label) ?? { label, calls: 0, ms: 0, rows: 0 };
-    s.calls++;
-    s.ms += ms;
-    s.rows += rows;
-    stats.set(label, s);
-  };
-  const proto = pg.Client.prototype as unknown as { query: QueryFn };
-  const original = proto.query;
-  proto.query = function tracedQuery(this: pg.Client, ...args: unknown[]): unknown {
-    const first = args[0] as string | { text?: string } | undefined;
-    const text = typeof first === 'string' ? first : typeof first?.text === 'string' ? first.text : null;
-    if (text === null) return original.apply(this, args);
-    let label = statementLabel(text);
-    const state = tx.get(this) ?? { owner: null, beginMs: null };
-    tx.set(this, state);
-    if (label === 'BEGIN') {
-      state.owner = null;
-    } else if (state.beginMs !== null) {
-      // The transaction's first statement says whose it is; its BEGIN is counted now.
-      state.owner = label === RELAY_LOCK_LABEL ? 'relay' : 'other';
-      add(state.owner === 'relay' ? 'relay: BEGIN' : 'BEGIN', state.beginMs, 0);
-      state.beginMs = null;
-    }
-    if (state.owner === 'relay' && !label.startsWith('relay')) label = `relay: ${label}`;
-    const endsTx = label === 'COMMIT' || label === 'ROLLBACK' || label === 'relay: COMMIT' || label === 'relay: ROLLBACK';
-    const t0 = performance.now();
-    const record = (rowCount: number) => {
-      const ms = performance.now() - t0;
-      if (label === 'BEGIN') state.beginMs = ms;
-      else add(label, ms, rowCount);
-      if (endsTx) state.owner = null;
-    };
-    const cbIndex = args.findIndex((a) => typeof a === 'function');
-    if (cbIndex >= 0) {
-      const cb = args[cbIndex] as (err: unknown, res: { rowCount?: number | null } | undefined) => void;
-      args[cbIndex] = (err: unknown, res: { rowCount?: number | null } | undefined) => {
-        record(res?.rowCount ?? 0);
-        cb(err, res);
-      };
-      return original.apply(this, args);
-    }
-    const out = original.apply(this, args) as Promise<{ rowCount?: number | null }> | undefined;
-    if (out && typeof out.then === 'function') {
-      out.then(
-        (res) => record(res?.rowCount ?? 0),
-        () => record(0),
-      );
-    }
-    return out;
-  };
-  return {
-    reset: () => {
-      stats = new Map();
-    },
-    tally: () => [...stats.values()].sort((a, b) => b.ms - a.ms),
-  };
-}
-
-const RELAY_LOCK_LABEL = 'relay: try the relay lock';
-
-/** A readable name for a statement: its first words, the table, and what it does. */
-function statementLabel(sql: string): string {
-  const s = sql.replace(/\s+/g, ' ').trim();
-  const known: Array<[RegExp, string]> = [
-    [/^SELECT id, mount_id AS "mountId".* FROM filestore\.nodes WHERE mount_id = \$1 AND deleted_at IS NULL AND path > \$2/, 'scopeNodes: next page of catalogue rows (1,000, by path)'],
-    [/^UPDATE filestore\.nodes n SET consistency_checked_at = now\(\)/, 'touchChecked: UPDATE nodes SET consistency_checked_at (unchanged rows)'],
-    [/pg_try_advisory_xact_lock\(key\)/, 'tryLockPaths: try-lock the batch\'s paths'],
-    [/^WITH input AS .*INSERT INTO filestore\.nodes/, 'insertNodes: INSERT nodes + snapshots + rollups (one per depth)'],
-    [/^WITH v AS .*UPDATE filestore\.nodes n SET kind/, 'applyChanges: UPDATE changed nodes + snapshots'],
-    [/^WITH up AS \( UPDATE filestore\.nodes n SET consistency_state = 'ACTIVE'/, 'reactivate'],
-    [/^WITH up AS \( UPDATE filestore\.nodes n SET consistency_state = 'MISSING'/, 'markMissing'],
-    [/^SELECT DISTINCT path FROM filestore\.nodes WHERE mount_id = \$1 AND path = ANY/, 'touchedSince: paths a command touched meanwhile'],
-    [/INSERT INTO filestore\.outbox/, 'appendEvents: INSERT outbox'],
-    [/^BEGIN$/, 'BEGIN'],
-    [/^COMMIT$/, 'COMMIT'],
-    [/^ROLLBACK$/, 'ROLLBACK'],
-    [/^SELECT pg_try_advisory_xact_lock\(\$1\) AS locked$/, RELAY_LOCK_LABEL],
-    [/^WITH next AS \( SELECT id, nextval\('filestore\.outbox_seq'\)/, 'relay: claim a batch of the outbox'],
-    [/^UPDATE filestore\.reconciliation_jobs SET checkpoint/, 'saveCheckpoint: UPDATE reconciliation_jobs'],
-    [/pg_try_advisory_lock\(\$1::bigint\)/, 'audit lock'],
-    [/^WITH dirs AS .*INSERT INTO filestore\.rollups/, 'recomputeRollups: every directory of the scope, from the rows'],
-    [/^WITH d AS .*INSERT INTO filestore\.rollup_deltas/, 'rollups: correction pushed to the ancestors'],
-    [/^WITH picked AS .*filestore\.rollup_deltas/, 'compactRollups'],
-    [/filestore\.rollup/, 'rollups (other)'],
-    [/^ANALYZE /, 'background: ANALYZE (the autoanalyze stand-in)'],
-    [/pg_stat_user_tables/, 'background: tables due for ANALYZE'],
-  ];
-  for (const [re, label] of known) if (re.test(s)) return label;
-  return s.length > 90 ? `${s.slice(0, 90)}…` : s;
-}

@@ -19,7 +19,7 @@ import { recomputeRollups } from '../../shared/catalogue/rollups.ts';
 import type { Mount } from '../../shared/catalogue/types.ts';
 import { inTransaction, type Pool } from '../../shared/db/pool.ts';
 import { createFilestore } from '../../shared/runtime.ts';
-import { spawnAudit, vacuumCatalogue, type ChildAuditResult, type ChildConfig } from './audit-job.ts';
+import { spawnAudit, startAutoanalyze, vacuumCatalogue, type ChildAuditResult, type ChildConfig } from './audit-job.ts';
 import { findPrintf, rcloneLsjson, timeCommand, type PeerRun } from './audit-peers.ts';
 import { createLeanTree, type TreeShape } from './audit-trees.ts';
 import { syncAll } from './big-write.ts';
@@ -76,7 +76,8 @@ export async function millionAuditPart(ctx: MillionContext, script: string, shap
   } else {
     ctx.progress(`seeding the catalogue of the 1M tree (insertNodes of the listing, ${SEED_BATCH} rows per transaction)…`);
     const t1 = performance.now();
-    const seeded = await seedCatalogue(ctx.config, mount, ctx.pool);
+    const autoanalyze = startAutoanalyze(ctx.pool);
+    const seeded = await seedCatalogue(ctx.config, mount, ctx.pool).finally(() => autoanalyze.stop());
     seedMs = performance.now() - t1;
     if (seeded !== entries) ctx.invalid.push(`1M seed: ${seeded} rows, expected ${entries}`);
     ctx.progress(`seeded ${seeded} rows in ${(seedMs / 1000).toFixed(1)} s; VACUUM (ANALYZE)…`);

@@ -1,10 +1,11 @@
 /** What bench/audit.ts prints once every part has run: rounds, detail, SQL, summary, profile. */
-import type { AuditResult, ChildAuditResult, StatementTally } from './audit-job.ts';
+import type { AuditResult, ChildAuditResult } from './audit-job.ts';
 import type { LocalResult, OurAudit } from './audit-local.ts';
 import type { MillionResult } from './audit-million.ts';
 import type { PeerRun } from './audit-peers.ts';
 import type { S3Result } from './audit-s3.ts';
 import { summariseCpuProfile } from './cpu-profile.ts';
+import type { StatementTally } from './sql-trace.ts';
 import { fmt, formatTable } from './measure.ts';
 import { medianRun } from './rounds.ts';
 
@@ -68,6 +69,19 @@ export async function printReport(r: Report): Promise<void> {
     if (b.initial) console.log(line('initial audit (discovery)', b.initial));
     else console.log(`   catalogue seeded (the rows a discovery writes, by insertNodes of the listing; no audit) in ${s(b.seedMs ?? Number.NaN)} s — BENCH_AUDIT_MILLION=discover runs the discovery audit instead`);
     console.log(line('unchanged audit', b.unchanged));
+    const m = b.unchanged.memory;
+    const mib = (bytes: number) => fmt(bytes / 2 ** 20, 0);
+    console.log(
+      `   unchanged audit's memory at its progress points (largest seen): RSS ${mib(m.rss)} MiB, V8 heap used ${mib(m.heapUsed)} MiB of ` +
+        `${mib(m.heapTotal)} MiB allocated, external ${mib(m.external)} MiB (array buffers ${mib(m.arrayBuffers)} MiB); autoanalyze runs ${b.unchanged.analyzeRuns}`,
+    );
+    console.log(`\n   SQL statements of the 1M unchanged audit (in its child process)`);
+    console.log(
+      formatTable(
+        ['statement', 'calls', 'wait ms', 'ms/call', 'rows'],
+        b.unchanged.sql.slice(0, 10).map((t) => [t.label, String(t.calls), fmt(t.ms, 0), fmt(t.ms / t.calls, 2), String(t.rows)]),
+      ).replace(/^/gm, '   '),
+    );
     console.log(`   rclone lsjson -R: ${s(b.rclone.ms)} s, peak RSS ${b.rclone.maxRssKB === null ? 'n/a' : `${fmt(mb(b.rclone.maxRssKB))} MB`}; find -printf: ${s(b.find.ms)} s, peak RSS ${b.find.maxRssKB === null ? 'n/a' : `${fmt(mb(b.find.maxRssKB))} MB`} (VACUUM between the audits: ${s(b.vacuumMs)} s)`);
     const peerRss = b.rclone.maxRssKB === null ? 'n/a' : fmt(mb(b.rclone.maxRssKB));
     const rssRatio = (kb: number) => (b.rclone.maxRssKB === null ? '—' : ratio(kb, b.rclone.maxRssKB));

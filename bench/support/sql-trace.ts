@@ -1,0 +1,125 @@
+/**
+ * SQL statements of an audit: how many round trips of each kind, and how long each kind kept
+ * the caller waiting (from the call to the result, so queueing for a connection and event-loop
+ * delays are included).
+ */
+import { performance } from 'node:perf_hooks';
+import pg from 'pg';
+
+export interface StatementTally {
+  label: string;
+  calls: number;
+  ms: number;
+  rows: number;
+}
+
+export interface SqlTrace {
+  /** Starts counting (again, from zero). */
+  reset(): void;
+  /** Statements by total wait, largest first. */
+  tally(): StatementTally[];
+}
+
+type QueryFn = (this: pg.Client, ...args: unknown[]) => unknown;
+
+/**
+ * Wraps pg.Client.prototype.query (every pool connection) for the bench's process. The
+ * wrapper costs a closure and a clock read per statement; audits send a few hundred.
+ * The outbox relay runs in the same process (as in a worker) and its transactions interleave
+ * with the audit's: a transaction whose first statement is the relay's lock is labelled
+ * "relay: …" throughout, BEGIN and COMMIT included.
+ */
+export function traceSql(): SqlTrace {
+  let stats = new Map<string, StatementTally>();
+  const tx = new WeakMap<object, { owner: 'relay' | 'other' | null; beginMs: number | null }>();
+  const add = (label: string, ms: number, rows: number) => {
+    const s = stats.get(label) ?? { label, calls: 0, ms: 0, rows: 0 };
+    s.calls++;
+    s.ms += ms;
+    s.rows += rows;
+    stats.set(label, s);
+  };
+  const proto = pg.Client.prototype as unknown as { query: QueryFn };
+  const original = proto.query;
+  proto.query = function tracedQuery(this: pg.Client, ...args: unknown[]): unknown {
+    const first = args[0] as string | { text?: string } | undefined;
+    const text = typeof first === 'string' ? first : typeof first?.text === 'string' ? first.text : null;
+    if (text === null) return original.apply(this, args);
+    let label = statementLabel(text);
+    const state = tx.get(this) ?? { owner: null, beginMs: null };
+    tx.set(this, state);
+    if (label === 'BEGIN') {
+      state.owner = null;
+    } else if (state.beginMs !== null) {
+      // The transaction's first statement says whose it is; its BEGIN is counted now.
+      state.owner = label === RELAY_LOCK_LABEL ? 'relay' : 'other';
+      add(state.owner === 'relay' ? 'relay: BEGIN' : 'BEGIN', state.beginMs, 0);
+      state.beginMs = null;
+    }
+    if (state.owner === 'relay' && !label.startsWith('relay')) label = `relay: ${label}`;
+    const endsTx = label === 'COMMIT' || label === 'ROLLBACK' || label === 'relay: COMMIT' || label === 'relay: ROLLBACK';
+    const t0 = performance.now();
+    const record = (rowCount: number) => {
+      const ms = performance.now() - t0;
+      if (label === 'BEGIN') state.beginMs = ms;
+      else add(label, ms, rowCount);
+      if (endsTx) state.owner = null;
+    };
+    const cbIndex = args.findIndex((a) => typeof a === 'function');
+    if (cbIndex >= 0) {
+      const cb = args[cbIndex] as (err: unknown, res: { rowCount?: number | null } | undefined) => void;
+      args[cbIndex] = (err: unknown, res: { rowCount?: number | null } | undefined) => {
+        record(res?.rowCount ?? 0);
+        cb(err, res);
+      };
+      return original.apply(this, args);
+    }
+    const out = original.apply(this, args) as Promise<{ rowCount?: number | null }> | undefined;
+    if (out && typeof out.then === 'function') {
+      out.then(
+        (res) => record(res?.rowCount ?? 0),
+        () => record(0),
+      );
+    }
+    return out;
+  };
+  return {
+    reset: () => {
+      stats = new Map();
+    },
+    tally: () => [...stats.values()].sort((a, b) => b.ms - a.ms),
+  };
+}
+
+const RELAY_LOCK_LABEL = 'relay: try the relay lock';
+
+/** A readable name for a statement: its first words, the table, and what it does. */
+function statementLabel(sql: string): string {
+  const s = sql.replace(/\s+/g, ' ').trim();
+  const known: Array<[RegExp, string]> = [
+    [/^SELECT .* FROM filestore\.nodes WHERE mount_id = \$1 AND deleted_at IS NULL AND path > \$2 .*ORDER BY path LIMIT/, 'scopeNodes: next page of catalogue rows (by path)'],
+    [/^UPDATE filestore\.nodes n SET consistency_checked_at = now\(\)/, 'touchChecked: UPDATE nodes SET consistency_checked_at (unchanged rows)'],
+    [/pg_try_advisory_xact_lock\(key\)/, 'tryLockPaths: try-lock the batch\'s paths'],
+    [/^WITH input AS .*INSERT INTO filestore\.nodes/, 'insertNodes: INSERT nodes + snapshots + rollups (one per depth)'],
+    [/^WITH v AS .*UPDATE filestore\.nodes n SET kind/, 'applyChanges: UPDATE changed nodes + snapshots'],
+    [/^WITH up AS \( UPDATE filestore\.nodes n SET consistency_state = 'ACTIVE'/, 'reactivate'],
+    [/^WITH up AS \( UPDATE filestore\.nodes n SET consistency_state = 'MISSING'/, 'markMissing'],
+    [/^SELECT DISTINCT path FROM filestore\.nodes WHERE mount_id = \$1 AND path = ANY/, 'touchedSince: paths a command touched meanwhile'],
+    [/INSERT INTO filestore\.outbox/, 'appendEvents: INSERT outbox'],
+    [/^BEGIN$/, 'BEGIN'],
+    [/^COMMIT$/, 'COMMIT'],
+    [/^ROLLBACK$/, 'ROLLBACK'],
+    [/^SELECT pg_try_advisory_xact_lock\(\$1\) AS locked$/, RELAY_LOCK_LABEL],
+    [/^WITH next AS \( SELECT id, nextval\('filestore\.outbox_seq'\)/, 'relay: claim a batch of the outbox'],
+    [/^UPDATE filestore\.reconciliation_jobs SET checkpoint/, 'saveCheckpoint: UPDATE reconciliation_jobs'],
+    [/pg_try_advisory_lock\(\$1::bigint\)/, 'audit lock'],
+    [/^WITH dirs AS .*INSERT INTO filestore\.rollups/, 'recomputeRollups: every directory of the scope, from the rows'],
+    [/^WITH d AS .*INSERT INTO filestore\.rollup_deltas/, 'rollups: correction pushed to the ancestors'],
+    [/^WITH picked AS .*filestore\.rollup_deltas/, 'compactRollups'],
+    [/filestore\.rollup/, 'rollups (other)'],
+    [/^ANALYZE /, 'background: ANALYZE (the autoanalyze stand-in)'],
+    [/pg_stat_user_tables/, 'background: tables due for ANALYZE'],
+  ];
+  for (const [re, label] of known) if (re.test(s)) return label;
+  return s.length > 90 ? `${s.slice(0, 90)}…` : s;
+}
