@@ -52,14 +52,14 @@ import { AUDIT_CHILD_FLAG, runAuditChild, vacuumCatalogue } from './support/audi
 import { localAuditPart, type BenchContext, type LocalResult } from './support/audit-local.ts';
 import { millionAuditPart, type MillionMode, type MillionResult } from './support/audit-million.ts';
 import { ensureRclone } from './support/audit-peers.ts';
-import { printReport } from './support/audit-report.ts';
-import { s3AuditPart, type S3Result } from './support/audit-s3.ts';
-import { traceSql } from './support/sql-trace.ts';
-import { run } from './support/big-write.ts';
 import { startProfiling, type Profiling } from './support/audit-profile.ts';
+import { printReport } from './support/audit-report.ts';
+import { S3_PREFIX, s3AuditPart, type S3Result } from './support/audit-s3.ts';
+import { run } from './support/big-write.ts';
 import { FAUXQS_CHILD_FLAG, runFauxqsChild } from './support/fauxqs-child.ts';
 import { machineFacts } from './support/machine.ts';
 import { envInt, fmt } from './support/measure.ts';
+import { traceSql } from './support/sql-trace.ts';
 
 if (process.argv[2] === AUDIT_CHILD_FLAG) {
   await runAuditChild(process.argv.slice(3));
@@ -124,8 +124,8 @@ async function main(): Promise<void> {
     console.log('Machine');
     for (const [label, value] of machine) if (label !== 'cp') console.log(`  ${label}: ${value}`);
     console.log(
-      `Shape: local ${shape.dirs} × ${shape.filesPerDir} files of 100 B – 4 KB; S3 the same keys under ${'bench/'}; ` +
-        `${rounds} round(s); 1M part ${million ? `${millionShape.dirs} × ${millionShape.filesPerDir} empty files, catalogue by ${millionMode === 'seed' ? 'seeding' : 'a discovery audit'}` : 'not run (BENCH_AUDIT_MILLION=1 runs it)'}\n`,
+      `Shape: local ${shape.dirs} × ${shape.filesPerDir} files of 100 B – 4 KB; S3 the same keys under ${S3_PREFIX}; ${rounds} round(s); ` +
+        `1M part ${million ? `${millionShape.dirs} × ${millionShape.filesPerDir} empty files, catalogue by ${millionMode === 'seed' ? 'seeding' : 'a discovery audit'}` : 'not run (BENCH_AUDIT_MILLION=1 runs it)'}\n`,
     );
     if (cpuProfDir) profiling = await startProfiling();
 
@@ -149,6 +149,7 @@ async function main(): Promise<void> {
         await pool.end();
       }
     }
+    progress('all parts done');
     await printReport({ local, s3, big, invalid: ctx.invalid, profile: profile ?? null, repoRoot: fileURLToPath(new URL('..', import.meta.url)) });
     if (ctx.invalid.length > 0) process.exitCode = 1;
   } finally {
