@@ -12,6 +12,8 @@ import { defaultMetrics, type FilestoreMetrics } from './metrics/metrics.ts';
 import { createReconcileQueue } from './queues/create-reconcile-queue.ts';
 import type { ReconcileQueue } from './queues/reconcile-queue.ts';
 import { createReconciler } from './reconcile/reconciler.ts';
+import type { ProcessIdentity } from './dispatch/ownership.ts';
+import { CommandRouter } from './dispatch/router.ts';
 
 export interface FilestoreOptions {
   databaseUrl: string;
@@ -33,6 +35,14 @@ export interface FilestoreOptions {
   metrics?: FilestoreMetrics | undefined;
   /** The reconciliation queue: where requests go, and whether this process runs the jobs. */
   reconcile?: ReconcileSetup | undefined;
+  /**
+   * Which local mounts this process executes (see dispatch/ownership.ts): an agent id (its
+   * own mounts and unassigned ones; others go to their agent's command queue), null (an
+   * API-only process: no local mount), or unset (default: every mount runs here).
+   */
+  agentId?: ProcessIdentity;
+  /** How long a command dispatched to another agent is waited for before 202 (default 25 000 ms). */
+  commandWaitMs?: number | undefined;
 }
 
 export interface ReconcileSetup {
@@ -62,6 +72,8 @@ export interface Filestore {
   metrics: FilestoreMetrics;
   /** Reconciliation requests (POST /v1/reconcile, drift signals, audits). */
   reconcile: ReconcileQueue;
+  /** The commands of the API: run here, or dispatched to the agent that owns the mount. */
+  commands: CommandRouter;
   /** After a commit that changed a mount outside the orchestrator (reconciliation): cache and relay. */
   changed(mountId: string): Promise<void>;
   close(): Promise<void>;
@@ -83,6 +95,7 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
   };
   const orchestrator = new Orchestrator({ pool, backends, hooks: o.hooks, afterCommit: changed });
   const reader = new CatalogueReader(pool, cache);
+  const commands = new CommandRouter({ pool, orchestrator, mounts: reader, redisUrl: o.redisUrl, identity: o.agentId, waitMs: o.commandWaitMs, log });
 
   const maintenance = async () => {
     if (o.recover !== false) {
@@ -115,8 +128,10 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
     metrics,
     changed,
     reconcile,
+    commands,
     async close() {
       clearInterval(timer);
+      await commands.close().catch((e: Error) => log(`command router: ${e.message}`));
       await reconcile.close().catch((e: Error) => log(`reconcile queue: ${e.message}`));
       await relay?.stop();
       await relay?.drain().catch(() => 0);

@@ -137,6 +137,22 @@ export const CommandResult = z
   .catchall(z.unknown())
   .meta({ id: 'CommandResult' });
 
+/** 202 from a command dispatched to the agent that owns the mount, when it outlasted the wait. */
+export const CommandAccepted = z
+  .object({
+    status: z.literal('accepted'),
+    agentId: z.string().describe('the agent running the command'),
+    idempotencyKey: z.string().describe('send the command again with this Idempotency-Key to get its result'),
+    journalEntry: JournalEntry.nullable().describe("the command's journal entry so far; null while it waits in the agent's queue"),
+    message: z.string(),
+  })
+  .meta({ id: 'CommandAccepted' });
+
+/** 307 from the file routes: the bytes of this local mount are served by its agent, at `location`. */
+export const AgentRedirect = z
+  .object({ agentId: z.string(), location: z.string().describe('the same request on the agent (also in the Location header)') })
+  .meta({ id: 'AgentRedirect' });
+
 // ---- requests -------------------------------------------------------------------------
 
 const mountRef = z.string().min(1).max(100).describe("a mount's id or key");

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { apiErrorFrom } from './errors.ts';
+import { FilestoreCommandPendingError, apiErrorFrom } from './errors.ts';
 import { streamEvents } from './events.ts';
 import { bodyFactory, downloadToFile, getFile, localFileFactory, putFile } from './files.ts';
 import { Transport, readJson, type Query } from './transport.ts';
 import type {
+  CommandAccepted,
   CommandOptions,
   CommandResult,
   CreateMountInput,
@@ -245,15 +246,23 @@ export class FilestoreClient {
     return this.#t.json<T>({ method: 'GET', path, query });
   }
 
-  #command(path: string, body: unknown, o: CommandOptions & { ifMatch?: number }, method = 'POST'): Promise<CommandResult> {
-    return this.#t.json<CommandResult>({
+  /** A 202 (the owning agent is still running it) becomes FilestoreCommandPendingError. */
+  async #command(path: string, body: unknown, o: CommandOptions & { ifMatch?: number }, method = 'POST'): Promise<CommandResult> {
+    const res = await this.#t.send({
       method,
       path,
-      json: body,
-      headers: { 'idempotency-key': o.idempotencyKey ?? randomUUID(), 'if-match': o.ifMatch === undefined ? undefined : String(o.ifMatch) },
+      headers: {
+        accept: 'application/json',
+        'content-type': 'application/json',
+        'idempotency-key': o.idempotencyKey ?? randomUUID(),
+        'if-match': o.ifMatch === undefined ? undefined : String(o.ifMatch),
+      },
+      body: () => JSON.stringify(body),
       retry: true,
       signal: o.signal,
     });
+    if (res.status === 202) throw new FilestoreCommandPendingError(await readJson<CommandAccepted>(res));
+    return readJson<CommandResult>(res);
   }
 }
 

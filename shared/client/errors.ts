@@ -3,6 +3,7 @@
  * `catch (e) { if (e instanceof FilestoreClientError) … }` separates Filestore's answers
  * from bugs in the calling code.
  */
+import type { CommandAccepted } from './types.ts';
 
 /** The stable codes the server documents (SPEC §4); a newer server may send others. */
 export type KnownErrorCode =
@@ -24,6 +25,8 @@ export type KnownErrorCode =
   | 'CHECKSUM_MISMATCH'
   | 'STORAGE_ERROR'
   | 'INTERRUPTED'
+  /** The agent that owns the local mount is not running (503): retry later. */
+  | 'AGENT_UNAVAILABLE'
   | 'CONFIG_ERROR'
   | 'UNAUTHENTICATED'
   | 'FORBIDDEN'
@@ -60,6 +63,26 @@ export class FilestoreApiError extends FilestoreClientError {
     this.status = o.status;
     this.details = o.details;
     this.correlationId = o.correlationId;
+  }
+}
+
+/**
+ * Thrown when a command on a local mount was dispatched to the agent that owns it and outlasted
+ * the server's wait (202): it goes on there. Send the same command again with `idempotencyKey`
+ * to get its result (a replay), or follow `journalEntry` in GET /v1/journal.
+ */
+export class FilestoreCommandPendingError extends FilestoreClientError {
+  readonly agentId: string;
+  readonly idempotencyKey: string;
+  /** The command's journal entry so far; null while it waits in the agent's queue. */
+  readonly journalEntry: CommandAccepted['journalEntry'];
+
+  constructor(accepted: CommandAccepted) {
+    super(accepted.message);
+    this.name = 'FilestoreCommandPendingError';
+    this.agentId = accepted.agentId;
+    this.idempotencyKey = accepted.idempotencyKey;
+    this.journalEntry = accepted.journalEntry;
   }
 }
 

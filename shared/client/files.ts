@@ -16,30 +16,58 @@ type Bytes = Readable | Buffer | Uint8Array | string;
 /**
  * PUT /v1/files: streams the body (never buffered whole). `makeBody` is called per attempt;
  * it returns null when the bytes cannot be produced again, so a consumed stream is never
- * re-sent and a lost connection then surfaces as FilestoreUnreachableError.
+ * re-sent and a lost connection then surfaces as FilestoreUnreachableError. A local mount
+ * owned by another agent answers 307 to that agent: the body is sent there again if it can
+ * be made again (a Buffer, a string, a local file), else FilestoreClientError says so.
  */
 export async function putFile(t: Transport, o: Omit<PutFileInput, 'body'>, makeBody: () => Bytes | null): Promise<CommandResult> {
-  const res = await t.send({
-    method: 'PUT',
-    path: '/v1/files',
-    query: { mountId: o.mountId, path: o.path },
-    headers: {
-      accept: 'application/json',
-      'content-type': 'application/octet-stream',
-      'idempotency-key': o.idempotencyKey ?? randomUUID(),
-      'if-match': o.ifMatch === undefined ? undefined : String(o.ifMatch),
-      'x-checksum-sha256': o.sha256,
-    },
-    body: () => {
-      const bytes = makeBody();
-      if (bytes === null) return null;
-      if (!(bytes instanceof Readable) && !o.onProgress) return typeof bytes === 'string' ? Buffer.from(bytes) : bytes;
-      return counted(bytes, o.onProgress);
-    },
-    retry: true,
-    signal: o.signal,
-  });
+  const send = (url?: string, first?: Bytes) => {
+    let pending = first;
+    return t.send({
+      method: 'PUT',
+      path: '/v1/files',
+      query: { mountId: o.mountId, path: o.path },
+      url,
+      headers: {
+        accept: 'application/json',
+        'content-type': 'application/octet-stream',
+        'idempotency-key': o.idempotencyKey ?? randomUUID(),
+        'if-match': o.ifMatch === undefined ? undefined : String(o.ifMatch),
+        'x-checksum-sha256': o.sha256,
+      },
+      body: () => {
+        const bytes = pending ?? makeBody();
+        pending = undefined;
+        if (bytes === null) return null;
+        if (!(bytes instanceof Readable) && !o.onProgress) return typeof bytes === 'string' ? Buffer.from(bytes) : bytes;
+        return counted(bytes, o.onProgress);
+      },
+      retry: true,
+      signal: o.signal,
+      redirect: 'manual',
+    });
+  };
+  let res = await send();
+  const agent = agentRedirect(t, res);
+  if (agent) {
+    await res.body?.cancel().catch(() => {});
+    const bytes = makeBody();
+    if (bytes === null) {
+      throw new FilestoreClientError(
+        `mount "${o.mountId}" is served by agent "${agent.id}" (${agent.location}), and a stream cannot be sent twice: upload from a Buffer or a local file (putLocalFile), or to the agent directly`,
+      );
+    }
+    res = await send(agent.location, bytes);
+  }
   return readJson<CommandResult>(res);
+}
+
+/** A 307 from Filestore to the agent that owns a local mount (X-Filestore-Agent): the token goes along. */
+function agentRedirect(t: Transport, res: Response): { id: string; location: string } | null {
+  const id = res.headers.get('x-filestore-agent');
+  const location = res.headers.get('location');
+  if ((res.status !== 307 && res.status !== 308) || !id || !location) return null;
+  return { id, location: new URL(location, t.url('/v1/files')).toString() };
 }
 
 /** A Readable is sent once; anything else can be sent again. */
@@ -73,8 +101,9 @@ async function* slices(bytes: Buffer | Uint8Array | string): AsyncGenerator<Uint
 }
 
 /**
- * GET /v1/files, with an optional Range. A redirect (S3 mounts may hand out a presigned
- * URL) is followed without the bearer token, which is for Filestore only.
+ * GET /v1/files, with an optional Range. A redirect to the agent that owns a local mount is
+ * followed with the bearer token; any other redirect (S3 mounts may hand out a presigned
+ * URL) without it, as the token is for Filestore only.
  */
 export async function getFile(t: Transport, o: GetFileInput): Promise<FileDownload> {
   const range = o.range ? `bytes=${o.range.start}-${o.range.end ?? ''}` : undefined;
@@ -87,8 +116,12 @@ export async function getFile(t: Transport, o: GetFileInput): Promise<FileDownlo
     signal: o.signal,
     redirect: 'manual',
   });
+  const agent = agentRedirect(t, res);
   const location = res.status >= 300 && res.status < 400 ? res.headers.get('location') : null;
-  if (location) {
+  if (agent) {
+    await res.body?.cancel().catch(() => {});
+    res = await t.send({ method: 'GET', path: '/v1/files', url: agent.location, headers: { range }, retry: true, signal: o.signal, redirect: 'manual' });
+  } else if (location) {
     await res.body?.cancel().catch(() => {});
     res = await t.sendExternal(new URL(location, t.url('/v1/files')).toString(), { range }, o.signal);
   }

@@ -7,6 +7,7 @@ export {
   FilestoreClientError,
   FilestoreApiError,
   FilestoreUnreachableError,
+  FilestoreCommandPendingError,
   type ErrorCode,
   type KnownErrorCode,
 } from './errors.ts';

@@ -16,6 +16,8 @@ export interface SendOptions {
   retry: boolean;
   signal?: AbortSignal | undefined;
   redirect?: 'follow' | 'manual';
+  /** An absolute URL instead of baseUrl + path + query: a Filestore agent the server redirected to (the token goes along). */
+  url?: string | undefined;
 }
 
 export interface TransportOptions {
@@ -48,7 +50,7 @@ export class Transport {
 
   /** Sends a request and returns whatever the server answered (any status). */
   async send(o: SendOptions): Promise<Response> {
-    const url = this.url(o.path, o.query);
+    const url = o.url ?? this.url(o.path, o.query);
     const headers: Record<string, string> = {};
     if (this.#token) headers.authorization = `Bearer ${this.#token}`;
     for (const [k, v] of Object.entries(o.headers ?? {})) if (v !== undefined) headers[k.toLowerCase()] = v;

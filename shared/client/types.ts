@@ -13,6 +13,8 @@ export type Snapshot = z.infer<typeof S.Snapshot>;
 export type JournalEntry = z.infer<typeof S.JournalEntry>;
 export type ReconcileJob = z.infer<typeof S.ReconcileJob>;
 export type CommandResult = z.infer<typeof S.CommandResult>;
+/** The 202 body of a command still running on the agent that owns the mount. */
+export type CommandAccepted = z.infer<typeof S.CommandAccepted>;
 export type Health = z.infer<typeof S.Health>;
 
 export type NodeKind = Node['kind'];

@@ -1,8 +1,9 @@
 import { FilestoreError } from '../../errors.ts';
 import type { CommandContext } from '../../orchestrator/context.ts';
+import type { RouteOptions, RoutedCommand } from '../../dispatch/router.ts';
 import { idempotencyKey, ifMatchVersion } from '../request.ts';
-import { CommandResult, DeleteBody, ErrorBody, MetadataBody, MkdirBody, NodeIdParams, TransferBody } from '../schemas.ts';
-import { defineRoute, json, type ApiRequest, type Route, type RouteInput } from '../route.ts';
+import { CommandAccepted, CommandResult, DeleteBody, ErrorBody, MetadataBody, MkdirBody, NodeIdParams, TransferBody } from '../schemas.ts';
+import { defineRoute, json, type ApiRequest, type ApiResponse, type Route, type RouteInput } from '../route.ts';
 import { nodeById } from './nodes.ts';
 
 const context = ({ req, principal, correlationId }: RouteInput<unknown, unknown, unknown>): CommandContext => ({
@@ -10,6 +11,15 @@ const context = ({ req, principal, correlationId }: RouteInput<unknown, unknown,
   correlationId,
   idempotencyKey: idempotencyKey(req.headers['idempotency-key']),
 });
+
+/** `Prefer: wait=N` (RFC 7240 §4.3): how long the caller waits for a dispatched command before 202. */
+const routeOptions = (req: ApiRequest): RouteOptions => {
+  const m = /(?:^|[,;\s])wait\s*=\s*"?(\d{1,6})"?/i.exec(req.headers.prefer ?? '');
+  return m ? { waitMs: Number(m[1]) * 1000 } : {};
+};
+
+/** 200 with the result, or 202 when the owning agent is still running the command. */
+const respond = (r: RoutedCommand): ApiResponse => (r.status === 200 ? json(200, r.result) : json(202, r.accepted));
 
 /** The expected version from the body or If-Match (both given must agree). */
 function expectedVersion(req: ApiRequest, fromBody: number | undefined): number | undefined {
@@ -26,8 +36,11 @@ const SUMMARIES = {
   delete: 'Delete a file, symlink or (recursive) a tree; the node becomes a tombstone',
 } as const;
 
-const responses = { 200: CommandResult, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 502: ErrorBody } as const;
-const headers = { 'Idempotency-Key': 'a replay returns the first result; a different body is 409 IDEMPOTENCY_CONFLICT' };
+const responses = { 200: CommandResult, 202: CommandAccepted, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 502: ErrorBody, 503: ErrorBody } as const;
+const headers = {
+  'Idempotency-Key': 'a replay returns the first result; a different body is 409 IDEMPOTENCY_CONFLICT',
+  Prefer: 'wait=N: for a local mount of another agent, answer 202 after at most N seconds (capped by the server)',
+};
 
 /** The journaled commands of SPEC §4: each returns the node after the change and its journal entry id. */
 export const commandRoutes: Route[] = [
@@ -42,7 +55,7 @@ export const commandRoutes: Route[] = [
     responses,
     async handle(input) {
       const { mountId, ...rest } = input.body;
-      return json(200, await input.deps.fs.orchestrator.mkdir(mountId, rest, context(input)));
+      return respond(await input.deps.fs.commands.mkdir(mountId, rest, context(input), routeOptions(input.req)));
     },
   }),
   ...(['move', 'copy', 'delete'] as const).map((command) =>
@@ -58,7 +71,7 @@ export const commandRoutes: Route[] = [
       async handle(input) {
         const { mountId, expectedVersion: v, ...rest } = input.body as { mountId: string; expectedVersion?: number | undefined };
         const req = { ...rest, expectedVersion: expectedVersion(input.req, v) };
-        return json(200, await input.deps.fs.orchestrator[command](mountId, req, context(input)));
+        return respond(await input.deps.fs.commands[command](mountId, req, context(input), routeOptions(input.req)));
       },
     }),
   ),
@@ -76,7 +89,7 @@ export const commandRoutes: Route[] = [
       const node = await nodeById(input.deps.fs.pool, input.params.id);
       if (node.deletedAt) throw new FilestoreError('NOT_FOUND', `node ${node.id} was deleted`);
       const req = { path: node.path, ...input.body, expectedVersion: ifMatchVersion(input.req.headers['if-match']) };
-      return json(200, await input.deps.fs.orchestrator.updateMetadata(node.mountId, req, context(input)));
+      return respond(await input.deps.fs.commands.updateMetadata(node.mountId, req, context(input), routeOptions(input.req)));
     },
   }),
 ];

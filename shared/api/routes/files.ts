@@ -1,8 +1,10 @@
 import { FilestoreError } from '../../errors.ts';
 import type { ByteRange } from '../../backends/types.ts';
+import { AgentUnavailableError } from '../../dispatch/errors.ts';
+import type { MountLocation } from '../../dispatch/router.ts';
 import { checksumSha256, idempotencyKey, ifMatchVersion } from '../request.ts';
-import { CommandResult, ErrorBody, FileQuery } from '../schemas.ts';
-import { defineRoute, json, type Route } from '../route.ts';
+import { AgentRedirect, CommandResult, ErrorBody, FileQuery } from '../schemas.ts';
+import { defineRoute, json, type ApiRequest, type ApiResponse, type Route } from '../route.ts';
 
 /**
  * A single `Range: bytes=…` against a file of `size` bytes (RFC 9110 §14.1.2): undefined
@@ -32,6 +34,22 @@ export function parseRange(header: string | undefined, size: number): Required<B
 const unsatisfiable = (size: number) =>
   new FilestoreError('RANGE_NOT_SATISFIABLE', `the file has ${size} bytes; ask for a range inside it`, { sizeBytes: size });
 
+/**
+ * 307 to the same request on the agent that owns the local mount: file bytes never travel
+ * through Redis. `X-Filestore-Agent` tells clients the target is Filestore (send the token there).
+ */
+function agentRedirect(where: Extract<MountLocation, { here: false }>, req: ApiRequest): ApiResponse {
+  const { agent, mount } = where;
+  if (!agent.url) {
+    throw new AgentUnavailableError(
+      `agent "${agent.id}", which owns mount "${mount.key}", registered no HTTP address, so its files cannot be reached from here; give the agent the URL it is reachable at`,
+      { agentId: agent.id, mountId: mount.id },
+    );
+  }
+  const location = `${agent.url.replace(/\/+$/, '')}${req.path}?${new URLSearchParams(req.query).toString()}`;
+  return json(307, { agentId: agent.id, location }, { location, 'x-filestore-agent': agent.id, 'cache-control': 'no-store' });
+}
+
 /** File bytes in and out, streamed in constant memory. */
 export const fileRoutes: Route[] = [
   defineRoute({
@@ -47,10 +65,13 @@ export const fileRoutes: Route[] = [
       'X-Checksum-Sha256': 'sha256 of the body (hex or base64); the write fails with CHECKSUM_MISMATCH and leaves nothing behind otherwise',
       'Idempotency-Key': 'a replay returns the first result',
     },
-    responses: { 200: CommandResult, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody },
+    responses: { 200: CommandResult, 307: AgentRedirect, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 503: ErrorBody },
     async handle({ query, req, principal, correlationId, deps }) {
       if (!req.body) throw new FilestoreError('VALIDATION_ERROR', 'PUT /v1/files needs the file bytes as the request body');
       if (query.path.endsWith('/')) throw new FilestoreError('INVALID_PATH', 'a file path cannot end with "/" (that names a directory)');
+      // Answered before the body is read: the client sends it to the agent instead.
+      const where = await deps.fs.commands.locate(query.mountId);
+      if (!where.here) return agentRedirect(where, req);
       const input = {
         path: query.path,
         expectedVersion: ifMatchVersion(req.headers['if-match']),
@@ -68,8 +89,10 @@ export const fileRoutes: Route[] = [
     summary: "Download a file's bytes (streamed); a single Range gives 206",
     query: FileQuery,
     headers: { Range: 'bytes=START-END, bytes=START- or bytes=-SUFFIX' },
-    responses: { 200: 'binary', 206: 'binary', 404: ErrorBody, 409: ErrorBody, 416: ErrorBody },
+    responses: { 200: 'binary', 206: 'binary', 307: AgentRedirect, 404: ErrorBody, 409: ErrorBody, 416: ErrorBody, 503: ErrorBody },
     async handle({ query, req, deps }) {
+      const where = await deps.fs.commands.locate(query.mountId);
+      if (!where.here) return agentRedirect(where, req);
       const node = await deps.fs.reader.nodeByPath(query.mountId, query.path);
       if (node.kind !== 'file') {
         throw new FilestoreError(node.kind === 'directory' ? 'IS_A_DIRECTORY' : 'VALIDATION_ERROR', `"${String(node.path)}" is a ${String(node.kind)}, not a file`);

@@ -1,0 +1,43 @@
+import { FilestoreError, type ErrorCode } from '../errors.ts';
+import type { CommandResult } from '../orchestrator/context.ts';
+
+/** SPEC §6: the queue through which commands for an agent's local mounts reach it. */
+export const commandQueueName = (agentId: string): string => `filestore-commands-${agentId}`;
+
+/** The orchestrator commands that travel through the queue (file bytes never do: see files routes). */
+export type DispatchedCommand = 'mkdir' | 'move' | 'copy' | 'delete' | 'updateMetadata';
+export const DISPATCHED_COMMANDS: readonly DispatchedCommand[] = ['mkdir', 'move', 'copy', 'delete', 'updateMetadata'];
+
+/** One BullMQ job: everything the agent needs to run the command as the caller asked it. */
+export interface CommandMessage {
+  command: DispatchedCommand;
+  /** The mount's id (not its key: a key may be reassigned while the job waits). */
+  mountId: string;
+  input: Record<string, unknown>;
+  context: {
+    principal?: string | undefined;
+    correlationId?: string | undefined;
+    /** Always set: a job run again after its agent died replays or completes the first run. */
+    idempotencyKey: string;
+  };
+}
+
+export interface WireError {
+  code: string;
+  message: string;
+  details?: Record<string, unknown> | undefined;
+}
+
+/**
+ * The job's return value. A command that failed is a *completed* job carrying the error:
+ * BullMQ's failed state would keep only a message string, and a retry by BullMQ is never
+ * wanted (the caller decides, with its Idempotency-Key).
+ */
+export type CommandReply = { ok: true; result: CommandResult } | { ok: false; error: WireError };
+
+/** The agent's error as the same FilestoreError (code, status, message, details) on the caller's side. */
+export function errorFromWire(e: WireError): FilestoreError {
+  const err = new FilestoreError(e.code as ErrorCode, e.message, e.details);
+  // A code this process does not know (an agent of a newer version): still an error, never a success.
+  return Number.isInteger(err.status) ? err : new FilestoreError('INTERNAL', e.message, { ...e.details, agentCode: e.code });
+}

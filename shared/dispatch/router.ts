@@ -1,0 +1,266 @@
+import { randomUUID } from 'node:crypto';
+import { Queue, QueueEvents } from 'bullmq';
+import { Redis } from 'ioredis';
+import { findAgent, isAlive, type Agent } from '../catalogue/agents.ts';
+import { findByIdempotencyKey, type JournalEntry } from '../catalogue/journal.ts';
+import type { Mount } from '../catalogue/types.ts';
+import type { Pool } from '../db/pool.ts';
+import { FilestoreError } from '../errors.ts';
+import type { CommandContext, CommandResult } from '../orchestrator/context.ts';
+import type { Orchestrator } from '../orchestrator/orchestrator.ts';
+import { AgentUnavailableError } from './errors.ts';
+import { commandQueueName, errorFromWire, type CommandMessage, type CommandReply, type DispatchedCommand } from './messages.ts';
+import { executesHere, type ProcessIdentity } from './ownership.ts';
+
+export interface CommandRouterOptions {
+  pool: Pool;
+  orchestrator: Orchestrator;
+  /** Mount lookups by id or key (the catalogue reader: cached for a few seconds). */
+  mounts: { mount(idOrKey: string): Promise<Mount> };
+  /** redis://… or 'inline' (one process: every command runs here). */
+  redisUrl: string;
+  identity: ProcessIdentity;
+  /** The longest a caller waits for a dispatched command before 202 (default 25 s, under API Gateway's 30 s). */
+  waitMs?: number | undefined;
+  log?: ((line: string) => void) | undefined;
+}
+
+/** How a command ended for the caller: its result, or accepted (still running on the agent). */
+export type RoutedCommand = { status: 200; result: CommandResult } | { status: 202; accepted: AcceptedCommand };
+
+/** The 202 body: where to find the outcome of a command that outlasted the wait. */
+export interface AcceptedCommand {
+  status: 'accepted';
+  agentId: string;
+  /** Send the same command again with this Idempotency-Key to get its result once it is done. */
+  idempotencyKey: string;
+  /** The command's journal entry so far; null while the agent has not started it. */
+  journalEntry: Omit<JournalEntry, 'requestFingerprint'> | null;
+  message: string;
+}
+
+/** Where a mount's commands run and its bytes are served. */
+export type MountLocation = { here: true } | { here: false; mount: Mount; agent: Agent };
+
+export interface RouteOptions {
+  /** Wait at most this long (capped by the router's own wait), e.g. from `Prefer: wait=N`. */
+  waitMs?: number | undefined;
+}
+
+export const DEFAULT_COMMAND_WAIT_MS = 25_000;
+// Finished jobs are only a trace (the journal is the record), kept long enough for a late waiter.
+const KEEP_COMPLETED = { age: 3600, count: 10_000 };
+const KEEP_FAILED = { age: 24 * 3600, count: 10_000 };
+
+interface AgentQueue {
+  queue: Queue<CommandMessage, CommandReply>;
+  events: QueueEvents;
+  eventsConnection: Redis;
+  ready: Promise<unknown>;
+}
+
+/**
+ * The orchestrator's commands, run where the mount lives (SPEC §4, §6): here for S3 mounts
+ * and the local mounts this process owns; otherwise as a job on the owning agent's queue
+ * `filestore-commands-<agentId>`, waiting for its reply (QueueEvents) up to the wait, then
+ * answering 202 with the journal entry. The job always carries an Idempotency-Key (the
+ * caller's, or a generated one), so a job that BullMQ runs again after its agent died mid-
+ * command replays or completes the first run instead of applying it twice.
+ * In inline mode there is one process: everything runs here.
+ */
+export class CommandRouter {
+  readonly redisUrl: string;
+  readonly identity: ProcessIdentity;
+  private readonly waitMs: number;
+  private readonly log: (line: string) => void;
+  private readonly queues = new Map<string, AgentQueue>();
+  private connection: Redis | null = null;
+  private closing: Promise<void> | null = null;
+
+  constructor(private readonly o: CommandRouterOptions) {
+    this.redisUrl = o.redisUrl;
+    this.identity = o.identity;
+    this.waitMs = o.waitMs ?? DEFAULT_COMMAND_WAIT_MS;
+    this.log = o.log ?? (() => {});
+  }
+
+  mkdir(mountId: string, input: Record<string, unknown>, ctx: CommandContext = {}, o: RouteOptions = {}): Promise<RoutedCommand> {
+    return this.run('mkdir', mountId, input, ctx, o);
+  }
+
+  move(mountId: string, input: Record<string, unknown>, ctx: CommandContext = {}, o: RouteOptions = {}): Promise<RoutedCommand> {
+    return this.run('move', mountId, input, ctx, o);
+  }
+
+  copy(mountId: string, input: Record<string, unknown>, ctx: CommandContext = {}, o: RouteOptions = {}): Promise<RoutedCommand> {
+    return this.run('copy', mountId, input, ctx, o);
+  }
+
+  delete(mountId: string, input: Record<string, unknown>, ctx: CommandContext = {}, o: RouteOptions = {}): Promise<RoutedCommand> {
+    return this.run('delete', mountId, input, ctx, o);
+  }
+
+  updateMetadata(mountId: string, input: Record<string, unknown>, ctx: CommandContext = {}, o: RouteOptions = {}): Promise<RoutedCommand> {
+    return this.run('updateMetadata', mountId, input, ctx, o);
+  }
+
+  /**
+   * Here, or the owning agent — alive, else AGENT_UNAVAILABLE. A process that runs everything
+   * (no identity, or inline) answers "here" without a lookup.
+   */
+  async locate(mountRef: string): Promise<MountLocation> {
+    if (this.identity === undefined || this.redisUrl === 'inline') return { here: true };
+    const mount = await this.o.mounts.mount(mountRef);
+    if (executesHere(this.identity, mount)) return { here: true };
+    if (mount.agentId === null) {
+      throw new AgentUnavailableError(
+        `local mount "${mount.key}" is assigned to no agent, and this process has no local disks; assign it to the agent on its host (PATCH /v1/mounts/${mount.key} with {"agentId": …})`,
+        { mountId: mount.id },
+      );
+    }
+    return { here: false, mount, agent: await this.liveAgent(mount, mount.agentId) };
+  }
+
+  /** Stops waiting (waiting callers get INTERRUPTED: the command itself goes on) and disconnects. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const all = [...this.queues.values()];
+      this.queues.clear();
+      await Promise.allSettled(all.map(async (q) => {
+        await q.events.close();
+        await q.queue.close();
+        await q.eventsConnection.quit();
+      }));
+      await this.connection?.quit().catch(() => {});
+    })();
+    return this.closing;
+  }
+
+  private async run(command: DispatchedCommand, mountRef: string, input: Record<string, unknown>, ctx: CommandContext, o: RouteOptions): Promise<RoutedCommand> {
+    const where = await this.locate(mountRef);
+    if (where.here) return { status: 200, result: await this.o.orchestrator[command](mountRef, input, ctx) };
+    return this.dispatch(where.agent, where.mount, command, input, ctx, o);
+  }
+
+  private async dispatch(
+    agent: Agent,
+    mount: Mount,
+    command: DispatchedCommand,
+    input: Record<string, unknown>,
+    ctx: CommandContext,
+    o: RouteOptions,
+  ): Promise<RoutedCommand> {
+    const idempotencyKey = ctx.idempotencyKey ?? `dispatch-${randomUUID()}`;
+    const message: CommandMessage = {
+      command,
+      mountId: mount.id,
+      input,
+      context: { principal: ctx.principal, correlationId: ctx.correlationId, idempotencyKey },
+    };
+    const q = await this.queueFor(agent.id);
+    const job = await q.queue.add(command, message);
+    // BullMQ treats a ttl of 0 as "no limit": the shortest wait is 1 ms.
+    const waitMs = Math.max(1, Math.min(o.waitMs ?? this.waitMs, this.waitMs));
+    let reply: CommandReply | null;
+    try {
+      reply = await job.waitUntilFinished(q.events, waitMs);
+    } catch {
+      if (this.closing) throw shuttingDown();
+      // The wait expired, or the job failed in BullMQ (stalled too often): its state says which.
+      reply = await this.settled(q.queue, job.id as string);
+    }
+    if (!reply) return this.accepted(agent, mount, command, idempotencyKey);
+    if (reply.ok) return { status: 200, result: reply.result };
+    throw errorFromWire(reply.error);
+  }
+
+  /** The reply of a finished job, or null while it waits or runs. */
+  private async settled(queue: Queue<CommandMessage, CommandReply>, jobId: string): Promise<CommandReply | null> {
+    const job = await queue.getJob(jobId);
+    const state = job ? await job.getState() : 'unknown';
+    if (state === 'completed' && job) return job.returnvalue;
+    if (state === 'failed' && job) {
+      throw new FilestoreError('INTERRUPTED', `the agent could not finish the command (${job.failedReason}); send it again with the same Idempotency-Key`);
+    }
+    return null;
+  }
+
+  private async accepted(agent: Agent, mount: Mount, command: DispatchedCommand, idempotencyKey: string): Promise<RoutedCommand> {
+    const entry = await findByIdempotencyKey(this.o.pool, idempotencyKey);
+    // Only this command's entry: a key reused for another request names someone else's.
+    const own = entry && entry.command === command && entry.mountId === mount.id ? entry : null;
+    let journalEntry: AcceptedCommand['journalEntry'] = null;
+    if (own) {
+      const { requestFingerprint: _, ...shown } = own;
+      journalEntry = shown;
+    }
+    return {
+      status: 202,
+      accepted: {
+        status: 'accepted',
+        agentId: agent.id,
+        idempotencyKey,
+        journalEntry,
+        message: own
+          ? `agent "${agent.id}" is still running the command (journal entry ${own.id}); follow GET /v1/journal?mountId=${mount.id}, or send it again with Idempotency-Key ${idempotencyKey} for its result`
+          : `the command waits in agent "${agent.id}"'s queue; send it again with Idempotency-Key ${idempotencyKey} for its result`,
+      },
+    };
+  }
+
+  private async liveAgent(mount: Mount, agentId: string): Promise<Agent> {
+    const { agent, now } = await findAgent(this.o.pool, agentId);
+    const details = { agentId, mountId: mount.id };
+    if (!agent) {
+      throw new AgentUnavailableError(
+        `agent "${agentId}", which owns mount "${mount.key}", has never registered; start it (filestore agent with FILESTORE_AGENT_ID=${agentId})`,
+        details,
+      );
+    }
+    if (!isAlive(agent, now)) {
+      throw new AgentUnavailableError(
+        agent.stoppedAt
+          ? `agent "${agentId}", which owns mount "${mount.key}", stopped at ${agent.stoppedAt.toISOString()}; start it again, then retry`
+          : `agent "${agentId}", which owns mount "${mount.key}", has sent no heartbeat since ${agent.heartbeatAt.toISOString()}; check that it runs and reaches PostgreSQL, then retry`,
+        { ...details, heartbeatAt: agent.heartbeatAt.toISOString() },
+      );
+    }
+    return agent;
+  }
+
+  private async queueFor(agentId: string): Promise<AgentQueue> {
+    if (this.closing) throw shuttingDown();
+    let q = this.queues.get(agentId);
+    if (!q) {
+      const name = commandQueueName(agentId);
+      this.connection ??= quiet(new Redis(this.redisUrl, { maxRetriesPerRequest: 3 }));
+      const queue = new Queue<CommandMessage, CommandReply>(name, {
+        connection: this.connection,
+        defaultJobOptions: { attempts: 1, removeOnComplete: KEEP_COMPLETED, removeOnFail: KEEP_FAILED },
+      });
+      queue.on('error', (e) => this.log(`command queue ${name}: ${e.message}`));
+      // QueueEvents reads with a blocking XREAD: it needs a connection of its own.
+      const eventsConnection = quiet(new Redis(this.redisUrl, { maxRetriesPerRequest: null }));
+      const events = new QueueEvents(name, { connection: eventsConnection });
+      events.on('error', (e) => this.log(`command queue events ${name}: ${e.message}`));
+      q = { queue, events, eventsConnection, ready: events.waitUntilReady() };
+      this.queues.set(agentId, q);
+    }
+    try {
+      await q.ready;
+    } catch (err) {
+      this.queues.delete(agentId);
+      await Promise.allSettled([q.events.close(), q.queue.close(), q.eventsConnection.quit()]);
+      throw err;
+    }
+    return q;
+  }
+}
+
+const shuttingDown = () =>
+  new FilestoreError('INTERRUPTED', 'this process is shutting down; send the command again with the same Idempotency-Key for its result');
+
+const quiet = (r: Redis): Redis => {
+  r.on('error', () => {}); // reported by the call that fails
+  return r;
+};
