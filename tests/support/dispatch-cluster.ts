@@ -1,0 +1,142 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { hashToken } from '../../shared/api/auth.ts';
+import { serveApi, type ApiServer } from '../../shared/api/serve.ts';
+import { createMount } from '../../shared/catalogue/mounts.ts';
+import type { Mount } from '../../shared/catalogue/types.ts';
+import { startAgentPresence, type AgentPresence } from '../../shared/dispatch/presence.ts';
+import { startCommandWorker, type CommandWorker } from '../../shared/dispatch/worker.ts';
+import type { OrchestratorHooks } from '../../shared/orchestrator/context.ts';
+import type { Filestore, FilestoreOptions } from '../../shared/runtime.ts';
+import { startFilestore } from './filestore.ts';
+
+/**
+ * Processes of a deployment with agents, in one test process: API-only processes (no agent
+ * id, no local disks) and agents (an agent id, the command worker, a heartbeat, their own
+ * HTTP server), each a real Filestore on the test PostgreSQL and Redis, all accepting one
+ * admin token — as API processes and agents of one deployment share their token list.
+ */
+
+export const TOKEN = `fs_${randomBytes(32).toString('base64url')}`;
+const tokens = [{ name: 'test-admin', sha256: hashToken(TOKEN), scopes: ['filestore:admin' as const] }];
+
+export const uniqueAgentId = (prefix = 'agent') => `${prefix}-${randomUUID().slice(0, 12)}`;
+
+/** No reconciliation consumer and no recovery sweep at start: other test files' journal entries are theirs to resolve. */
+const quiet: Partial<FilestoreOptions> = { recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } };
+
+export interface Served {
+  fs: Filestore;
+  server: ApiServer;
+  url: string;
+  /** fetch on this server with the admin token. */
+  call(method: string, p: string, o?: { json?: unknown; body?: BodyInit; headers?: Record<string, string>; redirect?: RequestRedirect }): Promise<Response>;
+  close(): Promise<void>;
+}
+
+async function serve(fs: Filestore): Promise<Served> {
+  const server = await serveApi({ fs, host: '127.0.0.1', port: 0, tokens, log: () => {} });
+  return {
+    fs,
+    server,
+    url: server.url,
+    call(method, p, o = {}) {
+      const headers: Record<string, string> = { authorization: `Bearer ${TOKEN}`, ...o.headers };
+      let body = o.body;
+      if (o.json !== undefined) {
+        body = JSON.stringify(o.json);
+        headers['content-type'] = 'application/json';
+      }
+      return fetch(`${server.url}${p}`, { method, headers, body, redirect: o.redirect ?? 'manual' });
+    },
+    async close() {
+      await server.close();
+      await fs.close();
+    },
+  };
+}
+
+/** An API-only process: it owns no local mount, so every local mount's commands are dispatched. */
+export async function startApiProcess(o: { commandWaitMs?: number } = {}): Promise<Served> {
+  return serve(await startFilestore({ ...quiet, agentId: null, commandWaitMs: o.commandWaitMs }));
+}
+
+export interface AgentProcess extends Served {
+  agentId: string;
+  presence: AgentPresence;
+  worker: CommandWorker | null;
+  /** Journal entry ids of the commands this agent's orchestrator ran (its storage step). */
+  ran: number[];
+}
+
+/**
+ * An agent: its Filestore with `agentId`, its HTTP server (registered as its url unless
+ * `url: false`), its heartbeat and (unless `worker: false`) the command worker.
+ */
+export async function startAgentProcess(
+  agentId: string,
+  o: { url?: boolean; worker?: boolean; hooks?: OrchestratorHooks; heartbeatMs?: number } = {},
+): Promise<AgentProcess> {
+  const ran: number[] = [];
+  const fs = await startFilestore({
+    ...quiet,
+    agentId,
+    hooks: {
+      async beforeStorage(entryId) {
+        ran.push(entryId);
+        await o.hooks?.beforeStorage?.(entryId);
+      },
+      afterStorage: o.hooks?.afterStorage,
+    },
+  });
+  const served = await serve(fs);
+  const presence = await startAgentPresence(fs.pool, { id: agentId, version: 'test', url: o.url === false ? null : served.url, intervalMs: o.heartbeatMs ?? 1_000 });
+  const worker = o.worker === false ? null : await startCommandWorker(fs, agentId, { concurrency: 4 });
+  return {
+    ...served,
+    agentId,
+    presence,
+    worker,
+    ran,
+    async close() {
+      await worker?.close();
+      await presence.stop();
+      await served.close();
+    },
+  };
+}
+
+/** A local mount on a fresh temp directory, owned by `agentId` (null: no agent). */
+export async function agentMount(fs: Filestore, agentId: string | null): Promise<{ mount: Mount; root: string; cleanup(): Promise<void> }> {
+  const root = await mkdtemp(path.join(os.tmpdir(), 'filestore-dispatch-'));
+  const mount = await createMount(fs.pool, { key: `d-${randomUUID().slice(0, 12)}`, kind: 'local', rootPath: root, agentId });
+  return { mount, root, cleanup: () => rm(root, { recursive: true, force: true }) };
+}
+
+/** A gate for an orchestrator hook: `hold()` makes the next command stop there until released. */
+export class Gate {
+  private next: { entered: (entryId: number) => void; opened: Promise<void> } | null = null;
+
+  readonly hook = async (entryId: number): Promise<void> => {
+    const held = this.next;
+    if (!held) return;
+    this.next = null;
+    held.entered(entryId);
+    await held.opened;
+  };
+
+  hold(): { entered: Promise<number>; release(): void } {
+    let release = () => {};
+    const opened = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let entered: (entryId: number) => void = () => {};
+    const enteredP = new Promise<number>((resolve) => {
+      entered = resolve;
+    });
+    this.next = { entered, opened };
+    return { entered: enteredP, release };
+  }
+}
