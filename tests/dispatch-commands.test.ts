@@ -52,7 +52,7 @@ afterAll(async () => {
   await api?.close();
 });
 
-async function mountOfAgent(agentId = agent.agentId) {
+async function mountOfAgent(agentId: string | null = agent.agentId) {
   const m = await agentMount(api.fs, agentId);
   cleanups.push(m.cleanup);
   return m;
