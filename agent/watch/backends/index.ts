@@ -1,0 +1,12 @@
+import type { WatchBackend, WatchBackendFactory, WatchBackendKind, WatchHandlers } from '../types.ts';
+import { ChokidarBackend } from './chokidar.ts';
+import { ParcelBackend } from './parcel.ts';
+
+export { ChokidarBackend } from './chokidar.ts';
+export { ParcelBackend } from './parcel.ts';
+export { autoThreshold, chooseBackend, countEntries, AUTO_BUDGET_SHARE, AUTO_MAX_THRESHOLD, type BackendDecision } from './choose.ts';
+export { classifyProblem } from './problems.ts';
+
+/** The default factory: the real backend of that kind. */
+export const createWatchBackend: WatchBackendFactory = (kind: WatchBackendKind, root: string, handlers: WatchHandlers): WatchBackend =>
+  kind === 'chokidar' ? new ChokidarBackend(root, handlers) : new ParcelBackend(root, handlers);

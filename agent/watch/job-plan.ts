@@ -1,0 +1,62 @@
+import { ancestorsOf, parentOf } from '../../shared/paths.ts';
+
+/**
+ * Reconcile jobs for one batch of drift, planned so a burst never floods the queue.
+ *
+ * A job names a path: `recursive` covers its whole subtree; otherwise the path and, for a
+ * directory, its direct children (shared/reconcile, "Scope"). So:
+ * - paths that need their subtree looked at (a new or vanished directory, a kind change
+ *   involving one) get a recursive job, and every other target below them is dropped;
+ * - two or more other paths in one directory become one non-recursive job for that directory;
+ *   a lone one gets a job of its own;
+ * - if that is still more than `maxJobs`, targets move up the tree (recursive) until it is not
+ *   — at worst one job for the mount root, a full audit.
+ * The queue itself coalesces requests for a (mount, path) that is already waiting.
+ */
+export interface JobTarget {
+  path: string;
+  recursive: boolean;
+}
+
+export const DEFAULT_MAX_JOBS_PER_BATCH = 32;
+
+export function planJobs(targets: readonly JobTarget[], maxJobs = DEFAULT_MAX_JOBS_PER_BATCH): JobTarget[] {
+  const recursive = minimalRoots(targets.filter((t) => t.recursive).map((t) => t.path));
+  const roots = new Set(recursive);
+  const covered = (p: string) => underAny(p, roots);
+  const byParent = new Map<string, Set<string>>();
+  for (const t of targets) {
+    if (t.recursive || covered(t.path)) continue;
+    const parent = parentOf(t.path) ?? '';
+    let set = byParent.get(parent);
+    if (!set) byParent.set(parent, (set = new Set()));
+    set.add(t.path);
+  }
+  let plan: JobTarget[] = recursive.map((path) => ({ path, recursive: true }));
+  const flat = new Set<string>();
+  for (const [parent, children] of byParent) {
+    if (children.size === 1 && !(parent === '' && children.has(''))) flat.add(children.values().next().value as string);
+    else flat.add(parent);
+  }
+  for (const path of flat) if (!covered(path)) plan.push({ path, recursive: false });
+  while (plan.length > maxJobs) {
+    const up = minimalRoots(plan.map((t) => parentOf(t.path) ?? ''));
+    plan = up.map((path) => ({ path, recursive: true }));
+  }
+  return plan;
+}
+
+/** True when `path` or one of its ancestors is in `set` (depth lookups, not a scan of the set). */
+function underAny(path: string, set: ReadonlySet<string>): boolean {
+  if (set.has(path)) return true;
+  for (const a of ancestorsOf(path)) if (set.has(a)) return true;
+  return false;
+}
+
+/** The paths none of whose ancestors is in the list (duplicates removed). */
+function minimalRoots(paths: readonly string[]): string[] {
+  const sorted = [...new Set(paths)].sort((a, b) => a.length - b.length);
+  const kept = new Set<string>();
+  for (const p of sorted) if (!underAny(p, kept)) kept.add(p);
+  return [...kept];
+}

@@ -1,0 +1,297 @@
+import { realpath } from 'node:fs/promises';
+import type { Mount } from '../../shared/catalogue/types.ts';
+import type { Filestore } from '../../shared/runtime.ts';
+import { chooseBackend, createWatchBackend, type BackendDecision } from './backends/index.ts';
+import { classifyProblem, isWatchLimit } from './backends/problems.ts';
+import { Coalescer, DEFAULT_DEBOUNCE_MS } from './coalescer.ts';
+import { DriftSink, type DriftSinkOptions } from './drift-sink.ts';
+import { NotALocalMountError, WatchOptionsError, WatchStartError } from './errors.ts';
+import {
+  WATCH_BACKEND_CHOICES,
+  type CoalescedBatch,
+  type WatchBackend,
+  type WatchBackendChoice,
+  type WatchBackendFactory,
+  type WatchBackendKind,
+  type WatchEvent,
+  type WatchProblem,
+} from './types.ts';
+
+export interface MountWatcherOptions {
+  /** `chokidar`, `parcel` or `auto` (by tree size, backends/choose.ts). Default `auto`. */
+  backend?: WatchBackendChoice | undefined;
+  /** FILESTORE_WATCH_DEBOUNCE_MS (default 200). */
+  debounceMs?: number | undefined;
+  /** Pending distinct paths before they collapse into directory rescans (default 50,000). */
+  maxPendingPaths?: number | undefined;
+  /** Overrides the host's `auto` threshold (entries at or above it get parcel). */
+  autoThreshold?: number | undefined;
+  /** Enqueue a full rescan at start, for changes made while nothing watched (default true). */
+  catchUp?: boolean | undefined;
+  /** At most one full rescan request per this many ms after the first (default 30,000); later ones wait, never drop. */
+  rescanCooldownMs?: number | undefined;
+  /** How soon paths held by a running command are looked at again (default max(debounce, 500 ms)). */
+  retryDelayMs?: number | undefined;
+  sink?: Omit<DriftSinkOptions, 'log'> | undefined;
+  /** Creates backends (default: the real ones); tests wrap it to inject problems. */
+  backendFactory?: WatchBackendFactory | undefined;
+  log?: ((line: string) => void) | undefined;
+}
+
+export interface MountWatcherStats {
+  mountId: string;
+  mountKey: string;
+  choice: WatchBackendChoice;
+  /** The backend running now; null before start and after close. */
+  backend: WatchBackendKind | null;
+  /** inotify watches held by this process's watchers of that kind (all mounts together); null if unmeasurable. */
+  watches: number | null;
+  /** Distinct paths and rescan directories waiting for the next batch. */
+  pending: number;
+  batches: number;
+  drift: number;
+  /** Full rescans requested (catch-up, overflow, errors). */
+  rescans: number;
+  problems: number;
+}
+
+const MAX_RETRY_DELAY_MS = 30_000;
+
+/**
+ * Watches one local mount: backend events → coalescer → drift sink, one batch at a time.
+ *
+ * Never silent loss: a backend error or overflow counts in
+ * filestore_watcher_events_total{event="overflow"|"error"} and requests a full rescan of the
+ * mount (a reconcile job, reason `audit`); requests within the cooldown wait for its end and
+ * are never dropped. A batch that fails (database unreachable) is handed back and retried with
+ * backoff; paths a command holds are looked at again shortly. `close()` stops the backend and
+ * judges what is pending; paths still held then get reconcile jobs instead.
+ */
+export class MountWatcher {
+  private readonly coalescer: Coalescer;
+  private readonly sink: DriftSink;
+  private readonly choice: WatchBackendChoice;
+  private readonly factory: WatchBackendFactory;
+  private readonly log: (line: string) => void;
+  private readonly retryDelayMs: number;
+  private readonly cooldownMs: number;
+  private backend: WatchBackend | null = null;
+  private root: string | null = null;
+  private decision: BackendDecision | null = null;
+  private loop: Promise<void> | null = null;
+  private starting: Promise<void> | null = null;
+  private switching: Promise<void> | null = null;
+  private closed = false;
+  private failures = 0;
+  private lastRescanAt = 0;
+  private rescanTimer: NodeJS.Timeout | null = null;
+  private readonly inflight = new Set<Promise<unknown>>();
+  private readonly counts = { batches: 0, drift: 0, rescans: 0, problems: 0 };
+
+  constructor(
+    private readonly fs: Filestore,
+    readonly mount: Mount,
+    private readonly o: MountWatcherOptions = {},
+  ) {
+    if (mount.kind !== 'local' || !mount.rootPath) throw new NotALocalMountError(mount.key);
+    this.choice = o.backend ?? 'auto';
+    if (!WATCH_BACKEND_CHOICES.includes(this.choice)) {
+      throw new WatchOptionsError(`unknown watcher backend "${String(this.choice)}": use chokidar, parcel or auto`, { backend: this.choice });
+    }
+    const debounceMs = o.debounceMs ?? DEFAULT_DEBOUNCE_MS;
+    if (!Number.isFinite(debounceMs) || debounceMs < 0) throw new WatchOptionsError('the watch debounce must be a number of milliseconds ≥ 0', { debounceMs });
+    this.factory = o.backendFactory ?? createWatchBackend;
+    this.log = o.log ?? (() => {});
+    this.retryDelayMs = o.retryDelayMs ?? Math.max(debounceMs, 500);
+    this.cooldownMs = o.rescanCooldownMs ?? 30_000;
+    this.coalescer = new Coalescer({ debounceMs, maxPendingPaths: o.maxPendingPaths, onDue: () => this.kick() });
+    this.sink = new DriftSink(fs, mount, { ...o.sink, log: this.log });
+  }
+
+  /** Chooses the backend, starts watching, then (unless `catchUp: false`) requests the catch-up rescan. */
+  async start(): Promise<BackendDecision> {
+    try {
+      this.root = await realpath(this.mount.rootPath as string);
+    } catch (err) {
+      throw new WatchStartError(this.mount.key, err as Error, false);
+    }
+    this.decision = await chooseBackend({ pool: this.fs.pool, mount: this.mount, root: this.root, choice: this.choice, threshold: this.o.autoThreshold });
+    this.log(`watcher ${this.mount.key}: ${this.decision.kind} (${this.decision.reason})`);
+    this.starting = this.startBackend(this.decision.kind);
+    try {
+      await this.starting;
+    } catch (err) {
+      const problem = classifyProblem(err);
+      if (!(this.choice === 'auto' && this.decision.kind === 'chokidar' && isWatchLimit(problem))) {
+        this.recordProblem(problem);
+        throw new WatchStartError(this.mount.key, problem, isWatchLimit(problem));
+      }
+      this.log(`watcher ${this.mount.key}: chokidar ran out of inotify watches at start; using parcel`);
+      this.starting = this.startBackend('parcel');
+      await this.starting;
+    }
+    // After the backend is up, so a change made during the rescan is seen by one or the other.
+    if (this.o.catchUp !== false) await this.enqueueRescan('catch-up');
+    return this.decision;
+  }
+
+  /** Judges everything pending now (tests, and an agent that wants a quiet point). */
+  async flush(): Promise<void> {
+    await this.loop;
+    await this.applyBatch(this.coalescer.drain(), false);
+    await this.loop;
+  }
+
+  /** Stops watching, judges what is pending, and waits for rescan requests in flight. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const rescanWaiting = this.rescanTimer !== null;
+    if (this.rescanTimer) clearTimeout(this.rescanTimer);
+    this.rescanTimer = null;
+    await this.switching;
+    await this.backend?.close().catch((e: Error) => this.log(`watcher ${this.mount.key}: close: ${e.message}`));
+    this.backend = null;
+    this.coalescer.stop();
+    await this.loop;
+    await this.applyBatch(this.coalescer.drain(), true);
+    // A rescan that was waiting out its cooldown is requested now rather than lost.
+    if (rescanWaiting) await this.enqueueRescan('pending at close', true);
+    await Promise.allSettled([...this.inflight]);
+  }
+
+  async stats(): Promise<MountWatcherStats> {
+    return {
+      mountId: this.mount.id,
+      mountKey: this.mount.key,
+      choice: this.choice,
+      backend: this.backend?.kind ?? null,
+      watches: this.backend ? await this.backend.watchCount() : null,
+      pending: this.coalescer.size,
+      ...this.counts,
+    };
+  }
+
+  private async startBackend(kind: WatchBackendKind): Promise<void> {
+    const backend = this.factory(kind, this.root as string, {
+      onEvents: (events) => this.onEvents(events),
+      onProblem: (problem) => this.onProblem(problem, backend),
+    });
+    this.backend = backend;
+    try {
+      await backend.start();
+    } catch (err) {
+      this.backend = null;
+      await backend.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  private onEvents(events: WatchEvent[]): void {
+    if (this.closed) return;
+    const byType = { create: 0, update: 0, delete: 0 };
+    for (const e of events) byType[e.type]++;
+    for (const [event, n] of Object.entries(byType)) if (n > 0) this.fs.metrics.watcherEvents.inc({ mount: this.mount.key, event }, n);
+    this.coalescer.push(events);
+  }
+
+  private onProblem(problem: WatchProblem, from: WatchBackend): void {
+    if (this.closed) return;
+    this.recordProblem(problem, '; full rescan requested');
+    this.requestRescan(problem.kind);
+    if (isWatchLimit(problem) && this.choice === 'auto' && from.kind === 'chokidar') this.fallBackToParcel(from);
+  }
+
+  private recordProblem(problem: WatchProblem, consequence = ''): void {
+    this.counts.problems++;
+    this.fs.metrics.watcherEvents.inc({ mount: this.mount.key, event: problem.kind });
+    this.log(`watcher ${this.mount.key}: ${problem.kind}${problem.code ? ` (${problem.code})` : ''}: ${problem.message}${consequence}`);
+  }
+
+  /** chokidar ran out of inotify watches under `auto`: the tree outgrew it; parcel needs one watch per directory only. */
+  private fallBackToParcel(from: WatchBackend): void {
+    if (this.switching) return;
+    this.switching = (async () => {
+      await this.starting?.catch(() => {});
+      if (this.closed || this.backend !== from) return;
+      this.log(`watcher ${this.mount.key}: chokidar ran out of inotify watches; moving to parcel`);
+      await from.close();
+      this.backend = null;
+      this.starting = this.startBackend('parcel');
+      await this.starting;
+    })()
+      .catch((err: Error) => {
+        this.recordProblem(classifyProblem(err), '; full rescan requested');
+        this.requestRescan('error');
+      })
+      .finally(() => {
+        this.switching = null;
+      });
+  }
+
+  /** A full rescan now, or at the end of the cooldown if one was requested recently (never dropped). */
+  private requestRescan(why: string): void {
+    if (this.closed || this.rescanTimer) return;
+    const wait = this.lastRescanAt + this.cooldownMs - Date.now();
+    if (wait <= 0) {
+      this.track(this.enqueueRescan(why));
+      return;
+    }
+    this.rescanTimer = setTimeout(() => {
+      this.rescanTimer = null;
+      this.track(this.enqueueRescan(why));
+    }, wait);
+    this.rescanTimer.unref?.();
+  }
+
+  private async enqueueRescan(why: string, closing = false): Promise<void> {
+    this.lastRescanAt = Date.now();
+    this.counts.rescans++;
+    try {
+      await this.fs.reconcile.enqueue({ mountId: this.mount.id, path: '', reason: 'audit', recursive: true, hash: false });
+    } catch (err) {
+      this.log(`watcher ${this.mount.key}: rescan (${why}) could not be requested: ${(err as Error).message}; retrying`);
+      if (!closing) {
+        this.lastRescanAt = Date.now();
+        this.requestRescan(why);
+      }
+    }
+  }
+
+  private track(p: Promise<unknown>): void {
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p));
+  }
+
+  /** Runs due batches one at a time. */
+  private kick(): void {
+    if (this.loop) return;
+    this.loop = (async () => {
+      for (let batch = this.coalescer.take(); batch !== null; batch = this.coalescer.take()) await this.applyBatch(batch, false);
+    })().finally(() => {
+      this.loop = null;
+    });
+  }
+
+  private async applyBatch(batch: CoalescedBatch, final: boolean): Promise<void> {
+    if (batch.changes.size === 0 && batch.rescans.length === 0) return;
+    try {
+      const r = await this.sink.apply(batch, { final });
+      this.counts.batches++;
+      this.counts.drift += r.drift;
+      this.failures = 0;
+      if (r.deferred.length > 0) this.coalescer.requeue(r.deferred, this.retryDelayMs);
+    } catch (err) {
+      this.failures++;
+      this.recordProblem({ kind: 'error', message: `drift batch failed: ${(err as Error).message}`, code: (err as { code?: string }).code }, '; retrying');
+      if (final) {
+        // The process is stopping and the catalogue is unreachable: the catch-up rescan at the next start covers these.
+        this.log(`watcher ${this.mount.key}: ${batch.changes.size} paths left to the next start's catch-up rescan`);
+        return;
+      }
+      const delay = Math.min(MAX_RETRY_DELAY_MS, this.retryDelayMs * 2 ** Math.min(this.failures, 10));
+      this.coalescer.requeue([...batch.changes.keys()], delay);
+      this.coalescer.requeueRescans(batch.rescans);
+    }
+  }
+}

@@ -1,0 +1,75 @@
+import type { EntryStat } from '../backends/types.ts';
+import type { Queryable } from '../db/pool.ts';
+import { appendEvents, type NewEvent } from './outbox.ts';
+import { NODE_COLUMNS } from './rows.ts';
+import type { CatalogueNode } from './types.ts';
+
+/**
+ * Catalogue writes of drift *signals* (the agent's watchers), set-based: one statement per
+ * kind of write for a whole batch, however many paths it holds. The caller runs them in one
+ * transaction after try-locking the batch's paths (reconcile-writes.ts `tryLockPaths`), so a
+ * path a command is working on is never judged. The reconciliation job that follows records
+ * what storage holds; these writes only say "look here".
+ */
+
+export interface DriftSignal {
+  /** The live row at the path, as read in this transaction. */
+  node: CatalogueNode;
+  /** What the disk holds there now; null when the path is gone. */
+  seen: EntryStat | null;
+}
+
+const json = (v: unknown) => JSON.parse(JSON.stringify(v)) as Record<string, unknown>;
+
+/**
+ * ACTIVE → INCONSISTENT for many nodes at once (the set-based `markInconsistent`): sets
+ * `last_drift_detected_at` and `consistency_checked_at`, emits `filestore.drift.detected`
+ * with the recorded and the observed state. Only rows still ACTIVE at the version the caller
+ * compared are marked (one already INCONSISTENT or MISSING has been signalled: no second
+ * event). Returns the nodes marked.
+ */
+export async function markInconsistentMany(q: Queryable, mountId: string, signals: DriftSignal[], reason: string): Promise<CatalogueNode[]> {
+  if (signals.length === 0) return [];
+  const { rows } = await q.query<CatalogueNode>(
+    `WITH up AS (
+       UPDATE filestore.nodes n
+          SET consistency_state = 'INCONSISTENT', last_drift_detected_at = now(), consistency_checked_at = now()
+         FROM unnest($2::bigint[], $3::int[]) AS v(id, version)
+        WHERE n.id = v.id AND n.version = v.version AND n.mount_id = $1 AND n.deleted_at IS NULL
+          AND n.consistency_state = 'ACTIVE'
+        RETURNING n.*
+     )
+     SELECT ${NODE_COLUMNS} FROM up`,
+    [mountId, signals.map((s) => s.node.id), signals.map((s) => s.node.version)],
+  );
+  const seenById = new Map(signals.map((s) => [s.node.id, s.seen]));
+  await appendEvents(
+    q,
+    rows.map((node): NewEvent => ({
+      type: 'filestore.drift.detected',
+      mountId,
+      data: { nodeId: node.id, path: node.path, reason, node: json(node), observed: seenById.get(node.id) ? json(seenById.get(node.id)) : null },
+    })),
+  );
+  return rows;
+}
+
+/**
+ * Drift at paths the catalogue does not track (created outside Filestore): no row to mark, so
+ * only `filestore.drift.detected` with `nodeId: null`; the reconciliation job discovers them.
+ */
+export async function recordUntrackedDrift(q: Queryable, mountId: string, seen: EntryStat[], reason: string): Promise<void> {
+  await appendEvents(
+    q,
+    seen.map((s): NewEvent => ({ type: 'filestore.drift.detected', mountId, data: { nodeId: null, path: s.path, reason, observed: json(s) } })),
+  );
+}
+
+/** Every check sets `consistency_checked_at` (SPEC §3): rows a watcher compared and found as recorded. */
+export async function touchCheckedMany(q: Queryable, mountId: string, ids: number[]): Promise<void> {
+  if (ids.length === 0) return;
+  await q.query(`UPDATE filestore.nodes SET consistency_checked_at = now() WHERE mount_id = $1 AND id = ANY($2::bigint[]) AND deleted_at IS NULL`, [
+    mountId,
+    ids,
+  ]);
+}
