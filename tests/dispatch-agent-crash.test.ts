@@ -7,7 +7,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { commandQueueName, type CommandMessage } from '../shared/dispatch/messages.ts';
 import { TEST_REDIS_URL } from './support/env.ts';
 import { qs } from './support/http.ts';
-import { agentMount, startApiProcess, uniqueAgentId, type Served } from './support/dispatch-cluster.ts';
+import { agentMount, removeQueue, startApiProcess, uniqueAgentId, type Served } from './support/dispatch-cluster.ts';
 import { spawnAgent, type AgentChild } from './support/dispatch-agent.ts';
 
 // A real agent process, killed with SIGKILL in the middle of a command that an API process
@@ -30,7 +30,7 @@ afterAll(async () => {
 it('an agent killed after its storage step finishes the command on restart; the caller retrying with its Idempotency-Key gets the result', { timeout: 90_000 }, async () => {
   const agentId = uniqueAgentId('crash');
   const t = await agentMount(api.fs, agentId);
-  cleanups.push(t.cleanup);
+  cleanups.push(t.cleanup, () => removeQueue(agentId));
   const first = spawnAgent(agentId, { pauseAfterStorage: true });
   children.push(first);
   await first.line(/^ready$/);

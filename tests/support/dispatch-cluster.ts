@@ -2,14 +2,18 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import { hashToken } from '../../shared/api/auth.ts';
 import { serveApi, type ApiServer } from '../../shared/api/serve.ts';
 import { createMount } from '../../shared/catalogue/mounts.ts';
 import type { Mount } from '../../shared/catalogue/types.ts';
+import { commandQueueName } from '../../shared/dispatch/messages.ts';
 import { startAgentPresence, type AgentPresence } from '../../shared/dispatch/presence.ts';
 import { startCommandWorker, type CommandWorker } from '../../shared/dispatch/worker.ts';
 import type { OrchestratorHooks } from '../../shared/orchestrator/context.ts';
 import type { Filestore, FilestoreOptions } from '../../shared/runtime.ts';
+import { TEST_REDIS_URL } from './env.ts';
 import { startFilestore } from './filestore.ts';
 
 /**
@@ -104,8 +108,21 @@ export async function startAgentProcess(
       await worker?.close();
       await presence.stop();
       await served.close();
+      await removeQueue(agentId);
     },
   };
+}
+
+/** Deletes an agent's command queue from Redis (test agents are never reused). */
+export async function removeQueue(agentId: string): Promise<void> {
+  const connection = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
+  const queue = new Queue(commandQueueName(agentId), { connection });
+  try {
+    await queue.obliterate({ force: true });
+  } finally {
+    await queue.close();
+    await connection.quit();
+  }
 }
 
 /** A local mount on a fresh temp directory, owned by `agentId` (null: no agent). */
