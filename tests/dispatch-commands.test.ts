@@ -156,6 +156,7 @@ describe('commands for a local mount of another agent', () => {
       for (const id of [never, silent, stopped.agentId]) {
         const q = new Queue(commandQueueName(id), { connection: redis });
         expect(await q.getJobCounts('wait', 'active', 'completed', 'failed')).toEqual({ wait: 0, active: 0, completed: 0, failed: 0 });
+        await q.obliterate({ force: true });
         await q.close();
       }
     } finally {
