@@ -305,6 +305,9 @@ describe('instrumentBackend', () => {
     list: () => ({
       [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(failure) }),
     }),
+    listBatches: () => ({
+      [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(failure) }),
+    }),
     mkdir: () => Promise.reject(failure),
     writeFile: () => Promise.reject(failure),
     read: async () => {

@@ -97,14 +97,15 @@ const RELAY_LOCK_LABEL = 'relay: try the relay lock';
 function statementLabel(sql: string): string {
   const s = sql.replace(/\s+/g, ' ').trim();
   const known: Array<[RegExp, string]> = [
-    [/^SELECT .* FROM filestore\.nodes WHERE mount_id = \$1 AND deleted_at IS NULL AND path > \$2 .*ORDER BY path LIMIT/, 'scopeNodes: next page of catalogue rows (by path)'],
+    [/^SELECT string_agg\(concat\(id, /, 'scopePages: next page of catalogue rows (by path, one text value)'],
     [/^UPDATE filestore\.nodes n SET consistency_checked_at = now\(\)/, 'touchChecked: UPDATE nodes SET consistency_checked_at (unchanged rows)'],
     [/pg_try_advisory_xact_lock\(key\)/, 'tryLockPaths: try-lock the batch\'s paths'],
     [/^WITH input AS .*INSERT INTO filestore\.nodes/, 'insertNodes: INSERT nodes + snapshots + rollups (one per depth)'],
     [/^WITH v AS .*UPDATE filestore\.nodes n SET kind/, 'applyChanges: UPDATE changed nodes + snapshots'],
     [/^WITH up AS \( UPDATE filestore\.nodes n SET consistency_state = 'ACTIVE'/, 'reactivate'],
     [/^WITH up AS \( UPDATE filestore\.nodes n SET consistency_state = 'MISSING'/, 'markMissing'],
-    [/^SELECT DISTINCT path FROM filestore\.nodes WHERE mount_id = \$1 AND path = ANY/, 'touchedSince: paths a command touched meanwhile'],
+    [/^SELECT n\.path FROM unnest\(\$2::text\[\]\) AS p\(path\)/, 'touchedSince: paths a command touched meanwhile'],
+    [/^UPDATE filestore\.mounts SET audited_at/, 'recordAudit: the mount checked as of the audit'],
     [/INSERT INTO filestore\.outbox/, 'appendEvents: INSERT outbox'],
     [/^BEGIN$/, 'BEGIN'],
     [/^COMMIT$/, 'COMMIT'],

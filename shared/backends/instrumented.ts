@@ -28,10 +28,17 @@ class InstrumentedBackend implements Backend {
 
   /** Timed from the first `next()` until the listing is exhausted, fails or is abandoned; counted once. */
   list(dir: string, options?: ListOptions): AsyncIterable<EntryStat> {
-    const source = options === undefined ? this.inner.list(dir) : this.inner.list(dir, options);
+    return this.timedListing(options === undefined ? this.inner.list(dir) : this.inner.list(dir, options));
+  }
+
+  listBatches(dir: string, options?: ListOptions): AsyncIterable<EntryStat[]> {
+    return this.timedListing(options === undefined ? this.inner.listBatches(dir) : this.inner.listBatches(dir, options));
+  }
+
+  private timedListing<T>(source: AsyncIterable<T>): AsyncIterable<T> {
     const record = (outcome: Outcome, start: number) => this.record('list', outcome, start);
     return {
-      [Symbol.asyncIterator](): AsyncIterator<EntryStat> {
+      [Symbol.asyncIterator](): AsyncIterator<T> {
         const it = source[Symbol.asyncIterator]();
         let start = -1;
         let finished = false;

@@ -81,6 +81,9 @@ export interface Backend {
    */
   list(dir: string, options?: ListOptions): AsyncIterable<EntryStat>;
 
+  /** The same listing in order, in batches (a directory window, an S3 page): one await per batch for a consumer of a whole tree. */
+  listBatches(dir: string, options?: ListOptions): AsyncIterable<EntryStat[]>;
+
   /**
    * Creates a directory. parents=true creates missing ancestors and succeeds if it already exists
    * as a directory; parents=false requires the parent to exist and the target to be absent.

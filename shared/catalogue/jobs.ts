@@ -27,7 +27,8 @@ export interface ReconcileJobRow {
   coalesced: number;
   result: Record<string, unknown> | null;
   /** Where an interrupted audit continues: `{after: <last path fully reconciled>, counts}`. */
-  checkpoint: { after: string; counts: Record<string, number> } | null;
+  /** Where an interrupted audit continues; startedAt: when its first attempt began (what its completion marks as checked). */
+  checkpoint: { after: string; counts: Record<string, number>; startedAt?: string } | null;
   error: Record<string, unknown> | null;
   createdAt: Date;
   startedAt: Date | null;

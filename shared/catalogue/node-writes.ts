@@ -47,7 +47,8 @@ export interface Provenance {
 const depth = (p: string) => (p === '' ? 0 : p.split('/').length);
 
 /** (row number, ancestor path) pairs of a batch, flattened for unnest. */
-function ancestorPairs(level: NewNode[]): [number[], string[]] {
+/** (1-based row number, ancestor path) pairs of the rows' ancestors, for unnest in set-based rollup deltas. */
+export function ancestorPairs(level: readonly { path: string }[]): [number[], string[]] {
   const rows: number[] = [];
   const paths: string[] = [];
   level.forEach((n, i) => {

@@ -3,6 +3,7 @@ import type { EntryStat } from '../backends/types.ts';
 import { lockKey } from '../orchestrator/locks.ts';
 import { ancestorsOf } from '../paths.ts';
 import { appendEvents, type NewEvent } from './outbox.ts';
+import { ancestorPairs } from './node-writes.ts';
 import { NODE_COLUMNS } from './rows.ts';
 import { descendantsCondition } from './subtree.ts';
 import type { CatalogueNode } from './types.ts';
@@ -63,11 +64,14 @@ const json = (v: unknown) => JSON.parse(JSON.stringify(v)) as Record<string, unk
  */
 export async function applyChanges(q: Queryable, g: Guard, changes: Observation[], reason: string): Promise<CatalogueNode[]> {
   if (changes.length === 0) return [];
+  // A file that changed size moves its ancestors' totals by the difference (a rollup delta);
+  // a change of kind is left to the caller, which recomputes the parent's rollups after the run.
+  const [ancRows, ancPaths] = ancestorPairs(changes.map((c) => c.node));
   const { rows } = await q.query<CatalogueNode>(
     `WITH v AS (
        SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::int[],
-                            $9::int[], $10::int[], $11::timestamptz[], $12::text[])
-         AS t(id, version, kind, size_bytes, sha256, etag, mode, uid, gid, mtime, symlink_target)
+                            $9::int[], $10::int[], $11::timestamptz[], $12::text[], $15::text[], $16::bigint[])
+         WITH ORDINALITY AS t(id, version, kind, size_bytes, sha256, etag, mode, uid, gid, mtime, symlink_target, old_kind, old_size, ord)
      ), up AS (
        UPDATE filestore.nodes n
           SET kind = v.kind, size_bytes = v.size_bytes, sha256 = v.sha256, etag = v.etag, mode = v.mode, uid = v.uid,
@@ -87,6 +91,16 @@ export async function applyChanges(q: Queryable, g: Guard, changes: Observation[
      ), roll AS (
        INSERT INTO filestore.rollups (node_id, mount_id) SELECT id, mount_id FROM up WHERE kind = 'directory'
        ON CONFLICT (node_id) DO NOTHING
+     ), deltas AS (
+       INSERT INTO filestore.rollup_deltas (node_id, size_bytes, file_count, dir_count, child_count)
+       SELECT a.id, sum(up.size_bytes - v.old_size), 0, 0, 0
+         FROM up
+         JOIN v ON v.id = up.id
+         JOIN unnest($17::int[], $18::text[]) AS anc(ord, path) ON anc.ord = v.ord
+         JOIN filestore.nodes a ON a.mount_id = $1 AND a.path = anc.path AND a.deleted_at IS NULL AND a.kind = 'directory'
+        WHERE up.kind = 'file' AND v.old_kind = 'file'
+        GROUP BY a.id
+       HAVING sum(up.size_bytes - v.old_size) <> 0
      )
      SELECT ${NODE_COLUMNS} FROM up`,
     [
@@ -104,6 +118,10 @@ export async function applyChanges(q: Queryable, g: Guard, changes: Observation[
       changes.map((c) => c.seen.symlinkTarget),
       g.scanStartedAt,
       g.jobId,
+      changes.map((c) => c.node.kind),
+      changes.map((c) => (c.node.kind === 'file' ? c.node.sizeBytes : 0)),
+      ancRows,
+      ancPaths,
     ],
   );
   const before = new Map(changes.map((c) => [c.node.id, c]));
@@ -180,12 +198,21 @@ export async function touchChecked(q: Queryable, g: Guard, ids: number[], sha256
 /** Paths that a command created, changed or deleted since the scan began: discovery must not resurrect or duplicate them. */
 export async function touchedSince(q: Queryable, g: Guard, paths: string[]): Promise<Set<string>> {
   if (paths.length === 0) return new Set();
+  // Live rows by the live-path index, tombstones by the recent-tombstones one: both index ranges.
   const { rows } = await q.query<{ path: string }>(
-    `SELECT DISTINCT path FROM filestore.nodes
-      WHERE mount_id = $1 AND path = ANY($2::text[]) AND (updated_at > $3 OR deleted_at > $3)`,
+    `SELECT n.path FROM unnest($2::text[]) AS p(path)
+       JOIN filestore.nodes n ON n.mount_id = $1 AND n.path = p.path AND n.deleted_at IS NULL
+      WHERE n.updated_at > $3
+     UNION
+     SELECT path FROM filestore.nodes WHERE mount_id = $1 AND deleted_at > $3 AND path = ANY($2::text[])`,
     [g.mountId, paths, g.scanStartedAt],
   );
   return new Set(rows.map((r) => r.path));
+}
+
+/** A complete audit of the mount began at `startedAt`: every node is checked as of then (rows.ts reads it). */
+export async function recordAudit(q: Queryable, mountId: string, startedAt: Date): Promise<void> {
+  await q.query(`UPDATE filestore.mounts SET audited_at = GREATEST(audited_at, $2) WHERE id = $1`, [mountId, startedAt]);
 }
 
 /** Live nodes of a mount (the denominator of the mass-missing rule), the root excluded. */

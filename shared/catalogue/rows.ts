@@ -1,9 +1,16 @@
 import type { CatalogueNode, Mount } from './types.ts';
 
+/**
+ * When a node was last found to match storage: its own mark, or the start of the last
+ * complete audit of its mount if later (an audit does not rewrite the rows it finds
+ * unchanged; migrations/1700000000005_audit-watermark.sql).
+ */
+const CHECKED_AT = `GREATEST(consistency_checked_at, (SELECT m.audited_at FROM filestore.mounts m WHERE m.id = mount_id))`;
+
 /** Column list shared by every node query, aliased to the camelCase API shape. */
 export const NODE_COLUMNS = `id, mount_id AS "mountId", path, parent_id AS "parentId", name, kind,
   size_bytes AS "sizeBytes", sha256, etag, sequencer, mode, uid, gid, mtime, version,
-  consistency_state AS "consistencyState", consistency_checked_at AS "consistencyCheckedAt",
+  consistency_state AS "consistencyState", ${CHECKED_AT} AS "consistencyCheckedAt",
   last_drift_detected_at AS "lastDriftDetectedAt", last_reconciled_at AS "lastReconciledAt",
   deleted_at AS "deletedAt", metadata, created_at AS "createdAt", updated_at AS "updatedAt"`;
 

@@ -1,7 +1,7 @@
 import type { EntryStat } from '../backends/types.ts';
 import { saveCheckpoint, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import { getMount } from '../catalogue/mounts.ts';
-import { findLiveByPath, scopeNodes } from '../catalogue/nodes.ts';
+import { findLiveByPath, scopePages } from '../catalogue/nodes.ts';
 import { newNodeFromStat, insertNodes, type NewNode } from '../catalogue/node-writes.ts';
 import { appendEvents } from '../catalogue/outbox.ts';
 import {
@@ -9,6 +9,7 @@ import {
   countLiveNodes,
   markMissing,
   reactivate,
+  recordAudit,
   setMountHealth,
   touchChecked,
   touchedSince,
@@ -20,10 +21,10 @@ import { recomputeRollupsCorrectingAncestors } from '../catalogue/rollups.ts';
 import type { CatalogueNode, Mount } from '../catalogue/types.ts';
 import { inTransaction, type Pool } from '../db/pool.ts';
 import { lockKey } from '../orchestrator/locks.ts';
-import { ancestorsOf, normalizePath, parentOf } from '../paths.ts';
+import { ancestorsOf, comparePaths, normalizePath, parentOf } from '../paths.ts';
 import type { Filestore } from '../runtime.ts';
 import { MassMissingError, MountUnhealthyError, ReconcileError, ScanFailedError } from './errors.ts';
-import { mergeByPath } from './merge.ts';
+import { batches, flatten, mergeBatches } from './merge.ts';
 import { strategyFor, type ReconcileStrategy } from './strategy.ts';
 import { zeroCounts, type ReconcileCounts, type ReconcileHandler, type ReconcileRequest } from './types.ts';
 
@@ -108,8 +109,10 @@ class Run {
   private learned = new Map<number, string>();
   private missingCandidates: CatalogueNode[] = [];
   private lastProgress = 0;
-  /** The shallowest path this run may have added or removed (the scope, or an untracked ancestor of it). */
-  private top = '';
+  /** A complete audit: unchanged rows are only counted (the mount's audit mark covers them). */
+  private countOnlyUnchanged = false;
+  /** Parents of nodes whose kind changed: their rollups are recomputed from the rows at the end. */
+  private readonly recomputeAt = new Set<string>();
 
   constructor(
     private readonly fs: Filestore,
@@ -138,7 +141,6 @@ class Run {
     const { rows } = await this.pool.query<{ now: Date }>('SELECT now() AS now');
     this.guard = { mountId: this.mount.id, jobId: this.job.id, scanStartedAt: rows[0]?.now as Date };
 
-    this.top = this.request.path;
     await this.discoverAncestors();
     // A full audit interrupted earlier continues after the last path it had fully recorded.
     // MISSING candidates found before the interruption are not carried over (the next audit
@@ -147,24 +149,32 @@ class Run {
     const resume = isAudit ? (this.job.checkpoint ?? undefined) : undefined;
     if (resume) Object.assign(this.counts, resume.counts);
     const every = this.o.checkpointEvery ?? CHECKPOINT_EVERY;
+    // A complete audit marks the mount checked as of when it (its first attempt) began,
+    // instead of rewriting every row it finds unchanged (rows.ts reads the later of the two).
+    this.countOnlyUnchanged = isAudit;
+    const auditStartedAt = resume?.startedAt ? new Date(resume.startedAt) : this.guard.scanStartedAt;
     let sinceCheckpoint = 0;
     try {
       const raw = this.storageWalk(resume?.after);
-      const walk = this.o.wrapWalk ? this.o.wrapWalk(raw) : raw;
-      const nodes = scopeNodes(this.pool, this.mount.id, this.request.path, this.request.recursive, resume?.after);
-      for await (const pair of mergeByPath(walk, nodes)) {
-        await this.compare(pair.seen, pair.node);
-        if (this.pendingWrites() >= this.batchSize) await this.flush();
-        if (this.counts.checked - this.lastProgress >= PROGRESS_EVERY) {
-          this.lastProgress = this.counts.checked;
-          await this.progress({ ...this.counts });
-        }
-        if (isAudit && ++sinceCheckpoint >= every) {
-          sinceCheckpoint = 0;
-          await this.drain();
-          // Candidates so far are dropped from the checkpoint's point of view, so they are
-          // applied only by a run that scanned them completely: this one, if it finishes.
-          await saveCheckpoint(this.pool, this.job.id, { after: pair.path, counts: { ...this.counts } });
+      // Fault injection sees the entries one by one, as a listing that fails part-way would stop.
+      const walk = this.o.wrapWalk ? batches(this.o.wrapWalk(flatten(raw)), 256) : raw;
+      const nodes = scopePages(this.pool, this.mount.id, this.request.path, this.request.recursive, resume?.after);
+      for await (const pairs of mergeBatches(walk, nodes)) {
+        for (const pair of pairs) {
+          if (this.request.hash) await this.compareHashing(pair.seen, pair.node);
+          else this.compare(pair.seen, pair.node, null);
+          if (this.pendingWrites() >= this.batchSize) await this.flush();
+          if (this.counts.checked - this.lastProgress >= PROGRESS_EVERY) {
+            this.lastProgress = this.counts.checked;
+            await this.progress({ ...this.counts });
+          }
+          if (isAudit && ++sinceCheckpoint >= every) {
+            sinceCheckpoint = 0;
+            await this.drain();
+            // Candidates so far are dropped from the checkpoint's point of view, so they are
+            // applied only by a run that scanned them completely: this one, if it finishes.
+            await saveCheckpoint(this.pool, this.job.id, { after: pair.path, counts: { ...this.counts }, startedAt: auditStartedAt.toISOString() });
+          }
         }
       }
     } catch (err) {
@@ -178,46 +188,48 @@ class Run {
     await this.drain();
     await this.applyMissing(force);
     await this.finishRollups();
+    if (isAudit) await recordAudit(this.pool, this.mount.id, auditStartedAt);
     if (resume || isAudit) await saveCheckpoint(this.pool, this.job.id, null);
     return { ...this.counts };
   }
 
-  /** What storage holds in the scope: the path itself, then (directories) its children or subtree. */
-  private async *storageWalk(startAfter?: string): AsyncGenerator<EntryStat> {
+  /** What storage holds in the scope, in batches: the path itself, then (directories) its children or subtree. */
+  private async *storageWalk(startAfter?: string): AsyncGenerator<EntryStat[]> {
     const self = await this.strategy.stat(this.request.path);
     if (!self) return;
-    if (startAfter === undefined) yield self;
+    if (startAfter === undefined) yield [self];
     if (self.kind !== 'directory') return;
-    yield* this.strategy.list(this.request.path, this.request.recursive, startAfter);
+    yield* this.strategy.listBatches(this.request.path, this.request.recursive, startAfter);
   }
 
-  private async compare(seen: EntryStat | null, node: CatalogueNode | null): Promise<void> {
+  /** The comparison with hashing asked for: storage bytes are read (files present on both sides or discovered). */
+  private async compareHashing(seen: EntryStat | null, node: CatalogueNode | null): Promise<void> {
+    const sha256 = seen && seen.kind === 'file' ? await this.strategy.hash(seen.path) : null;
+    this.compare(seen, node, sha256);
+  }
+
+  private compare(seen: EntryStat | null, node: CatalogueNode | null, sha256: string | null): void {
     this.counts.checked++;
     if (seen && node) {
-      const hashNow = this.request.hash && seen.kind === 'file';
-      const sha256 = hashNow ? await this.strategy.hash(seen.path) : null;
       const changed =
         seen.kind !== node.kind ||
         this.strategy.differs(node, seen) ||
         (sha256 !== null && node.sha256 !== null && sha256 !== node.sha256);
       if (changed) {
         this.changes.push({ node, seen, sha256 });
-      } else if (node.consistencyState !== 'ACTIVE') {
-        this.confirm.push(node);
-        if (sha256 !== null && node.sha256 === null) this.learned.set(node.id, sha256);
-      } else {
-        this.unchanged.push(node.id);
-        if (sha256 !== null && node.sha256 === null) this.learned.set(node.id, sha256);
+        return;
       }
+      const learned = sha256 !== null && node.sha256 === null;
+      if (learned) this.learned.set(node.id, sha256);
+      if (node.consistencyState !== 'ACTIVE') this.confirm.push(node);
+      else if (learned || !this.countOnlyUnchanged) this.unchanged.push(node.id);
+      else this.counts.unchanged++;
     } else if (seen) {
-      const sha256 = this.request.hash && seen.kind === 'file' ? await this.strategy.hash(seen.path) : null;
       this.discovered.push(newNodeFromStat(seen, sha256));
     } else if (node) {
-      if (node.consistencyState === 'MISSING') {
-        this.unchanged.push(node.id);
-      } else {
-        this.missingCandidates.push(node);
-      }
+      if (node.consistencyState !== 'MISSING') this.missingCandidates.push(node);
+      else if (this.countOnlyUnchanged) this.counts.unchanged++;
+      else this.unchanged.push(node.id);
     }
   }
 
@@ -231,8 +243,6 @@ class Run {
   }
 
   private inflight: Promise<void> = Promise.resolve();
-  /** Whether this run changed any row a rollup counts (then the scope's rollups are recomputed). */
-  private wrote = false;
 
   /**
    * Hands the pending writes to the writer and returns once the *previous* batch is written:
@@ -269,7 +279,6 @@ class Run {
       this.counts.unchanged += unchanged.length;
       return;
     }
-    this.wrote = true;
     const client = await this.pool.connect();
     try {
       await inTransaction(client, async () => {
@@ -278,7 +287,7 @@ class Run {
         const reactivated = await reactivate(client, this.guard, confirm.filter((n) => locked.has(n.path)), reason);
         const fresh = discovered.filter((n) => locked.has(n.path));
         const touched = await touchedSince(client, this.guard, fresh.map((n) => n.path));
-        const inserted = await insertNodes(client, this.mount.id, fresh.filter((n) => !touched.has(n.path)), { reconciliationJobId: this.job.id }, 'ignore');
+        const inserted = await insertNodes(client, this.mount.id, fresh.filter((n) => !touched.has(n.path)), { reconciliationJobId: this.job.id }, 'ignore', true);
         await appendEvents(
           client,
           inserted.map((node) => ({
@@ -289,6 +298,8 @@ class Run {
         );
         await touchChecked(client, this.guard, unchanged, learned);
         const was = new Map([...changes.map((c) => [c.node.id, c.node.consistencyState] as const), ...confirm.map((n) => [n.id, n.consistencyState] as const)]);
+        const kindWas = new Map(changes.map((c) => [c.node.id, c.node.kind]));
+        for (const n of updated) if (kindWas.get(n.id) !== n.kind) this.recomputeAt.add(parentOf(n.path) ?? '');
         for (const n of [...updated, ...reactivated]) this.transition(was.get(n.id) ?? 'ACTIVE', 'ACTIVE');
         for (let i = 0; i < inserted.length; i++) this.transition('UNTRACKED', 'ACTIVE');
         if (updated.length > 0) this.fs.metrics.driftDetected.inc({ mount: this.mount.key }, updated.length);
@@ -350,18 +361,21 @@ class Run {
     }
     this.discovered.push(...missing);
     this.counts.checked += missing.length;
-    if (missing[0]) this.top = missing[0].path;
     await this.drain();
   }
 
   /**
-   * Rollups recomputed from the rows for the directory holding everything this run may have
-   * changed (the scope's parent: the scope itself may have appeared or changed kind); the
-   * correction goes to the directories above it.
+   * Rollups follow each write as deltas (discoveries, files that changed size). A change of
+   * kind (a file became a directory, or the other way) is the exception: the rollups of the
+   * directory holding it are recomputed from the rows, the correction going to the
+   * directories above it.
    */
   private async finishRollups(): Promise<void> {
-    if (!this.wrote) return; // unchanged rows and MISSING marks leave every total as it was
-    await recomputeRollupsCorrectingAncestors(this.pool, this.mount.id, parentOf(this.top) ?? '');
-    await this.fs.changed(this.mount.id);
+    const dirs = [...this.recomputeAt].sort(comparePaths);
+    this.recomputeAt.clear();
+    // A directory below another one being recomputed is covered by it.
+    const covered = (d: string) => dirs.some((o) => o !== d && (o === '' || d.startsWith(`${o}/`)));
+    for (const dir of dirs.filter((d) => !covered(d))) await recomputeRollupsCorrectingAncestors(this.pool, this.mount.id, dir);
+    if (dirs.length > 0) await this.fs.changed(this.mount.id);
   }
 }

@@ -14,6 +14,8 @@ export interface ReconcileStrategy {
   stat(path: string): Promise<EntryStat | null>;
   /** Entries below `dir` in byte order of path; recursive or direct children only; after `startAfter` when resuming. */
   list(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<EntryStat>;
+  /** The same listing in batches (one await per batch). */
+  listBatches(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<EntryStat[]>;
   /** True when what the catalogue recorded differs from what storage holds (same kind). */
   differs(node: CatalogueNode, seen: EntryStat): boolean;
   /** The second look before MISSING: those of `paths` that are still absent. */

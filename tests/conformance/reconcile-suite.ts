@@ -73,12 +73,20 @@ export function reconcileSuite(kind: 'local' | 's3', makeFixture: (fs: Filestore
       await put('a/b/two.txt', 'two');
       const before = await mustNode('a/one.txt');
       const ev = await collectEvents(fs, m);
+      const dbNow = async () => (await fs.pool.query<{ t: Date }>('SELECT now() AS t')).rows[0]!.t.getTime();
+      const auditBegan = await dbNow();
       const counts = await reconcile();
       expect(counts).toMatchObject({ updated: 0, discovered: 0, missing: 0 });
       expect(counts.unchanged).toBe(counts.checked);
       const after = await mustNode('a/one.txt');
       expect(after.version).toBe(before.version);
-      expect(after.consistencyCheckedAt!.getTime()).toBeGreaterThanOrEqual(before.consistencyCheckedAt!.getTime());
+      // Checked as of the audit (the mount's audit mark), though the row itself was not rewritten.
+      expect(after.consistencyCheckedAt!.getTime()).toBeGreaterThanOrEqual(auditBegan);
+      expect(after.updatedAt.getTime()).toBe(before.updatedAt.getTime());
+      // A reconciliation of a subtree marks the rows it checked.
+      const subtreeBegan = await dbNow();
+      await reconcile('a');
+      expect((await mustNode('a/b/two.txt')).consistencyCheckedAt!.getTime()).toBeGreaterThanOrEqual(subtreeBegan);
       await fs.relay?.drain();
       expect(ev.events.filter((e) => e.type.startsWith('filestore.node.reconciled') || e.type === 'filestore.drift.detected')).toEqual([]);
       ev.unsubscribe();

@@ -90,7 +90,15 @@ function addressableName(dirRel: string, raw: Buffer): string | null {
  * is skipped: the listing describes the tree as it was seen, entry by entry.
  */
 export async function* listSorted(mount: MountRoot, dirRel: string, recursive: boolean): AsyncGenerator<EntryStat> {
-  yield* walk(mount, dirRel, mount.abs(dirRel), recursive, true);
+  for await (const batch of listSortedBatches(mount, dirRel, recursive)) yield* batch;
+}
+
+/**
+ * The same listing in batches (up to a window of entries each, in order): what a consumer
+ * of a whole tree reads, one await per batch instead of one per entry.
+ */
+export function listSortedBatches(mount: MountRoot, dirRel: string, recursive: boolean): AsyncGenerator<EntryStat[]> {
+  return walk(mount, dirRel, mount.abs(dirRel), recursive, true);
 }
 
 async function* walk(
@@ -99,7 +107,7 @@ async function* walk(
   dirAbs: string,
   recursive: boolean,
   top: boolean,
-): AsyncGenerator<EntryStat> {
+): AsyncGenerator<EntryStat[]> {
   let dir;
   try {
     dir = await mount.openVerified(dirAbs, dirRel, constants.O_RDONLY | constants.O_DIRECTORY, 'list');
@@ -114,9 +122,10 @@ async function* walk(
     const items = await readSortItems(base, dirRel, recursive).catch((err: unknown) => {
       throw fsError(err, dirRel, 'list');
     });
+    let batch: EntryStat[] = [];
     for (let i = 0; i < items.length; i += WINDOW) {
       const window = items.slice(i, i + WINDOW);
-      await observeAll(
+      observeAll(
         base,
         window.filter((item) => !item.subtree),
         dirRel,
@@ -127,11 +136,16 @@ async function* walk(
         const rel = joinPath(dirRel, item.name);
         if (!item.subtree) {
           const entry = toEntryStat(rel, stat, symlinkTarget);
-          if (entry !== null) yield entry;
+          if (entry !== null) batch.push(entry);
         } else if (stat.isDirectory()) {
+          // The subtree comes next in order: what precedes it goes first.
+          if (batch.length > 0) yield batch;
+          batch = [];
           yield* walk(mount, rel, `${base}/${item.name}`, true, false);
         }
       }
+      if (batch.length > 0) yield batch;
+      batch = [];
     }
   } finally {
     await dir.close();
@@ -170,7 +184,7 @@ async function readSortItems(base: string, dirRel: string, recursive: boolean): 
  * (fs.promises.lstat) costs ~15 µs against ~3 µs for lstatSync, and a window of 256 blocks
  * the event loop for about a millisecond before the walk yields again.
  */
-async function observeAll(base: string, items: SortItem[], dirRel: string): Promise<void> {
+function observeAll(base: string, items: SortItem[], dirRel: string): void {
   for (const item of items) observe(`${base}/${item.name}`, joinPath(dirRel, item.name), item.seen);
 }
 

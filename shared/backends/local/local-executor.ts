@@ -8,7 +8,7 @@ import { FilestoreError } from '../../errors.ts';
 import { comparePaths, normalizePath } from '../../paths.ts';
 import type { Backend, ByteRange, EntryStat, ListOptions, WriteOptions, WriteResult } from '../types.ts';
 import { errnoOf, fsError, localError } from './errors.ts';
-import { listSorted, toEntryStat } from './listing.ts';
+import { listSortedBatches, toEntryStat } from './listing.ts';
 import { defaultFsOps, fsyncDir, MountRoot, type FsOps } from './safe-path.ts';
 import { removeQuietly, Staging } from './staging.ts';
 import { applyMetadata, copyEntry } from './tree.ts';
@@ -71,13 +71,21 @@ export class LocalExecutor implements Backend {
   }
 
   async *list(dir: string, options?: ListOptions): AsyncIterable<EntryStat> {
+    for await (const batch of this.listBatches(dir, options)) yield* batch;
+  }
+
+  async *listBatches(dir: string, options?: ListOptions): AsyncIterable<EntryStat[]> {
     const rel = normalizePath(dir);
     const st = await this.mount.requireEntry(rel, 'list');
     if (st.isSymbolicLink()) throw localError('SYMLINK_IN_PATH', rel, 'list');
     if (!st.isDirectory()) throw localError('NOT_A_DIRECTORY', rel, 'list');
     const after = options?.startAfter;
-    for await (const entry of listSorted(this.mount, rel, options?.recursive ?? false)) {
-      if (after === undefined || comparePaths(entry.path, after) > 0) yield entry;
+    for await (const batch of listSortedBatches(this.mount, rel, options?.recursive ?? false)) {
+      if (after === undefined) yield batch;
+      else {
+        const kept = batch.filter((entry) => comparePaths(entry.path, after) > 0);
+        if (kept.length > 0) yield kept;
+      }
     }
   }
 

@@ -97,6 +97,10 @@ export class S3Executor implements Backend {
   }
 
   async *list(dir: string, options: ListOptions = {}): AsyncIterable<EntryStat> {
+    for await (const batch of this.listBatches(dir, options)) yield* batch;
+  }
+
+  async *listBatches(dir: string, options: ListOptions = {}): AsyncIterable<EntryStat[]> {
     const op = 'list';
     const d = normalizePath(dir);
     const st = await statEntry(this.m, d, op);
@@ -124,22 +128,22 @@ export class S3Executor implements Backend {
     const wanted = (e: EntryStat) => after === undefined || comparePaths(e.path, after) > 0;
     try {
       for await (const page of pages) {
+        const batch: EntryStat[] = [];
         for (const raw of page) {
           const entry = this.listable(d, raw);
           if (entry === null) continue;
           for (const item of await ordered.push(entry)) {
             const stat = toStat(d, item);
-            if (wanted(stat)) yield stat;
+            if (wanted(stat)) batch.push(stat);
           }
         }
+        if (batch.length > 0) yield batch;
       }
     } catch (err) {
       throw s3Error(err, d, op);
     }
-    for (const item of ordered.finish()) {
-      const stat = toStat(d, item);
-      if (wanted(stat)) yield stat;
-    }
+    const rest = ordered.finish().map((item) => toStat(d, item)).filter(wanted);
+    if (rest.length > 0) yield rest;
   }
 
   async mkdir(path: string, options: { parents: boolean }): Promise<EntryStat> {

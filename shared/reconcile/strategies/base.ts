@@ -31,6 +31,10 @@ export abstract class BackendStrategy {
     return this.backend().list(dir, { recursive, startAfter });
   }
 
+  listBatches(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<EntryStat[]> {
+    return this.backend().listBatches(dir, { recursive, startAfter });
+  }
+
   /** The second look before MISSING, 16 stats at a time. */
   async confirmGone(paths: string[]): Promise<Set<string>> {
     await this.beforeSecondLook(paths);

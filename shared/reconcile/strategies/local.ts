@@ -6,7 +6,7 @@ import { MountUnhealthyError } from '../errors.ts';
 import type { ReconcileStrategy } from '../strategy.ts';
 import { BackendStrategy } from './base.ts';
 
-const mtimeMs = (d: Date | string | null) => (d === null ? null : new Date(d).getTime());
+const mtimeMs = (d: Date | string | null) => (d === null ? null : d instanceof Date ? d.getTime() : new Date(d).getTime());
 
 /**
  * Local disks: the walk is the LocalExecutor's listing (lstat in windows of entries, never
