@@ -1,5 +1,5 @@
 import type { EntryStat } from '../../shared/backends/types.ts';
-import { markInconsistentMany, recordUntrackedDrift, touchCheckedMany, type DriftSignal } from '../../shared/catalogue/drift-writes.ts';
+import { changedSince, markInconsistentMany, recordUntrackedDrift, touchCheckedMany, type DriftSignal } from '../../shared/catalogue/drift-writes.ts';
 import { findLiveByPaths } from '../../shared/catalogue/nodes.ts';
 import { tryLockPaths } from '../../shared/catalogue/reconcile-writes.ts';
 import type { CatalogueNode, Mount } from '../../shared/catalogue/types.ts';
@@ -41,13 +41,16 @@ type Verdict = { mark: DriftSignal | null; untracked: EntryStat | null; target: 
  * Turns a coalesced batch of changed paths into catalogue effects, set-based: a burst of
  * 10,000 paths is two transactions of a few statements and a handful of reconcile jobs.
  *
- * How "Filestore's own writes never produce drift" holds across processes: each chunk first
- * try-locks its paths for its transaction (the locks every command holds from before it
- * touches storage until after its catalogue commit). A path a command holds is *deferred*,
- * not judged. A free path is then lstat'ed and compared with its live row — both after the
- * lock, so a command that finished before has committed its row, and none can start on that
- * path until we commit. A row that matches the disk (kind, size, mtime, mode, owner, link
- * target: the local reconciliation's `differs`) is no drift, whoever made the change.
+ * How "Filestore's own writes never produce drift" holds across processes. A chunk takes the
+ * database time T, lstats its paths (outside any transaction: no lock is held during I/O),
+ * then in one short transaction try-locks the paths (the locks every command holds from
+ * before it touches storage until after its catalogue commit) and reads their rows. A path
+ * is *deferred*, not judged, when a command holds it now, or when a write changed its row
+ * after T (a command that ran between our lstat and our read: the disk we saw may predate
+ * its row). Any other row was committed before T, so what we saw on disk after T is what
+ * that row must match (kind, size, mtime, mode, owner, link target: the local
+ * reconciliation's `differs`); a row that matches is no drift, whoever made the change.
+ * Commands and reconciliation skip nothing on our account for longer than a few statements.
  *
  * Drift: the node goes ACTIVE → INCONSISTENT with `filestore.drift.detected` (or, for an
  * untracked path, the event alone with `nodeId: null`), counted in
@@ -104,16 +107,19 @@ export class DriftSink {
     return result;
   }
 
-  /** One transaction: try-lock, read rows, lstat, compare, mark, report. */
+  /** lstat first (no transaction open), then one short transaction: try-lock, read rows, compare, mark, report. */
   private async judgeChunk(paths: string[], untrackedDirs: Set<string>) {
+    const { rows: clock } = await this.fs.pool.query<{ now: Date }>('SELECT now() AS now');
+    const since = (clock[0] as { now: Date }).now;
+    const seen = await this.statAll(paths);
     const client = await this.fs.pool.connect();
     try {
       return await inTransaction(client, async () => {
         const free = await tryLockPaths(client, this.mount.id, paths);
-        const deferred = paths.filter((p) => !free.has(p));
-        const mine = paths.filter((p) => free.has(p));
+        const touched = await changedSince(client, this.mount.id, paths.filter((p) => free.has(p)), since);
+        const deferred = paths.filter((p) => !free.has(p) || touched.has(p));
+        const mine = paths.filter((p) => free.has(p) && !touched.has(p));
         const rows = await findLiveByPaths(client, this.mount.id, mine);
-        const seen = await this.statAll(mine);
 
         const marks: DriftSignal[] = [];
         const untracked: EntryStat[] = [];

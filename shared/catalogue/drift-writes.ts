@@ -73,3 +73,20 @@ export async function touchCheckedMany(q: Queryable, mountId: string, ids: numbe
     ids,
   ]);
 }
+
+/**
+ * Paths whose rows (live or tombstoned) a write changed after `since` (database clock): a
+ * watcher that looked at the disk before then cannot tell a command's write from drift, so
+ * it looks again later.
+ */
+export async function changedSince(q: Queryable, mountId: string, paths: string[], since: Date): Promise<Set<string>> {
+  if (paths.length === 0) return new Set();
+  // Two index-friendly halves: live rows by path (nodes_live_path), recent tombstones by time (nodes_tombstones).
+  const { rows } = await q.query<{ path: string }>(
+    `SELECT path FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND path = ANY($2::text[]) AND updated_at > $3
+     UNION
+     SELECT path FROM filestore.nodes WHERE mount_id = $1 AND deleted_at > $3 AND path = ANY($2::text[])`,
+    [mountId, paths, since],
+  );
+  return new Set(rows.map((r) => r.path));
+}

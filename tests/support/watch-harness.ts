@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -120,4 +121,24 @@ export async function atomicSave(abs: string, content: string, tempName: string)
   const tmp = path.join(path.dirname(abs), tempName);
   await writeFile(tmp, content);
   await rename(tmp, abs);
+}
+
+/**
+ * Writes files (content = the name) from another process, as an outside writer would: the
+ * test process's event loop stays free for the watcher, like the agent's would be.
+ */
+export async function writeFilesOutOfProcess(root: string, names: string[]): Promise<void> {
+  const script = `
+    const fs = require('node:fs'), path = require('node:path');
+    let input = '';
+    process.stdin.on('data', (d) => (input += d)).on('end', () => {
+      const { root, names } = JSON.parse(input);
+      for (const n of names) fs.writeFileSync(path.join(root, n), n);
+    });`;
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'inherit', 'inherit'] });
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`writer exited with ${code}`))));
+    child.stdin.end(JSON.stringify({ root, names }));
+  });
 }
