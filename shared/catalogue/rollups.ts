@@ -71,6 +71,42 @@ export async function addToAncestors(
 }
 
 /**
+ * Adds freshly inserted nodes to their ancestors' rollups: totals summed per ancestor here,
+ * then one INSERT of a delta per ancestor directory. (Summing in SQL across a join of the
+ * inserted rows with their ancestor pairs planned badly for batches of thousands.)
+ */
+export async function addInsertedToAncestors(
+  q: Queryable,
+  mountId: string,
+  nodes: ReadonlyArray<Pick<CatalogueNode, 'path' | 'kind' | 'sizeBytes'>>,
+): Promise<void> {
+  const acc = new Map<string, { size: number; files: number; dirs: number; children: number }>();
+  for (const n of nodes) {
+    const parent = parentOf(n.path);
+    for (const a of ancestorsOf(n.path)) {
+      let d = acc.get(a);
+      if (!d) acc.set(a, (d = { size: 0, files: 0, dirs: 0, children: 0 }));
+      if (n.kind === 'file') {
+        d.size += n.sizeBytes;
+        d.files++;
+      } else if (n.kind === 'directory') d.dirs++;
+      if (a === parent) d.children++;
+    }
+  }
+  if (acc.size === 0) return;
+  const paths = [...acc.keys()];
+  const totals = [...acc.values()];
+  await q.query({
+    name: 'filestore.rollups.addInsertedToAncestors',
+    text: `INSERT INTO filestore.rollup_deltas (node_id, size_bytes, file_count, dir_count, child_count)
+     SELECT a.id, d.size_bytes, d.file_count, d.dir_count, d.child_count
+       FROM unnest($2::text[], $3::bigint[], $4::int[], $5::int[], $6::int[]) AS d(path, size_bytes, file_count, dir_count, child_count)
+       JOIN filestore.nodes a ON a.mount_id = $1 AND a.path = d.path AND a.deleted_at IS NULL AND a.kind = 'directory'`,
+    values: [mountId, paths, totals.map((t) => t.size), totals.map((t) => t.files), totals.map((t) => t.dirs), totals.map((t) => t.children)],
+  });
+}
+
+/**
  * Recomputes, from the live rows, the rollups of `dir` and every directory below it (one
  * statement), dropping their pending deltas. Used after bulk inserts and by tests as the
  * ground truth.

@@ -17,7 +17,7 @@ import {
   type Guard,
   type Observation,
 } from '../catalogue/reconcile-writes.ts';
-import { recomputeRollupsCorrectingAncestors } from '../catalogue/rollups.ts';
+import { addInsertedToAncestors, recomputeRollupsCorrectingAncestors } from '../catalogue/rollups.ts';
 import type { CatalogueNode, Mount } from '../catalogue/types.ts';
 import { inTransaction, type Pool } from '../db/pool.ts';
 import { lockKey } from '../orchestrator/locks.ts';
@@ -287,7 +287,8 @@ class Run {
         const reactivated = await reactivate(client, this.guard, confirm.filter((n) => locked.has(n.path)), reason);
         const fresh = discovered.filter((n) => locked.has(n.path));
         const touched = await touchedSince(client, this.guard, fresh.map((n) => n.path));
-        const inserted = await insertNodes(client, this.mount.id, fresh.filter((n) => !touched.has(n.path)), { reconciliationJobId: this.job.id }, 'ignore', true);
+        const inserted = await insertNodes(client, this.mount.id, fresh.filter((n) => !touched.has(n.path)), { reconciliationJobId: this.job.id }, 'ignore');
+        await addInsertedToAncestors(client, this.mount.id, inserted);
         await appendEvents(
           client,
           inserted.map((node) => ({
