@@ -1,0 +1,240 @@
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  countEntries,
+  createWatchBackend,
+  maxUserWatches,
+  MountWatcher,
+  watchMounts,
+  type WatchBackendFactory,
+  type WatchHandlers,
+} from '../agent/watch/index.ts';
+import type { Mount } from '../shared/catalogue/types.ts';
+import { lockKey } from '../shared/orchestrator/locks.ts';
+import type { Filestore } from '../shared/runtime.ts';
+import { createTestMount } from './support/filestore.ts';
+import { eventually, nodeAt, outbox, settle, startWatchFilestore, watchedMount, watcherDrift } from './support/watch-harness.ts';
+
+let fs: Filestore;
+beforeAll(async () => {
+  fs = await startWatchFilestore();
+});
+afterAll(async () => {
+  await fs?.close();
+});
+
+const rescanJobs = async (mountId: string) => {
+  const { rows } = await fs.pool.query<{ reason: string; options: { recursive: boolean }; coalesced: number }>(
+    `SELECT reason, options, coalesced FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND path = '' ORDER BY id`,
+    [mountId],
+  );
+  return rows;
+};
+
+const watcherMetric = async (mountKey: string, event: string) =>
+  (await fs.metrics.watcherEvents.get()).values.find((v) => v.labels.mount === mountKey && v.labels.event === event)?.value ?? 0;
+
+/** The real backends, with their handlers kept so a test can report problems through them. */
+function capturingFactory() {
+  const handlers: Array<{ kind: string; h: WatchHandlers }> = [];
+  const factory: WatchBackendFactory = (kind, root, h) => {
+    handlers.push({ kind, h });
+    return createWatchBackend(kind, root, h);
+  };
+  return { factory, handlers, last: () => handlers[handlers.length - 1] as { kind: string; h: WatchHandlers } };
+}
+
+describe('never silent loss', () => {
+  it('an overflow reported by the backend counts in the metric and requests a full rescan of the mount', async () => {
+    const cap = capturingFactory();
+    const m = await watchedMount(fs, 'parcel', { backendFactory: cap.factory });
+    try {
+      expect(await rescanJobs(m.mountId)).toEqual([]);
+      cap.last().h.onProblem({ kind: 'overflow', message: 'Events were dropped by the FSEvents client. File system must be re-scanned.' });
+      const jobs = await eventually(async () => {
+        const j = await rescanJobs(m.mountId);
+        return j.length > 0 ? j : null;
+      }, 'the rescan job');
+      expect(jobs[0]).toMatchObject({ reason: 'audit', options: { recursive: true } });
+      expect(await watcherMetric(m.t.mount.key, 'overflow')).toBe(1);
+    } finally {
+      await m.close();
+    }
+  });
+
+  it('watcher errors request rescans too; a storm of them within the cooldown costs one more request, at its end', async () => {
+    const cap = capturingFactory();
+    const m = await watchedMount(fs, 'chokidar', { backendFactory: cap.factory, rescanCooldownMs: 500 });
+    try {
+      for (let i = 0; i < 20; i++) cap.last().h.onProblem({ kind: 'error', message: 'EACCES: permission denied, scandir', code: 'EACCES' });
+      expect(await watcherMetric(m.t.mount.key, 'error')).toBe(20);
+      await eventually(async () => (await m.watcher.stats()).rescans === 2, 'the second rescan request after the cooldown');
+      await new Promise((r) => setTimeout(r, 700));
+      expect((await m.watcher.stats()).rescans).toBe(2);
+    } finally {
+      await m.close();
+    }
+  });
+
+  it('under auto, chokidar running out of inotify watches moves the mount to parcel and rescans it', async () => {
+    const cap = capturingFactory();
+    const m = await watchedMount(fs, 'auto', { backendFactory: cap.factory, autoThreshold: 1_000 });
+    try {
+      expect((await m.watcher.stats()).backend).toBe('chokidar');
+      cap.last().h.onProblem({ kind: 'overflow', message: 'ENOSPC: System limit for number of file watchers reached', code: 'ENOSPC' });
+      await eventually(async () => (await m.watcher.stats()).backend === 'parcel', 'the switch to parcel');
+      expect(await rescanJobs(m.mountId)).toHaveLength(1);
+      // And the new backend watches.
+      await m.writeOutOfBand('after-switch.txt', 'x');
+      await eventually(async () => (await nodeAt(fs, m.mountId, 'after-switch.txt'))?.consistencyState === 'ACTIVE', 'after-switch.txt catalogued');
+    } finally {
+      await m.close();
+    }
+  });
+
+  it('start requests a catch-up rescan: what changed while nothing watched is catalogued', async () => {
+    const t = await createTestMount(fs, 'local');
+    const root = t.root as string;
+    await mkdir(path.join(root, 'while-down'));
+    await writeFile(path.join(root, 'while-down/a.txt'), 'a');
+    const watcher = new MountWatcher(fs, t.mount, { backend: 'parcel', debounceMs: 100 });
+    try {
+      await watcher.start();
+      expect(await rescanJobs(t.mount.id)).toHaveLength(1);
+      await eventually(async () => (await nodeAt(fs, t.mount.id, 'while-down/a.txt'))?.consistencyState === 'ACTIVE', 'while-down/a.txt catalogued');
+    } finally {
+      await watcher.close();
+      await t.cleanup();
+    }
+  });
+
+  it('close() judges what is still pending instead of dropping it', async () => {
+    const m = await watchedMount(fs, 'chokidar', { debounceMs: 60_000 });
+    try {
+      await m.writeOutOfBand('late.txt', 'late');
+      await eventually(async () => (await m.watcher.stats()).pending > 0, 'the event pending');
+      await m.watcher.close();
+      expect(await watcherDrift(fs, m.mountId, 'late.txt')).toHaveLength(1);
+      await eventually(async () => (await nodeAt(fs, m.mountId, 'late.txt'))?.consistencyState === 'ACTIVE', 'late.txt catalogued');
+    } finally {
+      await m.close();
+    }
+  });
+});
+
+describe.each(['chokidar', 'parcel'] as const)('judging paths (%s)', (backend) => {
+  it('a path a command holds is not judged but looked at again once the command is done', async () => {
+    const m = await watchedMount(fs, backend);
+    const holder = await fs.pool.connect();
+    try {
+      await m.writeThrough('held.txt', 'v1');
+      await settle(fs, m);
+      // What a running command holds: an exclusive session lock on the path.
+      await holder.query('SELECT pg_advisory_lock($1::bigint)', [lockKey('path', m.mountId, 'held.txt').toString()]);
+      await writeFile(m.abs('held.txt'), 'changed meanwhile');
+      await settle(fs, m, 'sentinel-held');
+      expect(await watcherDrift(fs, m.mountId, 'held.txt')).toHaveLength(0);
+      expect((await nodeAt(fs, m.mountId, 'held.txt'))?.consistencyState).toBe('ACTIVE');
+      await holder.query('SELECT pg_advisory_unlock_all()');
+      await eventually(async () => (await watcherDrift(fs, m.mountId, 'held.txt')).length === 1, 'the deferred drift');
+      await eventually(async () => (await nodeAt(fs, m.mountId, 'held.txt'))?.sizeBytes === 17, 'held.txt reconciled');
+    } finally {
+      holder.release();
+      await m.close();
+    }
+  });
+
+  it('symlinks are reported as entries, never followed out of the mount', async () => {
+    const outside = await mkdtemp(path.join(os.tmpdir(), 'filestore-outside-'));
+    const m = await watchedMount(fs, backend);
+    try {
+      await symlink(outside, m.abs('escape'));
+      await eventually(async () => (await nodeAt(fs, m.mountId, 'escape'))?.kind === 'symlink', 'the symlink catalogued');
+      await writeFile(path.join(outside, 'secret.txt'), 'not ours');
+      await settle(fs, m);
+      const paths = (await outbox(fs, m.mountId)).map((e) => String(e.data.path ?? (e.data.node as { path?: string } | undefined)?.path ?? ''));
+      expect(paths.filter((p) => p.startsWith('escape/'))).toEqual([]);
+      expect(await nodeAt(fs, m.mountId, 'escape/secret.txt')).toBeNull();
+    } finally {
+      await m.close();
+      await rm(outside, { recursive: true, force: true });
+    }
+  });
+
+  it('stats report the backend, its inotify watches and what is pending', async () => {
+    const m = await watchedMount(fs, backend);
+    try {
+      const s = await m.watcher.stats();
+      expect(s).toMatchObject({ backend, choice: backend, pending: 0, mountId: m.mountId });
+      if (process.platform === 'linux') expect(s.watches).toBeGreaterThan(0);
+    } finally {
+      await m.close();
+    }
+  });
+});
+
+describe('choosing a backend and starting watchers', () => {
+  it('auto picks chokidar below the threshold and parcel at or above it', async () => {
+    const small = await createTestMount(fs, 'local');
+    const large = await createTestMount(fs, 'local');
+    for (let i = 0; i < 12; i++) await writeFile(path.join(large.root as string, `f${i}`), '');
+    await writeFile(path.join(small.root as string, 'only'), '');
+    const a = new MountWatcher(fs, small.mount, { backend: 'auto', autoThreshold: 10, catchUp: false });
+    const b = new MountWatcher(fs, large.mount, { backend: 'auto', autoThreshold: 10, catchUp: false });
+    try {
+      expect(await a.start()).toMatchObject({ kind: 'chokidar', choice: 'auto', entries: 1, threshold: 10 });
+      expect(await b.start()).toMatchObject({ kind: 'parcel', choice: 'auto', entries: 10, threshold: 10 });
+    } finally {
+      await a.close();
+      await b.close();
+      await small.cleanup();
+      await large.cleanup();
+    }
+  });
+
+  it('the tree count stops at its cap and skips the staging area; the inotify budget is read from /proc', async () => {
+    const t = await createTestMount(fs, 'local');
+    try {
+      const root = t.root as string;
+      await mkdir(path.join(root, '.filestore-staging/x'), { recursive: true });
+      await mkdir(path.join(root, 'd/e'), { recursive: true });
+      await writeFile(path.join(root, 'd/e/f'), '');
+      expect(await countEntries(root, 100)).toBe(3);
+      expect(await countEntries(root, 2)).toBe(2);
+      if (process.platform === 'linux') expect(await maxUserWatches()).toBeGreaterThan(0);
+    } finally {
+      await t.cleanup();
+    }
+  });
+
+  it('watchMounts starts one watcher per local mount it owns and reports the ones that cannot start', async () => {
+    const ok = await createTestMount(fs, 'local');
+    const gone = await createTestMount(fs, 'local');
+    await gone.cleanup();
+    const s3Like: Mount = { ...ok.mount, id: '00000000-0000-4000-8000-000000000000', key: 'bucket', kind: 's3', rootPath: null };
+    const foreign: Mount = { ...ok.mount, id: '00000000-0000-4000-8000-000000000001', key: 'elsewhere', agentId: 'other-host' };
+    const handle = await watchMounts(fs, [ok.mount, gone.mount, s3Like, foreign], { backend: 'parcel', catchUp: false, agentId: 'this-host' });
+    try {
+      expect(handle.watchers.map((w) => w.mount.key)).toEqual([ok.mount.key]);
+      expect(handle.failed.map((f) => [f.mount.key, f.error.code])).toEqual([[gone.mount.key, 'STORAGE_ERROR']]);
+      expect(await handle.stats()).toMatchObject([{ mountKey: ok.mount.key, backend: 'parcel', pending: 0 }]);
+    } finally {
+      await handle.close();
+      await ok.cleanup();
+    }
+  });
+
+  it('refuses unknown backends and S3 mounts with stable codes', async () => {
+    const t = await createTestMount(fs, 'local');
+    try {
+      expect(() => new MountWatcher(fs, t.mount, { backend: 'inotifywait' as never })).toThrow(expect.objectContaining({ code: 'CONFIG_ERROR' }));
+      expect(() => new MountWatcher(fs, { ...t.mount, kind: 's3', rootPath: null })).toThrow(
+        expect.objectContaining({ code: 'CONFIG_ERROR', details: expect.objectContaining({ watchError: 'NOT_A_LOCAL_MOUNT' }) }),
+      );
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
