@@ -32,6 +32,7 @@ const LOCAL: Record<string, () => Promise<(p: Command) => void>> = {
   migrate: async () => (await import('./commands/migrate.ts')).registerMigrate,
   start: async () => (await import('./commands/start.ts')).registerStart,
   'reconcile-worker': async () => (await import('./commands/reconcile-worker.ts')).registerReconcileWorker,
+  agent: async () => (await import('./commands/agent.ts')).registerAgent,
 };
 const args = process.argv.slice(2);
 const first = args.find((a) => !a.startsWith('-'));

@@ -12,6 +12,12 @@ const EnvSchema = z.object({
   FILESTORE_AGENT_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).default('local'),
   FILESTORE_ENABLE_WATCHERS: bool.default(false),
   FILESTORE_WATCH_DEBOUNCE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
+  /** Watcher backend for every mount: chokidar (a watch per file), parcel (a watch per directory), or auto (by tree size). */
+  FILESTORE_WATCH_BACKEND: z.enum(['auto', 'chokidar', 'parcel']).default('auto'),
+  /** Where API processes reach this agent's HTTP server (file transfers are redirected there); default http://<hostname>:<PORT>. */
+  FILESTORE_AGENT_URL: z.string().url().optional(),
+  /** Commands for this agent's mounts run at once by its command worker. */
+  FILESTORE_COMMAND_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(4),
   FILESTORE_AUDIT_CRON: z.string().optional(),
   /** Reconciliation jobs run at once by one worker. */
   FILESTORE_RECONCILE_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),

@@ -117,6 +117,7 @@ function statementLabel(sql: string): string {
     [/^WITH dirs AS .*INSERT INTO filestore\.rollups/, 'recomputeRollups: every directory of the scope, from the rows'],
     [/^WITH d AS .*INSERT INTO filestore\.rollup_deltas/, 'rollups: correction pushed to the ancestors'],
     [/^WITH picked AS .*filestore\.rollup_deltas/, 'compactRollups'],
+    [/^INSERT INTO filestore\.rollup_deltas .* FROM unnest\(\$2::text\[\], \$3::bigint\[\]/, 'addInsertedToAncestors: rollup deltas of discovered nodes'],
     [/filestore\.rollup/, 'rollups (other)'],
     [/^ANALYZE /, 'background: ANALYZE (the autoanalyze stand-in)'],
     [/pg_stat_user_tables/, 'background: tables due for ANALYZE'],

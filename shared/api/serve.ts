@@ -14,6 +14,8 @@ export interface ServeOptions {
   /** Serve without authentication; refused unless `host` is a loopback address. */
   authDisabled?: boolean | undefined;
   log(line: string): void;
+  /** More readiness checks (`/readyz`): the agent reports whether it has finished starting. */
+  readiness?: (() => Promise<Record<string, string>>) | undefined;
 }
 
 export interface ApiServer extends HttpServer {
@@ -39,10 +41,11 @@ export async function serveApi(o: ServeOptions): Promise<ApiServer> {
     metrics: o.fs.metrics,
     log: o.log,
     async readiness() {
-      const [pg, redis] = await Promise.allSettled([o.fs.pool.query('SELECT 1'), o.fs.cache.ping()]);
+      const [pg, redis, more] = await Promise.allSettled([o.fs.pool.query('SELECT 1'), o.fs.cache.ping(), o.readiness?.() ?? {}]);
       return {
         postgres: pg.status === 'fulfilled' ? 'ok' : `unavailable: ${(pg.reason as Error).message}`,
         redis: redis.status === 'fulfilled' ? 'ok' : `unavailable: ${(redis.reason as Error).message}`,
+        ...(more.status === 'fulfilled' ? more.value : { process: `unavailable: ${(more.reason as Error).message}` }),
       };
     },
   };

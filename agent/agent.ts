@@ -1,0 +1,209 @@
+import os from 'node:os';
+import { readFileSync } from 'node:fs';
+import { listMounts } from '../shared/catalogue/mounts.ts';
+import type { Mount } from '../shared/catalogue/types.ts';
+import { serveApi, type ApiServer } from '../shared/api/serve.ts';
+import type { TokenEntry } from '../shared/api/auth.ts';
+import { startAgentPresence, type AgentPresence } from '../shared/dispatch/presence.ts';
+import { startCommandWorker, type CommandWorker } from '../shared/dispatch/worker.ts';
+import { executesHere } from '../shared/dispatch/ownership.ts';
+import { startAuditScheduler, type AuditScheduler, type AuditSelection } from '../shared/reconcile/audit-scheduler.ts';
+import { createFilestore, type Filestore, type FilestoreOptions } from '../shared/runtime.ts';
+import { watchMounts, type WatchersHandle } from './watch/index.ts';
+import type { WatchBackendChoice } from './watch/types.ts';
+
+/**
+ * The on-prem agent (SPEC §1): one process per host that owns that host's local mounts. It
+ * runs, on the shared PostgreSQL and Redis,
+ * - the command worker `filestore-commands-<agentId>` (API calls for its mounts from any API process),
+ * - the reconciliation consumer and, with a cron, the audit scheduler for its mounts,
+ * - watchers on its local mounts (FILESTORE_ENABLE_WATCHERS),
+ * - an HTTP server: /metrics, /healthz, /readyz, and the API, whose file routes stream the
+ *   bytes of its mounts (API processes redirect file transfers for these mounts here),
+ * and registers itself with a heartbeat. `npm start` runs the same pieces in one process.
+ */
+export interface AgentOptions {
+  databaseUrl: string;
+  /** redis://… or 'inline' (one process: no command queue or presence, everything runs here). */
+  redisUrl: string;
+  agentId: string;
+  /** HTTP server address and port (0: any free port). */
+  host: string;
+  port: number;
+  tokens: TokenEntry[];
+  authDisabled?: boolean | undefined;
+  /** Where API processes reach this agent (default: http://<hostname or host>:<port>). */
+  advertisedUrl?: string | undefined;
+  poolSize?: number | undefined;
+  s3Endpoint?: string | undefined;
+  reconcileConcurrency?: number | undefined;
+  commandConcurrency?: number | undefined;
+  maxMissingRatio?: number | undefined;
+  s3MissingGraceMs?: number | undefined;
+  /** FILESTORE_AUDIT_CRON; unset: no scheduled audits. */
+  auditCron?: string | undefined;
+  /** Which mounts the audits cover (default: this agent's local mounts). */
+  auditSelection?: AuditSelection | undefined;
+  watchers?: { enabled: boolean; debounceMs?: number | undefined; backend?: WatchBackendChoice | undefined } | undefined;
+  /** How often the agent looks for mounts newly assigned to it (watchers; default 30 s). */
+  mountRefreshMs?: number | undefined;
+  /** Runs once the catalogue is up, before the agent looks at its mounts (npm start registers mount "local" here). */
+  prepare?: ((fs: Filestore) => Promise<void>) | undefined;
+  /** Extra createFilestore options (tests). */
+  filestore?: Partial<FilestoreOptions> | undefined;
+  log?: ((line: string) => void) | undefined;
+}
+
+export interface RunningAgent {
+  readonly id: string;
+  readonly fs: Filestore;
+  readonly server: ApiServer;
+  /** Local mounts this agent owns (or that no agent owns), as of the last refresh. */
+  mounts(): Mount[];
+  watchers(): WatchersHandle | null;
+  /** SIGTERM: stop taking work, let running commands and jobs finish, close watchers, exit cleanly. */
+  stop(): Promise<void>;
+}
+
+export const AGENT_VERSION: string = (() => {
+  try {
+    return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+})();
+
+export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
+  const log = o.log ?? (() => {});
+  const inline = o.redisUrl === 'inline';
+  const fs = await createFilestore({
+    databaseUrl: o.databaseUrl,
+    redisUrl: o.redisUrl,
+    poolSize: o.poolSize,
+    s3: { endpoint: o.s3Endpoint },
+    log,
+    agentId: o.agentId,
+    reconcile: {
+      consume: true,
+      concurrency: o.reconcileConcurrency,
+      maxMissingRatio: o.maxMissingRatio,
+      s3MissingGraceMs: o.s3MissingGraceMs,
+      agentId: o.agentId,
+    },
+    ...o.filestore,
+  });
+  const cleanups: Array<() => Promise<void>> = [];
+  let owned: Mount[] = [];
+  let watchers: WatchersHandle | null = null;
+  let server: ApiServer | undefined;
+  let stopped = false;
+  const stopAll = async () => {
+    for (const c of cleanups.reverse()) await c().catch((e: Error) => log(`agent stop: ${e.message}`));
+    cleanups.length = 0;
+  };
+  try {
+    await o.prepare?.(fs);
+    const ownedMounts = async () => (await listMounts(fs.pool)).filter((m) => m.kind === 'local' && executesHere(o.agentId, m));
+    owned = await ownedMounts();
+
+    // The HTTP server first: probes answer while the rest starts (readyz says when it is ready).
+    let ready = false;
+    server = await serveApi({
+      fs,
+      host: o.host,
+      port: o.port,
+      tokens: o.tokens,
+      authDisabled: o.authDisabled,
+      log,
+      readiness: async () => ({ agent: ready ? 'ok' : 'starting' }),
+    });
+    const http = server;
+    cleanups.push(() => http.close());
+
+    if (!inline) {
+      const url = o.advertisedUrl ?? advertisedUrl(o.host, server.port);
+      const worker: CommandWorker = await startCommandWorker(fs, o.agentId, { concurrency: o.commandConcurrency, log });
+      cleanups.push(() => worker.close());
+      const presence: AgentPresence = await startAgentPresence(fs.pool, { id: o.agentId, version: AGENT_VERSION, url, log });
+      cleanups.push(() => presence.stop());
+      log(`agent ${o.agentId}: commands on filestore-commands-${o.agentId}, reachable at ${url}`);
+    }
+
+    if (o.auditCron) {
+      const audits: AuditScheduler = await startAuditScheduler({
+        pool: fs.pool,
+        queue: fs.reconcile,
+        cron: o.auditCron,
+        redisUrl: o.redisUrl,
+        select: o.auditSelection ?? { agentId: o.agentId },
+        log,
+      });
+      cleanups.push(() => audits.close());
+      log(`agent ${o.agentId}: audits at "${o.auditCron}"`);
+    }
+
+    if (o.watchers?.enabled) {
+      const options = { agentId: o.agentId, debounceMs: o.watchers.debounceMs, backend: o.watchers.backend, log };
+      watchers = await watchMounts(fs, owned, options);
+      let watched = new Set(owned.map((m) => m.id));
+      // Mounts assigned to this agent later get a watcher too (one refresh at a time).
+      let refreshing = false;
+      const timer = setInterval(() => {
+        if (refreshing || stopped) return;
+        refreshing = true;
+        void (async () => {
+          const now = await ownedMounts();
+          owned = now;
+          const fresh = now.filter((m) => !watched.has(m.id));
+          if (fresh.length === 0 || stopped) return;
+          const more = await watchMounts(fs, fresh, options);
+          extra.push(more);
+          watched = new Set([...watched, ...fresh.map((m) => m.id)]);
+          log(`agent ${o.agentId}: watching ${fresh.map((m) => m.key).join(', ')} (newly assigned)`);
+        })()
+          .catch((e: Error) => log(`agent ${o.agentId}: mount refresh: ${e.message}`))
+          .finally(() => {
+            refreshing = false;
+          });
+      }, o.mountRefreshMs ?? 30_000);
+      timer.unref();
+      const extra: WatchersHandle[] = [];
+      const first = watchers;
+      cleanups.push(async () => {
+        clearInterval(timer);
+        await Promise.all([first, ...extra].map((w) => w.close()));
+      });
+      const started = watchers.watchers.length;
+      log(`agent ${o.agentId}: watching ${started} local mount(s)${watchers.failed.length ? `, ${watchers.failed.length} failed to start` : ''}`);
+    }
+    ready = true;
+  } catch (err) {
+    await stopAll();
+    await fs.close().catch(() => {});
+    throw err;
+  }
+
+  const http = server as ApiServer;
+  return {
+    id: o.agentId,
+    fs,
+    server: http,
+    mounts: () => owned,
+    watchers: () => watchers,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      // Reverse order of start: presence goes first (API processes stop dispatching here),
+      // then the command worker drains, audits stop, watchers judge what is pending and close,
+      // and the HTTP server closes last; fs.close drains the reconcile consumer and the relay.
+      await stopAll();
+      await fs.close();
+    },
+  };
+}
+
+/** http://<this host's name>:<port> when listening on every interface, else the address itself. */
+function advertisedUrl(host: string, port: number): string {
+  const name = host === '0.0.0.0' || host === '::' ? os.hostname() : host;
+  return `http://${name.includes(':') ? `[${name}]` : name}:${port}`;
+}

@@ -1,0 +1,77 @@
+import type { Command } from 'commander';
+import { resolveAuth } from '../../shared/api/auth-config.ts';
+import { loadConfig, type Config } from '../../shared/config.ts';
+import { ensureDatabase } from '../../shared/db/ensure-database.ts';
+import { FilestoreError } from '../../shared/errors.ts';
+import { startAgent, type AgentOptions, type RunningAgent } from '../../agent/agent.ts';
+
+/** The agent's options from the validated environment (shared by `filestore agent` and `filestore start`). */
+export function agentOptionsFrom(config: Config, databaseUrl: string, log: (line: string) => void): AgentOptions {
+  const auth = resolveAuth({ mode: config.FILESTORE_AUTH, tokens: config.FILESTORE_API_TOKENS, host: config.FILESTORE_HOST });
+  return {
+    databaseUrl,
+    redisUrl: config.REDIS_URL,
+    agentId: config.FILESTORE_AGENT_ID,
+    host: config.FILESTORE_HOST,
+    port: config.PORT,
+    tokens: auth.tokens,
+    authDisabled: auth.disabled,
+    advertisedUrl: config.FILESTORE_AGENT_URL,
+    poolSize: config.FILESTORE_DB_POOL_SIZE,
+    s3Endpoint: config.FILESTORE_S3_ENDPOINT,
+    reconcileConcurrency: config.FILESTORE_RECONCILE_CONCURRENCY,
+    commandConcurrency: config.FILESTORE_COMMAND_CONCURRENCY,
+    maxMissingRatio: config.FILESTORE_MAX_MISSING_RATIO,
+    s3MissingGraceMs: config.FILESTORE_S3_MISSING_GRACE_MS,
+    auditCron: config.FILESTORE_AUDIT_CRON,
+    watchers: { enabled: config.FILESTORE_ENABLE_WATCHERS, debounceMs: config.FILESTORE_WATCH_DEBOUNCE_MS, backend: config.FILESTORE_WATCH_BACKEND },
+    log,
+  };
+}
+
+/**
+ * Stops the agent on SIGTERM/SIGINT: running commands and jobs finish, watchers judge what is
+ * pending, then the process exits 0. A second signal exits at once (interrupted work is
+ * recovered by the next start: journal recovery, stalled-job retries, the catch-up rescan).
+ */
+export function stopOnSignals(stop: () => Promise<void>, log: (line: string) => void, name: string): void {
+  let stopping = false;
+  const onSignal = (signal: string) => {
+    if (stopping) {
+      log(`${name}: ${signal} again, exiting without waiting`);
+      process.exit(1);
+    }
+    stopping = true;
+    log(`${name}: ${signal}, finishing running work`);
+    stop().then(
+      () => process.exit(0),
+      (err: Error) => {
+        log(`${name}: stopped with an error: ${err.message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+}
+
+/** `filestore agent` (npm run agent): the on-prem agent for the local mounts of FILESTORE_AGENT_ID. */
+export function registerAgent(program: Command): void {
+  program
+    .command('agent')
+    .description('run the on-prem agent: commands, reconciliation, audits and watchers for the local mounts of FILESTORE_AGENT_ID, with /metrics, /healthz, /readyz and file transfers over HTTP')
+    .action(async () => {
+      const config = loadConfig();
+      if (!config.DATABASE_URL) throw new FilestoreError('CONFIG_ERROR', 'the agent needs DATABASE_URL (the shared catalogue); `filestore start` runs everything on an embedded database');
+      const log = (line: string) => console.error(line);
+      await ensureDatabase(config.DATABASE_URL);
+      let agent: RunningAgent | undefined;
+      stopOnSignals(async () => agent?.stop(), log, `agent ${config.FILESTORE_AGENT_ID}`);
+      agent = await startAgent(agentOptionsFrom(config, config.DATABASE_URL, log));
+      const owned = agent.mounts();
+      console.log(
+        `filestore agent ${agent.id} at ${agent.server.url}: ${owned.length} local mount(s)${owned.length ? ` (${owned.map((m) => m.key).join(', ')})` : ''}, ` +
+          `watchers ${config.FILESTORE_ENABLE_WATCHERS ? 'on' : 'off'}, audits ${config.FILESTORE_AUDIT_CRON ? `at "${config.FILESTORE_AUDIT_CRON}"` : 'not scheduled'}`,
+      );
+    });
+}
