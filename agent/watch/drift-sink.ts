@@ -20,7 +20,6 @@ export interface DriftSinkOptions {
   statConcurrency?: number | undefined;
   /** Reconcile jobs one batch may enqueue before targets move up the tree (default 32). */
   maxJobs?: number | undefined;
-  log?: ((line: string) => void) | undefined;
 }
 
 export interface SinkResult {

@@ -32,7 +32,7 @@ export interface MountWatcherOptions {
   rescanCooldownMs?: number | undefined;
   /** How soon paths held by a running command are looked at again (default max(debounce, 500 ms)). */
   retryDelayMs?: number | undefined;
-  sink?: Omit<DriftSinkOptions, 'log'> | undefined;
+  sink?: DriftSinkOptions | undefined;
   /** Creates backends (default: the real ones); tests wrap it to inject problems. */
   backendFactory?: WatchBackendFactory | undefined;
   log?: ((line: string) => void) | undefined;
@@ -105,7 +105,7 @@ export class MountWatcher {
     this.retryDelayMs = o.retryDelayMs ?? Math.max(debounceMs, 500);
     this.cooldownMs = o.rescanCooldownMs ?? 30_000;
     this.coalescer = new Coalescer({ debounceMs, maxPendingPaths: o.maxPendingPaths, onDue: () => this.kick() });
-    this.sink = new DriftSink(fs, mount, { ...o.sink, log: this.log });
+    this.sink = new DriftSink(fs, mount, o.sink);
   }
 
   /** Chooses the backend, starts watching, then (unless `catchUp: false`) requests the catch-up rescan. */
@@ -129,6 +129,7 @@ export class MountWatcher {
       this.log(`watcher ${this.mount.key}: chokidar ran out of inotify watches at start; using parcel`);
       this.starting = this.startBackend('parcel');
       await this.starting;
+      this.decision = { ...this.decision, kind: 'parcel', reason: `${this.decision.reason}; chokidar ran out of inotify watches` };
     }
     // After the backend is up, so a change made during the rescan is seen by one or the other.
     if (this.o.catchUp !== false) await this.enqueueRescan('catch-up');
