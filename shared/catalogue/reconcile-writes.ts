@@ -129,8 +129,10 @@ export async function applyChanges(q: Queryable, g: Guard, changes: Observation[
     q,
     rows.flatMap((node) => {
       const c = before.get(node.id) as Observation;
+      // A node a watcher or an S3 event already marked INCONSISTENT had its drift announced then.
+      const announced = c.node.consistencyState === 'INCONSISTENT';
       return [
-        event('filestore.drift.detected', g.mountId, { nodeId: node.id, path: node.path, reason, jobId: g.jobId, recorded: json(c.node), observed: json(c.seen) }),
+        ...(announced ? [] : [event('filestore.drift.detected', g.mountId, { nodeId: node.id, path: node.path, reason, jobId: g.jobId, recorded: json(c.node), observed: json(c.seen) })]),
         event('filestore.node.reconciled', g.mountId, { node: json(node), change: c.node.kind === node.kind ? 'updated' : 'kindChanged', reason, jobId: g.jobId }),
       ];
     }),

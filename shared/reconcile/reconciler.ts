@@ -303,7 +303,9 @@ class Run {
         for (const n of updated) if (kindWas.get(n.id) !== n.kind) this.recomputeAt.add(parentOf(n.path) ?? '');
         for (const n of [...updated, ...reactivated]) this.transition(was.get(n.id) ?? 'ACTIVE', 'ACTIVE');
         for (let i = 0; i < inserted.length; i++) this.transition('UNTRACKED', 'ACTIVE');
-        if (updated.length > 0) this.fs.metrics.driftDetected.inc({ mount: this.mount.key }, updated.length);
+        // Drift a watcher or an S3 event reported (INCONSISTENT) was counted when it was reported.
+        const newDrift = updated.filter((n) => was.get(n.id) !== 'INCONSISTENT').length;
+        if (newDrift > 0) this.fs.metrics.driftDetected.inc({ mount: this.mount.key }, newDrift);
         this.counts.updated += updated.length + reactivated.length;
         this.counts.discovered += inserted.length;
         // Unchanged, plus what was left for a later run (held by a command, or changed meanwhile).
