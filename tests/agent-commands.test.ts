@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -284,4 +285,33 @@ it('SIGTERM: an upload in flight completes, the agent stops taking commands (503
   expect(await m.node('drain/upload.txt')).toMatchObject({ sizeBytes: 23, consistencyState: 'ACTIVE' });
   expect((await d.pool.query(`SELECT status FROM filestore.journal_entries WHERE mount_id = $1 AND request->>'path' = 'drain/upload.txt'`, [m.mount.id])).rows).toEqual([{ status: 'succeeded' }]);
   await expect(stat(m.abs('after-stop'))).rejects.toThrow();
+});
+
+it('SIGTERM while the agent is still starting: it finishes starting, then deregisters and exits 0', { timeout: 60_000 }, async () => {
+  // A second agent whose watcher has a tree to crawl at start: the signal lands in between.
+  const lateId = uniqueAgentId('starting');
+  const t = await createAgentMount(d, lateId);
+  try {
+    for (let dir = 0; dir < 5; dir++) {
+      mkdirSync(t.abs(`d${dir}`));
+      for (let i = 0; i < 1_000; i++) writeFileSync(t.abs(`d${dir}/f${i}`), 'x');
+    }
+    const late = spawnAgent(d, lateId);
+    // Logged right after it registered and started taking commands, before its watchers run.
+    await late.line(/commands on filestore-commands-/);
+    late.child.kill('SIGTERM');
+    expect(await late.exited).toEqual({ code: 0, signal: null });
+    const lines = late.tail(100).split('\n');
+    const signalled = lines.findIndex((l) => /SIGTERM, finishing running work/.test(l));
+    const started = lines.findIndex((l) => l.startsWith(`filestore agent ${lateId} at `));
+    expect(signalled, late.tail()).toBeGreaterThanOrEqual(0);
+    expect(started, late.tail()).toBeGreaterThan(signalled);
+    // Deregistered: API processes do not dispatch to it.
+    const { rows } = await d.pool.query<{ stopped: boolean }>('SELECT stopped_at IS NOT NULL AS stopped FROM filestore.agents WHERE id = $1', [lateId]);
+    expect(rows).toEqual([{ stopped: true }]);
+    const refused = await api.call('POST', '/v1/commands/mkdir', { json: { mountId: t.mount.key, path: 'x' } });
+    expect(refused.status).toBe(503);
+  } finally {
+    await t.cleanup();
+  }
 });

@@ -65,9 +65,13 @@ export function registerAgent(program: Command): void {
       if (!config.DATABASE_URL) throw new FilestoreError('CONFIG_ERROR', 'the agent needs DATABASE_URL (the shared catalogue); `filestore start` runs everything on an embedded database');
       const log = (line: string) => console.error(line);
       await ensureDatabase(config.DATABASE_URL);
-      let agent: RunningAgent | undefined;
-      stopOnSignals(async () => agent?.stop(), log, `agent ${config.FILESTORE_AGENT_ID}`);
-      agent = await startAgent(agentOptionsFrom(config, config.DATABASE_URL, log));
+      let starting: Promise<RunningAgent> | undefined;
+      // A signal while the agent starts waits for the start to finish, then stops it cleanly:
+      // exiting mid-start would leave it registered (API processes would queue commands for it
+      // until its heartbeat expired) and its taken jobs stalled.
+      stopOnSignals(async () => (await starting?.catch(() => undefined))?.stop(), log, `agent ${config.FILESTORE_AGENT_ID}`);
+      starting = startAgent(agentOptionsFrom(config, config.DATABASE_URL, log));
+      const agent = await starting;
       const owned = agent.mounts();
       console.log(
         `filestore agent ${agent.id} at ${agent.server.url}: ${owned.length} local mount(s)${owned.length ? ` (${owned.map((m) => m.key).join(', ')})` : ''}, ` +
