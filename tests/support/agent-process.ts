@@ -32,8 +32,9 @@ import { TEST_DATABASE_URL, TEST_REDIS_URL } from './env.ts';
  *   would resolve, reconcile and publish other test files' work — and an in-process relay
  *   of another file (tests/support/watch-harness.ts) would publish this agent's events on
  *   its in-process bus instead of Redis.
- * - a Redis database number of its own (1–15), leased through a key in database 0 and
- *   flushed when taken and when given back: the agent consumes `filestore-reconcile`, whose
+ * - a Redis database number of its own (1–15; one holding keys without this helper's marker
+ *   is someone else's and skipped), leased through a key in database 0 and flushed when
+ *   taken and when given back: the agent consumes `filestore-reconcile`, whose
  *   BullMQ job ids are the job rows' ids (`job-<id>`), which every fresh database numbers
  *   from 1 again. Pub/sub ignores database numbers: events still travel on `filestore:events`.
  */
@@ -52,23 +53,38 @@ export interface Deployment {
 
 const LEASE_PREFIX = 'filestore-test:agent-redis-db:';
 const LEASE_MS = 15 * 60_000;
+/** Set in a leased database: its keys are ours to flush once the lease has expired (a run that crashed). */
+const MARKER = 'filestore-test:agent-db';
 
 async function leaseRedisDatabase(owner: string): Promise<{ db: number; release(): Promise<void> }> {
   const admin = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 3 });
+  const unlease = (db: number) =>
+    // Only our own lease (one that expired may have been taken by another run since).
+    admin.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`, 1, `${LEASE_PREFIX}${db}`, owner);
   try {
     for (let db = 1; db <= 15; db++) {
       if ((await admin.set(`${LEASE_PREFIX}${db}`, owner, 'PX', LEASE_MS, 'NX')) !== 'OK') continue;
-      await flushRedisDatabase(db);
+      // A database that holds keys without our marker belongs to something else (a benchmark…): leave it alone.
+      const r = new Redis(redisUrlOf(db), { maxRetriesPerRequest: 3 });
+      try {
+        if ((await r.dbsize()) > 0 && (await r.exists(MARKER)) === 0) {
+          await unlease(db);
+          continue;
+        }
+        await r.flushdb();
+        await r.set(MARKER, owner);
+      } finally {
+        await r.quit();
+      }
       return {
         db,
         async release() {
           await flushRedisDatabase(db).catch(() => {});
-          const r = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 3 });
+          const a = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 3 });
           try {
-            // Only our own lease (a lease that expired may have been taken by another run).
-            await r.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`, 1, `${LEASE_PREFIX}${db}`, owner);
+            await a.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`, 1, `${LEASE_PREFIX}${db}`, owner);
           } finally {
-            await r.quit();
+            await a.quit();
           }
         },
       };
@@ -76,7 +92,7 @@ async function leaseRedisDatabase(owner: string): Promise<{ db: number; release(
   } finally {
     await admin.quit();
   }
-  throw new Error('no free Redis database (1–15) for an agent test: every lease is taken');
+  throw new Error('no free Redis database (1–15) for an agent test: each is leased or used by something else');
 }
 
 function redisUrlOf(db: number): string {
