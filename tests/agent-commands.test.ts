@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -242,6 +242,28 @@ it('/metrics exposes the SPEC §7 metrics, and their values move with commands a
   // The gauges are there with a value (they move with load, not with every change).
   expect(second.samples.get('filestore_reconcile_backlog{queue="filestore-reconcile"}')).toBeGreaterThanOrEqual(0);
   expect(second.samples.get('filestore_outbox_lag_seconds')).toBeGreaterThanOrEqual(0);
+});
+
+it('POST /v1/reconcile on the API process is run by the agent: a hashing audit finds a change the watcher cannot see (same size, same mtime)', async () => {
+  const put = await api.client.putFile({ mountId: m.mount.key, path: 'hashed/same-size.txt', body: Buffer.from('yyyy') });
+  const file = m.abs('hashed/same-size.txt');
+  const before = await stat(file);
+  await writeFile(file, 'zzzz');
+  await utimes(file, before.atime, before.mtime);
+  await watcherCaughtUp('hash-sentinel');
+  // The watcher saw the write, but the file looks the same to a stat: no drift.
+  expect(await m.node('hashed/same-size.txt')).toMatchObject({ version: put.node.version, sha256: put.node.sha256, consistencyState: 'ACTIVE' });
+
+  const job = await api.client.reconcile({ mountId: m.mount.key, path: 'hashed', recursive: true, hash: true });
+  expect(job).toMatchObject({ status: 'queued', reason: 'manual' });
+  const done = await eventually(async () => {
+    const j = await api.client.getJob(job.id);
+    return j.status === 'succeeded' || j.status === 'failed' ? j : undefined;
+  }, 'the reconcile job to finish', 45_000, agent);
+  expect(done).toMatchObject({ status: 'succeeded', result: { updated: 1 } });
+  const after = await m.node('hashed/same-size.txt');
+  expect(after).toMatchObject({ id: put.node.id, version: put.node.version + 1, consistencyState: 'ACTIVE' });
+  expect(after?.sha256).not.toBe(put.node.sha256);
 });
 
 it('SIGTERM: an upload in flight completes, the agent stops taking commands (503 AGENT_UNAVAILABLE) and exits 0', { timeout: 60_000 }, async () => {

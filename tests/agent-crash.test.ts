@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { commandQueueName } from '../shared/dispatch/messages.ts';
+import { commandQueueName, type CommandMessage } from '../shared/dispatch/messages.ts';
 import { STAGING_DIR } from '../shared/paths.ts';
 import { qs } from './support/http.ts';
 import { walkDisk } from './support/out-of-band.ts';
@@ -224,9 +224,9 @@ it('a command sent to the API process while the agent is dead waits in its queue
   const first = send();
   // Queued on filestore-commands-<agentId>, not run: nothing on disk, nothing journaled.
   const connection = new Redis(d.redisUrl, { maxRetriesPerRequest: null });
-  const queue = new Queue(commandQueueName(agentId), { connection });
+  const queue = new Queue<CommandMessage>(commandQueueName(agentId), { connection });
   try {
-    await eventually(async () => ((await queue.getJobCounts('wait')).wait === 1 ? true : undefined), 'the command to be queued for the agent');
+    await eventually(async () => ((await queue.getJobs(['wait'])).some((j) => j.data.context.idempotencyKey === key) ? true : undefined), 'the command to be queued for the agent');
   } finally {
     await queue.close();
     await connection.quit();
@@ -251,5 +251,24 @@ it('a command sent to the API process while the agent is dead waits in its queue
   expect(await entries('idempotency_key = $2', [key])).toMatchObject([{ id: result?.journalEntryId, command: 'mkdir', status: 'succeeded', recovered: false }]);
 
   // SIGTERM now: a clean exit.
+  expect(await stopAgent(agent)).toEqual({ code: 0, signal: null });
+});
+
+it('changes made while the agent was down are caught up by the rescan at its next start', { timeout: 60_000 }, async () => {
+  expect(agent.child.exitCode).toBe(0); // stopped by the previous test
+  const data = await m.node('crash/data.txt');
+  const dir = await m.node('while-down/dir');
+  await writeFile(m.abs('crash/data.txt'), 'rewritten while nobody watched');
+  await rm(m.abs('while-down/dir'), { recursive: true });
+  await mkdir(m.abs('offline'));
+  await writeFile(m.abs('offline/new.txt'), 'new');
+
+  await restart();
+  await eventually(async () => {
+    const [d1, d2, n] = await Promise.all([m.node('crash/data.txt'), m.node('while-down/dir'), m.node('offline/new.txt')]);
+    return d1?.sizeBytes === 30 && d1.consistencyState === 'ACTIVE' && d2?.consistencyState === 'MISSING' && n?.consistencyState === 'ACTIVE' ? true : undefined;
+  }, 'the catch-up rescan to converge', 45_000, agent);
+  expect(await m.node('crash/data.txt')).toMatchObject({ id: data?.id, version: (data?.version ?? 0) + 1 });
+  expect((await m.node('while-down/dir'))?.id).toBe(dir?.id);
   expect(await stopAgent(agent)).toEqual({ code: 0, signal: null });
 });
