@@ -110,14 +110,38 @@ async function flushRedisDatabase(db: number): Promise<void> {
   }
 }
 
+const DATABASE_PREFIX = 'filestore_agent_';
+const ABANDONED_AFTER_MS = 2 * 3600_000;
+
+/** Drops databases of this helper older than two hours that nobody is connected to (runs that crashed before their afterAll). */
+async function dropAbandonedDatabases(): Promise<void> {
+  const admin = new URL(TEST_DATABASE_URL);
+  admin.pathname = '/postgres';
+  const client = new pg.Client({ connectionString: admin.toString() });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ datname: string }>('SELECT datname FROM pg_database WHERE starts_with(datname, $1)', [DATABASE_PREFIX]);
+    for (const { datname } of rows) {
+      const created = parseInt(datname.slice(DATABASE_PREFIX.length).split('_')[0] ?? '', 36);
+      if (!(Date.now() - created > ABANDONED_AFTER_MS)) continue;
+      // Without FORCE: a database someone still uses is refused, and left alone.
+      await client.query(`DROP DATABASE IF EXISTS "${datname.replace(/"/g, '""')}"`).catch(() => {});
+    }
+  } finally {
+    await client.end();
+  }
+}
+
 /** A fresh PostgreSQL database and a leased Redis database for one test file. */
 export async function startDeployment(): Promise<Deployment> {
   const owner = `agent-test-${randomUUID()}`;
   const lease = await leaseRedisDatabase(owner);
   const url = new URL(TEST_DATABASE_URL);
-  url.pathname = `/filestore_agent_${randomBytes(6).toString('hex')}`;
+  // The creation time in the name lets a later run drop what a crashed run left behind.
+  url.pathname = `/${DATABASE_PREFIX}${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
   const databaseUrl = url.toString();
   try {
+    await dropAbandonedDatabases();
     await ensureDatabase(databaseUrl);
     await migrate(databaseUrl);
   } catch (err) {
