@@ -4,6 +4,7 @@ import { descendantsCondition } from './subtree.ts';
 import { NODE_COLUMNS } from './rows.ts';
 import type { CatalogueNode, ConsistencyState } from './types.ts';
 import type { NodeKind } from '../backends/types.ts';
+import { comparableFields } from '../backends/entry-lines.ts';
 
 /** Reads of the nodes table. Writes live in node-writes.ts. */
 
@@ -130,14 +131,24 @@ export async function countLiveDescendants(q: Queryable, mountId: string, dir: s
 }
 
 /**
+ * A catalogue row as an audit reads it: its path and one line of text. Most rows of an audit
+ * are unchanged, and the line lets the comparison tell so without building a node: see
+ * backends/entry-lines.ts. `scopeRowNode` builds the node when one is needed.
+ */
+export interface ScopeRow {
+  path: string;
+  /** `path \t state \t <comparable fields> \t id \t version \t sha256` (SCOPE_LINE). */
+  line: string;
+}
+
+/**
  * The live nodes a reconciliation of `path` compares, in byte order of path, in pages: the
  * node itself and, when it is a directory, its descendants (recursive) or its children.
  *
  * An audit reads the whole catalogue of a mount, so this is its hottest read. Each page is
- * one row holding one text value (the page's rows as tab-separated lines, built by
- * string_agg): splitting a string costs a fraction of decoding thousands of rows of a dozen
- * typed columns each. Rows carry only what a comparison needs; the next page is read while
- * the caller works through this one.
+ * one row holding one text value (the page's rows as lines, built by string_agg): splitting
+ * a string costs a fraction of decoding thousands of rows of a dozen typed columns each.
+ * The next page is read while the caller works through this one.
  */
 export async function* scopePages(
   q: Queryable,
@@ -147,21 +158,24 @@ export async function* scopePages(
   /** Resume: only nodes after this path (which lies in the scope). */
   startAfter?: string,
   pageSize = 5000,
-): AsyncGenerator<CatalogueNode[]> {
+): AsyncGenerator<ScopeRow[]> {
   const self = await findLiveByPath(q, mountId, path);
-  if (self && startAfter === undefined) yield [self];
+  if (self && startAfter === undefined) yield [{ path: self.path, line: lineOfNode(self) }];
   if (!recursive && (!self || self.kind !== 'directory')) return;
   const below = descendantsCondition(path, 3);
-  const where =
-    recursive || !self ? `mount_id = $1 AND deleted_at IS NULL AND path > $2 AND ${below.sql}` : `parent_id = $1 AND deleted_at IS NULL AND path > $2`;
-  const page = async (after: string): Promise<CatalogueNode[]> => {
+  const subtree = recursive || !self;
+  const where = subtree ? `mount_id = $1 AND deleted_at IS NULL AND path > $2 AND ${below.sql}` : `parent_id = $1 AND deleted_at IS NULL AND path > $2`;
+  const page = async (after: string): Promise<ScopeRow[]> => {
     const { rows } = await q.query<{ page: string | null }>({
-      name: `filestore.nodes.scopePage.${recursive || !self ? 'subtree' : 'children'}.${below.params.length}`,
-      text: `SELECT string_agg(${SCOPE_LINE}, E'\n' ORDER BY path) AS page
+      name: `filestore.nodes.scopePage.${subtree ? 'subtree' : 'children'}.${below.params.length}`,
+      // string_agg takes the rows in the subquery's order (the merge checks the order anyway).
+      text: `SELECT string_agg(${SCOPE_LINE}, E'\n') AS page
                FROM (SELECT * FROM filestore.nodes WHERE ${where} ORDER BY path LIMIT ${pageSize}) t`,
-      values: recursive || !self ? [mountId, after, ...below.params] : [self.id, after],
+      values: subtree ? [mountId, after, ...below.params] : [self.id, after],
     });
-    return parseScopePage(rows[0]?.page ?? null, mountId);
+    const text = rows[0]?.page ?? null;
+    if (text === null) return [];
+    return text.split('\n').map((line) => ({ path: line.slice(0, line.indexOf('\t')), line }));
   };
   let pending = page(startAfter ?? path);
   void pending.catch(() => {}); // awaited below; a caller that stops early must not leave it unhandled
@@ -177,48 +191,61 @@ export async function* scopePages(
   }
 }
 
-// One line per row: paths and the other text fields hold no tab or newline (control characters
+// One line per row. Paths and the other text fields hold no tab or newline (control characters
 // are not addressable; symlink targets travel hex-encoded); NULL comes out empty (concat).
-const SCOPE_LINE = `concat(id, E'\t', kind, E'\t', size_bytes, E'\t', (extract(epoch FROM mtime) * 1000)::float8, E'\t',
-  mode, E'\t', uid, E'\t', gid, E'\t', version, E'\t', consistency_state, E'\t', sha256, E'\t', etag, E'\t',
-  CASE WHEN kind = 'symlink' THEN encode(convert_to(metadata->>'symlinkTarget', 'UTF8'), 'hex') END, E'\t', path)`;
+// The comparable fields, between state and id, are exactly what backends/entry-lines.ts
+// `comparableFields` writes for what storage holds: size only for files, mtime (whole ms) except for directories.
+const SCOPE_LINE = `concat(path, E'\t', consistency_state, E'\t', kind, E'\t',
+  CASE WHEN kind = 'file' THEN size_bytes ELSE 0 END, E'\t',
+  CASE WHEN kind <> 'directory' THEN floor(extract(epoch FROM mtime) * 1000)::bigint END, E'\t',
+  mode, E'\t', uid, E'\t', gid, E'\t', etag, E'\t',
+  CASE WHEN kind = 'symlink' THEN encode(convert_to(metadata->>'symlinkTarget', 'UTF8'), 'hex') END, E'\t',
+  id, E'\t', version, E'\t', sha256)`;
 
-const FIELDS_BEFORE_PATH = 12;
+const text = (v: number | string | null | undefined) => (v === null || v === undefined ? '' : String(v));
+
+function lineOfNode(n: CatalogueNode): string {
+  const target = typeof n.metadata.symlinkTarget === 'string' ? n.metadata.symlinkTarget : null;
+  const ms = n.mtime === null ? null : new Date(n.mtime).getTime();
+  return `${n.path}\t${n.consistencyState}\t${comparableFields(n.kind, n.sizeBytes, ms, n.mode, n.uid, n.gid, n.etag, target)}${n.id}\t${n.version}\t${text(n.sha256)}`;
+}
+
+/** The row's node id without building the node. */
+export function scopeRowId(row: ScopeRow): number {
+  return Number(row.line.split('\t')[10]);
+}
+
 const intOrNull = (s: string) => (s === '' ? null : Number(s));
 
-/** Page text as nodes: what a comparison does not use is left empty. */
-function parseScopePage(text: string | null, mountId: string): CatalogueNode[] {
-  if (text === null) return [];
-  const out: CatalogueNode[] = [];
-  for (const line of text.split('\n')) {
-    const f = line.split('\t');
-    const path = f[FIELDS_BEFORE_PATH] as string;
-    const target = f[11] as string;
-    out.push({
-      id: Number(f[0]),
-      mountId,
-      path,
-      parentId: null,
-      name: path.slice(path.lastIndexOf('/') + 1),
-      kind: f[1] as CatalogueNode['kind'],
-      sizeBytes: Number(f[2]),
-      sha256: f[9] === '' ? null : (f[9] as string),
-      etag: f[10] === '' ? null : (f[10] as string),
-      sequencer: null,
-      mode: intOrNull(f[4] as string),
-      uid: intOrNull(f[5] as string),
-      gid: intOrNull(f[6] as string),
-      mtime: f[3] === '' ? null : new Date(Number(f[3])),
-      version: Number(f[7]),
-      consistencyState: f[8] as ConsistencyState,
-      consistencyCheckedAt: null,
-      lastDriftDetectedAt: null,
-      lastReconciledAt: null,
-      deletedAt: null,
-      metadata: target === '' ? {} : { symlinkTarget: Buffer.from(target, 'hex').toString('utf8') },
-      createdAt: null as unknown as Date,
-      updatedAt: null as unknown as Date,
-    });
-  }
-  return out;
+/** The row as a node: what a comparison and the writes after it use; timestamps but mtime are left empty. */
+export function scopeRowNode(row: ScopeRow, mountId: string): CatalogueNode {
+  const f = row.line.split('\t');
+  const kind = f[2] as CatalogueNode['kind'];
+  const target = f[9] as string;
+  return {
+    id: Number(f[10]),
+    mountId,
+    path: row.path,
+    parentId: null,
+    name: row.path.slice(row.path.lastIndexOf('/') + 1),
+    kind,
+    sizeBytes: Number(f[3]),
+    sha256: f[12] === '' ? null : (f[12] as string),
+    etag: f[8] === '' ? null : (f[8] as string),
+    sequencer: null,
+    mode: intOrNull(f[5] as string),
+    uid: intOrNull(f[6] as string),
+    gid: intOrNull(f[7] as string),
+    // A directory's mtime is not compared and not carried.
+    mtime: f[4] === '' ? null : new Date(Number(f[4])),
+    version: Number(f[11]),
+    consistencyState: f[1] as ConsistencyState,
+    consistencyCheckedAt: null,
+    lastDriftDetectedAt: null,
+    lastReconciledAt: null,
+    deletedAt: null,
+    metadata: target === '' ? {} : { symlinkTarget: Buffer.from(target, 'hex').toString('utf8') },
+    createdAt: null as unknown as Date,
+    updatedAt: null as unknown as Date,
+  };
 }

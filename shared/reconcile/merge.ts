@@ -1,12 +1,12 @@
-import type { EntryStat } from '../backends/types.ts';
-import type { CatalogueNode } from '../catalogue/types.ts';
+import type { StorageRow } from '../backends/entry-lines.ts';
+import type { ScopeRow } from '../catalogue/nodes.ts';
 import { comparePaths } from '../paths.ts';
 
 /** One path of the merge: what storage holds (seen) and what the catalogue recorded (node). */
-export interface Pair {
+export interface Pair<S extends { path: string } = StorageRow, N extends { path: string } = ScopeRow> {
   path: string;
-  seen: EntryStat | null;
-  node: CatalogueNode | null;
+  seen: S | null;
+  node: N | null;
 }
 
 /**
@@ -15,20 +15,23 @@ export interface Pair {
  * (an await per entry was a large share of an audit's time). Throws if either side is out of
  * order (a bug that would otherwise turn into false MISSING/discovered pairs).
  */
-export async function* mergeBatches(storage: AsyncIterable<EntryStat[]>, catalogue: AsyncIterable<CatalogueNode[]>): AsyncGenerator<Pair[]> {
+export async function* mergeBatches<S extends { path: string }, N extends { path: string }>(
+  storage: AsyncIterable<S[]>,
+  catalogue: AsyncIterable<N[]>,
+): AsyncGenerator<Pair<S, N>[]> {
   const s = new Cursor(storage);
   const c = new Cursor(catalogue);
   let last: string | null = null;
   try {
     for (;;) {
       await Promise.all([s.empty ? s.fill() : null, c.empty ? c.fill() : null]);
-      const out: Pair[] = [];
+      const out: Pair<S, N>[] = [];
       while (!s.empty && !c.empty) {
         const seen = s.peek();
         const node = c.peek();
         if (seen === null && node === null) break;
         const order = seen && node ? comparePaths(seen.path, node.path) : seen ? -1 : 1;
-        const path = order <= 0 ? (seen as EntryStat).path : (node as CatalogueNode).path;
+        const path = order <= 0 ? (seen as S).path : (node as N).path;
         if (last !== null && comparePaths(last, path) >= 0) throw new Error(`reconcile merge: "${path}" after "${last}" is out of order`);
         last = path;
         if (order <= 0) s.take();
@@ -111,4 +114,9 @@ export async function* batches<T>(source: AsyncIterable<T>, size: number): Async
     throw err;
   }
   if (batch.length > 0) yield batch;
+}
+
+/** Each item mapped, in order. */
+export async function* mapItems<T, U>(source: AsyncIterable<T>, fn: (item: T) => U): AsyncGenerator<U> {
+  for await (const item of source) yield fn(item);
 }

@@ -1,7 +1,8 @@
 import type { EntryStat } from '../backends/types.ts';
 import { saveCheckpoint, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import { getMount } from '../catalogue/mounts.ts';
-import { findLiveByPath, scopePages } from '../catalogue/nodes.ts';
+import { findLiveByPath, scopePages, scopeRowId, scopeRowNode, type ScopeRow } from '../catalogue/nodes.ts';
+import { rowEntry, rowOfEntry, type StorageRow } from '../backends/entry-lines.ts';
 import { newNodeFromStat, insertNodes, type NewNode } from '../catalogue/node-writes.ts';
 import { appendEvents } from '../catalogue/outbox.ts';
 import {
@@ -24,7 +25,7 @@ import { lockKey } from '../orchestrator/locks.ts';
 import { ancestorsOf, comparePaths, normalizePath, parentOf } from '../paths.ts';
 import type { Filestore } from '../runtime.ts';
 import { MassMissingError, MountUnhealthyError, ReconcileError, ScanFailedError } from './errors.ts';
-import { batches, flatten, mergeBatches } from './merge.ts';
+import { batches, flatten, mapItems, mergeBatches } from './merge.ts';
 import { strategyFor, type ReconcileStrategy } from './strategy.ts';
 import { zeroCounts, type ReconcileCounts, type ReconcileHandler, type ReconcileRequest } from './types.ts';
 
@@ -157,7 +158,8 @@ class Run {
     try {
       const raw = this.storageWalk(resume?.after);
       // Fault injection sees the entries one by one, as a listing that fails part-way would stop.
-      const walk = this.o.wrapWalk ? batches(this.o.wrapWalk(flatten(raw)), 256) : raw;
+      const wrap = this.o.wrapWalk;
+      const walk = wrap ? batches(mapItems(wrap(mapItems(flatten(raw), rowEntry)), rowOfEntry), 256) : raw;
       const nodes = scopePages(this.pool, this.mount.id, this.request.path, this.request.recursive, resume?.after);
       for await (const pairs of mergeBatches(walk, nodes)) {
         for (const pair of pairs) {
@@ -194,23 +196,32 @@ class Run {
   }
 
   /** What storage holds in the scope, in batches: the path itself, then (directories) its children or subtree. */
-  private async *storageWalk(startAfter?: string): AsyncGenerator<EntryStat[]> {
+  private async *storageWalk(startAfter?: string): AsyncGenerator<StorageRow[]> {
     const self = await this.strategy.stat(this.request.path);
     if (!self) return;
-    if (startAfter === undefined) yield [self];
+    if (startAfter === undefined) yield [rowOfEntry(self)];
     if (self.kind !== 'directory') return;
-    yield* this.strategy.listBatches(this.request.path, this.request.recursive, startAfter);
+    yield* this.strategy.listRows(this.request.path, this.request.recursive, startAfter);
   }
 
-  /** The comparison with hashing asked for: storage bytes are read (files present on both sides or discovered). */
-  private async compareHashing(seen: EntryStat | null, node: CatalogueNode | null): Promise<void> {
+  /** The comparison with hashing asked for: the bytes of every file on storage are read. */
+  private async compareHashing(stored: StorageRow | null, row: ScopeRow | null): Promise<void> {
+    const seen = stored ? rowEntry(stored) : null;
     const sha256 = seen && seen.kind === 'file' ? await this.strategy.hash(seen.path) : null;
-    this.compare(seen, node, sha256);
+    this.compare(stored, row, sha256);
   }
 
-  private compare(seen: EntryStat | null, node: CatalogueNode | null, sha256: string | null): void {
+  private compare(stored: StorageRow | null, row: ScopeRow | null, sha256: string | null): void {
     this.counts.checked++;
-    if (seen && node) {
+    if (stored && row) {
+      // Most rows of an audit are unchanged: the lines say so without building anything.
+      if (sha256 === null && row.line.startsWith(stored.line)) {
+        if (this.countOnlyUnchanged) this.counts.unchanged++;
+        else this.unchanged.push(scopeRowId(row));
+        return;
+      }
+      const seen = rowEntry(stored);
+      const node = scopeRowNode(row, this.mount.id);
       const changed =
         seen.kind !== node.kind ||
         this.strategy.differs(node, seen) ||
@@ -224,9 +235,10 @@ class Run {
       if (node.consistencyState !== 'ACTIVE') this.confirm.push(node);
       else if (learned || !this.countOnlyUnchanged) this.unchanged.push(node.id);
       else this.counts.unchanged++;
-    } else if (seen) {
-      this.discovered.push(newNodeFromStat(seen, sha256));
-    } else if (node) {
+    } else if (stored) {
+      this.discovered.push(newNodeFromStat(rowEntry(stored), sha256));
+    } else if (row) {
+      const node = scopeRowNode(row, this.mount.id);
       if (node.consistencyState !== 'MISSING') this.missingCandidates.push(node);
       else if (this.countOnlyUnchanged) this.counts.unchanged++;
       else this.unchanged.push(node.id);

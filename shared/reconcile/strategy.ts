@@ -1,4 +1,5 @@
 import type { Backend, EntryStat } from '../backends/types.ts';
+import type { StorageRow } from '../backends/entry-lines.ts';
 import type { CatalogueNode, Mount } from '../catalogue/types.ts';
 import { LocalStrategy } from './strategies/local.ts';
 import { S3Strategy } from './strategies/s3.ts';
@@ -14,8 +15,8 @@ export interface ReconcileStrategy {
   stat(path: string): Promise<EntryStat | null>;
   /** Entries below `dir` in byte order of path; recursive or direct children only; after `startAfter` when resuming. */
   list(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<EntryStat>;
-  /** The same listing in batches (one await per batch). */
-  listBatches(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<EntryStat[]>;
+  /** The same listing in batches of rows (one await per batch; rows compare by line, see backends/entry-lines.ts). */
+  listRows(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<StorageRow[]>;
   /** True when what the catalogue recorded differs from what storage holds (same kind). */
   differs(node: CatalogueNode, seen: EntryStat): boolean;
   /** The second look before MISSING: those of `paths` that are still absent. */

@@ -1,5 +1,6 @@
 import type { Backend, EntryStat } from '../../backends/types.ts';
 import { FilestoreError } from '../../errors.ts';
+import { rowOfEntry, type StorageRow } from '../../backends/entry-lines.ts';
 
 /** Runs `fn` over `items` with at most `limit` at once. */
 export async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -31,8 +32,8 @@ export abstract class BackendStrategy {
     return this.backend().list(dir, { recursive, startAfter });
   }
 
-  listBatches(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<EntryStat[]> {
-    return this.backend().listBatches(dir, { recursive, startAfter });
+  async *listRows(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<StorageRow[]> {
+    for await (const batch of this.backend().listBatches(dir, { recursive, startAfter })) yield batch.map(rowOfEntry);
   }
 
   /** The second look before MISSING, 16 stats at a time. */

@@ -5,6 +5,8 @@ import type { CatalogueNode } from '../../catalogue/types.ts';
 import { MountUnhealthyError } from '../errors.ts';
 import type { ReconcileStrategy } from '../strategy.ts';
 import { BackendStrategy } from './base.ts';
+import type { StorageRow } from '../../backends/entry-lines.ts';
+import { walkOnThread } from '../../backends/local/walker.ts';
 
 const mtimeMs = (d: Date | string | null) => (d === null ? null : d instanceof Date ? d.getTime() : new Date(d).getTime());
 
@@ -36,6 +38,15 @@ export class LocalStrategy extends BackendStrategy implements ReconcileStrategy 
     }
   }
 
+
+  /**
+   * A recursive listing (audits, subtrees) runs on the walker thread, beside the comparison;
+   * direct children are few and listed here.
+   */
+  override listRows(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<StorageRow[]> {
+    if (!recursive) return super.listRows(dir, recursive, startAfter);
+    return walkOnThread({ rootPath: this.rootPath, dir, recursive, startAfter });
+  }
 
   /** Compares what the catalogue recorded (a field it never recorded, like the root's mode, is not a change). */
   differs(node: CatalogueNode, seen: EntryStat): boolean {

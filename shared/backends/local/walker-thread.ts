@@ -1,0 +1,101 @@
+import { parentPort } from 'node:worker_threads';
+import type { EntryStat } from '../types.ts';
+import { LocalExecutor } from './local-executor.ts';
+import { entryLine } from '../entry-lines.ts';
+import type { FromWalker, WalkRequest } from './walker.ts';
+
+/** The walker thread (see walker.ts): one listing per session, a batch per request. */
+const port = parentPort;
+if (!port) throw new Error('walker-thread.ts runs as a worker thread');
+
+// A session lists ahead of its consumer by up to CREDIT messages of about LINES entries each:
+// enough that the consumer never waits on a round trip, few enough that memory stays bounded.
+const CREDIT = 2;
+const LINES = 2000;
+
+interface Session {
+  it: AsyncIterator<EntryStat[]>;
+  credit: number;
+  running: boolean;
+  stopped: boolean;
+}
+
+const sessions = new Map<number, Session>();
+const executors = new Map<string, LocalExecutor>();
+
+function executorFor(rootPath: string): LocalExecutor {
+  let ex = executors.get(rootPath);
+  if (!ex) {
+    if (executors.size > 64) executors.clear();
+    ex = new LocalExecutor({ rootPath });
+    executors.set(rootPath, ex);
+  }
+  return ex;
+}
+
+function errorReply(id: number, err: unknown): FromWalker {
+  const e = err as { code?: string; message?: string; details?: Record<string, unknown> };
+  return { kind: 'error', id, error: { code: e.code, message: e.message ?? String(err), details: e.details } };
+}
+
+/** Lists while the session has credit: each message carries about LINES entries. */
+async function pump(id: number): Promise<void> {
+  const s = sessions.get(id);
+  if (!s || s.running) return;
+  s.running = true;
+  try {
+    while (s.credit > 0 && !s.stopped) {
+      const lines: string[] = [];
+      let done = false;
+      while (lines.length < LINES) {
+        const r = await s.it.next();
+        if (r.done) {
+          done = true;
+          break;
+        }
+        for (const e of r.value) lines.push(entryLine(e));
+      }
+      if (s.stopped) return;
+      if (lines.length > 0) {
+        s.credit--;
+        port?.postMessage({ kind: 'batch', id, lines: lines.join('\n') } satisfies FromWalker);
+      }
+      if (done) {
+        sessions.delete(id);
+        port?.postMessage({ kind: 'done', id } satisfies FromWalker);
+        return;
+      }
+    }
+  } catch (err) {
+    sessions.delete(id);
+    port?.postMessage(errorReply(id, err));
+  } finally {
+    s.running = false;
+  }
+}
+
+port.on('message', (m: { kind: 'start'; id: number; request: WalkRequest } | { kind: 'next' | 'stop'; id: number }) => {
+  if (m.kind === 'start') {
+    try {
+      const { rootPath, dir, recursive, startAfter } = m.request;
+      const listing = executorFor(rootPath).listBatches(dir, { recursive, startAfter });
+      sessions.set(m.id, { it: listing[Symbol.asyncIterator](), credit: CREDIT, running: false, stopped: false });
+    } catch (err) {
+      port.postMessage(errorReply(m.id, err));
+      return;
+    }
+    void pump(m.id);
+  } else if (m.kind === 'next') {
+    const s = sessions.get(m.id);
+    if (!s) return;
+    s.credit++;
+    void pump(m.id);
+  } else {
+    const s = sessions.get(m.id);
+    sessions.delete(m.id);
+    if (s) {
+      s.stopped = true;
+      void s.it.return?.(undefined);
+    }
+  }
+});
