@@ -115,7 +115,7 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
 
   const r = o.reconcile ?? {};
   const queueUrl = r.queueRedisUrl ?? o.redisUrl;
-  const reconcile = createReconcileQueue(queueUrl, { pool, metrics, log, name: r.queueName, mountIds: r.mountIds });
+  const reconcile = createReconcileQueue(queueUrl, { pool, metrics, log, name: r.queueName, mountIds: r.mountIds, agentId: r.consume ? r.agentId : undefined });
 
   const fs: Filestore = {
     pool,

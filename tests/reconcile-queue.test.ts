@@ -282,3 +282,43 @@ describe('audit scheduler configuration', () => {
     await queue.close();
   });
 });
+
+describe('reconcile queue routing (bullmq)', () => {
+  it("jobs for an agent's local mount run on that agent's consumer only; other mounts on any consumer", async () => {
+    const t = await setup('bullmq', { mounts: 2 });
+    const [owned, shared] = t.mounts as [Mount, Mount];
+    await fs.pool.query(`UPDATE filestore.mounts SET agent_id = 'agent-b' WHERE id = $1`, [owned.id]);
+    const consumer = (agentId: string) => {
+      const h = scriptedHandler();
+      const queue = createReconcileQueue(TEST_REDIS_URL, {
+        pool: fs.pool,
+        metrics: new FilestoreMetrics({ collectDefaults: false }),
+        name: t.name,
+        prefix: PREFIX,
+        backoffMs: 5,
+        mountIds: t.mounts.map((m) => m.id),
+        agentId,
+      });
+      cleanups.push(async () => {
+        h.releaseAll();
+        await queue.close();
+        await obliterate(`${t.name}-${agentId}`);
+      });
+      return { h, queue };
+    };
+    const a = consumer('agent-a');
+    const b = consumer('agent-b');
+    // Requests come from a process that is neither (t.queue, no agent): routing is the producer's job.
+    const jobs = [];
+    for (let i = 0; i < 6; i++) jobs.push((await t.queue.enqueue({ mountId: owned.id, path: `f${i}`, reason: 'drift', recursive: false, hash: false })).job);
+    const sharedJob = (await t.queue.enqueue({ mountId: shared.id, path: 'x', reason: 'drift', recursive: false, hash: false })).job;
+    expect(await b.queue.backlog()).toBe(6 + 1); // its own queue plus the shared one
+    await a.queue.start(a.h.handler, { concurrency: 2 });
+    await b.queue.start(b.h.handler, { concurrency: 2 });
+    for (const j of [...jobs, sharedJob]) await t.settled(j.id);
+    const ranOn = (h: ReturnType<typeof scriptedHandler>) => h.calls.map((c) => c.jobId);
+    expect(ranOn(a.h).filter((id) => jobs.some((j) => j.id === id))).toEqual([]);
+    expect(ranOn(b.h).filter((id) => jobs.some((j) => j.id === id)).sort()).toEqual(jobs.map((j) => j.id).sort());
+    expect([...ranOn(a.h), ...ranOn(b.h)].filter((id) => id === sharedJob.id)).toHaveLength(1);
+  });
+});

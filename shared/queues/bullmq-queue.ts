@@ -19,6 +19,11 @@ import {
 export interface BullMqReconcileQueueOptions extends ReconcileQueueOptions {
   /** Redis key prefix (BullMQ's default `bull`); tests use their own. */
   prefix?: string | undefined;
+  /**
+   * The agent this consumer is: besides the shared queue it consumes `<name>-<agentId>`, where
+   * jobs for the local mounts that agent owns go (their disk is on its host only).
+   */
+  agentId?: string | undefined;
   /** How often a consumer looks for open rows that have no BullMQ job (default 60 000 ms). */
   sweepIntervalMs?: number | undefined;
 }
@@ -38,6 +43,7 @@ export const bullJobId = (rowId: number): string => `job-${rowId}`;
 // enqueue between its insert and its Redis add.
 const SWEEP_IDLE_MS = 30_000;
 const SWEEP_BATCH = 1_000;
+const ROUTE_TTL_MS = 30_000;
 // Finished BullMQ jobs are only a trace (the row is the record): keep a day / a week of them.
 const KEEP_COMPLETED = { age: 24 * 3600, count: 1_000 };
 const KEEP_FAILED = { age: 7 * 24 * 3600, count: 5_000 };
@@ -50,6 +56,10 @@ const KEEP_FAILED = { age: 7 * 24 * 3600, count: 5_000 };
  * consumer re-adds, at start and every `sweepIntervalMs`, open rows whose BullMQ job is
  * missing or finished — a crash between the insert and the add, a flushed Redis — so the
  * row, not Redis, decides that work is owed.
+ *
+ * Routing: jobs for a local mount owned by an agent go to `filestore-reconcile-<agentId>`,
+ * consumed by that agent only (the disk is on its host); S3 mounts and local mounts without
+ * an owner go to `filestore-reconcile`, consumed by every consumer.
  */
 export class BullMqReconcileQueue implements ReconcileQueue {
   readonly name: string;
@@ -57,9 +67,13 @@ export class BullMqReconcileQueue implements ReconcileQueue {
   private readonly reconcileWorker: ReconcileWorker;
   private readonly connection: Redis;
   private readonly queue: Queue<ReconcileMessage>;
+  /** Queues of agents (`<name>-<agentId>`) this process has sent jobs to. */
+  private readonly agentQueues = new Map<string, Queue<ReconcileMessage>>();
+  /** Where each mount's jobs go, looked up once in a while (a mount's owner rarely changes). */
+  private readonly routes = new Map<string, { queue: string; until: number }>();
   private handler: ReconcileHandler | null = null;
   private workerConnection: Redis | null = null;
-  private worker: Worker<ReconcileMessage> | null = null;
+  private workers: Worker<ReconcileMessage>[] = [];
   private sweepTimer: NodeJS.Timeout | null = null;
   private sweeping: Promise<void> | null = null;
   private stopGauge: (() => void) | null = null;
@@ -80,17 +94,48 @@ export class BullMqReconcileQueue implements ReconcileQueue {
     });
     this.connection = new Redis(redisUrl, { maxRetriesPerRequest: 3 });
     this.connection.on('error', () => {}); // reported by the command that fails
-    this.queue = new Queue<ReconcileMessage>(this.name, {
+    this.queue = this.openQueue(this.name);
+  }
+
+  private openQueue(name: string): Queue<ReconcileMessage> {
+    const queue = new Queue<ReconcileMessage>(name, {
       connection: this.connection,
-      prefix: o.prefix,
+      prefix: this.o.prefix,
       defaultJobOptions: {
-        attempts: o.attempts ?? DEFAULT_ATTEMPTS,
-        backoff: { type: 'exponential', delay: o.backoffMs ?? DEFAULT_BACKOFF_MS },
+        attempts: this.o.attempts ?? DEFAULT_ATTEMPTS,
+        backoff: { type: 'exponential', delay: this.o.backoffMs ?? DEFAULT_BACKOFF_MS },
         removeOnComplete: KEEP_COMPLETED,
         removeOnFail: KEEP_FAILED,
       },
     });
-    this.queue.on('error', (e) => o.log?.(`reconcile queue: ${e.message}`));
+    queue.on('error', (e) => this.o.log?.(`reconcile queue ${name}: ${e.message}`));
+    return queue;
+  }
+
+  /** The queue of an agent's local mounts. */
+  agentQueueName(agentId: string): string {
+    return `${this.name}-${agentId}`;
+  }
+
+  private queueNamed(name: string): Queue<ReconcileMessage> {
+    if (name === this.name) return this.queue;
+    let q = this.agentQueues.get(name);
+    if (!q) this.agentQueues.set(name, (q = this.openQueue(name)));
+    return q;
+  }
+
+  /** A local mount owned by an agent has its jobs on that agent's queue; everything else on the shared one. */
+  private async routeOf(mountId: string): Promise<Queue<ReconcileMessage>> {
+    const now = Date.now();
+    let route = this.routes.get(mountId);
+    if (!route || route.until < now) {
+      const { rows } = await this.o.pool.query<{ kind: string; agent_id: string | null }>('SELECT kind, agent_id FROM filestore.mounts WHERE id = $1', [mountId]);
+      const m = rows[0];
+      const queue = m && m.kind === 'local' && m.agent_id !== null ? this.agentQueueName(m.agent_id) : this.name;
+      if (this.routes.size > 10_000) this.routes.clear();
+      this.routes.set(mountId, (route = { queue, until: now + ROUTE_TTL_MS }));
+    }
+    return this.queueNamed(route.queue);
   }
 
   async enqueue(request: ReconcileRequest) {
@@ -106,19 +151,28 @@ export class BullMqReconcileQueue implements ReconcileQueue {
     await this.sweep(0);
     this.workerConnection = new Redis(this.redisUrl, { maxRetriesPerRequest: null });
     this.workerConnection.on('error', () => {});
-    this.worker = new Worker<ReconcileMessage>(this.name, (job) => this.process(job), {
-      connection: this.workerConnection,
-      prefix: this.o.prefix,
-      concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
-    });
-    this.worker.on('error', (e) => this.o.log?.(`reconcile worker: ${e.message}`));
+    for (const name of this.consumedQueues()) {
+      const worker = new Worker<ReconcileMessage>(name, (job) => this.process(job), {
+        connection: this.workerConnection,
+        prefix: this.o.prefix,
+        concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
+      });
+      worker.on('error', (e) => this.o.log?.(`reconcile worker ${name}: ${e.message}`));
+      this.workers.push(worker);
+    }
     this.sweepTimer = setInterval(() => void this.sweep(SWEEP_IDLE_MS), this.o.sweepIntervalMs ?? 60_000);
     this.sweepTimer.unref();
     this.stopGauge = refreshBacklogGauge(this, this.metrics, this.o.backlogIntervalMs ?? 15_000, this.o.log);
   }
 
+  /** The shared queue, and this agent's own when the consumer is an agent. */
+  private consumedQueues(): string[] {
+    return this.o.agentId ? [this.name, this.agentQueueName(this.o.agentId)] : [this.name];
+  }
+
   async backlog(): Promise<number> {
-    return this.queue.getJobCountByTypes('waiting', 'prioritized', 'delayed');
+    const counts = await Promise.all(this.consumedQueues().map((n) => this.queueNamed(n).getJobCountByTypes('waiting', 'prioritized', 'delayed')));
+    return counts.reduce((a, b) => a + b, 0);
   }
 
   /** Stops taking jobs, waits for the running ones (BullMQ's graceful close), then disconnects. */
@@ -126,9 +180,9 @@ export class BullMqReconcileQueue implements ReconcileQueue {
     this.closed ??= (async () => {
       if (this.sweepTimer) clearInterval(this.sweepTimer);
       this.stopGauge?.();
-      await this.worker?.close();
+      await Promise.all(this.workers.map((w) => w.close()));
       await this.sweeping?.catch(() => {});
-      await this.queue.close();
+      await Promise.all([this.queue, ...this.agentQueues.values()].map((q) => q.close()));
       await Promise.allSettled([this.connection.quit(), this.workerConnection?.quit()]);
     })();
     return this.closed;
@@ -149,9 +203,9 @@ export class BullMqReconcileQueue implements ReconcileQueue {
     return { outcome: report.outcome };
   }
 
-  private add(row: Pick<ReconcileJobRow, 'id' | 'mountId' | 'path' | 'reason'>) {
+  private async add(row: Pick<ReconcileJobRow, 'id' | 'mountId' | 'path' | 'reason'>) {
     const data: ReconcileMessage = { rowId: row.id, mountId: row.mountId, path: row.path, reason: row.reason };
-    return this.queue.add(JOB_NAME, data, { jobId: bullJobId(row.id) });
+    return (await this.routeOf(row.mountId)).add(JOB_NAME, data, { jobId: bullJobId(row.id) });
   }
 
   /** Re-adds open rows (idle for `idleMs`) of this queue's mounts whose BullMQ job is missing or finished. */
@@ -162,8 +216,9 @@ export class BullMqReconcileQueue implements ReconcileQueue {
       let readded = 0;
       for (const row of rows) {
         const jobId = bullJobId(row.id);
-        const state = await this.queue.getJobState(jobId);
-        if (state === 'completed' || state === 'failed') await this.queue.remove(jobId);
+        const queue = await this.routeOf(row.mountId);
+        const state = await queue.getJobState(jobId);
+        if (state === 'completed' || state === 'failed') await queue.remove(jobId);
         else if (state !== 'unknown') continue; // waiting, delayed, active: on its way
         await this.add(row);
         readded++;
