@@ -309,7 +309,7 @@ describe('reconcile queue routing (bullmq)', () => {
     const a = consumer('agent-a');
     const b = consumer('agent-b');
     // Requests come from a process that is neither (t.queue, no agent): routing is the producer's job.
-    const jobs = [];
+    const jobs: ReconcileJobRow[] = [];
     for (let i = 0; i < 6; i++) jobs.push((await t.queue.enqueue({ mountId: owned.id, path: `f${i}`, reason: 'drift', recursive: false, hash: false })).job);
     const sharedJob = (await t.queue.enqueue({ mountId: shared.id, path: 'x', reason: 'drift', recursive: false, hash: false })).job;
     expect(await b.queue.backlog()).toBe(6 + 1); // its own queue plus the shared one
