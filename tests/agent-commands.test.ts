@@ -266,25 +266,25 @@ it('POST /v1/reconcile on the API process is run by the agent: a hashing audit f
   expect(after?.sha256).not.toBe(put.node.sha256);
 });
 
-// BUG (shared/queues/bullmq-queue.ts, shared/reconcile/reconciler.ts reconcileJob): every
-// agent consumes the one `filestore-reconcile` queue, and an agent that takes a job of a
-// local mount it does not own throws a retryable ReconcileError ("belongs to agent …"):
-// BullMQ retries it after 2, 4, 8, 16 s on whichever agent asks next, and after 5 attempts
-// on wrong agents the job fails. With N agents, ((N-1)/N)^5 of the jobs of a local mount
-// fail (3% with two, 59% with ten) and the others are delayed. Fix: route jobs of a local
-// mount with an owner to that agent's queue at enqueue time (`filestore-reconcile-<agentId>`,
-// as commands go to `filestore-commands-<agentId>`), each agent consuming its own queue and
-// the shared one (S3 and unassigned mounts); or hand a foreign job back without spending an
-// attempt.
-it.fails("reconcile jobs of an agent's local mount run on that agent the first time, while another agent consumes the same queue", { timeout: 60_000 }, async () => {
+// Every agent consumes the jobs of its own local mounts (filestore-reconcile-<agentId>): an
+// agent never takes another agent's (it would find no disk there and spend an attempt).
+it("reconcile jobs of an agent's local mount run on that agent, the first time, even while it is busy and another agent is idle", { timeout: 60_000 }, async () => {
   const otherId = uniqueAgentId('other');
   const t = await createAgentMount(d, otherId);
   const other = spawnAgent(d, otherId, { FILESTORE_ENABLE_WATCHERS: 'false' });
   try {
     await other.ready;
+    await eventually(() => jobsIdle(), 'the first agent to be idle', 45_000, agent);
     for (let i = 0; i < 12; i++) await mkdir(t.abs(`p${i}`));
+    // The owner is busy (paused): the jobs of its mount wait for it; the first agent, idle, takes none.
+    other.child.kill('SIGSTOP');
     const jobs: Array<{ id: number }> = [];
     for (let i = 0; i < 12; i++) jobs.push(await api.client.reconcile({ mountId: t.mount.key, path: `p${i}`, recursive: true }));
+    // A job of the first agent's own mount, requested after them: once it is done, the first
+    // agent has had its chance to take them (on one shared FIFO queue it took them first).
+    const behind = await api.client.reconcile({ mountId: m.mount.key, path: 'own', recursive: false });
+    await eventually(async () => ((await api.client.getJob(behind.id)).status === 'succeeded' ? true : undefined), 'the first agent’s own job', 45_000, agent);
+    other.child.kill('SIGCONT');
     // Each job's first attempt is over: it succeeded, or it failed and waits for a retry.
     const rows = await eventually(async () => {
       const { rows: r } = await d.pool.query<{ id: number; status: string; attempts: number; error: { message: string } | null }>(
@@ -295,6 +295,7 @@ it.fails("reconcile jobs of an agent's local mount run on that agent the first t
     }, 'the first attempt of every job', 45_000, other);
     expect(rows.filter((j) => j.status !== 'succeeded' || j.attempts !== 1).map((j) => j.error?.message ?? j.status)).toEqual([]);
   } finally {
+    other.child.kill('SIGCONT');
     await stopAgent(other, 'SIGTERM', 10_000);
     await t.cleanup();
   }
@@ -372,7 +373,6 @@ it('SIGTERM while the agent is still starting: it finishes starting, then deregi
   }
 });
 
-// After the first agent has stopped: two agents on one queue take each other's reconcile jobs (see the it.fails above).
 it('with watchers off, the audits it schedules (FILESTORE_AUDIT_CRON) catalogue out-of-band changes in its mounts, and only in its mounts', { timeout: 60_000 }, async () => {
   const auditorId = uniqueAgentId('auditor');
   const own = await createAgentMount(d, auditorId);
