@@ -157,6 +157,11 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
           const fresh = now.filter((m) => !watched.has(m.id));
           if (fresh.length === 0 || stopped) return;
           const more = await watchMounts(fs, fresh, options);
+          // stop() closed the watchers while these started: close them too, or they outlive the agent.
+          if (stopped) {
+            await more.close();
+            return;
+          }
           extra.push(more);
           watched = new Set([...watched, ...fresh.map((m) => m.id)]);
           log(`agent ${o.agentId}: watching ${fresh.map((m) => m.key).join(', ')} (newly assigned)`);
@@ -193,9 +198,10 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     async stop() {
       if (stopped) return;
       stopped = true;
-      // Reverse order of start: presence goes first (API processes stop dispatching here),
-      // then the command worker drains, audits stop, watchers judge what is pending and close,
-      // and the HTTP server closes last; fs.close drains the reconcile consumer and the relay.
+      // Reverse order of start: watchers judge what is pending and close, audits stop,
+      // presence goes (API processes stop dispatching here), the command worker drains, and
+      // the HTTP server closes last (transfers in flight get 5 s); fs.close drains the
+      // reconcile consumer and the relay.
       await stopAll();
       await fs.close();
     },
