@@ -107,3 +107,76 @@ export async function deleteKeys(client: S3Client, bucket: string, keys: readonl
     }
   }
 }
+
+/**
+ * The same pages as a recursive `listPages` of `prefix` (keys in byte order, relative to
+ * `prefix`), fetched several "directories" at a time: the top level is listed with a
+ * delimiter, and the keys below each common prefix — a contiguous range of the recursive
+ * listing — by requests of their own, started up to `concurrency` prefixes ahead of the one
+ * being consumed (one page buffered each). A plain recursive listing is one request after
+ * another, each waiting for the previous page's continuation token.
+ */
+export async function* listPagesFanOut(
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+  options: { concurrency?: number | undefined } = {},
+): AsyncGenerator<RawEntry[]> {
+  const concurrency = options.concurrency ?? 4;
+  type Listing = { first: Promise<IteratorResult<RawEntry[]>>; rest: AsyncGenerator<RawEntry[]> };
+  type Segment = { objects: RawEntry[] } | { sub: string; listing: Listing | null };
+  const open = (sub: string): Listing => {
+    const rest = listPages(client, bucket, prefix + sub);
+    const first = rest.next();
+    void first.catch(() => {}); // awaited when its turn comes
+    return { first, rest };
+  };
+  const queue: Segment[] = [];
+  const top = listPages(client, bucket, prefix, { delimiter: '/' });
+  let topDone = false;
+  const prefixesQueued = () => queue.reduce((n, s) => n + ('sub' in s ? 1 : 0), 0);
+  try {
+    for (;;) {
+      // Read the top level far enough to know the next `concurrency` prefixes.
+      while (!topDone && prefixesQueued() < concurrency) {
+        const r = await top.next();
+        if (r.done) {
+          topDone = true;
+          break;
+        }
+        let objects: RawEntry[] = [];
+        for (const e of r.value) {
+          if (e.type === 'object') {
+            objects.push(e);
+            continue;
+          }
+          if (objects.length > 0) queue.push({ objects });
+          objects = [];
+          queue.push({ sub: e.key, listing: null });
+        }
+        if (objects.length > 0) queue.push({ objects });
+      }
+      let started = 0;
+      for (const s of queue) {
+        if (started >= concurrency) break;
+        if ('sub' in s) {
+          s.listing ??= open(s.sub);
+          started++;
+        }
+      }
+      const head = queue.shift();
+      if (!head) return;
+      if ('objects' in head) {
+        yield head.objects;
+        continue;
+      }
+      const listing = head.listing ?? open(head.sub);
+      for (let r = await listing.first; !r.done; r = await listing.rest.next()) {
+        yield r.value.map((e) => ({ ...e, key: head.sub + e.key }));
+      }
+    }
+  } finally {
+    for (const s of queue) if ('sub' in s && s.listing) void s.listing.rest.return(undefined).catch(() => {});
+    void top.return(undefined).catch(() => {});
+  }
+}

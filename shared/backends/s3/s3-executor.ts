@@ -19,7 +19,7 @@ import {
   type S3Mount,
 } from './inspect.ts';
 import { S3Keys } from './keys.ts';
-import { anyKeyUnder, listPages, type RawEntry } from './listing.ts';
+import { anyKeyUnder, listPages, listPagesFanOut, type RawEntry } from './listing.ts';
 import { PathOrderedListing, type ListedItem } from './path-order.ts';
 import { discardStagingObjects } from './staging.ts';
 import { deleteEntry, transfer } from './tree.ts';
@@ -121,10 +121,16 @@ export class S3Executor implements Backend {
     // (a path's key is the path, or the path + "/…"), so S3 may start the listing there; a
     // directory re-appearing from a key below it is dropped by the filter.
     const after = options.startAfter;
-    const pages = listPages(this.m.client, this.m.bucket, base, {
-      delimiter: options.recursive === true ? undefined : '/',
-      startAfter: after === undefined ? undefined : `${this.m.keys.dirPrefix('')}${after}`,
-    });
+    const startKey = after === undefined ? undefined : `${this.m.keys.dirPrefix('')}${after}`;
+    // A fresh recursive listing fetches several directories' keys at once (same keys, same
+    // order). Resuming lists plainly: how a delimited listing treats a StartAfter inside a
+    // common prefix differs between S3-compatible servers.
+    const pages =
+      options.recursive !== true
+        ? listPages(this.m.client, this.m.bucket, base, { delimiter: '/', startAfter: startKey })
+        : startKey === undefined
+          ? listPagesFanOut(this.m.client, this.m.bucket, base)
+          : listPages(this.m.client, this.m.bucket, base, { startAfter: startKey });
     const wanted = (e: EntryStat) => after === undefined || comparePaths(e.path, after) > 0;
     try {
       for await (const page of pages) {
