@@ -1,5 +1,6 @@
 import os from 'node:os';
 import { readFileSync } from 'node:fs';
+import { LocalExecutor } from '../shared/backends/local/local-executor.ts';
 import { listMounts } from '../shared/catalogue/mounts.ts';
 import type { Mount } from '../shared/catalogue/types.ts';
 import { serveApi, type ApiServer } from '../shared/api/serve.ts';
@@ -65,6 +66,9 @@ export interface RunningAgent {
   stop(): Promise<void>;
 }
 
+/** When this process started: staging entries older than this are an earlier run's. */
+const STARTED_AT = new Date(Date.now() - Math.round(process.uptime() * 1000));
+
 export const AGENT_VERSION: string = (() => {
   try {
     return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -105,6 +109,16 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     await o.prepare?.(fs);
     const ownedMounts = async () => (await listMounts(fs.pool)).filter((m) => m.kind === 'local' && executesHere(o.agentId, m));
     owned = await ownedMounts();
+    // Tree copies and set-aside entries a previous run left half done (no journal entry names
+    // them): removed before this agent takes any command for its mounts.
+    for (const m of owned) {
+      try {
+        const n = await new LocalExecutor({ rootPath: m.rootPath as string }).discardLeftovers(STARTED_AT);
+        if (n > 0) log(`agent ${o.agentId}: removed ${n} unfinished operation(s) from the staging area of mount ${m.key}`);
+      } catch (err) {
+        log(`agent ${o.agentId}: staging area of mount ${m.key}: ${(err as Error).message}`);
+      }
+    }
 
     // The HTTP server first: probes answer while the rest starts (readyz says when it is ready).
     let ready = false;

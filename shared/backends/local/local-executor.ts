@@ -242,6 +242,11 @@ export class LocalExecutor implements Backend {
     }
   }
 
+  /** Staging leftovers of operations an earlier process did not finish (see Staging.discardLeftovers). */
+  discardLeftovers(before: Date): Promise<number> {
+    return this.staging.discardLeftovers(before, 'discardLeftovers');
+  }
+
   async discardStaging(stagingId: string): Promise<void> {
     await this.staging.discard(stagingId, 'discardStaging');
   }

@@ -137,6 +137,35 @@ export class Staging {
       });
     }
   }
+
+  /**
+   * Removes what operations of an earlier process left in the staging area: tree copies and
+   * set-aside entries (`copy.*`, `trash.*`), which no journal entry names, so recovery cannot
+   * find them. Run by the process that executes the mount's commands when it starts, before
+   * it takes any: `before` is its start (a copy being built by a live process has a newer mtime).
+   * Command files (`<stagingId>-*`) are recovery's. Returns how many entries went.
+   */
+  async discardLeftovers(before: Date, op: string): Promise<number> {
+    let names: string[];
+    try {
+      names = await readdir(this.dirAbs);
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') return 0;
+      throw fsError(err, STAGING_DIR, op);
+    }
+    let removed = 0;
+    for (const name of names) {
+      if (!name.startsWith('copy.') && !name.startsWith('trash.')) continue;
+      const abs = join(this.dirAbs, name);
+      const st = await lstat(abs).catch(() => null);
+      if (!st || st.mtimeMs >= before.getTime()) continue;
+      await rm(abs, { recursive: true, force: true }).catch((err: unknown) => {
+        throw fsError(err, STAGING_DIR, op);
+      });
+      removed++;
+    }
+    return removed;
+  }
 }
 
 function assertStagingId(stagingId: string): void {
