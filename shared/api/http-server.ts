@@ -28,10 +28,15 @@ const MAX_SSE_BACKLOG = 8 * 1024 * 1024;
 /** The local HTTP transport: node:http in front of the transport-independent Api. */
 export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer> {
   const streams = new Set<() => void>();
+  let closing = false;
 
   const server = http.createServer((req, res) => {
     const started = process.hrtime.bigint();
+    // Once closing, every answer ends its connection: a kept-alive client would otherwise
+    // hold the close until the 5 s cut-off.
+    if (closing) res.shouldKeepAlive = false;
     res.on('close', () => {
+      if (closing) server.closeIdleConnections();
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       o.onResponse?.(req.method ?? 'GET', (res as { route?: string }).route ?? 'unknown', res.statusCode, seconds);
     });
@@ -65,6 +70,7 @@ export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer>
     url: `http://${host}:${port}`,
     port,
     async close() {
+      closing = true;
       for (const stop of [...streams]) stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();

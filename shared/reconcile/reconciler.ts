@@ -172,10 +172,18 @@ class Run {
           }
           if (isAudit && ++sinceCheckpoint >= every) {
             sinceCheckpoint = 0;
-            await this.drain();
+            // The checkpoint is saved once everything handed over up to this path is written,
+            // in the writer's queue: the walk does not wait for it. Its counts are this path's:
+            // what the comparison counted by now, plus what the writes up to here recorded.
             // Candidates so far are dropped from the checkpoint's point of view, so they are
             // applied only by a run that scanned them completely: this one, if it finishes.
-            await saveCheckpoint(this.pool, this.job.id, { after: pair.path, counts: { ...this.counts }, startedAt: auditStartedAt.toISOString() });
+            await this.flush();
+            const after = pair.path;
+            const counted = subtractCounts(this.counts, this.landed);
+            this.inflight = this.inflight.then(() =>
+              saveCheckpoint(this.pool, this.job.id, { after, counts: { ...addCounts(counted, this.landed) }, startedAt: auditStartedAt.toISOString() }),
+            );
+            void this.inflight.catch(() => {}); // surfaced by the next flush or drain
           }
         }
       }
@@ -255,6 +263,15 @@ class Run {
   }
 
   private inflight: Promise<void> = Promise.resolve();
+  /** What the writes have recorded so far (also in `counts`): a checkpoint's counts are taken in two parts. */
+  private readonly landed = zeroCounts();
+
+  private land(delta: Partial<ReconcileCounts>): void {
+    for (const [k, v] of Object.entries(delta) as Array<[keyof ReconcileCounts, number]>) {
+      this.counts[k] += v;
+      this.landed[k] += v;
+    }
+  }
 
   /**
    * Hands the pending writes to the writer and returns once the *previous* batch is written:
@@ -288,7 +305,7 @@ class Run {
     if (changes.length + confirm.length + discovered.length === 0) {
       // Only checks to record: one statement, no transaction, nothing for caches or the relay.
       await touchChecked(this.pool, this.guard, unchanged, learned);
-      this.counts.unchanged += unchanged.length;
+      this.land({ unchanged: unchanged.length });
       return;
     }
     const client = await this.pool.connect();
@@ -318,10 +335,9 @@ class Run {
         // Drift a watcher or an S3 event reported (INCONSISTENT) was counted when it was reported.
         const newDrift = updated.filter((n) => was.get(n.id) !== 'INCONSISTENT').length;
         if (newDrift > 0) this.fs.metrics.driftDetected.inc({ mount: this.mount.key }, newDrift);
-        this.counts.updated += updated.length + reactivated.length;
-        this.counts.discovered += inserted.length;
+        this.land({ updated: updated.length + reactivated.length, discovered: inserted.length });
         // Unchanged, plus what was left for a later run (held by a command, or changed meanwhile).
-        this.counts.unchanged += unchanged.length + (changes.length - updated.length) + (confirm.length - reactivated.length);
+        this.land({ unchanged: unchanged.length + (changes.length - updated.length) + (confirm.length - reactivated.length) });
       });
     } finally {
       client.release();
@@ -393,4 +409,16 @@ class Run {
     for (const dir of dirs.filter((d) => !covered(d))) await recomputeRollupsCorrectingAncestors(this.pool, this.mount.id, dir);
     if (dirs.length > 0) await this.fs.changed(this.mount.id);
   }
+}
+
+function addCounts(a: ReconcileCounts, b: ReconcileCounts): ReconcileCounts {
+  const out = { ...a };
+  for (const k of Object.keys(b) as Array<keyof ReconcileCounts>) out[k] += b[k];
+  return out;
+}
+
+function subtractCounts(a: ReconcileCounts, b: ReconcileCounts): ReconcileCounts {
+  const out = { ...a };
+  for (const k of Object.keys(b) as Array<keyof ReconcileCounts>) out[k] -= b[k];
+  return out;
 }
