@@ -14,7 +14,8 @@ export function createPool(connectionString: string, max = 20): pg.Pool {
   const pool = new pg.Pool({
     connectionString,
     max,
-    application_name: 'filestore',
+    // PGAPPNAME names a process's sessions (operators, and tests that must find a dead one's).
+    application_name: process.env.PGAPPNAME ?? 'filestore',
     connectionTimeoutMillis: 60_000,
     // Our statements are index lookups whose plan never depends on the values; planning them
     // anew at every execution (PostgreSQL's default for the first runs and whenever a custom
