@@ -45,7 +45,15 @@ export interface AgentOptions {
   auditCron?: string | undefined;
   /** Which mounts the audits cover (default: this agent's local mounts). */
   auditSelection?: AuditSelection | undefined;
-  watchers?: { enabled: boolean; debounceMs?: number | undefined; backend?: WatchBackendChoice | undefined } | undefined;
+  watchers?:
+    | {
+        enabled: boolean;
+        debounceMs?: number | undefined;
+        /** For every mount, unless `perMount` (by mount key) says otherwise. */
+        backend?: WatchBackendChoice | undefined;
+        perMount?: Record<string, WatchBackendChoice> | undefined;
+      }
+    | undefined;
   /** How often the agent looks for mounts newly assigned to it (watchers; default 30 s). */
   mountRefreshMs?: number | undefined;
   /** Runs once the catalogue is up, before the agent looks at its mounts (npm start registers mount "local" here). */
@@ -157,7 +165,14 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     }
 
     if (o.watchers?.enabled) {
-      const options = { agentId: o.agentId, debounceMs: o.watchers.debounceMs, backend: o.watchers.backend, log };
+      const perMount = o.watchers.perMount ?? {};
+      const options = {
+        agentId: o.agentId,
+        debounceMs: o.watchers.debounceMs,
+        backend: o.watchers.backend,
+        backendFor: (m: Mount) => perMount[m.key],
+        log,
+      };
       watchers = await watchMounts(fs, owned, options);
       let watched = new Set(owned.map((m) => m.id));
       // Mounts assigned to this agent later get a watcher too (one refresh at a time).

@@ -12,8 +12,30 @@ const EnvSchema = z.object({
   FILESTORE_AGENT_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).default('local'),
   FILESTORE_ENABLE_WATCHERS: bool.default(false),
   FILESTORE_WATCH_DEBOUNCE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
-  /** Watcher backend for every mount: chokidar (a watch per file), parcel (a watch per directory), or auto (by tree size). */
-  FILESTORE_WATCH_BACKEND: z.enum(['auto', 'chokidar', 'parcel']).default('auto'),
+  /**
+   * Watcher backend: chokidar (a watch per file), parcel (a watch per directory) or auto (by
+   * tree size), for every mount, then per mount key: `auto,projects=parcel,scratch=chokidar`.
+   */
+  FILESTORE_WATCH_BACKEND: z
+    .string()
+    .default('auto')
+    .transform((v, ctx) => {
+      const choices = ['auto', 'chokidar', 'parcel'] as const;
+      type Choice = (typeof choices)[number];
+      const isChoice = (c: string): c is Choice => (choices as readonly string[]).includes(c);
+      const out: { default: Choice; perMount: Record<string, Choice> } = { default: 'auto', perMount: {} };
+      for (const part of v.split(',').map((p) => p.trim()).filter(Boolean)) {
+        const eq = part.indexOf('=');
+        const [key, choice] = eq === -1 ? [null, part] : [part.slice(0, eq).trim(), part.slice(eq + 1).trim()];
+        if (!isChoice(choice) || key === '') {
+          ctx.addIssue({ code: 'custom', message: `"${part}": expected auto, chokidar or parcel, or MOUNT_KEY=one of them` });
+          return z.NEVER;
+        }
+        if (key === null) out.default = choice;
+        else out.perMount[key] = choice;
+      }
+      return out;
+    }),
   /** Where API processes reach this agent's HTTP server (file transfers are redirected there); default http://<hostname>:<PORT>. */
   FILESTORE_AGENT_URL: z.string().url().optional(),
   /** Commands for this agent's mounts run at once by its command worker. */

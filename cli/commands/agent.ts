@@ -24,7 +24,12 @@ export function agentOptionsFrom(config: Config, databaseUrl: string, log: (line
     maxMissingRatio: config.FILESTORE_MAX_MISSING_RATIO,
     s3MissingGraceMs: config.FILESTORE_S3_MISSING_GRACE_MS,
     auditCron: config.FILESTORE_AUDIT_CRON,
-    watchers: { enabled: config.FILESTORE_ENABLE_WATCHERS, debounceMs: config.FILESTORE_WATCH_DEBOUNCE_MS, backend: config.FILESTORE_WATCH_BACKEND },
+    watchers: {
+      enabled: config.FILESTORE_ENABLE_WATCHERS,
+      debounceMs: config.FILESTORE_WATCH_DEBOUNCE_MS,
+      backend: config.FILESTORE_WATCH_BACKEND.default,
+      perMount: config.FILESTORE_WATCH_BACKEND.perMount,
+    },
     log,
   };
 }
