@@ -22,9 +22,10 @@ export function registerStart(program: Command): void {
       // Unset DATABASE_URL: an embedded PostgreSQL with its data in .filestore/, reused across runs.
       const embedded = config.DATABASE_URL ? null : await startEmbeddedPostgres(EMBEDDED_DIR, log);
       const databaseUrl = config.DATABASE_URL ?? (embedded as EmbeddedDatabase).url;
-      let agent: RunningAgent | undefined;
+      let starting: Promise<RunningAgent> | undefined;
+      // A signal while starting waits for the start to finish, then stops everything cleanly.
       const stop = async () => {
-        await agent?.stop().catch(() => {});
+        await (await starting?.catch(() => undefined))?.stop().catch(() => {});
         await embedded?.stop().catch(() => {});
       };
       stopOnSignals(stop, log, 'filestore');
@@ -35,7 +36,7 @@ export function registerStart(program: Command): void {
         let mount: Mount | undefined;
         // The agent's pieces in one process: API, commands, reconciliation (inline or on
         // Redis), audits of every mount with a cron, watchers when enabled.
-        agent = await startAgent({
+        starting = startAgent({
           ...agentOptionsFrom(config, databaseUrl, log),
           auditSelection: {},
           async prepare(fs) {
@@ -44,6 +45,7 @@ export function registerStart(program: Command): void {
               (await createMount(fs.pool, { key: 'local', kind: 'local', rootPath: root, agentId: config.FILESTORE_AGENT_ID }));
           },
         });
+        const agent = await starting;
         const local = mount as Mount;
         if (local.rootPath !== root) {
           console.error(`note: mount "local" was registered earlier at ${local.rootPath}, not ${root}; it keeps that root`);
