@@ -188,7 +188,7 @@ async function main(): Promise<void> {
           state.monitors.add(monitor);
           progress(`latency: ${changes} changes (+${warmup} warm-up), debounce ${debounceMs} ms, ${backend}…`);
           const files = Array.from({ length: latencyFiles }, (_, i) => latencyPath(i));
-          const result = await measureLatency({ tap, monitor, mountId: mount.id, root, files, warmup, round, agentPid: agent.pid, progress });
+          const result = await measureLatency({ tap, monitor, mountId: mount.id, root, files, warmup, round, agentPid: agent.pid, metricsUrl: `${agent.url}/metrics`, progress });
           await monitor.stop();
           state.monitors.delete(monitor);
           report.latency.push({ debounceMs, isDefault, backend, agentStartMs: agent.startMs, result });

@@ -63,12 +63,24 @@ export function printReport(r: DriftReport): void {
     );
     console.log(
       formatTable(
-        ['debounce', 'backend', 'to inotifywait line p50 / p99 ms', 'to drift.detected p50 / p99', 'drift.detected → reconciled p50 / p99', 'to node.reconciled p50 / p90 / p99 / max', 'timeouts', 'machine CPU busy', 'agent CPU ms/change'],
+        [
+          'debounce',
+          'backend',
+          'to inotifywait line p50 / p99 ms',
+          'to drift.detected p50 / p99',
+          '… written / in outbox p50 / p99',
+          'drift.detected → reconciled p50 / p99',
+          'to node.reconciled p50 / p90 / p99 / max',
+          'timeouts',
+          'machine CPU busy',
+          'agent CPU ms/change',
+        ],
         r.latency.map((l) => [
           `${l.debounceMs} ms${l.isDefault ? ' (default)' : ''}`,
           l.backend,
           pct(l.result.inotify),
           pct(l.result.drift),
+          `${pct(l.result.driftWritten)} · ${pct(l.result.driftInOutbox)}`,
           pct(l.result.afterDrift),
           `${ms(l.result.reconciled.p50)} / ${ms(l.result.reconciled.p90)} / ${ms(l.result.reconciled.p99)} / ${ms(l.result.reconciled.max)}`,
           `${l.result.timeouts.reconciled} / ${l.result.timeouts.inotify}`,
@@ -77,8 +89,18 @@ export function printReport(r: DriftReport): void {
         ]),
       ),
     );
-    console.log('   timeouts: changes whose reconciled event / inotifywait line did not come within 10 s (counted as 10 s).');
+    console.log(
+      '   "… written / in outbox": the drift.detected part split at the event\'s occurredAt (the drift sink\'s transaction): write → written (watcher, debounce, sink), ' +
+        'written → received (waiting for the outbox relay). Timeouts: changes whose reconciled event / inotifywait line did not come within 10 s (counted as 10 s).',
+    );
     console.log(`   agent start-up (spawn → "filestore agent … at …", watchers up): ${r.latency.map((l) => `${s(l.agentStartMs)} s`).join(', ')}`);
+    for (const l of r.latency) {
+      const e = l.result.eventLoop;
+      console.log(
+        `   ${l.backend}, ${l.debounceMs} ms: agent event-loop delay over the run p99 ${ms(e.p99)} ms, max ${ms(e.max)} ms, mean ${fmt(e.mean, 1)} ms; ` +
+          `slowest changes (ms [to drift.detected, of which in outbox] @ s into the run): ${l.result.slowest.map((x) => `${ms(x.ms)} [${ms(x.driftMs)}, ${ms(x.inOutboxMs)}] @${fmt(x.atS, 0)}`).join(', ')}`,
+      );
+    }
     for (const l of r.latency) {
       const tag = `${l.backend}, ${l.debounceMs} ms${l.isDefault ? ' (default)' : ''}`;
       const main = l === first;
