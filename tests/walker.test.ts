@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -63,5 +64,12 @@ describe('walker thread', () => {
       break;
     }
     expect((await onThread('d4')).length).toBe(902);
+  });
+
+  it('an idle walker thread does not keep a process alive, and a walk in progress does', () => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'tests/support/walker-exit-child.ts', root], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.signal).toBeNull(); // not killed by the timeout: it exited by itself
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim()).toMatch(/^walked \d{4,}$/);
   });
 });
