@@ -66,10 +66,13 @@ describe('never silent loss', () => {
 
   it('watcher errors request rescans too; a storm of them within the cooldown costs one more request, at its end', async () => {
     const cap = capturingFactory();
-    const m = await watchedMount(fs, 'chokidar', { backendFactory: cap.factory, rescanCooldownMs: 500 });
+    const lines: string[] = [];
+    const m = await watchedMount(fs, 'chokidar', { backendFactory: cap.factory, rescanCooldownMs: 500, log: (l: string) => lines.push(l) });
     try {
       for (let i = 0; i < 20; i++) cap.last().h.onProblem({ kind: 'error', message: 'EACCES: permission denied, scandir', code: 'EACCES' });
       expect(await watcherMetric(m.t.mount.key, 'error')).toBe(20);
+      // Counted twenty times, logged once (a tree beyond the watch budget reports every file).
+      expect(lines.filter((l) => l.includes('EACCES'))).toHaveLength(1);
       await eventually(async () => (await m.watcher.stats()).rescans === 2, 'the second rescan request after the cooldown');
       await new Promise((r) => setTimeout(r, 700));
       expect((await m.watcher.stats()).rescans).toBe(2);

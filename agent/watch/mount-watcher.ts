@@ -56,6 +56,7 @@ export interface MountWatcherStats {
 }
 
 const MAX_RETRY_DELAY_MS = 30_000;
+const PROBLEM_LOG_EVERY_MS = 60_000;
 
 /**
  * Watches one local mount: backend events → coalescer → drift sink, one batch at a time.
@@ -206,8 +207,21 @@ export class MountWatcher {
   private recordProblem(problem: WatchProblem, consequence = ''): void {
     this.counts.problems++;
     this.fs.metrics.watcherEvents.inc({ mount: this.mount.key, event: problem.kind });
-    this.log(`watcher ${this.mount.key}: ${problem.kind}${problem.code ? ` (${problem.code})` : ''}: ${problem.message}${consequence}`);
+    // One line per kind of problem per minute (a tree beyond the watch budget reports every
+    // file it could not watch); the metric counts them all.
+    const key = `${problem.kind}:${problem.code ?? ''}`;
+    const now = Date.now();
+    const last = this.logged.get(key);
+    if (last && now - last.at < PROBLEM_LOG_EVERY_MS) {
+      last.suppressed++;
+      return;
+    }
+    const more = last && last.suppressed > 0 ? ` (and ${last.suppressed} more like it since the last report)` : '';
+    this.logged.set(key, { at: now, suppressed: 0 });
+    this.log(`watcher ${this.mount.key}: ${problem.kind}${problem.code ? ` (${problem.code})` : ''}: ${problem.message}${consequence}${more}`);
   }
+
+  private readonly logged = new Map<string, { at: number; suppressed: number }>();
 
   /** chokidar ran out of inotify watches under `auto`: the tree outgrew it; parcel needs one watch per directory only. */
   private fallBackToParcel(from: WatchBackend): void {
