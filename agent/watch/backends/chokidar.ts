@@ -2,7 +2,7 @@ import { watch, type FSWatcher } from 'chokidar';
 import { claimNewInotifyFds, inotifyWatchesByFd, inotifyWatchesOf } from '../inotify.ts';
 import type { WatchBackend, WatchEvent, WatchHandlers } from '../types.ts';
 import { MountPaths } from './mount-paths.ts';
-import { classifyProblem } from './problems.ts';
+import { classifyProblem, isWatchLimit } from './problems.ts';
 
 const TYPES: Record<string, WatchEvent['type'] | undefined> = {
   add: 'create',
@@ -56,10 +56,28 @@ export class ChokidarBackend implements WatchBackend {
       const path = this.paths.toMountPath(abs);
       if (path !== null) this.handlers.onEvents([{ type, path }]);
     });
-    watcher.on('error', (err) => {
-      if (!this.closed) this.handlers.onProblem(classifyProblem(err));
+    // Running out of inotify watches before the first crawl is done means the tree does not
+    // fit: start fails at once (the caller moves to parcel under auto, or reports the mount
+    // unwatched) instead of crawling on and watching part of it.
+    let ready = false;
+    const failedAtStart = new Promise<never>((_, reject) => {
+      watcher.on('error', (err) => {
+        if (this.closed) return;
+        const problem = classifyProblem(err);
+        if (!ready && isWatchLimit(problem)) reject(err);
+        else this.handlers.onProblem(problem);
+      });
     });
-    await new Promise<void>((resolve) => watcher.once('ready', resolve));
+    void failedAtStart.catch(() => {}); // raced below
+    try {
+      await Promise.race([new Promise<void>((resolve) => watcher.once('ready', resolve)), failedAtStart]);
+    } catch (err) {
+      this.closed = true;
+      await watcher.close().catch(() => {});
+      this.watcher = null;
+      throw err;
+    }
+    ready = true;
     await claimNewInotifyFds(this.kind, before);
   }
 
