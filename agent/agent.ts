@@ -10,7 +10,7 @@ import { startCommandWorker, type CommandWorker } from '../shared/dispatch/worke
 import { executesHere } from '../shared/dispatch/ownership.ts';
 import { startAuditScheduler, type AuditScheduler, type AuditSelection } from '../shared/reconcile/audit-scheduler.ts';
 import { createFilestore, type Filestore, type FilestoreOptions } from '../shared/runtime.ts';
-import { watchMounts, type WatchersHandle } from './watch/index.ts';
+import { MountWatcher, watchMounts, type WatchersHandle } from './watch/index.ts';
 import type { WatchBackendChoice } from './watch/types.ts';
 
 /**
@@ -70,6 +70,8 @@ export interface RunningAgent {
   /** Local mounts this agent owns (or that no agent owns), as of the last refresh. */
   mounts(): Mount[];
   watchers(): WatchersHandle | null;
+  /** Keys of the mounts being watched right now (kept in step with assignments by the refresh). */
+  watched(): string[];
   /** SIGTERM: stop taking work, let running commands and jobs finish, close watchers, exit cleanly. */
   stop(): Promise<void>;
 }
@@ -107,6 +109,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const cleanups: Array<() => Promise<void>> = [];
   let owned: Mount[] = [];
   let watchers: WatchersHandle | null = null;
+  let watchedNow: () => string[] = () => [];
   let server: ApiServer | undefined;
   let stopped = false;
   const stopAll = async () => {
@@ -174,38 +177,46 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         log,
       };
       watchers = await watchMounts(fs, owned, options);
-      let watched = new Set(owned.map((m) => m.id));
-      // Mounts assigned to this agent later get a watcher too (one refresh at a time).
+      // One watcher per mount this agent owns, kept in step by a refresh: mounts assigned later
+      // get one, a watcher that failed to start is tried again, a mount taken away (or gone)
+      // has its watcher closed. One refresh at a time.
+      const live = new Map<string, MountWatcher>(watchers.watchers.map((w) => [w.mount.id, w]));
+      watchedNow = () => [...live.values()].map((w) => w.mount.key).sort();
       let refreshing = false;
+      const refresh = async () => {
+        const now = await ownedMounts();
+        owned = now;
+        const ids = new Set(now.map((m) => m.id));
+        for (const [id, w] of live) {
+          if (ids.has(id)) continue;
+          live.delete(id);
+          await w.close().catch((e: Error) => log(`watcher ${w.mount.key}: close: ${e.message}`));
+          log(`agent ${o.agentId}: stopped watching ${w.mount.key} (no longer this agent's)`);
+        }
+        const fresh = now.filter((m) => !live.has(m.id));
+        if (fresh.length === 0 || stopped) return;
+        const more = await watchMounts(fs, fresh, options);
+        // stop() closed the watchers while these started: close them too, or they outlive the agent.
+        if (stopped) {
+          await more.close();
+          return;
+        }
+        for (const w of more.watchers) live.set(w.mount.id, w);
+        if (more.watchers.length > 0) log(`agent ${o.agentId}: watching ${more.watchers.map((w) => w.mount.key).join(', ')}`);
+      };
       const timer = setInterval(() => {
         if (refreshing || stopped) return;
         refreshing = true;
-        void (async () => {
-          const now = await ownedMounts();
-          owned = now;
-          const fresh = now.filter((m) => !watched.has(m.id));
-          if (fresh.length === 0 || stopped) return;
-          const more = await watchMounts(fs, fresh, options);
-          // stop() closed the watchers while these started: close them too, or they outlive the agent.
-          if (stopped) {
-            await more.close();
-            return;
-          }
-          extra.push(more);
-          watched = new Set([...watched, ...fresh.map((m) => m.id)]);
-          log(`agent ${o.agentId}: watching ${fresh.map((m) => m.key).join(', ')} (newly assigned)`);
-        })()
+        void refresh()
           .catch((e: Error) => log(`agent ${o.agentId}: mount refresh: ${e.message}`))
           .finally(() => {
             refreshing = false;
           });
       }, o.mountRefreshMs ?? 30_000);
       timer.unref();
-      const extra: WatchersHandle[] = [];
-      const first = watchers;
       cleanups.push(async () => {
         clearInterval(timer);
-        await Promise.all([first, ...extra].map((w) => w.close()));
+        await Promise.all([...live.values()].map((w) => w.close()));
       });
       const started = watchers.watchers.length;
       log(`agent ${o.agentId}: watching ${started} local mount(s)${watchers.failed.length ? `, ${watchers.failed.length} failed to start` : ''}`);
@@ -224,6 +235,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     server: http,
     mounts: () => owned,
     watchers: () => watchers,
+    watched: () => watchedNow(),
     async stop() {
       if (stopped) return;
       stopped = true;
