@@ -18,6 +18,7 @@ import { migrate } from '../../shared/db/migrate.ts';
 import { EVENTS_CHANNEL } from '../../shared/events/bus.ts';
 import { FilestoreMetrics } from '../../shared/metrics/metrics.ts';
 import { createFilestore, type Filestore } from '../../shared/runtime.ts';
+import { bearerFetch } from './bearer-fetch.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './env.ts';
 
 /**
@@ -290,16 +291,8 @@ export function spawnAgent(deployment: Deployment, agentId: string, env: Record<
       return url;
     },
     call(method, p, o = {}) {
-      const headers: Record<string, string> = { ...o.headers };
-      if (o.token !== null) headers.authorization = `Bearer ${o.token ?? TOKEN}`;
-      let body = o.body;
-      if (o.json !== undefined) {
-        body = JSON.stringify(o.json);
-        headers['content-type'] = 'application/json';
-      }
-      const init: RequestInit & { duplex?: 'half' } = { method, headers, redirect: 'manual' };
-      if (body !== undefined) Object.assign(init, { body, duplex: 'half' });
-      return fetch(`${url}${p}`, init);
+      const { token, ...rest } = o;
+      return bearerFetch(`${url}`, token === undefined ? TOKEN : token, method, p, rest);
     },
   };
 }
@@ -370,15 +363,7 @@ export async function startApiProcess(deployment: Deployment, o: { commandWaitMs
     server,
     url: server.url,
     client: new FilestoreClient({ baseUrl: server.url, token: TOKEN }),
-    call(method, p, o = {}) {
-      const headers: Record<string, string> = { authorization: `Bearer ${TOKEN}`, ...o.headers };
-      let body = o.body;
-      if (o.json !== undefined) {
-        body = JSON.stringify(o.json);
-        headers['content-type'] = 'application/json';
-      }
-      return fetch(`${server.url}${p}`, { method, headers, body, redirect: 'manual' });
-    },
+    call: (method, p, o) => bearerFetch(server.url, TOKEN, method, p, o),
     async close() {
       await server.close();
       await fs.close();

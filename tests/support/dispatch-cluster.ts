@@ -15,6 +15,7 @@ import type { OrchestratorHooks } from '../../shared/orchestrator/context.ts';
 import type { Filestore, FilestoreOptions } from '../../shared/runtime.ts';
 import { TEST_REDIS_URL } from './env.ts';
 import { startFilestore } from './filestore.ts';
+import { bearerFetch } from './bearer-fetch.ts';
 
 /**
  * Processes of a deployment with agents, in one test process: API-only processes (no agent
@@ -46,15 +47,7 @@ async function serve(fs: Filestore): Promise<Served> {
     fs,
     server,
     url: server.url,
-    call(method, p, o = {}) {
-      const headers: Record<string, string> = { authorization: `Bearer ${TOKEN}`, ...o.headers };
-      let body = o.body;
-      if (o.json !== undefined) {
-        body = JSON.stringify(o.json);
-        headers['content-type'] = 'application/json';
-      }
-      return fetch(`${server.url}${p}`, { method, headers, body, redirect: o.redirect ?? 'manual' });
-    },
+    call: (method, p, o) => bearerFetch(server.url, TOKEN, method, p, o),
     async close() {
       await server.close();
       await fs.close();
