@@ -9,7 +9,8 @@ import type { EntryStat } from './types.ts';
  */
 
 const hex = (s: string) => Buffer.from(s, 'utf8').toString('hex');
-const text = (v: number | string | null | undefined) => (v === null || v === undefined ? '' : String(v));
+/** A nullable field as line text: NULL is empty (as SQL concat writes it). */
+export const text = (v: number | string | null | undefined): string => (v === null || v === undefined ? '' : String(v));
 
 /**
  * The comparable fields of an entry or node, each followed by a tab: size only for files, the

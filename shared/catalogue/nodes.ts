@@ -4,7 +4,7 @@ import { descendantsCondition } from './subtree.ts';
 import { NODE_COLUMNS } from './rows.ts';
 import type { CatalogueNode, ConsistencyState } from './types.ts';
 import type { NodeKind } from '../backends/types.ts';
-import { comparableFields } from '../backends/entry-lines.ts';
+import { comparableFields, text } from '../backends/entry-lines.ts';
 
 /** Reads of the nodes table. Writes live in node-writes.ts. */
 
@@ -173,9 +173,9 @@ export async function* scopePages(
                FROM (SELECT * FROM filestore.nodes WHERE ${where} ORDER BY path LIMIT ${pageSize}) t`,
       values: subtree ? [mountId, after, ...below.params] : [self.id, after],
     });
-    const text = rows[0]?.page ?? null;
-    if (text === null) return [];
-    return text.split('\n').map((line) => ({ path: line.slice(0, line.indexOf('\t')), line }));
+    const lines = rows[0]?.page ?? null;
+    if (lines === null) return [];
+    return lines.split('\n').map((line) => ({ path: line.slice(0, line.indexOf('\t')), line }));
   };
   let pending = page(startAfter ?? path);
   void pending.catch(() => {}); // awaited below; a caller that stops early must not leave it unhandled
@@ -201,8 +201,6 @@ const SCOPE_LINE = `concat(path, E'\t', consistency_state, E'\t', kind, E'\t',
   mode, E'\t', uid, E'\t', gid, E'\t', etag, E'\t',
   CASE WHEN kind = 'symlink' THEN encode(convert_to(metadata->>'symlinkTarget', 'UTF8'), 'hex') END, E'\t',
   id, E'\t', version, E'\t', sha256)`;
-
-const text = (v: number | string | null | undefined) => (v === null || v === undefined ? '' : String(v));
 
 function lineOfNode(n: CatalogueNode): string {
   const target = typeof n.metadata.symlinkTarget === 'string' ? n.metadata.symlinkTarget : null;

@@ -22,7 +22,7 @@ import { addInsertedToAncestors, recomputeRollupsCorrectingAncestors } from '../
 import type { CatalogueNode, Mount } from '../catalogue/types.ts';
 import { inTransaction, type Pool } from '../db/pool.ts';
 import { lockKey } from '../orchestrator/locks.ts';
-import { ancestorsOf, comparePaths, normalizePath, parentOf } from '../paths.ts';
+import { ancestorsOf, comparePaths, isSameOrDescendant, normalizePath, parentOf } from '../paths.ts';
 import type { Filestore } from '../runtime.ts';
 import { MassMissingError, MountUnhealthyError, ReconcileError, ScanFailedError } from './errors.ts';
 import { batches, flatten, mapItems, mergeBatches } from './merge.ts';
@@ -405,7 +405,7 @@ class Run {
     const dirs = [...this.recomputeAt].sort(comparePaths);
     this.recomputeAt.clear();
     // A directory below another one being recomputed is covered by it.
-    const covered = (d: string) => dirs.some((o) => o !== d && (o === '' || d.startsWith(`${o}/`)));
+    const covered = (d: string) => dirs.some((o) => o !== d && isSameOrDescendant(d, o));
     for (const dir of dirs.filter((d) => !covered(d))) await recomputeRollupsCorrectingAncestors(this.pool, this.mount.id, dir);
     if (dirs.length > 0) await this.fs.changed(this.mount.id);
   }
