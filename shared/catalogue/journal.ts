@@ -114,7 +114,9 @@ export interface OutboxEvent {
 /**
  * Moves a pending entry to its final status and appends its events, in one statement (run
  * it inside the transaction of the change). Only a pending entry moves; returns false (and
- * appends nothing) when the entry was already final.
+ * appends nothing) when the entry was already final. The caller holds the command's path
+ * locks until after COMMIT (pipeline, recovery), so the events of two commands on one path
+ * draw their outbox ids in commit order — what the relay's ordering rests on (claimBatch).
  */
 export async function finishEntry(
   q: Queryable,

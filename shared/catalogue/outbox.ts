@@ -27,7 +27,12 @@ export interface NewEvent {
   data: Record<string, unknown>;
 }
 
-/** Appends events in the caller's transaction: they exist exactly when the change does. */
+/**
+ * Appends events in the caller's transaction: they exist exactly when the change does. Call it
+ * after taking the locks that order this change with other writers of the same rows (path
+ * locks, the node rows' updates): the publication order of two writers of one path follows
+ * the order in which they drew outbox ids (see claimBatch).
+ */
 export async function appendEvents(q: Queryable, events: NewEvent[]): Promise<void> {
   if (events.length === 0) return;
   await q.query(
@@ -57,11 +62,51 @@ const toEnvelope = (r: OutboxRow & { seq: number }): EventEnvelope => ({
 
 /**
  * Claims the next batch of committed, unpublished events and gives them publication
- * sequence numbers, in id order. Only rows whose transaction is older than every running
- * transaction (txid < snapshot xmin) are taken, so a slow transaction that inserted a lower
- * id is never overtaken by a later one in the same mount. The caller holds the relay lock
- * (one publisher at a time), taken in an earlier statement of the same transaction, and
- * publishes the batch before committing the claim.
+ * sequence numbers, in id order: every row visible to this statement, without waiting for
+ * any running transaction. The caller holds the relay lock (one publisher at a time), taken
+ * in an earlier statement of the same transaction (so this statement's snapshot is taken
+ * after the previous holder's claim became visible), and publishes the batch before
+ * committing the claim.
+ *
+ * Why nothing is waited for (an earlier version claimed only rows with
+ * `txid < pg_snapshot_xmin(pg_current_snapshot())`: transaction ids are cluster-wide, so any
+ * transaction holding an xid anywhere on the server — another database, a long catalogue
+ * write that never touches the outbox — held back every event until it ended):
+ *
+ * - At least once: a row is taken when it is visible, i.e. committed; its claim commits only
+ *   after the bus accepted it, and a claim that rolls back leaves it unpublished for the next
+ *   pass. A row that was still running when a pass looked is simply not visible yet; it is
+ *   taken by the first pass whose snapshot sees it (the writer's process nudges its relay
+ *   after the commit; other processes' relays poll).
+ * - `seq` increases and readers never skip one: seqs are drawn from `outbox_seq` by one relay
+ *   at a time (the lock), each claim commits its seqs atomically, and the lock is released only
+ *   after the commit is visible, so a later claim's seqs are larger and become visible after
+ *   the earlier ones. (Numbers of a rolled-back claim are burnt: gaps in the numbering, never
+ *   an event behind the reader's position.) Readers follow `seq > position` (outbox-tail.ts).
+ * - Causal order — if transaction A committed before transaction B began, A's events get
+ *   smaller seqs than B's: outbox ids come from the identity sequence (CACHE 1, which this
+ *   argument needs: a cached block per session would hand ids out of order), and nextval hands
+ *   out increasing values in the order it is called, so every id A drew (before its commit) is
+ *   smaller than every id B draws (after it began). A pass that sees B's rows took its
+ *   snapshot after B committed, hence after A committed: A's rows are visible to it too, or
+ *   were claimed and committed by an earlier pass (smaller seqs). Claiming in id order with
+ *   `ORDER BY id LIMIT`, A's rows come before B's in the same batch, and a LIMIT that cuts
+ *   the batch keeps the smaller ids. The same holds for "A committed before B inserted its
+ *   first event", which is what the writers rely on below.
+ * - Same path, same node: every writer appends its events after taking the locks that
+ *   serialise it with other writers of those rows — commands hold their path advisory locks
+ *   from before the journal entry until after COMMIT (pipeline `finishEntry`, recovery);
+ *   reconciliation (reconcile-writes.ts, reconciler.ts) and the drift sink (drift-writes.ts)
+ *   try-lock the paths for the transaction first and update the node rows (row locks, version
+ *   guards) in earlier statements or earlier CTEs of the same statement than the insert. The
+ *   later writer therefore draws its ids after the earlier one committed: changes to a path
+ *   are published in commit order.
+ * - Per transaction: all of a transaction's rows become visible at once and are claimed in id
+ *   order, so its events keep their insertion order (other transactions' events may
+ *   interleave: they are concurrent, with no order to keep).
+ * Not guaranteed, as before: two concurrent transactions (neither committed before the other
+ * drew its ids) may be published in either order — now usually in commit order, since a
+ * running transaction's rows are invisible and the committed one goes first.
  */
 export async function claimBatch(q: Queryable, limit: number): Promise<EventEnvelope[]> {
   const { rows } = await q.query<OutboxRow & { seq: number }>({
@@ -69,7 +114,7 @@ export async function claimBatch(q: Queryable, limit: number): Promise<EventEnve
     text: `WITH next AS (
        SELECT id, nextval('filestore.outbox_seq') AS seq FROM (
          SELECT id FROM filestore.outbox
-          WHERE published_at IS NULL AND txid < pg_snapshot_xmin(pg_current_snapshot())
+          WHERE published_at IS NULL
           ORDER BY id LIMIT $1
        ) ordered
      )

@@ -5,7 +5,7 @@ import type { EventBus } from './bus.ts';
 
 // Transaction-scoped advisory lock: one relay publishes at a time across all processes,
 // which is what keeps publication in sequence order.
-const RELAY_LOCK = 4_242_002;
+export const RELAY_LOCK = 4_242_002;
 
 export interface RelayOptions {
   pool: Pool;
@@ -15,6 +15,12 @@ export interface RelayOptions {
   /** How long a nudge waits so that commits arriving together are published in one batch. */
   batchWindowMs?: number;
   batchSize?: number;
+  /**
+   * A pass refused the relay lock (another process is publishing, perhaps from a snapshot
+   * taken before this process's commit): it tries again after this long, doubling while it
+   * keeps being refused, never later than the poll interval (default 20 ms).
+   */
+  retryMs?: number;
   onError?: (err: unknown) => void;
   /** Where filestore_outbox_lag_seconds is set (default: defaultMetrics()). */
   metrics?: FilestoreMetrics | undefined;
@@ -23,11 +29,21 @@ export interface RelayOptions {
 /**
  * Publishes committed outbox rows to the bus, at least once and in sequence order: the
  * claim (published_at, seq) commits only after the bus accepted the batch, so a crash in
- * between republishes rather than loses.
+ * between republishes rather than loses. Every committed row is claimable at once (no wait
+ * for unrelated transactions; the ordering argument is at `claimBatch`).
+ *
+ * When passes run: at start and every `intervalMs` (rows committed by processes without a
+ * relay, or whose relay is gone), within `batchWindowMs` of a nudge (this process's commits),
+ * and, when a pass was refused the relay lock, again after `retryMs` (doubling up to
+ * `intervalMs` while refused): the process holding the lock may have claimed from a snapshot
+ * taken before our commit, and our rows would otherwise wait for the next tick. A pass that
+ * gets the lock publishes until a claim comes back empty, so it leaves no committed row behind.
  */
 export class OutboxRelay {
   private timer: NodeJS.Timeout | null = null;
   private pendingNudge: NodeJS.Timeout | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private refusals = 0;
   private running: Promise<void> | null = null;
   private again = false;
   private stopped = false;
@@ -62,8 +78,11 @@ export class OutboxRelay {
       this.again = true;
       return;
     }
-    this.running = this.drain()
-      .then(() => {})
+    this.running = this.pass()
+      .then(({ refused }) => {
+        if (refused) this.retryLater();
+        else this.refusals = 0;
+      })
       .catch((err) => this.o.onError?.(err))
       .finally(() => {
         this.running = null;
@@ -74,30 +93,49 @@ export class OutboxRelay {
       });
   }
 
-  /** Publishes until nothing committed is left; returns the number published. */
+  /** One timer at a time, its delay doubling with each refusal in a row: bounded, never a busy loop. */
+  private retryLater(): void {
+    if (this.stopped || this.retryTimer) return;
+    const interval = this.o.intervalMs ?? 500;
+    const delay = Math.min(interval, (this.o.retryMs ?? 20) * 2 ** Math.min(this.refusals, 16));
+    this.refusals++;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.runPass();
+    }, delay);
+  }
+
+  /** Publishes until nothing committed is left; returns the number published (0 when another relay holds the lock). */
   async drain(): Promise<number> {
+    return (await this.pass()).published;
+  }
+
+  private async pass(): Promise<{ published: number; refused: boolean }> {
     let total = 0;
     for (;;) {
       const n = await this.publishOnce();
+      if (n === null) return { published: total, refused: true };
       total += n;
       if (n === 0) {
         // A pass that found nothing to publish: the relay is idle, so its lag is 0.
         if (total === 0) this.metrics.recordOutboxPublished([]);
-        return total;
+        return { published: total, refused: false };
       }
     }
   }
 
-  private async publishOnce(): Promise<number> {
+  /** One claim: the number of events published, or null when another relay holds the lock. */
+  private async publishOnce(): Promise<number | null> {
     const client = await this.o.pool.connect();
     try {
       await client.query('BEGIN');
       // Its own statement: the claim must take its snapshot after the lock is held, or it
-      // could see rows the previous holder published as still unpublished.
+      // could see rows the previous holder published as still unpublished. A try-lock, never
+      // a wait: a relay queued on a lock would only add a waiter (nothing else takes it).
       const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS locked', [RELAY_LOCK]);
       if (!rows[0]?.locked) {
         await client.query('ROLLBACK');
-        return 0;
+        return null;
       }
       const batch = await claimBatch(client, this.o.batchSize ?? 500);
       if (batch.length > 0) {
@@ -118,7 +156,9 @@ export class OutboxRelay {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.pendingNudge) clearTimeout(this.pendingNudge);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     this.pendingNudge = null;
+    this.retryTimer = null;
     await this.running;
   }
 }
