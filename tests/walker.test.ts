@@ -1,11 +1,11 @@
 import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowEntry } from '../shared/backends/entry-lines.ts';
 import { LocalExecutor } from '../shared/backends/local/local-executor.ts';
-import { walkOnThread } from '../shared/backends/local/walker.ts';
+import { walkOnThread, walkTree } from '../shared/backends/local/walker.ts';
 import type { EntryStat } from '../shared/backends/types.ts';
 import { FilestoreError } from '../shared/errors.ts';
 
@@ -71,5 +71,100 @@ describe('walker thread', () => {
     expect(r.signal).toBeNull(); // not killed by the timeout: it exited by itself
     expect(r.status).toBe(0);
     expect(r.stdout.trim()).toMatch(/^walked \d{4,}$/);
+  });
+});
+
+// An audit's walk split by subtree over the walker threads must list exactly, and in the same
+// order, what one listing lists: the order traps of byte order ("a-b" and "a.b" before "a/x",
+// "a0" after), a tree with one big directory on top (split further down), empty directories.
+describe('walk split over the walker threads', () => {
+  let root: string;
+  const local = async (dir: string) => {
+    const out: EntryStat[] = [];
+    for await (const b of new LocalExecutor({ rootPath: root }).listBatches(dir, { recursive: true })) out.push(...b);
+    return out;
+  };
+  const split = async (dir: string) => {
+    const out: EntryStat[] = [];
+    for await (const rows of walkTree({ rootPath: root, dir })) out.push(...rows.map((r) => rowEntry(r)));
+    return out;
+  };
+  beforeAll(async () => {
+    root = await mkdtemp(join(os.tmpdir(), 'filestore-walktree-'));
+    const names = ['a', 'a-b', 'a.b', 'a0', 'a b', 'ab', 'A', 'z', '😀', 'é', 'empty'];
+    for (const n of names) {
+      await mkdir(join(root, n, 'inner', n), { recursive: true });
+      await writeFile(join(root, n, 'inner', n, 'leaf'), n);
+      await writeFile(join(root, n, 'file'), n);
+      await writeFile(join(root, `${n}.txt`), n);
+    }
+    await rm(join(root, 'empty'), { recursive: true });
+    await mkdir(join(root, 'empty'));
+    // One big directory on top, holding three: split one and two levels down.
+    for (let d = 0; d < 3; d++) {
+      for (let e = 0; e < 6; e++) {
+        await mkdir(join(root, 'only', `p${d}`, `q${e}`), { recursive: true });
+        for (let f = 0; f < 40; f++) await writeFile(join(root, 'only', `p${d}`, `q${e}`, `f${f}`), 'x'.repeat(f));
+      }
+    }
+    await symlink('only', join(root, 'only-link'));
+    await symlink('/etc', join(root, 'only', 'p0', 'etc'));
+  });
+  afterAll(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('lists the same entries in the same order as one listing, from the root and from a subtree', async () => {
+    const whole = await split('');
+    expect(whole.length).toBeGreaterThan(800);
+    expect(whole).toEqual(await local(''));
+    expect(await split('only')).toEqual(await local('only'));
+    expect(await split('a')).toEqual(await local('a'));
+    expect(await split('empty')).toEqual([]);
+    expect(whole.find((e) => e.path === 'only/p0/etc')).toMatchObject({ kind: 'symlink', symlinkTarget: '/etc' });
+    expect(whole.some((e) => e.path.startsWith('only-link/'))).toBe(false);
+  });
+
+  it('reports errors of the listed directory itself with their codes, and stops cleanly when the consumer stops', async () => {
+    await expect(split('nope')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(split('only-link')).rejects.toMatchObject({ code: 'SYMLINK_IN_PATH' });
+    let seen = 0;
+    for await (const rows of walkTree({ rootPath: root, dir: '' })) {
+      seen += rows.length;
+      break;
+    }
+    expect(seen).toBeGreaterThan(0);
+    expect(await split('only')).toEqual(await local('only'));
+  });
+
+  it('a directory swapped for a symlink while the walk is under way is not followed into', async () => {
+    // "only" is split into subtree sessions two levels down. After the first batch, "only" is
+    // swapped for a symlink to a twin tree (files g*): sessions opened after that must not list
+    // the twin's files under only/ (the symlink is an ancestor of the directory they open).
+    for (let d = 0; d < 3; d++) {
+      for (let e = 0; e < 6; e++) {
+        await mkdir(join(root, 'twin', `p${d}`, `q${e}`), { recursive: true });
+        await writeFile(join(root, 'twin', `p${d}`, `q${e}`, 'g1'), 'twin');
+      }
+    }
+    const out: EntryStat[] = [];
+    let swapped = false;
+    try {
+      for await (const rows of walkTree({ rootPath: root, dir: 'only' })) {
+        out.push(...rows.map((r) => rowEntry(r)));
+        if (!swapped) {
+          swapped = true;
+          await rename(join(root, 'only'), join(root, 'only-moved'));
+          await symlink('twin', join(root, 'only'));
+        }
+      }
+    } finally {
+      if (swapped) {
+        await rm(join(root, 'only'));
+        await rename(join(root, 'only-moved'), join(root, 'only'));
+      }
+    }
+    expect(swapped).toBe(true);
+    expect(out.filter((e) => /\/g1$/.test(e.path))).toEqual([]);
   });
 });

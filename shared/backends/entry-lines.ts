@@ -58,6 +58,12 @@ export function rowOfEntry(e: EntryStat): StorageRow {
   return { path: e.path, line: comparableLine(e), entry: e };
 }
 
+/** The kind of a listed row, read off its line (`path \t ACTIVE \t kind \t …`). */
+export function rowKind(row: StorageRow): string {
+  const at = row.path.length + 8;
+  return row.line.slice(at, row.line.indexOf('\t', at));
+}
+
 /** A row from an `entryLine`. */
 export function rowOfLine(l: string): StorageRow {
   const cut = l.lastIndexOf('\t') + 1;

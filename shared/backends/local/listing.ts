@@ -101,16 +101,27 @@ export function listSortedBatches(mount: MountRoot, dirRel: string, recursive: b
   return walk(mount, dirRel, mount.abs(dirRel), recursive, true);
 }
 
+/**
+ * The subtree below `dirRel` as one part of a larger recursive listing (split over threads):
+ * exactly what the whole listing would hold there, so a directory that vanished or stopped
+ * being one since the larger listing saw it contributes nothing, as in `walk`.
+ */
+export function listSubtreeBatches(mount: MountRoot, dirRel: string, recursive: boolean): AsyncGenerator<EntryStat[]> {
+  // exact: reached from the root without a symlink, as the whole listing would have reached it.
+  return walk(mount, dirRel, mount.abs(dirRel), recursive, false, true);
+}
+
 async function* walk(
   mount: MountRoot,
   dirRel: string,
   dirAbs: string,
   recursive: boolean,
   top: boolean,
+  exact = false,
 ): AsyncGenerator<EntryStat[]> {
   let dir;
   try {
-    dir = await mount.openVerified(dirAbs, dirRel, constants.O_RDONLY | constants.O_DIRECTORY, 'list');
+    dir = await mount.openVerified(dirAbs, dirRel, constants.O_RDONLY | constants.O_DIRECTORY, 'list', undefined, exact);
   } catch (err) {
     if (top) throw err;
     return;

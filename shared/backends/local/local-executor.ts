@@ -8,7 +8,7 @@ import { FilestoreError } from '../../errors.ts';
 import { comparePaths, normalizePath } from '../../paths.ts';
 import type { Backend, ByteRange, EntryStat, ListOptions, WriteOptions, WriteResult } from '../types.ts';
 import { errnoOf, fsError, localError } from './errors.ts';
-import { listSortedBatches, toEntryStat } from './listing.ts';
+import { listSortedBatches, listSubtreeBatches, toEntryStat } from './listing.ts';
 import { defaultFsOps, fsyncDir, MountRoot, type FsOps } from './safe-path.ts';
 import { removeQuietly, Staging } from './staging.ts';
 import { applyMetadata, copyEntry } from './tree.ts';
@@ -87,6 +87,14 @@ export class LocalExecutor implements Backend {
         if (kept.length > 0) yield kept;
       }
     }
+  }
+
+  /**
+   * Everything below `dir` as one part of a larger recursive listing (the walker threads
+   * split an audit's walk by subtree): nothing if `dir` is gone or no longer a directory.
+   */
+  listSubtreeBatches(dir: string, recursive: boolean): AsyncIterable<EntryStat[]> {
+    return listSubtreeBatches(this.mount, normalizePath(dir), recursive);
   }
 
   async mkdir(path: string, options: { parents: boolean }): Promise<EntryStat> {

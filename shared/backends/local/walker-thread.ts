@@ -77,8 +77,9 @@ async function pump(id: number): Promise<void> {
 port.on('message', (m: { kind: 'start'; id: number; request: WalkRequest } | { kind: 'next' | 'stop'; id: number }) => {
   if (m.kind === 'start') {
     try {
-      const { rootPath, dir, recursive, startAfter } = m.request;
-      const listing = executorFor(rootPath).listBatches(dir, { recursive, startAfter });
+      const { rootPath, dir, recursive, startAfter, below } = m.request;
+      const ex = executorFor(rootPath);
+      const listing = below ? ex.listSubtreeBatches(dir, recursive) : ex.listBatches(dir, { recursive, startAfter });
       sessions.set(m.id, { it: listing[Symbol.asyncIterator](), credit: CREDIT, running: false, stopped: false });
     } catch (err) {
       port.postMessage(errorReply(m.id, err));

@@ -1,6 +1,8 @@
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { FilestoreError } from '../../errors.ts';
-import { rowOfLine, type StorageRow } from '../entry-lines.ts';
+import { comparePaths } from '../../paths.ts';
+import { rowKind, rowOfLine, type StorageRow } from '../entry-lines.ts';
 
 /**
  * Recursive listings of local trees on a thread of their own.
@@ -12,9 +14,11 @@ import { rowOfLine, type StorageRow } from '../entry-lines.ts';
  * lines of text, one per entry (`entryLine`): cheaper to pass between threads than objects,
  * and the comparison can match them against catalogue lines without building anything.
  *
- * Memory stays bounded: the thread lists ahead of the consumer by at most two messages of
- * about 2,000 entries. One thread per process serves every walk (sessions by id); it does not
- * keep the process alive.
+ * Memory stays bounded: a thread lists ahead of the consumer by at most two messages of
+ * about 2,000 entries per session. Up to WALK_THREADS threads per process serve every walk
+ * (sessions by id); idle, they do not keep the process alive.
+ *
+ * A whole tree (`walkTree`) is split by subtree over the threads: see `walkTree`.
  */
 
 /** What the walker thread is asked to list. */
@@ -23,6 +27,8 @@ export interface WalkRequest {
   dir: string;
   recursive: boolean;
   startAfter?: string | undefined;
+  /** Only what lies below `dir`, as one part of a larger listing (nothing if `dir` is gone). */
+  below?: boolean | undefined;
 }
 
 type ToWalker = { kind: 'start'; id: number; request: WalkRequest } | { kind: 'next'; id: number } | { kind: 'stop'; id: number };
@@ -39,7 +45,10 @@ register();
 await import(${JSON.stringify(new URL('./walker-thread.ts', import.meta.url).href)});
 `;
 
-let shared: WalkerThread | null = null;
+// Threads for listings: lstat is the walk's cost and runs on as many cores as there are,
+// up to four (beyond that the catalogue side, not the walk, is what an audit waits for).
+const WALK_THREADS = Math.max(1, Math.min(4, availableParallelism()));
+const threads: WalkerThread[] = [];
 
 class WalkerThread {
   private readonly worker: Worker;
@@ -51,7 +60,7 @@ class WalkerThread {
   constructor() {
     // The thread holds one directory's entries and two messages at a time: a small young
     // generation keeps its memory small (the audit's peak RSS on a 1M-file tree counts it).
-    this.worker = new Worker(BOOT, { eval: true, type: 'module', resourceLimits: { maxYoungGenerationSizeMb: 4 } } as never);
+    this.worker = new Worker(BOOT, { eval: true, type: 'module', resourceLimits: { maxYoungGenerationSizeMb: 16 } } as never);
     this.worker.on('message', (m: FromWalker) => {
       const box = this.inbox.get(m.id);
       if (!box) return;
@@ -60,7 +69,8 @@ class WalkerThread {
     });
     const fail = (err: Error) => {
       this.failed = err;
-      if (shared === this) shared = null;
+      const at = threads.indexOf(this);
+      if (at >= 0) threads.splice(at, 1);
       for (const [id, box] of this.inbox) {
         box.queue.push({ kind: 'error', id, error: { message: `walker thread: ${err.message}` } });
         box.wake?.();
@@ -73,7 +83,8 @@ class WalkerThread {
     this.worker.unref();
   }
 
-  private active = 0;
+  /** Sessions in progress: a new session goes to the least busy thread. */
+  active = 0;
 
   private async take(id: number): Promise<FromWalker> {
     const box = this.inbox.get(id) as { queue: FromWalker[]; wake: (() => void) | null };
@@ -113,8 +124,141 @@ class WalkerThread {
   }
 }
 
-/** Lists a local tree on the walker thread, in batches of rows (see StorageRow). */
+/** Lists a local directory on a walker thread, in batches of rows (see StorageRow). */
 export function walkOnThread(request: WalkRequest): AsyncGenerator<StorageRow[]> {
-  shared ??= new WalkerThread();
-  return shared.walk(request);
+  while (threads.length < WALK_THREADS) threads.push(new WalkerThread());
+  let least = threads[0] as WalkerThread;
+  for (const t of threads) if (t.active < least.active) least = t;
+  return least.walk(request);
+}
+
+/** A piece of a tree listing, in order: rows already listed, or a subtree still to list. */
+type Unit = { rows: StorageRow[] } | { subtree: string };
+
+// Subtrees listed at once (their sessions read ahead while an earlier one is consumed).
+const AHEAD = WALK_THREADS * 2;
+// A directory with fewer subdirectories than this is split one level further down (a tree
+// with one big top-level directory would otherwise be listed by one thread), down to SPLIT_DEPTH.
+const SPLIT_MIN = 4;
+const SPLIT_DEPTH = 2;
+
+/**
+ * Everything below `dir`, recursively, in byte order of path (what
+ * `walkOnThread({ recursive: true })` lists), with the work split over the walker threads:
+ * `dir` itself is listed non-recursively; each of its subdirectories' subtrees is listed by a
+ * session of its own, up to AHEAD of them at once on the least busy threads, and their
+ * batches are handed over in order. A subtree's place in the order is its key `name/`
+ * (see listing.ts): after the directory's own entry, before any sibling sorting after it.
+ * A resumed listing (startAfter) is listed by one session.
+ */
+export async function* walkTree(request: { rootPath: string; dir: string; startAfter?: string | undefined }): AsyncGenerator<StorageRow[]> {
+  if (WALK_THREADS < 2 || request.startAfter !== undefined) {
+    yield* walkOnThread({ ...request, recursive: true });
+    return;
+  }
+  yield* inOrder(request.rootPath, units(request.rootPath, request.dir, 0));
+}
+
+/** The units of `dir`'s listing: its entries, and each subdirectory's subtree where it belongs. */
+async function* units(rootPath: string, dir: string, depth: number): AsyncGenerator<Unit> {
+  const out: Unit[] = [];
+  // Subtrees seen but not yet due, sorted by key ("a-b/" sorts before "a/", so not a FIFO).
+  const due: string[] = [];
+  let rows: StorageRow[] = [];
+  let dirs = 0;
+  let buffered = true;
+  const put = function* (u: Unit): Generator<Unit> {
+    if (buffered) out.push(u);
+    else yield u;
+  };
+  const flushRows = function* (): Generator<Unit> {
+    if (rows.length > 0) yield* put({ rows });
+    rows = [];
+  };
+  const listing = walkOnThread({ rootPath, dir, recursive: false, below: depth > 0 });
+  for await (const batch of listing) {
+    for (const row of batch) {
+      while (due.length > 0 && comparePaths(`${due[0]}/`, row.path) < 0) {
+        yield* flushRows();
+        yield* put({ subtree: due.shift() as string });
+      }
+      rows.push(row);
+      if (rowKind(row) === 'directory') {
+        dirs++;
+        const key = `${row.path}/`;
+        let at = due.length;
+        while (at > 0 && comparePaths(`${due[at - 1]}/`, key) > 0) at--;
+        due.splice(at, 0, row.path);
+      }
+    }
+    yield* flushRows();
+    // A big directory is not held: its units go out as they come.
+    if (buffered && out.length > 64) {
+      buffered = false;
+      yield* out.splice(0);
+    }
+  }
+  for (const path of due.splice(0)) yield* put({ subtree: path });
+  if (!buffered) return;
+  // The whole directory is known: with few subdirectories, split one level further.
+  const split = dirs < SPLIT_MIN && depth < SPLIT_DEPTH;
+  for (const u of out) {
+    if (split && 'subtree' in u) yield* units(rootPath, u.subtree, depth + 1);
+    else yield u;
+  }
+}
+
+interface Started {
+  it: AsyncIterator<StorageRow[]>;
+  head: Promise<IteratorResult<StorageRow[]>>;
+}
+
+/** Units in order, each subtree's session started up to AHEAD subtrees early. */
+async function* inOrder(rootPath: string, source: AsyncGenerator<Unit>): AsyncGenerator<StorageRow[]> {
+  const ahead: Array<Unit & { started?: Started }> = [];
+  let exhausted = false;
+  const start = (u: Unit & { started?: Started }) => {
+    if (!('subtree' in u) || u.started) return;
+    const it = walkOnThread({ rootPath, dir: u.subtree, recursive: true, below: true })[Symbol.asyncIterator]();
+    const head = it.next();
+    head.catch(() => {}); // surfaced when this subtree's turn comes
+    u.started = { it, head };
+  };
+  // Reads units until AHEAD subtrees are waiting (rows in between are few: a directory's
+  // entries, at most a listing batch per unit), and starts their sessions.
+  const refill = async () => {
+    let subtrees = ahead.filter((u) => 'subtree' in u).length;
+    while (!exhausted && subtrees < AHEAD) {
+      const r = await source.next();
+      if (r.done) exhausted = true;
+      else {
+        ahead.push(r.value);
+        if ('subtree' in r.value) subtrees++;
+      }
+    }
+    for (const u of ahead) start(u);
+  };
+  try {
+    for (;;) {
+      await refill();
+      const u = ahead.shift();
+      if (!u) return;
+      if ('rows' in u) {
+        yield u.rows;
+        continue;
+      }
+      const s = u.started as Started;
+      try {
+        for (let r = await s.head; !r.done; r = await s.it.next()) {
+          // Another subtree may start as soon as this one's session has finished.
+          yield r.value;
+        }
+      } finally {
+        await s.it.return?.(undefined);
+      }
+    }
+  } finally {
+    for (const u of ahead) if (u.started) await u.started.it.return?.(undefined);
+    await source.return(undefined);
+  }
 }

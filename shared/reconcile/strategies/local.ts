@@ -6,7 +6,7 @@ import { MountUnhealthyError } from '../errors.ts';
 import type { ReconcileStrategy } from '../strategy.ts';
 import { BackendStrategy } from './base.ts';
 import type { StorageRow } from '../../backends/entry-lines.ts';
-import { walkOnThread } from '../../backends/local/walker.ts';
+import { walkTree } from '../../backends/local/walker.ts';
 
 const mtimeMs = (d: Date | string | null) => (d === null ? null : d instanceof Date ? d.getTime() : new Date(d).getTime());
 
@@ -40,12 +40,12 @@ export class LocalStrategy extends BackendStrategy implements ReconcileStrategy 
 
 
   /**
-   * A recursive listing (audits, subtrees) runs on the walker thread, beside the comparison;
-   * direct children are few and listed here.
+   * A recursive listing (audits, subtrees) runs on the walker threads, split by subtree,
+   * beside the comparison; direct children are few and listed here.
    */
   override listRows(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<StorageRow[]> {
     if (!recursive) return super.listRows(dir, recursive, startAfter);
-    return walkOnThread({ rootPath: this.rootPath, dir, recursive, startAfter });
+    return walkTree({ rootPath: this.rootPath, dir, startAfter });
   }
 
   /** Compares what the catalogue recorded (a field it never recorded, like the root's mode, is not a change). */
