@@ -114,6 +114,7 @@ class Run {
   private countOnlyUnchanged = false;
   /** Parents of nodes whose kind changed: their rollups are recomputed from the rows at the end. */
   private readonly recomputeAt = new Set<string>();
+  private liveAtStart: Promise<number> = Promise.resolve(0);
 
   constructor(
     private readonly fs: Filestore,
@@ -153,6 +154,12 @@ class Run {
     // A complete audit marks the mount checked as of when it (its first attempt) began,
     // instead of rewriting every row it finds unchanged (rows.ts reads the later of the two).
     this.countOnlyUnchanged = isAudit;
+    // Counted beside the walk (a count of a big mount is not free), for the mass-missing rule.
+    if (isAudit && !force) {
+      const before = this.counts.discovered; // an earlier attempt's discoveries are in the count
+      this.liveAtStart = countLiveNodes(this.pool, this.mount.id).then((n) => n - before);
+      this.liveAtStart.catch(() => {}); // awaited in applyMissing
+    }
     const auditStartedAt = resume?.startedAt ? new Date(resume.startedAt) : this.guard.scanStartedAt;
     let sinceCheckpoint = 0;
     try {
@@ -352,7 +359,8 @@ class Run {
     if (candidates.length === 0) return;
     const isAudit = this.request.path === '' && this.request.recursive;
     if (isAudit && !force) {
-      const total = await countLiveNodes(this.pool, this.mount.id);
+      // The mount's live nodes as counted when the walk began, plus what the audit discovered.
+      const total = (await this.liveAtStart) + this.counts.discovered;
       const ratio = this.o.maxMissingRatio ?? 0.5;
       if (total >= MIN_NODES_FOR_RATIO && candidates.length > ratio * total) throw new MassMissingError(candidates.length, total, ratio);
     }

@@ -1,10 +1,12 @@
-import { constants } from 'node:fs';
+import { constants, lstatSync } from 'node:fs';
+import { join } from 'node:path';
 import { access, stat } from 'node:fs/promises';
 import type { Backend, EntryStat } from '../../backends/types.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
 import { MountUnhealthyError } from '../errors.ts';
 import type { ReconcileStrategy } from '../strategy.ts';
 import { BackendStrategy } from './base.ts';
+import { parentOf } from '../../paths.ts';
 import type { StorageRow } from '../../backends/entry-lines.ts';
 import { walkTree } from '../../backends/local/walker.ts';
 
@@ -46,6 +48,41 @@ export class LocalStrategy extends BackendStrategy implements ReconcileStrategy 
   override listRows(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<StorageRow[]> {
     if (!recursive) return super.listRows(dir, recursive, startAfter);
     return walkTree({ rootPath: this.rootPath, dir, startAfter });
+  }
+
+  /**
+   * The second look before MISSING, one directory at a time: the directory is looked at
+   * through the executor (ancestors without symlinks), then its candidates with one
+   * synchronous lstat each (a missing entry costs no exception). An entry is gone when it
+   * is absent or is no longer something Filestore catalogues (a FIFO, a socket, a device).
+   */
+  override async confirmGone(paths: string[]): Promise<Set<string>> {
+    const gone = new Set<string>();
+    const byParent = new Map<string, string[]>();
+    for (const p of paths) {
+      const parent = parentOf(p) ?? '';
+      const list = byParent.get(parent);
+      if (list) list.push(p);
+      else byParent.set(parent, [p]);
+    }
+    for (const [parent, children] of byParent) {
+      const dir = parent === '' ? null : await this.stat(parent);
+      if (parent !== '' && dir?.kind !== 'directory') {
+        for (const c of children) gone.add(c);
+        continue;
+      }
+      for (const c of children) {
+        let st;
+        try {
+          st = lstatSync(join(this.rootPath, ...c.split('/')), { throwIfNoEntry: false });
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') st = undefined;
+          else throw err;
+        }
+        if (!st || !(st.isFile() || st.isDirectory() || st.isSymbolicLink())) gone.add(c);
+      }
+    }
+    return gone;
   }
 
   /** Compares what the catalogue recorded (a field it never recorded, like the root's mode, is not a change). */
