@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { FilestoreError } from './errors.ts';
+import { QUEUE_PREFIX_PATTERN } from './queues/prefix.ts';
 
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
@@ -41,6 +42,15 @@ const EnvSchema = z.object({
   /** Commands for this agent's mounts run at once by its command worker. */
   FILESTORE_COMMAND_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(4),
   FILESTORE_AUDIT_CRON: z.string().optional(),
+  /**
+   * BullMQ key prefix of this catalogue's queues (reconcile, commands, audits). Default
+   * `filestore:<catalogue id>`, from the catalogue itself; every process of one catalogue must
+   * use the same value, and two catalogues on one Redis different ones.
+   */
+  FILESTORE_QUEUE_PREFIX: z
+    .string()
+    .regex(QUEUE_PREFIX_PATTERN, 'letters, digits and _ . : { } - only (1-100 characters)')
+    .optional(),
   /** Reconciliation jobs run at once by one worker. */
   FILESTORE_RECONCILE_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
   /** An audit that would mark more than this share of a mount's nodes MISSING stops and reports instead. */

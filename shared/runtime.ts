@@ -10,6 +10,7 @@ import type { OrchestratorHooks } from './orchestrator/context.ts';
 import { Orchestrator } from './orchestrator/orchestrator.ts';
 import { defaultMetrics, type FilestoreMetrics } from './metrics/metrics.ts';
 import { createReconcileQueue } from './queues/create-reconcile-queue.ts';
+import { catalogueQueuePrefix } from './queues/prefix.ts';
 import type { ReconcileQueue } from './queues/reconcile-queue.ts';
 import { createReconciler } from './reconcile/reconciler.ts';
 import type { ProcessIdentity } from './dispatch/ownership.ts';
@@ -43,6 +44,8 @@ export interface FilestoreOptions {
   agentId?: ProcessIdentity;
   /** How long a command dispatched to another agent is waited for before 202 (default 25 000 ms). */
   commandWaitMs?: number | undefined;
+  /** FILESTORE_QUEUE_PREFIX: BullMQ prefix of this catalogue's queues (default `filestore:<catalogue id>`). */
+  queuePrefix?: string | undefined;
 }
 
 export interface ReconcileSetup {
@@ -74,6 +77,8 @@ export interface Filestore {
   reconcile: ReconcileQueue;
   /** The commands of the API: run here, or dispatched to the agent that owns the mount. */
   commands: CommandRouter;
+  /** BullMQ prefix of this catalogue's queues: every producer and consumer of the catalogue uses it. */
+  queuePrefix: string;
   /** After a commit that changed a mount outside the orchestrator (reconciliation): cache and relay. */
   changed(mountId: string): Promise<void>;
   close(): Promise<void>;
@@ -83,6 +88,13 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
   const log = o.log ?? (() => {});
   if (o.migrate !== false) await migrate(o.databaseUrl, log);
   const pool = createPool(o.databaseUrl, o.poolSize ?? 20);
+  let queuePrefix: string;
+  try {
+    queuePrefix = o.queuePrefix ?? (await catalogueQueuePrefix(pool));
+  } catch (err) {
+    await pool.end().catch(() => {});
+    throw err;
+  }
   const inline = o.redisUrl === 'inline';
   const bus: EventBus = inline ? new InlineEventBus() : new RedisEventBus(o.redisUrl);
   const cache: ReadThroughCache = inline ? new MemoryReadThroughCache() : new RedisReadThroughCache(o.redisUrl, o.cacheTtlSeconds);
@@ -95,7 +107,7 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
   };
   const orchestrator = new Orchestrator({ pool, backends, hooks: o.hooks, afterCommit: changed });
   const reader = new CatalogueReader(pool, cache);
-  const commands = new CommandRouter({ pool, orchestrator, mounts: reader, redisUrl: o.redisUrl, identity: o.agentId, waitMs: o.commandWaitMs, log });
+  const commands = new CommandRouter({ pool, orchestrator, mounts: reader, redisUrl: o.redisUrl, queuePrefix, identity: o.agentId, waitMs: o.commandWaitMs, log });
 
   const maintenance = async () => {
     if (o.recover !== false) {
@@ -115,7 +127,15 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
 
   const r = o.reconcile ?? {};
   const queueUrl = r.queueRedisUrl ?? o.redisUrl;
-  const reconcile = createReconcileQueue(queueUrl, { pool, metrics, log, name: r.queueName, mountIds: r.mountIds, agentId: r.consume ? r.agentId : undefined });
+  const reconcile = createReconcileQueue(queueUrl, {
+    pool,
+    metrics,
+    log,
+    name: r.queueName,
+    prefix: queuePrefix,
+    mountIds: r.mountIds,
+    agentId: r.consume ? r.agentId : undefined,
+  });
 
   const fs: Filestore = {
     pool,
@@ -129,6 +149,7 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
     changed,
     reconcile,
     commands,
+    queuePrefix,
     async close() {
       clearInterval(timer);
       await commands.close().catch((e: Error) => log(`command router: ${e.message}`));

@@ -119,7 +119,8 @@ describe('commands for the agent’s mount sent to an API-only process', () => {
     // mkdir, move and delete travelled through the agent's command queue and came back as its
     // replies (the PUT went to the agent's HTTP server).
     const connection = new Redis(d.redisUrl, { maxRetriesPerRequest: null });
-    const queue = new Queue<CommandMessage, CommandReply>(commandQueueName(agentId), { connection });
+    // Under the catalogue's prefix, which the agent process derived from the same database.
+    const queue = new Queue<CommandMessage, CommandReply>(commandQueueName(agentId), { connection, prefix: api.fs.queuePrefix });
     try {
       const jobs = await queue.getJobs(['completed']);
       const replied = jobs.map((j) => j.returnvalue).filter((r): r is Extract<CommandReply, { ok: true }> => r?.ok === true);

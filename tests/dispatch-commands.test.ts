@@ -154,7 +154,7 @@ describe('commands for a local mount of another agent', () => {
     const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
     try {
       for (const id of [never, silent, stopped.agentId]) {
-        const q = new Queue(commandQueueName(id), { connection: redis });
+        const q = new Queue(commandQueueName(id), { connection: redis, prefix: api.fs.queuePrefix });
         expect(await q.getJobCounts('wait', 'active', 'completed', 'failed')).toEqual({ wait: 0, active: 0, completed: 0, failed: 0 });
         await q.obliterate({ force: true });
         await q.close();

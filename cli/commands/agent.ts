@@ -30,6 +30,8 @@ export function agentOptionsFrom(config: Config, databaseUrl: string, log: (line
       backend: config.FILESTORE_WATCH_BACKEND.default,
       perMount: config.FILESTORE_WATCH_BACKEND.perMount,
     },
+    // Command, reconcile and audit queues under this prefix (default: the catalogue's own).
+    filestore: { queuePrefix: config.FILESTORE_QUEUE_PREFIX },
     log,
   };
 }

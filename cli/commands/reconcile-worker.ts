@@ -49,16 +49,24 @@ export function registerReconcileWorker(program: Command): void {
         redisUrl: config.REDIS_URL,
         poolSize: config.FILESTORE_DB_POOL_SIZE,
         s3: { endpoint: config.FILESTORE_S3_ENDPOINT },
+        queuePrefix: config.FILESTORE_QUEUE_PREFIX,
         log,
       });
-      queue = new BullMqReconcileQueue(config.REDIS_URL, { pool: fs.pool, metrics: fs.metrics, log, onAttempt: (r) => console.log(describeAttempt(r)) });
+      // The catalogue's prefix (fs.queuePrefix): the queue the API and agents of this catalogue send to.
+      queue = new BullMqReconcileQueue(config.REDIS_URL, {
+        pool: fs.pool,
+        metrics: fs.metrics,
+        prefix: fs.queuePrefix,
+        log,
+        onAttempt: (r) => console.log(describeAttempt(r)),
+      });
       const handler = createReconciler(fs, { maxMissingRatio: config.FILESTORE_MAX_MISSING_RATIO, s3MissingGraceMs: config.FILESTORE_S3_MISSING_GRACE_MS });
       await queue.start(handler, { concurrency: config.FILESTORE_RECONCILE_CONCURRENCY });
       if (config.FILESTORE_AUDIT_CRON) {
         audits = await startAuditScheduler({ pool: fs.pool, queue, cron: config.FILESTORE_AUDIT_CRON, redisUrl: config.REDIS_URL, log });
       }
       log(
-        `reconcile worker: consuming ${queue.name} on ${new URL(config.REDIS_URL).host} with concurrency ${config.FILESTORE_RECONCILE_CONCURRENCY}; ` +
+        `reconcile worker: consuming ${queue.name} on ${new URL(config.REDIS_URL).host} (prefix ${fs.queuePrefix}) with concurrency ${config.FILESTORE_RECONCILE_CONCURRENCY}; ` +
           (config.FILESTORE_AUDIT_CRON ? `audits of all active mounts at "${config.FILESTORE_AUDIT_CRON}"` : 'no audits scheduled (FILESTORE_AUDIT_CRON unset)'),
       );
     });

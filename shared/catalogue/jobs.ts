@@ -225,12 +225,12 @@ export async function retryLater(q: Queryable, id: number, error: object): Promi
 export async function openJobs(
   q: Queryable,
   o: { mountIds?: readonly string[] | undefined; idleMs: number; limit: number },
-): Promise<Array<Pick<ReconcileJobRow, 'id' | 'mountId' | 'path' | 'reason' | 'status'>>> {
+): Promise<Array<Pick<ReconcileJobRow, 'id' | 'mountId' | 'path' | 'reason' | 'status' | 'createdAt'>>> {
   // The mount filter is in the statement text or not at all (no "$n IS NULL OR": see db/pool.ts).
   const params: unknown[] = [o.idleMs, o.limit];
   if (o.mountIds) params.push([...o.mountIds]);
-  const { rows } = await q.query<Pick<ReconcileJobRow, 'id' | 'mountId' | 'path' | 'reason' | 'status'>>(
-    `SELECT id, mount_id AS "mountId", path, reason, status FROM filestore.reconciliation_jobs
+  const { rows } = await q.query<Pick<ReconcileJobRow, 'id' | 'mountId' | 'path' | 'reason' | 'status' | 'createdAt'>>(
+    `SELECT id, mount_id AS "mountId", path, reason, status, created_at AS "createdAt" FROM filestore.reconciliation_jobs
       WHERE status IN ('queued', 'running') AND updated_at <= now() - make_interval(secs => $1::float8 / 1000)
         ${o.mountIds ? 'AND mount_id = ANY ($3::uuid[])' : ''}
       ORDER BY id LIMIT $2`,

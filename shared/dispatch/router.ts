@@ -19,6 +19,8 @@ export interface CommandRouterOptions {
   mounts: { mount(idOrKey: string): Promise<Mount> };
   /** redis://… or 'inline' (one process: every command runs here). */
   redisUrl: string;
+  /** BullMQ prefix of the catalogue's queues (queues/prefix.ts); the agents' command workers use the same. */
+  queuePrefix?: string | undefined;
   identity: ProcessIdentity;
   /** The longest a caller waits for a dispatched command before 202 (default 25 s, under API Gateway's 30 s). */
   waitMs?: number | undefined;
@@ -70,6 +72,8 @@ interface AgentQueue {
  */
 export class CommandRouter {
   readonly redisUrl: string;
+  /** Where the command queues live in Redis: the catalogue's prefix (undefined: BullMQ's `bull`). */
+  readonly queuePrefix: string | undefined;
   readonly identity: ProcessIdentity;
   private readonly waitMs: number;
   private readonly log: (line: string) => void;
@@ -79,6 +83,7 @@ export class CommandRouter {
 
   constructor(private readonly o: CommandRouterOptions) {
     this.redisUrl = o.redisUrl;
+    this.queuePrefix = o.queuePrefix;
     this.identity = o.identity;
     this.waitMs = o.waitMs ?? DEFAULT_COMMAND_WAIT_MS;
     this.log = o.log ?? (() => {});
@@ -236,12 +241,13 @@ export class CommandRouter {
       this.connection ??= quiet(new Redis(this.redisUrl, { maxRetriesPerRequest: 3 }));
       const queue = new Queue<CommandMessage, CommandReply>(name, {
         connection: this.connection,
+        prefix: this.queuePrefix,
         defaultJobOptions: { attempts: 1, removeOnComplete: KEEP_COMPLETED, removeOnFail: KEEP_FAILED },
       });
       queue.on('error', (e) => this.log(`command queue ${name}: ${e.message}`));
       // QueueEvents reads with a blocking XREAD: it needs a connection of its own.
       const eventsConnection = quiet(new Redis(this.redisUrl, { maxRetriesPerRequest: null }));
-      const events = new QueueEvents(name, { connection: eventsConnection });
+      const events = new QueueEvents(name, { connection: eventsConnection, prefix: this.queuePrefix });
       events.on('error', (e) => this.log(`command queue events ${name}: ${e.message}`));
       q = { queue, events, eventsConnection, ready: events.waitUntilReady() };
       this.queues.set(agentId, q);

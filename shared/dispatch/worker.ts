@@ -31,7 +31,8 @@ export interface CommandWorker {
 export interface CommandWorkerDeps {
   pool: Pool;
   orchestrator: Orchestrator;
-  commands: Pick<CommandRouter, 'redisUrl'>;
+  /** The router's Redis and prefix: the worker consumes the queue the catalogue's routers send to. */
+  commands: Pick<CommandRouter, 'redisUrl' | 'queuePrefix'>;
 }
 
 /**
@@ -50,6 +51,7 @@ export async function startCommandWorker(fs: CommandWorkerDeps, agentId: string,
   connection.on('error', () => {}); // BullMQ reports through the worker's error event
   const worker = new Worker<CommandMessage, CommandReply>(queueName, (job) => runDispatched(fs, agentId, job.data, log), {
     connection,
+    prefix: fs.commands.queuePrefix,
     concurrency: o.concurrency ?? 4,
     lockDuration: o.lockDurationMs ?? 30_000,
     stalledInterval: o.stalledIntervalMs ?? 30_000,

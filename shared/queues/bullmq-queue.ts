@@ -17,7 +17,11 @@ import {
 } from './reconcile-queue.ts';
 
 export interface BullMqReconcileQueueOptions extends ReconcileQueueOptions {
-  /** Redis key prefix (BullMQ's default `bull`); tests use their own. */
+  /**
+   * Redis key prefix of the catalogue's queues: `Filestore.queuePrefix` (`filestore:<catalogue
+   * id>` or FILESTORE_QUEUE_PREFIX), so that catalogues sharing a Redis database never share
+   * a queue. Unset: BullMQ's default `bull` (tests with a prefix of their own).
+   */
   prefix?: string | undefined;
   /**
    * The agent this consumer is: besides the shared queue it consumes `<name>-<agentId>`, where
@@ -37,8 +41,14 @@ export interface ReconcileMessage {
 }
 
 const JOB_NAME = 'reconcile';
-// BullMQ refuses integer custom ids (they would collide with its own counter).
-export const bullJobId = (rowId: number): string => `job-${rowId}`;
+/**
+ * The BullMQ job id of a row: `job-<row id>-<created_at in ms, base 36>`. Not the row id
+ * alone: a row id can come back — a catalogue restored from a backup, whose id sequence went
+ * back, on the same prefix — and BullMQ silently drops an add whose id it still holds (finished
+ * jobs are kept a day), so the new row would wait for the sweep. The creation time makes the
+ * id unique to this row. (BullMQ refuses integer custom ids: they would collide with its counter.)
+ */
+export const bullJobId = (row: Pick<ReconcileJobRow, 'id' | 'createdAt'>): string => `job-${row.id}-${row.createdAt.getTime().toString(36)}`;
 // How long an open row must sit still before a periodic sweep re-adds it: longer than an
 // enqueue between its insert and its Redis add.
 const SWEEP_IDLE_MS = 30_000;
@@ -49,8 +59,8 @@ const KEEP_COMPLETED = { age: 24 * 3600, count: 1_000 };
 const KEEP_FAILED = { age: 7 * 24 * 3600, count: 5_000 };
 
 /**
- * `filestore-reconcile` on BullMQ. The row is written first, then the BullMQ job (id
- * `job-<row id>`) — only for a new row: a request that joins a waiting row adds nothing to
+ * `filestore-reconcile` on BullMQ, under the catalogue's prefix. The row is written first,
+ * then the BullMQ job (id `bullJobId`) — only for a new row: a request that joins a waiting row adds nothing to
  * Redis. BullMQ owns retry timing (attempts, exponential backoff); the row says queued,
  * running, succeeded or failed; a non-retryable error becomes an UnrecoverableError. A
  * consumer re-adds, at start and every `sweepIntervalMs`, open rows whose BullMQ job is
@@ -63,6 +73,8 @@ const KEEP_FAILED = { age: 7 * 24 * 3600, count: 5_000 };
  */
 export class BullMqReconcileQueue implements ReconcileQueue {
   readonly name: string;
+  /** The Redis key prefix of its queues (the audit scheduler puts its own queue under it too). */
+  readonly prefix: string | undefined;
   private readonly metrics: FilestoreMetrics;
   private readonly reconcileWorker: ReconcileWorker;
   private readonly connection: Redis;
@@ -84,6 +96,7 @@ export class BullMqReconcileQueue implements ReconcileQueue {
     private readonly o: BullMqReconcileQueueOptions,
   ) {
     this.name = o.name ?? RECONCILE_QUEUE;
+    this.prefix = o.prefix;
     this.metrics = o.metrics ?? defaultMetrics();
     this.reconcileWorker = new ReconcileWorker({
       pool: o.pool,
@@ -203,9 +216,9 @@ export class BullMqReconcileQueue implements ReconcileQueue {
     return { outcome: report.outcome };
   }
 
-  private async add(row: Pick<ReconcileJobRow, 'id' | 'mountId' | 'path' | 'reason'>) {
+  private async add(row: Pick<ReconcileJobRow, 'id' | 'createdAt' | 'mountId' | 'path' | 'reason'>) {
     const data: ReconcileMessage = { rowId: row.id, mountId: row.mountId, path: row.path, reason: row.reason };
-    return (await this.routeOf(row.mountId)).add(JOB_NAME, data, { jobId: bullJobId(row.id) });
+    return (await this.routeOf(row.mountId)).add(JOB_NAME, data, { jobId: bullJobId(row) });
   }
 
   /** Re-adds open rows (idle for `idleMs`) of this queue's mounts whose BullMQ job is missing or finished. */
@@ -215,7 +228,7 @@ export class BullMqReconcileQueue implements ReconcileQueue {
       const rows = await openJobs(this.o.pool, { mountIds: this.o.mountIds, idleMs, limit: SWEEP_BATCH });
       let readded = 0;
       for (const row of rows) {
-        const jobId = bullJobId(row.id);
+        const jobId = bullJobId(row);
         const queue = await this.routeOf(row.mountId);
         const state = await queue.getJobState(jobId);
         if (state === 'completed' || state === 'failed') await queue.remove(jobId);

@@ -20,6 +20,8 @@ export const RECONCILE_QUEUE = 'filestore-reconcile';
 export interface ReconcileQueue {
   /** The queue's name: the BullMQ queue and the `queue` label of filestore_reconcile_backlog. */
   readonly name: string;
+  /** BullMQ: the Redis key prefix of its queues (the catalogue's); undefined in-process. */
+  readonly prefix?: string | undefined;
   /** Records the request (a new row, or joins the waiting one) and, for a new row, queues it. */
   enqueue(request: ReconcileRequest): Promise<{ job: ReconcileJobRow; coalesced: boolean }>;
   /** Starts consuming with `handler`; before this, a queue only accepts requests. */

@@ -23,7 +23,7 @@ export interface AuditSchedulerOptions {
   tz?: string | undefined;
   /** 'inline': a timer in this process; otherwise a BullMQ job scheduler on that Redis. */
   redisUrl: string;
-  /** Redis key prefix (BullMQ's default `bull`); tests use their own. */
+  /** Redis key prefix of the scheduler's queue; default: the reconcile queue's (the catalogue's, see queues/prefix.ts). */
   prefix?: string | undefined;
   /** Name of the BullMQ queue the scheduler's ticks go through (default `filestore-reconcile-audits`). */
   name?: string | undefined;
@@ -133,12 +133,14 @@ async function startBullScheduler(
   const workerConnection = new Redis(o.redisUrl, { maxRetriesPerRequest: null });
   connection.on('error', () => {});
   workerConnection.on('error', () => {});
-  const queue = new Queue<TickData>(name, { connection, prefix: o.prefix });
+  // Under the catalogue's prefix: another catalogue on this Redis has its own scheduler and worker.
+  const prefix = o.prefix ?? o.queue.prefix;
+  const queue = new Queue<TickData>(name, { connection, prefix });
   queue.on('error', (e) => log(`audit scheduler: ${e.message}`));
   // The selection travels in the tick: whichever process takes it audits what the scheduler's owner asked for.
   const worker = new Worker<TickData>(name, async (job) => tick({ agentId: job.data.agentId, mountIds: job.data.mountIds }), {
     connection: workerConnection,
-    prefix: o.prefix,
+    prefix,
     concurrency: 1,
   });
   worker.on('error', (e) => log(`audit scheduler: ${e.message}`));

@@ -101,15 +101,15 @@ export async function startAgentProcess(
       await worker?.close();
       await presence.stop();
       await served.close();
-      await removeQueue(agentId);
+      await removeQueue(agentId, fs.queuePrefix);
     },
   };
 }
 
-/** Deletes an agent's command queue from Redis (test agents are never reused). */
-export async function removeQueue(agentId: string): Promise<void> {
+/** Deletes an agent's command queue (under the catalogue's prefix, `fs.queuePrefix`) from Redis (test agents are never reused). */
+export async function removeQueue(agentId: string, prefix: string): Promise<void> {
   const connection = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
-  const queue = new Queue(commandQueueName(agentId), { connection });
+  const queue = new Queue(commandQueueName(agentId), { connection, prefix });
   try {
     await queue.obliterate({ force: true });
   } finally {
