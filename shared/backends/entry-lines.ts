@@ -45,40 +45,64 @@ export function entryLine(e: EntryStat): string {
   return `${comparableLine(e)}${e.mtime === null ? '' : e.mtime.getTime()}`;
 }
 
-/** A listed entry as the comparison sees it: `line` is its comparable line; `entry` is built when needed. */
-export interface StorageRow {
-  path: string;
-  line: string;
-  /** The whole `entryLine` (with the mtime) when the row came as text. */
-  full?: string | undefined;
-  entry?: EntryStat | undefined;
+/**
+ * A listed entry as the comparison sees it: its `entryLine` (the walker threads hand lines
+ * over; other listings' entries are written as lines). Rows stay strings through the merge,
+ * so an unchanged entry costs no object at all; `rowEntry` parses the few that changed.
+ */
+export type StorageRow = string;
+
+export const rowOfEntry: (e: EntryStat) => StorageRow = entryLine;
+
+/** The path a line (an entry's or a catalogue row's) begins with. */
+export function linePath(line: string): string {
+  return line.slice(0, line.indexOf('\t'));
 }
 
-export function rowOfEntry(e: EntryStat): StorageRow {
-  return { path: e.path, line: comparableLine(e), entry: e };
+/**
+ * `comparePaths` of the paths two lines begin with, without cutting them out: the tab that
+ * ends a path is below every character a path can hold, so a path that ends first sorts first.
+ */
+export function compareLinePaths(a: string, b: string): number {
+  for (let i = 0; ; i++) {
+    let x = i < a.length ? a.charCodeAt(i) : 9;
+    let y = i < b.length ? b.charCodeAt(i) : 9;
+    if (x === y) {
+      if (x === 9) return 0;
+      continue;
+    }
+    if (x >= 0xd800) x += x >= 0xe000 ? -0x800 : 0x2000;
+    if (y >= 0xd800) y += y >= 0xe000 ? -0x800 : 0x2000;
+    return x - y;
+  }
+}
+
+/**
+ * True when a catalogue line (catalogue/nodes.ts SCOPE_LINE) records exactly what the entry
+ * line says: it begins with the entry's comparable line (path, ACTIVE, comparable fields),
+ * which is the entry line up to its last tab.
+ */
+export function recordsExactly(catalogueLine: string, row: StorageRow): boolean {
+  const cut = row.lastIndexOf('\t') + 1;
+  if (catalogueLine.length < cut) return false;
+  for (let i = cut - 1; i >= 0; i--) if (catalogueLine.charCodeAt(i) !== row.charCodeAt(i)) return false;
+  return true;
 }
 
 /** The kind of a listed row, read off its line (`path \t ACTIVE \t kind \t …`). */
 export function rowKind(row: StorageRow): string {
-  const at = row.path.length + 8;
-  return row.line.slice(at, row.line.indexOf('\t', at));
+  const at = row.indexOf('\t') + 8;
+  return row.slice(at, row.indexOf('\t', at));
 }
 
-/** A row from an `entryLine`. */
-export function rowOfLine(l: string): StorageRow {
-  const cut = l.lastIndexOf('\t') + 1;
-  return { path: l.slice(0, l.indexOf('\t')), line: cut === l.length ? l : l.slice(0, cut), full: l };
-}
-
-/** The entry a row stands for (parsed from its line when it came from the walker thread). */
+/** The entry a row stands for, parsed from its line. */
 export function rowEntry(row: StorageRow): EntryStat {
-  if (row.entry) return row.entry;
-  const f = (row.full ?? row.line).split('\t');
+  const f = row.split('\t');
   const kind = f[2] as EntryStat['kind'];
   const mtime = f[10] !== undefined && f[10] !== '' ? new Date(Number(f[10])) : f[4] !== '' ? new Date(Number(f[4])) : null;
   const num = (s: string | undefined) => (s === undefined || s === '' ? null : Number(s));
-  const entry: EntryStat = {
-    path: row.path,
+  return {
+    path: f[0] as string,
     kind,
     sizeBytes: Number(f[3]),
     mode: num(f[5]),
@@ -88,7 +112,4 @@ export function rowEntry(row: StorageRow): EntryStat {
     etag: f[8] === '' || f[8] === undefined ? null : f[8],
     symlinkTarget: kind === 'symlink' && f[9] ? Buffer.from(f[9], 'hex').toString('utf8') : null,
   };
-  row.entry = entry;
-  return entry;
 }
-

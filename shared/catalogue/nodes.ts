@@ -4,7 +4,7 @@ import { descendantsCondition } from './subtree.ts';
 import { NODE_COLUMNS } from './rows.ts';
 import type { CatalogueNode, ConsistencyState } from './types.ts';
 import type { NodeKind } from '../backends/types.ts';
-import { comparableFields, text } from '../backends/entry-lines.ts';
+import { comparableFields, linePath, text } from '../backends/entry-lines.ts';
 
 /** Reads of the nodes table. Writes live in node-writes.ts. */
 
@@ -131,15 +131,12 @@ export async function countLiveDescendants(q: Queryable, mountId: string, dir: s
 }
 
 /**
- * A catalogue row as an audit reads it: its path and one line of text. Most rows of an audit
- * are unchanged, and the line lets the comparison tell so without building a node: see
- * backends/entry-lines.ts. `scopeRowNode` builds the node when one is needed.
+ * A catalogue row as an audit reads it: one line of text,
+ * `path \t state \t <comparable fields> \t id \t version \t sha256` (SCOPE_LINE). Most rows
+ * of an audit are unchanged, and the line lets the comparison tell so without building
+ * anything: see backends/entry-lines.ts. `scopeRowNode` builds the node when one is needed.
  */
-export interface ScopeRow {
-  path: string;
-  /** `path \t state \t <comparable fields> \t id \t version \t sha256` (SCOPE_LINE). */
-  line: string;
-}
+export type ScopeRow = string;
 
 /**
  * The live nodes a reconciliation of `path` compares, in byte order of path, in pages: the
@@ -160,7 +157,7 @@ export async function* scopePages(
   pageSize = 5000,
 ): AsyncGenerator<ScopeRow[]> {
   const self = await findLiveByPath(q, mountId, path);
-  if (self && startAfter === undefined) yield [{ path: self.path, line: lineOfNode(self) }];
+  if (self && startAfter === undefined) yield [lineOfNode(self)];
   if (!recursive && (!self || self.kind !== 'directory')) return;
   const below = descendantsCondition(path, 3);
   const subtree = recursive || !self;
@@ -175,7 +172,7 @@ export async function* scopePages(
     });
     const lines = rows[0]?.page ?? null;
     if (lines === null) return [];
-    return lines.split('\n').map((line) => ({ path: line.slice(0, line.indexOf('\t')), line }));
+    return lines.split('\n');
   };
   let pending = page(startAfter ?? path);
   void pending.catch(() => {}); // awaited below; a caller that stops early must not leave it unhandled
@@ -183,7 +180,7 @@ export async function* scopePages(
     const rows = await pending;
     const last = rows[rows.length - 1];
     if (rows.length === pageSize && last) {
-      pending = page(last.path);
+      pending = page(linePath(last));
       void pending.catch(() => {});
     }
     if (rows.length > 0) yield rows;
@@ -210,22 +207,23 @@ function lineOfNode(n: CatalogueNode): string {
 
 /** The row's node id without building the node. */
 export function scopeRowId(row: ScopeRow): number {
-  return Number(row.line.split('\t')[10]);
+  return Number(row.split('\t')[10]);
 }
 
 const intOrNull = (s: string) => (s === '' ? null : Number(s));
 
 /** The row as a node: what a comparison and the writes after it use; timestamps but mtime are left empty. */
 export function scopeRowNode(row: ScopeRow, mountId: string): CatalogueNode {
-  const f = row.line.split('\t');
+  const f = row.split('\t');
+  const path = f[0] as string;
   const kind = f[2] as CatalogueNode['kind'];
   const target = f[9] as string;
   return {
     id: Number(f[10]),
     mountId,
-    path: row.path,
+    path,
     parentId: null,
-    name: row.path.slice(row.path.lastIndexOf('/') + 1),
+    name: path.slice(path.lastIndexOf('/') + 1),
     kind,
     sizeBytes: Number(f[3]),
     sha256: f[12] === '' ? null : (f[12] as string),

@@ -1,44 +1,52 @@
-import type { StorageRow } from '../backends/entry-lines.ts';
+import { compareLinePaths, linePath, type StorageRow } from '../backends/entry-lines.ts';
 import type { ScopeRow } from '../catalogue/nodes.ts';
-import { comparePaths } from '../paths.ts';
 
-/** One path of the merge: what storage holds (seen) and what the catalogue recorded (node). */
-export interface Pair<S extends { path: string } = StorageRow, N extends { path: string } = ScopeRow> {
-  path: string;
-  seen: S | null;
-  node: N | null;
+/**
+ * A batch of the merge: for the i-th path, what storage holds (`seen[i]`, an entry line) and
+ * what the catalogue recorded (`node[i]`, a catalogue line); one of the two may be null.
+ * Two arrays rather than an object per path: an audit merges every entry of a mount.
+ */
+export interface Pairs {
+  seen: Array<StorageRow | null>;
+  node: Array<ScopeRow | null>;
+}
+
+/** The path of the i-th pair. */
+export function pairPath(p: Pairs, i: number): string {
+  return linePath((p.seen[i] ?? p.node[i]) as string);
 }
 
 /**
- * Merges two sources of batches, each sorted in byte order of path, into batches of pairs,
- * streaming: memory holds one batch of each side, and the merge awaits only to refill a side
- * (an await per entry was a large share of an audit's time). Throws if either side is out of
- * order (a bug that would otherwise turn into false MISSING/discovered pairs).
+ * Merges two sources of batches of lines, each sorted in byte order of the path the lines
+ * begin with, into batches of pairs, streaming: memory holds one batch of each side, and the
+ * merge awaits only to refill a side (an await per entry was a large share of an audit's
+ * time). Throws if either side is out of order (a bug that would otherwise turn into false
+ * MISSING/discovered pairs).
  */
-export async function* mergeBatches<S extends { path: string }, N extends { path: string }>(
-  storage: AsyncIterable<S[]>,
-  catalogue: AsyncIterable<N[]>,
-): AsyncGenerator<Pair<S, N>[]> {
+export async function* mergeBatches(storage: AsyncIterable<StorageRow[]>, catalogue: AsyncIterable<ScopeRow[]>): AsyncGenerator<Pairs> {
   const s = new Cursor(storage);
   const c = new Cursor(catalogue);
   let last: string | null = null;
   try {
     for (;;) {
       await Promise.all([s.empty ? s.fill() : null, c.empty ? c.fill() : null]);
-      const out: Pair<S, N>[] = [];
+      const out: Pairs = { seen: [], node: [] };
       while (!s.empty && !c.empty) {
         const seen = s.peek();
         const node = c.peek();
         if (seen === null && node === null) break;
-        const order = seen && node ? comparePaths(seen.path, node.path) : seen ? -1 : 1;
-        const path = order <= 0 ? (seen as S).path : (node as N).path;
-        if (last !== null && comparePaths(last, path) >= 0) throw new Error(`reconcile merge: "${path}" after "${last}" is out of order`);
-        last = path;
+        const order = seen !== null && node !== null ? compareLinePaths(seen, node) : seen !== null ? -1 : 1;
+        const line = (order <= 0 ? seen : node) as string;
+        if (last !== null && compareLinePaths(last, line) >= 0) {
+          throw new Error(`reconcile merge: "${linePath(line)}" after "${linePath(last)}" is out of order`);
+        }
+        last = line;
         if (order <= 0) s.take();
         if (order >= 0) c.take();
-        out.push({ path, seen: order <= 0 ? seen : null, node: order >= 0 ? node : null });
+        out.seen.push(order <= 0 ? seen : null);
+        out.node.push(order >= 0 ? node : null);
       }
-      if (out.length > 0) yield out;
+      if (out.seen.length > 0) yield out;
       if (!s.empty && !c.empty && s.peek() === null && c.peek() === null) return;
     }
   } finally {

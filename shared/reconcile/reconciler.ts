@@ -2,7 +2,7 @@ import type { EntryStat } from '../backends/types.ts';
 import { saveCheckpoint, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import { getMount } from '../catalogue/mounts.ts';
 import { findLiveByPath, scopePages, scopeRowId, scopeRowNode, type ScopeRow } from '../catalogue/nodes.ts';
-import { rowEntry, rowOfEntry, type StorageRow } from '../backends/entry-lines.ts';
+import { recordsExactly, rowEntry, rowOfEntry, type StorageRow } from '../backends/entry-lines.ts';
 import { newNodeFromStat, insertNodes, type NewNode } from '../catalogue/node-writes.ts';
 import { appendEvents } from '../catalogue/outbox.ts';
 import {
@@ -25,7 +25,7 @@ import { lockKey } from '../orchestrator/locks.ts';
 import { ancestorsOf, comparePaths, isSameOrDescendant, normalizePath, parentOf } from '../paths.ts';
 import type { Filestore } from '../runtime.ts';
 import { MassMissingError, MountUnhealthyError, ReconcileError, ScanFailedError } from './errors.ts';
-import { batches, flatten, mapItems, mergeBatches } from './merge.ts';
+import { batches, flatten, mapItems, mergeBatches, pairPath } from './merge.ts';
 import { strategyFor, type ReconcileStrategy } from './strategy.ts';
 import { zeroCounts, type ReconcileCounts, type ReconcileHandler, type ReconcileRequest } from './types.ts';
 
@@ -169,9 +169,11 @@ class Run {
       const walk = wrap ? batches(mapItems(wrap(mapItems(flatten(raw), rowEntry)), rowOfEntry), 256) : raw;
       const nodes = scopePages(this.pool, this.mount.id, this.request.path, this.request.recursive, resume?.after);
       for await (const pairs of mergeBatches(walk, nodes)) {
-        for (const pair of pairs) {
-          if (this.request.hash) await this.compareHashing(pair.seen, pair.node);
-          else this.compare(pair.seen, pair.node, null);
+        for (let i = 0; i < pairs.seen.length; i++) {
+          const seen = pairs.seen[i] ?? null;
+          const node = pairs.node[i] ?? null;
+          if (this.request.hash) await this.compareHashing(seen, node);
+          else this.compare(seen, node, null);
           if (this.pendingWrites() >= this.batchSize) await this.flush();
           if (this.counts.checked - this.lastProgress >= PROGRESS_EVERY) {
             this.lastProgress = this.counts.checked;
@@ -185,7 +187,7 @@ class Run {
             // Candidates so far are dropped from the checkpoint's point of view, so they are
             // applied only by a run that scanned them completely: this one, if it finishes.
             await this.flush();
-            const after = pair.path;
+            const after = pairPath(pairs, i);
             const counted = subtractCounts(this.counts, this.landed);
             this.inflight = this.inflight.then(() =>
               saveCheckpoint(this.pool, this.job.id, { after, counts: { ...addCounts(counted, this.landed) }, startedAt: auditStartedAt.toISOString() }),
@@ -230,7 +232,7 @@ class Run {
     this.counts.checked++;
     if (stored && row) {
       // Most rows of an audit are unchanged: the lines say so without building anything.
-      if (sha256 === null && row.line.startsWith(stored.line)) {
+      if (sha256 === null && recordsExactly(row, stored)) {
         if (this.countOnlyUnchanged) this.counts.unchanged++;
         else this.unchanged.push(scopeRowId(row));
         return;

@@ -3,6 +3,7 @@ import { lstatSync, readlinkSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { normalizePath, joinPath, STAGING_DIR } from '../../paths.ts';
 import type { EntryStat, NodeKind } from '../types.ts';
+import { comparableFields } from '../entry-lines.ts';
 import { errnoOf, fsError } from './errors.ts';
 import { handlePath, type MountRoot } from './safe-path.ts';
 import { isSiblingTempName } from './staging.ts';
@@ -98,27 +99,39 @@ export async function* listSorted(mount: MountRoot, dirRel: string, recursive: b
  * of a whole tree reads, one await per batch instead of one per entry.
  */
 export function listSortedBatches(mount: MountRoot, dirRel: string, recursive: boolean): AsyncGenerator<EntryStat[]> {
-  return walk(mount, dirRel, mount.abs(dirRel), recursive, true);
+  return walk(mount, dirRel, mount.abs(dirRel), recursive, true, false, toEntryStat);
 }
 
 /**
- * The subtree below `dirRel` as one part of a larger recursive listing (split over threads):
- * exactly what the whole listing would hold there, so a directory that vanished or stopped
- * being one since the larger listing saw it contributes nothing, as in `walk`.
+ * The same listing as entry lines (backends/entry-lines.ts `entryLine`), written straight
+ * from each lstat without an EntryStat or a Date: what the walker threads hand over.
+ *
+ * With `below`, it is the part of a larger recursive listing below `dirRel` (the walker
+ * threads split an audit's walk by subtree): exactly what the whole listing would hold
+ * there, so a directory that vanished or stopped being one since the larger listing saw it
+ * contributes nothing, as in `walk`, and it must be reached from the root without a symlink.
  */
-export function listSubtreeBatches(mount: MountRoot, dirRel: string, recursive: boolean): AsyncGenerator<EntryStat[]> {
-  // exact: reached from the root without a symlink, as the whole listing would have reached it.
-  return walk(mount, dirRel, mount.abs(dirRel), recursive, false, true);
+export function listSortedLines(mount: MountRoot, dirRel: string, recursive: boolean, below: boolean): AsyncGenerator<string[]> {
+  return walk(mount, dirRel, mount.abs(dirRel), recursive, !below, below, lineOfStat);
 }
 
-async function* walk(
+/** `entryLine(toEntryStat(path, st, target))`, without building either (Node's Stats dates round mtimeMs). */
+function lineOfStat(path: string, st: Stats, symlinkTarget: string | null): string | null {
+  const kind = kindOf(st);
+  if (kind === null) return null;
+  const ms = Math.round(st.mtimeMs);
+  return `${path}\tACTIVE\t${comparableFields(kind, kind === 'file' ? st.size : 0, ms, st.mode, st.uid, st.gid, null, kind === 'symlink' ? symlinkTarget : null)}${ms}`;
+}
+
+async function* walk<T>(
   mount: MountRoot,
   dirRel: string,
   dirAbs: string,
   recursive: boolean,
   top: boolean,
-  exact = false,
-): AsyncGenerator<EntryStat[]> {
+  exact: boolean,
+  make: (path: string, st: Stats, symlinkTarget: string | null) => T | null,
+): AsyncGenerator<T[]> {
   let dir;
   try {
     dir = await mount.openVerified(dirAbs, dirRel, constants.O_RDONLY | constants.O_DIRECTORY, 'list', undefined, exact);
@@ -133,7 +146,7 @@ async function* walk(
     const items = await readSortItems(base, dirRel, recursive).catch((err: unknown) => {
       throw fsError(err, dirRel, 'list');
     });
-    let batch: EntryStat[] = [];
+    let batch: T[] = [];
     for (let i = 0; i < items.length; i += WINDOW) {
       const window = items.slice(i, i + WINDOW);
       observeAll(
@@ -146,13 +159,13 @@ async function* walk(
         if (stat === null) continue;
         const rel = joinPath(dirRel, item.name);
         if (!item.subtree) {
-          const entry = toEntryStat(rel, stat, symlinkTarget);
+          const entry = make(rel, stat, symlinkTarget);
           if (entry !== null) batch.push(entry);
         } else if (stat.isDirectory()) {
           // The subtree comes next in order: what precedes it goes first.
           if (batch.length > 0) yield batch;
           batch = [];
-          yield* walk(mount, rel, `${base}/${item.name}`, true, false);
+          yield* walk(mount, rel, `${base}/${item.name}`, true, false, false, make);
         }
       }
       if (batch.length > 0) yield batch;

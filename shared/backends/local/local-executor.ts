@@ -8,7 +8,8 @@ import { FilestoreError } from '../../errors.ts';
 import { comparePaths, normalizePath } from '../../paths.ts';
 import type { Backend, ByteRange, EntryStat, ListOptions, WriteOptions, WriteResult } from '../types.ts';
 import { errnoOf, fsError, localError } from './errors.ts';
-import { listSortedBatches, listSubtreeBatches, toEntryStat } from './listing.ts';
+import { listSortedBatches, listSortedLines, toEntryStat } from './listing.ts';
+import { linePath } from '../entry-lines.ts';
 import { defaultFsOps, fsyncDir, MountRoot, type FsOps } from './safe-path.ts';
 import { removeQuietly, Staging } from './staging.ts';
 import { applyMetadata, copyEntry } from './tree.ts';
@@ -90,11 +91,26 @@ export class LocalExecutor implements Backend {
   }
 
   /**
-   * Everything below `dir` as one part of a larger recursive listing (the walker threads
-   * split an audit's walk by subtree): nothing if `dir` is gone or no longer a directory.
+   * The listing as entry lines (what the walker threads hand over); with `below`, only what
+   * lies below `dir` as one part of a larger recursive listing (nothing if `dir` is gone or
+   * no longer a directory reached without symlinks).
    */
-  listSubtreeBatches(dir: string, recursive: boolean): AsyncIterable<EntryStat[]> {
-    return listSubtreeBatches(this.mount, normalizePath(dir), recursive);
+  async *listLines(dir: string, options: ListOptions & { below?: boolean | undefined }): AsyncIterable<string[]> {
+    const rel = normalizePath(dir);
+    const below = options.below === true;
+    if (!below) {
+      const st = await this.mount.requireEntry(rel, 'list');
+      if (st.isSymbolicLink()) throw localError('SYMLINK_IN_PATH', rel, 'list');
+      if (!st.isDirectory()) throw localError('NOT_A_DIRECTORY', rel, 'list');
+    }
+    const after = options.startAfter;
+    for await (const batch of listSortedLines(this.mount, rel, options.recursive ?? false, below)) {
+      if (after === undefined) yield batch;
+      else {
+        const kept = batch.filter((line) => comparePaths(linePath(line), after) > 0);
+        if (kept.length > 0) yield kept;
+      }
+    }
   }
 
   async mkdir(path: string, options: { parents: boolean }): Promise<EntryStat> {

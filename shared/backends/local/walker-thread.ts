@@ -1,7 +1,5 @@
 import { parentPort } from 'node:worker_threads';
-import type { EntryStat } from '../types.ts';
 import { LocalExecutor } from './local-executor.ts';
-import { entryLine } from '../entry-lines.ts';
 import type { FromWalker, WalkRequest } from './walker.ts';
 
 /** The walker thread (see walker.ts): one listing per session, a batch per request. */
@@ -14,7 +12,7 @@ const CREDIT = 2;
 const LINES = 2000;
 
 interface Session {
-  it: AsyncIterator<EntryStat[]>;
+  it: AsyncIterator<string[]>;
   credit: number;
   running: boolean;
   stopped: boolean;
@@ -53,7 +51,7 @@ async function pump(id: number): Promise<void> {
           done = true;
           break;
         }
-        for (const e of r.value) lines.push(entryLine(e));
+        for (const line of r.value) lines.push(line);
       }
       if (s.stopped) return;
       if (lines.length > 0) {
@@ -78,8 +76,7 @@ port.on('message', (m: { kind: 'start'; id: number; request: WalkRequest } | { k
   if (m.kind === 'start') {
     try {
       const { rootPath, dir, recursive, startAfter, below } = m.request;
-      const ex = executorFor(rootPath);
-      const listing = below ? ex.listSubtreeBatches(dir, recursive) : ex.listBatches(dir, { recursive, startAfter });
+      const listing = executorFor(rootPath).listLines(dir, { recursive, startAfter, below });
       sessions.set(m.id, { it: listing[Symbol.asyncIterator](), credit: CREDIT, running: false, stopped: false });
     } catch (err) {
       port.postMessage(errorReply(m.id, err));

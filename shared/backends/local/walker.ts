@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { FilestoreError } from '../../errors.ts';
 import { comparePaths } from '../../paths.ts';
-import { rowKind, rowOfLine, type StorageRow } from '../entry-lines.ts';
+import { linePath, rowKind, type StorageRow } from '../entry-lines.ts';
 
 /**
  * Recursive listings of local trees on a thread of their own.
@@ -113,7 +113,7 @@ class WalkerThread {
         }
         // Credit for one more message: the thread lists ahead while this batch is compared.
         this.worker.postMessage({ kind: 'next', id } satisfies ToWalker);
-        yield m.lines.split('\n').map(rowOfLine);
+        yield m.lines.split('\n');
       }
     } finally {
       if (--this.active === 0) this.worker.unref();
@@ -178,17 +178,18 @@ async function* units(rootPath: string, dir: string, depth: number): AsyncGenera
   const listing = walkOnThread({ rootPath, dir, recursive: false, below: depth > 0 });
   for await (const batch of listing) {
     for (const row of batch) {
-      while (due.length > 0 && comparePaths(`${due[0]}/`, row.path) < 0) {
+      while (due.length > 0 && comparePaths(`${due[0]}/`, linePath(row)) < 0) {
         yield* flushRows();
         yield* put({ subtree: due.shift() as string });
       }
       rows.push(row);
       if (rowKind(row) === 'directory') {
         dirs++;
-        const key = `${row.path}/`;
+        const path = linePath(row);
+        const key = `${path}/`;
         let at = due.length;
         while (at > 0 && comparePaths(`${due[at - 1]}/`, key) > 0) at--;
-        due.splice(at, 0, row.path);
+        due.splice(at, 0, path);
       }
     }
     yield* flushRows();
