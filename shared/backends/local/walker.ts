@@ -1,5 +1,7 @@
 import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { build } from 'esbuild';
 import { FilestoreError } from '../../errors.ts';
 import { comparePaths } from '../../paths.ts';
 import { linePath, rowKind, type StorageRow } from '../entry-lines.ts';
@@ -37,13 +39,24 @@ export type FromWalker =
   | { kind: 'done'; id: number }
   | { kind: 'error'; id: number; error: { code?: string; message: string; details?: Record<string, unknown> } };
 
-// The thread is started from JavaScript that registers tsx first, so the TypeScript of the
-// listing loads whether the process runs under tsx, vitest or plain node with tsx installed.
-const BOOT = `
-const { register } = await import('tsx/esm/api');
-register();
-await import(${JSON.stringify(new URL('./walker-thread.ts', import.meta.url).href)});
-`;
+// The thread runs plain JavaScript: its TypeScript (the listing code and what it imports) is
+// bundled once per process with esbuild. (Registering tsx inside each thread instead cost
+// ~40 MB of RSS per thread: a loader thread and its caches of its own.)
+let threadCode: Promise<string> | null = null;
+
+function bundleThreadCode(): Promise<string> {
+  threadCode ??= build({
+    entryPoints: [fileURLToPath(new URL('./walker-thread.ts', import.meta.url))],
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    write: false,
+    logLevel: 'silent',
+  }).then((r) => (r.outputFiles[0] as { text: string }).text);
+  threadCode.catch(() => (threadCode = null)); // the next walk tries again
+  return threadCode;
+}
 
 // Threads for listings: lstat is the walk's cost and runs on as many cores as there are,
 // up to four (beyond that the catalogue side, not the walk, is what an audit waits for).
@@ -57,10 +70,10 @@ class WalkerThread {
   private readonly inbox = new Map<number, { queue: FromWalker[]; wake: (() => void) | null }>();
   private failed: Error | null = null;
 
-  constructor() {
-    // The thread holds one directory's entries and two messages at a time: a small young
-    // generation keeps its memory small (the audit's peak RSS on a 1M-file tree counts it).
-    this.worker = new Worker(BOOT, { eval: true, type: 'module', resourceLimits: { maxYoungGenerationSizeMb: 16 } } as never);
+  constructor(code: string) {
+    // V8's default young generation: a 4 MB one kept RSS lower but cost the walk a third of
+    // its time in scavenges.
+    this.worker = new Worker(code, { eval: true });
     this.worker.on('message', (m: FromWalker) => {
       const box = this.inbox.get(m.id);
       if (!box) return;
@@ -125,11 +138,17 @@ class WalkerThread {
 }
 
 /** Lists a local directory on a walker thread, in batches of rows (see StorageRow). */
-export function walkOnThread(request: WalkRequest): AsyncGenerator<StorageRow[]> {
-  while (threads.length < WALK_THREADS) threads.push(new WalkerThread());
+export async function* walkOnThread(request: WalkRequest): AsyncGenerator<StorageRow[]> {
+  let code: string;
+  try {
+    code = await bundleThreadCode();
+  } catch (err) {
+    throw new FilestoreError('STORAGE_ERROR', `walker thread: cannot build its code: ${(err as Error).message}`);
+  }
+  while (threads.length < WALK_THREADS) threads.push(new WalkerThread(code));
   let least = threads[0] as WalkerThread;
   for (const t of threads) if (t.active < least.active) least = t;
-  return least.walk(request);
+  yield* least.walk(request);
 }
 
 /** A piece of a tree listing, in order: rows already listed, or a subtree still to list. */
