@@ -12,6 +12,7 @@ import pg from 'pg';
 import { deleteMount } from '../../shared/catalogue/mounts.ts';
 import { commandQueueName } from '../../shared/dispatch/messages.ts';
 import type { Pool } from '../../shared/db/pool.ts';
+import { catalogueQueuePrefix } from '../../shared/queues/prefix.ts';
 import { RECONCILE_QUEUE } from '../../shared/queues/reconcile-queue.ts';
 import { BURST_DIR, burstDirName } from './drift-burst.ts';
 import { fmt, runConcurrent } from './measure.ts';
@@ -91,16 +92,20 @@ export async function cleanUp(
 ): Promise<void> {
   const redis = new Redis(o.redisUrl, { maxRetriesPerRequest: null });
   try {
+    // The catalogue's queues live under its own prefix (shared/queues/prefix.ts).
+    const db = new pg.Client({ connectionString: o.databaseUrl });
+    await db.connect();
+    const prefix = await catalogueQueuePrefix(db).finally(() => db.end());
     // The shared queue, and every queue named after one of our agents (its command queue, its
     // reconcile queue filestore-reconcile-<agentId>, whatever else is keyed by it).
     const names = new Set([RECONCILE_QUEUE, ...o.agentIds.map((a) => commandQueueName(a))]);
     for (const agentId of o.agentIds) {
-      for await (const batch of redis.scanStream({ match: `bull:*${agentId}*:meta`, count: 1000 })) {
-        for (const key of batch as string[]) names.add(key.slice('bull:'.length, -':meta'.length));
+      for await (const batch of redis.scanStream({ match: `${prefix}:*${agentId}*:meta`, count: 1000 })) {
+        for (const key of batch as string[]) names.add(key.slice(`${prefix}:`.length, -':meta'.length));
       }
     }
     for (const name of names) {
-      const queue = new Queue(name, { connection: redis });
+      const queue = new Queue(name, { connection: redis, prefix });
       await queue.obliterate({ force: true }).catch((e: Error) => log(`cleanup: queue ${name}: ${e.message}`));
       await queue.close();
     }

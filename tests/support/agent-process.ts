@@ -36,9 +36,9 @@ import { TEST_DATABASE_URL, TEST_REDIS_URL } from './env.ts';
  * - a Redis database number of its own (1–15; one holding keys without this helper's marker
  *   is someone else's and skipped), leased through a key in database 0 and flushed when
  *   taken and when given back: the agent consumes `filestore-reconcile` and
- *   `filestore-reconcile-<agentId>`, whose BullMQ job ids are the job rows' ids (`job-<id>`),
- *   which every fresh database numbers from 1 again (an id already in Redis would be taken
- *   for a duplicate and never run). Pub/sub ignores database numbers: events still travel
+ *   `filestore-reconcile-<agentId>` under its catalogue's prefix (`filestore:<catalogue id>`,
+ *   shared/queues/prefix.ts), so fresh databases no longer collide on job ids; a database
+ *   of its own still keeps one test's keys from another's. Pub/sub ignores database numbers: events still travel
  *   on `filestore:events`.
  */
 
