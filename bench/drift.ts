@@ -7,13 +7,13 @@
  *      the agent's `filestore.node.reconciled` event for it, received from Redis
  *      (`filestore:events`) here — p50 and p99 over 1,000 single-file changes, one at a time,
  *      with the default debounce (FILESTORE_WATCH_DEBOUNCE_MS unset: 200 ms), again at 50 ms, and
- *      with FILESTORE_WATCH_BACKEND=parcel (auto picks chokidar for this small tree).
+ *      with FILESTORE_WATCH_BACKEND=chokidar (auto picks parcel).
  *      Peer: `inotifywait -m` on the same directory, write to its stdout line, same changes.
  *   2. Burst: 10,000 new files written by another process, from the first write until a count
  *      query finds all of them ACTIVE with their sizes. Peer: until inotifywait -m -r printed
- *      all 10,000 creates. Run with the default configuration, then with parcel.
+ *      all 10,000 creates. Run with the default configuration, then with chokidar.
  *   3. Start-up on a 200k-file mount, per watcher backend (parcel, chokidar, auto, and auto
- *      with chokidar chosen for a tree that outgrew the chooser's count): start-up time, RSS,
+ *      given a chokidar threshold the tree has outgrown — `auto-grown`): start-up time, RSS,
  *      inotify watches, ENOSPC, coverage. Peer: inotifywait -r on the same tree.
  *
  * Parts 1 and 2 run `node --import tsx cli/index.ts agent` (FILESTORE_ENABLE_WATCHERS=true,
@@ -27,7 +27,9 @@
  * Environment: BENCH_DRIFT_CHANGES (1000), BENCH_DRIFT_WARMUP (20), BENCH_DRIFT_BURST (10000),
  * BENCH_DRIFT_TREE_FILES (200000, in directories of 1,000), BENCH_DRIFT_DEBOUNCES (200,50 —
  * 200 runs the agent's default, any other value sets FILESTORE_WATCH_DEBOUNCE_MS),
- * BENCH_DRIFT_PARCEL (1; --quick: 0 — the agent run with FILESTORE_WATCH_BACKEND=parcel),
+ * BENCH_DRIFT_FORCED (chokidar; --quick: none — one more agent run with FILESTORE_WATCH_BACKEND
+ * set to it; `none` skips it), BENCH_DRIFT_ONLY=burst with BENCH_DRIFT_FORCED=none: the burst
+ * of the default configuration alone (about 30 s),
  * BENCH_DRIFT_BACKENDS (parcel,chokidar,auto,auto-grown; --quick: no auto-grown), BENCH_DRIFT_ONLY (parts to run, of
  * latency,burst,startup), BENCH_DRIFT_DATABASE_URL
  * (postgres://postgres@127.0.0.1:5432/filestore_bench_drift), BENCH_DRIFT_REDIS_URL
@@ -81,8 +83,10 @@ async function main(): Promise<void> {
   // above the tree), so chokidar starts on it — what happens when a mount outgrows the chooser.
   // Left out of --quick: a quick tree fits the watch budget, so it would repeat `auto`.
   const backends = (process.env.BENCH_DRIFT_BACKENDS ?? (quick ? 'parcel,chokidar,auto' : 'parcel,chokidar,auto,auto-grown')).split(',').map((b) => b.trim());
-  // A third agent run with FILESTORE_WATCH_BACKEND=parcel (latency and burst): what the backend costs.
-  const parcelRun = (process.env.BENCH_DRIFT_PARCEL ?? (quick ? '0' : '1')) !== '0';
+  // A third agent run with FILESTORE_WATCH_BACKEND forced (latency and burst): what the other backend costs.
+  const forcedEnv = (process.env.BENCH_DRIFT_FORCED ?? (quick ? 'none' : 'chokidar')).trim();
+  if (!['none', 'chokidar', 'parcel'].includes(forcedEnv)) throw new Error('BENCH_DRIFT_FORCED must be chokidar, parcel or none');
+  const forced = forcedEnv === 'none' ? null : (forcedEnv as 'chokidar' | 'parcel');
   const only = new Set((process.env.BENCH_DRIFT_ONLY ?? 'latency,burst,startup').split(',').map((p) => p.trim()));
   const cpuProfDir = process.env.BENCH_CPU_PROF ? resolve(process.env.BENCH_CPU_PROF) : undefined;
   const script = fileURLToPath(import.meta.url);
@@ -150,20 +154,20 @@ async function main(): Promise<void> {
       tap.watchMount(mount.id);
       // One agent run per configuration: the default one (debounce and backend as the agent
       // chooses them) carries the targets; the others show what the two knobs change.
-      const configs: Array<{ debounceMs: number; parcel: boolean; latency: boolean; burst: boolean }> = debounces.map((debounceMs, i) => ({
+      const configs: Array<{ debounceMs: number; forced: 'chokidar' | 'parcel' | null; latency: boolean; burst: boolean }> = debounces.map((debounceMs, i) => ({
         debounceMs,
-        parcel: false,
+        forced: null,
         latency: only.has('latency'),
         burst: only.has('burst') && i === 0,
       }));
-      if (parcelRun) configs.push({ debounceMs: DEFAULT_DEBOUNCE_MS, parcel: true, latency: only.has('latency'), burst: only.has('burst') });
+      if (forced) configs.push({ debounceMs: DEFAULT_DEBOUNCE_MS, forced, latency: only.has('latency'), burst: only.has('burst') });
       let bursts = 0;
       for (const [round, config] of configs.filter((c) => c.latency || c.burst).entries()) {
         const { debounceMs } = config;
         const isDefault = debounceMs === DEFAULT_DEBOUNCE_MS;
         progress(
           `agent ${agentId}, debounce ${debounceMs} ms${isDefault ? ' (default: FILESTORE_WATCH_DEBOUNCE_MS unset)' : ''}, ` +
-            `${config.parcel ? 'FILESTORE_WATCH_BACKEND=parcel' : 'backend auto'}: starting…`,
+            `${config.forced ? `FILESTORE_WATCH_BACKEND=${config.forced}` : 'backend auto'}: starting…`,
         );
         const agent = await spawnAgent({
           repoRoot,
@@ -171,14 +175,14 @@ async function main(): Promise<void> {
           databaseUrl,
           redisUrl,
           debounceMs: isDefault ? undefined : debounceMs,
-          backend: config.parcel ? 'parcel' : undefined,
+          backend: config.forced ?? undefined,
           logFile: join(tempDir, `agent-${round}.log`),
           // One file per thread (tsx's loader runs in a worker): the main thread's is the agent's.
           nodeArgs: cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${join(cpuProfDir, `agent-${round}`)}`] : undefined,
         });
         state.agents.add(agent);
         const chosen = /watcher \S+: (chokidar|parcel)/.exec(agent.watcherLines[0] ?? '')?.[1] ?? 'unknown';
-        const backend = config.parcel ? `${chosen} (forced)` : `${chosen} (auto)`;
+        const backend = config.forced ? `${chosen} (forced)` : `${chosen} (auto)`;
         const settleMs = await waitForQuiet(pool, mount.id, latencyFiles);
         // As autovacuum would have left a catalogue that has been this size for a while.
         await vacuumCatalogue(pool);

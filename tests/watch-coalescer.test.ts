@@ -91,6 +91,21 @@ describe('coalescer', () => {
     expect([...(batches[0] as CoalescedBatch).changes]).toEqual([['busy.txt', 'changed']]);
   });
 
+  it('a batch says when the watcher last reported each path; paths handed back by the sink carry no such time', () => {
+    const { c, batches } = harness({ debounceMs: 100 });
+    c.push([ev('create', 'a')]);
+    vi.advanceTimersByTime(50);
+    const before = performance.now();
+    c.push([ev('update', 'a'), ev('create', 'b')]);
+    c.requeue(['held']);
+    vi.advanceTimersByTime(100);
+    const b = batches[0] as CoalescedBatch;
+    expect([...b.changes.keys()].sort()).toEqual(['a', 'b', 'held']);
+    expect(b.seenAt?.get('a')).toBeGreaterThanOrEqual(before);
+    expect(b.seenAt?.get('b')).toBe(b.seenAt?.get('a'));
+    expect(b.seenAt?.has('held')).toBe(false);
+  });
+
   it('netChange says what a path amounts to, for any sequence of events that fits the file existing or not (property)', () => {
     fc.assert(
       fc.property(fc.boolean(), fc.array(fc.nat({ max: 2 }), { minLength: 1, maxLength: 12 }), (existedBefore, choices) => {

@@ -179,7 +179,20 @@ describe.each(['chokidar', 'parcel'] as const)('judging paths (%s)', (backend) =
 });
 
 describe('choosing a backend and starting watchers', () => {
-  it('auto picks chokidar below the threshold and parcel at or above it', async () => {
+  it('auto picks parcel, whatever the size of the tree', async () => {
+    const small = await createTestMount(fs, 'local');
+    await writeFile(path.join(small.root as string, 'only'), '');
+    const w = new MountWatcher(fs, small.mount, { backend: 'auto', catchUp: false });
+    try {
+      expect(await w.start()).toMatchObject({ kind: 'parcel', choice: 'auto', entries: null, threshold: null });
+      expect((await w.stats()).backend).toBe('parcel');
+    } finally {
+      await w.close();
+      await small.cleanup();
+    }
+  });
+
+  it('with a threshold, auto picks chokidar below it and parcel at or above it', async () => {
     const small = await createTestMount(fs, 'local');
     const large = await createTestMount(fs, 'local');
     for (let i = 0; i < 12; i++) await writeFile(path.join(large.root as string, `f${i}`), '');

@@ -22,6 +22,8 @@ type EventType = WatchEvent['type'];
 interface PendingPath {
   first: EventType;
   last: EventType;
+  /** performance.now() of the last event (0: handed back by the sink, no event of its own). */
+  at: number;
 }
 
 /**
@@ -70,11 +72,14 @@ export class Coalescer {
   }
 
   push(events: readonly WatchEvent[]): void {
+    const at = performance.now();
     for (const e of events) {
       if (this.coveredByRescan(e.path)) continue;
       const p = this.pending.get(e.path);
-      if (p) p.last = e.type;
-      else this.pending.set(e.path, { first: e.type, last: e.type });
+      if (p) {
+        p.last = e.type;
+        p.at = at;
+      } else this.pending.set(e.path, { first: e.type, last: e.type, at });
     }
     if (this.pending.size > this.maxPending) this.collapse();
     this.schedule(this.debounceMs);
@@ -86,7 +91,7 @@ export class Coalescer {
    */
   requeue(paths: readonly string[], delayMs = this.debounceMs): void {
     for (const path of paths) {
-      if (!this.pending.has(path) && !this.coveredByRescan(path)) this.pending.set(path, { first: 'update', last: 'update' });
+      if (!this.pending.has(path) && !this.coveredByRescan(path)) this.pending.set(path, { first: 'update', last: 'update', at: 0 });
     }
     if (this.pending.size > this.maxPending) this.collapse();
     // A batch already on its way takes them along; otherwise they wait (maxWaitMs does not
@@ -110,11 +115,14 @@ export class Coalescer {
   /** Everything pending, due or not (close, flush). */
   drain(): CoalescedBatch {
     const changes = new Map<string, NetChange>();
+    const seenAt = new Map<string, number>();
     for (const [path, p] of this.pending) {
       const net = netChange(p.first, p.last);
-      if (net !== null) changes.set(path, net);
+      if (net === null) continue;
+      changes.set(path, net);
+      if (p.at > 0) seenAt.set(path, p.at);
     }
-    const batch: CoalescedBatch = { changes, rescans: [...this.rescans] };
+    const batch: CoalescedBatch = { changes, rescans: [...this.rescans], seenAt };
     this.pending = new Map();
     this.rescans = new Set();
     this.firstAt = 0;

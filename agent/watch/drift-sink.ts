@@ -1,13 +1,21 @@
 import type { EntryStat } from '../../shared/backends/types.ts';
-import { changedSince, markInconsistentMany, recordUntrackedDrift, touchCheckedMany, type DriftSignal } from '../../shared/catalogue/drift-writes.ts';
+import {
+  changedSince,
+  liveDirectoriesAmong,
+  markInconsistentMany,
+  openListings,
+  recordUntrackedDrift,
+  touchCheckedMany,
+  type DriftSignal,
+} from '../../shared/catalogue/drift-writes.ts';
 import { findLiveByPaths } from '../../shared/catalogue/nodes.ts';
 import { tryLockPaths } from '../../shared/catalogue/reconcile-writes.ts';
 import type { CatalogueNode, Mount } from '../../shared/catalogue/types.ts';
 import { inTransaction } from '../../shared/db/pool.ts';
-import { ancestorsOf, comparePaths } from '../../shared/paths.ts';
-import { forEachLimited } from '../../shared/reconcile/strategies/base.ts';
+import { ancestorsOf, comparePaths, parentOf } from '../../shared/paths.ts';
 import { LocalStrategy } from '../../shared/reconcile/strategies/local.ts';
 import type { Filestore } from '../../shared/runtime.ts';
+import { DiskStat, type Observed } from './disk-stat.ts';
 import { DEFAULT_MAX_JOBS_PER_BATCH, planJobs, type JobTarget } from './job-plan.ts';
 import type { CoalescedBatch } from './types.ts';
 
@@ -16,8 +24,8 @@ export interface DriftSinkOptions {
   reason?: string | undefined;
   /** Paths judged per transaction (default 5,000). */
   chunkSize?: number | undefined;
-  /** lstat calls in flight (default 32). */
-  statConcurrency?: number | undefined;
+  /** Untracked entries of one directory in one batch at or above which they are reported by one event (default 16). */
+  groupUntrackedAt?: number | undefined;
   /** Reconcile jobs one batch may enqueue before targets move up the tree (default 32). */
   maxJobs?: number | undefined;
 }
@@ -25,6 +33,8 @@ export interface DriftSinkOptions {
 export interface SinkResult {
   /** Paths compared with the catalogue. */
   checked: number;
+  /** Paths left to a listing of their directory already on its way (not judged, no job of their own). */
+  covered: number;
   /** Drift signals written (nodes marked INCONSISTENT + untracked paths reported). */
   drift: number;
   /** Paths a running command holds: look again in the next batch. */
@@ -32,6 +42,12 @@ export interface SinkResult {
   /** Reconcile requests sent. */
   jobs: number;
 }
+
+// Slack when a job's start (database clock) is compared with an event's arrival (ours).
+const CLOCK_MARGIN_MS = 10;
+
+/** Untracked entries of one directory in one batch from which one event reports them all (a burst). */
+export const DEFAULT_GROUP_UNTRACKED_AT = 16;
 
 /** Why a path needs a reconciliation, or null when the catalogue already says what the disk holds. */
 type Verdict = { mark: DriftSignal | null; untracked: EntryStat | null; target: JobTarget } | null;
@@ -52,14 +68,20 @@ type Verdict = { mark: DriftSignal | null; untracked: EntryStat | null; target: 
  * Commands and reconciliation skip nothing on our account for longer than a few statements.
  *
  * Drift: the node goes ACTIVE → INCONSISTENT with `filestore.drift.detected` (or, for an
- * untracked path, the event alone with `nodeId: null`), counted in
- * filestore_drift_detected_total, and reconcile jobs are enqueued (job-plan.ts).
+ * untracked path, the event alone with `nodeId: null`; one event per directory for a burst
+ * of them, see recordUntrackedDrift), counted in filestore_drift_detected_total, and
+ * reconcile jobs are enqueued (job-plan.ts).
+ *
+ * Paths a listing already on its way will see are left to it (see `coveredByListings`):
+ * while a burst is still arriving, a batch does not judge, lock, or enqueue again what the
+ * job of an earlier batch is about to find.
  */
 export class DriftSink {
   private readonly strategy: LocalStrategy;
   private readonly reason: string;
   private readonly chunkSize: number;
-  private readonly statConcurrency: number;
+  private readonly groupUntrackedAt: number;
+  private readonly disk: DiskStat;
   private readonly maxJobs: number;
 
   constructor(
@@ -70,7 +92,8 @@ export class DriftSink {
     this.strategy = new LocalStrategy(mount.rootPath as string, () => fs.backends.forMount(mount));
     this.reason = o.reason ?? 'watcher';
     this.chunkSize = o.chunkSize ?? 5_000;
-    this.statConcurrency = o.statConcurrency ?? 32;
+    this.groupUntrackedAt = o.groupUntrackedAt ?? DEFAULT_GROUP_UNTRACKED_AT;
+    this.disk = new DiskStat(mount.rootPath as string, (path) => this.strategy.stat(path));
     this.maxJobs = o.maxJobs ?? DEFAULT_MAX_JOBS_PER_BATCH;
   }
 
@@ -81,14 +104,16 @@ export class DriftSink {
   async apply(batch: CoalescedBatch, o: { final?: boolean } = {}): Promise<SinkResult> {
     const paths = [...batch.changes.keys()].sort(comparePaths);
     const targets: JobTarget[] = batch.rescans.map((path) => ({ path, recursive: true }));
-    const result: SinkResult = { checked: 0, drift: 0, deferred: [], jobs: 0 };
+    const result: SinkResult = { checked: 0, covered: 0, drift: 0, deferred: [], jobs: 0 };
+    const listings = await this.listingsOnTheirWay(paths);
     // Untracked directories reported in this batch: what lies below them is theirs (one
     // event and one recursive job for `new-dir`, not one per file inside it).
     const untrackedDirs = new Set<string>();
     let wrote = false;
     for (let i = 0; i < paths.length; i += this.chunkSize) {
-      const chunk = await this.judgeChunk(paths.slice(i, i + this.chunkSize), untrackedDirs);
+      const chunk = await this.judgeChunk(paths.slice(i, i + this.chunkSize), untrackedDirs, listings, batch.seenAt);
       result.checked += chunk.checked;
+      result.covered += chunk.covered;
       result.drift += chunk.drift;
       result.deferred.push(...chunk.deferred);
       targets.push(...chunk.targets);
@@ -99,18 +124,80 @@ export class DriftSink {
       result.deferred = [];
     }
     if (wrote) await this.fs.changed(this.mount.id);
-    for (const t of planJobs(targets, this.maxJobs)) {
-      await this.fs.reconcile.enqueue({ mountId: this.mount.id, path: t.path, reason: 'drift', recursive: t.recursive, hash: false });
-      result.jobs++;
-    }
+    // All at once: each request is a few round trips, and under a burst each await waits for
+    // a busy event loop; the jobs are independent (one path each, joined while waiting).
+    const plan = planJobs(targets, this.maxJobs);
+    await Promise.all(plan.map((t) => this.fs.reconcile.enqueue({ mountId: this.mount.id, path: t.path, reason: 'drift', recursive: t.recursive, hash: false })));
+    result.jobs = plan.length;
     return result;
   }
 
+  /**
+   * The non-recursive reconcile jobs queued or running on the directories of `paths`: for
+   * each directory, the moment (our clock) after which its listing began — +∞ for a queued
+   * one (it starts after now). Ages, not timestamps, cross between the clocks.
+   */
+  private async listingsOnTheirWay(paths: readonly string[]): Promise<Map<string, number>> {
+    const dirs = new Set<string>();
+    for (const p of paths) {
+      const dir = parentOf(p);
+      if (dir !== null) dirs.add(dir);
+    }
+    const asked = performance.now();
+    const open = await openListings(this.fs.pool, this.mount.id, [...dirs]);
+    const startedAfter = new Map<string, number>();
+    for (const l of open) {
+      const since = l.startedAgoMs === null ? Number.POSITIVE_INFINITY : asked - l.startedAgoMs;
+      startedAfter.set(l.path, Math.max(startedAfter.get(l.path) ?? Number.NEGATIVE_INFINITY, since));
+    }
+    return startedAfter;
+  }
+
+  /**
+   * The paths of a chunk that a listing of their directory already on its way will see, so
+   * judging them now would only repeat its work: a non-recursive job of the directory that is
+   * queued (it starts after now, so after the change), or running since after the watcher
+   * reported the path (its listing began after the change). Their locks are not taken
+   * either, so that listing is never made to skip them (a reconciliation skips paths someone
+   * else holds). Only files and symlinks, on disk and in the catalogue: a new, vanished or
+   * replaced directory needs a recursive look that a listing of its parent does not give.
+   * The drift they are shows in the listing's own events (`filestore.node.reconciled`, and
+   * `filestore.drift.detected` for a changed node).
+   */
+  private async coveredByListings(
+    paths: readonly string[],
+    seen: ReadonlyMap<string, Observed>,
+    listings: ReadonlyMap<string, number>,
+    seenAt: ReadonlyMap<string, number> | undefined,
+  ): Promise<Set<string>> {
+    if (listings.size === 0) return new Set();
+    const candidates = paths.filter((p) => {
+      const observed = seen.get(p);
+      if (!observed || observed.kind === 'directory') return false;
+      const startedAfter = listings.get(parentOf(p) ?? '');
+      if (startedAfter === undefined) return false;
+      if (startedAfter === Number.POSITIVE_INFINITY) return true;
+      const at = seenAt?.get(p);
+      return at !== undefined && startedAfter > at + CLOCK_MARGIN_MS;
+    });
+    if (candidates.length === 0) return new Set();
+    const dirs = await liveDirectoriesAmong(this.fs.pool, this.mount.id, candidates);
+    return new Set(dirs.size === 0 ? candidates : candidates.filter((p) => !dirs.has(p)));
+  }
+
   /** lstat first (no transaction open), then one short transaction: try-lock, read rows, compare, mark, report. */
-  private async judgeChunk(paths: string[], untrackedDirs: Set<string>) {
+  private async judgeChunk(
+    chunk: string[],
+    untrackedDirs: Set<string>,
+    listings: ReadonlyMap<string, number>,
+    seenAt: ReadonlyMap<string, number> | undefined,
+  ) {
     const { rows: clock } = await this.fs.pool.query<{ now: Date }>('SELECT now() AS now');
     const since = (clock[0] as { now: Date }).now;
-    const seen = await this.statAll(paths);
+    const seen = await this.disk.statAll(chunk);
+    const covered = await this.coveredByListings(chunk, seen, listings, seenAt);
+    const paths = covered.size === 0 ? chunk : chunk.filter((p) => !covered.has(p));
+    if (paths.length === 0) return { checked: 0, covered: covered.size, drift: 0, deferred: [] as string[], targets: [] as JobTarget[] };
     const client = await this.fs.pool.connect();
     try {
       return await inTransaction(client, async () => {
@@ -146,13 +233,13 @@ export class DriftSink {
           targets.push(verdict.target);
         }
         const marked = await markInconsistentMany(client, this.mount.id, marks, this.reason);
-        await recordUntrackedDrift(client, this.mount.id, untracked, this.reason);
+        await recordUntrackedDrift(client, this.mount.id, untracked, this.reason, this.groupUntrackedAt);
         await touchCheckedMany(client, this.mount.id, matched);
 
         const drift = marked.length + untracked.length;
         if (drift > 0) this.fs.metrics.driftDetected.inc({ mount: this.mount.key }, drift);
         if (marked.length > 0) this.fs.metrics.nodeTransitions.inc({ from: 'ACTIVE', to: 'INCONSISTENT' }, marked.length);
-        return { checked: mine.length, drift, deferred, targets };
+        return { checked: mine.length, covered: covered.size, drift, deferred, targets };
       });
     } finally {
       client.release();
@@ -179,19 +266,6 @@ export class DriftSink {
     }
     // As recorded; a node still waiting for its reconciliation gets one (the queue coalesces).
     return node.consistencyState === 'ACTIVE' ? null : { mark: null, untracked: null, target: { path: node.path, recursive: false } };
-  }
-
-  /** lstat of each path through the local backend (inside the root, never following symlinks); undefined = unreadable. */
-  private async statAll(paths: string[]): Promise<Map<string, EntryStat | null | undefined>> {
-    const out = new Map<string, EntryStat | null | undefined>();
-    await forEachLimited(paths, this.statConcurrency, async (path) => {
-      try {
-        out.set(path, await this.strategy.stat(path));
-      } catch {
-        out.set(path, undefined);
-      }
-    });
-    return out;
   }
 }
 

@@ -18,13 +18,16 @@ import {
 } from './types.ts';
 
 export interface MountWatcherOptions {
-  /** `chokidar`, `parcel` or `auto` (by tree size, backends/choose.ts). Default `auto`. */
+  /** `chokidar`, `parcel` or `auto` (parcel, see backends/choose.ts). Default `auto`. */
   backend?: WatchBackendChoice | undefined;
   /** FILESTORE_WATCH_DEBOUNCE_MS (default 200). */
   debounceMs?: number | undefined;
   /** Pending distinct paths before they collapse into directory rescans (default 50,000). */
   maxPendingPaths?: number | undefined;
-  /** Overrides the host's `auto` threshold (entries at or above it get parcel). */
+  /**
+   * Under `auto`, trees with fewer entries than this get chokidar (default: none — parcel for
+   * every tree; `autoThreshold()` in backends/choose.ts gives one that fits the host's inotify budget).
+   */
   autoThreshold?: number | undefined;
   /** Enqueue a full rescan at start, for changes made while nothing watched (default true). */
   catchUp?: boolean | undefined;

@@ -67,4 +67,9 @@ export type NetChange = 'created' | 'changed' | 'deleted';
 export interface CoalescedBatch {
   changes: Map<string, NetChange>;
   rescans: string[];
+  /**
+   * When the watcher reported each path last (performance.now() of this process), for paths
+   * it reported in this window; paths handed back by the sink (held by a command) have none.
+   */
+  seenAt?: ReadonlyMap<string, number> | undefined;
 }

@@ -1,6 +1,7 @@
 import type { EntryStat } from '../backends/types.ts';
 import type { Queryable } from '../db/pool.ts';
 import { appendEvents, type NewEvent } from './outbox.ts';
+import { parentOf } from '../paths.ts';
 import { NODE_COLUMNS } from './rows.ts';
 import type { CatalogueNode } from './types.ts';
 
@@ -54,15 +55,40 @@ export async function markInconsistentMany(q: Queryable, mountId: string, signal
   return rows;
 }
 
+/** Untracked entries of one directory reported by one event at most (a bigger group takes several). */
+export const MAX_PATHS_PER_DRIFT_EVENT = 1_000;
+
 /**
  * Drift at paths the catalogue does not track (created outside Filestore): no row to mark, so
  * only `filestore.drift.detected` with `nodeId: null`; the reconciliation job discovers them.
+ *
+ * One event per path, `{nodeId: null, path, reason, observed}` — except where `groupAt` or
+ * more of them lie directly in one directory (a burst: a copy, an unpacked archive): then one
+ * event for that directory, `{nodeId: null, path: <directory>, reason, observed: null,
+ * paths: [...], count}`, naming every one of them (up to MAX_PATHS_PER_DRIFT_EVENT per event).
+ * Returns the events written.
  */
-export async function recordUntrackedDrift(q: Queryable, mountId: string, seen: EntryStat[], reason: string): Promise<void> {
-  await appendEvents(
-    q,
-    seen.map((s): NewEvent => ({ type: 'filestore.drift.detected', mountId, data: { nodeId: null, path: s.path, reason, observed: json(s) } })),
-  );
+export async function recordUntrackedDrift(q: Queryable, mountId: string, seen: EntryStat[], reason: string, groupAt = Number.POSITIVE_INFINITY): Promise<number> {
+  const byDir = new Map<string, EntryStat[]>();
+  for (const s of seen) {
+    const dir = parentOf(s.path) ?? '';
+    let list = byDir.get(dir);
+    if (!list) byDir.set(dir, (list = []));
+    list.push(s);
+  }
+  const events: NewEvent[] = [];
+  for (const [dir, entries] of byDir) {
+    if (entries.length < Math.max(2, groupAt)) {
+      for (const s of entries) events.push({ type: 'filestore.drift.detected', mountId, data: { nodeId: null, path: s.path, reason, observed: json(s) } });
+      continue;
+    }
+    for (let i = 0; i < entries.length; i += MAX_PATHS_PER_DRIFT_EVENT) {
+      const paths = entries.slice(i, i + MAX_PATHS_PER_DRIFT_EVENT).map((s) => s.path);
+      events.push({ type: 'filestore.drift.detected', mountId, data: { nodeId: null, path: dir, reason, observed: null, paths, count: paths.length } });
+    }
+  }
+  await appendEvents(q, events);
+  return events.length;
 }
 
 /** Every check sets `consistency_checked_at` (SPEC §3): rows a watcher compared and found as recorded. */
@@ -87,6 +113,37 @@ export async function changedSince(q: Queryable, mountId: string, paths: string[
      UNION
      SELECT path FROM filestore.nodes WHERE mount_id = $1 AND deleted_at > $3 AND path = ANY($2::text[])`,
     [mountId, paths, since],
+  );
+  return new Set(rows.map((r) => r.path));
+}
+
+/** A directory listing job on its way: `startedAgoMs` null while it waits (queued), else how long ago it started (database clock). */
+export interface OpenListing {
+  path: string;
+  startedAgoMs: number | null;
+}
+
+/**
+ * The non-recursive reconcile jobs (a path and its direct children) of `paths` that are queued
+ * or running, with how long ago each running one started.
+ */
+export async function openListings(q: Queryable, mountId: string, paths: string[]): Promise<OpenListing[]> {
+  if (paths.length === 0) return [];
+  const { rows } = await q.query<{ path: string; ago: number | null }>(
+    `SELECT path, CASE WHEN status = 'running' THEN extract(epoch FROM now() - started_at) * 1000 END::float8 AS ago
+       FROM filestore.reconciliation_jobs
+      WHERE mount_id = $1 AND status IN ('queued', 'running') AND path = ANY($2::text[]) AND options->>'recursive' = 'false'`,
+    [mountId, paths],
+  );
+  return rows.map((r) => ({ path: r.path, startedAgoMs: r.ago }));
+}
+
+/** The paths among `paths` whose live row is a directory. */
+export async function liveDirectoriesAmong(q: Queryable, mountId: string, paths: string[]): Promise<Set<string>> {
+  if (paths.length === 0) return new Set();
+  const { rows } = await q.query<{ path: string }>(
+    `SELECT path FROM filestore.nodes WHERE mount_id = $1 AND path = ANY($2::text[]) AND deleted_at IS NULL AND kind = 'directory'`,
+    [mountId, paths],
   );
   return new Set(rows.map((r) => r.path));
 }

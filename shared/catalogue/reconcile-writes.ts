@@ -30,9 +30,16 @@ export interface Guard {
 export async function tryLockPaths(q: Queryable, mountId: string, paths: string[]): Promise<Set<string>> {
   const modes = new Map<string, boolean>(); // key → exclusive
   const keysOf = new Map<string, string[]>();
+  // A batch's paths share their ancestors: one hash per distinct path, not one per path and ancestor.
+  const keyOf = new Map<string, string>();
+  const key = (p: string) => {
+    let k = keyOf.get(p);
+    if (k === undefined) keyOf.set(p, (k = lockKey('path', mountId, p).toString()));
+    return k;
+  };
   for (const p of paths) {
-    const own = lockKey('path', mountId, p).toString();
-    const keys = [own, ...ancestorsOf(p).map((a) => lockKey('path', mountId, a).toString())];
+    const own = key(p);
+    const keys = [own, ...ancestorsOf(p).map(key)];
     keysOf.set(p, keys);
     modes.set(own, true);
     for (const k of keys.slice(1)) if (!modes.has(k)) modes.set(k, false);

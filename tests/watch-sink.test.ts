@@ -1,0 +1,209 @@
+import { execFileSync } from 'node:child_process';
+import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DiskStat } from '../agent/watch/disk-stat.ts';
+import { DriftSink } from '../agent/watch/drift-sink.ts';
+import type { CoalescedBatch, NetChange } from '../agent/watch/types.ts';
+import { LocalExecutor } from '../shared/backends/local/local-executor.ts';
+import { claimJob, type ReconcileJobRow } from '../shared/catalogue/jobs.ts';
+import { createReconciler } from '../shared/reconcile/reconciler.ts';
+import { LocalStrategy } from '../shared/reconcile/strategies/local.ts';
+import { FilestoreMetrics } from '../shared/metrics/metrics.ts';
+import type { Filestore } from '../shared/runtime.ts';
+import { createTestMount, startFilestore, type TestMount } from './support/filestore.ts';
+import { eventually, nodeAt, outbox, startWatchFilestore, watchedMount, watcherDrift, writeFilesOutOfProcess } from './support/watch-harness.ts';
+
+// The drift sink after a burst: lstat directory by directory (DiskStat), untracked files of
+// one directory reported by one event, and paths a directory listing already on its way
+// will see left to it — on real PostgreSQL, with the real reconciler.
+
+describe('DiskStat: many paths, directory by directory', () => {
+  it('says what LocalExecutor.stat says, path by path: files, directories, symlinks never followed, nothing through a symlink or a file, no FIFOs', async () => {
+    const fs = await startWatchFilestore();
+    const t = await createTestMount(fs, 'local');
+    try {
+      const root = t.root as string;
+      const abs = (p: string) => path.join(root, p);
+      await mkdir(abs('d/sub'), { recursive: true });
+      await mkdir(abs('real'), { recursive: true });
+      await writeFile(abs('top.txt'), 'top');
+      await writeFile(abs('d/a.txt'), 'aaa');
+      await writeFile(abs('d/b.bin'), Buffer.alloc(1234));
+      await writeFile(abs('real/inside.txt'), 'inside');
+      await symlink('a.txt', abs('d/link-to-file'));
+      await symlink('../real', abs('d/link-to-dir'));
+      execFileSync('mkfifo', [abs('d/fifo')]);
+      const paths = [
+        'top.txt',
+        'd',
+        'd/a.txt',
+        'd/b.bin',
+        'd/sub',
+        'd/link-to-file',
+        'd/link-to-dir',
+        'd/link-to-dir/inside.txt', // through a symlink: not part of the tree
+        'd/a.txt/below-a-file',
+        'd/gone.txt',
+        'missing/x.txt',
+        'd/fifo',
+      ];
+      // The sink's per-path way: the local strategy (a path through a symlink or a file is absent).
+      const strategy = new LocalStrategy(root, () => new LocalExecutor({ rootPath: root }));
+      const disk = new DiskStat(root, (p) => strategy.stat(p));
+      const batch = await disk.statAll(paths);
+      for (const p of paths) expect(batch.get(p), p).toEqual(await strategy.stat(p));
+      expect(batch.get('d/link-to-dir')).toMatchObject({ kind: 'symlink', symlinkTarget: '../real' });
+      expect(batch.get('d/link-to-dir/inside.txt')).toBeNull();
+      expect(batch.get('d/b.bin')).toMatchObject({ kind: 'file', sizeBytes: 1234 });
+    } finally {
+      await t.cleanup();
+      await fs.close();
+    }
+  });
+});
+
+describe('drift events of a burst', () => {
+  let fs: Filestore;
+  beforeAll(async () => {
+    fs = await startWatchFilestore();
+  });
+  afterAll(async () => {
+    await fs?.close();
+  });
+
+  it('untracked files arriving together in one directory are one filestore.drift.detected naming them all; a few are one each', async () => {
+    // A long debounce: both directories' files fall into one batch.
+    const m = await watchedMount(fs, 'parcel', { debounceMs: 1_500 });
+    try {
+      await fs.orchestrator.mkdir(m.mountId, { path: 'many' });
+      await fs.orchestrator.mkdir(m.mountId, { path: 'few' });
+      const many = Array.from({ length: 40 }, (_, i) => `many/f-${String(i).padStart(2, '0')}.dat`);
+      const few = ['few/1.txt', 'few/2.txt', 'few/3.txt'];
+      await writeFilesOutOfProcess(m.root, [...many, ...few]);
+      await eventually(async () => {
+        for (const p of [...many, ...few]) if ((await nodeAt(fs, m.mountId, p))?.consistencyState !== 'ACTIVE') return false;
+        return true;
+      }, 'every file catalogued');
+      const drift = await watcherDrift(fs, m.mountId);
+      const ofMany = drift.filter((d) => d.data.path === 'many');
+      expect(ofMany).toHaveLength(1);
+      expect(ofMany[0]?.data).toMatchObject({ nodeId: null, reason: 'watcher', observed: null, count: 40 });
+      expect([...(ofMany[0]?.data.paths as string[])].sort()).toEqual(many);
+      expect(drift.filter((d) => String(d.data.path).startsWith('many/'))).toEqual([]);
+      for (const p of few) expect((await watcherDrift(fs, m.mountId, p)).map((d) => d.data.nodeId)).toEqual([null]);
+      // Each file is still reconciled on its own.
+      const reconciled = await outbox(fs, m.mountId, 'filestore.node.reconciled');
+      expect(reconciled.filter((e) => String((e.data.node as { path: string }).path).startsWith('many/'))).toHaveLength(40);
+    } finally {
+      await m.close();
+    }
+  });
+});
+
+describe('paths a listing of their directory already on its way will see', () => {
+  let fs: Filestore;
+  let t: TestMount;
+  let sink: DriftSink;
+  beforeAll(async () => {
+    // Requests are recorded but not run: the test decides when jobs start.
+    fs = await startFilestore({
+      redisUrl: 'inline',
+      recover: false,
+      metrics: new FilestoreMetrics({ collectDefaults: false }),
+      reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] },
+    });
+    t = await createTestMount(fs, 'local');
+    sink = new DriftSink(fs, t.mount);
+    await fs.orchestrator.mkdir(t.mount.id, { path: 'd' });
+  });
+  afterAll(async () => {
+    await t?.cleanup();
+    await fs?.close();
+  });
+
+  const abs = (p: string) => path.join(t.root as string, p);
+  const batchOf = (changes: Record<string, NetChange>, seenAt: Record<string, number>): CoalescedBatch => ({
+    changes: new Map(Object.entries(changes)),
+    rescans: [],
+    seenAt: new Map(Object.entries(seenAt)),
+  });
+  const jobsOf = async (status: string) => {
+    const { rows } = await fs.pool.query<ReconcileJobRow & { options: { recursive: boolean } }>(
+      `SELECT id, path, options, status FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND status = $2 ORDER BY id`,
+      [t.mount.id, status],
+    );
+    return rows;
+  };
+  const reconcile = (job: ReconcileJobRow) => createReconciler(fs)(job, async () => {});
+  /** Runs every queued job of the mount, oldest first (what the queue's consumer would do). */
+  const runQueued = async () => {
+    for (const { id } of await jobsOf('queued')) {
+      const job = await claimJob(fs.pool, id);
+      if (job) await reconcile(job);
+      await fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'succeeded', finished_at = now() WHERE id = $1`, [id]);
+    }
+  };
+
+  it('a queued listing of the directory: its files are left to it (not judged, no job of their own); a new directory in it is still judged', async () => {
+    await writeFile(abs('d/a.txt'), 'a');
+    await writeFile(abs('d/b.txt'), 'bb');
+    await mkdir(abs('d/sub'));
+    await writeFile(abs('d/sub/x.txt'), 'x');
+    await fs.reconcile.enqueue({ mountId: t.mount.id, path: 'd', reason: 'drift', recursive: false, hash: false });
+    const now = performance.now();
+    const r = await sink.apply(
+      batchOf({ 'd/a.txt': 'created', 'd/b.txt': 'created', 'd/sub': 'created', 'd/sub/x.txt': 'created' }, { 'd/a.txt': now, 'd/b.txt': now, 'd/sub': now, 'd/sub/x.txt': now }),
+    );
+    expect(r).toMatchObject({ covered: 2, deferred: [] });
+    // The new directory: its own event and a recursive job (a listing of d does not look inside it).
+    const drift = await watcherDrift(fs, t.mount.id);
+    expect(drift.map((d) => d.data.path)).toEqual(['d/sub']);
+    expect((await jobsOf('queued')).map((j) => [j.path, j.options.recursive])).toEqual([
+      ['d', false],
+      ['d/sub', true],
+    ]);
+    await runQueued();
+    for (const [p, size] of [['d/a.txt', 1], ['d/b.txt', 2], ['d/sub/x.txt', 1]] as const) {
+      expect(await nodeAt(fs, t.mount.id, p), p).toMatchObject({ consistencyState: 'ACTIVE', sizeBytes: size });
+    }
+  });
+
+  it('a running listing covers what the watcher reported before it started, not what came after', async () => {
+    await writeFile(abs('d/early.txt'), 'early');
+    const early = performance.now() - 5_000;
+    const { job } = await fs.reconcile.enqueue({ mountId: t.mount.id, path: 'd', reason: 'drift', recursive: false, hash: false });
+    const running = (await claimJob(fs.pool, job.id)) as ReconcileJobRow;
+    await new Promise((r) => setTimeout(r, 50));
+    await writeFile(abs('d/late.txt'), 'late');
+    const late = performance.now();
+    const r = await sink.apply(batchOf({ 'd/early.txt': 'created', 'd/late.txt': 'created' }, { 'd/early.txt': early, 'd/late.txt': late }));
+    expect(r.covered).toBe(1);
+    expect((await watcherDrift(fs, t.mount.id)).filter((d) => ['d/early.txt', 'd/late.txt'].includes(String(d.data.path))).map((d) => d.data.path)).toEqual([
+      'd/late.txt',
+    ]);
+    expect((await jobsOf('queued')).map((j) => j.path)).toEqual(['d/late.txt']);
+    // The running listing catalogues the early file, the late one gets its own job.
+    await reconcile(running);
+    await fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'succeeded', finished_at = now() WHERE id = $1`, [running.id]);
+    await runQueued();
+    expect(await nodeAt(fs, t.mount.id, 'd/early.txt')).toMatchObject({ consistencyState: 'ACTIVE', sizeBytes: 5 });
+    expect(await nodeAt(fs, t.mount.id, 'd/late.txt')).toMatchObject({ consistencyState: 'ACTIVE', sizeBytes: 4 });
+  });
+
+  it('a catalogued directory replaced by a file is judged even under a queued listing: its subtree needs a recursive look', async () => {
+    await fs.orchestrator.mkdir(t.mount.id, { path: 'd/k/inner', parents: true });
+    await rm(abs('d/k'), { recursive: true });
+    await writeFile(abs('d/k'), 'now a file');
+    await fs.reconcile.enqueue({ mountId: t.mount.id, path: 'd', reason: 'drift', recursive: false, hash: false });
+    const r = await sink.apply(batchOf({ 'd/k': 'changed' }, { 'd/k': performance.now() }));
+    expect(r).toMatchObject({ covered: 0, drift: 1 });
+    expect((await jobsOf('queued')).map((j) => [j.path, j.options.recursive])).toEqual([
+      ['d', false],
+      ['d/k', true],
+    ]);
+    await runQueued();
+    expect(await nodeAt(fs, t.mount.id, 'd/k')).toMatchObject({ kind: 'file', consistencyState: 'ACTIVE' });
+    expect(await nodeAt(fs, t.mount.id, 'd/k/inner')).toMatchObject({ consistencyState: 'MISSING' });
+  });
+});
