@@ -155,7 +155,7 @@ export async function* walkOnThread(request: WalkRequest): AsyncGenerator<Storag
 type Unit = { rows: StorageRow[] } | { subtree: string };
 
 // Subtrees listed at once (their sessions read ahead while an earlier one is consumed).
-const AHEAD = WALK_THREADS * 2;
+const AHEAD = WALK_THREADS;
 // A directory with fewer subdirectories than this is split one level further down (a tree
 // with one big top-level directory would otherwise be listed by one thread), down to SPLIT_DEPTH.
 const SPLIT_MIN = 4;
