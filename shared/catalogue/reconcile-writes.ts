@@ -62,7 +62,8 @@ export interface Observation {
 }
 
 const event = (type: NewEvent['type'], mountId: string, data: Record<string, unknown>): NewEvent => ({ type, mountId, data });
-const json = (v: unknown) => JSON.parse(JSON.stringify(v)) as Record<string, unknown>;
+// Event data as is: appendEvents serialises it once (Dates as ISO strings).
+const json = (v: object) => v as Record<string, unknown>;
 
 /**
  * Records what storage holds for nodes that changed behind Filestore's back (metadata,

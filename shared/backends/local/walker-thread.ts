@@ -8,7 +8,8 @@ if (!port) throw new Error('walker-thread.ts runs as a worker thread');
 
 // A session lists ahead of its consumer by up to CREDIT messages of about LINES entries each:
 // enough that the consumer never waits on a round trip, few enough that memory stays bounded.
-const CREDIT = 2;
+// The consumer gives credit back in bulk (walker.ts), not a message per message.
+const CREDIT = 6;
 const LINES = 2000;
 // …and at most about CHARS characters: the receiving thread deserializes a big message
 // straight into V8's old generation, where it stays until a full GC (with 96,000 the heap of
@@ -80,7 +81,7 @@ async function pump(id: number): Promise<void> {
   }
 }
 
-port.on('message', (m: { kind: 'start'; id: number; request: WalkRequest } | { kind: 'next' | 'stop'; id: number }) => {
+port.on('message', (m: { kind: 'start'; id: number; request: WalkRequest } | { kind: 'next'; id: number; n: number } | { kind: 'stop'; id: number }) => {
   if (m.kind === 'start') {
     try {
       const { rootPath, dir, recursive, startAfter, below } = m.request;
@@ -94,7 +95,7 @@ port.on('message', (m: { kind: 'start'; id: number; request: WalkRequest } | { k
   } else if (m.kind === 'next') {
     const s = sessions.get(m.id);
     if (!s) return;
-    s.credit++;
+    s.credit += m.n;
     void pump(m.id);
   } else {
     const s = sessions.get(m.id);
