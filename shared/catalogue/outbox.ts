@@ -35,10 +35,15 @@ export interface NewEvent {
  */
 export async function appendEvents(q: Queryable, events: NewEvent[]): Promise<void> {
   if (events.length === 0) return;
+  // The data travel as one JSON array rather than a jsonb[] literal: the array literal quotes
+  // and escapes every JSON text (in JS, and again when PostgreSQL reads it back).
   await q.query(
     `INSERT INTO filestore.outbox (mount_id, type, data)
-     SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])`,
-    [events.map((e) => e.mountId), events.map((e) => e.type), events.map((e) => JSON.stringify(e.data))],
+     SELECT t.mount_id, t.type, d.data
+       FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS t(mount_id, type, n)
+       JOIN jsonb_array_elements($3::jsonb) WITH ORDINALITY AS d(data, n) ON d.n = t.n
+      ORDER BY t.n`,
+    [events.map((e) => e.mountId), events.map((e) => e.type), JSON.stringify(events.map((e) => e.data))],
   );
 }
 
