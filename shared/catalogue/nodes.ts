@@ -198,9 +198,13 @@ export async function* scopePages(
 // are not addressable; symlink targets travel hex-encoded); NULL comes out empty (concat).
 // The comparable fields, between state and id, are exactly what backends/entry-lines.ts
 // `comparableFields` writes for what storage holds: size only for files, mtime (whole ms) except for directories.
+// The mtime in ms through float8 (date_part) costs a third less of the page than through
+// numeric (extract), and is exact for what the catalogue stores (whole ms, from a Date): the
+// float's error, ~2e-4 ms, is far below the rounding. Rounding is also what Node does to a
+// file's mtime for its Date (and so for the entry line).
 const SCOPE_LINE = `concat(path, E'\t', consistency_state, E'\t', kind, E'\t',
   CASE WHEN kind = 'file' THEN size_bytes ELSE 0 END, E'\t',
-  CASE WHEN kind <> 'directory' THEN floor(extract(epoch FROM mtime) * 1000)::bigint END, E'\t',
+  CASE WHEN kind <> 'directory' THEN round(date_part('epoch', mtime) * 1000)::bigint END, E'\t',
   mode, E'\t', uid, E'\t', gid, E'\t', etag, E'\t',
   CASE WHEN kind = 'symlink' THEN encode(convert_to(metadata->>'symlinkTarget', 'UTF8'), 'hex') END, E'\t',
   id, E'\t', version, E'\t', sha256)`;
