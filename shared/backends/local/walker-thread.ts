@@ -24,6 +24,7 @@ interface Session {
 }
 
 const sessions = new Map<number, Session>();
+const encoder = new TextEncoder();
 const executors = new Map<string, LocalExecutor>();
 
 function executorFor(rootPath: string): LocalExecutor {
@@ -65,7 +66,10 @@ async function pump(id: number): Promise<void> {
       if (s.stopped) return;
       if (lines.length > 0) {
         s.credit--;
-        port?.postMessage({ kind: 'batch', id, lines: lines.join('\n') } satisfies FromWalker);
+        // As bytes moved, not a string copied: the consumer's heap holds no listed-ahead text
+        // (a string waiting in its inbox outlives scavenges and is promoted, then lingers).
+        const bytes = encoder.encode(lines.join('\n'));
+        port?.postMessage({ kind: 'batch', id, bytes } satisfies FromWalker, [bytes.buffer]);
       }
       if (done) {
         sessions.delete(id);

@@ -39,7 +39,7 @@ type ToWalker = { kind: 'start'; id: number; request: WalkRequest } | { kind: 'n
 // CREDIT = 6 in walker-thread.ts): a postMessage per batch was a visible share of an audit.
 const CREDIT_BACK = 3;
 export type FromWalker =
-  | { kind: 'batch'; id: number; lines: string }
+  | { kind: 'batch'; id: number; bytes: Uint8Array }
   | { kind: 'done'; id: number }
   | { kind: 'error'; id: number; error: { code?: string; message: string; details?: Record<string, unknown> } };
 
@@ -47,6 +47,7 @@ export type FromWalker =
 // bundled once per process with esbuild. (Registering tsx inside each thread instead cost
 // ~40 MB of RSS per thread: a loader thread and its caches of its own.)
 let threadCode: Promise<string> | null = null;
+const decoder = new TextDecoder();
 
 function bundleThreadCode(): Promise<string> {
   threadCode ??= build({
@@ -131,7 +132,7 @@ class WalkerThread {
         }
         // Credit for more messages: the thread lists ahead while these batches are compared.
         if (++taken % CREDIT_BACK === 0) this.worker.postMessage({ kind: 'next', id, n: CREDIT_BACK } satisfies ToWalker);
-        yield m.lines.split('\n');
+        yield decoder.decode(m.bytes).split('\n');
       }
     } finally {
       if (--this.active === 0) this.worker.unref();
