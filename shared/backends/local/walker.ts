@@ -160,8 +160,11 @@ export async function* walkOnThread(request: WalkRequest): AsyncGenerator<Storag
 /** A piece of a tree listing, in order: rows already listed, or a subtree still to list. */
 type Unit = { rows: StorageRow[] } | { subtree: string };
 
-// Subtrees listed at once (their sessions read ahead while an earlier one is consumed).
-const AHEAD = WALK_THREADS;
+// Subtrees listed at once (their sessions read ahead while an earlier one is consumed): two
+// per thread, so a thread that finished a subtree goes on with another while the consumer is
+// still working through the first (with one per thread, threads idled at every subtree's end).
+// What they list ahead waits as transferred bytes, outside the consumer's heap.
+const AHEAD = WALK_THREADS * 2;
 // A directory with fewer subdirectories than this is split one level further down (a tree
 // with one big top-level directory would otherwise be listed by one thread), down to SPLIT_DEPTH.
 const SPLIT_MIN = 4;
