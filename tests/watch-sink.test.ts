@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DiskStat } from '../agent/watch/disk-stat.ts';
@@ -9,6 +10,7 @@ import { LocalExecutor } from '../shared/backends/local/local-executor.ts';
 import { claimJob, type ReconcileJobRow } from '../shared/catalogue/jobs.ts';
 import { createReconciler } from '../shared/reconcile/reconciler.ts';
 import { LocalStrategy } from '../shared/reconcile/strategies/local.ts';
+import { lockKey } from '../shared/orchestrator/locks.ts';
 import { FilestoreMetrics } from '../shared/metrics/metrics.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { createTestMount, startFilestore, type TestMount } from './support/filestore.ts';
@@ -101,6 +103,49 @@ describe('drift events of a burst', () => {
   });
 });
 
+describe('directories that appear with subdirectories in them (parcel watches the new directory alone)', () => {
+  let fs: Filestore;
+  beforeAll(async () => {
+    fs = await startWatchFilestore();
+  });
+  afterAll(async () => {
+    await fs?.close();
+  });
+
+  it('a tree moved into the mount is watched whole: a file written deep in it later is seen and catalogued', async () => {
+    const m = await watchedMount(fs, 'parcel');
+    const outside = await mkdtemp(path.join(path.dirname(m.root), 'filestore-tree-'));
+    try {
+      await mkdir(path.join(outside, 'b/c'), { recursive: true });
+      await writeFile(path.join(outside, 'b/c/old.txt'), 'old');
+      await rename(outside, m.abs('a'));
+      await eventually(async () => (await nodeAt(fs, m.mountId, 'a/b/c/old.txt'))?.consistencyState === 'ACTIVE', 'the moved-in tree catalogued');
+      await eventually(async () => (await m.watcher.stats()).rewatches > 0, 'the tree watched anew');
+      await writeFile(m.abs('a/b/c/new.txt'), 'new!');
+      await eventually(async () => (await nodeAt(fs, m.mountId, 'a/b/c/new.txt'))?.sizeBytes === 4, 'a file written deep in the moved-in tree catalogued');
+    } finally {
+      await m.close();
+      await rm(outside, { recursive: true, force: true });
+    }
+  });
+
+  it('mkdir -p and files written at once: every file is catalogued', async () => {
+    const m = await watchedMount(fs, 'parcel');
+    try {
+      const names: string[] = [];
+      for (let i = 0; i < 600; i++) names.push(`src/d${i % 3}/f-${String(i).padStart(3, '0')}.txt`);
+      for (let d = 0; d < 3; d++) mkdirSync(m.abs(`src/d${d}`), { recursive: true });
+      for (const n of names) writeFileSync(m.abs(n), n);
+      await eventually(async () => {
+        for (const n of names) if ((await nodeAt(fs, m.mountId, n))?.consistencyState !== 'ACTIVE') return false;
+        return true;
+      }, 'every file catalogued');
+    } finally {
+      await m.close();
+    }
+  });
+});
+
 describe('paths a listing of their directory already on its way will see', () => {
   let fs: Filestore;
   let t: TestMount;
@@ -169,7 +214,7 @@ describe('paths a listing of their directory already on its way will see', () =>
     }
   });
 
-  it('a running listing covers what the watcher reported before it started, not what came after', async () => {
+  it('a running listing: what the watcher reported before it started waits for it and is looked at again after it; what came after is judged', async () => {
     await writeFile(abs('d/early.txt'), 'early');
     const early = performance.now() - 5_000;
     const { job } = await fs.reconcile.enqueue({ mountId: t.mount.id, path: 'd', reason: 'drift', recursive: false, hash: false });
@@ -177,18 +222,45 @@ describe('paths a listing of their directory already on its way will see', () =>
     await new Promise((r) => setTimeout(r, 50));
     await writeFile(abs('d/late.txt'), 'late');
     const late = performance.now();
-    const r = await sink.apply(batchOf({ 'd/early.txt': 'created', 'd/late.txt': 'created' }, { 'd/early.txt': early, 'd/late.txt': late }));
-    expect(r.covered).toBe(1);
-    expect((await watcherDrift(fs, t.mount.id)).filter((d) => ['d/early.txt', 'd/late.txt'].includes(String(d.data.path))).map((d) => d.data.path)).toEqual([
-      'd/late.txt',
-    ]);
+    const seenAt = { 'd/early.txt': early, 'd/late.txt': late };
+    const r = await sink.apply(batchOf({ 'd/early.txt': 'created', 'd/late.txt': 'created' }, seenAt));
+    expect(r).toMatchObject({ covered: 0, waiting: ['d/early.txt'], drift: 1 });
+    const ofTheseTwo = async () => (await watcherDrift(fs, t.mount.id)).filter((d) => ['d/early.txt', 'd/late.txt'].includes(String(d.data.path))).map((d) => d.data.path);
+    expect(await ofTheseTwo()).toEqual(['d/late.txt']);
     expect((await jobsOf('queued')).map((j) => j.path)).toEqual(['d/late.txt']);
-    // The running listing catalogues the early file, the late one gets its own job.
+    // Still running: still waiting.
+    expect((await sink.apply(batchOf({ 'd/early.txt': 'changed' }, { 'd/early.txt': early }))).waiting).toEqual(['d/early.txt']);
+    // The listing catalogues the early file; looked at again, it matches: no drift, no job.
     await reconcile(running);
     await fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'succeeded', finished_at = now() WHERE id = $1`, [running.id]);
+    expect(await sink.apply(batchOf({ 'd/early.txt': 'changed' }, { 'd/early.txt': early }))).toMatchObject({ waiting: [], drift: 0, jobs: 0 });
+    expect(await ofTheseTwo()).toEqual(['d/late.txt']);
     await runQueued();
     expect(await nodeAt(fs, t.mount.id, 'd/early.txt')).toMatchObject({ consistencyState: 'ACTIVE', sizeBytes: 5 });
     expect(await nodeAt(fs, t.mount.id, 'd/late.txt')).toMatchObject({ consistencyState: 'ACTIVE', sizeBytes: 4 });
+  });
+
+  it('a waiting path the running listing could not record (someone held it) is judged after it, and gets its own job', async () => {
+    await writeFile(abs('d/held.txt'), 'held');
+    const seen = performance.now() - 5_000;
+    const { job } = await fs.reconcile.enqueue({ mountId: t.mount.id, path: 'd', reason: 'drift', recursive: false, hash: false });
+    const running = (await claimJob(fs.pool, job.id)) as ReconcileJobRow;
+    expect((await sink.apply(batchOf({ 'd/held.txt': 'created' }, { 'd/held.txt': seen }))).waiting).toEqual(['d/held.txt']);
+    // A command holds the path while the listing writes: the listing skips it.
+    const holder = await fs.pool.connect();
+    try {
+      await holder.query('SELECT pg_advisory_lock($1::bigint)', [lockKey('path', t.mount.id, 'd/held.txt').toString()]);
+      await reconcile(running);
+      await fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'succeeded', finished_at = now() WHERE id = $1`, [running.id]);
+    } finally {
+      await holder.query('SELECT pg_advisory_unlock_all()');
+      holder.release();
+    }
+    expect(await nodeAt(fs, t.mount.id, 'd/held.txt')).toBeNull();
+    const r = await sink.apply(batchOf({ 'd/held.txt': 'changed' }, { 'd/held.txt': seen }));
+    expect(r).toMatchObject({ waiting: [], drift: 1, jobs: 1 });
+    await runQueued();
+    expect(await nodeAt(fs, t.mount.id, 'd/held.txt')).toMatchObject({ consistencyState: 'ACTIVE', sizeBytes: 4 });
   });
 
   it('a catalogued directory replaced by a file is judged even under a queued listing: its subtree needs a recursive look', async () => {

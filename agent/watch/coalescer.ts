@@ -86,12 +86,13 @@ export class Coalescer {
   }
 
   /**
-   * Paths to look at again later (held by a running command, or a batch that failed):
-   * pending as changed, due no sooner than `delayMs` unless other events make a batch due first.
+   * Paths to look at again later (held by a running command, waiting for a running listing,
+   * or a batch that failed): pending as changed, due no sooner than `delayMs` unless other
+   * events make a batch due first; `seenAt` keeps when the watcher reported them.
    */
-  requeue(paths: readonly string[], delayMs = this.debounceMs): void {
+  requeue(paths: readonly string[], delayMs = this.debounceMs, seenAt?: ReadonlyMap<string, number>): void {
     for (const path of paths) {
-      if (!this.pending.has(path) && !this.coveredByRescan(path)) this.pending.set(path, { first: 'update', last: 'update', at: 0 });
+      if (!this.pending.has(path) && !this.coveredByRescan(path)) this.pending.set(path, { first: 'update', last: 'update', at: seenAt?.get(path) ?? 0 });
     }
     if (this.pending.size > this.maxPending) this.collapse();
     // A batch already on its way takes them along; otherwise they wait (maxWaitMs does not

@@ -33,14 +33,31 @@ export interface DriftSinkOptions {
 export interface SinkResult {
   /** Paths compared with the catalogue. */
   checked: number;
-  /** Paths left to a listing of their directory already on its way (not judged, no job of their own). */
+  /** Paths left to a queued listing of their directory (not judged, no job of their own). */
   covered: number;
+  /**
+   * Paths a running listing of their directory will see: not judged now, looked at again
+   * once it is over (`seenAt` kept): by then they match the catalogue, or, if that listing
+   * could not record one (someone else held it), they are judged as usual.
+   */
+  waiting: string[];
   /** Drift signals written (nodes marked INCONSISTENT + untracked paths reported). */
   drift: number;
   /** Paths a running command holds: look again in the next batch. */
   deferred: string[];
   /** Reconcile requests sent. */
   jobs: number;
+}
+
+export interface ApplyOptions {
+  /** The watcher is closing: paths a command holds get a job instead of being handed back. */
+  final?: boolean | undefined;
+  /**
+   * Called with the directories that appeared in the batch (created or moved in, by anyone: a
+   * command's too; the topmost ones) before its jobs are sent; returns those that need a
+   * recursive look (mount-watcher.ts: parcel does not watch what a new directory held).
+   */
+  beforeJobs?: ((appeared: string[]) => Promise<string[]>) | undefined;
 }
 
 // Slack when a job's start (database clock) is compared with an event's arrival (ours).
@@ -74,7 +91,8 @@ type Verdict = { mark: DriftSignal | null; untracked: EntryStat | null; target: 
  *
  * Paths a listing already on its way will see are left to it (see `coveredByListings`):
  * while a burst is still arriving, a batch does not judge, lock, or enqueue again what the
- * job of an earlier batch is about to find.
+ * job of an earlier batch is about to find; those of a running listing are looked at again
+ * once it is over.
  */
 export class DriftSink {
   private readonly strategy: LocalStrategy;
@@ -101,10 +119,11 @@ export class DriftSink {
    * Judges a batch. With `final` (the watcher is closing), paths a command holds are not
    * handed back but given a reconcile job, so nothing is lost when the watcher stops.
    */
-  async apply(batch: CoalescedBatch, o: { final?: boolean } = {}): Promise<SinkResult> {
+  async apply(batch: CoalescedBatch, o: ApplyOptions = {}): Promise<SinkResult> {
     const paths = [...batch.changes.keys()].sort(comparePaths);
     const targets: JobTarget[] = batch.rescans.map((path) => ({ path, recursive: true }));
-    const result: SinkResult = { checked: 0, covered: 0, drift: 0, deferred: [], jobs: 0 };
+    const result: SinkResult = { checked: 0, covered: 0, waiting: [], drift: 0, deferred: [], jobs: 0 };
+    const appeared: string[] = [];
     const listings = await this.listingsOnTheirWay(paths);
     // Untracked directories reported in this batch: what lies below them is theirs (one
     // event and one recursive job for `new-dir`, not one per file inside it).
@@ -112,18 +131,22 @@ export class DriftSink {
     let wrote = false;
     for (let i = 0; i < paths.length; i += this.chunkSize) {
       const chunk = await this.judgeChunk(paths.slice(i, i + this.chunkSize), untrackedDirs, listings, batch.seenAt);
+      appeared.push(...chunk.appeared.filter((p) => batch.changes.get(p) === 'created'));
       result.checked += chunk.checked;
       result.covered += chunk.covered;
+      result.waiting.push(...chunk.waiting);
       result.drift += chunk.drift;
       result.deferred.push(...chunk.deferred);
       targets.push(...chunk.targets);
       wrote ||= chunk.drift > 0;
     }
     if (o.final) {
-      targets.push(...result.deferred.map((path) => ({ path, recursive: false })));
+      targets.push(...[...result.deferred, ...result.waiting].map((path) => ({ path, recursive: false })));
       result.deferred = [];
+      result.waiting = [];
     }
     if (wrote) await this.fs.changed(this.mount.id);
+    if (o.beforeJobs && appeared.length > 0) targets.push(...(await o.beforeJobs(topmost(appeared))).map((path) => ({ path, recursive: true })));
     // All at once: each request is a few round trips, and under a burst each await waits for
     // a busy event loop; the jobs are independent (one path each, joined while waiting).
     const plan = planJobs(targets, this.maxJobs);
@@ -156,33 +179,39 @@ export class DriftSink {
   /**
    * The paths of a chunk that a listing of their directory already on its way will see, so
    * judging them now would only repeat its work: a non-recursive job of the directory that is
-   * queued (it starts after now, so after the change), or running since after the watcher
-   * reported the path (its listing began after the change). Their locks are not taken
-   * either, so that listing is never made to skip them (a reconciliation skips paths someone
-   * else holds). Only files and symlinks, on disk and in the catalogue: a new, vanished or
-   * replaced directory needs a recursive look that a listing of its parent does not give.
-   * The drift they are shows in the listing's own events (`filestore.node.reconciled`, and
-   * `filestore.drift.detected` for a changed node).
+   * queued (`covered`: it starts after now, so after the change; the request a judgement
+   * would make joins that very job anyway), or running since after the watcher reported the
+   * path (`waiting`: its listing began after the change; they are looked at again when it is
+   * over, since a reconciliation skips what someone else holds at that moment). Their locks
+   * are not taken, so that listing is not made to skip them. Only files and symlinks, on disk
+   * and in the catalogue: a new, vanished or replaced directory needs a recursive look that a
+   * listing of its parent does not give. The drift they are shows in the listing's own events
+   * (`filestore.node.reconciled`, and `filestore.drift.detected` for a changed node).
    */
   private async coveredByListings(
     paths: readonly string[],
     seen: ReadonlyMap<string, Observed>,
     listings: ReadonlyMap<string, number>,
     seenAt: ReadonlyMap<string, number> | undefined,
-  ): Promise<Set<string>> {
-    if (listings.size === 0) return new Set();
-    const candidates = paths.filter((p) => {
+  ): Promise<{ covered: Set<string>; waiting: Set<string> }> {
+    const none = { covered: new Set<string>(), waiting: new Set<string>() };
+    if (listings.size === 0) return none;
+    const queued: string[] = [];
+    const running: string[] = [];
+    for (const p of paths) {
       const observed = seen.get(p);
-      if (!observed || observed.kind === 'directory') return false;
+      if (!observed || observed.kind === 'directory') continue;
       const startedAfter = listings.get(parentOf(p) ?? '');
-      if (startedAfter === undefined) return false;
-      if (startedAfter === Number.POSITIVE_INFINITY) return true;
-      const at = seenAt?.get(p);
-      return at !== undefined && startedAfter > at + CLOCK_MARGIN_MS;
-    });
-    if (candidates.length === 0) return new Set();
-    const dirs = await liveDirectoriesAmong(this.fs.pool, this.mount.id, candidates);
-    return new Set(dirs.size === 0 ? candidates : candidates.filter((p) => !dirs.has(p)));
+      if (startedAfter === undefined) continue;
+      if (startedAfter === Number.POSITIVE_INFINITY) queued.push(p);
+      else {
+        const at = seenAt?.get(p);
+        if (at !== undefined && startedAfter > at + CLOCK_MARGIN_MS) running.push(p);
+      }
+    }
+    if (queued.length + running.length === 0) return none;
+    const dirs = await liveDirectoriesAmong(this.fs.pool, this.mount.id, [...queued, ...running]);
+    return { covered: new Set(queued.filter((p) => !dirs.has(p))), waiting: new Set(running.filter((p) => !dirs.has(p))) };
   }
 
   /** lstat first (no transaction open), then one short transaction: try-lock, read rows, compare, mark, report. */
@@ -195,9 +224,11 @@ export class DriftSink {
     const { rows: clock } = await this.fs.pool.query<{ now: Date }>('SELECT now() AS now');
     const since = (clock[0] as { now: Date }).now;
     const seen = await this.disk.statAll(chunk);
-    const covered = await this.coveredByListings(chunk, seen, listings, seenAt);
-    const paths = covered.size === 0 ? chunk : chunk.filter((p) => !covered.has(p));
-    if (paths.length === 0) return { checked: 0, covered: covered.size, drift: 0, deferred: [] as string[], targets: [] as JobTarget[] };
+    const appeared = chunk.filter((p) => seen.get(p)?.kind === 'directory');
+    const { covered, waiting } = await this.coveredByListings(chunk, seen, listings, seenAt);
+    const paths = covered.size + waiting.size === 0 ? chunk : chunk.filter((p) => !covered.has(p) && !waiting.has(p));
+    const left = { covered: covered.size, waiting: [...waiting], appeared };
+    if (paths.length === 0) return { ...left, checked: 0, drift: 0, deferred: [] as string[], targets: [] as JobTarget[] };
     const client = await this.fs.pool.connect();
     try {
       return await inTransaction(client, async () => {
@@ -239,7 +270,7 @@ export class DriftSink {
         const drift = marked.length + untracked.length;
         if (drift > 0) this.fs.metrics.driftDetected.inc({ mount: this.mount.key }, drift);
         if (marked.length > 0) this.fs.metrics.nodeTransitions.inc({ from: 'ACTIVE', to: 'INCONSISTENT' }, marked.length);
-        return { checked: mine.length, covered: covered.size, drift, deferred, targets };
+        return { ...left, checked: mine.length, drift, deferred, targets };
       });
     } finally {
       client.release();
@@ -267,6 +298,12 @@ export class DriftSink {
     // As recorded; a node still waiting for its reconciliation gets one (the queue coalesces).
     return node.consistencyState === 'ACTIVE' ? null : { mark: null, untracked: null, target: { path: node.path, recursive: false } };
   }
+}
+
+/** The paths none of whose ancestors is in the list. */
+function topmost(paths: readonly string[]): string[] {
+  const set = new Set(paths);
+  return [...set].filter((p) => !coveredBy(p, set));
 }
 
 function coveredBy(path: string, dirs: ReadonlySet<string>): boolean {

@@ -1,4 +1,5 @@
-import { realpath } from 'node:fs/promises';
+import { readdir, realpath } from 'node:fs/promises';
+import path from 'node:path';
 import type { Mount } from '../../shared/catalogue/types.ts';
 import type { Filestore } from '../../shared/runtime.ts';
 import { chooseBackend, createWatchBackend, type BackendDecision } from './backends/index.ts';
@@ -55,6 +56,8 @@ export interface MountWatcherStats {
   drift: number;
   /** Full rescans requested (catch-up, overflow, errors). */
   rescans: number;
+  /** Times the backend re-read the tree to watch directories that appeared with subdirectories (parcel). */
+  rewatches: number;
   problems: number;
 }
 
@@ -90,7 +93,7 @@ export class MountWatcher {
   private lastRescanAt = 0;
   private rescanTimer: NodeJS.Timeout | null = null;
   private readonly inflight = new Set<Promise<unknown>>();
-  private readonly counts = { batches: 0, drift: 0, rescans: 0, problems: 0 };
+  private readonly counts = { batches: 0, drift: 0, rescans: 0, rewatches: 0, problems: 0 };
 
   constructor(
     private readonly fs: Filestore,
@@ -276,6 +279,39 @@ export class MountWatcher {
     }
   }
 
+  /**
+   * Directories that appeared in a batch, for a backend that watches a new directory but not
+   * what it already held (parcel): one that holds a subdirectory may hold one made before its
+   * watch, which nothing would ever report. Then the tree is watched anew (`rewatch`) before
+   * the batch's jobs are sent, and each such directory gets a recursive job: it starts after
+   * the new watch is up, so between them they see everything written there. A directory with
+   * no subdirectory when we look is watched whole already: what is made in it from now on,
+   * subdirectories included, is reported. Returns the directories to look at recursively.
+   */
+  private async watchNewDirs(dirs: readonly string[]): Promise<string[]> {
+    const backend = this.backend;
+    if (!backend?.rewatch) return [];
+    const holding: string[] = [];
+    for (const dir of dirs) {
+      try {
+        const entries = await readdir(path.join(this.root as string, ...dir.split('/')), { withFileTypes: true });
+        if (entries.some((e) => e.isDirectory())) holding.push(dir);
+      } catch {
+        // Gone again, or unreadable (its judgement says so): nothing there to watch.
+      }
+    }
+    if (holding.length === 0) return [];
+    try {
+      await backend.rewatch();
+      this.counts.rewatches++;
+      this.log(`watcher ${this.mount.key}: watching the tree anew: ${holding.length} new director${holding.length === 1 ? 'y' : 'ies'} with subdirectories (${holding.slice(0, 3).join(', ')}${holding.length > 3 ? ', …' : ''})`);
+    } catch (err) {
+      this.recordProblem(classifyProblem(err), '; full rescan requested');
+      this.requestRescan('rewatch');
+    }
+    return holding;
+  }
+
   private track(p: Promise<unknown>): void {
     this.inflight.add(p);
     void p.finally(() => this.inflight.delete(p));
@@ -294,11 +330,13 @@ export class MountWatcher {
   private async applyBatch(batch: CoalescedBatch, final: boolean): Promise<void> {
     if (batch.changes.size === 0 && batch.rescans.length === 0) return;
     try {
-      const r = await this.sink.apply(batch, { final });
+      const rewatch = this.backend?.rewatch && !final ? (dirs: string[]) => this.watchNewDirs(dirs) : undefined;
+      const r = await this.sink.apply(batch, { final, beforeJobs: rewatch });
       this.counts.batches++;
       this.counts.drift += r.drift;
       this.failures = 0;
       if (r.deferred.length > 0) this.coalescer.requeue(r.deferred, this.retryDelayMs);
+      if (r.waiting.length > 0) this.coalescer.requeue(r.waiting, this.retryDelayMs, batch.seenAt);
     } catch (err) {
       this.failures++;
       this.recordProblem({ kind: 'error', message: `drift batch failed: ${(err as Error).message}`, code: (err as { code?: string }).code }, '; retrying');

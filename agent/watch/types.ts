@@ -51,6 +51,12 @@ export interface WatchBackend {
   /** Stops watching; no handler is called after it resolves. */
   close(): Promise<void>;
   /**
+   * For a backend that does not look inside a directory that appears (parcel: it watches the
+   * new directory alone, so subdirectories already in it stay unwatched): reads the tree again
+   * and watches all of it, without a gap (the new watch is up before the old one goes).
+   */
+  rewatch?(): Promise<void>;
+  /**
    * inotify watches held by this process for backends of this kind (all mounts together),
    * measured from /proc/self/fdinfo; null where that cannot be measured (not Linux).
    */
