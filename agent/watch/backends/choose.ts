@@ -13,10 +13,10 @@ import type { WatchBackendChoice, WatchBackendKind } from '../types.ts';
  * chokidar costs the agent's one JavaScript thread about 0.2 ms per new file (it stats each
  * one, opens an fs.watch on it and re-reads its directory with an lstat per entry), and while
  * a burst arrives it holds the event loop so that everything else — the drift sink, the
- * reconciliation of what the burst brought — waits behind it: a 10,000-file burst took
- * chokidar 2–5 s on a 2-vCPU host before the catalogue could start catching up, against ~1 s
- * for parcel, whose crawl and event batching run in C++ (docs/benchmarks.md, "Drift
- * detection"). A burst costs the same in a small tree as in a large one, so no tree size
+ * reconciliation of what the burst brought — waits behind it: in the drift bench on a 2-vCPU
+ * host, the first drift of a 10,000-file burst was judged 2.5–7 s after its first write with
+ * chokidar, 0.2–1 s with parcel, whose crawl and event batching run in C++, and chokidar cost
+ * the agent twice the CPU (docs/benchmarks.md, "Drift detection"). A burst costs the same in a small tree as in a large one, so no tree size
  * makes chokidar the better default. It also holds one inotify watch per file *and* per
  * directory, from a per-user budget, `fs.inotify.max_user_watches`, shared by every process of
  * that user (8,192 on old kernels, scaled with RAM on newer ones; read here from /proc); parcel
