@@ -14,8 +14,9 @@ const EnvSchema = z.object({
   FILESTORE_ENABLE_WATCHERS: bool.default(false),
   FILESTORE_WATCH_DEBOUNCE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
   /**
-   * Watcher backend: chokidar (a watch per file), parcel (a watch per directory) or auto (by
-   * tree size), for every mount, then per mount key: `auto,projects=parcel,scratch=chokidar`.
+   * Watcher backend: chokidar (a watch per file), parcel (a watch per directory) or auto
+   * (parcel: see agent/watch/backends/choose.ts), for every mount, then per mount key:
+   * `auto,projects=parcel,scratch=chokidar`.
    */
   FILESTORE_WATCH_BACKEND: z
     .string()

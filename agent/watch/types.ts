@@ -6,7 +6,7 @@
 /** Watcher implementations (see backends/). */
 export type WatchBackendKind = 'chokidar' | 'parcel';
 
-/** What a mount asks for: a backend, or `auto` (chosen by tree size, see backends/choose.ts). */
+/** What a mount asks for: a backend, or `auto` (parcel; chokidar only below an explicit threshold, see backends/choose.ts). */
 export type WatchBackendChoice = WatchBackendKind | 'auto';
 
 export const WATCH_BACKEND_CHOICES: readonly WatchBackendChoice[] = ['chokidar', 'parcel', 'auto'];
