@@ -76,18 +76,8 @@ export class LocalExecutor implements Backend {
   }
 
   async *listBatches(dir: string, options?: ListOptions): AsyncIterable<EntryStat[]> {
-    const rel = normalizePath(dir);
-    const st = await this.mount.requireEntry(rel, 'list');
-    if (st.isSymbolicLink()) throw localError('SYMLINK_IN_PATH', rel, 'list');
-    if (!st.isDirectory()) throw localError('NOT_A_DIRECTORY', rel, 'list');
-    const after = options?.startAfter;
-    for await (const batch of listSortedBatches(this.mount, rel, options?.recursive ?? false)) {
-      if (after === undefined) yield batch;
-      else {
-        const kept = batch.filter((entry) => comparePaths(entry.path, after) > 0);
-        if (kept.length > 0) yield kept;
-      }
-    }
+    const rel = await this.listableDir(dir);
+    yield* keepAfter(listSortedBatches(this.mount, rel, options?.recursive ?? false), options?.startAfter, (e) => e.path);
   }
 
   /**
@@ -96,21 +86,18 @@ export class LocalExecutor implements Backend {
    * no longer a directory reached without symlinks).
    */
   async *listLines(dir: string, options: ListOptions & { below?: boolean | undefined }): AsyncIterable<string[]> {
-    const rel = normalizePath(dir);
     const below = options.below === true;
-    if (!below) {
-      const st = await this.mount.requireEntry(rel, 'list');
-      if (st.isSymbolicLink()) throw localError('SYMLINK_IN_PATH', rel, 'list');
-      if (!st.isDirectory()) throw localError('NOT_A_DIRECTORY', rel, 'list');
-    }
-    const after = options.startAfter;
-    for await (const batch of listSortedLines(this.mount, rel, options.recursive ?? false, below)) {
-      if (after === undefined) yield batch;
-      else {
-        const kept = batch.filter((line) => comparePaths(linePath(line), after) > 0);
-        if (kept.length > 0) yield kept;
-      }
-    }
+    const rel = below ? normalizePath(dir) : await this.listableDir(dir);
+    yield* keepAfter(listSortedLines(this.mount, rel, options.recursive ?? false, below), options.startAfter, linePath);
+  }
+
+  /** The canonical path of a directory to list: NOT_FOUND, SYMLINK_IN_PATH or NOT_A_DIRECTORY otherwise. */
+  private async listableDir(dir: string): Promise<string> {
+    const rel = normalizePath(dir);
+    const st = await this.mount.requireEntry(rel, 'list');
+    if (st.isSymbolicLink()) throw localError('SYMLINK_IN_PATH', rel, 'list');
+    if (!st.isDirectory()) throw localError('NOT_A_DIRECTORY', rel, 'list');
+    return rel;
   }
 
   async mkdir(path: string, options: { parents: boolean }): Promise<EntryStat> {
@@ -358,5 +345,16 @@ function assertRange(range: ByteRange): void {
       start: range.start,
       end: range.end,
     });
+  }
+}
+
+/** Batches of a listing without what comes up to `after` (a resumed listing), empty batches dropped. */
+async function* keepAfter<T>(batches: AsyncIterable<T[]>, after: string | undefined, pathOf: (item: T) => string): AsyncGenerator<T[]> {
+  for await (const batch of batches) {
+    if (after === undefined) yield batch;
+    else {
+      const kept = batch.filter((item) => comparePaths(pathOf(item), after) > 0);
+      if (kept.length > 0) yield kept;
+    }
   }
 }

@@ -16,8 +16,8 @@ import { linePath, rowKind, type StorageRow } from '../entry-lines.ts';
  * lines of text, one per entry (`entryLine`): cheaper to pass between threads than objects,
  * and the comparison can match them against catalogue lines without building anything.
  *
- * Memory stays bounded: a thread lists ahead of the consumer by at most two messages of
- * about 2,000 entries per session. Up to WALK_THREADS threads per process serve every walk
+ * Memory stays bounded: a thread lists ahead of the consumer by at most six messages of
+ * about 16,000 characters per session (walker-thread.ts), held as transferred bytes. Up to WALK_THREADS threads per process serve every walk
  * (sessions by id); idle, they do not keep the process alive.
  *
  * A whole tree (`walkTree`) is split by subtree over the threads: see `walkTree`.
