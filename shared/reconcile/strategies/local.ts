@@ -9,6 +9,7 @@ import { BackendStrategy } from './base.ts';
 import { parentOf } from '../../paths.ts';
 import type { StorageRow } from '../../backends/entry-lines.ts';
 import { walkTree } from '../../backends/local/walker.ts';
+import { kindOf } from '../../backends/local/listing.ts';
 
 const mtimeMs = (d: Date | string | null) => (d === null ? null : d instanceof Date ? d.getTime() : new Date(d).getTime());
 
@@ -79,7 +80,7 @@ export class LocalStrategy extends BackendStrategy implements ReconcileStrategy 
           if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') st = undefined;
           else throw err;
         }
-        if (!st || !(st.isFile() || st.isDirectory() || st.isSymbolicLink())) gone.add(c);
+        if (!st || kindOf(st) === null) gone.add(c);
       }
     }
     return gone;
