@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Coalescer, netChange } from '../agent/watch/coalescer.ts';
-import { planJobs } from '../agent/watch/job-plan.ts';
+import { planJobs } from '../shared/reconcile/job-plan.ts';
 import type { CoalescedBatch, WatchEvent } from '../agent/watch/types.ts';
 
 const ev = (type: WatchEvent['type'], path: string): WatchEvent => ({ type, path });

@@ -9,14 +9,14 @@ import {
   type DriftSignal,
 } from '../../shared/catalogue/drift-writes.ts';
 import { findLiveByPaths } from '../../shared/catalogue/nodes.ts';
-import { tryLockPaths } from '../../shared/catalogue/reconcile-writes.ts';
+import { lockPathsForWrite } from '../../shared/catalogue/reconcile-writes.ts';
 import type { CatalogueNode, Mount } from '../../shared/catalogue/types.ts';
 import { inTransaction } from '../../shared/db/pool.ts';
 import { ancestorsOf, comparePaths, parentOf } from '../../shared/paths.ts';
 import { LocalStrategy } from '../../shared/reconcile/strategies/local.ts';
 import type { Filestore } from '../../shared/runtime.ts';
 import { DiskStat, type Observed } from './disk-stat.ts';
-import { DEFAULT_MAX_JOBS_PER_BATCH, planJobs, type JobTarget } from './job-plan.ts';
+import { DEFAULT_MAX_JOBS_PER_BATCH, planJobs, type JobTarget } from '../../shared/reconcile/job-plan.ts';
 import type { CoalescedBatch } from './types.ts';
 
 export interface DriftSinkOptions {
@@ -87,7 +87,7 @@ type Verdict = { mark: DriftSignal | null; untracked: EntryStat | null; target: 
  * Drift: the node goes ACTIVE → INCONSISTENT with `filestore.drift.detected` (or, for an
  * untracked path, the event alone with `nodeId: null`; one event per directory for a burst
  * of them, see recordUntrackedDrift), counted in filestore_drift_detected_total, and
- * reconcile jobs are enqueued (job-plan.ts).
+ * reconcile jobs are enqueued (shared/reconcile/job-plan.ts).
  *
  * Paths a listing already on its way will see are left to it (see `coveredByListings`):
  * while a burst is still arriving, a batch does not judge, lock, or enqueue again what the
@@ -232,7 +232,7 @@ export class DriftSink {
     const client = await this.fs.pool.connect();
     try {
       return await inTransaction(client, async () => {
-        const free = await tryLockPaths(client, this.mount.id, paths);
+        const free = await lockPathsForWrite(client, this.mount.id, paths);
         const touched = await changedSince(client, this.mount.id, paths.filter((p) => free.has(p)), since);
         const deferred = paths.filter((p) => !free.has(p) || touched.has(p));
         const mine = paths.filter((p) => free.has(p) && !touched.has(p));

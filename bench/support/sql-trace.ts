@@ -99,7 +99,9 @@ function statementLabel(sql: string): string {
   const known: Array<[RegExp, string]> = [
     [/^SELECT string_agg\(concat\(id, /, 'scopePages: next page of catalogue rows (by path, one text value)'],
     [/^UPDATE filestore\.nodes n SET consistency_checked_at = now\(\)/, 'touchChecked: UPDATE nodes SET consistency_checked_at (unchanged rows)'],
-    [/pg_try_advisory_xact_lock\(key\)/, 'tryLockPaths: try-lock the batch\'s paths'],
+    [/pg_try_advisory_xact_lock\(key\)/, 'lockPathsForWrite: try-lock the batch\'s paths'],
+    [/pg_advisory_xact_lock\(key\)/, 'lockPathsForWrite: wait for paths another writer held'],
+    [/set_config\('lock_timeout'/, 'lockPathsForWrite: lock wait bound'],
     [/^WITH input AS .*INSERT INTO filestore\.nodes/, 'insertNodes: INSERT nodes + snapshots + rollups (one per depth)'],
     [/^WITH v AS .*UPDATE filestore\.nodes n SET kind/, 'applyChanges: UPDATE changed nodes + snapshots'],
     [/^WITH up AS \( UPDATE filestore\.nodes n SET consistency_state = 'ACTIVE'/, 'reactivate'],

@@ -5,6 +5,7 @@ import { BullMqReconcileQueue } from '../../shared/queues/bullmq-queue.ts';
 import { startAuditScheduler, type AuditScheduler } from '../../shared/reconcile/audit-scheduler.ts';
 import { createReconciler } from '../../shared/reconcile/reconciler.ts';
 import type { AttemptReport } from '../../shared/reconcile/worker.ts';
+import { COUNTS } from './reconcile.ts';
 import { createFilestore, type Filestore } from '../../shared/runtime.ts';
 
 /**
@@ -72,7 +73,6 @@ export function registerReconcileWorker(program: Command): void {
     });
 }
 
-const COUNTS = ['checked', 'unchanged', 'updated', 'discovered', 'missing'] as const;
 
 /** One line per settled attempt: `job 42 (audit of <mount>:"") succeeded in 1.2s: checked 10, …`. */
 export function describeAttempt(r: AttemptReport): string {

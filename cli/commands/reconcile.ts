@@ -5,7 +5,8 @@ import { connect, parseId, parseTarget, showTarget, type Target } from '../targe
 
 const POLL_MS = 500;
 const FINAL: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'cancelled']);
-const COUNTS = ['checked', 'unchanged', 'updated', 'discovered', 'missing'] as const;
+/** A job result's counts, in the order the CLI shows them (`deferred`: paths left to a follow-up job). */
+export const COUNTS = ['checked', 'unchanged', 'updated', 'discovered', 'missing', 'deferred'] as const;
 
 interface ReconcileOptions extends JsonOption {
   force?: boolean;

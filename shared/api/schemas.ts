@@ -116,7 +116,7 @@ export const ReconcileJob = z
     attempts: z.number(),
     coalesced: z.number().describe('requests for the same path merged into this job while it waited'),
     result: z
-      .object({ checked: z.number(), unchanged: z.number(), updated: z.number(), discovered: z.number(), missing: z.number() })
+      .object({ checked: z.number(), unchanged: z.number(), updated: z.number(), discovered: z.number(), missing: z.number(), deferred: z.number().optional().describe('paths another writer held through the wait, left to a follow-up job') })
       .catchall(z.unknown())
       .nullable()
       .describe('counts so far while running, final when finished'),

@@ -8,7 +8,7 @@ import type { CatalogueNode } from './types.ts';
 /**
  * Catalogue writes of drift *signals* (the agent's watchers), set-based: one statement per
  * kind of write for a whole batch, however many paths it holds. The caller runs them in one
- * transaction after try-locking the batch's paths (reconcile-writes.ts `tryLockPaths`), so a
+ * transaction after try-locking the batch's paths (reconcile-writes.ts `lockPathsForWrite`), so a
  * path a command is working on is never judged. The reconciliation job that follows records
  * what storage holds; these writes only say "look here".
  */

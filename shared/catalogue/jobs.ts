@@ -42,6 +42,8 @@ export interface ReconcileJobOptions {
   hash: boolean;
   /** Apply an audit past the mass-missing rule. */
   force?: boolean | undefined;
+  /** A follow-up for paths another writer held (ReconcileRequest.followUp). */
+  followUp?: number | undefined;
 }
 
 export interface NewReconcileJob {
@@ -102,6 +104,10 @@ const REASON_RANK = `ARRAY['drift', 's3_event', 'recovery', 'audit', 'manual']`;
 const mergeReason = (w: string, n: string) =>
   `CASE WHEN array_position(${REASON_RANK}, ${n}.reason) > array_position(${REASON_RANK}, ${w}.reason) THEN ${n}.reason ELSE ${w}.reason END`;
 
+/** What a row's `options` holds: recursive and hash always (merging ORs them), the rest when set. */
+const jobOptionsJson = (o: ReconcileJobOptions) =>
+  JSON.stringify({ recursive: o.recursive, hash: o.hash, ...(o.force ? { force: true } : {}), ...(o.followUp ? { followUp: o.followUp } : {}) });
+
 /**
  * Records a request: a new queued row, or — when a row for the same (mount, path) is already
  * waiting — that row, with `coalesced` + 1 and the options and reason merged (see above).
@@ -118,7 +124,7 @@ export async function enqueueJob(q: Queryable, r: NewReconcileJob): Promise<{ jo
               reason = ${mergeReason('w', 'EXCLUDED')},
               updated_at = now()
        RETURNING ${COLUMNS}, coalesced > 0 AS joined`,
-      [r.mountId, r.path, r.reason, JSON.stringify({ recursive: r.options.recursive, hash: r.options.hash })],
+      [r.mountId, r.path, r.reason, jobOptionsJson(r.options)],
     );
     const { joined, ...job } = rows[0] as ReconcileJobRow & { joined: boolean };
     return { job, coalesced: joined };

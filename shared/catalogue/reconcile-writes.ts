@@ -13,7 +13,9 @@ import type { CatalogueNode } from './types.ts';
  *
  * Reconciliation never holds the path locks commands take. Instead, every write is guarded:
  * - the batch's paths are try-locked for the transaction (exclusive on the path, shared on
- *   its ancestors): a path a command is working on right now is skipped;
+ *   its ancestors); what another writer holds right now is written in a second transaction
+ *   that waits for it a little, and what is still held then is left to a follow-up job
+ *   (shared/reconcile/reconciler.ts, `Run.write`);
  * - a row is changed only if it still has the version the scan compared and was not changed
  *   since the scan began (`updated_at <= scanStartedAt`): a command that finished meanwhile
  *   wins, and the next reconciliation looks again.
@@ -26,8 +28,14 @@ export interface Guard {
   scanStartedAt: Date;
 }
 
-/** The subset of `paths` whose locks (exclusive on the path, shared on its ancestors) were all free. */
-export async function tryLockPaths(q: Queryable, mountId: string, paths: string[]): Promise<Set<string>> {
+/**
+ * Locks, for the transaction, what writing `paths` needs: exclusive on each path, shared on
+ * its ancestors, in key order (the order commands take theirs, so neither can deadlock the other).
+ * - Without `waitMs`: try-locks. Returns the paths all of whose locks were free.
+ * - With `waitMs`: waits for each lock up to `waitMs` (lock_timeout). Returns every path, or
+ *   throws PostgreSQL's lock_not_available (55P03, `isLockTimeout`), which aborts the transaction.
+ */
+export async function lockPathsForWrite(q: Queryable, mountId: string, paths: string[], waitMs?: number): Promise<Set<string>> {
   const modes = new Map<string, boolean>(); // key → exclusive
   const keysOf = new Map<string, string[]>();
   // A batch's paths share their ancestors: one hash per distinct path, not one per path and ancestor.
@@ -45,14 +53,27 @@ export async function tryLockPaths(q: Queryable, mountId: string, paths: string[
     for (const k of keys.slice(1)) if (!modes.has(k)) modes.set(k, false);
   }
   if (modes.size === 0) return new Set();
+  const params = [[...modes.keys()], [...modes.values()]];
+  if (waitMs !== undefined) {
+    await q.query(`SELECT set_config('lock_timeout', $1, true)`, [`${Math.max(1, Math.round(waitMs))}ms`]);
+    await q.query(
+      `SELECT CASE WHEN ex THEN pg_advisory_xact_lock(key) ELSE pg_advisory_xact_lock_shared(key) END
+         FROM (SELECT key, ex FROM unnest($1::bigint[], $2::boolean[]) AS t(key, ex) ORDER BY key) AS ordered`,
+      params,
+    );
+    return new Set(paths);
+  }
   const { rows } = await q.query<{ key: string; ok: boolean }>(
     `SELECT key::text, CASE WHEN ex THEN pg_try_advisory_xact_lock(key) ELSE pg_try_advisory_xact_lock_shared(key) END AS ok
        FROM unnest($1::bigint[], $2::boolean[]) AS t(key, ex) ORDER BY key`,
-    [[...modes.keys()], [...modes.values()]],
+    params,
   );
   const free = new Set(rows.filter((r) => r.ok).map((r) => r.key));
   return new Set(paths.filter((p) => (keysOf.get(p) as string[]).every((k) => free.has(k))));
 }
+
+/** The error lockPathsForWrite throws when a lock was not free within its wait. */
+export const isLockTimeout = (err: unknown): boolean => (err as { code?: string } | null)?.code === '55P03';
 
 export interface Observation {
   node: CatalogueNode;

@@ -14,7 +14,8 @@ import {
   setMountHealth,
   touchChecked,
   touchedSince,
-  tryLockPaths,
+  isLockTimeout,
+  lockPathsForWrite,
   type Guard,
   type Observation,
 } from '../catalogue/reconcile-writes.ts';
@@ -26,6 +27,7 @@ import { ancestorsOf, comparePaths, isSameOrDescendant, normalizePath, parentOf 
 import type { Filestore } from '../runtime.ts';
 import { MassMissingError, MountUnhealthyError, ReconcileError, ScanFailedError } from './errors.ts';
 import { batches, flatten, mapItems, mergeBatches, pairPath } from './merge.ts';
+import { planJobs, type JobTarget } from './job-plan.ts';
 import { strategyFor, type ReconcileStrategy } from './strategy.ts';
 import { zeroCounts, type ReconcileCounts, type ReconcileHandler, type ReconcileRequest } from './types.ts';
 
@@ -40,6 +42,11 @@ export interface ReconcilerOptions {
   agentId?: string | undefined;
   /** Entries between checkpoints of a full audit (default 10,000). */
   checkpointEvery?: number | undefined;
+  /**
+   * How long a write waits for a path another writer holds before leaving it to a follow-up
+   * job (default 5,000 ms; each lock is waited for at most this long).
+   */
+  lockWaitMs?: number | undefined;
   /** Wraps the storage walk: fault injection for tests and drills (a listing that fails part-way). */
   wrapWalk?: ((walk: AsyncIterable<EntryStat>) => AsyncIterable<EntryStat>) | undefined;
 }
@@ -51,6 +58,20 @@ const PROGRESS_EVERY = 2_000;
 // A full audit records where it is this often, so a retry (or the next Lambda invocation)
 // continues from there instead of listing a huge bucket from the start.
 const CHECKPOINT_EVERY = 10_000;
+// Another writer holding a path is usually another run's batch transaction (milliseconds); a
+// command holds its paths from its journal entry to its catalogue commit (an upload: as long
+// as the upload). A run waits this long, then leaves the path to a follow-up job, whose own
+// run waits again: a chain of at most MAX_FOLLOW_UPS, after which the next audit has it.
+const LOCK_WAIT_MS = 5_000;
+const MAX_FOLLOW_UPS = 3;
+
+/** One transaction's worth of catalogue writes that need their paths locked. */
+interface Writes {
+  changes: Observation[];
+  confirm: CatalogueNode[];
+  discovered: NewNode[];
+}
+const writesCount = (w: Writes) => w.changes.length + w.confirm.length + w.discovered.length;
 
 /** The engine behind every reconciliation job (queue workers call it with the job row). */
 export function createReconciler(fs: Filestore, o: ReconcilerOptions = {}): ReconcileHandler {
@@ -115,6 +136,8 @@ class Run {
   /** Parents of nodes whose kind changed: their rollups are recomputed from the rows at the end. */
   private readonly recomputeAt = new Set<string>();
   private liveAtStart: Promise<number> = Promise.resolve(0);
+  /** What other writers held through the wait: the follow-up job's targets. */
+  private readonly deferred: JobTarget[] = [];
 
   constructor(
     private readonly fs: Filestore,
@@ -200,6 +223,7 @@ class Run {
       // What was found so far is recorded; nothing is marked MISSING from a partial scan.
       await this.drain().catch(() => {});
       await this.finishRollups().catch(() => {});
+      await this.enqueueFollowUps().catch(() => {});
       if (err instanceof ReconcileError) throw err;
       const e = err as { code?: string; message?: string };
       throw new ScanFailedError(e.message ?? String(err), { code: e.code });
@@ -207,6 +231,7 @@ class Run {
     await this.drain();
     await this.applyMissing(force);
     await this.finishRollups();
+    await this.enqueueFollowUps();
     if (isAudit) await recordAudit(this.pool, this.mount.id, auditStartedAt);
     if (resume || isAudit) await saveCheckpoint(this.pool, this.job.id, null);
     return { ...this.counts };
@@ -301,31 +326,68 @@ class Run {
     await this.inflight;
   }
 
-  /** Writes the batch in one transaction; paths a command holds right now are skipped (a later run sees them). */
+  /**
+   * Writes the batch in one transaction, try-locking its paths. What another writer holds
+   * right now (another run's batch, a command) is written in a second transaction that waits
+   * for those locks; what is still held after LOCK_WAIT_MS is deferred to a follow-up job.
+   * Nothing is skipped silently: a path is written, found changed since the scan began (the
+   * guards of reconcile-writes.ts: its writer's record stands), or deferred.
+   */
   private async write(): Promise<void> {
     if (this.pendingWrites() === 0) return;
-    const [changes, confirm, discovered, unchanged, learned] = [this.changes, this.confirm, this.discovered, this.unchanged, this.learned];
+    const writes: Writes = { changes: this.changes, confirm: this.confirm, discovered: this.discovered };
+    const [unchanged, learned] = [this.unchanged, this.learned];
     this.changes = [];
     this.confirm = [];
     this.discovered = [];
     this.unchanged = [];
     this.learned = new Map();
-    const reason = this.request.reason;
-    if (changes.length + confirm.length + discovered.length === 0) {
+    if (writesCount(writes) === 0) {
       // Only checks to record: one statement, no transaction, nothing for caches or the relay.
       await touchChecked(this.pool, this.guard, unchanged, learned);
       this.land({ unchanged: unchanged.length });
       return;
     }
+    const held = await this.writeLocked(writes, unchanged, learned);
+    if (writesCount(held) > 0) await this.waitAndWrite(held);
+    await this.fs.changed(this.mount.id);
+  }
+
+  /** The writes another writer held in the first transaction: a second one waits for their locks. */
+  private async waitAndWrite(held: Writes): Promise<void> {
+    try {
+      await this.writeLocked(held, [], new Map(), this.o.lockWaitMs ?? LOCK_WAIT_MS);
+    } catch (err) {
+      if (!isLockTimeout(err)) throw err;
+      const dir = (kind: string) => this.request.recursive && kind === 'directory';
+      this.defer([
+        ...held.changes.map((c) => ({ path: c.node.path, recursive: dir(c.seen.kind) || dir(c.node.kind) })),
+        ...held.confirm.map((n) => ({ path: n.path, recursive: dir(n.kind) })),
+        ...held.discovered.map((n) => ({ path: n.path, recursive: dir(n.kind) })),
+      ]);
+    }
+  }
+
+  /**
+   * One transaction: locks the writes' paths (try-locks, or waiting up to `waitMs`), writes
+   * what it locked, records `unchanged` as checked. Returns what it could not lock.
+   */
+  private async writeLocked(w: Writes, unchanged: number[], learned: Map<number, string>, waitMs?: number): Promise<Writes> {
+    const reason = this.request.reason;
     const client = await this.pool.connect();
     try {
-      await inTransaction(client, async () => {
-        const locked = await tryLockPaths(client, this.mount.id, [...changes.map((c) => c.node.path), ...confirm.map((n) => n.path), ...discovered.map((n) => n.path)]);
-        const updated = await applyChanges(client, this.guard, changes.filter((c) => locked.has(c.node.path)), reason);
-        const reactivated = await reactivate(client, this.guard, confirm.filter((n) => locked.has(n.path)), reason);
-        const fresh = discovered.filter((n) => locked.has(n.path));
-        const touched = await touchedSince(client, this.guard, fresh.map((n) => n.path));
-        const inserted = await insertNodes(client, this.mount.id, fresh.filter((n) => !touched.has(n.path)), { reconciliationJobId: this.job.id }, 'ignore');
+      return await inTransaction(client, async () => {
+        const paths = [...w.changes.map((c) => c.node.path), ...w.confirm.map((n) => n.path), ...w.discovered.map((n) => n.path)];
+        const locked = await lockPathsForWrite(client, this.mount.id, paths, waitMs);
+        const mine: Writes = {
+          changes: w.changes.filter((c) => locked.has(c.node.path)),
+          confirm: w.confirm.filter((n) => locked.has(n.path)),
+          discovered: w.discovered.filter((n) => locked.has(n.path)),
+        };
+        const updated = await applyChanges(client, this.guard, mine.changes, reason);
+        const reactivated = await reactivate(client, this.guard, mine.confirm, reason);
+        const touched = await touchedSince(client, this.guard, mine.discovered.map((n) => n.path));
+        const inserted = await insertNodes(client, this.mount.id, mine.discovered.filter((n) => !touched.has(n.path)), { reconciliationJobId: this.job.id }, 'ignore');
         await addInsertedToAncestors(client, this.mount.id, inserted);
         await appendEvents(
           client,
@@ -336,8 +398,8 @@ class Run {
           })),
         );
         await touchChecked(client, this.guard, unchanged, learned);
-        const was = new Map([...changes.map((c) => [c.node.id, c.node.consistencyState] as const), ...confirm.map((n) => [n.id, n.consistencyState] as const)]);
-        const kindWas = new Map(changes.map((c) => [c.node.id, c.node.kind]));
+        const was = new Map([...mine.changes.map((c) => [c.node.id, c.node.consistencyState] as const), ...mine.confirm.map((n) => [n.id, n.consistencyState] as const)]);
+        const kindWas = new Map(mine.changes.map((c) => [c.node.id, c.node.kind]));
         for (const n of updated) if (kindWas.get(n.id) !== n.kind) this.recomputeAt.add(parentOf(n.path) ?? '');
         for (const n of [...updated, ...reactivated]) this.transition(was.get(n.id) ?? 'ACTIVE', 'ACTIVE');
         for (let i = 0; i < inserted.length; i++) this.transition('UNTRACKED', 'ACTIVE');
@@ -345,13 +407,37 @@ class Run {
         const newDrift = updated.filter((n) => was.get(n.id) !== 'INCONSISTENT').length;
         if (newDrift > 0) this.fs.metrics.driftDetected.inc({ mount: this.mount.key }, newDrift);
         this.land({ updated: updated.length + reactivated.length, discovered: inserted.length });
-        // Unchanged, plus what was left for a later run (held by a command, or changed meanwhile).
-        this.land({ unchanged: unchanged.length + (changes.length - updated.length) + (confirm.length - reactivated.length) });
+        // Unchanged, plus what was changed since the scan began (its writer's record stands).
+        this.land({ unchanged: unchanged.length + (mine.changes.length - updated.length) + (mine.confirm.length - reactivated.length) });
+        return {
+          changes: w.changes.filter((c) => !locked.has(c.node.path)),
+          confirm: w.confirm.filter((n) => !locked.has(n.path)),
+          discovered: w.discovered.filter((n) => !locked.has(n.path)),
+        };
       });
     } finally {
       client.release();
     }
-    await this.fs.changed(this.mount.id);
+  }
+
+  private defer(targets: JobTarget[]): void {
+    this.deferred.push(...targets);
+    this.land({ deferred: targets.length });
+  }
+
+  /**
+   * Queues what other writers held through the wait as follow-up jobs, planned like the
+   * watcher's (a directory's held children become one job for the directory). The last
+   * generation allowed queues nothing: the next audit looks at those paths.
+   */
+  private async enqueueFollowUps(): Promise<void> {
+    const targets = this.deferred.splice(0);
+    if (targets.length === 0) return;
+    const generation = Number((this.job.options as { followUp?: number }).followUp ?? 0) + 1;
+    if (generation > MAX_FOLLOW_UPS) return;
+    for (const t of planJobs(targets)) {
+      await this.fs.reconcile.enqueue({ mountId: this.mount.id, path: t.path, reason: this.request.reason, recursive: t.recursive, hash: this.request.hash, followUp: generation });
+    }
   }
 
   /** MISSING only after a complete scan, only what a second look confirms, and never most of a mount at once. */
@@ -370,22 +456,38 @@ class Run {
     const confirmed = candidates.filter((n) => gone.has(n.path));
     for (let i = 0; i < confirmed.length; i += this.batchSize) {
       const batch = confirmed.slice(i, i + this.batchSize);
-      const client = await this.pool.connect();
-      try {
-        await inTransaction(client, async () => {
-          const locked = await tryLockPaths(client, this.mount.id, batch.map((n) => n.path));
-          const marked = await markMissing(client, this.guard, batch.filter((n) => locked.has(n.path)), this.request.reason);
-          const was = new Map(batch.map((n) => [n.id, n.consistencyState]));
-          for (const n of marked) this.transition(was.get(n.id) ?? 'ACTIVE', 'MISSING');
-          this.counts.missing += marked.length;
-          this.counts.unchanged += batch.length - marked.length;
-        });
-      } finally {
-        client.release();
+      const held = await this.markMissingLocked(batch);
+      if (held.length > 0) {
+        try {
+          await this.markMissingLocked(held, this.o.lockWaitMs ?? LOCK_WAIT_MS);
+        } catch (err) {
+          if (!isLockTimeout(err)) throw err;
+          this.defer(held.map((n) => ({ path: n.path, recursive: this.request.recursive && n.kind === 'directory' })));
+        }
       }
       await this.fs.changed(this.mount.id);
     }
     this.counts.unchanged += candidates.length - confirmed.length;
+  }
+
+  /** One transaction marking `nodes` MISSING (try-locks, or waiting up to `waitMs`); returns what it could not lock. */
+  private async markMissingLocked(nodes: CatalogueNode[], waitMs?: number): Promise<CatalogueNode[]> {
+    const client = await this.pool.connect();
+    try {
+      return await inTransaction(client, async () => {
+        const locked = await lockPathsForWrite(client, this.mount.id, nodes.map((n) => n.path), waitMs);
+        const mine = nodes.filter((n) => locked.has(n.path));
+        const marked = await markMissing(client, this.guard, mine, this.request.reason);
+        const was = new Map(mine.map((n) => [n.id, n.consistencyState]));
+        for (const n of marked) this.transition(was.get(n.id) ?? 'ACTIVE', 'MISSING');
+        this.counts.missing += marked.length;
+        // Changed since the scan began: its writer's record stands.
+        this.counts.unchanged += mine.length - marked.length;
+        return nodes.filter((n) => !locked.has(n.path));
+      });
+    } finally {
+      client.release();
+    }
   }
 
   /**

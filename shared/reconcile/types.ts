@@ -15,6 +15,12 @@ export interface ReconcileRequest {
   hash: boolean;
   /** Apply an audit even when it would mark more than FILESTORE_MAX_MISSING_RATIO of the mount MISSING. */
   force?: boolean | undefined;
+  /**
+   * A follow-up of a run that found these paths held by another writer: its generation (1 for
+   * the first). A run that is itself the last allowed generation leaves what is still held to
+   * the next audit instead of queueing another (reconciler.ts, MAX_FOLLOW_UPS).
+   */
+  followUp?: number | undefined;
 }
 
 /** The result counts of SPEC §6 / issue 4, kept in `reconciliation_jobs.result`. */
@@ -28,9 +34,14 @@ export interface ReconcileCounts {
   discovered: number;
   /** Nodes gone from storage, marked MISSING. */
   missing: number;
+  /**
+   * Paths another writer (a command, another run) held through the wait: not written by this
+   * run, left to a follow-up job for them (or, after the last follow-up, to the next audit).
+   */
+  deferred: number;
 }
 
-export const zeroCounts = (): ReconcileCounts => ({ checked: 0, unchanged: 0, updated: 0, discovered: 0, missing: 0 });
+export const zeroCounts = (): ReconcileCounts => ({ checked: 0, unchanged: 0, updated: 0, discovered: 0, missing: 0, deferred: 0 });
 
 /** Runs one job (the engine, shared/reconcile/reconciler.ts); `progress` is called now and then with counts so far. */
 export type ReconcileHandler = (job: ReconcileJobRow, progress: (counts: ReconcileCounts) => Promise<void>) => Promise<ReconcileCounts>;

@@ -1,7 +1,9 @@
-import { ancestorsOf, parentOf } from '../../shared/paths.ts';
+import { ancestorsOf, parentOf } from '../paths.ts';
 
 /**
- * Reconcile jobs for one batch of drift, planned so a burst never floods the queue.
+ * Reconcile jobs for a set of paths, planned so a burst never floods the queue: the
+ * watcher's drift (agent/watch/drift-sink.ts) and the paths a run had to leave to a
+ * follow-up because another writer held them (reconciler.ts).
  *
  * A job names a path: `recursive` covers its whole subtree; otherwise the path and, for a
  * directory, its direct children (shared/reconcile, "Scope"). So:
