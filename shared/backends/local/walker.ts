@@ -244,28 +244,29 @@ interface Started {
 
 /** Units in order, each subtree's session started up to AHEAD subtrees early. */
 async function* inOrder(rootPath: string, source: AsyncGenerator<Unit>): AsyncGenerator<StorageRow[]> {
-  const ahead: Array<Unit & { started?: Started }> = [];
+  // Sessions are kept here, not on the units: a unit can outlive its turn (in the array a
+  // `yield*` of units() walks through), and with it the first batch its session listed.
+  const ahead: Array<{ rows: StorageRow[] } | { started: Started }> = [];
   let exhausted = false;
-  const start = (u: Unit & { started?: Started }) => {
-    if (!('subtree' in u) || u.started) return;
-    const it = walkOnThread({ rootPath, dir: u.subtree, recursive: true, below: true })[Symbol.asyncIterator]();
+  const start = (subtree: string): Started => {
+    const it = walkOnThread({ rootPath, dir: subtree, recursive: true, below: true })[Symbol.asyncIterator]();
     const head = it.next();
     head.catch(() => {}); // surfaced when this subtree's turn comes
-    u.started = { it, head };
+    return { it, head };
   };
   // Reads units until AHEAD subtrees are waiting (rows in between are few: a directory's
   // entries, at most a listing batch per unit), and starts their sessions.
   const refill = async () => {
-    let subtrees = ahead.filter((u) => 'subtree' in u).length;
+    let subtrees = ahead.filter((u) => 'started' in u).length;
     while (!exhausted && subtrees < AHEAD) {
       const r = await source.next();
       if (r.done) exhausted = true;
+      else if ('rows' in r.value) ahead.push(r.value);
       else {
-        ahead.push(r.value);
-        if ('subtree' in r.value) subtrees++;
+        ahead.push({ started: start(r.value.subtree) });
+        subtrees++;
       }
     }
-    for (const u of ahead) start(u);
   };
   try {
     for (;;) {
@@ -276,7 +277,7 @@ async function* inOrder(rootPath: string, source: AsyncGenerator<Unit>): AsyncGe
         yield u.rows;
         continue;
       }
-      const s = u.started as Started;
+      const s = u.started;
       try {
         for (let r = await s.head; !r.done; r = await s.it.next()) {
           // Another subtree may start as soon as this one's session has finished.
@@ -287,7 +288,7 @@ async function* inOrder(rootPath: string, source: AsyncGenerator<Unit>): AsyncGe
       }
     }
   } finally {
-    for (const u of ahead) if (u.started) await u.started.it.return?.(undefined);
+    for (const u of ahead) if ('started' in u) await u.started.it.return?.(undefined);
     await source.return(undefined);
   }
 }
