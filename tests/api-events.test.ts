@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { eventsAfter } from '../shared/catalogue/outbox.ts';
-import { expectError, openSse, qs, useApiServer, type SseEvent, type SseReader } from './support/http.ts';
+import { eventually, expectError, openSse, qs, useApiServer, type SseEvent, type SseReader } from './support/http.ts';
 
 // GET /v1/events/stream: Server-Sent Events whose ids are outbox sequence numbers, filtered
 // by mount and type, resumable with Last-Event-ID after a dropped connection.
@@ -99,6 +99,28 @@ describe('event stream', () => {
     expect(ours).toEqual([a.mount.id, b.mount.id, b.mount.id, a.mount.id, b.mount.id, a.mount.id]);
     // The same filtered events, after the fact, are the ones the catalogue recorded.
     expect(filtered.map((e) => e.id)).toEqual(all.filter((e) => e.event !== 'filestore.command.completed' && e.event !== 'filestore.node.updated').map((e) => e.id));
+  });
+
+  it('a stream opened after every other one closed starts with the next event, not those published while nobody listened', async () => {
+    const t = await mountOf();
+    const first = await stream({ mountId: t.mount.key });
+    await command('mkdir', { mountId: t.mount.key, path: 'before' });
+    await first.until(completed(1));
+    first.abort();
+    await command('mkdir', { mountId: t.mount.key, path: 'unheard' });
+    // Published (not only committed) before the next stream opens.
+    await eventually(async () => {
+      const { rows } = await api.server.fs.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM filestore.outbox WHERE mount_id = $1 AND published_at IS NULL', [t.mount.id]);
+      return rows[0]?.n === 0 ? true : undefined;
+    }, 'the events of "unheard" published');
+    const second = await stream({ mountId: t.mount.key });
+    await command('mkdir', { mountId: t.mount.key, path: 'after' });
+    const events = await second.until(completed(1));
+    expect(events.map((e) => [e.event, (e.data.data.node as { path?: string } | undefined)?.path ?? null])).toEqual([
+      ['filestore.node.created', 'after'],
+      ['filestore.command.completed', null],
+    ]);
+    expectIncreasingIds(events);
   });
 
   it('resumes after a dropped connection with Last-Event-ID: every missed event exactly once, in order', async () => {

@@ -140,7 +140,7 @@ describe('publication order (a catalogue of its own, so sequence numbers start a
     await fs.bus.subscribe((e) => onBus.push(e));
     tail = new OutboxTail({ q: fs.pool, bus: fs.bus, pollMs: 200 });
     await tail.start();
-    tail.subscribe((e) => streamed.push(e));
+    await tail.subscribe((e) => streamed.push(e));
   });
   afterAll(async () => {
     tail?.stop();

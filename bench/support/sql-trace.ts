@@ -115,6 +115,7 @@ function statementLabel(sql: string): string {
     [/pg_try_advisory_xact_lock\(key\)/, 'lockPathsForWrite: try-lock the batch\'s paths'],
     [/pg_advisory_xact_lock\(key\)/, 'lockPathsForWrite: wait for paths another writer held'],
     [/set_config\('lock_timeout'/, 'lockPathsForWrite: lock wait bound'],
+    [/^SET LOCAL enable_seqscan = off$/, 'claimBatch: index scans only'],
     [/^WITH input AS .*INSERT INTO filestore\.nodes/, 'insertNodes: INSERT nodes + snapshots + rollups (one per depth)'],
     [/^WITH v AS .*UPDATE filestore\.nodes n SET kind/, 'applyChanges: UPDATE changed nodes + snapshots'],
     [/^WITH up AS \( UPDATE filestore\.nodes n SET consistency_state = 'ACTIVE'/, 'reactivate'],

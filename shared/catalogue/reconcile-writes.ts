@@ -63,13 +63,18 @@ export async function lockPathsForWrite(q: Queryable, mountId: string, paths: st
     );
     return new Set(paths);
   }
-  const { rows } = await q.query<{ key: string; ok: boolean }>(
-    `SELECT key::text, CASE WHEN ex THEN pg_try_advisory_xact_lock(key) ELSE pg_try_advisory_xact_lock_shared(key) END AS ok
-       FROM unnest($1::bigint[], $2::boolean[]) AS t(key, ex) ORDER BY key`,
+  // Every lock is tried (the CTE runs to completion); only the refused keys come back, usually none.
+  const { rows } = await q.query<{ key: string }>(
+    `WITH tried AS MATERIALIZED (
+       SELECT key, CASE WHEN ex THEN pg_try_advisory_xact_lock(key) ELSE pg_try_advisory_xact_lock_shared(key) END AS ok
+         FROM unnest($1::bigint[], $2::boolean[]) AS t(key, ex) ORDER BY key
+     )
+     SELECT key::text FROM tried WHERE NOT ok`,
     params,
   );
-  const free = new Set(rows.filter((r) => r.ok).map((r) => r.key));
-  return new Set(paths.filter((p) => (keysOf.get(p) as string[]).every((k) => free.has(k))));
+  if (rows.length === 0) return new Set(paths);
+  const refused = new Set(rows.map((r) => r.key));
+  return new Set(paths.filter((p) => !(keysOf.get(p) as string[]).some((k) => refused.has(k))));
 }
 
 /** The error lockPathsForWrite throws when a lock was not free within its wait. */

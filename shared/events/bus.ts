@@ -60,6 +60,7 @@ export class RedisEventBus implements EventBus {
     if (!this.subscriber) {
       this.subscriber = new Redis(this.url, { maxRetriesPerRequest: null });
       this.subscriber.on('message', (_channel: string, message: string) => {
+        if (this.handlers.size === 0) return; // nobody listens now: not even parsed
         const event = JSON.parse(message) as EventEnvelope;
         for (const h of this.handlers) {
           try {

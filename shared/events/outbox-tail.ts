@@ -22,6 +22,10 @@ const RETRIES = 50;
  * in increasing order, so reading `seq > position` never skips an event, whereas a pub/sub
  * message can be missed by a subscriber that connects a moment too late. One tail per
  * process feeds every event stream.
+ *
+ * It follows only while someone listens: a process serving no stream (an agent during a
+ * burst of 10,000 discoveries, say) neither reads the outbox again nor wakes for every bus
+ * message. The first listener starts it at the latest published event, the last one stops it.
  */
 export class OutboxTail {
   private position = 0;
@@ -33,6 +37,12 @@ export class OutboxTail {
   private unsubscribe: (() => void) | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private retries = 0;
+  private started = false;
+  private stopped = false;
+  /** Set while following (listeners present); its promise settles once the position is current. */
+  private following: Promise<void> | null = null;
+  /** Counts follow/idle transitions: a follow() overtaken by idle() undoes what it set up. */
+  private round = 0;
 
   constructor(private readonly o: OutboxTailOptions) {}
 
@@ -41,28 +51,69 @@ export class OutboxTail {
     return this.position;
   }
 
+  /** Ready to take listeners (following begins with the first). */
   async start(): Promise<void> {
-    this.position = await lastPublishedSeq(this.o.q);
-    this.unsubscribe = await this.o.bus.subscribe((e) => this.wake(e.seq));
-    this.timer = setInterval(() => this.wake(), this.o.pollMs ?? 1000);
-    this.timer.unref();
+    this.started = true;
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.unsubscribe?.();
+    this.stopped = true;
     this.listeners.clear();
+    this.idle();
   }
 
-  /** Listeners get every event after the current position, in sequence order. */
-  subscribe(listener: (e: EventEnvelope) => void): () => void {
+  /**
+   * Listeners get every event after the current position, in sequence order. Resolves once
+   * the tail follows, `seq` then being the latest published event (or later).
+   */
+  async subscribe(listener: (e: EventEnvelope) => void): Promise<() => void> {
+    if (!this.started || this.stopped) throw new Error('the event tail is not running');
     this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    const unsubscribe = () => {
+      if (this.listeners.delete(listener) && this.listeners.size === 0) this.idle();
+    };
+    try {
+      await (this.following ??= this.follow());
+    } catch (err) {
+      unsubscribe();
+      throw err;
+    }
+    return unsubscribe;
+  }
+
+  private async follow(): Promise<void> {
+    const round = ++this.round;
+    try {
+      const [position, unsubscribe] = await Promise.all([lastPublishedSeq(this.o.q), this.o.bus.subscribe((e) => this.wake(e.seq))]);
+      if (round !== this.round) return unsubscribe(); // gone idle meanwhile
+      // Everything up to `position` was published before any listener of this round came.
+      this.position = Math.max(this.position, position);
+      this.wanted = Math.max(this.wanted, this.position);
+      this.unsubscribe = unsubscribe;
+      this.timer = setInterval(() => this.wake(), this.o.pollMs ?? 1000);
+      this.timer.unref();
+      this.wake(); // what was published while the bus subscription was being set up
+    } catch (err) {
+      if (round === this.round) this.following = null;
+      throw err;
+    }
+  }
+
+  /** No listener left: stop following until the next one comes. */
+  private idle(): void {
+    this.round++;
+    if (this.timer) clearInterval(this.timer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.timer = null;
+    this.retryTimer = null;
+    this.unsubscribe?.();
+    this.unsubscribe = null;
+    this.following = null;
   }
 
   /** Reads the outbox now; `seq` (from a bus message) says which event must become visible. */
   wake(seq?: number): void {
+    if (this.listeners.size === 0) return;
     if (seq !== undefined) {
       if (seq <= this.position) return;
       if (seq > this.wanted) this.wanted = seq;

@@ -394,7 +394,7 @@ class Run {
           inserted.map((node) => ({
             type: 'filestore.node.reconciled' as const,
             mountId: this.mount.id,
-            data: { node: JSON.parse(JSON.stringify(node)) as Record<string, unknown>, change: 'discovered', reason, jobId: this.job.id },
+            data: { node: node as unknown as Record<string, unknown>, change: 'discovered', reason, jobId: this.job.id }, // serialised once, by appendEvents
           })),
         );
         await touchChecked(client, this.guard, unchanged, learned);

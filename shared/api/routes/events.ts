@@ -34,8 +34,9 @@ export const eventRoutes: Route[] = [
       return {
         status: 200,
         async sse(sink) {
-          let last = resumeAfter ?? tail.seq;
-          let replaying = resumeAfter !== undefined;
+          let last = resumeAfter ?? 0;
+          // Live events are held until the position to go on from is known (and, resuming, the replay is done).
+          let replaying = true;
           const held: EventEnvelope[] = [];
           const deliver = (e: EventEnvelope) => {
             if (e.seq <= last) return;
@@ -44,7 +45,12 @@ export const eventRoutes: Route[] = [
             if (types && !types.has(e.type)) return;
             sink.send({ id: e.seq, event: e.type, data: e });
           };
-          const unsubscribe = tail.subscribe((e) => (replaying ? held.push(e) : deliver(e)));
+          const unsubscribe = await tail.subscribe((e) => (replaying ? held.push(e) : deliver(e)));
+          if (resumeAfter === undefined) {
+            // Without Last-Event-ID the stream starts with the next event.
+            last = tail.seq;
+            replaying = false;
+          }
           try {
             while (replaying && !sink.closed) {
               const page = await eventsAfter(deps.fs.pool, last, REPLAY_PAGE, mount?.id);
