@@ -31,7 +31,7 @@
  * set to it; `none` skips it), BENCH_DRIFT_ONLY=burst with BENCH_DRIFT_FORCED=none: the burst
  * of the default configuration alone (about 30 s),
  * BENCH_DRIFT_BACKENDS (parcel,chokidar,auto,auto-grown; --quick: no auto-grown), BENCH_DRIFT_ONLY (parts to run, of
- * latency,burst,startup), BENCH_DRIFT_DATABASE_URL
+ * latency,burst,startup), BENCH_DRIFT_JOBS=1 (each reconcile job of a burst: path, times, counts), BENCH_DRIFT_DATABASE_URL
  * (postgres://postgres@127.0.0.1:5432/filestore_bench_drift), BENCH_DRIFT_REDIS_URL
  * (redis://127.0.0.1:6379/11: a Redis database no other process uses, see drift-setup.ts),
  * BENCH_CPU_PROF (a directory: the agents run with --cpu-prof, and where their CPU went during

@@ -22,7 +22,7 @@ import type { CoalescedBatch } from './types.ts';
 export interface DriftSinkOptions {
   /** `reason` in the drift events (default 'watcher'). */
   reason?: string | undefined;
-  /** Paths judged per transaction (default 5,000). */
+  /** Paths judged per transaction, whose jobs are sent before the next chunk is judged (default 1,000). */
   chunkSize?: number | undefined;
   /** Untracked entries of one directory in one batch at or above which they are reported by one event (default 16). */
   groupUntrackedAt?: number | undefined;
@@ -109,7 +109,7 @@ export class DriftSink {
   ) {
     this.strategy = new LocalStrategy(mount.rootPath as string, () => fs.backends.forMount(mount));
     this.reason = o.reason ?? 'watcher';
-    this.chunkSize = o.chunkSize ?? 5_000;
+    this.chunkSize = o.chunkSize ?? 1_000;
     this.groupUntrackedAt = o.groupUntrackedAt ?? DEFAULT_GROUP_UNTRACKED_AT;
     this.disk = new DiskStat(mount.rootPath as string, (path) => this.strategy.stat(path));
     this.maxJobs = o.maxJobs ?? DEFAULT_MAX_JOBS_PER_BATCH;
@@ -121,38 +121,46 @@ export class DriftSink {
    */
   async apply(batch: CoalescedBatch, o: ApplyOptions = {}): Promise<SinkResult> {
     const paths = [...batch.changes.keys()].sort(comparePaths);
-    const targets: JobTarget[] = batch.rescans.map((path) => ({ path, recursive: true }));
     const result: SinkResult = { checked: 0, covered: 0, waiting: [], drift: 0, deferred: [], jobs: 0 };
-    const appeared: string[] = [];
     const listings = await this.listingsOnTheirWay(paths);
     // Untracked directories reported in this batch: what lies below them is theirs (one
     // event and one recursive job for `new-dir`, not one per file inside it).
     const untrackedDirs = new Set<string>();
-    let wrote = false;
+    // A chunk's jobs are sent as soon as it is judged: under a burst, the first directories'
+    // listings run while the rest of the batch is still being judged (the queue joins a
+    // request to a job of the same path still waiting).
+    let targets: JobTarget[] = batch.rescans.map((path) => ({ path, recursive: true }));
     for (let i = 0; i < paths.length; i += this.chunkSize) {
       const chunk = await this.judgeChunk(paths.slice(i, i + this.chunkSize), untrackedDirs, listings, batch.seenAt);
-      appeared.push(...chunk.appeared.filter((p) => batch.changes.get(p) === 'created'));
       result.checked += chunk.checked;
       result.covered += chunk.covered;
       result.waiting.push(...chunk.waiting);
       result.drift += chunk.drift;
       result.deferred.push(...chunk.deferred);
       targets.push(...chunk.targets);
-      wrote ||= chunk.drift > 0;
+      if (chunk.drift > 0) await this.fs.changed(this.mount.id);
+      const appeared = chunk.appeared.filter((p) => batch.changes.get(p) === 'created');
+      if (o.beforeJobs && appeared.length > 0) targets.push(...(await o.beforeJobs(topmost(appeared))).map((path) => ({ path, recursive: true })));
+      result.jobs += await this.enqueue(targets);
+      targets = [];
     }
     if (o.final) {
       targets.push(...[...result.deferred, ...result.waiting].map((path) => ({ path, recursive: false })));
       result.deferred = [];
       result.waiting = [];
     }
-    if (wrote) await this.fs.changed(this.mount.id);
-    if (o.beforeJobs && appeared.length > 0) targets.push(...(await o.beforeJobs(topmost(appeared))).map((path) => ({ path, recursive: true })));
+    result.jobs += await this.enqueue(targets);
+    return result;
+  }
+
+  /** Plans and sends the jobs for `targets`; returns how many requests were sent. */
+  private async enqueue(targets: JobTarget[]): Promise<number> {
+    if (targets.length === 0) return 0;
     // All at once: each request is a few round trips, and under a burst each await waits for
     // a busy event loop; the jobs are independent (one path each, joined while waiting).
     const plan = planJobs(targets, this.maxJobs);
     await Promise.all(plan.map((t) => this.fs.reconcile.enqueue({ mountId: this.mount.id, path: t.path, reason: 'drift', recursive: t.recursive, hash: false })));
-    result.jobs = plan.length;
-    return result;
+    return plan.length;
   }
 
   /**

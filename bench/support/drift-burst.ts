@@ -206,6 +206,7 @@ export async function measureBurst(p: BurstPlan): Promise<BurstResult> {
   );
   const queriedAt = performance.now();
   const since = (t: number) => t - w.startAt;
+  if (process.env.BENCH_DRIFT_JOBS === '1') await printJobs(p, lastJobBefore, (agoMs) => since(queriedAt - agoMs));
   const usAt = (t: number) => Math.round(hrUsAtOrigin + t * 1000);
   return {
     files: p.files,
@@ -231,4 +232,24 @@ export async function measureBurst(p: BurstPlan): Promise<BurstResult> {
     machineBusy,
     agentCpuSeconds,
   };
+}
+
+/** BENCH_DRIFT_JOBS=1: each reconcile job of the burst, its times in seconds from the first write. */
+async function printJobs(p: BurstPlan, afterId: number, at: (agoMs: number) => number): Promise<void> {
+  const { rows } = await p.pool.query<{ id: number; path: string; options: Record<string, unknown>; status: string; result: Record<string, number> | null; created: number; started: number | null; finished: number | null }>(
+    `SELECT id, path, options, status, result,
+            extract(epoch FROM now() - created_at)::float8 * 1000 AS created,
+            extract(epoch FROM now() - started_at)::float8 * 1000 AS started,
+            extract(epoch FROM now() - finished_at)::float8 * 1000 AS finished
+       FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND id > $2 ORDER BY id`,
+    [p.mountId, afterId],
+  );
+  const s = (ago: number | null) => (ago === null ? '-' : (at(ago) / 1000).toFixed(2));
+  for (const j of rows) {
+    const r = j.result ?? {};
+    p.progress(
+      `job ${j.id} ${JSON.stringify(j.path)}${j.options.recursive ? ' (recursive)' : ''}${j.options.followUp ? ` follow-up ${String(j.options.followUp)}` : ''}: ` +
+        `queued ${s(j.created)} started ${s(j.started)} done ${s(j.finished)} ${j.status}; checked ${r.checked ?? '-'}, discovered ${r.discovered ?? '-'}, unchanged ${r.unchanged ?? '-'}, deferred ${r.deferred ?? '-'}`,
+    );
+  }
 }
