@@ -3,7 +3,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DiskStat } from '../agent/watch/disk-stat.ts';
+import { DiskStat } from '../shared/backends/local/disk-stat.ts';
 import { DriftSink } from '../agent/watch/drift-sink.ts';
 import type { CoalescedBatch, NetChange } from '../agent/watch/types.ts';
 import { LocalExecutor } from '../shared/backends/local/local-executor.ts';

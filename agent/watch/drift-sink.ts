@@ -15,7 +15,7 @@ import { inTransaction } from '../../shared/db/pool.ts';
 import { ancestorsOf, comparePaths, parentOf } from '../../shared/paths.ts';
 import { LocalStrategy } from '../../shared/reconcile/strategies/local.ts';
 import type { Filestore } from '../../shared/runtime.ts';
-import { DiskStat, type Observed } from './disk-stat.ts';
+import { DiskStat, type Observed } from '../../shared/backends/local/disk-stat.ts';
 import { DEFAULT_MAX_JOBS_PER_BATCH, planJobs, type JobTarget } from '../../shared/reconcile/job-plan.ts';
 import type { CoalescedBatch } from './types.ts';
 

@@ -1,15 +1,13 @@
-import { constants, lstatSync } from 'node:fs';
-import { join } from 'node:path';
+import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import type { Backend, EntryStat } from '../../backends/types.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
 import { MountUnhealthyError } from '../errors.ts';
 import type { ReconcileStrategy } from '../strategy.ts';
 import { BackendStrategy } from './base.ts';
-import { parentOf } from '../../paths.ts';
 import type { StorageRow } from '../../backends/entry-lines.ts';
 import { walkTree } from '../../backends/local/walker.ts';
-import { kindOf } from '../../backends/local/listing.ts';
+import { DiskStat } from '../../backends/local/disk-stat.ts';
 
 const mtimeMs = (d: Date | string | null) => (d === null ? null : d instanceof Date ? d.getTime() : new Date(d).getTime());
 
@@ -20,6 +18,7 @@ const mtimeMs = (d: Date | string | null) => (d === null ? null : d instanceof D
  */
 export class LocalStrategy extends BackendStrategy implements ReconcileStrategy {
   readonly kind = 'local' as const;
+  private readonly disk: DiskStat;
 
   constructor(
     private readonly rootPath: string,
@@ -27,6 +26,7 @@ export class LocalStrategy extends BackendStrategy implements ReconcileStrategy 
   ) {
     // A path below a symlink or a file is not part of the tree.
     super(backend, new Set(['SYMLINK_IN_PATH', 'NOT_A_DIRECTORY', 'NOT_FOUND']));
+    this.disk = new DiskStat(rootPath, (path) => this.stat(path));
   }
 
   async checkRoot(): Promise<void> {
@@ -52,38 +52,16 @@ export class LocalStrategy extends BackendStrategy implements ReconcileStrategy 
   }
 
   /**
-   * The second look before MISSING, one directory at a time: the directory is looked at
-   * through the executor (ancestors without symlinks), then its candidates with one
-   * synchronous lstat each (a missing entry costs no exception). An entry is gone when it
-   * is absent or is no longer something Filestore catalogues (a FIFO, a socket, a device).
+   * The second look before MISSING, directory by directory, as the watcher looks after a
+   * burst (DiskStat: each directory opened once and checked to be exactly where its path
+   * says, its candidates lstat'ed through that handle, synchronously). An entry is gone when
+   * it is absent or no longer something Filestore catalogues (below a symlink or a file, a
+   * FIFO, a socket, a device). One that could not be read (permissions, I/O) is not: no
+   * MISSING on evidence that was never seen.
    */
   override async confirmGone(paths: string[]): Promise<Set<string>> {
-    const gone = new Set<string>();
-    const byParent = new Map<string, string[]>();
-    for (const p of paths) {
-      const parent = parentOf(p) ?? '';
-      const list = byParent.get(parent);
-      if (list) list.push(p);
-      else byParent.set(parent, [p]);
-    }
-    for (const [parent, children] of byParent) {
-      const dir = parent === '' ? null : await this.stat(parent);
-      if (parent !== '' && dir?.kind !== 'directory') {
-        for (const c of children) gone.add(c);
-        continue;
-      }
-      for (const c of children) {
-        let st;
-        try {
-          st = lstatSync(join(this.rootPath, ...c.split('/')), { throwIfNoEntry: false });
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') st = undefined;
-          else throw err;
-        }
-        if (!st || kindOf(st) === null) gone.add(c);
-      }
-    }
-    return gone;
+    const seen = await this.disk.statAll(paths);
+    return new Set(paths.filter((p) => seen.get(p) === null));
   }
 
   /** Compares what the catalogue recorded (a field it never recorded, like the root's mode, is not a change). */

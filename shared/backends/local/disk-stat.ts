@@ -1,10 +1,10 @@
 import { closeSync, constants, existsSync, lstatSync, openSync, readlinkSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import type { EntryStat } from '../../shared/backends/types.ts';
-import { errnoOf } from '../../shared/backends/local/errors.ts';
-import { toEntryStat } from '../../shared/backends/local/listing.ts';
-import { parentOf } from '../../shared/paths.ts';
+import type { EntryStat } from '../types.ts';
+import { errnoOf } from './errors.ts';
+import { toEntryStat } from './listing.ts';
+import { parentOf } from '../../paths.ts';
 
 /** What the disk holds at a path: an entry, null (absent, or not part of the tree), undefined (could not be read). */
 export type Observed = EntryStat | null | undefined;
@@ -17,8 +17,9 @@ const HAS_PROC_FD = process.platform === 'linux' && existsSync('/proc/self/fd');
 const ABSENT_OPEN = new Set(['ENOENT', 'ENOTDIR', 'ELOOP']);
 
 /**
- * lstat of many paths of one local mount, the way the drift sink needs it after a burst:
- * directory by directory, synchronously. Each directory holding paths is opened once
+ * lstat of many paths of one local mount, the way the watcher's drift sink needs it after a
+ * burst and reconciliation's second look before MISSING needs it after an audit: directory by
+ * directory, synchronously. Each directory holding paths is opened once
  * (O_NOFOLLOW) and checked to be exactly where its path says — the handle's real path is
  * the path itself, so no symlink lies anywhere on the way — then its entries are lstat'ed
  * through that handle (/proc/self/fd/N/name), a window at a time, as the local listing does
