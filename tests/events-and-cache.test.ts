@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Filestore } from '../shared/runtime.ts';
-import type { EventEnvelope } from '../shared/catalogue/outbox.ts';
+import { eventsAfter, type EventEnvelope } from '../shared/catalogue/outbox.ts';
 import { EVENTS_CHANNEL } from '../shared/events/bus.ts';
 import { readdir } from 'node:fs/promises';
 import { MIGRATIONS_DIR, migrate } from '../shared/db/migrate.ts';
@@ -45,6 +45,8 @@ describe('events', () => {
     ]);
     expect(got[2]?.data).toMatchObject({ from: 'a.txt', to: 'b.txt' });
     for (const e of got) expect(e).toMatchObject({ id: expect.any(String), occurredAt: expect.any(String), mountId: t.mount.id });
+    // What Redis carried is the outbox's record of each event, field for field (the event stream reads that).
+    expect(got).toEqual(await eventsAfter(fs.pool, (got[0]?.seq ?? 1) - 1, 100, t.mount.id));
     await t.cleanup();
   });
 

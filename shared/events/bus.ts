@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { Redis } from 'ioredis';
-import type { EventEnvelope } from '../catalogue/outbox.ts';
+import { envelopeJson, type EventEnvelope } from '../catalogue/outbox.ts';
 
 export const EVENTS_CHANNEL = 'filestore:events';
 
@@ -50,7 +50,7 @@ export class RedisEventBus implements EventBus {
   async publish(events: EventEnvelope[]): Promise<void> {
     if (events.length === 0) return;
     const pipeline = this.publisher.pipeline();
-    for (const e of events) pipeline.publish(EVENTS_CHANNEL, JSON.stringify(e));
+    for (const e of events) pipeline.publish(EVENTS_CHANNEL, envelopeJson(e));
     const results = await pipeline.exec();
     const failed = results?.find(([err]) => err);
     if (failed) throw failed[0];
