@@ -1,5 +1,4 @@
 import os from 'node:os';
-import { readFileSync } from 'node:fs';
 import { LocalExecutor } from '../shared/backends/local/local-executor.ts';
 import { listMounts } from '../shared/catalogue/mounts.ts';
 import type { Mount } from '../shared/catalogue/types.ts';
@@ -9,6 +8,7 @@ import { startAgentPresence, type AgentPresence } from '../shared/dispatch/prese
 import { startCommandWorker, type CommandWorker } from '../shared/dispatch/worker.ts';
 import { executesHere } from '../shared/dispatch/ownership.ts';
 import { startAuditScheduler, type AuditScheduler, type AuditSelection } from '../shared/reconcile/audit-scheduler.ts';
+import { PACKAGE_VERSION } from '../shared/package.ts';
 import { createFilestore, type Filestore, type FilestoreOptions } from '../shared/runtime.ts';
 import { MountWatcher, watchMounts, type WatchersHandle } from './watch/index.ts';
 import type { WatchBackendChoice } from './watch/types.ts';
@@ -79,13 +79,7 @@ export interface RunningAgent {
 /** When this process started: staging entries older than this are an earlier run's. */
 const STARTED_AT = new Date(Date.now() - Math.round(process.uptime() * 1000));
 
-export const AGENT_VERSION: string = (() => {
-  try {
-    return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
-})();
+export const AGENT_VERSION: string = PACKAGE_VERSION;
 
 export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const log = o.log ?? (() => {});

@@ -16,7 +16,7 @@
  *      given a chokidar threshold the tree has outgrown — `auto-grown`): start-up time, RSS,
  *      inotify watches, ENOSPC, coverage. Peer: inotifywait -r on the same tree.
  *
- * Parts 1 and 2 run `node --import tsx cli/index.ts agent` (FILESTORE_ENABLE_WATCHERS=true,
+ * Parts 1 and 2 run `node dist/filestore.js agent` (FILESTORE_ENABLE_WATCHERS=true,
  * backend auto) on a local mount it owns; part 3 runs the agent's watchMounts in child
  * processes, as an unprivileged user when the bench runs as root (the inotify watch budget is
  * per user: a chokidar child that exhausts it must not starve other root processes).
@@ -177,7 +177,7 @@ async function main(): Promise<void> {
           debounceMs: isDefault ? undefined : debounceMs,
           backend: config.forced ?? undefined,
           logFile: join(tempDir, `agent-${round}.log`),
-          // One file per thread (tsx's loader runs in a worker): the main thread's is the agent's.
+          // One file per thread (walker threads too): the main thread's is the agent's.
           nodeArgs: cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${join(cpuProfDir, `agent-${round}`)}`] : undefined,
         });
         state.agents.add(agent);

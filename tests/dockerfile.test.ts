@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import { DockerfileParser, type Copy, type Env, type Instruction } from 'dockerfile-ast';
 import { validate } from 'dockerfile-utils';
 import { describe, expect, it } from 'vitest';
+import { bundleCli } from '../cli/bundle.ts';
 
 /**
  * agent/Dockerfile cannot be built here (no Docker engine), so its promises are checked by
@@ -147,10 +148,12 @@ describe('agent/Dockerfile', () => {
     const cmd = last(runtime, 'CMD');
     expect(of(runtime, 'ENTRYPOINT')).toEqual([]);
     const argv = JSON.parse(cmd?.getArgumentsContent() ?? 'null') as string[];
-    expect(argv).toEqual(['node', '--import', 'tsx', 'cli/index.ts', 'agent']);
+    expect(argv).toEqual(['node', 'dist/filestore.js', 'agent']);
     const stopsignal = last(runtime, 'STOPSIGNAL')?.getArgumentsContent() ?? 'SIGTERM';
     expect(stopsignal).toBe('SIGTERM');
-    // The command exists and is the agent (help only: the agent itself needs PostgreSQL and Redis).
+    // The command exists and is the agent (help only: the agent itself needs PostgreSQL and
+    // Redis), in the bundle the build stage makes (npm run build).
+    await bundleCli();
     const { stdout } = await run(process.execPath, [...argv.slice(1), '--help'], { cwd: ROOT, timeout: 30_000 });
     expect(stdout).toContain('run the on-prem agent');
   });
@@ -191,13 +194,13 @@ describe('agent/Dockerfile', () => {
         .map((src) => src.replace(/^\/app\//, '')),
     );
     const needed = new Set([...reachableFiles('cli/index.ts')].map((f) => f.split('/')[0] as string));
-    for (const top of [...needed, 'migrations', 'node_modules']) expect(copied, `COPY --from=build /app/${top}`).toContain(top);
+    for (const top of [...needed, 'migrations', 'node_modules', 'dist']) expect(copied, `COPY --from=build /app/${top}`).toContain(top);
   });
 });
 
 describe('.dockerignore', () => {
-  it('keeps the host node_modules, .git and local state out of the build context', () => {
-    for (const p of ['node_modules', 'cdk/node_modules', '.git', '.filestore', 'data', '.env']) expect(ignored(p), p).toBe(true);
+  it('keeps the host node_modules and build output, .git and local state out of the build context', () => {
+    for (const p of ['node_modules', 'cdk/node_modules', 'dist', '.git', '.filestore', 'data', '.env']) expect(ignored(p), p).toBe(true);
   });
 
   it('keeps everything the type check and the image need', () => {

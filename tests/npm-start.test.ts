@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
+import { bundleCli, DIST_DIR } from '../cli/bundle.ts';
 
 const BIN = fileURLToPath(new URL('../cli/bin.js', import.meta.url)); // the `filestore` command
 const README = fileURLToPath(new URL('../README.md', import.meta.url));
@@ -34,7 +35,8 @@ function waitForOutput(child: ChildProcess, line: RegExp, output: () => string, 
   });
 }
 
-it('a newcomer runs `filestore start` on embedded PostgreSQL, puts and lists a file with the CLI, and SIGTERM stops everything', async () => {
+it('a newcomer runs `npm start` (the bundled CLI\'s `start`) on embedded PostgreSQL, puts and lists a file with the CLI, and SIGTERM stops everything', async () => {
+  await bundleCli(); // npm start's build step
   const cwd = await mkdtemp(path.join(os.tmpdir(), 'filestore-start-'));
   await chmod(cwd, 0o755); // as root, the embedded server runs as user postgres and must reach its data
   await copyFile(README, path.join(cwd, 'README.md'));
@@ -44,7 +46,7 @@ it('a newcomer runs `filestore start` on embedded PostgreSQL, puts and lists a f
   delete env.FILESTORE_TOKEN;
   delete env.FILESTORE_API_TOKENS;
   try {
-    const child = spawn(process.execPath, [BIN, 'start'], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [path.join(DIST_DIR, 'filestore.js'), 'start'], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));

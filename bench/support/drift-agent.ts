@@ -1,15 +1,17 @@
 /**
- * The drift bench's Filestore side: a real agent process (`node --import tsx cli/index.ts
- * agent`, as an operator runs it) on the bench database and Redis, and a subscriber to the
- * Redis channel `filestore:events` that hands each envelope of the bench's mounts to
- * listeners with its arrival time.
+ * The drift bench's Filestore side: a real agent process (`node dist/filestore.js agent`, as
+ * `npm run agent` and the agent image run it) on the bench database and Redis, and a
+ * subscriber to the Redis channel `filestore:events` that hands each envelope of the bench's
+ * mounts to listeners with its arrival time.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { bundleCli, DIST_DIR } from '../../cli/bundle.ts';
 import { EVENTS_CHANNEL } from '../../shared/events/bus.ts';
 
 export interface AgentRun {
@@ -58,8 +60,9 @@ export async function spawnAgent(spec: AgentSpec): Promise<AgentRun> {
   if (spec.debounceMs !== undefined) env.FILESTORE_WATCH_DEBOUNCE_MS = String(spec.debounceMs);
   if (spec.backend !== undefined) env.FILESTORE_WATCH_BACKEND = spec.backend;
   const log = createWriteStream(spec.logFile, { flags: 'a' });
+  await bundleCli(); // npm run agent's build step (before the clock starts)
   const t0 = performance.now();
-  const child: ChildProcess = spawn(process.execPath, [...(spec.nodeArgs ?? []), '--import', 'tsx', 'cli/index.ts', 'agent'], {
+  const child: ChildProcess = spawn(process.execPath, [...(spec.nodeArgs ?? []), join(DIST_DIR, 'filestore.js'), 'agent'], {
     cwd: spec.repoRoot,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,4 +1,4 @@
-import { createRequire } from 'node:module';
+import { PACKAGE_VERSION } from '../../package.ts';
 import { buildOpenApi } from '../openapi.ts';
 import { defineRoute, json, type Route } from '../route.ts';
 import { commandRoutes } from './commands.ts';
@@ -9,8 +9,6 @@ import { mountRoutes } from './mounts.ts';
 import { nodeRoutes } from './nodes.ts';
 import { reconcileRoutes } from './reconcile.ts';
 import { systemRoutes } from './system.ts';
-
-const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
 
 /** Every route of SPEC §4, in one table both the local server and the API Lambda serve. */
 export const ROUTES: readonly Route[] = [
@@ -35,7 +33,7 @@ let description: Record<string, unknown> | undefined;
     summary: 'This API description (OpenAPI 3.1), generated from the schemas that validate requests',
     responses: { 200: 'text' },
     async handle() {
-      description ??= buildOpenApi(ROUTES, version);
+      description ??= buildOpenApi(ROUTES, PACKAGE_VERSION);
       return json(200, description);
     },
   }),

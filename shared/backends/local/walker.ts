@@ -1,8 +1,9 @@
 import { availableParallelism } from 'node:os';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { build } from 'esbuild';
 import { FilestoreError } from '../../errors.ts';
+import { PACKAGE_ROOT } from '../../package.ts';
 import { comparePaths } from '../../paths.ts';
 import { linePath, rowKind, type StorageRow } from '../entry-lines.ts';
 
@@ -44,14 +45,15 @@ export type FromWalker =
   | { kind: 'error'; id: number; error: { code?: string; message: string; details?: Record<string, unknown> } };
 
 // The thread runs plain JavaScript: its TypeScript (the listing code and what it imports) is
-// bundled once per process with esbuild. (Registering tsx inside each thread instead cost
-// ~40 MB of RSS per thread: a loader thread and its caches of its own.)
+// bundled once per process with esbuild, from the sources, found from the package root (this
+// module itself may run from a bundle in dist/). Registering tsx inside each thread instead
+// cost ~40 MB of RSS per thread: a loader thread and its caches of its own.
 let threadCode: Promise<string> | null = null;
 const decoder = new TextDecoder();
 
 function bundleThreadCode(): Promise<string> {
   threadCode ??= build({
-    entryPoints: [fileURLToPath(new URL('./walker-thread.ts', import.meta.url))],
+    entryPoints: [join(PACKAGE_ROOT, 'shared/backends/local/walker-thread.ts')],
     bundle: true,
     platform: 'node',
     format: 'cjs',
