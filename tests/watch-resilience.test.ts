@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   countEntries,
   createWatchBackend,
+  maxQueuedEvents,
   maxUserWatches,
   MountWatcher,
   watchMounts,
@@ -59,6 +60,42 @@ describe('never silent loss', () => {
       }, 'the rescan job');
       expect(jobs[0]).toMatchObject({ reason: 'audit', options: { recursive: true } });
       expect(await watcherMetric(m.t.mount.key, 'overflow')).toBe(1);
+    } finally {
+      await m.close();
+    }
+  });
+
+  it('a burst that could overflow the kernel queue unannounced counts in the metric and requests a full rescan, once per batch', async () => {
+    const lines: string[] = [];
+    const m = await watchedMount(fs, 'parcel', { overflowRiskEvents: 40, log: (l: string) => lines.push(l) });
+    try {
+      await mkdir(m.abs('burst'));
+      await settle(fs, m);
+      expect(await rescanJobs(m.mountId)).toEqual([]);
+      await Promise.all(Array.from({ length: 60 }, (_, i) => writeFile(m.abs(`burst/f${i}.txt`), String(i))));
+      const jobs = await eventually(async () => {
+        const j = await rescanJobs(m.mountId);
+        return j.length > 0 ? j : null;
+      }, 'the rescan job');
+      expect(jobs).toEqual([{ reason: 'audit', options: { recursive: true, hash: false }, coalesced: 0 }]);
+      expect(await watcherMetric(m.t.mount.key, 'overflow_risk')).toBe(1);
+      expect(lines.some((l) => l.includes('max_queued_events') && l.includes('full rescan requested'))).toBe(true);
+      // The burst itself is still catalogued by the batch's own jobs.
+      await eventually(async () => (await nodeAt(fs, m.mountId, 'burst/f59.txt')) !== null, 'the burst catalogued');
+    } finally {
+      await m.close();
+    }
+  });
+
+  it('a batch below the risk requests no rescan; the default risk is half the kernel queue', async () => {
+    expect(await maxQueuedEvents()).toBeGreaterThan(0);
+    const m = await watchedMount(fs, 'parcel', { overflowRiskEvents: 1_000 });
+    try {
+      await mkdir(m.abs('calm'));
+      await Promise.all(Array.from({ length: 30 }, (_, i) => writeFile(m.abs(`calm/f${i}.txt`), String(i))));
+      await settle(fs, m);
+      expect(await rescanJobs(m.mountId)).toEqual([]);
+      expect(await watcherMetric(m.t.mount.key, 'overflow_risk')).toBe(0);
     } finally {
       await m.close();
     }

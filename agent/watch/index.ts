@@ -25,6 +25,6 @@ export {
   AUTO_MAX_THRESHOLD,
   type BackendDecision,
 } from './backends/index.ts';
-export { inotifyWatchCount, inotifyWatchesByFd, maxUserWatches } from './inotify.ts';
+export { inotifyWatchCount, inotifyWatchesByFd, maxQueuedEvents, maxUserWatches } from './inotify.ts';
 export { WatchError, WatchOptionsError, WatchStartError, NotALocalMountError } from './errors.ts';
 export * from './types.ts';

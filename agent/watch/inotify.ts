@@ -8,16 +8,25 @@ import { readdir, readFile, readlink } from 'node:fs/promises';
  */
 
 const PROC_MAX_WATCHES = '/proc/sys/fs/inotify/max_user_watches';
+const PROC_MAX_QUEUED = '/proc/sys/fs/inotify/max_queued_events';
 
-/** fs.inotify.max_user_watches, or null where it cannot be read (not Linux). */
-export async function maxUserWatches(): Promise<number | null> {
+async function readLimit(file: string): Promise<number | null> {
   try {
-    const n = Number.parseInt((await readFile(PROC_MAX_WATCHES, 'utf8')).trim(), 10);
+    const n = Number.parseInt((await readFile(file, 'utf8')).trim(), 10);
     return Number.isFinite(n) && n > 0 ? n : null;
   } catch {
     return null;
   }
 }
+
+/** fs.inotify.max_user_watches, or null where it cannot be read (not Linux). */
+export const maxUserWatches = (): Promise<number | null> => readLimit(PROC_MAX_WATCHES);
+
+/**
+ * fs.inotify.max_queued_events: the events one inotify instance's kernel queue holds before
+ * it drops the rest (default 16384), or null where it cannot be read (not Linux).
+ */
+export const maxQueuedEvents = (): Promise<number | null> => readLimit(PROC_MAX_QUEUED);
 
 /**
  * Watches held on each inotify file descriptor of this process (fd → count of

@@ -7,6 +7,7 @@ import { classifyProblem, isWatchLimit } from './backends/problems.ts';
 import { Coalescer, DEFAULT_DEBOUNCE_MS } from './coalescer.ts';
 import { DriftSink, type DriftSinkOptions } from './drift-sink.ts';
 import { NotALocalMountError, WatchOptionsError, WatchStartError } from './errors.ts';
+import { maxQueuedEvents } from './inotify.ts';
 import {
   WATCH_BACKEND_CHOICES,
   type CoalescedBatch,
@@ -37,6 +38,12 @@ export interface MountWatcherOptions {
   /** How soon paths held by a running command are looked at again (default max(debounce, 500 ms)). */
   retryDelayMs?: number | undefined;
   sink?: DriftSinkOptions | undefined;
+  /**
+   * Raw events between two batches at which a burst may have overflowed the kernel's event
+   * queue unannounced, so a full rescan is requested (default: half of
+   * fs.inotify.max_queued_events; none where that cannot be read).
+   */
+  overflowRiskEvents?: number | undefined;
   /** Creates backends (default: the real ones); tests wrap it to inject problems. */
   backendFactory?: WatchBackendFactory | undefined;
   log?: ((line: string) => void) | undefined;
@@ -94,6 +101,10 @@ export class MountWatcher {
   private rescanTimer: NodeJS.Timeout | null = null;
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly counts = { batches: 0, drift: 0, rescans: 0, rewatches: 0, problems: 0 };
+  /** Raw events since the last batch was taken; a rescan is requested once it reaches overflowRiskAt. */
+  private eventsSinceBatch = 0;
+  private overflowRiskAt: number | null = null;
+  private overflowRiskSeen = false;
 
   constructor(
     private readonly fs: Filestore,
@@ -122,6 +133,7 @@ export class MountWatcher {
     } catch (err) {
       throw new WatchStartError(this.mount.key, err as Error, false);
     }
+    this.overflowRiskAt = this.o.overflowRiskEvents ?? (await overflowRiskThreshold());
     this.decision = await chooseBackend({ pool: this.fs.pool, mount: this.mount, root: this.root, choice: this.choice, threshold: this.o.autoThreshold });
     this.log(`watcher ${this.mount.key}: ${this.decision.kind} (${this.decision.reason})`);
     this.starting = this.startBackend(this.decision.kind);
@@ -201,6 +213,29 @@ export class MountWatcher {
     for (const e of events) byType[e.type]++;
     for (const [event, n] of Object.entries(byType)) if (n > 0) this.fs.metrics.watcherEvents.inc({ mount: this.mount.key, event }, n);
     this.coalescer.push(events);
+    this.eventsSinceBatch += events.length;
+    if (this.overflowRiskAt !== null && !this.overflowRiskSeen && this.eventsSinceBatch >= this.overflowRiskAt) this.onOverflowRisk();
+  }
+
+  /**
+   * A burst big enough that the kernel's queue may have overflowed: on Linux neither backend
+   * passes the kernel's overflow notice on (parcel drops it; libuv, under chokidar, ignores
+   * it), so a loss would be silent. Counted in filestore_watcher_events_total{event="overflow_risk"}
+   * and answered with a full rescan (the cooldown applies), once per batch.
+   */
+  private onOverflowRisk(): void {
+    this.overflowRiskSeen = true;
+    this.fs.metrics.watcherEvents.inc({ mount: this.mount.key, event: 'overflow_risk' });
+    const now = Date.now();
+    const last = this.logged.get('overflow_risk');
+    if (!last || now - last.at >= PROBLEM_LOG_EVERY_MS) {
+      this.logged.set('overflow_risk', { at: now, suppressed: 0 });
+      this.log(
+        `watcher ${this.mount.key}: ${this.eventsSinceBatch} events since the last batch, enough to overflow the kernel's event queue ` +
+          `(fs.inotify.max_queued_events) without notice; full rescan requested`,
+      );
+    }
+    this.requestRescan('overflow risk');
   }
 
   private onProblem(problem: WatchProblem, from: WatchBackend): void {
@@ -321,7 +356,11 @@ export class MountWatcher {
   private kick(): void {
     if (this.loop) return;
     this.loop = (async () => {
-      for (let batch = this.coalescer.take(); batch !== null; batch = this.coalescer.take()) await this.applyBatch(batch, false);
+      for (let batch = this.coalescer.take(); batch !== null; batch = this.coalescer.take()) {
+        this.eventsSinceBatch = 0;
+        this.overflowRiskSeen = false;
+        await this.applyBatch(batch, false);
+      }
     })().finally(() => {
       this.loop = null;
     });
@@ -350,4 +389,10 @@ export class MountWatcher {
       this.coalescer.requeueRescans(batch.rescans);
     }
   }
+}
+
+/** Half the kernel's event queue (fs.inotify.max_queued_events), or null where it cannot be read. */
+async function overflowRiskThreshold(): Promise<number | null> {
+  const queued = await maxQueuedEvents();
+  return queued === null ? null : Math.max(1, Math.floor(queued / 2));
 }

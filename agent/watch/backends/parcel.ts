@@ -16,8 +16,9 @@ import { classifyProblem } from './problems.ts';
  * watcher checks new directories and calls `rewatch` when they have subdirectories.
  *
  * Known gap (documented in README.md): on Linux the library drops the kernel's
- * IN_Q_OVERFLOW notice without telling its caller, so a queue overflow is not seen here;
- * the catch-up rescan at start and the scheduled audits cover it. Errors it does report
+ * IN_Q_OVERFLOW notice without telling its caller, so a queue overflow is not seen here; the
+ * mount watcher rescans after a burst that could have overflowed the queue, and the catch-up
+ * rescan at start and the scheduled audits cover the rest. Errors it does report
  * ("Events were dropped", ENOSPC on a new directory) arrive through the callback.
  */
 // The second spelling of a root for `rewatch` (Linux, where the library uses inotify).
