@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 import { PACKAGE_ROOT } from '../shared/package.ts';
@@ -16,11 +18,15 @@ export const DIST_DIR = join(PACKAGE_ROOT, 'dist');
  * Bundles each entry (output name → TypeScript source) into `outdir`: packages stay imports
  * of node_modules (so `outdir` must lie inside the package), and what the CLI imports only
  * when a command runs stays in chunks loaded then (code splitting), as with the sources.
+ * Each file is written aside and renamed into place: a process starting from `outdir` while
+ * another build runs (`npm run agent` beside `npm start`, tests in parallel) never reads a
+ * file half written.
  */
 export async function bundle(entries: Record<string, string>, outdir: string): Promise<void> {
-  await build({
+  const { outputFiles } = await build({
     entryPoints: entries,
     outdir,
+    write: false,
     bundle: true,
     splitting: true,
     format: 'esm',
@@ -31,6 +37,12 @@ export async function bundle(entries: Record<string, string>, outdir: string): P
     keepNames: true,
     logLevel: 'warning',
   });
+  await mkdir(outdir, { recursive: true });
+  for (const file of outputFiles) {
+    const aside = `${file.path}.${process.pid}-${randomUUID().slice(0, 8)}.tmp`;
+    await writeFile(aside, file.contents);
+    await rename(aside, file.path);
+  }
 }
 
 /** The CLI, `node dist/filestore.js …`. */
