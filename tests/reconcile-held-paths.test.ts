@@ -1,6 +1,6 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { claimJob, enqueueJob, findJob, type ReconcileJobRow } from '../shared/catalogue/jobs.ts';
 import { findLiveByPath } from '../shared/catalogue/nodes.ts';
@@ -29,7 +29,12 @@ describe('reconciliation of paths another writer holds', () => {
     return (await claimJob(fs.pool, job.id)) as ReconcileJobRow;
   }
 
-  const run = (job: ReconcileJobRow, o: ReconcilerOptions = {}): Promise<ReconcileCounts> => createReconciler(fs, o)(job, async () => {});
+  /** Every path compared is accounted for exactly once. */
+  const run = async (job: ReconcileJobRow, o: ReconcilerOptions = {}): Promise<ReconcileCounts> => {
+    const c = await createReconciler(fs, o)(job, async () => {});
+    expect(c.unchanged + c.updated + c.discovered + c.missing + c.deferred, JSON.stringify(c)).toBe(c.checked);
+    return c;
+  };
 
   /** Holds the locks a command on `paths` holds, on a connection of its own, until `release`d. */
   async function holdAsCommand(t: TestMount, paths: string[]) {
@@ -60,6 +65,32 @@ describe('reconciliation of paths another writer holds', () => {
     }
   }
 
+  /** Resolves once a session holds the path lock of `p` (a command is working on it). */
+  async function someoneHolds(t: TestMount, p: string): Promise<void> {
+    const key = pathLocks(t.mount.id, [p]).find((l) => l.mode === 'exclusive')?.key as bigint;
+    for (;;) {
+      // A bigint advisory key shows in pg_locks as its high and low 32 bits, unsigned, objsubid 1.
+      const { rows } = await fs.pool.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+            AND classid::text::bigint = $1::bigint AND objid::text::bigint = $2::bigint`,
+        [((key >> 32n) & 0xffffffffn).toString(), (key & 0xffffffffn).toString()],
+      );
+      if ((rows[0]?.n ?? 0) > 0) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  /** Resolves once some session of this database waits for an advisory lock. */
+  async function someoneWaits(): Promise<void> {
+    for (;;) {
+      const { rows } = await fs.pool.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+      );
+      if ((rows[0]?.n ?? 0) > 0) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
   const followUps = async (t: TestMount) =>
     (
       await fs.pool.query<{ id: number; path: string; options: Record<string, unknown>; status: string }>(
@@ -82,6 +113,25 @@ describe('reconciliation of paths another writer holds', () => {
     const counts = await running;
     expect(counts).toMatchObject({ discovered: 3, deferred: 0 });
     expect(await findLiveByPath(fs.pool, t.mount.id, 'inbox/new.txt')).toMatchObject({ kind: 'file', sizeBytes: 5 });
+    expect(await followUps(t)).toEqual([]);
+    await t.cleanup();
+  });
+
+  it('a path a command creates while the run waits for it is left as the command recorded it, and counted', async () => {
+    const t = await createTestMount(fs, 'local');
+    const root = t.root as string;
+    await writeFile(path.join(root, 'upload.bin'), 'left by someone else');
+    // An upload through Filestore over that untracked file, still streaming: it holds the path.
+    const body = new PassThrough();
+    body.write('uploaded ');
+    const upload = fs.orchestrator.writeFile(t.mount.id, { path: 'upload.bin' }, body);
+    await someoneHolds(t, 'upload.bin');
+    const running = run(await newJob(t, '', {}));
+    await someoneWaits();
+    body.end('through Filestore');
+    await upload;
+    expect(await running).toMatchObject({ discovered: 0, deferred: 0 });
+    expect(await findLiveByPath(fs.pool, t.mount.id, 'upload.bin')).toMatchObject({ sizeBytes: 'uploaded through Filestore'.length });
     expect(await followUps(t)).toEqual([]);
     await t.cleanup();
   });

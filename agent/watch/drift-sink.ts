@@ -128,8 +128,10 @@ export class DriftSink {
     const untrackedDirs = new Set<string>();
     // A chunk's jobs are sent as soon as it is judged: under a burst, the first directories'
     // listings run while the rest of the batch is still being judged (the queue joins a
-    // request to a job of the same path still waiting).
+    // request to a job of the same path still waiting). The batch's budget of jobs is shared
+    // by its chunks; directories that appeared are looked at once, after the whole batch.
     let targets: JobTarget[] = batch.rescans.map((path) => ({ path, recursive: true }));
+    const appeared: string[] = [];
     for (let i = 0; i < paths.length; i += this.chunkSize) {
       const chunk = await this.judgeChunk(paths.slice(i, i + this.chunkSize), untrackedDirs, listings, batch.seenAt);
       result.checked += chunk.checked;
@@ -139,9 +141,8 @@ export class DriftSink {
       result.deferred.push(...chunk.deferred);
       targets.push(...chunk.targets);
       if (chunk.drift > 0) await this.fs.changed(this.mount.id);
-      const appeared = chunk.appeared.filter((p) => batch.changes.get(p) === 'created');
-      if (o.beforeJobs && appeared.length > 0) targets.push(...(await o.beforeJobs(topmost(appeared))).map((path) => ({ path, recursive: true })));
-      result.jobs += await this.enqueue(targets);
+      appeared.push(...chunk.appeared.filter((p) => batch.changes.get(p) === 'created'));
+      result.jobs += await this.enqueue(targets, result.jobs);
       targets = [];
     }
     if (o.final) {
@@ -149,16 +150,19 @@ export class DriftSink {
       result.deferred = [];
       result.waiting = [];
     }
-    result.jobs += await this.enqueue(targets);
+    // After the batch's other jobs: a new directory's recursive job must start after the watch
+    // that covers what it holds (mount-watcher.ts, `watchNewDirs`), and that is done once.
+    if (o.beforeJobs && appeared.length > 0) targets.push(...(await o.beforeJobs(topmost(appeared))).map((path) => ({ path, recursive: true })));
+    result.jobs += await this.enqueue(targets, result.jobs);
     return result;
   }
 
-  /** Plans and sends the jobs for `targets`; returns how many requests were sent. */
-  private async enqueue(targets: JobTarget[]): Promise<number> {
+  /** Plans and sends the jobs for `targets` within what is left of the batch's budget; returns how many requests were sent. */
+  private async enqueue(targets: JobTarget[], sentBefore: number): Promise<number> {
     if (targets.length === 0) return 0;
     // All at once: each request is a few round trips, and under a burst each await waits for
     // a busy event loop; the jobs are independent (one path each, joined while waiting).
-    const plan = planJobs(targets, this.maxJobs);
+    const plan = planJobs(targets, Math.max(1, this.maxJobs - sentBefore));
     await Promise.all(plan.map((t) => this.fs.reconcile.enqueue({ mountId: this.mount.id, path: t.path, reason: 'drift', recursive: t.recursive, hash: false })));
     return plan.length;
   }

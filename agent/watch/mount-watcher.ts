@@ -39,7 +39,8 @@ export interface MountWatcherOptions {
   retryDelayMs?: number | undefined;
   sink?: DriftSinkOptions | undefined;
   /**
-   * Raw events between two batches at which a burst may have overflowed the kernel's event
+   * Events the backend reports between two batches (about one per path; the kernel queues
+   * several per new file) at which a burst may have overflowed the kernel's event
    * queue unannounced, so a full rescan is requested (default: half of
    * fs.inotify.max_queued_events; none where that cannot be read).
    */
@@ -101,7 +102,7 @@ export class MountWatcher {
   private rescanTimer: NodeJS.Timeout | null = null;
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly counts = { batches: 0, drift: 0, rescans: 0, rewatches: 0, problems: 0 };
-  /** Raw events since the last batch was taken; a rescan is requested once it reaches overflowRiskAt. */
+  /** Events reported since the last batch was taken; a rescan is requested once they reach overflowRiskAt. */
   private eventsSinceBatch = 0;
   private overflowRiskAt: number | null = null;
   private overflowRiskSeen = false;

@@ -43,6 +43,8 @@ export class OutboxTail {
   private following: Promise<void> | null = null;
   /** Counts follow/idle transitions: a follow() overtaken by idle() undoes what it set up. */
   private round = 0;
+  /** True once the current round follows (position current): only then are events read and handed out. */
+  private ready = false;
 
   constructor(private readonly o: OutboxTailOptions) {}
 
@@ -84,12 +86,18 @@ export class OutboxTail {
   private async follow(): Promise<void> {
     const round = ++this.round;
     try {
-      const [position, unsubscribe] = await Promise.all([lastPublishedSeq(this.o.q), this.o.bus.subscribe((e) => this.wake(e.seq))]);
-      if (round !== this.round) return unsubscribe(); // gone idle meanwhile
+      const [latest, subscribed] = await Promise.allSettled([lastPublishedSeq(this.o.q), this.o.bus.subscribe((e) => this.wake(e.seq))]);
+      // A subscription this round will not use (gone idle meanwhile, or the position unknown) is undone.
+      if (subscribed.status === 'fulfilled' && (latest.status === 'rejected' || round !== this.round)) subscribed.value();
+      if (latest.status === 'rejected') throw latest.reason;
+      if (subscribed.status === 'rejected') throw subscribed.reason;
+      if (round !== this.round) return;
+      const [position, unsubscribe] = [latest.value, subscribed.value];
       // Everything up to `position` was published before any listener of this round came.
       this.position = Math.max(this.position, position);
       this.wanted = Math.max(this.wanted, this.position);
       this.unsubscribe = unsubscribe;
+      this.ready = true;
       this.timer = setInterval(() => this.wake(), this.o.pollMs ?? 1000);
       this.timer.unref();
       this.wake(); // what was published while the bus subscription was being set up
@@ -102,6 +110,7 @@ export class OutboxTail {
   /** No listener left: stop following until the next one comes. */
   private idle(): void {
     this.round++;
+    this.ready = false;
     if (this.timer) clearInterval(this.timer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.timer = null;
@@ -113,7 +122,7 @@ export class OutboxTail {
 
   /** Reads the outbox now; `seq` (from a bus message) says which event must become visible. */
   wake(seq?: number): void {
-    if (this.listeners.size === 0) return;
+    if (!this.ready || this.listeners.size === 0) return;
     if (seq !== undefined) {
       if (seq <= this.position) return;
       if (seq > this.wanted) this.wanted = seq;
@@ -152,8 +161,11 @@ export class OutboxTail {
 
   private async fetch(): Promise<void> {
     for (;;) {
+      if (!this.ready) return; // gone idle: the next round starts from the latest event
       const events = await eventsAfter(this.o.q, this.position, PAGE);
       for (const e of events) {
+        // A read that overlapped a change of round may hand back events already behind us.
+        if (!this.ready || e.seq <= this.position) continue;
         this.position = e.seq;
         for (const l of this.listeners) {
           try {

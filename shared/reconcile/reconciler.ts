@@ -212,9 +212,12 @@ class Run {
             await this.flush();
             const after = pairPath(pairs, i);
             const counted = subtractCounts(this.counts, this.landed);
-            this.inflight = this.inflight.then(() =>
-              saveCheckpoint(this.pool, this.job.id, { after, counts: { ...addCounts(counted, this.landed) }, startedAt: auditStartedAt.toISOString() }),
-            );
+            // What other writers held up to here is queued first: a retry resuming after this
+            // path would never look at it again.
+            this.inflight = this.inflight.then(async () => {
+              await this.enqueueFollowUps();
+              await saveCheckpoint(this.pool, this.job.id, { after, counts: { ...addCounts(counted, this.landed) }, startedAt: auditStartedAt.toISOString() });
+            });
             void this.inflight.catch(() => {}); // surfaced by the next flush or drain
           }
         }
@@ -228,8 +231,16 @@ class Run {
       const e = err as { code?: string; message?: string };
       throw new ScanFailedError(e.message ?? String(err), { code: e.code });
     }
-    await this.drain();
-    await this.applyMissing(force);
+    try {
+      await this.drain();
+      await this.applyMissing(force);
+    } catch (err) {
+      // Refused (mass-missing) or failed after the scan: what was written keeps its rollups,
+      // what was held still gets its follow-up.
+      await this.finishRollups().catch(() => {});
+      await this.enqueueFollowUps().catch(() => {});
+      throw err;
+    }
     await this.finishRollups();
     await this.enqueueFollowUps();
     if (isAudit) await recordAudit(this.pool, this.mount.id, auditStartedAt);
@@ -407,8 +418,12 @@ class Run {
         const newDrift = updated.filter((n) => was.get(n.id) !== 'INCONSISTENT').length;
         if (newDrift > 0) this.fs.metrics.driftDetected.inc({ mount: this.mount.key }, newDrift);
         this.land({ updated: updated.length + reactivated.length, discovered: inserted.length });
-        // Unchanged, plus what was changed since the scan began (its writer's record stands).
-        this.land({ unchanged: unchanged.length + (mine.changes.length - updated.length) + (mine.confirm.length - reactivated.length) });
+        // Unchanged, plus what was changed since the scan began or is already catalogued (its
+        // writer's record stands: a command that held the path created it, say).
+        this.land({
+          unchanged:
+            unchanged.length + (mine.changes.length - updated.length) + (mine.confirm.length - reactivated.length) + (mine.discovered.length - inserted.length),
+        });
         return {
           changes: w.changes.filter((c) => !locked.has(c.node.path)),
           confirm: w.confirm.filter((n) => !locked.has(n.path)),
