@@ -1,3 +1,4 @@
+import { watch as fsWatch } from 'node:fs';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -46,6 +47,30 @@ function capturingFactory() {
   };
   return { factory, handlers, last: () => handlers[handlers.length - 1] as { kind: string; h: WatchHandlers } };
 }
+
+// First in the file: what it checks depends on which inotify fds this process opened before.
+describe('inotify accounting', () => {
+  it("counts each backend's watches, whoever opened the process's shared inotify fd first and whatever fd numbers get reused", async () => {
+    if (process.platform !== 'linux') return;
+    // libuv's one inotify fd (fs.watch, under chokidar) opened by someone else first: as by
+    // an earlier test file in this worker process, or any fs.watch of the agent's.
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'filestore-fswatch-'));
+    const other = fsWatch(dir);
+    try {
+      for (const backend of ['chokidar', 'parcel', 'chokidar', 'parcel'] as const) {
+        const m = await watchedMount(fs, backend);
+        try {
+          expect((await m.watcher.stats()).watches, backend).toBeGreaterThan(0);
+        } finally {
+          await m.close();
+        }
+      }
+    } finally {
+      other.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('never silent loss', () => {
   it('an overflow reported by the backend counts in the metric and requests a full rescan of the mount', async () => {

@@ -73,11 +73,30 @@ export async function inotifyWatchCount(): Promise<number | null> {
  */
 const owners = new Map<number, string>();
 
-/** Records the inotify fds that appeared since `before` as `owner`'s. */
+/**
+ * The inotify fds open before a backend starts (pass them to claimNewInotifyFds after).
+ * Owners of fds no longer open are forgotten here: a library that closed its inotify fd (its
+ * last watch gone) frees the number, and the next library's fd may get it.
+ */
+export async function inotifyFdsBeforeStart(): Promise<Map<number, number> | null> {
+  const open = await inotifyWatchesByFd();
+  if (open) for (const fd of [...owners.keys()]) if (!open.has(fd)) owners.delete(fd);
+  return open;
+}
+
+/**
+ * Records as `owner`'s the inotify fds that appeared since `before`, and unowned ones whose
+ * watches grew: libuv keeps one inotify fd per process for every fs.watch, so it may have been
+ * opened before chokidar's first start (by any fs.watch), and only its count tells.
+ */
 export async function claimNewInotifyFds(owner: string, before: Map<number, number> | null): Promise<void> {
   const after = await inotifyWatchesByFd();
   if (!before || !after) return;
-  for (const fd of after.keys()) if (!before.has(fd) && !owners.has(fd)) owners.set(fd, owner);
+  for (const [fd, watches] of after) {
+    if (owners.has(fd)) continue;
+    const was = before.get(fd);
+    if (was === undefined || watches > was) owners.set(fd, owner);
+  }
 }
 
 /** Watches on the fds claimed by `owner`, or null when none is known (or /proc is unavailable). */

@@ -1,5 +1,5 @@
 import { watch, type FSWatcher } from 'chokidar';
-import { claimNewInotifyFds, inotifyWatchesByFd, inotifyWatchesOf } from '../inotify.ts';
+import { claimNewInotifyFds, inotifyFdsBeforeStart, inotifyWatchesOf } from '../inotify.ts';
 import type { WatchBackend, WatchEvent, WatchHandlers } from '../types.ts';
 import { MountPaths } from './mount-paths.ts';
 import { classifyProblem, isWatchLimit } from './problems.ts';
@@ -40,7 +40,7 @@ export class ChokidarBackend implements WatchBackend {
   }
 
   async start(): Promise<void> {
-    const before = await inotifyWatchesByFd();
+    const before = await inotifyFdsBeforeStart();
     const watcher = watch(this.paths.root, {
       ignoreInitial: true,
       followSymlinks: false,

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import parcel from '@parcel/watcher';
 import { STAGING_DIR } from '../../../shared/paths.ts';
-import { claimNewInotifyFds, inotifyWatchesByFd, inotifyWatchesOf } from '../inotify.ts';
+import { claimNewInotifyFds, inotifyFdsBeforeStart, inotifyWatchesOf } from '../inotify.ts';
 import type { WatchBackend, WatchEvent, WatchHandlers } from '../types.ts';
 import { MountPaths } from './mount-paths.ts';
 import { classifyProblem } from './problems.ts';
@@ -41,7 +41,7 @@ export class ParcelBackend implements WatchBackend {
   }
 
   async start(): Promise<void> {
-    const before = await inotifyWatchesByFd();
+    const before = await inotifyFdsBeforeStart();
     this.subscription = await this.subscribe(this.paths.root);
     await claimNewInotifyFds(this.kind, before);
   }
