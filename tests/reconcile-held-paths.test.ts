@@ -4,6 +4,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { claimJob, enqueueJob, findJob, type ReconcileJobRow } from '../shared/catalogue/jobs.ts';
 import { findLiveByPath } from '../shared/catalogue/nodes.ts';
+import { isLockTimeout, lockPathsForWrite } from '../shared/catalogue/reconcile-writes.ts';
 import type { PoolClient } from '../shared/db/pool.ts';
 import { acquire, pathLocks, release } from '../shared/orchestrator/locks.ts';
 import { createReconciler, type ReconcilerOptions } from '../shared/reconcile/reconciler.ts';
@@ -203,6 +204,27 @@ describe('reconciliation of paths another writer holds', () => {
     expect(generations).toEqual([1, 2, 3]);
     await holder.release();
     expect(await findLiveByPath(fs.pool, t.mount.id, 'busy.txt')).toBeNull();
+    await t.cleanup();
+  });
+
+  it('waiting for locks leaves the transaction\'s statement_timeout as it was; a wait that runs out is a lock timeout', async () => {
+    const t = await createTestMount(fs, 'local');
+    const client = await fs.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query(`SET LOCAL statement_timeout = '7s'`);
+      expect(await lockPathsForWrite(client, t.mount.id, ['free.txt'], 100)).toEqual(new Set(['free.txt']));
+      expect((await client.query<{ statement_timeout: string }>('SHOW statement_timeout')).rows[0]?.statement_timeout).toBe('7s');
+      await client.query('COMMIT');
+      const holder = await holdAsCommand(t, ['held.txt']);
+      await client.query('BEGIN');
+      const err = await lockPathsForWrite(client, t.mount.id, ['held.txt'], 50).catch((e: unknown) => e);
+      expect(isLockTimeout(err)).toBe(true);
+      await client.query('ROLLBACK');
+      await holder.release();
+    } finally {
+      client.release();
+    }
     await t.cleanup();
   });
 

@@ -43,8 +43,8 @@ export interface ReconcilerOptions {
   /** Entries between checkpoints of a full audit (default 10,000). */
   checkpointEvery?: number | undefined;
   /**
-   * How long a write waits for a path another writer holds before leaving it to a follow-up
-   * job (default 5,000 ms; each lock is waited for at most this long).
+   * How long a write waits for the paths another writer holds before leaving them to a follow-up
+   * job (default 5,000 ms, for all the locks of a batch together).
    */
   lockWaitMs?: number | undefined;
   /** Wraps the storage walk: fault injection for tests and drills (a listing that fails part-way). */
