@@ -28,6 +28,16 @@ export function normalizePath(input: unknown): string {
 // counts are the identity here, so only the segment rules remain (the common, hot case).
 const PLAIN = /^[\x20-\x5b\x5d-\x7e]*$/;
 
+/**
+ * True when `name` is a canonical segment of printable ASCII: joined to a canonical parent
+ * path other than the mount root's staging name, it gives a canonical path if the whole stays
+ * within MAX_PATH_BYTES. A listing checks each entry's name so, rather than normalising the
+ * whole path again per entry (the common case; anything else goes through normalizePath).
+ */
+export function isPlainSegment(name: string): boolean {
+  return name.length > 0 && name.length <= MAX_SEGMENT_BYTES && name !== '.' && name !== '..' && !name.includes('/') && PLAIN.test(name);
+}
+
 function normalizePlain(input: string): string | null {
   const p = input.replace(/^\/|\/$/g, '');
   if (p === '') return '';

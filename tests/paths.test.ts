@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { InvalidPathError } from '../shared/errors.ts';
-import { ancestorsOf, normalizeAny, normalizePath, prefixUpperBound, rebase } from '../shared/paths.ts';
+import { ancestorsOf, isPlainSegment, normalizeAny, normalizePath, prefixUpperBound, rebase } from '../shared/paths.ts';
 
 describe('path rules (SPEC §2)', () => {
   it('canonicalises leading and trailing slashes and NFC', () => {
@@ -52,6 +52,28 @@ describe('path rules (SPEC §2)', () => {
     fc.assert(
       fc.property(fc.oneof(path, fc.string({ maxLength: 30 })), (s) => {
         expect(outcome(() => normalizePath(s))).toBe(outcome(() => normalizeAny(s)));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('a plain segment joined to a canonical path is canonical, as the general rules decide', () => {
+    const name = fc.oneof(
+      fc.constantFrom('', '.', '..', 'a', 'b.c', '.filestore-staging', ' ', '~x', '\\', 'é', 'a/b', 'x'.repeat(255), 'x'.repeat(256), '\u0001'),
+      fc.string({ maxLength: 20 }),
+    );
+    const parent = fc.constantFrom('', 'd', 'd/e f', 'é/ü');
+    fc.assert(
+      fc.property(parent, name, (dir, n) => {
+        const rel = dir === '' ? n : `${dir}/${n}`;
+        let canonical: boolean;
+        try {
+          canonical = normalizeAny(rel) === rel;
+        } catch {
+          canonical = false;
+        }
+        // The root's staging name is the one exception (listings hide it before asking).
+        if (isPlainSegment(n) && !(dir === '' && n === '.filestore-staging')) expect(canonical, JSON.stringify(rel)).toBe(true);
       }),
       { numRuns: 2000 },
     );

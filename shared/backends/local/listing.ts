@@ -1,7 +1,7 @@
 import { constants, type Stats } from 'node:fs';
 import { lstatSync, readlinkSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
-import { normalizePath, joinPath, STAGING_DIR } from '../../paths.ts';
+import { isPlainSegment, joinPath, MAX_PATH_BYTES, normalizePath, STAGING_DIR } from '../../paths.ts';
 import type { EntryStat, NodeKind } from '../types.ts';
 import { comparableFields } from '../entry-lines.ts';
 import { errnoOf, fsError } from './errors.ts';
@@ -78,6 +78,8 @@ function addressableName(dirRel: string, raw: Buffer): string | null {
   if (dirRel === '' && name === STAGING_DIR) return null;
   if (isSiblingTempName(name)) return null;
   const rel = joinPath(dirRel, name);
+  // `dirRel` is canonical (the walk only descends into names that passed this check).
+  if (isPlainSegment(name) && Buffer.byteLength(rel, 'utf8') <= MAX_PATH_BYTES) return name;
   try {
     return normalizePath(rel) === rel ? name : null;
   } catch {
