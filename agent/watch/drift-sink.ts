@@ -16,7 +16,7 @@ import { ancestorsOf, comparePaths, parentOf } from '../../shared/paths.ts';
 import { LocalStrategy } from '../../shared/reconcile/strategies/local.ts';
 import type { Filestore } from '../../shared/runtime.ts';
 import { DiskStat, type Observed } from '../../shared/backends/local/disk-stat.ts';
-import { DEFAULT_MAX_JOBS_PER_BATCH, planJobs, type JobTarget } from '../../shared/reconcile/job-plan.ts';
+import { DEFAULT_MAX_JOBS_PER_BATCH, minimalRoots, planJobs, type JobTarget } from '../../shared/reconcile/job-plan.ts';
 import type { CoalescedBatch } from './types.ts';
 
 export interface DriftSinkOptions {
@@ -152,7 +152,7 @@ export class DriftSink {
     }
     // After the batch's other jobs: a new directory's recursive job must start after the watch
     // that covers what it holds (mount-watcher.ts, `watchNewDirs`), and that is done once.
-    if (o.beforeJobs && appeared.length > 0) targets.push(...(await o.beforeJobs(topmost(appeared))).map((path) => ({ path, recursive: true })));
+    if (o.beforeJobs && appeared.length > 0) targets.push(...(await o.beforeJobs(minimalRoots(appeared))).map((path) => ({ path, recursive: true })));
     result.jobs += await this.enqueue(targets, result.jobs);
     return result;
   }
@@ -310,12 +310,6 @@ export class DriftSink {
     // As recorded; a node still waiting for its reconciliation gets one (the queue coalesces).
     return node.consistencyState === 'ACTIVE' ? null : { mark: null, untracked: null, target: { path: node.path, recursive: false } };
   }
-}
-
-/** The paths none of whose ancestors is in the list. */
-function topmost(paths: readonly string[]): string[] {
-  const set = new Set(paths);
-  return [...set].filter((p) => !coveredBy(p, set));
 }
 
 function coveredBy(path: string, dirs: ReadonlySet<string>): boolean {

@@ -56,7 +56,7 @@ function underAny(path: string, set: ReadonlySet<string>): boolean {
 }
 
 /** The paths none of whose ancestors is in the list (duplicates removed). */
-function minimalRoots(paths: readonly string[]): string[] {
+export function minimalRoots(paths: readonly string[]): string[] {
   const sorted = [...new Set(paths)].sort((a, b) => a.length - b.length);
   const kept = new Set<string>();
   for (const p of sorted) if (!underAny(p, kept)) kept.add(p);
