@@ -227,15 +227,11 @@ export class MountWatcher {
   private onOverflowRisk(): void {
     this.overflowRiskSeen = true;
     this.fs.metrics.watcherEvents.inc({ mount: this.mount.key, event: 'overflow_risk' });
-    const now = Date.now();
-    const last = this.logged.get('overflow_risk');
-    if (!last || now - last.at >= PROBLEM_LOG_EVERY_MS) {
-      this.logged.set('overflow_risk', { at: now, suppressed: 0 });
-      this.log(
-        `watcher ${this.mount.key}: ${this.eventsSinceBatch} events since the last batch, enough to overflow the kernel's event queue ` +
-          `(fs.inotify.max_queued_events) without notice; full rescan requested`,
-      );
-    }
+    this.logAtMostPerMinute(
+      'overflow_risk',
+      `watcher ${this.mount.key}: ${this.eventsSinceBatch} events since the last batch, enough to overflow the kernel's event queue ` +
+        `(fs.inotify.max_queued_events) without notice; full rescan requested`,
+    );
     this.requestRescan('overflow risk');
   }
 
@@ -251,7 +247,16 @@ export class MountWatcher {
     this.fs.metrics.watcherEvents.inc({ mount: this.mount.key, event: problem.kind });
     // One line per kind of problem per minute (a tree beyond the watch budget reports every
     // file it could not watch); the metric counts them all.
-    const key = `${problem.kind}:${problem.code ?? ''}`;
+    this.logAtMostPerMinute(
+      `${problem.kind}:${problem.code ?? ''}`,
+      `watcher ${this.mount.key}: ${problem.kind}${problem.code ? ` (${problem.code})` : ''}: ${problem.message}${consequence}`,
+    );
+  }
+
+  private readonly logged = new Map<string, { at: number; suppressed: number }>();
+
+  /** Logs `line` unless a line of the same `key` went out less than a minute ago (those are counted, and said with the next one). */
+  private logAtMostPerMinute(key: string, line: string): void {
     const now = Date.now();
     const last = this.logged.get(key);
     if (last && now - last.at < PROBLEM_LOG_EVERY_MS) {
@@ -260,10 +265,8 @@ export class MountWatcher {
     }
     const more = last && last.suppressed > 0 ? ` (and ${last.suppressed} more like it since the last report)` : '';
     this.logged.set(key, { at: now, suppressed: 0 });
-    this.log(`watcher ${this.mount.key}: ${problem.kind}${problem.code ? ` (${problem.code})` : ''}: ${problem.message}${consequence}${more}`);
+    this.log(`${line}${more}`);
   }
-
-  private readonly logged = new Map<string, { at: number; suppressed: number }>();
 
   /** chokidar ran out of inotify watches under `auto`: the tree outgrew it; parcel needs one watch per directory only. */
   private fallBackToParcel(from: WatchBackend): void {
