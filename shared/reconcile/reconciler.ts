@@ -359,31 +359,46 @@ class Run {
       this.land({ unchanged: unchanged.length });
       return;
     }
-    const held = await this.writeLocked(writes, unchanged, learned);
-    if (writesCount(held) > 0) await this.waitAndWrite(held);
+    await this.writeOrDefer(
+      writes,
+      // The checks are recorded with the first transaction.
+      (w, waitMs) => (waitMs === undefined ? this.writeLocked(w, undefined, unchanged, learned) : this.writeLocked(w, waitMs)),
+      writesCount,
+      (held) => [
+        ...held.changes.map((c) => this.followUpTarget(c.node.path, c.seen.kind, c.node.kind)),
+        ...held.confirm.map((n) => this.followUpTarget(n.path, n.kind)),
+        ...held.discovered.map((n) => this.followUpTarget(n.path, n.kind)),
+      ],
+    );
     await this.fs.changed(this.mount.id);
   }
 
-  /** The writes another writer held in the first transaction: a second one waits for their locks. */
-  private async waitAndWrite(held: Writes): Promise<void> {
+  /**
+   * A guarded write of `items`: one transaction with try-locks (`attempt` without a wait);
+   * what another writer held then is written in a second that waits up to lockWaitMs for
+   * those locks; what is still held after that is deferred to a follow-up job.
+   */
+  private async writeOrDefer<T>(items: T, attempt: (items: T, waitMs?: number) => Promise<T>, size: (items: T) => number, targets: (held: T) => JobTarget[]): Promise<void> {
+    const held = await attempt(items);
+    if (size(held) === 0) return;
     try {
-      await this.writeLocked(held, [], new Map(), this.o.lockWaitMs ?? LOCK_WAIT_MS);
+      await attempt(held, this.o.lockWaitMs ?? LOCK_WAIT_MS);
     } catch (err) {
       if (!isLockTimeout(err)) throw err;
-      const dir = (kind: string) => this.request.recursive && kind === 'directory';
-      this.defer([
-        ...held.changes.map((c) => ({ path: c.node.path, recursive: dir(c.seen.kind) || dir(c.node.kind) })),
-        ...held.confirm.map((n) => ({ path: n.path, recursive: dir(n.kind) })),
-        ...held.discovered.map((n) => ({ path: n.path, recursive: dir(n.kind) })),
-      ]);
+      this.defer(targets(held));
     }
+  }
+
+  /** A follow-up for a held path: its subtree too when this run is recursive and it is (or was) a directory. */
+  private followUpTarget(path: string, ...kinds: string[]): JobTarget {
+    return { path, recursive: this.request.recursive && kinds.includes('directory') };
   }
 
   /**
    * One transaction: locks the writes' paths (try-locks, or waiting up to `waitMs`), writes
    * what it locked, records `unchanged` as checked. Returns what it could not lock.
    */
-  private async writeLocked(w: Writes, unchanged: number[], learned: Map<number, string>, waitMs?: number): Promise<Writes> {
+  private async writeLocked(w: Writes, waitMs?: number, unchanged: number[] = [], learned = new Map<number, string>()): Promise<Writes> {
     const reason = this.request.reason;
     const client = await this.pool.connect();
     try {
@@ -470,16 +485,12 @@ class Run {
     const gone = await this.strategy.confirmGone(candidates.map((n) => n.path));
     const confirmed = candidates.filter((n) => gone.has(n.path));
     for (let i = 0; i < confirmed.length; i += this.batchSize) {
-      const batch = confirmed.slice(i, i + this.batchSize);
-      const held = await this.markMissingLocked(batch);
-      if (held.length > 0) {
-        try {
-          await this.markMissingLocked(held, this.o.lockWaitMs ?? LOCK_WAIT_MS);
-        } catch (err) {
-          if (!isLockTimeout(err)) throw err;
-          this.defer(held.map((n) => ({ path: n.path, recursive: this.request.recursive && n.kind === 'directory' })));
-        }
-      }
+      await this.writeOrDefer(
+        confirmed.slice(i, i + this.batchSize),
+        (nodes, waitMs) => this.markMissingLocked(nodes, waitMs),
+        (nodes) => nodes.length,
+        (held) => held.map((n) => this.followUpTarget(n.path, n.kind)),
+      );
       await this.fs.changed(this.mount.id);
     }
     this.counts.unchanged += candidates.length - confirmed.length;
