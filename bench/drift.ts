@@ -177,7 +177,7 @@ async function main(): Promise<void> {
           debounceMs: isDefault ? undefined : debounceMs,
           backend: config.forced ?? undefined,
           logFile: join(tempDir, `agent-${round}.log`),
-          // One file per thread (walker threads too): the main thread's is the agent's.
+          // One file per thread: the main thread's is the agent's (walker processes are not profiled).
           nodeArgs: cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${join(cpuProfDir, `agent-${round}`)}`] : undefined,
         });
         state.agents.add(agent);

@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /**
- * Filestore's own files (package.json, migrations, the walker thread's source), found from
+ * Filestore's own files (package.json, migrations, the walker process's source), found from
  * the running code. That code is either the TypeScript sources (through tsx) or a bundle of
  * them in dist/ (`npm run build`), at different depths, so paths start at the package root
  * rather than at a module's own location.

@@ -5,12 +5,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowEntry } from '../shared/backends/entry-lines.ts';
 import { LocalExecutor } from '../shared/backends/local/local-executor.ts';
-import { walkOnThread, walkTree } from '../shared/backends/local/walker.ts';
+import { walkerPids, walkOnWalker, walkTree } from '../shared/backends/local/walker.ts';
 import type { EntryStat } from '../shared/backends/types.ts';
 import { FilestoreError } from '../shared/errors.ts';
 
-// The audit's walk on its own thread must list exactly what the in-thread listing lists.
-describe('walker thread', () => {
+// The audit's walk in a walker process must list exactly what the in-process listing lists.
+describe('walker process', () => {
   let root: string;
   beforeAll(async () => {
     root = await mkdtemp(join(os.tmpdir(), 'filestore-walker-'));
@@ -34,39 +34,63 @@ describe('walker thread', () => {
     for await (const b of it) out.push(...b);
     return out;
   };
-  const onThread = async (dir: string, startAfter?: string) => {
+  const onWalker = async (dir: string, startAfter?: string) => {
     const out: EntryStat[] = [];
-    for await (const rows of walkOnThread({ rootPath: root, dir, recursive: true, startAfter })) out.push(...rows.map((r) => rowEntry(r)));
+    for await (const rows of walkOnWalker({ rootPath: root, dir, recursive: true, startAfter })) out.push(...rows.map((r) => rowEntry(r)));
     return out;
   };
 
-  it('lists the same entries, in the same order, with the same facts, as the listing in this thread', async () => {
+  it('lists the same entries, in the same order, with the same facts, as the listing in this process', async () => {
     const local = await collect(new LocalExecutor({ rootPath: root }).listBatches('', { recursive: true }));
-    const threaded = await onThread('');
-    expect(threaded.length).toBe(local.length);
-    expect(threaded.length).toBeGreaterThan(4500);
-    expect(threaded).toEqual(local);
-    expect(threaded.find((e) => e.path === 'link')).toMatchObject({ kind: 'symlink', symlinkTarget: '../outside' });
+    const walked = await onWalker('');
+    expect(walked.length).toBe(local.length);
+    expect(walked.length).toBeGreaterThan(4500);
+    expect(walked).toEqual(local);
+    expect(walked.find((e) => e.path === 'link')).toMatchObject({ kind: 'symlink', symlinkTarget: '../outside' });
   });
 
   it('resumes after a path and lists a subtree', async () => {
     const local = await collect(new LocalExecutor({ rootPath: root }).listBatches('', { recursive: true, startAfter: 'd2/f5.txt' }));
-    expect(await onThread('', 'd2/f5.txt')).toEqual(local);
-    expect((await onThread('d1')).every((e) => e.path.startsWith('d1/'))).toBe(true);
+    expect(await onWalker('', 'd2/f5.txt')).toEqual(local);
+    expect((await onWalker('d1')).every((e) => e.path.startsWith('d1/'))).toBe(true);
   });
 
-  it('reports listing errors with their codes, and a consumer that stops early leaves the thread usable', async () => {
-    await expect(onThread('nope')).rejects.toMatchObject({ code: 'NOT_FOUND' });
-    await expect(onThread('d0/f1.txt')).rejects.toBeInstanceOf(FilestoreError);
-    await expect(onThread('link')).rejects.toMatchObject({ code: 'SYMLINK_IN_PATH' });
-    for await (const rows of walkOnThread({ rootPath: root, dir: '', recursive: true })) {
+  it('reports listing errors with their codes, and a consumer that stops early leaves the walker usable', async () => {
+    await expect(onWalker('nope')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(onWalker('d0/f1.txt')).rejects.toBeInstanceOf(FilestoreError);
+    await expect(onWalker('link')).rejects.toMatchObject({ code: 'SYMLINK_IN_PATH' });
+    for await (const rows of walkOnWalker({ rootPath: root, dir: '', recursive: true })) {
       expect(rows.length).toBeGreaterThan(0);
       break;
     }
-    expect((await onThread('d4')).length).toBe(902);
+    expect((await onWalker('d4')).length).toBe(902);
   });
 
-  it('an idle walker thread does not keep a process alive, and a walk in progress does', () => {
+  it('a walker process that dies mid-walk fails that walk with STORAGE_ERROR, and the next walk gets a new one', async () => {
+    const walk = walkOnWalker({ rootPath: root, dir: '', recursive: true });
+    let killed: number[] = [];
+    const done = (async () => {
+      for await (const rows of walk) {
+        expect(rows.length).toBeGreaterThan(0);
+        if (killed.length === 0) {
+          killed = walkerPids();
+          for (const pid of killed) process.kill(pid, 'SIGKILL');
+        }
+      }
+    })();
+    await expect(done).rejects.toMatchObject({ code: 'STORAGE_ERROR', message: expect.stringMatching(/walker process: exited with SIGKILL/) });
+    expect(killed.length).toBeGreaterThan(0);
+    expect((await onWalker('d3')).length).toBe(902);
+    expect(walkerPids().some((pid) => killed.includes(pid))).toBe(false);
+  });
+
+  it('listings in this process leave its working directory alone (only walker processes change theirs)', async () => {
+    const cwd = process.cwd();
+    expect((await collect(new LocalExecutor({ rootPath: root }).listBatches('', { recursive: true }))).length).toBeGreaterThan(4500);
+    expect(process.cwd()).toBe(cwd);
+  });
+
+  it('an idle walker process does not keep a process alive, and a walk in progress does', () => {
     const r = spawnSync(process.execPath, ['--import', 'tsx', 'tests/support/walker-exit-child.ts', root], { encoding: 'utf8', timeout: 60_000 });
     expect(r.signal).toBeNull(); // not killed by the timeout: it exited by itself
     expect(r.status).toBe(0);
@@ -74,10 +98,10 @@ describe('walker thread', () => {
   });
 });
 
-// An audit's walk split by subtree over the walker threads must list exactly, and in the same
+// An audit's walk split by subtree over the walker processes must list exactly, and in the same
 // order, what one listing lists: the order traps of byte order ("a-b" and "a.b" before "a/x",
 // "a0" after), a tree with one big directory on top (split further down), empty directories.
-describe('walk split over the walker threads', () => {
+describe('walk split over the walker processes', () => {
   let root: string;
   const local = async (dir: string) => {
     const out: EntryStat[] = [];

@@ -14,15 +14,18 @@ import { createReconciler } from '../../shared/reconcile/reconciler.ts';
 import type { ReconcileCounts } from '../../shared/reconcile/types.ts';
 import { createFilestore, type Filestore } from '../../shared/runtime.ts';
 import { run } from './big-write.ts';
-import { machineBusySince, machineJiffies } from './proc.ts';
+import { machineBusySince, machineJiffies, processCpuSeconds, processPeakRssKB } from './proc.ts';
+import { walkerPids } from '../../shared/backends/local/walker.ts';
 import { traceSql, type StatementTally } from './sql-trace.ts';
 
 export interface AuditResult {
   counts: ReconcileCounts;
   /** Inside the handler: walk, merge, batched writes, MISSING, rollups. */
   ms: number;
-  /** CPU seconds of this process meanwhile (user + system). */
+  /** CPU seconds of this process and its walker processes meanwhile (user + system). */
   cpuSeconds: number;
+  /** The walker processes' part of cpuSeconds. */
+  walkerCpuSeconds: number;
   /** Share of the machine's CPU that was busy meanwhile (every process: node, postgres, …). */
   machineBusy: number;
   /** WAL written meanwhile (by every session of the server), bytes. */
@@ -54,6 +57,7 @@ export async function runAudit(fs: Filestore, mountId: string, onProgress?: (c: 
   const wal0 = await walLsn(fs.pool);
   const j0 = machineJiffies();
   const cpu0 = process.cpuUsage();
+  const walkers0 = walkersCpu();
   const startUs = nowUs();
   const t0 = performance.now();
   let counts: ReconcileCounts;
@@ -71,19 +75,36 @@ export async function runAudit(fs: Filestore, mountId: string, onProgress?: (c: 
   const endUs = nowUs();
   const analyzeRuns = await autoanalyze.stop();
   const cpu = process.cpuUsage(cpu0);
+  let walkerCpuSeconds = 0;
+  for (const [pid, seconds] of walkersCpu()) walkerCpuSeconds += seconds - (walkers0.get(pid) ?? 0);
   const machineBusy = machineBusySince(j0);
   const walBytes = (await walLsn(fs.pool)) - wal0;
   await fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'succeeded', result = $2, finished_at = now(), updated_at = now() WHERE id = $1`, [
     job.id,
     JSON.stringify(counts),
   ]);
-  return { counts, ms, cpuSeconds: (cpu.user + cpu.system) / 1e6, machineBusy, walBytes, analyzeRuns, window: { startUs, endUs } };
+  return { counts, ms, cpuSeconds: (cpu.user + cpu.system) / 1e6 + walkerCpuSeconds, walkerCpuSeconds, machineBusy, walBytes, analyzeRuns, window: { startUs, endUs } };
 }
 
 /** The server's current WAL insert position in bytes. */
 async function walLsn(q: Queryable): Promise<number> {
   const { rows } = await q.query<{ b: string }>(`SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::text AS b`);
   return Number(rows[0]?.b ?? Number.NaN);
+}
+
+/** CPU seconds so far of each walker process (the audit's walk runs in them: walker.ts). */
+function walkersCpu(): Map<number, number> {
+  return new Map(walkerPids().map((pid) => [pid, processCpuSeconds(pid)]));
+}
+
+/** Peak resident set size of this process and its walker processes so far, KiB (VmHWM, summed). */
+function peakRssWithWalkersKB(): number {
+  return peakRssKB() + walkersPeakRssKB();
+}
+
+/** Peak resident set sizes of the walker processes so far, summed (KiB). */
+function walkersPeakRssKB(): number {
+  return walkerPids().reduce((sum, pid) => sum + processPeakRssKB(pid), 0);
 }
 
 /** Peak resident set size of this process so far, KiB (VmHWM; maxRSS where /proc is absent). */
@@ -161,11 +182,13 @@ export interface ChildAuditResult {
   walBytes: number;
   /** RSS once createFilestore returned, before the audit (KiB). */
   rssBeforeKB: number;
-  /** Peak RSS when the audit returned (KiB, VmHWM): the audit's peak. */
+  /** Peak RSS when the audit returned (KiB, VmHWM, with the walker processes'): the audit's peak. */
   peakAfterAuditKB: number;
+  /** The walker processes' part of peakAfterAuditKB. */
+  walkersPeakKB: number;
   /** Publishing the audit's events (the relay, in close()), after the audit. */
   drainMs: number;
-  /** Peak RSS at the very end, relay drain included (KiB). */
+  /** Peak RSS at the very end, relay drain included (KiB, with the walker processes'). */
   peakAtExitKB: number;
   /** From spawn to exit, seen by the parent. */
   processMs: number;
@@ -237,7 +260,8 @@ export async function runAuditChild(args: string[]): Promise<void> {
         process.stderr.write(`  · audit child: ${c.checked} checked, RSS ${Math.round(m.rss / 2 ** 20)} MiB, heap used ${Math.round(m.heapUsed / 2 ** 20)} MiB\n`);
       }
     });
-    const peakAfterAuditKB = peakRssKB();
+    const walkersPeakKB = walkersPeakRssKB();
+    const peakAfterAuditKB = peakRssKB() + walkersPeakKB;
     const sql = trace.tally();
     const t0 = performance.now();
     await fs.close(); // stops the relay after draining the outbox: the events of a discovery
@@ -248,8 +272,9 @@ export async function runAuditChild(args: string[]): Promise<void> {
       walBytes: result.walBytes,
       rssBeforeKB,
       peakAfterAuditKB,
+      walkersPeakKB,
       drainMs: performance.now() - t0,
-      peakAtExitKB: peakRssKB(),
+      peakAtExitKB: peakRssWithWalkersKB(),
       sql,
       memory,
       analyzeRuns: result.analyzeRuns,

@@ -65,7 +65,7 @@ export async function printReport(r: Report): Promise<void> {
     console.log(`\n2. Lean local tree: ${b.files} empty files in ${b.shape.dirs} directories, created in ${s(b.createMs)} s; each audit in a child process`);
     const line = (name: string, c: ChildAuditResult) =>
       `   ${name}: ${s(c.ms)} s in the handler (${s(c.processMs)} s spawn to exit, relay drain ${s(c.drainMs)} s), RSS ${fmt(mb(c.rssBeforeKB))} MB before, ` +
-      `peak ${fmt(mb(c.peakAfterAuditKB))} MB by the audit's end, ${fmt(mb(c.peakAtExitKB))} MB at exit; ${JSON.stringify(c.counts)}; WAL ${fmt(c.walBytes / 1e6, 0)} MB`;
+      `peak ${fmt(mb(c.peakAfterAuditKB))} MB by the audit's end (walker processes ${fmt(mb(c.walkersPeakKB ?? 0))} MB of it), ${fmt(mb(c.peakAtExitKB))} MB at exit; ${JSON.stringify(c.counts)}; WAL ${fmt(c.walBytes / 1e6, 0)} MB`;
     if (b.initial) console.log(line('initial audit (discovery)', b.initial));
     else console.log(`   catalogue seeded (the rows a discovery writes, by insertNodes of the listing; no audit) in ${s(b.seedMs ?? Number.NaN)} s — BENCH_AUDIT_MILLION=discover runs the discovery audit instead`);
     console.log(line('unchanged audit', b.unchanged));
@@ -128,16 +128,16 @@ export async function printReport(r: Report): Promise<void> {
 
   if (detail.length > 0) {
     console.log(
-      '\nOur audits in detail (in this process: wall time inside the handler; CPU of this process; SQL round trips of the audit and ' +
+      '\nOur audits in detail (in this process: wall time inside the handler; CPU of this process and its walker processes, theirs in brackets; SQL round trips of the audit and ' +
         'the time it waited on them, from send to result, event-loop delays included; the relay\'s statements in the same window apart)',
     );
     console.log(
       formatTable(
-        ['audit', 'seconds', 'node CPU s', 'machine CPU busy', 'WAL MB', 'SQL round trips', 'SQL wait s', 'relay statements', 'relay drain after, s', 'ANALYZE runs'],
+        ['audit', 'seconds', 'node CPU s (walkers)', 'machine CPU busy', 'WAL MB', 'SQL round trips', 'SQL wait s', 'relay statements', 'relay drain after, s', 'ANALYZE runs'],
         detail.map(([name, a]) => [
           name,
           s(a.ms),
-          fmt(a.cpuSeconds, 2),
+          `${fmt(a.cpuSeconds, 2)} (${fmt(a.walkerCpuSeconds, 2)})`,
           `${fmt(a.machineBusy * 100, 0)} %`,
           fmt(a.walBytes / 1e6, 1),
           String(roundTrips(a.sql)),

@@ -31,3 +31,12 @@ export function processCpuSeconds(pid: number, ticksPerSecond = 100): number {
     return Number.NaN;
   }
 }
+
+/** Peak resident set size (VmHWM, KiB) of another process so far; 0 off Linux or once it is gone. */
+export function processPeakRssKB(pid: number): number {
+  try {
+    return Number(/^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}

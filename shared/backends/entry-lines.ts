@@ -4,7 +4,7 @@ import type { EntryStat } from './types.ts';
  * Entries and catalogue rows as lines of text, for the audit's comparison: a catalogue row
  * of an ACTIVE node whose line begins with an entry's comparable line records exactly what
  * storage holds, so the audit counts it unchanged without building either object. The
- * catalogue writes its lines in SQL (catalogue/nodes.ts SCOPE_LINE), the walker thread
+ * catalogue writes its lines in SQL (catalogue/nodes.ts SCOPE_LINE), the walker process
  * writes entry lines (local/walker.ts); both follow `comparableFields`.
  */
 
@@ -46,7 +46,7 @@ export function entryLine(e: EntryStat): string {
 }
 
 /**
- * A listed entry as the comparison sees it: its `entryLine` (the walker threads hand lines
+ * A listed entry as the comparison sees it: its `entryLine` (the walker processes hand lines
  * over; other listings' entries are written as lines). Rows stay strings through the merge,
  * so an unchanged entry costs no object at all; `rowEntry` parses the few that changed.
  */

@@ -81,7 +81,7 @@ export class LocalExecutor implements Backend {
   }
 
   /**
-   * The listing as entry lines (what the walker threads hand over); with `below`, only what
+   * The listing as entry lines (what the walker processes hand over); with `below`, only what
    * lies below `dir` as one part of a larger recursive listing (nothing if `dir` is gone or
    * no longer a directory reached without symlinks).
    */

@@ -1,6 +1,6 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { build } from 'esbuild';
 import { FilestoreError } from '../../errors.ts';
 import { PACKAGE_ROOT } from '../../package.ts';
@@ -8,23 +8,27 @@ import { comparePaths } from '../../paths.ts';
 import { linePath, rowKind, type StorageRow } from '../entry-lines.ts';
 
 /**
- * Recursive listings of local trees on a thread of their own.
+ * Recursive listings of local trees in walker processes.
  *
  * An audit's walk is mostly lstat (a few µs each, synchronous by design: see listing.ts)
- * while the same thread also reads catalogue pages and compares. On a thread of its own the
- * walk runs beside the comparison, on another core. The walker thread runs the very same
+ * while the audit also reads catalogue pages and compares. In processes of their own the
+ * walk runs beside the comparison, on other cores. A walker process runs the very same
  * LocalExecutor listing (same symlink and mount-root rules) and hands over each batch as
- * lines of text, one per entry (`entryLine`): cheaper to pass between threads than objects,
- * and the comparison can match them against catalogue lines without building anything.
+ * lines of text, one per entry (`entryLine`): cheap to pass between processes, and the
+ * comparison can match them against catalogue lines without building anything. Processes
+ * rather than threads because a process may change its working directory, and lstat
+ * relative to the verified directory costs half of lstat through its handle path
+ * (walker-process.ts).
  *
- * Memory stays bounded: a thread lists ahead of the consumer by at most six messages of
- * about 16,000 characters per session (walker-thread.ts), held as transferred bytes. Up to WALK_THREADS threads per process serve every walk
- * (sessions by id); idle, they do not keep the process alive.
+ * Memory stays bounded: a walker lists ahead of the consumer by at most six messages of
+ * about 16,000 characters per session (walker-process.ts), received as bytes outside the
+ * V8 heap. Up to WALKERS processes per process serve every walk (sessions by id); idle, they
+ * do not keep the process alive, and they exit when the process that started them goes.
  *
- * A whole tree (`walkTree`) is split by subtree over the threads: see `walkTree`.
+ * A whole tree (`walkTree`) is split by subtree over the walkers: see `walkTree`.
  */
 
-/** What the walker thread is asked to list. */
+/** What a walker process is asked to list. */
 export interface WalkRequest {
   rootPath: string;
   dir: string;
@@ -34,26 +38,26 @@ export interface WalkRequest {
   below?: boolean | undefined;
 }
 
-type ToWalker = { kind: 'start'; id: number; request: WalkRequest } | { kind: 'next'; id: number; n: number } | { kind: 'stop'; id: number };
+export type ToWalker = { kind: 'start'; id: number; request: WalkRequest } | { kind: 'next'; id: number; n: number } | { kind: 'stop'; id: number };
 
-// Credit goes back to the walker thread this many messages at a time (the thread starts with
-// CREDIT = 6 in walker-thread.ts): a postMessage per batch was a visible share of an audit.
+// Credit goes back to the walker this many messages at a time (a session starts with
+// CREDIT = 6 in walker-process.ts): a message per batch was a visible share of an audit.
 const CREDIT_BACK = 3;
 export type FromWalker =
   | { kind: 'batch'; id: number; bytes: Uint8Array }
   | { kind: 'done'; id: number }
   | { kind: 'error'; id: number; error: { code?: string; message: string; details?: Record<string, unknown> } };
 
-// The thread runs plain JavaScript: its TypeScript (the listing code and what it imports) is
+// The walker runs plain JavaScript: its TypeScript (the listing code and what it imports) is
 // bundled once per process with esbuild, from the sources, found from the package root (this
-// module itself may run from a bundle in dist/). Registering tsx inside each thread instead
-// cost ~40 MB of RSS per thread: a loader thread and its caches of its own.
-let threadCode: Promise<string> | null = null;
+// module itself may run from a bundle in dist/), and handed to `node -` on its stdin (no file
+// anyone else could swap). Running it through tsx instead costs ~40 MB of RSS per walker.
+let walkerCode: Promise<string> | null = null;
 const decoder = new TextDecoder();
 
-function bundleThreadCode(): Promise<string> {
-  threadCode ??= build({
-    entryPoints: [join(PACKAGE_ROOT, 'shared/backends/local/walker-thread.ts')],
+function bundleWalkerCode(): Promise<string> {
+  walkerCode ??= build({
+    entryPoints: [join(PACKAGE_ROOT, 'shared/backends/local/walker-process.ts')],
     bundle: true,
     platform: 'node',
     format: 'cjs',
@@ -61,50 +65,80 @@ function bundleThreadCode(): Promise<string> {
     write: false,
     logLevel: 'silent',
   }).then((r) => (r.outputFiles[0] as { text: string }).text);
-  threadCode.catch(() => (threadCode = null)); // the next walk tries again
-  return threadCode;
+  walkerCode.catch(() => (walkerCode = null)); // the next walk tries again
+  return walkerCode;
 }
 
-// Threads for listings: lstat is the walk's cost and runs on as many cores as there are,
+// Walkers for listings: lstat is the walk's cost and runs on as many cores as there are,
 // up to four (beyond that the catalogue side, not the walk, is what an audit waits for).
-const WALK_THREADS = Math.max(1, Math.min(4, availableParallelism()));
-const threads: WalkerThread[] = [];
+const WALKERS = Math.max(1, Math.min(4, availableParallelism()));
+const walkers: Walker[] = [];
 
-class WalkerThread {
-  private readonly worker: Worker;
+class Walker {
+  private readonly child: ChildProcess;
   private nextId = 1;
   /** Per session: messages not yet taken, and the consumer waiting for one. */
   private readonly inbox = new Map<number, { queue: FromWalker[]; wake: (() => void) | null }>();
   private failed: Error | null = null;
 
   constructor(code: string) {
-    // V8's default young generation: a 4 MB one kept RSS lower but cost the walk a third of
-    // its time in scavenges.
-    this.worker = new Worker(code, { eval: true });
-    this.worker.on('message', (m: FromWalker) => {
+    // NODE_OPTIONS is not passed on: a loader it names (tsx, under the tests) would cost the
+    // walker ~40 MB and its start, for code that is already JavaScript.
+    const env = { ...process.env };
+    delete env.NODE_OPTIONS;
+    this.child = spawn(process.execPath, ['--title=filestore-walker', '-'], {
+      stdio: ['pipe', 'inherit', 'inherit', 'ipc'],
+      serialization: 'advanced',
+      env,
+    });
+    this.child.stdin?.end(code);
+    this.child.on('message', (m: FromWalker) => {
       const box = this.inbox.get(m.id);
       if (!box) return;
       box.queue.push(m);
       box.wake?.();
     });
     const fail = (err: Error) => {
+      if (this.failed) return;
       this.failed = err;
-      const at = threads.indexOf(this);
-      if (at >= 0) threads.splice(at, 1);
+      const at = walkers.indexOf(this);
+      if (at >= 0) walkers.splice(at, 1);
       for (const [id, box] of this.inbox) {
-        box.queue.push({ kind: 'error', id, error: { message: `walker thread: ${err.message}` } });
+        box.queue.push({ kind: 'error', id, error: { message: `walker process: ${err.message}` } });
         box.wake?.();
       }
     };
-    this.worker.on('error', fail);
-    this.worker.on('exit', (code) => fail(new Error(`exited with code ${code}`)));
-    // Idle, the thread does not keep the process alive (a walk in progress does: see walk).
-    // Last: adding a 'message' listener refs it again.
-    this.worker.unref();
+    this.child.on('error', fail);
+    this.child.on('exit', (code, signal) => fail(new Error(`exited with ${signal ?? `code ${code}`}`)));
+    this.child.stdin?.on('error', () => undefined); // a walker that died early: 'exit' says so
+    this.setRef(false);
   }
 
-  /** Sessions in progress: a new session goes to the least busy thread. */
+  /** Idle, the walker does not keep the process alive (a walk in progress does: see walk). */
+  private setRef(ref: boolean): void {
+    const channel = this.child.channel as { ref(): void; unref(): void } | null | undefined;
+    if (ref) {
+      this.child.ref();
+      channel?.ref();
+    } else {
+      this.child.unref();
+      channel?.unref();
+    }
+  }
+
+  /** Sessions in progress: a new session goes to the least busy walker. */
   active = 0;
+
+  /** The walker's process id (undefined if it could not be started). */
+  get pid(): number | undefined {
+    return this.failed ? undefined : this.child.pid;
+  }
+
+  private send(m: ToWalker): void {
+    this.child.send(m, (err) => {
+      if (err) this.child.kill();
+    });
+  }
 
   private async take(id: number): Promise<FromWalker> {
     const box = this.inbox.get(id) as { queue: FromWalker[]; wake: (() => void) | null };
@@ -114,14 +148,14 @@ class WalkerThread {
   }
 
   async *walk(request: WalkRequest): AsyncGenerator<StorageRow[]> {
-    if (this.failed) throw new FilestoreError('STORAGE_ERROR', `walker thread: ${this.failed.message}`);
+    if (this.failed) throw new FilestoreError('STORAGE_ERROR', `walker process: ${this.failed.message}`);
     const id = this.nextId++;
     this.inbox.set(id, { queue: [], wake: null });
-    if (this.active++ === 0) this.worker.ref();
+    if (this.active++ === 0) this.setRef(true);
     let finished = false;
     let taken = 0;
     try {
-      this.worker.postMessage({ kind: 'start', id, request } satisfies ToWalker);
+      this.send({ kind: 'start', id, request });
       for (;;) {
         const m = await this.take(id);
         if (m.kind === 'done') {
@@ -132,58 +166,63 @@ class WalkerThread {
           finished = true;
           throw new FilestoreError((m.error.code ?? 'STORAGE_ERROR') as never, m.error.message, m.error.details);
         }
-        // Credit for more messages: the thread lists ahead while these batches are compared.
-        if (++taken % CREDIT_BACK === 0) this.worker.postMessage({ kind: 'next', id, n: CREDIT_BACK } satisfies ToWalker);
+        // Credit for more messages: the walker lists ahead while these batches are compared.
+        if (++taken % CREDIT_BACK === 0) this.send({ kind: 'next', id, n: CREDIT_BACK });
         yield decoder.decode(m.bytes).split('\n');
       }
     } finally {
-      if (--this.active === 0) this.worker.unref();
+      if (--this.active === 0 && !this.failed) this.setRef(false);
       this.inbox.delete(id);
-      // Abandoned (an error elsewhere, an early stop): close the thread's listing.
-      if (!finished && !this.failed) this.worker.postMessage({ kind: 'stop', id } satisfies ToWalker);
+      // Abandoned (an error elsewhere, an early stop): close the walker's listing.
+      if (!finished && !this.failed) this.send({ kind: 'stop', id });
     }
   }
 }
 
-/** Lists a local directory on a walker thread, in batches of rows (see StorageRow). */
-export async function* walkOnThread(request: WalkRequest): AsyncGenerator<StorageRow[]> {
+/** Lists a local directory in a walker process, in batches of rows (see StorageRow). */
+export async function* walkOnWalker(request: WalkRequest): AsyncGenerator<StorageRow[]> {
   let code: string;
   try {
-    code = await bundleThreadCode();
+    code = await bundleWalkerCode();
   } catch (err) {
-    throw new FilestoreError('STORAGE_ERROR', `walker thread: cannot build its code: ${(err as Error).message}`);
+    throw new FilestoreError('STORAGE_ERROR', `walker process: cannot build its code: ${(err as Error).message}`);
   }
-  while (threads.length < WALK_THREADS) threads.push(new WalkerThread(code));
-  let least = threads[0] as WalkerThread;
-  for (const t of threads) if (t.active < least.active) least = t;
+  while (walkers.length < WALKERS) walkers.push(new Walker(code));
+  let least = walkers[0] as Walker;
+  for (const w of walkers) if (w.active < least.active) least = w;
   yield* least.walk(request);
+}
+
+/** The process ids of this process's live walkers: what their CPU and memory are measured by. */
+export function walkerPids(): number[] {
+  return walkers.flatMap((w) => (w.pid === undefined ? [] : [w.pid]));
 }
 
 /** A piece of a tree listing, in order: rows already listed, or a subtree still to list. */
 type Unit = { rows: StorageRow[] } | { subtree: string };
 
 // Subtrees listed at once (their sessions read ahead while an earlier one is consumed): two
-// per thread, so a thread that finished a subtree goes on with another while the consumer is
-// still working through the first (with one per thread, threads idled at every subtree's end).
+// per walker, so a walker that finished a subtree goes on with another while the consumer is
+// still working through the first (with one per walker, walkers idled at every subtree's end).
 // What they list ahead waits as transferred bytes, outside the consumer's heap.
-const AHEAD = WALK_THREADS * 2;
+const AHEAD = WALKERS * 2;
 // A directory with fewer subdirectories than this is split one level further down (a tree
-// with one big top-level directory would otherwise be listed by one thread), down to SPLIT_DEPTH.
+// with one big top-level directory would otherwise be listed by one walker), down to SPLIT_DEPTH.
 const SPLIT_MIN = 4;
 const SPLIT_DEPTH = 2;
 
 /**
  * Everything below `dir`, recursively, in byte order of path (what
- * `walkOnThread({ recursive: true })` lists), with the work split over the walker threads:
+ * `walkOnWalker({ recursive: true })` lists), with the work split over the walker processes:
  * `dir` itself is listed non-recursively; each of its subdirectories' subtrees is listed by a
- * session of its own, up to AHEAD of them at once on the least busy threads, and their
+ * session of its own, up to AHEAD of them at once on the least busy walkers, and their
  * batches are handed over in order. A subtree's place in the order is its key `name/`
  * (see listing.ts): after the directory's own entry, before any sibling sorting after it.
  * A resumed listing (startAfter) is listed by one session.
  */
 export async function* walkTree(request: { rootPath: string; dir: string; startAfter?: string | undefined }): AsyncGenerator<StorageRow[]> {
-  if (WALK_THREADS < 2 || request.startAfter !== undefined) {
-    yield* walkOnThread({ ...request, recursive: true });
+  if (WALKERS < 2 || request.startAfter !== undefined) {
+    yield* walkOnWalker({ ...request, recursive: true });
     return;
   }
   yield* inOrder(request.rootPath, units(request.rootPath, request.dir, 0));
@@ -205,7 +244,7 @@ async function* units(rootPath: string, dir: string, depth: number): AsyncGenera
     if (rows.length > 0) yield* put({ rows });
     rows = [];
   };
-  const listing = walkOnThread({ rootPath, dir, recursive: false, below: depth > 0 });
+  const listing = walkOnWalker({ rootPath, dir, recursive: false, below: depth > 0 });
   for await (const batch of listing) {
     for (const row of batch) {
       while (due.length > 0 && comparePaths(`${due[0]}/`, linePath(row)) < 0) {
@@ -251,7 +290,7 @@ async function* inOrder(rootPath: string, source: AsyncGenerator<Unit>): AsyncGe
   const ahead: Array<{ rows: StorageRow[] } | { started: Started }> = [];
   let exhausted = false;
   const start = (subtree: string): Started => {
-    const it = walkOnThread({ rootPath, dir: subtree, recursive: true, below: true })[Symbol.asyncIterator]();
+    const it = walkOnWalker({ rootPath, dir: subtree, recursive: true, below: true })[Symbol.asyncIterator]();
     const head = it.next();
     head.catch(() => {}); // surfaced when this subtree's turn comes
     return { it, head };

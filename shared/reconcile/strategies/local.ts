@@ -43,7 +43,7 @@ export class LocalStrategy extends BackendStrategy implements ReconcileStrategy 
 
 
   /**
-   * A recursive listing (audits, subtrees) runs on the walker threads, split by subtree,
+   * A recursive listing (audits, subtrees) runs in the walker processes, split by subtree,
    * beside the comparison; direct children are few and listed here.
    */
   override listRows(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<StorageRow[]> {
