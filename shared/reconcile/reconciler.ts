@@ -177,8 +177,12 @@ class Run {
     // A complete audit marks the mount checked as of when it (its first attempt) began,
     // instead of rewriting every row it finds unchanged (rows.ts reads the later of the two).
     this.countOnlyUnchanged = isAudit;
-    // Counted beside the walk (a count of a big mount is not free), for the mass-missing rule.
-    if (isAudit && !force) {
+    // The mass-missing rule's denominator. A whole audit reads every live node of the mount
+    // anyway: it counts them as they come (below). A resumed one reads only what follows its
+    // checkpoint, so it counts them in SQL, beside the walk (a count of a big mount is not free).
+    const countAsRead = isAudit && !force && !resume;
+    let liveRead = 0;
+    if (isAudit && !force && resume) {
       const before = this.counts.discovered; // an earlier attempt's discoveries are in the count
       this.liveAtStart = countLiveNodes(this.pool, this.mount.id).then((n) => n - before);
       this.liveAtStart.catch(() => {}); // awaited in applyMissing
@@ -195,6 +199,8 @@ class Run {
         for (let i = 0; i < pairs.seen.length; i++) {
           const seen = pairs.seen[i] ?? null;
           const node = pairs.node[i] ?? null;
+          // Every live node but the mount's root (whose line starts with its empty path).
+          if (countAsRead && node !== null && node.charCodeAt(0) !== 9) liveRead++;
           if (this.request.hash) await this.compareHashing(seen, node);
           else this.compare(seen, node, null);
           if (this.pendingWrites() >= this.batchSize) await this.flush();
@@ -231,6 +237,7 @@ class Run {
       const e = err as { code?: string; message?: string };
       throw new ScanFailedError(e.message ?? String(err), { code: e.code });
     }
+    if (countAsRead) this.liveAtStart = Promise.resolve(liveRead);
     try {
       await this.drain();
       await this.applyMissing(force);
@@ -477,7 +484,7 @@ class Run {
     if (candidates.length === 0) return;
     const isAudit = this.request.path === '' && this.request.recursive;
     if (isAudit && !force) {
-      // The mount's live nodes as counted when the walk began, plus what the audit discovered.
+      // The mount's live nodes the audit read (or counted, resuming), plus what it discovered.
       const total = (await this.liveAtStart) + this.counts.discovered;
       const ratio = this.o.maxMissingRatio ?? 0.5;
       if (total >= MIN_NODES_FOR_RATIO && candidates.length > ratio * total) throw new MassMissingError(candidates.length, total, ratio);

@@ -213,6 +213,9 @@ export function reconcileSuite(kind: 'local' | 's3', makeFixture: (fs: Filestore
       );
       expect(err).toBeInstanceOf(MassMissingError);
       expect((err as MassMissingError).details).toMatchObject({ wouldMiss: 25, maxRatio: 0.5 });
+      // Out of the mount's live nodes, its root aside, as the catalogue holds them.
+      const live = await fs.pool.query(`SELECT count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND path <> ''`, [m]);
+      expect((err as MassMissingError).details?.total).toBe(live.rows[0].n);
       expect(await mustNode('many/f00.txt')).toMatchObject({ consistencyState: 'ACTIVE' });
       expect(await reconcile('', { force: true })).toMatchObject({ missing: 25 });
       expect(await mustNode('many/f00.txt')).toMatchObject({ consistencyState: 'MISSING' });

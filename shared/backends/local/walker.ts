@@ -86,7 +86,9 @@ class Walker {
     // walker ~40 MB and its start, for code that is already JavaScript.
     const env = { ...process.env };
     delete env.NODE_OPTIONS;
-    this.child = spawn(process.execPath, ['--title=filestore-walker', '-'], {
+    // A young generation of 8 MB semi-spaces instead of 16: ~15 MB less per walker, and the
+    // walk no slower (with 4 MB and less it was: scavenges).
+    this.child = spawn(process.execPath, ['--title=filestore-walker', '--max-semi-space-size=8', '-'], {
       stdio: ['pipe', 'inherit', 'inherit', 'ipc'],
       serialization: 'advanced',
       env,
