@@ -1,7 +1,6 @@
 import type { Queryable } from '../db/pool.ts';
 import type { EntryStat } from '../backends/types.ts';
-import { lockKey } from '../orchestrator/locks.ts';
-import { ancestorsOf } from '../paths.ts';
+import { pathLockSet } from '../orchestrator/locks.ts';
 import { appendEvents, type NewEvent } from './outbox.ts';
 import { ancestorPairs } from './node-writes.ts';
 import { NODE_COLUMNS } from './rows.ts';
@@ -36,24 +35,10 @@ export interface Guard {
  *   throws (`isLockTimeout`: 55P03 or 57014), which aborts the transaction.
  */
 export async function lockPathsForWrite(q: Queryable, mountId: string, paths: string[], waitMs?: number): Promise<Set<string>> {
-  const modes = new Map<string, boolean>(); // key → exclusive
-  const keysOf = new Map<string, string[]>();
-  // A batch's paths share their ancestors: one hash per distinct path, not one per path and ancestor.
-  const keyOf = new Map<string, string>();
-  const key = (p: string) => {
-    let k = keyOf.get(p);
-    if (k === undefined) keyOf.set(p, (k = lockKey('path', mountId, p).toString()));
-    return k;
-  };
-  for (const p of paths) {
-    const own = key(p);
-    const keys = [own, ...ancestorsOf(p).map(key)];
-    keysOf.set(p, keys);
-    modes.set(own, true);
-    for (const k of keys.slice(1)) if (!modes.has(k)) modes.set(k, false);
-  }
-  if (modes.size === 0) return new Set();
-  const params = [[...modes.keys()], [...modes.values()]];
+  const { locks, keysOf } = pathLockSet(mountId, paths);
+  if (locks.length === 0) return new Set();
+  // In key order already; the SQL keeps that order (ORDER BY key).
+  const params = [locks.map((l) => l.key.toString()), locks.map((l) => l.mode === 'exclusive')];
   if (waitMs !== undefined) {
     // lock_timeout bounds each lock's wait, statement_timeout all of them together; the
     // latter is put back as it was for the rest of the transaction.
@@ -80,8 +65,8 @@ export async function lockPathsForWrite(q: Queryable, mountId: string, paths: st
     params,
   );
   if (rows.length === 0) return new Set(paths);
-  const refused = new Set(rows.map((r) => r.key));
-  return new Set(paths.filter((p) => !(keysOf.get(p) as string[]).some((k) => refused.has(k))));
+  const refused = new Set(rows.map((r) => BigInt(r.key)));
+  return new Set(paths.filter((p) => !(keysOf.get(p) as bigint[]).some((k) => refused.has(k))));
 }
 
 /**

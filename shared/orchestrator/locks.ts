@@ -24,17 +24,37 @@ export interface PathLock {
 
 /** Locks for changing `paths` of a mount: exclusive on each, shared on their ancestors. */
 export function pathLocks(mountId: string, paths: string[]): PathLock[] {
+  return pathLockSet(mountId, paths).locks;
+}
+
+export interface PathLockSet {
+  /** Exclusive on each path, shared on its ancestors, one per key, in key order (every writer's order). */
+  locks: PathLock[];
+  /** Each path's keys: its own, then its ancestors'. What a partial try-lock tells paths apart by. */
+  keysOf: Map<string, bigint[]>;
+}
+
+/**
+ * `pathLocks` with each path's keys beside them. A batch's paths share their ancestors: each
+ * distinct path is hashed once, not once per path below it.
+ */
+export function pathLockSet(mountId: string, paths: string[]): PathLockSet {
+  const keyOf = new Map<string, bigint>();
+  const key = (p: string): bigint => {
+    let k = keyOf.get(p);
+    if (k === undefined) keyOf.set(p, (k = lockKey('path', mountId, p)));
+    return k;
+  };
   const modes = new Map<bigint, LockMode>();
+  const keysOf = new Map<string, bigint[]>();
   for (const p of paths) {
-    for (const a of ancestorsOf(p)) {
-      const k = lockKey('path', mountId, a);
-      if (!modes.has(k)) modes.set(k, 'shared');
-    }
+    const keys = [key(p), ...ancestorsOf(p).map(key)];
+    keysOf.set(p, keys);
+    for (const k of keys.slice(1)) if (!modes.has(k)) modes.set(k, 'shared');
   }
-  for (const p of paths) modes.set(lockKey('path', mountId, p), 'exclusive');
-  return [...modes.entries()]
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([key, mode]) => ({ key, mode }));
+  for (const p of paths) modes.set(key(p), 'exclusive');
+  const locks = [...modes.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, mode]) => ({ key: k, mode }));
+  return { locks, keysOf };
 }
 
 export async function acquire(q: Queryable, locks: PathLock[]): Promise<void> {
