@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -82,6 +83,36 @@ describe('walker process', () => {
     expect(killed.length).toBeGreaterThan(0);
     expect((await onWalker('d3')).length).toBe(902);
     expect(walkerPids().some((pid) => killed.includes(pid))).toBe(false);
+  });
+
+  it('a walker process rides out SIGINT and SIGTERM (meant for its parent, which drains), and holds no environment', async () => {
+    let signalled: number[] = [];
+    let n = 0;
+    for await (const rows of walkOnWalker({ rootPath: root, dir: '', recursive: true })) {
+      n += rows.length;
+      if (signalled.length === 0) {
+        signalled = walkerPids();
+        for (const pid of signalled) {
+          process.kill(pid, 'SIGINT');
+          process.kill(pid, 'SIGTERM');
+        }
+      }
+    }
+    expect(signalled.length).toBeGreaterThan(0);
+    expect(n).toBeGreaterThan(4500);
+    expect(walkerPids()).toEqual(expect.arrayContaining(signalled));
+    // Only what node sets up its IPC channel with.
+    for (const pid of walkerPids()) {
+      const names = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter(Boolean).map((v) => v.split('=')[0]);
+      expect(names.filter((n) => !n?.startsWith('NODE_CHANNEL_'))).toEqual([]);
+    }
+  });
+
+  it('an idle walker process is not inside the mount (its working directory is /)', async () => {
+    expect((await onWalker('d2')).length).toBe(902);
+    const pids = walkerPids();
+    expect(pids.length).toBeGreaterThan(0);
+    for (const pid of pids) expect(readlinkSync(`/proc/${pid}/cwd`)).toBe('/');
   });
 
   it('listings in this process leave its working directory alone (only walker processes change theirs)', async () => {

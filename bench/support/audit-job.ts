@@ -14,7 +14,7 @@ import { createReconciler } from '../../shared/reconcile/reconciler.ts';
 import type { ReconcileCounts } from '../../shared/reconcile/types.ts';
 import { createFilestore, type Filestore } from '../../shared/runtime.ts';
 import { run } from './big-write.ts';
-import { machineBusySince, machineJiffies, processCpuSeconds, processPeakRssKB } from './proc.ts';
+import { machineBusySince, machineJiffies, processCpuSeconds, processPeakRssKB, processPssKB } from './proc.ts';
 import { walkerPids } from '../../shared/backends/local/walker.ts';
 import { traceSql, type StatementTally } from './sql-trace.ts';
 
@@ -186,6 +186,11 @@ export interface ChildAuditResult {
   peakAfterAuditKB: number;
   /** The walker processes' part of peakAfterAuditKB. */
   walkersPeakKB: number;
+  /**
+   * Largest PSS of this process and its walkers together, sampled every 100 ms during the
+   * audit (KiB): what they use between them, shared pages (node's own code) counted once.
+   */
+  sampledPeakPssKB: number;
   /** Publishing the audit's events (the relay, in close()), after the audit. */
   drainMs: number;
   /** Peak RSS at the very end, relay drain included (KiB, with the walker processes'). */
@@ -252,6 +257,11 @@ export async function runAuditChild(args: string[]): Promise<void> {
     const memory = { heapUsed: 0, heapTotal: 0, external: 0, arrayBuffers: 0, rss: 0 };
     let lastReport = 0;
     trace.reset();
+    let sampledPeakPssKB = 0;
+    const samplePss = () => {
+      sampledPeakPssKB = Math.max(sampledPeakPssKB, walkerPids().reduce((sum, pid) => sum + processPssKB(pid), processPssKB('self')));
+    };
+    const sampler = setInterval(samplePss, 100).unref();
     const result = await runAudit(fs, mountId, (c) => {
       const m = process.memoryUsage();
       for (const k of Object.keys(memory) as Array<keyof typeof memory>) memory[k] = Math.max(memory[k], m[k]);
@@ -260,6 +270,8 @@ export async function runAuditChild(args: string[]): Promise<void> {
         process.stderr.write(`  · audit child: ${c.checked} checked, RSS ${Math.round(m.rss / 2 ** 20)} MiB, heap used ${Math.round(m.heapUsed / 2 ** 20)} MiB\n`);
       }
     });
+    clearInterval(sampler);
+    samplePss();
     const walkersPeakKB = walkersPeakRssKB();
     const peakAfterAuditKB = peakRssKB() + walkersPeakKB;
     const sql = trace.tally();
@@ -273,6 +285,7 @@ export async function runAuditChild(args: string[]): Promise<void> {
       rssBeforeKB,
       peakAfterAuditKB,
       walkersPeakKB,
+      sampledPeakPssKB,
       drainMs: performance.now() - t0,
       peakAtExitKB: peakRssWithWalkersKB(),
       sql,

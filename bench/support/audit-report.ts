@@ -65,7 +65,7 @@ export async function printReport(r: Report): Promise<void> {
     console.log(`\n2. Lean local tree: ${b.files} empty files in ${b.shape.dirs} directories, created in ${s(b.createMs)} s; each audit in a child process`);
     const line = (name: string, c: ChildAuditResult) =>
       `   ${name}: ${s(c.ms)} s in the handler (${s(c.processMs)} s spawn to exit, relay drain ${s(c.drainMs)} s), RSS ${fmt(mb(c.rssBeforeKB))} MB before, ` +
-      `peak ${fmt(mb(c.peakAfterAuditKB))} MB by the audit's end (walker processes ${fmt(mb(c.walkersPeakKB ?? 0))} MB of it), ${fmt(mb(c.peakAtExitKB))} MB at exit; ${JSON.stringify(c.counts)}; WAL ${fmt(c.walBytes / 1e6, 0)} MB`;
+      `peak ${fmt(mb(c.peakAfterAuditKB))} MB by the audit's end (walker processes ${fmt(mb(c.walkersPeakKB ?? 0))} MB of it; PSS of all of them together at most ${fmt(mb(c.sampledPeakPssKB ?? 0))} MB, sampled), ${fmt(mb(c.peakAtExitKB))} MB at exit; ${JSON.stringify(c.counts)}; WAL ${fmt(c.walBytes / 1e6, 0)} MB`;
     if (b.initial) console.log(line('initial audit (discovery)', b.initial));
     else console.log(`   catalogue seeded (the rows a discovery writes, by insertNodes of the listing; no audit) in ${s(b.seedMs ?? Number.NaN)} s — BENCH_AUDIT_MILLION=discover runs the discovery audit instead`);
     console.log(line('unchanged audit', b.unchanged));

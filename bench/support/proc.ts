@@ -40,3 +40,12 @@ export function processPeakRssKB(pid: number): number {
     return 0;
   }
 }
+
+/** Proportional set size (KiB) of a process now: its own pages, plus its share of pages it shares; 0 when unreadable. */
+export function processPssKB(pid: number | 'self'): number {
+  try {
+    return Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}

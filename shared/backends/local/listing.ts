@@ -109,7 +109,7 @@ export function listSortedBatches(mount: MountRoot, dirRel: string, recursive: b
  * from each lstat without an EntryStat or a Date: what the walker processes hand over.
  *
  * With `below`, it is the part of a larger recursive listing below `dirRel` (the walker
- * threads split an audit's walk by subtree): exactly what the whole listing would hold
+ * processes split an audit's walk by subtree): exactly what the whole listing would hold
  * there, so a directory that vanished or stopped being one since the larger listing saw it
  * contributes nothing, as in `walk`, and it must be reached from the root without a symlink.
  */
@@ -236,7 +236,13 @@ function observeAll(base: string, items: SortItem[], dirRel: string): void {
       // (not searchable, say): through the handle path, which fails the same way per entry
     }
   }
-  for (const item of items) observe(prefix + item.name, joinPath(dirRel, item.name), item.seen);
+  try {
+    for (const item of items) observe(prefix + item.name, joinPath(dirRel, item.name), item.seen);
+  } finally {
+    // Not left inside the mount between windows: an idle walker would keep its filesystem
+    // busy (no unmount) and a crash could drop a core file among the user's files.
+    if (prefix === '') process.chdir('/');
+  }
 }
 
 function observe(abs: string, rel: string, seen: Observed): void {

@@ -17,8 +17,12 @@ if (typeof process.send !== 'function') throw new Error('walker-process.ts runs 
 const send = (m: FromWalker): void => {
   process.send?.(m);
 };
-// The process that started it went away: nothing is left to list for.
+// The process that started it went away: nothing is left to list for. That is the only way
+// it ends: a Ctrl-C or a service stop signals the whole process group, and the walker must
+// not fail the audits its parent is draining; the parent's exit disconnects it.
 process.on('disconnect', () => process.exit(0));
+process.on('SIGINT', () => undefined);
+process.on('SIGTERM', () => undefined);
 lstatFromWorkingDirectory();
 
 // A session lists ahead of its consumer by up to CREDIT messages of about LINES entries each:

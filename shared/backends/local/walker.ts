@@ -82,38 +82,45 @@ class Walker {
   private failed: Error | null = null;
 
   constructor(code: string) {
-    // NODE_OPTIONS is not passed on: a loader it names (tsx, under the tests) would cost the
-    // walker ~40 MB and its start, for code that is already JavaScript.
-    const env = { ...process.env };
-    delete env.NODE_OPTIONS;
+    // No environment: the walker needs none, and secrets in it (DATABASE_URL, tokens) have no
+    // business in a process that only lists. NODE_OPTIONS in particular is not passed on: a
+    // loader it names (tsx, under the tests) would cost the walker ~40 MB and its start.
     // A young generation of 8 MB semi-spaces instead of 16: ~15 MB less per walker, and the
     // walk no slower (with 4 MB and less it was: scavenges).
     this.child = spawn(process.execPath, ['--title=filestore-walker', '--max-semi-space-size=8', '-'], {
       stdio: ['pipe', 'inherit', 'inherit', 'ipc'],
       serialization: 'advanced',
-      env,
+      env: {},
+      cwd: '/', // and back there after each window of a listing (listing.ts)
     });
-    this.child.stdin?.end(code);
     this.child.on('message', (m: FromWalker) => {
       const box = this.inbox.get(m.id);
       if (!box) return;
       box.queue.push(m);
       box.wake?.();
     });
-    const fail = (err: Error) => {
-      if (this.failed) return;
-      this.failed = err;
-      const at = walkers.indexOf(this);
-      if (at >= 0) walkers.splice(at, 1);
-      for (const [id, box] of this.inbox) {
-        box.queue.push({ kind: 'error', id, error: { message: `walker process: ${err.message}` } });
-        box.wake?.();
-      }
-    };
-    this.child.on('error', fail);
-    this.child.on('exit', (code, signal) => fail(new Error(`exited with ${signal ?? `code ${code}`}`)));
-    this.child.stdin?.on('error', () => undefined); // a walker that died early: 'exit' says so
+    this.child.on('error', (err) => this.fail(err));
+    // 'close', not 'exit': what the walker sent before it ended is delivered first.
+    this.child.on('close', (code, signal) => this.fail(new Error(`exited with ${signal ?? `code ${code}`}`)));
+    this.child.stdin?.on('error', () => undefined); // a walker that died early: 'close' says so
+    this.child.stdin?.end(code);
+    // Spawned without its channel (out of file descriptors, say): unusable.
+    if (typeof this.child.send !== 'function') this.fail(new Error('started without its IPC channel'));
+    else this.setRef(false);
+  }
+
+  /** The walker is unusable: out of the pool, its sessions failed, the process gone. */
+  private fail(err: Error): void {
+    if (this.failed) return;
+    this.failed = err;
+    const at = walkers.indexOf(this);
+    if (at >= 0) walkers.splice(at, 1);
+    for (const [id, box] of this.inbox) {
+      box.queue.push({ kind: 'error', id, error: { message: `walker process: ${err.message}` } });
+      box.wake?.();
+    }
     this.setRef(false);
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
   }
 
   /** Idle, the walker does not keep the process alive (a walk in progress does: see walk). */
@@ -137,8 +144,13 @@ class Walker {
   }
 
   private send(m: ToWalker): void {
+    if (this.failed) return;
+    if (!this.child.connected) {
+      this.fail(new Error('its IPC channel is closed'));
+      return;
+    }
     this.child.send(m, (err) => {
-      if (err) this.child.kill();
+      if (err) this.fail(err);
     });
   }
 
@@ -173,7 +185,7 @@ class Walker {
         yield decoder.decode(m.bytes).split('\n');
       }
     } finally {
-      if (--this.active === 0 && !this.failed) this.setRef(false);
+      if (--this.active === 0) this.setRef(false);
       this.inbox.delete(id);
       // Abandoned (an error elsewhere, an early stop): close the walker's listing.
       if (!finished && !this.failed) this.send({ kind: 'stop', id });
@@ -189,7 +201,16 @@ export async function* walkOnWalker(request: WalkRequest): AsyncGenerator<Storag
   } catch (err) {
     throw new FilestoreError('STORAGE_ERROR', `walker process: cannot build its code: ${(err as Error).message}`);
   }
-  while (walkers.length < WALKERS) walkers.push(new Walker(code));
+  while (walkers.length < WALKERS) {
+    let w: Walker;
+    try {
+      w = new Walker(code);
+    } catch (err) {
+      throw new FilestoreError('STORAGE_ERROR', `walker process: cannot start one: ${(err as Error).message}`);
+    }
+    if (w.pid === undefined) throw new FilestoreError('STORAGE_ERROR', 'walker process: started without its IPC channel');
+    walkers.push(w);
+  }
   let least = walkers[0] as Walker;
   for (const w of walkers) if (w.active < least.active) least = w;
   yield* least.walk(request);
