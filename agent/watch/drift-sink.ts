@@ -16,7 +16,7 @@ import { ancestorsOf, comparePaths, parentOf } from '../../shared/paths.ts';
 import { LocalStrategy } from '../../shared/reconcile/strategies/local.ts';
 import type { Filestore } from '../../shared/runtime.ts';
 import { DiskStat, type Observed } from '../../shared/backends/local/disk-stat.ts';
-import { DEFAULT_MAX_JOBS_PER_BATCH, minimalRoots, planJobs, type JobTarget } from '../../shared/reconcile/job-plan.ts';
+import { DEFAULT_MAX_JOBS_PER_BATCH, enqueuePlanned, minimalRoots, type JobTarget } from '../../shared/reconcile/job-plan.ts';
 import type { CoalescedBatch } from './types.ts';
 
 export interface DriftSinkOptions {
@@ -159,12 +159,7 @@ export class DriftSink {
 
   /** Plans and sends the jobs for `targets` within what is left of the batch's budget; returns how many requests were sent. */
   private async enqueue(targets: JobTarget[], sentBefore: number): Promise<number> {
-    if (targets.length === 0) return 0;
-    // All at once: each request is a few round trips, and under a burst each await waits for
-    // a busy event loop; the jobs are independent (one path each, joined while waiting).
-    const plan = planJobs(targets, Math.max(1, this.maxJobs - sentBefore));
-    await Promise.all(plan.map((t) => this.fs.reconcile.enqueue({ mountId: this.mount.id, path: t.path, reason: 'drift', recursive: t.recursive, hash: false })));
-    return plan.length;
+    return enqueuePlanned(this.fs.reconcile, targets, { mountId: this.mount.id, reason: 'drift', hash: false }, Math.max(1, this.maxJobs - sentBefore));
   }
 
   /**

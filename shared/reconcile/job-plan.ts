@@ -1,4 +1,6 @@
 import { ancestorsOf, parentOf } from '../paths.ts';
+import type { ReconcileQueue } from '../queues/reconcile-queue.ts';
+import type { ReconcileRequest } from './types.ts';
 
 /**
  * Reconcile jobs for a set of paths, planned so a burst never floods the queue: the
@@ -46,6 +48,23 @@ export function planJobs(targets: readonly JobTarget[], maxJobs = DEFAULT_MAX_JO
     plan = up.map((path) => ({ path, recursive: true }));
   }
   return plan;
+}
+
+/**
+ * Plans the jobs for `targets` (planJobs) and sends them, each as `request` names it, all at
+ * once: each is a few round trips, and the jobs are independent (one path each, joined while
+ * waiting). Returns how many requests were sent.
+ */
+export async function enqueuePlanned(
+  queue: Pick<ReconcileQueue, 'enqueue'>,
+  targets: readonly JobTarget[],
+  request: Omit<ReconcileRequest, 'path' | 'recursive'>,
+  maxJobs = DEFAULT_MAX_JOBS_PER_BATCH,
+): Promise<number> {
+  if (targets.length === 0) return 0;
+  const plan = planJobs(targets, maxJobs);
+  await Promise.all(plan.map((t) => queue.enqueue({ ...request, path: t.path, recursive: t.recursive })));
+  return plan.length;
 }
 
 /** True when `path` or one of its ancestors is in `set` (depth lookups, not a scan of the set). */

@@ -27,7 +27,7 @@ import { ancestorsOf, comparePaths, isSameOrDescendant, normalizePath, parentOf 
 import type { Filestore } from '../runtime.ts';
 import { MassMissingError, MountUnhealthyError, ReconcileError, ScanFailedError } from './errors.ts';
 import { batches, flatten, mapItems, mergeBatches, pairPath } from './merge.ts';
-import { planJobs, type JobTarget } from './job-plan.ts';
+import { enqueuePlanned, type JobTarget } from './job-plan.ts';
 import { strategyFor, type ReconcileStrategy } from './strategy.ts';
 import { zeroCounts, type ReconcileCounts, type ReconcileHandler, type ReconcileRequest } from './types.ts';
 
@@ -472,9 +472,7 @@ class Run {
     if (targets.length === 0) return;
     const generation = Number((this.job.options as { followUp?: number }).followUp ?? 0) + 1;
     if (generation > MAX_FOLLOW_UPS) return;
-    for (const t of planJobs(targets)) {
-      await this.fs.reconcile.enqueue({ mountId: this.mount.id, path: t.path, reason: this.request.reason, recursive: t.recursive, hash: this.request.hash, followUp: generation });
-    }
+    await enqueuePlanned(this.fs.reconcile, targets, { mountId: this.mount.id, reason: this.request.reason, hash: this.request.hash, followUp: generation });
   }
 
   /** MISSING only after a complete scan, only what a second look confirms, and never most of a mount at once. */
