@@ -46,6 +46,37 @@ describe('local-only reconciliation', () => {
     return createReconciler(fs)(rows[0], async () => {});
   }
 
+  it('progress reaches the job while the run works, not after it returns, and a progress writer that fails does not fail the run', async () => {
+    const t = await createTestMount(fs, 'local');
+    for (let d = 0; d < 5; d++) {
+      await mkdir(path.join(t.root as string, `d${d}`));
+      await Promise.all(Array.from({ length: 1000 }, (_, f) => writeFile(path.join(t.root as string, `d${d}`, `f${f}`), 'x')));
+    }
+    const { rows } = await fs.pool.query(
+      `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, '', 'manual', $2, 'running')
+       RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
+                 created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
+      [t.mount.id, JSON.stringify({ recursive: true })],
+    );
+    const reports: number[] = [];
+    let returned = false;
+    let lateReports = 0;
+    const counts = await createReconciler(fs)(rows[0], async (c) => {
+      await new Promise((r) => setTimeout(r, 20)); // a slow write of the job row
+      if (returned) lateReports++;
+      reports.push(c.checked);
+      throw new Error('the job row cannot be written'); // the worker's writer logs this; the run goes on
+    });
+    returned = true;
+    expect(counts).toMatchObject({ discovered: 5005 });
+    expect(reports.length).toBeGreaterThan(0);
+    expect(reports[0]).toBeGreaterThanOrEqual(2000);
+    expect(reports.every((n) => n < counts.checked)).toBe(true);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(lateReports).toBe(0);
+    await t.cleanup();
+  });
+
   it('a content change with identical size and mtime is caught only when hashing', async () => {
     const t = await createTestMount(fs, 'local');
     const file = path.join(t.root as string, 'same.bin');

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { bundle, DIST_DIR } from '../../cli/bundle.ts';
-import { JOB_COLUMNS, type ReconcileJobRow } from '../../shared/catalogue/jobs.ts';
+import { JOB_COLUMNS, recordProgress, type ReconcileJobRow } from '../../shared/catalogue/jobs.ts';
 import type { Pool, Queryable } from '../../shared/db/pool.ts';
 import { createReconciler } from '../../shared/reconcile/reconciler.ts';
 import type { ReconcileCounts } from '../../shared/reconcile/types.ts';
@@ -62,7 +62,11 @@ export async function runAudit(fs: Filestore, mountId: string, onProgress?: (c: 
   const t0 = performance.now();
   let counts: ReconcileCounts;
   try {
-    counts = await handler(job, async (c) => onProgress?.(c));
+    // Progress as the worker records it (reconcile/worker.ts): on the job row.
+    counts = await handler(job, async (c) => {
+      await recordProgress(fs.pool, job.id, c).catch(() => undefined);
+      onProgress?.(c);
+    });
   } catch (err) {
     await autoanalyze.stop();
     await fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'failed', error = $2, finished_at = now() WHERE id = $1`, [
@@ -199,7 +203,7 @@ export interface ChildAuditResult {
   processMs: number;
   /** The audit's SQL statements (sql-trace.ts). */
   sql: StatementTally[];
-  /** Largest values seen at the progress callbacks (every 2,000 entries), bytes. */
+  /** Largest values seen at the progress callbacks (every 2,000 entries, at most every 250 ms), bytes. */
   memory: { heapUsed: number; heapTotal: number; external: number; arrayBuffers: number; rss: number };
   /** ANALYZE runs of the autoanalyze stand-in during the audit. */
   analyzeRuns: number;
