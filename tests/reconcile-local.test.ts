@@ -46,34 +46,45 @@ describe('local-only reconciliation', () => {
     return createReconciler(fs)(rows[0], async () => {});
   }
 
-  it('progress reaches the job while the run works, not after it returns, and a progress writer that fails does not fail the run', async () => {
+  it('progress reaches the job while the run works and is finished when the run returns; a progress writer that fails does not fail the run', async () => {
     const t = await createTestMount(fs, 'local');
     for (let d = 0; d < 5; d++) {
       await mkdir(path.join(t.root as string, `d${d}`));
       await Promise.all(Array.from({ length: 1000 }, (_, f) => writeFile(path.join(t.root as string, `d${d}`, `f${f}`), 'x')));
     }
-    const { rows } = await fs.pool.query(
-      `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, '', 'manual', $2, 'running')
-       RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
-                 created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
-      [t.mount.id, JSON.stringify({ recursive: true })],
-    );
+    const job = async () => {
+      const { rows } = await fs.pool.query(
+        `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, '', 'manual', $2, 'running')
+         RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
+                   created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
+        [t.mount.id, JSON.stringify({ recursive: true })],
+      );
+      return rows[0];
+    };
+    // A slow writer that then fails: the run goes on, and has waited for it when it returns.
     const reports: number[] = [];
-    let returned = false;
-    let lateReports = 0;
-    const counts = await createReconciler(fs)(rows[0], async (c) => {
-      await new Promise((r) => setTimeout(r, 20)); // a slow write of the job row
-      if (returned) lateReports++;
+    let started = 0;
+    let finished = 0;
+    const counts = await createReconciler(fs)(await job(), async (c) => {
+      started++;
+      await new Promise((r) => setTimeout(r, 500));
+      finished++;
       reports.push(c.checked);
-      throw new Error('the job row cannot be written'); // the worker's writer logs this; the run goes on
+      throw new Error('the job row cannot be written');
     });
-    returned = true;
     expect(counts).toMatchObject({ discovered: 5005 });
-    expect(reports.length).toBeGreaterThan(0);
+    expect(started).toBeGreaterThan(0);
+    expect(finished).toBe(started);
     expect(reports[0]).toBeGreaterThanOrEqual(2000);
     expect(reports.every((n) => n < counts.checked)).toBe(true);
-    await new Promise((r) => setTimeout(r, 50));
-    expect(lateReports).toBe(0);
+    // A writer that throws instead of rejecting does not fail the run either.
+    let calls = 0;
+    const again = await createReconciler(fs)(await job(), ((c: unknown) => {
+      calls++;
+      throw new Error(`cannot record ${JSON.stringify(c).length} bytes`);
+    }) as never);
+    expect(calls).toBeGreaterThan(0);
+    expect(again).toMatchObject({ unchanged: 5006 });
     await t.cleanup();
   });
 

@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Coalescer, netChange } from '../agent/watch/coalescer.ts';
-import { planJobs } from '../shared/reconcile/job-plan.ts';
+import { EnqueueError, enqueuePlanned, planJobs } from '../shared/reconcile/job-plan.ts';
+import type { ReconcileRequest } from '../shared/reconcile/types.ts';
 import type { CoalescedBatch, WatchEvent } from '../agent/watch/types.ts';
 
 const ev = (type: WatchEvent['type'], path: string): WatchEvent => ({ type, path });
@@ -154,5 +155,27 @@ describe('reconcile job planning', () => {
     const plan = planJobs(targets, 8);
     expect(plan.length).toBeLessThanOrEqual(8);
     expect(plan).toEqual(expect.arrayContaining([{ path: 'p0', recursive: true }]));
+  });
+
+  it('jobs that could not be queued are named once every send has settled; the others are sent', async () => {
+    const sent: string[] = [];
+    let settled = 0;
+    const queue = {
+      async enqueue(r: ReconcileRequest) {
+        await new Promise((resolve) => setTimeout(resolve, r.path === 'slow' ? 30 : 1));
+        settled++;
+        if (r.path.startsWith('bad')) throw new Error(`queue refused ${r.path}`);
+        sent.push(r.path);
+        return { job: {} as never, coalesced: false };
+      },
+    };
+    const targets = ['bad1', 'good', 'slow', 'bad2'].map((path) => ({ path, recursive: true }));
+    const err = await enqueuePlanned(queue, targets, { mountId: 'm', reason: 'drift', hash: false }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(EnqueueError);
+    expect((err as EnqueueError).unsent.map((t) => t.path).sort()).toEqual(['bad1', 'bad2']);
+    expect((err as EnqueueError).message).toMatch(/2 reconcile job\(s\) could not be queued: queue refused bad/);
+    expect(settled).toBe(4); // the slow one too: nothing is still being sent when it throws
+    expect(sent.sort()).toEqual(['good', 'slow']);
+    expect(await enqueuePlanned(queue, [{ path: 'good', recursive: false }], { mountId: 'm', reason: 'drift', hash: false })).toBe(1);
   });
 });

@@ -50,10 +50,22 @@ export function planJobs(targets: readonly JobTarget[], maxJobs = DEFAULT_MAX_JO
   return plan;
 }
 
+/** Some planned jobs could not be sent: `unsent` are their targets, `cause` the first failure. */
+export class EnqueueError extends Error {
+  constructor(
+    readonly unsent: JobTarget[],
+    override readonly cause: unknown,
+  ) {
+    super(`${unsent.length} reconcile job(s) could not be queued: ${(cause as Error)?.message ?? String(cause)}`);
+    this.name = 'EnqueueError';
+  }
+}
+
 /**
  * Plans the jobs for `targets` (planJobs) and sends them, each as `request` names it, all at
  * once: each is a few round trips, and the jobs are independent (one path each, joined while
- * waiting). Returns how many requests were sent.
+ * waiting). Returns how many requests were sent, once every send has settled; throws an
+ * EnqueueError naming the targets whose jobs were not sent.
  */
 export async function enqueuePlanned(
   queue: Pick<ReconcileQueue, 'enqueue'>,
@@ -63,7 +75,9 @@ export async function enqueuePlanned(
 ): Promise<number> {
   if (targets.length === 0) return 0;
   const plan = planJobs(targets, maxJobs);
-  await Promise.all(plan.map((t) => queue.enqueue({ ...request, path: t.path, recursive: t.recursive })));
+  const sent = await Promise.allSettled(plan.map((t) => queue.enqueue({ ...request, path: t.path, recursive: t.recursive })));
+  const failed = sent.flatMap((r, i) => (r.status === 'rejected' ? [{ target: plan[i] as JobTarget, reason: r.reason as unknown }] : []));
+  if (failed.length > 0) throw new EnqueueError(failed.map((f) => f.target), failed[0]?.reason);
   return plan.length;
 }
 

@@ -27,7 +27,7 @@ import { ancestorsOf, comparePaths, isSameOrDescendant, normalizePath, parentOf 
 import type { Filestore } from '../runtime.ts';
 import { MassMissingError, MountUnhealthyError, ReconcileError, ScanFailedError } from './errors.ts';
 import { batches, flatten, mapItems, mergeBatches, pairPath } from './merge.ts';
-import { enqueuePlanned, type JobTarget } from './job-plan.ts';
+import { EnqueueError, enqueuePlanned, type JobTarget } from './job-plan.ts';
 import { strategyFor, type ReconcileStrategy } from './strategy.ts';
 import { zeroCounts, type ReconcileCounts, type ReconcileHandler, type ReconcileRequest } from './types.ts';
 
@@ -177,12 +177,16 @@ class Run {
 
   /** Progress now, unless a report is still being written or the last one is too recent. */
   private reportProgress(): void {
+    // The next look comes PROGRESS_EVERY entries later either way (not on every entry).
+    this.lastProgress = this.counts.checked;
     const now = performance.now();
     if (this.progressing !== null || now - this.lastProgressAt < PROGRESS_MS) return;
-    this.lastProgress = this.counts.checked;
     this.lastProgressAt = now;
-    // The worker's callback logs a failed write itself: progress must not fail the work.
-    this.progressing = this.progress({ ...this.counts })
+    const counts = { ...this.counts };
+    // The worker's callback logs a failed write itself: progress must not fail the work, even
+    // a callback that throws rather than rejects.
+    this.progressing = Promise.resolve()
+      .then(() => this.progress(counts))
       .catch(() => {})
       .finally(() => (this.progressing = null));
   }
@@ -253,7 +257,7 @@ class Run {
               await this.enqueueFollowUps();
               await saveCheckpoint(this.pool, this.job.id, { after, counts: { ...addCounts(counted, this.landed) }, startedAt: auditStartedAt.toISOString() });
             });
-            void this.inflight.catch(() => {}); // surfaced by the next flush or drain
+            void this.inflight.catch(() => {}); // surfaced by a later flush or the drain
           }
         }
       }
@@ -366,12 +370,13 @@ class Run {
    */
   private async flush(): Promise<void> {
     await this.previous;
+    // What the next flush waits for: everything handed over so far, checkpoints included (an
+    // unchanged tree hands over no batch, and its checkpoints must not pile up either).
+    this.previous = this.inflight;
     if (this.pendingWrites() === 0) return;
     const batch = this.takeBatch();
-    const writing = this.inflight.then(() => this.write(batch));
-    this.previous = this.inflight;
-    this.inflight = writing;
-    void writing.catch(() => {}); // surfaced by the next flush or drain
+    this.inflight = this.inflight.then(() => this.write(batch));
+    void this.inflight.catch(() => {}); // surfaced by a later flush or the drain
   }
 
   /** Waits until everything handed over is written. */
@@ -515,7 +520,13 @@ class Run {
     if (targets.length === 0) return;
     const generation = Number((this.job.options as { followUp?: number }).followUp ?? 0) + 1;
     if (generation > MAX_FOLLOW_UPS) return;
-    await enqueuePlanned(this.fs.reconcile, targets, { mountId: this.mount.id, reason: this.request.reason, hash: this.request.hash, followUp: generation });
+    try {
+      await enqueuePlanned(this.fs.reconcile, targets, { mountId: this.mount.id, reason: this.request.reason, hash: this.request.hash, followUp: generation });
+    } catch (err) {
+      // Kept for the next try (the failure paths try again): held paths are never dropped.
+      if (err instanceof EnqueueError) this.deferred.push(...err.unsent);
+      throw err;
+    }
   }
 
   /** MISSING only after a complete scan, only what a second look confirms, and never most of a mount at once. */
