@@ -1,8 +1,8 @@
 import type { Mount } from '../catalogue/types.ts';
 import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
 import { instrumentBackend } from './instrumented.ts';
+import { LazyBackend } from './lazy.ts';
 import { LocalExecutor } from './local/local-executor.ts';
-import { S3Executor } from './s3/s3-executor.ts';
 import type { Backend } from './types.ts';
 
 export interface S3Defaults {
@@ -36,12 +36,16 @@ export class BackendRegistry {
       backend =
         mount.kind === 'local'
           ? new LocalExecutor({ rootPath: mount.rootPath as string })
-          : new S3Executor({
-              bucket: mount.bucket as string,
-              prefix: mount.prefix,
-              region: mount.region ?? this.s3Defaults.region ?? 'us-east-1',
-              endpoint: mount.endpoint ?? this.s3Defaults.endpoint,
-              credentials: this.s3Defaults.credentials,
+          : // The AWS SDK is loaded with the first S3 mount used, not by every process.
+            new LazyBackend('s3', async () => {
+              const { S3Executor } = await import('./s3/s3-executor.ts');
+              return new S3Executor({
+                bucket: mount.bucket as string,
+                prefix: mount.prefix,
+                region: mount.region ?? this.s3Defaults.region ?? 'us-east-1',
+                endpoint: mount.endpoint ?? this.s3Defaults.endpoint,
+                credentials: this.s3Defaults.credentials,
+              });
             });
       if (this.metrics) backend = instrumentBackend(backend, this.metrics);
       this.cache.set(key, backend);

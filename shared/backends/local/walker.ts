@@ -1,7 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { build } from 'esbuild';
 import { FilestoreError } from '../../errors.ts';
 import { PACKAGE_ROOT } from '../../package.ts';
 import { comparePaths } from '../../paths.ts';
@@ -56,7 +55,8 @@ let walkerCode: Promise<string> | null = null;
 const decoder = new TextDecoder();
 
 function bundleWalkerCode(): Promise<string> {
-  walkerCode ??= build({
+  // esbuild is loaded by the first walk, not by every process that could walk.
+  walkerCode ??= import('esbuild').then(({ build }) => build({
     entryPoints: [join(PACKAGE_ROOT, 'shared/backends/local/walker-process.ts')],
     bundle: true,
     platform: 'node',
@@ -64,7 +64,7 @@ function bundleWalkerCode(): Promise<string> {
     target: 'node20',
     write: false,
     logLevel: 'silent',
-  }).then((r) => (r.outputFiles[0] as { text: string }).text);
+  })).then((r) => (r.outputFiles[0] as { text: string }).text);
   walkerCode.catch(() => (walkerCode = null)); // the next walk tries again
   return walkerCode;
 }
