@@ -48,7 +48,7 @@ import { deleteMount } from '../shared/catalogue/mounts.ts';
 import { ensureDatabase } from '../shared/db/ensure-database.ts';
 import { createPool } from '../shared/db/pool.ts';
 import { createFilestore } from '../shared/runtime.ts';
-import { AUDIT_CHILD_FLAG, runAuditChild, vacuumCatalogue } from './support/audit-job.ts';
+import { vacuumCatalogue } from './support/audit-job.ts';
 import { localAuditPart, type BenchContext, type LocalResult } from './support/audit-local.ts';
 import { millionAuditPart, type MillionMode, type MillionResult } from './support/audit-million.ts';
 import { ensureRclone } from './support/audit-peers.ts';
@@ -61,9 +61,7 @@ import { machineFacts } from './support/machine.ts';
 import { envInt, fmt } from './support/measure.ts';
 import { traceSql } from './support/sql-trace.ts';
 
-if (process.argv[2] === AUDIT_CHILD_FLAG) {
-  await runAuditChild(process.argv.slice(3));
-} else if (process.argv[2] === FAUXQS_CHILD_FLAG) {
+if (process.argv[2] === FAUXQS_CHILD_FLAG) {
   await runFauxqsChild(process.argv.slice(3));
 } else {
   await main();
@@ -144,7 +142,7 @@ async function main(): Promise<void> {
     if (million) {
       const pool = createPool(config.databaseUrl, 2);
       try {
-        big = await millionAuditPart({ pool, config, tempDir, progress, mounts: ctx.mounts, invalid: ctx.invalid }, script, millionShape, millionMode);
+        big = await millionAuditPart({ pool, config, tempDir, progress, mounts: ctx.mounts, invalid: ctx.invalid }, millionShape, millionMode);
       } finally {
         await pool.end();
       }

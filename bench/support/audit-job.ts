@@ -5,15 +5,12 @@
  * included), and an autoanalyze stand-in for servers where autovacuum is off.
  */
 import { readFileSync } from 'node:fs';
-import { basename, extname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { bundle, DIST_DIR } from '../../cli/bundle.ts';
 import { JOB_COLUMNS, recordProgress, type ReconcileJobRow } from '../../shared/catalogue/jobs.ts';
 import type { Pool, Queryable } from '../../shared/db/pool.ts';
 import { createReconciler } from '../../shared/reconcile/reconciler.ts';
 import type { ReconcileCounts } from '../../shared/reconcile/types.ts';
 import { createFilestore, type Filestore } from '../../shared/runtime.ts';
-import { run } from './big-write.ts';
 import { machineBusySince, machineJiffies, processCpuSeconds, processPeakRssKB, processPssKB } from './proc.ts';
 import { walkerPids } from '../../shared/backends/local/walker.ts';
 import { traceSql, type StatementTally } from './sql-trace.ts';
@@ -176,8 +173,7 @@ export async function vacuumCatalogue(q: Queryable): Promise<number> {
 // ---------------------------------------------------------------------------------------------
 // The child process: createFilestore, one audit, report, close.
 
-export const AUDIT_CHILD_FLAG = '--child-audit';
-const RESULT_MARKER = 'BENCH_AUDIT_RESULT ';
+export const RESULT_MARKER = 'BENCH_AUDIT_RESULT ';
 
 export interface ChildAuditResult {
   counts: ReconcileCounts;
@@ -214,40 +210,10 @@ export interface ChildConfig {
   redisUrl: string;
 }
 
-/**
- * Spawns `script` as an audit child for `mountId` and returns what it measured. The child is
- * started as Filestore's long-running processes are (cli/bundle.ts): bundled into plain
- * JavaScript by the same build, run by node alone. Through tsx it would also carry tsx's
- * loader thread and caches (~35 MB), which a worker does not.
- */
-export async function spawnAudit(script: string, mountId: string, config: ChildConfig): Promise<ChildAuditResult> {
-  const bundled = await bundledScript(script);
-  const t0 = performance.now();
-  const out = await run(process.execPath, [bundled, AUDIT_CHILD_FLAG, mountId, config.databaseUrl, config.redisUrl]);
-  const processMs = performance.now() - t0;
-  const line = out.split('\n').find((l) => l.startsWith(RESULT_MARKER));
-  if (!line) throw new Error(`the audit child printed no result:\n${out}`);
-  return { ...(JSON.parse(line.slice(RESULT_MARKER.length)) as Omit<ChildAuditResult, 'processMs'>), processMs };
-}
-
-const bundles = new Map<string, Promise<string>>();
-
-/** `script` bundled as the CLI is (cli/bundle.ts), into dist/bench/, once per process: the bundle's path. */
-function bundledScript(script: string): Promise<string> {
-  let out = bundles.get(script);
-  if (!out) {
-    const name = basename(script, extname(script));
-    const outdir = join(DIST_DIR, 'bench');
-    out = bundle({ [name]: script }, outdir).then(() => join(outdir, `${name}.js`));
-    bundles.set(script, out);
-  }
-  return out;
-}
-
-/** The child's side (argv after the flag: mountId, databaseUrl, redisUrl). */
+/** The child's side (bench/support/audit-child.ts; argv: mountId, databaseUrl, redisUrl). */
 export async function runAuditChild(args: string[]): Promise<void> {
   const [mountId, databaseUrl, redisUrl] = args;
-  if (!mountId || !databaseUrl || !redisUrl) throw new Error(`usage: ${AUDIT_CHILD_FLAG} <mountId> <databaseUrl> <redisUrl>`);
+  if (!mountId || !databaseUrl || !redisUrl) throw new Error('usage: audit-child <mountId> <databaseUrl> <redisUrl>');
   const fs = await createFilestore({
     databaseUrl,
     redisUrl,

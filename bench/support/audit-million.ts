@@ -19,7 +19,8 @@ import { recomputeRollups } from '../../shared/catalogue/rollups.ts';
 import type { Mount } from '../../shared/catalogue/types.ts';
 import { inTransaction, type Pool } from '../../shared/db/pool.ts';
 import { createFilestore } from '../../shared/runtime.ts';
-import { spawnAudit, startAutoanalyze, vacuumCatalogue, type ChildAuditResult, type ChildConfig } from './audit-job.ts';
+import { startAutoanalyze, vacuumCatalogue, type ChildAuditResult, type ChildConfig } from './audit-job.ts';
+import { spawnAudit } from './audit-spawn.ts';
 import { findPrintf, rcloneLsjson, timeCommand, type PeerRun } from './audit-peers.ts';
 import { createLeanTree, type TreeShape } from './audit-trees.ts';
 import { syncAll } from './big-write.ts';
@@ -51,7 +52,7 @@ export interface MillionContext {
   invalid: string[];
 }
 
-export async function millionAuditPart(ctx: MillionContext, script: string, shape: TreeShape, mode: MillionMode): Promise<MillionResult> {
+export async function millionAuditPart(ctx: MillionContext, shape: TreeShape, mode: MillionMode): Promise<MillionResult> {
   const root = join(ctx.tempDir, 'million-tree');
   const files = shape.dirs * shape.filesPerDir;
   ctx.progress(`creating ${files} empty files in ${shape.dirs} directories (xargs touch)…`);
@@ -70,7 +71,7 @@ export async function millionAuditPart(ctx: MillionContext, script: string, shap
   let seedMs: number | null = null;
   if (mode === 'discover') {
     ctx.progress(`initial audit of the untracked 1M tree in a child process (discovers ${entries} nodes)…`);
-    initial = await spawnAudit(script, mount.id, ctx.config);
+    initial = await spawnAudit(mount.id, ctx.config);
     if (initial.counts.discovered !== entries) ctx.invalid.push(`1M initial audit: discovered ${initial.counts.discovered}, expected ${entries}`);
     ctx.progress(`discovered in ${(initial.ms / 1000).toFixed(1)} s; VACUUM (ANALYZE)…`);
   } else {
@@ -85,7 +86,7 @@ export async function millionAuditPart(ctx: MillionContext, script: string, shap
 
   const vacuumMs = await vacuumCatalogue(ctx.pool);
   ctx.progress('unchanged audit of the 1M tree in a child process…');
-  const unchanged = await spawnAudit(script, mount.id, ctx.config);
+  const unchanged = await spawnAudit(mount.id, ctx.config);
   const c = unchanged.counts;
   if (c.updated + c.discovered + c.missing !== 0 || c.unchanged !== entries + 1) {
     ctx.invalid.push(`1M unchanged audit: counts ${JSON.stringify(c)}, expected ${entries + 1} unchanged`);
