@@ -135,7 +135,7 @@ export async function finishEntry(
            ), ev AS (
              INSERT INTO filestore.outbox (mount_id, type, data)
              SELECT t.mount_id, t.type, t.data
-               FROM unnest($6::uuid[], $7::text[], $8::jsonb[]) WITH ORDINALITY AS t(mount_id, type, data, n)
+               FROM unnest($6::uuid[], $7::text[], $8::json[]) WITH ORDINALITY AS t(mount_id, type, data, n)
               WHERE EXISTS (SELECT 1 FROM f)
               ORDER BY t.n
            )

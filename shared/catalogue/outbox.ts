@@ -35,13 +35,14 @@ export interface NewEvent {
  */
 export async function appendEvents(q: Queryable, events: NewEvent[]): Promise<void> {
   if (events.length === 0) return;
-  // The data travel as one JSON array rather than a jsonb[] literal: the array literal quotes
-  // and escapes every JSON text (in JS, and again when PostgreSQL reads it back).
+  // The data travel as one JSON array rather than a json[] literal: the array literal quotes
+  // and escapes every JSON text (in JS, and again when PostgreSQL reads it back). The column is
+  // json (migration 7): each element is kept as the text it is, no jsonb conversion.
   await q.query(
     `INSERT INTO filestore.outbox (mount_id, type, data)
      SELECT t.mount_id, t.type, d.data
        FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS t(mount_id, type, n)
-       JOIN jsonb_array_elements($3::jsonb) WITH ORDINALITY AS d(data, n) ON d.n = t.n
+       JOIN json_array_elements($3::json) WITH ORDINALITY AS d(data, n) ON d.n = t.n
       ORDER BY t.n`,
     [events.map((e) => e.mountId), events.map((e) => e.type), JSON.stringify(events.map((e) => e.data))],
   );
