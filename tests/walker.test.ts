@@ -85,6 +85,15 @@ describe('walker process', () => {
     expect(walkerPids().some((pid) => killed.includes(pid))).toBe(false);
   });
 
+  it('walkers killed while idle, their exit not yet seen: the next walk goes to new ones and lists everything', async () => {
+    expect((await onWalker('d1')).length).toBe(902); // the walkers are up
+    const killed = walkerPids();
+    expect(killed.length).toBeGreaterThan(0);
+    for (const pid of killed) process.kill(pid, 'SIGKILL');
+    expect((await onWalker('d2')).length).toBe(902); // at once: before their 'close' events
+    expect(walkerPids().some((pid) => killed.includes(pid))).toBe(false);
+  });
+
   it('a walker process rides out SIGINT and SIGTERM (meant for its parent, which drains), and holds no environment', async () => {
     let signalled: number[] = [];
     let n = 0;

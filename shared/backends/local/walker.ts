@@ -45,7 +45,14 @@ const CREDIT_BACK = 3;
 export type FromWalker =
   | { kind: 'batch'; id: number; bytes: Uint8Array }
   | { kind: 'done'; id: number }
-  | { kind: 'error'; id: number; error: { code?: string; message: string; details?: Record<string, unknown> } };
+  | { kind: 'error'; id: number; error: { code?: string; message: string; details?: Record<string, unknown>; gone?: boolean } };
+
+/** The walker process serving a walk went away (killed, crashed): not an error of the listing. */
+class WalkerGoneError extends FilestoreError {
+  constructor(message: string) {
+    super('STORAGE_ERROR', message);
+  }
+}
 
 // The walker runs plain JavaScript: its TypeScript (the listing code and what it imports) is
 // bundled once per process with esbuild, from the sources, found from the package root (this
@@ -116,7 +123,7 @@ class Walker {
     const at = walkers.indexOf(this);
     if (at >= 0) walkers.splice(at, 1);
     for (const [id, box] of this.inbox) {
-      box.queue.push({ kind: 'error', id, error: { message: `walker process: ${err.message}` } });
+      box.queue.push({ kind: 'error', id, error: { message: `walker process: ${err.message}`, gone: true } });
       box.wake?.();
     }
     this.setRef(false);
@@ -162,7 +169,7 @@ class Walker {
   }
 
   async *walk(request: WalkRequest): AsyncGenerator<StorageRow[]> {
-    if (this.failed) throw new FilestoreError('STORAGE_ERROR', `walker process: ${this.failed.message}`);
+    if (this.failed) throw new WalkerGoneError(`walker process: ${this.failed.message}`);
     const id = this.nextId++;
     this.inbox.set(id, { queue: [], wake: null });
     if (this.active++ === 0) this.setRef(true);
@@ -178,6 +185,7 @@ class Walker {
         }
         if (m.kind === 'error') {
           finished = true;
+          if (m.error.gone) throw new WalkerGoneError(m.error.message);
           throw new FilestoreError((m.error.code ?? 'STORAGE_ERROR') as never, m.error.message, m.error.details);
         }
         // Credit for more messages: the walker lists ahead while these batches are compared.
@@ -201,19 +209,33 @@ export async function* walkOnWalker(request: WalkRequest): AsyncGenerator<Storag
   } catch (err) {
     throw new FilestoreError('STORAGE_ERROR', `walker process: cannot build its code: ${(err as Error).message}`);
   }
-  while (walkers.length < WALKERS) {
-    let w: Walker;
-    try {
-      w = new Walker(code);
-    } catch (err) {
-      throw new FilestoreError('STORAGE_ERROR', `walker process: cannot start one: ${(err as Error).message}`);
+  // A walker that died unnoticed (its exit not yet seen) fails the walk before it lists
+  // anything: the walk goes to another walker (each such failure takes one out of the pool).
+  // One that dies after handing rows over fails the walk, which cannot be resumed elsewhere.
+  for (let attempt = 1; ; attempt++) {
+    while (walkers.length < WALKERS) {
+      let w: Walker;
+      try {
+        w = new Walker(code);
+      } catch (err) {
+        throw new FilestoreError('STORAGE_ERROR', `walker process: cannot start one: ${(err as Error).message}`);
+      }
+      if (w.pid === undefined) throw new FilestoreError('STORAGE_ERROR', 'walker process: started without its IPC channel');
+      walkers.push(w);
     }
-    if (w.pid === undefined) throw new FilestoreError('STORAGE_ERROR', 'walker process: started without its IPC channel');
-    walkers.push(w);
+    let least = walkers[0] as Walker;
+    for (const w of walkers) if (w.active < least.active) least = w;
+    let listed = false;
+    try {
+      for await (const rows of least.walk(request)) {
+        listed = true;
+        yield rows;
+      }
+      return;
+    } catch (err) {
+      if (listed || attempt > WALKERS || !(err instanceof WalkerGoneError)) throw err;
+    }
   }
-  let least = walkers[0] as Walker;
-  for (const w of walkers) if (w.active < least.active) least = w;
-  yield* least.walk(request);
 }
 
 /** The process ids of this process's live walkers: what their CPU and memory are measured by. */
