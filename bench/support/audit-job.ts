@@ -98,11 +98,6 @@ function walkersCpu(): Map<number, number> {
   return new Map(walkerPids().map((pid) => [pid, processCpuSeconds(pid)]));
 }
 
-/** Peak resident set size of this process and its walker processes so far, KiB (VmHWM, summed). */
-function peakRssWithWalkersKB(): number {
-  return peakRssKB() + walkersPeakRssKB();
-}
-
 /** Peak resident set sizes of the walker processes so far, summed (KiB). */
 function walkersPeakRssKB(): number {
   return walkerPids().reduce((sum, pid) => sum + processPeakRssKB(pid), 0);
@@ -257,7 +252,7 @@ export async function runAuditChild(args: string[]): Promise<void> {
       walkersPeakKB,
       sampledPeakPssKB,
       drainMs: performance.now() - t0,
-      peakAtExitKB: peakRssWithWalkersKB(),
+      peakAtExitKB: peakRssKB() + walkersPeakRssKB(),
       sql,
       memory,
       analyzeRuns: result.analyzeRuns,

@@ -249,7 +249,7 @@ type Unit = { rows: StorageRow[] } | { subtree: string };
 // Subtrees listed at once (their sessions read ahead while an earlier one is consumed): two
 // per walker, so a walker that finished a subtree goes on with another while the consumer is
 // still working through the first (with one per walker, walkers idled at every subtree's end).
-// What they list ahead waits as transferred bytes, outside the consumer's heap.
+// What they list ahead waits as bytes received over the IPC channel, outside the consumer's heap.
 const AHEAD = WALKERS * 2;
 // A directory with fewer subdirectories than this is split one level further down (a tree
 // with one big top-level directory would otherwise be listed by one walker), down to SPLIT_DEPTH.
