@@ -92,6 +92,9 @@ function errorHeaders(e: FilestoreError): Record<string, string> | undefined {
   if (e.code === 'UNAUTHENTICATED') return { 'www-authenticate': 'Bearer realm="filestore"' };
   if (e.code === 'METHOD_NOT_ALLOWED') return { allow: (e.details?.allow as string[]).join(', ') };
   if (e.code === 'RANGE_NOT_SATISFIABLE') return { 'content-range': `bytes */${String(e.details?.sizeBytes)}` };
+  // RFC 9110 §10.2.3: how long to wait before sending the request again (503, 429).
+  const retryAfter = e.details?.retryAfterSeconds;
+  if (typeof retryAfter === 'number' && Number.isFinite(retryAfter)) return { 'retry-after': String(Math.max(1, Math.ceil(retryAfter))) };
   return undefined;
 }
 

@@ -33,6 +33,19 @@ export type KnownErrorCode =
   | 'RANGE_NOT_SATISFIABLE'
   | 'PAYLOAD_TOO_LARGE'
   | 'NOT_IMPLEMENTED'
+  /** A JSON body sent without Content-Type: application/json (415). */
+  | 'UNSUPPORTED_MEDIA_TYPE'
+  /** A cross-site request, or a Host that is not loopback, while authentication is off (403). */
+  | 'ORIGIN_NOT_ALLOWED'
+  /** The request body stopped arriving for longer than the server's idle timeout (408). */
+  | 'REQUEST_TIMEOUT'
+  /** The event stream cannot resume from a point older than the outbox keeps (410): start from now. */
+  | 'RESUME_POINT_EXPIRED'
+  | 'AGENT_ID_IN_USE'
+  /** The storage is full (507): free space, then send the command again. */
+  | 'INSUFFICIENT_STORAGE'
+  /** A service Filestore needs (PostgreSQL, Redis) or a limited resource is not available now (503, Retry-After). */
+  | 'UNAVAILABLE'
   | 'INTERNAL'
   /** Client-side: the server answered something that is not a Filestore error body (a proxy page, a truncated download). */
   | 'UNEXPECTED_RESPONSE';
