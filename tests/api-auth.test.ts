@@ -152,7 +152,7 @@ describe('request validation', () => {
     await expectError(mkdir({ json: { path: 'a' } }), 400, 'VALIDATION_ERROR');
     await expectError(mkdir({ json: [] }), 400, 'VALIDATION_ERROR');
     await expectError(mkdir({}), 400, 'VALIDATION_ERROR');
-    await expectError(mkdir({ body: JSON.stringify({ mountId: t.mount.key, path: 'a' }), headers: { 'content-type': 'text/plain' } }), 400, 'VALIDATION_ERROR');
+    await expectError(mkdir({ body: JSON.stringify({ mountId: t.mount.key, path: 'a' }), headers: { 'content-type': 'text/plain' } }), 415, 'UNSUPPORTED_MEDIA_TYPE');
     const v = await expectError(c.call('POST', '/v1/commands/move', { json: { mountId: t.mount.key, path: 'a', targetPath: 'b', expectedVersion: -1 } }), 400, 'VALIDATION_ERROR');
     expect(v.message).toContain('expectedVersion');
     expect(await visible(t.root as string)).toEqual([]);

@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import { FilestoreError, asFilestoreError } from '../errors.ts';
 import type { Authenticator, Principal } from './auth.ts';
 import type { ApiDeps } from './deps.ts';
+import { assertLocalCaller } from './local-caller.ts';
 import { readJsonBody } from './request.ts';
 import type { ApiRequest, ApiResponse, Route } from './route.ts';
 import { ROUTES } from './routes/index.ts';
@@ -45,6 +46,8 @@ export function createApi(deps: ApiDeps, auth: Authenticator, routes: readonly R
   }
 
   async function dispatch(req: ApiRequest, correlationId: string): Promise<HandledResponse> {
+    // Without tokens, a web page must not be able to use the API on the user's behalf.
+    if (auth.disabled) assertLocalCaller(req.headers);
     const found = match(req);
     const route = found?.route;
     if (!found || !route) {

@@ -16,8 +16,13 @@ export async function readJsonBody(body: Readable | null, contentType: string | 
     chunks.push(chunk as Buffer);
   }
   if (size === 0) return undefined;
-  if (contentType && !/^application\/(.+\+)?json\b/i.test(contentType)) {
-    throw new FilestoreError('VALIDATION_ERROR', `expected Content-Type application/json, got ${contentType}`);
+  // Required, not assumed: a browser sends text/plain and form bodies cross-site without a CORS
+  // preflight, application/json never (https://fetch.spec.whatwg.org/#cors-safelisted-request-header).
+  if (!contentType || !/^\s*application\/([^;\s]+\+)?json\s*(;|$)/i.test(contentType)) {
+    throw new FilestoreError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `this route takes a JSON body: send it with Content-Type: application/json${contentType ? `, not ${contentType.slice(0, 100)}` : ''}`,
+    );
   }
   try {
     return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
