@@ -33,6 +33,8 @@ export interface AgentOptions {
   port: number;
   tokens: TokenEntry[];
   authDisabled?: boolean | undefined;
+  /** FILESTORE_BODY_IDLE_TIMEOUT_MS: a request body that stops arriving this long is 408 (default 30 000). */
+  bodyIdleTimeoutMs?: number | undefined;
   /** Where API processes reach this agent (default: http://<hostname or host>:<port>). */
   advertisedUrl?: string | undefined;
   poolSize?: number | undefined;
@@ -133,6 +135,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       port: o.port,
       tokens: o.tokens,
       authDisabled: o.authDisabled,
+      bodyIdleTimeoutMs: o.bodyIdleTimeoutMs,
       log,
       readiness: async () => ({ agent: ready ? 'ok' : 'starting' }),
     });

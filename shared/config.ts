@@ -62,6 +62,8 @@ const EnvSchema = z.object({
   FILESTORE_DB_POOL_SIZE: z.coerce.number().int().min(2).max(500).default(20),
   FILESTORE_CACHE_TTL_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   PORT: z.coerce.number().int().min(0).max(65_535).default(4300),
+  /** A request body whose bytes stop arriving for this long is answered 408 REQUEST_TIMEOUT. */
+  FILESTORE_BODY_IDLE_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
   /** Address the API listens on; anything but loopback requires tokens. */
   FILESTORE_HOST: z.string().min(1).default('127.0.0.1'),
   /** JSON array of {name, sha256, scopes}: hashes of bearer tokens, never the tokens (`filestore token create`). */

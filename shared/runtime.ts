@@ -21,6 +21,8 @@ export interface FilestoreOptions {
   /** redis://… or 'inline' (in-process events and cache: one process only). */
   redisUrl: string;
   poolSize?: number | undefined;
+  /** How long a caller waits for a connection of a busy pool before 503 UNAVAILABLE (default 10 000 ms). */
+  poolAcquireTimeoutMs?: number | undefined;
   cacheTtlSeconds?: number | undefined;
   s3?: S3Defaults | undefined;
   hooks?: OrchestratorHooks | undefined;
@@ -87,7 +89,7 @@ export interface Filestore {
 export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
   const log = o.log ?? (() => {});
   if (o.migrate !== false) await migrate(o.databaseUrl, log);
-  const pool = createPool(o.databaseUrl, o.poolSize ?? 20);
+  const pool = createPool(o.databaseUrl, o.poolSize ?? 20, { acquireTimeoutMs: o.poolAcquireTimeoutMs });
   let queuePrefix: string;
   try {
     queuePrefix = o.queuePrefix ?? (await catalogueQueuePrefix(pool));

@@ -16,6 +16,7 @@ export function agentOptionsFrom(config: Config, databaseUrl: string, log: (line
     port: config.PORT,
     tokens: auth.tokens,
     authDisabled: auth.disabled,
+    bodyIdleTimeoutMs: config.FILESTORE_BODY_IDLE_TIMEOUT_MS,
     advertisedUrl: config.FILESTORE_AGENT_URL,
     poolSize: config.FILESTORE_DB_POOL_SIZE,
     s3Endpoint: config.FILESTORE_S3_ENDPOINT,

@@ -2,6 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import type { Api, HandledResponse } from './app.ts';
+import { IdleTimeoutBody } from './idle-body.ts';
 import type { ApiRequest, SseMessage, SseSink } from './route.ts';
 
 export interface HttpServerOptions {
@@ -9,6 +10,8 @@ export interface HttpServerOptions {
   host: string;
   port: number;
   log(line: string): void;
+  /** A request body whose bytes stop arriving for this long fails with 408 REQUEST_TIMEOUT (default 30 000). */
+  bodyIdleTimeoutMs?: number | undefined;
   /** Called once per answered request (metrics). `route` is the pattern, never the raw URL. */
   onResponse?: ((method: string, route: string, status: number, seconds: number) => void) | undefined;
 }
@@ -21,6 +24,7 @@ export interface HttpServer {
 }
 
 const KEEP_ALIVE_MS = 15_000;
+export const DEFAULT_BODY_IDLE_TIMEOUT_MS = 30_000;
 // A stream client that stops reading is dropped once this much is queued for it; it
 // resumes with Last-Event-ID and loses nothing.
 const MAX_SSE_BACKLOG = 8 * 1024 * 1024;
@@ -29,6 +33,7 @@ const MAX_SSE_BACKLOG = 8 * 1024 * 1024;
 export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer> {
   const streams = new Set<() => void>();
   let closing = false;
+  const idleMs = o.bodyIdleTimeoutMs ?? DEFAULT_BODY_IDLE_TIMEOUT_MS;
 
   const server = http.createServer((req, res) => {
     const started = process.hrtime.bigint();
@@ -47,10 +52,11 @@ export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer>
     // node:http joins repeated request headers with ", " (set-cookie aside, which requests do not carry).
     const headers = req.headers as Record<string, string | undefined>;
     const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
-    const request: ApiRequest = { method: req.method ?? 'GET', path: q === -1 ? target : target.slice(0, q), query, headers, body: hasBody ? req : null };
+    const body = hasBody ? new IdleTimeoutBody(req, idleMs) : null;
+    const request: ApiRequest = { method: req.method ?? 'GET', path: q === -1 ? target : target.slice(0, q), query, headers, body };
     o.api
       .handle(request)
-      .then((r) => write(req, res, r, streams, o.log))
+      .then((r) => write(req, res, r, streams, o.log, body))
       .catch((err: unknown) => {
         o.log(`response failed: ${(err as Error).message}`);
         res.destroy();
@@ -81,10 +87,20 @@ export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer>
   };
 }
 
-async function write(_req: http.IncomingMessage, res: http.ServerResponse, r: HandledResponse, streams: Set<() => void>, log: (l: string) => void) {
+async function write(
+  _req: http.IncomingMessage,
+  res: http.ServerResponse,
+  r: HandledResponse,
+  streams: Set<() => void>,
+  log: (l: string) => void,
+  requestBody: IdleTimeoutBody | null,
+) {
   (res as { route?: string }).route = r.route;
-  // An upload refused before its body was read is answered at once; node:http then reads and
-  // discards the rest, so the client (still sending) gets the answer rather than a broken pipe.
+  // A client whose body stopped arriving gets its answer on a connection that then closes.
+  if (r.status === 408) res.shouldKeepAlive = false;
+  // An upload refused before its body was read is answered at once; the rest is read and
+  // dropped, so the client (still sending) gets the answer rather than a broken pipe.
+  requestBody?.discardRest();
   const headers: Record<string, string> = r.headers ?? {}; // the response's own object: ours to extend
   if ('jsonText' in r) {
     headers['content-type'] = 'application/json; charset=utf-8';

@@ -2,6 +2,8 @@ import { createApi } from './app.ts';
 import { Authenticator, isLoopback, type TokenEntry } from './auth.ts';
 import type { ApiDeps } from './deps.ts';
 import { startHttpServer, type HttpServer } from './http-server.ts';
+import { UploadSlots } from './upload-slots.ts';
+import { probeDatabase } from '../db/pool.ts';
 import { OutboxTail } from '../events/outbox-tail.ts';
 import { FilestoreError } from '../errors.ts';
 import type { Filestore } from '../runtime.ts';
@@ -14,6 +16,8 @@ export interface ServeOptions {
   /** Serve without authentication; refused unless `host` is a loopback address. */
   authDisabled?: boolean | undefined;
   log(line: string): void;
+  /** FILESTORE_BODY_IDLE_TIMEOUT_MS: a request body that stops arriving this long is 408 (default 30 000). */
+  bodyIdleTimeoutMs?: number | undefined;
   /** More readiness checks (`/readyz`): the agent reports whether it has finished starting. */
   readiness?: (() => Promise<Record<string, string>>) | undefined;
 }
@@ -40,8 +44,11 @@ export async function serveApi(o: ServeOptions): Promise<ApiServer> {
     events,
     metrics: o.fs.metrics,
     log: o.log,
+    uploads: UploadSlots.forPool(o.fs.pool.options.max ?? 20),
     async readiness() {
-      const [pg, redis, more] = await Promise.allSettled([o.fs.pool.query('SELECT 1'), o.fs.cache.ping(), o.readiness?.() ?? {}]);
+      // Its own connection: the probe answers while the pool is busy, and readiness is about
+      // whether PostgreSQL answers, not whether this process has a connection free.
+      const [pg, redis, more] = await Promise.allSettled([probeDatabase(o.fs.pool), o.fs.cache.ping(), o.readiness?.() ?? {}]);
       return {
         postgres: pg.status === 'fulfilled' ? 'ok' : `unavailable: ${(pg.reason as Error).message}`,
         redis: redis.status === 'fulfilled' ? 'ok' : `unavailable: ${(redis.reason as Error).message}`,
@@ -50,7 +57,7 @@ export async function serveApi(o: ServeOptions): Promise<ApiServer> {
     },
   };
   const api = createApi(deps, new Authenticator({ tokens: o.tokens, disabled: o.authDisabled }));
-  const server = await startHttpServer({ api, host: o.host, port: o.port, log: o.log, onResponse: (method, route, status, seconds) => o.fs.metrics.recordHttpRequest(method, route, status, seconds) });
+  const server = await startHttpServer({ api, host: o.host, port: o.port, log: o.log, bodyIdleTimeoutMs: o.bodyIdleTimeoutMs, onResponse: (method, route, status, seconds) => o.fs.metrics.recordHttpRequest(method, route, status, seconds) });
   return {
     ...server,
     authDisabled: o.authDisabled === true,

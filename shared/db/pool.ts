@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { FilestoreError } from '../errors.ts';
 
 // bigint columns (ids, sizes) come back as JS numbers: catalogue ids and byte counts stay far
 // below 2^53, and numbers keep every caller free of string/number confusion.
@@ -8,15 +9,25 @@ export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;
 export type Queryable = Pick<pg.PoolClient, 'query'>;
 
-export function createPool(connectionString: string, max = 20): pg.Pool {
-  // A command holds one connection for its whole run; waiting longer than this for one means
-  // the pool is too small for the load, which should surface as an error, not a hang.
+/** How long a caller waits for a free connection of an exhausted pool before 503 UNAVAILABLE. */
+export const DEFAULT_ACQUIRE_TIMEOUT_MS = 10_000;
+
+export interface PoolOptions {
+  /** Wait at most this long for a connection (default DEFAULT_ACQUIRE_TIMEOUT_MS). */
+  acquireTimeoutMs?: number | undefined;
+}
+
+export function createPool(connectionString: string, max = 20, o: PoolOptions = {}): pg.Pool {
+  const acquireTimeoutMs = o.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS;
   const pool = new pg.Pool({
     connectionString,
     max,
     // PGAPPNAME names a process's sessions (operators, and tests that must find a dead one's).
     application_name: process.env.PGAPPNAME ?? 'filestore',
-    connectionTimeoutMillis: 60_000,
+    // A command holds one connection for its whole run; waiting long for one means the pool is
+    // too small for the load (or held by stuck work), which should surface as a retryable
+    // error well within a client's patience, not as a hang.
+    connectionTimeoutMillis: acquireTimeoutMs,
     // Our statements are index lookups whose plan never depends on the values; planning them
     // anew at every execution (PostgreSQL's default for the first runs and whenever a custom
     // plan looks cheaper) cost more than executing them. The rule that comes with it: write
@@ -28,7 +39,48 @@ export function createPool(connectionString: string, max = 20): pg.Pool {
   // clients report through the pool, busy ones through their pending query's rejection.
   pool.on('error', () => {});
   pool.on('connect', (client) => client.on('error', () => {}));
+  reportExhaustion(pool, max, acquireTimeoutMs);
   return pool;
+}
+
+type ConnectCallback = (err: Error | undefined, client: pg.PoolClient | undefined, done: (release?: unknown) => void) => void;
+
+/**
+ * A wait for a connection that timed out becomes 503 UNAVAILABLE with Retry-After (instead of
+ * an INTERNAL 500): the request was fine, the process is busy. pool.query connects through
+ * pool.connect too, so both are covered.
+ */
+function reportExhaustion(pool: pg.Pool, max: number, acquireTimeoutMs: number): void {
+  const connect = pool.connect.bind(pool) as unknown as (cb?: ConnectCallback) => Promise<pg.PoolClient> | undefined;
+  const exhausted = (err: unknown): unknown =>
+    err instanceof Error && err.message === 'timeout exceeded when trying to connect'
+      ? new FilestoreError(
+          'UNAVAILABLE',
+          `all ${max} database connections of this process stayed busy for ${acquireTimeoutMs} ms; retry shortly (FILESTORE_DB_POOL_SIZE sets how many there are)`,
+          { retryAfterSeconds: 1, resource: 'database connections' },
+        )
+      : err;
+  (pool as unknown as { connect: unknown }).connect = (cb?: ConnectCallback) => {
+    if (typeof cb === 'function') return connect((err, client, done) => cb(err ? (exhausted(err) as Error) : err, client, done));
+    return (connect() as Promise<pg.PoolClient>).catch((err: unknown) => {
+      throw exhausted(err);
+    });
+  };
+}
+
+/**
+ * Readiness of PostgreSQL on a connection of its own: a probe must answer (quickly) while
+ * every connection of the pool is busy, and it says whether a new connection can be made.
+ */
+export async function probeDatabase(pool: pg.Pool, timeoutMs = 3_000): Promise<void> {
+  const client = new pg.Client({ ...pool.options, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+  } finally {
+    await client.end().catch(() => {});
+  }
 }
 
 /**

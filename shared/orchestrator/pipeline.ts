@@ -39,7 +39,7 @@ async function resolveMount(pool: Pool, cache: MountCache, ref: string): Promise
 }
 
 /** Failures worth running again under the same idempotency key: nothing about the request was wrong. */
-const TRANSIENT = new Set(['INTERRUPTED', 'STORAGE_ERROR', 'INTERNAL']);
+const TRANSIENT = new Set(['INTERRUPTED', 'STORAGE_ERROR', 'INTERNAL', 'REQUEST_TIMEOUT', 'UNAVAILABLE']);
 
 /** sha256 over the command and its canonical request: what makes two requests "the same". */
 export function fingerprint(command: string, mountId: string, request: Record<string, unknown>): string {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hashToken, type Scope } from '../../shared/api/auth.ts';
-import { serveApi } from '../../shared/api/serve.ts';
+import { serveApi, type ServeOptions } from '../../shared/api/serve.ts';
 import type { Filestore, FilestoreOptions } from '../../shared/runtime.ts';
 import { startFilestore } from './filestore.ts';
 
@@ -12,7 +12,9 @@ export interface TestServer {
 }
 
 /** A real HTTP API on 127.0.0.1:<random port> over a real Filestore; auth on by default with three tokens. */
-export async function startTestServer(options: { auth?: boolean; filestore?: Partial<FilestoreOptions> } = {}): Promise<TestServer> {
+export async function startTestServer(
+  options: { auth?: boolean; filestore?: Partial<FilestoreOptions>; serve?: Partial<Pick<ServeOptions, 'bodyIdleTimeoutMs'>> } = {},
+): Promise<TestServer> {
   // Reconciliation runs in this server's process on an in-process queue that adopts no other
   // test file's leftover jobs (they share the database).
   const fs = await startFilestore({ reconcile: { consume: true, queueRedisUrl: 'inline', mountIds: [], s3MissingGraceMs: 10 }, ...options.filestore });
@@ -25,6 +27,7 @@ export async function startTestServer(options: { auth?: boolean; filestore?: Par
     tokens: [entry('read', 'filestore:read'), entry('write', 'filestore:write'), entry('admin', 'filestore:admin')],
     authDisabled: options.auth === false,
     log: () => {},
+    ...options.serve,
   });
   return {
     url: server.url,

@@ -65,7 +65,7 @@ export const fileRoutes: Route[] = [
       'X-Checksum-Sha256': 'sha256 of the body (hex or base64); the write fails with CHECKSUM_MISMATCH and leaves nothing behind otherwise',
       'Idempotency-Key': 'a replay returns the first result',
     },
-    responses: { 200: CommandResult, 307: AgentRedirect, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 503: ErrorBody },
+    responses: { 200: CommandResult, 307: AgentRedirect, 400: ErrorBody, 404: ErrorBody, 408: ErrorBody, 409: ErrorBody, 422: ErrorBody, 503: ErrorBody },
     async handle({ query, req, principal, correlationId, deps }) {
       if (!req.body) throw new FilestoreError('VALIDATION_ERROR', 'PUT /v1/files needs the file bytes as the request body');
       if (query.path.endsWith('/')) throw new FilestoreError('INVALID_PATH', 'a file path cannot end with "/" (that names a directory)');
@@ -78,7 +78,12 @@ export const fileRoutes: Route[] = [
         expectedSha256: checksumSha256(req.headers['x-checksum-sha256']),
       };
       const ctx = { principal: principal.name, correlationId, idempotencyKey: idempotencyKey(req.headers['idempotency-key']) };
-      return json(200, await deps.fs.orchestrator.writeFile(query.mountId, input, req.body, ctx));
+      const release = deps.uploads.take();
+      try {
+        return json(200, await deps.fs.orchestrator.writeFile(query.mountId, input, req.body, ctx));
+      } finally {
+        release();
+      }
     },
   }),
   defineRoute({
