@@ -71,17 +71,19 @@ const toEnvelope = (r: OutboxRow & { seq: number }): EventEnvelope => ({
  * sequence numbers, in id order: every row visible to this statement, without waiting for
  * any running transaction. The caller holds the relay lock (one publisher at a time), taken
  * in an earlier statement of the same transaction (so this statement's snapshot is taken
- * after the previous holder's claim became visible), and publishes the batch before
- * committing the claim.
+ * after the previous holder's claim became visible), publishes the batch, then writes the
+ * claim (`markPublishedSql`: seq and published_at, the moment the bus took it) and commits.
+ * Nothing is written before the bus accepted the batch: a failed publication leaves the rows
+ * as they were (no seq, no published_at) for the next pass.
  *
  * Why nothing is waited for (an earlier version claimed only rows with
  * `txid < pg_snapshot_xmin(pg_current_snapshot())`: transaction ids are cluster-wide, so any
  * transaction holding an xid anywhere on the server — another database, a long catalogue
  * write that never touches the outbox — held back every event until it ended):
  *
- * - At least once: a row is taken when it is visible, i.e. committed; its claim commits only
- *   after the bus accepted it, and a claim that rolls back leaves it unpublished for the next
- *   pass. A row that was still running when a pass looked is simply not visible yet; it is
+ * - At least once: a row is taken when it is visible, i.e. committed; its claim is written
+ *   and committed only after the bus accepted it, and a claim that rolls back leaves it
+ *   unpublished for the next pass. A row that was still running when a pass looked is simply not visible yet; it is
  *   taken by the first pass whose snapshot sees it (the writer's process nudges its relay
  *   after the commit; other processes' relays poll).
  * - `seq` increases and readers never skip one: seqs are drawn from `outbox_seq` by one relay
@@ -114,33 +116,58 @@ const toEnvelope = (r: OutboxRow & { seq: number }): EventEnvelope => ({
  * drew its ids) may be published in either order — now usually in commit order, since a
  * running transaction's rows are invisible and the committed one goes first.
  */
-export async function claimBatch(q: Queryable, limit: number): Promise<EventEnvelope[]> {
+export async function claimBatch(q: Queryable, limit: number): Promise<ClaimedBatch> {
   // Index scans whatever the statistics say. The statement is prepared once per connection
   // and its generic plan kept: planned while the outbox was near empty (a fresh catalogue, or
   // stale statistics with autovacuum off) it joined the batch to a sequential scan of the
   // whole outbox, 20–570 ms per claim once a burst had filled it. Both probes are index
   // lookups here: the unpublished partial index (in id order, stopping at the limit), then the
-  // primary key. Transaction-local; the caller's transaction ends with the claim.
+  // primary key. Transaction-local (markPublishedSql's join too); the caller's transaction
+  // ends with the claim. The seqs are drawn in id order (a subquery with a volatile target
+  // list is never flattened); they become visible with the claim's commit, as before.
   await q.query('SET LOCAL enable_seqscan = off');
   const { rows } = await q.query<ClaimedRow>({
     name: 'filestore.outbox.claimBatch',
-    text: `WITH next AS (
-       SELECT id, nextval('filestore.outbox_seq') AS seq FROM (
-         SELECT id FROM filestore.outbox
-          WHERE published_at IS NULL
-          ORDER BY id LIMIT $1
-       ) ordered
-     )
-     UPDATE filestore.outbox o SET published_at = now(), seq = next.seq
-       FROM next WHERE o.id = next.id
-     RETURNING o.event_id AS "eventId", o.mount_id AS "mountId", o.type,
-               to_char(o.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "occurredAt", o.data::text AS "dataJson", o.seq`,
+    text: `SELECT next.id, next.seq, o.event_id AS "eventId", o.mount_id AS "mountId", o.type,
+            to_char(o.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "occurredAt", o.data::text AS "dataJson"
+       FROM (
+         SELECT id, nextval('filestore.outbox_seq') AS seq FROM (
+           SELECT id FROM filestore.outbox
+            WHERE published_at IS NULL
+            ORDER BY id LIMIT $1
+         ) ordered
+       ) next
+       JOIN filestore.outbox o ON o.id = next.id`,
     values: [limit],
   });
-  return rows.sort((a, b) => a.seq - b.seq).map(claimedEnvelope);
+  rows.sort((a, b) => a.seq - b.seq);
+  return { events: rows.map(claimedEnvelope), ids: rows.map((r) => r.id), seqs: rows.map((r) => r.seq) };
+}
+
+/** A claimed batch: its envelopes in seq order, and the rows to mark once the bus took them. */
+export interface ClaimedBatch {
+  events: EventEnvelope[];
+  ids: number[];
+  seqs: number[];
+}
+
+/**
+ * The statement that records a claimed batch as published: its seqs, and published_at = when
+ * this statement arrived, i.e. after the bus accepted the batch (what the retention counts
+ * from). Parameterless, so that the relay sends it with its COMMIT in one round trip; the
+ * ids and seqs are integers the claim returned.
+ */
+export function markPublishedSql(batch: ClaimedBatch): string {
+  const list = (xs: number[]) => {
+    if (!xs.every(Number.isSafeInteger)) throw new Error('outbox ids and seqs are integers');
+    return `'{${xs.join(',')}}'::bigint[]`;
+  };
+  return `UPDATE filestore.outbox o SET seq = p.seq, published_at = statement_timestamp()
+            FROM unnest(${list(batch.ids)}, ${list(batch.seqs)}) AS p(id, seq) WHERE o.id = p.id`;
 }
 
 interface ClaimedRow {
+  id: number;
   eventId: string;
   mountId: string;
   type: EventType;

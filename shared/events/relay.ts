@@ -1,5 +1,5 @@
 import type { Pool } from '../db/pool.ts';
-import { claimBatch } from '../catalogue/outbox.ts';
+import { claimBatch, markPublishedSql } from '../catalogue/outbox.ts';
 import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
 import type { EventBus } from './bus.ts';
 
@@ -28,8 +28,9 @@ export interface RelayOptions {
 
 /**
  * Publishes committed outbox rows to the bus, at least once and in sequence order: the
- * claim (published_at, seq) commits only after the bus accepted the batch, so a crash in
- * between republishes rather than loses. Every committed row is claimable at once (no wait
+ * claim (seq, and published_at = when the bus accepted the batch) is written and committed
+ * only after the bus accepted it, so a crash or a failed publication in between republishes
+ * rather than loses, and never leaves a row marked published that the bus did not take. Every committed row is claimable at once (no wait
  * for unrelated transactions; the ordering argument is at `claimBatch`).
  *
  * When passes run: at start and every `intervalMs` (rows committed by processes without a
@@ -146,12 +147,15 @@ export class OutboxRelay {
         return null;
       }
       const batch = await claimBatch(client, limit);
-      if (batch.length > 0) {
-        await this.o.bus.publish(batch);
-        this.metrics.recordOutboxPublished(batch);
+      if (batch.events.length === 0) {
+        await client.query('COMMIT');
+        return 0;
       }
-      await client.query('COMMIT');
-      return batch.length;
+      await this.o.bus.publish(batch.events);
+      this.metrics.recordOutboxPublished(batch.events);
+      // Marked published now that the bus took the batch, in the round trip of the COMMIT.
+      await client.query(`${markPublishedSql(batch)}; COMMIT`);
+      return batch.events.length;
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
       throw err;
