@@ -8,6 +8,7 @@ import { startAgentPresence, type AgentPresence } from '../shared/dispatch/prese
 import { startCommandWorker, type CommandWorker } from '../shared/dispatch/worker.ts';
 import { executesHere } from '../shared/dispatch/ownership.ts';
 import { startAuditScheduler, type AuditScheduler, type AuditSelection } from '../shared/reconcile/audit-scheduler.ts';
+import { migrate } from '../shared/db/migrate.ts';
 import { PACKAGE_VERSION } from '../shared/package.ts';
 import { createFilestore, type Filestore, type FilestoreOptions } from '../shared/runtime.ts';
 import { MountWatcher, watchMounts, type WatchersHandle } from './watch/index.ts';
@@ -37,6 +38,10 @@ export interface AgentOptions {
   bodyIdleTimeoutMs?: number | undefined;
   /** Where API processes reach this agent (default: http://<hostname or host>:<port>). */
   advertisedUrl?: string | undefined;
+  /** FILESTORE_COMMAND_SECRET, the first signs and all verify: required with Redis (commands are signed). */
+  commandSecrets?: readonly string[] | undefined;
+  /** Called once the agent stopped itself because another instance took its id (the CLI exits 1). */
+  onSuperseded?: (() => void) | undefined;
   poolSize?: number | undefined;
   s3Endpoint?: string | undefined;
   reconcileConcurrency?: number | undefined;
@@ -86,22 +91,39 @@ export const AGENT_VERSION: string = PACKAGE_VERSION;
 export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const log = o.log ?? (() => {});
   const inline = o.redisUrl === 'inline';
-  const fs = await createFilestore({
-    databaseUrl: o.databaseUrl,
-    redisUrl: o.redisUrl,
-    poolSize: o.poolSize,
-    s3: { endpoint: o.s3Endpoint },
-    log,
-    agentId: o.agentId,
-    reconcile: {
-      consume: true,
-      concurrency: o.reconcileConcurrency,
-      maxMissingRatio: o.maxMissingRatio,
-      s3MissingGraceMs: o.s3MissingGraceMs,
+  // One live agent per id: the id is claimed before anything touches this agent's mounts or
+  // queues (a second agent with it is refused; a restart after a SIGKILL waits out the dead
+  // one's lease). The registration table must be migrated for that.
+  const migrated = !inline && o.filestore?.migrate !== false;
+  if (migrated) await migrate(o.databaseUrl, log);
+  let lostId = () => {};
+  const presence: AgentPresence | null = inline
+    ? null
+    : await startAgentPresence({ databaseUrl: o.databaseUrl }, { id: o.agentId, version: AGENT_VERSION, url: o.advertisedUrl, log, onSuperseded: () => lostId() });
+  let fs: Filestore;
+  try {
+    fs = await createFilestore({
+      databaseUrl: o.databaseUrl,
+      redisUrl: o.redisUrl,
+      poolSize: o.poolSize,
+      s3: { endpoint: o.s3Endpoint },
+      log,
       agentId: o.agentId,
-    },
-    ...o.filestore,
-  });
+      commandSecrets: o.commandSecrets,
+      reconcile: {
+        consume: true,
+        concurrency: o.reconcileConcurrency,
+        maxMissingRatio: o.maxMissingRatio,
+        s3MissingGraceMs: o.s3MissingGraceMs,
+        agentId: o.agentId,
+      },
+      ...o.filestore,
+      ...(migrated ? { migrate: false } : {}),
+    });
+  } catch (err) {
+    await presence?.stop().catch(() => {});
+    throw err;
+  }
   const cleanups: Array<() => Promise<void>> = [];
   let owned: Mount[] = [];
   let watchers: WatchersHandle | null = null;
@@ -142,11 +164,11 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     const http = server;
     cleanups.push(() => http.close());
 
-    if (!inline) {
+    if (presence) {
       const url = o.advertisedUrl ?? advertisedUrl(o.host, server.port);
       const worker: CommandWorker = await startCommandWorker(fs, o.agentId, { concurrency: o.commandConcurrency, log });
       cleanups.push(() => worker.close());
-      const presence: AgentPresence = await startAgentPresence(fs.pool, { id: o.agentId, version: AGENT_VERSION, url, log });
+      await presence.advertise(url);
       cleanups.push(() => presence.stop());
       log(`agent ${o.agentId}: commands on filestore-commands-${o.agentId}, reachable at ${url}`);
     }
@@ -221,12 +243,13 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     ready = true;
   } catch (err) {
     await stopAll();
+    await presence?.stop().catch(() => {});
     await fs.close().catch(() => {});
     throw err;
   }
 
   const http = server as ApiServer;
-  return {
+  const running: RunningAgent = {
     id: o.agentId,
     fs,
     server: http,
@@ -244,6 +267,12 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       await fs.close();
     },
   };
+  // Another process holds this agent's id now: stop taking its work.
+  lostId = () => {
+    log(`agent ${o.agentId}: stopping: another instance took this agent id`);
+    void running.stop().finally(() => o.onSuperseded?.());
+  };
+  return running;
 }
 
 /** http://<this host's name>:<port> when listening on every interface, else the address itself. */

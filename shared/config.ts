@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { FilestoreError } from './errors.ts';
+import { COMMAND_SECRET_MIN_LENGTH, parseCommandSecrets } from './dispatch/signing.ts';
 import { QUEUE_PREFIX_PATTERN } from './queues/prefix.ts';
 
 const bool = z
@@ -42,6 +43,18 @@ const EnvSchema = z.object({
   FILESTORE_AGENT_URL: z.string().url().optional(),
   /** Commands for this agent's mounts run at once by its command worker. */
   FILESTORE_COMMAND_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(4),
+  /**
+   * Signs the commands API processes queue for agents (the agents verify): comma-separated,
+   * the first signs and all verify (rotation). Required with Redis by the agent and `start`
+   * (cli/commands/agent.ts). Never logged, never echoed in an error.
+   */
+  FILESTORE_COMMAND_SECRET: z
+    .string()
+    .transform(parseCommandSecrets)
+    .refine((list) => list.every((s) => s.length >= COMMAND_SECRET_MIN_LENGTH), {
+      message: `each comma-separated secret needs at least ${COMMAND_SECRET_MIN_LENGTH} characters (make one with \`openssl rand -hex 32\`)`,
+    })
+    .optional(),
   FILESTORE_AUDIT_CRON: z.string().optional(),
   /**
    * BullMQ key prefix of this catalogue's queues (reconcile, commands, audits). Default

@@ -14,7 +14,7 @@ import { catalogueQueuePrefix } from './queues/prefix.ts';
 import type { ReconcileQueue } from './queues/reconcile-queue.ts';
 import { createReconciler } from './reconcile/reconciler.ts';
 import type { ProcessIdentity } from './dispatch/ownership.ts';
-import { CommandRouter } from './dispatch/router.ts';
+import { CommandRouter, dispatchSigner } from './dispatch/router.ts';
 
 export interface FilestoreOptions {
   databaseUrl: string;
@@ -46,6 +46,11 @@ export interface FilestoreOptions {
   agentId?: ProcessIdentity;
   /** How long a command dispatched to another agent is waited for before 202 (default 25 000 ms). */
   commandWaitMs?: number | undefined;
+  /**
+   * FILESTORE_COMMAND_SECRET (the first signs, all verify): required with Redis when this
+   * process may dispatch commands (an agent id or null) or runs an agent's command worker.
+   */
+  commandSecrets?: readonly string[] | undefined;
   /** FILESTORE_QUEUE_PREFIX: BullMQ prefix of this catalogue's queues (default `filestore:<catalogue id>`). */
   queuePrefix?: string | undefined;
 }
@@ -88,6 +93,8 @@ export interface Filestore {
 
 export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
   const log = o.log ?? (() => {});
+  // Before anything is opened: a process that would dispatch unsigned commands does not start.
+  const signer = dispatchSigner(o.agentId, o.redisUrl, o.commandSecrets);
   if (o.migrate !== false) await migrate(o.databaseUrl, log);
   const pool = createPool(o.databaseUrl, o.poolSize ?? 20, { acquireTimeoutMs: o.poolAcquireTimeoutMs });
   let queuePrefix: string;
@@ -109,7 +116,7 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
   };
   const orchestrator = new Orchestrator({ pool, backends, hooks: o.hooks, afterCommit: changed });
   const reader = new CatalogueReader(pool, cache);
-  const commands = new CommandRouter({ pool, orchestrator, mounts: reader, redisUrl: o.redisUrl, queuePrefix, identity: o.agentId, waitMs: o.commandWaitMs, log });
+  const commands = new CommandRouter({ pool, orchestrator, mounts: reader, redisUrl: o.redisUrl, queuePrefix, identity: o.agentId, waitMs: o.commandWaitMs, signer, log });
 
   const maintenance = async () => {
     if (o.recover !== false) {

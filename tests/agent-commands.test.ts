@@ -144,6 +144,20 @@ describe('commands for the agent’s mount sent to an API-only process', () => {
   });
 });
 
+it('a second agent started with the id of the running one exits 1 with AGENT_ID_IN_USE naming the running one; that one goes on running commands', { timeout: 60_000 }, async () => {
+  const twin = spawnAgent(d, agentId, { FILESTORE_ENABLE_WATCHERS: 'false' });
+  const how = await twin.exited;
+  expect(how, twin.tail()).toEqual({ code: 1, signal: null });
+  expect(twin.tail()).toMatch(/AGENT_ID_IN_USE/);
+  expect(twin.tail()).toContain(agent.url);
+  const { rows } = await d.pool.query<{ url: string; stopped: boolean }>('SELECT url, stopped_at IS NOT NULL AS stopped FROM filestore.agents WHERE id = $1', [agentId]);
+  expect(rows).toEqual([{ url: agent.url, stopped: false }]);
+  const mk = await api.client.mkdir({ mountId: m.mount.key, path: 'after-twin' });
+  expect(mk.node).toMatchObject({ path: 'after-twin', kind: 'directory' });
+  expect((await stat(m.abs('after-twin'))).isDirectory()).toBe(true);
+  await api.client.delete({ mountId: m.mount.key, path: 'after-twin' });
+});
+
 it("the agent's own writes cause no drift: no drift.detected for them, no INCONSISTENT node, and catalogue and disk agree", async () => {
   const c = api.client;
   const mountId = m.mount.key;

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startAgent, type RunningAgent } from '../agent/agent.ts';
+import { TEST_COMMAND_SECRET } from './support/command-secret.ts';
 import { createAgentMount, eventually, startDeployment, uniqueAgentId, type AgentMount, type Deployment } from './support/agent-process.ts';
 
 // The agent keeps its watchers in step with what it owns: a mount assigned later gets one, a
@@ -27,6 +28,7 @@ it('watches mounts assigned after start, stops watching one taken away, and retr
     databaseUrl: d.databaseUrl,
     redisUrl: d.redisUrl,
     agentId,
+    commandSecrets: [TEST_COMMAND_SECRET],
     host: '127.0.0.1',
     port: 0,
     tokens: [],

@@ -25,6 +25,7 @@ const agentAt = (heartbeatAt: Date, heartbeatIntervalMs: number, stoppedAt: Date
   startedAt: heartbeatAt,
   heartbeatAt,
   stoppedAt,
+  instance: null,
 });
 
 describe('agent registry', () => {
@@ -32,7 +33,7 @@ describe('agent registry', () => {
     const id = uniqueAgentId('reg');
     const registered = await registerAgent(pool, { id, host: 'host-1', version: '1.2.3', url: 'http://10.0.0.1:4301', heartbeatIntervalMs: 2_000 });
     expect(registered).toMatchObject({ id, host: 'host-1', version: '1.2.3', url: 'http://10.0.0.1:4301', heartbeatIntervalMs: 2_000, stoppedAt: null });
-    expect(await heartbeat(pool, id)).toBe(true);
+    expect(await heartbeat(pool, id, null)).toBe('ok');
     const { agents, now } = await listAgents(pool);
     const listed = agents.find((a) => a.id === id) as Agent;
     expect(listed.heartbeatAt.getTime()).toBeGreaterThanOrEqual(registered.heartbeatAt.getTime());
@@ -42,7 +43,7 @@ describe('agent registry', () => {
     const stopped = await findAgent(pool, id);
     expect(stopped.agent?.stoppedAt).toBeInstanceOf(Date);
     expect(isAlive(stopped.agent as Agent, stopped.now)).toBe(false);
-    expect(await heartbeat(pool, id)).toBe(false); // a stopped agent's heartbeat does not revive it…
+    expect(await heartbeat(pool, id, null)).toBe('stopped'); // a stopped agent's heartbeat does not revive it…
     await registerAgent(pool, { id, host: 'host-2', version: '1.2.4', heartbeatIntervalMs: 2_000 }); // …registering again does
     const again = await findAgent(pool, id);
     expect(again.agent).toMatchObject({ host: 'host-2', version: '1.2.4', url: null, stoppedAt: null });

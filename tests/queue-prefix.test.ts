@@ -20,6 +20,7 @@ import { catalogueQueuePrefix } from '../shared/queues/prefix.ts';
 import { RECONCILE_QUEUE } from '../shared/queues/reconcile-queue.ts';
 import { createFilestore, type Filestore } from '../shared/runtime.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './support/env.ts';
+import { TEST_COMMAND_SECRET } from './support/command-secret.ts';
 
 // Two catalogues (two databases) on ONE Redis database, with the default queue names
 // (`filestore-reconcile`, `filestore-commands-<agentId>`) and no prefix given: what keeps
@@ -77,6 +78,7 @@ const open = (database: string, consume: boolean) =>
     maintenanceIntervalMs: 600_000,
     metrics: new FilestoreMetrics({ collectDefaults: false }),
     agentId: null, // an API process: commands for an agent's mount are dispatched
+    commandSecrets: [TEST_COMMAND_SECRET],
     commandWaitMs: 1_500,
     reconcile: { consume },
   });

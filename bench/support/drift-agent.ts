@@ -5,6 +5,7 @@
  * mounts to listeners with its arrival time.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
@@ -56,6 +57,8 @@ export async function spawnAgent(spec: AgentSpec): Promise<AgentRun> {
     FILESTORE_ENABLE_WATCHERS: 'true',
     FILESTORE_HOST: '127.0.0.1',
     PORT: '0',
+    // Required with Redis; nothing dispatches commands to this agent in the bench.
+    FILESTORE_COMMAND_SECRET: randomBytes(32).toString('hex'),
   });
   if (spec.debounceMs !== undefined) env.FILESTORE_WATCH_DEBOUNCE_MS = String(spec.debounceMs);
   if (spec.backend !== undefined) env.FILESTORE_WATCH_BACKEND = spec.backend;

@@ -2,12 +2,18 @@ import type { Command } from 'commander';
 import { resolveAuth } from '../../shared/api/auth-config.ts';
 import { loadConfig, type Config } from '../../shared/config.ts';
 import { ensureDatabase } from '../../shared/db/ensure-database.ts';
+import { MISSING_SECRET_MESSAGE } from '../../shared/dispatch/signing.ts';
 import { FilestoreError } from '../../shared/errors.ts';
 import { startAgent, type AgentOptions, type RunningAgent } from '../../agent/agent.ts';
 
-/** The agent's options from the validated environment (shared by `filestore agent` and `filestore start`). */
+/**
+ * The agent's options from the validated environment (shared by `filestore agent` and
+ * `filestore start`). With Redis, commands travel through queues that anyone with access to
+ * Redis can write to: FILESTORE_COMMAND_SECRET is required (the agent verifies what it runs).
+ */
 export function agentOptionsFrom(config: Config, databaseUrl: string, log: (line: string) => void): AgentOptions {
   const auth = resolveAuth({ mode: config.FILESTORE_AUTH, tokens: config.FILESTORE_API_TOKENS, host: config.FILESTORE_HOST });
+  if (config.REDIS_URL !== 'inline' && !config.FILESTORE_COMMAND_SECRET) throw new FilestoreError('CONFIG_ERROR', MISSING_SECRET_MESSAGE);
   return {
     databaseUrl,
     redisUrl: config.REDIS_URL,
@@ -18,6 +24,7 @@ export function agentOptionsFrom(config: Config, databaseUrl: string, log: (line
     authDisabled: auth.disabled,
     bodyIdleTimeoutMs: config.FILESTORE_BODY_IDLE_TIMEOUT_MS,
     advertisedUrl: config.FILESTORE_AGENT_URL,
+    commandSecrets: config.FILESTORE_COMMAND_SECRET,
     poolSize: config.FILESTORE_DB_POOL_SIZE,
     s3Endpoint: config.FILESTORE_S3_ENDPOINT,
     reconcileConcurrency: config.FILESTORE_RECONCILE_CONCURRENCY,
@@ -72,13 +79,19 @@ export function registerAgent(program: Command): void {
       const config = loadConfig();
       if (!config.DATABASE_URL) throw new FilestoreError('CONFIG_ERROR', 'the agent needs DATABASE_URL (the shared catalogue); `filestore start` runs everything on an embedded database');
       const log = (line: string) => console.error(line);
+      // Every setting checked before the database is touched.
+      const options: AgentOptions = {
+        ...agentOptionsFrom(config, config.DATABASE_URL, log),
+        // Another process took this agent's id while this one could not heartbeat: it stopped itself.
+        onSuperseded: () => process.exit(1),
+      };
       await ensureDatabase(config.DATABASE_URL);
       let starting: Promise<RunningAgent> | undefined;
       // A signal while the agent starts waits for the start to finish, then stops it cleanly:
       // exiting mid-start would leave it registered (API processes would queue commands for it
       // until its heartbeat expired) and its taken jobs stalled.
       stopOnSignals(async () => (await starting?.catch(() => undefined))?.stop(), log, `agent ${config.FILESTORE_AGENT_ID}`);
-      starting = startAgent(agentOptionsFrom(config, config.DATABASE_URL, log));
+      starting = startAgent(options);
       const agent = await starting;
       const owned = agent.mounts();
       console.log(

@@ -19,6 +19,7 @@ export function registerStart(program: Command): void {
     .action(async () => {
       const config = loadConfig({ FILESTORE_ALLOW_INLINE: 'true', ...process.env });
       const log = (l: string) => console.error(l);
+      agentOptionsFrom(config, '', log); // every setting checked (a CONFIG_ERROR) before a database starts
       // Unset DATABASE_URL: an embedded PostgreSQL with its data in .filestore/, reused across runs.
       const embedded = config.DATABASE_URL ? null : await startEmbeddedPostgres(EMBEDDED_DIR, log);
       const databaseUrl = config.DATABASE_URL ?? (embedded as EmbeddedDatabase).url;

@@ -8,7 +8,10 @@ export const commandQueueName = (agentId: string): string => `filestore-commands
 export type DispatchedCommand = 'mkdir' | 'move' | 'copy' | 'delete' | 'updateMetadata';
 export const DISPATCHED_COMMANDS: readonly DispatchedCommand[] = ['mkdir', 'move', 'copy', 'delete', 'updateMetadata'];
 
-/** One BullMQ job: everything the agent needs to run the command as the caller asked it. */
+/**
+ * One BullMQ job: everything the agent needs to run the command as the caller asked it,
+ * signed by the API process that queued it (signing.ts): the agent runs nothing else.
+ */
 export interface CommandMessage {
   command: DispatchedCommand;
   /** The mount's id (not its key: a key may be reassigned while the job waits). */
@@ -20,7 +23,15 @@ export interface CommandMessage {
     /** Always set: a job run again after its agent died replays or completes the first run. */
     idempotencyKey: string;
   };
+  /** The agent it is for: a message copied onto another agent's queue is refused there. */
+  agentId: string;
+  /** Milliseconds since the epoch (the sender's clock) after which the agent refuses to run it. */
+  expiresAt: number;
+  /** HMAC-SHA256 (base64url) of everything above, keyed from FILESTORE_COMMAND_SECRET. */
+  signature: string;
 }
+
+export type UnsignedCommand = Omit<CommandMessage, 'signature'>;
 
 export interface WireError {
   code: string;

@@ -11,6 +11,7 @@ import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import { AgentUnavailableError } from './errors.ts';
 import { commandQueueName, errorFromWire, type CommandMessage, type CommandReply, type DispatchedCommand } from './messages.ts';
 import { executesHere, type ProcessIdentity } from './ownership.ts';
+import { CommandSigner, DEFAULT_COMMAND_TTL_MS, MISSING_SECRET_MESSAGE } from './signing.ts';
 
 export interface CommandRouterOptions {
   pool: Pool;
@@ -24,6 +25,10 @@ export interface CommandRouterOptions {
   identity: ProcessIdentity;
   /** The longest a caller waits for a dispatched command before 202 (default 25 s, under API Gateway's 30 s). */
   waitMs?: number | undefined;
+  /** Signs dispatched commands (FILESTORE_COMMAND_SECRET); required when this process may dispatch (see dispatchSigner). */
+  signer?: CommandSigner | null | undefined;
+  /** How long a dispatched command may wait in the agent's queue before the agent refuses it (default 120 s). */
+  commandTtlMs?: number | undefined;
   log?: ((line: string) => void) | undefined;
 }
 
@@ -54,6 +59,17 @@ export const DEFAULT_COMMAND_WAIT_MS = 25_000;
 const KEEP_COMPLETED = { age: 3600, count: 10_000 };
 const KEEP_FAILED = { age: 24 * 3600, count: 10_000 };
 
+/**
+ * The signer of a process's dispatched commands: from its secrets (FILESTORE_COMMAND_SECRET),
+ * or null when it can do without — inline (one process), or no identity (it runs every mount
+ * itself). A process that may dispatch through Redis and has no secret is a CONFIG_ERROR.
+ */
+export function dispatchSigner(identity: ProcessIdentity, redisUrl: string, secrets: readonly string[] | undefined): CommandSigner | null {
+  if (secrets && secrets.length > 0) return new CommandSigner(secrets);
+  if (redisUrl !== 'inline' && identity !== undefined) throw new FilestoreError('CONFIG_ERROR', MISSING_SECRET_MESSAGE);
+  return null;
+}
+
 interface AgentQueue {
   queue: Queue<CommandMessage, CommandReply>;
   events: QueueEvents;
@@ -67,15 +83,19 @@ interface AgentQueue {
  * `filestore-commands-<agentId>`, waiting for its reply (QueueEvents) up to the wait, then
  * answering 202 with the journal entry. The job always carries an Idempotency-Key (the
  * caller's, or a generated one), so a job that BullMQ runs again after its agent died mid-
- * command replays or completes the first run instead of applying it twice.
- * In inline mode there is one process: everything runs here.
+ * command replays or completes the first run instead of applying it twice. Each job is signed
+ * (signing.ts): the agent runs only what a holder of FILESTORE_COMMAND_SECRET queued for it,
+ * within its expiry. In inline mode there is one process: everything runs here.
  */
 export class CommandRouter {
   readonly redisUrl: string;
   /** Where the command queues live in Redis: the catalogue's prefix (undefined: BullMQ's `bull`). */
   readonly queuePrefix: string | undefined;
   readonly identity: ProcessIdentity;
+  /** Signs what this router queues; the agent's command worker verifies with the same secrets. */
+  readonly signer: CommandSigner | null;
   private readonly waitMs: number;
+  private readonly ttlMs: number;
   private readonly log: (line: string) => void;
   private readonly queues = new Map<string, AgentQueue>();
   private connection: Redis | null = null;
@@ -85,7 +105,10 @@ export class CommandRouter {
     this.redisUrl = o.redisUrl;
     this.queuePrefix = o.queuePrefix;
     this.identity = o.identity;
+    this.signer = o.signer ?? null;
+    if (!this.signer && o.redisUrl !== 'inline' && o.identity !== undefined) throw new FilestoreError('CONFIG_ERROR', MISSING_SECRET_MESSAGE);
     this.waitMs = o.waitMs ?? DEFAULT_COMMAND_WAIT_MS;
+    this.ttlMs = o.commandTtlMs ?? DEFAULT_COMMAND_TTL_MS;
     this.log = o.log ?? (() => {});
   }
 
@@ -156,12 +179,14 @@ export class CommandRouter {
     o: RouteOptions,
   ): Promise<RoutedCommand> {
     const idempotencyKey = ctx.idempotencyKey ?? `dispatch-${randomUUID()}`;
-    const message: CommandMessage = {
+    const message: CommandMessage = (this.signer as CommandSigner).sign({
       command,
       mountId: mount.id,
       input,
       context: { principal: ctx.principal, correlationId: ctx.correlationId, idempotencyKey },
-    };
+      agentId: agent.id,
+      expiresAt: Date.now() + this.ttlMs,
+    });
     const q = await this.queueFor(agent.id);
     const job = await q.queue.add(command, message);
     // BullMQ treats a ttl of 0 as "no limit": the shortest wait is 1 ms.

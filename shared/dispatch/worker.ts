@@ -1,13 +1,15 @@
-import { Worker } from 'bullmq';
+import { Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { getMount } from '../catalogue/mounts.ts';
 import type { Pool } from '../db/pool.ts';
 import { FilestoreError, asFilestoreError } from '../errors.ts';
+import type { FilestoreMetrics } from '../metrics/metrics.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import { AgentUnavailableError } from './errors.ts';
 import { DISPATCHED_COMMANDS, commandQueueName, type CommandMessage, type CommandReply } from './messages.ts';
 import { executesHere } from './ownership.ts';
 import type { CommandRouter } from './router.ts';
+import { MISSING_SECRET_MESSAGE, type RejectionReason } from './signing.ts';
 
 export interface CommandWorkerOptions {
   /** Commands run at once (default 4); commands on overlapping paths still serialise on their path locks. */
@@ -18,6 +20,10 @@ export interface CommandWorkerOptions {
   stalledIntervalMs?: number | undefined;
   /** Times a job may be run again after its agent died before it fails for good (default 5). */
   maxStalledCount?: number | undefined;
+  /** The clock a command's expiry is checked against (default Date.now; tests move it). */
+  now?: (() => number) | undefined;
+  /** Tolerated clock difference between the signing API process and this agent (default 30 s). */
+  clockSkewMs?: number | undefined;
   log?: ((line: string) => void) | undefined;
 }
 
@@ -31,8 +37,10 @@ export interface CommandWorker {
 export interface CommandWorkerDeps {
   pool: Pool;
   orchestrator: Orchestrator;
-  /** The router's Redis and prefix: the worker consumes the queue the catalogue's routers send to. */
-  commands: Pick<CommandRouter, 'redisUrl' | 'queuePrefix'>;
+  /** The router's Redis, prefix and signer: the worker consumes (and verifies) what the catalogue's routers send. */
+  commands: Pick<CommandRouter, 'redisUrl' | 'queuePrefix' | 'signer'>;
+  /** Where rejected commands are counted (filestore_security_events_total). */
+  metrics?: Pick<FilestoreMetrics, 'securityEvents'> | undefined;
 }
 
 /**
@@ -40,16 +48,29 @@ export interface CommandWorkerDeps {
  * and replies with its result or error. A job whose agent died mid-command is found stalled
  * (its lock expired) and runs again on the next worker — with the caller's Idempotency-Key,
  * so the orchestrator replays the first run, or resolves its pending journal entry (recovery)
- * and completes it: a command is applied once. In inline mode nothing is dispatched, so
- * there is nothing to consume.
+ * and completes it: a command is applied once. Only commands signed for this agent with
+ * FILESTORE_COMMAND_SECRET and not expired run (signing.ts); anything else is answered with an
+ * error and logged as a security event. In inline mode nothing is dispatched, so there is
+ * nothing to consume.
  */
 export async function startCommandWorker(fs: CommandWorkerDeps, agentId: string, o: CommandWorkerOptions = {}): Promise<CommandWorker> {
   const queueName = commandQueueName(agentId);
   if (fs.commands.redisUrl === 'inline') return { queueName, close: async () => {} };
+  const signer = fs.commands.signer;
+  if (!signer) throw new FilestoreError('CONFIG_ERROR', MISSING_SECRET_MESSAGE);
   const log = o.log ?? (() => {});
+  const now = o.now ?? Date.now;
+  const run = async (job: Job<unknown, CommandReply>): Promise<CommandReply> => {
+    const verdict = signer.verify(job.data, { agentId, now: now(), skewMs: o.clockSkewMs });
+    if (verdict.ok) return runDispatched(fs, agentId, verdict.message, log);
+    // Never the secret, the signature or the payload: the job id finds the rest in Redis.
+    log(`security: rejected dispatched command on ${queueName}, job ${String(job.id)}: ${verdict.reason} (${verdict.detail})`);
+    fs.metrics?.securityEvents.inc({ kind: `command_${verdict.reason}` });
+    return { ok: false, error: rejection(agentId, verdict.reason).toJSON() };
+  };
   const connection = new Redis(fs.commands.redisUrl, { maxRetriesPerRequest: null });
   connection.on('error', () => {}); // BullMQ reports through the worker's error event
-  const worker = new Worker<CommandMessage, CommandReply>(queueName, (job) => runDispatched(fs, agentId, job.data, log), {
+  const worker = new Worker<unknown, CommandReply>(queueName, run, {
     connection,
     prefix: fs.commands.queuePrefix,
     concurrency: o.concurrency ?? 4,
@@ -72,7 +93,27 @@ export async function startCommandWorker(fs: CommandWorkerDeps, agentId: string,
   };
 }
 
-/** Runs one dispatched command; every outcome is a reply (errors as {code, message, details}). */
+/**
+ * What the sender of a refused command reads. A genuine sender meets "forged" only when its
+ * secret differs from the agent's, and "expired" when the command waited too long: it was not
+ * run, so sending it again with the same Idempotency-Key runs it.
+ */
+function rejection(agentId: string, reason: RejectionReason): FilestoreError {
+  if (reason === 'expired') {
+    return new FilestoreError(
+      'INTERRUPTED',
+      `the command expired while it waited in agent "${agentId}"'s queue and was not run; send it again with the same Idempotency-Key (if this keeps happening, check that the clocks of API hosts and agents agree)`,
+      { agentId, reason },
+    );
+  }
+  return new FilestoreError(
+    'CONFIG_ERROR',
+    `agent "${agentId}" refused the command: it is ${reason === 'forged' ? 'not signed with a secret the agent knows' : 'not a command message'}; give API processes and agents the same FILESTORE_COMMAND_SECRET`,
+    { agentId, reason },
+  );
+}
+
+/** Runs one dispatched command, already verified; every outcome is a reply (errors as {code, message, details}). */
 export async function runDispatched(fs: CommandWorkerDeps, agentId: string, m: CommandMessage, log: (line: string) => void = () => {}): Promise<CommandReply> {
   try {
     if (!DISPATCHED_COMMANDS.includes(m.command)) throw new FilestoreError('VALIDATION_ERROR', `unknown command "${String(m.command)}"`);

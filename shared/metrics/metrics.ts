@@ -54,6 +54,9 @@ export class FilestoreMetrics {
   readonly httpRequests: Counter<'method' | 'route' | 'status'>;
   readonly httpRequestDuration: Histogram<'method' | 'route'>;
 
+  /** Requests refused as hostile or unauthentic, by kind (e.g. command_forged, command_expired). */
+  readonly securityEvents: Counter<'kind'>;
+
   constructor(options: FilestoreMetricsOptions = {}) {
     const registers = [this.registry];
     if (options.collectDefaults !== false) collectDefaultMetrics({ register: this.registry });
@@ -130,6 +133,12 @@ export class FilestoreMetrics {
       help: 'HTTP request duration by method and route pattern.',
       labelNames: ['method', 'route'],
       buckets: HTTP_BUCKETS,
+      registers,
+    });
+    this.securityEvents = new Counter({
+      name: 'filestore_security_events_total',
+      help: 'Requests refused as hostile or unauthentic (forged, expired or malformed dispatched commands…), by kind.',
+      labelNames: ['kind'],
       registers,
     });
   }

@@ -19,6 +19,7 @@ import { EVENTS_CHANNEL } from '../../shared/events/bus.ts';
 import { FilestoreMetrics } from '../../shared/metrics/metrics.ts';
 import { createFilestore, type Filestore } from '../../shared/runtime.ts';
 import { bearerFetch } from './bearer-fetch.ts';
+import { TEST_COMMAND_SECRET } from './command-secret.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './env.ts';
 
 /**
@@ -205,7 +206,8 @@ process.once('exit', () => {
 /**
  * Starts `node --import tsx cli/index.ts agent` with a clean Filestore environment: the
  * deployment's database and Redis, PORT=0, loopback, watchers on with a short debounce, and
- * FILESTORE_API_TOKENS accepting TOKEN (the API process's 307 redirects carry it there).
+ * FILESTORE_API_TOKENS accepting TOKEN (the API process's 307 redirects carry it there), and
+ * the deployment's FILESTORE_COMMAND_SECRET (it verifies the commands the API process signs).
  */
 export function spawnAgent(deployment: Deployment, agentId: string, env: Record<string, string> = {}): AgentProcess {
   const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(FILESTORE_|DATABASE_URL$|REDIS_URL$|PORT$|PGAPPNAME$)/.test(k)));
@@ -224,6 +226,7 @@ export function spawnAgent(deployment: Deployment, agentId: string, env: Record<
       FILESTORE_API_TOKENS: JSON.stringify(TOKENS),
       FILESTORE_AUTH: 'required',
       FILESTORE_DB_POOL_SIZE: '10',
+      FILESTORE_COMMAND_SECRET: TEST_COMMAND_SECRET,
       PGAPPNAME: appName,
       ...env,
     },
@@ -356,6 +359,7 @@ export async function startApiProcess(deployment: Deployment, o: { commandWaitMs
     metrics: new FilestoreMetrics({ collectDefaults: false }),
     reconcile: { consume: false },
     commandWaitMs: o.commandWaitMs,
+    commandSecrets: [TEST_COMMAND_SECRET],
   });
   const server = await serveApi({ fs, host: '127.0.0.1', port: 0, tokens: TOKENS, log: () => {} });
   return {

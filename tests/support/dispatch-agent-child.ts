@@ -3,7 +3,7 @@
  * (short BullMQ locks, so a job of a killed agent is found stalled quickly). With
  * PAUSE_AFTER_STORAGE=1 every command stops after its storage step, printing
  * `paused <journal entry id>`, until the process is killed. Prints `ready` once consuming;
- * SIGTERM stops it cleanly. Usage: AGENT_ID=… [PAUSE_AFTER_STORAGE=1] tsx dispatch-agent-child.ts
+ * SIGTERM stops it cleanly. Usage: AGENT_ID=… FILESTORE_COMMAND_SECRET=… [PAUSE_AFTER_STORAGE=1] tsx dispatch-agent-child.ts
  */
 import { startAgentPresence } from '../../shared/dispatch/presence.ts';
 import { startCommandWorker } from '../../shared/dispatch/worker.ts';
@@ -16,6 +16,7 @@ const fs = await createFilestore({
   databaseUrl: TEST_DATABASE_URL,
   redisUrl: TEST_REDIS_URL,
   agentId,
+  commandSecrets: [process.env.FILESTORE_COMMAND_SECRET as string],
   migrate: false,
   // Other test files' pending entries are theirs: this agent resolves its own through replays.
   recover: false,

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { TEST_COMMAND_SECRET } from './command-secret.ts';
 
 export interface AgentChild {
   child: ChildProcess;
@@ -11,7 +12,7 @@ export interface AgentChild {
 /** Runs tests/support/dispatch-agent-child.ts as a separate process: a real agent. */
 export function spawnAgent(agentId: string, o: { pauseAfterStorage?: boolean } = {}): AgentChild {
   const child = spawn(process.execPath, ['--import', 'tsx', 'tests/support/dispatch-agent-child.ts'], {
-    env: { ...process.env, AGENT_ID: agentId, PAUSE_AFTER_STORAGE: o.pauseAfterStorage ? '1' : '', FILESTORE_ALLOW_INLINE: 'true' },
+    env: { ...process.env, AGENT_ID: agentId, PAUSE_AFTER_STORAGE: o.pauseAfterStorage ? '1' : '', FILESTORE_ALLOW_INLINE: 'true', FILESTORE_COMMAND_SECRET: TEST_COMMAND_SECRET },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const lines: string[] = [];

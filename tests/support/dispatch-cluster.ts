@@ -13,6 +13,7 @@ import { startAgentPresence, type AgentPresence } from '../../shared/dispatch/pr
 import { startCommandWorker, type CommandWorker } from '../../shared/dispatch/worker.ts';
 import type { OrchestratorHooks } from '../../shared/orchestrator/context.ts';
 import type { Filestore, FilestoreOptions } from '../../shared/runtime.ts';
+import { TEST_COMMAND_SECRET } from './command-secret.ts';
 import { TEST_REDIS_URL } from './env.ts';
 import { startFilestore } from './filestore.ts';
 import { bearerFetch } from './bearer-fetch.ts';
@@ -21,7 +22,8 @@ import { bearerFetch } from './bearer-fetch.ts';
  * Processes of a deployment with agents, in one test process: API-only processes (no agent
  * id, no local disks) and agents (an agent id, the command worker, a heartbeat, their own
  * HTTP server), each a real Filestore on the test PostgreSQL and Redis, all accepting one
- * admin token — as API processes and agents of one deployment share their token list.
+ * admin token and command secret — as API processes and agents of one deployment share their
+ * token list and FILESTORE_COMMAND_SECRET.
  */
 
 export const TOKEN = `fs_${randomBytes(32).toString('base64url')}`;
@@ -55,9 +57,12 @@ async function serve(fs: Filestore): Promise<Served> {
   };
 }
 
-/** An API-only process: it owns no local mount, so every local mount's commands are dispatched. */
-export async function startApiProcess(o: { commandWaitMs?: number } = {}): Promise<Served> {
-  return serve(await startFilestore({ ...quiet, agentId: null, commandWaitMs: o.commandWaitMs }));
+/**
+ * An API-only process: it owns no local mount, so every local mount's commands are dispatched,
+ * signed with `secrets` (FILESTORE_COMMAND_SECRET as a list; default the deployment's).
+ */
+export async function startApiProcess(o: { commandWaitMs?: number; secrets?: string[] } = {}): Promise<Served> {
+  return serve(await startFilestore({ ...quiet, agentId: null, commandWaitMs: o.commandWaitMs, commandSecrets: o.secrets ?? [TEST_COMMAND_SECRET] }));
 }
 
 export interface AgentProcess extends Served {
@@ -66,20 +71,25 @@ export interface AgentProcess extends Served {
   worker: CommandWorker | null;
   /** Journal entry ids of the commands this agent's orchestrator ran (its storage step). */
   ran: number[];
+  /** What its command worker logged. */
+  logs: string[];
 }
 
 /**
  * An agent: its Filestore with `agentId`, its HTTP server (registered as its url unless
- * `url: false`), its heartbeat and (unless `worker: false`) the command worker.
+ * `url: false`), its heartbeat and (unless `worker: false`) the command worker, verifying
+ * commands with `secrets` (default the deployment's) by the clock `now` (default Date.now).
  */
 export async function startAgentProcess(
   agentId: string,
-  o: { url?: boolean; worker?: boolean; hooks?: OrchestratorHooks; heartbeatMs?: number } = {},
+  o: { url?: boolean; worker?: boolean; hooks?: OrchestratorHooks; heartbeatMs?: number; secrets?: string[]; now?: () => number } = {},
 ): Promise<AgentProcess> {
   const ran: number[] = [];
+  const logs: string[] = [];
   const fs = await startFilestore({
     ...quiet,
     agentId,
+    commandSecrets: o.secrets ?? [TEST_COMMAND_SECRET],
     hooks: {
       async beforeStorage(entryId) {
         ran.push(entryId);
@@ -90,13 +100,14 @@ export async function startAgentProcess(
   });
   const served = await serve(fs);
   const presence = await startAgentPresence(fs.pool, { id: agentId, version: 'test', url: o.url === false ? null : served.url, intervalMs: o.heartbeatMs ?? 1_000 });
-  const worker = o.worker === false ? null : await startCommandWorker(fs, agentId, { concurrency: 4 });
+  const worker = o.worker === false ? null : await startCommandWorker(fs, agentId, { concurrency: 4, now: o.now, log: (l) => logs.push(l) });
   return {
     ...served,
     agentId,
     presence,
     worker,
     ran,
+    logs,
     async close() {
       await worker?.close();
       await presence.stop();
