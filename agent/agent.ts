@@ -1,6 +1,6 @@
 import os from 'node:os';
-import { LocalExecutor } from '../shared/backends/local/local-executor.ts';
 import { listMounts } from '../shared/catalogue/mounts.ts';
+import { sweepStaging } from '../shared/orchestrator/staging-sweep.ts';
 import type { Mount } from '../shared/catalogue/types.ts';
 import { serveApi, type ApiServer } from '../shared/api/serve.ts';
 import type { TokenEntry } from '../shared/api/auth.ts';
@@ -83,9 +83,6 @@ export interface RunningAgent {
   stop(): Promise<void>;
 }
 
-/** When this process started: staging entries older than this are an earlier run's. */
-const STARTED_AT = new Date(Date.now() - Math.round(process.uptime() * 1000));
-
 export const AGENT_VERSION: string = PACKAGE_VERSION;
 
 export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
@@ -138,16 +135,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     await o.prepare?.(fs);
     const ownedMounts = async () => (await listMounts(fs.pool)).filter((m) => m.kind === 'local' && executesHere(o.agentId, m));
     owned = await ownedMounts();
-    // Tree copies and set-aside entries a previous run left half done (no journal entry names
-    // them): removed before this agent takes any command for its mounts.
-    for (const m of owned) {
-      try {
-        const n = await new LocalExecutor({ rootPath: m.rootPath as string }).discardLeftovers(STARTED_AT);
-        if (n > 0) log(`agent ${o.agentId}: removed ${n} unfinished operation(s) from the staging area of mount ${m.key}`);
-      } catch (err) {
-        log(`agent ${o.agentId}: staging area of mount ${m.key}: ${(err as Error).message}`);
-      }
-    }
+    // What finished commands left in their mounts' staging areas goes before any command runs here.
+    for (const m of owned) await sweepStaging(fs.pool, m, (line) => log(`agent ${o.agentId}: ${line}`));
 
     // The HTTP server first: probes answer while the rest starts (readyz says when it is ready).
     let ready = false;

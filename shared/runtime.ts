@@ -2,6 +2,7 @@ import { BackendRegistry, type S3Defaults } from './backends/registry.ts';
 import { MemoryReadThroughCache, RedisReadThroughCache, type ReadThroughCache } from './cache/read-through.ts';
 import { CatalogueReader } from './catalogue/reader.ts';
 import { compactRollups } from './catalogue/rollups.ts';
+import { DEFAULT_OUTBOX_RETENTION_MS, pruneOutbox } from './catalogue/outbox-retention.ts';
 import { createPool, type Pool } from './db/pool.ts';
 import { migrate } from './db/migrate.ts';
 import { InlineEventBus, RedisEventBus, type EventBus } from './events/bus.ts';
@@ -33,6 +34,8 @@ export interface FilestoreOptions {
   /** Publish the outbox from this process (default true). */
   relay?: boolean | undefined;
   maintenanceIntervalMs?: number | undefined;
+  /** FILESTORE_OUTBOX_RETENTION: published events older than this are deleted by the maintenance step (default 7 days). */
+  outboxRetentionMs?: number | undefined;
   log?: ((line: string) => void) | undefined;
   /** Where executor, outbox and HTTP metrics are counted (default: the process-wide registry). */
   metrics?: FilestoreMetrics | undefined;
@@ -114,7 +117,7 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
     relay?.nudge();
     await cache.invalidateMount(mountId).catch((e: Error) => log(`cache invalidation failed: ${e.message}`));
   };
-  const orchestrator = new Orchestrator({ pool, backends, hooks: o.hooks, afterCommit: changed });
+  const orchestrator = new Orchestrator({ pool, backends, hooks: o.hooks, afterCommit: changed, identity: o.agentId });
   const reader = new CatalogueReader(pool, cache);
   const commands = new CommandRouter({ pool, orchestrator, mounts: reader, redisUrl: o.redisUrl, queuePrefix, identity: o.agentId, waitMs: o.commandWaitMs, signer, log });
 
@@ -126,6 +129,8 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
       }
     }
     await compactRollups(pool);
+    const pruned = await pruneOutbox(pool, { retentionMs: o.outboxRetentionMs ?? DEFAULT_OUTBOX_RETENTION_MS });
+    if (pruned.deleted > 0) log(`outbox: deleted ${pruned.deleted} published events older than the retention (through seq ${pruned.prunedThrough})`);
   };
   await maintenance().catch((e: Error) => log(`maintenance: ${e.message}`));
   relay?.start();

@@ -145,14 +145,17 @@ describe('LocalExecutor', () => {
       expect(await stagingFiles()).toEqual([]);
     });
 
-    it('discardStaging removes the leftovers of one command only', async () => {
+    it('discardStaging removes what one command staged (files, copies, set-aside entries) only', async () => {
       const dir = path.join(fx.root, STAGING_DIR);
       await mkdir(dir, { recursive: true });
-      await writeFile(path.join(dir, 'cmd1-aaaa.tmp'), 'x');
-      await writeFile(path.join(dir, 'cmd1-bbbb.tmp'), 'x');
-      await writeFile(path.join(dir, 'cmd10-cccc.tmp'), 'x');
+      await writeFile(path.join(dir, 'cmd1-aaaaaaaaaaaaaaaa.tmp'), 'x');
+      await writeFile(path.join(dir, 'cmd1-bbbbbbbbbbbbbbbb.tmp'), 'x');
+      await mkdir(path.join(dir, 'copy.cmd1.cccccccccccccccc'));
+      await mkdir(path.join(dir, 'trash.cmd1.dddddddddddddddd'));
+      await writeFile(path.join(dir, 'cmd10-cccccccccccccccc.tmp'), 'x');
+      await mkdir(path.join(dir, 'copy.cmd10.eeeeeeeeeeeeeeee'));
       await backend.discardStaging('cmd1');
-      expect(await stagingFiles()).toEqual(['cmd10-cccc.tmp']);
+      expect((await stagingFiles()).sort()).toEqual(['cmd10-cccccccccccccccc.tmp', 'copy.cmd10.eeeeeeeeeeeeeeee']);
       await expectCode(backend.discardStaging('../etc'), 'VALIDATION_ERROR');
     });
 

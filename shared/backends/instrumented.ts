@@ -1,6 +1,6 @@
 import { pipeline, Transform, type Readable } from 'node:stream';
 import type { ExecutorOperation, FilestoreMetrics, Outcome } from '../metrics/metrics.ts';
-import type { Backend, ByteRange, EntryStat, WriteOptions, WriteResult, ListOptions } from './types.ts';
+import type { Backend, ByteRange, DeleteOptions, EntryStat, HashedFile, ListOptions, OpenedFile, RangeRequest, TransferOptions, WriteOptions, WriteResult } from './types.ts';
 
 /**
  * Wraps a backend so every operation is timed and counted (filestore_executor_* of SPEC §7)
@@ -85,9 +85,19 @@ class InstrumentedBackend implements Backend {
     return result;
   }
 
+  /** Timed (as a read) until the file is open; bytes are counted as the consumer reads them. */
+  async open(path: string, range?: RangeRequest): Promise<OpenedFile> {
+    const opened = await this.timed('read', () => (range === undefined ? this.inner.open(path) : this.inner.open(path, range)));
+    return { ...opened, stream: this.counted(opened.stream) };
+  }
+
   /** Timed until the stream is open; bytes are counted as the consumer reads them. */
   async read(path: string, range?: ByteRange): Promise<Readable> {
-    const source = await this.timed('read', () => (range === undefined ? this.inner.read(path) : this.inner.read(path, range)));
+    return this.counted(await this.timed('read', () => (range === undefined ? this.inner.read(path) : this.inner.read(path, range))));
+  }
+
+  /** The bytes of a read, counted as they pass. */
+  private counted(source: Readable): Readable {
     const bytes = this.metrics.executorBytes;
     const labels = { backend: this.kind, operation: 'read' };
     const counted = new Transform({
@@ -102,19 +112,19 @@ class InstrumentedBackend implements Backend {
     return counted;
   }
 
-  hash(path: string): Promise<string> {
+  hash(path: string): Promise<HashedFile | null> {
     return this.timed('hash', () => this.inner.hash(path));
   }
 
-  move(from: string, to: string, options: { overwrite: boolean }): Promise<void> {
+  move(from: string, to: string, options: TransferOptions): Promise<void> {
     return this.timed('move', () => this.inner.move(from, to, options));
   }
 
-  copy(from: string, to: string, options: { overwrite: boolean }): Promise<void> {
+  copy(from: string, to: string, options: TransferOptions): Promise<void> {
     return this.timed('copy', () => this.inner.copy(from, to, options));
   }
 
-  delete(path: string, options: { recursive: boolean }): Promise<void> {
+  delete(path: string, options: DeleteOptions): Promise<void> {
     return this.timed('delete', () => this.inner.delete(path, options));
   }
 

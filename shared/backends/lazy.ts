@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { Backend, ByteRange, EntryStat, ListOptions, WriteOptions, WriteResult } from './types.ts';
+import type { Backend, ByteRange, DeleteOptions, EntryStat, HashedFile, ListOptions, OpenedFile, RangeRequest, TransferOptions, WriteOptions, WriteResult } from './types.ts';
 
 /**
  * A backend whose implementation is loaded on first use. The S3 executor pulls in the AWS SDK
@@ -47,24 +47,29 @@ export class LazyBackend implements Backend {
     return (await this.backend()).writeFile(path, body, options);
   }
 
+  async open(path: string, range?: RangeRequest): Promise<OpenedFile> {
+    const b = await this.backend();
+    return range === undefined ? b.open(path) : b.open(path, range);
+  }
+
   async read(path: string, range?: ByteRange): Promise<Readable> {
     const b = await this.backend();
     return range === undefined ? b.read(path) : b.read(path, range);
   }
 
-  async hash(path: string): Promise<string> {
+  async hash(path: string): Promise<HashedFile | null> {
     return (await this.backend()).hash(path);
   }
 
-  async move(from: string, to: string, options: { overwrite: boolean }): Promise<void> {
+  async move(from: string, to: string, options: TransferOptions): Promise<void> {
     return (await this.backend()).move(from, to, options);
   }
 
-  async copy(from: string, to: string, options: { overwrite: boolean }): Promise<void> {
+  async copy(from: string, to: string, options: TransferOptions): Promise<void> {
     return (await this.backend()).copy(from, to, options);
   }
 
-  async delete(path: string, options: { recursive: boolean }): Promise<void> {
+  async delete(path: string, options: DeleteOptions): Promise<void> {
     return (await this.backend()).delete(path, options);
   }
 

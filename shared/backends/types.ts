@@ -41,6 +41,20 @@ export interface WriteOptions {
   beforeCommit?: ((staged: { sha256: string; sizeBytes: number }) => Promise<void>) | undefined;
 }
 
+export interface TransferOptions {
+  /** Replace an existing target (a directory target is replaced whole). */
+  overwrite: boolean;
+  /** The command's staging id (see WriteOptions): names what the operation stages, so recovery and the staging sweep know whose it is. */
+  stagingId?: string | undefined;
+}
+
+export interface DeleteOptions {
+  /** Delete a directory with its contents. */
+  recursive: boolean;
+  /** The command's staging id (see TransferOptions). */
+  stagingId?: string | undefined;
+}
+
 export interface ListOptions {
   recursive?: boolean | undefined;
   startAfter?: string | undefined;
@@ -51,6 +65,49 @@ export interface ByteRange {
   start: number;
   /** Last byte, inclusive; omitted = to the end. */
   end?: number | undefined;
+}
+
+/** A range as a client asks for it (RFC 9110 §14.1.2): from `start`, or the last `suffixLength` bytes. */
+export type RangeRequest = ByteRange | { suffixLength: number };
+
+/**
+ * One version of a file, as the handle that reads it sees it: the open file's fstat (local)
+ * or the GetObject answer (S3), never a stat taken beside it.
+ */
+export interface FileVersion {
+  /** The whole file's size (not the range's). */
+  sizeBytes: number;
+  /** mtime (local, whole ms as the catalogue records it) or LastModified (S3). */
+  mtime: Date | null;
+  /** Inode change time (local): moves with any rewrite, even one that puts mtime back; null on S3. */
+  ctime: Date | null;
+  /** S3 ETag (quotes stripped); null on local disks. */
+  etag: string | null;
+  /**
+   * Tells this version from others of the path: local, inode, size, mtime and ctime to the
+   * nanosecond; S3, the ETag. Good as a weak HTTP validator, not as a content hash.
+   */
+  validator: string;
+}
+
+/** A file opened for reading: the version read, and a stream of exactly `length` of its bytes. */
+export interface OpenedFile extends FileVersion {
+  /**
+   * Exactly `length` bytes of this version. A stream that cannot deliver them (the file
+   * shrank, grew or was rewritten while read: FileChangedError; a storage failure) fails
+   * before its last chunk instead of ending: its consumer never mistakes part of one
+   * version, or a mix of two, for the whole.
+   */
+  stream: Readable;
+  /** The bytes the stream holds (inclusive); null = the whole file. */
+  range: Required<ByteRange> | null;
+  /** Bytes in the stream: sizeBytes, or the range's length. */
+  length: number;
+}
+
+/** The sha256 of one version of a file, with that version. */
+export interface HashedFile extends FileVersion {
+  sha256: string;
 }
 
 /**
@@ -96,25 +153,37 @@ export interface Backend {
    */
   writeFile(path: string, body: Readable, options: WriteOptions): Promise<WriteResult>;
 
-  /** Streams a file's bytes (optionally a range). Throws NOT_FOUND / IS_A_DIRECTORY. */
+  /**
+   * Opens a file (optionally a range of it) and says which version it is reading: what a
+   * response describing the bytes (Content-Length, ETag) must be built from. A range
+   * starting past the end (or a suffix of 0 bytes) is RANGE_NOT_SATISFIABLE with
+   * details.sizeBytes. Throws NOT_FOUND / IS_A_DIRECTORY.
+   */
+  open(path: string, range?: RangeRequest): Promise<OpenedFile>;
+
+  /** A file's bytes (optionally a range; past the end: none), as open's stream. Throws NOT_FOUND / IS_A_DIRECTORY. */
   read(path: string, range?: ByteRange): Promise<Readable>;
 
-  /** sha256 of a file's current bytes, streamed. */
-  hash(path: string): Promise<string>;
+  /**
+   * sha256 of one version of a file, streamed, with that version; null when the file changed
+   * while it was read (local: size, mtime or ctime of the handle moved), so that no hash
+   * describes it.
+   */
+  hash(path: string): Promise<HashedFile | null>;
 
   /**
    * Moves a file or tree, creating missing parent directories of the target. Refuses an
    * existing target with ALREADY_EXISTS unless overwrite (a directory target is then replaced
    * whole). Local: an atomic rename, EXDEV-safe.
    */
-  move(from: string, to: string, options: { overwrite: boolean }): Promise<void>;
+  move(from: string, to: string, options: TransferOptions): Promise<void>;
 
   /** Copies a file or tree, preserving mode and mtime where storage has them. Same target rules as move. */
-  copy(from: string, to: string, options: { overwrite: boolean }): Promise<void>;
+  copy(from: string, to: string, options: TransferOptions): Promise<void>;
 
   /** Deletes a file, symlink or (with recursive) a tree. Directory without recursive must be empty. */
-  delete(path: string, options: { recursive: boolean }): Promise<void>;
+  delete(path: string, options: DeleteOptions): Promise<void>;
 
-  /** Removes staging leftovers of a command that did not finish (recovery). */
+  /** Removes everything a command that did not finish staged (recovery, once its owner is gone). */
   discardStaging(stagingId: string): Promise<void>;
 }

@@ -88,10 +88,11 @@ export async function beginCommand(
   };
 }
 
-export async function findByIdempotencyKey(q: Queryable, key: string): Promise<JournalEntry | null> {
+/** The entry `principal` sent under `key`: keys are scoped per principal (null: the orchestrator called directly). */
+export async function findByIdempotencyKey(q: Queryable, principal: string | null, key: string): Promise<JournalEntry | null> {
   const { rows } = await q.query<JournalEntry>(
-    `SELECT ${COLUMNS} FROM filestore.journal_entries WHERE idempotency_key = $1`,
-    [key],
+    `SELECT ${COLUMNS} FROM filestore.journal_entries WHERE coalesce(principal, '') = $1 AND idempotency_key = $2`,
+    [principal ?? '', key],
   );
   return rows[0] ?? null;
 }
@@ -191,4 +192,13 @@ export async function listJournal(q: Queryable, mountId: string, afterId: number
     [mountId, afterId, limit],
   );
   return rows;
+}
+
+/** Of `ids`, the entries of `mountId` that are finished (succeeded or failed): whatever they staged is garbage. */
+export async function finishedEntryIds(q: Queryable, mountId: string, ids: number[]): Promise<Set<number>> {
+  const { rows } = await q.query<{ id: string }>(
+    `SELECT id FROM filestore.journal_entries WHERE id = ANY($1::bigint[]) AND mount_id = $2 AND status <> 'pending'`,
+    [ids, mountId],
+  );
+  return new Set(rows.map((r) => Number(r.id)));
 }

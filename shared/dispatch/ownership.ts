@@ -14,3 +14,16 @@ export function executesHere(identity: ProcessIdentity, mount: Pick<Mount, 'kind
   if (identity === null) return false;
   return mount.agentId === null || mount.agentId === identity;
 }
+
+/**
+ * True when `identity` may judge a mount's pending journal entries from what its storage holds
+ * (recovery). That needs the storage itself: a local mount's root is only meaningful on its
+ * agent's host (another host may see an empty or unrelated directory at that path), so an owned
+ * local mount is judged by its agent alone; an unassigned one by any process that could run its
+ * commands; S3 mounts by anyone.
+ */
+export function recoversHere(identity: ProcessIdentity, mount: Pick<Mount, 'kind' | 'agentId'>): boolean {
+  if (mount.kind === 's3') return true;
+  if (mount.agentId !== null) return mount.agentId === identity;
+  return identity !== null;
+}

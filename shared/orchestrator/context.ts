@@ -64,3 +64,6 @@ export interface OrchestratorHooks {
 
 export const asJson = <T>(value: T): Record<string, unknown> =>
   JSON.parse(JSON.stringify(value)) as Record<string, unknown>;
+
+/** The staging id of a command: what it stages on storage is named after its journal entry (recovery finds it by this). */
+export const stagingIdOf = (entryId: number): string => `j${entryId}`;

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { BackendRegistry } from '../backends/registry.ts';
 import type { Pool } from '../db/pool.ts';
+import type { ProcessIdentity } from '../dispatch/ownership.ts';
 import type { CommandContext, CommandResult, CommandSpec, OrchestratorHooks } from './context.ts';
 import { runCommand, type PipelineDeps } from './pipeline.ts';
 import { recoverPending, type RecoveryOutcome } from './recovery.ts';
@@ -17,6 +18,8 @@ export interface OrchestratorDeps {
   hooks?: OrchestratorHooks | undefined;
   /** Runs after every commit that changed a mount: cache invalidation, relay nudge. */
   afterCommit?: ((mountId: string) => Promise<void>) | undefined;
+  /** Which mounts' pending entries this process's recovery sweeps judge (see recoversHere). */
+  identity?: ProcessIdentity;
 }
 
 /**
@@ -31,11 +34,11 @@ export class Orchestrator {
     const afterCommit = d.afterCommit ?? (async () => {});
     const recoveryDeps = { pool: d.pool, backends: d.backends, afterCommit };
     this.deps = { pool: d.pool, backends: d.backends, hooks: d.hooks, afterCommit, mounts: new Map() };
-    this.recover = () => recoverPending(recoveryDeps);
+    this.recover = () => recoverPending(recoveryDeps, d.identity);
   }
 
   /** Resolves journal entries left pending by crashed processes (run at start, and periodically). */
-  readonly recover: () => Promise<Record<RecoveryOutcome, number>>;
+  readonly recover: () => Promise<Record<RecoveryOutcome | 'elsewhere', number>>;
 
   async mkdir(mountId: string, input: unknown, ctx: CommandContext = {}): Promise<CommandResult> {
     return this.run(mkdirCommand, mountId, parseInput(MkdirInput, input), ctx);

@@ -4,8 +4,9 @@ import type { Pool, PoolClient } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
 import { findEntry, listPending, type JournalEntry } from '../catalogue/journal.ts';
 import { getMount } from '../catalogue/mounts.ts';
+import { recoversHere, type ProcessIdentity } from '../dispatch/ownership.ts';
 import { countLiveDescendants } from '../catalogue/nodes.ts';
-import type { CommandSpec, Step } from './context.ts';
+import { stagingIdOf, type CommandSpec, type Step } from './context.ts';
 
 // Recovery drives any command through prepare → observe → commit with values it built from
 // storage; the phases' own types are checked where each command is written.
@@ -44,15 +45,32 @@ export type RecoveryOutcome = 'succeeded' | 'failed' | 'skipped' | 'error';
 const interrupted = () =>
   new FilestoreError('INTERRUPTED', 'the process running this command stopped before it changed storage; nothing was changed, retry the command');
 
-/** Resolves every pending entry no live process owns, oldest first. */
-export async function recoverPending(deps: RecoveryDeps): Promise<Record<RecoveryOutcome, number>> {
-  const counts = { succeeded: 0, failed: 0, skipped: 0, error: 0 };
+/**
+ * Resolves every pending entry no live process owns, oldest first, of the mounts this process
+ * may judge (`recoversHere`): entries of another agent's local mount are left to that agent,
+ * which sees the disk (counted as `elsewhere`).
+ */
+export async function recoverPending(deps: RecoveryDeps, identity: ProcessIdentity = undefined): Promise<Record<RecoveryOutcome | 'elsewhere', number>> {
+  const counts = { succeeded: 0, failed: 0, skipped: 0, error: 0, elsewhere: 0 };
+  const judged = new Map<string, Promise<boolean>>();
+  const judgesHere = (mountId: string) => {
+    let here = judged.get(mountId);
+    if (!here) {
+      here = getMount(deps.pool, mountId).then((m) => recoversHere(identity, m), () => false);
+      judged.set(mountId, here);
+    }
+    return here;
+  };
   for (let after = 0; ; ) {
     const batch = await listPending(deps.pool, after, 200);
     if (batch.length === 0) return counts;
     for (const entry of batch) {
-      counts[await recoverEntry(deps, entry).catch(() => 'error' as const)] += 1;
       after = entry.id;
+      if (!(await judgesHere(entry.mountId))) {
+        counts.elsewhere += 1;
+        continue;
+      }
+      counts[await recoverEntry(deps, entry).catch(() => 'error' as const)] += 1;
     }
   }
 }
@@ -65,10 +83,10 @@ export interface RecoverOptions {
 }
 
 export async function recoverEntry(deps: RecoveryDeps, stale: JournalEntry, o: RecoverOptions = {}): Promise<RecoveryOutcome> {
-  const client = o.client ?? (await deps.pool.connect());
-  let entryLocked = false;
   const req = stale.request as { path: string; targetPath?: string };
   const locks = pathLocks(stale.mountId, req.targetPath !== undefined ? [req.path, req.targetPath] : [req.path]);
+  const client = o.client ?? (await deps.pool.connect());
+  let entryLocked = false;
   let pathsLocked = false;
   try {
     if (o.wait) await lockEntry(client, stale.id);
@@ -159,15 +177,18 @@ export async function resolveEntry(
     return 'succeeded' as const;
   };
 
+  // Whatever the command staged (a temp file, a half-built copy, a set-aside entry) is garbage
+  // now: its owner is gone, or its own storage call failed and was cleaned up.
+  const stagingId = stagingIdOf(entry.id);
+  await backend.discardStaging(stagingId);
   switch (entry.command) {
     case 'writeFile': {
-      await backend.discardStaging(`j${entry.id}`);
       const stat = await statOrAbsent(backend, r.path);
       const ours =
         r.contentSha256 !== undefined &&
         stat?.kind === 'file' &&
         (r.contentSizeBytes === undefined || stat.sizeBytes === r.contentSizeBytes) &&
-        (await backend.hash(r.path)) === r.contentSha256;
+        (await backend.hash(r.path))?.sha256 === r.contentSha256;
       if (!ours) return fail(notApplied);
       return complete(writeFileCommand, { ...r, body: undefined as never }, { ...stat, sha256: r.contentSha256 });
     }
@@ -183,7 +204,7 @@ export async function resolveEntry(
         let onStorage = 0;
         for await (const _ of backend.list(r.path, { recursive: true })) onStorage += 1;
         if (onStorage >= (await countLiveDescendants(q, mount.id, r.path))) return fail(notApplied);
-        await backend.delete(r.path, { recursive: true }); // partly deleted: finish it
+        await backend.delete(r.path, { recursive: true, stagingId }); // partly deleted: finish it
       }
       return complete(deleteCommand, { path: r.path, recursive: r.recursive ?? false }, { alreadyGone: false });
     }
@@ -199,13 +220,13 @@ export async function resolveEntry(
         if (!src && dst) return complete(moveCommand, req, undefined);
         if (!src) return fail(new FilestoreError('STORAGE_ERROR', `neither "${r.path}" nor "${r.targetPath}" exists on storage; reconcile the mount`));
         if ((!dst && !pre) || untouchedFile) return fail(notApplied);
-        await backend.move(r.path, r.targetPath, { overwrite: true }); // safe: the target is ours or was to be replaced
+        await backend.move(r.path, r.targetPath, { overwrite: true, stagingId }); // safe: the target is ours or was to be replaced
         return complete(moveCommand, req, undefined);
       }
       if (!src) return fail(new FilestoreError('STORAGE_ERROR', `the copy's source "${r.path}" is gone from storage; reconcile the mount`));
       if (dst && (await looksLikeCopy(backend, r.path, r.targetPath))) return complete(copyCommand, req, undefined);
       if ((!dst && !pre) || untouchedFile) return fail(notApplied);
-      await backend.copy(r.path, r.targetPath, { overwrite: true });
+      await backend.copy(r.path, r.targetPath, { overwrite: true, stagingId });
       return complete(copyCommand, req, undefined);
     }
     default:

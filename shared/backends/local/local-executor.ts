@@ -1,18 +1,20 @@
 import { createHash, type Hash } from 'node:crypto';
-import { constants, realpathSync, statSync, type Stats } from 'node:fs';
+import { constants, realpathSync, statSync, type BigIntStats, type Stats } from 'node:fs';
 import { readlink, rm, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute } from 'node:path';
-import { Writable, type Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FilestoreError } from '../../errors.ts';
 import { comparePaths, normalizePath } from '../../paths.ts';
-import type { Backend, ByteRange, EntryStat, ListOptions, WriteOptions, WriteResult } from '../types.ts';
+import type { Backend, ByteRange, DeleteOptions, EntryStat, HashedFile, ListOptions, OpenedFile, RangeRequest, TransferOptions, WriteOptions, WriteResult } from '../types.ts';
+import { assertRangeRequest } from '../range.ts';
 import { errnoOf, fsError, localError } from './errors.ts';
+import { hashOpened, openedFile, type ReadHook } from './file-version.ts';
 import { listSortedBatches, listSortedLines, toEntryStat } from './listing.ts';
 import { linePath } from '../entry-lines.ts';
 import { defaultFsOps, fsyncDir, MountRoot, type FsOps } from './safe-path.ts';
-import { removeQuietly, Staging } from './staging.ts';
-import { applyMetadata, copyEntry } from './tree.ts';
+import { removeQuietly, Staging, type LeftoverSweep, type StagingDir } from './staging.ts';
+import { applyMetadata, copyEntry, newTally, verifyCopy } from './tree.ts';
 import { Transfers } from './transfer.ts';
 
 export interface LocalExecutorOptions {
@@ -20,6 +22,8 @@ export interface LocalExecutorOptions {
   rootPath: string;
   /** @internal Test seam: lets a test simulate a tree spanning filesystems (EXDEV on rename). */
   fsOps?: Partial<FsOps> | undefined;
+  /** @internal Test seam: awaited before each chunk of a file is read or hashed. */
+  onRead?: ReadHook | undefined;
 }
 
 /**
@@ -32,6 +36,7 @@ export class LocalExecutor implements Backend {
   private readonly mount: MountRoot;
   private readonly staging: Staging;
   private readonly transfers: Transfers;
+  private readonly onRead: ReadHook | undefined;
 
   constructor(options: LocalExecutorOptions) {
     const { rootPath } = options;
@@ -50,6 +55,7 @@ export class LocalExecutor implements Backend {
     this.mount = new MountRoot(real, { ...defaultFsOps, ...options.fsOps });
     this.staging = new Staging(this.mount);
     this.transfers = new Transfers(this.mount, this.staging);
+    this.onRead = options.onRead;
   }
 
   async stat(path: string): Promise<EntryStat | null> {
@@ -129,7 +135,13 @@ export class LocalExecutor implements Backend {
     const before = await this.writableTarget(rel, op);
     // Replacing a file keeps its permissions unless the caller says otherwise, as editors do.
     const chmodTo = options.mode ?? (before === null ? undefined : before.mode & 0o7777);
-    const { abs: tmp, fh } = await this.staging.createFile(options.stagingId, 0o644, op);
+    return this.staging.use(op, (dir) => this.writeStaged(dir, rel, body, options, chmodTo));
+  }
+
+  /** writeFile's bytes: streamed into a file of the verified staging directory, then renamed into place. */
+  private async writeStaged(dir: StagingDir, rel: string, body: Readable, options: WriteOptions, chmodTo: number | undefined): Promise<WriteResult> {
+    const op = 'writeFile';
+    const { abs: tmp, fh } = await this.staging.createFile(dir, options.stagingId, 0o644, op);
     let handle: FileHandle | undefined = fh;
     try {
       const hash = createHash('sha256');
@@ -161,40 +173,49 @@ export class LocalExecutor implements Backend {
     }
   }
 
-  async read(path: string, range?: ByteRange): Promise<Readable> {
+  async open(path: string, range?: RangeRequest): Promise<OpenedFile> {
     const rel = normalizePath(path);
-    if (range !== undefined) assertRange(range);
-    const fh = await this.openFile(rel, 'read');
-    return fh.createReadStream({ start: range?.start ?? 0, end: range?.end, autoClose: true });
-  }
-
-  async hash(path: string): Promise<string> {
-    const rel = normalizePath(path);
-    const fh = await this.openFile(rel, 'hash');
-    const hash = createHash('sha256');
+    if (range !== undefined) assertRangeRequest(range);
+    // Sizes, times and bytes all come from this one handle (see file-version.ts).
+    const { fh, st } = await this.openFile(rel, 'read');
     try {
-      // The stream closes the handle when it ends or fails.
-      for await (const chunk of fh.createReadStream()) hash.update(chunk as Buffer);
+      return openedFile(fh, rel, st, range, this.onRead);
     } catch (err) {
-      throw fsError(err, rel, 'hash');
+      await fh.close();
+      throw err;
     }
-    return hash.digest('hex');
   }
 
-  async move(from: string, to: string, options: { overwrite: boolean }): Promise<void> {
+  async read(path: string, range?: ByteRange): Promise<Readable> {
+    try {
+      return (await this.open(path, range)).stream;
+    } catch (err) {
+      // Past the end a file system read gives no bytes, and so does this.
+      if (err instanceof FilestoreError && err.code === 'RANGE_NOT_SATISFIABLE') return Readable.from([]);
+      throw err;
+    }
+  }
+
+  async hash(path: string): Promise<HashedFile | null> {
+    const rel = normalizePath(path);
+    const { fh, st } = await this.openFile(rel, 'hash');
+    return hashOpened(fh, rel, st, this.onRead);
+  }
+
+  async move(from: string, to: string, options: TransferOptions): Promise<void> {
     const op = 'move';
     const { src, dst, srcSt, existing } = await this.transfers.prepare(from, to, options, op);
     const srcAbs = this.mount.abs(src);
     const dstAbs = this.mount.abs(dst);
     try {
-      await this.transfers.replaceTarget(dst, existing, srcSt.isDirectory(), op, async () => {
+      await this.transfers.replaceTarget(dst, existing, srcSt.isDirectory(), op, options.stagingId, async () => {
         try {
           await this.mount.ops.rename(srcAbs, dstAbs);
         } catch (err) {
           if (errnoOf(err) !== 'EXDEV') throw err;
-          // The tree spans filesystems: copy onto the target's filesystem, then drop the source.
+          // The tree spans filesystems: copy onto the target's filesystem (verified), then drop the source.
           await this.transfers.copyAcrossDevices(srcAbs, dstAbs, src, op);
-          await removeQuietly(await this.staging.setAside(srcAbs, src, op));
+          await this.staging.use(op, async (dir) => removeQuietly(await this.staging.setAside(dir, srcAbs, src, options.stagingId, op)));
         }
       });
       await fsyncDir(dirname(srcAbs), src, op);
@@ -204,27 +225,33 @@ export class LocalExecutor implements Backend {
     }
   }
 
-  async copy(from: string, to: string, options: { overwrite: boolean }): Promise<void> {
+  async copy(from: string, to: string, options: TransferOptions): Promise<void> {
     const op = 'copy';
     const { src, dst, srcSt, existing } = await this.transfers.prepare(from, to, options, op);
     const dstAbs = this.mount.abs(dst);
-    // Built completely off to the side, then renamed into place: a failed copy leaves no partial target.
-    const staged = await this.staging.buildPathFor(dstAbs, op);
-    try {
-      const copied = await copyEntry(this.mount.abs(src), staged, { mount: this.mount, rel: src, op });
-      // A directory gets its own mode only once in place (a read-only one could not be renamed
-      // there); anything else arrives complete.
-      if (!copied.isDirectory()) await applyMetadata(staged, copied);
-      const place = () => this.transfers.placeStaged(staged, dst, op);
-      await this.transfers.replaceTarget(dst, existing, srcSt.isDirectory(), op, place);
-      if (copied.isDirectory()) await applyMetadata(dstAbs, copied);
-    } catch (err) {
-      await removeQuietly(staged);
-      throw fsError(err, dst, op);
-    }
+    const tally = newTally();
+    await this.staging.use(op, async (dir) => {
+      // Built completely off to the side, then renamed into place: a failed copy leaves no partial target.
+      const staged = await this.staging.buildPathFor(dir, dstAbs, options.stagingId, op);
+      try {
+        const copied = await copyEntry(this.mount.abs(src), staged, { mount: this.mount, rel: src, op, tally });
+        // A directory gets its own mode only once in place (a read-only one could not be renamed
+        // there); anything else arrives complete.
+        if (!copied.isDirectory()) await applyMetadata(staged, copied);
+        const place = () => this.transfers.placeStaged(staged, dst, op);
+        await this.transfers.replaceTarget(dst, existing, srcSt.isDirectory(), op, options.stagingId, place);
+        if (copied.isDirectory()) await applyMetadata(dstAbs, copied);
+      } catch (err) {
+        await removeQuietly(staged);
+        throw fsError(err, dst, op);
+      }
+    });
+    // What is in place is everything the copy made: a copy disturbed while it was built fails
+    // here (and the orchestrator redoes it or leaves its entry for recovery), never catalogued short.
+    await verifyCopy(dstAbs, tally, dst, op);
   }
 
-  async delete(path: string, options: { recursive: boolean }): Promise<void> {
+  async delete(path: string, options: DeleteOptions): Promise<void> {
     const rel = normalizePath(path);
     const op = 'delete';
     if (rel === '') throw new FilestoreError('INVALID_PATH', 'the mount root cannot be deleted', { path: rel });
@@ -242,9 +269,11 @@ export class LocalExecutor implements Backend {
         });
       } else {
         // One rename makes the whole tree disappear at once; the slow removal happens off-tree.
-        const aside = await this.staging.setAside(abs, rel, op);
-        await fsyncDir(dirname(abs), rel, op);
-        await removeQuietly(aside);
+        await this.staging.use(op, async (dir) => {
+          const aside = await this.staging.setAside(dir, abs, rel, options.stagingId, op);
+          await fsyncDir(dirname(abs), rel, op);
+          await removeQuietly(aside);
+        });
         return;
       }
       await fsyncDir(dirname(abs), rel, op);
@@ -253,9 +282,9 @@ export class LocalExecutor implements Backend {
     }
   }
 
-  /** Staging leftovers of operations an earlier process did not finish (see Staging.discardLeftovers). */
-  discardLeftovers(before: Date): Promise<number> {
-    return this.staging.discardLeftovers(before, 'discardLeftovers');
+  /** Staging leftovers of commands that are finished (see Staging.discardLeftovers). */
+  discardLeftovers(finished: (entryIds: number[]) => Promise<Set<number>>): Promise<LeftoverSweep> {
+    return this.staging.discardLeftovers(finished, 'discardLeftovers');
   }
 
   async discardStaging(stagingId: string): Promise<void> {
@@ -278,13 +307,14 @@ export class LocalExecutor implements Backend {
     return st;
   }
 
-  private async openFile(rel: string, op: string): Promise<FileHandle> {
+  /** The regular file at `rel`, opened without following symlinks, with its fstat (nanoseconds). */
+  private async openFile(rel: string, op: string): Promise<{ fh: FileHandle; st: BigIntStats }> {
     const st = await this.mount.requireEntry(rel, op);
     if (st.isSymbolicLink()) throw localError('SYMLINK_IN_PATH', rel, op);
     if (st.isDirectory()) throw localError('IS_A_DIRECTORY', rel, op);
     // O_NONBLOCK: a FIFO swapped in after the lstat must not hang the open.
     const fh = await this.mount.openVerified(this.mount.abs(rel), rel, constants.O_RDONLY | constants.O_NONBLOCK, op);
-    const now = await fh.stat().catch(async (err: unknown) => {
+    const now = await fh.stat({ bigint: true }).catch(async (err: unknown) => {
       await fh.close();
       throw fsError(err, rel, op);
     });
@@ -292,7 +322,7 @@ export class LocalExecutor implements Backend {
       await fh.close();
       throw localError(now.isDirectory() ? 'IS_A_DIRECTORY' : 'NOT_FOUND', rel, op);
     }
-    return fh;
+    return { fh, st: now };
   }
 
 }
@@ -332,19 +362,6 @@ async function writeAll(fh: FileHandle, chunks: Buffer[]): Promise<void> {
       pending = pending.slice(1);
     }
     if (bytesWritten > 0) pending = [(pending[0] as Buffer).subarray(bytesWritten), ...pending.slice(1)];
-  }
-}
-
-function assertRange(range: ByteRange): void {
-  const ok =
-    Number.isSafeInteger(range.start) &&
-    range.start >= 0 &&
-    (range.end === undefined || (Number.isSafeInteger(range.end) && range.end >= range.start));
-  if (!ok) {
-    throw new FilestoreError('VALIDATION_ERROR', 'a byte range needs 0 <= start <= end (inclusive, whole numbers)', {
-      start: range.start,
-      end: range.end,
-    });
   }
 }
 

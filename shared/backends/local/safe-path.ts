@@ -170,6 +170,11 @@ export class MountRoot {
   }
 }
 
+/** Where the file behind `fh` really is now (through /proc/self/fd on Linux; else the realpath of `fallbackAbs`). */
+export async function realPathOf(fh: FileHandle, fallbackAbs: string): Promise<string> {
+  return HAS_PROC_FD ? readlink(`/proc/self/fd/${fh.fd}`) : realpath(fallbackAbs);
+}
+
 /** A path that reopens exactly the file behind `fh` (Linux), so copyFile cannot be redirected. */
 export function handlePath<P extends string | Buffer>(fh: FileHandle, fallbackAbs: P): string | P {
   return HAS_PROC_FD ? `/proc/self/fd/${fh.fd}` : fallbackAbs;

@@ -5,7 +5,7 @@ import { isSameOrDescendant, normalizePath } from '../../paths.ts';
 import { errnoOf, localError } from './errors.ts';
 import { fsyncDir, type MountRoot } from './safe-path.ts';
 import { removeQuietly, siblingTempPath, type Staging } from './staging.ts';
-import { applyMetadata, copyEntry } from './tree.ts';
+import { applyMetadata, copyEntry, newTally, verifyCopy } from './tree.ts';
 
 /**
  * The target rules shared by move and copy, and how a new entry is put in place: by one
@@ -52,14 +52,15 @@ export class Transfers {
   /**
    * Runs `place` (which puts the new entry at `dst`) over what is there. A file or symlink
    * target is replaced by the rename itself (atomic); a directory target, or a directory
-   * source over a non-directory, needs the old entry set aside first, and it comes back if
-   * placing fails.
+   * source over a non-directory, needs the old entry set aside first (staged under the
+   * command's `stagingId`), and it comes back if placing fails.
    */
   async replaceTarget(
     dst: string,
     existing: Stats | null,
     sourceIsDir: boolean,
     op: string,
+    stagingId: string | undefined,
     place: () => Promise<void>,
   ): Promise<void> {
     if (existing === null || (!existing.isDirectory() && !sourceIsDir)) {
@@ -67,14 +68,16 @@ export class Transfers {
       return;
     }
     const dstAbs = this.mount.abs(dst);
-    const aside = await this.staging.setAside(dstAbs, dst, op);
-    try {
-      await place();
-    } catch (err) {
-      await this.mount.ops.rename(aside, dstAbs).catch(() => undefined);
-      throw err;
-    }
-    await removeQuietly(aside);
+    await this.staging.use(op, async (dir) => {
+      const aside = await this.staging.setAside(dir, dstAbs, dst, stagingId, op);
+      try {
+        await place();
+      } catch (err) {
+        await this.mount.ops.rename(aside, dstAbs).catch(() => undefined);
+        throw err;
+      }
+      await removeQuietly(aside);
+    });
   }
 
   /** Renames a staged entry onto `rel`; across filesystems (EXDEV) it is copied there instead. */
@@ -97,8 +100,9 @@ export class Transfers {
    */
   async copyAcrossDevices(srcAbs: string, dstAbs: string, rel: string, op: string): Promise<void> {
     const sibling = siblingTempPath(dstAbs);
+    const tally = newTally();
     try {
-      const st = await copyEntry(srcAbs, sibling, { mount: this.mount, rel, op });
+      const st = await copyEntry(srcAbs, sibling, { mount: this.mount, rel, op, tally });
       if (st.isDirectory()) {
         await this.mount.ops.rename(sibling, dstAbs);
         await applyMetadata(dstAbs, st);
@@ -110,5 +114,7 @@ export class Transfers {
       await removeQuietly(sibling);
       throw err;
     }
+    // Before a move drops its source: what is in place is all of it.
+    await verifyCopy(dstAbs, tally, rel, op);
   }
 }

@@ -11,6 +11,7 @@ import {
   symlink,
   utimes,
 } from 'node:fs/promises';
+import { FilestoreError } from '../../errors.ts';
 import { errnoOf } from './errors.ts';
 import { handlePath, type MountRoot } from './safe-path.ts';
 
@@ -43,7 +44,17 @@ export interface CopyContext {
   /** Mount-relative path of the copy's source, for error messages. */
   rel: string;
   op: string;
+  /** Counts what the copy created, for verifyCopy. */
+  tally?: CopyTally | undefined;
 }
+
+/** What a copy created (or what a tree holds): entries of every kind Filestore keeps, and file bytes. */
+export interface CopyTally {
+  entries: number;
+  bytes: number;
+}
+
+export const newTally = (): CopyTally => ({ entries: 0, bytes: 0 });
 
 /**
  * Copies the entry at `src` to `dst`, which must not exist. Symlinks are recreated with the
@@ -65,23 +76,63 @@ async function copyInto(src: Buffer, dst: Buffer, st: Stats, ctx: CopyContext, t
   if (st.isSymbolicLink()) {
     await symlink(await readlink(src, { encoding: 'buffer' }), dst);
   } else if (st.isFile()) {
-    if (!(await copyRegularFile(src, dst))) return;
+    const bytes = await copyRegularFile(src, dst);
+    if (bytes === null) return;
+    if (ctx.tally) ctx.tally.bytes += bytes;
   } else if (st.isDirectory()) {
     await copyDirectory(src, dst, ctx);
   } else {
     return;
   }
+  if (ctx.tally) ctx.tally.entries += 1;
   if (!top) await applyMetadata(dst, st);
 }
 
-/** False when the source stopped being a regular file since its lstat (nothing is copied). */
-async function copyRegularFile(src: Buffer, dst: Buffer): Promise<boolean> {
+/**
+ * Counts what the tree at `abs` holds (symlinks never followed; FIFOs, sockets and devices,
+ * which a copy never creates, not counted).
+ */
+export async function tallyTree(abs: string | Buffer): Promise<CopyTally> {
+  const tally = newTally();
+  const visit = async (path: Buffer, st: Stats): Promise<void> => {
+    if (st.isFile()) tally.bytes += st.size;
+    else if (!st.isDirectory() && !st.isSymbolicLink()) return;
+    tally.entries += 1;
+    if (!st.isDirectory()) return;
+    for (const name of await readdir(path, { encoding: 'buffer' })) {
+      const child = childOf(path, name);
+      await visit(child, await lstat(child));
+    }
+  };
+  const top = asBuffer(abs);
+  await visit(top, await lstat(top));
+  return tally;
+}
+
+/**
+ * Checks that the tree at `abs` holds exactly what the copy created: a copy whose staging was
+ * disturbed (part of it removed or rewritten by another process) must fail, never be
+ * catalogued as complete.
+ */
+export async function verifyCopy(abs: string | Buffer, copied: CopyTally, rel: string, op: string): Promise<void> {
+  const found = await tallyTree(abs);
+  if (found.entries === copied.entries && found.bytes === copied.bytes) return;
+  throw new FilestoreError(
+    'STORAGE_ERROR',
+    `the ${op} of ${JSON.stringify(rel)} is incomplete: ${found.entries} of ${copied.entries} entries and ${found.bytes} of ` +
+      `${copied.bytes} bytes arrived (something changed the copy while it was built); nothing was recorded, retry`,
+    { path: rel, op, expectedEntries: copied.entries, foundEntries: found.entries, expectedBytes: copied.bytes, foundBytes: found.bytes },
+  );
+}
+
+/** The bytes copied, or null when the source stopped being a regular file since its lstat (nothing is copied). */
+async function copyRegularFile(src: Buffer, dst: Buffer): Promise<number | null> {
   // Open the source without following a link and copy from the handle's /proc path, so a file
   // swapped for a symlink after lstat cannot pull in bytes from outside the mount.
   // O_NONBLOCK keeps a FIFO swapped in from hanging the open.
   const source = await open(src, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {
-    if (!(await source.stat()).isFile()) return false;
+    if (!(await source.stat()).isFile()) return null;
     await copyFile(handlePath(source, src), dst, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
   } finally {
     await source.close();
@@ -89,10 +140,10 @@ async function copyRegularFile(src: Buffer, dst: Buffer): Promise<boolean> {
   const copy = await open(dst, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     await copy.sync();
+    return (await copy.stat()).size;
   } finally {
     await copy.close();
   }
-  return true;
 }
 
 async function copyDirectory(src: Buffer, dst: Buffer, ctx: CopyContext): Promise<void> {

@@ -3,7 +3,7 @@ import { listChildren } from '../../catalogue/nodes.ts';
 import { tombstoneSubtree } from '../../catalogue/node-writes.ts';
 import { addToAncestors, negate, subtreeTotals } from '../../catalogue/rollups.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
-import { asJson, type CommandSpec } from '../context.ts';
+import { asJson, stagingIdOf, type CommandSpec } from '../context.ts';
 import { assertVersion } from '../checks.ts';
 
 export interface DeleteRequest {
@@ -33,9 +33,9 @@ export const deleteCommand: CommandSpec<DeleteRequest, CatalogueNode, { alreadyG
     return node;
   },
 
-  async apply({ backend }, r) {
+  async apply({ backend, entryId }, r) {
     try {
-      await backend.delete(r.path, { recursive: r.recursive ?? false });
+      await backend.delete(r.path, { recursive: r.recursive ?? false, stagingId: stagingIdOf(entryId) });
       return { alreadyGone: false };
     } catch (err) {
       // Already gone from storage: the caller's intent holds, so the catalogue catches up.

@@ -8,7 +8,7 @@ import { addToAncestors, negate, recomputeRollups, subtreeTotals } from '../../c
 import type { NewEvent } from '../../catalogue/outbox.ts';
 import type { CatalogueNode, Mount } from '../../catalogue/types.ts';
 import { getMount } from '../../catalogue/mounts.ts';
-import { asJson, type CommandSpec, type Step } from '../context.ts';
+import { asJson, stagingIdOf, type CommandSpec, type Step } from '../context.ts';
 import { assertVersion, catalogueCreated, checkParentChain, statCreated } from '../checks.ts';
 
 export interface TransferRequest {
@@ -99,8 +99,8 @@ export const moveCommand: CommandSpec<TransferRequest, Plan, void, MoveOutcome> 
   prepare: (step, r) => prepareTransfer(step, r, 'moved'),
   preState: targetPreState,
 
-  async apply({ backend }, r) {
-    await backend.move(r.path, r.targetPath, { overwrite: r.overwrite ?? false });
+  async apply({ backend, entryId }, r) {
+    await backend.move(r.path, r.targetPath, { overwrite: r.overwrite ?? false, stagingId: stagingIdOf(entryId) });
   },
 
   async observe({ backend }, r, plan) {
@@ -153,8 +153,8 @@ export const copyCommand: CommandSpec<TransferRequest, CopyPlan, void, { ancesto
 
   preState: targetPreState,
 
-  async apply({ backend }, r) {
-    await backend.copy(r.path, r.targetPath, { overwrite: r.overwrite ?? false });
+  async apply({ backend, entryId }, r) {
+    await backend.copy(r.path, r.targetPath, { overwrite: r.overwrite ?? false, stagingId: stagingIdOf(entryId) });
   },
 
   async observe({ backend }, r, plan) {

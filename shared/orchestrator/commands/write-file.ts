@@ -4,7 +4,7 @@ import type { WriteResult } from '../../backends/types.ts';
 import { newNodeFromStat, updateNodeFromStat, type NewNode } from '../../catalogue/node-writes.ts';
 import { addToAncestors } from '../../catalogue/rollups.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
-import { asJson, type CommandSpec } from '../context.ts';
+import { asJson, type CommandSpec, stagingIdOf } from '../context.ts';
 import { assertVersion, catalogueCreated, checkParentChain, statCreated } from '../checks.ts';
 
 export interface WriteFileRequest {
@@ -47,7 +47,7 @@ export const writeFileCommand: CommandSpec<WriteFileRequest, Plan, WriteResult, 
 
   apply({ backend, entryId, journal }, r) {
     return backend.writeFile(r.path, r.body, {
-      stagingId: `j${entryId}`,
+      stagingId: stagingIdOf(entryId),
       expectedSha256: r.expectedSha256,
       // Journaled before the bytes become visible: recovery completes the entry only if the
       // file at the path has exactly this hash.

@@ -1,13 +1,17 @@
 import { constants } from 'node:fs';
-import { access, stat } from 'node:fs/promises';
-import type { Backend, EntryStat } from '../../backends/types.ts';
+import { access, lstat, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { STAGING_DIR } from '../../paths.ts';
+import type { Backend, EntryStat, FileVersion } from '../../backends/types.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
 import { MountUnhealthyError } from '../errors.ts';
 import type { ReconcileStrategy } from '../strategy.ts';
 import { BackendStrategy } from './base.ts';
 import type { StorageRow } from '../../backends/entry-lines.ts';
+import type { SkippedNames } from '../../backends/skipped.ts';
 import { walkTree } from '../../backends/local/walker.ts';
 import { DiskStat } from '../../backends/local/disk-stat.ts';
+import { lookAtRoot } from '../../backends/local/root-check.ts';
 
 const mtimeMs = (d: Date | string | null) => (d === null ? null : d instanceof Date ? d.getTime() : new Date(d).getTime());
 
@@ -31,9 +35,16 @@ export class LocalStrategy extends BackendStrategy implements ReconcileStrategy 
 
   async checkRoot(): Promise<void> {
     try {
-      const st = await stat(this.rootPath);
-      if (!st.isDirectory()) throw new MountUnhealthyError(`${this.rootPath} is not a directory`);
-      await access(this.rootPath, constants.R_OK | constants.X_OK);
+      // The directory the root first resolved to, by lstat: a root replaced by a symlink is not followed.
+      const look = await lookAtRoot(this.rootPath);
+      if (!look.ok) throw new MountUnhealthyError(look.reason);
+      // Commands refuse a staging area that is not a plain directory of the mount; say so here too.
+      const staging = await lstat(join(this.rootPath, STAGING_DIR)).catch(() => null);
+      if (staging !== null && !staging.isDirectory()) {
+        throw new MountUnhealthyError(
+          `${STAGING_DIR} in ${this.rootPath} is ${staging.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}: Filestore neither writes nor deletes through it; remove it`,
+        );
+      }
     } catch (err) {
       if (err instanceof MountUnhealthyError) throw err;
       const code = (err as NodeJS.ErrnoException).code ?? 'unknown';
@@ -46,9 +57,9 @@ export class LocalStrategy extends BackendStrategy implements ReconcileStrategy 
    * A recursive listing (audits, subtrees) runs in the walker processes, split by subtree,
    * beside the comparison; direct children are few and listed here.
    */
-  override listRows(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<StorageRow[]> {
-    if (!recursive) return super.listRows(dir, recursive, startAfter);
-    return walkTree({ rootPath: this.rootPath, dir, startAfter });
+  override listRows(dir: string, recursive: boolean, startAfter?: string, skipped?: SkippedNames): AsyncIterable<StorageRow[]> {
+    if (!recursive) return super.listRows(dir, recursive, startAfter, skipped);
+    return walkTree({ rootPath: this.rootPath, dir, startAfter }, skipped);
   }
 
   /**
@@ -73,6 +84,11 @@ export class LocalStrategy extends BackendStrategy implements ReconcileStrategy 
     if (recorded(node.mode, seen.mode) || recorded(node.uid, seen.uid) || recorded(node.gid, seen.gid)) return true;
     if (node.kind === 'symlink' && (node.metadata.symlinkTarget ?? null) !== seen.symlinkTarget) return true;
     return false;
+  }
+
+  /** What the walk records of a file: its size and mtime (whole ms). */
+  sameVersion(seen: EntryStat, hashed: FileVersion): boolean {
+    return seen.sizeBytes === hashed.sizeBytes && mtimeMs(seen.mtime) === mtimeMs(hashed.mtime);
   }
 
 }
