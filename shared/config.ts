@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { FilestoreError } from './errors.ts';
+import { OutboxRetention } from './events/retention.ts';
 import { COMMAND_SECRET_MIN_LENGTH, parseCommandSecrets } from './dispatch/signing.ts';
 import { QUEUE_PREFIX_PATTERN } from './queues/prefix.ts';
 
@@ -72,6 +73,8 @@ const EnvSchema = z.object({
   /** S3: how long to wait before the second look that confirms an object is gone. */
   FILESTORE_S3_MISSING_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(2_000),
   FILESTORE_S3_ENDPOINT: z.string().url().optional(),
+  /** How long published events stay in the outbox (resumable by event streams): 7d, 12h, 30m, 3600s or seconds; default 7 days. */
+  FILESTORE_OUTBOX_RETENTION: OutboxRetention,
   FILESTORE_DB_POOL_SIZE: z.coerce.number().int().min(2).max(500).default(20),
   FILESTORE_CACHE_TTL_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   PORT: z.coerce.number().int().min(0).max(65_535).default(4300),

@@ -39,7 +39,7 @@ export function agentOptionsFrom(config: Config, databaseUrl: string, log: (line
       perMount: config.FILESTORE_WATCH_BACKEND.perMount,
     },
     // Command, reconcile and audit queues under this prefix (default: the catalogue's own).
-    filestore: { queuePrefix: config.FILESTORE_QUEUE_PREFIX },
+    filestore: { queuePrefix: config.FILESTORE_QUEUE_PREFIX, outboxRetentionMs: config.FILESTORE_OUTBOX_RETENTION },
     log,
   };
 }

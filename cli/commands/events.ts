@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { FilestoreClient, FilestoreEvent } from '../../shared/client/index.ts';
+import { FilestoreApiError, type FilestoreClient, type FilestoreEvent } from '../../shared/client/index.ts';
 import { formatTime, print } from '../output.ts';
 import { connect, parseId } from '../target.ts';
 
@@ -18,7 +18,7 @@ export function registerEvents(program: Command): void {
     .description('print events as they happen, until Ctrl-C (reconnects and resumes by itself)')
     .option('--mount <key>', 'only events of this mount')
     .option('--types <list>', 'only these types, comma-separated (e.g. filestore.node.created,filestore.node.deleted)')
-    .option('--after <id>', 'first replay the events after this event id', parseId)
+    .option('--after <id>', 'first replay the events after this event id (the server keeps them for FILESTORE_OUTBOX_RETENTION)', parseId)
     .option('--json', 'one JSON document per line (the event envelope)')
     .action(async (o: TailOptions) => {
       const client = connect();
@@ -36,9 +36,19 @@ export function registerEvents(program: Command): void {
         onOpen: () => process.stderr.write(`listening for events at ${client.baseUrl}${o.mount ? ` on mount ${o.mount}` : ''} (Ctrl-C stops)\n`),
         onDisconnect: () => process.stderr.write('the event stream was interrupted; reconnecting (events in between are replayed)\n'),
       });
-      for await (const event of stream) {
-        if (o.json) print(JSON.stringify(event.data));
-        else print(eventLine(event, await mountKey(event.data.mountId)));
+      try {
+        for await (const event of stream) {
+          if (o.json) print(JSON.stringify(event.data));
+          else print(eventLine(event, await mountKey(event.data.mountId)));
+        }
+      } catch (err) {
+        // The server no longer keeps the events after our position: say what to do, never retry.
+        if (!(err instanceof FilestoreApiError) || err.code !== 'RESUME_POINT_EXPIRED') throw err;
+        process.stderr.write(
+          `filestore: ${err.message} (${err.code})\n` +
+            'hint: run `filestore events tail` again without --after to follow from now; to catch up on what changed meanwhile, list again (`filestore ls MOUNT:PATH`) or reconcile (`filestore reconcile MOUNT --wait`)\n',
+        );
+        process.exit(1);
       }
     });
 }

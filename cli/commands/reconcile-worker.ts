@@ -51,6 +51,7 @@ export function registerReconcileWorker(program: Command): void {
         poolSize: config.FILESTORE_DB_POOL_SIZE,
         s3: { endpoint: config.FILESTORE_S3_ENDPOINT },
         queuePrefix: config.FILESTORE_QUEUE_PREFIX,
+        outboxRetentionMs: config.FILESTORE_OUTBOX_RETENTION,
         log,
       });
       // The catalogue's prefix (fs.queuePrefix): the queue the API and agents of this catalogue send to.

@@ -56,6 +56,11 @@ const DEFAULT_RECONNECT_MS = 1000;
  * missed: events arrive at least once, in order, with increasing ids. It ends, without an
  * error, when `signal` aborts or the caller breaks out of the loop. A first connection
  * that fails, and an error answer (401, 404…), are thrown.
+ *
+ * A FilestoreApiError with code RESUME_POINT_EXPIRED (410), on the first connection or on a
+ * reconnect, means the server no longer keeps the events after the position (its outbox
+ * retention): they cannot be replayed. Open a new stream without `lastEventId` (it starts
+ * from now) and catch up by listing again or reconciling; it is never retried.
  */
 export async function* streamEvents(t: Transport, o: EventsOptions): AsyncGenerator<FilestoreEvent> {
   let lastId = o.lastEventId;
@@ -77,7 +82,8 @@ export async function* streamEvents(t: Transport, o: EventsOptions): AsyncGenera
       if (!opened) throw err;
     }
     if (res && !res.ok) {
-      // A server restarting behind a proxy answers 502/503 for a while: keep trying; anything else is final.
+      // A server restarting behind a proxy answers 502/503 for a while: keep trying; anything
+      // else is final (410 RESUME_POINT_EXPIRED: reconnecting could never replay what is gone).
       if (!opened || res.status < 500) throw await apiErrorFrom(res);
       await res.body?.cancel().catch(() => {});
     } else if (res?.body) {

@@ -30,8 +30,9 @@ export interface RelayOptions {
  * Publishes committed outbox rows to the bus, at least once and in sequence order: the
  * claim (seq, and published_at = when the bus accepted the batch) is written and committed
  * only after the bus accepted it, so a crash or a failed publication in between republishes
- * rather than loses, and never leaves a row marked published that the bus did not take. Every committed row is claimable at once (no wait
- * for unrelated transactions; the ordering argument is at `claimBatch`).
+ * rather than loses, and no row is marked published that the bus did not take. Every
+ * committed row is claimable at once (no wait for unrelated transactions; the ordering
+ * argument is at `claimBatch`).
  *
  * When passes run: at start and every `intervalMs` (rows committed by processes without a
  * relay, or whose relay is gone), within `batchWindowMs` of a nudge (this process's commits),

@@ -1,4 +1,5 @@
 import { eventsAfter, type EventEnvelope } from '../../catalogue/outbox.ts';
+import { prunedThrough } from '../../catalogue/outbox-retention.ts';
 import { FilestoreError } from '../../errors.ts';
 import { ErrorBody, EventsQuery } from '../schemas.ts';
 import { defineRoute, type Route } from '../route.ts';
@@ -9,7 +10,8 @@ const REPLAY_PAGE = 500;
  * Server-Sent Events. Each event's id is its outbox sequence number; a client that sends
  * Last-Event-ID (browsers' EventSource does on reconnect) first gets every event after it
  * from the outbox, then the live tail, with nothing missed or repeated at the seam.
- * Without Last-Event-ID the stream starts with the next event.
+ * Without Last-Event-ID the stream starts with the next event. A resume point older than what
+ * the outbox keeps (FILESTORE_OUTBOX_RETENTION) is 410 RESUME_POINT_EXPIRED, never a silent gap.
  */
 export const eventRoutes: Route[] = [
   defineRoute({
@@ -20,7 +22,7 @@ export const eventRoutes: Route[] = [
     summary: 'Server-Sent Events (ids are sequence numbers; Last-Event-ID resumes without gaps)',
     query: EventsQuery,
     headers: { 'Last-Event-ID': 'resume after this event id' },
-    responses: { 200: 'sse', 404: ErrorBody, 501: ErrorBody },
+    responses: { 200: 'sse', 404: ErrorBody, 410: ErrorBody, 501: ErrorBody },
     async handle({ query, req, deps }) {
       const tail = deps.events;
       if (!tail) throw new FilestoreError('NOT_IMPLEMENTED', 'this endpoint cannot stream events; use the agent or the local server');
@@ -31,6 +33,10 @@ export const eventRoutes: Route[] = [
         throw new FilestoreError('VALIDATION_ERROR', 'Last-Event-ID: expected the id of an event this stream sent');
       }
       const resumeAfter = header !== undefined ? Number(header) : query.lastEventId;
+      if (resumeAfter !== undefined) {
+        const pruned = await prunedThrough(deps.fs.pool);
+        if (resumeAfter < pruned) throw resumePointExpired(resumeAfter, pruned);
+      }
       return {
         status: 200,
         async sse(sink) {
@@ -54,6 +60,10 @@ export const eventRoutes: Route[] = [
           try {
             while (replaying && !sink.closed) {
               const page = await eventsAfter(deps.fs.pool, last, REPLAY_PAGE, mount?.id);
+              // Pruned since the check above, events after `last` may be missing from the page:
+              // none of it is sent, the stream ends, and the client's reconnect gets the 410.
+              const pruned = await prunedThrough(deps.fs.pool);
+              if (last < pruned) throw resumePointExpired(last, pruned);
               for (const e of page) deliver(e);
               if (page.length < REPLAY_PAGE) replaying = false;
               else await sink.ready();
@@ -72,3 +82,12 @@ export const eventRoutes: Route[] = [
     },
   }),
 ];
+
+function resumePointExpired(lastEventId: number, pruned: number): FilestoreError {
+  return new FilestoreError(
+    'RESUME_POINT_EXPIRED',
+    `cannot resume after event ${lastEventId}: the events up to ${pruned} are no longer kept (the outbox keeps published events for FILESTORE_OUTBOX_RETENTION). ` +
+      'Open the stream without Last-Event-ID to start from now, and catch up on what changed meanwhile by listing again (GET /v1/nodes) or reconciling (POST /v1/reconcile).',
+    { lastEventId, prunedThrough: pruned },
+  );
+}
