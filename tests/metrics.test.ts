@@ -310,6 +310,7 @@ describe('instrumentBackend', () => {
     }),
     mkdir: () => Promise.reject(failure),
     writeFile: () => Promise.reject(failure),
+    open: () => Promise.reject(failure),
     read: async () => {
       let reads = 0;
       return new Readable({
@@ -333,13 +334,14 @@ describe('instrumentBackend', () => {
     await expect(b.mkdir('x', { parents: false })).rejects.toBe(failure);
     await expect(b.writeFile('x', body('x'), { stagingId: 's' })).rejects.toBe(failure);
     await expect(b.hash('x')).rejects.toBe(failure);
+    await expect(b.open('x')).rejects.toBe(failure);
     await expect(b.move('x', 'y', { overwrite: false })).rejects.toBe(failure);
     await expect(b.copy('x', 'y', { overwrite: false })).rejects.toBe(failure);
     await expect(b.delete('x', { recursive: false })).rejects.toBe(failure);
     await expect(b.discardStaging('s')).rejects.toBe(failure);
     await expect(collect(b.list(''))).rejects.toBe(failure);
     const text = await m.text();
-    for (const operation of ['stat', 'mkdir', 'writeFile', 'hash', 'move', 'copy', 'delete', 'discardStaging', 'list']) {
+    for (const operation of ['stat', 'mkdir', 'writeFile', 'hash', 'read', 'move', 'copy', 'delete', 'discardStaging', 'list']) {
       expect(sampleValue(text, OPS, { backend: 'local', operation, outcome: 'error' }), operation).toBe(1);
       expect(sampleValue(text, OPS, { backend: 'local', operation, outcome: 'ok' }), operation).toBeUndefined();
     }

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pipeline } from 'node:stream/promises';
+import { exactLength } from '../backends/exact-length.ts';
 import type { Api, HandledResponse } from './app.ts';
 import { IdleTimeoutBody } from './idle-body.ts';
 import type { ApiRequest, SseMessage, SseSink } from './route.ts';
@@ -117,11 +118,22 @@ async function write(
   } else if ('stream' in r) {
     res.writeHead(r.status, headers);
     // A storage error mid-body cannot change the status any more: the connection is cut, so
-    // the client sees a short body (Content-Length says how long it should have been).
-    await pipeline(r.stream, res).catch((err: Error) => {
-      if (!res.destroyed) log(`download interrupted: ${err.message}`);
-      res.destroy();
-    });
+    // the client sees a short body (Content-Length says how long it should have been). Never
+    // more than Content-Length either: surplus bytes on a kept-alive connection would be read
+    // as the answer to the client's next request.
+    const declared = headers['content-length'];
+    const body = declared === undefined ? [r.stream] : [r.stream, exactLength(Number(declared), 'the response body')];
+    // A response queued behind another on a pipelined connection never sees the connection
+    // go: its source (an open file) is released when the connection closes.
+    const socket = _req.socket;
+    const release = () => r.stream.destroy();
+    socket.once('close', release);
+    await pipeline([...body, res])
+      .catch((err: Error) => {
+        if (!res.destroyed) log(`download interrupted: ${err.message}`);
+        res.destroy();
+      })
+      .finally(() => socket.off('close', release));
   } else if ('sse' in r) {
     await openEventStream(res, r, headers, streams);
   }

@@ -1,4 +1,4 @@
-import type { ErrorCode } from '../errors.ts';
+import { FilestoreError, type ErrorCode } from '../errors.ts';
 
 /**
  * The message both backends give for a backend error code about `path`, or null for codes
@@ -23,5 +23,15 @@ export function backendMessage(code: ErrorCode, path: string): string | null {
       return `${p} cannot be moved or copied into itself or its own subtree`;
     default:
       return null;
+  }
+}
+
+/**
+ * A file changed while it was read (its size, mtime or ctime moved under the open handle, or
+ * it ended early): the bytes read belong to no single version. Read it again.
+ */
+export class FileChangedError extends FilestoreError {
+  constructor(path: string, op: string) {
+    super('STORAGE_ERROR', `${JSON.stringify(path)} changed on storage while it was read; read it again`, { path, op, reason: 'changed-while-read' });
   }
 }

@@ -160,7 +160,7 @@ export function backendConformanceSuite(name: string, createFixture: () => Promi
 
       it('hash is the sha256 of the current bytes', async () => {
         await fx.putRaw('h.bin', Buffer.from([0, 1, 2, 255]));
-        expect(await backend.hash('h.bin')).toBe(sha256(Buffer.from([0, 1, 2, 255])));
+        expect((await backend.hash('h.bin'))?.sha256).toBe(sha256(Buffer.from([0, 1, 2, 255])));
       });
 
       it('a 20 MB body is streamed and its sha256 matches', async () => {
@@ -169,9 +169,73 @@ export function backendConformanceSuite(name: string, createFixture: () => Promi
         const result = await backend.writeFile('big/blob.bin', body, staging());
         expect(result.sizeBytes).toBe(size);
         expect(result.sha256).toBe(await expected);
-        expect(await backend.hash('big/blob.bin')).toBe(await expected);
+        expect((await backend.hash('big/blob.bin'))?.sha256).toBe(await expected);
         expect((await backend.stat('big/blob.bin'))?.sizeBytes).toBe(size);
       }, 120_000);
+    });
+
+    describe('reading one version (open, hash)', () => {
+      const failureOf = (p: Promise<unknown>) => p.then(() => null, (err: unknown) => err as { code?: string; details?: Record<string, unknown> });
+
+      it('open says which version it reads (size, length, range, validator) and streams exactly those bytes', async () => {
+        await fx.putRaw('v.txt', 'hello world');
+        const whole = await backend.open('v.txt');
+        expect(whole).toMatchObject({ sizeBytes: 11, length: 11, range: null, validator: expect.any(String) });
+        expect((await readAll(whole.stream)).toString()).toBe('hello world');
+        const part = await backend.open('v.txt', { start: 6, end: 100 });
+        expect(part).toMatchObject({ sizeBytes: 11, length: 5, range: { start: 6, end: 10 } });
+        expect((await readAll(part.stream)).toString()).toBe('world');
+        const suffix = await backend.open('v.txt', { suffixLength: 3 });
+        expect(suffix).toMatchObject({ sizeBytes: 11, length: 3, range: { start: 8, end: 10 } });
+        expect((await readAll(suffix.stream)).toString()).toBe('rld');
+        const longSuffix = await backend.open('v.txt', { suffixLength: 50 });
+        expect(longSuffix).toMatchObject({ length: 11, range: { start: 0, end: 10 } });
+        expect((await readAll(longSuffix.stream)).toString()).toBe('hello world');
+        const empty = await backend.open('v.txt', { start: 0, end: 0 });
+        expect((await readAll(empty.stream)).toString()).toBe('h');
+      });
+
+      it('a range past the end, a suffix of 0 or any range of an empty file is RANGE_NOT_SATISFIABLE with the size', async () => {
+        await fx.putRaw('short.txt', 'abc');
+        await fx.putRaw('empty.txt', '');
+        for (const range of [{ start: 3 }, { start: 9, end: 12 }, { suffixLength: 0 }]) {
+          expect(await failureOf(backend.open('short.txt', range)), JSON.stringify(range)).toMatchObject({ code: 'RANGE_NOT_SATISFIABLE', details: { sizeBytes: 3 } });
+        }
+        expect(await failureOf(backend.open('empty.txt', { start: 0 }))).toMatchObject({ code: 'RANGE_NOT_SATISFIABLE', details: { sizeBytes: 0 } });
+        const whole = await backend.open('empty.txt');
+        expect(whole).toMatchObject({ sizeBytes: 0, length: 0, range: null });
+        expect((await readAll(whole.stream)).length).toBe(0);
+        await fx.putRaw('d/f.txt', 'x');
+        await expectCode(backend.open('d'), 'IS_A_DIRECTORY');
+        await expectCode(backend.open('none.txt'), 'NOT_FOUND');
+      });
+
+      it('a file replaced after it was opened: its stream gives the opened version exactly, or fails; never the new bytes as a whole', async () => {
+        const before = Buffer.alloc(300 * 1024, 'a');
+        const after = Buffer.alloc(200 * 1024, 'b');
+        await fx.putRaw('swap.bin', before);
+        const opened = await backend.open('swap.bin');
+        await fx.putRaw('swap.bin', after);
+        const got = await readAll(opened.stream).then((b) => b, (err: unknown) => err);
+        // S3: a GetObject answer is one version. Local: rewritten in place under the open handle.
+        if (Buffer.isBuffer(got)) expect(got.equals(before)).toBe(true);
+        else expect(got).toMatchObject({ code: 'STORAGE_ERROR' });
+        const again = await backend.open('swap.bin');
+        expect(again.length).toBe(after.length);
+        expect((await readAll(again.stream)).equals(after)).toBe(true);
+      });
+
+      it('hash gives the sha256 with the version it read: the version open reports, another one once the file changed', async () => {
+        await fx.putRaw('h2.txt', 'versioned');
+        const hashed = await backend.hash('h2.txt');
+        const opened = await backend.open('h2.txt');
+        await readAll(opened.stream);
+        expect(hashed).toMatchObject({ sha256: sha256('versioned'), sizeBytes: 9, validator: opened.validator, etag: opened.etag });
+        expect(hashed?.mtime?.getTime()).toBe(opened.mtime?.getTime());
+        await fx.putRaw('h2.txt', 'changed');
+        expect(await backend.hash('h2.txt')).toMatchObject({ sha256: sha256('changed'), sizeBytes: 7 });
+        expect((await backend.hash('h2.txt'))?.validator).not.toBe(opened.validator);
+      });
     });
 
     describe('directories', () => {

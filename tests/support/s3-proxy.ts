@@ -18,6 +18,8 @@ export interface S3Proxy {
   readonly partCopies: number;
   /** Method and path+query of every request received, in order. */
   readonly requests: Array<{ method: string; url: string }>;
+  /** Awaited before each request is forwarded (null: none): a test changes storage between two requests. */
+  beforeForward(hook: ((method: string, url: string) => Promise<void> | void) | null): void;
   stop(): Promise<void>;
 }
 
@@ -30,6 +32,7 @@ export async function startS3Proxy(upstream: string): Promise<S3Proxy> {
   let throttled = 0;
   let partCopies = 0;
   const requests: Array<{ method: string; url: string }> = [];
+  let hook: ((method: string, url: string) => Promise<void> | void) | null = null;
 
   const forward = (method: string, path: string, headers: IncomingHttpHeaders, body?: Buffer | IncomingMessage) =>
     new Promise<IncomingMessage>((resolve, reject) => {
@@ -80,6 +83,7 @@ export async function startS3Proxy(upstream: string): Promise<S3Proxy> {
     const method = req.method ?? 'GET';
     requests.push({ method, url });
     void (async () => {
+      await hook?.(method, url);
       if (pendingThrottles > 0) {
         pendingThrottles--;
         throttled++;
@@ -115,6 +119,9 @@ export async function startS3Proxy(upstream: string): Promise<S3Proxy> {
       return partCopies;
     },
     requests,
+    beforeForward(h) {
+      hook = h;
+    },
     stop: () =>
       new Promise<void>((resolve, reject) => {
         server.closeAllConnections();

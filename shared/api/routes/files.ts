@@ -1,38 +1,10 @@
 import { FilestoreError } from '../../errors.ts';
-import type { ByteRange } from '../../backends/types.ts';
 import { AgentUnavailableError } from '../../dispatch/errors.ts';
+import { download, type RecordedFile } from '../download.ts';
 import type { MountLocation } from '../../dispatch/router.ts';
 import { checksumSha256, idempotencyKey, ifMatchVersion } from '../request.ts';
 import { AgentRedirect, CommandResult, ErrorBody, FileQuery } from '../schemas.ts';
 import { defineRoute, json, type ApiRequest, type ApiResponse, type Route } from '../route.ts';
-
-/**
- * A single `Range: bytes=…` against a file of `size` bytes (RFC 9110 §14.1.2): undefined
- * means "send it all" (no header, several ranges, or a form we ignore as the RFC allows);
- * an unsatisfiable range is RANGE_NOT_SATISFIABLE.
- */
-export function parseRange(header: string | undefined, size: number): Required<ByteRange> | undefined {
-  if (!header) return undefined;
-  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
-  if (!m || (m[1] === '' && m[2] === '')) return undefined;
-  let start: number;
-  let end: number;
-  if (m[1] === '') {
-    const suffix = Number(m[2]);
-    if (suffix === 0) throw unsatisfiable(size);
-    start = Math.max(0, size - suffix);
-    end = size - 1;
-  } else {
-    start = Number(m[1]);
-    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
-    if (m[2] !== '' && Number(m[2]) < start) return undefined; // invalid: ignored
-  }
-  if (start >= size) throw unsatisfiable(size);
-  return { start, end };
-}
-
-const unsatisfiable = (size: number) =>
-  new FilestoreError('RANGE_NOT_SATISFIABLE', `the file has ${size} bytes; ask for a range inside it`, { sizeBytes: size });
 
 /**
  * 307 to the same request on the agent that owns the local mount: file bytes never travel
@@ -93,7 +65,10 @@ export const fileRoutes: Route[] = [
     tag: 'files',
     summary: "Download a file's bytes (streamed); a single Range gives 206",
     query: FileQuery,
-    headers: { Range: 'bytes=START-END, bytes=START- or bytes=-SUFFIX' },
+    headers: {
+      Range: 'bytes=START-END, bytes=START- or bytes=-SUFFIX',
+      'If-Range': 'the strong ETag of the version the client holds part of: the range only if it is still that version, the whole file otherwise',
+    },
     responses: { 200: 'binary', 206: 'binary', 307: AgentRedirect, 404: ErrorBody, 409: ErrorBody, 416: ErrorBody, 503: ErrorBody },
     async handle({ query, req, deps }) {
       const where = await deps.fs.commands.locate(query.mountId);
@@ -103,28 +78,7 @@ export const fileRoutes: Route[] = [
         throw new FilestoreError(node.kind === 'directory' ? 'IS_A_DIRECTORY' : 'VALIDATION_ERROR', `"${String(node.path)}" is a ${String(node.kind)}, not a file`);
       }
       const mount = await deps.fs.reader.mount(query.mountId);
-      const backend = deps.fs.backends.forMount(mount);
-      // Sizes come from storage, not the catalogue: under drift the bytes served and the
-      // headers describing them must agree.
-      const stat = await backend.stat(String(node.path));
-      if (!stat || stat.kind !== 'file') {
-        throw new FilestoreError('NOT_FOUND', `"${String(node.path)}" is catalogued but gone from storage; it will be reconciled`);
-      }
-      const range = parseRange(req.headers.range, stat.sizeBytes);
-      const headers: Record<string, string> = {
-        'content-type': 'application/octet-stream',
-        'accept-ranges': 'bytes',
-        'x-filestore-version': String(node.version),
-      };
-      if (typeof node.sha256 === 'string' && stat.sizeBytes === node.sizeBytes) headers.etag = `"${node.sha256}"`;
-      if (stat.mtime) headers['last-modified'] = stat.mtime.toUTCString();
-      if (!range) {
-        headers['content-length'] = String(stat.sizeBytes);
-        return { status: 200, headers, stream: await backend.read(String(node.path)) };
-      }
-      headers['content-length'] = String(range.end - range.start + 1);
-      headers['content-range'] = `bytes ${range.start}-${range.end}/${stat.sizeBytes}`;
-      return { status: 206, headers, stream: await backend.read(String(node.path), range) };
+      return download(deps.fs.backends.forMount(mount), node as unknown as RecordedFile, req.headers);
     },
   }),
 ];

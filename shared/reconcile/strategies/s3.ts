@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Backend, EntryStat } from '../../backends/types.ts';
+import type { Backend, EntryStat, FileVersion } from '../../backends/types.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
 import { FilestoreError } from '../../errors.ts';
 import { MountUnhealthyError } from '../errors.ts';
@@ -38,6 +38,11 @@ export class S3Strategy extends BackendStrategy implements ReconcileStrategy {
     if (node.kind !== 'file') return false; // prefixes and markers carry nothing to compare
     if (node.sizeBytes !== seen.sizeBytes) return true;
     return node.etag !== null && seen.etag !== null && node.etag !== seen.etag;
+  }
+
+  /** A listing and a GetObject of the same object version agree on its size and ETag. */
+  sameVersion(seen: EntryStat, hashed: FileVersion): boolean {
+    return seen.sizeBytes === hashed.sizeBytes && seen.etag === hashed.etag;
   }
 
   /** S3-compatible stores may list an object late after it was written: wait before looking again. */
