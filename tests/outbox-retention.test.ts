@@ -314,6 +314,36 @@ describe('resuming a stream from before the retention window', () => {
     }
   });
 
+  it('a stream opened on an outbox pruned empty starts after the pruned events: resuming from the position it gave is not a 410', async () => {
+    await prunedHistory();
+    const { rows } = await pool.query<{ top: number }>('SELECT max(seq) AS top FROM filestore.outbox');
+    await age(rows[0]?.top as number, 8);
+    await pruneOutbox(pool, { retentionMs: 7 * DAY_MS });
+    expect(await pool.query('SELECT 1 FROM filestore.outbox WHERE seq IS NOT NULL')).toMatchObject({ rowCount: 0 });
+    const watermark = await prunedThrough();
+    // A process that starts now (its event tail has never followed) serves the stream.
+    const fresh = await startTestServer({ filestore: { databaseUrl: url, migrate: false, metrics: metrics() } });
+    const abort = new AbortController();
+    try {
+      const c = client(fresh, 'read');
+      const res = await c.call('GET', '/v1/events/stream', { signal: abort.signal });
+      expect(res.status).toBe(200);
+      // The stream's first id-only message is where the client resumes from.
+      const reader = (res.body as ReadableStream<Uint8Array>).pipeThrough(new TextDecoderStream()).getReader();
+      let text = '';
+      let position: RegExpExecArray | null = null;
+      while (!(position = /^id: (\d+)$/m.exec(text))) text += (await reader.read()).value ?? '';
+      expect(Number(position[1])).toBeGreaterThanOrEqual(watermark);
+      abort.abort();
+      const again = await c.call('GET', '/v1/events/stream', { headers: { 'last-event-id': position[1] as string }, signal: AbortSignal.timeout(5_000) });
+      expect(again.status).toBe(200);
+      await again.body?.cancel().catch(() => {});
+    } finally {
+      abort.abort();
+      await fresh.close();
+    }
+  });
+
   it('the typed client throws RESUME_POINT_EXPIRED, on the first connection and when a reconnect finds its position pruned, instead of reconnecting for ever', async () => {
     const { mount, seqs, watermark } = await prunedHistory();
     const reader = new FilestoreClient({ baseUrl: server.url, token: server.tokens.read });

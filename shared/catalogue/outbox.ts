@@ -216,8 +216,14 @@ export async function eventsAfter(q: Queryable, afterSeq: number, limit: number,
   return rows.map(toEnvelope);
 }
 
-/** The highest publication sequence number so far (0 before the first event). */
+/**
+ * The highest publication sequence number so far (0 before the first event), pruned ones
+ * included: a stream started on an outbox the retention emptied starts after them, so that
+ * resuming from its position is not taken for a resume point that expired.
+ */
 export async function lastPublishedSeq(q: Queryable): Promise<number> {
-  const { rows } = await q.query<{ seq: number | null }>('SELECT max(seq) AS seq FROM filestore.outbox');
+  const { rows } = await q.query<{ seq: number | null }>(
+    'SELECT greatest((SELECT max(seq) FROM filestore.outbox), (SELECT through_seq FROM filestore.outbox_pruned)) AS seq',
+  );
   return rows[0]?.seq ?? 0;
 }
