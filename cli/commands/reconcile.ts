@@ -5,8 +5,11 @@ import { connect, parseId, parseTarget, showTarget, type Target } from '../targe
 
 const POLL_MS = 500;
 const FINAL: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'cancelled']);
-/** A job result's counts, in the order the CLI shows them (`deferred`: paths left to a follow-up job). */
-export const COUNTS = ['checked', 'unchanged', 'updated', 'discovered', 'missing', 'deferred'] as const;
+/**
+ * A job result's counts, in the order the CLI shows them (`deferred`: paths left to a follow-up
+ * job; `skipped`: names on storage the catalogue cannot hold).
+ */
+export const COUNTS = ['checked', 'unchanged', 'updated', 'discovered', 'missing', 'deferred', 'skipped'] as const;
 
 interface ReconcileOptions extends JsonOption {
   force?: boolean;
@@ -97,6 +100,7 @@ function printJob(job: ReconcileJob): void {
     ['status', job.status],
     ['attempts', job.attempts],
     ...COUNTS.map((k): [string, number | undefined] => [k, count(job, k)]),
+    ...(Array.isArray(job.result?.skippedSample) ? [['skipped, e.g.', (job.result.skippedSample as string[]).map((p) => `"${p}"`).join(', ')] as [string, string]] : []),
     ['created', formatTime(job.createdAt)],
     ['started', formatTime(job.startedAt)],
     ['finished', formatTime(job.finishedAt)],

@@ -116,7 +116,17 @@ export const ReconcileJob = z
     attempts: z.number(),
     coalesced: z.number().describe('requests for the same path merged into this job while it waited'),
     result: z
-      .object({ checked: z.number(), unchanged: z.number(), updated: z.number(), discovered: z.number(), missing: z.number(), deferred: z.number().optional().describe('paths another writer held through the wait, left to a follow-up job') })
+      .object({
+        checked: z.number(),
+        unchanged: z.number(),
+        updated: z.number(),
+        discovered: z.number(),
+        missing: z.number(),
+        deferred: z.number().optional().describe('paths another writer held through the wait, left to a follow-up job'),
+        skipped: z.number().optional().describe('names on storage the catalogue cannot hold (control characters, not UTF-8, not NFC, FIFOs, sockets, devices), passed over; known when the walk ends'),
+        skippedByReason: z.record(z.enum(['invalid_name', 'not_utf8', 'not_nfc', 'unsupported_kind']), z.number()).optional(),
+        skippedSample: z.array(z.string()).optional().describe('a few of the skipped paths, control characters escaped'),
+      })
       .catchall(z.unknown())
       .nullable()
       .describe('counts so far while running, final when finished'),

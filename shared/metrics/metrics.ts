@@ -47,6 +47,8 @@ export class FilestoreMetrics {
   readonly reconcileJobs: Counter<'backend' | 'reason' | 'outcome'>;
   readonly reconcileDuration: Histogram<'backend'>;
   readonly nodeTransitions: Counter<'from' | 'to'>;
+  /** Names on storage a reconciliation passed over because the catalogue cannot hold them (backends/skipped.ts reasons). */
+  readonly reconcileSkipped: Counter<'mount' | 'reason'>;
 
   /** Age of the oldest event in the last published batch (now − occurredAt); 0 when idle. */
   readonly outboxLag: Gauge;
@@ -115,6 +117,12 @@ export class FilestoreMetrics {
       name: 'filestore_node_transitions_total',
       help: 'Catalogue node consistency-state transitions.',
       labelNames: ['from', 'to'],
+      registers,
+    });
+    this.reconcileSkipped = new Counter({
+      name: 'filestore_reconcile_skipped_total',
+      help: 'Names on storage a reconciliation passed over because the catalogue cannot hold them (invalid_name, not_utf8, not_nfc, unsupported_kind).',
+      labelNames: ['mount', 'reason'],
       registers,
     });
     this.outboxLag = new Gauge({

@@ -1,9 +1,9 @@
-import type { EntryStat, HashedFile } from '../backends/types.ts';
-import { FilestoreError } from '../errors.ts';
+import type { EntryStat } from '../backends/types.ts';
 import { saveCheckpoint, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import { getMount } from '../catalogue/mounts.ts';
 import { findLiveByPath, scopePages, scopeRowId, scopeRowNode, type ScopeRow } from '../catalogue/nodes.ts';
 import { recordsExactly, rowEntry, rowOfEntry, type StorageRow } from '../backends/entry-lines.ts';
+import { SkippedNames, type SkipReason } from '../backends/skipped.ts';
 import { newNodeFromStat, insertNodes, type NewNode } from '../catalogue/node-writes.ts';
 import { appendEvents } from '../catalogue/outbox.ts';
 import {
@@ -30,7 +30,7 @@ import { MassMissingError, MountUnhealthyError, ReconcileError, ScanFailedError 
 import { batches, flatten, mapItems, mergeBatches, pairPath } from './merge.ts';
 import { EnqueueError, enqueuePlanned, type JobTarget } from './job-plan.ts';
 import { strategyFor, type ReconcileStrategy } from './strategy.ts';
-import { zeroCounts, type ReconcileCounts, type ReconcileHandler, type ReconcileRequest } from './types.ts';
+import { zeroCounts, type ReconcileCounts, type ReconcileHandler, type ReconcileRequest, type ReconcileResult } from './types.ts';
 
 export interface ReconcilerOptions {
   /** FILESTORE_MAX_MISSING_RATIO (default 0.5). */
@@ -70,11 +70,7 @@ const CHECKPOINT_EVERY = 10_000;
 const LOCK_WAIT_MS = 5_000;
 const MAX_FOLLOW_UPS = 3;
 
-// What hashing a file the walk saw can meet when it changed since: gone, or no longer a file.
-const CHANGED_SINCE_WALK = new Set(['NOT_FOUND', 'IS_A_DIRECTORY', 'NOT_A_DIRECTORY', 'SYMLINK_IN_PATH']);
-
 /** One transaction's worth of catalogue writes that need their paths locked. */
-
 interface Writes {
   changes: Observation[];
   confirm: CatalogueNode[];
@@ -98,7 +94,7 @@ async function reconcileJob(
   job: ReconcileJobRow,
   o: ReconcilerOptions,
   progress: (counts: ReconcileCounts) => Promise<void>,
-): Promise<ReconcileCounts> {
+): Promise<ReconcileResult> {
   const opts = job.options as { recursive?: boolean; hash?: boolean; force?: boolean };
   const request: ReconcileRequest = {
     mountId: job.mountId,
@@ -155,6 +151,8 @@ class Run {
   private liveAtStart: Promise<number> = Promise.resolve(0);
   /** What other writers held through the wait: the follow-up job's targets. */
   private readonly deferred: JobTarget[] = [];
+  /** Names the walk passed over (the listing counts them, off the per-entry path; totals come at its end). */
+  private readonly skipped = new SkippedNames();
 
   constructor(
     private readonly fs: Filestore,
@@ -172,7 +170,7 @@ class Run {
     return this.fs.pool;
   }
 
-  async execute(force: boolean): Promise<ReconcileCounts> {
+  async execute(force: boolean): Promise<ReconcileResult> {
     try {
       return await this.executeRun(force);
     } finally {
@@ -196,7 +194,7 @@ class Run {
       .finally(() => (this.progressing = null));
   }
 
-  private async executeRun(force: boolean): Promise<ReconcileCounts> {
+  private async executeRun(force: boolean): Promise<ReconcileResult> {
     try {
       await this.strategy.checkRoot();
     } catch (err) {
@@ -276,6 +274,7 @@ class Run {
       throw new ScanFailedError(e.message ?? String(err), { code: e.code });
     }
     if (countAsRead) this.liveAtStart = Promise.resolve(liveRead);
+    this.countSkipped();
     try {
       await this.drain();
       await this.applyMissing(force);
@@ -290,7 +289,20 @@ class Run {
     await this.enqueueFollowUps();
     if (isAudit) await recordAudit(this.pool, this.mount.id, auditStartedAt);
     if (resume || isAudit) await saveCheckpoint(this.pool, this.job.id, null);
-    return { ...this.counts };
+    if (this.skipped.total === 0) return { ...this.counts };
+    const { byReason, sample } = this.skipped.summary();
+    return { ...this.counts, skippedByReason: byReason, skippedSample: sample };
+  }
+
+  /**
+   * What the walk passed over, once it is complete: the count (the walk's own, not carried
+   * over from a checkpoint: a resumed local walk reads the whole tree again) and the metric.
+   */
+  private countSkipped(): void {
+    this.counts.skipped = this.skipped.total;
+    for (const [reason, n] of Object.entries(this.skipped.byReason) as Array<[SkipReason, number]>) {
+      this.fs.metrics.reconcileSkipped.inc({ mount: this.mount.key, reason }, n);
+    }
   }
 
   /** What storage holds in the scope, in batches: the path itself, then (directories) its children or subtree. */
@@ -299,32 +311,14 @@ class Run {
     if (!self) return;
     if (startAfter === undefined) yield [rowOfEntry(self)];
     if (self.kind !== 'directory') return;
-    yield* this.strategy.listRows(this.request.path, this.request.recursive, startAfter);
+    yield* this.strategy.listRows(this.request.path, this.request.recursive, startAfter, this.skipped);
   }
 
   /** The comparison with hashing asked for: the bytes of every file on storage are read. */
   private async compareHashing(stored: StorageRow | null, row: ScopeRow | null): Promise<void> {
     const seen = stored ? rowEntry(stored) : null;
-    this.compare(stored, row, seen && seen.kind === 'file' ? await this.hashOf(seen) : null);
-  }
-
-  /**
-   * The sha256 of exactly the version the walk saw, or null: a file rewritten while it was
-   * read (no single version has that hash), or changed or gone since the walk (the hash would
-   * be recorded beside a size and mtime it does not belong to), is compared without a hash
-   * this time and looked at again by a follow-up job.
-   */
-  private async hashOf(seen: EntryStat): Promise<string | null> {
-    let hashed: HashedFile | null;
-    try {
-      hashed = await this.strategy.hash(seen.path);
-    } catch (err) {
-      if (!(err instanceof FilestoreError && CHANGED_SINCE_WALK.has(err.code))) throw err;
-      hashed = null;
-    }
-    if (hashed !== null && this.strategy.sameVersion(seen, hashed)) return hashed.sha256;
-    this.defer([{ path: seen.path, recursive: false }]);
-    return null;
+    const sha256 = seen && seen.kind === 'file' ? await this.strategy.hash(seen.path) : null;
+    this.compare(stored, row, sha256);
   }
 
   private compare(stored: StorageRow | null, row: ScopeRow | null, sha256: string | null): void {

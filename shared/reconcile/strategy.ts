@@ -1,5 +1,6 @@
-import type { Backend, EntryStat, FileVersion, HashedFile } from '../backends/types.ts';
+import type { Backend, EntryStat } from '../backends/types.ts';
 import type { StorageRow } from '../backends/entry-lines.ts';
+import type { SkippedNames } from '../backends/skipped.ts';
 import type { CatalogueNode, Mount } from '../catalogue/types.ts';
 import { LocalStrategy } from './strategies/local.ts';
 import { S3Strategy } from './strategies/s3.ts';
@@ -15,16 +16,16 @@ export interface ReconcileStrategy {
   stat(path: string): Promise<EntryStat | null>;
   /** Entries below `dir` in byte order of path; recursive or direct children only; after `startAfter` when resuming. */
   list(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<EntryStat>;
-  /** The same listing in batches of rows (one await per batch; rows compare by line, see backends/entry-lines.ts). */
-  listRows(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<StorageRow[]>;
+  /**
+   * The same listing in batches of rows (one await per batch; rows compare by line, see
+   * backends/entry-lines.ts). Names it passes over are added to `skipped` (backends/skipped.ts).
+   */
+  listRows(dir: string, recursive: boolean, startAfter?: string, skipped?: SkippedNames): AsyncIterable<StorageRow[]>;
   /** True when what the catalogue recorded differs from what storage holds (same kind). */
   differs(node: CatalogueNode, seen: EntryStat): boolean;
   /** The second look before MISSING: those of `paths` that are still absent. */
   confirmGone(paths: string[]): Promise<Set<string>>;
-  /** The sha256 of one version of a file, with that version; null when it changed while it was read. */
-  hash(path: string): Promise<HashedFile | null>;
-  /** True when `hashed` is the version the walk saw as `seen` (so the hash describes what `seen` records). */
-  sameVersion(seen: EntryStat, hashed: FileVersion): boolean;
+  hash(path: string): Promise<string>;
 }
 
 export interface StrategyOptions {

@@ -1,3 +1,4 @@
+import type { SkipReason } from '../backends/skipped.ts';
 import type { ReconcileJobRow } from '../catalogue/jobs.ts';
 
 /** Why a reconciliation runs (SPEC §3 `reconciliation_jobs.reason`). */
@@ -39,9 +40,20 @@ export interface ReconcileCounts {
    * run, left to a follow-up job for them (or, after the last follow-up, to the next audit).
    */
   deferred: number;
+  /**
+   * Names on storage the catalogue cannot hold (backends/skipped.ts: control characters, not
+   * UTF-8, not NFC, FIFOs, sockets, devices), passed over by the walk. Known when the walk ends.
+   */
+  skipped: number;
 }
 
-export const zeroCounts = (): ReconcileCounts => ({ checked: 0, unchanged: 0, updated: 0, discovered: 0, missing: 0, deferred: 0 });
+/** A finished run's result: its counts, and what was skipped by reason with a few escaped paths (when anything was). */
+export interface ReconcileResult extends ReconcileCounts {
+  skippedByReason?: Partial<Record<SkipReason, number>> | undefined;
+  skippedSample?: string[] | undefined;
+}
+
+export const zeroCounts = (): ReconcileCounts => ({ checked: 0, unchanged: 0, updated: 0, discovered: 0, missing: 0, deferred: 0, skipped: 0 });
 
 /** Runs one job (the engine, shared/reconcile/reconciler.ts); `progress` is called now and then with counts so far. */
-export type ReconcileHandler = (job: ReconcileJobRow, progress: (counts: ReconcileCounts) => Promise<void>) => Promise<ReconcileCounts>;
+export type ReconcileHandler = (job: ReconcileJobRow, progress: (counts: ReconcileCounts) => Promise<void>) => Promise<ReconcileResult>;

@@ -4,7 +4,7 @@ import type { Queryable } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
 import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
 import { ReconcileError } from './errors.ts';
-import type { ReconcileCounts, ReconcileHandler } from './types.ts';
+import type { ReconcileCounts, ReconcileHandler, ReconcileResult } from './types.ts';
 
 /**
  * What one attempt came to. `skipped`: the row was not claimable (cancelled, finished, gone);
@@ -50,6 +50,16 @@ export function jobError(err: unknown, extra: Record<string, unknown> = {}): Rec
   return { code: 'INTERNAL', message, retryable: true, ...extra };
 }
 
+/** One line per run that passed over names the catalogue cannot hold: how many, why, a few examples (escaped). */
+export function skippedLine(job: Pick<ReconcileJobRow, 'id' | 'mountId' | 'path'>, r: ReconcileResult): string {
+  const reasons = Object.entries(r.skippedByReason ?? {}).map(([reason, n]) => `${reason} ${n}`);
+  const examples = (r.skippedSample ?? []).map((p) => `"${p}"`).join(', ');
+  return (
+    `reconcile job ${job.id} (mount ${job.mountId}, path ${JSON.stringify(job.path)}): skipped ${r.skipped} names the catalogue cannot hold` +
+    `${reasons.length > 0 ? ` (${reasons.join(', ')})` : ''}${examples ? `, e.g. ${examples}` : ''}; rename them to have them catalogued`
+  );
+}
+
 /**
  * The consumer side shared by every queue: claims a row, runs the handler with progress
  * reporting, and records the outcome on the row and in the metrics. Queues decide only
@@ -74,7 +84,7 @@ export class ReconcileWorker {
       // Progress is for people watching; a failed write of it must not fail the work.
       await recordProgress(this.o.pool, id, counts).catch((e: Error) => this.o.log?.(`reconcile job ${id}: progress not recorded: ${e.message}`));
     };
-    let counts: ReconcileCounts;
+    let counts: ReconcileResult;
     try {
       counts = await this.o.handler(job, progress);
     } catch (err) {
@@ -85,6 +95,7 @@ export class ReconcileWorker {
     const durationMs = performance.now() - started;
     this.metrics.reconcileDuration.observe({ backend }, durationMs / 1000);
     const done = await finishJob(this.o.pool, id, { status: 'succeeded', result: counts, error: null });
+    if (counts.skipped > 0) this.o.log?.(skippedLine(job, counts));
     return this.report({ jobId: id, outcome: 'succeeded', job: done ?? job, durationMs }, backend);
   }
 

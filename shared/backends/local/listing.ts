@@ -4,6 +4,7 @@ import { readdir } from 'node:fs/promises';
 import { isPlainSegment, joinPath, MAX_PATH_BYTES, normalizePath, STAGING_DIR } from '../../paths.ts';
 import type { EntryStat, NodeKind } from '../types.ts';
 import { comparableFields } from '../entry-lines.ts';
+import { escapeBytes, escapePath, SkippedNames, skippedTrailer, skipReasonOf } from '../skipped.ts';
 import { errnoOf, fsError } from './errors.ts';
 import { handlePath, type MountRoot } from './safe-path.ts';
 import { isSiblingTempName } from './staging.ts';
@@ -65,14 +66,15 @@ interface SortItem {
 
 /**
  * The canonical child name for raw directory-entry bytes, or null when Filestore cannot
- * address it (not UTF-8, not NFC, control characters, too long a path) or must hide it
- * (its own staging entries).
+ * address it (not UTF-8, not NFC, control characters, too long a path: counted in `skipped`)
+ * or must hide it (its own staging entries).
  */
-function addressableName(dirRel: string, raw: Buffer): string | null {
+function addressableName(dirRel: string, raw: Buffer, skipped: SkippedNames): string | null {
   let name: string;
   try {
     name = utf8.decode(raw);
   } catch {
+    skipped.add('not_utf8', () => `${dirRel === '' ? '' : `${escapePath(dirRel)}/`}${escapeBytes(raw)}`);
     return null;
   }
   if (dirRel === '' && name === STAGING_DIR) return null;
@@ -80,11 +82,15 @@ function addressableName(dirRel: string, raw: Buffer): string | null {
   const rel = joinPath(dirRel, name);
   // `dirRel` is canonical (the walk only descends into names that passed this check).
   if (isPlainSegment(name) && Buffer.byteLength(rel, 'utf8') <= MAX_PATH_BYTES) return name;
+  let canonical = false;
   try {
-    return normalizePath(rel) === rel ? name : null;
+    canonical = normalizePath(rel) === rel;
   } catch {
-    return null;
+    // counted below
   }
+  if (canonical) return name;
+  skipped.add(skipReasonOf(rel), () => escapePath(rel));
+  return null;
 }
 
 /**
@@ -101,7 +107,7 @@ export async function* listSorted(mount: MountRoot, dirRel: string, recursive: b
  * of a whole tree reads, one await per batch instead of one per entry.
  */
 export function listSortedBatches(mount: MountRoot, dirRel: string, recursive: boolean): AsyncGenerator<EntryStat[]> {
-  return walk(mount, dirRel, mount.abs(dirRel), recursive, true, false, toEntryStat);
+  return withSkipped((skipped) => walk(mount, dirRel, mount.abs(dirRel), recursive, true, false, toEntryStat, skipped));
 }
 
 /**
@@ -114,7 +120,17 @@ export function listSortedBatches(mount: MountRoot, dirRel: string, recursive: b
  * contributes nothing, as in `walk`, and it must be reached from the root without a symlink.
  */
 export function listSortedLines(mount: MountRoot, dirRel: string, recursive: boolean, below: boolean): AsyncGenerator<string[]> {
-  return walk(mount, dirRel, mount.abs(dirRel), recursive, !below, below, lineOfStat);
+  return withSkipped((skipped) => walk(mount, dirRel, mount.abs(dirRel), recursive, !below, below, lineOfStat, skipped));
+}
+
+/**
+ * A listing followed, when it passed over names the catalogue cannot hold, by a trailer
+ * saying which (backends/skipped.ts): counted as they are met, sent once at the end.
+ */
+async function* withSkipped<T>(list: (skipped: SkippedNames) => AsyncGenerator<T[]>): AsyncGenerator<T[]> {
+  const skipped = new SkippedNames();
+  yield* list(skipped);
+  if (skipped.total > 0) yield skippedTrailer<T>(skipped);
 }
 
 /** `entryLine(toEntryStat(path, st, target))`, without building either (Node's Stats dates round mtimeMs). */
@@ -133,6 +149,7 @@ async function* walk<T>(
   top: boolean,
   exact: boolean,
   make: (path: string, st: Stats, symlinkTarget: string | null) => T | null,
+  skipped: SkippedNames,
 ): AsyncGenerator<T[]> {
   let dir;
   try {
@@ -145,7 +162,7 @@ async function* walk<T>(
     // Entries are read through the verified handle, so a directory swapped for a symlink
     // after the check still cannot make us list what lies outside the mount.
     const base = handlePath(dir, dirAbs);
-    const items = await readSortItems(base, dirRel, recursive).catch((err: unknown) => {
+    const items = await readSortItems(base, dirRel, recursive, skipped).catch((err: unknown) => {
       throw fsError(err, dirRel, 'list');
     });
     let batch: T[] = [];
@@ -163,11 +180,12 @@ async function* walk<T>(
         if (!item.subtree) {
           const entry = make(rel, stat, symlinkTarget);
           if (entry !== null) batch.push(entry);
+          else skipped.add('unsupported_kind', () => escapePath(rel)); // a FIFO, socket or device
         } else if (stat.isDirectory()) {
           // The subtree comes next in order: what precedes it goes first.
           if (batch.length > 0) yield batch;
           batch = [];
-          yield* walk(mount, rel, `${base}/${item.name}`, true, false, false, make);
+          yield* walk(mount, rel, `${base}/${item.name}`, true, false, false, make, skipped);
         }
       }
       if (batch.length > 0) yield batch;
@@ -178,11 +196,11 @@ async function* walk<T>(
   }
 }
 
-async function readSortItems(base: string, dirRel: string, recursive: boolean): Promise<SortItem[]> {
+async function readSortItems(base: string, dirRel: string, recursive: boolean, skipped: SkippedNames): Promise<SortItem[]> {
   const dirents = await readdir(base, { withFileTypes: true, encoding: 'buffer' });
   const items: SortItem[] = [];
   for (const dirent of dirents) {
-    const name = addressableName(dirRel, dirent.name);
+    const name = addressableName(dirRel, dirent.name, skipped);
     if (name === null) continue;
     const seen: Observed = { stat: null, symlinkTarget: null };
     items.push({ key: dirent.name, name, subtree: false, seen });

@@ -1,3 +1,6 @@
+import { comparePaths } from '../../paths.ts';
+import { linePath } from '../entry-lines.ts';
+import { skippedOf, type SkippedSummary } from '../skipped.ts';
 import { LocalExecutor } from './local-executor.ts';
 import { lstatFromWorkingDirectory } from './listing.ts';
 import type { FromWalker, ToWalker } from './walker.ts';
@@ -40,6 +43,10 @@ interface Session {
   credit: number;
   running: boolean;
   stopped: boolean;
+  /** Resuming: only entries after this path are sent. */
+  after: string | undefined;
+  /** The listing's trailer: names it passed over (sent with `done`). */
+  skipped?: SkippedSummary | undefined;
 }
 
 const sessions = new Map<number, Session>();
@@ -77,7 +84,10 @@ async function pump(id: number): Promise<void> {
           done = true;
           break;
         }
-        for (const line of r.value) {
+        const skipped = skippedOf(r.value);
+        if (skipped) s.skipped = skipped;
+        const after = s.after;
+        for (const line of after === undefined ? r.value : r.value.filter((l) => comparePaths(linePath(l), after) > 0)) {
           lines.push(line);
           chars += line.length + 1;
         }
@@ -91,7 +101,7 @@ async function pump(id: number): Promise<void> {
       }
       if (done) {
         sessions.delete(id);
-        send({ kind: 'done', id });
+        send(s.skipped ? { kind: 'done', id, skipped: s.skipped } : { kind: 'done', id });
         return;
       }
     }
@@ -107,8 +117,10 @@ process.on('message', (m: ToWalker) => {
   if (m.kind === 'start') {
     try {
       const { rootPath, dir, recursive, startAfter, below } = m.request;
-      const listing = executorFor(rootPath).listLines(dir, { recursive, startAfter, below });
-      sessions.set(m.id, { it: listing[Symbol.asyncIterator](), credit: CREDIT, running: false, stopped: false });
+      // A resumed listing is cut here rather than by listLines, whose cut would drop the
+      // trailer with what the listing skipped (it is empty, hence "before" any path).
+      const listing = executorFor(rootPath).listLines(dir, { recursive, below });
+      sessions.set(m.id, { it: listing[Symbol.asyncIterator](), credit: CREDIT, running: false, stopped: false, after: startAfter });
     } catch (err) {
       send(errorReply(m.id, err));
       return;

@@ -5,6 +5,7 @@ import { FilestoreError } from '../../errors.ts';
 import { PACKAGE_ROOT } from '../../package.ts';
 import { comparePaths } from '../../paths.ts';
 import { linePath, rowKind, type StorageRow } from '../entry-lines.ts';
+import type { SkippedNames, SkippedSummary } from '../skipped.ts';
 
 /**
  * Recursive listings of local trees in walker processes.
@@ -44,7 +45,7 @@ export type ToWalker = { kind: 'start'; id: number; request: WalkRequest } | { k
 const CREDIT_BACK = 3;
 export type FromWalker =
   | { kind: 'batch'; id: number; bytes: Uint8Array }
-  | { kind: 'done'; id: number }
+  | { kind: 'done'; id: number; skipped?: SkippedSummary }
   | { kind: 'error'; id: number; error: { code?: string; message: string; details?: Record<string, unknown>; gone?: boolean } };
 
 /** The walker process serving a walk went away (killed, crashed): not an error of the listing. */
@@ -168,7 +169,7 @@ class Walker {
     return box.queue.shift() as FromWalker;
   }
 
-  async *walk(request: WalkRequest): AsyncGenerator<StorageRow[]> {
+  async *walk(request: WalkRequest, skipped: SkippedNames | undefined): AsyncGenerator<StorageRow[]> {
     if (this.failed) throw new WalkerGoneError(`walker process: ${this.failed.message}`);
     const id = this.nextId++;
     this.inbox.set(id, { queue: [], wake: null });
@@ -181,6 +182,7 @@ class Walker {
         const m = await this.take(id);
         if (m.kind === 'done') {
           finished = true;
+          if (m.skipped) skipped?.merge(m.skipped);
           return;
         }
         if (m.kind === 'error') {
@@ -201,8 +203,11 @@ class Walker {
   }
 }
 
-/** Lists a local directory in a walker process, in batches of rows (see StorageRow). */
-export async function* walkOnWalker(request: WalkRequest): AsyncGenerator<StorageRow[]> {
+/**
+ * Lists a local directory in a walker process, in batches of rows (see StorageRow); names it
+ * passes over (backends/skipped.ts) are added to `skipped` when the listing ends.
+ */
+export async function* walkOnWalker(request: WalkRequest, skipped?: SkippedNames): AsyncGenerator<StorageRow[]> {
   let code: string;
   try {
     code = await bundleWalkerCode();
@@ -227,7 +232,7 @@ export async function* walkOnWalker(request: WalkRequest): AsyncGenerator<Storag
     for (const w of walkers) if (w.active < least.active) least = w;
     let listed = false;
     try {
-      for await (const rows of least.walk(request)) {
+      for await (const rows of least.walk(request, skipped)) {
         listed = true;
         yield rows;
       }
@@ -265,16 +270,19 @@ const SPLIT_DEPTH = 2;
  * (see listing.ts): after the directory's own entry, before any sibling sorting after it.
  * A resumed listing (startAfter) is listed by one session.
  */
-export async function* walkTree(request: { rootPath: string; dir: string; startAfter?: string | undefined }): AsyncGenerator<StorageRow[]> {
+export async function* walkTree(
+  request: { rootPath: string; dir: string; startAfter?: string | undefined },
+  skipped?: SkippedNames,
+): AsyncGenerator<StorageRow[]> {
   if (WALKERS < 2 || request.startAfter !== undefined) {
-    yield* walkOnWalker({ ...request, recursive: true });
+    yield* walkOnWalker({ ...request, recursive: true }, skipped);
     return;
   }
-  yield* inOrder(request.rootPath, units(request.rootPath, request.dir, 0));
+  yield* inOrder(request.rootPath, units(request.rootPath, request.dir, 0, skipped), skipped);
 }
 
 /** The units of `dir`'s listing: its entries, and each subdirectory's subtree where it belongs. */
-async function* units(rootPath: string, dir: string, depth: number): AsyncGenerator<Unit> {
+async function* units(rootPath: string, dir: string, depth: number, skipped: SkippedNames | undefined): AsyncGenerator<Unit> {
   const out: Unit[] = [];
   // Subtrees seen but not yet due, sorted by key ("a-b/" sorts before "a/", so not a FIFO).
   const due: string[] = [];
@@ -289,7 +297,7 @@ async function* units(rootPath: string, dir: string, depth: number): AsyncGenera
     if (rows.length > 0) yield* put({ rows });
     rows = [];
   };
-  const listing = walkOnWalker({ rootPath, dir, recursive: false, below: depth > 0 });
+  const listing = walkOnWalker({ rootPath, dir, recursive: false, below: depth > 0 }, skipped);
   for await (const batch of listing) {
     for (const row of batch) {
       while (due.length > 0 && comparePaths(`${due[0]}/`, linePath(row)) < 0) {
@@ -318,7 +326,7 @@ async function* units(rootPath: string, dir: string, depth: number): AsyncGenera
   // The whole directory is known: with few subdirectories, split one level further.
   const split = dirs < SPLIT_MIN && depth < SPLIT_DEPTH;
   for (const u of out) {
-    if (split && 'subtree' in u) yield* units(rootPath, u.subtree, depth + 1);
+    if (split && 'subtree' in u) yield* units(rootPath, u.subtree, depth + 1, skipped);
     else yield u;
   }
 }
@@ -329,13 +337,13 @@ interface Started {
 }
 
 /** Units in order, each subtree's session started up to AHEAD subtrees early. */
-async function* inOrder(rootPath: string, source: AsyncGenerator<Unit>): AsyncGenerator<StorageRow[]> {
+async function* inOrder(rootPath: string, source: AsyncGenerator<Unit>, skipped: SkippedNames | undefined): AsyncGenerator<StorageRow[]> {
   // Sessions are kept here, not on the units: a unit can outlive its turn (in the array a
   // `yield*` of units() walks through), and with it the first batch its session listed.
   const ahead: Array<{ rows: StorageRow[] } | { started: Started }> = [];
   let exhausted = false;
   const start = (subtree: string): Started => {
-    const it = walkOnWalker({ rootPath, dir: subtree, recursive: true, below: true })[Symbol.asyncIterator]();
+    const it = walkOnWalker({ rootPath, dir: subtree, recursive: true, below: true }, skipped)[Symbol.asyncIterator]();
     const head = it.next();
     head.catch(() => {}); // surfaced when this subtree's turn comes
     return { it, head };

@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { DeleteObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { FilestoreError } from '../../errors.ts';
 import { ancestorsOf, comparePaths, joinPath, normalizePath, parentOf, STAGING_DIR } from '../../paths.ts';
-import type { Backend, ByteRange, EntryStat, HashedFile, ListOptions, OpenedFile, RangeRequest, WriteOptions, WriteResult } from '../types.ts';
+import type { Backend, ByteRange, EntryStat, ListOptions, WriteOptions, WriteResult } from '../types.ts';
 import { createS3Client } from './client.ts';
 import { copyObject, DEFAULT_COPY_PART_BYTES, MAX_SINGLE_COPY_BYTES, MIN_PART_BYTES } from './copy.ts';
-import { s3Error, s3Fail, uploadError } from './errors.ts';
+import { isNotFound, s3Error, s3ErrorName, s3Fail, uploadError } from './errors.ts';
 import {
   assertNoFileAncestor,
   dirExists,
@@ -21,7 +21,7 @@ import {
 import { S3Keys } from './keys.ts';
 import { anyKeyUnder, listPages, listPagesFanOut, type RawEntry } from './listing.ts';
 import { PathOrderedListing, type ListedItem } from './path-order.ts';
-import { openObject } from './read.ts';
+import { escapePath, SkippedNames, skippedTrailer, skipReasonOf } from '../skipped.ts';
 import { discardStagingObjects } from './staging.ts';
 import { deleteEntry, transfer } from './tree.ts';
 import { DEFAULT_UPLOAD_PART_BYTES, uploadStream } from './upload.ts';
@@ -133,11 +133,12 @@ export class S3Executor implements Backend {
           ? listPagesFanOut(this.m.client, this.m.bucket, base)
           : listPages(this.m.client, this.m.bucket, base, { startAfter: startKey });
     const wanted = (e: EntryStat) => after === undefined || comparePaths(e.path, after) > 0;
+    const skipped = new SkippedNames();
     try {
       for await (const page of pages) {
         const batch: EntryStat[] = [];
         for (const raw of page) {
-          const entry = this.listable(d, raw);
+          const entry = this.listable(d, raw, skipped);
           if (entry === null) continue;
           for (const item of await ordered.push(entry)) {
             const stat = toStat(d, item);
@@ -151,6 +152,7 @@ export class S3Executor implements Backend {
     }
     const rest = ordered.finish().map((item) => toStat(d, item)).filter(wanted);
     if (rest.length > 0) yield rest;
+    if (skipped.total > 0) yield skippedTrailer(skipped); // see backends/skipped.ts
   }
 
   async mkdir(path: string, options: { parents: boolean }): Promise<EntryStat> {
@@ -234,31 +236,46 @@ export class S3Executor implements Backend {
     return { ...fileStat(p, head), sha256 };
   }
 
-  async open(path: string, range?: RangeRequest): Promise<OpenedFile> {
-    return openObject(this.m, normalizePath(path), range, 'read');
-  }
-
   async read(path: string, range?: ByteRange): Promise<Readable> {
+    const op = 'read';
+    const p = normalizePath(path);
+    if (p === '') throw s3Fail('IS_A_DIRECTORY', p, op);
+    if (range !== undefined) assertRange(range);
     try {
-      return (await this.open(path, range)).stream;
+      const out = await this.m.client.send(
+        new GetObjectCommand({
+          Bucket: this.m.bucket,
+          Key: this.m.keys.fileKey(p),
+          ...(range !== undefined ? { Range: `bytes=${range.start}-${range.end ?? ''}` } : {}),
+        }),
+      );
+      if (!(out.Body instanceof Readable)) {
+        throw new FilestoreError('STORAGE_ERROR', `S3 returned no byte stream for ${JSON.stringify(p)}`, { path: p, op });
+      }
+      return out.Body;
     } catch (err) {
-      // Past the end a file system read gives no bytes, and so does this backend.
-      if (err instanceof FilestoreError && err.code === 'RANGE_NOT_SATISFIABLE') return Readable.from([]);
-      throw err;
+      if (isNotFound(err)) {
+        throw s3Fail((await dirExists(this.m, p, op)) ? 'IS_A_DIRECTORY' : 'NOT_FOUND', p, op);
+      }
+      // A range starting past the end (or any range of an empty object) is 416 on S3; a file
+      // system read there just returns no bytes, and so does this backend.
+      if (s3ErrorName(err) === 'InvalidRange' && (await headFile(this.m, p, op)) !== null) {
+        return Readable.from([]);
+      }
+      throw s3Error(err, p, op);
     }
   }
 
-  /** One GetObject answer is one version of the object: its hash can never mix two. */
-  async hash(path: string): Promise<HashedFile> {
+  async hash(path: string): Promise<string> {
     const p = normalizePath(path);
-    const { stream, range: _range, length: _length, ...version } = await openObject(this.m, p, undefined, 'hash');
+    const body = await this.read(p);
     const hash = createHash('sha256');
     try {
-      await pipeline(stream, hash);
+      await pipeline(body, hash);
     } catch (err) {
       throw s3Error(err, p, 'hash');
     }
-    return { ...version, sha256: hash.digest('hex') };
+    return hash.digest('hex');
   }
 
   async move(from: string, to: string, options: { overwrite: boolean }): Promise<void> {
@@ -281,11 +298,14 @@ export class S3Executor implements Backend {
    * Leaves out the staging area and keys that are no canonical path ("a//b", NFD names, control
    * characters): the catalogue cannot address them. Their longest canonical ancestor ("a" of
    * "a//b") still exists as a directory, as stat says, so the entry shrinks to that prefix.
+   * Such keys are counted in `skipped` (the staging area is Filestore's own, not counted).
    */
-  private listable(dir: string, entry: RawEntry): RawEntry | null {
+  private listable(dir: string, entry: RawEntry, skipped: SkippedNames): RawEntry | null {
     const isDir = entry.key.endsWith('/');
     const rel = isDir ? entry.key.slice(0, -1) : entry.key;
-    if (rel === '' || isCanonical(joinPath(dir, rel))) return entry;
+    const path = joinPath(dir, rel);
+    if (rel === '' || isCanonical(path)) return entry;
+    if (path !== STAGING_DIR && !path.startsWith(`${STAGING_DIR}/`)) skipped.add(skipReasonOf(path), () => escapePath(path));
     const segments = rel.split('/');
     let valid = '';
     for (const segment of segments.slice(0, -1)) {
@@ -317,4 +337,12 @@ function toStat(dir: string, item: ListedItem): EntryStat {
     etag: item.etag,
     symlinkTarget: null,
   };
+}
+
+function assertRange(range: ByteRange): void {
+  const ok =
+    Number.isSafeInteger(range.start) &&
+    range.start >= 0 &&
+    (range.end === undefined || (Number.isSafeInteger(range.end) && range.end >= range.start));
+  if (!ok) throw new FilestoreError('VALIDATION_ERROR', 'a byte range needs 0 <= start <= end', { range });
 }

@@ -1,6 +1,7 @@
-import type { Backend, EntryStat, HashedFile } from '../../backends/types.ts';
+import type { Backend, EntryStat } from '../../backends/types.ts';
 import { FilestoreError } from '../../errors.ts';
 import { rowOfEntry, type StorageRow } from '../../backends/entry-lines.ts';
+import { skippedOf, type SkippedNames } from '../../backends/skipped.ts';
 
 /** Runs `fn` over `items` with at most `limit` at once. */
 export async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -32,8 +33,12 @@ export abstract class BackendStrategy {
     return this.backend().list(dir, { recursive, startAfter });
   }
 
-  async *listRows(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<StorageRow[]> {
-    for await (const batch of this.backend().listBatches(dir, { recursive, startAfter })) yield batch.map(rowOfEntry);
+  async *listRows(dir: string, recursive: boolean, startAfter?: string, skipped?: SkippedNames): AsyncIterable<StorageRow[]> {
+    for await (const batch of this.backend().listBatches(dir, { recursive, startAfter })) {
+      const trailer = skippedOf(batch);
+      if (trailer) skipped?.merge(trailer);
+      else yield batch.map(rowOfEntry);
+    }
   }
 
   /** The second look before MISSING, 16 stats at a time. */
@@ -48,7 +53,7 @@ export abstract class BackendStrategy {
 
   protected async beforeSecondLook(_paths: string[]): Promise<void> {}
 
-  hash(path: string): Promise<HashedFile | null> {
+  hash(path: string): Promise<string> {
     return this.backend().hash(path);
   }
 }
