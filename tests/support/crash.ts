@@ -11,9 +11,9 @@ import { TEST_DATABASE_URL } from './env.ts';
  * real crash would, until the server notices).
  */
 export function crashIn(
-  crashAt: 'before-storage' | 'after-storage',
+  crashAt: 'before-storage' | 'during-storage' | 'after-storage',
   mount: string,
-  command: { name: string; input: Record<string, unknown>; content?: string },
+  command: { name: string; input: Record<string, unknown>; content?: string; sizeBytes?: number },
 ): Promise<NodeJS.Signals | number | null> {
   const appName = `crash-${randomUUID().slice(0, 8)}`;
   return new Promise<NodeJS.Signals | number | null>((resolve, reject) => {
