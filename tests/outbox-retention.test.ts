@@ -329,7 +329,8 @@ describe('resuming a stream from before the retention window', () => {
       const res = await c.call('GET', '/v1/events/stream', { signal: abort.signal });
       expect(res.status).toBe(200);
       // The stream's first id-only message is where the client resumes from.
-      const reader = (res.body as ReadableStream<Uint8Array>).pipeThrough(new TextDecoderStream()).getReader();
+      if (!res.body) throw new Error('no body');
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       let text = '';
       let position: RegExpExecArray | null = null;
       while (!(position = /^id: (\d+)$/m.exec(text))) text += (await reader.read()).value ?? '';
