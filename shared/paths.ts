@@ -1,4 +1,5 @@
 import { InvalidPathError } from './errors.ts';
+import { hasLoneSurrogate } from './json-value.ts';
 
 /** SPEC §2 limits. */
 export const MAX_PATH_BYTES = 4096;
@@ -52,6 +53,7 @@ export function normalizeAny(input: string): string {
     throw new InvalidPathError('path must not contain NUL or other control characters');
   }
   if (input.includes('\\')) throw new InvalidPathError('path must not contain a backslash');
+  if (hasLoneSurrogate(input)) throw new InvalidPathError('path must be valid Unicode: it holds a lone surrogate (e.g. the JSON escape \\ud800), which no file name can');
   let p = input.normalize('NFC');
   if (p.startsWith('/')) p = p.slice(1);
   if (p.endsWith('/')) p = p.slice(0, -1);

@@ -147,7 +147,9 @@ describe('filestore CLI', () => {
 
       const listed = JSON.parse(await ok(['mounts', 'list', '--json'])) as Mount[];
       expect(listed.find((m) => m.key === key)).toMatchObject({ id: added.id });
-      expect(await ok(['mounts'])).toMatch(new RegExp(`^${key}\\s+local\\s+${root}\\s+rw\\s+active`, 'm'));
+      expect(await ok(['mounts'], admin)).toMatch(new RegExp(`^${key}\\s+local\\s+${root}\\s+rw\\s+active`, 'm'));
+      // Where a mount lives on its host is for admins only.
+      expect(await ok(['mounts'])).toMatch(new RegExp(`^${key}\\s+local\\s+-\\s+rw\\s+active`, 'm'));
 
       const denied = await cli(['mounts', 'pause', key]);
       expect(denied.code).toBe(1);

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import { FilestoreError } from '../errors.ts';
+import { MAX_JSON_DEPTH, tooDeep } from '../json-value.ts';
 
 /** Helpers for reading what a request carries beyond its schemas: JSON bodies, cursors, headers. */
 
@@ -24,11 +25,16 @@ export async function readJsonBody(body: Readable | null, contentType: string | 
       `this route takes a JSON body: send it with Content-Type: application/json${contentType ? `, not ${contentType.slice(0, 100)}` : ''}`,
     );
   }
+  let value: unknown;
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+    value = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
   } catch {
     throw new FilestoreError('VALIDATION_ERROR', 'body: not valid JSON');
   }
+  // Bounded before anything walks it recursively (validation, fingerprints, JSON.stringify).
+  const deep = tooDeep(value);
+  if (deep !== null) throw new FilestoreError('VALIDATION_ERROR', `body.${deep}: JSON bodies may nest at most ${MAX_JSON_DEPTH} levels deep`);
+  return value;
 }
 
 /** Opaque keyset cursors: the sort key of the last item, base64url-encoded. */

@@ -199,7 +199,7 @@ export class CommandRouter {
       // The wait expired, or the job failed in BullMQ (stalled too often): its state says which.
       reply = await this.settled(q.queue, job.id as string);
     }
-    if (!reply) return this.accepted(agent, mount, command, idempotencyKey);
+    if (!reply) return this.accepted(agent, mount, command, ctx.principal ?? null, idempotencyKey);
     if (reply.ok) return { status: 200, result: reply.result };
     throw errorFromWire(reply.error);
   }
@@ -215,8 +215,8 @@ export class CommandRouter {
     return null;
   }
 
-  private async accepted(agent: Agent, mount: Mount, command: DispatchedCommand, idempotencyKey: string): Promise<RoutedCommand> {
-    const entry = await findByIdempotencyKey(this.o.pool, idempotencyKey);
+  private async accepted(agent: Agent, mount: Mount, command: DispatchedCommand, principal: string | null, idempotencyKey: string): Promise<RoutedCommand> {
+    const entry = await findByIdempotencyKey(this.o.pool, principal, idempotencyKey);
     // Only this command's entry: a key reused for another request names someone else's.
     const own = entry && entry.command === command && entry.mountId === mount.id ? entry : null;
     let journalEntry: AcceptedCommand['journalEntry'] = null;

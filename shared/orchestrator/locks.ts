@@ -74,9 +74,9 @@ export async function release(q: Queryable, locks: PathLock[]): Promise<void> {
   ]);
 }
 
-/** Blocks until no other live process works under this idempotency key. */
-export async function lockIdempotencyKey(q: Queryable, key: string): Promise<void> {
-  await q.query('SELECT pg_advisory_lock($1::bigint)', [lockKey('idempotency', key).toString()]);
+/** Blocks until no other live process works under this principal's idempotency key. */
+export async function lockIdempotencyKey(q: Queryable, principal: string | null, key: string): Promise<void> {
+  await q.query('SELECT pg_advisory_lock($1::bigint)', [lockKey('idempotency', principal ?? '', key).toString()]);
 }
 
 // Entry locks use the two-int4 keyspace, which never overlaps the bigint one above.

@@ -4,6 +4,7 @@ import type { BackendRegistry } from '../backends/registry.ts';
 import type { Pool, PoolClient } from '../db/pool.ts';
 import { FilestoreError, asFilestoreError } from '../errors.ts';
 import { beginCommand, findByIdempotencyKey, findEntry, releaseIdempotencyKey, type JournalEntry, type NewEntry } from '../catalogue/journal.ts';
+import { MAX_JSON_DEPTH, tooDeep } from '../json-value.ts';
 import { ancestorsOf } from '../paths.ts';
 import { getMount } from '../catalogue/mounts.ts';
 import type { Mount } from '../catalogue/types.ts';
@@ -43,6 +44,9 @@ const TRANSIENT = new Set(['INTERRUPTED', 'STORAGE_ERROR', 'INTERNAL', 'REQUEST_
 
 /** sha256 over the command and its canonical request: what makes two requests "the same". */
 export function fingerprint(command: string, mountId: string, request: Record<string, unknown>): string {
+  // Requests are depth-checked at the edge (parseInput); checked again (iteratively) so a
+  // caller that skipped it cannot overflow the stack here or in JSON.stringify.
+  if (tooDeep(request) !== null) throw new FilestoreError('VALIDATION_ERROR', `the request nests deeper than ${MAX_JSON_DEPTH} levels`);
   const canonical = (v: unknown): unknown =>
     v && typeof v === 'object' && !Array.isArray(v)
       ? Object.fromEntries(Object.keys(v as object).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])]))
@@ -77,8 +81,9 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
   let released = false;
   try {
     if (ctx.idempotencyKey) {
-      await lockIdempotencyKey(client, ctx.idempotencyKey);
-      const prior = await findByIdempotencyKey(client, ctx.idempotencyKey);
+      // Scoped to the caller: another principal's key of the same text is another key.
+      await lockIdempotencyKey(client, ctx.principal ?? null, ctx.idempotencyKey);
+      const prior = await findByIdempotencyKey(client, ctx.principal ?? null, ctx.idempotencyKey);
       if (prior) {
         const replayed = await replay(deps, client, prior, print, body);
         if (replayed) return replayed;

@@ -2,7 +2,10 @@ import { listJournal } from '../../catalogue/journal.ts';
 import { ErrorBody, JournalEntry, JournalQuery, page } from '../schemas.ts';
 import { defineRoute, json, type Route } from '../route.ts';
 
-/** Command history of a mount, oldest first; `after` is the last entry id already seen. */
+/**
+ * Command history of a mount, oldest first; `after` is the last entry id already seen. An
+ * entry's Idempotency-Key is shown to the principal that sent it and to admins only.
+ */
 export const journalRoutes: Route[] = [
   defineRoute({
     method: 'GET',
@@ -12,10 +15,16 @@ export const journalRoutes: Route[] = [
     summary: 'Journal entries of a mount after an entry id (nextCursor is the id to pass as after)',
     query: JournalQuery,
     responses: { 200: page(JournalEntry), 404: ErrorBody },
-    async handle({ query, deps }) {
+    async handle({ query, deps, principal }) {
       const mount = await deps.fs.reader.mount(query.mountId);
       const rows = await listJournal(deps.fs.pool, mount.id, query.after, query.limit + 1);
-      const items = rows.slice(0, query.limit).map(({ requestFingerprint: _, ...entry }) => entry);
+      const admin = principal.scopes.has('filestore:admin');
+      const items = rows.slice(0, query.limit).map(({ requestFingerprint: _, ...entry }) => {
+        // A key is the means to another's results (a replay answers with them): its sender's alone.
+        if (admin || entry.principal === principal.name) return entry;
+        const { retriedIdempotencyKey: __, ...request } = entry.request;
+        return { ...entry, idempotencyKey: null, request };
+      });
       const last = items[items.length - 1];
       return json(200, { items, nextCursor: rows.length > query.limit && last ? String(last.id) : null });
     },

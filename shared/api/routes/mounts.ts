@@ -1,12 +1,23 @@
-import path from 'node:path';
 import { createMount, getMount, listMounts, updateMount } from '../../catalogue/mounts.ts';
 import { FilestoreError } from '../../errors.ts';
+import { jsonValueProblem } from '../../json-value.ts';
+import { mountFor } from '../host-paths.ts';
+import { assertMountableRoot } from '../mount-root.ts';
 import { CreateMountBody, ErrorBody, Mount, MountIdParams, PatchMountBody, page } from '../schemas.ts';
 import { defineRoute, json, type Route } from '../route.ts';
 
 const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
-/** The mount registry: anyone with read may look, only admin registers or changes mounts. */
+/** Mount fields are stored as text and jsonb: a lone surrogate would be mangled or refused there. */
+function assertStorable(body: unknown): void {
+  const problem = jsonValueProblem(body);
+  if (problem) throw new FilestoreError('VALIDATION_ERROR', `${problem.at}: ${problem.problem}`);
+}
+
+/**
+ * The mount registry: anyone with read may look (host paths only for admin: host-paths.ts),
+ * only admin registers or changes mounts.
+ */
 export const mountRoutes: Route[] = [
   defineRoute({
     method: 'GET',
@@ -15,8 +26,8 @@ export const mountRoutes: Route[] = [
     tag: 'mounts',
     summary: 'List mounts (all of them, by key)',
     responses: { 200: page(Mount) },
-    async handle({ deps }) {
-      return json(200, { items: await listMounts(deps.fs.pool), nextCursor: null });
+    async handle({ deps, principal }) {
+      return json(200, { items: (await listMounts(deps.fs.pool)).map((m) => mountFor(m, principal)), nextCursor: null });
     },
   }),
   defineRoute({
@@ -28,10 +39,9 @@ export const mountRoutes: Route[] = [
     body: CreateMountBody,
     responses: { 201: Mount, 400: ErrorBody, 409: ErrorBody },
     async handle({ body, deps }) {
+      assertStorable(body);
       if (body.kind === 'local') {
-        if (!path.isAbsolute(body.rootPath)) throw new FilestoreError('VALIDATION_ERROR', 'rootPath: must be an absolute directory path');
-        const rootPath = path.resolve(body.rootPath);
-        if (rootPath === path.parse(rootPath).root) throw new FilestoreError('VALIDATION_ERROR', 'rootPath: a filesystem root cannot be a mount');
+        const rootPath = await assertMountableRoot(body.rootPath);
         return json(201, await createMount(deps.fs.pool, { ...body, rootPath }));
       }
       if (!BUCKET.test(body.bucket)) throw new FilestoreError('VALIDATION_ERROR', 'bucket: not a valid S3 bucket name');
@@ -47,8 +57,8 @@ export const mountRoutes: Route[] = [
     summary: 'One mount, by id or key',
     params: MountIdParams,
     responses: { 200: Mount, 404: ErrorBody },
-    async handle({ params, deps }) {
-      return json(200, await getMount(deps.fs.pool, params.id));
+    async handle({ params, deps, principal }) {
+      return json(200, mountFor(await getMount(deps.fs.pool, params.id), principal));
     },
   }),
   defineRoute({
@@ -61,6 +71,7 @@ export const mountRoutes: Route[] = [
     body: PatchMountBody,
     responses: { 200: Mount, 404: ErrorBody },
     async handle({ params, body, deps }) {
+      assertStorable(body);
       return json(200, await updateMount(deps.fs.pool, params.id, body));
     },
   }),

@@ -1,9 +1,23 @@
-import { findJob, listJobs } from '../../catalogue/jobs.ts';
+import { findJob, listJobs, type ReconcileJobRow } from '../../catalogue/jobs.ts';
 import { FilestoreError } from '../../errors.ts';
 import { normalizePath } from '../../paths.ts';
+import type { Principal } from '../auth.ts';
+import type { ApiDeps } from '../deps.ts';
+import { redactValue, seesHostPaths } from '../host-paths.ts';
 import { decodeCursor, pageOf } from '../request.ts';
 import { ErrorBody, JobIdParams, ListJobsQuery, ReconcileBody, ReconcileJob, page } from '../schemas.ts';
 import { defineRoute, json, type Route } from '../route.ts';
+
+/** Jobs as `principal` may see them: a failed job's error names the mount's root on its host (admin only). */
+async function jobsFor<J extends ReconcileJobRow>(jobs: J[], principal: Principal, deps: ApiDeps): Promise<J[]> {
+  if (seesHostPaths(principal) || jobs.every((j) => j.error === null)) return jobs;
+  const roots = new Map<string, string[]>();
+  for (const id of new Set(jobs.filter((j) => j.error !== null).map((j) => j.mountId))) {
+    const mount = await deps.fs.reader.mount(id).catch(() => null);
+    roots.set(id, mount?.rootPath ? [mount.rootPath] : []);
+  }
+  return jobs.map((j) => (j.error === null ? j : { ...j, error: redactValue(j.error, roots.get(j.mountId) ?? []) as Record<string, unknown> }));
+}
 
 /** Reconciliation requests and their job records (the worker itself is shared/reconcile/). */
 export const reconcileRoutes: Route[] = [
@@ -15,7 +29,7 @@ export const reconcileRoutes: Route[] = [
     summary: 'Enqueue a reconciliation of a path or subtree (an audit when path is the root); joins a waiting job for the same path',
     body: ReconcileBody,
     responses: { 202: ReconcileJob, 400: ErrorBody, 404: ErrorBody },
-    async handle({ body, deps }) {
+    async handle({ body, deps, principal }) {
       const mount = await deps.fs.reader.mount(body.mountId);
       const { job, coalesced } = await deps.fs.reconcile.enqueue({
         mountId: mount.id,
@@ -26,7 +40,8 @@ export const reconcileRoutes: Route[] = [
         force: body.force,
       });
       // A request for a path that already waits joins that job (coalesced): same id, merged options.
-      return json(202, job, { location: `/v1/reconcile/jobs/${job.id}`, 'x-filestore-coalesced': String(coalesced) });
+      const [shown] = await jobsFor([job], principal, deps);
+      return json(202, shown, { location: `/v1/reconcile/jobs/${job.id}`, 'x-filestore-coalesced': String(coalesced) });
     },
   }),
   defineRoute({
@@ -37,7 +52,7 @@ export const reconcileRoutes: Route[] = [
     summary: 'Reconciliation jobs, newest first',
     query: ListJobsQuery,
     responses: { 200: page(ReconcileJob), 404: ErrorBody },
-    async handle({ query, deps }) {
+    async handle({ query, deps, principal }) {
       const mount = query.mountId === undefined ? undefined : await deps.fs.reader.mount(query.mountId);
       const rows = await listJobs(deps.fs.pool, {
         mountId: mount?.id,
@@ -45,7 +60,8 @@ export const reconcileRoutes: Route[] = [
         beforeId: decodeCursor<number>(query.cursor, 'number'),
         limit: query.limit + 1,
       });
-      return json(200, pageOf(rows, query.limit, (j) => j.id));
+      const page = pageOf(rows, query.limit, (j) => j.id);
+      return json(200, { ...page, items: await jobsFor(page.items, principal, deps) });
     },
   }),
   defineRoute({
@@ -56,10 +72,11 @@ export const reconcileRoutes: Route[] = [
     summary: 'One reconciliation job: status, attempts, result counts, error, timings',
     params: JobIdParams,
     responses: { 200: ReconcileJob, 404: ErrorBody },
-    async handle({ params, deps }) {
+    async handle({ params, deps, principal }) {
       const job = await findJob(deps.fs.pool, params.id);
       if (!job) throw new FilestoreError('NOT_FOUND', `no reconciliation job ${params.id}`);
-      return json(200, job);
+      const [shown] = await jobsFor([job], principal, deps);
+      return json(200, shown);
     },
   }),
 ];

@@ -1,0 +1,36 @@
+import type { Mount } from '../catalogue/types.ts';
+import type { Principal } from './auth.ts';
+
+/**
+ * Where mounts live on their hosts (a local mount's root, and the host paths in what went
+ * wrong with it) is for admins: read and write tokens get `rootPath: null` and messages whose
+ * host paths are replaced — the mount's root by `<mount root>` (so "…/docs does not exist"
+ * stays useful), any other absolute path by `<host path>`.
+ */
+export const seesHostPaths = (p: Principal): boolean => p.scopes.has('filestore:admin');
+
+/** A mount as `p` may see it. */
+export function mountFor<M extends Mount>(m: M, p: Principal): M {
+  if (seesHostPaths(p)) return m;
+  const roots = m.rootPath ? [m.rootPath] : [];
+  return { ...m, rootPath: null, healthReason: m.healthReason === null ? null : redactText(m.healthReason, roots) };
+}
+
+// An absolute path in free text: a "/" not preceded by a name, a scheme ("s3://") or another path.
+const ABSOLUTE = /(?<![\w.~:/<>-])\/[^\s"'`()[\]{},;:]*/g;
+
+/** `text` with host paths replaced; `roots` are the mount roots it may name. */
+export function redactText(text: string, roots: readonly string[]): string {
+  return text.replace(ABSOLUTE, (found) => {
+    const root = roots.find((r) => found === r || found.startsWith(r.endsWith('/') ? r : `${r}/`));
+    return root === undefined ? '<host path>' : `<mount root>${found.slice(root.length)}`;
+  });
+}
+
+/** A JSON value (a job's error) with host paths replaced in every string; bounded depth. */
+export function redactValue(value: unknown, roots: readonly string[], depth = 0): unknown {
+  if (typeof value === 'string') return redactText(value, roots);
+  if (value === null || typeof value !== 'object' || depth > 16) return depth > 16 ? null : value;
+  if (Array.isArray(value)) return value.map((v) => redactValue(v, roots, depth + 1));
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactValue(v, roots, depth + 1)]));
+}

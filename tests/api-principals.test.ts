@@ -1,0 +1,89 @@
+import { randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
+import { eventually, qs, useApiServer, type TokenName } from './support/http.ts';
+
+// What one caller may learn from, or do to, another caller's requests: idempotency keys are
+// scoped to the principal that sent them, and only admins see where mounts live on their hosts.
+
+const api = useApiServer('write');
+const { c, mountOf } = api;
+
+interface Entry {
+  id: number;
+  principal: string | null;
+  idempotencyKey: string | null;
+  request: Record<string, unknown>;
+}
+
+const journal = async (mountId: string, token: TokenName) =>
+  (await c.json<{ items: Entry[] }>('GET', `/v1/journal?${qs({ mountId })}`, 200, { token })).items;
+
+describe('idempotency keys belong to the principal that sent them', () => {
+  it('another principal sending the same key runs its own command instead of receiving the first one’s result', async () => {
+    const t = await mountOf();
+    const key = `shared-${randomUUID()}`;
+    const route = `/v1/files?${qs({ mountId: t.mount.key, path: 'f.txt' })}`;
+    const first = await c.json<{ journalEntryId: number; node: { version: number } }>('PUT', route, 200, { token: 'write', body: 'same', headers: { 'idempotency-key': key } });
+    const other = await c.json<{ journalEntryId: number; node: { version: number } }>('PUT', route, 200, { token: 'admin', body: 'same', headers: { 'idempotency-key': key } });
+    expect(other.journalEntryId).not.toBe(first.journalEntryId);
+    expect(other.node.version).toBe(2);
+    // A different request under the other principal's key is not a conflict either.
+    await c.json('POST', '/v1/commands/mkdir', 200, { token: 'admin', json: { mountId: t.mount.key, path: 'd' }, headers: { 'idempotency-key': `${key}-2` } });
+    await c.json('POST', '/v1/commands/mkdir', 200, { token: 'write', json: { mountId: t.mount.key, path: 'e' }, headers: { 'idempotency-key': `${key}-2` } });
+    // Each principal's replay still returns its own first result.
+    const replay = await c.json<{ journalEntryId: number }>('PUT', route, 200, { token: 'write', body: 'same', headers: { 'idempotency-key': key } });
+    expect(replay.journalEntryId).toBe(first.journalEntryId);
+    const replayOther = await c.json<{ journalEntryId: number }>('PUT', route, 200, { token: 'admin', body: 'same', headers: { 'idempotency-key': key } });
+    expect(replayOther.journalEntryId).toBe(other.journalEntryId);
+    expect((await journal(t.mount.key, 'admin')).map((e) => e.principal)).toEqual(['test-write', 'test-admin', 'test-admin', 'test-write']);
+  });
+
+  it('the journal shows an entry’s idempotency key only to the principal that sent it, and to admins', async () => {
+    const t = await mountOf();
+    const key = `secret-${randomUUID()}`;
+    await c.json('POST', '/v1/commands/mkdir', 200, { token: 'write', json: { mountId: t.mount.key, path: 'k' }, headers: { 'idempotency-key': key } });
+    const asReader = await journal(t.mount.key, 'read');
+    expect(asReader).toHaveLength(1);
+    expect(asReader[0]?.idempotencyKey).toBeNull();
+    expect(JSON.stringify(asReader)).not.toContain(key);
+    expect((await journal(t.mount.key, 'write'))[0]?.idempotencyKey).toBe(key);
+    expect((await journal(t.mount.key, 'admin'))[0]?.idempotencyKey).toBe(key);
+  });
+});
+
+describe('host paths are for admins', () => {
+  it('read and write tokens see no mount rootPath, and no host path in healthReason or job errors; admin sees them', async () => {
+    const t = await mountOf();
+    const root = t.root as string;
+    await rm(root, { recursive: true, force: true });
+    const job = await c.json<{ id: number }>('POST', '/v1/reconcile', 202, { json: { mountId: t.mount.key } });
+    await eventually(async () => {
+      const j = await c.json<{ status: string }>('GET', `/v1/reconcile/jobs/${job.id}`, 200, { token: 'admin' });
+      return j.status === 'failed' ? j : undefined;
+    }, 'the reconciliation of a mount without its root to fail');
+
+    for (const token of ['read', 'write'] as const) {
+      const views = [
+        await c.json<Record<string, unknown>>('GET', `/v1/mounts/${t.mount.key}`, 200, { token }),
+        ...(await c.json<{ items: Array<Record<string, unknown>> }>('GET', '/v1/mounts', 200, { token })).items.filter((m) => m.key === t.mount.key),
+      ];
+      expect(views).toHaveLength(2);
+      for (const m of views) {
+        expect(m, token).toMatchObject({ kind: 'local', rootPath: null, health: 'unhealthy' });
+        expect(m.healthReason, token).toEqual(expect.stringContaining('does not exist'));
+        expect(JSON.stringify(m), token).not.toContain(root);
+      }
+      const one = await c.json<{ error: unknown }>('GET', `/v1/reconcile/jobs/${job.id}`, 200, { token });
+      const listed = await c.json<{ items: Array<{ id: number }> }>('GET', `/v1/reconcile/jobs?${qs({ mountId: t.mount.key })}`, 200, { token });
+      expect(JSON.stringify(one.error), token).toContain('does not exist');
+      expect(JSON.stringify(one), token).not.toContain(root);
+      expect(JSON.stringify(listed), token).not.toContain(root);
+    }
+
+    const asAdmin = await c.json<Record<string, unknown>>('GET', `/v1/mounts/${t.mount.key}`, 200, { token: 'admin' });
+    expect(asAdmin.rootPath).toBe(root);
+    expect(asAdmin.healthReason).toContain(root);
+    expect(JSON.stringify(await c.json('GET', `/v1/reconcile/jobs/${job.id}`, 200, { token: 'admin' }))).toContain(root);
+  });
+});
