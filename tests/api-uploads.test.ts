@@ -4,7 +4,9 @@ import path from 'node:path';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './support/api.ts';
-import { createTestMount, type TestMount } from './support/filestore.ts';
+import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
+import { createTestMount, stopS3, type TestMount } from './support/filestore.ts';
+import { rawKeys, testS3Client } from './support/s3.ts';
 import { client, eventually, expectError, qs, visibleEntries as visible, type Client } from './support/http.ts';
 
 // Upload bodies come from the network at the client's pace. A client that stops sending must
@@ -96,6 +98,7 @@ describe('a body that stops arriving', () => {
   afterAll(async () => {
     await server?.close();
     await t?.cleanup();
+    await stopS3();
   });
 
   it('an upload is answered 408 REQUEST_TIMEOUT after the idle timeout: nothing at the path or in staging, its journal entry failed, and the same Idempotency-Key may be sent again', async () => {
@@ -114,6 +117,27 @@ describe('a body that stops arriving', () => {
     const again = await c.json<{ node: { sizeBytes: number } }>('PUT', route, 200, { body: 'all the bytes', headers: { 'idempotency-key': 'stalled-upload-1' } });
     expect(again.node.sizeBytes).toBe(13);
     expect(await readFile(path.join(t.root as string, 'stalled.bin'), 'utf8')).toBe('all the bytes');
+  });
+
+  it('on S3 too, with a multipart upload under way: 408, no object at the path, no staging object, no unfinished upload', async () => {
+    const s3 = await createTestMount(server.fs, 's3');
+    const route = `/v1/files?${qs({ mountId: s3.mount.key, path: 'big.bin' })}`;
+    const headers = { authorization: `Bearer ${server.tokens.write}`, 'content-type': 'application/octet-stream' };
+    // More than one 8 MiB part, so a part is sent before the body stalls.
+    const upload = stalledRequest(server, 'PUT', route, headers, 'x'.repeat(9 * 1024 * 1024), 20 * 1024 * 1024);
+    const answer = await within(upload.answer, 30_000, 'a stalled S3 upload');
+    upload.cut();
+    expect(answer, answer.text).toMatchObject({ status: 408, code: 'REQUEST_TIMEOUT' });
+    const client = testS3Client(s3.mount.endpoint as string);
+    try {
+      expect((await rawKeys(client, s3.mount.bucket as string)).filter((k) => !k.endsWith('/'))).toEqual([]);
+      const multipart = await client.send(new ListMultipartUploadsCommand({ Bucket: s3.mount.bucket as string }));
+      expect(multipart.Uploads ?? []).toEqual([]);
+    } finally {
+      client.destroy();
+    }
+    const entries = await journalOf(c, s3.mount.key);
+    expect(entries.map((e) => [e.command, e.status, e.error?.code])).toEqual([['writeFile', 'failed', 'REQUEST_TIMEOUT']]);
   });
 
   it('a JSON body that stops arriving is 408 too, and changes nothing', async () => {
