@@ -65,7 +65,7 @@ export class IdleTimeoutBody extends Readable {
   private startClock(): void {
     this.waiting = true;
     if (this.timer) this.timer.refresh();
-    else this.timer = setTimeout(() => this.expired(), this.idleMs);
+    else this.timer = setTimeout(() => this.expired(), this.idleMs).unref();
   }
 
   private stopClock(): void {
