@@ -118,9 +118,42 @@ export class StorageError extends FilestoreError {
   }
 }
 
+/** Seconds a caller is told to wait (Retry-After) when the catalogue database is unreachable. */
+export const CATALOGUE_RETRY_AFTER_SECONDS = 5;
+
+// How node-postgres and the network report a database that went away or cannot take a
+// connection now: socket errors, pg's own messages (pg/lib/client.js, pg-pool), and SQLSTATE
+// class 08 (connection exception), 57P01–57P03 (admin/crash shutdown, cannot connect now),
+// 53300 (too many connections). Socket errors count only with a socket's syscall: a caller's
+// request stream that breaks (an aborted upload) is ECONNRESET without one.
+const CONNECT_ERRNOS = new Set(['ECONNREFUSED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+const SOCKET_SYSCALLS = new Set(['connect', 'getaddrinfo', 'read', 'write']);
+const PG_CONNECTION_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Client was closed and is not queryable|Query read timeout)/;
+
+/** The reason (an errno, a SQLSTATE or pg's message) when `err` says the database cannot be reached now; otherwise null. */
+export function databaseUnreachable(err: unknown, depth = 0): string | null {
+  if (typeof err !== 'object' || err === null || depth > 3) return null;
+  const e = err as { code?: unknown; message?: unknown; cause?: unknown; syscall?: unknown };
+  if (typeof e.code === 'string') {
+    if (/^08...$|^57P0[123]$|^53300$/.test(e.code)) return e.code;
+    if (typeof e.syscall === 'string' && SOCKET_SYSCALLS.has(e.syscall) && (CONNECT_ERRNOS.has(e.code) || e.code === 'ECONNRESET' || e.code === 'EPIPE')) return e.code;
+  }
+  if (typeof e.message === 'string' && PG_CONNECTION_MESSAGES.test(e.message)) return e.message.toLowerCase().split(/[.(]/)[0]?.trim() ?? 'connection lost';
+  // Node reports a host with several addresses, all refused, as an AggregateError of them.
+  const first = (err as { errors?: unknown }).errors;
+  return databaseUnreachable(Array.isArray(first) ? first[0] : e.cause, depth + 1);
+}
+
 /** Turns anything thrown into a FilestoreError without leaking internals. */
 export function asFilestoreError(err: unknown): FilestoreError {
   if (err instanceof FilestoreError) return err;
+  const unreachable = databaseUnreachable(err);
+  if (unreachable !== null) {
+    return new FilestoreError('UNAVAILABLE', `the catalogue database (PostgreSQL) is unreachable or refuses connections now; retry in ${CATALOGUE_RETRY_AFTER_SECONDS} seconds`, {
+      cause: unreachable,
+      retryAfterSeconds: CATALOGUE_RETRY_AFTER_SECONDS,
+    });
+  }
   const e = err as { code?: string; message?: string } | undefined;
   return new FilestoreError('INTERNAL', 'internal error; see the server log', {
     cause: typeof e?.code === 'string' ? e.code : 'unknown',

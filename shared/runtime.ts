@@ -6,6 +6,7 @@ import { DEFAULT_OUTBOX_RETENTION_MS, pruneOutbox } from './catalogue/outbox-ret
 import { createPool, type Pool } from './db/pool.ts';
 import { migrate } from './db/migrate.ts';
 import { InlineEventBus, RedisEventBus, type EventBus } from './events/bus.ts';
+import { reportedOutage } from './redis/health.ts';
 import { OutboxRelay } from './events/relay.ts';
 import type { OrchestratorHooks } from './orchestrator/context.ts';
 import { Orchestrator } from './orchestrator/orchestrator.ts';
@@ -108,14 +109,18 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
     throw err;
   }
   const inline = o.redisUrl === 'inline';
-  const bus: EventBus = inline ? new InlineEventBus() : new RedisEventBus(o.redisUrl);
-  const cache: ReadThroughCache = inline ? new MemoryReadThroughCache() : new RedisReadThroughCache(o.redisUrl, o.cacheTtlSeconds);
+  const bus: EventBus = inline ? new InlineEventBus() : new RedisEventBus(o.redisUrl, log);
+  const cache: ReadThroughCache = inline ? new MemoryReadThroughCache() : new RedisReadThroughCache(o.redisUrl, o.cacheTtlSeconds, log);
+  // A Redis outage is logged once by the connection that meets it, not per failed operation.
+  const logUnlessReported = (what: string) => (e: Error) => {
+    if (!reportedOutage(e)) log(`${what}: ${e.message}`);
+  };
   const metrics = o.metrics ?? defaultMetrics();
-  const relay = o.relay === false ? null : new OutboxRelay({ pool, bus, metrics, onError: (e) => log(`outbox relay: ${(e as Error).message}`) });
+  const relay = o.relay === false ? null : new OutboxRelay({ pool, bus, metrics, onError: (e) => logUnlessReported('outbox relay')(e as Error) });
   const backends = new BackendRegistry(o.s3, { metrics });
   const changed = async (mountId: string) => {
     relay?.nudge();
-    await cache.invalidateMount(mountId).catch((e: Error) => log(`cache invalidation failed: ${e.message}`));
+    await cache.invalidateMount(mountId).catch(logUnlessReported('cache invalidation failed'));
   };
   const orchestrator = new Orchestrator({ pool, backends, hooks: o.hooks, afterCommit: changed, identity: o.agentId });
   const reader = new CatalogueReader(pool, cache);

@@ -1,9 +1,13 @@
 import { Option, type Command } from 'commander';
-import type { FilestoreClient, JobStatus, ReconcileJob } from '../../shared/client/index.ts';
+import { FilestoreApiError, FilestoreClientError, FilestoreUnreachableError, type FilestoreClient, type JobStatus, type ReconcileJob } from '../../shared/client/index.ts';
 import { counterProgress, formatTime, print, printFields, printJson, printTable, type JsonOption } from '../output.ts';
 import { connect, parseId, parseTarget, showTarget, type Target } from '../target.ts';
 
 const POLL_MS = 500;
+/** While Filestore does not answer (restarting, its database or Redis away), polls back off up to this… */
+const MAX_POLL_MS = 5_000;
+/** …and the wait gives up after this long without an answer (the job itself goes on). */
+export const GIVE_UP_MS = 120_000;
 const FINAL: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'cancelled']);
 /**
  * A job result's counts, in the order the CLI shows them (`deferred`: paths left to a follow-up
@@ -70,20 +74,52 @@ export function registerReconcile(program: Command): void {
     });
 }
 
-/** Polls the job every 500 ms until it is final, with a counter of checked nodes on stderr. */
-async function waitForJob(client: FilestoreClient, queued: ReconcileJob): Promise<ReconcileJob> {
+/**
+ * Polls the job every 500 ms until it is final, with a counter of checked nodes on stderr.
+ * An answer that says "not now" (no connection, a 5xx such as 503 UNAVAILABLE) does not end
+ * the wait: it is said once on stderr, polls back off, and the wait gives up only after
+ * `giveUpMs` without an answer.
+ */
+export async function waitForJob(client: FilestoreClient, queued: ReconcileJob, o: { giveUpMs?: number } = {}): Promise<ReconcileJob> {
+  const giveUpMs = o.giveUpMs ?? GIVE_UP_MS;
   const progress = counterProgress(`reconciling (job ${queued.id})`);
   let job = queued;
+  let delay = POLL_MS;
+  let troubleSince: number | null = null;
   try {
     while (!FINAL.has(job.status)) {
-      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-      job = await client.getJob(job.id);
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      try {
+        job = await client.getJob(job.id);
+      } catch (err) {
+        if (!isTransient(err)) throw err;
+        const now = Date.now();
+        if (troubleSince === null) {
+          troubleSince = now;
+          const during = `${process.stderr.isTTY ? '\n' : ''}filestore: ${(err as Error).message}`;
+          process.stderr.write(`${during}\nfilestore: still waiting for job ${job.id}; trying again for up to ${Math.round(giveUpMs / 1000)} s\n`);
+        } else if (now - troubleSince >= giveUpMs) {
+          throw new FilestoreClientError(
+            `no answer about job ${job.id} for ${Math.round(giveUpMs / 1000)} s (${(err as Error).message}); stopped waiting, the job itself goes on: follow it with \`filestore jobs ${job.id}\``,
+          );
+        }
+        delay = Math.min(delay * 2, MAX_POLL_MS);
+        continue;
+      }
+      troubleSince = null;
+      delay = POLL_MS;
       progress.update(count(job, 'checked') ?? 0);
     }
   } finally {
     progress.stop();
   }
   return job;
+}
+
+/** An answer that may well be different a little later: no connection, or a server error other than 501. */
+function isTransient(err: unknown): boolean {
+  if (err instanceof FilestoreUnreachableError) return true;
+  return err instanceof FilestoreApiError && err.status >= 500 && err.status !== 501;
 }
 
 function count(job: ReconcileJob, key: string): number | undefined {

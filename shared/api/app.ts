@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import { FilestoreError, asFilestoreError } from '../errors.ts';
 import type { Authenticator, Principal } from './auth.ts';
 import type { ApiDeps } from './deps.ts';
+import { createFailureLog } from './failure-log.ts';
 import { assertLocalCaller } from './local-caller.ts';
 import { readJsonBody } from './request.ts';
 import type { ApiRequest, ApiResponse, Route } from './route.ts';
@@ -36,6 +37,7 @@ export function createApi(deps: ApiDeps, auth: Authenticator, routes: readonly R
     if (!route.path.includes(':')) fixed.set(`${route.method} ${route.path}`, route);
   }
   const NO_PARAMS = {};
+  const logFailure = createFailureLog(deps.log);
 
   function match(req: ApiRequest): { route: Route; params: Record<string, string | undefined> } | null {
     const route = fixed.get(`${req.method} ${req.path}`);
@@ -78,7 +80,7 @@ export function createApi(deps: ApiDeps, auth: Authenticator, routes: readonly R
         res = await dispatch(req, correlationId);
       } catch (err) {
         const e = asFilestoreError(err);
-        if (e.code === 'INTERNAL') deps.log(`${req.method} ${req.path} [${correlationId}] failed: ${(err as Error)?.stack ?? String(err)}`);
+        logFailure(`${req.method} ${req.path} [${correlationId}]`, err, e);
         res = { status: e.status, json: { error: e.toJSON() }, headers: errorHeaders(e), route: 'error' };
       }
       if (res.headers) res.headers['x-correlation-id'] = correlationId;

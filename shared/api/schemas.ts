@@ -138,6 +138,12 @@ export const ReconcileJob = z
   })
   .meta({ id: 'ReconcileJob' });
 
+/** 202 from POST /v1/reconcile: the job, and whether it still waits for Redis to be queued. */
+export const ReconcileAccepted = ReconcileJob.extend({
+  queuePending: z.boolean().optional().describe('true: recorded, but Redis was unreachable; it is queued once Redis answers again, and runs then'),
+  message: z.string().optional().describe('what queuePending means for this request'),
+}).meta({ id: 'ReconcileAccepted' });
+
 /** `{items, nextCursor}`: pass nextCursor back as `cursor` for the next page; null at the end. */
 export const page = <T extends z.ZodType>(item: T) => z.object({ items: z.array(item), nextCursor: z.string().nullable() });
 

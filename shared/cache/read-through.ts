@@ -1,4 +1,5 @@
 import { Redis } from 'ioredis';
+import { RedisHealth } from '../redis/health.ts';
 
 /**
  * Read-through cache for catalogue reads (node by path, rollups), invalidated per mount.
@@ -36,11 +37,14 @@ interface CacheScripts {
 
 export class RedisReadThroughCache implements ReadThroughCache {
   private readonly redis: Redis;
+  /** An outage is logged once (reads meanwhile are uncached, invalidations fail as RedisUnavailableError). */
+  private readonly health: RedisHealth;
 
-  constructor(url: string, private readonly ttlSeconds = 300) {
+  constructor(url: string, private readonly ttlSeconds = 300, log: (line: string) => void = () => {}) {
+    this.health = new RedisHealth('cache', log);
     // Auto-pipelining sends the reads of concurrent requests in one write; the scripts run
     // by EVALSHA (defineCommand), not by shipping their text every time.
-    this.redis = new Redis(url, { maxRetriesPerRequest: 2, enableAutoPipelining: true });
+    this.redis = this.health.watch(new Redis(url, { maxRetriesPerRequest: 2, enableAutoPipelining: true }));
     this.redis.defineCommand('filestoreCacheRead', { numberOfKeys: 1, lua: READ });
     this.redis.defineCommand('filestoreCacheWrite', { numberOfKeys: 1, lua: WRITE });
   }
@@ -58,7 +62,8 @@ export class RedisReadThroughCache implements ReadThroughCache {
       const [g, value] = await scripts.filestoreCacheRead(genKey, prefix, key);
       if (value !== null && value !== undefined) return value;
       gen = g;
-    } catch {
+    } catch (err) {
+      this.health.failed(err); // logged once per outage
       return JSON.stringify(await load()); // Redis trouble degrades to uncached reads, never to errors.
     }
     const loaded = JSON.stringify(await load());
@@ -83,7 +88,12 @@ export class RedisReadThroughCache implements ReadThroughCache {
   private startBump(mountId: string): Promise<void> {
     const running: Promise<void> = this.redis
       .incr(`filestore:cache:${mountId}:gen`)
-      .then(() => {})
+      .then(
+        () => {},
+        (err: unknown) => {
+          throw this.health.unavailable(err, 'cache not invalidated');
+        },
+      )
       .finally(() => {
         const current = this.bumps.get(mountId);
         if (current?.running === running && !current.queued) this.bumps.delete(mountId);

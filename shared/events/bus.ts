@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { Redis } from 'ioredis';
 import { envelopeJson, type EventEnvelope } from '../catalogue/outbox.ts';
+import { RedisHealth } from '../redis/health.ts';
 
 export const EVENTS_CHANNEL = 'filestore:events';
 
@@ -37,28 +38,41 @@ export class InlineEventBus implements EventBus {
   }
 }
 
-/** Redis pub/sub on `filestore:events`; one JSON envelope per message. */
+/**
+ * Redis pub/sub on `filestore:events`; one JSON envelope per message. An outage is logged once
+ * per connection (RedisHealth); a publication that fails meanwhile rejects with a
+ * RedisUnavailableError (the relay keeps the events and tries again).
+ */
 export class RedisEventBus implements EventBus {
   private readonly publisher: Redis;
   private subscriber: Redis | null = null;
   private readonly handlers = new Set<(event: EventEnvelope) => void>();
+  private readonly publisherHealth: RedisHealth;
 
-  constructor(private readonly url: string) {
-    this.publisher = new Redis(url, { maxRetriesPerRequest: 3, lazyConnect: false });
+  constructor(
+    private readonly url: string,
+    private readonly log: (line: string) => void = () => {},
+  ) {
+    this.publisherHealth = new RedisHealth('events publisher', log);
+    this.publisher = this.publisherHealth.watch(new Redis(url, { maxRetriesPerRequest: 3, lazyConnect: false }));
   }
 
   async publish(events: EventEnvelope[]): Promise<void> {
     if (events.length === 0) return;
     const pipeline = this.publisher.pipeline();
     for (const e of events) pipeline.publish(EVENTS_CHANNEL, envelopeJson(e));
-    const results = await pipeline.exec();
-    const failed = results?.find(([err]) => err);
-    if (failed) throw failed[0];
+    try {
+      const results = await pipeline.exec();
+      const failed = results?.find(([err]) => err);
+      if (failed) throw failed[0];
+    } catch (err) {
+      throw this.publisherHealth.unavailable(err, 'events not published');
+    }
   }
 
   async subscribe(handler: (event: EventEnvelope) => void): Promise<() => void> {
     if (!this.subscriber) {
-      this.subscriber = new Redis(this.url, { maxRetriesPerRequest: null });
+      this.subscriber = new RedisHealth('events subscriber', this.log).watch(new Redis(this.url, { maxRetriesPerRequest: null }));
       this.subscriber.on('message', (_channel: string, message: string) => {
         if (this.handlers.size === 0) return; // nobody listens now: not even parsed
         const event = JSON.parse(message) as EventEnvelope;

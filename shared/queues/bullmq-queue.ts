@@ -2,6 +2,7 @@ import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { enqueueJob, openJobs, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
+import { RedisHealth } from '../redis/health.ts';
 import type { ReconcileHandler, ReconcileRequest } from '../reconcile/types.ts';
 import { ReconcileWorker } from '../reconcile/worker.ts';
 import {
@@ -11,6 +12,7 @@ import {
   RECONCILE_QUEUE,
   refreshBacklogGauge,
   toNewJob,
+  type Enqueued,
   type ReconcileQueue,
   type ReconcileQueueOptions,
   type StartOptions,
@@ -70,6 +72,11 @@ const KEEP_FAILED = { age: 7 * 24 * 3600, count: 5_000 };
  * Routing: jobs for a local mount owned by an agent go to `filestore-reconcile-<agentId>`,
  * consumed by that agent only (the disk is on its host); S3 mounts and local mounts without
  * an owner go to `filestore-reconcile`, consumed by every consumer.
+ *
+ * Redis unreachable: a request is still recorded (the row) and answered `queuePending`; this
+ * queue adds the rows it could not send once its connection is ready again, and consumers'
+ * sweeps cover a process that stopped meanwhile. The outage is logged once per connection
+ * (RedisHealth), not per failed add, sweep or backlog measurement.
  */
 export class BullMqReconcileQueue implements ReconcileQueue {
   readonly name: string;
@@ -83,6 +90,11 @@ export class BullMqReconcileQueue implements ReconcileQueue {
   private readonly agentQueues = new Map<string, Queue<ReconcileMessage>>();
   /** Where each mount's jobs go, looked up once in a while (a mount's owner rarely changes). */
   private readonly routes = new Map<string, { queue: string; until: number }>();
+  /** The producing connection's reachability; the workers' is `workerHealth`. */
+  private readonly health: RedisHealth;
+  private readonly workerHealth: RedisHealth;
+  /** Rows recorded while Redis was unreachable: added when the connection is ready again. */
+  private readonly unsent = new Map<number, ReconcileJobRow>();
   private handler: ReconcileHandler | null = null;
   private workerConnection: Redis | null = null;
   private workers: Worker<ReconcileMessage>[] = [];
@@ -105,8 +117,11 @@ export class BullMqReconcileQueue implements ReconcileQueue {
       onAttempt: o.onAttempt,
       log: o.log,
     });
-    this.connection = new Redis(redisUrl, { maxRetriesPerRequest: 3 });
-    this.connection.on('error', () => {}); // reported by the command that fails
+    const log = o.log ?? (() => {});
+    this.health = new RedisHealth('reconcile queue', log);
+    this.workerHealth = new RedisHealth('reconcile worker', log);
+    this.connection = this.health.watch(new Redis(redisUrl, { maxRetriesPerRequest: 3 }));
+    this.connection.on('ready', () => void this.sendUnsent());
     this.queue = this.openQueue(this.name);
   }
 
@@ -121,7 +136,9 @@ export class BullMqReconcileQueue implements ReconcileQueue {
         removeOnFail: KEEP_FAILED,
       },
     });
-    queue.on('error', (e) => this.o.log?.(`reconcile queue ${name}: ${e.message}`));
+    queue.on('error', (e) => {
+      if (!this.health.explains(e)) this.o.log?.(`reconcile queue ${name}: ${e.message}`);
+    });
     return queue;
   }
 
@@ -151,31 +168,64 @@ export class BullMqReconcileQueue implements ReconcileQueue {
     return this.queueNamed(route.queue);
   }
 
-  async enqueue(request: ReconcileRequest) {
+  async enqueue(request: ReconcileRequest): Promise<Enqueued> {
     const r = await enqueueJob(this.o.pool, toNewJob(request));
-    if (r.coalesced) await this.reconcileWorker.countCoalesced(r.job);
-    else await this.add(r.job);
+    if (r.coalesced) {
+      await this.reconcileWorker.countCoalesced(r.job);
+      return r;
+    }
+    // Known to be down: not waiting for the client's retries to give up (seconds per request).
+    if (!this.health.reachable) return this.pending(r.job);
+    const queue = await this.routeOf(r.job.mountId);
+    try {
+      await this.addTo(queue, r.job);
+    } catch (err) {
+      if (!this.health.explains(err)) throw err;
+      return this.pending(r.job);
+    }
     return r;
+  }
+
+  /** A recorded row that Redis could not take now: sent when the connection is ready again. */
+  private pending(job: ReconcileJobRow): Enqueued {
+    if (this.unsent.size < SWEEP_BATCH) this.unsent.set(job.id, job); // beyond that, the consumers' sweeps
+    return { job, coalesced: false, queuePending: true };
+  }
+
+  private async sendUnsent(): Promise<void> {
+    for (const [id, row] of this.unsent) {
+      try {
+        await this.add(row);
+        this.unsent.delete(id);
+      } catch (err) {
+        if (!this.health.covers(err)) this.o.log?.(`reconcile queue: job ${id} not queued: ${(err as Error).message}`);
+        return; // the next 'ready', or a consumer's sweep
+      }
+    }
   }
 
   async start(handler: ReconcileHandler, options: StartOptions = {}): Promise<void> {
     if (this.handler) throw new Error(`reconcile queue ${this.name} is already started`);
     this.handler = handler;
     await this.sweep(0);
-    this.workerConnection = new Redis(this.redisUrl, { maxRetriesPerRequest: null });
-    this.workerConnection.on('error', () => {});
+    this.workerConnection = this.workerHealth.watch(new Redis(this.redisUrl, { maxRetriesPerRequest: null }));
     for (const name of this.consumedQueues()) {
       const worker = new Worker<ReconcileMessage>(name, (job) => this.process(job), {
         connection: this.workerConnection,
         prefix: this.o.prefix,
         concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
       });
-      worker.on('error', (e) => this.o.log?.(`reconcile worker ${name}: ${e.message}`));
+      // Its blocking connection (a duplicate) reports through here: an outage is logged once.
+      worker.on('error', (e) => {
+        if (!this.workerHealth.explains(e)) this.o.log?.(`reconcile worker ${name}: ${e.message}`);
+      });
       this.workers.push(worker);
     }
     this.sweepTimer = setInterval(() => void this.sweep(SWEEP_IDLE_MS), this.o.sweepIntervalMs ?? 60_000);
     this.sweepTimer.unref();
-    this.stopGauge = refreshBacklogGauge(this, this.metrics, this.o.backlogIntervalMs ?? 15_000, this.o.log);
+    this.stopGauge = refreshBacklogGauge(this, this.metrics, this.o.backlogIntervalMs ?? 15_000, (e) => {
+      if (!this.health.explains(e)) this.o.log?.(`reconcile backlog not measured: ${e.message}`);
+    });
   }
 
   /** The shared queue, and this agent's own when the consumer is an agent. */
@@ -217,8 +267,12 @@ export class BullMqReconcileQueue implements ReconcileQueue {
   }
 
   private async add(row: Pick<ReconcileJobRow, 'id' | 'createdAt' | 'mountId' | 'path' | 'reason'>) {
+    return this.addTo(await this.routeOf(row.mountId), row);
+  }
+
+  private addTo(queue: Queue<ReconcileMessage>, row: Pick<ReconcileJobRow, 'id' | 'createdAt' | 'mountId' | 'path' | 'reason'>) {
     const data: ReconcileMessage = { rowId: row.id, mountId: row.mountId, path: row.path, reason: row.reason };
-    return (await this.routeOf(row.mountId)).add(JOB_NAME, data, { jobId: bullJobId(row) });
+    return queue.add(JOB_NAME, data, { jobId: bullJobId(row) });
   }
 
   /** Re-adds open rows (idle for `idleMs`) of this queue's mounts whose BullMQ job is missing or finished. */
@@ -238,7 +292,9 @@ export class BullMqReconcileQueue implements ReconcileQueue {
       }
       if (readded > 0) this.o.log?.(`reconcile queue: ${readded} job(s) found in the catalogue without a queue message were queued again`);
     })()
-      .catch((e: Error) => this.o.log?.(`reconcile queue: sweep failed: ${e.message}`))
+      .catch((e: Error) => {
+        if (!this.health.covers(e)) this.o.log?.(`reconcile queue: sweep failed: ${e.message}`);
+      })
       .finally(() => {
         this.sweeping = null;
       });

@@ -74,7 +74,7 @@ export class InlineReconcileQueue implements ReconcileQueue {
     // were interrupted mid-run and run again (only this process runs inline jobs).
     const open = await openJobs(this.o.pool, { mountIds: this.o.mountIds, idleMs: 0, limit: 100_000 });
     for (const row of open) this.push({ id: row.id, reclaim: row.status === 'running' });
-    this.stopGauge = refreshBacklogGauge(this, this.metrics, this.o.backlogIntervalMs ?? 15_000, this.o.log);
+    this.stopGauge = refreshBacklogGauge(this, this.metrics, this.o.backlogIntervalMs ?? 15_000, (e) => this.o.log?.(`reconcile backlog not measured: ${e.message}`));
     this.pump();
   }
 

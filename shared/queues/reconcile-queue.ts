@@ -22,14 +22,24 @@ export interface ReconcileQueue {
   readonly name: string;
   /** BullMQ: the Redis key prefix of its queues (the catalogue's); undefined in-process. */
   readonly prefix?: string | undefined;
-  /** Records the request (a new row, or joins the waiting one) and, for a new row, queues it. */
-  enqueue(request: ReconcileRequest): Promise<{ job: ReconcileJobRow; coalesced: boolean }>;
+  /**
+   * Records the request (a new row, or joins the waiting one) and, for a new row, queues it.
+   * `queuePending`: the row is recorded but Redis could not be reached to queue it; it is
+   * queued when Redis answers again (by this queue, or by a consumer's sweep) and runs then.
+   */
+  enqueue(request: ReconcileRequest): Promise<Enqueued>;
   /** Starts consuming with `handler`; before this, a queue only accepts requests. */
   start(handler: ReconcileHandler, options?: StartOptions): Promise<void>;
   /** Jobs waiting to run, retries waiting out their backoff included. */
   backlog(): Promise<number>;
   /** Stops taking jobs and waits for running ones; waiting jobs stay queued for the next start. */
   close(): Promise<void>;
+}
+
+export interface Enqueued {
+  job: ReconcileJobRow;
+  coalesced: boolean;
+  queuePending?: boolean | undefined;
 }
 
 export interface StartOptions {
@@ -73,8 +83,11 @@ export function toNewJob(r: ReconcileRequest): NewReconcileJob {
   return { mountId: r.mountId, path: r.path, reason: r.reason, options: { recursive: r.recursive, hash: r.hash, ...(r.force ? { force: true } : {}), ...(r.followUp ? { followUp: r.followUp } : {}) } };
 }
 
-/** Keeps filestore_reconcile_backlog{queue} current while a queue consumes; returns the stopper. */
-export function refreshBacklogGauge(queue: ReconcileQueue, metrics: FilestoreMetrics, intervalMs: number, log?: (line: string) => void): () => void {
+/**
+ * Keeps filestore_reconcile_backlog{queue} current while a queue consumes; returns the stopper.
+ * `onError` hears a failed measurement (a queue logs it unless it is an outage it reported).
+ */
+export function refreshBacklogGauge(queue: ReconcileQueue, metrics: FilestoreMetrics, intervalMs: number, onError?: (e: Error) => void): () => void {
   let stopped = false;
   const refresh = () => {
     queue
@@ -82,7 +95,7 @@ export function refreshBacklogGauge(queue: ReconcileQueue, metrics: FilestoreMet
       .then((n) => {
         if (!stopped) metrics.reconcileBacklog.set({ queue: queue.name }, n);
       })
-      .catch((e: Error) => log?.(`reconcile backlog not measured: ${e.message}`));
+      .catch((e: Error) => onError?.(e));
   };
   refresh();
   const timer = setInterval(refresh, intervalMs);

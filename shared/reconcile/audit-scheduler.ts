@@ -1,5 +1,6 @@
 import { getNextMillis, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
+import { RedisHealth } from '../redis/health.ts';
 import { mountsDueForAudit, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import type { Queryable } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
@@ -129,21 +130,26 @@ async function startBullScheduler(
   log: (line: string) => void,
 ): Promise<AuditScheduler> {
   const name = o.name ?? `${RECONCILE_QUEUE}-audits`;
-  const connection = new Redis(o.redisUrl, { maxRetriesPerRequest: 3 });
-  const workerConnection = new Redis(o.redisUrl, { maxRetriesPerRequest: null });
-  connection.on('error', () => {});
-  workerConnection.on('error', () => {});
+  // An outage is logged once per connection, not per reconnect attempt or failed call.
+  const health = new RedisHealth('audit scheduler', log);
+  const workerHealth = new RedisHealth('audit scheduler worker', log);
+  const connection = health.watch(new Redis(o.redisUrl, { maxRetriesPerRequest: 3 }));
+  const workerConnection = workerHealth.watch(new Redis(o.redisUrl, { maxRetriesPerRequest: null }));
   // Under the catalogue's prefix: another catalogue on this Redis has its own scheduler and worker.
   const prefix = o.prefix ?? o.queue.prefix;
   const queue = new Queue<TickData>(name, { connection, prefix });
-  queue.on('error', (e) => log(`audit scheduler: ${e.message}`));
+  queue.on('error', (e) => {
+    if (!health.explains(e)) log(`audit scheduler: ${e.message}`);
+  });
   // The selection travels in the tick: whichever process takes it audits what the scheduler's owner asked for.
   const worker = new Worker<TickData>(name, async (job) => tick({ agentId: job.data.agentId, mountIds: job.data.mountIds }), {
     connection: workerConnection,
     prefix,
     concurrency: 1,
   });
-  worker.on('error', (e) => log(`audit scheduler: ${e.message}`));
+  worker.on('error', (e) => {
+    if (!workerHealth.explains(e)) log(`audit scheduler: ${e.message}`);
+  });
   try {
     await queue.upsertJobScheduler(
       schedulerId(select),

@@ -5,7 +5,7 @@ import type { Principal } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
 import { redactValue, seesHostPaths } from '../host-paths.ts';
 import { decodeCursor, pageOf } from '../request.ts';
-import { ErrorBody, JobIdParams, ListJobsQuery, ReconcileBody, ReconcileJob, page } from '../schemas.ts';
+import { ErrorBody, JobIdParams, ListJobsQuery, ReconcileAccepted, ReconcileBody, ReconcileJob, page } from '../schemas.ts';
 import { defineRoute, json, type Route } from '../route.ts';
 
 /** Jobs as `principal` may see them: a failed job's error names the mount's root on its host (admin only). */
@@ -19,6 +19,9 @@ async function jobsFor<J extends ReconcileJobRow>(jobs: J[], principal: Principa
   return jobs.map((j) => (j.error === null ? j : { ...j, error: redactValue(j.error, roots.get(j.mountId) ?? []) as Record<string, unknown> }));
 }
 
+const QUEUE_PENDING =
+  'the job is recorded, but the queue (Redis) is unreachable now: it is queued as soon as Redis answers again and runs then; follow it at its Location';
+
 /** Reconciliation requests and their job records (the worker itself is shared/reconcile/). */
 export const reconcileRoutes: Route[] = [
   defineRoute({
@@ -28,10 +31,10 @@ export const reconcileRoutes: Route[] = [
     tag: 'reconcile',
     summary: 'Enqueue a reconciliation of a path or subtree (an audit when path is the root); joins a waiting job for the same path',
     body: ReconcileBody,
-    responses: { 202: ReconcileJob, 400: ErrorBody, 404: ErrorBody },
+    responses: { 202: ReconcileAccepted, 400: ErrorBody, 404: ErrorBody },
     async handle({ body, deps, principal }) {
       const mount = await deps.fs.reader.mount(body.mountId);
-      const { job, coalesced } = await deps.fs.reconcile.enqueue({
+      const { job, coalesced, queuePending } = await deps.fs.reconcile.enqueue({
         mountId: mount.id,
         path: normalizePath(body.path ?? ''),
         reason: 'manual',
@@ -41,7 +44,9 @@ export const reconcileRoutes: Route[] = [
       });
       // A request for a path that already waits joins that job (coalesced): same id, merged options.
       const [shown] = await jobsFor([job], principal, deps);
-      return json(202, shown, { location: `/v1/reconcile/jobs/${job.id}`, 'x-filestore-coalesced': String(coalesced) });
+      // Recorded while Redis is unreachable: the row is the promise, queued once Redis answers.
+      const answer = queuePending ? { ...shown, queuePending: true, message: QUEUE_PENDING } : shown;
+      return json(202, answer, { location: `/v1/reconcile/jobs/${job.id}`, 'x-filestore-coalesced': String(coalesced) });
     },
   }),
   defineRoute({

@@ -15,9 +15,15 @@ const ERRNO_TO_CODE: Record<string, ErrorCode> = {
   ENOTEMPTY: 'DIRECTORY_NOT_EMPTY',
   // O_NOFOLLOW on a symlink reports ELOOP: somebody put a link where we refuse to follow one.
   ELOOP: 'SYMLINK_IN_PATH',
+  // No space left, or the user's quota used up: retrying changes nothing until space is freed.
+  ENOSPC: 'INSUFFICIENT_STORAGE',
+  EDQUOT: 'INSUFFICIENT_STORAGE',
 };
 
 function describe(code: ErrorCode, path: string): string {
+  if (code === 'INSUFFICIENT_STORAGE') {
+    return `the disk of this mount is full (no space or quota left) writing ${JSON.stringify(path)}; free space on it, then send the command again`;
+  }
   return backendMessage(code, path) ?? `the local disk failed on ${JSON.stringify(path)}; retry, and check the agent log if it persists`;
 }
 

@@ -81,8 +81,14 @@ export function s3Error(err: unknown, path: string, op: string): FilestoreError 
   const details: Record<string, unknown> = { path, op, s3Error: s3Name };
   const status = httpStatusOf(err);
   if (status !== undefined) details.httpStatus = status;
+  if (status === 507 || STORAGE_FULL.has(s3Name)) {
+    return new FilestoreError('INSUFFICIENT_STORAGE', `the storage of this mount is full or over its quota (${s3Name}) writing ${JSON.stringify(path)}; free space or raise the quota, then send the command again`, details);
+  }
   return new FilestoreError('STORAGE_ERROR', describe('STORAGE_ERROR', path, s3Name), details);
 }
+
+/** What S3-compatible servers answer when they are out of space or over a quota (MinIO: 507 XMinioStorageFull; Ceph RGW: QuotaExceeded). */
+const STORAGE_FULL = new Set(['XMinioStorageFull', 'QuotaExceeded', 'InsufficientStorage']);
 
 /**
  * For failures while streaming a caller's body: SDK errors are mapped, anything else (the
