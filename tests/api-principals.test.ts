@@ -81,6 +81,17 @@ describe('host paths are for admins', () => {
       expect(JSON.stringify(listed), token).not.toContain(root);
     }
 
+    // A command on it fails; neither its answer nor its journal entry shows a non-admin the root.
+    const res = await c.call('PUT', `/v1/files?${qs({ mountId: t.mount.key, path: 'x.txt' })}`, { token: 'write', body: 'x' });
+    const answer = await res.text();
+    expect(res.status, answer).toBeGreaterThanOrEqual(400);
+    expect(answer).not.toContain(root);
+    const entries = await eventually(async () => {
+      const all = await c.json<{ items: Array<{ status: string; error: unknown }> }>('GET', `/v1/journal?${qs({ mountId: t.mount.key })}`, 200, { token: 'read' });
+      return all.items.length === 1 && all.items[0]?.status === 'failed' ? all.items : undefined;
+    }, 'the failed command to be journaled as failed');
+    expect(JSON.stringify(entries)).not.toContain(root);
+
     const asAdmin = await c.json<Record<string, unknown>>('GET', `/v1/mounts/${t.mount.key}`, 200, { token: 'admin' });
     expect(asAdmin.rootPath).toBe(root);
     expect(asAdmin.healthReason).toContain(root);

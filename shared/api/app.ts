@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import { FilestoreError, asFilestoreError } from '../errors.ts';
 import type { Authenticator, Principal } from './auth.ts';
 import type { ApiDeps } from './deps.ts';
+import { errorFor } from './host-paths.ts';
 import { createFailureLog } from './failure-log.ts';
 import { assertLocalCaller } from './local-caller.ts';
 import { readJsonBody } from './request.ts';
@@ -47,7 +48,7 @@ export function createApi(deps: ApiDeps, auth: Authenticator, routes: readonly R
     return found && stored ? { route: stored, params: found.params } : null;
   }
 
-  async function dispatch(req: ApiRequest, correlationId: string): Promise<HandledResponse> {
+  async function dispatch(req: ApiRequest, correlationId: string, caller: { principal?: Principal }): Promise<HandledResponse> {
     // Without tokens, a web page must not be able to use the API on the user's behalf.
     if (auth.disabled) assertLocalCaller(req.headers);
     const found = match(req);
@@ -60,6 +61,7 @@ export function createApi(deps: ApiDeps, auth: Authenticator, routes: readonly R
       throw new FilestoreError('NOT_FOUND', `no route ${req.method} ${req.path}; the routes are listed at /openapi.json`);
     }
     const principal = route.scope ? auth.authenticate(req.headers.authorization) : PUBLIC;
+    caller.principal = principal;
     if (route.scope) auth.authorize(principal, route.scope);
     const params = parse(route.params, found.params, 'path');
     const query = parse(route.query, req.query, 'query');
@@ -76,12 +78,13 @@ export function createApi(deps: ApiDeps, auth: Authenticator, routes: readonly R
       const given = req.headers['x-correlation-id'];
       const correlationId = given && CORRELATION.test(given) ? given : nextCorrelationId();
       let res: HandledResponse;
+      const caller: { principal?: Principal } = {};
       try {
-        res = await dispatch(req, correlationId);
+        res = await dispatch(req, correlationId, caller);
       } catch (err) {
         const e = asFilestoreError(err);
         logFailure(`${req.method} ${req.path} [${correlationId}]`, err, e);
-        res = { status: e.status, json: { error: e.toJSON() }, headers: errorHeaders(e), route: 'error' };
+        res = { status: e.status, json: { error: errorFor(e.toJSON(), caller.principal) }, headers: errorHeaders(e), route: 'error' };
       }
       if (res.headers) res.headers['x-correlation-id'] = correlationId;
       else res.headers = { 'x-correlation-id': correlationId };

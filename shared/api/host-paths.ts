@@ -34,3 +34,14 @@ export function redactValue(value: unknown, roots: readonly string[], depth = 0)
   if (Array.isArray(value)) return value.map((v) => redactValue(v, roots, depth + 1));
   return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactValue(v, roots, depth + 1)]));
 }
+
+/**
+ * An error as `p` may see it (an API error body, a journal entry's error): host paths in its
+ * details are redacted, and the mount roots in `roots` in its message. Messages otherwise name
+ * mount-relative paths and routes, which the generic redaction would mangle.
+ */
+export function errorFor<E extends { message: string; details?: Record<string, unknown> | undefined }>(e: E, p: Principal | undefined, roots: readonly string[] = []): E {
+  if ((p && seesHostPaths(p)) || (e.details === undefined && roots.every((r) => !e.message.includes(r)))) return e;
+  const message = roots.reduce((m, r) => m.split(r).join('<mount root>'), e.message);
+  return e.details === undefined ? { ...e, message } : { ...e, message, details: redactValue(e.details, roots) as Record<string, unknown> };
+}

@@ -9,7 +9,7 @@ import { ancestorsOf } from '../paths.ts';
 import { getMount } from '../catalogue/mounts.ts';
 import type { Mount } from '../catalogue/types.ts';
 import { lockIdempotencyKey, pathLocks, release, releaseAll, RELEASE_ALL_SQL } from './locks.ts';
-import type { CommandContext, CommandResult, CommandSpec, OrchestratorHooks } from './context.ts';
+import type { CommandContext, CommandResult, CommandSpec, OrchestratorHooks, Step } from './context.ts';
 import { assertWritable } from './checks.ts';
 import { commitCommand, recordFailure } from './finish.ts';
 import { recoverEntry, resolveEntry, type RecoveryDeps } from './recovery.ts';
@@ -108,10 +108,11 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
     }
     const entry = { id: begun.entryId };
     const mount: Mount = { ...cached, accessMode: begun.accessMode, state: begun.state };
-    const step = makeStep(client, mount, deps.backends.forMount(mount), entry.id, { covered: begun.covered, nodes: begun.nodes });
-
+    let step: Step;
     let plan: Plan;
     try {
+      // Inside: a backend that cannot be opened (a local root gone) fails the entry, never leaves it pending.
+      step = makeStep(client, mount, deps.backends.forMount(mount), entry.id, { covered: begun.covered, nodes: begun.nodes });
       assertWritable(mount);
       plan = await spec.prepare(step, req);
       if (spec.preState) await step.journal(await spec.preState(step, req, plan));

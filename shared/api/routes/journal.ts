@@ -1,4 +1,5 @@
 import { listJournal } from '../../catalogue/journal.ts';
+import { errorFor, seesHostPaths } from '../host-paths.ts';
 import { ErrorBody, JournalEntry, JournalQuery, page } from '../schemas.ts';
 import { defineRoute, json, type Route } from '../route.ts';
 
@@ -18,12 +19,15 @@ export const journalRoutes: Route[] = [
     async handle({ query, deps, principal }) {
       const mount = await deps.fs.reader.mount(query.mountId);
       const rows = await listJournal(deps.fs.pool, mount.id, query.after, query.limit + 1);
-      const admin = principal.scopes.has('filestore:admin');
+      const admin = seesHostPaths(principal);
+      const roots = mount.rootPath ? [mount.rootPath] : [];
       const items = rows.slice(0, query.limit).map(({ requestFingerprint: _, ...entry }) => {
+        if (admin) return entry;
+        const error = entry.error && errorFor(entry.error, principal, roots);
         // A key is the means to another's results (a replay answers with them): its sender's alone.
-        if (admin || entry.principal === principal.name) return entry;
+        if (entry.principal === principal.name) return { ...entry, error };
         const { retriedIdempotencyKey: __, ...request } = entry.request;
-        return { ...entry, idempotencyKey: null, request };
+        return { ...entry, error, idempotencyKey: null, request };
       });
       const last = items[items.length - 1];
       return json(200, { items, nextCursor: rows.length > query.limit && last ? String(last.id) : null });
