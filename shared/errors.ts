@@ -144,6 +144,9 @@ export function databaseUnreachable(err: unknown, depth = 0): string | null {
   return databaseUnreachable(Array.isArray(first) ? first[0] : e.cause, depth + 1);
 }
 
+// How ioredis fails a command while Redis cannot be reached (its connection errors are events).
+const REDIS_GONE = /^(Connection is closed|Stream isn't writeable|Reached the max retries per request limit)/;
+
 /** Turns anything thrown into a FilestoreError without leaking internals. */
 export function asFilestoreError(err: unknown): FilestoreError {
   if (err instanceof FilestoreError) return err;
@@ -151,6 +154,13 @@ export function asFilestoreError(err: unknown): FilestoreError {
   if (unreachable !== null) {
     return new FilestoreError('UNAVAILABLE', `the catalogue database (PostgreSQL) is unreachable or refuses connections now; retry in ${CATALOGUE_RETRY_AFTER_SECONDS} seconds`, {
       cause: unreachable,
+      retryAfterSeconds: CATALOGUE_RETRY_AFTER_SECONDS,
+    });
+  }
+  const message = (err as { message?: unknown } | null)?.message;
+  if (typeof message === 'string' && REDIS_GONE.test(message)) {
+    return new FilestoreError('UNAVAILABLE', `Redis (queues and events) is unreachable now; retry in ${CATALOGUE_RETRY_AFTER_SECONDS} seconds`, {
+      cause: 'redis unreachable',
       retryAfterSeconds: CATALOGUE_RETRY_AFTER_SECONDS,
     });
   }

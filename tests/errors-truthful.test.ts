@@ -8,6 +8,11 @@ import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { serveApi, type ApiServer } from '../shared/api/serve.ts';
 import { FilestoreClient, type ReconcileJob } from '../shared/client/index.ts';
 import { waitForJob } from '../cli/commands/reconcile.ts';
+import { Redis } from 'ioredis';
+import { s3Error } from '../shared/backends/s3/errors.ts';
+import { startCommandWorker } from '../shared/dispatch/worker.ts';
+import { asFilestoreError } from '../shared/errors.ts';
+import { TEST_COMMAND_SECRET } from './support/command-secret.ts';
 import { createMount } from '../shared/catalogue/mounts.ts';
 import { createFilestore, type Filestore, type FilestoreOptions } from '../shared/runtime.ts';
 import { TEST_DATABASE_URL } from './support/env.ts';
@@ -193,7 +198,10 @@ describe('Redis unreachable', () => {
     const r = await redis();
     const consoleError = vi.spyOn(console, 'error');
     cleanups.push(async () => consoleError.mockRestore());
-    const s = await serve({ redisUrl: r.url, reconcile: { consume: true, mountIds: [] } });
+    const s = await serve({ redisUrl: r.url, commandSecrets: [TEST_COMMAND_SECRET], reconcile: { consume: true, mountIds: [] } });
+    // An agent's command worker in the same process, logging to the same place.
+    const worker = await startCommandWorker(s.fs, `h4-${process.pid}`, { log: (line) => s.lines.push(line) });
+    cleanups.push(() => worker.close());
     const m = await localMount(s.fs);
     const put = (p: string) => call(s.url, 'PUT', `/v1/files?${qs({ mountId: m.key, path: p })}`, undefined, 'x');
     expect((await put('before.txt')).status).toBe(200);
@@ -232,6 +240,29 @@ describe('Redis unreachable', () => {
     const unhandled = consoleError.mock.calls.filter((c) => String(c[0]).includes('[ioredis] Unhandled error event'));
     expect(unhandled).toEqual([]);
   }, 120_000);
+});
+
+describe('errors of services and storage, mapped', () => {
+  it('a command that meets an unreachable Redis is 503 UNAVAILABLE; a full S3-compatible store is 507; a caller whose upload breaks is not taken for the database', async () => {
+    const r = await startRedisServer();
+    await r.stop();
+    const client = new Redis(r.url, { maxRetriesPerRequest: 1 });
+    client.on('error', () => {});
+    const failed = await client.get('x').catch((e: unknown) => e);
+    client.disconnect();
+    const e = asFilestoreError(failed);
+    expect([e.code, e.status]).toEqual(['UNAVAILABLE', 503]);
+    expect(e.message).toMatch(/Redis.*unreachable/);
+    expect(e.details?.retryAfterSeconds).toEqual(expect.any(Number));
+
+    const full = s3Error({ name: 'XMinioStorageFull', $metadata: { httpStatusCode: 507 } }, 'big.bin', 'writeFile');
+    expect([full.code, full.status]).toEqual(['INSUFFICIENT_STORAGE', 507]);
+    expect(full.message).toMatch(/full.*big\.bin/);
+
+    // node:http reports a request body cut by its sender as ECONNRESET, without a syscall.
+    const aborted = Object.assign(new Error('aborted'), { code: 'ECONNRESET' });
+    expect(asFilestoreError(aborted).code).toBe('INTERNAL');
+  });
 });
 
 describe('filestore reconcile --wait', () => {

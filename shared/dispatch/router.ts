@@ -6,6 +6,7 @@ import { findByIdempotencyKey, type JournalEntry } from '../catalogue/journal.ts
 import type { Mount } from '../catalogue/types.ts';
 import type { Pool } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
+import { RedisHealth } from '../redis/health.ts';
 import type { CommandContext, CommandResult } from '../orchestrator/context.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import { AgentUnavailableError } from './errors.ts';
@@ -99,6 +100,8 @@ export class CommandRouter {
   private readonly log: (line: string) => void;
   private readonly queues = new Map<string, AgentQueue>();
   private connection: Redis | null = null;
+  /** The sending connection's reachability: an outage is logged once, not per retry or call. */
+  private readonly health: RedisHealth;
   private closing: Promise<void> | null = null;
 
   constructor(private readonly o: CommandRouterOptions) {
@@ -110,6 +113,7 @@ export class CommandRouter {
     this.waitMs = o.waitMs ?? DEFAULT_COMMAND_WAIT_MS;
     this.ttlMs = o.commandTtlMs ?? DEFAULT_COMMAND_TTL_MS;
     this.log = o.log ?? (() => {});
+    this.health = new RedisHealth('command queue', this.log);
   }
 
   mkdir(mountId: string, input: Record<string, unknown>, ctx: CommandContext = {}, o: RouteOptions = {}): Promise<RoutedCommand> {
@@ -263,17 +267,22 @@ export class CommandRouter {
     let q = this.queues.get(agentId);
     if (!q) {
       const name = commandQueueName(agentId);
-      this.connection ??= quiet(new Redis(this.redisUrl, { maxRetriesPerRequest: 3 }));
+      this.connection ??= this.health.watch(new Redis(this.redisUrl, { maxRetriesPerRequest: 3 }));
       const queue = new Queue<CommandMessage, CommandReply>(name, {
         connection: this.connection,
         prefix: this.queuePrefix,
         defaultJobOptions: { attempts: 1, removeOnComplete: KEEP_COMPLETED, removeOnFail: KEEP_FAILED },
       });
-      queue.on('error', (e) => this.log(`command queue ${name}: ${e.message}`));
+      queue.on('error', (e) => {
+        if (!this.health.explains(e)) this.log(`command queue ${name}: ${e.message}`);
+      });
       // QueueEvents reads with a blocking XREAD: it needs a connection of its own.
-      const eventsConnection = quiet(new Redis(this.redisUrl, { maxRetriesPerRequest: null }));
+      const eventsHealth = new RedisHealth(`command queue events ${agentId}`, this.log);
+      const eventsConnection = eventsHealth.watch(new Redis(this.redisUrl, { maxRetriesPerRequest: null }));
       const events = new QueueEvents(name, { connection: eventsConnection, prefix: this.queuePrefix });
-      events.on('error', (e) => this.log(`command queue events ${name}: ${e.message}`));
+      events.on('error', (e) => {
+        if (!eventsHealth.explains(e)) this.log(`command queue events ${name}: ${e.message}`);
+      });
       q = { queue, events, eventsConnection, ready: events.waitUntilReady() };
       this.queues.set(agentId, q);
     }
@@ -291,7 +300,3 @@ export class CommandRouter {
 const shuttingDown = () =>
   new FilestoreError('INTERRUPTED', 'this process is shutting down; send the command again with the same Idempotency-Key for its result');
 
-const quiet = (r: Redis): Redis => {
-  r.on('error', () => {}); // reported by the call that fails
-  return r;
-};

@@ -1,5 +1,6 @@
 import { Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
+import { RedisHealth } from '../redis/health.ts';
 import { getMount } from '../catalogue/mounts.ts';
 import type { Pool } from '../db/pool.ts';
 import { FilestoreError, asFilestoreError } from '../errors.ts';
@@ -68,8 +69,9 @@ export async function startCommandWorker(fs: CommandWorkerDeps, agentId: string,
     fs.metrics?.securityEvents.inc({ kind: `command_${verdict.reason}` });
     return { ok: false, error: rejection(agentId, verdict.reason).toJSON() };
   };
-  const connection = new Redis(fs.commands.redisUrl, { maxRetriesPerRequest: null });
-  connection.on('error', () => {}); // BullMQ reports through the worker's error event
+  // An outage is logged once (its blocking duplicate reports through the worker's error event).
+  const health = new RedisHealth('command worker', log);
+  const connection = health.watch(new Redis(fs.commands.redisUrl, { maxRetriesPerRequest: null }));
   const worker = new Worker<unknown, CommandReply>(queueName, run, {
     connection,
     prefix: fs.commands.queuePrefix,
@@ -78,7 +80,9 @@ export async function startCommandWorker(fs: CommandWorkerDeps, agentId: string,
     stalledInterval: o.stalledIntervalMs ?? 30_000,
     maxStalledCount: o.maxStalledCount ?? 5,
   });
-  worker.on('error', (e) => log(`command worker ${queueName}: ${e.message}`));
+  worker.on('error', (e) => {
+    if (!health.explains(e)) log(`command worker ${queueName}: ${e.message}`);
+  });
   await worker.waitUntilReady();
   let closing: Promise<void> | null = null;
   return {
