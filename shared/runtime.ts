@@ -7,6 +7,7 @@ import { createPool, type Pool } from './db/pool.ts';
 import { migrate } from './db/migrate.ts';
 import { InlineEventBus, RedisEventBus, type EventBus } from './events/bus.ts';
 import { reportedOutage } from './redis/health.ts';
+import { withoutRepeats } from './repeated-log.ts';
 import { OutboxRelay } from './events/relay.ts';
 import type { OrchestratorHooks } from './orchestrator/context.ts';
 import { Orchestrator } from './orchestrator/orchestrator.ts';
@@ -111,9 +112,11 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
   const inline = o.redisUrl === 'inline';
   const bus: EventBus = inline ? new InlineEventBus() : new RedisEventBus(o.redisUrl, log);
   const cache: ReadThroughCache = inline ? new MemoryReadThroughCache() : new RedisReadThroughCache(o.redisUrl, o.cacheTtlSeconds, log);
-  // A Redis outage is logged once by the connection that meets it, not per failed operation.
+  // A Redis outage is logged once by the connection that meets it, not per failed operation;
+  // background loops that fail every pass (PostgreSQL away) log the same line once a minute.
+  const logRepeats = withoutRepeats(log);
   const logUnlessReported = (what: string) => (e: Error) => {
-    if (!reportedOutage(e)) log(`${what}: ${e.message}`);
+    if (!reportedOutage(e)) logRepeats(`${what}: ${e.message}`);
   };
   const metrics = o.metrics ?? defaultMetrics();
   const relay = o.relay === false ? null : new OutboxRelay({ pool, bus, metrics, onError: (e) => logUnlessReported('outbox relay')(e as Error) });
@@ -137,10 +140,10 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
     const pruned = await pruneOutbox(pool, { retentionMs: o.outboxRetentionMs ?? DEFAULT_OUTBOX_RETENTION_MS });
     if (pruned.deleted > 0) log(`outbox: deleted ${pruned.deleted} published events older than the retention (through seq ${pruned.prunedThrough})`);
   };
-  await maintenance().catch((e: Error) => log(`maintenance: ${e.message}`));
+  await maintenance().catch((e: Error) => logRepeats(`maintenance: ${e.message}`));
   relay?.start();
   const timer = setInterval(() => {
-    maintenance().catch((e: Error) => log(`maintenance: ${e.message}`));
+    maintenance().catch((e: Error) => logRepeats(`maintenance: ${e.message}`));
   }, o.maintenanceIntervalMs ?? 30_000);
   timer.unref();
 

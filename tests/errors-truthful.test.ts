@@ -106,6 +106,12 @@ describe('PostgreSQL unreachable', () => {
       expect(e.message).toMatch(/catalogue database.*unreachable/i);
       expect(e.details?.retryAfterSeconds).toEqual(expect.any(Number));
     }
+    // The server log says so, not once per request, nor once per relay pass (every 500 ms):
+    // the relay meets the outage, then several more passes fail while the test waits.
+    await eventually(async () => (s.lines.some((l) => l.startsWith('outbox relay:')) ? true : undefined), 'the relay to meet the outage');
+    await new Promise((r) => setTimeout(r, 2_500));
+    expect(s.lines.filter((l) => l.startsWith('outbox relay:'))).toHaveLength(1);
+    expect(s.lines.filter((l) => l.includes('503 UNAVAILABLE'))).toHaveLength(1);
     const ready = await call(s.url, 'GET', '/readyz');
     expect(ready.status).toBe(503);
     expect(await ready.text()).not.toContain('not-a-real-secret');
