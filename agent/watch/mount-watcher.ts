@@ -1,4 +1,4 @@
-import { readdir, realpath } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Mount } from '../../shared/catalogue/types.ts';
 import type { Filestore } from '../../shared/runtime.ts';
@@ -8,6 +8,8 @@ import { Coalescer, DEFAULT_DEBOUNCE_MS } from './coalescer.ts';
 import { DriftSink, type DriftSinkOptions } from './drift-sink.ts';
 import { NotALocalMountError, WatchOptionsError, WatchStartError } from './errors.ts';
 import { maxQueuedEvents } from './inotify.ts';
+import { RescanRequests } from './rescans.ts';
+import { RootGuard } from './root-guard.ts';
 import {
   WATCH_BACKEND_CHOICES,
   type CoalescedBatch,
@@ -37,6 +39,8 @@ export interface MountWatcherOptions {
   rescanCooldownMs?: number | undefined;
   /** How soon paths held by a running command are looked at again (default max(debounce, 500 ms)). */
   retryDelayMs?: number | undefined;
+  /** How often the mount root is looked at, to notice it gone, replaced or back (default 2,000 ms; root-guard.ts). */
+  rootCheckMs?: number | undefined;
   sink?: DriftSinkOptions | undefined;
   /**
    * Events the backend reports between two batches (about one per path; the kernel queues
@@ -62,11 +66,13 @@ export interface MountWatcherStats {
   pending: number;
   batches: number;
   drift: number;
-  /** Full rescans requested (catch-up, overflow, errors). */
+  /** Full rescans requested (catch-up, overflow, errors, the root back). */
   rescans: number;
   /** Times the backend re-read the tree to watch directories that appeared with subdirectories (parcel). */
   rewatches: number;
   problems: number;
+  /** Why the mount root is not watched right now (gone, replaced by a symlink or a file…); null while it is. */
+  rootProblem: string | null;
 }
 
 const MAX_RETRY_DELAY_MS = 30_000;
@@ -85,23 +91,23 @@ const PROBLEM_LOG_EVERY_MS = 60_000;
 export class MountWatcher {
   private readonly coalescer: Coalescer;
   private readonly sink: DriftSink;
+  private readonly guard: RootGuard;
   private readonly choice: WatchBackendChoice;
   private readonly factory: WatchBackendFactory;
   private readonly log: (line: string) => void;
   private readonly retryDelayMs: number;
-  private readonly cooldownMs: number;
   private backend: WatchBackend | null = null;
   private root: string | null = null;
   private decision: BackendDecision | null = null;
+  /** The backend kind started last (parcel after a fall-back): what watches the root again when it returns. */
+  private kind: WatchBackendKind | null = null;
   private loop: Promise<void> | null = null;
   private starting: Promise<void> | null = null;
   private switching: Promise<void> | null = null;
   private closed = false;
   private failures = 0;
-  private lastRescanAt = 0;
-  private rescanTimer: NodeJS.Timeout | null = null;
-  private readonly inflight = new Set<Promise<unknown>>();
-  private readonly counts = { batches: 0, drift: 0, rescans: 0, rewatches: 0, problems: 0 };
+  private readonly rescans: RescanRequests;
+  private readonly counts = { batches: 0, drift: 0, rewatches: 0, problems: 0 };
   /** Events reported since the last batch was taken; a rescan is requested once they reach overflowRiskAt. */
   private eventsSinceBatch = 0;
   private overflowRiskAt: number | null = null;
@@ -122,18 +128,18 @@ export class MountWatcher {
     this.factory = o.backendFactory ?? createWatchBackend;
     this.log = o.log ?? (() => {});
     this.retryDelayMs = o.retryDelayMs ?? Math.max(debounceMs, 500);
-    this.cooldownMs = o.rescanCooldownMs ?? 30_000;
     this.coalescer = new Coalescer({ debounceMs, maxPendingPaths: o.maxPendingPaths, onDue: () => this.kick() });
     this.sink = new DriftSink(fs, mount, o.sink);
+    this.rescans = new RescanRequests(fs, mount, o.rescanCooldownMs ?? 30_000, this.log);
+    this.guard = new RootGuard(fs, mount, { suspend: () => this.suspend(), resume: () => this.resume() }, { checkMs: o.rootCheckMs, log: this.log });
   }
 
   /** Chooses the backend, starts watching, then (unless `catchUp: false`) requests the catch-up rescan. */
   async start(): Promise<BackendDecision> {
-    try {
-      this.root = await realpath(this.mount.rootPath as string);
-    } catch (err) {
-      throw new WatchStartError(this.mount.key, err as Error, false);
-    }
+    // The root as it is now (the mount marked unhealthy if it is not a readable directory).
+    const look = await this.guard.begin();
+    if (!look.ok) throw new WatchStartError(this.mount.key, { message: look.reason, code: look.code }, false);
+    this.root = look.real;
     this.overflowRiskAt = this.o.overflowRiskEvents ?? (await overflowRiskThreshold());
     this.decision = await chooseBackend({ pool: this.fs.pool, mount: this.mount, root: this.root, choice: this.choice, threshold: this.o.autoThreshold });
     this.log(`watcher ${this.mount.key}: ${this.decision.kind} (${this.decision.reason})`);
@@ -151,8 +157,9 @@ export class MountWatcher {
       await this.starting;
       this.decision = { ...this.decision, kind: 'parcel', reason: `${this.decision.reason}; chokidar ran out of inotify watches` };
     }
+    this.guard.watch();
     // After the backend is up, so a change made during the rescan is seen by one or the other.
-    if (this.o.catchUp !== false) await this.enqueueRescan('catch-up');
+    if (this.o.catchUp !== false) await this.rescans.now('catch-up');
     return this.decision;
   }
 
@@ -167,18 +174,15 @@ export class MountWatcher {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const rescanWaiting = this.rescanTimer !== null;
-    if (this.rescanTimer) clearTimeout(this.rescanTimer);
-    this.rescanTimer = null;
+    await this.guard.stop();
+    this.rescans.stop();
     await this.switching;
     await this.backend?.close().catch((e: Error) => this.log(`watcher ${this.mount.key}: close: ${e.message}`));
     this.backend = null;
     this.coalescer.stop();
     await this.loop;
     await this.applyBatch(this.coalescer.drain(), true);
-    // A rescan that was waiting out its cooldown is requested now rather than lost.
-    if (rescanWaiting) await this.enqueueRescan('pending at close', true);
-    await Promise.allSettled([...this.inflight]);
+    await this.rescans.close();
   }
 
   async stats(): Promise<MountWatcherStats> {
@@ -190,6 +194,8 @@ export class MountWatcher {
       watches: this.backend ? await this.backend.watchCount() : null,
       pending: this.coalescer.size,
       ...this.counts,
+      rescans: this.rescans.count,
+      rootProblem: this.guard.problem,
     };
   }
 
@@ -199,6 +205,7 @@ export class MountWatcher {
       onProblem: (problem) => this.onProblem(problem, backend),
     });
     this.backend = backend;
+    this.kind = kind;
     try {
       await backend.start();
     } catch (err) {
@@ -208,10 +215,36 @@ export class MountWatcher {
     }
   }
 
+  /** The root is gone or is not the directory watched (root-guard.ts): the backend stops, pending paths are dropped. */
+  private async suspend(): Promise<void> {
+    await this.switching;
+    await this.starting?.catch(() => {});
+    const backend = this.backend;
+    this.backend = null;
+    await backend?.close().catch((e: Error) => this.log(`watcher ${this.mount.key}: close: ${e.message}`));
+    // Paths of a root that is no longer there: judged now they would all read as deleted. The
+    // full rescan requested when the root is back covers them.
+    this.coalescer.drain();
+    this.eventsSinceBatch = 0;
+  }
+
+  /** The root is a readable directory again: watched anew (the same backend), then a full rescan. */
+  private async resume(): Promise<void> {
+    if (this.closed) return;
+    this.starting = this.startBackend(this.kind ?? this.decision?.kind ?? 'parcel');
+    await this.starting;
+    if (this.closed) return;
+    this.rescans.request('root back');
+  }
+
   private onEvents(events: WatchEvent[]): void {
     if (this.closed) return;
     const byType = { create: 0, update: 0, delete: 0 };
-    for (const e of events) byType[e.type]++;
+    for (const e of events) {
+      byType[e.type]++;
+      // The root itself changed (removed, renamed): look at it now rather than at the next tick.
+      if (e.path === '') this.guard.poke();
+    }
     for (const [event, n] of Object.entries(byType)) if (n > 0) this.fs.metrics.watcherEvents.inc({ mount: this.mount.key, event }, n);
     this.coalescer.push(events);
     this.eventsSinceBatch += events.length;
@@ -232,13 +265,14 @@ export class MountWatcher {
       `watcher ${this.mount.key}: ${this.eventsSinceBatch} events since the last batch, enough to overflow the kernel's event queue ` +
         `(fs.inotify.max_queued_events) without notice; full rescan requested`,
     );
-    this.requestRescan('overflow risk');
+    this.rescans.request('overflow risk');
   }
 
   private onProblem(problem: WatchProblem, from: WatchBackend): void {
     if (this.closed) return;
+    this.guard.poke(); // a watcher error is often the root going away
     this.recordProblem(problem, '; full rescan requested');
-    this.requestRescan(problem.kind);
+    this.rescans.request(problem.kind);
     if (isWatchLimit(problem) && this.choice === 'auto' && from.kind === 'chokidar') this.fallBackToParcel(from);
   }
 
@@ -282,40 +316,11 @@ export class MountWatcher {
     })()
       .catch((err: Error) => {
         this.recordProblem(classifyProblem(err), '; full rescan requested');
-        this.requestRescan('error');
+        this.rescans.request('error');
       })
       .finally(() => {
         this.switching = null;
       });
-  }
-
-  /** A full rescan now, or at the end of the cooldown if one was requested recently (never dropped). */
-  private requestRescan(why: string): void {
-    if (this.closed || this.rescanTimer) return;
-    const wait = this.lastRescanAt + this.cooldownMs - Date.now();
-    if (wait <= 0) {
-      this.track(this.enqueueRescan(why));
-      return;
-    }
-    this.rescanTimer = setTimeout(() => {
-      this.rescanTimer = null;
-      this.track(this.enqueueRescan(why));
-    }, wait);
-    this.rescanTimer.unref?.();
-  }
-
-  private async enqueueRescan(why: string, closing = false): Promise<void> {
-    this.lastRescanAt = Date.now();
-    this.counts.rescans++;
-    try {
-      await this.fs.reconcile.enqueue({ mountId: this.mount.id, path: '', reason: 'audit', recursive: true, hash: false });
-    } catch (err) {
-      this.log(`watcher ${this.mount.key}: rescan (${why}) could not be requested: ${(err as Error).message}; retrying`);
-      if (!closing) {
-        this.lastRescanAt = Date.now();
-        this.requestRescan(why);
-      }
-    }
   }
 
   /**
@@ -346,14 +351,9 @@ export class MountWatcher {
       this.log(`watcher ${this.mount.key}: watching the tree anew: ${holding.length} new director${holding.length === 1 ? 'y' : 'ies'} with subdirectories (${holding.slice(0, 3).join(', ')}${holding.length > 3 ? ', …' : ''})`);
     } catch (err) {
       this.recordProblem(classifyProblem(err), '; full rescan requested');
-      this.requestRescan('rewatch');
+      this.rescans.request('rewatch');
     }
     return holding;
-  }
-
-  private track(p: Promise<unknown>): void {
-    this.inflight.add(p);
-    void p.finally(() => this.inflight.delete(p));
   }
 
   /** Runs due batches one at a time. */
@@ -372,6 +372,12 @@ export class MountWatcher {
 
   private async applyBatch(batch: CoalescedBatch, final: boolean): Promise<void> {
     if (batch.changes.size === 0 && batch.rescans.length === 0) return;
+    // Only paths of the root watched are judged: a root gone or replaced would read as every
+    // path deleted (see root-guard.ts); the rescan when it is back covers them.
+    if (!(final ? await this.guard.unchanged() : await this.guard.confirm())) {
+      if (final) this.log(`watcher ${this.mount.key}: the mount root is not there; ${batch.changes.size} paths left to the next start's catch-up rescan`);
+      return;
+    }
     try {
       const rewatch = this.backend?.rewatch && !final ? (dirs: string[]) => this.watchNewDirs(dirs) : undefined;
       const r = await this.sink.apply(batch, { final, beforeJobs: rewatch });

@@ -1,0 +1,263 @@
+import { mkdir, mkdtemp, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MountWatcher } from '../agent/watch/index.ts';
+import { FilestoreMetrics } from '../shared/metrics/metrics.ts';
+import type { Filestore } from '../shared/runtime.ts';
+import { createTestMount, startFilestore } from './support/filestore.ts';
+import { eventually, nodeAt, outbox, startWatchFilestore, watchedMount, watcherDrift, type WatchedMount } from './support/watch-harness.ts';
+
+// A mount root that goes away while its watcher runs (rm -rf, renamed away, replaced) and
+// comes back: the watcher must watch the new root, rescan the mount and say the mount is
+// healthy again by itself; while the root is gone it judges nothing (no storm of deletions,
+// nothing MISSING), and a root replaced by a symlink or a file stays unhealthy and is not
+// followed.
+
+let fs: Filestore;
+/** A second Filestore on the same catalogue whose reconcile queue runs nothing: jobs stay queued. */
+let idle: Filestore;
+beforeAll(async () => {
+  fs = await startWatchFilestore();
+  idle = await startFilestore({
+    redisUrl: 'inline',
+    recover: false,
+    metrics: new FilestoreMetrics({ collectDefaults: false }),
+    reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] },
+  });
+});
+afterAll(async () => {
+  await idle?.close();
+  await fs?.close();
+});
+
+// Fast root checks for tests (the default is a few seconds).
+const FAST = { rootCheckMs: 100, rescanCooldownMs: 200 };
+
+interface Health {
+  health: string;
+  reason: string | null;
+  checkedAt: Date | null;
+}
+const healthOf = async (mountId: string): Promise<Health> => {
+  const { rows } = await fs.pool.query<Health>(
+    `SELECT health, health_reason AS reason, health_checked_at AS "checkedAt" FROM filestore.mounts WHERE id = $1`,
+    [mountId],
+  );
+  return rows[0] as Health;
+};
+const healthBecomes = (mountId: string, health: string, reason?: RegExp) =>
+  eventually(async () => {
+    const h = await healthOf(mountId);
+    return h.health === health && (reason === undefined || reason.test(h.reason ?? '')) ? h : null;
+  }, `the mount ${health}${reason ? ` (${String(reason)})` : ''}`);
+
+const jobsOf = async (mountId: string) => {
+  const { rows } = await fs.pool.query<{ id: number; path: string; reason: string; status: string; error: unknown }>(
+    `SELECT id, path, reason, status, error FROM filestore.reconciliation_jobs WHERE mount_id = $1 ORDER BY id`,
+    [mountId],
+  );
+  return rows;
+};
+
+const activeWith = (m: WatchedMount, p: string, size: number) =>
+  eventually(async () => {
+    const n = await nodeAt(fs, m.mountId, p);
+    return n?.consistencyState === 'ACTIVE' && n.sizeBytes === size ? n : null;
+  }, `${p} ACTIVE with ${size} bytes`);
+const missing = (m: WatchedMount, p: string) =>
+  eventually(async () => ((await nodeAt(fs, m.mountId, p))?.consistencyState === 'MISSING' ? true : null), `${p} MISSING`);
+
+/** The full rescan of the root's return has run, and nothing else is queued or running. */
+const rescanned = (m: WatchedMount) =>
+  eventually(async () => {
+    const jobs = await jobsOf(m.mountId);
+    const done = jobs.some((j) => j.path === '' && j.reason === 'audit' && j.status === 'succeeded');
+    return done && jobs.every((j) => j.status !== 'queued' && j.status !== 'running');
+  }, 'the rescan of the root back');
+
+/**
+ * A file made and then deleted directly in the root are each reconciled: the top level is
+ * watched. After the rescan, so that only the watcher can have seen them.
+ */
+async function topLevelWatched(m: WatchedMount, tag: string): Promise<void> {
+  await rescanned(m);
+  await writeFile(m.abs(`${tag}-new.txt`), 'new!');
+  await activeWith(m, `${tag}-new.txt`, 4);
+  await unlink(m.abs(`${tag}-new.txt`));
+  await missing(m, `${tag}-new.txt`);
+}
+
+describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and comes back (%s)', { timeout: 60_000 }, (backend) => {
+  it('removed (rm -rf) and made again: files made and deleted in the root are noticed, the mount is rescanned and healthy again', async () => {
+    const lines: string[] = [];
+    const m = await watchedMount(fs, backend, { ...FAST, log: (l: string) => lines.push(l) });
+    try {
+      await m.writeThrough('before.txt', 'before');
+      await rm(m.root, { recursive: true, force: true });
+      await healthBecomes(m.mountId, 'unhealthy', /does not exist/);
+      await mkdir(m.root);
+      await healthBecomes(m.mountId, 'healthy');
+      await topLevelWatched(m, 'back');
+      // The rescan on its return found what went with the old root.
+      await missing(m, 'before.txt');
+      expect(lines.filter((l) => /the mount root is gone/.test(l))).toHaveLength(1);
+      expect(lines.filter((l) => /the mount root .* is back/.test(l))).toHaveLength(1);
+    } finally {
+      await m.close();
+    }
+  });
+
+  it('renamed away and a new directory made in its place: the new root is watched, the old one no longer reports', async () => {
+    const m = await watchedMount(fs, backend, FAST);
+    const away = `${m.root}.away`;
+    try {
+      await rename(m.root, away);
+      await mkdir(m.root);
+      await topLevelWatched(m, 'fresh');
+      // A change in the directory renamed away is not a change of the mount.
+      await writeFile(path.join(away, 'elsewhere.txt'), 'not the mount');
+      await writeFile(m.abs('sentinel.txt'), 'sentinel');
+      await activeWith(m, 'sentinel.txt', 8);
+      expect(await nodeAt(fs, m.mountId, 'elsewhere.txt')).toBeNull();
+      expect(await watcherDrift(fs, m.mountId, 'elsewhere.txt')).toEqual([]);
+    } finally {
+      await m.close();
+      await rm(away, { recursive: true, force: true });
+    }
+  });
+
+  it('renamed away and back (the same directory): watched again and rescanned', async () => {
+    const m = await watchedMount(fs, backend, FAST);
+    const away = `${m.root}.away`;
+    try {
+      await rename(m.root, away);
+      await healthBecomes(m.mountId, 'unhealthy', /does not exist/);
+      // Made while the root was elsewhere: only the rescan on its return can find it.
+      await writeFile(path.join(away, 'while-away.txt'), 'away');
+      await rename(away, m.root);
+      await healthBecomes(m.mountId, 'healthy');
+      await activeWith(m, 'while-away.txt', 4);
+      await topLevelWatched(m, 'again');
+    } finally {
+      await m.close();
+      await rm(away, { recursive: true, force: true });
+    }
+  });
+
+  it('while the root is gone nothing is judged: no storm of deletions, nothing INCONSISTENT or MISSING; health comes back without any job', async () => {
+    const t = await watchedMount(idle, backend, FAST);
+    const away = `${t.root}.away`;
+    try {
+      for (let i = 0; i < 8; i++) await t.writeThrough(`keep/f${i}.txt`, String(i));
+      await t.writeThrough('top.txt', 'top');
+      // The disk goes away with its files (as an unmount would take them): the old directory's
+      // watch still reports their deletion, under the old paths.
+      await rename(t.root, away);
+      await rm(away, { recursive: true, force: true });
+      const gone = await healthBecomes(t.mountId, 'unhealthy', /does not exist/);
+      expect((await t.watcher.stats()).rootProblem).toMatch(/does not exist/);
+      await new Promise((r) => setTimeout(r, 600)); // a few debounce windows
+      expect(await watcherDrift(fs, t.mountId)).toEqual([]);
+      const { rows } = await fs.pool.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND consistency_state <> 'ACTIVE'`,
+        [t.mountId],
+      );
+      expect(rows[0]?.n).toBe(0);
+      expect((await jobsOf(t.mountId)).filter((j) => j.reason === 'drift')).toEqual([]);
+
+      // The root is back: the watcher says so and asks for a rescan; no job has run (this
+      // Filestore's queue runs none), so the health is the watcher's own look.
+      await mkdir(t.root);
+      const back = await healthBecomes(t.mountId, 'healthy');
+      expect(back.checkedAt?.getTime()).toBeGreaterThan(gone.checkedAt?.getTime() ?? 0);
+      expect((await t.watcher.stats()).rootProblem).toBeNull();
+      const jobs = await eventually(async () => {
+        const j = await jobsOf(t.mountId);
+        return j.some((x) => x.path === '' && x.reason === 'audit') ? j : null;
+      }, 'the rescan requested');
+      expect(jobs.every((j) => j.status === 'queued')).toBe(true);
+    } finally {
+      await t.close();
+      await rm(away, { recursive: true, force: true });
+    }
+  });
+
+  it('a root back empty (a disk that did not mount): its rescan stops at the mass-missing rule, nothing is marked MISSING', async () => {
+    const m = await watchedMount(fs, backend, FAST);
+    const away = `${m.root}.away`;
+    try {
+      for (let i = 0; i < 24; i++) await m.writeThrough(`keep/f${i}.txt`, String(i));
+      await rename(m.root, away);
+      await healthBecomes(m.mountId, 'unhealthy', /does not exist/);
+      await mkdir(m.root);
+      const rescan = await eventually(
+        async () => (await jobsOf(m.mountId)).find((j) => j.path === '' && j.reason === 'audit' && j.status === 'failed'),
+        'the rescan failed',
+      );
+      expect(JSON.stringify(rescan.error)).toMatch(/MISSING/);
+      expect((await healthOf(m.mountId)).health).toBe('healthy');
+      expect((await nodeAt(fs, m.mountId, 'keep/f0.txt'))?.consistencyState).toBe('ACTIVE');
+      expect(await outbox(fs, m.mountId, 'filestore.node.missing')).toEqual([]);
+    } finally {
+      await m.close();
+      await rm(away, { recursive: true, force: true });
+    }
+  });
+
+  it('a watcher that cannot start because its root is gone marks the mount unhealthy; one that starts marks it healthy', async () => {
+    const t = await createTestMount(fs, 'local');
+    await rm(t.root as string, { recursive: true, force: true });
+    const first = new MountWatcher(fs, t.mount, { backend, catchUp: false, ...FAST });
+    try {
+      await expect(first.start()).rejects.toMatchObject({ code: 'STORAGE_ERROR', message: expect.stringMatching(/does not exist/) });
+      expect(await healthOf(t.mount.id)).toMatchObject({ health: 'unhealthy', reason: expect.stringMatching(/does not exist/) });
+    } finally {
+      await first.close();
+    }
+    await mkdir(t.root as string);
+    const second = new MountWatcher(fs, { ...t.mount, health: 'unhealthy' }, { backend, catchUp: false, ...FAST });
+    try {
+      await second.start();
+      expect(await healthOf(t.mount.id)).toMatchObject({ health: 'healthy', reason: null });
+      expect(await jobsOf(t.mount.id)).toEqual([]);
+    } finally {
+      await second.close();
+      await t.cleanup();
+    }
+  });
+
+  it('a root replaced by a symlink or a file stays unhealthy with the reason; nothing outside is followed; the real one back is watched', async () => {
+    const outside = await mkdtemp(path.join(os.tmpdir(), 'filestore-outside-'));
+    const m = await watchedMount(fs, backend, FAST);
+    const real = `${m.root}.real`;
+    try {
+      await writeFile(path.join(outside, 'secret.txt'), 'not ours');
+      await rename(m.root, real);
+      await symlink(outside, m.root);
+      await healthBecomes(m.mountId, 'unhealthy', /symbolic link/);
+      await writeFile(path.join(outside, 'later.txt'), 'not ours either');
+      // Nor does a reconciliation look through it.
+      const { job } = await fs.reconcile.enqueue({ mountId: m.mountId, path: '', reason: 'manual', recursive: true, hash: false });
+      await eventually(async () => (await jobsOf(m.mountId)).find((j) => j.id === job.id && j.status === 'failed'), 'the audit refused');
+      expect((await healthOf(m.mountId)).reason).toMatch(/symbolic link/);
+      expect(await nodeAt(fs, m.mountId, 'secret.txt')).toBeNull();
+      expect(await nodeAt(fs, m.mountId, 'later.txt')).toBeNull();
+      expect(await watcherDrift(fs, m.mountId)).toEqual([]);
+
+      await unlink(m.root);
+      await writeFile(m.root, 'a file where the root was');
+      await healthBecomes(m.mountId, 'unhealthy', /not a directory/);
+
+      await unlink(m.root);
+      await rename(real, m.root);
+      await healthBecomes(m.mountId, 'healthy');
+      await topLevelWatched(m, 'real');
+      expect(await nodeAt(fs, m.mountId, 'secret.txt')).toBeNull();
+    } finally {
+      await m.close();
+      await rm(outside, { recursive: true, force: true });
+      await rm(real, { recursive: true, force: true });
+    }
+  });
+});
