@@ -67,7 +67,7 @@ export const Mount = z
     agentId: z.string().nullable(),
     accessMode: z.enum(['rw', 'ro']),
     state: z.enum(['active', 'paused']),
-    health: z.enum(['unknown', 'healthy', 'unhealthy']).describe("what the last reconciliation found of the mount's root"),
+    health: z.enum(['unknown', 'healthy', 'unhealthy']).describe("what the last look at the mount's root found (a reconciliation, or the watcher of its agent)"),
     healthReason: z.string().nullable().describe('without the admin scope, host paths in it read <mount root> and <host path>'),
     healthCheckedAt: isoOrNull,
     createdAt: iso,
