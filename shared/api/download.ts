@@ -90,7 +90,7 @@ function ifRangeHolds(header: string, etag: string): boolean {
   return !etag.startsWith('W/') && header.trim() === etag;
 }
 
-/** Opens the catalogued file; gone from storage (or no longer a file there) is NOT_FOUND until reconciled. */
+/** Opens the catalogued file; gone from storage (or no longer a file there, or behind a symlink) is NOT_FOUND until reconciled. */
 async function openRecorded(backend: Backend, path: string, range: RangeRequest | undefined): Promise<OpenedFile> {
   try {
     return await (range === undefined ? backend.open(path) : backend.open(path, range));
@@ -102,4 +102,6 @@ async function openRecorded(backend: Backend, path: string, range: RangeRequest 
   }
 }
 
-const GONE = new Set(['NOT_FOUND', 'IS_A_DIRECTORY', 'NOT_A_DIRECTORY']);
+// What recovery also takes for "absent" (orchestrator/recovery.ts): the catalogued file is no longer
+// reachable as a file at its path, whatever took its place (a directory, a file above it, a symlink).
+const GONE = new Set(['NOT_FOUND', 'IS_A_DIRECTORY', 'NOT_A_DIRECTORY', 'SYMLINK_IN_PATH']);

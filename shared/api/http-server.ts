@@ -102,6 +102,14 @@ async function write(
   // An upload refused before its body was read is answered at once; the rest is read and
   // dropped, so the client (still sending) gets the answer rather than a broken pipe.
   requestBody?.discardRest();
+  const socket = _req.socket;
+  if (socket.destroyed) {
+    // The client left while the handler ran, and its 'close' has fired already: an answer
+    // queued behind another on a pipelined connection would wait for ever, holding its
+    // source (an open file, an S3 body). Nothing is sent; the source is released now.
+    if ('stream' in r) r.stream.destroy();
+    return;
+  }
   const headers: Record<string, string> = r.headers ?? {}; // the response's own object: ours to extend
   if ('jsonText' in r) {
     headers['content-type'] = 'application/json; charset=utf-8';
@@ -124,8 +132,8 @@ async function write(
     const declared = headers['content-length'];
     const body = declared === undefined ? [r.stream] : [r.stream, exactLength(Number(declared), 'the response body')];
     // A response queued behind another on a pipelined connection never sees the connection
-    // go: its source (an open file) is released when the connection closes.
-    const socket = _req.socket;
+    // go: its source (an open file) is released when the connection closes (not yet: checked
+    // above, and nothing between that check and this listener yields).
     const release = () => r.stream.destroy();
     socket.once('close', release);
     await pipeline([...body, res])

@@ -28,8 +28,21 @@ function wholeMs(ns: bigint): number {
   return Math.round(Number(ns / 1_000_000_000n) * 1e3 + Number(ns % 1_000_000_000n) / 1e6);
 }
 
-/** ctime is in the comparison: a rewrite that keeps the size and puts mtime back still moves it. */
-const sameVersion = (a: BigIntStats, b: BigIntStats) => a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+/**
+ * Whether the handle still reads the version it was opened with (docs/api.md, Downloads).
+ * Its bytes moved when its size or mtime did, or when its ctime did while its link count did
+ * not: a rewrite in place that put mtime back. A ctime that moved with the link count is a
+ * rename over the file or an unlink (Filestore's own overwrite, move onto it, delete): the
+ * inode being read keeps its bytes, so a download goes on with the old version. Not told
+ * apart: a move of the file itself or a chmod (ctime alone, as a rewrite with mtime put back),
+ * which cut the download, and a rewrite with mtime put back together with a link change.
+ * A hash audit compares strictly (any ctime change): it records what is at the path now.
+ */
+function sameVersion(a: BigIntStats, b: BigIntStats, op: string): boolean {
+  if (a.size !== b.size || a.mtimeNs !== b.mtimeNs) return false;
+  if (a.ctimeNs === b.ctimeNs) return true;
+  return op === 'read' && a.nlink !== b.nlink;
+}
 
 /**
  * `fh` (a regular file, `st` its fstat) opened for `range`: exactly the bytes of the version
@@ -58,7 +71,7 @@ export async function hashOpened(fh: FileHandle, rel: string, st: BigIntStats, h
  * Exactly `length` bytes from `start`, read at explicit positions through one handle. It
  * fails (FileChangedError) instead of ending when the file ends early, or when the handle's
  * fstat after the last read differs from the one it was opened with (written, truncated,
- * extended, or rewritten with mtime put back). The last chunk waits for that check: a reader
+ * extended, or rewritten with mtime put back: see sameVersion). The last chunk waits for that check: a reader
  * never gets all `length` bytes of a file that changed under it, so a client of a download
  * sees a cut connection rather than a whole-looking mix of two versions. Closes the handle
  * when it ends or is destroyed.
@@ -109,7 +122,7 @@ class VersionReadStream extends Readable {
   }
 
   private async verify(): Promise<void> {
-    if (!sameVersion(await this.fh.stat({ bigint: true }), this.opened)) throw new FileChangedError(this.rel, this.op);
+    if (!sameVersion(await this.fh.stat({ bigint: true }), this.opened, this.op)) throw new FileChangedError(this.rel, this.op);
   }
 
   override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
