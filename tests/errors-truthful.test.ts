@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { serveApi, type ApiServer } from '../shared/api/serve.ts';
 import { FilestoreClient, type ReconcileJob } from '../shared/client/index.ts';
 import { waitForJob } from '../cli/commands/reconcile.ts';
@@ -27,12 +27,8 @@ import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.ts';
 
 const BIN = fileURLToPath(new URL('../cli/bin.js', import.meta.url));
 const cleanups: Array<() => Promise<unknown>> = [];
-const atEnd: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
   for (const f of cleanups.splice(0).reverse()) await f().catch(() => {});
-});
-afterAll(async () => {
-  for (const f of atEnd.splice(0).reverse()) await f().catch(() => {});
 });
 
 interface Served {
@@ -127,21 +123,15 @@ describe('PostgreSQL unreachable', () => {
 });
 
 describe('a full disk', () => {
-  let canMount = false;
-  const tmpfs = path.join(os.tmpdir(), `filestore-full-${process.pid}`);
-  try {
-    execFileSync('mkdir', ['-p', tmpfs]);
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', tmpfs], { stdio: 'ignore' });
-    canMount = true;
-    atEnd.push(async () => {
-      execFileSync('umount', [tmpfs]);
-      await rm(tmpfs, { recursive: true, force: true });
-    });
-  } catch {
-    // not root, or no tmpfs here: the test says so by being skipped
-  }
-
-  it.skipIf(!canMount)('an upload that fills the disk is 507 INSUFFICIENT_STORAGE saying the storage is full; the journal entry fails with that code; nothing staged is left; one log line', async () => {
+  it('an upload that fills the disk is 507 INSUFFICIENT_STORAGE saying the storage is full; the journal entry fails with that code; nothing staged is left; one log line', async (ctx) => {
+    const tmpfs = await mkdtemp(path.join(os.tmpdir(), 'filestore-full-'));
+    cleanups.push(() => rm(tmpfs, { recursive: true, force: true }));
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', tmpfs], { stdio: 'ignore' });
+    } catch {
+      ctx.skip(); // not root, or no tmpfs here: the test says so by being skipped
+    }
+    cleanups.push(async () => execFileSync('umount', [tmpfs]));
     const s = await serve({});
     const m = await localMount(s.fs, tmpfs);
     const res = await call(s.url, 'PUT', `/v1/files?${qs({ mountId: m.key, path: 'big.bin' })}`, undefined, new Uint8Array(1024 * 1024));
