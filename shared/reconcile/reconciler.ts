@@ -1,4 +1,5 @@
-import type { EntryStat } from '../backends/types.ts';
+import type { EntryStat, HashedFile } from '../backends/types.ts';
+import { FilestoreError } from '../errors.ts';
 import { saveCheckpoint, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import { getMount } from '../catalogue/mounts.ts';
 import { findLiveByPath, scopePages, scopeRowId, scopeRowNode, type ScopeRow } from '../catalogue/nodes.ts';
@@ -69,6 +70,9 @@ const CHECKPOINT_EVERY = 10_000;
 // run waits again: a chain of at most MAX_FOLLOW_UPS, after which the next audit has it.
 const LOCK_WAIT_MS = 5_000;
 const MAX_FOLLOW_UPS = 3;
+
+// What hashing a file the walk saw can meet when it changed since: gone, or no longer a file.
+const CHANGED_SINCE_WALK = new Set(['NOT_FOUND', 'IS_A_DIRECTORY', 'NOT_A_DIRECTORY', 'SYMLINK_IN_PATH']);
 
 /** One transaction's worth of catalogue writes that need their paths locked. */
 interface Writes {
@@ -317,8 +321,26 @@ class Run {
   /** The comparison with hashing asked for: the bytes of every file on storage are read. */
   private async compareHashing(stored: StorageRow | null, row: ScopeRow | null): Promise<void> {
     const seen = stored ? rowEntry(stored) : null;
-    const sha256 = seen && seen.kind === 'file' ? await this.strategy.hash(seen.path) : null;
-    this.compare(stored, row, sha256);
+    this.compare(stored, row, seen && seen.kind === 'file' ? await this.hashOf(seen) : null);
+  }
+
+  /**
+   * The sha256 of exactly the version the walk saw, or null: a file rewritten while it was
+   * read (no single version has that hash), or changed or gone since the walk (the hash would
+   * be recorded beside a size and mtime it does not belong to), is compared without a hash
+   * this time and looked at again by a follow-up job.
+   */
+  private async hashOf(seen: EntryStat): Promise<string | null> {
+    let hashed: HashedFile | null;
+    try {
+      hashed = await this.strategy.hash(seen.path);
+    } catch (err) {
+      if (!(err instanceof FilestoreError && CHANGED_SINCE_WALK.has(err.code))) throw err;
+      hashed = null;
+    }
+    if (hashed !== null && this.strategy.sameVersion(seen, hashed)) return hashed.sha256;
+    this.defer([{ path: seen.path, recursive: false }]);
+    return null;
   }
 
   private compare(stored: StorageRow | null, row: ScopeRow | null, sha256: string | null): void {

@@ -1,4 +1,4 @@
-import type { Backend, EntryStat } from '../backends/types.ts';
+import type { Backend, EntryStat, FileVersion, HashedFile } from '../backends/types.ts';
 import type { StorageRow } from '../backends/entry-lines.ts';
 import type { SkippedNames } from '../backends/skipped.ts';
 import type { CatalogueNode, Mount } from '../catalogue/types.ts';
@@ -25,7 +25,10 @@ export interface ReconcileStrategy {
   differs(node: CatalogueNode, seen: EntryStat): boolean;
   /** The second look before MISSING: those of `paths` that are still absent. */
   confirmGone(paths: string[]): Promise<Set<string>>;
-  hash(path: string): Promise<string>;
+  /** The sha256 of one version of a file, with that version; null when it changed while it was read. */
+  hash(path: string): Promise<HashedFile | null>;
+  /** True when `hashed` is the version the walk saw as `seen` (so the hash describes what `seen` records). */
+  sameVersion(seen: EntryStat, hashed: FileVersion): boolean;
 }
 
 export interface StrategyOptions {

@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { DeleteObjectCommand, GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { FilestoreError } from '../../errors.ts';
 import { ancestorsOf, comparePaths, joinPath, normalizePath, parentOf, STAGING_DIR } from '../../paths.ts';
-import type { Backend, ByteRange, EntryStat, ListOptions, WriteOptions, WriteResult } from '../types.ts';
+import type { Backend, ByteRange, EntryStat, HashedFile, ListOptions, OpenedFile, RangeRequest, WriteOptions, WriteResult } from '../types.ts';
 import { createS3Client } from './client.ts';
 import { copyObject, DEFAULT_COPY_PART_BYTES, MAX_SINGLE_COPY_BYTES, MIN_PART_BYTES } from './copy.ts';
-import { isNotFound, s3Error, s3ErrorName, s3Fail, uploadError } from './errors.ts';
+import { s3Error, s3Fail, uploadError } from './errors.ts';
 import {
   assertNoFileAncestor,
   dirExists,
@@ -22,6 +22,7 @@ import { S3Keys } from './keys.ts';
 import { anyKeyUnder, listPages, listPagesFanOut, type RawEntry } from './listing.ts';
 import { PathOrderedListing, type ListedItem } from './path-order.ts';
 import { escapePath, SkippedNames, skippedTrailer, skipReasonOf } from '../skipped.ts';
+import { openObject } from './read.ts';
 import { discardStagingObjects } from './staging.ts';
 import { deleteEntry, transfer } from './tree.ts';
 import { DEFAULT_UPLOAD_PART_BYTES, uploadStream } from './upload.ts';
@@ -236,46 +237,31 @@ export class S3Executor implements Backend {
     return { ...fileStat(p, head), sha256 };
   }
 
+  async open(path: string, range?: RangeRequest): Promise<OpenedFile> {
+    return openObject(this.m, normalizePath(path), range, 'read');
+  }
+
   async read(path: string, range?: ByteRange): Promise<Readable> {
-    const op = 'read';
-    const p = normalizePath(path);
-    if (p === '') throw s3Fail('IS_A_DIRECTORY', p, op);
-    if (range !== undefined) assertRange(range);
     try {
-      const out = await this.m.client.send(
-        new GetObjectCommand({
-          Bucket: this.m.bucket,
-          Key: this.m.keys.fileKey(p),
-          ...(range !== undefined ? { Range: `bytes=${range.start}-${range.end ?? ''}` } : {}),
-        }),
-      );
-      if (!(out.Body instanceof Readable)) {
-        throw new FilestoreError('STORAGE_ERROR', `S3 returned no byte stream for ${JSON.stringify(p)}`, { path: p, op });
-      }
-      return out.Body;
+      return (await this.open(path, range)).stream;
     } catch (err) {
-      if (isNotFound(err)) {
-        throw s3Fail((await dirExists(this.m, p, op)) ? 'IS_A_DIRECTORY' : 'NOT_FOUND', p, op);
-      }
-      // A range starting past the end (or any range of an empty object) is 416 on S3; a file
-      // system read there just returns no bytes, and so does this backend.
-      if (s3ErrorName(err) === 'InvalidRange' && (await headFile(this.m, p, op)) !== null) {
-        return Readable.from([]);
-      }
-      throw s3Error(err, p, op);
+      // Past the end a file system read gives no bytes, and so does this backend.
+      if (err instanceof FilestoreError && err.code === 'RANGE_NOT_SATISFIABLE') return Readable.from([]);
+      throw err;
     }
   }
 
-  async hash(path: string): Promise<string> {
+  /** One GetObject answer is one version of the object: its hash can never mix two. */
+  async hash(path: string): Promise<HashedFile> {
     const p = normalizePath(path);
-    const body = await this.read(p);
+    const { stream, range: _range, length: _length, ...version } = await openObject(this.m, p, undefined, 'hash');
     const hash = createHash('sha256');
     try {
-      await pipeline(body, hash);
+      await pipeline(stream, hash);
     } catch (err) {
       throw s3Error(err, p, 'hash');
     }
-    return hash.digest('hex');
+    return { ...version, sha256: hash.digest('hex') };
   }
 
   async move(from: string, to: string, options: { overwrite: boolean }): Promise<void> {
@@ -337,12 +323,4 @@ function toStat(dir: string, item: ListedItem): EntryStat {
     etag: item.etag,
     symlinkTarget: null,
   };
-}
-
-function assertRange(range: ByteRange): void {
-  const ok =
-    Number.isSafeInteger(range.start) &&
-    range.start >= 0 &&
-    (range.end === undefined || (Number.isSafeInteger(range.end) && range.end >= range.start));
-  if (!ok) throw new FilestoreError('VALIDATION_ERROR', 'a byte range needs 0 <= start <= end', { range });
 }

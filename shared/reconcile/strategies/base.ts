@@ -1,4 +1,4 @@
-import type { Backend, EntryStat } from '../../backends/types.ts';
+import type { Backend, EntryStat, HashedFile } from '../../backends/types.ts';
 import { FilestoreError } from '../../errors.ts';
 import { rowOfEntry, type StorageRow } from '../../backends/entry-lines.ts';
 import { skippedOf, type SkippedNames } from '../../backends/skipped.ts';
@@ -53,7 +53,7 @@ export abstract class BackendStrategy {
 
   protected async beforeSecondLook(_paths: string[]): Promise<void> {}
 
-  hash(path: string): Promise<string> {
+  hash(path: string): Promise<HashedFile | null> {
     return this.backend().hash(path);
   }
 }
