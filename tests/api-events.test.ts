@@ -189,6 +189,45 @@ describe('event stream', () => {
     expect(deletedOnly.events[0]?.id).toBe(all[2]?.id);
   });
 
+  it("a stream filtered to one mount moves the client's resume position past other mounts' events (an id-only message), so its resume point never falls behind the retention", async () => {
+    const a = await mountOf();
+    const b = await mountOf();
+    const everything = await stream({});
+    // The raw text of the stream filtered to A: the ids in it are what a client resumes from.
+    const controller = new AbortController();
+    const res = await c.call('GET', `/v1/events/stream?${qs({ mountId: a.mount.key })}`, { token: 'read', signal: controller.signal });
+    expect(res.status).toBe(200);
+    let text = '';
+    const reading = (async () => {
+      if (!res.body) throw new Error('no body');
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        text += value;
+      }
+    })().catch(() => {});
+    const lastId = () => {
+      const ids = [...text.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+      return ids.length ? (ids[ids.length - 1] as number) : undefined;
+    };
+    try {
+      const start = await eventually(async () => lastId(), 'the position the filtered stream starts from');
+      await command('mkdir', { mountId: b.mount.key, path: 'x' });
+      await command('mkdir', { mountId: b.mount.key, path: 'y' });
+      const ofB = (await everything.until(completed(2, b.mount.id))).filter((e) => e.data.mountId === b.mount.id);
+      const lastOfB = Math.max(...ofB.map((e) => e.id));
+      expect(lastOfB).toBeGreaterThan(start);
+      await eventually(async () => ((lastId() ?? 0) >= lastOfB ? true : undefined), "the filtered stream's position to pass B's events");
+      // Positions only: none of B's events were sent on A's stream.
+      expect(text).not.toContain(b.mount.id);
+      expect(text).not.toMatch(/^event:/m);
+    } finally {
+      controller.abort();
+      await reading;
+    }
+  });
+
   it('an invalid Last-Event-ID or lastEventId is 400; an unknown mount 404; no token 401', async () => {
     const t = await mountOf();
     for (const bad of ['abc', '-1', '1.5', '12345678901234567890']) {

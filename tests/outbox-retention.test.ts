@@ -15,6 +15,7 @@ import { loadConfig } from '../shared/config.ts';
 import { createPool, type Pool } from '../shared/db/pool.ts';
 import { migrate } from '../shared/db/migrate.ts';
 import { InlineEventBus } from '../shared/events/bus.ts';
+import { OutboxTail } from '../shared/events/outbox-tail.ts';
 import { OutboxRelay } from '../shared/events/relay.ts';
 import { FilestoreMetrics } from '../shared/metrics/metrics.ts';
 import { createFilestore, type Filestore } from '../shared/runtime.ts';
@@ -403,6 +404,95 @@ describe('resuming a stream from before the retention window', () => {
     expect(code).toBe(1);
     expect(stderr).toMatch(/\(RESUME_POINT_EXPIRED\)/);
     expect(stderr).toMatch(/hint: .*without --after/);
+  });
+});
+
+describe('a live tail that fell behind the retention', () => {
+  it('an event tail that was not woken while its next events were published and pruned (a tiny retention) tells its listeners instead of skipping them', async () => {
+    // The tail listens on a bus of its own that nobody publishes to, and polls once an hour: it
+    // reads the outbox only when the test wakes it, as a stalled process would after a pause.
+    const tail = new OutboxTail({ q: pool, bus: new InlineEventBus(), pollMs: 3_600_000 });
+    await tail.start();
+    const mountId = randomUUID();
+    const heard: EventEnvelope[] = [];
+    const lost: number[] = [];
+    const unsubscribe = await tail.subscribe(
+      (e) => e.mountId === mountId && heard.push(e),
+      (pruned) => lost.push(pruned),
+    );
+    const relay = new OutboxRelay({ pool, bus: new InlineEventBus(), intervalMs: 3_600_000, metrics: metrics() });
+    try {
+      const from = tail.seq;
+      await appendEvents(pool, [1, 2, 3].map((i) => ({ type: 'filestore.node.updated' as const, mountId, data: { i, tag: 'missed' } })));
+      await relay.drain();
+      await sleep(5);
+      const pruned = await pruneOutbox(pool, { retentionMs: 1 });
+      expect(pruned.prunedThrough).toBeGreaterThan(from);
+      await appendEvents(pool, [{ type: 'filestore.node.updated', mountId, data: { tag: 'after the gap' } }]);
+      await relay.drain();
+      tail.wake();
+      await until(() => lost.length > 0, 'the listener to be told of the gap');
+      expect(lost).toEqual([pruned.prunedThrough]);
+      // Nothing after the gap reached it: that would be a silent gap.
+      expect(heard).toEqual([]);
+    } finally {
+      unsubscribe();
+      tail.stop();
+    }
+  });
+
+  it('an event stream whose tail finds its next events pruned ends; its reconnect from the last id it sent gets 410 RESUME_POINT_EXPIRED', async () => {
+    const server = await startTestServer({ filestore: { databaseUrl: url, migrate: false, metrics: metrics() } });
+    const abort = new AbortController();
+    try {
+      const mount = await localMount(server.fs);
+      const c = client(server, 'read');
+      const res = await c.call('GET', `/v1/events/stream?${qs({ mountId: mount.key })}`, { signal: abort.signal });
+      expect(res.status).toBe(200);
+      let text = '';
+      let ended = false;
+      const reading = (async () => {
+        if (!res.body) throw new Error('no body');
+        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          text += value;
+        }
+      })()
+        .catch(() => {})
+        .finally(() => (ended = true));
+      const ids = () => [...text.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+      await until(() => ids().length > 0, 'the position the stream starts from');
+      // In one transaction (invisible to the tail until it commits): events of the mount are
+      // published and pruned, and one more is published after them.
+      const tx = await pool.connect();
+      try {
+        await tx.query('BEGIN');
+        await appendEvents(tx, [1, 2, 3].map((i) => ({ type: 'filestore.node.updated' as const, mountId: mount.id, data: { i } })));
+        await tx.query(
+          `UPDATE filestore.outbox SET seq = nextval('filestore.outbox_seq'), published_at = now() - interval '8 days' WHERE mount_id = $1 AND seq IS NULL`,
+          [mount.id],
+        );
+        const { rows } = await tx.query<{ top: number }>('SELECT max(seq)::int AS top FROM filestore.outbox WHERE mount_id = $1', [mount.id]);
+        await tx.query('DELETE FROM filestore.outbox WHERE mount_id = $1', [mount.id]);
+        await tx.query('UPDATE filestore.outbox_pruned SET through_seq = greatest(through_seq, $1)', [rows[0]?.top]);
+        await appendEvents(tx, [{ type: 'filestore.node.updated', mountId: mount.id, data: { tag: 'after the gap' } }]);
+        await tx.query('COMMIT');
+      } finally {
+        tx.release();
+      }
+      server.fs.relay?.nudge();
+      await until(() => ended, 'the stream to end');
+      await reading;
+      // None of what came after the gap was sent: only positions.
+      expect(text).not.toMatch(/^event:/m);
+      const last = ids().at(-1) as number;
+      await expectError(c.call('GET', `/v1/events/stream?${qs({ mountId: mount.key })}`, { headers: { 'last-event-id': String(last) } }), 410, 'RESUME_POINT_EXPIRED');
+    } finally {
+      abort.abort();
+      await server.close();
+    }
   });
 });
 

@@ -201,6 +201,7 @@ async function openEventStream(
     comment(text: string) {
       if (!stopped) res.write(`: ${text.replace(/\n/g, ' ')}\n\n`);
     },
+    end: stop,
   };
   try {
     const off = await r.sse(sink);

@@ -37,6 +37,8 @@ export interface SseSink {
   readonly closed: boolean;
   /** Resolves when the client has read what was sent (use between pages of a long replay). */
   ready(): Promise<void>;
+  /** Ends the stream; the client reconnects with the last id it got. */
+  end(): void;
 }
 
 export type ApiResponse =

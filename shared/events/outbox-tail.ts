@@ -1,5 +1,6 @@
 import type { Queryable } from '../db/pool.ts';
 import { eventsAfter, lastPublishedSeq, type EventEnvelope } from '../catalogue/outbox.ts';
+import { prunedThrough } from '../catalogue/outbox-retention.ts';
 import type { EventBus } from './bus.ts';
 
 export interface OutboxTailOptions {
@@ -29,7 +30,8 @@ const RETRIES = 50;
  */
 export class OutboxTail {
   private position = 0;
-  private readonly listeners = new Set<(e: EventEnvelope) => void>();
+  /** Each listener, and what it is told when events after the position were pruned unread. */
+  private readonly listeners = new Map<(e: EventEnvelope) => void, ((prunedThrough: number) => void) | undefined>();
   private wanted = 0;
   private fetching: Promise<void> | null = null;
   private again = false;
@@ -67,10 +69,16 @@ export class OutboxTail {
   /**
    * Listeners get every event after the current position, in sequence order. Resolves once
    * the tail follows, `seq` then being the latest published event (or later).
+   *
+   * When the tail finds that events after its position were pruned before it read them (it
+   * was stalled for longer than FILESTORE_OUTBOX_RETENTION), a listener with `onExpired` is
+   * removed and told the pruned watermark instead of getting the events after the gap (an
+   * event stream ends: its reconnect gets 410 RESUME_POINT_EXPIRED); one without it goes on
+   * after the gap.
    */
-  async subscribe(listener: (e: EventEnvelope) => void): Promise<() => void> {
+  async subscribe(listener: (e: EventEnvelope) => void, onExpired?: (prunedThrough: number) => void): Promise<() => void> {
     if (!this.started || this.stopped) throw new Error('the event tail is not running');
-    this.listeners.add(listener);
+    this.listeners.set(listener, onExpired);
     const unsubscribe = () => {
       if (this.listeners.delete(listener) && this.listeners.size === 0) this.idle();
     };
@@ -159,15 +167,40 @@ export class OutboxTail {
     this.retryTimer.unref();
   }
 
+  /** Events up to `pruned` are gone unread: listeners that can be told are, and removed; the rest go on after the gap. */
+  private expire(pruned: number): void {
+    for (const [listener, onExpired] of [...this.listeners]) {
+      if (!onExpired) continue;
+      this.listeners.delete(listener);
+      try {
+        onExpired(pruned);
+      } catch (err) {
+        this.o.onError?.(err);
+      }
+    }
+    this.position = Math.max(this.position, pruned);
+    this.wanted = Math.max(this.wanted, this.position);
+    if (this.listeners.size === 0) this.idle();
+  }
+
   private async fetch(): Promise<void> {
     for (;;) {
       if (!this.ready) return; // gone idle: the next round starts from the latest event
       const events = await eventsAfter(this.o.q, this.position, PAGE);
+      // Pruning deletes a prefix of the seq order, so a page read in one snapshot that starts
+      // right after the position lost nothing. One that starts later may follow a rolled-back
+      // claim (its seqs never appear) or events pruned unread: the watermark says which. Read
+      // after the page, a prune in between can only end streams early, never hide a gap.
+      const first = events[0];
+      if (first && first.seq > this.position + 1 && this.ready) {
+        const pruned = await prunedThrough(this.o.q);
+        if (pruned > this.position && this.ready) this.expire(pruned);
+      }
       for (const e of events) {
         // A read that overlapped a change of round may hand back events already behind us.
         if (!this.ready || e.seq <= this.position) continue;
         this.position = e.seq;
-        for (const l of this.listeners) {
+        for (const l of this.listeners.keys()) {
           try {
             l(e);
           } catch (err) {

@@ -44,14 +44,35 @@ export const eventRoutes: Route[] = [
           // Live events are held until the position to go on from is known (and, resuming, the replay is done).
           let replaying = true;
           const held: EventEnvelope[] = [];
+          // The last id the client got. Events filtered out still move `last`; the client hears of
+          // it in an id-only message after the batch, or a filtered stream's resume point would
+          // stay at its last matching event and fall behind the retention (a false 410).
+          let sent = last;
+          let positionDue = false;
+          const sendPosition = () => {
+            positionDue = false;
+            if (last > sent && !sink.closed) {
+              sink.position(last);
+              sent = last;
+            }
+          };
           const deliver = (e: EventEnvelope) => {
             if (e.seq <= last) return;
             last = e.seq;
-            if (mount && e.mountId !== mount.id) return;
-            if (types && !types.has(e.type)) return;
+            if ((mount && e.mountId !== mount.id) || (types && !types.has(e.type))) {
+              // Once the tail has handed over what it read (its batch is delivered synchronously).
+              if (!positionDue && !replaying) {
+                positionDue = true;
+                setImmediate(sendPosition);
+              }
+              return;
+            }
             sink.send({ id: e.seq, event: e.type, data: e });
+            sent = e.seq;
           };
-          const unsubscribe = await tail.subscribe((e) => (replaying ? held.push(e) : deliver(e)));
+          // The tail found the events after its position pruned (it was stalled longer than the
+          // retention): the stream ends rather than skip them; its reconnect gets the 410.
+          const unsubscribe = await tail.subscribe((e) => (replaying ? held.push(e) : deliver(e)), () => sink.end());
           if (resumeAfter === undefined) {
             // Without Last-Event-ID the stream starts with the next event.
             last = tail.seq;
@@ -76,6 +97,7 @@ export const eventRoutes: Route[] = [
           held.length = 0;
           // A client that reconnects before any event arrived resumes from here, not from "now".
           sink.position(last);
+          sent = last;
           return unsubscribe;
         },
       };
