@@ -33,7 +33,8 @@ type Queryable = Pick<pg.Pool, 'query'>;
 /**
  * After a fault and whatever recovery the product runs by itself: no journal entry of the
  * mount is pending, its staging area is empty, and its live catalogue is exactly what its disk
- * holds (paths, kinds, file sizes), every node ACTIVE.
+ * holds (paths, kinds, file sizes), every node ACTIVE, apart from nodes recorded MISSING, which
+ * must be absent from the disk.
  */
 export async function expectSettled(q: Queryable, mountId: string, root: string): Promise<void> {
   const pending = await q.query<{ id: string; command: string }>(
@@ -48,8 +49,11 @@ export async function expectSettled(q: Queryable, mountId: string, root: string)
     [mountId],
   );
   const disk = await walkDisk(root);
+  // A node recorded MISSING is the catalogue knowing that the entry is gone: not on disk.
+  const onDisk = new Set(disk.map((e) => e.path));
+  expect(rows.filter((n) => n.state === 'MISSING' && onDisk.has(n.path)).map((n) => n.path), 'nothing MISSING is on disk').toEqual([]);
   expect(
-    rows.map((n) => [n.path, n.kind, n.kind === 'file' ? n.size : 0, n.state]),
+    rows.filter((n) => n.state !== 'MISSING').map((n) => [n.path, n.kind, n.kind === 'file' ? n.size : 0, n.state]),
     'the catalogue is what the disk holds',
   ).toEqual(disk.map((e) => [e.path, e.kind, e.kind === 'file' ? e.size : 0, 'ACTIVE']));
 }
