@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rename, rm, symlink, unlink, writeFile } from 'node:fs/
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MountWatcher } from '../agent/watch/index.ts';
+import { createWatchBackend, DriftSink, MountWatcher, type WatchBackendFactory } from '../agent/watch/index.ts';
 import { FilestoreMetrics } from '../shared/metrics/metrics.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { createTestMount, startFilestore } from './support/filestore.ts';
@@ -171,7 +171,7 @@ describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and 
       await mkdir(t.root);
       const back = await healthBecomes(t.mountId, 'healthy');
       expect(back.checkedAt?.getTime()).toBeGreaterThan(gone.checkedAt?.getTime() ?? 0);
-      expect((await t.watcher.stats()).rootProblem).toBeNull();
+      await eventually(async () => (await t.watcher.stats()).rootProblem === null, 'the root watched again');
       const jobs = await eventually(async () => {
         const j = await jobsOf(t.mountId);
         return j.some((x) => x.path === '' && x.reason === 'audit') ? j : null;
@@ -258,6 +258,56 @@ describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and 
       await m.close();
       await rm(outside, { recursive: true, force: true });
       await rm(real, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a root back that cannot be watched at once', () => {
+  it('is healthy (it is a readable directory), says why it is not watched, and is watched at a later try', async () => {
+    let starts = 0;
+    const factory: WatchBackendFactory = (kind, root, h) => {
+      const backend = createWatchBackend(kind, root, h);
+      // The second start (the root's return) fails once, as with ENOSPC; the third works.
+      if (++starts === 2) return { ...backend, kind: backend.kind, start: () => Promise.reject(new Error('inotify_add_watch failed: No space left on device')), close: () => backend.close(), watchCount: () => backend.watchCount() };
+      return backend;
+    };
+    const lines: string[] = [];
+    const m = await watchedMount(fs, 'parcel', { ...FAST, backendFactory: factory, log: (l: string) => lines.push(l) });
+    const away = `${m.root}.away`;
+    try {
+      await rename(m.root, away);
+      await healthBecomes(m.mountId, 'unhealthy', /does not exist/);
+      await rename(away, m.root);
+      await healthBecomes(m.mountId, 'healthy');
+      await eventually(async () => starts >= 3 && (await m.watcher.stats()).rootProblem === null, 'watched at a later try');
+      expect(lines.filter((l) => /is back but could not be watched: .*No space left/.test(l))).toHaveLength(1);
+      await topLevelWatched(m, 'later');
+    } finally {
+      await m.close();
+      await rm(away, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a batch judged while the root goes away', () => {
+  it('is handed back unjudged when the root changed during its lstats, instead of reading as every path deleted', async () => {
+    const m = await watchedMount(fs, 'parcel', FAST);
+    const away = `${m.root}.away`;
+    try {
+      for (const p of ['a.txt', 'b.txt']) await m.writeThrough(p, p);
+      const sink = new DriftSink(fs, m.t.mount);
+      const batch = { changes: new Map([['a.txt', 'changed'], ['b.txt', 'changed']] as const), rescans: [] };
+      await m.watcher.close(); // the sink alone, judging while the root is elsewhere
+      await rename(m.root, away);
+      const held = await sink.apply(batch, { rootUnchanged: async () => false });
+      expect(held).toMatchObject({ drift: 0, jobs: 0, deferred: ['a.txt', 'b.txt'] });
+      expect(await watcherDrift(fs, m.mountId)).toEqual([]);
+      // Without the question, both would be drift (as they were before it was asked).
+      const judged = await sink.apply(batch, {});
+      expect(judged.drift).toBe(2);
+    } finally {
+      await rename(away, m.root).catch(() => {});
+      await m.close();
     }
   });
 });

@@ -58,6 +58,12 @@ export interface ApplyOptions {
    * recursive look (mount-watcher.ts: parcel does not watch what a new directory held).
    */
   beforeJobs?: ((appeared: string[]) => Promise<string[]>) | undefined;
+  /**
+   * Asked after each chunk's lstats: is the mount root still the directory watched? If not
+   * (removed, unmounted, replaced while the chunk was looked at), what was seen is not the
+   * mount's and the chunk is handed back unjudged (`deferred`); see root-guard.ts.
+   */
+  rootUnchanged?: (() => Promise<boolean>) | undefined;
 }
 
 // Slack when a job's start (database clock) is compared with an event's arrival (ours).
@@ -133,7 +139,7 @@ export class DriftSink {
     let targets: JobTarget[] = batch.rescans.map((path) => ({ path, recursive: true }));
     const appeared: string[] = [];
     for (let i = 0; i < paths.length; i += this.chunkSize) {
-      const chunk = await this.judgeChunk(paths.slice(i, i + this.chunkSize), untrackedDirs, listings, batch.seenAt);
+      const chunk = await this.judgeChunk(paths.slice(i, i + this.chunkSize), untrackedDirs, listings, batch.seenAt, o.rootUnchanged);
       result.checked += chunk.checked;
       result.covered += chunk.covered;
       result.waiting.push(...chunk.waiting);
@@ -227,10 +233,15 @@ export class DriftSink {
     untrackedDirs: Set<string>,
     listings: ReadonlyMap<string, number>,
     seenAt: ReadonlyMap<string, number> | undefined,
+    rootUnchanged: (() => Promise<boolean>) | undefined,
   ) {
     const { rows: clock } = await this.fs.pool.query<{ now: Date }>('SELECT now() AS now');
     const since = (clock[0] as { now: Date }).now;
     const seen = await this.disk.statAll(chunk);
+    // A root gone while we looked reads as every path deleted: nothing of it is judged.
+    if (rootUnchanged && !(await rootUnchanged())) {
+      return { covered: 0, waiting: [] as string[], appeared: [] as string[], checked: 0, drift: 0, deferred: chunk, targets: [] as JobTarget[] };
+    }
     const appeared = chunk.filter((p) => seen.get(p)?.kind === 'directory');
     const { covered, waiting } = await this.coveredByListings(chunk, seen, listings, seenAt);
     const paths = covered.size + waiting.size === 0 ? chunk : chunk.filter((p) => !covered.has(p) && !waiting.has(p));

@@ -380,7 +380,7 @@ export class MountWatcher {
     }
     try {
       const rewatch = this.backend?.rewatch && !final ? (dirs: string[]) => this.watchNewDirs(dirs) : undefined;
-      const r = await this.sink.apply(batch, { final, beforeJobs: rewatch });
+      const r = await this.sink.apply(batch, { final, beforeJobs: rewatch, rootUnchanged: () => this.guard.unchanged() });
       this.counts.batches++;
       this.counts.drift += r.drift;
       this.failures = 0;

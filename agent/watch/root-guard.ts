@@ -171,11 +171,15 @@ export class RootGuard {
       await this.writeHealth();
       return false;
     }
+    // The root is a readable directory: healthy for reconciliation, whether or not it can be watched yet.
+    if (this.health?.state !== 'healthy') this.setHealth('healthy', null);
+    await this.writeHealth();
     try {
       await this.hooks.resume();
     } catch (err) {
       this.failures++;
-      this.o.log(`watcher ${this.mount.key}: the mount root ${root} is back but could not be watched: ${(err as Error).message}; trying again`);
+      this.lost = `${root} is back but could not be watched: ${(err as Error).message}`;
+      if (this.failures === 1) this.o.log(`watcher ${this.mount.key}: the mount root ${root} is back but could not be watched: ${(err as Error).message}; trying again`);
       return false;
     }
     this.failures = 0;
@@ -188,8 +192,6 @@ export class RootGuard {
         ? `watcher ${this.mount.key}: the mount root ${root} was replaced by another directory; watching that one, full rescan requested`
         : `watcher ${this.mount.key}: the mount root ${root} is back; watching it again, full rescan requested (mount healthy)`,
     );
-    this.setHealth('healthy', null);
-    await this.writeHealth();
     return false;
   }
 
