@@ -4,6 +4,8 @@ import { sweepStaging } from '../shared/orchestrator/staging-sweep.ts';
 import type { Mount } from '../shared/catalogue/types.ts';
 import { serveApi, type ApiServer } from '../shared/api/serve.ts';
 import type { TokenEntry } from '../shared/api/auth.ts';
+import { HEARTBEAT_TTL_INTERVALS, type Agent } from '../shared/catalogue/agents.ts';
+import { AgentIdInUseError } from '../shared/dispatch/errors.ts';
 import { startAgentPresence, type AgentPresence } from '../shared/dispatch/presence.ts';
 import { startCommandWorker, type CommandWorker } from '../shared/dispatch/worker.ts';
 import { executesHere } from '../shared/dispatch/ownership.ts';
@@ -42,6 +44,8 @@ export interface AgentOptions {
   commandSecrets?: readonly string[] | undefined;
   /** Called once the agent stopped itself because another instance took its id (the CLI exits 1). */
   onSuperseded?: (() => void) | undefined;
+  /** Heartbeat period (default 5 000 ms): another instance may take the id after three missed. */
+  heartbeatIntervalMs?: number | undefined;
   poolSize?: number | undefined;
   s3Endpoint?: string | undefined;
   reconcileConcurrency?: number | undefined;
@@ -93,10 +97,24 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   // one's lease). The registration table must be migrated for that.
   const migrated = !inline && o.filestore?.migrate !== false;
   if (migrated) await migrate(o.databaseUrl, log);
-  let lostId = () => {};
+  // Another instance took the id. While this one starts, the start fails at its next step
+  // (AGENT_ID_IN_USE) and a command worker already running takes nothing more; once started,
+  // lostId stops the agent.
+  let worker: CommandWorker | null = null;
+  let lost: Agent | null = null;
+  let onLost = (holder: Agent) => {
+    lost ??= holder;
+    void worker?.stopTaking().catch((e: Error) => log(`agent ${o.agentId}: ${e.message}`));
+  };
+  const holdsId = () => {
+    if (lost) throw new AgentIdInUseError(lost, lost.heartbeatIntervalMs * HEARTBEAT_TTL_INTERVALS);
+  };
   const presence: AgentPresence | null = inline
     ? null
-    : await startAgentPresence({ databaseUrl: o.databaseUrl }, { id: o.agentId, version: AGENT_VERSION, url: o.advertisedUrl, log, onSuperseded: () => lostId() });
+    : await startAgentPresence(
+        { databaseUrl: o.databaseUrl },
+        { id: o.agentId, version: AGENT_VERSION, url: o.advertisedUrl, intervalMs: o.heartbeatIntervalMs, log, onSuperseded: (holder) => onLost(holder) },
+      );
   let fs: Filestore;
   try {
     fs = await createFilestore({
@@ -133,10 +151,12 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   };
   try {
     await o.prepare?.(fs);
+    holdsId();
     const ownedMounts = async () => (await listMounts(fs.pool)).filter((m) => m.kind === 'local' && executesHere(o.agentId, m));
     owned = await ownedMounts();
     // What finished commands left in their mounts' staging areas goes before any command runs here.
     for (const m of owned) await sweepStaging(fs.pool, m, (line) => log(`agent ${o.agentId}: ${line}`));
+    holdsId();
 
     // The HTTP server first: probes answer while the rest starts (readyz says when it is ready).
     let ready = false;
@@ -155,8 +175,11 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
 
     if (presence) {
       const url = o.advertisedUrl ?? advertisedUrl(o.host, server.port);
-      const worker: CommandWorker = await startCommandWorker(fs, o.agentId, { concurrency: o.commandConcurrency, log });
-      cleanups.push(() => worker.close());
+      holdsId();
+      const started = await startCommandWorker(fs, o.agentId, { concurrency: o.commandConcurrency, log });
+      worker = started;
+      cleanups.push(() => started.close());
+      holdsId();
       await presence.advertise(url);
       cleanups.push(() => presence.stop());
       log(`agent ${o.agentId}: commands on filestore-commands-${o.agentId}, reachable at ${url}`);
@@ -229,6 +252,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       const started = watchers.watchers.length;
       log(`agent ${o.agentId}: watching ${started} local mount(s)${watchers.failed.length ? `, ${watchers.failed.length} failed to start` : ''}`);
     }
+    holdsId();
     ready = true;
   } catch (err) {
     await stopAll();
@@ -256,10 +280,16 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       await fs.close();
     },
   };
-  // Another process holds this agent's id now: stop taking its work.
-  lostId = () => {
-    log(`agent ${o.agentId}: stopping: another instance took this agent id`);
-    void running.stop().finally(() => o.onSuperseded?.());
+  // Another process holds this agent's id now. Its queue first: the holder may be on another
+  // host, with another disk behind the same mount, so nothing more from it runs here; then the
+  // rest stops as on SIGTERM.
+  onLost = () => {
+    const paused = worker?.stopTaking() ?? Promise.resolve();
+    log(`agent ${o.agentId}: stopping: another instance took this agent id; no more commands from its queue run here`);
+    void paused
+      .catch((e: Error) => log(`agent ${o.agentId}: ${e.message}`))
+      .then(() => running.stop())
+      .finally(() => o.onSuperseded?.());
   };
   return running;
 }

@@ -78,6 +78,68 @@ describe('agent ids', () => {
     expect(isAlive(agent, now)).toBe(true);
   });
 
+  /**
+   * A pool whose next lookup of the holder (findAgent) first runs `before` (a transient error
+   * thrown, or the row deleted in between), as a flaky network or an operator would.
+   */
+  function poolWithHolderLookup(before: () => Promise<void>): Pool {
+    const p = createPool(TEST_DATABASE_URL, 2);
+    const query = p.query.bind(p) as (text: string, values?: unknown[]) => Promise<unknown>;
+    let armed = true;
+    p.query = (async (text: string, values?: unknown[]) => {
+      if (armed && typeof text === 'string' && text.includes('LEFT JOIN (SELECT')) {
+        armed = false;
+        await before();
+      }
+      return query(text, values);
+    }) as unknown as typeof p.query;
+    return p;
+  }
+
+  it('a heartbeat that finds its id taken but cannot look up the holder (a transient error) tries again at the next one, and then tells its caller', async () => {
+    const id = uniqueAgentId('flaky');
+    const flaky = poolWithHolderLookup(async () => {
+      throw new Error('connection reset');
+    });
+    try {
+      let noticed: (holder: Agent) => void = () => {};
+      const superseded = new Promise<Agent>((resolve) => (noticed = resolve));
+      const logs: string[] = [];
+      const mine = await startAgentPresence(flaky, { id, version: 'test', host: 'host-a', intervalMs: 50, onSuperseded: (holder) => noticed(holder), log: (l) => logs.push(l) });
+      running.push(mine);
+      await registerAgent(pool, { id, host: 'host-b', version: 'test', heartbeatIntervalMs: 60_000, instance: 'other-instance' });
+      expect(await superseded).toMatchObject({ host: 'host-b', instance: 'other-instance' });
+      expect(logs.some((l) => /heartbeat failed: connection reset/.test(l))).toBe(true);
+    } finally {
+      for (const p of running.splice(0)) await p.stop().catch(() => {});
+      await flaky.end();
+    }
+  });
+
+  it('a heartbeat that finds its id taken, whose holder is then deleted before it is looked up, registers again instead of going silent', async () => {
+    const id = uniqueAgentId('vanished');
+    const racy = poolWithHolderLookup(async () => {
+      await pool.query('DELETE FROM filestore.agents WHERE id = $1', [id]);
+    });
+    try {
+      const superseded: Agent[] = [];
+      const mine = await startAgentPresence(racy, { id, version: 'test', host: 'host-a', intervalMs: 50, onSuperseded: (holder) => superseded.push(holder) });
+      running.push(mine);
+      await registerAgent(pool, { id, host: 'host-b', version: 'test', heartbeatIntervalMs: 60_000, instance: 'other-instance' });
+      // The id is free again: this instance holds it and heartbeats.
+      for (let i = 0; ; i++) {
+        const { agent, now } = await findAgent(pool, id);
+        if (agent?.instance === mine.instance && isAlive(agent, now)) break;
+        if (i > 300) throw new Error(`the id was not registered again: ${JSON.stringify(agent)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(superseded).toEqual([]);
+    } finally {
+      for (const p of running.splice(0)) await p.stop().catch(() => {});
+      await racy.end();
+    }
+  });
+
   it('a clean stop frees the id at once: the next agent takes it without waiting for a lease', async () => {
     const id = uniqueAgentId('clean');
     const first = await presence({ id, version: 'test', host: 'host-a', intervalMs: 60_000 });

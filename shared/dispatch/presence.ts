@@ -69,9 +69,13 @@ export async function startAgentPresence(db: Pool | { databaseUrl: string }, o: 
   }
   let superseded = false;
   let beating: Promise<void> | null = null;
+  // The timer runs until the caller has been told: a beat that fails half way (a transient
+  // error looking up the holder) or finds the holder gone tries again at the next tick, so an
+  // agent never goes on working without a heartbeat and without having been told.
   const beat = async () => {
+    if (superseded) return;
     const outcome = await heartbeat(pool, o.id, instance);
-    if (outcome === 'ok' || superseded) return;
+    if (outcome === 'ok') return;
     if (outcome !== 'taken') {
       // No row (deleted) or marked stopped (by an operator): this agent runs, so say so again —
       // unless another instance has taken the id meanwhile.
@@ -81,12 +85,16 @@ export async function startAgentPresence(db: Pool | { databaseUrl: string }, o: 
         return;
       }
     }
-    superseded = true;
-    clearInterval(timer);
     const { agent: holder } = await findAgent(pool, o.id);
-    if (!holder) return; // deleted in between: nothing to report
+    // Deleted in between: the next beat finds no row and claims the id again.
+    if (!holder || superseded) return;
+    superseded = true;
     log(`agent ${o.id}: another instance took this agent id (host ${holder.host}, ${holder.url ?? 'no url'}); this one stops taking work`);
-    o.onSuperseded?.(holder);
+    try {
+      o.onSuperseded?.(holder);
+    } finally {
+      clearInterval(timer);
+    }
   };
   const timer = setInterval(() => {
     beating ??= beat()

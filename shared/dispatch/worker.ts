@@ -1,4 +1,4 @@
-import { Worker, type Job } from 'bullmq';
+import { WaitingError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { RedisHealth } from '../redis/health.ts';
 import { getMount } from '../catalogue/mounts.ts';
@@ -30,6 +30,12 @@ export interface CommandWorkerOptions {
 
 export interface CommandWorker {
   readonly queueName: string;
+  /**
+   * Takes no more jobs, at once (this agent lost its id: the agent holding it now may be on
+   * another host, with another disk): running ones go on; a job taken in the same moment goes
+   * back to the queue unrun, for the holder of the id. close() still follows.
+   */
+  stopTaking(): Promise<void>;
   /** Stops taking jobs and waits for the running ones (BullMQ's graceful close), then disconnects. */
   close(): Promise<void>;
 }
@@ -56,12 +62,18 @@ export interface CommandWorkerDeps {
  */
 export async function startCommandWorker(fs: CommandWorkerDeps, agentId: string, o: CommandWorkerOptions = {}): Promise<CommandWorker> {
   const queueName = commandQueueName(agentId);
-  if (fs.commands.redisUrl === 'inline') return { queueName, close: async () => {} };
+  if (fs.commands.redisUrl === 'inline') return { queueName, stopTaking: async () => {}, close: async () => {} };
   const signer = fs.commands.signer;
   if (!signer) throw new FilestoreError('CONFIG_ERROR', MISSING_SECRET_MESSAGE);
   const log = o.log ?? (() => {});
   const now = o.now ?? Date.now;
-  const run = async (job: Job<unknown, CommandReply>): Promise<CommandReply> => {
+  let taking = true;
+  const run = async (job: Job<unknown, CommandReply>, token?: string): Promise<CommandReply> => {
+    if (!taking) {
+      // Fetched as the worker was told to stop taking: back to the queue, untouched.
+      await job.moveToWait(token);
+      throw new WaitingError();
+    }
     const verdict = signer.verify(job.data, { agentId, now: now(), skewMs: o.clockSkewMs });
     if (verdict.ok) return runDispatched(fs, agentId, verdict.message, log);
     // Never the secret, the signature or the payload: the job id finds the rest in Redis.
@@ -85,8 +97,15 @@ export async function startCommandWorker(fs: CommandWorkerDeps, agentId: string,
   });
   await worker.waitUntilReady();
   let closing: Promise<void> | null = null;
+  let pausing: Promise<void> | null = null;
   return {
     queueName,
+    stopTaking() {
+      taking = false;
+      // Without waiting for running jobs: the blocking fetch may still hand one over (see run).
+      pausing ??= worker.pause(true);
+      return pausing;
+    },
     close() {
       closing ??= (async () => {
         await worker.close();
