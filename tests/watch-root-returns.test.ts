@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -310,4 +311,53 @@ describe('a batch judged while the root goes away', () => {
       await m.close();
     }
   });
+});
+
+describe('a disk unmounted from under its mount and mounted again', () => {
+  /** `src` bind-mounted on `on` (skipped where this process may not mount). */
+  function bind(src: string, on: string, ctx: { skip: () => void }): void {
+    try {
+      execFileSync('mount', ['--bind', src, on], { stdio: 'ignore' });
+    } catch {
+      ctx.skip(); // not root, or no mount(8) here: the test says so by being skipped
+    }
+  }
+
+  it.for(['chokidar', 'parcel'] as const)(
+    '%s: the empty mount point is not taken for deletions (mass-missing rule), and the disk back is confirmed and watched',
+    async (backend, ctx) => {
+      const disk = await mkdtemp(path.join(os.tmpdir(), 'filestore-disk-'));
+      const m = await watchedMount(fs, backend, FAST);
+      let mounted = false;
+      try {
+        bind(disk, m.root, ctx);
+        mounted = true;
+        await healthBecomes(m.mountId, 'healthy'); // a new directory at the root: watched anew
+        for (let i = 0; i < 24; i++) await m.writeThrough(`data/f${i}.txt`, String(i));
+        await rescanned(m);
+
+        execFileSync('umount', [m.root]);
+        mounted = false;
+        // What is left is the empty mount point: another directory, so rescanned — and that audit
+        // stops at the mass-missing rule.
+        const stopped = await eventually(
+          async () => (await jobsOf(m.mountId)).find((j) => j.reason === 'audit' && j.status === 'failed'),
+          'the rescan of the empty mount point stopped',
+        );
+        expect(JSON.stringify(stopped.error)).toMatch(/MISSING/);
+        expect((await nodeAt(fs, m.mountId, 'data/f0.txt'))?.consistencyState).toBe('ACTIVE');
+        expect(await outbox(fs, m.mountId, 'filestore.node.missing')).toEqual([]);
+
+        bind(disk, m.root, ctx);
+        mounted = true;
+        await eventually(async () => (await jobsOf(m.mountId)).filter((j) => j.reason === 'audit' && j.status === 'succeeded').length >= 2, 'the disk rescanned');
+        expect((await nodeAt(fs, m.mountId, 'data/f23.txt'))?.consistencyState).toBe('ACTIVE');
+        await topLevelWatched(m, 'remounted');
+      } finally {
+        if (mounted) execFileSync('umount', [m.root]);
+        await m.close();
+        await rm(disk, { recursive: true, force: true });
+      }
+    },
+  );
 });
