@@ -32,7 +32,7 @@ afterAll(async () => {
   await fs?.close();
 });
 
-// Fast root checks for tests (the default is a few seconds).
+// Fast root checks for tests (the default is 2 s, with a 30 s rescan cooldown).
 const FAST = { rootCheckMs: 100, rescanCooldownMs: 200 };
 
 interface Health {
