@@ -234,7 +234,7 @@ export class MountWatcher {
     this.starting = this.startBackend(this.kind ?? this.decision?.kind ?? 'parcel');
     await this.starting;
     if (this.closed) return;
-    this.rescans.request('root back');
+    this.rescans.immediately('root back');
   }
 
   private onEvents(events: WatchEvent[]): void {

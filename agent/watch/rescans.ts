@@ -40,6 +40,18 @@ export class RescanRequests {
     this.timer.unref?.();
   }
 
+  /**
+   * A full rescan now, whatever the cooldown, replacing one waiting out its cooldown: for the
+   * root coming back, after which a rescan held back by an earlier request (the watcher's error
+   * as the root went) would leave the catalogue behind for the rest of the cooldown.
+   */
+  immediately(why: string): void {
+    if (this.closed) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.track(this.send(why));
+  }
+
   /** A full rescan now, whatever the cooldown (the catch-up at start), awaited. */
   now(why: string): Promise<void> {
     return this.send(why);
