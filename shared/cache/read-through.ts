@@ -47,6 +47,33 @@ export class RedisReadThroughCache implements ReadThroughCache {
     this.redis = this.health.watch(new Redis(url, { maxRetriesPerRequest: 2, enableAutoPipelining: true }));
     this.redis.defineCommand('filestoreCacheRead', { numberOfKeys: 1, lua: READ });
     this.redis.defineCommand('filestoreCacheWrite', { numberOfKeys: 1, lua: WRITE });
+    this.redis.on('ready', () => this.payOwedBumps());
+  }
+
+  /**
+   * Mounts whose generation bump failed (Redis unreachable from here): a value cached before
+   * that commit is stale. Other processes may still reach Redis and read it, so the bump is
+   * owed, and sent as soon as this connection is ready again; meanwhile this process reads those
+   * mounts uncached. Stale reads elsewhere thus last as long as this process cannot reach Redis,
+   * not until the entries expire.
+   */
+  private readonly owedBumps = new Set<string>();
+
+  private retryTimer: NodeJS.Timeout | null = null;
+
+  private payOwedBumps(): void {
+    for (const mountId of this.owedBumps) void this.invalidateMount(mountId).catch(() => {});
+  }
+
+  /** A bump failed: owe it, and try again shortly (the connection may be ready again already). */
+  private oweBump(mountId: string): void {
+    this.owedBumps.add(mountId);
+    if (this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (this.redis.status === 'ready') this.payOwedBumps();
+    }, 1_000);
+    this.retryTimer.unref();
   }
 
   async read<T>(mountId: string, key: string, load: () => Promise<T>): Promise<T> {
@@ -57,6 +84,7 @@ export class RedisReadThroughCache implements ReadThroughCache {
     const genKey = `filestore:cache:${mountId}:gen`;
     const prefix = `filestore:cache:${mountId}:`;
     const scripts = this.redis as unknown as CacheScripts;
+    if (this.owedBumps.has(mountId)) return JSON.stringify(await load());
     let gen: string;
     try {
       const [g, value] = await scripts.filestoreCacheRead(genKey, prefix, key);
@@ -89,8 +117,11 @@ export class RedisReadThroughCache implements ReadThroughCache {
     const running: Promise<void> = this.redis
       .incr(`filestore:cache:${mountId}:gen`)
       .then(
-        () => {},
+        () => {
+          this.owedBumps.delete(mountId);
+        },
         (err: unknown) => {
+          this.oweBump(mountId);
           throw this.health.unavailable(err, 'cache not invalidated');
         },
       )
@@ -107,6 +138,7 @@ export class RedisReadThroughCache implements ReadThroughCache {
   }
 
   async close(): Promise<void> {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     await this.redis.quit().catch(() => {});
   }
 }
