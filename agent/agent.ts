@@ -42,6 +42,8 @@ export interface AgentOptions {
   advertisedUrl?: string | undefined;
   /** FILESTORE_COMMAND_SECRET, the first signs and all verify: required with Redis (commands are signed). */
   commandSecrets?: readonly string[] | undefined;
+  /** FILESTORE_COMMAND_TTL_MS: how long commands it dispatches stay valid, and the longest expiry its worker accepts (default 15 min). */
+  commandTtlMs?: number | undefined;
   /** Called once the agent stopped itself because another instance took its id (the CLI exits 1). */
   onSuperseded?: (() => void) | undefined;
   /** Heartbeat period (default 5 000 ms): another instance may take the id after three missed. */
@@ -125,6 +127,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       log,
       agentId: o.agentId,
       commandSecrets: o.commandSecrets,
+      commandTtlMs: o.commandTtlMs,
       reconcile: {
         consume: true,
         concurrency: o.reconcileConcurrency,

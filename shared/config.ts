@@ -56,6 +56,11 @@ const EnvSchema = z.object({
       message: `each comma-separated secret needs at least ${COMMAND_SECRET_MIN_LENGTH} characters (make one with \`openssl rand -hex 32\`)`,
     })
     .optional(),
+  /**
+   * How long a dispatched command stays valid in its agent's queue (the sender's clock), and
+   * the longest expiry an agent accepts: the same value in every process of a deployment.
+   */
+  FILESTORE_COMMAND_TTL_MS: z.coerce.number().int().min(30_000).max(86_400_000).default(900_000),
   FILESTORE_AUDIT_CRON: z.string().optional(),
   /**
    * BullMQ key prefix of this catalogue's queues (reconcile, commands, audits). Default

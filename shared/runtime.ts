@@ -51,6 +51,8 @@ export interface FilestoreOptions {
   agentId?: ProcessIdentity;
   /** How long a command dispatched to another agent is waited for before 202 (default 25 000 ms). */
   commandWaitMs?: number | undefined;
+  /** FILESTORE_COMMAND_TTL_MS: how long a dispatched command stays valid in its agent's queue (default 15 min). */
+  commandTtlMs?: number | undefined;
   /**
    * FILESTORE_COMMAND_SECRET (the first signs, all verify): required with Redis when this
    * process may dispatch commands (an agent id or null) or runs an agent's command worker.
@@ -127,7 +129,7 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
   };
   const orchestrator = new Orchestrator({ pool, backends, hooks: o.hooks, afterCommit: changed, identity: o.agentId });
   const reader = new CatalogueReader(pool, cache);
-  const commands = new CommandRouter({ pool, orchestrator, mounts: reader, redisUrl: o.redisUrl, queuePrefix, identity: o.agentId, waitMs: o.commandWaitMs, signer, log });
+  const commands = new CommandRouter({ pool, orchestrator, mounts: reader, redisUrl: o.redisUrl, queuePrefix, identity: o.agentId, waitMs: o.commandWaitMs, commandTtlMs: o.commandTtlMs, signer, log });
 
   const maintenance = async () => {
     if (o.recover !== false) {

@@ -99,7 +99,7 @@ it('an agent that loses its id while it runs stops taking commands first: a comm
       context: { idempotencyKey: `late-${randomUUID()}` },
       agentId,
       expiresAt: Date.now() + 600_000,
-    });
+    }, first.fs.queuePrefix);
     await takeOver(agentId);
     await superseded;
     const jobId = await (queued as Promise<string | undefined> | null);

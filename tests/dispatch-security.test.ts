@@ -1,11 +1,12 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { Queue } from 'bullmq';
+import { Queue, WaitingError, Worker, type JobsOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { commandQueueName, type CommandMessage, type CommandReply } from '../shared/dispatch/messages.ts';
 import { CommandSigner } from '../shared/dispatch/signing.ts';
+import { startCommandWorker } from '../shared/dispatch/worker.ts';
 import { TEST_COMMAND_SECRET } from './support/command-secret.ts';
 import { TEST_REDIS_URL } from './support/env.ts';
 import { expectError, qs } from './support/http.ts';
@@ -41,11 +42,11 @@ async function mountWithFile(owner: AgentProcess = agent) {
 }
 
 /** Puts `data` straight on the agent's command queue, as anyone with access to Redis could, and waits for the worker's reply. */
-async function enqueueRaw(agentId: string, data: unknown): Promise<CommandReply> {
+async function enqueueRaw(agentId: string, data: unknown, opts?: JobsOptions): Promise<CommandReply> {
   const connection = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
   const queue = new Queue(commandQueueName(agentId), { connection, prefix: api.fs.queuePrefix });
   try {
-    const job = await queue.add('delete', data as CommandMessage);
+    const job = await queue.add('delete', data as CommandMessage, opts);
     for (;;) {
       const state = await job.getState();
       if (state === 'completed' || state === 'failed') break;
@@ -80,19 +81,22 @@ describe('commands on an agent’s queue that no API process of the deployment s
     const expiresAt = Date.now() + 60_000;
     const genuine = new CommandSigner([TEST_COMMAND_SECRET]);
     const attacker = new CommandSigner([randomBytes(32).toString('hex')]);
-    const signedMkdir = genuine.sign({ command: 'mkdir', mountId: t.mount.id, input: { path: 'harmless' }, context: { idempotencyKey: `k-${randomUUID()}` }, agentId: agent.agentId, expiresAt });
+    const prefix = api.fs.queuePrefix;
+    const signedMkdir = genuine.sign({ command: 'mkdir', mountId: t.mount.id, input: { path: 'harmless' }, context: { idempotencyKey: `k-${randomUUID()}` }, agentId: agent.agentId, expiresAt }, prefix);
     const forgeries: unknown[] = [
       // the message an API process sent before commands were signed
       deleteOf(t.mount.id),
       { ...deleteOf(t.mount.id), agentId: agent.agentId, expiresAt },
       { ...deleteOf(t.mount.id), agentId: agent.agentId, expiresAt, signature: 'AAAA' },
-      attacker.sign({ ...deleteOf(t.mount.id), agentId: agent.agentId, expiresAt }),
+      attacker.sign({ ...deleteOf(t.mount.id), agentId: agent.agentId, expiresAt }, prefix),
       // a genuine message with its command, input or principal changed
       { ...signedMkdir, command: 'delete', input: { path: 'victim.txt' } },
       { ...signedMkdir, input: { path: 'victim.txt' } },
       { ...signedMkdir, context: { ...signedMkdir.context, principal: 'someone-else' } },
       // a genuine message for another agent, moved onto this one's queue
-      genuine.sign({ ...deleteOf(t.mount.id), agentId: uniqueAgentId('other'), expiresAt }),
+      genuine.sign({ ...deleteOf(t.mount.id), agentId: uniqueAgentId('other'), expiresAt }, prefix),
+      // a genuine message for this agent, signed for the queues of another catalogue sharing the secret on this Redis
+      genuine.sign({ ...deleteOf(t.mount.id), agentId: agent.agentId, expiresAt }, 'filestore:another-catalogue'),
     ];
     for (const data of forgeries) {
       const reply = await enqueueRaw(agent.agentId, data);
@@ -126,7 +130,7 @@ describe('commands on an agent’s queue that no API process of the deployment s
     const t = await mountWithFile();
     const before = await securityEvents('command_expired');
     const signer = new CommandSigner([TEST_COMMAND_SECRET]);
-    const stale = signer.sign({ ...deleteOf(t.mount.id), agentId: agent.agentId, expiresAt: Date.now() - 3_600_000 });
+    const stale = signer.sign({ ...deleteOf(t.mount.id), agentId: agent.agentId, expiresAt: Date.now() - 3_600_000 }, api.fs.queuePrefix);
     const reply = await enqueueRaw(agent.agentId, stale);
     expect(reply).toMatchObject({ ok: false, error: { code: 'INTERRUPTED', message: expect.stringMatching(/expired/) } });
     expect(await readFile(path.join(t.root, 'victim.txt'), 'utf8')).toBe('precious');
@@ -135,11 +139,104 @@ describe('commands on an agent’s queue that no API process of the deployment s
   });
 });
 
+describe('genuine signatures on messages no API process would send', () => {
+  it('a signed command without an expiry, with one that is no finite number, or one further ahead than the TTL plus skew is refused and changes nothing', async () => {
+    const t = await mountWithFile();
+    const signer = new CommandSigner([TEST_COMMAND_SECRET]);
+    const prefix = api.fs.queuePrefix;
+    const malformedBefore = await securityEvents('command_malformed');
+    const futureBefore = await securityEvents('command_future');
+    const signed = (expiresAt: unknown) => signer.sign({ ...deleteOf(t.mount.id), agentId: agent.agentId, expiresAt } as never, prefix);
+    // A MAC over a message whose expiry is dropped by JSON, or a string, or NaN (null in JSON).
+    for (const expiresAt of [undefined, String(Date.now() + 60_000), Number.NaN]) {
+      const reply = await enqueueRaw(agent.agentId, signed(expiresAt));
+      expect(reply, String(expiresAt)).toMatchObject({ ok: false, error: { code: 'CONFIG_ERROR' } });
+    }
+    // Valid for a year: a captured copy could be replayed all that time.
+    const reply = await enqueueRaw(agent.agentId, signed(Date.now() + 365 * 86_400_000));
+    expect(reply).toMatchObject({ ok: false, error: { code: 'CONFIG_ERROR', message: expect.stringMatching(/FILESTORE_COMMAND_TTL_MS/) } });
+    expect(await readFile(path.join(t.root, 'victim.txt'), 'utf8')).toBe('precious');
+    expect(await securityEvents('command_malformed')).toBe(malformedBefore + 3);
+    expect(await securityEvents('command_future')).toBe(futureBefore + 1);
+  });
+
+  it('the rejection is logged on one line whatever the job id its writer chose', async () => {
+    const forged = 'evil\nsecurity all is well, nothing to see\r\n';
+    await enqueueRaw(agent.agentId, { ...deleteOf(randomUUID()), agentId: agent.agentId, expiresAt: Date.now() + 60_000 }, { jobId: forged });
+    const line = agent.logs.find((l) => l.includes('evil'));
+    expect(line).toBeDefined();
+    expect(line).toContain(JSON.stringify(forged));
+    for (const l of agent.logs) expect(l).not.toMatch(/[\r\n]/);
+  });
+});
+
+describe('replies', () => {
+  it('a reply that no agent of the deployment signed (someone else consumed the job on Redis) is not reported as the outcome', async () => {
+    // The agent is registered and alive, but its worker is not running: the job waits, and a
+    // writer to Redis takes it and completes it with a made-up success.
+    const mute = await startAgentProcess(uniqueAgentId('mute'), { worker: false });
+    cleanups.push(() => mute.close());
+    const t = await agentMount(api.fs, mute.agentId);
+    cleanups.push(t.cleanup);
+    const connection = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
+    const impostor = new Worker(
+      commandQueueName(mute.agentId),
+      async () => ({ ok: true, result: { journalEntryId: 1, node: { path: 'secret-plans', kind: 'directory' } } }),
+      { connection, prefix: api.fs.queuePrefix },
+    );
+    try {
+      const e = await expectError(api.call('POST', '/v1/commands/mkdir', { json: { mountId: t.mount.key, path: 'secret-plans' } }), 500, 'CONFIG_ERROR');
+      expect(e.message).toMatch(/does not verify/);
+      expect(e.message).toMatch(/FILESTORE_COMMAND_SECRET/);
+    } finally {
+      await impostor.close();
+      await connection.quit();
+    }
+  });
+
+  it('an expired command that a worker had started before (BullMQ runs a job again after a stall) is not answered "was not run"', async () => {
+    const quiet = await startAgentProcess(uniqueAgentId('restarted'), { worker: false });
+    cleanups.push(() => quiet.close());
+    const t = await mountWithFile(quiet);
+    const stale = new CommandSigner([TEST_COMMAND_SECRET]).sign(
+      { ...deleteOf(t.mount.id), agentId: quiet.agentId, expiresAt: Date.now() - 3_600_000 },
+      api.fs.queuePrefix,
+    );
+    // A worker takes the job and puts it back without finishing it, as one whose agent died would leave it to be run again.
+    const connection = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
+    let handedBack!: () => void;
+    const returned = new Promise<void>((r) => (handedBack = r));
+    const dying = new Worker(
+      commandQueueName(quiet.agentId),
+      async (job, token) => {
+        await job.moveToWait(token);
+        handedBack();
+        throw new WaitingError();
+      },
+      { connection, prefix: api.fs.queuePrefix },
+    );
+    const replying = enqueueRaw(quiet.agentId, stale);
+    await returned;
+    await dying.close();
+    await connection.quit();
+    const logs: string[] = [];
+    const worker = await startCommandWorker(quiet.fs, quiet.agentId, { log: (l) => logs.push(l) });
+    cleanups.push(() => worker.close());
+    const reply = await replying;
+    expect(reply).toMatchObject({ ok: false, error: { code: 'INTERRUPTED' } });
+    const message = (reply as { error: { message: string } }).error.message;
+    expect(message).not.toMatch(/was not run/);
+    expect(message).toMatch(/may have changed storage/);
+    expect(message).toMatch(/Idempotency-Key/);
+    expect(await readFile(path.join(t.root, 'victim.txt'), 'utf8')).toBe('precious');
+  });
+});
+
 describe('commands signed by API processes', () => {
   it('a command that waited in the queue past its expiry is not run: its caller gets 503 INTERRUPTED, and sent again it runs', async () => {
-    // An agent whose clock reads ten minutes later than the API process's: every command it
-    // takes has waited, as far as it can tell, ten minutes in its queue.
-    const late = await startAgentProcess(uniqueAgentId('late'), { now: () => Date.now() + 10 * 60_000 });
+    // An agent whose clock reads twenty minutes later than the API process's: every command it
+    // takes has waited, as far as it can tell, twenty minutes in its queue (the TTL is 15 min).
+    const late = await startAgentProcess(uniqueAgentId('late'), { now: () => Date.now() + 20 * 60_000 });
     cleanups.push(() => late.close());
     const t = await mountWithFile(late);
     const key = randomUUID();
@@ -154,6 +251,15 @@ describe('commands signed by API processes', () => {
     const onTime = await startAgentProcess(late.agentId);
     cleanups.push(() => onTime.close());
     const res = await send();
+    expect(res.status, await res.text()).toBe(200);
+    await expect(stat(path.join(t.root, 'victim.txt'))).rejects.toThrow();
+  });
+
+  it('a command that waited five minutes behind a busy agent’s backlog still runs (the expiry bounds replays, not queue waits)', async () => {
+    const busy = await startAgentProcess(uniqueAgentId('busy'), { now: () => Date.now() + 5 * 60_000 });
+    cleanups.push(() => busy.close());
+    const t = await mountWithFile(busy);
+    const res = await api.call('POST', '/v1/commands/delete', { json: { mountId: t.mount.key, path: 'victim.txt' } });
     expect(res.status, await res.text()).toBe(200);
     await expect(stat(path.join(t.root, 'victim.txt'))).rejects.toThrow();
   });
@@ -218,6 +324,19 @@ describe('FILESTORE_COMMAND_SECRET', () => {
       expect(error).toMatchObject({ code: 'CONFIG_ERROR', message: expect.stringMatching(/FILESTORE_COMMAND_SECRET.*32/) });
       expect((error as Error).message).not.toContain('too-short');
       expect((error as Error).message).not.toContain(secret);
+    }
+  });
+
+  it('FILESTORE_COMMAND_TTL_MS sets how long a dispatched command stays valid (15 minutes by default, at least 30 s) for the agent and what it dispatches', async () => {
+    const { loadConfig } = await import('../shared/config.ts');
+    const { agentOptionsFrom } = await import('../cli/commands/agent.ts');
+    const env = { ...redis, FILESTORE_COMMAND_SECRET: secret };
+    expect(agentOptionsFrom(loadConfig(env), 'postgres://x', () => {}).commandTtlMs).toBe(15 * 60_000);
+    expect(agentOptionsFrom(loadConfig({ ...env, FILESTORE_COMMAND_TTL_MS: '3600000' }), 'postgres://x', () => {}).commandTtlMs).toBe(3_600_000);
+    for (const bad of ['1000', 'soon', '-5']) {
+      expect(() => loadConfig({ ...env, FILESTORE_COMMAND_TTL_MS: bad }), bad).toThrow(
+        expect.objectContaining({ code: 'CONFIG_ERROR', message: expect.stringMatching(/FILESTORE_COMMAND_TTL_MS/) }),
+      );
     }
   });
 

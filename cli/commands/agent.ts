@@ -25,6 +25,7 @@ export function agentOptionsFrom(config: Config, databaseUrl: string, log: (line
     bodyIdleTimeoutMs: config.FILESTORE_BODY_IDLE_TIMEOUT_MS,
     advertisedUrl: config.FILESTORE_AGENT_URL,
     commandSecrets: config.FILESTORE_COMMAND_SECRET,
+    commandTtlMs: config.FILESTORE_COMMAND_TTL_MS,
     poolSize: config.FILESTORE_DB_POOL_SIZE,
     s3Endpoint: config.FILESTORE_S3_ENDPOINT,
     reconcileConcurrency: config.FILESTORE_RECONCILE_CONCURRENCY,

@@ -44,7 +44,10 @@ export interface WireError {
  * BullMQ's failed state would keep only a message string, and a retry by BullMQ is never
  * wanted (the caller decides, with its Idempotency-Key).
  */
-export type CommandReply = { ok: true; result: CommandResult } | { ok: false; error: WireError };
+export type CommandReply = ({ ok: true; result: CommandResult } | { ok: false; error: WireError }) & {
+  /** HMAC-SHA256 (base64url) of the reply and the job it answers, by the agent (signing.ts). */
+  mac?: string | undefined;
+};
 
 /** The agent's error as the same FilestoreError (code, status, message, details) on the caller's side. */
 export function errorFromWire(e: WireError): FilestoreError {

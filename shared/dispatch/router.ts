@@ -28,7 +28,7 @@ export interface CommandRouterOptions {
   waitMs?: number | undefined;
   /** Signs dispatched commands (FILESTORE_COMMAND_SECRET); required when this process may dispatch (see dispatchSigner). */
   signer?: CommandSigner | null | undefined;
-  /** How long a dispatched command may wait in the agent's queue before the agent refuses it (default 120 s). */
+  /** FILESTORE_COMMAND_TTL_MS: how long a dispatched command may wait in the agent's queue before the agent refuses it (default 15 min). */
   commandTtlMs?: number | undefined;
   log?: ((line: string) => void) | undefined;
 }
@@ -95,8 +95,9 @@ export class CommandRouter {
   readonly identity: ProcessIdentity;
   /** Signs what this router queues; the agent's command worker verifies with the same secrets. */
   readonly signer: CommandSigner | null;
+  /** How long a command it queues stays valid; the agent's worker refuses expiries further ahead. */
+  readonly commandTtlMs: number;
   private readonly waitMs: number;
-  private readonly ttlMs: number;
   private readonly log: (line: string) => void;
   private readonly queues = new Map<string, AgentQueue>();
   private connection: Redis | null = null;
@@ -111,7 +112,7 @@ export class CommandRouter {
     this.signer = o.signer ?? null;
     if (!this.signer && o.redisUrl !== 'inline' && o.identity !== undefined) throw new FilestoreError('CONFIG_ERROR', MISSING_SECRET_MESSAGE);
     this.waitMs = o.waitMs ?? DEFAULT_COMMAND_WAIT_MS;
-    this.ttlMs = o.commandTtlMs ?? DEFAULT_COMMAND_TTL_MS;
+    this.commandTtlMs = o.commandTtlMs ?? DEFAULT_COMMAND_TTL_MS;
     this.log = o.log ?? (() => {});
     this.health = new RedisHealth('command queue', this.log);
   }
@@ -189,30 +190,49 @@ export class CommandRouter {
       input,
       context: { principal: ctx.principal, correlationId: ctx.correlationId, idempotencyKey },
       agentId: agent.id,
-      expiresAt: Date.now() + this.ttlMs,
-    });
+      expiresAt: Date.now() + this.commandTtlMs,
+    }, this.queuePrefix);
     const q = await this.queueFor(agent.id);
     const job = await q.queue.add(command, message);
+    const jobId = job.id as string;
     // BullMQ treats a ttl of 0 as "no limit": the shortest wait is 1 ms.
     const waitMs = Math.max(1, Math.min(o.waitMs ?? this.waitMs, this.waitMs));
     let reply: CommandReply | null;
     try {
-      reply = await job.waitUntilFinished(q.events, waitMs);
-    } catch {
+      reply = this.verified(agent.id, jobId, await job.waitUntilFinished(q.events, waitMs));
+    } catch (err) {
+      if (err instanceof FilestoreError) throw err;
       if (this.closing) throw shuttingDown();
       // The wait expired, or the job failed in BullMQ (stalled too often): its state says which.
-      reply = await this.settled(q.queue, job.id as string);
+      reply = await this.settled(q.queue, agent.id, jobId);
     }
     if (!reply) return this.accepted(agent, mount, command, ctx.principal ?? null, idempotencyKey);
     if (reply.ok) return { status: 200, result: reply.result };
     throw errorFromWire(reply.error);
   }
 
+  /**
+   * The job's return value as the agent's reply: signed by it over this job (signing.ts), or
+   * refused. Whoever can write to Redis can complete a job with any value; that must not
+   * become the command's reported outcome.
+   */
+  private verified(agentId: string, jobId: string, value: unknown): CommandReply {
+    const reply = (this.signer as CommandSigner).verifyReply(value, { agentId, queuePrefix: this.queuePrefix, jobId });
+    if (reply) return reply;
+    this.log(`security: the reply to dispatched command ${JSON.stringify(jobId)} on ${commandQueueName(agentId)} does not verify`);
+    throw new FilestoreError(
+      'CONFIG_ERROR',
+      `the reply to the command on agent "${agentId}"'s queue does not verify with this process's FILESTORE_COMMAND_SECRET: the agent has another secret (give API processes and agents the same one), ` +
+        'or something else that can write to Redis answered it. Whether the command ran is unknown: look for it in GET /v1/journal, or send it again with the same Idempotency-Key',
+      { agentId, jobId },
+    );
+  }
+
   /** The reply of a finished job, or null while it waits or runs. */
-  private async settled(queue: Queue<CommandMessage, CommandReply>, jobId: string): Promise<CommandReply | null> {
+  private async settled(queue: Queue<CommandMessage, CommandReply>, agentId: string, jobId: string): Promise<CommandReply | null> {
     const job = await queue.getJob(jobId);
     const state = job ? await job.getState() : 'unknown';
-    if (state === 'completed' && job) return job.returnvalue;
+    if (state === 'completed' && job) return this.verified(agentId, jobId, job.returnvalue);
     if (state === 'failed' && job) {
       throw new FilestoreError('INTERRUPTED', `the agent could not finish the command (${job.failedReason}); send it again with the same Idempotency-Key`);
     }

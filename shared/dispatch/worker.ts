@@ -44,8 +44,11 @@ export interface CommandWorker {
 export interface CommandWorkerDeps {
   pool: Pool;
   orchestrator: Orchestrator;
-  /** The router's Redis, prefix and signer: the worker consumes (and verifies) what the catalogue's routers send. */
-  commands: Pick<CommandRouter, 'redisUrl' | 'queuePrefix' | 'signer'>;
+  /**
+   * The router's Redis, prefix, signer and TTL (FILESTORE_COMMAND_TTL_MS): the worker consumes
+   * (and verifies) what the catalogue's routers send, refusing expiries further ahead than the TTL.
+   */
+  commands: Pick<CommandRouter, 'redisUrl' | 'queuePrefix' | 'signer' | 'commandTtlMs'>;
   /** Where rejected commands are counted (filestore_security_events_total). */
   metrics?: Pick<FilestoreMetrics, 'securityEvents'> | undefined;
 }
@@ -74,12 +77,17 @@ export async function startCommandWorker(fs: CommandWorkerDeps, agentId: string,
       await job.moveToWait(token);
       throw new WaitingError();
     }
-    const verdict = signer.verify(job.data, { agentId, now: now(), skewMs: o.clockSkewMs });
-    if (verdict.ok) return runDispatched(fs, agentId, verdict.message, log);
-    // Never the secret, the signature or the payload: the job id finds the rest in Redis.
-    log(`security: rejected dispatched command on ${queueName}, job ${String(job.id)}: ${verdict.reason} (${verdict.detail})`);
+    const prefix = fs.commands.queuePrefix;
+    const verdict = signer.verify(job.data, { agentId, queuePrefix: prefix, now: now(), skewMs: o.clockSkewMs, ttlMs: fs.commands.commandTtlMs });
+    // Signed with the secret the command verified with (its sender has it), over the job it answers.
+    const reply = (r: CommandReply) => signer.signReply(r, { agentId, queuePrefix: prefix, jobId: String(job.id) }, verdict.key);
+    if (verdict.ok) return reply(await runDispatched(fs, agentId, verdict.message, log));
+    // Never the secret, the signature or the payload: the job id finds the rest in Redis. The
+    // id is whoever wrote the job's choice: quoted, so it cannot forge log lines.
+    log(`security: rejected dispatched command on ${queueName}, job ${JSON.stringify(String(job.id))}: ${verdict.reason} (${verdict.detail})`);
     fs.metrics?.securityEvents.inc({ kind: `command_${verdict.reason}` });
-    return { ok: false, error: rejection(agentId, verdict.reason).toJSON() };
+    const ranBefore = job.stalledCounter > 0 || job.attemptsStarted > 1;
+    return reply({ ok: false, error: rejection(agentId, verdict.reason, ranBefore).toJSON() });
   };
   // An outage is logged once (its blocking duplicate reports through the worker's error event).
   const health = new RedisHealth('command worker', log);
@@ -118,14 +126,22 @@ export async function startCommandWorker(fs: CommandWorkerDeps, agentId: string,
 
 /**
  * What the sender of a refused command reads. A genuine sender meets "forged" only when its
- * secret differs from the agent's, and "expired" when the command waited too long: it was not
- * run, so sending it again with the same Idempotency-Key runs it.
+ * secret differs from the agent's, "future" when its FILESTORE_COMMAND_TTL_MS (or clock)
+ * differs, and "expired" when the command waited too long. An expired job that BullMQ had
+ * started before (it runs a job again after a stall) may have changed storage in that run:
+ * the answer says so, and the same Idempotency-Key gets the outcome the journal recorded.
  */
-function rejection(agentId: string, reason: RejectionReason): FilestoreError {
+function rejection(agentId: string, reason: RejectionReason, ranBefore: boolean): FilestoreError {
   if (reason === 'expired') {
+    const what = ranBefore
+      ? `the command expired before agent "${agentId}" could run it again (BullMQ runs a job again when its agent stopped answering mid-command): nothing ran now, but that earlier run may have changed storage; send it again with the same Idempotency-Key for the outcome the journal recorded`
+      : `the command expired while it waited in agent "${agentId}"'s queue and was not run; send it again with the same Idempotency-Key (if this keeps happening, raise FILESTORE_COMMAND_TTL_MS or check that the clocks of API hosts and agents agree)`;
+    return new FilestoreError('INTERRUPTED', what, { agentId, reason });
+  }
+  if (reason === 'future') {
     return new FilestoreError(
-      'INTERRUPTED',
-      `the command expired while it waited in agent "${agentId}"'s queue and was not run; send it again with the same Idempotency-Key (if this keeps happening, check that the clocks of API hosts and agents agree)`,
+      'CONFIG_ERROR',
+      `agent "${agentId}" refused the command: its expiry is further ahead than this agent accepts; give API processes and agents the same FILESTORE_COMMAND_TTL_MS, and check that their clocks agree`,
       { agentId, reason },
     );
   }
