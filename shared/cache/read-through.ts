@@ -84,7 +84,8 @@ export class RedisReadThroughCache implements ReadThroughCache {
     const genKey = `filestore:cache:${mountId}:gen`;
     const prefix = `filestore:cache:${mountId}:`;
     const scripts = this.redis as unknown as CacheScripts;
-    if (this.owedBumps.has(mountId)) return JSON.stringify(await load());
+    // Owed a bump, or Redis known to be unreachable (no wait for the client's retries): uncached.
+    if (this.owedBumps.has(mountId) || !this.health.reachable) return JSON.stringify(await load());
     let gen: string;
     try {
       const [g, value] = await scripts.filestoreCacheRead(genKey, prefix, key);
@@ -114,6 +115,11 @@ export class RedisReadThroughCache implements ReadThroughCache {
   }
 
   private startBump(mountId: string): Promise<void> {
+    if (!this.health.reachable) {
+      // Known to be down: owe the bump at once rather than make the commit wait out the retries.
+      this.oweBump(mountId);
+      return Promise.reject(this.health.unavailable(new Error('Connection is closed.'), 'cache not invalidated'));
+    }
     const running: Promise<void> = this.redis
       .incr(`filestore:cache:${mountId}:gen`)
       .then(
