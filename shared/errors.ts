@@ -123,9 +123,11 @@ export const CATALOGUE_RETRY_AFTER_SECONDS = 5;
 
 // How node-postgres and the network report a database that went away or cannot take a
 // connection now: socket errors, pg's own messages (pg/lib/client.js, pg-pool), and SQLSTATE
-// class 08 (connection exception), 57P01–57P03 (admin/crash shutdown, cannot connect now),
-// 53300 (too many connections). Socket errors count only with a socket's syscall: a caller's
-// request stream that breaks (an aborted upload) is ECONNRESET without one.
+// class 08 (connection exception) except 08P01, 57P01–57P03 (admin/crash shutdown, cannot
+// connect now), 53300 (too many connections). 08P01 (protocol_violation: a malformed message,
+// e.g. a wrong parameter count) is a bug on our side, an INTERNAL with its stack, not an
+// outage. Socket errors count only with a socket's syscall: a caller's request stream that
+// breaks (an aborted upload) is ECONNRESET without one.
 const CONNECT_ERRNOS = new Set(['ECONNREFUSED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 const SOCKET_SYSCALLS = new Set(['connect', 'getaddrinfo', 'read', 'write']);
 const PG_CONNECTION_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Client was closed and is not queryable|Query read timeout)/;
@@ -135,7 +137,7 @@ export function databaseUnreachable(err: unknown, depth = 0): string | null {
   if (typeof err !== 'object' || err === null || depth > 3) return null;
   const e = err as { code?: unknown; message?: unknown; cause?: unknown; syscall?: unknown };
   if (typeof e.code === 'string') {
-    if (/^08...$|^57P0[123]$|^53300$/.test(e.code)) return e.code;
+    if (/^08...$|^57P0[123]$|^53300$/.test(e.code) && e.code !== '08P01') return e.code;
     if (typeof e.syscall === 'string' && SOCKET_SYSCALLS.has(e.syscall) && (CONNECT_ERRNOS.has(e.code) || e.code === 'ECONNRESET' || e.code === 'EPIPE')) return e.code;
   }
   if (typeof e.message === 'string' && PG_CONNECTION_MESSAGES.test(e.message)) return e.message.toLowerCase().split(/[.(]/)[0]?.trim() ?? 'connection lost';

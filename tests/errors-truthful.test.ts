@@ -12,6 +12,7 @@ import { Redis } from 'ioredis';
 import { s3Error } from '../shared/backends/s3/errors.ts';
 import { startCommandWorker } from '../shared/dispatch/worker.ts';
 import { asFilestoreError } from '../shared/errors.ts';
+import { createFailureLog } from '../shared/api/failure-log.ts';
 import { TEST_COMMAND_SECRET } from './support/command-secret.ts';
 import { createMount } from '../shared/catalogue/mounts.ts';
 import { createFilestore, type Filestore, type FilestoreOptions } from '../shared/runtime.ts';
@@ -258,6 +259,31 @@ describe('errors of services and storage, mapped', () => {
     // node:http reports a request body cut by its sender as ECONNRESET, without a syscall.
     const aborted = Object.assign(new Error('aborted'), { code: 'ECONNRESET' });
     expect(asFilestoreError(aborted).code).toBe('INTERNAL');
+  });
+});
+
+describe('a client bug is not an outage', () => {
+  it('a protocol violation (SQLSTATE 08P01, e.g. a wrong parameter count) is 500 INTERNAL logged with its stack; the rest of class 08 stays 503 UNAVAILABLE', async () => {
+    const pool = new pg.Pool({ connectionString: TEST_DATABASE_URL, max: 1 });
+    cleanups.push(() => pool.end());
+    // Two values for one placeholder: PostgreSQL refuses the Bind message.
+    const violation = await pool.query('SELECT $1::int AS n', [1, 2]).catch((e: unknown) => e);
+    expect((violation as { code?: string }).code).toBe('08P01');
+    const e = asFilestoreError(violation);
+    expect([e.code, e.status]).toEqual(['INTERNAL', 500]);
+    expect(e.details?.retryAfterSeconds).toBeUndefined();
+    const lines: string[] = [];
+    createFailureLog((line) => lines.push(line))('POST /v1/commands/mkdir [c1]', violation, e);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/failed: .*bind message supplies 2 parameters/);
+    expect(lines[0]).toMatch(/\n\s+at /); // the stack
+
+    // The connection itself is still fine: the pool answers the next query.
+    expect((await pool.query<{ n: number }>('SELECT 1 AS n')).rows[0]?.n).toBe(1);
+    for (const code of ['08000', '08001', '08003', '08004', '08006', '08007']) {
+      const mapped = asFilestoreError(Object.assign(new Error('connection exception'), { code }));
+      expect([code, mapped.code, mapped.status]).toEqual([code, 'UNAVAILABLE', 503]);
+    }
   });
 });
 
