@@ -112,19 +112,25 @@ const jobOptionsJson = (o: ReconcileJobOptions) =>
  * Records a request: a new queued row, or — when a row for the same (mount, path) is already
  * waiting — that row, with `coalesced` + 1 and the options and reason merged (see above).
  * `coalesced` in the answer says which happened; a coalesced request needs no queue message.
+ * `queueOwed`: a new row is recorded as owed its queue message (Redis known to be down; see
+ * owedJobs); a row joined keeps its own mark.
  */
-export async function enqueueJob(q: Queryable, r: NewReconcileJob): Promise<{ job: ReconcileJobRow; coalesced: boolean }> {
+export async function enqueueJob(
+  q: Queryable,
+  r: NewReconcileJob,
+  o: { queueOwed?: boolean } = {},
+): Promise<{ job: ReconcileJobRow; coalesced: boolean }> {
   try {
     const { rows } = await q.query<ReconcileJobRow & { joined: boolean }>(
-      `INSERT INTO filestore.reconciliation_jobs AS w (mount_id, path, reason, options)
-       VALUES ($1, $2, $3, $4)
+      `INSERT INTO filestore.reconciliation_jobs AS w (mount_id, path, reason, options, queue_owed)
+       VALUES ($1, $2, $3, $4, $5)
        ON CONFLICT (mount_id, path) WHERE status = 'queued' DO UPDATE
           SET coalesced = w.coalesced + 1,
               options = ${mergeOptions('w', 'EXCLUDED')},
               reason = ${mergeReason('w', 'EXCLUDED')},
               updated_at = now()
        RETURNING ${COLUMNS}, coalesced > 0 AS joined`,
-      [r.mountId, r.path, r.reason, jobOptionsJson(r.options)],
+      [r.mountId, r.path, r.reason, jobOptionsJson(r.options), o.queueOwed === true],
     );
     const { joined, ...job } = rows[0] as ReconcileJobRow & { joined: boolean };
     return { job, coalesced: joined };
@@ -139,14 +145,16 @@ export async function enqueueJob(q: Queryable, r: NewReconcileJob): Promise<{ jo
  * when the row is no longer queued (cancelled, finished, taken by another worker).
  * `reclaim` also takes a row left `running`: for a queue that hands one job to one worker at
  * a time (BullMQ's lock), a running row whose job is delivered again belongs to a worker that
- * died or lost its lock, so running it again is the recovery, not a duplicate.
+ * died or lost its lock, so running it again is the recovery, not a duplicate (the BullMQ
+ * queue holds a lock per row for a run, so a run that lost its BullMQ lock is over by then).
+ * A claimed row had its message: it is no longer owed one.
  */
 export async function claimJob(q: Queryable, id: number, o: { reclaim?: boolean } = {}): Promise<ReconcileJobRow | null> {
   // Two statement texts rather than a status parameter: each keeps its own generic plan (see db/pool.ts).
   const statuses = o.reclaim ? `status IN ('queued', 'running')` : `status = 'queued'`;
   const { rows } = await q.query<ReconcileJobRow>(
     `UPDATE filestore.reconciliation_jobs
-        SET status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, now()), updated_at = now()
+        SET status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, now()), updated_at = now(), queue_owed = false
       WHERE id = $1 AND ${statuses}
       RETURNING ${COLUMNS}`,
     [id],
@@ -222,27 +230,63 @@ export async function retryLater(q: Queryable, id: number, error: object): Promi
   }
 }
 
+/** What a queue needs of a row to (re)send its message. */
+export type JobToSend = Pick<ReconcileJobRow, 'id' | 'mountId' | 'path' | 'reason' | 'status' | 'createdAt'>;
+const TO_SEND = `id, mount_id AS "mountId", path, reason, status, created_at AS "createdAt"`;
+
 /**
- * Rows still open (queued or running) that have not moved for `idleMs`, oldest first: what a
- * queue checks at start and now and then so that no row is left without a queue message
- * (a crash between the insert and the queue add, a lost Redis). `mountIds` limits the look to
- * the mounts a queue serves; undefined means all.
+ * Rows still open (queued or running) that have not moved for `idleMs`, in id order after
+ * `afterId` (a page of a walk through them all): what a queue checks at start and now and then
+ * so that no row is left without a queue message (a crash between the insert and the queue
+ * add, a flushed Redis). `mountIds` limits the look to the mounts a queue serves; undefined
+ * means all.
  */
 export async function openJobs(
   q: Queryable,
-  o: { mountIds?: readonly string[] | undefined; idleMs: number; limit: number },
-): Promise<Array<Pick<ReconcileJobRow, 'id' | 'mountId' | 'path' | 'reason' | 'status' | 'createdAt'>>> {
+  o: { mountIds?: readonly string[] | undefined; idleMs: number; limit: number; afterId?: number | undefined },
+): Promise<JobToSend[]> {
   // The mount filter is in the statement text or not at all (no "$n IS NULL OR": see db/pool.ts).
-  const params: unknown[] = [o.idleMs, o.limit];
+  const params: unknown[] = [o.idleMs, o.limit, o.afterId ?? 0];
   if (o.mountIds) params.push([...o.mountIds]);
-  const { rows } = await q.query<Pick<ReconcileJobRow, 'id' | 'mountId' | 'path' | 'reason' | 'status' | 'createdAt'>>(
-    `SELECT id, mount_id AS "mountId", path, reason, status, created_at AS "createdAt" FROM filestore.reconciliation_jobs
-      WHERE status IN ('queued', 'running') AND updated_at <= now() - make_interval(secs => $1::float8 / 1000)
-        ${o.mountIds ? 'AND mount_id = ANY ($3::uuid[])' : ''}
+  const { rows } = await q.query<JobToSend>(
+    `SELECT ${TO_SEND} FROM filestore.reconciliation_jobs
+      WHERE status IN ('queued', 'running') AND updated_at <= now() - make_interval(secs => $1::float8 / 1000) AND id > $3
+        ${o.mountIds ? 'AND mount_id = ANY ($4::uuid[])' : ''}
       ORDER BY id LIMIT $2`,
     params,
   );
   return rows;
+}
+
+/**
+ * Rows marked owed their queue message (recorded while Redis was unreachable), in id order
+ * after `afterId`, whatever their status (a row settled meanwhile is only unmarked). Reads a
+ * partial index that holds exactly these rows: nothing owed, nothing read.
+ */
+export async function owedJobs(
+  q: Queryable,
+  o: { mountIds?: readonly string[] | undefined; limit: number; afterId: number },
+): Promise<JobToSend[]> {
+  const params: unknown[] = [o.afterId, o.limit];
+  if (o.mountIds) params.push([...o.mountIds]);
+  const { rows } = await q.query<JobToSend>(
+    `SELECT ${TO_SEND} FROM filestore.reconciliation_jobs
+      WHERE queue_owed AND id > $1 ${o.mountIds ? 'AND mount_id = ANY ($3::uuid[])' : ''}
+      ORDER BY id LIMIT $2`,
+    params,
+  );
+  return rows;
+}
+
+/** Marks a row owed its queue message (its add to Redis failed). Leaves `updated_at` alone. */
+export async function markQueueOwed(q: Queryable, id: number): Promise<void> {
+  await q.query(`UPDATE filestore.reconciliation_jobs SET queue_owed = true WHERE id = $1 AND status IN ('queued', 'running')`, [id]);
+}
+
+/** Unmarks rows whose queue message was sent (or that no longer need one). */
+export async function clearQueueOwed(q: Queryable, ids: readonly number[]): Promise<void> {
+  if (ids.length === 0) return;
+  await q.query('UPDATE filestore.reconciliation_jobs SET queue_owed = false WHERE id = ANY ($1::bigint[]) AND queue_owed', [[...ids]]);
 }
 
 /**

@@ -1,10 +1,12 @@
-import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
-import { enqueueJob, openJobs, type ReconcileJobRow } from '../catalogue/jobs.ts';
+import { enqueueJob, markQueueOwed, type JobToSend, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
 import { RedisHealth } from '../redis/health.ts';
 import type { ReconcileHandler, ReconcileRequest } from '../reconcile/types.ts';
 import { ReconcileWorker } from '../reconcile/worker.ts';
+import { ReconcileResender } from './bullmq-resend.ts';
+import { tryLockJobRun } from './job-run-lock.ts';
 import {
   DEFAULT_ATTEMPTS,
   DEFAULT_BACKOFF_MS,
@@ -32,6 +34,8 @@ export interface BullMqReconcileQueueOptions extends ReconcileQueueOptions {
   agentId?: string | undefined;
   /** How often a consumer looks for open rows that have no BullMQ job (default 60 000 ms). */
   sweepIntervalMs?: number | undefined;
+  /** How long a delivery of a row that is running elsewhere waits before it looks again (default 5 000 ms). */
+  busyRetryMs?: number | undefined;
 }
 
 /** The message: the row id is what counts (the row holds the merged options); the rest is for people reading Redis. */
@@ -54,7 +58,7 @@ export const bullJobId = (row: Pick<ReconcileJobRow, 'id' | 'createdAt'>): strin
 // How long an open row must sit still before a periodic sweep re-adds it: longer than an
 // enqueue between its insert and its Redis add.
 const SWEEP_IDLE_MS = 30_000;
-const SWEEP_BATCH = 1_000;
+const BUSY_RETRY_MS = 5_000;
 const ROUTE_TTL_MS = 30_000;
 // Finished BullMQ jobs are only a trace (the row is the record): keep a day / a week of them.
 const KEEP_COMPLETED = { age: 24 * 3600, count: 1_000 };
@@ -67,15 +71,16 @@ const KEEP_FAILED = { age: 7 * 24 * 3600, count: 5_000 };
  * running, succeeded or failed; a non-retryable error becomes an UnrecoverableError. A
  * consumer re-adds, at start and every `sweepIntervalMs`, open rows whose BullMQ job is
  * missing or finished — a crash between the insert and the add, a flushed Redis — so the
- * row, not Redis, decides that work is owed.
+ * row, not Redis, decides that work is owed (ReconcileResender). A row runs once at a time:
+ * a delivery of a row whose run goes on elsewhere is put off (tryLockJobRun).
  *
  * Routing: jobs for a local mount owned by an agent go to `filestore-reconcile-<agentId>`,
  * consumed by that agent only (the disk is on its host); S3 mounts and local mounts without
  * an owner go to `filestore-reconcile`, consumed by every consumer.
  *
- * Redis unreachable: a request is still recorded (the row) and answered `queuePending`; this
- * queue adds the rows it could not send once its connection is ready again, and consumers'
- * sweeps cover a process that stopped meanwhile. The outage is logged once per connection
+ * Redis unreachable: a request is still recorded (the row, marked `queue_owed`) and answered
+ * `queuePending`; whichever process's connection is ready again first sends the owed rows,
+ * and consumers' sweeps cover a process that stopped meanwhile. The outage is logged once per connection
  * (RedisHealth), not per failed add, sweep or backlog measurement.
  */
 export class BullMqReconcileQueue implements ReconcileQueue {
@@ -93,13 +98,12 @@ export class BullMqReconcileQueue implements ReconcileQueue {
   /** The producing connection's reachability; the workers' is `workerHealth`. */
   private readonly health: RedisHealth;
   private readonly workerHealth: RedisHealth;
-  /** Rows recorded while Redis was unreachable: added when the connection is ready again. */
-  private readonly unsent = new Map<number, ReconcileJobRow>();
+  /** Sends rows recorded while Redis was unreachable, and sweeps for rows without a message. */
+  private readonly resender: ReconcileResender;
   private handler: ReconcileHandler | null = null;
   private workerConnection: Redis | null = null;
   private workers: Worker<ReconcileMessage>[] = [];
   private sweepTimer: NodeJS.Timeout | null = null;
-  private sweeping: Promise<void> | null = null;
   private stopGauge: (() => void) | null = null;
   private closed: Promise<void> | null = null;
 
@@ -120,8 +124,18 @@ export class BullMqReconcileQueue implements ReconcileQueue {
     const log = o.log ?? (() => {});
     this.health = new RedisHealth('reconcile queue', log);
     this.workerHealth = new RedisHealth('reconcile worker', log);
+    this.resender = new ReconcileResender({
+      pool: o.pool,
+      mountIds: o.mountIds,
+      add: (row) => this.add(row),
+      stateOf: async (row) => (await this.routeOf(row.mountId)).getJobState(bullJobId(row)),
+      remove: async (row) => (await this.routeOf(row.mountId)).remove(bullJobId(row)),
+      outage: (e) => this.health.covers(e),
+      log,
+    });
     this.connection = this.health.watch(new Redis(redisUrl, { maxRetriesPerRequest: 3 }));
-    this.connection.on('ready', () => void this.sendUnsent());
+    // Back (or up for the first time): rows recorded meanwhile, by any process, are sent.
+    this.connection.on('ready', () => void this.resender.sendOwed());
     this.queue = this.openQueue(this.name);
   }
 
@@ -169,39 +183,36 @@ export class BullMqReconcileQueue implements ReconcileQueue {
   }
 
   async enqueue(request: ReconcileRequest): Promise<Enqueued> {
-    const r = await enqueueJob(this.o.pool, toNewJob(request));
+    // Known to be down: the row is recorded as owed its message, without waiting for the
+    // client's retries to give up (seconds per request).
+    const down = !this.health.reachable;
+    const r = await enqueueJob(this.o.pool, toNewJob(request), { queueOwed: down });
     if (r.coalesced) {
       await this.reconcileWorker.countCoalesced(r.job);
       return r;
     }
-    // Known to be down: not waiting for the client's retries to give up (seconds per request).
-    if (!this.health.reachable) return this.pending(r.job);
+    if (down) return this.pending(r.job);
     const queue = await this.routeOf(r.job.mountId);
     try {
       await this.addTo(queue, r.job);
     } catch (err) {
       if (!this.health.explains(err)) throw err;
+      try {
+        await markQueueOwed(this.o.pool, r.job.id);
+      } catch (e) {
+        // Left to the consumers' sweeps, which walk every open row.
+        this.o.log?.(`reconcile queue: job ${r.job.id} not marked to be queued when Redis is back: ${(e as Error).message}`);
+      }
       return this.pending(r.job);
     }
     return r;
   }
 
-  /** A recorded row that Redis could not take now: sent when the connection is ready again. */
+  /** A recorded row, marked owed its message: sent by whoever reaches Redis first. */
   private pending(job: ReconcileJobRow): Enqueued {
-    if (this.unsent.size < SWEEP_BATCH) this.unsent.set(job.id, job); // beyond that, the consumers' sweeps
+    // Redis came back while it was recorded: the pass at 'ready' may have looked before the mark.
+    if (this.health.reachable) void this.resender.sendOwed();
     return { job, coalesced: false, queuePending: true };
-  }
-
-  private async sendUnsent(): Promise<void> {
-    for (const [id, row] of this.unsent) {
-      try {
-        await this.add(row);
-        this.unsent.delete(id);
-      } catch (err) {
-        if (!this.health.covers(err)) this.o.log?.(`reconcile queue: job ${id} not queued: ${(err as Error).message}`);
-        return; // the next 'ready', or a consumer's sweep
-      }
-    }
   }
 
   async start(handler: ReconcileHandler, options: StartOptions = {}): Promise<void> {
@@ -244,19 +255,35 @@ export class BullMqReconcileQueue implements ReconcileQueue {
       if (this.sweepTimer) clearInterval(this.sweepTimer);
       this.stopGauge?.();
       await Promise.all(this.workers.map((w) => w.close()));
-      await this.sweeping?.catch(() => {});
+      await this.resender.settled();
       await Promise.all([this.queue, ...this.agentQueues.values()].map((q) => q.close()));
       await Promise.allSettled([this.connection.quit(), this.workerConnection?.quit()]);
     })();
     return this.closed;
   }
 
-  private async process(job: Job<ReconcileMessage>): Promise<{ outcome: string }> {
+  private async process(job: Job<ReconcileMessage>, token?: string): Promise<{ outcome: string }> {
     const rowId = job.data.rowId;
+    const lock = await tryLockJobRun(this.o.pool, rowId);
+    if (!lock) {
+      // A run of this row goes on elsewhere (BullMQ handed the job out again after its worker
+      // lost the lock): look again later, without spending an attempt, and then do what the
+      // row needs by then (nothing if that run settled it).
+      await job.moveToDelayed(Date.now() + (this.o.busyRetryMs ?? BUSY_RETRY_MS), token);
+      throw new DelayedError();
+    }
+    try {
+      return await this.attempt(job, rowId);
+    } finally {
+      await lock.release();
+    }
+  }
+
+  private async attempt(job: Job<ReconcileMessage>, rowId: number): Promise<{ outcome: string }> {
     // BullMQ retries while attemptsMade + 1 < attempts: past that, a retryable error fails the row too.
     const final = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-    // BullMQ hands a job to one worker at a time, so a row still running here was left by a
-    // worker that died or lost its lock: take it over (see claimJob).
+    // With the run lock held, a row still running was left by a run that is over (a worker
+    // that died, or lost its lock and has finished since): take it over (see claimJob).
     const report = await this.reconcileWorker.run(rowId, { reclaim: true, finalAttempt: () => final });
     if (report.outcome === 'retried') throw report.error instanceof Error ? report.error : new Error(String(report.error));
     if (report.outcome === 'failed') {
@@ -266,7 +293,7 @@ export class BullMqReconcileQueue implements ReconcileQueue {
     return { outcome: report.outcome };
   }
 
-  private async add(row: Pick<ReconcileJobRow, 'id' | 'createdAt' | 'mountId' | 'path' | 'reason'>) {
+  private async add(row: JobToSend) {
     return this.addTo(await this.routeOf(row.mountId), row);
   }
 
@@ -275,29 +302,9 @@ export class BullMqReconcileQueue implements ReconcileQueue {
     return queue.add(JOB_NAME, data, { jobId: bullJobId(row) });
   }
 
-  /** Re-adds open rows (idle for `idleMs`) of this queue's mounts whose BullMQ job is missing or finished. */
-  private sweep(idleMs: number): Promise<void> {
-    if (this.sweeping) return this.sweeping;
-    this.sweeping = (async () => {
-      const rows = await openJobs(this.o.pool, { mountIds: this.o.mountIds, idleMs, limit: SWEEP_BATCH });
-      let readded = 0;
-      for (const row of rows) {
-        const jobId = bullJobId(row);
-        const queue = await this.routeOf(row.mountId);
-        const state = await queue.getJobState(jobId);
-        if (state === 'completed' || state === 'failed') await queue.remove(jobId);
-        else if (state !== 'unknown') continue; // waiting, delayed, active: on its way
-        await this.add(row);
-        readded++;
-      }
-      if (readded > 0) this.o.log?.(`reconcile queue: ${readded} job(s) found in the catalogue without a queue message were queued again`);
-    })()
-      .catch((e: Error) => {
-        if (!this.health.covers(e)) this.o.log?.(`reconcile queue: sweep failed: ${e.message}`);
-      })
-      .finally(() => {
-        this.sweeping = null;
-      });
-    return this.sweeping;
+  /** Sends owed rows, then looks at the next page of open rows (idle for `idleMs`) for missing messages. */
+  private async sweep(idleMs: number): Promise<void> {
+    await this.resender.sendOwed();
+    await this.resender.sweep(idleMs);
   }
 }

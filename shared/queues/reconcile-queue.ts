@@ -14,6 +14,8 @@ export const RECONCILE_QUEUE = 'filestore-reconcile';
  * - a retryable failure is retried with exponential backoff up to `attempts`, a
  *   non-retryable one fails the job at once; a failed job never blocks later ones;
  * - rows left queued or running by a process that died are picked up by `start`.
+ * - one run of a job at a time (in-process: one queue holds it; BullMQ: a lock per row while
+ *   it runs, as BullMQ hands a job out again when its worker lost its lock).
  * Not guaranteed: exactly-once. A job whose worker dies mid-run runs again (the engine is
  * idempotent), and ordering between different paths follows arrival only roughly.
  */
