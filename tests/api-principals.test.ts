@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { eventually, qs, useApiServer, type TokenName } from './support/http.ts';
+import { eventually, expectError, qs, useApiServer, type TokenName } from './support/http.ts';
 
 // What one caller may learn from, or do to, another caller's requests: idempotency keys are
 // scoped to the principal that sent them, and only admins see where mounts live on their hosts.
@@ -96,5 +97,35 @@ describe('host paths are for admins', () => {
     expect(asAdmin.rootPath).toBe(root);
     expect(asAdmin.healthReason).toContain(root);
     expect(JSON.stringify(await c.json('GET', `/v1/reconcile/jobs/${job.id}`, 200, { token: 'admin' }))).toContain(root);
+  });
+});
+
+describe('a mount root that is not reachable is a condition that passes', () => {
+  it('a command answers 503 UNAVAILABLE with Retry-After (the root shown to admins only), and the same PUT with the same Idempotency-Key succeeds once the root is back', async () => {
+    const fresh = await mountOf(); // its backend is first opened while the root is gone
+    const used = await mountOf(); // its backend was opened before the root went
+    await c.json('PUT', `/v1/files?${qs({ mountId: used.mount.key, path: 'before.txt' })}`, 200, { token: 'write', body: 'before' });
+    for (const t of [fresh, used]) {
+      const root = t.root as string;
+      await rm(root, { recursive: true, force: true });
+      const route = `/v1/files?${qs({ mountId: t.mount.key, path: 'x.txt' })}`;
+      const key = `root-back-${randomUUID()}`;
+      const res = await c.call('PUT', route, { token: 'write', body: 'x', headers: { 'idempotency-key': key } });
+      const e = await expectError(res, 503, 'UNAVAILABLE');
+      expect(res.headers.get('retry-after')).toMatch(/^\d+$/);
+      expect(e.message).toMatch(/root.*not reachable now.*retry/);
+      expect(JSON.stringify(e)).not.toContain(root);
+      // The same answer again while it is gone (not a stored failure: the command runs again).
+      await expectError(c.call('PUT', route, { token: 'write', body: 'x', headers: { 'idempotency-key': key } }), 503, 'UNAVAILABLE');
+      const asAdmin = await expectError(c.call('PUT', route, { token: 'admin', body: 'x' }), 503, 'UNAVAILABLE');
+      expect(asAdmin.message).toContain(root);
+
+      await mkdir(root);
+      const done = await c.json<{ node: { path: string; sizeBytes: number } }>('PUT', route, 200, { token: 'write', body: 'x', headers: { 'idempotency-key': key } });
+      expect(done.node).toMatchObject({ path: 'x.txt', sizeBytes: 1 });
+      expect(await readFile(path.join(root, 'x.txt'), 'utf8')).toBe('x');
+      const entries = await journal(t.mount.key, 'admin');
+      expect(entries.filter((j) => j.idempotencyKey === key).map((j) => (j as unknown as { status: string }).status)).toEqual(['succeeded']);
+    }
   });
 });

@@ -69,8 +69,8 @@ describe('LocalExecutor', () => {
     await rm(outside, { recursive: true, force: true });
   });
 
-  it('refuses a root that does not exist or is relative', () => {
-    expect(() => new LocalExecutor({ rootPath: path.join(fx.root, 'nope') })).toThrow(expect.objectContaining({ code: 'CONFIG_ERROR' }));
+  it('refuses a root that does not exist (UNAVAILABLE: it may come back) or is relative (CONFIG_ERROR)', () => {
+    expect(() => new LocalExecutor({ rootPath: path.join(fx.root, 'nope') })).toThrow(expect.objectContaining({ code: 'UNAVAILABLE' }));
     expect(() => new LocalExecutor({ rootPath: 'relative/dir' })).toThrow(expect.objectContaining({ code: 'CONFIG_ERROR' }));
   });
 

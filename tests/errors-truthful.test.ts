@@ -1,5 +1,5 @@
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -155,6 +155,35 @@ describe('a full disk', () => {
 
     // Space is there again for what fits.
     expect((await call(s.url, 'PUT', `/v1/files?${qs({ mountId: m.key, path: 'small.txt' })}`, undefined, 'fits')).status).toBe(200);
+  });
+});
+
+describe('a condition the operator ends does not spoil an Idempotency-Key', () => {
+  it('a PUT refused 507 INSUFFICIENT_STORAGE succeeds when sent again with the same key once space is freed', async (ctx) => {
+    const tmpfs = await mkdtemp(path.join(os.tmpdir(), 'filestore-full-'));
+    cleanups.push(() => rm(tmpfs, { recursive: true, force: true }));
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', tmpfs], { stdio: 'ignore' });
+    } catch {
+      ctx.skip(); // not root, or no tmpfs here
+    }
+    cleanups.push(async () => execFileSync('umount', [tmpfs]));
+    const s = await serve({});
+    const m = await localMount(s.fs, tmpfs);
+    await writeFile(path.join(tmpfs, 'filler.bin'), new Uint8Array(200 * 1024));
+    const route = `/v1/files?${qs({ mountId: m.key, path: 'report.bin' })}`;
+    const bytes = new Uint8Array(100 * 1024).fill(7);
+    const put = () => fetch(`${s.url}${route}`, { method: 'PUT', headers: { 'idempotency-key': 'report-1' }, body: bytes });
+    const e = await expectError(put(), 507, 'INSUFFICIENT_STORAGE');
+    expect(e.message).toMatch(/free space.*send the command again/);
+
+    await rm(path.join(tmpfs, 'filler.bin'));
+    const res = await put();
+    expect(res.status, await res.clone().text()).toBe(200);
+    expect(((await res.json()) as { node: { sizeBytes: number } }).node.sizeBytes).toBe(bytes.length);
+    expect((await readFile(path.join(tmpfs, 'report.bin'))).equals(Buffer.from(bytes))).toBe(true);
+    const again = await put(); // now a replay of the success
+    expect(again.status).toBe(200);
   });
 });
 

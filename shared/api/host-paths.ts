@@ -40,8 +40,12 @@ export function redactValue(value: unknown, roots: readonly string[], depth = 0)
  * details are redacted, and the mount roots in `roots` in its message. Messages otherwise name
  * mount-relative paths and routes, which the generic redaction would mangle.
  */
-export function errorFor<E extends { message: string; details?: Record<string, unknown> | undefined }>(e: E, p: Principal | undefined, roots: readonly string[] = []): E {
-  if ((p && seesHostPaths(p)) || (e.details === undefined && roots.every((r) => !e.message.includes(r)))) return e;
+export function errorFor<E extends { message: string; details?: Record<string, unknown> | undefined }>(e: E, p: Principal | undefined, known: readonly string[] = []): E {
+  if (p && seesHostPaths(p)) return e;
+  // An error about a mount's root (unreachable now) names it in details.rootPath, and in its message.
+  const named = e.details?.rootPath;
+  const roots = typeof named === 'string' && named.startsWith('/') ? [...known, named] : known;
+  if (e.details === undefined && roots.every((r) => !e.message.includes(r))) return e;
   const message = roots.reduce((m, r) => m.split(r).join('<mount root>'), e.message);
   return e.details === undefined ? { ...e, message } : { ...e, message, details: redactValue(e.details, roots) as Record<string, unknown> };
 }

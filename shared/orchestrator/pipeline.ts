@@ -40,7 +40,9 @@ async function resolveMount(pool: Pool, cache: MountCache, ref: string): Promise
 }
 
 /** Failures worth running again under the same idempotency key: nothing about the request was wrong. */
-const TRANSIENT = new Set(['INTERRUPTED', 'STORAGE_ERROR', 'INTERNAL', 'REQUEST_TIMEOUT', 'UNAVAILABLE']);
+// INSUFFICIENT_STORAGE and UNAVAILABLE (a service, or a mount's root, unreachable) end when
+// an operator acts: the caller was told to send the command again, so its key must run it.
+const TRANSIENT = new Set(['INTERRUPTED', 'STORAGE_ERROR', 'INTERNAL', 'REQUEST_TIMEOUT', 'UNAVAILABLE', 'INSUFFICIENT_STORAGE']);
 
 /** sha256 over the command and its canonical request: what makes two requests "the same". */
 export function fingerprint(command: string, mountId: string, request: Record<string, unknown>): string {
@@ -134,9 +136,11 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
       let decided: 'succeeded' | 'failed';
       try {
         decided = await resolveEntry(step, pending, error, false);
-      } catch {
+      } catch (unreadable) {
         broken = true; // storage cannot be read now; the entry stays pending for the sweep
-        throw new FilestoreError(error.code, error.message, { ...error.details, journalEntryId: entry.id, pendingRecovery: true });
+        // Why it cannot be read (the mount's root gone: 503, retry) says more than the failed call.
+        const why = unreadable instanceof FilestoreError && unreadable.code === 'UNAVAILABLE' ? unreadable : error;
+        throw new FilestoreError(why.code, why.message, { ...why.details, journalEntryId: entry.id, pendingRecovery: true });
       }
       await deps.afterCommit(mount.id);
       if (decided === 'failed') throw error;

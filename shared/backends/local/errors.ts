@@ -54,3 +54,22 @@ export function escapesMount(path: string, op: string): FilestoreError {
     { path, op },
   );
 }
+
+/** Seconds a caller is told to wait (Retry-After) while a mount's root is not reachable. */
+export const ROOT_RETRY_AFTER_SECONDS = 10;
+
+/**
+ * A root that is gone, not a directory or not readable (a disk unmounted, a directory renamed
+ * away): a condition an operator ends, so a retryable 503 that leaves an Idempotency-Key
+ * usable, not a configuration error. It names the root (details.rootPath too, which is how
+ * api/host-paths.ts knows to hide it from callers without filestore:admin).
+ */
+export function rootUnreachable(rootPath: string, err: unknown): FilestoreError {
+  const errno = errnoOf(err) ?? 'unknown';
+  const why = errno === 'ENOENT' || errno === 'ENOTDIR' ? 'missing or not a directory: removed, renamed or unmounted?' : errno;
+  return new FilestoreError('UNAVAILABLE', `the mount's root ${rootPath} is not reachable now (${why}); retry when it is back`, {
+    rootPath,
+    cause: errno,
+    retryAfterSeconds: ROOT_RETRY_AFTER_SECONDS,
+  });
+}

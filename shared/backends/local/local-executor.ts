@@ -8,7 +8,7 @@ import { FilestoreError } from '../../errors.ts';
 import { comparePaths, normalizePath } from '../../paths.ts';
 import type { Backend, ByteRange, DeleteOptions, EntryStat, HashedFile, ListOptions, OpenedFile, RangeRequest, TransferOptions, WriteOptions, WriteResult } from '../types.ts';
 import { assertRangeRequest } from '../range.ts';
-import { errnoOf, fsError, localError } from './errors.ts';
+import { errnoOf, fsError, localError, rootUnreachable } from './errors.ts';
 import { hashOpened, openedFile, type ReadHook } from './file-version.ts';
 import { listSortedBatches, listSortedLines, toEntryStat } from './listing.ts';
 import { linePath } from '../entry-lines.ts';
@@ -46,11 +46,9 @@ export class LocalExecutor implements Backend {
     let real: string;
     try {
       real = realpathSync(rootPath);
-    } catch {
-      throw new FilestoreError('CONFIG_ERROR', 'the root of a local mount must be an existing directory', { rootPath });
-    }
-    if (!statSync(real).isDirectory()) {
-      throw new FilestoreError('CONFIG_ERROR', 'the root of a local mount must be a directory', { rootPath });
+      if (!statSync(real).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+    } catch (err) {
+      throw rootUnreachable(rootPath, err);
     }
     this.mount = new MountRoot(real, { ...defaultFsOps, ...options.fsOps });
     this.staging = new Staging(this.mount);

@@ -2,7 +2,7 @@ import { constants, existsSync, type Stats } from 'node:fs';
 import { lstat, mkdir, open, readlink, realpath, rename, type FileHandle } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { ancestorsOf } from '../../paths.ts';
-import { errnoOf, escapesMount, fsError, localError } from './errors.ts';
+import { errnoOf, escapesMount, fsError, localError, rootUnreachable } from './errors.ts';
 
 /**
  * Path resolution for a local mount without ever following a symlink.
@@ -83,15 +83,34 @@ export class MountRoot {
     return st;
   }
 
-  /** lstat, or null when the entry (or a parent) is absent. */
+  /**
+   * lstat, or null when the entry (or a parent) is absent. Absent only while the root is there:
+   * with the root gone (unmounted, renamed away) nothing can be told about an entry, and
+   * "absent" would let recovery or a command decide on missing evidence.
+   */
   async lstat(rel: string, op: string): Promise<Stats | null> {
     try {
       return await lstat(this.abs(rel));
     } catch (err) {
       const errno = errnoOf(err);
-      if (errno === 'ENOENT' || errno === 'ENOTDIR') return null;
+      if (errno === 'ENOENT' || errno === 'ENOTDIR') {
+        await this.assertRootThere();
+        return null;
+      }
       throw fsError(err, rel, op);
     }
+  }
+
+  /** UNAVAILABLE (retry later) unless the root is still a directory. */
+  async assertRootThere(): Promise<void> {
+    let problem: unknown;
+    try {
+      if ((await lstat(this.root)).isDirectory()) return;
+      problem = Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+    } catch (err) {
+      problem = err;
+    }
+    throw rootUnreachable(this.root, problem);
   }
 
   /**
