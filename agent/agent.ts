@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { listMounts } from '../shared/catalogue/mounts.ts';
 import { sweepStaging } from '../shared/orchestrator/staging-sweep.ts';
+import { symlinkedRootNote } from '../shared/backends/local/root-check.ts';
 import type { Mount } from '../shared/catalogue/types.ts';
 import { serveApi, type ApiServer } from '../shared/api/serve.ts';
 import type { TokenEntry } from '../shared/api/auth.ts';
@@ -158,7 +159,12 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     const ownedMounts = async () => (await listMounts(fs.pool)).filter((m) => m.kind === 'local' && executesHere(o.agentId, m));
     owned = await ownedMounts();
     // What finished commands left in their mounts' staging areas goes before any command runs here.
-    for (const m of owned) await sweepStaging(fs.pool, m, (line) => log(`agent ${o.agentId}: ${line}`));
+    for (const m of owned) {
+      // A root path through a symlink is resolved now, once (root-check.ts): say so, since re-pointing it needs a restart.
+      const note = symlinkedRootNote(m.rootPath as string);
+      if (note) log(`agent ${o.agentId}: mount ${m.key}: ${note}`);
+      await sweepStaging(fs.pool, m, (line) => log(`agent ${o.agentId}: ${line}`));
+    }
     holdsId();
 
     // The HTTP server first: probes answer while the rest starts (readyz says when it is ready).

@@ -152,10 +152,11 @@ describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and 
     try {
       for (let i = 0; i < 8; i++) await t.writeThrough(`keep/f${i}.txt`, String(i));
       await t.writeThrough('top.txt', 'top');
-      // The disk goes away with its files (as an unmount would take them): the old directory's
-      // watch still reports their deletion, under the old paths.
+      // The root goes away, and its files are deleted there: the old directory's watch still
+      // reports their deletion, under the old paths.
       await rename(t.root, away);
-      await rm(away, { recursive: true, force: true });
+      await rm(path.join(away, 'keep'), { recursive: true, force: true });
+      await rm(path.join(away, 'top.txt'));
       const gone = await healthBecomes(t.mountId, 'unhealthy', /does not exist/);
       expect((await t.watcher.stats()).rootProblem).toMatch(/does not exist/);
       await new Promise((r) => setTimeout(r, 600)); // a few debounce windows
@@ -167,9 +168,10 @@ describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and 
       expect(rows[0]?.n).toBe(0);
       expect((await jobsOf(t.mountId)).filter((j) => j.reason === 'drift')).toEqual([]);
 
-      // The root is back: the watcher says so and asks for a rescan; no job has run (this
+      // The root is back (the same directory: another one would be unhealthy until an audit
+      // accepts it): the watcher says so and asks for a rescan; no job has run (this
       // Filestore's queue runs none), so the health is the watcher's own look.
-      await mkdir(t.root);
+      await rename(away, t.root);
       const back = await healthBecomes(t.mountId, 'healthy');
       expect(back.checkedAt?.getTime()).toBeGreaterThan(gone.checkedAt?.getTime() ?? 0);
       await eventually(async () => (await t.watcher.stats()).rootProblem === null, 'the root watched again');
@@ -197,7 +199,8 @@ describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and 
         'the rescan failed',
       );
       expect(JSON.stringify(rescan.error)).toMatch(/MISSING/);
-      expect((await healthOf(m.mountId)).health).toBe('healthy');
+      // Another directory than the one audited, which the audit did not accept: unhealthy, saying why.
+      expect(await healthOf(m.mountId)).toMatchObject({ health: 'unhealthy', reason: expect.stringMatching(/another directory .*would mark/) });
       expect((await nodeAt(fs, m.mountId, 'keep/f0.txt'))?.consistencyState).toBe('ACTIVE');
       expect(await outbox(fs, m.mountId, 'filestore.node.missing')).toEqual([]);
     } finally {
@@ -291,7 +294,7 @@ describe('a root back that cannot be watched at once', () => {
 });
 
 describe('a batch judged while the root goes away', () => {
-  it('is handed back unjudged when the root changed during its lstats, instead of reading as every path deleted', async () => {
+  it('is dropped unjudged when the root changed during its lstats, instead of reading as every path deleted', async () => {
     const m = await watchedMount(fs, 'parcel', FAST);
     const away = `${m.root}.away`;
     try {
@@ -301,7 +304,9 @@ describe('a batch judged while the root goes away', () => {
       await m.watcher.close(); // the sink alone, judging while the root is elsewhere
       await rename(m.root, away);
       const held = await sink.apply(batch, { rootUnchanged: async () => false });
-      expect(held).toMatchObject({ drift: 0, jobs: 0, deferred: ['a.txt', 'b.txt'] });
+      expect(held).toMatchObject({ drift: 0, jobs: 0, dropped: ['a.txt', 'b.txt'], deferred: [] });
+      // A look that failed (EIO…) hands the chunk back instead, to be judged later.
+      expect(await sink.apply(batch, { rootUnchanged: async () => null })).toMatchObject({ drift: 0, jobs: 0, deferred: ['a.txt', 'b.txt'], dropped: [] });
       expect(await watcherDrift(fs, m.mountId)).toEqual([]);
       // Without the question, both would be drift (as they were before it was asked).
       const judged = await sink.apply(batch, {});

@@ -43,8 +43,14 @@ export interface SinkResult {
   waiting: string[];
   /** Drift signals written (nodes marked INCONSISTENT + untracked paths reported). */
   drift: number;
-  /** Paths a running command holds: look again in the next batch. */
+  /** Paths a running command holds (or looked at while the root could not be looked at): look again in the next batch. */
   deferred: string[];
+  /**
+   * Paths looked at while the mount root changed (`rootUnchanged` said false): not judged,
+   * and not to be looked at again either — they are a gone root's; the rescan on its return
+   * covers them (see agent/watch/root-guard.ts).
+   */
+  dropped: string[];
   /** Reconcile requests sent. */
   jobs: number;
 }
@@ -59,11 +65,12 @@ export interface ApplyOptions {
    */
   beforeJobs?: ((appeared: string[]) => Promise<string[]>) | undefined;
   /**
-   * Asked after each chunk's lstats: is the mount root still the directory watched? If not
-   * (removed, unmounted, replaced while the chunk was looked at), what was seen is not the
-   * mount's and the chunk is handed back unjudged (`deferred`); see root-guard.ts.
+   * Asked after each chunk's lstats: is the mount root still the directory approved for this
+   * batch? If not (removed, unmounted, replaced while the chunk was looked at), what was seen is
+   * not the mount's and the chunk is dropped unjudged (`dropped`); null (the look itself
+   * failed: EIO…) hands it back unjudged (`deferred`). See agent/watch/root-guard.ts.
    */
-  rootUnchanged?: (() => Promise<boolean>) | undefined;
+  rootUnchanged?: (() => Promise<boolean | null>) | undefined;
 }
 
 // Slack when a job's start (database clock) is compared with an event's arrival (ours).
@@ -127,7 +134,7 @@ export class DriftSink {
    */
   async apply(batch: CoalescedBatch, o: ApplyOptions = {}): Promise<SinkResult> {
     const paths = [...batch.changes.keys()].sort(comparePaths);
-    const result: SinkResult = { checked: 0, covered: 0, waiting: [], drift: 0, deferred: [], jobs: 0 };
+    const result: SinkResult = { checked: 0, covered: 0, waiting: [], drift: 0, deferred: [], dropped: [], jobs: 0 };
     const listings = await this.listingsOnTheirWay(paths);
     // Untracked directories reported in this batch: what lies below them is theirs (one
     // event and one recursive job for `new-dir`, not one per file inside it).
@@ -145,6 +152,7 @@ export class DriftSink {
       result.waiting.push(...chunk.waiting);
       result.drift += chunk.drift;
       result.deferred.push(...chunk.deferred);
+      result.dropped.push(...chunk.dropped);
       targets.push(...chunk.targets);
       if (chunk.drift > 0) await this.fs.changed(this.mount.id);
       appeared.push(...chunk.appeared.filter((p) => batch.changes.get(p) === 'created'));
@@ -233,20 +241,21 @@ export class DriftSink {
     untrackedDirs: Set<string>,
     listings: ReadonlyMap<string, number>,
     seenAt: ReadonlyMap<string, number> | undefined,
-    rootUnchanged: (() => Promise<boolean>) | undefined,
+    rootUnchanged: (() => Promise<boolean | null>) | undefined,
   ) {
+    const none = { covered: 0, waiting: [] as string[], appeared: [] as string[], checked: 0, drift: 0, deferred: [] as string[], dropped: [] as string[], targets: [] as JobTarget[] };
     const { rows: clock } = await this.fs.pool.query<{ now: Date }>('SELECT now() AS now');
     const since = (clock[0] as { now: Date }).now;
     const seen = await this.disk.statAll(chunk);
     // A root gone while we looked reads as every path deleted: nothing of it is judged.
-    if (rootUnchanged && !(await rootUnchanged())) {
-      return { covered: 0, waiting: [] as string[], appeared: [] as string[], checked: 0, drift: 0, deferred: chunk, targets: [] as JobTarget[] };
-    }
+    const same = rootUnchanged ? await rootUnchanged() : true;
+    if (same === false) return { ...none, dropped: chunk };
+    if (same === null) return { ...none, deferred: chunk };
     const appeared = chunk.filter((p) => seen.get(p)?.kind === 'directory');
     const { covered, waiting } = await this.coveredByListings(chunk, seen, listings, seenAt);
     const paths = covered.size + waiting.size === 0 ? chunk : chunk.filter((p) => !covered.has(p) && !waiting.has(p));
     const left = { covered: covered.size, waiting: [...waiting], appeared };
-    if (paths.length === 0) return { ...left, checked: 0, drift: 0, deferred: [] as string[], targets: [] as JobTarget[] };
+    if (paths.length === 0) return { ...none, ...left };
     const client = await this.fs.pool.connect();
     try {
       return await inTransaction(client, async () => {
@@ -288,7 +297,7 @@ export class DriftSink {
         const drift = marked.length + untracked.length;
         if (drift > 0) this.fs.metrics.driftDetected.inc({ mount: this.mount.key }, drift);
         if (marked.length > 0) this.fs.metrics.nodeTransitions.inc({ from: 'ACTIVE', to: 'INCONSISTENT' }, marked.length);
-        return { ...left, checked: mine.length, drift, deferred, targets };
+        return { ...none, ...left, checked: mine.length, drift, deferred, targets };
       });
     } finally {
       client.release();

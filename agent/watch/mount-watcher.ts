@@ -9,7 +9,8 @@ import { DriftSink, type DriftSinkOptions } from './drift-sink.ts';
 import { NotALocalMountError, WatchOptionsError, WatchStartError } from './errors.ts';
 import { maxQueuedEvents } from './inotify.ts';
 import { RescanRequests } from './rescans.ts';
-import { RootGuard } from './root-guard.ts';
+import { RootGuard, type RootApproval, type RootLookPurpose } from './root-guard.ts';
+import type { RootLook } from '../../shared/backends/local/root-check.ts';
 import {
   WATCH_BACKEND_CHOICES,
   type CoalescedBatch,
@@ -41,6 +42,8 @@ export interface MountWatcherOptions {
   retryDelayMs?: number | undefined;
   /** How often the mount root is looked at, to notice it gone, replaced or back (default 2,000 ms; root-guard.ts). */
   rootCheckMs?: number | undefined;
+  /** The look at the root (default root-check.ts's `lookAtRoot`); tests inject failures (EIO…). */
+  rootLook?: ((rootPath: string, why: RootLookPurpose) => Promise<RootLook>) | undefined;
   sink?: DriftSinkOptions | undefined;
   /**
    * Events the backend reports between two batches (about one per path; the kernel queues
@@ -131,36 +134,52 @@ export class MountWatcher {
     this.coalescer = new Coalescer({ debounceMs, maxPendingPaths: o.maxPendingPaths, onDue: () => this.kick() });
     this.sink = new DriftSink(fs, mount, o.sink);
     this.rescans = new RescanRequests(fs, mount, o.rescanCooldownMs ?? 30_000, this.log);
-    this.guard = new RootGuard(fs, mount, { suspend: () => this.suspend(), resume: () => this.resume() }, { checkMs: o.rootCheckMs, log: this.log });
+    this.guard = new RootGuard(
+      fs,
+      mount,
+      { suspend: () => this.suspend(), resume: () => this.resume(), rescan: (why, urgent) => (urgent ? this.rescans.immediately(why) : this.rescans.request(why)) },
+      { checkMs: o.rootCheckMs, look: o.rootLook, log: this.log },
+    );
   }
 
-  /** Chooses the backend, starts watching, then (unless `catchUp: false`) requests the catch-up rescan. */
+  /**
+   * Chooses the backend, starts watching, then (unless `catchUp: false`) requests the catch-up
+   * rescan. A `close()` meanwhile wins: nothing more is started or requested, and this rejects.
+   */
   async start(): Promise<BackendDecision> {
     // The root as it is now (the mount marked unhealthy if it is not a readable directory).
     const look = await this.guard.begin();
     if (!look.ok) throw new WatchStartError(this.mount.key, { message: look.reason, code: look.code }, false);
     this.root = look.real;
     this.overflowRiskAt = this.o.overflowRiskEvents ?? (await overflowRiskThreshold());
-    this.decision = await chooseBackend({ pool: this.fs.pool, mount: this.mount, root: this.root, choice: this.choice, threshold: this.o.autoThreshold });
-    this.log(`watcher ${this.mount.key}: ${this.decision.kind} (${this.decision.reason})`);
-    this.starting = this.startBackend(this.decision.kind);
+    const decision = await chooseBackend({ pool: this.fs.pool, mount: this.mount, root: this.root, choice: this.choice, threshold: this.o.autoThreshold });
+    this.decision = decision;
+    this.notClosed();
+    this.log(`watcher ${this.mount.key}: ${decision.kind} (${decision.reason})`);
+    this.starting = this.startBackend(decision.kind);
     try {
       await this.starting;
     } catch (err) {
       const problem = classifyProblem(err);
-      if (!(this.choice === 'auto' && this.decision.kind === 'chokidar' && isWatchLimit(problem))) {
+      if (this.closed || !(this.choice === 'auto' && decision.kind === 'chokidar' && isWatchLimit(problem))) {
         this.recordProblem(problem);
         throw new WatchStartError(this.mount.key, problem, isWatchLimit(problem));
       }
       this.log(`watcher ${this.mount.key}: chokidar ran out of inotify watches at start; using parcel`);
       this.starting = this.startBackend('parcel');
       await this.starting;
-      this.decision = { ...this.decision, kind: 'parcel', reason: `${this.decision.reason}; chokidar ran out of inotify watches` };
+      this.decision = { ...decision, kind: 'parcel', reason: `${decision.reason}; chokidar ran out of inotify watches` };
     }
+    this.notClosed(); // close() stops the backend it finds once this start is over
     this.guard.watch();
     // After the backend is up, so a change made during the rescan is seen by one or the other.
     if (this.o.catchUp !== false) await this.rescans.now('catch-up');
+    this.notClosed();
     return this.decision;
+  }
+
+  private notClosed(): void {
+    if (this.closed) throw new WatchStartError(this.mount.key, { message: 'the watcher was closed while it started', code: 'CLOSED' }, false);
   }
 
   /** Judges everything pending now (tests, and an agent that wants a quiet point). */
@@ -176,6 +195,7 @@ export class MountWatcher {
     this.closed = true;
     await this.guard.stop();
     this.rescans.stop();
+    await this.starting?.catch(() => {}); // a start in progress: its backend is closed below
     await this.switching;
     await this.backend?.close().catch((e: Error) => this.log(`watcher ${this.mount.key}: close: ${e.message}`));
     this.backend = null;
@@ -228,13 +248,11 @@ export class MountWatcher {
     this.eventsSinceBatch = 0;
   }
 
-  /** The root is a readable directory again: watched anew (the same backend), then a full rescan. */
+  /** The root is a readable directory again: watched anew (the same backend); the guard requests the rescan. */
   private async resume(): Promise<void> {
     if (this.closed) return;
     this.starting = this.startBackend(this.kind ?? this.decision?.kind ?? 'parcel');
     await this.starting;
-    if (this.closed) return;
-    this.rescans.immediately('root back');
   }
 
   private onEvents(events: WatchEvent[]): void {
@@ -372,18 +390,27 @@ export class MountWatcher {
 
   private async applyBatch(batch: CoalescedBatch, final: boolean): Promise<void> {
     if (batch.changes.size === 0 && batch.rescans.length === 0) return;
-    // Only paths of the root watched are judged: a root gone or replaced would read as every
-    // path deleted (see root-guard.ts); the rescan when it is back covers them.
-    if (!(final ? await this.guard.unchanged() : await this.guard.confirm())) {
+    // Only paths of the root watched are judged, against the root approved for this batch: a
+    // root gone or replaced would read as every path deleted (see root-guard.ts); the rescan
+    // when it is back covers them.
+    const verdict = final ? await this.guard.confirmFinal() : await this.guard.confirm();
+    if (verdict.state !== 'watched') {
       if (final) this.log(`watcher ${this.mount.key}: the mount root is not there; ${batch.changes.size} paths left to the next start's catch-up rescan`);
+      // The look failed (EIO…) without the root being gone: judged later, unless watching stops meanwhile (which drops them).
+      else if (verdict.state === 'unsure') this.requeueBatch(batch, this.retryDelayMs);
       return;
     }
+    const approval = verdict.approval;
     try {
       const rewatch = this.backend?.rewatch && !final ? (dirs: string[]) => this.watchNewDirs(dirs) : undefined;
-      const r = await this.sink.apply(batch, { final, beforeJobs: rewatch, rootUnchanged: () => this.guard.unchanged() });
+      const r = await this.sink.apply(batch, { final, beforeJobs: rewatch, rootUnchanged: () => this.guard.stillApproved(approval) });
       this.counts.batches++;
       this.counts.drift += r.drift;
       this.failures = 0;
+      // Handed back for a later batch only while the approved root is still the one watched:
+      // once watching stopped (the coalescer was cleared), they are paths of a root that went,
+      // and would otherwise be judged against whatever directory is watched next.
+      if (!this.handBackAllowed(approval)) return;
       if (r.deferred.length > 0) this.coalescer.requeue(r.deferred, this.retryDelayMs);
       if (r.waiting.length > 0) this.coalescer.requeue(r.waiting, this.retryDelayMs, batch.seenAt);
     } catch (err) {
@@ -394,10 +421,18 @@ export class MountWatcher {
         this.log(`watcher ${this.mount.key}: ${batch.changes.size} paths left to the next start's catch-up rescan`);
         return;
       }
-      const delay = Math.min(MAX_RETRY_DELAY_MS, this.retryDelayMs * 2 ** Math.min(this.failures, 10));
-      this.coalescer.requeue([...batch.changes.keys()], delay);
-      this.coalescer.requeueRescans(batch.rescans);
+      if (!this.handBackAllowed(approval)) return;
+      this.requeueBatch(batch, Math.min(MAX_RETRY_DELAY_MS, this.retryDelayMs * 2 ** Math.min(this.failures, 10)));
     }
+  }
+
+  private handBackAllowed(approval: RootApproval): boolean {
+    return this.guard.isCurrent(approval);
+  }
+
+  private requeueBatch(batch: CoalescedBatch, delayMs: number): void {
+    this.coalescer.requeue([...batch.changes.keys()], delayMs);
+    this.coalescer.requeueRescans(batch.rescans);
   }
 }
 

@@ -41,9 +41,11 @@ export class RescanRequests {
   }
 
   /**
-   * A full rescan now, whatever the cooldown, replacing one waiting out its cooldown: for the
-   * root coming back, after which a rescan held back by an earlier request (the watcher's error
-   * as the root went) would leave the catalogue behind for the rest of the cooldown.
+   * A full rescan now, whatever the cooldown, replacing one waiting out its cooldown: for a
+   * root that was gone (or is another directory) coming back, after which a rescan held back by
+   * an earlier request (the watcher's error as the root went) would leave the catalogue behind
+   * for the rest of the cooldown. A root back after a run of failed looks (EIO, ESTALE: a
+   * network filesystem's hiccup) uses `request`: a flapping root must not cost an audit each time.
    */
   immediately(why: string): void {
     if (this.closed) return;
@@ -52,9 +54,10 @@ export class RescanRequests {
     this.track(this.send(why));
   }
 
-  /** A full rescan now, whatever the cooldown (the catch-up at start), awaited. */
-  now(why: string): Promise<void> {
-    return this.send(why);
+  /** A full rescan now, whatever the cooldown (the catch-up at start), awaited; none once the watcher is closing. */
+  async now(why: string): Promise<void> {
+    if (this.closed) return;
+    await this.send(why);
   }
 
   /** No new requests from now on (the watcher is closing); one still waiting out its cooldown is sent by `close`. */

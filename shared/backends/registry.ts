@@ -3,6 +3,7 @@ import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
 import { instrumentBackend } from './instrumented.ts';
 import { LazyBackend } from './lazy.ts';
 import { LocalExecutor } from './local/local-executor.ts';
+import { pinnedRootOr } from './local/root-check.ts';
 import type { Backend } from './types.ts';
 
 export interface S3Defaults {
@@ -35,7 +36,8 @@ export class BackendRegistry {
     if (!backend) {
       backend =
         mount.kind === 'local'
-          ? new LocalExecutor({ rootPath: mount.rootPath as string })
+          ? // The root as this process pinned it (root-check.ts): a re-pointed symlink in the path takes a restart.
+            new LocalExecutor({ rootPath: pinnedRootOr(mount.rootPath as string) })
           : // The AWS SDK is loaded with the first S3 mount used, not by every process.
             new LazyBackend('s3', async () => {
               const { S3Executor } = await import('./s3/s3-executor.ts');

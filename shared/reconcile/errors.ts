@@ -18,9 +18,21 @@ export class ReconcileError extends FilestoreError {
 
 /** The mount's root is gone or unreadable (unmounted disk, revoked credentials): nothing is marked MISSING. */
 export class MountUnhealthyError extends ReconcileError {
-  constructor(reason: string) {
-    super(`the mount's root cannot be read (${reason}); nothing was marked MISSING`, false, { health: 'unhealthy', reason });
+  constructor(reason: string, o: { message?: string; retryable?: boolean } = {}) {
+    super(o.message ?? `the mount's root cannot be read (${reason}); nothing was marked MISSING`, o.retryable ?? false, { health: 'unhealthy', reason });
     this.name = 'MountUnhealthyError';
+  }
+}
+
+/**
+ * The mount's root is a readable directory, but not the one the catalogue was audited against
+ * (or it changed while the job ran): nothing is judged below it. Retryable: a full audit may
+ * accept the new root meanwhile (shared/catalogue/root-identity.ts).
+ */
+export class RootReplacedError extends MountUnhealthyError {
+  constructor(reason: string) {
+    super(reason, { message: `${reason}; nothing was marked MISSING`, retryable: true });
+    this.name = 'RootReplacedError';
   }
 }
 

@@ -13,7 +13,6 @@ import {
   markMissing,
   reactivate,
   recordAudit,
-  setMountHealth,
   touchChecked,
   touchedSince,
   isLockTimeout,
@@ -27,7 +26,8 @@ import { inTransaction, type Pool } from '../db/pool.ts';
 import { lockKey } from '../orchestrator/locks.ts';
 import { ancestorsOf, comparePaths, isSameOrDescendant, normalizePath, parentOf } from '../paths.ts';
 import type { Filestore } from '../runtime.ts';
-import { MassMissingError, MountUnhealthyError, ReconcileError, ScanFailedError } from './errors.ts';
+import { MassMissingError, ReconcileError, ScanFailedError } from './errors.ts';
+import { RunRoot } from './run-root.ts';
 import { batches, flatten, mapItems, mergeBatches, pairPath } from './merge.ts';
 import { EnqueueError, enqueuePlanned, type JobTarget } from './job-plan.ts';
 import { strategyFor, type ReconcileStrategy } from './strategy.ts';
@@ -135,6 +135,7 @@ async function reconcileJob(
 /** One reconciliation: walk, compare, apply in batches, then the destructive part (MISSING) only after a complete scan. */
 class Run {
   private readonly strategy: ReconcileStrategy;
+  private readonly root: RunRoot;
   private readonly counts = zeroCounts();
   private guard!: Guard;
   private readonly batchSize: number;
@@ -167,6 +168,7 @@ class Run {
     private readonly progress: (counts: ReconcileCounts) => Promise<void>,
   ) {
     this.strategy = strategyFor(mount, () => fs.backends.forMount(mount), { s3MissingGraceMs: o.s3MissingGraceMs ?? 2_000 });
+    this.root = new RunRoot(fs.pool, mount, this.strategy, request.path === '' && request.recursive);
     this.batchSize = o.batchSize ?? 2_000;
   }
 
@@ -199,13 +201,8 @@ class Run {
   }
 
   private async executeRun(force: boolean): Promise<ReconcileResult> {
-    try {
-      await this.strategy.checkRoot();
-    } catch (err) {
-      if (err instanceof MountUnhealthyError) await setMountHealth(this.pool, this.mount.id, 'unhealthy', String(err.details?.reason ?? err.message));
-      throw err;
-    }
-    await setMountHealth(this.pool, this.mount.id, 'healthy', null);
+    // The root is readable and the mount's own (not another directory where it was): run-root.ts.
+    await this.root.begin();
     const { rows } = await this.pool.query<{ now: Date }>('SELECT now() AS now');
     this.guard = { mountId: this.mount.id, jobId: this.job.id, scanStartedAt: rows[0]?.now as Date };
 
@@ -283,6 +280,7 @@ class Run {
       await this.drain();
       await this.applyMissing(force);
     } catch (err) {
+      if (err instanceof MassMissingError) await this.root.refused(err).catch(() => {});
       // Refused (mass-missing) or failed after the scan: what was written keeps its rollups,
       // what was held still gets its follow-up.
       await this.finishRollups().catch(() => {});
@@ -291,7 +289,10 @@ class Run {
     }
     await this.finishRollups();
     await this.enqueueFollowUps();
-    if (isAudit) await recordAudit(this.pool, this.mount.id, auditStartedAt);
+    if (isAudit) {
+      await recordAudit(this.pool, this.mount.id, auditStartedAt);
+      await this.root.completed();
+    }
     if (resume || isAudit) await saveCheckpoint(this.pool, this.job.id, null);
     if (this.skipped.total === 0) return { ...this.counts };
     const { byReason, sample } = this.skipped.summary();
@@ -581,6 +582,9 @@ class Run {
       if (total >= MIN_NODES_FOR_RATIO && candidates.length > ratio * total) throw new MassMissingError(candidates.length, total, ratio);
     }
     const gone = await this.strategy.confirmGone(candidates.map((n) => n.path));
+    // Still the root the run began with, after its second look: a disk unmounted meanwhile
+    // leaves a directory where every candidate reads as gone.
+    await this.root.beforeMissing();
     const confirmed = candidates.filter((n) => gone.has(n.path));
     for (let i = 0; i < confirmed.length; i += this.batchSize) {
       await this.writeOrDefer(

@@ -11,8 +11,12 @@ import { S3Strategy } from './strategies/s3.ts';
  */
 export interface ReconcileStrategy {
   readonly kind: 'local' | 's3';
-  /** Throws MountUnhealthyError when the mount's root cannot be read at all. */
-  checkRoot(): Promise<void>;
+  /**
+   * Throws MountUnhealthyError when the mount's root cannot be read at all. Returns the root's
+   * identity where storage has one (local: device:inode; S3: null), compared by the engine with
+   * the one the catalogue was audited against (shared/catalogue/root-identity.ts).
+   */
+  checkRoot(): Promise<string | null>;
   stat(path: string): Promise<EntryStat | null>;
   /** Entries below `dir` in byte order of path; recursive or direct children only; after `startAfter` when resuming. */
   list(dir: string, recursive: boolean, startAfter?: string): AsyncIterable<EntryStat>;

@@ -5,6 +5,7 @@ import type { EntryStat } from '../types.ts';
 import { errnoOf } from './errors.ts';
 import { toEntryStat } from './listing.ts';
 import { parentOf } from '../../paths.ts';
+import { pinnedRoot } from './root-check.ts';
 
 /** What the disk holds at a path: an entry, null (absent, or not part of the tree), undefined (could not be read). */
 export type Observed = EntryStat | null | undefined;
@@ -106,11 +107,11 @@ export class DiskStat {
     }
   }
 
-  /** The root's real path, resolved once (null while it cannot be: an unmounted disk). */
+  /** The root's real path, as this process pinned it (root-check.ts; null while it cannot be resolved: an unmounted disk). */
   private root(): string | null {
     if (this.real === null) {
       try {
-        this.real = realpathSync(this.rootPath);
+        this.real = pinnedRoot(this.rootPath);
       } catch {
         return null;
       }

@@ -1,7 +1,3 @@
-import { constants } from 'node:fs';
-import { access, lstat, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { STAGING_DIR } from '../../paths.ts';
 import type { Backend, EntryStat, FileVersion } from '../../backends/types.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
 import { MountUnhealthyError } from '../errors.ts';
@@ -11,7 +7,7 @@ import type { StorageRow } from '../../backends/entry-lines.ts';
 import type { SkippedNames } from '../../backends/skipped.ts';
 import { walkTree } from '../../backends/local/walker.ts';
 import { DiskStat } from '../../backends/local/disk-stat.ts';
-import { lookAtRoot } from '../../backends/local/root-check.ts';
+import { lookAtRoot, pinnedRootOr } from '../../backends/local/root-check.ts';
 
 const mtimeMs = (d: Date | string | null) => (d === null ? null : d instanceof Date ? d.getTime() : new Date(d).getTime());
 
@@ -33,25 +29,17 @@ export class LocalStrategy extends BackendStrategy implements ReconcileStrategy 
     this.disk = new DiskStat(rootPath, (path) => this.stat(path));
   }
 
-  async checkRoot(): Promise<void> {
-    try {
-      // The directory the root first resolved to, by lstat: a root replaced by a symlink is not followed.
-      const look = await lookAtRoot(this.rootPath);
-      if (!look.ok) throw new MountUnhealthyError(look.reason);
-      // Commands refuse a staging area that is not a plain directory of the mount; say so here too.
-      const staging = await lstat(join(this.rootPath, STAGING_DIR)).catch(() => null);
-      if (staging !== null && !staging.isDirectory()) {
-        throw new MountUnhealthyError(
-          `${STAGING_DIR} in ${this.rootPath} is ${staging.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}: Filestore neither writes nor deletes through it; remove it`,
-        );
-      }
-    } catch (err) {
-      if (err instanceof MountUnhealthyError) throw err;
-      const code = (err as NodeJS.ErrnoException).code ?? 'unknown';
-      throw new MountUnhealthyError(code === 'ENOENT' ? `${this.rootPath} does not exist (unmounted?)` : `${this.rootPath}: ${code}`);
-    }
+  /**
+   * The one look at the root (root-check.ts, the watcher's too): gone, a symbolic link, not a
+   * directory, unreadable, or its staging area a symlink or not a directory → unhealthy.
+   * Returns the root's identity (device:inode), which the engine compares with the catalogue's.
+   */
+  async checkRoot(): Promise<string> {
+    const look = await lookAtRoot(this.rootPath);
+    if (!look.ok) throw new MountUnhealthyError(look.reason);
+    if (look.unhealthy !== null) throw new MountUnhealthyError(look.unhealthy);
+    return look.id;
   }
-
 
   /**
    * A recursive listing (audits, subtrees) runs in the walker processes, split by subtree,
@@ -59,7 +47,9 @@ export class LocalStrategy extends BackendStrategy implements ReconcileStrategy 
    */
   override listRows(dir: string, recursive: boolean, startAfter?: string, skipped?: SkippedNames): AsyncIterable<StorageRow[]> {
     if (!recursive) return super.listRows(dir, recursive, startAfter, skipped);
-    return walkTree({ rootPath: this.rootPath, dir, startAfter }, skipped);
+    // The walker processes are given the directory this process pinned (root-check.ts), so a
+    // re-pointed symlink in the registered path cannot send them elsewhere.
+    return walkTree({ rootPath: pinnedRootOr(this.rootPath), dir, startAfter }, skipped);
   }
 
   /**

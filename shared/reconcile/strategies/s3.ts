@@ -23,10 +23,11 @@ export class S3Strategy extends BackendStrategy implements ReconcileStrategy {
     super(backend, new Set(['NOT_A_DIRECTORY', 'NOT_FOUND']));
   }
 
-  async checkRoot(): Promise<void> {
+  async checkRoot(): Promise<null> {
     try {
       // One page of the root listing proves the bucket exists and the credentials can list it.
       for await (const _ of this.backend().list('', { recursive: false })) break;
+      return null; // a bucket has no identity to compare: the mass-missing rule covers an emptied one
     } catch (err) {
       const e = err as FilestoreError;
       throw new MountUnhealthyError(e instanceof FilestoreError ? `${e.code}: ${e.message}` : String(err));
