@@ -123,6 +123,37 @@ describe('PostgreSQL unreachable', () => {
   });
 });
 
+describe('/readyz', () => {
+  it('many parallel probes open a connection or so to PostgreSQL, not one each, and an unreachable database reads "unavailable" without host, port or user (the detail goes to the log, once)', async () => {
+    const proxy = await pgProxy();
+    const s = await serve({ databaseUrl: proxiedDatabaseUrl(proxy) });
+    expect((await call(s.url, 'GET', '/readyz')).status).toBe(200);
+    const before = proxy.accepted;
+    const answers = await Promise.all(Array.from({ length: 40 }, () => call(s.url, 'GET', '/readyz')));
+    expect(answers.map((r) => r.status)).toEqual(answers.map(() => 200));
+    // One probe (single-flight, its result shared for a moment), not one connection per request;
+    // a little room for the pool's own connections (the relay, maintenance).
+    expect(proxy.accepted - before).toBeLessThanOrEqual(4);
+
+    await proxy.down();
+    const down = await eventually(async () => {
+      const r = await call(s.url, 'GET', '/readyz');
+      return r.status === 503 ? r : undefined;
+    }, '/readyz to see PostgreSQL gone');
+    const text = await down.text();
+    expect(JSON.parse(text)).toMatchObject({ status: 'unavailable', checks: { postgres: 'unavailable', redis: 'ok' } });
+    for (const leak of [String(proxy.port), '127.0.0.1', 'ECONNREFUSED', 'not-a-real-secret', 'user']) expect(text).not.toContain(leak);
+    for (let i = 0; i < 3; i++) await call(s.url, 'GET', '/readyz');
+    const logged = s.lines.filter((l) => l.startsWith('readiness: postgres'));
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toMatch(/ECONNREFUSED|connect/);
+
+    await proxy.up();
+    await eventually(async () => ((await call(s.url, 'GET', '/readyz')).status === 200 ? true : undefined), '/readyz to see PostgreSQL back');
+    expect(s.lines.filter((l) => l.startsWith('readiness: postgres'))).toHaveLength(2); // and once when it is back
+  });
+});
+
 describe('a full disk', () => {
   it('an upload that fills the disk is 507 INSUFFICIENT_STORAGE saying the storage is full; the journal entry fails with that code; nothing staged is left; one log line', async (ctx) => {
     const tmpfs = await mkdtemp(path.join(os.tmpdir(), 'filestore-full-'));

@@ -2,8 +2,8 @@ import { createApi } from './app.ts';
 import { Authenticator, isLoopback, type TokenEntry } from './auth.ts';
 import type { ApiDeps } from './deps.ts';
 import { startHttpServer, type HttpServer } from './http-server.ts';
+import { createReadiness } from './readiness.ts';
 import { UploadSlots } from './upload-slots.ts';
-import { probeDatabase } from '../db/pool.ts';
 import { OutboxTail } from '../events/outbox-tail.ts';
 import { FilestoreError } from '../errors.ts';
 import type { Filestore } from '../runtime.ts';
@@ -45,16 +45,7 @@ export async function serveApi(o: ServeOptions): Promise<ApiServer> {
     metrics: o.fs.metrics,
     log: o.log,
     uploads: UploadSlots.forPool(o.fs.pool.options.max ?? 20),
-    async readiness() {
-      // Its own connection: the probe answers while the pool is busy, and readiness is about
-      // whether PostgreSQL answers, not whether this process has a connection free.
-      const [pg, redis, more] = await Promise.allSettled([probeDatabase(o.fs.pool), o.fs.cache.ping(), o.readiness?.() ?? {}]);
-      return {
-        postgres: pg.status === 'fulfilled' ? 'ok' : `unavailable: ${(pg.reason as Error).message}`,
-        redis: redis.status === 'fulfilled' ? 'ok' : `unavailable: ${(redis.reason as Error).message}`,
-        ...(more.status === 'fulfilled' ? more.value : { process: `unavailable: ${(more.reason as Error).message}` }),
-      };
-    },
+    readiness: createReadiness({ fs: o.fs, log: o.log, more: o.readiness }),
   };
   const api = createApi(deps, new Authenticator({ tokens: o.tokens, disabled: o.authDisabled }));
   const server = await startHttpServer({ api, host: o.host, port: o.port, log: o.log, bodyIdleTimeoutMs: o.bodyIdleTimeoutMs, onResponse: (method, route, status, seconds) => o.fs.metrics.recordHttpRequest(method, route, status, seconds) });

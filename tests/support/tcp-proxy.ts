@@ -8,6 +8,8 @@ import net from 'node:net';
  */
 export interface TcpProxy {
   port: number;
+  /** Connections passed on to the target so far (what a test counts to see how many a client opened). */
+  readonly accepted: number;
   down(): Promise<void>;
   /** Listens again; with `drop`, every connection is accepted and closed at once (a server that dies as you connect). */
   up(o?: { drop?: boolean }): Promise<void>;
@@ -18,12 +20,14 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
   const sockets = new Set<net.Socket>();
   let server: net.Server | null = null;
   let port = 0;
+  let accepted = 0;
   const listen = async (o: { drop?: boolean } = {}) => {
     const s = net.createServer((client) => {
       if (o.drop) {
         client.destroy();
         return;
       }
+      accepted++;
       const upstream = net.connect(target.port, target.host);
       for (const sock of [client, upstream]) {
         sockets.add(sock);
@@ -54,6 +58,9 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
   return {
     get port() {
       return port;
+    },
+    get accepted() {
+      return accepted;
     },
     down: stop,
     up: listen,
