@@ -1,7 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { redactText } from '../shared/api/host-paths.ts';
+import { createMount } from '../shared/catalogue/mounts.ts';
+import { uniqueKey } from './support/filestore.ts';
 import { eventually, expectError, qs, useApiServer, type TokenName } from './support/http.ts';
 
 // What one caller may learn from, or do to, another caller's requests: idempotency keys are
@@ -127,5 +131,42 @@ describe('a mount root that is not reachable is a condition that passes', () => 
       const entries = await journal(t.mount.key, 'admin');
       expect(entries.filter((j) => j.idempotencyKey === key).map((j) => (j as unknown as { status: string }).status)).toEqual(['succeeded']);
     }
+  });
+});
+
+describe('host paths with spaces', () => {
+  it('a mount root holding a space is hidden whole from non-admins (health, job errors, error answers, journal), and other host paths with spaces as far as they can be told', async () => {
+    const parent = await mkdtemp(path.join(os.tmpdir(), 'filestore-spaced-'));
+    api.cleanup(() => rm(parent, { recursive: true, force: true }));
+    const root = path.join(parent, 'My Disk');
+    await mkdir(root);
+    const mount = await createMount(api.server.fs.pool, { key: uniqueKey('spaced'), kind: 'local', rootPath: root });
+    await rm(root, { recursive: true });
+    const job = await c.json<{ id: number }>('POST', '/v1/reconcile', 202, { json: { mountId: mount.key } });
+    await eventually(async () => {
+      const j = await c.json<{ status: string }>('GET', `/v1/reconcile/jobs/${job.id}`, 200, { token: 'admin' });
+      return j.status === 'failed' ? j : undefined;
+    }, 'the reconciliation of a mount without its root to fail');
+    const put = await c.call('PUT', `/v1/files?${qs({ mountId: mount.key, path: 'x.txt' })}`, { token: 'write', body: 'x' });
+    const answer = await put.text();
+    expect(put.status, answer).toBe(503);
+    const seen = [
+      answer,
+      JSON.stringify(await c.json('GET', `/v1/mounts/${mount.key}`, 200, { token: 'read' })),
+      JSON.stringify(await c.json('GET', `/v1/reconcile/jobs/${job.id}`, 200, { token: 'read' })),
+      JSON.stringify(await c.json('GET', `/v1/journal?${qs({ mountId: mount.key })}`, 200, { token: 'read' })),
+    ];
+    for (const text of seen) {
+      expect(text).not.toContain(parent);
+      expect(text).not.toContain('Disk');
+      expect(text).toContain('<mount root>');
+    }
+    // Admins see it as it is.
+    expect(JSON.stringify(await c.json('GET', `/v1/mounts/${mount.key}`, 200, { token: 'admin' }))).toContain(root);
+
+    // Text naming host paths that are no known root: redacted as far as a path can be told apart from words.
+    expect(redactText('cannot read /mnt/Other Disk/sub dir/f.txt: EACCES', [])).toBe('cannot read <host path>: EACCES');
+    expect(redactText(`${root}/a b/c.txt and ${root}2/d`, [root])).toBe('<mount root>/a b/c.txt and <host path>');
+    expect(redactText('see GET /v1/journal', [])).toBe('see GET <host path>'); // why messages are redacted by their roots only
   });
 });

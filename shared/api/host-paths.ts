@@ -16,15 +16,29 @@ export function mountFor<M extends Mount>(m: M, p: Principal): M {
   return { ...m, rootPath: null, healthReason: m.healthReason === null ? null : redactText(m.healthReason, roots) };
 }
 
-// An absolute path in free text: a "/" not preceded by a name, a scheme ("s3://") or another path.
-const ABSOLUTE = /(?<![\w.~:/<>-])\/[^\s"'`()[\]{},;:]*/g;
+// An absolute path in free text: a "/" not preceded by a name, a scheme ("s3://") or another
+// path; it runs to a space or punctuation, and on over " word/…" (a name with a space inside a
+// path: "/mnt/My Disk/x"). A last segment holding a space cannot be told from the words after it.
+const PART = String.raw`[^\s"'\`()[\]{},;:]`;
+const ABSOLUTE = new RegExp(String.raw`(?<![\w.~:/<>-])/${PART}*(?: [^\s"'\`()[\]{},;:/]+/${PART}*)*`, 'g');
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
-/** `text` with host paths replaced; `roots` are the mount roots it may name. */
+/**
+ * `text` with each of `roots` (mount roots, known exactly, spaces and all) read as `<mount
+ * root>` — longest first, so a root inside another is not cut short, and only whole (not
+ * "/mnt/data" inside "/mnt/data2").
+ */
+export function replaceRoots(text: string, roots: readonly string[]): string {
+  const whole = [...new Set(roots.map((r) => (r.length > 1 ? r.replace(/\/+$/, '') : r)).filter((r) => r.startsWith('/') && r.length > 1))].sort(
+    (a, b) => b.length - a.length,
+  );
+  if (whole.length === 0 || !whole.some((r) => text.includes(r))) return text;
+  return text.replace(new RegExp(`(?<![\\w.~/-])(?:${whole.map(escapeRegExp).join('|')})(?![\\w.~-])`, 'g'), '<mount root>');
+}
+
+/** `text` with host paths replaced: the mount roots it may name (`roots`) exactly, then anything absolute-looking. */
 export function redactText(text: string, roots: readonly string[]): string {
-  return text.replace(ABSOLUTE, (found) => {
-    const root = roots.find((r) => found === r || found.startsWith(r.endsWith('/') ? r : `${r}/`));
-    return root === undefined ? '<host path>' : `<mount root>${found.slice(root.length)}`;
-  });
+  return replaceRoots(text, roots).replace(ABSOLUTE, '<host path>');
 }
 
 /** A JSON value (a job's error) with host paths replaced in every string; bounded depth. */
@@ -46,6 +60,6 @@ export function errorFor<E extends { message: string; details?: Record<string, u
   const named = e.details?.rootPath;
   const roots = typeof named === 'string' && named.startsWith('/') ? [...known, named] : known;
   if (e.details === undefined && roots.every((r) => !e.message.includes(r))) return e;
-  const message = roots.reduce((m, r) => m.split(r).join('<mount root>'), e.message);
+  const message = replaceRoots(e.message, roots);
   return e.details === undefined ? { ...e, message } : { ...e, message, details: redactValue(e.details, roots) as Record<string, unknown> };
 }
