@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { redactText } from '../shared/api/host-paths.ts';
 import { createMount } from '../shared/catalogue/mounts.ts';
 import { uniqueKey } from './support/filestore.ts';
-import { eventually, expectError, qs, useApiServer, type TokenName } from './support/http.ts';
+import { eventually, expectError, openSse, qs, useApiServer, type SseEvent, type TokenName } from './support/http.ts';
 
 // What one caller may learn from, or do to, another caller's requests: idempotency keys are
 // scoped to the principal that sent them, and only admins see where mounts live on their hosts.
@@ -168,5 +168,75 @@ describe('host paths with spaces', () => {
     expect(redactText('cannot read /mnt/Other Disk/sub dir/f.txt: EACCES', [])).toBe('cannot read <host path>: EACCES');
     expect(redactText(`${root}/a b/c.txt and ${root}2/d`, [root])).toBe('<mount root>/a b/c.txt and <host path>');
     expect(redactText('see GET /v1/journal', [])).toBe('see GET <host path>'); // why messages are redacted by their roots only
+  });
+});
+
+describe('the event stream and symlink targets show host paths to admins only', () => {
+  it('a read token’s stream carries no host path: a failed command’s error (root gone) and symlink targets naming the host are redacted, as in /v1/nodes, snapshots, command results and the journal; an admin’s stream has them', async () => {
+    const t = await mountOf();
+    const root = t.root as string;
+    await mkdir(path.join(root, 'docs'));
+    await writeFile(path.join(root, 'docs', 'a.txt'), 'a');
+    await symlink(path.join(root, 'docs', 'a.txt'), path.join(root, 'inside-abs')); // absolute, inside the root
+    await symlink('/etc/hostname', path.join(root, 'outside-abs')); // absolute, elsewhere on the host
+    await symlink('../../../etc/passwd', path.join(root, 'climbs')); // relative, above the root
+    await symlink('docs/a.txt', path.join(root, 'relative')); // relative, inside: the tree's own content
+    const expected: Record<string, string> = {
+      'inside-abs': '<mount root>/docs/a.txt',
+      'outside-abs': '<host path>',
+      climbs: '<host path>',
+      relative: 'docs/a.txt',
+    };
+    const gone = await mountOf(); // a second mount, whose root goes before its backend is first opened
+    const goneRoot = gone.root as string;
+    const stream = '/v1/events/stream';
+    const reader = await openSse(c, stream, { token: 'read' });
+    const admin = await openSse(c, stream, { token: 'admin' });
+    api.cleanup(async () => {
+      reader.abort();
+      admin.abort();
+    });
+    const leaks = (text: string) => [root, goneRoot, '/etc/', '../../../'].filter((s) => text.includes(s));
+    const targetOf = (n: unknown) => (n as { metadata: { symlinkTarget?: string } }).metadata.symlinkTarget;
+
+    await c.json('POST', '/v1/reconcile', 202, { json: { mountId: t.mount.key } });
+    const reconciled = (events: SseEvent[]) =>
+      events.filter((e) => e.event === 'filestore.node.reconciled' && e.data.mountId === t.mount.id && (e.data.data.node as { kind: string }).kind === 'symlink');
+    await reader.until((events) => reconciled(events).length === 4);
+    for (const e of reconciled(reader.events)) {
+      const node = e.data.data.node as { path: string };
+      expect(targetOf(node), node.path).toBe(expected[node.path]);
+    }
+    await admin.until((events) => reconciled(events).length === 4);
+    expect(Object.fromEntries(reconciled(admin.events).map((e) => [(e.data.data.node as { path: string }).path, targetOf(e.data.data.node)]))).toMatchObject({
+      'inside-abs': path.join(root, 'docs', 'a.txt'),
+      'outside-abs': '/etc/hostname',
+    });
+
+    // The catalogue's own answers to non-admins say the same.
+    const listed = await c.json<{ items: Array<{ id: number; path: string; kind: string }> }>('GET', `/v1/nodes?${qs({ mountId: t.mount.key, kind: 'symlink' })}`, 200, { token: 'read' });
+    expect(Object.fromEntries(listed.items.map((n) => [n.path, targetOf(n)]))).toEqual(expected);
+    const one = await c.json('GET', `/v1/nodes/by-path?${qs({ mountId: t.mount.key, path: 'outside-abs' })}`, 200, { token: 'read' });
+    expect(targetOf(one)).toBe('<host path>');
+    const inside = listed.items.find((n) => n.path === 'inside-abs');
+    const history = await c.json<{ items: Array<{ state: unknown }> }>('GET', `/v1/nodes/${inside?.id}/snapshots`, 200, { token: 'read' });
+    expect(targetOf(history.items[0]?.state)).toBe('<mount root>/docs/a.txt');
+    const moved = await c.json<{ node: unknown }>('POST', '/v1/commands/move', 200, { token: 'write', json: { mountId: t.mount.key, path: 'inside-abs', targetPath: 'moved-abs' } });
+    expect(targetOf(moved.node)).toBe('<mount root>/docs/a.txt');
+    expect(leaks(JSON.stringify(await c.json('GET', `/v1/journal?${qs({ mountId: t.mount.key })}`, 200, { token: 'read' })))).toEqual([]);
+    expect(JSON.stringify(await c.json('GET', `/v1/journal?${qs({ mountId: t.mount.key })}`, 200, { token: 'admin' }))).toContain(root);
+    await reader.until((events) => events.some((e) => e.event === 'filestore.node.moved' && e.data.mountId === t.mount.id));
+
+    // The root gone, a write token's PUT fails: its filestore.command.completed carries the error.
+    await rm(goneRoot, { recursive: true, force: true });
+    const res = await c.call('PUT', `/v1/files?${qs({ mountId: gone.mount.key, path: 'x.txt' })}`, { token: 'write', body: 'x' });
+    expect(res.status, await res.text()).toBe(503);
+    const failed = (events: SseEvent[]) =>
+      events.find((e) => e.event === 'filestore.command.completed' && e.data.mountId === gone.mount.id && e.data.data.status === 'failed');
+    await reader.until((events) => failed(events) !== undefined);
+    expect(failed(reader.events)?.data.data.error).toMatchObject({ code: 'UNAVAILABLE', message: expect.stringContaining('<mount root>') });
+    expect(leaks(JSON.stringify(reader.events))).toEqual([]);
+    await admin.until((events) => failed(events) !== undefined);
+    expect(JSON.stringify(failed(admin.events)?.data.data.error)).toContain(goneRoot);
   });
 });

@@ -5,6 +5,7 @@ import { FilestoreError, asFilestoreError } from '../errors.ts';
 import type { Authenticator, Principal } from './auth.ts';
 import type { ApiDeps } from './deps.ts';
 import { errorFor } from './host-paths.ts';
+import { answerFor } from './host-path-views.ts';
 import { createFailureLog } from './failure-log.ts';
 import { assertLocalCaller } from './local-caller.ts';
 import { readJsonBody } from './request.ts';
@@ -67,7 +68,8 @@ export function createApi(deps: ApiDeps, auth: Authenticator, routes: readonly R
     const query = parse(route.query, req.query, 'query');
     const body =
       route.body === 'binary' ? undefined : route.body ? parse(route.body, await readJsonBody(req.body, req.headers['content-type']), 'body') : undefined;
-    const res = (await route.handle({ query, params, body, req, principal, correlationId, deps })) as HandledResponse;
+    // Symlink targets naming the host are for admins, wherever a node appears (host-path-views.ts).
+    const res = (await answerFor(await route.handle({ query, params, body, req, principal, correlationId, deps }), principal, deps)) as HandledResponse;
     res.route = route.path;
     return res;
   }

@@ -1,6 +1,8 @@
 import { eventsAfter, type EventEnvelope } from '../../catalogue/outbox.ts';
 import { prunedThrough } from '../../catalogue/outbox-retention.ts';
 import { FilestoreError } from '../../errors.ts';
+import { seesHostPaths } from '../host-paths.ts';
+import { EventView } from '../host-path-views.ts';
 import { ErrorBody, EventsQuery } from '../schemas.ts';
 import { defineRoute, type Route } from '../route.ts';
 
@@ -23,7 +25,7 @@ export const eventRoutes: Route[] = [
     query: EventsQuery,
     headers: { 'Last-Event-ID': 'resume after this event id' },
     responses: { 200: 'sse', 404: ErrorBody, 410: ErrorBody, 501: ErrorBody },
-    async handle({ query, req, deps }) {
+    async handle({ query, req, deps, principal }) {
       const tail = deps.events;
       if (!tail) throw new FilestoreError('NOT_IMPLEMENTED', 'this endpoint cannot stream events; use the agent or the local server');
       const mount = query.mountId === undefined ? null : await deps.fs.reader.mount(query.mountId);
@@ -56,6 +58,8 @@ export const eventRoutes: Route[] = [
               sent = last;
             }
           };
+          // Without filestore:admin, events are shown with host paths redacted (host-path-views.ts).
+          const view = seesHostPaths(principal) ? null : new EventView(deps);
           const deliver = (e: EventEnvelope) => {
             if (e.seq <= last) return;
             last = e.seq;
@@ -67,12 +71,37 @@ export const eventRoutes: Route[] = [
               }
               return;
             }
-            sink.send({ id: e.seq, event: e.type, data: e });
+            sink.send({ id: e.seq, event: e.type, data: view ? view.show(e) : e });
             sent = e.seq;
+          };
+          // An event that needs its mount's root looked up first waits, and every event after it
+          // waits its turn behind it (a stream keeps the order).
+          const waiting: EventEnvelope[] = [];
+          let draining = false;
+          let drained: Promise<void> = Promise.resolve();
+          const drain = async () => {
+            try {
+              while (waiting.length > 0 && !sink.closed) {
+                const needed = view?.needs(waiting[0] as EventEnvelope);
+                if (needed) await view?.load(needed);
+                deliver(waiting.shift() as EventEnvelope);
+              }
+              waiting.length = 0;
+            } finally {
+              draining = false; // in the tick that found nothing waiting: no event can slip past
+            }
+          };
+          const accept = (e: EventEnvelope): void => {
+            if (!draining && !view?.needs(e)) return deliver(e);
+            waiting.push(e);
+            if (!draining) {
+              draining = true;
+              drained = drain().catch(() => {});
+            }
           };
           // The tail found the events after its position pruned (it was stalled longer than the
           // retention): the stream ends rather than skip them; its reconnect gets the 410.
-          const unsubscribe = await tail.subscribe((e) => (replaying ? held.push(e) : deliver(e)), () => sink.end());
+          const unsubscribe = await tail.subscribe((e) => (replaying ? void held.push(e) : accept(e)), () => sink.end());
           if (resumeAfter === undefined) {
             // Without Last-Event-ID the stream starts with the next event.
             last = tail.seq;
@@ -85,7 +114,8 @@ export const eventRoutes: Route[] = [
               // none of it is sent, the stream ends, and the client's reconnect gets the 410.
               const pruned = await prunedThrough(deps.fs.pool);
               if (last < pruned) throw resumePointExpired(last, pruned);
-              for (const e of page) deliver(e);
+              for (const e of page) accept(e);
+              await drained; // the next page starts after what this one delivered
               if (page.length < REPLAY_PAGE) replaying = false;
               else await sink.ready();
             }
@@ -93,7 +123,7 @@ export const eventRoutes: Route[] = [
             unsubscribe();
             throw err;
           }
-          for (const e of held) deliver(e);
+          for (const e of held) accept(e);
           held.length = 0;
           // A client that reconnects before any event arrived resumes from here, not from "now".
           sink.position(last);
