@@ -58,6 +58,19 @@ describe('lone surrogates (not UTF-8, refused by PostgreSQL)', () => {
     const after = await c.json<{ version: number; metadata: Record<string, unknown> }>('GET', `/v1/nodes/${node.id}`, 200);
     expect(after).toMatchObject({ version: 1, metadata: {} });
   });
+
+  it('the refusal says where: the path of the value or key, inside a large body too', async () => {
+    const t = await mountOf();
+    const { node } = await c.json<{ node: { id: number } }>('PUT', `/v1/files?${qs({ mountId: t.mount.key, path: 'w.txt' })}`, 200, { body: 'w' });
+    const route = `/v1/nodes/${node.id}/metadata`;
+    const wide = Array.from({ length: 20_000 }, (_, i) => `"k${i}":"v${i}"`).join(',');
+    const value = await expectError(c.call('PATCH', route, rawJson(`{"set":{${wide},"k":{"deeper":["ok","\\ud800"]}}}`)), 400, 'VALIDATION_ERROR');
+    expect(value.message).toBe('set.k.deeper.1: not valid Unicode (a lone surrogate)');
+    const key = await expectError(c.call('PATCH', route, rawJson(`{"set":{${wide},"list":[1,{"\\udc00":2}]}}`)), 400, 'VALIDATION_ERROR');
+    expect(key.message).toBe('set.list.1.<key>: a key that is not valid Unicode (a lone surrogate)');
+    const deep = await expectError(c.call('PATCH', route, rawJson(`{"set":{${wide},"a":{"b":${'['.repeat(70)}${']'.repeat(70)}}}}`)), 400, 'VALIDATION_ERROR');
+    expect(deep.message).toBe(`body.set.a.b${'.0'.repeat(61)}: JSON bodies may nest at most 64 levels deep`);
+  });
 });
 
 describe('deeply nested JSON', () => {

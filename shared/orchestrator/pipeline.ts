@@ -4,7 +4,7 @@ import type { BackendRegistry } from '../backends/registry.ts';
 import type { Pool, PoolClient } from '../db/pool.ts';
 import { FilestoreError, asFilestoreError } from '../errors.ts';
 import { beginCommand, findByIdempotencyKey, findEntry, releaseIdempotencyKey, type JournalEntry, type NewEntry } from '../catalogue/journal.ts';
-import { MAX_JSON_DEPTH, tooDeep } from '../json-value.ts';
+import { checkedBefore, MAX_JSON_DEPTH, tooDeep } from '../json-value.ts';
 import { ancestorsOf } from '../paths.ts';
 import { getMount } from '../catalogue/mounts.ts';
 import type { Mount } from '../catalogue/types.ts';
@@ -45,10 +45,10 @@ async function resolveMount(pool: Pool, cache: MountCache, ref: string): Promise
 const TRANSIENT = new Set(['INTERRUPTED', 'STORAGE_ERROR', 'INTERNAL', 'REQUEST_TIMEOUT', 'UNAVAILABLE', 'INSUFFICIENT_STORAGE']);
 
 /** sha256 over the command and its canonical request: what makes two requests "the same". */
-export function fingerprint(command: string, mountId: string, request: Record<string, unknown>): string {
-  // Requests are depth-checked at the edge (parseInput); checked again (iteratively) so a
-  // caller that skipped it cannot overflow the stack here or in JSON.stringify.
-  if (tooDeep(request) !== null) throw new FilestoreError('VALIDATION_ERROR', `the request nests deeper than ${MAX_JSON_DEPTH} levels`);
+export function fingerprint(command: string, mountId: string, request: Record<string, unknown>, checked = false): string {
+  // Requests are checked at the edge (parseInput: `checked`); one that was not is depth-checked
+  // here (iteratively), so it cannot overflow the stack in canonical() or JSON.stringify.
+  if (!checked && tooDeep(request) !== null) throw new FilestoreError('VALIDATION_ERROR', `the request nests deeper than ${MAX_JSON_DEPTH} levels`);
   const canonical = (v: unknown): unknown =>
     v && typeof v === 'object' && !Array.isArray(v)
       ? Object.fromEntries(Object.keys(v as object).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])]))
@@ -77,7 +77,10 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
 ): Promise<CommandResult> {
   let cached = await resolveMount(deps.pool, deps.mounts, mountRef);
   const request = spec.journalRequest(req);
-  const print = fingerprint(spec.command, cached.id, request);
+  // The journal request is made of the parsed request's parts: walked already if that was.
+  const checked = checkedBefore(req);
+  const printedFor = cached.id;
+  const print = fingerprint(spec.command, printedFor, request, checked);
   const client = await deps.pool.connect();
   let broken = false;
   let released = false;
@@ -96,7 +99,7 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
       command: spec.command,
       request,
       idempotencyKey: ctx.idempotencyKey ?? null,
-      requestFingerprint: fingerprint(spec.command, mountId, request),
+      requestFingerprint: mountId === printedFor ? print : fingerprint(spec.command, mountId, request, checked),
       principal: ctx.principal ?? null,
       correlationId: ctx.correlationId ?? null,
     });

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { FilestoreError } from '../errors.ts';
-import { jsonValueProblem } from '../json-value.ts';
+import { jsonValueProblem, vouchFor } from '../json-value.ts';
 import { normalizePath } from '../paths.ts';
 
 /**
@@ -48,5 +48,5 @@ export function parseInput<S extends z.ZodType>(schema: S, input: unknown): z.in
   // What is journaled (and stored as metadata) must be storable as jsonb and safe to walk.
   const problem = jsonValueProblem(value);
   if (problem) throw new FilestoreError('VALIDATION_ERROR', `${problem.at}: ${problem.problem}`);
-  return value as z.infer<S>;
+  return vouchFor(value) as z.infer<S>;
 }
