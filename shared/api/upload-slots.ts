@@ -4,8 +4,10 @@ import { FilestoreError } from '../errors.ts';
  * How many request bodies may stream into storage at once. An upload holds a database
  * connection (and its path locks, which live on that connection) while its bytes arrive at
  * the client's pace, so without a bound a crowd of slow or stalled uploads takes the whole
- * pool and every other route waits. Half the pool by default: the other half always serves
- * the rest of the API. Beyond the bound an upload is refused at once (503 with Retry-After)
+ * pool and every other route waits. Half the pool by default: uploads never hold the other
+ * half, which the rest of the API shares with whatever else the process runs on the pool (an
+ * agent's command and reconcile workers, relay, maintenance). Beyond the bound an upload is
+ * refused at once (503 with Retry-After)
  * rather than queued: a queue would only move the crowd from the pool to the process.
  */
 export class UploadSlots {
