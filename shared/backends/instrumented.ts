@@ -128,6 +128,10 @@ class InstrumentedBackend implements Backend {
     return this.timed('delete', () => this.inner.delete(path, options));
   }
 
+  async ready(): Promise<void> {
+    await this.inner.ready?.();
+  }
+
   discardStaging(stagingId: string): Promise<void> {
     return this.timed('discardStaging', () => this.inner.discardStaging(stagingId));
   }

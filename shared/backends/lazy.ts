@@ -73,6 +73,10 @@ export class LazyBackend implements Backend {
     return (await this.backend()).delete(path, options);
   }
 
+  async ready(): Promise<void> {
+    await (await this.backend()).ready?.();
+  }
+
   async discardStaging(stagingId: string): Promise<void> {
     return (await this.backend()).discardStaging(stagingId);
   }

@@ -186,4 +186,12 @@ export interface Backend {
 
   /** Removes everything a command that did not finish staged (recovery, once its owner is gone). */
   discardStaging(stagingId: string): Promise<void>;
+
+  /**
+   * Throws UNAVAILABLE when the storage cannot be reached at all (a local mount's root gone,
+   * renamed or unmounted): checked before a command touches storage, so such a command is
+   * journaled failed at once (a retryable 503) instead of left pending until the root returns.
+   * Optional: a backend without it (S3) answers through its operations.
+   */
+  ready?(): Promise<void>;
 }

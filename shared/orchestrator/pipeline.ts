@@ -121,6 +121,9 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
       assertWritable(mount);
       plan = await spec.prepare(step, req);
       if (spec.preState) await step.journal(await spec.preState(step, req, plan));
+      // Storage that cannot be reached at all (a local root gone) fails the command here, untouched,
+      // rather than half way, where nothing can be judged until the root is back.
+      await step.backend.ready?.();
       await deps.hooks?.beforeStorage?.(entry.id);
     } catch (err) {
       body?.resume(); // drain an unread upload so the client sees the error, not a stalled socket

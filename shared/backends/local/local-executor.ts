@@ -285,6 +285,11 @@ export class LocalExecutor implements Backend {
     return this.staging.discardLeftovers(finished, 'discardLeftovers');
   }
 
+  /** UNAVAILABLE unless the mount's root is still a directory (one lstat). */
+  ready(): Promise<void> {
+    return this.mount.assertRootThere();
+  }
+
   async discardStaging(stagingId: string): Promise<void> {
     await this.staging.discard(stagingId, 'discardStaging');
   }
