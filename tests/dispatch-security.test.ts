@@ -62,7 +62,7 @@ async function enqueueRaw(agentId: string, data: unknown, opts?: JobsOptions): P
 }
 
 async function securityEvents(kind: string): Promise<number> {
-  return total(parseMetrics(await agent.fs.metrics.text()).samples, 'filestore_security_events_total', `kind="${kind}"`);
+  return total(parseMetrics((await agent.fs.metrics.exposition?.text()) ?? '').samples, 'filestore_security_events_total', `kind="${kind}"`);
 }
 
 const deleteOf = (mountId: string, p = 'victim.txt'): Omit<CommandMessage, 'agentId' | 'expiresAt' | 'signature'> => ({

@@ -10,7 +10,7 @@ import { BackendRegistry } from '../shared/backends/registry.ts';
 import type { Backend } from '../shared/backends/types.ts';
 import { FilestoreError } from '../shared/errors.ts';
 import { OutboxRelay } from '../shared/events/relay.ts';
-import { defaultMetrics, FilestoreMetrics } from '../shared/metrics/metrics.ts';
+import { defaultMetrics, PromMetrics } from '../shared/metrics/prom.ts';
 import { Orchestrator } from '../shared/orchestrator/orchestrator.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { backendConformanceSuite, collect, readAll, sha256 } from './conformance/backend-suite.ts';
@@ -93,7 +93,7 @@ function sampleValue(text: string, name: string, labels: Record<string, string> 
 }
 
 /** Reads a counter-like sample as 0 when the series does not exist yet. */
-const counterOf = async (m: FilestoreMetrics, name: string, labels: Record<string, string>) =>
+const counterOf = async (m: PromMetrics, name: string, labels: Record<string, string>) =>
   sampleValue(await m.text(), name, labels) ?? 0;
 
 const OPS = 'filestore_executor_operations_total';
@@ -103,7 +103,7 @@ const body = (s: string | Buffer) => Readable.from([Buffer.from(s)]);
 // ---- Commands on real mounts, counted in an injected registry.
 
 let fs: Filestore;
-let metrics: FilestoreMetrics;
+let metrics: PromMetrics;
 let backends: BackendRegistry;
 let orchestrator: Orchestrator;
 let relay: OutboxRelay;
@@ -111,7 +111,7 @@ let relay: OutboxRelay;
 beforeAll(async () => {
   // This process publishes through `relay` only, so the lag it reports is its own.
   fs = await startFilestore({ relay: false });
-  metrics = new FilestoreMetrics();
+  metrics = new PromMetrics();
   backends = new BackendRegistry({ credentials: TEST_S3_CREDENTIALS }, { metrics });
   relay = new OutboxRelay({ pool: fs.pool, bus: fs.bus, intervalMs: 600_000, metrics });
   orchestrator = new Orchestrator({ pool: fs.pool, backends });
@@ -215,7 +215,7 @@ describe.each<BackendKind>(['local', 's3'])('executor metrics on %s', (kind) => 
 
 describe('outbox lag', () => {
   it('is the age of the oldest event in the last published batch, and 0 when idle', async () => {
-    const m = new FilestoreMetrics({ collectDefaults: false });
+    const m = new PromMetrics({ collectDefaults: false });
     const now = Date.parse('2030-01-01T00:00:10Z');
     m.recordOutboxPublished([{ occurredAt: '2030-01-01T00:00:08.500Z' }, { occurredAt: '2030-01-01T00:00:07Z' }], now);
     expect(sampleValue(await m.text(), 'filestore_outbox_lag_seconds')).toBe(3);
@@ -243,7 +243,7 @@ describe('outbox lag', () => {
 
 describe('the metric set', () => {
   it('every metric of SPEC §7 and the HTTP metrics are exposed with HELP, TYPE and their label names', async () => {
-    const m = new FilestoreMetrics();
+    const m = new PromMetrics();
     m.recordExecutor('local', 'stat', 'ok', 0.002);
     m.executorBytes.inc({ backend: 'local', operation: 'read' }, 1);
     m.watcherEvents.inc({ mount: 'docs', event: 'add' });
@@ -328,7 +328,7 @@ describe('instrumentBackend', () => {
   };
 
   it('rethrows the very error of every operation and counts it', async () => {
-    const m = new FilestoreMetrics({ collectDefaults: false });
+    const m = new PromMetrics({ collectDefaults: false });
     const b = instrumentBackend(failing, m);
     await expect(b.stat('x')).rejects.toBe(failure);
     await expect(b.mkdir('x', { parents: false })).rejects.toBe(failure);
@@ -348,7 +348,7 @@ describe('instrumentBackend', () => {
   });
 
   it('a stream that fails mid-way fails for the consumer with the same error, after the bytes it gave', async () => {
-    const m = new FilestoreMetrics({ collectDefaults: false });
+    const m = new PromMetrics({ collectDefaults: false });
     const stream = await instrumentBackend(failing, m).read('x');
     const seen: Buffer[] = [];
     await expect(
@@ -369,7 +369,7 @@ describe('instrumentBackend', () => {
       let source: Readable | undefined;
       const local = new LocalExecutor({ rootPath: root });
       const spy: Backend = { ...failing, read: async (p) => (source = await local.read(p)) };
-      const stream = await instrumentBackend(spy, new FilestoreMetrics({ collectDefaults: false })).read('big.bin');
+      const stream = await instrumentBackend(spy, new PromMetrics({ collectDefaults: false })).read('big.bin');
       for await (const _ of stream) break;
       await new Promise((r) => setImmediate(r));
       expect(source?.destroyed).toBe(true);
@@ -385,7 +385,7 @@ backendConformanceSuite('local, instrumented', async () => {
   const root = await mkdtemp(path.join(os.tmpdir(), 'filestore-metrics-'));
   const raw = (rel: string) => path.join(root, rel);
   return {
-    backend: instrumentBackend(new LocalExecutor({ rootPath: root }), new FilestoreMetrics({ collectDefaults: false })),
+    backend: instrumentBackend(new LocalExecutor({ rootPath: root }), new PromMetrics({ collectDefaults: false })),
     async putRaw(rel, bytes) {
       await mkdir(path.dirname(raw(rel)), { recursive: true });
       await writeFile(raw(rel), bytes);
@@ -404,7 +404,7 @@ backendConformanceSuite('s3, instrumented', async () => {
   return {
     backend: instrumentBackend(
       new S3Executor({ bucket, prefix, endpoint: server.endpoint, region: 'us-east-1', credentials: TEST_S3_CREDENTIALS }),
-      new FilestoreMetrics({ collectDefaults: false }),
+      new PromMetrics({ collectDefaults: false }),
     ),
     putRaw: (rel, bytes) => putRawKey(server.client, bucket, prefix + rel, bytes),
     getRaw: (rel) => getRawKey(server.client, bucket, prefix + rel),

@@ -13,7 +13,7 @@ import { migrate } from '../shared/db/migrate.ts';
 import { EVENTS_CHANNEL, InlineEventBus } from '../shared/events/bus.ts';
 import { OutboxTail } from '../shared/events/outbox-tail.ts';
 import { OutboxRelay, RELAY_LOCK } from '../shared/events/relay.ts';
-import { FilestoreMetrics } from '../shared/metrics/metrics.ts';
+import { PromMetrics } from '../shared/metrics/prom.ts';
 import { createFilestore, type Filestore } from '../shared/runtime.ts';
 import { createTestMount, startFilestore } from './support/filestore.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './support/env.ts';
@@ -136,7 +136,7 @@ describe('publication order (a catalogue of its own, so sequence numbers start a
       await admin.end();
     }
     await migrate(urlOf(database));
-    fs = await createFilestore({ databaseUrl: urlOf(database), redisUrl: 'inline', migrate: false, maintenanceIntervalMs: 600_000, metrics: new FilestoreMetrics({ collectDefaults: false }) });
+    fs = await createFilestore({ databaseUrl: urlOf(database), redisUrl: 'inline', migrate: false, maintenanceIntervalMs: 600_000, metrics: new PromMetrics({ collectDefaults: false }) });
     await fs.bus.subscribe((e) => onBus.push(e));
     tail = new OutboxTail({ q: fs.pool, bus: fs.bus, pollMs: 200 });
     await tail.start();
@@ -261,7 +261,7 @@ describe('publication order (a catalogue of its own, so sequence numbers start a
     await bus.subscribe((e) => got.push(e));
     let passes = 0;
     const counting = { connect: () => (passes++, fs.pool.connect()) } as unknown as Pool;
-    const relay = new OutboxRelay({ pool: counting, bus, intervalMs: 3_600_000, metrics: new FilestoreMetrics({ collectDefaults: false }) });
+    const relay = new OutboxRelay({ pool: counting, bus, intervalMs: 3_600_000, metrics: new PromMetrics({ collectDefaults: false }) });
     await fs.relay?.stop(); // this catalogue's own relay would publish the row itself
     const holder = await fs.pool.connect();
     const mountId = randomUUID();

@@ -17,7 +17,7 @@ import { migrate } from '../shared/db/migrate.ts';
 import { InlineEventBus } from '../shared/events/bus.ts';
 import { OutboxTail } from '../shared/events/outbox-tail.ts';
 import { OutboxRelay } from '../shared/events/relay.ts';
-import { FilestoreMetrics } from '../shared/metrics/metrics.ts';
+import { PromMetrics } from '../shared/metrics/prom.ts';
 import { createFilestore, type Filestore } from '../shared/runtime.ts';
 import { startTestServer, type TestServer } from './support/api.ts';
 import { TEST_DATABASE_URL } from './support/env.ts';
@@ -63,7 +63,7 @@ afterAll(async () => {
   }
 });
 
-const metrics = () => new FilestoreMetrics({ collectDefaults: false });
+const metrics = () => new PromMetrics({ collectDefaults: false });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {

@@ -13,7 +13,7 @@ import { migrate } from '../shared/db/migrate.ts';
 import { commandQueueName } from '../shared/dispatch/messages.ts';
 import { startAgentPresence, type AgentPresence } from '../shared/dispatch/presence.ts';
 import { startCommandWorker, type CommandWorker } from '../shared/dispatch/worker.ts';
-import { FilestoreMetrics } from '../shared/metrics/metrics.ts';
+import { PromMetrics } from '../shared/metrics/prom.ts';
 import { BullMqReconcileQueue, bullJobId } from '../shared/queues/bullmq-queue.ts';
 import { createReconciler } from '../shared/reconcile/reconciler.ts';
 import { catalogueQueuePrefix } from '../shared/queues/prefix.ts';
@@ -76,7 +76,7 @@ const open = (database: string, consume: boolean) =>
     migrate: false,
     recover: false,
     maintenanceIntervalMs: 600_000,
-    metrics: new FilestoreMetrics({ collectDefaults: false }),
+    metrics: new PromMetrics({ collectDefaults: false }),
     agentId: null, // an API process: commands for an agent's mount are dispatched
     commandSecrets: [TEST_COMMAND_SECRET],
     commandWaitMs: 1_500,
@@ -162,7 +162,7 @@ describe('one Redis database, two catalogues', () => {
       await qa.close();
 
       // A's consumer (a reconcile worker process of catalogue A, as `filestore reconcile-worker` makes it).
-      const consumer = new BullMqReconcileQueue(TEST_REDIS_URL, { pool: a.pool, prefix: a.queuePrefix, metrics: new FilestoreMetrics({ collectDefaults: false }) });
+      const consumer = new BullMqReconcileQueue(TEST_REDIS_URL, { pool: a.pool, prefix: a.queuePrefix, metrics: new PromMetrics({ collectDefaults: false }) });
       cleanups.push(() => consumer.close());
       await consumer.start(createReconciler(a));
       expect(await settled(a, ja.job.id)).toEqual({ status: 'succeeded', attempts: 1 });
@@ -242,7 +242,7 @@ describe('FILESTORE_QUEUE_PREFIX', () => {
       recover: false,
       relay: false,
       maintenanceIntervalMs: 600_000,
-      metrics: new FilestoreMetrics({ collectDefaults: false }),
+      metrics: new PromMetrics({ collectDefaults: false }),
       queuePrefix: 'fstest-override',
     });
     try {

@@ -3,7 +3,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { enqueueJob, findJob, type ReconcileJobRow } from '../shared/catalogue/jobs.ts';
-import { FilestoreMetrics } from '../shared/metrics/metrics.ts';
+import { PromMetrics } from '../shared/metrics/prom.ts';
 import { BullMqReconcileQueue, bullJobId, type ReconcileMessage } from '../shared/queues/bullmq-queue.ts';
 import type { ReconcileRequest } from '../shared/reconcile/types.ts';
 import type { Filestore } from '../shared/runtime.ts';
@@ -69,7 +69,7 @@ describe('reconcile queue (bullmq) through a Redis outage', () => {
     const a = await redisProxy(); // everyone's way to Redis
     const b = await redisProxy(); // the way of a producer that never reaches Redis again
     const open = (url: string) => {
-      const q = new BullMqReconcileQueue(url, { pool: fs.pool, metrics: new FilestoreMetrics({ collectDefaults: false }), name, prefix: PREFIX, mountIds, sweepIntervalMs: 200, backoffMs: 5 });
+      const q = new BullMqReconcileQueue(url, { pool: fs.pool, metrics: new PromMetrics({ collectDefaults: false }), name, prefix: PREFIX, mountIds, sweepIntervalMs: 200, backoffMs: 5 });
       cleanups.push(() => q.close());
       return q;
     };
@@ -142,7 +142,7 @@ describe('reconcile queue (bullmq) through a Redis outage', () => {
     const open = () => {
       const q = new BullMqReconcileQueue(TEST_REDIS_URL, {
         pool: fs.pool,
-        metrics: new FilestoreMetrics({ collectDefaults: false }),
+        metrics: new PromMetrics({ collectDefaults: false }),
         name,
         prefix: PREFIX,
         mountIds: [owned.mount.id, shared.mount.id],
@@ -179,7 +179,7 @@ describe('reconcile queue (bullmq) through a Redis outage', () => {
     const t = await mount();
     const queue = new BullMqReconcileQueue(TEST_REDIS_URL, {
       pool: fs.pool,
-      metrics: new FilestoreMetrics({ collectDefaults: false }),
+      metrics: new PromMetrics({ collectDefaults: false }),
       name,
       prefix: PREFIX,
       mountIds: [t.mount.id],

@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { claimJob, enqueueJob, findJob, type ReconcileJobRow } from '../shared/catalogue/jobs.ts';
 import type { Mount } from '../shared/catalogue/types.ts';
-import { FilestoreMetrics } from '../shared/metrics/metrics.ts';
+import { PromMetrics } from '../shared/metrics/prom.ts';
 import { createReconcileQueue } from '../shared/queues/create-reconcile-queue.ts';
 import type { ReconcileQueue } from '../shared/queues/reconcile-queue.ts';
 import { enqueueAudits, startAuditScheduler } from '../shared/reconcile/audit-scheduler.ts';
@@ -42,7 +42,7 @@ async function obliterate(name: string): Promise<void> {
 }
 
 async function setup(mode: Mode, o: { mounts?: number; attempts?: number } = {}) {
-  const metrics = new FilestoreMetrics({ collectDefaults: false });
+  const metrics = new PromMetrics({ collectDefaults: false });
   const testMounts: TestMount[] = [];
   for (let i = 0; i < (o.mounts ?? 1); i++) testMounts.push(await createTestMount(fs, 'local'));
   const mounts = testMounts.map((t) => t.mount);
@@ -292,7 +292,7 @@ describe('reconcile queue routing (bullmq)', () => {
       const h = scriptedHandler();
       const queue = createReconcileQueue(TEST_REDIS_URL, {
         pool: fs.pool,
-        metrics: new FilestoreMetrics({ collectDefaults: false }),
+        metrics: new PromMetrics({ collectDefaults: false }),
         name: t.name,
         prefix: PREFIX,
         backoffMs: 5,

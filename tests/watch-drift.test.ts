@@ -1,5 +1,6 @@
 import { mkdir, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { PromMetrics } from '../shared/metrics/prom.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { atomicSave, eventually, nodeAt, outbox, settle, startWatchFilestore, watchedMount, watcherDrift } from './support/watch-harness.ts';
 
@@ -142,7 +143,7 @@ describe.each(['chokidar', 'parcel'] as const)('watched local mount (%s)', (back
       await fs.orchestrator.delete(m.mountId, { path: 'own/sub-copy', recursive: true });
       const sentinel = await settle(fs, m);
       // The watcher did see those writes (events beyond the sentinel's), and judged them no drift.
-      const seen = (await fs.metrics.watcherEvents.get()).values.filter((v) => v.labels.mount === m.t.mount.key).reduce((n, v) => n + v.value, 0);
+      const seen = (await (fs.metrics as PromMetrics).watcherEvents.get()).values.filter((v) => v.labels.mount === m.t.mount.key).reduce((n, v) => n + v.value, 0);
       expect(seen).toBeGreaterThan(3);
       const drift = await watcherDrift(fs, m.mountId);
       expect(drift.map((d) => d.data.path)).toEqual([sentinel]);

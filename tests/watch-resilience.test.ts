@@ -14,6 +14,7 @@ import {
   type WatchHandlers,
 } from '../agent/watch/index.ts';
 import type { Mount } from '../shared/catalogue/types.ts';
+import type { PromMetrics } from '../shared/metrics/prom.ts';
 import { lockKey } from '../shared/orchestrator/locks.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { createTestMount } from './support/filestore.ts';
@@ -36,7 +37,7 @@ const rescanJobs = async (mountId: string) => {
 };
 
 const watcherMetric = async (mountKey: string, event: string) =>
-  (await fs.metrics.watcherEvents.get()).values.find((v) => v.labels.mount === mountKey && v.labels.event === event)?.value ?? 0;
+  (await (fs.metrics as PromMetrics).watcherEvents.get()).values.find((v) => v.labels.mount === mountKey && v.labels.event === event)?.value ?? 0;
 
 /** The real backends, with their handlers kept so a test can report problems through them. */
 function capturingFactory() {

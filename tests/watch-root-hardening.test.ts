@@ -7,7 +7,7 @@ import type { RootLookPurpose } from '../agent/watch/root-guard.ts';
 import { lookAtRoot, type RootLook } from '../shared/backends/local/root-check.ts';
 import { getMount } from '../shared/catalogue/mounts.ts';
 import { lockPathsForWrite } from '../shared/catalogue/reconcile-writes.ts';
-import { FilestoreMetrics } from '../shared/metrics/metrics.ts';
+import { PromMetrics } from '../shared/metrics/prom.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { createTestMount, startFilestore } from './support/filestore.ts';
 import { eventually, nodeAt, settle, startWatchFilestore, watchedMount, watcherDrift } from './support/watch-harness.ts';
@@ -26,7 +26,7 @@ beforeAll(async () => {
   idle = await startFilestore({
     redisUrl: 'inline',
     recover: false,
-    metrics: new FilestoreMetrics({ collectDefaults: false }),
+    metrics: new PromMetrics({ collectDefaults: false }),
     reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] },
   });
 });

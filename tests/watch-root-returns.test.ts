@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWatchBackend, DriftSink, MountWatcher, type WatchBackendFactory } from '../agent/watch/index.ts';
-import { FilestoreMetrics } from '../shared/metrics/metrics.ts';
+import { PromMetrics } from '../shared/metrics/prom.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { createTestMount, startFilestore } from './support/filestore.ts';
 import { eventually, nodeAt, outbox, startWatchFilestore, watchedMount, watcherDrift, type WatchedMount } from './support/watch-harness.ts';
@@ -23,7 +23,7 @@ beforeAll(async () => {
   idle = await startFilestore({
     redisUrl: 'inline',
     recover: false,
-    metrics: new FilestoreMetrics({ collectDefaults: false }),
+    metrics: new PromMetrics({ collectDefaults: false }),
     reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] },
   });
 });

@@ -11,7 +11,7 @@ import { claimJob, type ReconcileJobRow } from '../shared/catalogue/jobs.ts';
 import { createReconciler } from '../shared/reconcile/reconciler.ts';
 import { LocalStrategy } from '../shared/reconcile/strategies/local.ts';
 import { lockKey } from '../shared/orchestrator/locks.ts';
-import { FilestoreMetrics } from '../shared/metrics/metrics.ts';
+import { PromMetrics } from '../shared/metrics/prom.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { createTestMount, startFilestore, type TestMount } from './support/filestore.ts';
 import { eventually, nodeAt, outbox, startWatchFilestore, watchedMount, watcherDrift, writeFilesOutOfProcess } from './support/watch-harness.ts';
@@ -155,7 +155,7 @@ describe('paths a listing of their directory already on its way will see', () =>
     fs = await startFilestore({
       redisUrl: 'inline',
       recover: false,
-      metrics: new FilestoreMetrics({ collectDefaults: false }),
+      metrics: new PromMetrics({ collectDefaults: false }),
       reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] },
     });
     t = await createTestMount(fs, 'local');

@@ -19,7 +19,7 @@ import { createWatchBackend } from '../../agent/watch/backends/index.ts';
 import { inotifyWatchCount } from '../../agent/watch/inotify.ts';
 import type { WatchBackendChoice, WatchBackendFactory, WatchBackendKind } from '../../agent/watch/types.ts';
 import { getMount } from '../../shared/catalogue/mounts.ts';
-import { FilestoreMetrics } from '../../shared/metrics/metrics.ts';
+import { PromMetrics } from '../../shared/metrics/prom.ts';
 import { createFilestore } from '../../shared/runtime.ts';
 import { randomUUID } from 'node:crypto';
 import { createMount } from '../../shared/catalogue/mounts.ts';
@@ -133,7 +133,7 @@ export async function runWatchChild(args: string[]): Promise<void> {
     recover: false,
     relay: false,
     maintenanceIntervalMs: 3_600_000,
-    metrics: new FilestoreMetrics({ collectDefaults: false }),
+    metrics: new PromMetrics({ collectDefaults: false }),
     // Rescan requests become queued rows (deleted with the mount); nothing runs them here.
     reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [spec.mountId] },
   });

@@ -42,7 +42,7 @@ export async function serveApi(o: ServeOptions): Promise<ApiServer> {
   const deps: ApiDeps = {
     fs: o.fs,
     events,
-    metrics: o.fs.metrics,
+    metrics: o.fs.metrics.exposition ?? undefined,
     log: o.log,
     uploads: UploadSlots.forPool(o.fs.pool.options.max ?? 20),
     readiness: createReadiness({ fs: o.fs, log: o.log, more: o.readiness }),

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serveApi, type ApiServer } from '../../shared/api/serve.ts';
 import { createMount } from '../../shared/catalogue/mounts.ts';
 import { ensureDatabase } from '../../shared/db/ensure-database.ts';
-import { FilestoreMetrics } from '../../shared/metrics/metrics.ts';
+import { PromMetrics } from '../../shared/metrics/prom.ts';
 import { createFilestore, type Filestore } from '../../shared/runtime.ts';
 import { eventually } from '../support/agent-process.ts';
 import { startPostgresServer, type TestPostgresServer } from '../support/postgres-server.ts';
@@ -35,7 +35,7 @@ beforeAll(async () => {
     redisUrl: redis.url,
     poolSize: 8,
     maintenanceIntervalMs: 500,
-    metrics: new FilestoreMetrics({ collectDefaults: false }),
+    metrics: new PromMetrics({ collectDefaults: false }),
     reconcile: { consume: true, concurrency: 1 },
     log: (l) => logs.push(l),
   });

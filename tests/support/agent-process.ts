@@ -16,7 +16,7 @@ import { FilestoreClient } from '../../shared/client/index.ts';
 import { ensureDatabase } from '../../shared/db/ensure-database.ts';
 import { migrate } from '../../shared/db/migrate.ts';
 import { EVENTS_CHANNEL } from '../../shared/events/bus.ts';
-import { FilestoreMetrics } from '../../shared/metrics/metrics.ts';
+import { PromMetrics } from '../../shared/metrics/prom.ts';
 import { createFilestore, type Filestore } from '../../shared/runtime.ts';
 import { bearerFetch } from './bearer-fetch.ts';
 import { TEST_COMMAND_SECRET } from './command-secret.ts';
@@ -360,7 +360,7 @@ export async function startApiProcess(deployment: Deployment, o: { commandWaitMs
     migrate: false,
     recover: false,
     maintenanceIntervalMs: 600_000,
-    metrics: new FilestoreMetrics({ collectDefaults: false }),
+    metrics: new PromMetrics({ collectDefaults: false }),
     reconcile: { consume: false },
     commandWaitMs: o.commandWaitMs,
     commandSecrets: [TEST_COMMAND_SECRET],

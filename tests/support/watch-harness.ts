@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { MountWatcher, type MountWatcherOptions } from '../../agent/watch/index.ts';
 import type { WatchBackendChoice } from '../../agent/watch/types.ts';
 import { findLiveByPath } from '../../shared/catalogue/nodes.ts';
-import { FilestoreMetrics } from '../../shared/metrics/metrics.ts';
+import { PromMetrics } from '../../shared/metrics/prom.ts';
 import type { Filestore } from '../../shared/runtime.ts';
 import { createTestMount, startFilestore, type TestMount } from './filestore.ts';
 
@@ -19,7 +19,7 @@ export async function startWatchFilestore(): Promise<Filestore> {
   return startFilestore({
     redisUrl: 'inline',
     recover: false,
-    metrics: new FilestoreMetrics({ collectDefaults: false }),
+    metrics: new PromMetrics({ collectDefaults: false }),
     reconcile: { consume: true, queueRedisUrl: 'inline', mountIds: [], concurrency: 2 },
   });
 }
