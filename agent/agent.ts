@@ -201,6 +201,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         cron: o.auditCron,
         redisUrl: o.redisUrl,
         select: o.auditSelection ?? { agentId: o.agentId },
+        metrics: fs.metrics,
         log,
       });
       cleanups.push(() => audits.close());

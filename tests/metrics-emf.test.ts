@@ -264,6 +264,15 @@ describe('EmfMetrics publication', () => {
     expect(series.has('filestore_reconcile_backlog')).toBe(false);
   });
 
+  it('a gauge removed before the publication (a mount gone) is not published; its other labels are', () => {
+    const m = emf();
+    m.auditAge.set({ mount: 'gone' }, 50);
+    m.auditAge.set({ mount: 'kept' }, 60);
+    m.auditAge.remove({ mount: 'gone' });
+    const series = emfSeries(captureStdout(() => m.publishStoredMetrics()).documents);
+    expect(series.get('filestore_audit_age_seconds')?.map((s) => [s.dimensions.mount, s.values])).toEqual([['kept', [60]]]);
+  });
+
   it('a histogram of more than 100 observations goes out in documents of at most 100 values, each observation once', () => {
     const m = emf();
     const observations = Array.from({ length: 250 }, (_, i) => i / 1000);

@@ -65,7 +65,7 @@ export function registerReconcileWorker(program: Command): void {
       const handler = createReconciler(fs, { maxMissingRatio: config.FILESTORE_MAX_MISSING_RATIO, s3MissingGraceMs: config.FILESTORE_S3_MISSING_GRACE_MS });
       await queue.start(handler, { concurrency: config.FILESTORE_RECONCILE_CONCURRENCY });
       if (config.FILESTORE_AUDIT_CRON) {
-        audits = await startAuditScheduler({ pool: fs.pool, queue, cron: config.FILESTORE_AUDIT_CRON, redisUrl: config.REDIS_URL, log });
+        audits = await startAuditScheduler({ pool: fs.pool, queue, cron: config.FILESTORE_AUDIT_CRON, redisUrl: config.REDIS_URL, metrics: fs.metrics, log });
       }
       log(
         `reconcile worker: consuming ${queue.name} on ${new URL(config.REDIS_URL).host} (prefix ${fs.queuePrefix}) with concurrency ${config.FILESTORE_RECONCILE_CONCURRENCY}; ` +

@@ -107,3 +107,30 @@ export async function deleteMount(q: Queryable, idOrKey: string): Promise<{ node
   );
   return { nodes: rows[0]?.nodes ?? 0 };
 }
+
+/**
+ * Seconds since each active mount's last complete audit began (audited_at: every node is
+ * checked as of then), or since its registration when none ever finished; by the database's
+ * clock, which also stamped audited_at. `agentId` keeps that agent's local mounts; `mountIds` narrows.
+ */
+export async function auditAges(
+  q: Queryable,
+  o: { agentId?: string | undefined; mountIds?: readonly string[] | undefined } = {},
+): Promise<Array<{ key: string; seconds: number }>> {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (o.agentId !== undefined) {
+    params.push(o.agentId);
+    where.push(`kind = 'local' AND agent_id = $${params.length}`);
+  }
+  if (o.mountIds) {
+    params.push([...o.mountIds]);
+    where.push(`id = ANY ($${params.length}::uuid[])`);
+  }
+  const { rows } = await q.query<{ key: string; seconds: number }>(
+    `SELECT key, greatest(0, extract(epoch FROM now() - coalesce(audited_at, created_at)))::float8 AS seconds
+       FROM filestore.mounts WHERE state = 'active' ${where.map((w) => `AND ${w}`).join(' ')} ORDER BY key`,
+    params,
+  );
+  return rows;
+}

@@ -54,7 +54,7 @@ export class EmfMetrics extends MetricSet {
     const record = (d: MetricDefinition, labels: Readonly<Record<string, string>>, value: number) => self?.record(d, labels, value);
     super({
       counter: (d) => ({ inc: (labels, value = 1) => record(d, labels, value) }),
-      gauge: (d) => ({ set: (labels, value) => record(d, labels, value) }),
+      gauge: (d) => ({ set: (labels, value) => record(d, labels, value), remove: (labels) => self?.forget(d, labels) }),
       histogram: (d) => ({ observe: (labels, seconds) => record(d, labels, seconds) }),
     });
     self = this;
@@ -84,8 +84,7 @@ export class EmfMetrics extends MetricSet {
 
   private record(d: MetricDefinition, labels: Labels<string>, value: number): void {
     // The definition's labels, in its order: one key per combination, the same dimension order.
-    const dimensions: Record<string, string> = {};
-    for (const label of d.labels) dimensions[label] = dimensionValue(labels[label]);
+    const dimensions = this.dimensionsOf(d, labels);
     const key = JSON.stringify(dimensions);
     let series = this.series.get(key);
     if (!series) this.series.set(key, (series = { dimensions, values: new Map() }));
@@ -100,6 +99,20 @@ export class EmfMetrics extends MetricSet {
       stored.observations.push(value);
       if (stored.observations.length >= MAX_VALUES) this.publish(key);
     }
+  }
+
+  /** Drops a gauge's value not yet published. */
+  private forget(d: MetricDefinition, labels: Labels<string>): void {
+    const key = JSON.stringify(this.dimensionsOf(d, labels));
+    const series = this.series.get(key);
+    if (!series?.values.delete(d.name)) return;
+    if (series.values.size === 0) this.series.delete(key);
+  }
+
+  private dimensionsOf(d: MetricDefinition, labels: Labels<string>): Record<string, string> {
+    const dimensions: Record<string, string> = {};
+    for (const label of d.labels) dimensions[label] = dimensionValue(labels[label]);
+    return dimensions;
   }
 
   private publish(key: string): void {

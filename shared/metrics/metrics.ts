@@ -16,6 +16,8 @@ export interface CounterMetric<L extends string> {
 /** A value that is set; the last one set is what is reported. */
 export interface GaugeMetric<L extends string> {
   set(labels: Labels<L>, value: number): void;
+  /** Stops reporting these labels (a mount gone): no stale value stays behind. */
+  remove(labels: Labels<L>): void;
 }
 
 /** A distribution of durations, observed in seconds. */

@@ -3,6 +3,8 @@ import { Redis } from 'ioredis';
 import { RedisHealth } from '../redis/health.ts';
 import { mountsDueForAudit, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import type { Queryable } from '../db/pool.ts';
+import type { FilestoreMetrics } from '../metrics/metrics.ts';
+import { refreshAuditAges } from './audit-age.ts';
 import { FilestoreError } from '../errors.ts';
 import { RECONCILE_QUEUE, type ReconcileQueue } from '../queues/reconcile-queue.ts';
 
@@ -29,6 +31,8 @@ export interface AuditSchedulerOptions {
   /** Name of the BullMQ queue the scheduler's ticks go through (default `filestore-reconcile-audits`). */
   name?: string | undefined;
   select?: AuditSelection | undefined;
+  /** Where filestore_audit_age_seconds{mount} of the selected mounts is kept current (none: not reported). */
+  metrics?: FilestoreMetrics | undefined;
   log?: ((line: string) => void) | undefined;
 }
 
@@ -90,7 +94,15 @@ export async function startAuditScheduler(o: AuditSchedulerOptions): Promise<Aud
     }
     return { enqueued: t.enqueued.map((j) => j.id), joined: t.joined };
   };
-  return o.redisUrl === 'inline' ? startTimer(o, () => tick(select), log) : startBullScheduler(o, select, tick, log);
+  const scheduler = o.redisUrl === 'inline' ? startTimer(o, () => tick(select), log) : await startBullScheduler(o, select, tick, log);
+  if (!o.metrics) return scheduler;
+  const stopAges = refreshAuditAges({ pool: o.pool, metrics: o.metrics, select, onError: (e) => log(`audit: audit age not measured: ${e.message}`) });
+  return {
+    async close() {
+      stopAges();
+      await scheduler.close();
+    },
+  };
 }
 
 function startTimer(o: AuditSchedulerOptions, tick: () => Promise<unknown>, log: (line: string) => void): AuditScheduler {

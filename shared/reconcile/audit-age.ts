@@ -1,0 +1,55 @@
+import { auditAges } from '../catalogue/mounts.ts';
+import type { Queryable } from '../db/pool.ts';
+import type { FilestoreMetrics } from '../metrics/metrics.ts';
+import type { AuditSelection } from './audit-scheduler.ts';
+
+/**
+ * Sets filestore_audit_age_seconds{mount} for the selected active mounts (SPEC §7: time since
+ * the mount's last finished audit, measured from when that audit began) and returns their keys.
+ * The audit Lambda calls it before it publishes; long-running processes through refreshAuditAges.
+ */
+export async function recordAuditAges(q: Queryable, metrics: FilestoreMetrics, select: AuditSelection = {}): Promise<Set<string>> {
+  const ages = await auditAges(q, select);
+  for (const { key, seconds } of ages) metrics.auditAge.set({ mount: key }, seconds);
+  return new Set(ages.map((a) => a.key));
+}
+
+export interface AuditAgeRefreshOptions {
+  pool: Queryable;
+  metrics: FilestoreMetrics;
+  select?: AuditSelection | undefined;
+  /** Default 15 s, as the reconcile backlog gauge. */
+  intervalMs?: number | undefined;
+  /** Hears the first failed measurement of an outage (not every one while it lasts). */
+  onError?: ((e: Error) => void) | undefined;
+}
+
+/**
+ * Keeps the gauge current in a process that schedules audits (the agent, npm start, the
+ * reconcile worker): at once, then every interval. A mount removed, paused or handed to another
+ * agent stops being reported here. Returns the stopper.
+ */
+export function refreshAuditAges(o: AuditAgeRefreshOptions): () => void {
+  let stopped = false;
+  let failing = false;
+  let reported = new Set<string>();
+  const refresh = () => {
+    recordAuditAges(o.pool, o.metrics, o.select)
+      .then((keys) => {
+        for (const key of reported) if (!keys.has(key)) o.metrics.auditAge.remove({ mount: key });
+        reported = keys;
+        failing = false;
+      })
+      .catch((e: Error) => {
+        if (!stopped && !failing) o.onError?.(e);
+        failing = true;
+      });
+  };
+  refresh();
+  const timer = setInterval(refresh, o.intervalMs ?? 15_000);
+  timer.unref();
+  return () => {
+    stopped = true;
+    clearInterval(timer);
+  };
+}
