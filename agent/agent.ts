@@ -12,8 +12,8 @@ import { startCommandWorker, type CommandWorker } from '../shared/dispatch/worke
 import { executesHere } from '../shared/dispatch/ownership.ts';
 import { startAuditScheduler, type AuditScheduler, type AuditSelection } from '../shared/reconcile/audit-scheduler.ts';
 import { migrate } from '../shared/db/migrate.ts';
-import { PACKAGE_VERSION } from '../shared/package.ts';
-import { createFilestore, type Filestore, type FilestoreOptions } from '../shared/runtime.ts';
+import { packageVersion } from '../shared/package.ts';
+import { startServices, wireFilestore, type Filestore, type FilestoreOptions } from '../shared/runtime.ts';
 import { MountWatcher, watchMounts, type WatchersHandle } from './watch/index.ts';
 import type { WatchBackendChoice } from './watch/types.ts';
 
@@ -72,7 +72,7 @@ export interface AgentOptions {
   mountRefreshMs?: number | undefined;
   /** Runs once the catalogue is up, before the agent looks at its mounts (npm start registers mount "local" here). */
   prepare?: ((fs: Filestore) => Promise<void>) | undefined;
-  /** Extra createFilestore options (tests). */
+  /** Extra core options (tests): given to wireFilestore and startServices. */
   filestore?: Partial<FilestoreOptions> | undefined;
   log?: ((line: string) => void) | undefined;
 }
@@ -90,16 +90,13 @@ export interface RunningAgent {
   stop(): Promise<void>;
 }
 
-export const AGENT_VERSION: string = PACKAGE_VERSION;
-
 export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const log = o.log ?? (() => {});
   const inline = o.redisUrl === 'inline';
   // One live agent per id: the id is claimed before anything touches this agent's mounts or
   // queues (a second agent with it is refused; a restart after a SIGKILL waits out the dead
   // one's lease). The registration table must be migrated for that.
-  const migrated = !inline && o.filestore?.migrate !== false;
-  if (migrated) await migrate(o.databaseUrl, log);
+  if (o.filestore?.migrate !== false) await migrate(o.databaseUrl, log);
   // Another instance took the id. While this one starts, the start fails at its next step
   // (AGENT_ID_IN_USE) and a command worker already running takes nothing more; once started,
   // lostId stops the agent.
@@ -116,30 +113,39 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     ? null
     : await startAgentPresence(
         { databaseUrl: o.databaseUrl },
-        { id: o.agentId, version: AGENT_VERSION, url: o.advertisedUrl, intervalMs: o.heartbeatIntervalMs, log, onSuperseded: (holder) => onLost(holder) },
+        { id: o.agentId, version: packageVersion(), url: o.advertisedUrl, intervalMs: o.heartbeatIntervalMs, log, onSuperseded: (holder) => onLost(holder) },
       );
+  const options: FilestoreOptions = {
+    databaseUrl: o.databaseUrl,
+    redisUrl: o.redisUrl,
+    poolSize: o.poolSize,
+    s3: { endpoint: o.s3Endpoint },
+    log,
+    agentId: o.agentId,
+    commandSecrets: o.commandSecrets,
+    commandTtlMs: o.commandTtlMs,
+    reconcile: {
+      consume: true,
+      concurrency: o.reconcileConcurrency,
+      maxMissingRatio: o.maxMissingRatio,
+      s3MissingGraceMs: o.s3MissingGraceMs,
+      agentId: o.agentId,
+    },
+    ...o.filestore,
+  };
+  // The core, then what a long-running process adds to it: the recovery sweep and the
+  // maintenance timer, the relay's loop, the reconcile consumer.
   let fs: Filestore;
   try {
-    fs = await createFilestore({
-      databaseUrl: o.databaseUrl,
-      redisUrl: o.redisUrl,
-      poolSize: o.poolSize,
-      s3: { endpoint: o.s3Endpoint },
-      log,
-      agentId: o.agentId,
-      commandSecrets: o.commandSecrets,
-      commandTtlMs: o.commandTtlMs,
-      reconcile: {
-        consume: true,
-        concurrency: o.reconcileConcurrency,
-        maxMissingRatio: o.maxMissingRatio,
-        s3MissingGraceMs: o.s3MissingGraceMs,
-        agentId: o.agentId,
-      },
-      ...o.filestore,
-      ...(migrated ? { migrate: false } : {}),
-    });
+    fs = await wireFilestore(options);
   } catch (err) {
+    await presence?.stop().catch(() => {});
+    throw err;
+  }
+  try {
+    await startServices(fs, options);
+  } catch (err) {
+    await fs.close().catch(() => {});
     await presence?.stop().catch(() => {});
     throw err;
   }

@@ -1,13 +1,13 @@
 import { BackendRegistry, type S3Defaults } from './backends/registry.ts';
 import { MemoryReadThroughCache, RedisReadThroughCache, type ReadThroughCache } from './cache/read-through.ts';
 import { CatalogueReader } from './catalogue/reader.ts';
-import { compactRollups } from './catalogue/rollups.ts';
-import { DEFAULT_OUTBOX_RETENTION_MS, pruneOutbox } from './catalogue/outbox-retention.ts';
+import { DEFAULT_OUTBOX_RETENTION_MS } from './catalogue/outbox-retention.ts';
 import { createPool, type Pool } from './db/pool.ts';
 import { migrate } from './db/migrate.ts';
 import { InlineEventBus, RedisEventBus, type EventBus } from './events/bus.ts';
 import { reportedOutage } from './redis/health.ts';
 import { withoutRepeats } from './repeated-log.ts';
+import { maintenancePass, type MaintenanceOptions, type MaintenanceReport } from './maintenance.ts';
 import { OutboxRelay } from './events/relay.ts';
 import type { OrchestratorHooks } from './orchestrator/context.ts';
 import { Orchestrator } from './orchestrator/orchestrator.ts';
@@ -23,18 +23,20 @@ export interface FilestoreOptions {
   databaseUrl: string;
   /** redis://… or 'inline' (in-process events and cache: one process only). */
   redisUrl: string;
+  /** Connections of the pool (default 20; a Lambda's core: 1-2). */
   poolSize?: number | undefined;
   /** How long a caller waits for a connection of a busy pool before 503 UNAVAILABLE (default 10 000 ms). */
   poolAcquireTimeoutMs?: number | undefined;
   cacheTtlSeconds?: number | undefined;
   s3?: S3Defaults | undefined;
   hooks?: OrchestratorHooks | undefined;
-  /** Apply migrations at start (default true). */
+  /** createFilestore: apply migrations first (default true). wireFilestore never does. */
   migrate?: boolean | undefined;
-  /** Resolve pending journal entries at start and every `maintenanceIntervalMs` (default true). */
+  /** Resolve pending journal entries in maintenance passes (startServices' timer, `maintain`; default true). */
   recover?: boolean | undefined;
   /** Publish the outbox from this process (default true). */
   relay?: boolean | undefined;
+  /** startServices: how often the maintenance pass runs (default 30 000 ms). */
   maintenanceIntervalMs?: number | undefined;
   /** FILESTORE_OUTBOX_RETENTION: published events older than this are deleted by the maintenance step (default 7 days). */
   outboxRetentionMs?: number | undefined;
@@ -77,13 +79,18 @@ export interface ReconcileSetup {
   queueRedisUrl?: string | undefined;
 }
 
-/** The core wired together: what `npm start`, the agent, the Lambdas and tests all run. */
+/**
+ * The core wired together: what `npm start`, the agent, the Lambdas and tests all run. Built by
+ * `wireFilestore` (nothing running on its own); `startServices` adds the loops of long-running
+ * processes; `createFilestore` does both.
+ */
 export interface Filestore {
   pool: Pool;
   orchestrator: Orchestrator;
   reader: CatalogueReader;
   bus: EventBus;
   cache: ReadThroughCache;
+  /** Publishes the outbox: its loop runs once `startServices` started it; `flushOutbox` works either way. */
   relay: OutboxRelay | null;
   backends: BackendRegistry;
   metrics: FilestoreMetrics;
@@ -95,14 +102,33 @@ export interface Filestore {
   queuePrefix: string;
   /** After a commit that changed a mount outside the orchestrator (reconciliation): cache and relay. */
   changed(mountId: string): Promise<void>;
+  /**
+   * One maintenance pass (maintenance.ts): publish what the outbox owes, resolve the pending
+   * journal entries this process may judge, compact rollups, prune the outbox. The maintenance
+   * Lambda calls it once per invocation; long-running processes run it on their timer.
+   */
+  maintain(options?: MaintenanceOptions): Promise<MaintenanceReport>;
+  /**
+   * Publishes the outbox rows committed so far (0 without a relay). A Lambda calls it before
+   * it returns: its container may be frozen next, and nothing else of it runs until then.
+   */
+  flushOutbox(): Promise<number>;
+  /** Stops what `startServices` started, drains the consumers and the relay, closes every connection. */
   close(): Promise<void>;
 }
 
-export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
+/**
+ * The core wired, nothing started: no migrations, no timers, no recovery sweep, no consumer, a
+ * relay that publishes only when asked (`flushOutbox`, `maintain`). What a Lambda builds once
+ * per container (pool of 1-2: `poolSize`). It opens the pool (one query: the catalogue's queue
+ * prefix, so the catalogue must be migrated) and, with Redis, the event bus's publisher, the
+ * cache's connection and the reconcile queue as a producer; after `close()` nothing of it keeps
+ * the process alive.
+ */
+export async function wireFilestore(o: FilestoreOptions): Promise<Filestore> {
   const log = o.log ?? (() => {});
   // Before anything is opened: a process that would dispatch unsigned commands does not start.
   const signer = dispatchSigner(o.agentId, o.redisUrl, o.commandSecrets);
-  if (o.migrate !== false) await migrate(o.databaseUrl, log);
   const pool = createPool(o.databaseUrl, o.poolSize ?? 20, { acquireTimeoutMs: o.poolAcquireTimeoutMs });
   let queuePrefix: string;
   try {
@@ -115,43 +141,21 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
   const bus: EventBus = inline ? new InlineEventBus() : new RedisEventBus(o.redisUrl, log);
   const cache: ReadThroughCache = inline ? new MemoryReadThroughCache() : new RedisReadThroughCache(o.redisUrl, o.cacheTtlSeconds, log);
   // A Redis outage is logged once by the connection that meets it, not per failed operation;
-  // background loops that fail every pass (PostgreSQL away) log the same line once a minute.
+  // a relay failing every pass (PostgreSQL away) logs the same line once a minute.
   const logRepeats = withoutRepeats(log);
-  const logUnlessReported = (what: string) => (e: Error) => {
-    if (!reportedOutage(e)) logRepeats(`${what}: ${e.message}`);
-  };
   const metrics = o.metrics ?? defaultMetrics();
-  const relay = o.relay === false ? null : new OutboxRelay({ pool, bus, metrics, onError: (e) => logUnlessReported('outbox relay')(e as Error) });
+  const relay = o.relay === false ? null : new OutboxRelay({ pool, bus, metrics, onError: (e) => logUnlessReported(logRepeats, 'outbox relay')(e as Error) });
   const backends = new BackendRegistry(o.s3, { metrics });
   const changed = async (mountId: string) => {
     relay?.nudge();
-    await cache.invalidateMount(mountId).catch(logUnlessReported('cache invalidation failed'));
+    await cache.invalidateMount(mountId).catch(logUnlessReported(logRepeats, 'cache invalidation failed'));
   };
   const orchestrator = new Orchestrator({ pool, backends, hooks: o.hooks, afterCommit: changed, identity: o.agentId });
   const reader = new CatalogueReader(pool, cache);
   const commands = new CommandRouter({ pool, orchestrator, mounts: reader, redisUrl: o.redisUrl, queuePrefix, identity: o.agentId, waitMs: o.commandWaitMs, commandTtlMs: o.commandTtlMs, signer, log });
 
-  const maintenance = async () => {
-    if (o.recover !== false) {
-      const r = await orchestrator.recover();
-      if (r.succeeded + r.failed + r.error > 0) {
-        log(`recovery: ${r.succeeded} completed, ${r.failed} marked failed, ${r.error} unresolved (storage unreachable; retried)`);
-      }
-    }
-    await compactRollups(pool);
-    const pruned = await pruneOutbox(pool, { retentionMs: o.outboxRetentionMs ?? DEFAULT_OUTBOX_RETENTION_MS });
-    if (pruned.deleted > 0) log(`outbox: deleted ${pruned.deleted} published events older than the retention (through seq ${pruned.prunedThrough})`);
-  };
-  await maintenance().catch((e: Error) => logRepeats(`maintenance: ${e.message}`));
-  relay?.start();
-  const timer = setInterval(() => {
-    maintenance().catch((e: Error) => logRepeats(`maintenance: ${e.message}`));
-  }, o.maintenanceIntervalMs ?? 30_000);
-  timer.unref();
-
   const r = o.reconcile ?? {};
-  const queueUrl = r.queueRedisUrl ?? o.redisUrl;
-  const reconcile = createReconcileQueue(queueUrl, {
+  const reconcile = createReconcileQueue(r.queueRedisUrl ?? o.redisUrl, {
     pool,
     metrics,
     log,
@@ -160,8 +164,9 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
     mountIds: r.mountIds,
     agentId: r.consume ? r.agentId : undefined,
   });
+  const maintenance = { pool, orchestrator, relay, recover: o.recover !== false, outboxRetentionMs: o.outboxRetentionMs ?? DEFAULT_OUTBOX_RETENTION_MS, log };
 
-  const fs: Filestore = {
+  return {
     pool,
     orchestrator,
     reader,
@@ -174,8 +179,9 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
     reconcile,
     commands,
     queuePrefix,
+    maintain: (options) => maintenancePass(maintenance, options),
+    flushOutbox: async () => (relay ? relay.flush() : 0),
     async close() {
-      clearInterval(timer);
       await commands.close().catch((e: Error) => log(`command router: ${e.message}`));
       await reconcile.close().catch((e: Error) => log(`reconcile queue: ${e.message}`));
       await relay?.stop();
@@ -184,9 +190,73 @@ export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
       await pool.end();
     },
   };
-  if (r.consume ?? queueUrl === 'inline') {
+}
+
+/** What `startServices` reads (a FilestoreOptions does). */
+export type ServiceOptions = Pick<FilestoreOptions, 'redisUrl' | 'maintenanceIntervalMs' | 'reconcile' | 'log'>;
+
+/**
+ * Adds what long-running processes (`npm start`, the agent, the reconcile worker) run to a
+ * wired core: a maintenance pass now and every `maintenanceIntervalMs` (recovery sweep, rollup
+ * compaction, outbox pruning), the relay's loop, and the reconcile consumer when
+ * `reconcile.consume` says so (default: in inline mode). The core's `close()` stops them first.
+ * Returns the same core.
+ */
+export async function startServices(fs: Filestore, o: ServiceOptions): Promise<Filestore> {
+  const log = o.log ?? (() => {});
+  // A background loop failing every pass (PostgreSQL away) logs the same line once a minute.
+  const logRepeats = withoutRepeats(log);
+  // The relay's loop publishes; a pass that also did would only be refused the relay's lock.
+  let passing: Promise<void> | null = null;
+  const pass = () => {
+    passing ??= fs
+      .maintain({ publish: false })
+      .then(
+        () => {},
+        (e: Error) => logRepeats(`maintenance: ${e.message}`),
+      )
+      .finally(() => {
+        passing = null;
+      });
+    return passing;
+  };
+  await pass();
+  fs.relay?.start();
+  const timer = setInterval(() => void pass(), o.maintenanceIntervalMs ?? 30_000);
+  timer.unref();
+  const closeCore = fs.close;
+  fs.close = async () => {
+    clearInterval(timer);
+    await passing;
+    await closeCore();
+  };
+
+  const r = o.reconcile ?? {};
+  if (r.consume ?? (r.queueRedisUrl ?? o.redisUrl) === 'inline') {
     const handler = createReconciler(fs, { maxMissingRatio: r.maxMissingRatio, s3MissingGraceMs: r.s3MissingGraceMs, agentId: r.agentId });
-    await reconcile.start(handler, { concurrency: r.concurrency });
+    await fs.reconcile.start(handler, { concurrency: r.concurrency });
   }
   return fs;
+}
+
+/**
+ * The whole core of a long-running process (and of most tests): migrations unless
+ * `migrate: false`, `wireFilestore`, then `startServices`.
+ */
+export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
+  dispatchSigner(o.agentId, o.redisUrl, o.commandSecrets); // refused before the migrations run
+  if (o.migrate !== false) await migrate(o.databaseUrl, o.log ?? (() => {}));
+  const fs = await wireFilestore(o);
+  try {
+    return await startServices(fs, o);
+  } catch (err) {
+    await fs.close().catch(() => {});
+    throw err;
+  }
+}
+
+function logUnlessReported(log: (line: string) => void, what: string): (e: Error) => void {
+  return (e) => {
+    if (!reportedOutage(e)) log(`${what}: ${e.message}`);
+  };
 }

@@ -6,7 +6,8 @@ import { startAuditScheduler, type AuditScheduler } from '../../shared/reconcile
 import { createReconciler } from '../../shared/reconcile/reconciler.ts';
 import type { AttemptReport } from '../../shared/reconcile/worker.ts';
 import { COUNTS } from './reconcile.ts';
-import { createFilestore, type Filestore } from '../../shared/runtime.ts';
+import { migrate } from '../../shared/db/migrate.ts';
+import { startServices, wireFilestore, type Filestore, type FilestoreOptions } from '../../shared/runtime.ts';
 
 /**
  * `filestore reconcile-worker` (npm run filestore:reconcile): consumes `filestore-reconcile`
@@ -45,7 +46,7 @@ export function registerReconcileWorker(program: Command): void {
       process.on('SIGINT', () => void stop('SIGINT'));
       process.on('SIGTERM', () => void stop('SIGTERM'));
 
-      fs = await createFilestore({
+      const options: FilestoreOptions = {
         databaseUrl: config.DATABASE_URL,
         redisUrl: config.REDIS_URL,
         poolSize: config.FILESTORE_DB_POOL_SIZE,
@@ -53,7 +54,11 @@ export function registerReconcileWorker(program: Command): void {
         queuePrefix: config.FILESTORE_QUEUE_PREFIX,
         outboxRetentionMs: config.FILESTORE_OUTBOX_RETENTION,
         log,
-      });
+      };
+      await migrate(options.databaseUrl, log);
+      // The core, then the long-running part (maintenance timer, relay loop); its own queue
+      // below consumes (the core's reconcile queue only sends follow-up jobs).
+      fs = await startServices(await wireFilestore(options), options);
       // The catalogue's prefix (fs.queuePrefix): the queue the API and agents of this catalogue send to.
       queue = new BullMqReconcileQueue(config.REDIS_URL, {
         pool: fs.pool,

@@ -1,8 +1,9 @@
 import type { Filestore } from '../runtime.ts';
-import type { OutboxTail } from '../events/outbox-tail.ts';
-import type { UploadSlots } from './upload-slots.ts';
+import { OutboxTail } from '../events/outbox-tail.ts';
+import { createReadiness } from './readiness.ts';
+import { UploadSlots } from './upload-slots.ts';
 
-/** What the routes work with; built once per process (see http-server.ts, and later the API Lambda). */
+/** What the routes work with; built once per process by `buildApiDeps`, whatever the transport. */
 export interface ApiDeps {
   fs: Filestore;
   /** Follows published events for the event stream; absent where streaming is impossible (Lambda). */
@@ -14,4 +15,45 @@ export interface ApiDeps {
   /** Readiness of the process's dependencies by name ("ok" or the problem). */
   readiness(): Promise<Record<string, string>>;
   log(line: string): void;
+}
+
+export interface ApiDepsOptions {
+  log(line: string): void;
+  /**
+   * Serve GET /v1/events/stream: one tail of the outbox feeds every stream (a long-running
+   * process). Without it the route answers 501 NOT_IMPLEMENTED, naming the agent's stream.
+   */
+  eventStream?: boolean | undefined;
+  /** More /readyz checks by name (the agent says whether it has finished starting). */
+  readiness?: (() => Promise<Record<string, string>>) | undefined;
+  /** GET /metrics' text; null: not served here (default: the core's metrics). */
+  metrics?: ApiDeps['metrics'] | null;
+}
+
+export interface BuiltApiDeps {
+  deps: ApiDeps;
+  /** Stops the event tail (open streams end); the core stays open. */
+  close(): void;
+}
+
+/**
+ * The routes' dependencies built from a core: readiness checks, the upload bound (half the
+ * pool), metrics text and, for long-running processes, the event tail. Every transport (the
+ * node:http server, the API Lambda's converter) calls this one function.
+ */
+export async function buildApiDeps(fs: Filestore, o: ApiDepsOptions): Promise<BuiltApiDeps> {
+  let events: OutboxTail | undefined;
+  if (o.eventStream) {
+    events = new OutboxTail({ q: fs.pool, bus: fs.bus, onError: (e) => o.log(`event stream: ${(e as Error).message}`) });
+    await events.start();
+  }
+  const deps: ApiDeps = {
+    fs,
+    events,
+    metrics: o.metrics === null ? undefined : (o.metrics ?? fs.metrics.exposition ?? undefined),
+    log: o.log,
+    uploads: UploadSlots.forPool(fs.pool.options.max ?? 20),
+    readiness: createReadiness({ fs, log: o.log, more: o.readiness }),
+  };
+  return { deps, close: () => events?.stop() };
 }

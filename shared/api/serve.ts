@@ -1,10 +1,7 @@
 import { createApi } from './app.ts';
 import { Authenticator, isLoopback, type TokenEntry } from './auth.ts';
-import type { ApiDeps } from './deps.ts';
+import { buildApiDeps } from './deps.ts';
 import { startHttpServer, type HttpServer } from './http-server.ts';
-import { createReadiness } from './readiness.ts';
-import { UploadSlots } from './upload-slots.ts';
-import { OutboxTail } from '../events/outbox-tail.ts';
 import { FilestoreError } from '../errors.ts';
 import type { Filestore } from '../runtime.ts';
 
@@ -26,7 +23,7 @@ export interface ApiServer extends HttpServer {
   authDisabled: boolean;
 }
 
-/** The API on a local HTTP port: routes, authentication, the event-stream tail. */
+/** The API on a local HTTP port: node:http in front of the routes (deps from buildApiDeps, event stream on) and authentication. */
 export async function serveApi(o: ServeOptions): Promise<ApiServer> {
   if (o.authDisabled && !isLoopback(o.host)) {
     throw new FilestoreError(
@@ -37,23 +34,18 @@ export async function serveApi(o: ServeOptions): Promise<ApiServer> {
   if (!o.authDisabled && o.tokens.length === 0) {
     throw new FilestoreError('CONFIG_ERROR', 'no API tokens configured: set FILESTORE_API_TOKENS (create one with `filestore token create`)');
   }
-  const events = new OutboxTail({ q: o.fs.pool, bus: o.fs.bus, onError: (e) => o.log(`event stream: ${(e as Error).message}`) });
-  await events.start();
-  const deps: ApiDeps = {
-    fs: o.fs,
-    events,
-    metrics: o.fs.metrics.exposition ?? undefined,
-    log: o.log,
-    uploads: UploadSlots.forPool(o.fs.pool.options.max ?? 20),
-    readiness: createReadiness({ fs: o.fs, log: o.log, more: o.readiness }),
-  };
-  const api = createApi(deps, new Authenticator({ tokens: o.tokens, disabled: o.authDisabled }));
-  const server = await startHttpServer({ api, host: o.host, port: o.port, log: o.log, bodyIdleTimeoutMs: o.bodyIdleTimeoutMs, onResponse: (method, route, status, seconds) => o.fs.metrics.recordHttpRequest(method, route, status, seconds) });
+  const built = await buildApiDeps(o.fs, { log: o.log, eventStream: true, readiness: o.readiness });
+  const api = createApi(built.deps, new Authenticator({ tokens: o.tokens, disabled: o.authDisabled }));
+  const onResponse = (method: string, route: string, status: number, seconds: number) => o.fs.metrics.recordHttpRequest(method, route, status, seconds);
+  const server = await startHttpServer({ api, host: o.host, port: o.port, log: o.log, bodyIdleTimeoutMs: o.bodyIdleTimeoutMs, onResponse }).catch((err: unknown) => {
+    built.close();
+    throw err;
+  });
   return {
     ...server,
     authDisabled: o.authDisabled === true,
     async close() {
-      events.stop();
+      built.close();
       await server.close();
     },
   };

@@ -49,6 +49,7 @@ export class OutboxRelay {
   private refusals = 0;
   private running: Promise<void> | null = null;
   private again = false;
+  private started = false;
   private stopped = false;
 
   private readonly metrics: FilestoreMetrics;
@@ -57,7 +58,9 @@ export class OutboxRelay {
     this.metrics = o.metrics ?? defaultMetrics();
   }
 
+  /** Runs the loop: passes on the poll, on nudges and after refusals (long-running processes). */
   start(): void {
+    this.started = true;
     this.stopped = false;
     const tick = () => {
       this.runPass();
@@ -66,9 +69,12 @@ export class OutboxRelay {
     tick();
   }
 
-  /** Asks for a publication pass within the batch window; passes never overlap. */
+  /**
+   * Asks for a publication pass within the batch window; passes never overlap. A relay that was
+   * never started (a Lambda's core) sets no timer: its process publishes with `flush` instead.
+   */
   nudge(): void {
-    if (this.stopped || this.pendingNudge) return;
+    if (!this.started || this.stopped || this.pendingNudge) return;
     this.pendingNudge = setTimeout(() => {
       this.pendingNudge = null;
       this.runPass();
@@ -111,6 +117,25 @@ export class OutboxRelay {
   /** Publishes until nothing committed is left; returns the number published (0 when another relay holds the lock). */
   async drain(): Promise<number> {
     return (await this.pass()).published;
+  }
+
+  /**
+   * Publishes every row committed before the call, whether or not the loop runs: a pass refused
+   * the lock is tried again (after `retryMs`, doubling) for up to `patienceMs`, since the
+   * process holding it may have claimed from a snapshot taken before those rows committed.
+   * Returns the number this call published; past the patience, what is left waits for the next
+   * relay pass anywhere (a long-running relay's poll, the maintenance pass).
+   */
+  async flush(patienceMs = 5_000): Promise<number> {
+    const until = performance.now() + patienceMs;
+    let total = 0;
+    for (let refusals = 0; ; refusals++) {
+      const { published, refused } = await this.pass();
+      total += published;
+      if (!refused || performance.now() >= until) return total;
+      const delay = Math.min(this.o.intervalMs ?? 500, (this.o.retryMs ?? 20) * 2 ** Math.min(refusals, 16));
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, Math.min(delay, until - performance.now()))));
+    }
   }
 
   private async pass(): Promise<{ published: number; refused: boolean }> {

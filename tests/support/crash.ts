@@ -14,11 +14,13 @@ export function crashIn(
   crashAt: 'before-storage' | 'during-storage' | 'after-storage',
   mount: string,
   command: { name: string; input: Record<string, unknown>; content?: string; sizeBytes?: number },
+  /** More environment for the child (e.g. TEST_DATABASE_URL: a catalogue of the test's own). */
+  env: Record<string, string> = {},
 ): Promise<NodeJS.Signals | number | null> {
   const appName = `crash-${randomUUID().slice(0, 8)}`;
   return new Promise<NodeJS.Signals | number | null>((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'tests/support/crash-child.ts'], {
-      env: { ...process.env, CRASH_AT: crashAt, MOUNT: mount, COMMAND: JSON.stringify(command), FILESTORE_ALLOW_INLINE: 'true', PGAPPNAME: appName },
+      env: { ...process.env, ...env, CRASH_AT: crashAt, MOUNT: mount, COMMAND: JSON.stringify(command), FILESTORE_ALLOW_INLINE: 'true', PGAPPNAME: appName },
       stdio: ['ignore', 'inherit', 'inherit'],
     });
     child.on('error', reject);

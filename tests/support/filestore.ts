@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { createMount } from '../../shared/catalogue/mounts.ts';
 import type { Mount } from '../../shared/catalogue/types.ts';
 import type { EventEnvelope } from '../../shared/catalogue/outbox.ts';
-import { createFilestore, type Filestore, type FilestoreOptions } from '../../shared/runtime.ts';
+import { createFilestore, wireFilestore, type Filestore, type FilestoreOptions } from '../../shared/runtime.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './env.ts';
 import { startS3, TEST_S3_CREDENTIALS } from './s3.ts';
 
@@ -16,6 +16,20 @@ export async function startFilestore(options: Partial<FilestoreOptions> = {}): P
     databaseUrl: TEST_DATABASE_URL,
     redisUrl: TEST_REDIS_URL,
     maintenanceIntervalMs: 600_000,
+    s3: { credentials: TEST_S3_CREDENTIALS },
+    ...options,
+  });
+}
+
+/**
+ * The core as a Lambda builds it (wireFilestore): a pool of 2, nothing started (no recovery,
+ * no relay loop, no consumer, no migrations). Publish with `flushOutbox`, maintain with `maintain`.
+ */
+export async function wireTestFilestore(options: Partial<FilestoreOptions> = {}): Promise<Filestore> {
+  return wireFilestore({
+    databaseUrl: TEST_DATABASE_URL,
+    redisUrl: TEST_REDIS_URL,
+    poolSize: 2,
     s3: { credentials: TEST_S3_CREDENTIALS },
     ...options,
   });

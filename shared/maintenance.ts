@@ -1,0 +1,85 @@
+import { compactRollups } from './catalogue/rollups.ts';
+import { pruneOutbox } from './catalogue/outbox-retention.ts';
+import type { Pool } from './db/pool.ts';
+import type { OutboxRelay } from './events/relay.ts';
+import type { Orchestrator } from './orchestrator/orchestrator.ts';
+
+export interface MaintenanceDeps {
+  pool: Pool;
+  orchestrator: Orchestrator;
+  /** null: this process publishes nothing (FilestoreOptions.relay false). */
+  relay: OutboxRelay | null;
+  /** Judge pending journal entries (FilestoreOptions.recover, default true). */
+  recover: boolean;
+  outboxRetentionMs: number;
+  log(line: string): void;
+}
+
+export interface MaintenanceOptions {
+  /**
+   * Publish what the outbox owes (default true). A process whose relay loop runs passes false:
+   * the loop publishes, and a second publisher would only be refused its lock.
+   */
+  publish?: boolean | undefined;
+}
+
+/** What one pass did, for logs and the maintenance Lambda's answer. */
+export interface MaintenanceReport {
+  /** Outbox rows published by this pass (rows committed before it, by any process). */
+  published: number;
+  /** Pending journal entries by outcome; `elsewhere`: another agent's local mount (recoversHere). Null when recovery is off. */
+  recovery: { succeeded: number; failed: number; skipped: number; error: number; elsewhere: number } | null;
+  /** Rollup deltas folded into their rows. */
+  compacted: number;
+  /** Published events older than the retention, deleted. */
+  pruned: number;
+}
+
+/**
+ * One maintenance pass, what long-running processes run on their timer and the maintenance
+ * Lambda once per invocation: publish what the outbox owes (a frozen container's rows), resolve
+ * the pending journal entries this process may judge, publish what that resolved, compact
+ * rollups, prune the outbox. Every step runs even when an earlier one failed (Redis away must
+ * not stop recovery); the pass then rejects with the failures.
+ */
+export async function maintenancePass(d: MaintenanceDeps, o: MaintenanceOptions = {}): Promise<MaintenanceReport> {
+  const report: MaintenanceReport = { published: 0, recovery: null, compacted: 0, pruned: 0 };
+  const failures: Error[] = [];
+  const step = async (name: string, run: () => Promise<void>) => {
+    try {
+      await run();
+    } catch (err) {
+      const e = err instanceof Error ? err : new Error(String(err));
+      failures.push(new Error(`${name}: ${e.message}`, { cause: e }));
+    }
+  };
+  const relay = o.publish === false ? null : d.relay;
+  const publish = async () => {
+    if (relay) report.published += await relay.flush();
+  };
+
+  await step('publishing the outbox', publish);
+  if (d.recover) {
+    await step('recovery', async () => {
+      const r = await d.orchestrator.recover();
+      report.recovery = r;
+      if (r.succeeded + r.failed + r.error > 0) {
+        d.log(`recovery: ${r.succeeded} completed, ${r.failed} marked failed, ${r.error} unresolved (storage unreachable; retried)`);
+      }
+    });
+    // What recovery committed goes out in this pass, not in the next one.
+    const r = report.recovery;
+    if (r && r.succeeded + r.failed > 0) await step('publishing the outbox', publish);
+  }
+  await step('rollup compaction', async () => {
+    report.compacted = await compactRollups(d.pool);
+  });
+  await step('outbox pruning', async () => {
+    const pruned = await pruneOutbox(d.pool, { retentionMs: d.outboxRetentionMs });
+    report.pruned = pruned.deleted;
+    if (pruned.deleted > 0) d.log(`outbox: deleted ${pruned.deleted} published events older than the retention (through seq ${pruned.prunedThrough})`);
+  });
+  if (failures.length === 1) throw failures[0];
+  if (failures.length > 1) throw new AggregateError(failures, failures.map((f) => f.message).join('; '));
+  return report;
+}
