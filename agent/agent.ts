@@ -12,7 +12,7 @@ import { startCommandWorker, type CommandWorker } from '../shared/dispatch/worke
 import { executesHere } from '../shared/dispatch/ownership.ts';
 import { startAuditScheduler, type AuditScheduler, type AuditSelection } from '../shared/reconcile/audit-scheduler.ts';
 import { migrate } from '../shared/db/migrate.ts';
-import { PACKAGE_VERSION } from '../shared/package.ts';
+import { packageVersion } from '../shared/package.ts';
 import { startServices, wireFilestore, type Filestore, type FilestoreOptions } from '../shared/runtime.ts';
 import { MountWatcher, watchMounts, type WatchersHandle } from './watch/index.ts';
 import type { WatchBackendChoice } from './watch/types.ts';
@@ -90,8 +90,6 @@ export interface RunningAgent {
   stop(): Promise<void>;
 }
 
-export const AGENT_VERSION: string = PACKAGE_VERSION;
-
 export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const log = o.log ?? (() => {});
   const inline = o.redisUrl === 'inline';
@@ -115,7 +113,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     ? null
     : await startAgentPresence(
         { databaseUrl: o.databaseUrl },
-        { id: o.agentId, version: AGENT_VERSION, url: o.advertisedUrl, intervalMs: o.heartbeatIntervalMs, log, onSuperseded: (holder) => onLost(holder) },
+        { id: o.agentId, version: packageVersion(), url: o.advertisedUrl, intervalMs: o.heartbeatIntervalMs, log, onSuperseded: (holder) => onLost(holder) },
       );
   const options: FilestoreOptions = {
     databaseUrl: o.databaseUrl,

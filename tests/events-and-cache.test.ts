@@ -6,7 +6,7 @@ import type { Filestore } from '../shared/runtime.ts';
 import { eventsAfter, type EventEnvelope } from '../shared/catalogue/outbox.ts';
 import { EVENTS_CHANNEL } from '../shared/events/bus.ts';
 import { readdir } from 'node:fs/promises';
-import { MIGRATIONS_DIR, migrate } from '../shared/db/migrate.ts';
+import { migrate, migrationsDir } from '../shared/db/migrate.ts';
 import { createTestMount, startFilestore } from './support/filestore.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './support/env.ts';
 
@@ -94,7 +94,7 @@ describe('migrations', () => {
     const url = new URL(TEST_DATABASE_URL);
     url.pathname = `/${db}`;
     const results = await Promise.all([1, 2, 3, 4].map(() => migrate(url.toString())));
-    const files = (await readdir(MIGRATIONS_DIR)).filter((f) => f.endsWith('.sql'));
+    const files = (await readdir(migrationsDir())).filter((f) => f.endsWith('.sql'));
     expect(results.flat().sort()).toEqual(files.map((f) => f.replace(/\.sql$/, '')).sort());
     expect(await migrate(url.toString())).toEqual([]);
     await admin.query(`DROP DATABASE ${db} WITH (FORCE)`);

@@ -1,4 +1,4 @@
-import { PACKAGE_VERSION } from '../../package.ts';
+import { packageVersion } from '../../package.ts';
 import { buildOpenApi } from '../openapi.ts';
 import { defineRoute, json, type Route } from '../route.ts';
 import { commandRoutes } from './commands.ts';
@@ -33,7 +33,7 @@ let description: Record<string, unknown> | undefined;
     summary: 'This API description (OpenAPI 3.1), generated from the schemas that validate requests',
     responses: { 200: 'text' },
     async handle() {
-      description ??= buildOpenApi(ROUTES, PACKAGE_VERSION);
+      description ??= buildOpenApi(ROUTES, packageVersion());
       return json(200, description);
     },
   }),

@@ -1,4 +1,4 @@
-import { closeSync, constants, existsSync, lstatSync, openSync, readlinkSync, realpathSync } from 'node:fs';
+import { closeSync, constants, lstatSync, openSync, readlinkSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { EntryStat } from '../types.ts';
@@ -6,14 +6,13 @@ import { errnoOf } from './errors.ts';
 import { toEntryStat } from './listing.ts';
 import { parentOf } from '../../paths.ts';
 import { pinnedRoot } from './root-check.ts';
+import { hasProcFd } from './safe-path.ts';
 
 /** What the disk holds at a path: an entry, null (absent, or not part of the tree), undefined (could not be read). */
 export type Observed = EntryStat | null | undefined;
 
 // lstat calls between two yields to the event loop (as the local listing does: ~1 ms).
 const WINDOW = 256;
-// /proc/self/fd/N names the directory an fd really refers to, whatever happened to its path since.
-const HAS_PROC_FD = process.platform === 'linux' && existsSync('/proc/self/fd');
 // A directory open that means "nothing below is part of the tree": gone, a file, a symlink (O_NOFOLLOW).
 const ABSENT_OPEN = new Set(['ENOENT', 'ENOTDIR', 'ELOOP']);
 
@@ -78,11 +77,11 @@ export class DiskStat {
     }
     try {
       // A symlink on the way (the handle is somewhere else): nothing below is part of the tree.
-      if ((HAS_PROC_FD ? readlinkSync(`/proc/self/fd/${fd}`) : realpathSync(abs)) !== abs) {
+      if ((hasProcFd() ? readlinkSync(`/proc/self/fd/${fd}`) : realpathSync(abs)) !== abs) {
         for (const p of paths) out.set(p, null);
         return;
       }
-      const base = HAS_PROC_FD ? `/proc/self/fd/${fd}` : abs;
+      const base = hasProcFd() ? `/proc/self/fd/${fd}` : abs;
       const skip = dir.length === 0 ? 0 : dir.length + 1;
       for (let i = 0; i < paths.length; i += WINDOW) {
         if (i > 0) await yieldToLoop();

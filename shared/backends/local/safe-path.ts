@@ -32,8 +32,15 @@ export type AncestorCheck =
   | { state: 'missing'; first: string }
   | { state: 'not-directory'; at: string };
 
-// /proc/self/fd/N names the file an fd really refers to, whatever happened to its path since.
-const HAS_PROC_FD = process.platform === 'linux' && existsSync('/proc/self/fd');
+let procFd: boolean | undefined;
+
+/**
+ * Whether /proc/self/fd/N names the file an fd really refers to, whatever happened to its path
+ * since (Linux). Looked at on first use, not when the module is imported.
+ */
+export function hasProcFd(): boolean {
+  return (procFd ??= process.platform === 'linux' && existsSync('/proc/self/fd'));
+}
 
 export class MountRoot {
   /** realpath of the mount root, resolved once. */
@@ -177,10 +184,10 @@ export class MountRoot {
       throw fsError(err, rel, op);
     }
     try {
-      const real = HAS_PROC_FD ? await readlink(`/proc/self/fd/${fh.fd}`) : await realpath(abs);
+      const real = hasProcFd() ? await readlink(`/proc/self/fd/${fh.fd}`) : await realpath(abs);
       // exact: the handle must be at `abs` itself, not merely somewhere inside the root
       // (a staging file must not land in a user directory through a swapped staging dir).
-      if (!this.isInside(real) || (exact && HAS_PROC_FD && real !== abs)) throw escapesMount(rel, op);
+      if (!this.isInside(real) || (exact && hasProcFd() && real !== abs)) throw escapesMount(rel, op);
       return fh;
     } catch (err) {
       await fh.close().catch(() => undefined);
@@ -191,12 +198,12 @@ export class MountRoot {
 
 /** Where the file behind `fh` really is now (through /proc/self/fd on Linux; else the realpath of `fallbackAbs`). */
 export async function realPathOf(fh: FileHandle, fallbackAbs: string): Promise<string> {
-  return HAS_PROC_FD ? readlink(`/proc/self/fd/${fh.fd}`) : realpath(fallbackAbs);
+  return hasProcFd() ? readlink(`/proc/self/fd/${fh.fd}`) : realpath(fallbackAbs);
 }
 
 /** A path that reopens exactly the file behind `fh` (Linux), so copyFile cannot be redirected. */
 export function handlePath<P extends string | Buffer>(fh: FileHandle, fallbackAbs: P): string | P {
-  return HAS_PROC_FD ? `/proc/self/fd/${fh.fd}` : fallbackAbs;
+  return hasProcFd() ? `/proc/self/fd/${fh.fd}` : fallbackAbs;
 }
 
 /**

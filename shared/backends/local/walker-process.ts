@@ -16,17 +16,25 @@ import type { FromWalker, ToWalker } from './walker.ts';
  * entry (~2 µs each, nearly half of what an lstat costs). Threads share one working
  * directory, so only a process may do that.
  */
-if (typeof process.send !== 'function') throw new Error('walker-process.ts runs as a child process with an IPC channel');
 const send = (m: FromWalker): void => {
   process.send?.(m);
 };
-// The process that started it went away: nothing is left to list for. That is the only way
-// it ends: a Ctrl-C or a service stop signals the whole process group, and the walker must
-// not fail the audits its parent is draining; the parent's exit disconnects it.
-process.on('disconnect', () => process.exit(0));
-process.on('SIGINT', () => undefined);
-process.on('SIGTERM', () => undefined);
-lstatFromWorkingDirectory();
+
+/**
+ * Serves listing sessions over this process's IPC channel until the process that started it
+ * goes away: what the walker process runs (walker-main.ts).
+ */
+export function serveWalkerSessions(): void {
+  if (typeof process.send !== 'function') throw new Error('a walker process runs as a child process with an IPC channel');
+  // The process that started it went away: nothing is left to list for. That is the only way
+  // it ends: a Ctrl-C or a service stop signals the whole process group, and the walker must
+  // not fail the audits its parent is draining; the parent's exit disconnects it.
+  process.on('disconnect', () => process.exit(0));
+  process.on('SIGINT', () => undefined);
+  process.on('SIGTERM', () => undefined);
+  lstatFromWorkingDirectory();
+  process.on('message', onMessage);
+}
 
 // A session lists ahead of its consumer by up to CREDIT messages of about LINES entries each:
 // enough that the consumer never waits on a round trip, few enough that memory stays bounded.
@@ -113,7 +121,7 @@ async function pump(id: number): Promise<void> {
   }
 }
 
-process.on('message', (m: ToWalker) => {
+function onMessage(m: ToWalker): void {
   if (m.kind === 'start') {
     try {
       const { rootPath, dir, recursive, startAfter, below } = m.request;
@@ -139,4 +147,4 @@ process.on('message', (m: ToWalker) => {
       void s.it.return?.(undefined);
     }
   }
-});
+}

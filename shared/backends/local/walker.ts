@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { FilestoreError } from '../../errors.ts';
-import { PACKAGE_ROOT } from '../../package.ts';
+import { runsFromBundle, shippedPath } from '../../package.ts';
 import { comparePaths } from '../../paths.ts';
 import { linePath, rowKind, type StorageRow } from '../entry-lines.ts';
 import type { SkippedNames, SkippedSummary } from '../skipped.ts';
@@ -55,26 +56,37 @@ class WalkerGoneError extends FilestoreError {
   }
 }
 
-// The walker runs plain JavaScript: its TypeScript (the listing code and what it imports) is
-// bundled once per process with esbuild, from the sources, found from the package root (this
-// module itself may run from a bundle in dist/), and handed to `node -` on its stdin (no file
-// anyone else could swap). Running it through tsx instead costs ~40 MB of RSS per walker.
+// The walker runs plain JavaScript, read once per process and handed to `node -` on its stdin
+// (no script file is written for it). Running its TypeScript through tsx instead costs ~40 MB
+// of RSS per walker. A bundle reads that JavaScript from beside itself (WALKER_FILE, written by
+// `npm run build` with the bundle, as trusted as the bundle's own files); the sources (tsx:
+// tests, `npx filestore`) bundle walker-main.ts with esbuild, so an edit is never run stale.
+/** The walker's built code, beside the bundle (cli/bundle.ts writes it). */
+export const WALKER_FILE = 'walker.cjs';
 let walkerCode: Promise<string> | null = null;
 const decoder = new TextDecoder();
 
-function bundleWalkerCode(): Promise<string> {
-  // esbuild is loaded by the first walk, not by every process that could walk.
-  walkerCode ??= import('esbuild').then(({ build }) => build({
-    entryPoints: [join(PACKAGE_ROOT, 'shared/backends/local/walker-process.ts')],
+function loadWalkerCode(): Promise<string> {
+  walkerCode ??= runsFromBundle() ? readFile(shippedPath(WALKER_FILE), 'utf8') : bundleWalkerFromSources();
+  walkerCode.catch(() => (walkerCode = null)); // the next walk tries again
+  return walkerCode;
+}
+
+// Only under tsx: esbuild is a development dependency, loaded by the first walk. The build's
+// walker bundle (cli/build-options.ts walkerBundleOptions) is made the same way.
+async function bundleWalkerFromSources(): Promise<string> {
+  const { build } = await import('esbuild');
+  const r = await build({
+    entryPoints: [fileURLToPath(new URL('./walker-main.ts', import.meta.url))],
     bundle: true,
     platform: 'node',
     format: 'cjs',
     target: 'node20',
+    keepNames: true,
     write: false,
     logLevel: 'silent',
-  })).then((r) => (r.outputFiles[0] as { text: string }).text);
-  walkerCode.catch(() => (walkerCode = null)); // the next walk tries again
-  return walkerCode;
+  });
+  return (r.outputFiles[0] as { text: string }).text;
 }
 
 // Walkers for listings: lstat is the walk's cost and runs on as many cores as there are,
@@ -210,9 +222,9 @@ class Walker {
 export async function* walkOnWalker(request: WalkRequest, skipped?: SkippedNames): AsyncGenerator<StorageRow[]> {
   let code: string;
   try {
-    code = await bundleWalkerCode();
+    code = await loadWalkerCode();
   } catch (err) {
-    throw new FilestoreError('STORAGE_ERROR', `walker process: cannot build its code: ${(err as Error).message}`);
+    throw new FilestoreError('STORAGE_ERROR', `walker process: cannot load its code: ${(err as Error).message}`);
   }
   // A walker that died unnoticed (its exit not yet seen) fails the walk before it lists
   // anything: the walk goes to another walker (each such failure takes one out of the pool).
