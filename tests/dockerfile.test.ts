@@ -1,19 +1,24 @@
-import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { DockerfileParser, type Copy, type Env, type Instruction } from 'dockerfile-ast';
 import { validate } from 'dockerfile-utils';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { bundleCli } from '../cli/bundle.ts';
+import { TEST_DATABASE_URL } from './support/env.ts';
 
 /**
  * agent/Dockerfile cannot be built here (no Docker engine), so its promises are checked by
  * parsing it: the install steps CI runs, a non-root user, node as PID 1 in exec form, a
- * health check that really answers, and a runtime stage that carries what the agent loads.
+ * health check that really answers, and a runtime stage that carries what the agent loads
+ * and nothing else (its files are assembled here and run).
  */
 const run = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -29,6 +34,9 @@ for (const i of instructions) {
   stages.at(-1)?.push(i);
 }
 const runtime = stages.at(-1) ?? [];
+/** A stage by its name (`FROM … AS name`). */
+const stage = (name: string | undefined): Instruction[] =>
+  stages.find((st) => (st[0]?.getArgumentsContent() ?? '').split(/\s+/)[2] === name) ?? [];
 const of = (stage: Instruction[], keyword: string) => stage.filter((i) => i.getKeyword() === keyword);
 const last = (stage: Instruction[], keyword: string) => of(stage, keyword).at(-1);
 const position = (i: Instruction | undefined) => (i ? instructions.indexOf(i) : -1);
@@ -72,25 +80,6 @@ async function serve(status: number): Promise<{ port: number; paths: string[]; c
   return { port: (server.address() as AddressInfo).port, paths, close: () => new Promise((resolve) => server.close(() => resolve())) };
 }
 
-/** Relative imports reachable from `entry` (static and dynamic), as repository-relative paths. */
-function reachableFiles(entry: string): Set<string> {
-  const seen = new Set<string>();
-  const todo = [entry];
-  while (todo.length > 0) {
-    const file = todo.pop() as string;
-    if (seen.has(file)) continue;
-    seen.add(file);
-    if (!file.endsWith('.ts')) continue;
-    const source = readFileSync(path.join(ROOT, file), 'utf8');
-    const specifiers = [
-      ...source.matchAll(/\b(?:from|import)\s*\(?\s*'(\.{1,2}\/[^']+)'/g),
-      ...source.matchAll(/new URL\('(\.{1,2}\/[^']+)', import\.meta\.url\)/g),
-    ];
-    for (const [, spec] of specifiers) todo.push(path.relative(ROOT, path.resolve(ROOT, path.dirname(file), spec as string)));
-  }
-  return seen;
-}
-
 /** A .dockerignore pattern as a RegExp over context-relative paths (`*`, `**`; enough for this file). */
 function ignorePattern(pattern: string): RegExp {
   const body = pattern
@@ -105,6 +94,55 @@ const ignored = (p: string) =>
     .map((l) => l.trim())
     .filter((l) => l !== '' && !l.startsWith('#') && !l.startsWith('!'))
     .some((pattern) => ignorePattern(pattern).test(p));
+
+const BIN = path.join(ROOT, 'cli/bin.js');
+const LOCK = JSON.parse(readFileSync(path.join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean }> };
+
+/** The top-level packages `npm ci --omit=dev` installs from the lockfile (those installed here). */
+function productionPackages(): string[] {
+  return Object.entries(LOCK.packages)
+    .filter(([key, p]) => key.startsWith('node_modules/') && !key.slice('node_modules/'.length).includes('/node_modules/') && p.dev !== true)
+    .map(([key]) => key.slice('node_modules/'.length))
+    .filter((name) => existsSync(path.join(ROOT, 'node_modules', name)));
+}
+
+/**
+ * The runtime stage's files, as its COPY instructions place them under `app`: the build stage's
+ * are this repository's after `npm run build`; node_modules of the production-dependencies
+ * stage is this repository's production packages alone (linked, not copied).
+ */
+async function assembleRuntime(app: string): Promise<void> {
+  for (const c of of(runtime, 'COPY') as Copy[]) {
+    const args = (c.getArgumentsContent() ?? '').split(/\s+/);
+    const dest = (args.at(-1) as string).replace(/^\.\/?/, '');
+    for (const src of args.slice(0, -1)) {
+      const rel = src.replace(/^\/app\//, '');
+      const target = path.join(app, dest === '' ? path.basename(rel) : dest);
+      if (rel !== 'node_modules') {
+        await cp(path.join(ROOT, rel), target, { recursive: true });
+        continue;
+      }
+      expect(c.getFromFlag()?.getValue()).toBe('deps');
+      for (const name of productionPackages()) {
+        await mkdir(path.dirname(path.join(target, name)), { recursive: true });
+        await symlink(path.join(ROOT, 'node_modules', name), path.join(target, name));
+      }
+    }
+  }
+}
+
+async function dropDatabase(url: string): Promise<void> {
+  const admin = new URL(url);
+  const name = decodeURIComponent(admin.pathname.slice(1));
+  admin.pathname = '/postgres';
+  const client = new pg.Client({ connectionString: admin.toString() });
+  await client.connect();
+  try {
+    await client.query(`DROP DATABASE IF EXISTS "${name.replace(/"/g, '""')}" WITH (FORCE)`);
+  } finally {
+    await client.end();
+  }
+}
 
 describe('agent/Dockerfile', () => {
   it('passes the Dockerfile linter (dockerfile-utils) without errors or warnings', () => {
@@ -122,11 +160,22 @@ describe('agent/Dockerfile', () => {
     expect(stages.length).toBeGreaterThan(0);
   });
 
-  it('installs and type-checks with exactly the npm commands .ci/run runs, in the same order', () => {
+  it('installs, type-checks and builds with exactly the npm commands .ci/run runs, in the same order', () => {
     const ci = installAndBuildSteps(npmCommands(CI_RUN));
-    const image = of(instructions, 'RUN').flatMap((r) => npmCommands(r.getArgumentsContent() ?? ''));
+    const image = of(stage('build'), 'RUN').flatMap((r) => npmCommands(r.getArgumentsContent() ?? ''));
     expect(ci.length).toBeGreaterThan(0);
     expect(image).toEqual(ci);
+  });
+
+  it("takes the runtime's packages from a stage that installs the same lockfile without devDependencies (no esbuild, no tsx)", () => {
+    const copies = of(runtime, 'COPY') as Copy[];
+    const modules = copies.find((c) => /\/app\/node_modules\s/.test(c.getArgumentsContent() ?? ''));
+    const from = stage(modules?.getFromFlag()?.getValue() ?? undefined);
+    expect(of(from, 'COPY').map((c) => c.getArgumentsContent())).toEqual(['package.json package-lock.json ./']);
+    expect(of(from, 'RUN').flatMap((r) => npmCommands(r.getArgumentsContent() ?? ''))).toEqual(['npm ci --omit=dev --no-audit --no-fund']);
+    const production = productionPackages();
+    for (const name of ['esbuild', 'tsx', 'typescript', 'vitest']) expect(production, name).not.toContain(name);
+    for (const name of ['pg', 'node-pg-migrate', 'ioredis', 'bullmq']) expect(production, name).toContain(name);
   });
 
   it('installs before NODE_ENV=production, as CI does (npm ci would otherwise leave out devDependencies)', () => {
@@ -186,16 +235,66 @@ describe('agent/Dockerfile', () => {
     expect(await healthcheckExit(gone.port)).toBe(1);
   });
 
-  it('copies into the runtime stage everything the agent loads', () => {
-    const copied = new Set(
-      of(runtime, 'COPY')
-        .filter((c) => (c as Copy).getFromFlag()?.getValue() === 'build')
-        .flatMap((c) => (c.getArgumentsContent() ?? '').split(/\s+/).slice(0, -1))
-        .map((src) => src.replace(/^\/app\//, '')),
-    );
-    const needed = new Set([...reachableFiles('cli/index.ts')].map((f) => f.split('/')[0] as string));
-    for (const top of [...needed, 'migrations', 'node_modules', 'dist']) expect(copied, `COPY --from=build /app/${top}`).toContain(top);
+  it('carries dist/, the production packages and package.json into the runtime stage, and no sources', () => {
+    const copied = of(runtime, 'COPY').flatMap((c) => (c.getArgumentsContent() ?? '').split(/\s+/).slice(0, -1));
+    expect(copied.sort()).toEqual(['/app/dist', '/app/node_modules', '/app/package.json']);
   });
+
+  it("runs the agent's code from the runtime stage's files alone: migrations and walker processes from dist/, no sources, no esbuild", async () => {
+    await bundleCli(); // the build stage's `npm run build`
+    const tmp = await mkdtemp(path.join(os.tmpdir(), 'filestore-image-'));
+    const database = new URL(TEST_DATABASE_URL);
+    database.pathname = `/${decodeURIComponent(database.pathname.slice(1))}_image_${process.pid}`;
+    try {
+      const app = path.join(tmp, 'app');
+      await assembleRuntime(app);
+      expect((await readdir(app)).sort()).toEqual(['dist', 'node_modules', 'package.json']);
+      expect(existsSync(path.join(app, 'node_modules', 'esbuild'))).toBe(false);
+      // A tree for `filestore start`'s mount "local" (./data), wide enough to be split over walkers.
+      const work = path.join(tmp, 'work');
+      let entries = 0;
+      for (const d of ['a', 'b', 'c', 'd', 'e']) {
+        await mkdir(path.join(work, 'data', d, 'sub'), { recursive: true });
+        entries += 2;
+        for (let f = 0; f < 20; f++, entries++) await writeFile(path.join(work, 'data', d, `f${f}.txt`), `${d}${f}`);
+        await writeFile(path.join(work, 'data', d, 'sub', 'deep.txt'), 'deep');
+        entries++;
+      }
+      const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: tmp, DATABASE_URL: database.toString(), REDIS_URL: 'inline', PORT: '0' };
+      const child = spawn(process.execPath, [path.join(app, 'dist/filestore.js'), 'start'], { cwd: work, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      try {
+        const url = await new Promise<string>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`no start line; output:\n${out}`)), 90_000);
+          void exited.then((code) => reject(new Error(`exited with ${code} before starting; output:\n${out}`)));
+          child.stdout.on('data', () => {
+            const m = /filestore running at (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
+            if (m) {
+              clearTimeout(timer);
+              resolve(m[1] as string);
+            }
+          });
+        });
+        // The version the build wrote into the bundle.
+        const openapi = (await (await fetch(`${url}/openapi.json`)).json()) as { info: { version: string } };
+        expect(openapi.info.version).toBe(JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version);
+        // An audit of the whole mount: its walk runs in walker processes started from dist/walker.cjs.
+        const { stdout } = await run(process.execPath, [BIN, 'reconcile', 'local:', '--wait', '--json'], { env: { ...process.env, FILESTORE_URL: url }, timeout: 60_000 });
+        const job = JSON.parse(stdout) as { status: string; result: { discovered: number } };
+        expect(job, out).toMatchObject({ status: 'succeeded', result: { discovered: entries } });
+      } finally {
+        child.kill('SIGTERM');
+      }
+      expect(await exited, out).toBe(0); // drained and stopped on SIGTERM
+      expect(out).not.toMatch(/walker process/);
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+      await dropDatabase(database.toString());
+    }
+  }, 180_000);
 });
 
 describe('.dockerignore', () => {

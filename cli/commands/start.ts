@@ -7,7 +7,7 @@ import { createMount, findMount } from '../../shared/catalogue/mounts.ts';
 import type { Mount } from '../../shared/catalogue/types.ts';
 import { startAgent, type RunningAgent } from '../../agent/agent.ts';
 import { agentOptionsFrom, stopOnSignals } from './agent.ts';
-import { startEmbeddedPostgres, type EmbeddedDatabase } from '../embedded-postgres.ts';
+import type { EmbeddedDatabase } from '../embedded-postgres.ts';
 
 const EMBEDDED_DIR = '.filestore';
 
@@ -21,7 +21,9 @@ export function registerStart(program: Command): void {
       const log = (l: string) => console.error(l);
       agentOptionsFrom(config, '', log); // every setting checked (a CONFIG_ERROR) before a database starts
       // Unset DATABASE_URL: an embedded PostgreSQL with its data in .filestore/, reused across runs.
-      const embedded = config.DATABASE_URL ? null : await startEmbeddedPostgres(EMBEDDED_DIR, log);
+      // Loaded only then: the embedded-postgres package installs exit hooks when imported, which
+      // end the process with 143 on SIGTERM, before the drain below could exit 0.
+      const embedded = config.DATABASE_URL ? null : await (await import('../embedded-postgres.ts')).startEmbeddedPostgres(EMBEDDED_DIR, log);
       const databaseUrl = config.DATABASE_URL ?? (embedded as EmbeddedDatabase).url;
       let starting: Promise<RunningAgent> | undefined;
       // A signal while starting waits for the start to finish, then stops everything cleanly.
