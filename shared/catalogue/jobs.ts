@@ -14,7 +14,10 @@ import { FilestoreError } from '../errors.ts';
  *   running --> failed: finishJob (not retryable, or out of attempts)
  *   running --> queued: retryLater
  *   running --> cancelled: retryLater while another row for the path waits (COALESCED)
+ *   running --> queued: stopJob (stopped at a checkpoint: resumes after it; no attempt spent)
+ *   running --> cancelled: stopJob while another row for the path waits (COALESCED)
  * ```
+ * retryLater and stopJob are in job-requeue.ts.
  */
 export interface ReconcileJobRow {
   id: number;
@@ -26,8 +29,7 @@ export interface ReconcileJobRow {
   attempts: number;
   coalesced: number;
   result: Record<string, unknown> | null;
-  /** Where an interrupted audit continues: `{after: <last path fully reconciled>, counts}`. */
-  /** Where an interrupted audit continues; startedAt: when its first attempt began (what its completion marks as checked). */
+  /** Where an interrupted audit continues: `{after: <last path fully reconciled>, counts}`; startedAt: when its first attempt began (what its completion marks as checked). */
   checkpoint: { after: string; counts: Record<string, number>; startedAt?: string } | null;
   error: Record<string, unknown> | null;
   createdAt: Date;
@@ -44,6 +46,8 @@ export interface ReconcileJobOptions {
   force?: boolean | undefined;
   /** A follow-up for paths another writer held (ReconcileRequest.followUp). */
   followUp?: number | undefined;
+  /** S3: the event sequencer the run records on the path's node (ReconcileRequest.sequencer). */
+  sequencer?: string | undefined;
 }
 
 export interface NewReconcileJob {
@@ -59,7 +63,7 @@ const FIELDS: ReadonlyArray<readonly [column: string, name: string]> = [
   ['started_at', 'startedAt'], ['finished_at', 'finishedAt'], ['updated_at', 'updatedAt'],
 ];
 /** The select list of a ReconcileJobRow, columns qualified by `table` when given. */
-const columnsOf = (table?: string) =>
+export const columnsOf = (table?: string) =>
   FIELDS.map(([c, n]) => `${table ? `${table}.` : ''}${c}${c === n ? '' : ` AS "${n}"`}`).join(', ');
 
 export const JOB_COLUMNS = columnsOf();
@@ -95,18 +99,24 @@ export async function listJobs(
 
 // Merging a request into a waiting job (`w`) from another (`n`): boolean options OR together
 // (the waiting job then does at least what each request asked), other keys of the newer win.
-const mergeOptions = (w: string, n: string) => `${w}.options || ${n}.options || jsonb_build_object(
+export const mergeOptions = (w: string, n: string) => `${w}.options || ${n}.options || jsonb_build_object(
     'recursive', coalesce((${w}.options->>'recursive')::boolean, false) OR coalesce((${n}.options->>'recursive')::boolean, false),
     'hash', coalesce((${w}.options->>'hash')::boolean, false) OR coalesce((${n}.options->>'hash')::boolean, false))`;
 // The merged job keeps the reason of higher precedence, manual > audit > recovery > s3_event >
 // drift: what a person asked for is what the job list should say it is; ties keep the first.
 const REASON_RANK = `ARRAY['drift', 's3_event', 'recovery', 'audit', 'manual']`;
-const mergeReason = (w: string, n: string) =>
+export const mergeReason = (w: string, n: string) =>
   `CASE WHEN array_position(${REASON_RANK}, ${n}.reason) > array_position(${REASON_RANK}, ${w}.reason) THEN ${n}.reason ELSE ${w}.reason END`;
 
 /** What a row's `options` holds: recursive and hash always (merging ORs them), the rest when set. */
 const jobOptionsJson = (o: ReconcileJobOptions) =>
-  JSON.stringify({ recursive: o.recursive, hash: o.hash, ...(o.force ? { force: true } : {}), ...(o.followUp ? { followUp: o.followUp } : {}) });
+  JSON.stringify({
+    recursive: o.recursive,
+    hash: o.hash,
+    ...(o.force ? { force: true } : {}),
+    ...(o.followUp ? { followUp: o.followUp } : {}),
+    ...(o.sequencer ? { sequencer: o.sequencer } : {}),
+  });
 
 /**
  * Records a request: a new queued row, or — when a row for the same (mount, path) is already
@@ -180,54 +190,20 @@ export async function finishJob(
   id: number,
   o: { status: 'succeeded' | 'failed'; result?: object | null | undefined; error?: object | null | undefined },
 ): Promise<ReconcileJobRow | null> {
+  // A settled job has no use for an audit's saved MISSING candidates (audit-candidates.ts).
   const { rows } = await q.query<ReconcileJobRow>(
-    `UPDATE filestore.reconciliation_jobs
-        SET status = $2, result = coalesce($3::jsonb, result), error = $4::jsonb, finished_at = now(), updated_at = now()
-      WHERE id = $1 AND status = 'running'
-      RETURNING ${COLUMNS}`,
+    `WITH done AS (
+       UPDATE filestore.reconciliation_jobs
+          SET status = $2, result = coalesce($3::jsonb, result), error = $4::jsonb, finished_at = now(), updated_at = now()
+        WHERE id = $1 AND status = 'running'
+        RETURNING *
+     ), dropped AS (
+       DELETE FROM filestore.audit_missing_candidates WHERE job_id IN (SELECT id FROM done)
+     )
+     SELECT ${COLUMNS} FROM done`,
     [id, o.status, o.result == null ? null : JSON.stringify(o.result), o.error == null ? null : JSON.stringify(o.error)],
   );
   return rows[0] ?? null;
-}
-
-/**
- * running → queued for another attempt, keeping `error` as the last attempt's. When another
- * row for the same (mount, path) already waits, that row does the same work: this one becomes
- * `cancelled` with error `{code: 'COALESCED', jobId}` and its options and reason are merged
- * into the waiting one (coalesced + 1) — so a failing job never blocks the ones after it.
- * Null when the row was not running.
- */
-export async function retryLater(q: Queryable, id: number, error: object): Promise<ReconcileJobRow | null> {
-  const statement = `
-    WITH me AS (
-      SELECT id, mount_id, path, reason, options FROM filestore.reconciliation_jobs WHERE id = $1 AND status = 'running'
-    ), waiting AS (
-      UPDATE filestore.reconciliation_jobs w
-         SET coalesced = w.coalesced + 1, options = ${mergeOptions('w', 'me')}, reason = ${mergeReason('w', 'me')}, updated_at = now()
-        FROM me
-       WHERE w.mount_id = me.mount_id AND w.path = me.path AND w.status = 'queued' AND w.id <> me.id
-      RETURNING w.id
-    )
-    UPDATE filestore.reconciliation_jobs j
-       SET status = CASE WHEN waiting.id IS NULL THEN 'queued' ELSE 'cancelled' END,
-           error = CASE WHEN waiting.id IS NULL THEN $2::jsonb
-                   ELSE jsonb_build_object('code', 'COALESCED', 'jobId', waiting.id,
-                          'message', 'job ' || waiting.id || ' was waiting for the same path and does this work', 'lastError', $2::jsonb) END,
-           finished_at = CASE WHEN waiting.id IS NULL THEN NULL ELSE now() END,
-           updated_at = now()
-      FROM me LEFT JOIN waiting ON true
-     WHERE j.id = me.id
-     RETURNING ${columnsOf('j')}`;
-  // A request that arrives between this statement's snapshot and its write makes the row it
-  // inserted the waiting one; the next try sees it.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const { rows } = await q.query<ReconcileJobRow>(statement, [id, JSON.stringify(error)]);
-      return rows[0] ?? null;
-    } catch (err) {
-      if ((err as { code?: string }).code !== '23505' || attempt >= 5) throw err;
-    }
-  }
 }
 
 /** What a queue needs of a row to (re)send its message. */
@@ -319,10 +295,15 @@ export async function mountsDueForAudit(
   return rows;
 }
 
-/** Records (or clears, with null) where an interrupted audit continues. */
+/** Records where an interrupted audit continues, or clears it (null) with the MISSING candidates saved beside it. */
 export async function saveCheckpoint(q: Queryable, id: number, checkpoint: ReconcileJobRow['checkpoint']): Promise<void> {
-  await q.query('UPDATE filestore.reconciliation_jobs SET checkpoint = $2, updated_at = now() WHERE id = $1', [
-    id,
-    checkpoint === null ? null : JSON.stringify(checkpoint),
-  ]);
+  if (checkpoint !== null) {
+    await q.query('UPDATE filestore.reconciliation_jobs SET checkpoint = $2, updated_at = now() WHERE id = $1', [id, JSON.stringify(checkpoint)]);
+    return;
+  }
+  await q.query(
+    `WITH dropped AS (DELETE FROM filestore.audit_missing_candidates WHERE job_id = $1)
+     UPDATE filestore.reconciliation_jobs SET checkpoint = NULL, updated_at = now() WHERE id = $1`,
+    [id],
+  );
 }

@@ -242,6 +242,8 @@ export async function tombstoneSubtree(
 /**
  * Re-paths a node and its descendants from `from` to `to` inside one mount (one statement):
  * ids, history and rollups of the subtree are kept; each moved row gets a new version and snapshot.
+ * Their S3 event sequencers are cleared: a sequencer orders the events of one key, and the
+ * moved rows stand for other keys now.
  */
 export async function moveSubtree(
   q: Queryable,
@@ -259,7 +261,7 @@ export async function moveSubtree(
           SET path = $${n + 2}::text || substr(path, length($2::text) + 1),
               name = CASE WHEN path = $2 THEN $${n + 3} ELSE name END,
               parent_id = CASE WHEN path = $2 THEN $${n + 4}::bigint ELSE parent_id END,
-              version = version + 1, updated_at = now()
+              sequencer = NULL, version = version + 1, updated_at = now()
         WHERE mount_id = $1 AND deleted_at IS NULL AND ${cond.sql} RETURNING *
      ), snap AS (
        INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, state)
@@ -290,4 +292,30 @@ export async function setStorageStamps(
       WHERE n.mount_id = $1 AND n.deleted_at IS NULL AND n.path = s.path`,
     [mountId, stamps.map((s) => s.path), stamps.map((s) => s.etag), stamps.map((s) => s.mtime)],
   );
+}
+
+/**
+ * The S3 event sequencer per key, SQL's side of shared/reconcile/sequencer.ts: upper-cased and
+ * right-padded with '0' to the longer one, compared in byte order.
+ */
+const NEWER_SEQUENCER = `(n.sequencer IS NULL OR
+   rpad(upper(s.sequencer), greatest(length(s.sequencer), length(n.sequencer)), '0') COLLATE "C"
+   > rpad(upper(n.sequencer), greatest(length(s.sequencer), length(n.sequencer)), '0') COLLATE "C")`;
+
+/**
+ * Records the S3 event sequencer last applied to live nodes (by path), only where it is newer
+ * than the one stored: an event that was reconciled, or found to describe what the catalogue
+ * already holds (Filestore's own write). No new version, no event, `updated_at` untouched (it
+ * is not a change of what the node records; the guards of reconciliation and drift detection
+ * read `updated_at` as "a command wrote this"). One entry per path (the newest of a batch).
+ */
+export async function recordSequencers(q: Queryable, mountId: string, entries: ReadonlyArray<{ path: string; sequencer: string }>): Promise<number> {
+  if (entries.length === 0) return 0;
+  const { rowCount } = await q.query(
+    `UPDATE filestore.nodes n SET sequencer = s.sequencer
+       FROM unnest($2::text[], $3::text[]) AS s(path, sequencer)
+      WHERE n.mount_id = $1 AND n.path = s.path AND n.deleted_at IS NULL AND ${NEWER_SEQUENCER}`,
+    [mountId, entries.map((e) => e.path), entries.map((e) => e.sequencer)],
+  );
+  return rowCount ?? 0;
 }

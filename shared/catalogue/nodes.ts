@@ -28,6 +28,26 @@ export async function findLiveByPaths(q: Queryable, mountId: string, paths: stri
   return new Map(rows.map((r) => [r.path, r]));
 }
 
+/**
+ * The S3 event sequencer last applied to the live node at each of `paths` (null: none
+ * recorded; no entry: no live node). The S3-event Lambda drops events not newer than it
+ * (shared/reconcile/sequencer.ts).
+ */
+export async function findSequencers(q: Queryable, mountId: string, paths: readonly string[]): Promise<Map<string, string | null>> {
+  if (paths.length === 0) return new Map();
+  const { rows } = await q.query<{ path: string; sequencer: string | null }>({
+    name: 'filestore.nodes.findSequencers',
+    text: `SELECT path, sequencer FROM filestore.nodes WHERE mount_id = $1 AND path = ANY($2::text[]) AND deleted_at IS NULL`,
+    values: [mountId, [...paths]],
+  });
+  return new Map(rows.map((r) => [r.path, r.sequencer]));
+}
+
+/** The S3 event sequencer of the live node at `path`: undefined when there is no live node. */
+export async function findSequencer(q: Queryable, mountId: string, path: string): Promise<string | null | undefined> {
+  return (await findSequencers(q, mountId, [path])).get(path);
+}
+
 export async function findById(q: Queryable, id: number): Promise<CatalogueNode | null> {
   const { rows } = await q.query<CatalogueNode>(`SELECT ${NODE_COLUMNS} FROM filestore.nodes WHERE id = $1`, [id]);
   return rows[0] ?? null;

@@ -82,7 +82,8 @@ export const backoffDelay = (backoffMs: number, attempt: number): number =>
   Math.min(MAX_BACKOFF_MS, backoffMs * 2 ** Math.max(0, attempt - 1));
 
 export function toNewJob(r: ReconcileRequest): NewReconcileJob {
-  return { mountId: r.mountId, path: r.path, reason: r.reason, options: { recursive: r.recursive, hash: r.hash, ...(r.force ? { force: true } : {}), ...(r.followUp ? { followUp: r.followUp } : {}) } };
+  const options = { recursive: r.recursive, hash: r.hash, ...(r.force ? { force: true } : {}), ...(r.followUp ? { followUp: r.followUp } : {}) };
+  return { mountId: r.mountId, path: r.path, reason: r.reason, options: r.sequencer ? { ...options, sequencer: r.sequencer } : options };
 }
 
 /**

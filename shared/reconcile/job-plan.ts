@@ -4,7 +4,7 @@ import type { ReconcileRequest } from './types.ts';
 
 /**
  * Reconcile jobs for a set of paths, planned so a burst never floods the queue: the
- * watcher's drift (agent/watch/drift-sink.ts) and the paths a run had to leave to a
+ * drift signals (drift.ts: the agent's watcher) and the paths a run had to leave to a
  * follow-up because another writer held them (reconciler.ts).
  *
  * A job names a path: `recursive` covers its whole subtree; otherwise the path and, for a

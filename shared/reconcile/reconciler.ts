@@ -5,7 +5,8 @@ import { getMount } from '../catalogue/mounts.ts';
 import { findLiveByPath, scopePages, scopeRowId, scopeRowNode, type ScopeRow } from '../catalogue/nodes.ts';
 import { recordsExactly, rowEntry, rowOfEntry, type StorageRow } from '../backends/entry-lines.ts';
 import { SkippedNames, type SkipReason } from '../backends/skipped.ts';
-import { newNodeFromStat, insertNodes, type NewNode } from '../catalogue/node-writes.ts';
+import { loadAuditCandidates, saveAuditCandidates } from '../catalogue/audit-candidates.ts';
+import { newNodeFromStat, insertNodes, recordSequencers, type NewNode } from '../catalogue/node-writes.ts';
 import { appendEvents } from '../catalogue/outbox.ts';
 import {
   applyChanges,
@@ -31,7 +32,7 @@ import { RunRoot } from './run-root.ts';
 import { batches, flatten, mapItems, mergeBatches, pairPath } from './merge.ts';
 import { EnqueueError, enqueuePlanned, type JobTarget } from './job-plan.ts';
 import { strategyFor, type ReconcileStrategy } from './strategy.ts';
-import { zeroCounts, type ReconcileCounts, type ReconcileHandler, type ReconcileRequest, type ReconcileResult } from './types.ts';
+import { zeroCounts, type ReconcileCounts, type ReconcileHandler, type ReconcileRequest, type ReconcileResult, type RunLimits } from './types.ts';
 
 export interface ReconcilerOptions {
   /** FILESTORE_MAX_MISSING_RATIO (default 0.5). */
@@ -88,24 +89,29 @@ interface Batch {
 }
 const writesCount = (w: Writes) => w.changes.length + w.confirm.length + w.discovered.length;
 
+/** What the engine needs of the core: the catalogue, storage, metrics, the queue (follow-ups), cache and relay. */
+export type ReconcileCore = Pick<Filestore, 'pool' | 'backends' | 'metrics' | 'reconcile' | 'changed'>;
+
 /** The engine behind every reconciliation job (queue workers call it with the job row). */
-export function createReconciler(fs: Filestore, o: ReconcilerOptions = {}): ReconcileHandler {
-  return (job, progress) => reconcileJob(fs, job, o, progress);
+export function createReconciler(fs: ReconcileCore, o: ReconcilerOptions = {}): ReconcileHandler {
+  return (job, progress, limits) => reconcileJob(fs, job, o, progress, limits ?? {});
 }
 
 async function reconcileJob(
-  fs: Filestore,
+  fs: ReconcileCore,
   job: ReconcileJobRow,
   o: ReconcilerOptions,
   progress: (counts: ReconcileCounts) => Promise<void>,
+  limits: RunLimits,
 ): Promise<ReconcileResult> {
-  const opts = job.options as { recursive?: boolean; hash?: boolean; force?: boolean };
+  const opts = job.options as { recursive?: boolean; hash?: boolean; force?: boolean; sequencer?: string };
   const request: ReconcileRequest = {
     mountId: job.mountId,
     path: normalizePath(job.path),
     reason: job.reason,
     recursive: opts.recursive !== false,
     hash: opts.hash === true,
+    sequencer: typeof opts.sequencer === 'string' ? opts.sequencer : undefined,
   };
   const mount = await getMount(fs.pool, request.mountId);
   if (mount.kind === 'local' && mount.agentId && o.agentId && mount.agentId !== o.agentId) {
@@ -122,7 +128,7 @@ async function reconcileJob(
       const { rows } = await auditLock.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [key]);
       if (!rows[0]?.ok) throw new ReconcileError(`an audit of mount "${mount.key}" is already running`, true, { mountId: mount.id });
     }
-    const run = new Run(fs, mount, job, request, o, progress);
+    const run = new Run(fs, mount, job, request, o, progress, limits);
     return await run.execute(opts.force === true);
   } finally {
     if (auditLock) {
@@ -160,12 +166,13 @@ class Run {
   private readonly skipped = new SkippedNames();
 
   constructor(
-    private readonly fs: Filestore,
+    private readonly fs: ReconcileCore,
     private readonly mount: Mount,
     private readonly job: ReconcileJobRow,
     private readonly request: ReconcileRequest,
     private readonly o: ReconcilerOptions,
     private readonly progress: (counts: ReconcileCounts) => Promise<void>,
+    private readonly limits: RunLimits,
   ) {
     this.strategy = strategyFor(mount, () => fs.backends.forMount(mount), { s3MissingGraceMs: o.s3MissingGraceMs ?? 2_000 });
     this.root = new RunRoot(fs.pool, mount, this.strategy, request.path === '' && request.recursive);
@@ -207,9 +214,9 @@ class Run {
     this.guard = { mountId: this.mount.id, jobId: this.job.id, scanStartedAt: rows[0]?.now as Date };
 
     await this.discoverAncestors();
-    // A full audit interrupted earlier continues after the last path it had fully recorded.
-    // MISSING candidates found before the interruption are not carried over (the next audit
-    // finds them again): only a range scanned completely can mark anything MISSING.
+    // A full audit interrupted or stopped earlier continues after the last path it had fully
+    // recorded. MISSING candidates of the ranges before were saved with the checkpoints and are
+    // marked when the scan is complete (applyMissing): nothing is marked from a partial scan.
     const isAudit = this.request.path === '' && this.request.recursive;
     const resume = isAudit ? (this.job.checkpoint ?? undefined) : undefined;
     if (resume) Object.assign(this.counts, resume.counts);
@@ -229,13 +236,14 @@ class Run {
     }
     const auditStartedAt = resume?.startedAt ? new Date(resume.startedAt) : this.guard.scanStartedAt;
     let sinceCheckpoint = 0;
+    let stoppedAfter: string | null = null;
     try {
       const raw = this.storageWalk(resume?.after);
       // Fault injection sees the entries one by one, as a listing that fails part-way would stop.
       const wrap = this.o.wrapWalk;
       const walk = wrap ? batches(mapItems(wrap(mapItems(flatten(raw), rowEntry)), rowOfEntry), 256) : raw;
       const nodes = scopePages(this.pool, this.mount.id, this.request.path, this.request.recursive, resume?.after);
-      for await (const pairs of mergeBatches(walk, nodes)) {
+      scan: for await (const pairs of mergeBatches(walk, nodes)) {
         for (let i = 0; i < pairs.seen.length; i++) {
           const seen = pairs.seen[i] ?? null;
           const node = pairs.node[i] ?? null;
@@ -250,18 +258,24 @@ class Run {
             // The checkpoint is saved once everything handed over up to this path is written,
             // in the writer's queue: the walk does not wait for it. Its counts are this path's:
             // what the comparison counted by now, plus what the writes up to here recorded.
-            // Candidates so far are dropped from the checkpoint's point of view, so they are
-            // applied only by a run that scanned them completely: this one, if it finishes.
+            // The MISSING candidates so far are saved before it (they lie in the range it
+            // covers): the run that completes the scan, this one or a later one, marks them.
             await this.flush();
             const after = pairPath(pairs, i);
             const counted = subtractCounts(this.counts, this.landed);
+            const candidates = this.missingCandidates.splice(0);
             // What other writers held up to here is queued first: a retry resuming after this
             // path would never look at it again.
             this.inflight = this.inflight.then(async () => {
               await this.enqueueFollowUps();
+              await saveAuditCandidates(this.pool, this.job.id, candidates);
               await saveCheckpoint(this.pool, this.job.id, { after, counts: { ...addCounts(counted, this.landed) }, startedAt: auditStartedAt.toISOString() });
             });
             void this.inflight.catch(() => {}); // surfaced by a later flush or the drain
+            if (this.stopRequested()) {
+              stoppedAfter = after;
+              break scan;
+            }
           }
         }
       }
@@ -274,6 +288,7 @@ class Run {
       const e = err as { code?: string; message?: string };
       throw new ScanFailedError(e.message ?? String(err), { code: e.code });
     }
+    if (stoppedAfter !== null) return this.stop(stoppedAfter);
     if (countAsRead) this.liveAtStart = Promise.resolve(liveRead);
     this.countSkipped();
     try {
@@ -294,9 +309,31 @@ class Run {
       await this.root.completed();
     }
     if (resume || isAudit) await saveCheckpoint(this.pool, this.job.id, null);
+    // An S3 event's key has been looked at: events up to this one are accounted for.
+    if (this.request.sequencer && this.mount.kind === 's3') {
+      await recordSequencers(this.pool, this.mount.id, [{ path: this.request.path, sequencer: this.request.sequencer }]);
+    }
     if (this.skipped.total === 0) return { ...this.counts };
     const { byReason, sample } = this.skipped.summary();
     return { ...this.counts, skippedByReason: byReason, skippedSample: sample };
+  }
+
+  /** Whether the run's limits say stop (looked at at checkpoints only). */
+  private stopRequested(): boolean {
+    const { signal, deadline } = this.limits;
+    return signal?.aborted === true || (deadline !== undefined && Date.now() >= deadline);
+  }
+
+  /**
+   * Stops at the checkpoint just handed to the writer: everything up to it is written and the
+   * checkpoint saved with the MISSING candidates so far (the next run continues after it and
+   * marks them once the scan is complete); nothing is marked MISSING now.
+   */
+  private async stop(after: string): Promise<ReconcileResult> {
+    await this.drain();
+    await this.finishRollups();
+    await this.enqueueFollowUps();
+    return { ...this.counts, stopped: { after } };
   }
 
   /**
@@ -571,10 +608,13 @@ class Run {
 
   /** MISSING only after a complete scan, only what a second look confirms, and never most of a mount at once. */
   private async applyMissing(force: boolean): Promise<void> {
-    const candidates = this.missingCandidates;
+    const isAudit = this.request.path === '' && this.request.recursive;
+    // An audit's candidates from the ranges before its checkpoints (this run's, or earlier ones').
+    const saved = isAudit ? await loadAuditCandidates(this.pool, this.job.id) : [];
+    const fresh = new Set(this.missingCandidates.map((n) => n.id));
+    const candidates = [...saved.filter((n) => !fresh.has(n.id)), ...this.missingCandidates];
     this.missingCandidates = [];
     if (candidates.length === 0) return;
-    const isAudit = this.request.path === '' && this.request.recursive;
     if (isAudit && !force) {
       // The mount's live nodes the audit read (or counted, resuming), plus what it discovered.
       const total = (await this.liveAtStart) + this.counts.discovered;

@@ -22,6 +22,26 @@ export interface ReconcileRequest {
    * the next audit instead of queueing another (reconciler.ts, MAX_FOLLOW_UPS).
    */
   followUp?: number | undefined;
+  /**
+   * S3: the sequencer of the event notification that asked for this run (shared/reconcile/
+   * sequencer.ts). Once the run has looked at the key, it is recorded on the path's node if
+   * newer than the one stored, so later duplicates and older events can be dropped.
+   */
+  sequencer?: string | undefined;
+}
+
+/**
+ * When a run should stop early. Both are looked at at each checkpoint of a full audit (every
+ * `checkpointEvery` entries): the run stops there, cleanly — its checkpoint saved, nothing
+ * marked MISSING from the incomplete scan, the job left to continue after it — and reports
+ * `stopped`. A run always gets to its first checkpoint, so runs in a row make progress
+ * whatever the budget. Other runs (a path, a directory's children, a subtree) have no
+ * checkpoints and run to their end.
+ */
+export interface RunLimits {
+  signal?: AbortSignal | undefined;
+  /** Epoch milliseconds (Date.now()) at or after which the run stops at its next checkpoint. */
+  deadline?: number | undefined;
 }
 
 /** The result counts of SPEC §6 / issue 4, kept in `reconciliation_jobs.result`. */
@@ -51,9 +71,14 @@ export interface ReconcileCounts {
 export interface ReconcileResult extends ReconcileCounts {
   skippedByReason?: Partial<Record<SkipReason, number>> | undefined;
   skippedSample?: string[] | undefined;
+  /**
+   * The run stopped early at a checkpoint (RunLimits): the counts are those up to `after`, the
+   * last path recorded; the job continues after it when run again. Not a failure.
+   */
+  stopped?: { after: string } | undefined;
 }
 
 export const zeroCounts = (): ReconcileCounts => ({ checked: 0, unchanged: 0, updated: 0, discovered: 0, missing: 0, deferred: 0, skipped: 0 });
 
-/** Runs one job (the engine, shared/reconcile/reconciler.ts); `progress` is called now and then with counts so far. */
-export type ReconcileHandler = (job: ReconcileJobRow, progress: (counts: ReconcileCounts) => Promise<void>) => Promise<ReconcileResult>;
+/** Runs one job (the engine, shared/reconcile/reconciler.ts); `progress` is called now and then with counts so far; `limits` may stop it early. */
+export type ReconcileHandler = (job: ReconcileJobRow, progress: (counts: ReconcileCounts) => Promise<void>, limits?: RunLimits) => Promise<ReconcileResult>;

@@ -1,17 +1,19 @@
-import { claimJob, finishJob, recordProgress, retryLater, type ReconcileJobRow } from '../catalogue/jobs.ts';
+import { retryLater, stopJob } from '../catalogue/job-requeue.ts';
+import { claimJob, finishJob, recordProgress, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import { findMount } from '../catalogue/mounts.ts';
 import type { Queryable } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
 import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
 import { ReconcileError } from './errors.ts';
-import type { ReconcileCounts, ReconcileHandler, ReconcileResult } from './types.ts';
+import type { ReconcileCounts, ReconcileHandler, ReconcileResult, RunLimits } from './types.ts';
 
 /**
  * What one attempt came to. `skipped`: the row was not claimable (cancelled, finished, gone);
  * `retried`: back to queued for another attempt; `coalesced`: another row for the path was
- * waiting and took the work over (this one is cancelled).
+ * waiting and took the work over (this one is cancelled); `stopped`: the run stopped early at
+ * a checkpoint (RunLimits), back to queued to continue after it — not a failure.
  */
-export type AttemptOutcome = 'succeeded' | 'failed' | 'retried' | 'coalesced' | 'skipped';
+export type AttemptOutcome = 'succeeded' | 'failed' | 'retried' | 'coalesced' | 'stopped' | 'skipped';
 
 export interface AttemptReport {
   jobId: number;
@@ -29,6 +31,8 @@ export interface AttemptOptions {
   finalAttempt: (job: ReconcileJobRow) => boolean;
   /** Also take a row left running (see claimJob). */
   reclaim?: boolean | undefined;
+  /** When the run should stop early (at a checkpoint of a full audit). */
+  limits?: RunLimits | undefined;
 }
 
 export interface ReconcileWorkerOptions {
@@ -86,7 +90,7 @@ export class ReconcileWorker {
     };
     let counts: ReconcileResult;
     try {
-      counts = await this.o.handler(job, progress);
+      counts = await this.o.handler(job, progress, a.limits);
     } catch (err) {
       const durationMs = performance.now() - started;
       this.metrics.reconcileDuration.observe({ backend }, durationMs / 1000);
@@ -94,6 +98,10 @@ export class ReconcileWorker {
     }
     const durationMs = performance.now() - started;
     this.metrics.reconcileDuration.observe({ backend }, durationMs / 1000);
+    if (counts.stopped) {
+      const again = await stopJob(this.o.pool, id, counts);
+      return this.report({ jobId: id, outcome: again?.status === 'cancelled' ? 'coalesced' : 'stopped', job: again ?? job, durationMs }, backend);
+    }
     const done = await finishJob(this.o.pool, id, { status: 'succeeded', result: counts, error: null });
     if (counts.skipped > 0) this.o.log?.(skippedLine(job, counts));
     return this.report({ jobId: id, outcome: 'succeeded', job: done ?? job, durationMs }, backend);

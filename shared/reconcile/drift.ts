@@ -1,0 +1,286 @@
+import type { EntryStat } from '../backends/types.ts';
+import { changedSince, markInconsistentMany, recordUntrackedDrift, touchCheckedMany, type DriftSignal } from '../catalogue/drift-writes.ts';
+import { recordSequencers } from '../catalogue/node-writes.ts';
+import { findLiveByPaths } from '../catalogue/nodes.ts';
+import { lockPathsForWrite } from '../catalogue/reconcile-writes.ts';
+import type { CatalogueNode, Mount } from '../catalogue/types.ts';
+import { inTransaction } from '../db/pool.ts';
+import { ancestorsOf, comparePaths } from '../paths.ts';
+import type { Filestore } from '../runtime.ts';
+import { coveredByListings, listingsOnTheirWay } from './drift-listings.ts';
+import { driftObserverFor, type DriftObserver } from './drift-observer.ts';
+import { DEFAULT_MAX_JOBS_PER_BATCH, enqueuePlanned, minimalRoots, type JobTarget } from './job-plan.ts';
+
+/** What a path amounts to over the window its signals covered (a watcher's coalesced events, an S3 event). */
+export type DriftChange = 'created' | 'changed' | 'deleted';
+
+/** Paths storage says changed, judged together (a watcher's coalesced batch, the keys of an SQS batch). */
+export interface DriftBatch {
+  changes: ReadonlyMap<string, DriftChange>;
+  /** Subtrees to reconcile whole without judging (a watcher that lost events). */
+  rescans?: readonly string[] | undefined;
+  /** When each path was reported (performance.now() of this process): see `waiting` in DriftResult. */
+  seenAt?: ReadonlyMap<string, number> | undefined;
+  /**
+   * S3: the newest event sequencer per key. A path found as recorded (Filestore's own write,
+   * a duplicate) gets it stored on its node here; a path that needs a reconciliation gets it
+   * from that reconciliation (reconcilePath's `sequencer`), which the caller's `dispatch` runs.
+   */
+  sequencers?: ReadonlyMap<string, string> | undefined;
+}
+
+/** What detectDrift needs of the core. */
+export type DriftCore = Pick<Filestore, 'pool' | 'metrics' | 'backends' | 'reconcile' | 'changed'>;
+
+export interface DriftOptions {
+  /** `reason` in the drift events (default 'watcher'). */
+  reason?: string | undefined;
+  /** How storage is looked at (default: driftObserverFor the mount; pass one built once for a long-lived caller). */
+  observer?: DriftObserver | undefined;
+  /** Paths judged per transaction, whose jobs are sent before the next chunk is judged (default 1,000). */
+  chunkSize?: number | undefined;
+  /** Untracked entries of one directory in one batch at or above which they are reported by one event (default 16). */
+  groupUntrackedAt?: number | undefined;
+  /** Reconcile jobs one batch may enqueue before targets move up the tree (default 32; for the default dispatch). */
+  maxJobs?: number | undefined;
+  /** No hand-back (a watcher closing): paths held or waiting get a job instead of being returned. */
+  final?: boolean | undefined;
+  /**
+   * Called with the directories that appeared in the batch (created, the topmost ones) before
+   * its last jobs are sent; returns those that need a recursive look (the agent's parcel
+   * backend does not watch what a new directory held).
+   */
+  beforeJobs?: ((appeared: string[]) => Promise<string[]>) | undefined;
+  /**
+   * Asked after each chunk's look at storage: is the root still the one approved for this
+   * batch? false: what was seen is not the mount's, the chunk is `dropped` unjudged; null
+   * (the look failed): handed back unjudged (`deferred`). The agent's root guard.
+   */
+  rootUnchanged?: (() => Promise<boolean | null>) | undefined;
+  /**
+   * Where the reconciliations go: receives the targets of a chunk (unplanned) and returns how
+   * many requests it made. Default: planned (job-plan.ts) and enqueued with reason 'drift',
+   * within `maxJobs` per batch. The S3-event Lambda reconciles each key inline instead.
+   */
+  dispatch?: ((targets: JobTarget[]) => Promise<number>) | undefined;
+  /** Leave out paths a listing of their directory already on its way will see (default true; costs one query per batch). */
+  skipCoveredByListings?: boolean | undefined;
+}
+
+export interface DriftResult {
+  /** Paths compared with the catalogue. */
+  checked: number;
+  /** Paths left to a queued listing of their directory (not judged, no job of their own). */
+  covered: number;
+  /**
+   * Paths a running listing of their directory will see: not judged now, to be looked at again
+   * once it is over (`seenAt` kept): by then they match the catalogue, or, if that listing
+   * could not record one (someone else held it), they are judged as usual.
+   */
+  waiting: string[];
+  /** Drift signals written (nodes marked INCONSISTENT + untracked paths reported). */
+  drift: number;
+  /** Paths a running command holds (or looked at while the root could not be looked at): look again later. */
+  deferred: string[];
+  /** Paths looked at while the root changed (`rootUnchanged` said false): not judged, not to be looked at again. */
+  dropped: string[];
+  /** Reconcile requests made. */
+  jobs: number;
+}
+
+/** Untracked entries of one directory in one batch from which one event reports them all (a burst). */
+export const DEFAULT_GROUP_UNTRACKED_AT = 16;
+
+/** Why a path needs a reconciliation, or null when the catalogue already says what storage holds. */
+export type Verdict = { mark: DriftSignal | null; untracked: EntryStat | null; target: JobTarget } | null;
+
+/**
+ * The rule: drift when storage and the live row disagree (or one of them is absent). A node
+ * already INCONSISTENT or MISSING was signalled before: it gets a job, no new event.
+ */
+export function judgeDrift(node: CatalogueNode | null, seen: EntryStat | null, differs: DriftObserver['differs']): Verdict {
+  if (node === null) {
+    if (seen === null) return null; // gone and untracked: a temp file that outlived the window
+    return { mark: null, untracked: seen, target: { path: seen.path, recursive: seen.kind === 'directory' } };
+  }
+  const isDir = node.kind === 'directory';
+  if (seen === null) {
+    if (node.consistencyState === 'MISSING') return null;
+    return { mark: { node, seen }, untracked: null, target: { path: node.path, recursive: isDir } };
+  }
+  const kindChanged = seen.kind !== node.kind;
+  if (kindChanged || differs(node, seen)) {
+    return { mark: { node, seen }, untracked: null, target: { path: node.path, recursive: kindChanged && (isDir || seen.kind === 'directory') } };
+  }
+  // As recorded; a node still waiting for its reconciliation gets one (the queue coalesces).
+  return node.consistencyState === 'ACTIVE' ? null : { mark: null, untracked: null, target: { path: node.path, recursive: false } };
+}
+
+/**
+ * Turns paths storage says changed into catalogue effects, set-based: a burst of 10,000 paths
+ * is two transactions of a few statements and a handful of reconcile jobs. What the agent's
+ * watcher and the S3-event Lambda both call (docs/reconciliation.md, "Drift signals").
+ *
+ * How "Filestore's own writes never produce drift" holds across processes. A chunk takes the
+ * database time T, looks at storage (outside any transaction: no lock is held during I/O),
+ * then in one short transaction try-locks the paths (the locks every command holds from
+ * before it touches storage until after its catalogue commit) and reads their rows. A path
+ * is *deferred*, not judged, when a command holds it now, or when a write changed its row
+ * after T (a command that ran between our look and our read: what we saw may predate its
+ * row). Any other row was committed before T, so what we saw after T is what that row must
+ * match (the strategy's `differs`); a row that matches is no drift, whoever made the change.
+ *
+ * Drift: the node goes ACTIVE → INCONSISTENT with `filestore.drift.detected` (or, for an
+ * untracked path, the event alone with `nodeId: null`; one event per directory for a burst of
+ * them), counted in filestore_drift_detected_total, and reconciliations are requested
+ * (`dispatch`). Paths a listing already on its way will see are left to it.
+ */
+export async function detectDrift(core: DriftCore, mount: Mount, batch: DriftBatch, o: DriftOptions = {}): Promise<DriftResult> {
+  const ctx: Chunking = {
+    core,
+    mount,
+    observer: o.observer ?? driftObserverFor(core.backends, mount),
+    reason: o.reason ?? 'watcher',
+    groupUntrackedAt: o.groupUntrackedAt ?? DEFAULT_GROUP_UNTRACKED_AT,
+    seenAt: batch.seenAt,
+    sequencers: batch.sequencers,
+    rootUnchanged: o.rootUnchanged,
+    untrackedDirs: new Set(),
+    listings: new Map(),
+  };
+  const chunkSize = o.chunkSize ?? 1_000;
+  const maxJobs = o.maxJobs ?? DEFAULT_MAX_JOBS_PER_BATCH;
+  const result: DriftResult = { checked: 0, covered: 0, waiting: [], drift: 0, deferred: [], dropped: [], jobs: 0 };
+  const dispatch =
+    o.dispatch ??
+    ((targets: JobTarget[]) => enqueuePlanned(core.reconcile, targets, { mountId: mount.id, reason: 'drift', hash: false }, Math.max(1, maxJobs - result.jobs)));
+  const send = async (targets: JobTarget[]) => {
+    if (targets.length > 0) result.jobs += await dispatch(targets);
+  };
+
+  const paths = [...batch.changes.keys()].sort(comparePaths);
+  if (o.skipCoveredByListings !== false) ctx.listings = await listingsOnTheirWay(core.pool, mount.id, paths);
+  // A chunk's jobs are sent as soon as it is judged: under a burst, the first directories'
+  // listings run while the rest of the batch is still being judged (the queue joins a request
+  // to a job of the same path still waiting). The batch's budget of jobs is shared by its
+  // chunks; directories that appeared are looked at once, after the whole batch.
+  let targets: JobTarget[] = (batch.rescans ?? []).map((path) => ({ path, recursive: true }));
+  const appeared: string[] = [];
+  for (let i = 0; i < paths.length; i += chunkSize) {
+    const chunk = await judgeChunk(ctx, paths.slice(i, i + chunkSize));
+    result.checked += chunk.checked;
+    result.covered += chunk.covered;
+    result.waiting.push(...chunk.waiting);
+    result.drift += chunk.drift;
+    result.deferred.push(...chunk.deferred);
+    result.dropped.push(...chunk.dropped);
+    targets.push(...chunk.targets);
+    if (chunk.drift > 0) await core.changed(mount.id);
+    appeared.push(...chunk.appeared.filter((p) => batch.changes.get(p) === 'created'));
+    await send(targets);
+    targets = [];
+  }
+  if (o.final) {
+    targets.push(...[...result.deferred, ...result.waiting].map((path) => ({ path, recursive: false })));
+    result.deferred = [];
+    result.waiting = [];
+  }
+  // After the batch's other jobs: a new directory's recursive job must start after the watch
+  // that covers what it holds (the agent's mount-watcher.ts), and that is done once.
+  if (o.beforeJobs && appeared.length > 0) targets.push(...(await o.beforeJobs(minimalRoots(appeared))).map((path) => ({ path, recursive: true })));
+  await send(targets);
+  return result;
+}
+
+/** What the chunks of one batch share. */
+interface Chunking {
+  core: DriftCore;
+  mount: Mount;
+  observer: DriftObserver;
+  reason: string;
+  groupUntrackedAt: number;
+  seenAt: ReadonlyMap<string, number> | undefined;
+  sequencers: ReadonlyMap<string, string> | undefined;
+  rootUnchanged: (() => Promise<boolean | null>) | undefined;
+  /** Untracked directories reported in this batch: what lies below them is theirs (one event and one recursive job). */
+  untrackedDirs: Set<string>;
+  /** For each directory with a non-recursive job on its way: after when (our clock) its listing began; +∞ when queued. */
+  listings: ReadonlyMap<string, number>;
+}
+
+/** A look at storage first (no transaction open), then one short transaction: try-lock, read rows, compare, mark, report. */
+async function judgeChunk(ctx: Chunking, chunk: string[]) {
+  const { core, mount } = ctx;
+  const none = { covered: 0, waiting: [] as string[], appeared: [] as string[], checked: 0, drift: 0, deferred: [] as string[], dropped: [] as string[], targets: [] as JobTarget[] };
+  const { rows: clock } = await core.pool.query<{ now: Date }>('SELECT now() AS now');
+  const since = (clock[0] as { now: Date }).now;
+  const seen = await ctx.observer.observe(chunk);
+  // A root gone while we looked reads as every path deleted: nothing of it is judged.
+  const same = ctx.rootUnchanged ? await ctx.rootUnchanged() : true;
+  if (same === false) return { ...none, dropped: chunk };
+  if (same === null) return { ...none, deferred: chunk };
+  const appeared = chunk.filter((p) => seen.get(p)?.kind === 'directory');
+  const { covered, waiting } = await coveredByListings(core.pool, mount.id, ctx.listings, ctx.seenAt, chunk, seen);
+  const paths = covered.size + waiting.size === 0 ? chunk : chunk.filter((p) => !covered.has(p) && !waiting.has(p));
+  const left = { covered: covered.size, waiting: [...waiting], appeared };
+  if (paths.length === 0) return { ...none, ...left };
+  const client = await core.pool.connect();
+  try {
+    return await inTransaction(client, async () => {
+      const free = await lockPathsForWrite(client, mount.id, paths);
+      const touched = await changedSince(client, mount.id, paths.filter((p) => free.has(p)), since);
+      const deferred = paths.filter((p) => !free.has(p) || touched.has(p));
+      const mine = paths.filter((p) => free.has(p) && !touched.has(p));
+      const rows = await findLiveByPaths(client, mount.id, mine);
+
+      const marks: DriftSignal[] = [];
+      const untracked: EntryStat[] = [];
+      const targets: JobTarget[] = [];
+      const matched: CatalogueNode[] = [];
+      for (const path of mine) {
+        const node = rows.get(path) ?? null;
+        const observed = seen.get(path);
+        if (observed === undefined) {
+          // Storage could not be read at this path: no judgement, the reconciler looks.
+          targets.push({ path, recursive: false });
+          continue;
+        }
+        const verdict = judgeDrift(node, observed, ctx.observer.differs);
+        if (verdict === null) {
+          if (node) matched.push(node);
+          continue;
+        }
+        if (verdict.untracked) {
+          if (coveredBy(path, ctx.untrackedDirs)) continue;
+          if (verdict.untracked.kind === 'directory') ctx.untrackedDirs.add(path);
+          untracked.push(verdict.untracked);
+        }
+        if (verdict.mark) marks.push(verdict.mark);
+        targets.push(verdict.target);
+      }
+      const marked = await markInconsistentMany(client, mount.id, marks, ctx.reason);
+      await recordUntrackedDrift(client, mount.id, untracked, ctx.reason, ctx.groupUntrackedAt);
+      await touchCheckedMany(client, mount.id, matched.map((n) => n.id));
+      // As recorded (Filestore's own write, a duplicate event): the event is accounted for.
+      if (ctx.sequencers) await recordSequencers(client, mount.id, matched.flatMap((n) => sequencerOf(ctx.sequencers, n.path)));
+
+      const drift = marked.length + untracked.length;
+      if (drift > 0) core.metrics.driftDetected.inc({ mount: mount.key }, drift);
+      if (marked.length > 0) core.metrics.nodeTransitions.inc({ from: 'ACTIVE', to: 'INCONSISTENT' }, marked.length);
+      return { ...none, ...left, checked: mine.length, drift, deferred, targets };
+    });
+  } finally {
+    client.release();
+  }
+}
+
+function sequencerOf(sequencers: ReadonlyMap<string, string> | undefined, path: string): Array<{ path: string; sequencer: string }> {
+  const sequencer = sequencers?.get(path);
+  return sequencer === undefined ? [] : [{ path, sequencer }];
+}
+
+function coveredBy(path: string, dirs: ReadonlySet<string>): boolean {
+  if (dirs.size === 0) return false;
+  for (const a of ancestorsOf(path)) if (dirs.has(a)) return true;
+  return false;
+}
