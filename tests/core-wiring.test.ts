@@ -14,7 +14,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createApi } from '../shared/api/app.ts';
 import { Authenticator, hashToken } from '../shared/api/auth.ts';
 import { buildApiDeps } from '../shared/api/deps.ts';
@@ -56,8 +56,13 @@ beforeAll(async () => {
   pool = createPool(url, 4);
 });
 
+// A core a test started keeps its relay running: closed after each test, or it would publish
+// what the next test expects to find owed (and hand it to its own in-process bus, not the next one's).
+afterEach(async () => {
+  for (const core of cores.splice(0)) await core.close().catch(() => {});
+});
+
 afterAll(async () => {
-  for (const core of cores) await core.close().catch(() => {});
   await pool?.end();
   await stopS3();
   for (const dir of scratch) await rm(dir, { recursive: true, force: true });
