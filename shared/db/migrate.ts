@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { runner } from 'node-pg-migrate';
 import { shippedPath } from '../package.ts';
+import { connectionConfig } from './pool.ts';
 
 /** The migrations' directory name, in the sources and beside a bundle (the build copies them there). */
 export const MIGRATIONS = 'migrations';
@@ -23,7 +24,7 @@ const FILESTORE_MIGRATE_LOCK = 4_242_001;
  * applied. `dir`: where the migrations are (default migrationsDir()).
  */
 export async function migrate(databaseUrl: string, log: (line: string) => void = () => {}, o: { dir?: string } = {}): Promise<string[]> {
-  const client = new pg.Client({ connectionString: databaseUrl, application_name: 'filestore-migrate' });
+  const client = new pg.Client({ ...connectionConfig(databaseUrl), application_name: 'filestore-migrate' });
   await client.connect();
   try {
     await client.query('SELECT pg_advisory_lock($1)', [FILESTORE_MIGRATE_LOCK]);

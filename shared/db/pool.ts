@@ -1,3 +1,4 @@
+import type { ConnectionOptions } from 'node:tls';
 import pg from 'pg';
 import { FilestoreError } from '../errors.ts';
 
@@ -12,15 +13,72 @@ export type Queryable = Pick<pg.PoolClient, 'query'>;
 /** How long a caller waits for a free connection of an exhausted pool before 503 UNAVAILABLE. */
 export const DEFAULT_ACQUIRE_TIMEOUT_MS = 10_000;
 
-export interface PoolOptions {
+/**
+ * What a connection string cannot carry: a password made anew for each connection (RDS IAM
+ * auth tokens live 15 minutes, a pooled connection longer) and TLS options built in code.
+ */
+export interface ConnectionAuth {
+  /** Called by pg for each new connection whose server asks for a password. */
+  password?: string | (() => Promise<string>) | undefined;
+  /** TLS of every connection; with it, a server that does not offer TLS is refused. */
+  ssl?: ConnectionOptions | undefined;
+}
+
+export interface PoolOptions extends ConnectionAuth {
   /** Wait at most this long for a connection (default DEFAULT_ACQUIRE_TIMEOUT_MS). */
   acquireTimeoutMs?: number | undefined;
+}
+
+// The process that knows a database's credentials (a Lambda with IAM auth) registers them for
+// its URL once; every pool and client made for that URL then uses them, wherever it is made
+// (wireFilestore, migrate), without each layer passing them along.
+const registered = new Map<string, ConnectionAuth>();
+
+/** Registers the password function and TLS options of the connections to `connectionString`. */
+export function registerConnectionAuth(connectionString: string, auth: ConnectionAuth): void {
+  registered.set(connectionString, auth);
+}
+
+/** Forgets what registerConnectionAuth registered for `connectionString` (tests). */
+export function unregisterConnectionAuth(connectionString: string): void {
+  registered.delete(connectionString);
+}
+
+/**
+ * The pg settings of a connection to `connectionString`: the URL, and the password and TLS
+ * given (else registered for it). Options given win over the URL's (pg lets the URL's win).
+ */
+export function connectionConfig(connectionString: string, auth: ConnectionAuth = {}): pg.ClientConfig {
+  const a = { ...registered.get(connectionString), ...definedOnly(auth) };
+  const config: pg.ClientConfig = { connectionString };
+  if (a.password !== undefined || a.ssl !== undefined) {
+    // pg gives a connection string's settings precedence over explicit ones: with options of
+    // our own, the URL's parts are passed one by one instead.
+    const u = new URL(connectionString);
+    Object.assign(config, {
+      connectionString: undefined,
+      host: decodeURIComponent(u.hostname.replace(/^\[|\]$/g, '')),
+      port: u.port ? Number(u.port) : 5432,
+      user: decodeURIComponent(u.username) || undefined,
+      database: decodeURIComponent(u.pathname.slice(1)) || undefined,
+      password: a.password ?? (u.password ? decodeURIComponent(u.password) : undefined),
+      ssl: a.ssl,
+    });
+  }
+  return config;
+}
+
+function definedOnly(auth: ConnectionAuth): ConnectionAuth {
+  const out: ConnectionAuth = {};
+  if (auth.password !== undefined) out.password = auth.password;
+  if (auth.ssl !== undefined) out.ssl = auth.ssl;
+  return out;
 }
 
 export function createPool(connectionString: string, max = 20, o: PoolOptions = {}): pg.Pool {
   const acquireTimeoutMs = o.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS;
   const pool = new pg.Pool({
-    connectionString,
+    ...connectionConfig(connectionString, o),
     max,
     // PGAPPNAME names a process's sessions (operators, and tests that must find a dead one's).
     application_name: process.env.PGAPPNAME ?? 'filestore',

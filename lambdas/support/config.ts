@@ -1,0 +1,152 @@
+import { z } from 'zod';
+import { COMMAND_SECRET_MIN_LENGTH, parseCommandSecrets } from '../../shared/dispatch/signing.ts';
+import { FilestoreError } from '../../shared/errors.ts';
+import { OutboxRetention } from '../../shared/events/retention.ts';
+import { QUEUE_PREFIX_PATTERN } from '../../shared/queues/prefix.ts';
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const redisUrl = z
+  .string()
+  .refine((v) => v === 'inline' || /^rediss?:\/\/[^\s]+$/.test(v), { message: 'expected redis://… or rediss://… (rediss: TLS, as ElastiCache with in-transit encryption requires)' });
+
+/**
+ * The Lambdas' environment. Unlike the long-running processes (shared/config.ts), secrets come
+ * from Secrets Manager by ARN (fetched by lambdaCore, cached per container), and PostgreSQL may
+ * be reached through RDS Proxy with IAM authentication instead of a URL with a password.
+ */
+const LambdaEnv = z.object({
+  /** postgres://… with its password; or the FILESTORE_DB_* variables below. */
+  DATABASE_URL: z.string().url().optional(),
+  FILESTORE_DB_HOST: z.string().min(1).optional(),
+  FILESTORE_DB_PORT: z.coerce.number().int().min(1).max(65_535).default(5432),
+  FILESTORE_DB_NAME: z.string().min(1).optional(),
+  FILESTORE_DB_USER: z.string().min(1).optional(),
+  /** RDS Proxy IAM authentication: each new connection's password is a token signed with the function's role (TLS required). */
+  FILESTORE_DB_IAM_AUTH: bool.default(false),
+  /** A PEM file of the CA that signs the database's certificate (default: Node's trusted CAs, which include Amazon's). */
+  FILESTORE_DB_TLS_CA: z.string().min(1).optional(),
+  /** Connections of a container's pool: one invocation at a time runs in a container. */
+  FILESTORE_DB_POOL_SIZE: z.coerce.number().int().min(1).max(2).default(2),
+  AWS_REGION: z.string().min(1).optional(),
+  REDIS_URL: redisUrl,
+  FILESTORE_ALLOW_INLINE: bool.default(false),
+  /** Secrets Manager secret holding the Redis AUTH token (plain, or JSON {"password", "username"?}). */
+  FILESTORE_REDIS_AUTH_SECRET_ARN: z.string().min(1).optional(),
+  /** Secrets Manager secret holding the API token hashes (the JSON of FILESTORE_API_TOKENS). */
+  FILESTORE_API_TOKENS_SECRET_ARN: z.string().min(1).optional(),
+  /** Local runs and tests only: the token hashes themselves. */
+  FILESTORE_API_TOKENS: z.string().optional(),
+  /** Secrets Manager secret holding FILESTORE_COMMAND_SECRET's value (comma-separated, the first signs). */
+  FILESTORE_COMMAND_SECRET_ARN: z.string().min(1).optional(),
+  /** Local runs and tests only: the command secrets themselves. */
+  FILESTORE_COMMAND_SECRET: z
+    .string()
+    .transform(parseCommandSecrets)
+    .refine((list) => list.every((s) => s.length >= COMMAND_SECRET_MIN_LENGTH), {
+      message: `each comma-separated secret needs at least ${COMMAND_SECRET_MIN_LENGTH} characters`,
+    })
+    .optional(),
+  /** How long a secret fetched from Secrets Manager is reused by a container (rotation shows after at most this). */
+  FILESTORE_SECRETS_TTL_SECONDS: z.coerce.number().int().min(0).max(86_400).default(300),
+  FILESTORE_COMMAND_TTL_MS: z.coerce.number().int().min(30_000).max(86_400_000).default(900_000),
+  FILESTORE_QUEUE_PREFIX: z.string().regex(QUEUE_PREFIX_PATTERN, 'letters, digits and _ . : { } - only (1-100 characters)').optional(),
+  FILESTORE_CACHE_TTL_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
+  FILESTORE_OUTBOX_RETENTION: OutboxRetention,
+  FILESTORE_S3_ENDPOINT: z.string().url().optional(),
+});
+
+/** How a container reaches PostgreSQL with IAM auth (RDS Proxy): the signer's inputs. */
+export interface IamDatabaseAuth {
+  hostname: string;
+  port: number;
+  username: string;
+  region: string;
+  /** PEM of the CA to trust instead of Node's default ones. */
+  tlsCaPath: string | undefined;
+}
+
+export interface LambdaConfig {
+  /** postgres://… (without a password under IAM auth: `iamAuth` makes each connection's). */
+  databaseUrl: string;
+  iamAuth: IamDatabaseAuth | null;
+  /** redis://… or rediss://… (its AUTH token, when in a secret, added by lambdaCore), or 'inline' (tests). */
+  redisUrl: string;
+  poolSize: number;
+  redisAuthSecretArn: string | undefined;
+  apiTokensSecretArn: string | undefined;
+  apiTokens: string | undefined;
+  commandSecretArn: string | undefined;
+  commandSecrets: string[] | undefined;
+  secretsTtlMs: number;
+  commandTtlMs: number;
+  queuePrefix: string | undefined;
+  cacheTtlSeconds: number;
+  outboxRetentionMs: number;
+  s3Endpoint: string | undefined;
+}
+
+/**
+ * Reads and validates a Lambda's environment (at the container's first invocation). A bad or
+ * missing value is CONFIG_ERROR naming the variable; nothing is fetched here.
+ */
+export function loadLambdaConfig(env: NodeJS.ProcessEnv = process.env): LambdaConfig {
+  const parsed = LambdaEnv.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    throw new FilestoreError('CONFIG_ERROR', `invalid Lambda configuration: ${problems.join('; ')}`);
+  }
+  const e = parsed.data;
+  if (e.REDIS_URL === 'inline' && !e.FILESTORE_ALLOW_INLINE) {
+    throw new FilestoreError('CONFIG_ERROR', 'REDIS_URL is "inline" (events stay in one container, which other containers never see): set REDIS_URL=rediss://…');
+  }
+  if (e.FILESTORE_COMMAND_SECRET_ARN && e.FILESTORE_COMMAND_SECRET) {
+    throw new FilestoreError('CONFIG_ERROR', 'FILESTORE_COMMAND_SECRET_ARN and FILESTORE_COMMAND_SECRET are both set: keep the ARN (the value is for local runs only)');
+  }
+  return {
+    ...database(e),
+    redisUrl: e.REDIS_URL,
+    poolSize: e.FILESTORE_DB_POOL_SIZE,
+    redisAuthSecretArn: e.FILESTORE_REDIS_AUTH_SECRET_ARN,
+    apiTokensSecretArn: e.FILESTORE_API_TOKENS_SECRET_ARN,
+    apiTokens: e.FILESTORE_API_TOKENS,
+    commandSecretArn: e.FILESTORE_COMMAND_SECRET_ARN,
+    commandSecrets: e.FILESTORE_COMMAND_SECRET,
+    secretsTtlMs: e.FILESTORE_SECRETS_TTL_SECONDS * 1000,
+    commandTtlMs: e.FILESTORE_COMMAND_TTL_MS,
+    queuePrefix: e.FILESTORE_QUEUE_PREFIX,
+    cacheTtlSeconds: e.FILESTORE_CACHE_TTL_SECONDS,
+    outboxRetentionMs: e.FILESTORE_OUTBOX_RETENTION,
+    s3Endpoint: e.FILESTORE_S3_ENDPOINT,
+  };
+}
+
+function database(e: z.infer<typeof LambdaEnv>): Pick<LambdaConfig, 'databaseUrl' | 'iamAuth'> {
+  const parts = { FILESTORE_DB_HOST: e.FILESTORE_DB_HOST, FILESTORE_DB_NAME: e.FILESTORE_DB_NAME, FILESTORE_DB_USER: e.FILESTORE_DB_USER };
+  const missing = Object.entries(parts).filter(([, v]) => v === undefined).map(([k]) => k);
+  if (!e.FILESTORE_DB_IAM_AUTH) {
+    if (e.DATABASE_URL) return { databaseUrl: e.DATABASE_URL, iamAuth: null };
+    if (missing.length > 0) {
+      throw new FilestoreError('CONFIG_ERROR', `DATABASE_URL is unset: set it, or FILESTORE_DB_HOST, FILESTORE_DB_NAME, FILESTORE_DB_USER with FILESTORE_DB_IAM_AUTH=true (missing: ${missing.join(', ')})`);
+    }
+    throw new FilestoreError('CONFIG_ERROR', 'FILESTORE_DB_HOST/NAME/USER are set without FILESTORE_DB_IAM_AUTH=true: they are for RDS Proxy IAM auth; otherwise set DATABASE_URL');
+  }
+  if (e.DATABASE_URL) throw new FilestoreError('CONFIG_ERROR', 'FILESTORE_DB_IAM_AUTH=true with DATABASE_URL: under IAM auth set FILESTORE_DB_HOST, FILESTORE_DB_NAME, FILESTORE_DB_USER instead');
+  if (missing.length > 0) throw new FilestoreError('CONFIG_ERROR', `FILESTORE_DB_IAM_AUTH=true needs ${missing.join(', ')}`);
+  if (!e.AWS_REGION) throw new FilestoreError('CONFIG_ERROR', 'FILESTORE_DB_IAM_AUTH=true needs AWS_REGION (set by Lambda itself) to sign the tokens');
+  const iamAuth: IamDatabaseAuth = {
+    hostname: e.FILESTORE_DB_HOST as string,
+    port: e.FILESTORE_DB_PORT,
+    username: e.FILESTORE_DB_USER as string,
+    region: e.AWS_REGION,
+    tlsCaPath: e.FILESTORE_DB_TLS_CA,
+  };
+  const u = new URL('postgres://placeholder');
+  u.hostname = iamAuth.hostname;
+  u.port = String(iamAuth.port);
+  u.username = encodeURIComponent(iamAuth.username);
+  u.pathname = `/${encodeURIComponent(e.FILESTORE_DB_NAME as string)}`;
+  return { databaseUrl: u.toString(), iamAuth };
+}

@@ -1,0 +1,408 @@
+/**
+ * What every Lambda handler stands on (lambdas/support): its configuration, the container's
+ * core built once, the outbox published before a handler returns, secrets cached per
+ * container, and PostgreSQL reached with IAM auth (a token per new connection, over TLS).
+ *
+ * PostgreSQL here trusts every local connection, so it never asks for a password: a small
+ * front speaking PostgreSQL's protocol stands before it, asks each connection for a cleartext
+ * password (recording it), optionally over TLS, then hands the connection to the real server.
+ */
+import { spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { loadLambdaConfig } from '../lambdas/support/config.ts';
+import { closeLambdaCore, lambdaCore, redisUrlWithAuth, type LambdaCore } from '../lambdas/support/core.ts';
+import { lambdaHandler } from '../lambdas/support/powertools.ts';
+import { SecretCache, resetContainerSecrets } from '../lambdas/support/secrets.ts';
+import { createMount } from '../shared/catalogue/mounts.ts';
+import { appendEvents } from '../shared/catalogue/outbox.ts';
+import { createPool, unregisterConnectionAuth, type Pool } from '../shared/db/pool.ts';
+import { EVENTS_CHANNEL } from '../shared/events/bus.ts';
+import { TEST_COMMAND_SECRET } from './support/command-secret.ts';
+import { TEST_DATABASE_URL, TEST_REDIS_URL } from './support/env.ts';
+import { eventually } from './support/http.ts';
+import { lambdaContext } from './support/lambda-context.ts';
+
+const saved = { ...process.env };
+const databaseName = decodeURIComponent(new URL(TEST_DATABASE_URL).pathname.slice(1));
+
+/** The environment of a Lambda against the test services (URL mode). */
+function useLambdaEnv(extra: Record<string, string> = {}): void {
+  for (const k of Object.keys(process.env)) if (k.startsWith('FILESTORE_') || k === 'DATABASE_URL' || k === 'REDIS_URL') delete process.env[k];
+  Object.assign(process.env, { DATABASE_URL: TEST_DATABASE_URL, REDIS_URL: TEST_REDIS_URL, FILESTORE_COMMAND_SECRET: TEST_COMMAND_SECRET, ...extra });
+  for (const [k, v] of Object.entries(extra)) if (v === '') delete process.env[k];
+}
+
+afterEach(async () => {
+  await closeLambdaCore();
+  resetContainerSecrets();
+  process.env = { ...saved };
+});
+
+describe('loadLambdaConfig', () => {
+  const base = { REDIS_URL: 'rediss://cache.example:6379', DATABASE_URL: 'postgres://u:p@db.example/filestore' };
+  const problem = (env: Record<string, string>) => {
+    try {
+      loadLambdaConfig(env);
+    } catch (err) {
+      return err as { code: string; message: string };
+    }
+    throw new Error('no error');
+  };
+
+  it('a bad or missing value is CONFIG_ERROR naming the variable', () => {
+    expect(problem({ REDIS_URL: base.REDIS_URL })).toMatchObject({ code: 'CONFIG_ERROR', message: expect.stringContaining('DATABASE_URL') });
+    expect(problem({ DATABASE_URL: base.DATABASE_URL }).message).toContain('REDIS_URL');
+    expect(problem({ ...base, REDIS_URL: 'http://cache.example' }).message).toContain('REDIS_URL');
+    expect(problem({ ...base, FILESTORE_DB_POOL_SIZE: '5' }).message).toContain('FILESTORE_DB_POOL_SIZE');
+    expect(problem({ ...base, FILESTORE_SECRETS_TTL_SECONDS: 'soon' }).message).toContain('FILESTORE_SECRETS_TTL_SECONDS');
+    expect(problem({ REDIS_URL: base.REDIS_URL, FILESTORE_DB_IAM_AUTH: 'true', FILESTORE_DB_HOST: 'proxy.example', AWS_REGION: 'eu-west-1' }).message).toMatch(
+      /FILESTORE_DB_NAME, FILESTORE_DB_USER/,
+    );
+    expect(problem({ REDIS_URL: base.REDIS_URL, FILESTORE_DB_IAM_AUTH: 'true', FILESTORE_DB_HOST: 'h', FILESTORE_DB_NAME: 'n', FILESTORE_DB_USER: 'u' }).message).toContain('AWS_REGION');
+    expect(problem({ ...base, FILESTORE_DB_IAM_AUTH: 'true' }).message).toContain('DATABASE_URL');
+    expect(problem({ ...base, REDIS_URL: 'inline' }).message).toContain('REDIS_URL');
+  });
+
+  it('defaults: a pool of 2, secrets kept 5 minutes; IAM auth makes a URL without a password', () => {
+    expect(loadLambdaConfig(base)).toMatchObject({ databaseUrl: base.DATABASE_URL, iamAuth: null, poolSize: 2, secretsTtlMs: 300_000 });
+    const iam = loadLambdaConfig({
+      REDIS_URL: base.REDIS_URL,
+      FILESTORE_DB_IAM_AUTH: 'true',
+      FILESTORE_DB_HOST: 'proxy.example',
+      FILESTORE_DB_NAME: 'filestore',
+      FILESTORE_DB_USER: 'filestore_app',
+      AWS_REGION: 'eu-west-1',
+    });
+    expect(iam.databaseUrl).toBe('postgres://filestore_app@proxy.example:5432/filestore');
+    expect(iam.iamAuth).toEqual({ hostname: 'proxy.example', port: 5432, username: 'filestore_app', region: 'eu-west-1', tlsCaPath: undefined });
+  });
+
+  it('a Lambda with Redis and no command secret is refused when its core is built, naming FILESTORE_COMMAND_SECRET_ARN', async () => {
+    useLambdaEnv();
+    delete process.env.FILESTORE_COMMAND_SECRET;
+    await expect(lambdaCore()).rejects.toMatchObject({ code: 'CONFIG_ERROR', message: expect.stringContaining('FILESTORE_COMMAND_SECRET_ARN') });
+  });
+});
+
+describe('the container’s core', () => {
+  it('is built once and reused by every invocation; closeLambdaCore makes the next one build anew', async () => {
+    useLambdaEnv();
+    const seen: LambdaCore[] = [];
+    const handler = lambdaHandler('reuse', async (_e: unknown, _c, lc) => {
+      seen.push(lc);
+      await lc.core.pool.query('SELECT 1');
+      return lc.core.pool.totalCount;
+    });
+    const [a, b] = await Promise.all([lambdaCore(), lambdaCore()]);
+    expect(a).toBe(b);
+    expect(await handler({}, lambdaContext())).toBeLessThanOrEqual(2);
+    await handler({}, lambdaContext());
+    expect(seen[0]).toBe(a);
+    expect(seen[1]).toBe(a);
+    await closeLambdaCore();
+    const fresh = await lambdaCore();
+    expect(fresh).not.toBe(a);
+    expect(fresh.config.poolSize).toBe(2);
+  });
+
+  it('a build that failed is forgotten: the next invocation tries again', async () => {
+    useLambdaEnv({ DATABASE_URL: 'postgres://postgres@127.0.0.1:1/nowhere' });
+    await expect(lambdaCore()).rejects.toThrow();
+    process.env.DATABASE_URL = TEST_DATABASE_URL;
+    await expect(lambdaCore()).resolves.toMatchObject({ config: { databaseUrl: TEST_DATABASE_URL } });
+  });
+});
+
+describe('lambdaHandler', () => {
+  let pool: Pool;
+  let subscriber: Redis;
+  const received: string[] = [];
+  beforeAll(async () => {
+    pool = createPool(TEST_DATABASE_URL, 2);
+    subscriber = new Redis(TEST_REDIS_URL);
+    subscriber.on('message', (_channel: string, message: string) => void received.push(message));
+    await subscriber.subscribe(EVENTS_CHANNEL);
+  });
+  afterAll(async () => {
+    await subscriber.quit();
+    await pool.end();
+  });
+
+  it('events committed during an invocation are published to Redis before the handler returns', async () => {
+    useLambdaEnv();
+    const mount = await createMount(pool, { key: `lambda-support-${randomUUID().slice(0, 8)}`, kind: 's3', bucket: 'b', prefix: 'p/', region: 'us-east-1' });
+    const tag = randomUUID();
+    const handler = lambdaHandler('events', async (_e: unknown, _c, lc) => {
+      await appendEvents(lc.core.pool, [{ type: 'filestore.node.updated', mountId: mount.id, data: { tag } }]);
+      return 'ok';
+    });
+    expect(await handler({}, lambdaContext())).toBe('ok');
+    const { rows } = await pool.query<{ published: boolean }>(`SELECT published_at IS NOT NULL AS published FROM filestore.outbox WHERE mount_id = $1`, [mount.id]);
+    expect(rows).toEqual([{ published: true }]);
+    await eventually(async () => received.find((m) => m.includes(tag)), 'the event on the Redis channel');
+  });
+
+  it('a handler that throws still publishes what it committed, and the error reaches the caller', async () => {
+    useLambdaEnv();
+    const mount = await createMount(pool, { key: `lambda-support-${randomUUID().slice(0, 8)}`, kind: 's3', bucket: 'b', prefix: 'p/', region: 'us-east-1' });
+    const handler = lambdaHandler('fails', async (_e: unknown, _c, lc) => {
+      await appendEvents(lc.core.pool, [{ type: 'filestore.node.updated', mountId: mount.id, data: {} }]);
+      throw new Error('after the commit');
+    });
+    await expect(handler({}, lambdaContext())).rejects.toThrow('after the commit');
+    const { rows } = await pool.query<{ published: boolean }>(`SELECT published_at IS NOT NULL AS published FROM filestore.outbox WHERE mount_id = $1`, [mount.id]);
+    expect(rows).toEqual([{ published: true }]);
+  });
+
+  it('metrics recorded during an invocation are published (as EMF) when it ends', async () => {
+    useLambdaEnv();
+    const handler = lambdaHandler('metrics', async (_e: unknown, _c, lc) => {
+      lc.metrics.securityEvents.inc({ kind: 'test' });
+      return lc.metrics.hasStoredMetrics();
+    });
+    expect(await handler({}, lambdaContext())).toBe(true);
+    expect((await lambdaCore()).metrics.hasStoredMetrics()).toBe(false);
+  });
+});
+
+describe('secrets', () => {
+  it('a secret is read once per TTL; a failed read is not kept', async () => {
+    let now = 0;
+    let reads = 0;
+    let fail = true;
+    const cache = new SecretCache(
+      1_000,
+      async (id) => {
+        reads++;
+        if (fail) throw new Error('throttled');
+        return `value of ${id}`;
+      },
+      () => now,
+    );
+    await expect(cache.get('arn:a')).rejects.toThrow('throttled');
+    fail = false;
+    expect(await cache.get('arn:a')).toBe('value of arn:a');
+    expect(await cache.get('arn:a')).toBe('value of arn:a');
+    expect(reads).toBe(2);
+    now = 1_001;
+    await cache.get('arn:a');
+    expect(reads).toBe(3);
+  });
+
+  it('the Redis AUTH secret becomes the password (or user and password) of REDIS_URL', async () => {
+    const url = 'rediss://cache.example:6379/0';
+    expect(await redisUrlWithAuth({ redisUrl: url, redisAuthSecretArn: 'arn' }, async () => 'tok/en')).toBe('rediss://:tok%2Fen@cache.example:6379/0');
+    expect(await redisUrlWithAuth({ redisUrl: url, redisAuthSecretArn: 'arn' }, async () => '{"username":"app","password":"pw"}')).toBe('rediss://app:pw@cache.example:6379/0');
+    expect(await redisUrlWithAuth({ redisUrl: url, redisAuthSecretArn: undefined }, async () => 'x')).toBe(url);
+    await expect(redisUrlWithAuth({ redisUrl: url, redisAuthSecretArn: 'arn' }, async () => '{"token":"x"}')).rejects.toMatchObject({ code: 'CONFIG_ERROR' });
+  });
+});
+
+// ---- PostgreSQL with passwords and TLS: a front before the trusting server.
+
+interface PasswordFront {
+  port: number;
+  /** The password each connection sent, in order. */
+  passwords: string[];
+  close(): Promise<void>;
+}
+
+/** Reads PostgreSQL's framed messages from a socket until detached. */
+class Frames {
+  private buffer = Buffer.alloc(0);
+  private waiter: (() => void) | null = null;
+  private readonly onData = (chunk: Buffer) => {
+    this.buffer = Buffer.concat([this.buffer, chunk]);
+    this.waiter?.();
+  };
+  constructor(private readonly socket: net.Socket) {
+    socket.on('data', this.onData);
+  }
+  /** A message without a type byte (the first of a connection): int32 length (itself included), body. */
+  async untyped(): Promise<Buffer> {
+    const length = (await this.bytes(4)).readInt32BE(0);
+    await this.bytes(length);
+    return this.take(length);
+  }
+  /** A typed message: type byte, int32 length, body. */
+  async typed(): Promise<{ type: string; body: Buffer }> {
+    const length = (await this.bytes(5)).readInt32BE(1);
+    await this.bytes(1 + length);
+    const m = this.take(1 + length);
+    return { type: String.fromCharCode(m[0] as number), body: m.subarray(5) };
+  }
+  detach(): Buffer {
+    this.socket.off('data', this.onData);
+    return this.take(this.buffer.length);
+  }
+  private async bytes(n: number): Promise<Buffer> {
+    while (this.buffer.length < n) await new Promise<void>((resolve) => (this.waiter = resolve));
+    return this.buffer;
+  }
+  private take(n: number): Buffer {
+    const out = this.buffer.subarray(0, n);
+    this.buffer = this.buffer.subarray(n);
+    return out;
+  }
+}
+
+const SSL_REQUEST = 80_877_103;
+
+async function startPasswordFront(o: { tls?: { key: string; cert: string } } = {}): Promise<PasswordFront> {
+  const passwords: string[] = [];
+  const sockets = new Set<net.Socket>();
+  const track = (s: net.Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => s.destroy());
+  };
+  const serve = async (raw: net.Socket) => {
+    let socket: net.Socket = raw;
+    let frames = new Frames(raw);
+    let startup = await frames.untyped();
+    if (startup.length === 8 && startup.readInt32BE(4) === SSL_REQUEST) {
+      if (!o.tls) {
+        raw.write('N');
+      } else {
+        frames.detach();
+        raw.write('S');
+        socket = new tls.TLSSocket(raw, { isServer: true, key: o.tls.key, cert: o.tls.cert });
+        track(socket);
+        frames = new Frames(socket);
+      }
+      startup = await frames.untyped();
+    }
+    socket.write(Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 3])); // AuthenticationCleartextPassword
+    const answer = await frames.typed();
+    if (answer.type !== 'p') throw new Error(`expected a password message, got ${answer.type}`);
+    passwords.push(answer.body.subarray(0, answer.body.length - 1).toString('utf8'));
+    const upstream = net.connect(5432, new URL(TEST_DATABASE_URL).hostname);
+    track(upstream);
+    upstream.write(startup);
+    const rest = frames.detach();
+    if (rest.length > 0) upstream.write(rest);
+    socket.pipe(upstream);
+    upstream.pipe(socket);
+    const closeBoth = () => {
+      socket.destroy();
+      upstream.destroy();
+    };
+    socket.on('close', closeBoth);
+    upstream.on('close', closeBoth);
+  };
+  const server = net.createServer((raw) => {
+    track(raw);
+    serve(raw).catch(() => raw.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    passwords,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+describe('PostgreSQL with IAM auth', () => {
+  let dir: string;
+  let key: string;
+  let cert: string;
+  let caPath: string;
+  const fronts: PasswordFront[] = [];
+
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'filestore-iam-'));
+    const made = spawnSync(
+      'openssl',
+      ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', 'key.pem', '-out', 'cert.pem'],
+      { cwd: dir, encoding: 'utf8' },
+    );
+    if (made.status !== 0) throw new Error(`openssl: ${made.stderr}`);
+    key = readFileSync(path.join(dir, 'key.pem'), 'utf8');
+    cert = readFileSync(path.join(dir, 'cert.pem'), 'utf8');
+    caPath = path.join(dir, 'cert.pem');
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  afterEach(async () => {
+    for (const f of fronts.splice(0)) {
+      unregisterConnectionAuth(`postgres://postgres@127.0.0.1:${f.port}/${databaseName}`);
+      await f.close();
+    }
+  });
+
+  const front = async (o: { tls?: boolean } = {}) => {
+    const f = await startPasswordFront(o.tls ? { tls: { key, cert } } : {});
+    fronts.push(f);
+    return f;
+  };
+
+  const iamEnv = (port: number, extra: Record<string, string> = {}) =>
+    useLambdaEnv({
+      DATABASE_URL: '',
+      FILESTORE_DB_IAM_AUTH: 'true',
+      FILESTORE_DB_HOST: '127.0.0.1',
+      FILESTORE_DB_PORT: String(port),
+      FILESTORE_DB_NAME: databaseName,
+      FILESTORE_DB_USER: 'postgres',
+      AWS_REGION: 'eu-west-1',
+      AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE',
+      AWS_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY',
+      ...extra,
+    });
+
+  it('a password function is called for each new connection, and what it returns is what the server receives', async () => {
+    const f = await front();
+    let calls = 0;
+    const pool = createPool(`postgres://postgres@127.0.0.1:${f.port}/${databaseName}`, 2, { password: async () => `token-${++calls}` });
+    try {
+      const [a, b] = await Promise.all([pool.connect(), pool.connect()]);
+      a.release();
+      b.release();
+      await pool.query('SELECT 1'); // an idle connection is reused: no new password
+      expect(calls).toBe(2);
+      expect(f.passwords.sort()).toEqual(['token-1', 'token-2']);
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('the core of a Lambda with FILESTORE_DB_IAM_AUTH connects over TLS with a signed RDS token per connection', async () => {
+    const f = await front({ tls: true });
+    iamEnv(f.port, { FILESTORE_DB_TLS_CA: caPath });
+    const { core } = await lambdaCore();
+    const [a, b] = await Promise.all([core.pool.connect(), core.pool.connect()]);
+    a.release();
+    b.release();
+    expect(f.passwords).toHaveLength(2);
+    for (const token of f.passwords) {
+      expect(token).toMatch(new RegExp(`^127\\.0\\.0\\.1:${f.port}/\\?Action=connect&DBUser=postgres&.*X-Amz-Signature=[0-9a-f]{64}`));
+    }
+  });
+
+  it('refuses a server that offers no TLS, and one whose certificate the configured CAs do not sign', async () => {
+    const plain = await front();
+    iamEnv(plain.port, { FILESTORE_DB_TLS_CA: caPath });
+    await expect(lambdaCore()).rejects.toThrow(/SSL/i);
+    expect(plain.passwords).toEqual([]);
+    await closeLambdaCore();
+
+    const tlsFront = await front({ tls: true });
+    iamEnv(tlsFront.port); // Node's CAs do not sign the test's certificate
+    await expect(lambdaCore()).rejects.toThrow(/self.signed|certificate/i);
+    expect(tlsFront.passwords).toEqual([]);
+  });
+
+  it('an unreadable FILESTORE_DB_TLS_CA is CONFIG_ERROR naming it', async () => {
+    iamEnv(5432, { FILESTORE_DB_TLS_CA: path.join(dir, 'absent.pem') });
+    await expect(lambdaCore()).rejects.toMatchObject({ code: 'CONFIG_ERROR', message: expect.stringContaining('FILESTORE_DB_TLS_CA') });
+  });
+});
