@@ -20,7 +20,26 @@ export interface S3Proxy {
   readonly requests: Array<{ method: string; url: string }>;
   /** Awaited before each request is forwarded (null: none): a test changes storage between two requests. */
   beforeForward(hook: ((method: string, url: string) => Promise<void> | void) | null): void;
+  /**
+   * Called (null: none) as soon as the emulator answered a write 2xx, before the client sees the
+   * answer: what the S3-notification bridge turns into event records. DeleteObjects
+   * (POST ?delete) comes with both XML bodies; other writes with their headers only.
+   */
+  afterWrite(hook: ((write: S3Write) => void) | null): void;
   stop(): Promise<void>;
+}
+
+/** A write the emulator accepted (PUT, POST, DELETE on a key or `?delete`). */
+export interface S3Write {
+  method: string;
+  /** Path and query as received: /<bucket>/<url-encoded key>?… */
+  url: string;
+  requestHeaders: IncomingHttpHeaders;
+  status: number;
+  responseHeaders: IncomingHttpHeaders;
+  /** DeleteObjects only. */
+  requestBody?: Buffer | undefined;
+  responseBody?: Buffer | undefined;
 }
 
 const SLOW_DOWN = `<?xml version="1.0" encoding="UTF-8"?>
@@ -33,6 +52,7 @@ export async function startS3Proxy(upstream: string): Promise<S3Proxy> {
   let partCopies = 0;
   const requests: Array<{ method: string; url: string }> = [];
   let hook: ((method: string, url: string) => Promise<void> | void) | null = null;
+  let written: ((write: S3Write) => void) | null = null;
 
   const forward = (method: string, path: string, headers: IncomingHttpHeaders, body?: Buffer | IncomingMessage) =>
     new Promise<IncomingMessage>((resolve, reject) => {
@@ -97,8 +117,21 @@ export async function startS3Proxy(upstream: string): Promise<S3Proxy> {
         await emulatePartCopy(req, res, url);
         return;
       }
+      const isWrite = method === 'PUT' || method === 'POST' || method === 'DELETE';
+      if (written !== null && method === 'POST' && query.has('delete')) {
+        // DeleteObjects: the keys are in the request body, what was deleted in the response's.
+        const requestBody = await readAll(req);
+        const upstreamRes = await forward(method, url, req.headers, requestBody);
+        const responseBody = await readAll(upstreamRes);
+        const status = upstreamRes.statusCode ?? 502;
+        if (status >= 200 && status < 300) written({ method, url, requestHeaders: req.headers, status, responseHeaders: upstreamRes.headers, requestBody, responseBody });
+        res.writeHead(status, upstreamRes.headers).end(responseBody);
+        return;
+      }
       const upstreamRes = await forward(method, url, req.headers, req);
-      res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
+      const status = upstreamRes.statusCode ?? 502;
+      if (written !== null && isWrite && status >= 200 && status < 300) written({ method, url, requestHeaders: req.headers, status, responseHeaders: upstreamRes.headers });
+      res.writeHead(status, upstreamRes.headers);
       upstreamRes.pipe(res);
     })().catch((err: unknown) => {
       if (!res.headersSent) res.writeHead(502);
@@ -121,6 +154,9 @@ export async function startS3Proxy(upstream: string): Promise<S3Proxy> {
     requests,
     beforeForward(h) {
       hook = h;
+    },
+    afterWrite(h) {
+      written = h;
     },
     stop: () =>
       new Promise<void>((resolve, reject) => {
