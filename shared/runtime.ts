@@ -15,6 +15,7 @@ import { defaultMetrics, type FilestoreMetrics } from './metrics/metrics.ts';
 import { createReconcileQueue } from './queues/create-reconcile-queue.ts';
 import { catalogueQueuePrefix } from './queues/prefix.ts';
 import type { ReconcileQueue } from './queues/reconcile-queue.ts';
+import type { SqsQueueSetup } from './queues/sqs-queue.ts';
 import { createReconciler } from './reconcile/reconciler.ts';
 import type { ProcessIdentity } from './dispatch/ownership.ts';
 import { CommandRouter, dispatchSigner } from './dispatch/router.ts';
@@ -77,6 +78,8 @@ export interface ReconcileSetup {
   mountIds?: readonly string[] | undefined;
   /** 'inline' runs jobs in-process even when Redis carries events (tests). Default: the Redis URL. */
   queueRedisUrl?: string | undefined;
+  /** FILESTORE_RECONCILE_QUEUE_URL (AWS): S3 mounts' jobs go to this SQS queue (the reconcile Lambda's); local mounts' stay on the queue above. */
+  sqs?: SqsQueueSetup | undefined;
 }
 
 /**
@@ -163,6 +166,7 @@ export async function wireFilestore(o: FilestoreOptions): Promise<Filestore> {
     prefix: queuePrefix,
     mountIds: r.mountIds,
     agentId: r.consume ? r.agentId : undefined,
+    sqs: r.sqs,
   });
   const maintenance = { pool, orchestrator, relay, recover: o.recover !== false, outboxRetentionMs: o.outboxRetentionMs ?? DEFAULT_OUTBOX_RETENTION_MS, log };
 

@@ -1,0 +1,189 @@
+import { GetQueueAttributesCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { enqueueJob, markQueueOwed, owedJobs, clearQueueOwed, type ReconcileJobRow } from '../catalogue/jobs.ts';
+import { findMount } from '../catalogue/mounts.ts';
+import type { Mount } from '../catalogue/types.ts';
+import type { Pool } from '../db/pool.ts';
+import { FilestoreError } from '../errors.ts';
+import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
+import type { ReconcileHandler, ReconcileRequest } from '../reconcile/types.ts';
+import { ReconcileWorker } from '../reconcile/worker.ts';
+import { toNewJob, type Enqueued, type ReconcileQueue, type ReconcileQueueOptions, type StartOptions } from './reconcile-queue.ts';
+
+/** The body of a reconcile message on SQS: the row id is what counts (the row holds the merged options); the rest is for people reading the queue or the DLQ. */
+export interface SqsReconcileMessage {
+  rowId: number;
+  mountId: string;
+  path: string;
+  reason: ReconcileJobRow['reason'];
+}
+
+export interface SqsQueueSetup {
+  /** FILESTORE_RECONCILE_QUEUE_URL: the standard SQS queue the reconcile Lambda consumes (with a DLQ). */
+  queueUrl: string;
+  /** A client of its own (tests: fauxqs' endpoint and credentials); default: the SDK's region and credentials. */
+  client?: SQSClient | undefined;
+}
+
+/** SQS caps a message's delay at 15 minutes. */
+const MAX_DELAY_SECONDS = 900;
+
+/**
+ * Reconcile jobs of S3 mounts in AWS, where no long-running worker runs them: the row is
+ * recorded as every queue records it (joining a waiting row for the same path), then a message
+ * naming it goes to the SQS queue that the reconcile Lambda consumes (lambdas/reconcile.ts,
+ * shared/reconcile/sqs-consumer.ts). Retries are SQS's: a failed attempt is reported as a batch
+ * item failure and comes back after its visibility timeout (set to the queue's backoff); after
+ * the redrive policy's maxReceiveCount deliveries the message goes to the DLQ. The row counts
+ * the attempts; its last allowed attempt fails it.
+ *
+ * Producer only: `start` refuses (the consumer is the Lambda's event source mapping).
+ * A message that could not be sent leaves the row marked owed (`queuePending`); `sendOwed`
+ * (the audit Lambda calls it each invocation) sends those of S3 mounts.
+ */
+export class SqsReconcileQueue implements ReconcileQueue {
+  readonly name: string;
+  readonly prefix = undefined;
+  readonly client: SQSClient;
+  private readonly ownClient: boolean;
+  private readonly metrics: FilestoreMetrics;
+  private readonly worker: ReconcileWorker;
+
+  constructor(
+    private readonly o: ReconcileQueueOptions & { pool: Pool },
+    readonly setup: SqsQueueSetup,
+  ) {
+    this.name = o.name ?? queueNameOf(setup.queueUrl);
+    this.ownClient = setup.client === undefined;
+    this.client = setup.client ?? new SQSClient({});
+    this.metrics = o.metrics ?? defaultMetrics();
+    // Only to count coalesced requests as every queue does; nothing runs here.
+    this.worker = new ReconcileWorker({ pool: o.pool, metrics: this.metrics, handler: refuse });
+  }
+
+  get queueUrl(): string {
+    return this.setup.queueUrl;
+  }
+
+  async enqueue(request: ReconcileRequest): Promise<Enqueued> {
+    const r = await enqueueJob(this.o.pool, toNewJob(request));
+    if (r.coalesced) {
+      await this.worker.countCoalesced(r.job);
+      return r;
+    }
+    try {
+      await this.send(r.job);
+    } catch (err) {
+      this.o.log?.(`reconcile queue ${this.name}: job ${r.job.id} recorded, its message not sent (${(err as Error).message}); sent by the next audit invocation`);
+      await markQueueOwed(this.o.pool, r.job.id).catch(() => {});
+      return { ...r, queuePending: true };
+    }
+    return r;
+  }
+
+  /** Sends the message of an open row (again: a row stopped at a checkpoint, an owed one), after `delaySeconds`. */
+  async send(row: Pick<ReconcileJobRow, 'id' | 'mountId' | 'path' | 'reason'>, delaySeconds = 0): Promise<void> {
+    const body: SqsReconcileMessage = { rowId: row.id, mountId: row.mountId, path: row.path, reason: row.reason };
+    await this.client.send(
+      new SendMessageCommand({ QueueUrl: this.setup.queueUrl, MessageBody: JSON.stringify(body), DelaySeconds: Math.min(MAX_DELAY_SECONDS, Math.max(0, Math.ceil(delaySeconds))) }),
+    );
+  }
+
+  /** Sends the rows of S3 mounts marked owed their message; returns how many were sent. */
+  async sendOwed(): Promise<number> {
+    let sent = 0;
+    let after = 0;
+    for (;;) {
+      const rows = await owedJobs(this.o.pool, { afterId: after, limit: 500 });
+      if (rows.length === 0) return sent;
+      const ids: number[] = [];
+      for (const row of rows) {
+        if ((await findMount(this.o.pool, row.mountId))?.kind !== 's3') continue;
+        if (row.status === 'queued' || row.status === 'running') await this.send(row);
+        ids.push(row.id);
+        sent++;
+      }
+      await clearQueueOwed(this.o.pool, ids);
+      after = (rows[rows.length - 1] as ReconcileJobRow).id;
+    }
+  }
+
+  async start(_handler: ReconcileHandler, _options?: StartOptions): Promise<void> {
+    throw new FilestoreError('CONFIG_ERROR', `reconcile queue ${this.name} is SQS: its consumer is the reconcile Lambda (lambdas/reconcile.ts), not this process`);
+  }
+
+  /** Messages waiting (visible or delayed); those in flight are running. */
+  async backlog(): Promise<number> {
+    const out = await this.client.send(
+      new GetQueueAttributesCommand({ QueueUrl: this.setup.queueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesDelayed'] }),
+    );
+    const a = out.Attributes ?? {};
+    return Number(a.ApproximateNumberOfMessages ?? 0) + Number(a.ApproximateNumberOfMessagesDelayed ?? 0);
+  }
+
+  async close(): Promise<void> {
+    if (this.ownClient) this.client.destroy();
+  }
+}
+
+/**
+ * The queue of a core that has an SQS reconcile queue beside its own (BullMQ or inline): S3
+ * mounts' jobs go to SQS (the reconcile Lambda), local mounts' to `local` (their agent's queue,
+ * as without SQS). Consuming (`start`) and the backlog are the local queue's: a process consumes
+ * only its agents' jobs.
+ */
+export class RoutedReconcileQueue implements ReconcileQueue {
+  readonly name: string;
+  readonly prefix: string | undefined;
+  /** A mount's kind never changes. */
+  private readonly kinds = new Map<string, Mount['kind']>();
+
+  constructor(
+    private readonly pool: Pool,
+    readonly sqs: SqsReconcileQueue,
+    readonly local: ReconcileQueue,
+  ) {
+    this.name = local.name;
+    this.prefix = local.prefix;
+  }
+
+  async enqueue(request: ReconcileRequest): Promise<Enqueued> {
+    return (await this.queueOf(request.mountId)).enqueue(request);
+  }
+
+  private async queueOf(mountId: string): Promise<ReconcileQueue> {
+    let kind = this.kinds.get(mountId);
+    if (kind === undefined) {
+      kind = (await findMount(this.pool, mountId))?.kind;
+      // Unknown mount: the local queue's enqueue answers MOUNT_NOT_FOUND.
+      if (kind === undefined) return this.local;
+      if (this.kinds.size > 10_000) this.kinds.clear();
+      this.kinds.set(mountId, kind);
+    }
+    return kind === 's3' ? this.sqs : this.local;
+  }
+
+  start(handler: ReconcileHandler, options?: StartOptions): Promise<void> {
+    return this.local.start(handler, options);
+  }
+
+  backlog(): Promise<number> {
+    return this.local.backlog();
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([this.local.close(), this.sqs.close()]);
+  }
+}
+
+const refuse: ReconcileHandler = async () => {
+  throw new Error('the SQS reconcile queue runs nothing in this process');
+};
+
+/** The queue's name, the last segment of its URL (https://sqs.<region>.amazonaws.com/<account>/<name>). */
+function queueNameOf(url: string): string {
+  try {
+    return new URL(url).pathname.split('/').filter(Boolean).pop() ?? url;
+  } catch {
+    throw new FilestoreError('CONFIG_ERROR', `FILESTORE_RECONCILE_QUEUE_URL is not a URL: ${JSON.stringify(url)}`);
+  }
+}

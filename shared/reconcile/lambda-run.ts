@@ -1,0 +1,205 @@
+import pg from 'pg';
+import { enqueueJob, findJob, JOB_COLUMNS, type ReconcileJobRow } from '../catalogue/jobs.ts';
+import type { Mount } from '../catalogue/types.ts';
+import { getMount, listMounts } from '../catalogue/mounts.ts';
+import type { Pool } from '../db/pool.ts';
+import { FilestoreError } from '../errors.ts';
+import { lockKey } from '../orchestrator/locks.ts';
+import { DEFAULT_ATTEMPTS, toNewJob } from '../queues/reconcile-queue.ts';
+import { recordAuditAges } from './audit-age.ts';
+import { createReconciler, type ReconcileCore, type ReconcilerOptions } from './reconciler.ts';
+import { ReconcileWorker, type AttemptOutcome, type AttemptReport } from './worker.ts';
+
+/**
+ * The run code of the Lambdas that reconcile without a long-running worker: the audit Lambda
+ * (a scheduled budget per mount) and the reconcile Lambda (one queued job per SQS message).
+ * Both run a row here and now, as a queue worker would (ReconcileWorker: claim, run, record the
+ * outcome on the row and in the metrics), under the row's run lock, with a deadline taken from
+ * the invocation's remaining time, so that an audit stops cleanly at a checkpoint (outcome
+ * `stopped`, the row back to queued) before Lambda kills the invocation.
+ */
+
+/** How much of the invocation is left unused (SPEC §10: stop when fewer than 60 s remain). */
+export const DEFAULT_MARGIN_MS = 60_000;
+
+export interface LambdaBudget {
+  /** The invocation's remaining time (context.getRemainingTimeInMillis). */
+  remainingMs: () => number;
+  /** Stop at the first checkpoint once fewer than this remain (default DEFAULT_MARGIN_MS; tests: tiny). */
+  marginMs?: number | undefined;
+}
+
+/** The epoch-ms deadline of a run started now under `budget` (already past when less than the margin remains). */
+export const budgetDeadline = (budget: LambdaBudget, now = Date.now()): number => now + budget.remainingMs() - (budget.marginMs ?? DEFAULT_MARGIN_MS);
+
+export interface RowRunOptions {
+  reconciler?: ReconcilerOptions | undefined;
+  /** Attempts a row may use before a retryable failure fails it (default 5: the DLQ's maxReceiveCount). */
+  attempts?: number | undefined;
+}
+
+/**
+ * Session advisory locks of one run on a connection of their own, outside the core's pool: a
+ * Lambda's pool holds 1-2 connections, and a full audit already needs two of them (the engine's
+ * per-mount audit lock and its queries), so the run's own locks would starve it.
+ */
+export class RunLocks {
+  private constructor(private readonly client: pg.Client) {}
+
+  static async open(pool: Pool): Promise<RunLocks> {
+    // The pool's settings: host, user, TLS and the password function (RDS IAM tokens) alike.
+    const client = new pg.Client({ ...pool.options, application_name: `${pool.options.application_name ?? 'filestore'}-locks` } as pg.ClientConfig);
+    client.on('error', () => {}); // a lost session loses its locks; the run's next write fails on its own
+    await client.connect();
+    return new RunLocks(client);
+  }
+
+  /** The run lock of a reconciliation row: the key tryLockJobRun (queues/job-run-lock.ts) takes, so queue workers and these runs exclude each other. */
+  tryRow(rowId: number): Promise<boolean> {
+    return this.try(lockKey('reconcile-job', String(rowId)));
+  }
+
+  /** One audit Lambda invocation per mount at a time (claiming its audit row included). */
+  tryAuditClaim(mountId: string): Promise<boolean> {
+    return this.try(lockKey('audit-claim', mountId));
+  }
+
+  private async try(key: bigint): Promise<boolean> {
+    const { rows } = await this.client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [key.toString()]);
+    return rows[0]?.ok === true;
+  }
+
+  /** Gives every lock back by ending the session. */
+  async close(): Promise<void> {
+    await this.client.end().catch(() => {});
+  }
+}
+
+/** What one run of a row came to: a worker's outcome, or `busy` (a run of the row goes on elsewhere). */
+export interface RowRun {
+  outcome: AttemptOutcome | 'busy';
+  job: ReconcileJobRow | null;
+  report: AttemptReport | null;
+}
+
+/**
+ * One attempt at row `rowId`, with `deadline`. The caller holds the row's run lock: a row left
+ * `running` is then a run that is over (a container killed or frozen mid-run) and is taken over.
+ */
+async function attemptRow(core: ReconcileCore, rowId: number, deadline: number, o: RowRunOptions, final?: (row: ReconcileJobRow) => boolean): Promise<RowRun> {
+  const attempts = o.attempts ?? DEFAULT_ATTEMPTS;
+  const worker = new ReconcileWorker({ pool: core.pool, metrics: core.metrics, handler: createReconciler(core, o.reconciler) });
+  const report = await worker.run(rowId, { reclaim: true, limits: { deadline }, finalAttempt: (row) => row.attempts >= attempts || final?.(row) === true });
+  return { outcome: report.outcome, job: report.job, report };
+}
+
+/**
+ * Runs queued row `rowId` under its run lock with `deadline` (the reconcile Lambda, per SQS
+ * message). `busy` when another run holds the row. `final` may declare this the last attempt
+ * (the message's last delivery before the DLQ).
+ */
+export async function runQueuedRow(core: ReconcileCore, rowId: number, deadline: number, o: RowRunOptions & { final?: (row: ReconcileJobRow) => boolean } = {}): Promise<RowRun> {
+  const locks = await RunLocks.open(core.pool);
+  try {
+    if (!(await locks.tryRow(rowId))) return { outcome: 'busy', job: await findJob(core.pool, rowId), report: null };
+    return await attemptRow(core, rowId, deadline, o, o.final);
+  } finally {
+    await locks.close();
+  }
+}
+
+/** The audit Lambda's event (EventBridge Scheduler's input): one mount (id or key), or every S3 mount. */
+export interface AuditEvent {
+  mountId?: string | undefined;
+}
+
+export interface MountAudit {
+  mountId: string;
+  key: string;
+  /**
+   * A worker's outcome (`stopped`: continues at the next invocation); `busy`: another
+   * invocation or worker is auditing the mount; `deferred`: no time left for it in this one.
+   */
+  outcome: AttemptOutcome | 'busy' | 'deferred';
+  jobId: number | null;
+  /** Where a stopped audit continues. */
+  after?: string | undefined;
+}
+
+export interface AuditRunReport {
+  mounts: MountAudit[];
+}
+
+/**
+ * The audit Lambda's work: for the mount of `event` (or each active S3 mount, the longest
+ * unaudited first) claims or resumes its audit job and runs it until the budget's deadline,
+ * when it stops at a checkpoint; the next invocation continues it (no self-invocation). One
+ * invocation per mount at a time: a second returns `busy` without a job of its own. Mounts left
+ * when the deadline has passed are `deferred`. Then sets filestore_audit_age_seconds{mount} of
+ * the mounts looked at (published with the invocation's metrics).
+ */
+export async function runAudits(core: ReconcileCore, event: AuditEvent, budget: LambdaBudget, o: RowRunOptions = {}): Promise<AuditRunReport> {
+  const deadline = budgetDeadline(budget);
+  const mounts = await auditedMounts(core, event);
+  const report: AuditRunReport = { mounts: [] };
+  for (const mount of mounts) {
+    // The first mount always gets its run (a run reaches its first checkpoint whatever the budget).
+    if (report.mounts.length > 0 && Date.now() >= deadline) {
+      report.mounts.push({ mountId: mount.id, key: mount.key, outcome: 'deferred', jobId: null });
+      continue;
+    }
+    report.mounts.push(await auditMount(core, mount, deadline, o));
+  }
+  if (mounts.length > 0) await recordAuditAges(core.pool, core.metrics, { mountIds: mounts.map((m) => m.id) });
+  return report;
+}
+
+async function auditedMounts(core: ReconcileCore, event: AuditEvent): Promise<Mount[]> {
+  if (event.mountId !== undefined) {
+    const mount = await getMount(core.pool, event.mountId);
+    if (mount.kind !== 's3') {
+      throw new FilestoreError('VALIDATION_ERROR', `mount "${mount.key}" is local: its agent audits it (FILESTORE_AUDIT_CRON); the audit Lambda audits S3 mounts`);
+    }
+    return mount.state === 'active' ? [mount] : [];
+  }
+  const all = (await listMounts(core.pool)).filter((m) => m.kind === 's3' && m.state === 'active');
+  const { rows } = await core.pool.query<{ id: string; audited: Date | null }>(
+    'SELECT id, coalesce(audited_at, created_at) AS audited FROM filestore.mounts WHERE id = ANY ($1::uuid[])',
+    [all.map((m) => m.id)],
+  );
+  const since = new Map(rows.map((r) => [r.id, r.audited?.getTime() ?? 0]));
+  return all.sort((a, b) => (since.get(a.id) ?? 0) - (since.get(b.id) ?? 0) || (a.key < b.key ? -1 : 1));
+}
+
+async function auditMount(core: ReconcileCore, mount: Mount, deadline: number, o: RowRunOptions): Promise<MountAudit> {
+  const done = (outcome: MountAudit['outcome'], job: ReconcileJobRow | null): MountAudit => ({
+    mountId: mount.id,
+    key: mount.key,
+    outcome,
+    jobId: job?.id ?? null,
+    ...(outcome === 'stopped' && job?.checkpoint ? { after: job.checkpoint.after } : {}),
+  });
+  const locks = await RunLocks.open(core.pool);
+  try {
+    if (!(await locks.tryAuditClaim(mount.id))) return done('busy', null);
+    // The mount's open full audit, whoever asked for it (a schedule, POST /v1/reconcile): the
+    // one a killed invocation left running first (its checkpoint holds its progress), else the
+    // waiting one; none: a new row.
+    const row = (await openAudit(core, mount.id)) ?? (await enqueueJob(core.pool, toNewJob({ mountId: mount.id, path: '', reason: 'audit', recursive: true, hash: false }))).job;
+    if (!(await locks.tryRow(row.id))) return done('busy', row);
+    const run = await attemptRow(core, row.id, deadline, o);
+    return done(run.outcome, run.job ?? row);
+  } finally {
+    await locks.close();
+  }
+}
+
+async function openAudit(core: ReconcileCore, mountId: string): Promise<ReconcileJobRow | null> {
+  const { rows } = await core.pool.query<ReconcileJobRow>(
+    `SELECT ${JOB_COLUMNS} FROM filestore.reconciliation_jobs
+      WHERE mount_id = $1 AND path = '' AND status IN ('running', 'queued') AND coalesce((options->>'recursive')::boolean, false)
+      ORDER BY status = 'running' DESC, id LIMIT 1`,
+    [mountId],
+  );
+  return rows[0] ?? null;
+}

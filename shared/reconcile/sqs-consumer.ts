@@ -1,0 +1,116 @@
+import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
+import { ChangeMessageVisibilityCommand } from '@aws-sdk/client-sqs';
+import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import { z } from 'zod';
+import { FilestoreError } from '../errors.ts';
+import { backoffDelay, DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_MS, type ReconcileQueue } from '../queues/reconcile-queue.ts';
+import { RoutedReconcileQueue, SqsReconcileQueue } from '../queues/sqs-queue.ts';
+import { budgetDeadline, runQueuedRow, type LambdaBudget, type RowRun, type RowRunOptions } from './lambda-run.ts';
+import type { ReconcileCore } from './reconciler.ts';
+import { isRetryable } from './worker.ts';
+
+/** SQS's longest visibility timeout (12 hours). */
+const MAX_VISIBILITY_SECONDS = 12 * 3600;
+
+// Lenient: the row id is all a run needs; the rest of the body is for people reading the queue.
+const Body = z.object({ rowId: z.number().int().positive() }).passthrough();
+
+export interface ReconcileBatchOptions extends RowRunOptions {
+  /** Where a stopped run's continuation is sent, and whose visibility timeouts set the backoff. */
+  queue: SqsReconcileQueue;
+  /** First retry after this, doubling per attempt (default 2000 ms; the visibility timeout of the failed message). */
+  backoffMs?: number | undefined;
+  /** Hears what happened to each record (the Lambda logs it). */
+  onRecord?: ((record: SQSRecord, run: RowRun | null, error?: unknown) => void) | undefined;
+}
+
+/** Why a record is reported as a batch item failure (its message comes back, or goes to the DLQ). */
+class RecordFailure extends Error {}
+
+/** The SQS reconcile queue of a core (FILESTORE_RECONCILE_QUEUE_URL), or null. */
+export function sqsQueueOf(queue: ReconcileQueue): SqsReconcileQueue | null {
+  if (queue instanceof SqsReconcileQueue) return queue;
+  if (queue instanceof RoutedReconcileQueue) return queue.sqs;
+  return null;
+}
+
+/**
+ * The reconcile Lambda's work: one SQS batch of reconcile messages, records one after the other
+ * (a run holds connections of its own; the pool is small), each a row run by runQueuedRow with
+ * the invocation's deadline. What each outcome does with the message:
+ * - succeeded, coalesced (another waiting row took the work), skipped (the row was settled or
+ *   cancelled meanwhile), busy (another run holds the row: it settles it, or sends it on):
+ *   deleted;
+ * - stopped (an audit reached its deadline at a checkpoint, the row queued again): a new
+ *   message continues it, then this one is deleted (a stop spends no attempt, and no delivery);
+ * - retried: a batch item failure, its visibility timeout set to the backoff, so SQS delivers
+ *   it again then; the row counted the attempt;
+ * - failed on its last attempt (a retryable error, out of attempts): the row says failed, and
+ *   the message is reported failed with no visibility timeout, so its next receive puts it in
+ *   the DLQ (maxReceiveCount = attempts): what the DLQ alarm is for. Failed for a
+ *   non-retryable reason (the mass-missing guard…): the row says why; deleted;
+ * - the catalogue unreachable, a body that names no row: a batch item failure; after
+ *   maxReceiveCount deliveries, the DLQ.
+ * A delivery numbered `attempts` or more (ApproximateReceiveCount) is the row's last attempt
+ * whatever the row counts (a container killed mid-run spent a delivery the row may not show).
+ */
+export async function processReconcileBatch(core: ReconcileCore, event: SQSEvent, budget: LambdaBudget, o: ReconcileBatchOptions): Promise<SQSBatchResponse> {
+  const attempts = o.attempts ?? DEFAULT_ATTEMPTS;
+  const backoffMs = o.backoffMs ?? DEFAULT_BACKOFF_MS;
+  const visibility = (record: SQSRecord, seconds: number) =>
+    o.queue.client
+      .send(new ChangeMessageVisibilityCommand({ QueueUrl: o.queue.queueUrl, ReceiptHandle: record.receiptHandle, VisibilityTimeout: Math.min(MAX_VISIBILITY_SECONDS, Math.ceil(seconds)) }))
+      .catch(() => {}); // without it the queue's own visibility timeout applies
+
+  const handle = async (record: SQSRecord): Promise<void> => {
+    let run: RowRun | null = null;
+    try {
+      const body = Body.safeParse(safeJson(record.body));
+      if (!body.success) throw new RecordFailure(`not a reconcile message (expected {"rowId": <job id>}): ${record.body.slice(0, 200)}`);
+      const delivery = Number(record.attributes.ApproximateReceiveCount) || 1;
+      run = await runQueuedRow(core, body.data.rowId, budgetDeadline(budget), { ...o, attempts, final: () => delivery >= attempts });
+      if (run.outcome === 'stopped' && run.job) await o.queue.send(run.job);
+      else if (run.outcome === 'retried') {
+        await visibility(record, backoffDelay(backoffMs, run.job?.attempts ?? 1) / 1000);
+        throw new RecordFailure(`job ${body.data.rowId}: attempt ${run.job?.attempts} failed, retried after its backoff`);
+      } else if (run.outcome === 'failed' && isRetryable(run.report?.error)) {
+        await visibility(record, 0);
+        throw new RecordFailure(`job ${body.data.rowId}: failed on its last attempt (${run.job?.attempts}); the message goes to the DLQ`);
+      }
+      o.onRecord?.(record, run);
+    } catch (err) {
+      o.onRecord?.(record, run, err);
+      throw err;
+    }
+  };
+  const processor = new BatchProcessor(EventType.SQS);
+  return processPartialResponse(event, handle, processor, { processInParallel: false, throwOnFullBatchFailure: false });
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+const fromEnv = new WeakMap<object, SqsReconcileQueue>();
+
+/**
+ * The SQS reconcile queue of a core: the one it was wired with (ReconcileSetup.sqs), else one
+ * made once per core from FILESTORE_RECONCILE_QUEUE_URL (the SDK's region and credentials).
+ * CONFIG_ERROR when neither: the reconcile Lambda sends stopped jobs' continuations there.
+ */
+export function sqsQueueFor(core: Pick<ReconcileCore, 'pool' | 'metrics' | 'reconcile'>, env: NodeJS.ProcessEnv = process.env): SqsReconcileQueue {
+  const wired = sqsQueueOf(core.reconcile);
+  if (wired) return wired;
+  let made = fromEnv.get(core.pool);
+  if (!made) {
+    const queueUrl = env.FILESTORE_RECONCILE_QUEUE_URL;
+    if (!queueUrl) throw new FilestoreError('CONFIG_ERROR', 'FILESTORE_RECONCILE_QUEUE_URL is unset: the reconcile Lambda consumes that SQS queue and sends stopped jobs\' continuations to it');
+    made = new SqsReconcileQueue({ pool: core.pool, metrics: core.metrics }, { queueUrl });
+    fromEnv.set(core.pool, made);
+  }
+  return made;
+}
