@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import crypto, { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { FilestoreError } from '../errors.ts';
@@ -88,6 +89,49 @@ export class Authenticator {
       });
     }
   }
+}
+
+/** What an HTTP API Lambda authorizer returned as context: `{ principal, scopes: "read write admin" }`. */
+export interface AuthorizerContext {
+  principal?: unknown;
+  scopes?: unknown;
+}
+
+/**
+ * The caller as API Gateway's Lambda authorizer established it (lambdas/authorizer.ts checked
+ * the token). The authorizer only says who the caller is: each route's scope is still checked
+ * here, so an authorizer cache entry reused across routes can never grant a route's scope.
+ * The context travels per invocation in an AsyncLocalStorage, never in a header a client could send.
+ */
+export class AuthorizerContextAuthenticator extends Authenticator {
+  private readonly current = new AsyncLocalStorage<Principal | null>();
+
+  constructor() {
+    super({ tokens: [] });
+  }
+
+  /** Runs `fn` (one request) as the caller the authorizer context names; null: none given. */
+  runAs<T>(context: AuthorizerContext | null | undefined, fn: () => Promise<T>): Promise<T> {
+    return this.current.run(principalOf(context), fn);
+  }
+
+  override authenticate(): Principal {
+    const principal = this.current.getStore();
+    if (!principal) throw new FilestoreError('UNAUTHENTICATED', 'no caller established by the API authorizer: send "Authorization: Bearer <token>"');
+    return principal;
+  }
+}
+
+/** `scopes` names read, write, admin (with or without the `filestore:` prefix), space-separated; unknown words grant nothing. */
+function principalOf(context: AuthorizerContext | null | undefined): Principal | null {
+  if (!context || typeof context.principal !== 'string' || context.principal === '') return null;
+  const words = typeof context.scopes === 'string' ? context.scopes.split(/[\s,]+/) : [];
+  const scopes = new Set<Scope>();
+  for (const w of words) {
+    const scope = (w.startsWith('filestore:') ? w : `filestore:${w}`) as Scope;
+    if ((SCOPES as readonly string[]).includes(scope)) for (const s of IMPLIED[scope]) scopes.add(s);
+  }
+  return { name: context.principal, scopes };
 }
 
 /** True for addresses only this machine can reach. */

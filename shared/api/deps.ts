@@ -14,6 +14,11 @@ export interface ApiDeps {
   uploads: UploadSlots;
   /** Readiness of the process's dependencies by name ("ok" or the problem). */
   readiness(): Promise<Record<string, string>>;
+  /**
+   * The largest file body the transport carries (the API Lambda: what fits its 6 MB payload
+   * once base64-encoded); absent: no limit. Larger S3 downloads redirect to a presigned URL.
+   */
+  maxFileBodyBytes?: number | undefined;
   log(line: string): void;
 }
 
@@ -28,6 +33,8 @@ export interface ApiDepsOptions {
   readiness?: (() => Promise<Record<string, string>>) | undefined;
   /** GET /metrics' text; null: not served here (default: the core's metrics). */
   metrics?: ApiDeps['metrics'] | null;
+  /** See ApiDeps.maxFileBodyBytes. */
+  maxFileBodyBytes?: number | undefined;
 }
 
 export interface BuiltApiDeps {
@@ -54,6 +61,7 @@ export async function buildApiDeps(fs: Filestore, o: ApiDepsOptions): Promise<Bu
     log: o.log,
     uploads: UploadSlots.forPool(fs.pool.options.max ?? 20),
     readiness: createReadiness({ fs, log: o.log, more: o.readiness }),
+    maxFileBodyBytes: o.maxFileBodyBytes,
   };
   return { deps, close: () => events?.stop() };
 }

@@ -274,3 +274,42 @@ export const EventsQuery = z.object({
 });
 
 export const Health = z.object({ status: z.enum(['ok', 'unavailable']), checks: z.record(z.string(), z.string()).optional() });
+
+// ---- presigned transfers (S3 mounts; what the API Lambda cannot carry) --------------------
+
+/** 307 from GET /v1/files when the file is larger than the endpoint carries (the API Lambda): S3 serves it. */
+export const PresignedDownload = z
+  .object({
+    location: z.string().describe('a presigned S3 GET URL (also in the Location header); Range is honoured there'),
+    expiresInSeconds: z.number(),
+  })
+  .meta({ id: 'PresignedDownload' });
+
+export const UploadBody = z
+  .object({
+    mountId: mountRef,
+    path: z.string().min(1).max(8192),
+    sizeBytes: z.number().int().nonnegative().max(5 * 1024 ** 4).describe('exact size of the bytes to be PUT (S3 refuses another)'),
+    sha256: z
+      .string()
+      .regex(/^([0-9a-fA-F]{64}|[A-Za-z0-9+/]{43}=)$/)
+      .optional()
+      .describe('sha256 of the bytes, hex or base64; complete fails with CHECKSUM_MISMATCH otherwise'),
+    ifMatch: z.number().int().nonnegative().optional().describe('version the file must have when the upload completes (0 = must not exist)'),
+  })
+  .strict();
+
+export const UploadParams = z.object({ id: z.coerce.number().int().positive() });
+
+/** 201 from POST /v1/uploads: where to PUT the bytes, and until when. */
+export const PresignedUpload = z
+  .object({
+    uploadId: z.number().describe('the journal entry of the upload (pending until completed, failed, or expired)'),
+    journalEntryId: z.number(),
+    method: z.literal('PUT'),
+    url: z.string().describe('presigned S3 URL of the upload’s staging object'),
+    headers: z.record(z.string(), z.string()).describe('headers the PUT must carry'),
+    expiresAt: z.string().describe('the URL’s expiry; an upload not completed by then is failed (UPLOAD_EXPIRED) and its bytes removed'),
+    completeUrl: z.string().describe('POST here once the PUT succeeded'),
+  })
+  .meta({ id: 'PresignedUpload' });

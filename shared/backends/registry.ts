@@ -24,7 +24,8 @@ export class BackendRegistry {
   private readonly metrics: FilestoreMetrics | null;
 
   constructor(
-    private readonly s3Defaults: S3Defaults = {},
+    /** Endpoint, region and credentials of S3 mounts (presigned URLs are signed with them too). */
+    readonly s3Defaults: S3Defaults = {},
     options: BackendRegistryOptions = {},
   ) {
     this.metrics = options.metrics === undefined ? defaultMetrics() : options.metrics;

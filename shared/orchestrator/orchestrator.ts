@@ -11,6 +11,7 @@ import { writeFileCommand } from './commands/write-file.ts';
 import { deleteCommand } from './commands/delete.ts';
 import { copyCommand, moveCommand } from './commands/move-copy.ts';
 import { updateMetadataCommand } from './commands/update-metadata.ts';
+import { beginUpload, completeUpload, type OpenedUpload, type UploadRequest } from './upload.ts';
 
 export interface OrchestratorDeps {
   pool: Pool;
@@ -64,6 +65,16 @@ export class Orchestrator {
 
   async updateMetadata(mountId: string, input: unknown, ctx: CommandContext = {}): Promise<CommandResult> {
     return this.run(updateMetadataCommand, mountId, parseInput(UpdateMetadataInput, input), ctx);
+  }
+
+  /** Step 1 of a presigned upload (S3 mounts): a pending entry and the URL to PUT the bytes to (see upload.ts). */
+  async beginUpload(mountId: string, input: UploadRequest, ctx: CommandContext = {}, ttlSeconds = 900): Promise<OpenedUpload> {
+    return beginUpload(this.deps, mountId, input, ctx, ttlSeconds);
+  }
+
+  /** Step 3: checks what was PUT and commits it as writeFile does; only its starter (ctx.principal) may complete it. */
+  async completeUpload(entryId: number, ctx: CommandContext = {}): Promise<CommandResult> {
+    return completeUpload(this.deps, entryId, ctx);
   }
 
   private run<Req, Plan, Applied, Outcome>(spec: CommandSpec<Req, Plan, Applied, Outcome>, mountId: string, req: Req, ctx: CommandContext) {

@@ -190,7 +190,7 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
  * resolved first — its locks died with it, so without this a command could act on a
  * catalogue that does not yet reflect what the dead one did to storage.
  */
-async function begin(deps: PipelineDeps, client: PoolClient, paths: string[], entry: NewEntry) {
+export async function begin(deps: PipelineDeps, client: PoolClient, paths: string[], entry: NewEntry) {
   const locks = pathLocks(entry.mountId, paths);
   const keys = { keys: locks.map((l) => l.key.toString()), exclusive: locks.map((l) => l.mode === 'exclusive') };
   const covered = new Set(paths.flatMap((p) => [...ancestorsOf(p), p]));

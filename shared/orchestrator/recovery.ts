@@ -15,6 +15,7 @@ type AnyCommandSpec<Req> = CommandSpec<Req, any, any, any>;
 import { commitCommand, recordFailure } from './finish.ts';
 import { acquire, lockEntry, pathLocks, release, tryLockEntry, unlockEntry } from './locks.ts';
 import { makeStep } from './step.ts';
+import { uploadOpen, uploadStateOf } from './upload-state.ts';
 import { mkdirCommand } from './commands/mkdir.ts';
 import { writeFileCommand } from './commands/write-file.ts';
 import { deleteCommand } from './commands/delete.ts';
@@ -96,6 +97,7 @@ export async function recoverEntry(deps: RecoveryDeps, stale: JournalEntry, o: R
     pathsLocked = true;
     const entry = await findEntry(client, stale.id);
     if (!entry || entry.status !== 'pending') return 'skipped';
+    if (uploadOpen(entry)) return 'skipped'; // a presigned upload's bytes may still be on their way
     const mount = await getMount(client, entry.mountId);
     const outcome = await resolveEntry(makeStep(client, mount, deps.backends.forMount(mount), entry.id), entry);
     await deps.afterCommit(mount.id);
@@ -183,6 +185,10 @@ export async function resolveEntry(
   await backend.discardStaging(stagingId);
   switch (entry.command) {
     case 'writeFile': {
+      // A presigned upload never completed (its staged bytes were discarded above).
+      if (uploadStateOf(entry) && r.contentSha256 === undefined) {
+        return fail(new FilestoreError('UPLOAD_EXPIRED', `upload ${entry.id} was not completed before it expired; its bytes were removed, start a new upload`));
+      }
       const stat = await statOrAbsent(backend, r.path);
       const ours =
         r.contentSha256 !== undefined &&

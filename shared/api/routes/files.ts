@@ -3,7 +3,7 @@ import { AgentUnavailableError } from '../../dispatch/errors.ts';
 import { download, type RecordedFile } from '../download.ts';
 import type { MountLocation } from '../../dispatch/router.ts';
 import { checksumSha256, idempotencyKey, ifMatchVersion } from '../request.ts';
-import { AgentRedirect, CommandResult, ErrorBody, FileQuery } from '../schemas.ts';
+import { AgentRedirect, CommandResult, ErrorBody, FileQuery, PresignedDownload } from '../schemas.ts';
 import { defineRoute, json, type ApiRequest, type ApiResponse, type Route } from '../route.ts';
 
 /**
@@ -22,6 +22,12 @@ function agentRedirect(where: Extract<MountLocation, { here: false }>, req: ApiR
   return json(307, { agentId: agent.id, location }, { location, 'x-filestore-agent': agent.id, 'cache-control': 'no-store' });
 }
 
+/** How long a download redirect's presigned URL stays valid. */
+const PRESIGNED_GET_SECONDS = 300;
+
+const tooLargeForTransport = (max: number, wayRound: string) =>
+  new FilestoreError('PAYLOAD_TOO_LARGE', `this API endpoint carries at most ${max} bytes of a file per request: ${wayRound}`, { maxBytes: max });
+
 /** File bytes in and out, streamed in constant memory. */
 export const fileRoutes: Route[] = [
   defineRoute({
@@ -37,7 +43,7 @@ export const fileRoutes: Route[] = [
       'X-Checksum-Sha256': 'sha256 of the body (hex or base64); the write fails with CHECKSUM_MISMATCH and leaves nothing behind otherwise',
       'Idempotency-Key': 'a replay returns the first result',
     },
-    responses: { 200: CommandResult, 307: AgentRedirect, 400: ErrorBody, 404: ErrorBody, 408: ErrorBody, 409: ErrorBody, 422: ErrorBody, 503: ErrorBody },
+    responses: { 200: CommandResult, 307: AgentRedirect, 400: ErrorBody, 404: ErrorBody, 408: ErrorBody, 409: ErrorBody, 413: ErrorBody, 422: ErrorBody, 503: ErrorBody },
     async handle({ query, req, principal, correlationId, deps }) {
       if (!req.body) throw new FilestoreError('VALIDATION_ERROR', 'PUT /v1/files needs the file bytes as the request body');
       if (query.path.endsWith('/')) throw new FilestoreError('INVALID_PATH', 'a file path cannot end with "/" (that names a directory)');
@@ -49,6 +55,12 @@ export const fileRoutes: Route[] = [
         expectedVersion: ifMatchVersion(req.headers['if-match']),
         expectedSha256: checksumSha256(req.headers['x-checksum-sha256']),
       };
+      const declared = Number(req.headers['content-length']);
+      if (deps.maxFileBodyBytes !== undefined && declared > deps.maxFileBodyBytes) {
+        req.body.resume();
+        const mount = await deps.fs.reader.mount(query.mountId);
+        throw tooLargeForTransport(deps.maxFileBodyBytes, mount.kind === 's3' ? 'upload it with POST /v1/uploads (a presigned PUT to S3)' : "send it to the owning agent's API");
+      }
       const ctx = { principal: principal.name, correlationId, idempotencyKey: idempotencyKey(req.headers['idempotency-key']) };
       const release = deps.uploads.take();
       try {
@@ -69,7 +81,7 @@ export const fileRoutes: Route[] = [
       Range: 'bytes=START-END, bytes=START- or bytes=-SUFFIX',
       'If-Range': 'the strong ETag of the version the client holds part of: the range only if it is still that version, the whole file otherwise',
     },
-    responses: { 200: 'binary', 206: 'binary', 307: AgentRedirect, 404: ErrorBody, 409: ErrorBody, 416: ErrorBody, 503: ErrorBody },
+    responses: { 200: 'binary', 206: 'binary', 307: AgentRedirect.or(PresignedDownload), 404: ErrorBody, 409: ErrorBody, 413: ErrorBody, 416: ErrorBody, 503: ErrorBody },
     async handle({ query, req, deps }) {
       const where = await deps.fs.commands.locate(query.mountId);
       if (!where.here) return agentRedirect(where, req);
@@ -78,7 +90,16 @@ export const fileRoutes: Route[] = [
         throw new FilestoreError(node.kind === 'directory' ? 'IS_A_DIRECTORY' : 'VALIDATION_ERROR', `"${String(node.path)}" is a ${String(node.kind)}, not a file`);
       }
       const mount = await deps.fs.reader.mount(query.mountId);
-      return download(deps.fs.backends.forMount(mount), node as unknown as RecordedFile, req.headers);
+      const res = await download(deps.fs.backends.forMount(mount), node as unknown as RecordedFile, req.headers);
+      const max = deps.maxFileBodyBytes;
+      if (max === undefined || !('stream' in res) || Number(res.headers?.['content-length']) <= max) return res;
+      // More than the transport carries (the API Lambda's payload): S3 hands the bytes out
+      // itself, after the same checks as above; nothing is journaled, as for any read.
+      res.stream.destroy();
+      if (mount.kind !== 's3') throw tooLargeForTransport(max, 'ask for a part with Range (bytes=0-…) or download it from the owning agent');
+      const { directTransfers } = await import('../../backends/s3/direct.ts');
+      const location = await directTransfers(mount, deps.fs.backends.s3Defaults).presignGet(String(node.path), PRESIGNED_GET_SECONDS);
+      return json(307, { location, expiresInSeconds: PRESIGNED_GET_SECONDS }, { location, 'cache-control': 'no-store' });
     },
   }),
 ];

@@ -9,6 +9,7 @@ import { mountRoutes } from './mounts.ts';
 import { nodeRoutes } from './nodes.ts';
 import { reconcileRoutes } from './reconcile.ts';
 import { systemRoutes } from './system.ts';
+import { uploadRoutes } from './uploads.ts';
 
 /** Every route of SPEC §4, in one table both the local server and the API Lambda serve. */
 export const ROUTES: readonly Route[] = [
@@ -16,6 +17,7 @@ export const ROUTES: readonly Route[] = [
   ...mountRoutes,
   ...nodeRoutes,
   ...fileRoutes,
+  ...uploadRoutes,
   ...commandRoutes,
   ...reconcileRoutes,
   ...journalRoutes,

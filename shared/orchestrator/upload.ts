@@ -1,0 +1,182 @@
+import { FilestoreError, asFilestoreError } from '../errors.ts';
+import { findEntry, type JournalEntry } from '../catalogue/journal.ts';
+import { getMount } from '../catalogue/mounts.ts';
+import type { Mount } from '../catalogue/types.ts';
+import type { CommandContext, CommandResult } from './context.ts';
+import { stagingIdOf } from './context.ts';
+import { assertWritable } from './checks.ts';
+import { commitCommand, recordFailure } from './finish.ts';
+import { acquire, lockEntry, pathLocks, release, releaseAll, unlockEntry } from './locks.ts';
+import { begin, type PipelineDeps } from './pipeline.ts';
+import { resolveEntry } from './recovery.ts';
+import { WriteFileInput, parseInput } from './schemas.ts';
+import { makeStep } from './step.ts';
+import { uploadStateOf, type UploadState } from './upload-state.ts';
+import { writeFileCommand, type WriteFileRequest } from './commands/write-file.ts';
+
+/**
+ * The three-step upload of an S3 mount, for bodies the API Lambda cannot carry:
+ * 1. beginUpload: a `writeFile` journal entry, pending and owned by no process, whose request
+ *    carries `upload: {sizeBytes, expiresAt}`; preconditions checked as PUT /v1/files checks them;
+ *    a presigned PUT URL of its staging key (`j<entry id>.upload`, so recovery's discardStaging
+ *    removes it).
+ * 2. The client PUTs the bytes to S3.
+ * 3. completeUpload: under the entry's lock and path lock, the staged size (and sha256) checked,
+ *    then committed exactly as a streamed write is (journal the hash, copy, catalogue, events).
+ * A mismatch fails the entry and removes the staged bytes. Recovery leaves an open upload alone
+ * until it expires, then fails it (UPLOAD_EXPIRED) and removes what was staged.
+ */
+
+export interface UploadRequest {
+  path: string;
+  sizeBytes: number;
+  sha256?: string | undefined;
+  expectedVersion?: number | undefined;
+}
+
+export interface OpenedUpload {
+  entryId: number;
+  url: string;
+  headers: Record<string, string>;
+  expiresAt: Date;
+}
+
+export async function beginUpload(deps: PipelineDeps, mountRef: string, r: UploadRequest, ctx: CommandContext, ttlSeconds: number): Promise<OpenedUpload> {
+  const input = parseInput(WriteFileInput, { path: r.path, expectedVersion: r.expectedVersion, expectedSha256: r.sha256 });
+  const mount = await getMount(deps.pool, mountRef);
+  if (mount.kind !== 's3') {
+    throw new FilestoreError('VALIDATION_ERROR', `mount "${mount.key}" is local: presigned uploads are for S3 mounts; send the bytes with PUT /v1/files to the owning agent`);
+  }
+  const expiresAt = new Date(Date.now() + ttlSeconds * 1000);
+  const request = { ...writeFileCommand.journalRequest({ ...input, body: undefined as never }), upload: { sizeBytes: r.sizeBytes, expiresAt: expiresAt.toISOString() } };
+  const client = await deps.pool.connect();
+  let broken = false;
+  try {
+    const begun = await begin(deps, client, [input.path], {
+      mountId: mount.id,
+      command: 'writeFile',
+      request,
+      idempotencyKey: null,
+      requestFingerprint: null,
+      principal: ctx.principal ?? null,
+      correlationId: ctx.correlationId ?? null,
+    });
+    if (begun === 'missingMount') throw new FilestoreError('MOUNT_NOT_FOUND', `no mount "${mountRef}"`);
+    const current: Mount = { ...mount, accessMode: begun.accessMode, state: begun.state };
+    const step = makeStep(client, current, deps.backends.forMount(current), begun.entryId, { covered: begun.covered, nodes: begun.nodes });
+    try {
+      assertWritable(current);
+      await writeFileCommand.prepare(step, { ...input, body: undefined as never });
+    } catch (err) {
+      await recordFailure(client, current, 'writeFile', begun.entryId, err);
+      await deps.afterCommit(current.id);
+      throw asFilestoreError(err);
+    }
+    const direct = (await s3Direct())(current, deps.backends.s3Defaults);
+    const url = await direct.presignPut(direct.uploadKey(stagingIdOf(begun.entryId)), r.sizeBytes, ttlSeconds);
+    return { entryId: begun.entryId, url, headers: { 'content-length': String(r.sizeBytes), 'content-type': 'application/octet-stream' }, expiresAt };
+  } finally {
+    // The entry outlives this request: its owner is the upload's expiry, not this session.
+    await releaseAll(client).catch(() => {
+      broken = true;
+    });
+    client.release(broken ? new Error('discard connection') : undefined);
+  }
+}
+
+/** Checks and commits a staged upload; a completed upload answers its first result again. */
+export async function completeUpload(deps: PipelineDeps, entryId: number, ctx: CommandContext): Promise<CommandResult> {
+  const first = await findEntry(deps.pool, entryId);
+  if (!first || !uploadStateOf(first) || (first.principal ?? null) !== (ctx.principal ?? null)) {
+    throw new FilestoreError('NOT_FOUND', `no upload ${entryId} of yours; start one with POST /v1/uploads`);
+  }
+  if (first.status !== 'pending') return finished(first);
+  const path = first.request.path as string;
+  const locks = pathLocks(first.mountId, [path]);
+  const client = await deps.pool.connect();
+  let broken = false;
+  try {
+    await lockEntry(client, entryId); // a second completion waits for the first, then answers its result
+    await acquire(client, locks);
+    const entry = (await findEntry(client, entryId)) as JournalEntry;
+    if (entry.status !== 'pending') return finished(entry);
+    const upload = uploadStateOf(entry) as UploadState;
+    const mount = await getMount(client, entry.mountId);
+    const step = makeStep(client, mount, deps.backends.forMount(mount), entryId);
+    const direct = (await s3Direct())(mount, deps.backends.s3Defaults);
+    const key = direct.uploadKey(stagingIdOf(entryId));
+    const req: WriteFileRequest = {
+      path,
+      body: undefined as never,
+      expectedVersion: entry.request.expectedVersion as number | undefined,
+      expectedSha256: entry.request.expectedSha256 as string | undefined,
+    };
+    const fail = async (err: FilestoreError): Promise<never> => {
+      await step.backend.discardStaging(stagingIdOf(entryId));
+      await recordFailure(client, mount, 'writeFile', entryId, err);
+      await deps.afterCommit(mount.id);
+      throw err;
+    };
+    const size = await direct.sizeOf(key);
+    if (size === null) {
+      throw new FilestoreError('UPLOAD_INCOMPLETE', `nothing was PUT to upload ${entryId}'s URL yet; PUT the bytes, then complete it (before ${upload.expiresAt})`, {
+        journalEntryId: entryId,
+        expiresAt: upload.expiresAt,
+      });
+    }
+    if (size !== upload.sizeBytes) {
+      return await fail(new FilestoreError('SIZE_MISMATCH', `upload ${entryId}: ${size} bytes arrived, ${upload.sizeBytes} were announced; nothing was written`, { journalEntryId: entryId, expectedSizeBytes: upload.sizeBytes, actualSizeBytes: size }));
+    }
+    const sha256 = await direct.sha256Of(key);
+    if (req.expectedSha256 !== undefined && req.expectedSha256 !== sha256) {
+      return await fail(new FilestoreError('CHECKSUM_MISMATCH', `upload ${entryId}: the bytes do not match the expected sha256; nothing was written`, { journalEntryId: entryId, expectedSha256: req.expectedSha256, actualSha256: sha256 }));
+    }
+    let plan;
+    try {
+      assertWritable(mount);
+      plan = await writeFileCommand.prepare(step, req); // the file may have changed since the upload began
+    } catch (err) {
+      return await fail(asFilestoreError(err));
+    }
+    // From here on as a streamed write: journaled before the bytes become visible (recovery
+    // completes the entry only if the file has exactly this hash).
+    await step.journal({ contentSha256: sha256, contentSizeBytes: size });
+    let write;
+    try {
+      write = await direct.commit(key, path, size, sha256);
+    } catch (err) {
+      const error = asFilestoreError(err);
+      const decided = await resolveEntry(step, (await findEntry(client, entryId)) as JournalEntry, error, false);
+      await deps.afterCommit(mount.id);
+      if (decided === 'failed') throw error;
+      return (await findEntry(client, entryId))?.result as CommandResult;
+    }
+    try {
+      const outcome = await writeFileCommand.observe(step, req, plan, write);
+      const result = await commitCommand(client, step, writeFileCommand, req, plan, outcome, entry.request);
+      await deps.afterCommit(mount.id);
+      await direct.remove(key);
+      return result;
+    } catch {
+      broken = true;
+      throw new FilestoreError('INTERNAL', `upload ${entryId} reached storage but could not be recorded; its journal entry stays pending until recovery resolves it`, {
+        journalEntryId: entryId,
+      });
+    }
+  } finally {
+    if (!broken) {
+      await release(client, locks).catch(() => (broken = true));
+      await unlockEntry(client, entryId).catch(() => (broken = true));
+    }
+    client.release(broken ? new Error('discard connection: locks must go with it') : undefined);
+  }
+}
+
+// The AWS SDK is loaded with the first S3 mount used, not by every process that imports the orchestrator.
+const s3Direct = async () => (await import('../backends/s3/direct.ts')).directTransfers;
+
+function finished(entry: JournalEntry): CommandResult {
+  if (entry.status === 'succeeded') return entry.result as CommandResult;
+  const e = entry.error ?? { code: 'INTERNAL', message: 'upload failed' };
+  throw new FilestoreError(e.code as FilestoreError['code'], e.message, e.details);
+}
