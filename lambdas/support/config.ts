@@ -17,7 +17,7 @@ const redisUrl = z
  * from Secrets Manager by ARN (fetched by lambdaCore, cached per container), and PostgreSQL may
  * be reached through RDS Proxy with IAM authentication instead of a URL with a password.
  */
-const LambdaEnv = z.object({
+const DatabaseEnv = z.object({
   /** postgres://… with its password; or the FILESTORE_DB_* variables below. */
   DATABASE_URL: z.string().url().optional(),
   FILESTORE_DB_HOST: z.string().min(1).optional(),
@@ -29,8 +29,11 @@ const LambdaEnv = z.object({
   /** A PEM file of the CA that signs the database's certificate (default: Node's trusted CAs, which include Amazon's). */
   FILESTORE_DB_TLS_CA: z.string().min(1).optional(),
   /** Connections of a container's pool: one invocation at a time runs in a container. */
-  FILESTORE_DB_POOL_SIZE: z.coerce.number().int().min(1).max(2).default(2),
   AWS_REGION: z.string().min(1).optional(),
+});
+
+const LambdaEnv = DatabaseEnv.extend({
+  FILESTORE_DB_POOL_SIZE: z.coerce.number().int().min(1).max(2).default(2),
   REDIS_URL: redisUrl,
   FILESTORE_ALLOW_INLINE: bool.default(false),
   /** Secrets Manager secret holding the Redis AUTH token (plain, or JSON {"password", "username"?}). */
@@ -68,10 +71,14 @@ export interface IamDatabaseAuth {
   tlsCaPath: string | undefined;
 }
 
-export interface LambdaConfig {
+/** How a Lambda reaches PostgreSQL (all the migrate Lambda needs). */
+export interface DatabaseConfig {
   /** postgres://… (without a password under IAM auth: `iamAuth` makes each connection's). */
   databaseUrl: string;
   iamAuth: IamDatabaseAuth | null;
+}
+
+export interface LambdaConfig extends DatabaseConfig {
   /** redis://… or rediss://… (its AUTH token, when in a secret, added by lambdaCore), or 'inline' (tests). */
   redisUrl: string;
   poolSize: number;
@@ -93,12 +100,7 @@ export interface LambdaConfig {
  * missing value is CONFIG_ERROR naming the variable; nothing is fetched here.
  */
 export function loadLambdaConfig(env: NodeJS.ProcessEnv = process.env): LambdaConfig {
-  const parsed = LambdaEnv.safeParse(env);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
-    throw new FilestoreError('CONFIG_ERROR', `invalid Lambda configuration: ${problems.join('; ')}`);
-  }
-  const e = parsed.data;
+  const e = parse(LambdaEnv, env);
   if (e.REDIS_URL === 'inline' && !e.FILESTORE_ALLOW_INLINE) {
     throw new FilestoreError('CONFIG_ERROR', 'REDIS_URL is "inline" (events stay in one container, which other containers never see): set REDIS_URL=rediss://…');
   }
@@ -123,7 +125,21 @@ export function loadLambdaConfig(env: NodeJS.ProcessEnv = process.env): LambdaCo
   };
 }
 
-function database(e: z.infer<typeof LambdaEnv>): Pick<LambdaConfig, 'databaseUrl' | 'iamAuth'> {
+/** The database part of loadLambdaConfig alone: DATABASE_URL, or the FILESTORE_DB_* variables. */
+export function loadDatabaseConfig(env: NodeJS.ProcessEnv = process.env): DatabaseConfig {
+  return database(parse(DatabaseEnv, env));
+}
+
+function parse<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEnv): z.infer<S> {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    throw new FilestoreError('CONFIG_ERROR', `invalid Lambda configuration: ${problems.join('; ')}`);
+  }
+  return parsed.data;
+}
+
+function database(e: z.infer<typeof DatabaseEnv>): DatabaseConfig {
   const parts = { FILESTORE_DB_HOST: e.FILESTORE_DB_HOST, FILESTORE_DB_NAME: e.FILESTORE_DB_NAME, FILESTORE_DB_USER: e.FILESTORE_DB_USER };
   const missing = Object.entries(parts).filter(([, v]) => v === undefined).map(([k]) => k);
   if (!e.FILESTORE_DB_IAM_AUTH) {

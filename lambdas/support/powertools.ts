@@ -20,9 +20,7 @@ export const tracer = new Tracer({ serviceName: process.env.POWERTOOLS_SERVICE_N
  * maintenance Lambda publishes what stays owed), then the metrics as EMF (EmfMetrics).
  */
 export function lambdaHandler<E, R>(name: string, fn: (event: E, context: Context, lc: LambdaCore) => Promise<R>): (event: E, context: Context) => Promise<R> {
-  logger.appendPersistentKeys({ handler: name });
-  const base = async (event: E, context: Context): Promise<R> => {
-    logger.setCorrelationId(correlationIdOf(event) ?? context.awsRequestId);
+  return plainLambdaHandler(name, async (event: E, context: Context) => {
     const lc = await lambdaCore();
     try {
       return await fn(event, context, lc);
@@ -30,6 +28,18 @@ export function lambdaHandler<E, R>(name: string, fn: (event: E, context: Contex
       await lc.core.flushOutbox().catch((err: Error) => logger.warn('outbox not published before returning; maintenance publishes it', { error: err.message }));
       lc.metrics.publishStoredMetrics();
     }
+  });
+}
+
+/**
+ * lambdaHandler without the core: for handlers that must not need one — the migrate Lambda
+ * (the core reads the catalogue, which may not exist yet) and the authorizer (no database).
+ */
+export function plainLambdaHandler<E, R>(name: string, fn: (event: E, context: Context) => Promise<R>): (event: E, context: Context) => Promise<R> {
+  logger.appendPersistentKeys({ handler: name });
+  const base = async (event: E, context: Context): Promise<R> => {
+    logger.setCorrelationId(correlationIdOf(event) ?? context.awsRequestId);
+    return fn(event, context);
   };
   const wrapped = middy<E, R, Error, Context>(base).use(injectLambdaContext(logger, { resetKeys: true })).use(captureLambdaHandler(tracer));
   return (event, context) => wrapped(event, context);
