@@ -36,8 +36,8 @@ export interface S3Notifications {
   queueArn: string;
   dlqUrl: string;
   configure(switches: Partial<NotificationSwitches>): void;
-  /** Sends the held messages (reorder) in random order. */
-  release(): Promise<void>;
+  /** Sends the held messages (reorder): shuffled, or newest first ('reverse'). */
+  release(order?: 'shuffle' | 'reverse'): Promise<void>;
   injectTestEvent(bucket?: string): Promise<void>;
   /** Resolves when every message scheduled so far has been sent (held ones excepted). */
   settled(): Promise<void>;
@@ -141,9 +141,9 @@ export async function startS3Notifications(o: NotificationOptions): Promise<S3No
     configure(s) {
       switches = { ...switches, ...s };
     },
-    async release() {
-      const bodies = held.splice(0).map((b) => ({ b, k: random() })).sort((x, y) => x.k - y.k);
-      for (const { b } of bodies) await send(b);
+    async release(order = 'shuffle') {
+      const bodies = order === 'reverse' ? held.splice(0).reverse() : held.splice(0).map((b) => ({ b, k: random() })).sort((x, y) => x.k - y.k).map((x) => x.b);
+      for (const b of bodies) await send(b);
     },
     async injectTestEvent(bucket = 'any-bucket') {
       await send(testEvent(bucket));
