@@ -34,7 +34,7 @@ async function start(path: string, sizeBytes: number, extra: Record<string, unkn
 }
 
 async function put(url: string, bytes: Buffer) {
-  const res = await fetch(url, { method: 'PUT', body: bytes, headers: { 'content-type': 'application/octet-stream' } });
+  const res = await fetch(url, { method: 'PUT', body: new Uint8Array(bytes), headers: { 'content-type': 'application/octet-stream' } });
   expect(res.status).toBe(200);
 }
 
@@ -86,7 +86,7 @@ describe('presigned uploads to an S3 mount', () => {
   it('a size other than announced: 422 SIZE_MISMATCH, the entry failed, the staged bytes removed, nothing at the path', async () => {
     const up = await start('size.bin', 100);
     // An S3 that enforces the signed Content-Length refuses this PUT itself; the emulator does not, complete must.
-    await fetch(up.url, { method: 'PUT', body: Buffer.alloc(50, 7) });
+    await fetch(up.url, { method: 'PUT', body: new Uint8Array(50).fill(7) });
     const res = await call('POST', up.completeUrl);
     expect(res.status).toBe(422);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('SIZE_MISMATCH');
