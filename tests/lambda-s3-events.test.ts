@@ -6,6 +6,7 @@ import type { SQSEvent } from 'aws-lambda';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { handler } from '../lambdas/s3-events.ts';
 import { closeLambdaCore } from '../lambdas/support/core.ts';
+import { logger } from '../lambdas/support/powertools.ts';
 import { createMount } from '../shared/catalogue/mounts.ts';
 import { findLiveByPath } from '../shared/catalogue/nodes.ts';
 import type { Mount } from '../shared/catalogue/types.ts';
@@ -58,6 +59,7 @@ describe('S3-event Lambda', () => {
       POWERTOOLS_LOG_LEVEL: 'ERROR',
       POWERTOOLS_METRICS_DISABLED: 'true',
     });
+    logger.setLogLevel('ERROR');
     fs = await startFilestore({ recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } });
     raw = testS3Client(proxy.endpoint);
     bridge = await startS3Notifications({ proxy, endpoint: s3.endpoint, s3: s3.client, visibilityTimeout: 1, maxReceiveCount: 2 });
