@@ -64,21 +64,25 @@ export async function processReconcileBatch(core: ReconcileCore, event: SQSEvent
 
   const handle = async (record: SQSRecord): Promise<void> => {
     let run: RowRun | null = null;
+    const delivery = Number(record.attributes.ApproximateReceiveCount) || 1;
+    // When the message comes back after a failure: the backoff of the attempt it failed (the
+    // row's, else the delivery's), or at once for its last receive (the DLQ takes it then).
+    let comeBackInSeconds = backoffDelay(backoffMs, delivery) / 1000;
     try {
       const body = Body.safeParse(safeJson(record.body));
       if (!body.success) throw new RecordFailure(`not a reconcile message (expected {"rowId": <job id>}): ${record.body.slice(0, 200)}`);
-      const delivery = Number(record.attributes.ApproximateReceiveCount) || 1;
       run = await runQueuedRow(core, body.data.rowId, budgetDeadline(budget), { ...o, attempts, final: () => delivery >= attempts });
       if (run.outcome === 'stopped' && run.job) await o.queue.send(run.job);
       else if (run.outcome === 'retried') {
-        await visibility(record, backoffDelay(backoffMs, run.job?.attempts ?? 1) / 1000);
+        comeBackInSeconds = backoffDelay(backoffMs, run.job?.attempts ?? delivery) / 1000;
         throw new RecordFailure(`job ${body.data.rowId}: attempt ${run.job?.attempts} failed, retried after its backoff`);
       } else if (run.outcome === 'failed' && isRetryable(run.report?.error)) {
-        await visibility(record, 0);
+        comeBackInSeconds = 0;
         throw new RecordFailure(`job ${body.data.rowId}: failed on its last attempt (${run.job?.attempts}); the message goes to the DLQ`);
       }
       o.onRecord?.(record, run);
     } catch (err) {
+      await visibility(record, comeBackInSeconds);
       o.onRecord?.(record, run, err);
       throw err;
     }
@@ -95,22 +99,43 @@ function safeJson(text: string): unknown {
   }
 }
 
-const fromEnv = new WeakMap<object, SqsReconcileQueue>();
+/** ReconcileSetup.sqs from the environment (FILESTORE_RECONCILE_QUEUE_URL), for whoever wires a core in AWS. */
+export function sqsSetupFromEnv(env: NodeJS.ProcessEnv = process.env): { queueUrl: string } | undefined {
+  const queueUrl = env.FILESTORE_RECONCILE_QUEUE_URL?.trim();
+  return queueUrl ? { queueUrl } : undefined;
+}
+
+export interface SqsRouted {
+  /** The core with its reconcile queue sending S3 mounts' jobs (follow-ups) to SQS. */
+  core: ReconcileCore;
+  queue: SqsReconcileQueue;
+}
+
+const routedCores = new WeakMap<object, SqsRouted>();
 
 /**
  * The SQS reconcile queue of a core: the one it was wired with (ReconcileSetup.sqs), else one
- * made once per core from FILESTORE_RECONCILE_QUEUE_URL (the SDK's region and credentials).
- * CONFIG_ERROR when neither: the reconcile Lambda sends stopped jobs' continuations there.
+ * made once per core from FILESTORE_RECONCILE_QUEUE_URL (the SDK's region and credentials),
+ * with the core's queue routed through it so that follow-up jobs of S3 mounts go to SQS too.
+ * Null when neither.
  */
-export function sqsQueueFor(core: Pick<ReconcileCore, 'pool' | 'metrics' | 'reconcile'>, env: NodeJS.ProcessEnv = process.env): SqsReconcileQueue {
+export function sqsRouted(core: ReconcileCore, env: NodeJS.ProcessEnv = process.env): SqsRouted | null {
   const wired = sqsQueueOf(core.reconcile);
-  if (wired) return wired;
-  let made = fromEnv.get(core.pool);
+  if (wired) return { core, queue: wired };
+  let made = routedCores.get(core.pool);
   if (!made) {
-    const queueUrl = env.FILESTORE_RECONCILE_QUEUE_URL;
-    if (!queueUrl) throw new FilestoreError('CONFIG_ERROR', 'FILESTORE_RECONCILE_QUEUE_URL is unset: the reconcile Lambda consumes that SQS queue and sends stopped jobs\' continuations to it');
-    made = new SqsReconcileQueue({ pool: core.pool, metrics: core.metrics }, { queueUrl });
-    fromEnv.set(core.pool, made);
+    const setup = sqsSetupFromEnv(env);
+    if (!setup) return null;
+    const queue = new SqsReconcileQueue({ pool: core.pool, metrics: core.metrics }, setup);
+    made = { core: { ...core, reconcile: new RoutedReconcileQueue(core.pool, queue, core.reconcile) }, queue };
+    routedCores.set(core.pool, made);
   }
   return made;
+}
+
+/** sqsRouted, or CONFIG_ERROR: the reconcile Lambda consumes that queue and continues stopped jobs on it. */
+export function requireSqsRouted(core: ReconcileCore, env: NodeJS.ProcessEnv = process.env): SqsRouted {
+  const routed = sqsRouted(core, env);
+  if (!routed) throw new FilestoreError('CONFIG_ERROR', 'FILESTORE_RECONCILE_QUEUE_URL is unset: the reconcile Lambda consumes that SQS queue and sends stopped jobs\' continuations to it');
+  return routed;
 }

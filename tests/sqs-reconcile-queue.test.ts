@@ -1,0 +1,215 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { CreateQueueCommand, DeleteMessageCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import { Queue } from 'bullmq';
+import { interceptLocalhostDns } from 'fauxqs';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createReconcileHandler } from '../lambdas/reconcile.ts';
+import { closeLambdaCore } from '../lambdas/support/core.ts';
+import { findJob } from '../shared/catalogue/jobs.ts';
+import { createMount } from '../shared/catalogue/mounts.ts';
+import { lockKey } from '../shared/orchestrator/locks.ts';
+import { bullJobId } from '../shared/queues/bullmq-queue.ts';
+import { startTestServer, type TestServer } from './support/api.ts';
+import { TEST_DATABASE_URL, TEST_REDIS_URL } from './support/env.ts';
+import { sharedS3, stopS3, uniqueKey } from './support/filestore.ts';
+import { lambdaContext } from './support/lambda-context.ts';
+import { putRawKey, TEST_S3_CREDENTIALS, TEST_S3_REGION } from './support/s3.ts';
+
+/**
+ * The reconcile queue in AWS (no long-running worker): POST /v1/reconcile for an S3 mount
+ * records the job row and sends a message to the SQS queue (FILESTORE_RECONCILE_QUEUE_URL);
+ * lambdas/reconcile.ts, fed SQS batches as Lambda's event source mapping feeds it, runs the job.
+ * SQS retries (visibility timeout) and redrives to the DLQ after maxReceiveCount deliveries;
+ * the row counts the attempts. Local mounts' jobs still go to their agent's BullMQ queue.
+ * The poller below is what the event source mapping does: receive, call, delete what did not fail.
+ */
+
+const MAX_RECEIVES = 5;
+const fixture = JSON.parse(readFileSync(new URL('./fixtures/lambda/sqs-reconcile.json', import.meta.url), 'utf8')) as SQSEvent;
+
+let sqs: SQSClient;
+let queueUrl: string;
+let dlqUrl: string;
+let server: TestServer;
+let redis: Redis;
+let restoreDns: (() => void) | undefined;
+const queueName = `rq-${randomBytes(4).toString('hex')}`;
+// No backoff: a failed message is visible again at once (in AWS: 2 s, doubling).
+const handler = createReconcileHandler({ backoffMs: 0, reconciler: { s3MissingGraceMs: 5 } });
+
+beforeAll(async () => {
+  const s3 = await sharedS3();
+  sqs = new SQSClient({ endpoint: s3.endpoint, region: TEST_S3_REGION, credentials: TEST_S3_CREDENTIALS });
+  const name = `filestore-reconcile-${randomBytes(4).toString('hex')}`;
+  dlqUrl = (await sqs.send(new CreateQueueCommand({ QueueName: `${name}-dlq` }))).QueueUrl as string;
+  const dlqArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ['QueueArn'] }))).Attributes?.QueueArn as string;
+  const created = (
+    await sqs.send(
+      new CreateQueueCommand({
+        QueueName: name,
+        Attributes: { VisibilityTimeout: '60', RedrivePolicy: JSON.stringify({ deadLetterTargetArn: dlqArn, maxReceiveCount: String(MAX_RECEIVES) }) },
+      }),
+    )
+  ).QueueUrl as string;
+  // fauxqs names queues sqs.<region>.localhost:<port>/…; the Lambda's client (no endpoint of its own) goes where the URL says.
+  queueUrl = created;
+  restoreDns = interceptLocalhostDns();
+  Object.assign(process.env, {
+    DATABASE_URL: TEST_DATABASE_URL,
+    REDIS_URL: 'inline',
+    FILESTORE_RECONCILE_QUEUE_URL: queueUrl,
+    AWS_REGION: TEST_S3_REGION,
+    AWS_ACCESS_KEY_ID: TEST_S3_CREDENTIALS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: TEST_S3_CREDENTIALS.secretAccessKey,
+    POWERTOOLS_LOG_LEVEL: process.env.LOG_LEVEL ?? 'ERROR',
+    POWERTOOLS_METRICS_DISABLED: 'true',
+  });
+  // The API as the API Lambda wires it: S3 mounts' jobs to SQS, local mounts' to BullMQ.
+  server = await startTestServer({ auth: false, filestore: { reconcile: { consume: false, queueName, sqs: { queueUrl, client: sqs } } } });
+  redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 3 });
+});
+
+afterAll(async () => {
+  await closeLambdaCore();
+  await server?.close();
+  redis?.disconnect();
+  sqs?.destroy();
+  await stopS3();
+  restoreDns?.();
+});
+
+async function s3Mount(o: { endpoint?: string } = {}) {
+  const s3 = await sharedS3();
+  const bucket = await s3.createBucket();
+  const mount = await createMount(server.fs.pool, { key: uniqueKey('s3'), kind: 's3', bucket, prefix: '', endpoint: o.endpoint ?? s3.endpoint, region: TEST_S3_REGION });
+  return { mount, bucket, client: s3.client };
+}
+
+const postReconcile = async (body: Record<string, unknown>) => {
+  const res = await fetch(`${server.url}/v1/reconcile`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  expect(res.status).toBe(202);
+  return (await res.json()) as { id: number; status: string };
+};
+
+const receive = async (url: string) =>
+  (await sqs.send(new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: 10, WaitTimeSeconds: 0, MessageSystemAttributeNames: ['All'] }))).Messages ?? [];
+
+/** One poll of the event source mapping: a batch of what is visible, the handler, deletes of what did not fail. */
+async function poll(h = handler): Promise<{ records: SQSRecord[]; response: SQSBatchResponse | null }> {
+  const messages = await receive(queueUrl);
+  if (messages.length === 0) return { records: [], response: null };
+  const template = fixture.Records[0] as SQSRecord;
+  const records: SQSRecord[] = messages.map((m) => ({
+    ...template,
+    messageId: m.MessageId as string,
+    receiptHandle: m.ReceiptHandle as string,
+    body: m.Body as string,
+    md5OfBody: m.MD5OfBody as string,
+    attributes: { ...template.attributes, ...(m.Attributes as Record<string, string>) },
+  }));
+  const response = await h({ Records: records }, lambdaContext({ remainingMs: 15 * 60_000 }));
+  const failed = new Set(response.batchItemFailures.map((f) => f.itemIdentifier));
+  for (const r of records) if (!failed.has(r.messageId)) await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: r.receiptHandle }));
+  return { records, response };
+}
+
+const bodies = (records: SQSRecord[]) => records.map((r) => JSON.parse(r.body) as { rowId: number });
+
+describe('the reconcile queue on SQS and the reconcile Lambda', () => {
+  it('POST /v1/reconcile for an S3 mount records the row and sends one message; the Lambda runs it to succeeded', async () => {
+    const { mount, bucket, client } = await s3Mount();
+    await putRawKey(client, bucket, 'found/new.txt', 'made behind Filestore');
+    const job = await postReconcile({ mountId: mount.key });
+    expect(job.status).toBe('queued');
+
+    const { records, response } = await poll();
+    expect(bodies(records)).toEqual([{ rowId: job.id, mountId: mount.id, path: '', reason: 'manual' }]);
+    expect(response?.batchItemFailures).toEqual([]);
+    expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'succeeded', attempts: 1, result: expect.objectContaining({ discovered: 2 }) });
+    const node = await fetch(`${server.url}/v1/nodes/by-path?mountId=${mount.key}&path=found/new.txt`);
+    expect(node.status).toBe(200);
+    expect(await receive(queueUrl)).toEqual([]);
+  });
+
+  it('a failing job: each attempt a batch item failure counted on the row; its last attempt fails the row and the message goes to the DLQ', async () => {
+    const { mount } = await s3Mount();
+    const job = await postReconcile({ mountId: mount.key });
+    // Another process audits the mount all along (it holds the engine's audit lock): a retryable failure each time.
+    const other = await server.fs.pool.connect();
+    await other.query('SELECT pg_advisory_lock($1::bigint)', [lockKey('audit', mount.id).toString()]);
+    try {
+      await attemptsFail(job.id);
+    } finally {
+      await other.query('SELECT pg_advisory_unlock_all()');
+      other.release();
+    }
+    expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'failed', attempts: MAX_RECEIVES, error: expect.objectContaining({ retryable: true }) });
+  });
+
+  async function attemptsFail(jobId: number): Promise<void> {
+    for (let attempt = 1; attempt <= MAX_RECEIVES; attempt++) {
+      const { records, response } = await poll();
+      expect(bodies(records).map((b) => b.rowId)).toEqual([jobId]);
+      expect(response?.batchItemFailures).toEqual([{ itemIdentifier: records[0]?.messageId }]);
+      expect(await findJob(server.fs.pool, jobId)).toMatchObject({ attempts: attempt, status: attempt < MAX_RECEIVES ? 'queued' : 'failed' });
+    }
+    // Its next receive redrives it.
+    expect((await poll()).records).toEqual([]);
+    expect(bodies(await receiveAll(dlqUrl)).map((b) => b.rowId)).toEqual([jobId]);
+  }
+
+  it('an audit queued on SQS runs in many invocations: each stops at a checkpoint and sends its continuation; one row, no attempt spent per stop', async () => {
+    const { mount, bucket, client } = await s3Mount();
+    for (let i = 0; i < 12; i++) await putRawKey(client, bucket, `d/f${String(i).padStart(2, '0')}.txt`, `x${i}`);
+    const job = await postReconcile({ mountId: mount.key });
+    // Less than the margin left, a checkpoint every 3 entries.
+    const tiny = createReconcileHandler({ backoffMs: 0, marginMs: 60_000, reconciler: { checkpointEvery: 3, batchSize: 2, s3MissingGraceMs: 5 } });
+    const seen: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      const batch = await poll((e, _c) => tiny(e, lambdaContext({ remainingMs: 1_000 })));
+      if (batch.records.length === 0) break;
+      expect(batch.response?.batchItemFailures).toEqual([]);
+      seen.push(...bodies(batch.records).map((b) => b.rowId));
+    }
+    expect(seen.length).toBeGreaterThan(3);
+    expect(new Set(seen)).toEqual(new Set([job.id]));
+    expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'succeeded', attempts: 1, checkpoint: null, result: expect.objectContaining({ discovered: 13 }) });
+  });
+
+  it('a message that names no job is a batch item failure until the DLQ takes it', async () => {
+    await sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: 'not a job' }));
+    for (let i = 1; i <= MAX_RECEIVES; i++) {
+      const { records, response } = await poll();
+      expect(records.map((r) => r.body)).toEqual(['not a job']);
+      expect(response?.batchItemFailures).toHaveLength(1);
+    }
+    expect((await poll()).records).toEqual([]);
+    expect((await receiveAll(dlqUrl)).map((r) => r.body)).toEqual(['not a job']);
+  });
+
+  it("a local mount's job still goes to its agent's BullMQ queue, not to SQS", async () => {
+    const agentId = `agent-${randomBytes(3).toString('hex')}`;
+    const mount = await createMount(server.fs.pool, { key: uniqueKey('local'), kind: 'local', rootPath: '/tmp', agentId });
+    const job = await postReconcile({ mountId: mount.key });
+    const row = await findJob(server.fs.pool, job.id);
+    const agentQueue = new Queue(`${queueName}-${agentId}`, { connection: redis, prefix: server.fs.queuePrefix });
+    try {
+      const bull = await agentQueue.getJob(bullJobId(row as NonNullable<typeof row>));
+      expect(bull?.data).toMatchObject({ rowId: job.id, mountId: mount.id });
+      expect(await receive(queueUrl)).toEqual([]);
+    } finally {
+      await agentQueue.obliterate({ force: true });
+      await agentQueue.close();
+    }
+  });
+});
+
+/** Every message of a queue (the DLQ), deleted as read. */
+async function receiveAll(url: string): Promise<SQSRecord[]> {
+  const out = await receive(url);
+  for (const m of out) await sqs.send(new DeleteMessageCommand({ QueueUrl: url, ReceiptHandle: m.ReceiptHandle as string }));
+  return out.map((m) => ({ body: m.Body as string }) as SQSRecord);
+}
