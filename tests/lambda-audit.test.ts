@@ -4,7 +4,7 @@ import { DeleteObjectsCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createAuditHandler } from '../lambdas/audit.ts';
 import { closeLambdaCore } from '../lambdas/support/core.ts';
-import { findJob } from '../shared/catalogue/jobs.ts';
+import { claimJob, findJob } from '../shared/catalogue/jobs.ts';
 import { createMount } from '../shared/catalogue/mounts.ts';
 import { markInconsistent } from '../shared/catalogue/reconcile-writes.ts';
 import type { AuditRunReport } from '../shared/reconcile/lambda-run.ts';
@@ -161,6 +161,24 @@ describe('the audit Lambda', () => {
       release();
       proxy.beforeForward(null);
     }
+  });
+
+  it('resumes the audit a killed invocation left running (its run lock gone with it) instead of starting another', async () => {
+    const mount = await drifted();
+    const first = await tiny(scheduled(mount.id), almostOut());
+    const jobId = first.mounts[0]?.jobId as number;
+    expect(first.mounts[0]?.outcome).toBe('stopped');
+    // An invocation killed mid-run: the row claimed (running, an attempt spent), nobody holding it.
+    await claimJob(fs.pool, jobId);
+    const after = (await findJob(fs.pool, jobId))?.checkpoint?.after;
+    const next = await tiny(scheduled(mount.id), almostOut());
+    expect(next.mounts[0]).toMatchObject({ jobId, outcome: 'stopped' });
+    expect(Buffer.compare(Buffer.from(next.mounts[0]?.after as string), Buffer.from(after as string))).toBeGreaterThan(0);
+    const done = await whole(scheduled(mount.id), plenty());
+    expect(done.mounts[0]).toMatchObject({ jobId, outcome: 'succeeded' });
+    expect(await jobsOf(mount.id)).toEqual([{ id: jobId, status: 'succeeded' }]);
+    // The killed run's attempt stays counted; stops spend none.
+    expect(await findJob(fs.pool, jobId)).toMatchObject({ attempts: 2 });
   });
 
   it('an event without mountId audits every active S3 mount; a paused one is left alone', async () => {
