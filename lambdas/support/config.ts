@@ -166,3 +166,27 @@ function database(e: z.infer<typeof DatabaseEnv>): DatabaseConfig {
   u.pathname = `/${encodeURIComponent(e.FILESTORE_DB_NAME as string)}`;
   return { databaseUrl: u.toString(), iamAuth };
 }
+
+const AuthorizerEnv = z.object({
+  FILESTORE_API_TOKENS_SECRET_ARN: z.string().min(1).optional(),
+  FILESTORE_API_TOKENS: z.string().min(1).optional(),
+  FILESTORE_SECRETS_TTL_SECONDS: z.coerce.number().int().min(0).max(86_400).default(300),
+});
+
+/** Where the authorizer finds the token hashes: a secret (deployed), or the value itself (local runs, tests). */
+export interface AuthorizerConfig {
+  tokens: { secretArn: string } | { value: string };
+  secretsTtlMs: number;
+}
+
+/** The authorizer's variables (it needs no database and no Redis). */
+export function loadAuthorizerConfig(env: NodeJS.ProcessEnv = process.env): AuthorizerConfig {
+  const e = parse(AuthorizerEnv, env);
+  if (e.FILESTORE_API_TOKENS_SECRET_ARN && e.FILESTORE_API_TOKENS) {
+    throw new FilestoreError('CONFIG_ERROR', 'FILESTORE_API_TOKENS_SECRET_ARN and FILESTORE_API_TOKENS are both set: keep the ARN (the value is for local runs only)');
+  }
+  const secretsTtlMs = e.FILESTORE_SECRETS_TTL_SECONDS * 1000;
+  if (e.FILESTORE_API_TOKENS_SECRET_ARN) return { tokens: { secretArn: e.FILESTORE_API_TOKENS_SECRET_ARN }, secretsTtlMs };
+  if (e.FILESTORE_API_TOKENS) return { tokens: { value: e.FILESTORE_API_TOKENS }, secretsTtlMs };
+  throw new FilestoreError('CONFIG_ERROR', 'FILESTORE_API_TOKENS_SECRET_ARN is unset: the authorizer reads the token hashes (the JSON of FILESTORE_API_TOKENS) from that secret');
+}
