@@ -145,6 +145,20 @@ describe('presigned uploads to an S3 mount', () => {
     expect(other.status).toBe(404);
   });
 
+  it('an open upload holds its path: another write there is 409 UPLOAD_IN_PROGRESS until it completes', async () => {
+    const up = await start('held.bin', 3);
+    const target = `/v1/files?${new URLSearchParams({ mountId: s3.mount.key, path: 'held.bin' })}`;
+    const other = await bearerFetch(server.url, server.tokens.write, 'PUT', target, { body: 'xyz' });
+    expect(other.status).toBe(409);
+    expect(((await other.json()) as { error: { code: string } }).error.code).toBe('UPLOAD_IN_PROGRESS');
+    const second = await call('POST', '/v1/uploads', { mountId: s3.mount.key, path: 'held.bin', sizeBytes: 1 });
+    expect(second.status).toBe(409);
+    await put(up.url, Buffer.from('abc'));
+    expect((await call('POST', up.completeUrl)).status).toBe(200);
+    const after = await bearerFetch(server.url, server.tokens.write, 'PUT', target, { body: 'xyz' });
+    expect(after.status).toBe(200);
+  });
+
   it('If-Match is checked when the upload starts and again when it completes', async () => {
     const first = await start('versioned.bin', 1, { ifMatch: 0 });
     await put(first.url, Buffer.from('a'));

@@ -14,6 +14,7 @@ import { assertWritable } from './checks.ts';
 import { commitCommand, recordFailure } from './finish.ts';
 import { recoverEntry, resolveEntry, type RecoveryDeps } from './recovery.ts';
 import { makeStep } from './step.ts';
+import { uploadOpen, uploadStateOf } from './upload-state.ts';
 
 export interface PipelineDeps extends RecoveryDeps {
   pool: Pool;
@@ -205,6 +206,13 @@ export async function begin(deps: PipelineDeps, client: PoolClient, paths: strin
     }
     for (const id of begun.staleEntryIds) {
       const stale = await findEntry(client, id);
+      if (stale && stale.status === 'pending' && uploadOpen(stale)) {
+        // Not a crashed command: a presigned upload holds the path until completed or expired.
+        throw new FilestoreError('UPLOAD_IN_PROGRESS', `"${String(stale.request.path)}" has an upload in progress (upload ${id}); retry once it is completed or has expired`, {
+          journalEntryId: id,
+          expiresAt: uploadStateOf(stale)?.expiresAt,
+        });
+      }
       if (stale?.status === 'pending') await recoverEntry(deps, stale, { client });
     }
   }
