@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { FilestoreError } from '../shared/errors.ts';
-import { runAudits, type AuditRunReport, type RowRunOptions } from '../shared/reconcile/lambda-run.ts';
+import { reconcilerOptionsFromEnv, runAudits, type AuditRunReport, type RowRunOptions } from '../shared/reconcile/lambda-run.ts';
 import { sqsRouted } from '../shared/reconcile/sqs-consumer.ts';
 import { lambdaHandler, logger } from './support/powertools.ts';
 
@@ -27,7 +27,8 @@ export function createAuditHandler(o: AuditHandlerOptions = {}) {
     const core = routed?.core ?? lc.core;
     const owed = await routed?.queue.sendOwed().catch((e: Error) => logger.warn('owed reconcile messages not sent', { error: e.message }));
     if (owed) logger.info('owed reconcile messages sent', { count: owed });
-    const report = await runAudits(core, parsed.data, { remainingMs: () => context.getRemainingTimeInMillis(), marginMs: o.marginMs }, o);
+    const reconciler = { ...reconcilerOptionsFromEnv(), ...o.reconciler };
+    const report = await runAudits(core, parsed.data, { remainingMs: () => context.getRemainingTimeInMillis(), marginMs: o.marginMs }, { ...o, reconciler });
     logger.info('audit', { mounts: report.mounts });
     return report;
   });

@@ -1,4 +1,5 @@
 import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import { reconcilerOptionsFromEnv } from '../shared/reconcile/lambda-run.ts';
 import { processReconcileBatch, requireSqsRouted, type ReconcileBatchOptions } from '../shared/reconcile/sqs-consumer.ts';
 import { lambdaHandler, logger } from './support/powertools.ts';
 
@@ -14,6 +15,7 @@ export function createReconcileHandler(o: ReconcileHandlerOptions = {}) {
     const { core, queue } = requireSqsRouted(lc.core);
     return processReconcileBatch(core, event, { remainingMs: () => context.getRemainingTimeInMillis(), marginMs: o.marginMs }, {
       ...o,
+      reconciler: { ...reconcilerOptionsFromEnv(), ...o.reconciler },
       queue,
       onRecord: (record, run, error) =>
         (error ? logger.warn : logger.info).call(logger, 'reconcile message', {

@@ -192,6 +192,21 @@ describe('the audit Lambda', () => {
     await fs.pool.query(`UPDATE filestore.mounts SET state = 'active' WHERE id = $1`, [b.id]);
   });
 
+  it("reads the engine's settings from the environment: FILESTORE_MAX_MISSING_RATIO holds back an audit that would mark more MISSING; a bad value is CONFIG_ERROR", async () => {
+    const mount = await drifted();
+    try {
+      process.env.FILESTORE_MAX_MISSING_RATIO = '0.01';
+      const r = await whole(scheduled(mount.id), plenty());
+      expect(r.mounts[0]).toMatchObject({ outcome: 'failed' });
+      expect(await findJob(fs.pool, r.mounts[0]?.jobId as number)).toMatchObject({ status: 'failed', error: expect.objectContaining({ details: expect.objectContaining({ maxRatio: 0.01 }) }) });
+      expect((await nodesOf(mount.id)).filter((n) => n.state === 'MISSING')).toEqual([]);
+      process.env.FILESTORE_MAX_MISSING_RATIO = 'half';
+      await expect(whole(scheduled(mount.id), plenty())).rejects.toMatchObject({ code: 'CONFIG_ERROR' });
+    } finally {
+      delete process.env.FILESTORE_MAX_MISSING_RATIO;
+    }
+  });
+
   it('a local mount is refused: its agent audits it', async () => {
     const mount = await createMount(fs.pool, { key: uniqueKey('local'), kind: 'local', rootPath: '/tmp' });
     await expect(whole(scheduled(mount.id), plenty())).rejects.toMatchObject({ code: 'VALIDATION_ERROR' });

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { z } from 'zod';
 import { enqueueJob, findJob, JOB_COLUMNS, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import type { Mount } from '../catalogue/types.ts';
 import { getMount, listMounts } from '../catalogue/mounts.ts';
@@ -202,4 +203,18 @@ async function openAudit(core: ReconcileCore, mountId: string): Promise<Reconcil
     [mountId],
   );
   return rows[0] ?? null;
+}
+
+const ReconcileEnv = z.object({
+  FILESTORE_MAX_MISSING_RATIO: z.coerce.number().min(0).max(1).default(0.5),
+  FILESTORE_S3_MISSING_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(2_000),
+});
+
+/** The engine's settings of a Lambda's environment (SPEC §8, as shared/config.ts reads them); CONFIG_ERROR naming a bad one. */
+export function reconcilerOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): ReconcilerOptions {
+  const parsed = ReconcileEnv.safeParse(env);
+  if (!parsed.success) {
+    throw new FilestoreError('CONFIG_ERROR', `invalid reconcile settings: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  }
+  return { maxMissingRatio: parsed.data.FILESTORE_MAX_MISSING_RATIO, s3MissingGraceMs: parsed.data.FILESTORE_S3_MISSING_GRACE_MS };
 }
