@@ -153,6 +153,11 @@ describe('presigned uploads to an S3 mount', () => {
     expect(((await other.json()) as { error: { code: string } }).error.code).toBe('UPLOAD_IN_PROGRESS');
     const second = await call('POST', '/v1/uploads', { mountId: s3.mount.key, path: 'held.bin', sizeBytes: 1 });
     expect(second.status).toBe(409);
+    const nested = await start('held dir/inner.bin', 1);
+    const parent = await call('POST', '/v1/commands/delete', { mountId: s3.mount.key, path: 'held dir', recursive: true });
+    expect(parent.status).toBe(409);
+    expect(((await parent.json()) as { error: { code: string } }).error.code).toBe('UPLOAD_IN_PROGRESS');
+    expect(nested.uploadId).toBeGreaterThan(up.uploadId);
     await put(up.url, Buffer.from('abc'));
     expect((await call('POST', up.completeUrl)).status).toBe(200);
     const after = await bearerFetch(server.url, server.tokens.write, 'PUT', target, { body: 'xyz' });

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { handler } from '../lambdas/api.ts';
 import { closeLambdaCore, lambdaCore } from '../lambdas/support/core.ts';
 import { createLambdaApi, type ApiGatewayEvent } from '../shared/api/lambda/adapter.ts';
-import { MAX_LAMBDA_FILE_BYTES } from '../shared/api/lambda/convert.ts';
+import { MAX_LAMBDA_FILE_BYTES, toApiRequest } from '../shared/api/lambda/convert.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { TEST_COMMAND_SECRET } from './support/command-secret.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './support/env.ts';
@@ -65,6 +65,19 @@ afterAll(async () => {
   await closeLambdaCore();
   await stopS3();
   process.env = { ...saved };
+});
+
+describe('the converter', () => {
+  it('builds the request node:http would: encoded path, first of a repeated key, cookies as a header, a named stage stripped', () => {
+    const e = fixture('apigw-get-file', 'm 1');
+    const req = toApiRequest(e);
+    expect(req).toMatchObject({ method: 'GET', path: '/v1/files', query: { mountId: 'm 1', path: PATH }, body: null });
+    expect(req.headers.cookie).toBe('session=abc; theme=dark');
+    const staged = fixture('apigw-get-mount-decoded-path');
+    staged.requestContext.stage = 'prod';
+    staged.rawPath = `/prod${staged.rawPath}`;
+    expect(toApiRequest(staged).path).toBe('/v1/mounts/no%20such%3Fmount%23100%25');
+  });
 });
 
 describe('the API Lambda (HTTP API payload 2.0)', () => {
