@@ -118,6 +118,15 @@ describe('the API Lambda (HTTP API payload 2.0)', () => {
     const got = await fetch(location);
     expect(got.status).toBe(200);
     expect(Buffer.from(await got.arrayBuffer()).equals(big)).toBe(true);
+    // A range within the limit is served here; a larger one redirects too (S3 honours the Range sent there).
+    const small = event('GET', '/v1/files', { query: `mountId=${s3.mount.key}&path=big.bin`, scopes: 'read' });
+    small.headers.range = 'bytes=0-99';
+    const smallAnswer = await invoke(small);
+    expect(smallAnswer.statusCode).toBe(206);
+    expect(Buffer.from(smallAnswer.body as string, 'base64').equals(big.subarray(0, 100))).toBe(true);
+    const wide = event('GET', '/v1/files', { query: `mountId=${s3.mount.key}&path=big.bin`, scopes: 'read' });
+    wide.headers.range = `bytes=0-${MAX_LAMBDA_FILE_BYTES}`;
+    expect((await invoke(wide)).statusCode).toBe(307);
     expect(await count()).toBe(before);
     // The same checks come first: a caller without read scope gets no URL.
     const none = await invoke(event('GET', '/v1/files', { query: `mountId=${s3.mount.key}&path=big.bin`, scopes: '' }));

@@ -90,16 +90,20 @@ export const fileRoutes: Route[] = [
         throw new FilestoreError(node.kind === 'directory' ? 'IS_A_DIRECTORY' : 'VALIDATION_ERROR', `"${String(node.path)}" is a ${String(node.kind)}, not a file`);
       }
       const mount = await deps.fs.reader.mount(query.mountId);
-      const res = await download(deps.fs.backends.forMount(mount), node as unknown as RecordedFile, req.headers);
       const max = deps.maxFileBodyBytes;
-      if (max === undefined || !('stream' in res) || Number(res.headers?.['content-length']) <= max) return res;
       // More than the transport carries (the API Lambda's payload): S3 hands the bytes out
       // itself, after the same checks as above; nothing is journaled, as for any read.
+      const presigned = async () => {
+        const { directTransfers } = await import('../../backends/s3/direct.ts');
+        const location = await directTransfers(mount, deps.fs.backends.s3Defaults).presignGet(String(node.path), PRESIGNED_GET_SECONDS);
+        return json(307, { location, expiresInSeconds: PRESIGNED_GET_SECONDS }, { location, 'cache-control': 'no-store' });
+      };
+      if (max !== undefined && mount.kind === 's3' && req.headers.range === undefined && Number(node.sizeBytes) > max) return presigned();
+      const res = await download(deps.fs.backends.forMount(mount), node as unknown as RecordedFile, req.headers);
+      if (max === undefined || !('stream' in res) || Number(res.headers?.['content-length']) <= max) return res;
       res.stream.destroy();
       if (mount.kind !== 's3') throw tooLargeForTransport(max, 'ask for a part with Range (bytes=0-…) or download it from the owning agent');
-      const { directTransfers } = await import('../../backends/s3/direct.ts');
-      const location = await directTransfers(mount, deps.fs.backends.s3Defaults).presignGet(String(node.path), PRESIGNED_GET_SECONDS);
-      return json(307, { location, expiresInSeconds: PRESIGNED_GET_SECONDS }, { location, 'cache-control': 'no-store' });
+      return presigned();
     },
   }),
 ];
