@@ -1,0 +1,201 @@
+/**
+ * S3-event benchmark (issue 14 §4), two figures from one run on one fauxqs:
+ *
+ *   1. Throughput: records/s through the S3-event Lambda's handler (lambdas/s3-events.ts, its
+ *      container core built once), batches of 10 as SQS hands them over, records of a batch in
+ *      parallel, batch after batch (one container). Two workloads: the events of Filestore's
+ *      own writes (HEAD, judged as recorded, sequencer stored: what most events are) and new
+ *      objects written outside Filestore (HEAD, drift, an inline reconciliation each).
+ *      Floor: the same number of HEAD requests alone, in the same batches of 10 in parallel,
+ *      on the same fauxqs. Target: handler >= 0.5x the floor. Where the rest goes: the SQL
+ *      round trips per batch and the time they kept the handler waiting (pg.Client.query).
+ *   2. Latency: an out-of-band PutObject (through the S3 proxy; the bridge sends its record to
+ *      the fauxqs queue) to the `filestore.node.reconciled` event for that key on Redis
+ *      (`filestore:events`), with the poller (Lambda's event source mapping) polling every
+ *      BENCH_S3_EVENTS_POLL_MS after an empty receive. Figures beyond the poll interval.
+ *      Target p99 < 1 s.
+ *
+ *   npm run bench:s3-events
+ *
+ * Environment: BENCH_S3_EVENTS_RECORDS (1000 per workload), BENCH_S3_EVENTS_WRITES (200
+ * latency samples), BENCH_S3_EVENTS_POLL_MS (100), BENCH_S3_EVENTS_DATABASE_URL
+ * (postgres://postgres@127.0.0.1:5432/filestore_bench_s3_events), BENCH_S3_EVENTS_REDIS_URL
+ * (redis://127.0.0.1:6379/0; events are matched by mount).
+ */
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { Readable } from 'node:stream';
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import type { SQSEvent, SQSRecord } from 'aws-lambda';
+import { Redis } from 'ioredis';
+import { createMount } from '../shared/catalogue/mounts.ts';
+import type { Mount } from '../shared/catalogue/types.ts';
+import { ensureDatabase } from '../shared/db/ensure-database.ts';
+import { migrate } from '../shared/db/migrate.ts';
+import { EVENTS_CHANNEL } from '../shared/events/bus.ts';
+import { wireFilestore } from '../shared/runtime.ts';
+import { TEST_COMMAND_SECRET } from '../tests/support/command-secret.ts';
+import { lambdaContext } from '../tests/support/lambda-context.ts';
+import { formEncodeKey, startS3Notifications } from '../tests/support/s3-notifications.ts';
+import { startS3Proxy } from '../tests/support/s3-proxy.ts';
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
+import { fileURLToPath } from 'node:url';
+import { putRawKey, TEST_S3_CREDENTIALS, testS3Client } from '../tests/support/s3.ts';
+import { FAUXQS_CHILD_FLAG, runFauxqsChild, spawnFauxqs } from './support/fauxqs-child.ts';
+import { createSqsPoller } from '../tests/support/sqs-poller.ts';
+import { envInt, percentile } from './support/measure.ts';
+import { traceSql } from './support/sql-trace.ts';
+
+const RECORDS = envInt('BENCH_S3_EVENTS_RECORDS', 1000);
+const WRITES = envInt('BENCH_S3_EVENTS_WRITES', 200);
+const POLL_MS = envInt('BENCH_S3_EVENTS_POLL_MS', 100);
+const DATABASE_URL = process.env.BENCH_S3_EVENTS_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/filestore_bench_s3_events';
+const REDIS_URL = process.env.BENCH_S3_EVENTS_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
+const BATCH = 10;
+
+async function main(): Promise<void> {
+  await ensureDatabase(DATABASE_URL);
+  await migrate(DATABASE_URL);
+  Object.assign(process.env, {
+    DATABASE_URL,
+    REDIS_URL,
+    FILESTORE_COMMAND_SECRET: TEST_COMMAND_SECRET,
+    AWS_ACCESS_KEY_ID: TEST_S3_CREDENTIALS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: TEST_S3_CREDENTIALS.secretAccessKey,
+    AWS_REGION: 'us-east-1',
+    POWERTOOLS_LOG_LEVEL: 'ERROR',
+    POWERTOOLS_METRICS_DISABLED: 'true',
+  });
+  // Imported once the environment is set: the container's logger and core read it.
+  const { handler } = await import('../lambdas/s3-events.ts');
+  const { closeLambdaCore } = await import('../lambdas/support/core.ts');
+  const { logger } = await import('../lambdas/support/powertools.ts');
+  logger.setLogLevel('ERROR');
+
+  // fauxqs in a process of its own: the handler and the HEAD floor both reach it over TCP,
+  // and neither shares its event loop with the server.
+  const server = await spawnFauxqs(fileURLToPath(import.meta.url), `bench-${randomBytes(4).toString('hex')}`);
+  const client = testS3Client(server.endpoint);
+  const s3 = {
+    endpoint: server.endpoint,
+    client,
+    createBucket: async () => {
+      const bucket = `bench-${randomBytes(6).toString('hex')}`;
+      await client.send(new CreateBucketCommand({ Bucket: bucket }));
+      return bucket;
+    },
+    stop: async () => {
+      client.destroy();
+      await server.stop();
+    },
+  };
+  const proxy = await startS3Proxy(s3.endpoint);
+  // The writer of Filestore's own objects: a core of its own, as the API Lambda would be.
+  const writer = await wireFilestore({ databaseUrl: DATABASE_URL, redisUrl: REDIS_URL, poolSize: 4, s3: { credentials: TEST_S3_CREDENTIALS } });
+  const newMount = async (): Promise<Mount> => {
+    const bucket = await s3.createBucket();
+    return createMount(writer.pool, { key: `bench-${randomBytes(5).toString('hex')}`, kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
+  };
+  let seq = BigInt(Date.now()) * 1000n;
+  const record = (bucket: string, key: string, i: number): SQSRecord => {
+    seq += 1n;
+    const body = JSON.stringify({ Records: [{ eventVersion: '2.1', eventSource: 'aws:s3', eventName: 'ObjectCreated:Put', s3: { bucket: { name: bucket }, object: { key: formEncodeKey(key), size: 1, sequencer: seq.toString(16).toUpperCase() } } }] });
+    return { messageId: `m-${i}`, receiptHandle: `r-${i}`, body, attributes: { ApproximateReceiveCount: '1', SentTimestamp: '0', SenderId: 'bench', ApproximateFirstReceiveTimestamp: '0' }, messageAttributes: {}, md5OfBody: '', eventSource: 'aws:sqs', eventSourceARN: 'arn:aws:sqs:us-east-1:000000000000:bench', awsRegion: 'us-east-1' };
+  };
+  const sql = traceSql();
+
+  /** One workload: `keys` already written; the handler's batches, then the HEAD floor, same keys. */
+  const throughput = async (label: string, mount: Mount, keys: string[]) => {
+    const bucket = mount.bucket as string;
+    const batches: SQSEvent[] = [];
+    for (let i = 0; i < keys.length; i += BATCH) batches.push({ Records: keys.slice(i, i + BATCH).map((k, j) => record(bucket, k, i + j)) });
+    sql.reset();
+    let failed = 0;
+    const t0 = performance.now();
+    for (const event of batches) failed += (await handler(event, lambdaContext({ functionName: 's3-events' }))).batchItemFailures.length;
+    const handlerS = (performance.now() - t0) / 1000;
+    const tally = sql.tally();
+    const head = s3.client;
+    const t1 = performance.now();
+    for (let i = 0; i < keys.length; i += BATCH) await Promise.all(keys.slice(i, i + BATCH).map((Key) => head.send(new HeadObjectCommand({ Bucket: bucket, Key }))));
+    const floorS = (performance.now() - t1) / 1000;
+    const calls = tally.reduce((a, t) => a + t.calls, 0);
+    const sqlMs = tally.reduce((a, t) => a + t.ms, 0);
+    return { label, records: keys.length, failed, handlerRate: keys.length / handlerS, floorRate: keys.length / floorS, perBatchMs: (handlerS * 1000) / batches.length, floorPerBatchMs: (floorS * 1000) / batches.length, sqlPerBatch: calls / batches.length, sqlMsPerBatch: sqlMs / batches.length, top: tally.slice(0, Number(process.env.BENCH_S3_EVENTS_SQL_TOP ?? 5)) };
+  };
+
+  // Warm the container (core, pool, prepared statements) on a batch of its own.
+  const warm = await newMount();
+  for (let i = 0; i < BATCH; i++) await putRawKey(s3.client, warm.bucket as string, `tenant/warm-${i}`, 'w');
+  await throughput('warm-up', warm, Array.from({ length: BATCH }, (_, i) => `tenant/warm-${i}`));
+
+  const own = await newMount();
+  const ownKeys: string[] = [];
+  for (let i = 0; i < RECORDS; i++) {
+    await writer.orchestrator.writeFile(own.id, { path: `own/f ${i}.txt` }, Readable.from([Buffer.from(`own ${i}`)]));
+    ownKeys.push(`tenant/own/f ${i}.txt`);
+  }
+  const outside = await newMount();
+  const outsideKeys: string[] = [];
+  for (let i = 0; i < RECORDS; i++) {
+    await putRawKey(s3.client, outside.bucket as string, `tenant/new/f ${i}.txt`, `new ${i}`);
+    outsideKeys.push(`tenant/new/f ${i}.txt`);
+  }
+  const rows = [await throughput("Filestore's own writes", own, ownKeys), await throughput('new objects outside Filestore', outside, outsideKeys)];
+
+  // Latency through the bridge and the poller.
+  const lat = await newMount();
+  await writer.pool.query('UPDATE filestore.mounts SET endpoint = $2 WHERE id = $1', [lat.id, proxy.endpoint]);
+  const bridge = await startS3Notifications({ proxy, endpoint: s3.endpoint, s3: s3.client, visibilityTimeout: 5 });
+  const poller = createSqsPoller({ sqs: bridge.sqs, queueUrl: bridge.queueUrl, queueArn: bridge.queueArn, handler, pollIntervalMs: POLL_MS });
+  const sub = new Redis(REDIS_URL);
+  const waiting = new Map<string, (t: number) => void>();
+  sub.on('message', (_channel: string, message: string) => {
+    const e = JSON.parse(message) as { type: string; mountId: string; data: { node?: { path?: string } } };
+    if (e.type !== 'filestore.node.reconciled' || e.mountId !== lat.id) return;
+    waiting.get(e.data.node?.path ?? '')?.(performance.now());
+  });
+  await sub.subscribe(EVENTS_CHANNEL);
+  poller.start();
+  const latencies: number[] = [];
+  const raw = testS3Client(proxy.endpoint);
+  for (let i = 0; i < WRITES + 10; i++) {
+    const path = `lat/w ${i}.txt`;
+    const seen = new Promise<number>((resolve) => waiting.set(path, resolve));
+    const t0 = performance.now();
+    await putRawKey(raw, lat.bucket as string, `tenant/${path}`, `latency ${i}`);
+    const t1 = await Promise.race([seen, new Promise<number>((r) => setTimeout(() => r(Number.NaN), 10_000))]);
+    waiting.delete(path);
+    if (i >= 10) latencies.push(t1 - t0); // the first ten warm the path
+  }
+  await poller.stop();
+  const lost = latencies.filter((l) => Number.isNaN(l)).length;
+  const sorted = latencies.filter((l) => !Number.isNaN(l)).sort((a, b) => a - b);
+
+  const f = (n: number, d = 0) => n.toFixed(d);
+  console.log(`\nS3-event handler throughput (batches of ${BATCH}, records in parallel, one container, pool 2) vs HEAD alone, same fauxqs, same run`);
+  console.log('workload                          records  handler rec/s  HEAD-only rec/s  ratio  ms/batch (handler | HEADs)  SQL/batch  SQL ms/batch  failed');
+  for (const r of rows) {
+    console.log(`${r.label.padEnd(32)}  ${String(r.records).padStart(7)}  ${f(r.handlerRate).padStart(13)}  ${f(r.floorRate).padStart(15)}  ${f(r.handlerRate / r.floorRate, 2).padStart(5)}  ${`${f(r.perBatchMs, 1)} | ${f(r.floorPerBatchMs, 1)}`.padStart(26)}  ${f(r.sqlPerBatch, 1).padStart(9)}  ${f(r.sqlMsPerBatch, 1).padStart(12)}  ${r.failed}`);
+    console.log(`    largest SQL waits per batch: ${r.top.map((t) => `${t.label.slice(0, 60)} ${f(t.calls / (r.records / BATCH), 1)}/batch ${f(t.ms / (r.records / BATCH), 1)} ms`).join('; ')}`);
+  }
+  console.log(`\nOut-of-band PutObject -> filestore.node.reconciled on Redis via bridge + SQS poller (poll interval ${POLL_MS} ms after an empty receive), ${sorted.length} writes${lost ? `, ${lost} never seen` : ''}`);
+  console.log(`p50 ${f(percentile(sorted, 50))} ms  p99 ${f(percentile(sorted, 99))} ms  max ${f(sorted.at(-1) ?? Number.NaN)} ms  |  beyond the poll interval: p50 ${f(percentile(sorted, 50) - POLL_MS)} ms  p99 ${f(percentile(sorted, 99) - POLL_MS)} ms  (target p99 < 1000 ms)`);
+
+  sub.disconnect();
+  raw.destroy();
+  await bridge.stop();
+  await closeLambdaCore();
+  await writer.close();
+  await proxy.stop();
+  await s3.stop();
+}
+
+if (process.argv[2] === FAUXQS_CHILD_FLAG) {
+  await runFauxqsChild(process.argv.slice(3));
+} else {
+  await main().catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+}
