@@ -1,4 +1,4 @@
-// `npm run build`: the CLI bundled into dist/filestore.js (see bundle.ts).
-import { bundleCli } from './bundle.ts';
+// `npm run build`: the CLI bundled into dist/filestore.js, and each Lambda handler into dist/lambdas/<name>.mjs (see bundle.ts).
+import { bundleCli, bundleLambdas } from './bundle.ts';
 
-await bundleCli();
+await Promise.all([bundleCli(), bundleLambdas()]);

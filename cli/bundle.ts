@@ -55,6 +55,25 @@ export async function bundle(entries: Record<string, string>, outdir: string, ta
   }
 }
 
+/** Where `npm run build` writes the Lambda bundles: one `<name>.mjs` per handler, the migrations beside them. */
+export const LAMBDA_DIST_DIR = join(DIST_DIR, 'lambdas');
+
+/**
+ * The Lambda entry points: every lambdas/*.ts (not lambdas/support/, what they share), by
+ * output name — lambdas/api.ts is bundled as api.mjs. Found by listing, so a new handler is
+ * built without touching the build.
+ */
+export async function lambdaEntries(): Promise<Record<string, string>> {
+  const dir = join(SOURCES, 'lambdas');
+  const names = (await readdir(dir, { withFileTypes: true })).filter((d) => d.isFile() && d.name.endsWith('.ts') && !d.name.endsWith('.d.ts')).map((d) => d.name);
+  return Object.fromEntries(names.sort().map((n) => [n.slice(0, -'.ts'.length), join(dir, n)]));
+}
+
+/** The Lambda bundles (cli/build-options.ts target `lambda`), each loadable from a directory holding it and migrations/. */
+export async function bundleLambdas(outdir: string = LAMBDA_DIST_DIR): Promise<void> {
+  await bundle(await lambdaEntries(), outdir, 'lambda');
+}
+
 /** The CLI, `node dist/filestore.js …`, with its walker and migrations beside it. */
 export function bundleCli(): Promise<void> {
   return bundle({ filestore: join(SOURCES, 'cli/index.ts') }, DIST_DIR);

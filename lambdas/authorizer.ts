@@ -2,7 +2,8 @@ import type { APIGatewayRequestAuthorizerEventV2, APIGatewaySimpleAuthorizerResu
 import { Authenticator, parseTokenEntries, type Principal } from '../shared/api/auth.ts';
 import { FilestoreError } from '../shared/errors.ts';
 import { loadAuthorizerConfig } from './support/config.ts';
-import { logger, plainLambdaHandler } from './support/powertools.ts';
+import { plainLambdaHandler } from './support/instrument.ts';
+import { logger } from './support/logger.ts';
 import { containerSecrets } from './support/secrets.ts';
 
 /**

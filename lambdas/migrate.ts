@@ -3,7 +3,8 @@ import { migrate } from '../shared/db/migrate.ts';
 import { isCustomResourceEvent, responseUrlOf, sendCustomResourceResponse, type CustomResourceResult } from './support/cloudformation.ts';
 import { loadDatabaseConfig } from './support/config.ts';
 import { prepareDatabase } from './support/database.ts';
-import { logger, plainLambdaHandler } from './support/powertools.ts';
+import { plainLambdaHandler } from './support/instrument.ts';
+import { logger } from './support/logger.ts';
 
 /**
  * The migrate Lambda: applies the catalogue's migrations (shipped beside the bundle) at deploy
