@@ -12,6 +12,7 @@ import { findJob } from '../shared/catalogue/jobs.ts';
 import { createMount } from '../shared/catalogue/mounts.ts';
 import { lockKey } from '../shared/orchestrator/locks.ts';
 import { bullJobId } from '../shared/queues/bullmq-queue.ts';
+import { tryLockJobRun } from '../shared/queues/job-run-lock.ts';
 import { startTestServer, type TestServer } from './support/api.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './support/env.ts';
 import { sharedS3, stopS3, uniqueKey } from './support/filestore.ts';
@@ -177,6 +178,26 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     expect(seen.length).toBeGreaterThan(3);
     expect(new Set(seen)).toEqual(new Set([job.id]));
     expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'succeeded', attempts: 1, checkpoint: null, result: expect.objectContaining({ discovered: 13 }) });
+  });
+
+  it('a delivery of a job another run holds is put off, not failed: no attempt, no delivery spent; it runs once the holder lets go', async () => {
+    const { mount } = await s3Mount();
+    const job = await postReconcile({ mountId: mount.key, path: 'x.txt' });
+    const held = await tryLockJobRun(server.fs.pool, job.id);
+    const soon = createReconcileHandler({ backoffMs: 0, busyRetrySeconds: 0 });
+    try {
+      const { records, response } = await poll(soon);
+      expect(bodies(records).map((b) => b.rowId)).toEqual([job.id]);
+      expect(response?.batchItemFailures).toEqual([]);
+      expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'queued', attempts: 0 });
+    } finally {
+      await held?.release();
+    }
+    const again = await poll(soon);
+    expect(bodies(again.records).map((b) => b.rowId)).toEqual([job.id]);
+    expect(again.records[0]?.attributes.ApproximateReceiveCount).toBe('1');
+    expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'succeeded', attempts: 1 });
+    expect(await receive(queueUrl)).toEqual([]);
   });
 
   it('a message that names no job is a batch item failure until the DLQ takes it', async () => {

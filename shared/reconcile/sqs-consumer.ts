@@ -9,6 +9,8 @@ import { budgetDeadline, runQueuedRow, type LambdaBudget, type RowRun, type RowR
 import type { ReconcileCore } from './reconciler.ts';
 import { isRetryable } from './worker.ts';
 
+/** How long a message of a row another run holds waits before it looks again. */
+const BUSY_RETRY_SECONDS = 30;
 /** SQS's longest visibility timeout (12 hours). */
 const MAX_VISIBILITY_SECONDS = 12 * 3600;
 
@@ -20,6 +22,8 @@ export interface ReconcileBatchOptions extends RowRunOptions {
   queue: SqsReconcileQueue;
   /** First retry after this, doubling per attempt (default 2000 ms; the visibility timeout of the failed message). */
   backoffMs?: number | undefined;
+  /** How long the look again at a row another run holds waits (default 30 s). */
+  busyRetrySeconds?: number | undefined;
   /** Hears what happened to each record (the Lambda logs it). */
   onRecord?: ((record: SQSRecord, run: RowRun | null, error?: unknown) => void) | undefined;
 }
@@ -39,8 +43,9 @@ export function sqsQueueOf(queue: ReconcileQueue): SqsReconcileQueue | null {
  * (a run holds connections of its own; the pool is small), each a row run by runQueuedRow with
  * the invocation's deadline. What each outcome does with the message:
  * - succeeded, coalesced (another waiting row took the work), skipped (the row was settled or
- *   cancelled meanwhile), busy (another run holds the row: it settles it, or sends it on):
- *   deleted;
+ *   cancelled meanwhile): deleted;
+ * - busy (another run holds the row: a duplicate delivery, the audit Lambda on the same row):
+ *   a new message looks again after `busyRetrySeconds`, then this one is deleted;
  * - stopped (an audit reached its deadline at a checkpoint, the row queued again): a new
  *   message continues it, then this one is deleted (a stop spends no attempt, and no delivery);
  * - retried: a batch item failure, its visibility timeout set to the backoff, so SQS delivers
@@ -73,6 +78,11 @@ export async function processReconcileBatch(core: ReconcileCore, event: SQSEvent
       if (!body.success) throw new RecordFailure(`not a reconcile message (expected {"rowId": <job id>}): ${record.body.slice(0, 200)}`);
       run = await runQueuedRow(core, body.data.rowId, budgetDeadline(budget), { ...o, attempts, final: () => delivery >= attempts });
       if (run.outcome === 'stopped' && run.job) await o.queue.send(run.job);
+      else if (run.outcome === 'busy' && (run.job?.status === 'queued' || run.job?.status === 'running')) {
+        // Its run goes on elsewhere; a look later (not a failure: no delivery spent) does what
+        // the row needs by then, nothing if that run settled it.
+        await o.queue.send(run.job, o.busyRetrySeconds ?? BUSY_RETRY_SECONDS);
+      }
       else if (run.outcome === 'retried') {
         comeBackInSeconds = backoffDelay(backoffMs, run.job?.attempts ?? delivery) / 1000;
         throw new RecordFailure(`job ${body.data.rowId}: attempt ${run.job?.attempts} failed, retried after its backoff`);
