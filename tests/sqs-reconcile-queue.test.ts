@@ -10,7 +10,7 @@ import { createReconcileHandler } from '../lambdas/reconcile.ts';
 import { closeLambdaCore } from '../lambdas/support/core.ts';
 import { findJob } from '../shared/catalogue/jobs.ts';
 import { createMount } from '../shared/catalogue/mounts.ts';
-import { lockKey } from '../shared/orchestrator/locks.ts';
+import { acquire, lockKey, pathLocks, release } from '../shared/orchestrator/locks.ts';
 import { bullJobId } from '../shared/queues/bullmq-queue.ts';
 import { tryLockJobRun } from '../shared/queues/job-run-lock.ts';
 import { startTestServer, type TestServer } from './support/api.ts';
@@ -198,6 +198,35 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     expect(again.records[0]?.attributes.ApproximateReceiveCount).toBe('1');
     expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'succeeded', attempts: 1 });
     expect(await receive(queueUrl)).toEqual([]);
+  });
+
+  it("a run's follow-up job (paths another writer held) goes to SQS too, and runs from there once they are free", async () => {
+    const { mount, bucket, client } = await s3Mount();
+    await putRawKey(client, bucket, 'docs/a.txt', 'a');
+    await putRawKey(client, bucket, 'free.txt', 'free');
+    // A command works on docs/a.txt: it holds the path (and docs shared) all through the run.
+    const holder = await server.fs.pool.connect();
+    const locks = pathLocks(mount.id, ['docs/a.txt']);
+    await acquire(holder, locks);
+    const patient = createReconcileHandler({ backoffMs: 0, reconciler: { lockWaitMs: 50, s3MissingGraceMs: 5 } });
+    const job = await postReconcile({ mountId: mount.key });
+    let followUp: { id: number } | undefined;
+    try {
+      const first = await poll(patient);
+      expect(bodies(first.records).map((b) => b.rowId)).toEqual([job.id]);
+      expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'succeeded', result: expect.objectContaining({ deferred: expect.any(Number) }) });
+      const { rows } = await server.fs.pool.query<{ id: number }>(`SELECT id FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND options ? 'followUp'`, [mount.id]);
+      expect(rows).toHaveLength(1);
+      followUp = rows[0];
+    } finally {
+      await release(holder, locks);
+      holder.release();
+    }
+    const second = await poll(patient);
+    expect(bodies(second.records).map((b) => b.rowId)).toEqual([followUp?.id]);
+    expect(await findJob(server.fs.pool, followUp?.id as number)).toMatchObject({ status: 'succeeded', result: expect.objectContaining({ deferred: 0 }) });
+    const node = await fetch(`${server.url}/v1/nodes/by-path?mountId=${mount.key}&path=docs/a.txt`);
+    expect(node.status).toBe(200);
   });
 
   it('a message that names no job is a batch item failure until the DLQ takes it', async () => {
