@@ -164,6 +164,13 @@ describe('presigned uploads to an S3 mount', () => {
     expect(after.status).toBe(200);
   });
 
+  it('is described in the OpenAPI document', async () => {
+    const doc = (await (await fetch(`${server.url}/openapi.json`)).json()) as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>>; components: { schemas: Record<string, unknown> } };
+    expect(Object.keys(doc.paths['/v1/uploads']?.post?.responses ?? {})).toContain('201');
+    expect(Object.keys(doc.paths['/v1/uploads/{id}/complete']?.post?.responses ?? {})).toEqual(expect.arrayContaining(['200', '409', '410', '422']));
+    expect(Object.keys(doc.components.schemas)).toEqual(expect.arrayContaining(['PresignedUpload', 'PresignedDownload']));
+  });
+
   it('If-Match is checked when the upload starts and again when it completes', async () => {
     const first = await start('versioned.bin', 1, { ifMatch: 0 });
     await put(first.url, Buffer.from('a'));
