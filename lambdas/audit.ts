@@ -21,12 +21,12 @@ export function createAuditHandler(o: AuditHandlerOptions = {}) {
   return lambdaHandler<unknown, AuditRunReport>('audit', async (event, context, lc) => {
     const parsed = AuditEvent.safeParse(event ?? {});
     if (!parsed.success) throw new FilestoreError('VALIDATION_ERROR', `the audit event is {"mountId"?: "<mount id or key>"}: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
-    // With the SQS reconcile queue, follow-ups of S3 mounts go there, and messages a producer
-    // could not send (SQS away) are sent here, on the schedule.
+    // With the SQS reconcile queue, follow-ups of S3 mounts go there, and jobs of S3 mounts left
+    // without a message (a send that failed, a run killed after its last delivery) get one here.
     const routed = sqsRouted(lc.core);
     const core = routed?.core ?? lc.core;
-    const owed = await routed?.queue.sendOwed().catch((e: Error) => logger.warn('owed reconcile messages not sent', { error: e.message }));
-    if (owed) logger.info('owed reconcile messages sent', { count: owed });
+    const swept = await routed?.queue.sweep().catch((e: Error) => logger.warn('reconcile jobs without a message not sent', { error: e.message }));
+    if (swept) logger.info('reconcile jobs without a message sent', { count: swept });
     const reconciler = { ...reconcilerOptionsFromEnv(), ...o.reconciler };
     const report = await runAudits(core, parsed.data, { remainingMs: () => context.getRemainingTimeInMillis(), marginMs: o.marginMs }, { ...o, reconciler });
     logger.info('audit', { mounts: report.mounts });

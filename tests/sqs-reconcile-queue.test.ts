@@ -6,13 +6,15 @@ import { Queue } from 'bullmq';
 import { interceptLocalhostDns } from 'fauxqs';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAuditHandler } from '../lambdas/audit.ts';
 import { createReconcileHandler } from '../lambdas/reconcile.ts';
 import { closeLambdaCore } from '../lambdas/support/core.ts';
-import { findJob } from '../shared/catalogue/jobs.ts';
+import { enqueueJob, findJob } from '../shared/catalogue/jobs.ts';
 import { createMount } from '../shared/catalogue/mounts.ts';
 import { acquire, lockKey, pathLocks, release } from '../shared/orchestrator/locks.ts';
 import { bullJobId } from '../shared/queues/bullmq-queue.ts';
 import { tryLockJobRun } from '../shared/queues/job-run-lock.ts';
+import { SqsReconcileQueue } from '../shared/queues/sqs-queue.ts';
 import { startTestServer, type TestServer } from './support/api.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './support/env.ts';
 import { sharedS3, stopS3, uniqueKey } from './support/filestore.ts';
@@ -227,6 +229,29 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     expect(await findJob(server.fs.pool, followUp?.id as number)).toMatchObject({ status: 'succeeded', result: expect.objectContaining({ deferred: 0 }) });
     const node = await fetch(`${server.url}/v1/nodes/by-path?mountId=${mount.key}&path=docs/a.txt`);
     expect(node.status).toBe(200);
+  });
+
+  it('jobs of S3 mounts left without a message (a send that failed, a message lost) are sent by the next audit invocation, and run', async () => {
+    const { mount, bucket, client } = await s3Mount();
+    await putRawKey(client, bucket, 'one.txt', '1');
+    await putRawKey(client, bucket, 'two.txt', '2');
+    // SQS unreachable when the job was requested: recorded, owed its message.
+    const unreachable = new SQSClient({ endpoint: 'http://127.0.0.1:9', region: TEST_S3_REGION, credentials: TEST_S3_CREDENTIALS, maxAttempts: 1 });
+    const away = new SqsReconcileQueue({ pool: server.fs.pool }, { queueUrl, client: unreachable });
+    const owed = await away.enqueue({ mountId: mount.id, path: 'one.txt', reason: 'manual', recursive: false, hash: false });
+    expect(owed.queuePending).toBe(true);
+    unreachable.destroy();
+    // A row whose message was lost long ago (inserted, never sent).
+    const lost = (await enqueueJob(server.fs.pool, { mountId: mount.id, path: 'two.txt', reason: 'manual', options: { recursive: false, hash: false } })).job;
+    await server.fs.pool.query(`UPDATE filestore.reconciliation_jobs SET updated_at = now() - interval '1 hour' WHERE id = $1`, [lost.id]);
+    expect(await receive(queueUrl)).toEqual([]);
+
+    const audit = await createAuditHandler({ reconciler: { s3MissingGraceMs: 5 } })({ mountId: mount.id }, lambdaContext({ remainingMs: 15 * 60_000 }));
+    expect(audit.mounts[0]).toMatchObject({ outcome: 'succeeded' });
+    const { records, response } = await poll();
+    expect(bodies(records).map((b) => b.rowId).sort((a, b) => a - b)).toEqual([owed.job.id, lost.id]);
+    expect(response?.batchItemFailures).toEqual([]);
+    for (const id of [owed.job.id, lost.id]) expect(await findJob(server.fs.pool, id)).toMatchObject({ status: 'succeeded', attempts: 1 });
   });
 
   it('a message that names no job is a batch item failure until the DLQ takes it', async () => {

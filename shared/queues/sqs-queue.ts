@@ -1,5 +1,5 @@
 import { GetQueueAttributesCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { enqueueJob, markQueueOwed, owedJobs, clearQueueOwed, type ReconcileJobRow } from '../catalogue/jobs.ts';
+import { clearQueueOwed, enqueueJob, markQueueOwed, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import { findMount } from '../catalogue/mounts.ts';
 import type { Mount } from '../catalogue/types.ts';
 import type { Pool } from '../db/pool.ts';
@@ -24,6 +24,9 @@ export interface SqsQueueSetup {
   client?: SQSClient | undefined;
 }
 
+/** How long an open job of an S3 mount sits still before a sweep sends it again (longer than a Lambda runs). */
+const SWEEP_IDLE_MS = 20 * 60_000;
+const SWEEP_PAGE = 500;
 /** SQS caps a message's delay at 15 minutes. */
 const MAX_DELAY_SECONDS = 900;
 
@@ -37,8 +40,8 @@ const MAX_DELAY_SECONDS = 900;
  * the attempts; its last allowed attempt fails it.
  *
  * Producer only: `start` refuses (the consumer is the Lambda's event source mapping).
- * A message that could not be sent leaves the row marked owed (`queuePending`); `sendOwed`
- * (the audit Lambda calls it each invocation) sends those of S3 mounts.
+ * A message that could not be sent leaves the row marked owed (`queuePending`); `sweep` (the
+ * audit Lambda calls it each invocation) sends those, and those of rows left without one.
  */
 export class SqsReconcileQueue implements ReconcileQueue {
   readonly name: string;
@@ -73,7 +76,7 @@ export class SqsReconcileQueue implements ReconcileQueue {
     try {
       await this.send(r.job);
     } catch (err) {
-      this.o.log?.(`reconcile queue ${this.name}: job ${r.job.id} recorded, its message not sent (${(err as Error).message}); sent by the next audit invocation`);
+      this.o.log?.(`reconcile queue ${this.name}: job ${r.job.id} recorded, its message not sent (${(err as Error).message}); the next audit invocation sends it`);
       await markQueueOwed(this.o.pool, r.job.id).catch(() => {});
       return { ...r, queuePending: true };
     }
@@ -88,21 +91,30 @@ export class SqsReconcileQueue implements ReconcileQueue {
     );
   }
 
-  /** Sends the rows of S3 mounts marked owed their message; returns how many were sent. */
-  async sendOwed(): Promise<number> {
+  /**
+   * Sends a message for each open job of an S3 mount that may have none: marked owed (its send
+   * failed), or not moved for `idleMs` (a send lost between the insert and SQS, a message gone
+   * to the DLQ while the row stayed open, a container killed mid-run after its last delivery).
+   * A row with a message already gets a second one: harmless, a delivery of a row running
+   * elsewhere is put off and one of a settled row is dropped. Full audits are left out: the
+   * audit Lambda resumes them on its schedule. Returns how many were sent.
+   */
+  async sweep(idleMs = SWEEP_IDLE_MS): Promise<number> {
     let sent = 0;
     let after = 0;
     for (;;) {
-      const rows = await owedJobs(this.o.pool, { afterId: after, limit: 500 });
-      if (rows.length === 0) return sent;
-      const ids: number[] = [];
-      for (const row of rows) {
-        if ((await findMount(this.o.pool, row.mountId))?.kind !== 's3') continue;
-        if (row.status === 'queued' || row.status === 'running') await this.send(row);
-        ids.push(row.id);
-        sent++;
-      }
-      await clearQueueOwed(this.o.pool, ids);
+      const { rows } = await this.o.pool.query<Pick<ReconcileJobRow, 'id' | 'mountId' | 'path' | 'reason'>>(
+        `SELECT j.id, j.mount_id AS "mountId", j.path, j.reason FROM filestore.reconciliation_jobs j JOIN filestore.mounts m ON m.id = j.mount_id
+          WHERE m.kind = 's3' AND j.status IN ('queued', 'running') AND j.id > $1
+            AND (j.queue_owed OR j.updated_at <= now() - make_interval(secs => $2::float8 / 1000))
+            AND NOT (j.path = '' AND coalesce((j.options->>'recursive')::boolean, false))
+          ORDER BY j.id LIMIT $3`,
+        [after, idleMs, SWEEP_PAGE],
+      );
+      for (const row of rows) await this.send(row);
+      await clearQueueOwed(this.o.pool, rows.map((r) => r.id));
+      sent += rows.length;
+      if (rows.length < SWEEP_PAGE) return sent;
       after = (rows[rows.length - 1] as ReconcileJobRow).id;
     }
   }
