@@ -3,6 +3,10 @@ import { Readable } from 'node:stream';
 import { CopyObjectCommand, DeleteObjectCommand, DeleteObjectsCommand, type S3Client } from '@aws-sdk/client-s3';
 import { ReceiveMessageCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
 import type { SQSEvent } from 'aws-lambda';
+import { lockPathsForWrite } from '../shared/catalogue/reconcile-writes.ts';
+import { pathOfKey } from '../shared/reconcile/s3-events/keys.ts';
+import { newestPerKey } from '../shared/reconcile/s3-events/newest.ts';
+import { decodeEventKey, parseNotification } from '../shared/reconcile/s3-events/schema.ts';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { handler } from '../lambdas/s3-events.ts';
 import { closeLambdaCore } from '../lambdas/support/core.ts';
@@ -29,6 +33,50 @@ import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.ts';
  * it did not report failed. The handler's core reaches PostgreSQL through a TCP proxy a test
  * can take down.
  */
+const sqsEvent = (bodies: string[]): SQSEvent => {
+  const template = fixture('s3-sqs-put.json').Records[0] as SQSEvent['Records'][number];
+  return { Records: bodies.map((body, i) => ({ ...template, messageId: `msg-${i}`, body })) };
+};
+const putBody = (bucket: string, key: string, sequencer: string) =>
+  JSON.stringify({ Records: [{ eventVersion: '2.1', eventSource: 'aws:s3', eventName: 'ObjectCreated:Put', requestParameters: { sourceIPAddress: '::1' }, s3: { bucket: { name: bucket }, object: { key, sequencer } } }] });
+
+describe('S3 event records: parsing, keys, sequencers (no I/O)', () => {
+  it('decodes direct-shape keys: + is a space, then percent-decoding; a stray % is refused', () => {
+    expect(decodeEventKey('a+b%2Bc%20d%3A%23%3F%E2%82%AC/x')).toBe('a b+c d:#?€/x');
+    expect(() => decodeEventKey('100%')).toThrow(expect.objectContaining({ code: 'VALIDATION_ERROR' }));
+  });
+
+  it('accepts the TestEvent, IPv6 requesters and the EventBridge shape (its key taken as stored); refuses anything else', () => {
+    expect(parseNotification(JSON.stringify({ Service: 'Amazon S3', Event: 's3:TestEvent', Bucket: 'b' }))).toEqual({ kind: 'test' });
+    expect(parseNotification(putBody('b', 'x+y.txt', '0A'))).toEqual({ kind: 'changes', changes: [{ bucket: 'b', key: 'x y.txt', change: 'created', sequencer: '0A', eventName: 'ObjectCreated:Put' }] });
+    const bridged = JSON.parse(fixture('eventbridge-sqs-object-deleted.json').Records[0]?.body as string) as { detail: { object: { key: string } } };
+    bridged.detail.object.key = 'x+y %41.txt';
+    expect(parseNotification(JSON.stringify(bridged))).toMatchObject({ changes: [{ key: 'x+y %41.txt', change: 'deleted' }] });
+    for (const bad of ['not json', '{}', '{"Records":[{"eventName":"ObjectCreated:Put"}]}', '{"Records":[{"eventName":"x","s3":{"bucket":{"name":"b"},"object":{"key":"k","sequencer":"zz"}}}]}']) {
+      expect(() => parseNotification(bad), bad).toThrow(expect.objectContaining({ code: 'VALIDATION_ERROR' }));
+    }
+  });
+
+  it('maps keys below a mount prefix to canonical paths, skipping staging keys and keys no path maps to', () => {
+    expect(pathOfKey('dir/file.txt')).toBe('dir/file.txt');
+    expect(pathOfKey('dir/')).toBe('dir');
+    expect(pathOfKey('.filestore-staging/abc.123')).toBe('staging');
+    for (const k of ['', 'a//b', './a', 'a/../b', 'e\u0301.txt', 'tab\there']) expect(pathOfKey(k), k).toBe('not_a_path');
+  });
+
+  it('keeps the newest event per key: upper-cased, right-padded with 0, equal = duplicate', () => {
+    const newest = newestPerKey([
+      { path: 'a', change: 'created', sequencer: '00ff' },
+      { path: 'a', change: 'deleted', sequencer: '00FF01' },
+      { path: 'a', change: 'created', sequencer: '00FF0' },
+      { path: 'b', change: 'created', sequencer: undefined },
+      { path: 'b', change: 'deleted', sequencer: '01' },
+    ]);
+    expect(newest.get('a')).toEqual({ path: 'a', change: 'deleted', sequencer: '00FF01' });
+    expect(newest.get('b')?.sequencer).toBe('01');
+  });
+});
+
 const fixture = (name: string): SQSEvent => JSON.parse(readFileSync(new URL(`./fixtures/lambda/${name}`, import.meta.url), 'utf8')) as SQSEvent;
 
 describe('S3-event Lambda', () => {
@@ -268,5 +316,38 @@ describe('S3-event Lambda', () => {
     await drain();
     expect(await node('while-down/1.txt')).toMatchObject({ consistencyState: 'ACTIVE' });
     expect(await node('while-down/2.txt')).toMatchObject({ consistencyState: 'ACTIVE' });
+  });
+  it('events of one key repeated in a batch are judged and reconciled once, with the newest sequencer', async () => {
+    await put('hot.txt', 'hot');
+    const sequencers = ['F29', 'F2A0', 'f2a', 'F2A01', 'F1']; // F2A0 = f2a: one event twice; F2A01 the newest
+    const r = await handler(sqsEvent(sequencers.map((q) => putBody(bucket, 'tenant/hot.txt', q))), lambdaContext());
+    expect(r).toEqual({ batchItemFailures: [] });
+    expect(await jobs()).toEqual([{ path: 'hot.txt', reason: 's3_event' }]);
+    expect(await node('hot.txt')).toMatchObject({ consistencyState: 'ACTIVE', sequencer: 'F2A01' });
+    await bridge.settled();
+    await drain(); // the bridge's own (older) records of the put: dropped
+    expect(await jobs()).toHaveLength(1);
+  });
+
+  it("a key a command holds stays unjudged: after the in-invocation retries its record alone fails, and it is applied when redelivered", async () => {
+    await fs.orchestrator.writeFile(mount.id, { path: 'held.txt' }, Readable.from([Buffer.from('v1')]));
+    await put('held.txt', 'rewritten outside');
+    await put('free.txt', 'free');
+    await bridge.settled();
+    const event = sqsEvent([putBody(bucket, 'tenant/held.txt', 'F0000000000000001'), putBody(bucket, 'tenant/free.txt', 'F0000000000000002')]);
+    const client = await fs.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await lockPathsForWrite(client, mount.id, ['held.txt']);
+      expect(await handler(event, lambdaContext())).toEqual({ batchItemFailures: [{ itemIdentifier: 'msg-0' }] });
+    } finally {
+      await client.query('ROLLBACK');
+      client.release();
+    }
+    expect(await node('held.txt')).toMatchObject({ consistencyState: 'ACTIVE', sizeBytes: 2 });
+    expect(await node('free.txt')).toMatchObject({ consistencyState: 'ACTIVE' });
+    expect(await handler({ Records: [event.Records[0] as SQSEvent['Records'][number]] }, lambdaContext())).toEqual({ batchItemFailures: [] });
+    expect(await node('held.txt')).toMatchObject({ consistencyState: 'ACTIVE', sizeBytes: 17, sequencer: 'F0000000000000001' });
+    await drain();
   });
 });
