@@ -36,6 +36,8 @@ const whole = createAuditHandler({ reconciler: { s3MissingGraceMs: 5 } });
 
 let fs: Filestore;
 let proxy: S3Proxy;
+/** The mounts this file made. */
+const mine = new Set<string>();
 
 beforeAll(async () => {
   const s3 = await sharedS3();
@@ -65,6 +67,7 @@ async function drifted(o: { viaProxy?: boolean } = {}) {
   const bucket = await s3.createBucket();
   const mount = await createMount(fs.pool, { key: uniqueKey('s3'), kind: 's3', bucket, prefix: 'tenant/', endpoint: o.viaProxy ? proxy.endpoint : s3.endpoint, region: TEST_S3_REGION });
   const m = mount.id;
+  mine.add(m);
   const put = (p: string, bytes: string) => fs.orchestrator.writeFile(m, { path: p }, Readable.from([Buffer.from(bytes)]));
   const two = (i: number) => String(i).padStart(2, '0');
   for (let i = 0; i < 10; i++) await put(`a/f${two(i)}.txt`, `a${i}`);
@@ -190,6 +193,19 @@ describe('the audit Lambda', () => {
     expect(r.mounts.find((m) => m.mountId === b.id)).toBeUndefined();
     expect(await jobsOf(b.id)).toEqual([]);
     await fs.pool.query(`UPDATE filestore.mounts SET state = 'active' WHERE id = $1`, [b.id]);
+  });
+
+  it('without mountId and no time left: the longest unaudited mount gets its run, the others are deferred without a job', async () => {
+    const mount = await drifted();
+    await fs.pool.query(`UPDATE filestore.mounts SET created_at = now() - interval '10 years' WHERE id = $1`, [mount.id]);
+    // This file's other mounts (another test file may add its own meanwhile).
+    const others = [...mine].filter((id) => id !== mount.id);
+    const before = await Promise.all(others.map(jobsOf));
+    const r = await tiny(fixture('scheduler-audit-all'), almostOut());
+    expect(r.mounts[0]).toMatchObject({ mountId: mount.id, outcome: 'stopped' });
+    expect(r.mounts.length).toBeGreaterThan(others.length);
+    expect(new Set(r.mounts.slice(1).map((m) => m.outcome))).toEqual(new Set(['deferred']));
+    expect(await Promise.all(others.map(jobsOf))).toEqual(before);
   });
 
   it("reads the engine's settings from the environment: FILESTORE_MAX_MISSING_RATIO holds back an audit that would mark more MISSING; a bad value is CONFIG_ERROR", async () => {
