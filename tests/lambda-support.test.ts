@@ -14,6 +14,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
+import { CreateQueueCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { interceptLocalhostDns } from 'fauxqs';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadLambdaConfig } from '../lambdas/support/config.ts';
@@ -27,7 +29,9 @@ import { EVENTS_CHANNEL } from '../shared/events/bus.ts';
 import { TEST_COMMAND_SECRET } from './support/command-secret.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './support/env.ts';
 import { eventually } from './support/http.ts';
+import { sharedS3, stopS3 } from './support/filestore.ts';
 import { lambdaContext } from './support/lambda-context.ts';
+import { TEST_S3_CREDENTIALS, TEST_S3_REGION } from './support/s3.ts';
 
 const saved = { ...process.env };
 const databaseName = decodeURIComponent(new URL(TEST_DATABASE_URL).pathname.slice(1));
@@ -117,6 +121,35 @@ describe('the container’s core', () => {
     await expect(lambdaCore()).rejects.toThrow();
     process.env.DATABASE_URL = TEST_DATABASE_URL;
     await expect(lambdaCore()).resolves.toMatchObject({ config: { databaseUrl: TEST_DATABASE_URL } });
+  });
+});
+
+describe('the core’s reconcile queue', () => {
+  afterAll(() => stopS3());
+
+  it('with FILESTORE_RECONCILE_QUEUE_URL, an S3 mount’s reconcile request is sent to that SQS queue', async () => {
+    const s3 = await sharedS3();
+    const sqs = new SQSClient({ endpoint: s3.endpoint, region: TEST_S3_REGION, credentials: TEST_S3_CREDENTIALS });
+    const queueUrl = (await sqs.send(new CreateQueueCommand({ QueueName: `lambda-support-${randomUUID().slice(0, 8)}` }))).QueueUrl as string;
+    // fauxqs names queues sqs.<region>.localhost:<port>: the core's client goes where the URL says.
+    const restoreDns = interceptLocalhostDns();
+    try {
+      useLambdaEnv({
+        FILESTORE_RECONCILE_QUEUE_URL: queueUrl,
+        AWS_REGION: TEST_S3_REGION,
+        AWS_ACCESS_KEY_ID: TEST_S3_CREDENTIALS.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: TEST_S3_CREDENTIALS.secretAccessKey,
+      });
+      const { core } = await lambdaCore();
+      const mount = await createMount(core.pool, { key: `lambda-support-${randomUUID().slice(0, 8)}`, kind: 's3', bucket: await s3.createBucket(), prefix: 'p/', endpoint: s3.endpoint, region: TEST_S3_REGION });
+      await core.reconcile.enqueue({ mountId: mount.id, path: 'a/b', reason: 'manual', recursive: false, hash: false });
+      const { Messages } = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1 }));
+      expect(Messages?.map((m) => JSON.parse(m.Body ?? '{}') as Record<string, unknown>)).toEqual([expect.objectContaining({ mountId: mount.id, path: 'a/b' })]);
+    } finally {
+      await closeLambdaCore();
+      restoreDns();
+      sqs.destroy();
+    }
   });
 });
 

@@ -59,6 +59,8 @@ const LambdaEnv = DatabaseEnv.extend({
   FILESTORE_CACHE_TTL_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   FILESTORE_OUTBOX_RETENTION: OutboxRetention,
   FILESTORE_S3_ENDPOINT: z.string().url().optional(),
+  /** The SQS queue of S3 mounts' reconcile jobs (docs/aws.md, "The reconcile queue"). */
+  FILESTORE_RECONCILE_QUEUE_URL: z.string().url().optional(),
 });
 
 /** How a container reaches PostgreSQL with IAM auth (RDS Proxy): the signer's inputs. */
@@ -93,6 +95,7 @@ export interface LambdaConfig extends DatabaseConfig {
   cacheTtlSeconds: number;
   outboxRetentionMs: number;
   s3Endpoint: string | undefined;
+  reconcileQueueUrl: string | undefined;
 }
 
 /**
@@ -122,6 +125,7 @@ export function loadLambdaConfig(env: NodeJS.ProcessEnv = process.env): LambdaCo
     cacheTtlSeconds: e.FILESTORE_CACHE_TTL_SECONDS,
     outboxRetentionMs: e.FILESTORE_OUTBOX_RETENTION,
     s3Endpoint: e.FILESTORE_S3_ENDPOINT,
+    reconcileQueueUrl: e.FILESTORE_RECONCILE_QUEUE_URL,
   };
 }
 

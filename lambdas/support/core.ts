@@ -24,6 +24,7 @@ let building: Promise<LambdaCore> | null = null;
  * agentId null: this process owns no local mount, so commands on local mounts are dispatched to
  * their agents (signed: FILESTORE_COMMAND_SECRET_ARN). The relay is on but its loop is not
  * started: a handler publishes with flushOutbox() before it returns (lambdaHandler does).
+ * With FILESTORE_RECONCILE_QUEUE_URL, S3 mounts' reconcile jobs are sent to that SQS queue.
  */
 export function lambdaCore(): Promise<LambdaCore> {
   if (!building) {
@@ -63,6 +64,8 @@ async function buildCore(): Promise<LambdaCore> {
     commandSecrets,
     commandTtlMs: config.commandTtlMs,
     queuePrefix: config.queuePrefix,
+    // S3 mounts' reconcile jobs go to the reconcile Lambda's SQS queue; local mounts' to their agents' BullMQ queue.
+    reconcile: config.reconcileQueueUrl ? { sqs: { queueUrl: config.reconcileQueueUrl } } : undefined,
     log: (line) => logger.warn(line),
   });
   return { core, config, metrics };
