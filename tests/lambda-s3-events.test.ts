@@ -159,11 +159,15 @@ describe('S3-event Lambda', () => {
     await fs.orchestrator.writeFile(mount.id, { path: 'own/b.txt' }, Readable.from([Buffer.from('mine too')]));
     await fs.orchestrator.copy(mount.id, { path: 'own/a.txt', targetPath: 'own/c.txt' });
     await fs.orchestrator.delete(mount.id, { path: 'own/b.txt' });
+    await fs.orchestrator.move(mount.id, { path: 'own/c.txt', targetPath: 'own/moved.txt' });
+    await fs.orchestrator.mkdir(mount.id, { path: 'own/empty' });
     await drain();
+    expect(await node('own/moved.txt')).toMatchObject({ consistencyState: 'ACTIVE', lastDriftDetectedAt: null });
+    expect(await node('own/empty')).toMatchObject({ kind: 'directory', consistencyState: 'ACTIVE', lastDriftDetectedAt: null });
     const a = await node('own/a.txt');
     expect(a).toMatchObject({ consistencyState: 'ACTIVE', version: 1, lastDriftDetectedAt: null, lastReconciledAt: null });
     expect(a?.sequencer).not.toBeNull();
-    expect(await node('own/c.txt')).toMatchObject({ consistencyState: 'ACTIVE', version: 1 });
+    expect(await node('own/c.txt')).toBeNull();
     expect(await node('own/b.txt')).toBeNull();
     expect(await outbox('filestore.drift.detected')).toEqual([]);
     expect(await outbox('filestore.node.reconciled')).toEqual([]);
