@@ -254,6 +254,23 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     for (const id of [owed.job.id, lost.id]) expect(await findJob(server.fs.pool, id)).toMatchObject({ status: 'succeeded', attempts: 1 });
   });
 
+  it('records reached once the invocation is out of time are sent on untouched, and run at the next invocation', async () => {
+    const { mount } = await s3Mount();
+    const a = await postReconcile({ mountId: mount.key, path: 'a.txt' });
+    const b = await postReconcile({ mountId: mount.key, path: 'b.txt' });
+    // Fewer than the margin left: the first record runs (a run always does), the second waits.
+    const late = createReconcileHandler({ backoffMs: 0 });
+    const first = await poll((e) => late(e, lambdaContext({ remainingMs: 1_000 })));
+    expect(bodies(first.records).map((r) => r.rowId)).toEqual([a.id, b.id]);
+    expect(first.response?.batchItemFailures).toEqual([]);
+    expect(await findJob(server.fs.pool, a.id)).toMatchObject({ status: 'succeeded', attempts: 1 });
+    expect(await findJob(server.fs.pool, b.id)).toMatchObject({ status: 'queued', attempts: 0 });
+    const second = await poll();
+    expect(bodies(second.records).map((r) => r.rowId)).toEqual([b.id]);
+    expect(second.records[0]?.attributes.ApproximateReceiveCount).toBe('1');
+    expect(await findJob(server.fs.pool, b.id)).toMatchObject({ status: 'succeeded', attempts: 1 });
+  });
+
   it('a message that names no job is a batch item failure until the DLQ takes it', async () => {
     await sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: 'not a job' }));
     for (let i = 1; i <= MAX_RECEIVES; i++) {

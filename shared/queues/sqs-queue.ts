@@ -86,9 +86,12 @@ export class SqsReconcileQueue implements ReconcileQueue {
   /** Sends the message of an open row (again: a row stopped at a checkpoint, an owed one), after `delaySeconds`. */
   async send(row: Pick<ReconcileJobRow, 'id' | 'mountId' | 'path' | 'reason'>, delaySeconds = 0): Promise<void> {
     const body: SqsReconcileMessage = { rowId: row.id, mountId: row.mountId, path: row.path, reason: row.reason };
-    await this.client.send(
-      new SendMessageCommand({ QueueUrl: this.setup.queueUrl, MessageBody: JSON.stringify(body), DelaySeconds: Math.min(MAX_DELAY_SECONDS, Math.max(0, Math.ceil(delaySeconds))) }),
-    );
+    await this.sendBody(JSON.stringify(body), delaySeconds);
+  }
+
+  /** Sends a message body as it is (one received, sent on to a later invocation). */
+  async sendBody(body: string, delaySeconds = 0): Promise<void> {
+    await this.client.send(new SendMessageCommand({ QueueUrl: this.setup.queueUrl, MessageBody: body, DelaySeconds: Math.min(MAX_DELAY_SECONDS, Math.max(0, Math.ceil(delaySeconds))) }));
   }
 
   /**

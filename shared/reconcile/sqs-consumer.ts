@@ -56,6 +56,7 @@ export function sqsQueueOf(queue: ReconcileQueue): SqsReconcileQueue | null {
  *   non-retryable reason (the mass-missing guard…): the row says why; deleted;
  * - the catalogue unreachable, a body that names no row: a batch item failure; after
  *   maxReceiveCount deliveries, the DLQ.
+ * A record reached when the invocation's time (less the margin) is spent is sent on, untouched.
  * A delivery numbered `attempts` or more (ApproximateReceiveCount) is the row's last attempt
  * whatever the row counts (a container killed mid-run spent a delivery the row may not show).
  */
@@ -67,6 +68,7 @@ export async function processReconcileBatch(core: ReconcileCore, event: SQSEvent
       .send(new ChangeMessageVisibilityCommand({ QueueUrl: o.queue.queueUrl, ReceiptHandle: record.receiptHandle, VisibilityTimeout: Math.min(MAX_VISIBILITY_SECONDS, Math.ceil(seconds)) }))
       .catch(() => {}); // without it the queue's own visibility timeout applies
 
+  let started = 0;
   const handle = async (record: SQSRecord): Promise<void> => {
     let run: RowRun | null = null;
     const delivery = Number(record.attributes.ApproximateReceiveCount) || 1;
@@ -76,7 +78,16 @@ export async function processReconcileBatch(core: ReconcileCore, event: SQSEvent
     try {
       const body = Body.safeParse(safeJson(record.body));
       if (!body.success) throw new RecordFailure(`not a reconcile message (expected {"rowId": <job id>}): ${record.body.slice(0, 200)}`);
-      run = await runQueuedRow(core, body.data.rowId, budgetDeadline(budget), { ...o, attempts, final: () => delivery >= attempts });
+      const deadline = budgetDeadline(budget);
+      if (started++ > 0 && Date.now() >= deadline) {
+        // The records before it took the invocation's time: a run started now (one without
+        // checkpoints runs to its end) could outlast it. Sent on to the next invocation instead
+        // (no attempt, no delivery spent).
+        await o.queue.sendBody(record.body);
+        o.onRecord?.(record, null);
+        return;
+      }
+      run = await runQueuedRow(core, body.data.rowId, deadline, { ...o, attempts, final: () => delivery >= attempts });
       if (run.outcome === 'stopped' && run.job) await o.queue.send(run.job);
       else if (run.outcome === 'busy' && (run.job?.status === 'queued' || run.job?.status === 'running')) {
         // Its run goes on elsewhere; a look later (not a failure: no delivery spent) does what
