@@ -50,8 +50,16 @@ export class RunLocks {
   static async open(pool: Pool): Promise<RunLocks> {
     // The pool's settings: host, user, TLS and the password function (RDS IAM tokens) alike.
     const client = new pg.Client({ ...pool.options, application_name: `${pool.options.application_name ?? 'filestore'}-locks` } as pg.ClientConfig);
-    client.on('error', () => {}); // a lost session loses its locks; the run's next write fails on its own
-    await client.connect();
+    // A session lost mid-run loses its locks and the run goes on without them, as a queue
+    // worker's whose lock connection died (job-run-lock.ts): the catalogue's own locks still
+    // guard every write. Its error must not crash the container.
+    client.on('error', () => {});
+    try {
+      await client.connect();
+    } catch (err) {
+      await client.end().catch(() => {});
+      throw err;
+    }
     return new RunLocks(client);
   }
 

@@ -93,8 +93,7 @@ export async function processReconcileBatch(core: ReconcileCore, event: SQSEvent
         // Its run goes on elsewhere; a look later (not a failure: no delivery spent) does what
         // the row needs by then, nothing if that run settled it.
         await o.queue.send(run.job, o.busyRetrySeconds ?? BUSY_RETRY_SECONDS);
-      }
-      else if (run.outcome === 'retried') {
+      } else if (run.outcome === 'retried') {
         comeBackInSeconds = backoffDelay(backoffMs, run.job?.attempts ?? delivery) / 1000;
         throw new RecordFailure(`job ${body.data.rowId}: attempt ${run.job?.attempts} failed, retried after its backoff`);
       } else if (run.outcome === 'failed' && isRetryable(run.report?.error)) {
