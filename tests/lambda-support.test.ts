@@ -7,9 +7,10 @@
  * front speaking PostgreSQL's protocol stands before it, asks each connection for a cleartext
  * password (recording it), optionally over TLS, then hands the connection to the real server.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,6 +23,7 @@ import { loadLambdaConfig } from '../lambdas/support/config.ts';
 import { closeLambdaCore, lambdaCore, redisUrlWithAuth, type LambdaCore } from '../lambdas/support/core.ts';
 import { lambdaHandler } from '../lambdas/support/powertools.ts';
 import { SecretCache, resetContainerSecrets } from '../lambdas/support/secrets.ts';
+import { freePort } from '../cli/embedded-postgres.ts';
 import { createMount } from '../shared/catalogue/mounts.ts';
 import { appendEvents } from '../shared/catalogue/outbox.ts';
 import { createPool, unregisterConnectionAuth, type Pool } from '../shared/db/pool.ts';
@@ -202,6 +204,71 @@ describe('lambdaHandler', () => {
     });
     expect(await handler({}, lambdaContext())).toBe(true);
     expect((await lambdaCore()).metrics.hasStoredMetrics()).toBe(false);
+  });
+});
+
+describe('Redis with AUTH (ElastiCache): the token from FILESTORE_REDIS_AUTH_SECRET_ARN', () => {
+  // Characters a URL must escape: the token reaches Redis as stored in the secret.
+  const authToken = `t0ken%#!${randomUUID().slice(0, 8)}`;
+  const arn = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:filestore/redis-auth-AbCdEf';
+  let redis: ChildProcess;
+  let redisUrl: string;
+  let secrets: http.Server;
+  let endpoint: string;
+  let pool: Pool;
+
+  beforeAll(async () => {
+    const port = await freePort();
+    redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--requirepass', authToken], { stdio: 'ignore' });
+    redisUrl = `redis://127.0.0.1:${port}/0`;
+    const probe = new Redis(port, '127.0.0.1', { password: authToken, retryStrategy: () => 50 });
+    probe.on('error', () => {}); // refused until the server listens: retried
+    await probe.ping();
+    probe.disconnect();
+    // Secrets Manager's JSON protocol (GetSecretValue), for the SDK client at AWS_ENDPOINT_URL_SECRETS_MANAGER.
+    secrets = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString('utf8')));
+      req.on('end', () => {
+        const ok = req.headers['x-amz-target'] === 'secretsmanager.GetSecretValue' && (JSON.parse(body) as { SecretId?: string }).SecretId === arn;
+        res.setHeader('content-type', 'application/x-amz-json-1.1');
+        if (!ok) res.writeHead(400).end(JSON.stringify({ __type: 'ResourceNotFoundException', message: 'not found' }));
+        else res.writeHead(200).end(JSON.stringify({ ARN: arn, Name: 'filestore/redis-auth', SecretString: JSON.stringify({ password: authToken }), VersionId: 'v1' }));
+      });
+    });
+    await new Promise<void>((resolve) => secrets.listen(0, '127.0.0.1', resolve));
+    endpoint = `http://127.0.0.1:${(secrets.address() as net.AddressInfo).port}`;
+    pool = createPool(TEST_DATABASE_URL, 2);
+  });
+  afterAll(async () => {
+    await pool.end();
+    await new Promise<void>((resolve) => secrets.close(() => resolve()));
+    redis.kill('SIGKILL');
+  });
+
+  const publishesOneEvent = async (): Promise<boolean> => {
+    const mount = await createMount(pool, { key: `lambda-support-${randomUUID().slice(0, 8)}`, kind: 's3', bucket: 'b', prefix: 'p/', region: 'us-east-1' });
+    const handler = lambdaHandler('redis-auth', async (_e: unknown, _c, lc) => {
+      await appendEvents(lc.core.pool, [{ type: 'filestore.node.updated', mountId: mount.id, data: {} }]);
+    });
+    await handler({}, lambdaContext());
+    await closeLambdaCore();
+    const { rows } = await pool.query<{ published: boolean }>('SELECT published_at IS NOT NULL AS published FROM filestore.outbox WHERE mount_id = $1', [mount.id]);
+    return rows[0]?.published === true;
+  };
+
+  it('without the token the core cannot publish; with it, it does', async () => {
+    useLambdaEnv({ REDIS_URL: redisUrl });
+    expect(await publishesOneEvent()).toBe(false);
+    useLambdaEnv({
+      REDIS_URL: redisUrl,
+      FILESTORE_REDIS_AUTH_SECRET_ARN: arn,
+      AWS_ENDPOINT_URL_SECRETS_MANAGER: endpoint,
+      AWS_REGION: 'eu-west-1',
+      AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE',
+      AWS_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY',
+    });
+    expect(await publishesOneEvent()).toBe(true);
   });
 });
 
