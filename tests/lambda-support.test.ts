@@ -216,6 +216,10 @@ describe('Redis with AUTH (ElastiCache): the token from FILESTORE_REDIS_AUTH_SEC
   let secrets: http.Server;
   let endpoint: string;
   let pool: Pool;
+  const commandSecrets: Record<string, string> = {
+    'arn:aws:secretsmanager:eu-west-1:123456789012:secret:filestore/command-AbCdEf': `${TEST_COMMAND_SECRET},${'b'.repeat(40)}`,
+    'arn:aws:secretsmanager:eu-west-1:123456789012:secret:filestore/short-AbCdEf': 'too-short',
+  };
 
   beforeAll(async () => {
     const port = await freePort();
@@ -230,10 +234,11 @@ describe('Redis with AUTH (ElastiCache): the token from FILESTORE_REDIS_AUTH_SEC
       let body = '';
       req.on('data', (c: Buffer) => (body += c.toString('utf8')));
       req.on('end', () => {
-        const ok = req.headers['x-amz-target'] === 'secretsmanager.GetSecretValue' && (JSON.parse(body) as { SecretId?: string }).SecretId === arn;
+        const id = (JSON.parse(body) as { SecretId?: string }).SecretId ?? '';
+        const value = id === arn ? JSON.stringify({ password: authToken }) : commandSecrets[id];
         res.setHeader('content-type', 'application/x-amz-json-1.1');
-        if (!ok) res.writeHead(400).end(JSON.stringify({ __type: 'ResourceNotFoundException', message: 'not found' }));
-        else res.writeHead(200).end(JSON.stringify({ ARN: arn, Name: 'filestore/redis-auth', SecretString: JSON.stringify({ password: authToken }), VersionId: 'v1' }));
+        if (req.headers['x-amz-target'] !== 'secretsmanager.GetSecretValue' || value === undefined) res.writeHead(400).end(JSON.stringify({ __type: 'ResourceNotFoundException', message: 'not found' }));
+        else res.writeHead(200).end(JSON.stringify({ ARN: id, Name: id.split(':').at(-1), SecretString: value, VersionId: 'v1' }));
       });
     });
     await new Promise<void>((resolve) => secrets.listen(0, '127.0.0.1', resolve));
@@ -269,6 +274,14 @@ describe('Redis with AUTH (ElastiCache): the token from FILESTORE_REDIS_AUTH_SEC
       AWS_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY',
     });
     expect(await publishesOneEvent()).toBe(true);
+  });
+
+  it('the command secrets come from FILESTORE_COMMAND_SECRET_ARN; a secret too short is CONFIG_ERROR naming the variable', async () => {
+    const aws = { AWS_ENDPOINT_URL_SECRETS_MANAGER: endpoint, AWS_REGION: 'eu-west-1', AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY' };
+    useLambdaEnv({ ...aws, FILESTORE_COMMAND_SECRET: '', FILESTORE_COMMAND_SECRET_ARN: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:filestore/short-AbCdEf' });
+    await expect(lambdaCore()).rejects.toMatchObject({ code: 'CONFIG_ERROR', message: expect.stringContaining('FILESTORE_COMMAND_SECRET_ARN') });
+    useLambdaEnv({ ...aws, FILESTORE_COMMAND_SECRET: '', FILESTORE_COMMAND_SECRET_ARN: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:filestore/command-AbCdEf' });
+    await expect(lambdaCore()).resolves.toMatchObject({ config: { commandSecretArn: expect.stringContaining('filestore/command') } });
   });
 });
 
