@@ -18,10 +18,10 @@ import tls from 'node:tls';
 import { CreateQueueCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { interceptLocalhostDns } from 'fauxqs';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadLambdaConfig } from '../lambdas/support/config.ts';
 import { closeLambdaCore, lambdaCore, redisUrlWithAuth, type LambdaCore } from '../lambdas/support/core.ts';
-import { lambdaHandler } from '../lambdas/support/powertools.ts';
+import { lambdaHandler, logger } from '../lambdas/support/powertools.ts';
 import { SecretCache, resetContainerSecrets } from '../lambdas/support/secrets.ts';
 import { freePort } from '../cli/embedded-postgres.ts';
 import { createMount } from '../shared/catalogue/mounts.ts';
@@ -194,6 +194,31 @@ describe('lambdaHandler', () => {
     await expect(handler({}, lambdaContext())).rejects.toThrow('after the commit');
     const { rows } = await pool.query<{ published: boolean }>(`SELECT published_at IS NOT NULL AS published FROM filestore.outbox WHERE mount_id = $1`, [mount.id]);
     expect(rows).toEqual([{ published: true }]);
+  });
+
+  it('log lines of an invocation carry its Lambda context and a correlation id from the event', async () => {
+    useLambdaEnv();
+    const lines: string[] = [];
+    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      lines.push(String(chunk));
+      return true;
+    });
+    const context = lambdaContext({ functionName: 'filestore-api' });
+    try {
+      const handler = lambdaHandler('logs', async () => logger.info('inside the handler'));
+      await handler({ version: '2.0', requestContext: { requestId: 'Ab1cD2eFgHIEJ3Q=' } }, context);
+      await handler({ 'detail-type': 'Scheduled Event', id: '53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa' }, context);
+      await handler({}, context);
+    } finally {
+      spy.mockRestore();
+    }
+    const inside = lines
+      .join('')
+      .split('\n')
+      .filter((l) => l.includes('inside the handler'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(inside.map((l) => l.correlation_id)).toEqual(['Ab1cD2eFgHIEJ3Q=', '53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa', context.awsRequestId]);
+    expect(inside[0]).toMatchObject({ level: 'INFO', function_name: 'filestore-api', function_request_id: context.awsRequestId, handler: 'logs' });
   });
 
   it('metrics recorded during an invocation are published (as EMF) when it ends', async () => {
