@@ -46,7 +46,8 @@ export function unregisterConnectionAuth(connectionString: string): void {
 
 /**
  * The pg settings of a connection to `connectionString`: the URL, and the password and TLS
- * given (else registered for it). Options given win over the URL's (pg lets the URL's win).
+ * given (else registered for it). Options given win over the URL's (pg lets the URL's win);
+ * with them, the URL's query (sslmode…) is not read: TLS is `ssl`.
  */
 export function connectionConfig(connectionString: string, auth: ConnectionAuth = {}): pg.ClientConfig {
   const a = { ...registered.get(connectionString), ...definedOnly(auth) };
