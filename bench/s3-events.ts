@@ -6,9 +6,13 @@
  *      parallel, batch after batch (one container). Two workloads: the events of Filestore's
  *      own writes (HEAD, judged as recorded, sequencer stored: what most events are) and new
  *      objects written outside Filestore (HEAD, drift, an inline reconciliation each).
+ *      Two more rows say where the time goes: the own-write batches delivered again (dropped
+ *      by their stored sequencers, no HEAD), and fresh own writes through processS3Events on
+ *      the container's core without the Lambda shell (no middy/Powertools, no outbox flush).
  *      Floor: the same number of HEAD requests alone, in the same batches of 10 in parallel,
- *      on the same fauxqs. Target: handler >= 0.5x the floor. Where the rest goes: the SQL
- *      round trips per batch and the time they kept the handler waiting (pg.Client.query).
+ *      on the same fauxqs (a child process). Target: handler >= 0.5x the floor. Also printed:
+ *      SQL round trips per batch and the time they kept the handler waiting (pg.Client.query;
+ *      BENCH_S3_EVENTS_SQL_TOP=n lists the n largest statements).
  *   2. Latency: an out-of-band PutObject (through the S3 proxy; the bridge sends its record to
  *      the fauxqs queue) to the `filestore.node.reconciled` event for that key on Redis
  *      (`filestore:events`), with the poller (Lambda's event source mapping) polling every
@@ -70,6 +74,8 @@ async function main(): Promise<void> {
   const { handler } = await import('../lambdas/s3-events.ts');
   const { closeLambdaCore } = await import('../lambdas/support/core.ts');
   const { logger } = await import('../lambdas/support/powertools.ts');
+  const { lambdaCore } = await import('../lambdas/support/core.ts');
+  const { processS3Events } = await import('../shared/reconcile/s3-events/process.ts');
   logger.setLogLevel('ERROR');
 
   // fauxqs in a process of its own: the handler and the HEAD floor both reach it over TCP,
@@ -105,14 +111,17 @@ async function main(): Promise<void> {
   const sql = traceSql();
 
   /** One workload: `keys` already written; the handler's batches, then the HEAD floor, same keys. */
-  const throughput = async (label: string, mount: Mount, keys: string[]) => {
+  const throughput = async (label: string, mount: Mount, keys: string[], shell = true, replay?: SQSEvent[]) => {
     const bucket = mount.bucket as string;
-    const batches: SQSEvent[] = [];
-    for (let i = 0; i < keys.length; i += BATCH) batches.push({ Records: keys.slice(i, i + BATCH).map((k, j) => record(bucket, k, i + j)) });
+    const batches: SQSEvent[] = replay ?? [];
+    if (!replay) for (let i = 0; i < keys.length; i += BATCH) batches.push({ Records: keys.slice(i, i + BATCH).map((k, j) => record(bucket, k, i + j)) });
     sql.reset();
     let failed = 0;
     const t0 = performance.now();
-    for (const event of batches) failed += (await handler(event, lambdaContext({ functionName: 's3-events' }))).batchItemFailures.length;
+    // Without the shell: the same work on the container's core, no middy/Powertools, no outbox flush.
+    const { core } = await lambdaCore();
+    const invoke = shell ? handler : (event: SQSEvent) => processS3Events(core, event, undefined, {});
+    for (const event of batches) failed += (await invoke(event, lambdaContext({ functionName: 's3-events' }))).batchItemFailures.length;
     const handlerS = (performance.now() - t0) / 1000;
     const tally = sql.tally();
     const head = s3.client;
@@ -121,7 +130,7 @@ async function main(): Promise<void> {
     const floorS = (performance.now() - t1) / 1000;
     const calls = tally.reduce((a, t) => a + t.calls, 0);
     const sqlMs = tally.reduce((a, t) => a + t.ms, 0);
-    return { label, records: keys.length, failed, handlerRate: keys.length / handlerS, floorRate: keys.length / floorS, perBatchMs: (handlerS * 1000) / batches.length, floorPerBatchMs: (floorS * 1000) / batches.length, sqlPerBatch: calls / batches.length, sqlMsPerBatch: sqlMs / batches.length, top: tally.slice(0, Number(process.env.BENCH_S3_EVENTS_SQL_TOP ?? 5)) };
+    return { label, records: keys.length, failed, handlerRate: keys.length / handlerS, floorRate: keys.length / floorS, perBatchMs: (handlerS * 1000) / batches.length, floorPerBatchMs: (floorS * 1000) / batches.length, sqlPerBatch: calls / batches.length, sqlMsPerBatch: sqlMs / batches.length, top: tally.slice(0, Number(process.env.BENCH_S3_EVENTS_SQL_TOP ?? 5)), batches };
   };
 
   // Warm the container (core, pool, prepared statements) on a batch of its own.
@@ -141,7 +150,13 @@ async function main(): Promise<void> {
     await putRawKey(s3.client, outside.bucket as string, `tenant/new/f ${i}.txt`, `new ${i}`);
     outsideKeys.push(`tenant/new/f ${i}.txt`);
   }
-  const rows = [await throughput("Filestore's own writes", own, ownKeys), await throughput('new objects outside Filestore', outside, outsideKeys)];
+  const rows = [await throughput("Filestore's own writes", own, ownKeys)];
+  // The same events again, as a redelivery: dropped by their stored sequencers, no HEAD at all.
+  rows.push(await throughput('  ...redelivered (dropped)', own, ownKeys, true, rows[0]?.batches));
+  const own2 = await newMount();
+  for (let i = 0; i < RECORDS; i++) await writer.orchestrator.writeFile(own2.id, { path: `own/f ${i}.txt` }, Readable.from([Buffer.from(`own ${i}`)]));
+  rows.push(await throughput("  ...without the Lambda shell", own2, ownKeys, false));
+  rows.push(await throughput('new objects outside Filestore', outside, outsideKeys));
 
   // Latency through the bridge and the poller.
   const lat = await newMount();
@@ -177,7 +192,7 @@ async function main(): Promise<void> {
   console.log('workload                          records  handler rec/s  HEAD-only rec/s  ratio  ms/batch (handler | HEADs)  SQL/batch  SQL ms/batch  failed');
   for (const r of rows) {
     console.log(`${r.label.padEnd(32)}  ${String(r.records).padStart(7)}  ${f(r.handlerRate).padStart(13)}  ${f(r.floorRate).padStart(15)}  ${f(r.handlerRate / r.floorRate, 2).padStart(5)}  ${`${f(r.perBatchMs, 1)} | ${f(r.floorPerBatchMs, 1)}`.padStart(26)}  ${f(r.sqlPerBatch, 1).padStart(9)}  ${f(r.sqlMsPerBatch, 1).padStart(12)}  ${r.failed}`);
-    console.log(`    largest SQL waits per batch: ${r.top.map((t) => `${t.label.slice(0, 60)} ${f(t.calls / (r.records / BATCH), 1)}/batch ${f(t.ms / (r.records / BATCH), 1)} ms`).join('; ')}`);
+    if (process.env.BENCH_S3_EVENTS_SQL_TOP) console.log(`    largest SQL waits per batch: ${r.top.map((t) => `${t.label.slice(0, 60)} ${f(t.calls / (r.records / BATCH), 1)}/batch ${f(t.ms / (r.records / BATCH), 1)} ms`).join('; ')}`);
   }
   console.log(`\nOut-of-band PutObject -> filestore.node.reconciled on Redis via bridge + SQS poller (poll interval ${POLL_MS} ms after an empty receive), ${sorted.length} writes${lost ? `, ${lost} never seen` : ''}`);
   console.log(`p50 ${f(percentile(sorted, 50))} ms  p99 ${f(percentile(sorted, 99))} ms  max ${f(sorted.at(-1) ?? Number.NaN)} ms  |  beyond the poll interval: p50 ${f(percentile(sorted, 50) - POLL_MS)} ms  p99 ${f(percentile(sorted, 99) - POLL_MS)} ms  (target p99 < 1000 ms)`);
