@@ -18,7 +18,8 @@ import { copySource } from '../shared/backends/s3/keys.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { TEST_COMMAND_SECRET } from './support/command-secret.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './support/env.ts';
-import { sharedS3, startFilestore, stopS3, uniqueKey } from './support/filestore.ts';
+import { sharedS3, startFilestore, stopS3, uniqueKey, wireTestFilestore } from './support/filestore.ts';
+import { processS3Events } from '../shared/reconcile/s3-events/process.ts';
 import { lambdaContext } from './support/lambda-context.ts';
 import { startS3Notifications, type S3Notifications } from './support/s3-notifications.ts';
 import { startS3Proxy, type S3Proxy } from './support/s3-proxy.ts';
@@ -353,5 +354,13 @@ describe('S3-event Lambda', () => {
     expect(await handler({ Records: [event.Records[0] as SQSEvent['Records'][number]] }, lambdaContext())).toEqual({ batchItemFailures: [] });
     expect(await node('held.txt')).toMatchObject({ consistencyState: 'ACTIVE', sizeBytes: 17, sequencer: 'F0000000000000001' });
     await drain();
+  });
+  it('a core with a pool of one connection is refused with CONFIG_ERROR naming FILESTORE_DB_POOL_SIZE (an inline reconciliation needs two)', async () => {
+    const small = await wireTestFilestore({ poolSize: 1 });
+    try {
+      await expect(processS3Events(small, fixture('s3-sqs-put.json'), lambdaContext())).rejects.toMatchObject({ code: 'CONFIG_ERROR', message: expect.stringContaining('FILESTORE_DB_POOL_SIZE') });
+    } finally {
+      await small.close();
+    }
   });
 });

@@ -66,6 +66,9 @@ const DEFAULT_RETRY_DELAYS = [100, 400, 1000];
  * twice at once within a batch; across batches, the path locks and run locks serialise.
  */
 export async function processS3Events(core: S3EventCore, event: SQSEvent, context: Context | undefined, o: S3EventOptions = {}): Promise<SQSBatchResponse> {
+  // A reconciliation holds one connection for its run lock and queries on another: with a
+  // single connection it would wait for itself until the Lambda times out.
+  if (poolSize(core) < 2) throw new FilestoreError('CONFIG_ERROR', 'the S3-event handler reconciles keys inline and needs a pool of at least 2 connections: set FILESTORE_DB_POOL_SIZE=2');
   const batch = new S3EventBatch(core, event.Records, o);
   const processor = new BatchProcessor(EventType.SQS);
   const response = await processPartialResponse(event, (record: SQSRecord) => batch.settle(record), processor, context ? { context } : undefined);
