@@ -53,9 +53,14 @@ export class OutboxRelay {
   private stopped = false;
 
   private readonly metrics: FilestoreMetrics;
+  /** An outbox insert went through this relay's pool since the last complete flush (see `flushWritten`). */
+  private written = false;
+  /** Publication passes run (claims tried), for those who check that a flush was skipped. */
+  passes = 0;
 
   constructor(private readonly o: RelayOptions) {
     this.metrics = o.metrics ?? defaultMetrics();
+    watchOutboxWrites(o.pool, () => (this.written = true));
   }
 
   /** Runs the loop: passes on the poll, on nudges and after refusals (long-running processes). */
@@ -127,12 +132,37 @@ export class OutboxRelay {
    * relay pass anywhere (a long-running relay's poll, the maintenance pass).
    */
   async flush(patienceMs = 5_000): Promise<number> {
+    return (await this.flushAll(patienceMs)).published;
+  }
+
+  /**
+   * `flush`, only when this process wrote to the outbox since the last flush that completed:
+   * what a Lambda calls before it returns. An invocation that committed no event costs no
+   * round trip (a flush is five). Rows another process committed are not this one's to
+   * publish: their writer flushes them, or the maintenance pass does. A flush that failed or
+   * gave up waiting for the lock leaves the mark set, so the next call tries again.
+   */
+  async flushWritten(patienceMs = 5_000): Promise<number> {
+    if (!this.written) return 0;
+    // Cleared before the pass's claim takes its snapshot: an insert from now on marks it again.
+    this.written = false;
+    try {
+      const { published, complete } = await this.flushAll(patienceMs);
+      if (!complete) this.written = true;
+      return published;
+    } catch (err) {
+      this.written = true;
+      throw err;
+    }
+  }
+
+  private async flushAll(patienceMs: number): Promise<{ published: number; complete: boolean }> {
     const until = performance.now() + patienceMs;
     let total = 0;
     for (let refusals = 0; ; refusals++) {
       const { published, refused } = await this.pass();
       total += published;
-      if (!refused || performance.now() >= until) return total;
+      if (!refused || performance.now() >= until) return { published: total, complete: !refused };
       const delay = Math.min(this.o.intervalMs ?? 500, (this.o.retryMs ?? 20) * 2 ** Math.min(refusals, 16));
       await new Promise((resolve) => setTimeout(resolve, Math.max(0, Math.min(delay, until - performance.now()))));
     }
@@ -161,6 +191,7 @@ export class OutboxRelay {
 
   /** One claim: the number of events published, or null when another relay holds the lock. */
   private async publishOnce(limit: number): Promise<number | null> {
+    this.passes++;
     const client = await this.o.pool.connect();
     try {
       await client.query('BEGIN');
@@ -199,4 +230,29 @@ export class OutboxRelay {
     this.retryTimer = null;
     await this.running;
   }
+}
+
+const OUTBOX_INSERT = /\binsert\s+into\s+filestore\.outbox\b/i;
+
+/**
+ * Calls `onWrite` whenever a statement inserting into the outbox is sent on a connection of
+ * `pool`. Watched at the connection, not at each writer (appendEvents, the journal's own
+ * insert, whatever comes next): a writer that forgot to say so would leave its events
+ * unpublished when a Lambda returns. An insert rolled back still counts: one flush too many,
+ * never one too few.
+ */
+function watchOutboxWrites(pool: Pool, onWrite: () => void): void {
+  if (typeof (pool as { on?: unknown }).on !== 'function') return;
+  const watched = new WeakSet<object>();
+  pool.on('acquire', (c) => {
+    if (watched.has(c)) return;
+    watched.add(c);
+    const query = c.query.bind(c) as (...args: unknown[]) => unknown;
+    (c as { query: unknown }).query = (...args: unknown[]) => {
+      const first = args[0] as string | { text?: unknown } | undefined;
+      const text = typeof first === 'string' ? first : typeof first?.text === 'string' ? first.text : '';
+      if (OUTBOX_INSERT.test(text)) onWrite();
+      return query(...args);
+    };
+  });
 }
