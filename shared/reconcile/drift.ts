@@ -1,10 +1,6 @@
 import type { EntryStat } from '../backends/types.ts';
-import { changedSince, markInconsistentMany, recordUntrackedDrift, touchCheckedMany, type DriftSignal } from '../catalogue/drift-writes.ts';
-import { recordSequencers } from '../catalogue/node-writes.ts';
-import { findLiveByPaths } from '../catalogue/nodes.ts';
-import { lockPathsForWrite } from '../catalogue/reconcile-writes.ts';
+import { beginAndTryLockPaths, markInconsistentMany, readForJudgement, recordUntrackedDrift, touchCheckedAndCommitSql, type DriftSignal } from '../catalogue/drift-writes.ts';
 import type { CatalogueNode, Mount } from '../catalogue/types.ts';
-import { inTransaction } from '../db/pool.ts';
 import { ancestorsOf, comparePaths } from '../paths.ts';
 import type { Filestore } from '../runtime.ts';
 import { coveredByListings, listingsOnTheirWay } from './drift-listings.ts';
@@ -27,6 +23,12 @@ export interface DriftBatch {
    * from that reconciliation (reconcilePath's `sequencer`), which the caller's `dispatch` runs.
    */
   sequencers?: ReadonlyMap<string, string> | undefined;
+  /**
+   * Database time read before anything of this batch was looked at in storage (saves the
+   * first chunk its own `SELECT now()`): rows changed after it are deferred, not judged. A
+   * caller that read the catalogue just before passes that statement's now().
+   */
+  since?: Date | undefined;
 }
 
 /** What detectDrift needs of the core. */
@@ -147,6 +149,7 @@ export async function detectDrift(core: DriftCore, mount: Mount, batch: DriftBat
     rootUnchanged: o.rootUnchanged,
     untrackedDirs: new Set(),
     listings: new Map(),
+    since: batch.since ? [batch.since] : [],
   };
   const chunkSize = o.chunkSize ?? 1_000;
   const maxJobs = o.maxJobs ?? DEFAULT_MAX_JOBS_PER_BATCH;
@@ -206,14 +209,20 @@ interface Chunking {
   untrackedDirs: Set<string>;
   /** For each directory with a non-recursive job on its way: after when (our clock) its listing began; +∞ when queued. */
   listings: ReadonlyMap<string, number>;
+  /** The batch's `since`, for its first chunk (taken once used). */
+  since: Date[];
+}
+
+async function databaseNow(core: DriftCore): Promise<Date> {
+  const { rows } = await core.pool.query<{ now: Date }>('SELECT now() AS now');
+  return (rows[0] as { now: Date }).now;
 }
 
 /** A look at storage first (no transaction open), then one short transaction: try-lock, read rows, compare, mark, report. */
 async function judgeChunk(ctx: Chunking, chunk: string[]) {
   const { core, mount } = ctx;
   const none = { covered: 0, waiting: [] as string[], appeared: [] as string[], checked: 0, drift: 0, deferred: [] as string[], dropped: [] as string[], targets: [] as JobTarget[] };
-  const { rows: clock } = await core.pool.query<{ now: Date }>('SELECT now() AS now');
-  const since = (clock[0] as { now: Date }).now;
+  const since = ctx.since.shift() ?? (await databaseNow(core));
   const seen = await ctx.observer.observe(chunk);
   // A root gone while we looked reads as every path deleted: nothing of it is judged.
   const same = ctx.rootUnchanged ? await ctx.rootUnchanged() : true;
@@ -226,19 +235,20 @@ async function judgeChunk(ctx: Chunking, chunk: string[]) {
   if (paths.length === 0) return { ...none, ...left };
   const client = await core.pool.connect();
   try {
-    return await inTransaction(client, async () => {
-      const free = await lockPathsForWrite(client, mount.id, paths);
-      const touched = await changedSince(client, mount.id, paths.filter((p) => free.has(p)), since);
-      const deferred = paths.filter((p) => !free.has(p) || touched.has(p));
-      const mine = paths.filter((p) => free.has(p) && !touched.has(p));
-      const rows = await findLiveByPaths(client, mount.id, mine);
+    // Three round trips (drift-writes.ts): BEGIN with the try-locks; the read; the rows found
+    // as recorded with the COMMIT. Drift adds its own statements in between.
+    try {
+      const free = await beginAndTryLockPaths(client, mount.id, paths);
+      const { live, changed } = await readForJudgement(client, mount.id, paths.filter((p) => free.has(p)), since);
+      const deferred = paths.filter((p) => !free.has(p) || changed.has(p));
+      const mine = paths.filter((p) => free.has(p) && !changed.has(p));
 
       const marks: DriftSignal[] = [];
       const untracked: EntryStat[] = [];
       const targets: JobTarget[] = [];
       const matched: CatalogueNode[] = [];
       for (const path of mine) {
-        const node = rows.get(path) ?? null;
+        const node = live.get(path) ?? null;
         const observed = seen.get(path);
         if (observed === undefined) {
           // Storage could not be read at this path: no judgement, the reconciler looks.
@@ -260,23 +270,20 @@ async function judgeChunk(ctx: Chunking, chunk: string[]) {
       }
       const marked = await markInconsistentMany(client, mount.id, marks, ctx.reason);
       await recordUntrackedDrift(client, mount.id, untracked, ctx.reason, ctx.groupUntrackedAt);
-      await touchCheckedMany(client, mount.id, matched.map((n) => n.id));
-      // As recorded (Filestore's own write, a duplicate event): the event is accounted for.
-      if (ctx.sequencers) await recordSequencers(client, mount.id, matched.flatMap((n) => sequencerOf(ctx.sequencers, n.path)));
+      // Checked, and as recorded (Filestore's own write, a duplicate event): its event is accounted for.
+      await client.query(touchCheckedAndCommitSql(mount.id, matched.map((n) => ({ id: n.id, sequencer: ctx.sequencers?.get(n.path) }))));
 
       const drift = marked.length + untracked.length;
       if (drift > 0) core.metrics.driftDetected.inc({ mount: mount.key }, drift);
       if (marked.length > 0) core.metrics.nodeTransitions.inc({ from: 'ACTIVE', to: 'INCONSISTENT' }, marked.length);
       return { ...none, ...left, checked: mine.length, drift, deferred, targets };
-    });
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    }
   } finally {
     client.release();
   }
-}
-
-function sequencerOf(sequencers: ReadonlyMap<string, string> | undefined, path: string): Array<{ path: string; sequencer: string }> {
-  const sequencer = sequencers?.get(path);
-  return sequencer === undefined ? [] : [{ path, sequencer }];
 }
 
 function coveredBy(path: string, dirs: ReadonlySet<string>): boolean {

@@ -1,4 +1,3 @@
-import { findSequencers } from '../../catalogue/nodes.ts';
 import type { Queryable } from '../../db/pool.ts';
 import type { DriftChange } from '../drift.ts';
 import { compareSequencers, isNewerSequencer } from '../sequencer.ts';
@@ -30,14 +29,31 @@ export function newestPerKey(events: Iterable<KeyChange>): Map<string, KeyChange
  * stored (already applied, or found as recorded: a redelivery, a late older event). Keys
  * without a live node or without a sequencer are kept: only a look at storage can tell.
  */
-export async function dropApplied(q: Queryable, mountId: string, keys: ReadonlyMap<string, KeyChange>): Promise<{ kept: KeyChange[]; dropped: string[] }> {
+export async function dropApplied(q: Queryable, mountId: string, keys: ReadonlyMap<string, KeyChange>): Promise<{ kept: KeyChange[]; dropped: string[]; now: Date }> {
   const withSequencer = [...keys.values()].filter((k) => k.sequencer !== undefined).map((k) => k.path);
-  const stored = await findSequencers(q, mountId, withSequencer);
+  const { stored, now } = await storedSequencers(q, mountId, withSequencer);
   const kept: KeyChange[] = [];
   const dropped: string[] = [];
   for (const k of keys.values()) {
     if (k.sequencer !== undefined && !isNewerSequencer(k.sequencer, stored.get(k.path))) dropped.push(k.path);
     else kept.push(k);
   }
-  return { kept, dropped };
+  return { kept, dropped, now };
+}
+
+/**
+ * findSequencers (catalogue/nodes.ts) and the database's now() in one statement: the time
+ * taken before the batch's look at storage that detectDrift needs (DriftBatch.since).
+ */
+async function storedSequencers(q: Queryable, mountId: string, paths: string[]): Promise<{ stored: Map<string, string | null>; now: Date }> {
+  const { rows } = await q.query<{ now: Date; path: string | null; sequencer: string | null }>({
+    name: 'filestore.s3events.storedSequencers',
+    text: `SELECT now() AS now, n.path, n.sequencer
+             FROM (SELECT 1) AS one
+             LEFT JOIN filestore.nodes n ON n.mount_id = $1 AND n.path = ANY($2::text[]) AND n.deleted_at IS NULL`,
+    values: [mountId, paths],
+  });
+  const stored = new Map<string, string | null>();
+  for (const r of rows) if (r.path !== null) stored.set(r.path, r.sequencer);
+  return { stored, now: (rows[0] as { now: Date }).now };
 }

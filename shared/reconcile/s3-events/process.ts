@@ -148,13 +148,14 @@ class S3EventBatch {
 
   /** The keys of one mount: the paths that could not be settled, with why. */
   private async settleMount(mount: Mount, events: KeyChange[]): Promise<Map<string, Error>> {
-    const { kept, dropped } = await dropApplied(this.core.pool, mount.id, newestPerKey(events));
+    const { kept, dropped, now } = await dropApplied(this.core.pool, mount.id, newestPerKey(events));
     this.summary.dropped += dropped.length;
     const failures = new Map<string, Error>();
     let pending = kept;
     const delays = this.o.retryDelaysMs ?? DEFAULT_RETRY_DELAYS;
     for (let round = 0; pending.length > 0; round++) {
-      const unsettled = await this.judge(mount, pending, failures);
+      // The first look's clock is the read of the stored sequencers, just before it.
+      const unsettled = await this.judge(mount, pending, failures, round === 0 ? now : undefined);
       if (unsettled.size === 0) break;
       const delay = delays[round];
       if (delay === undefined) {
@@ -173,14 +174,14 @@ class S3EventBatch {
    * keys to look at again (held by a command, changed while we looked, a run elsewhere);
    * records hard failures in `failures`.
    */
-  private async judge(mount: Mount, keys: KeyChange[], failures: Map<string, Error>): Promise<Map<string, string>> {
+  private async judge(mount: Mount, keys: KeyChange[], failures: Map<string, Error>, since: Date | undefined): Promise<Map<string, string>> {
     const sequencers = new Map(keys.flatMap((k) => (k.sequencer === undefined ? [] : [[k.path, k.sequencer] as const])));
     const again = new Map<string, string>();
     const targets: JobTarget[] = [];
     const result = await detectDrift(
       this.core,
       mount,
-      { changes: new Map(keys.map((k) => [k.path, k.change])), sequencers },
+      { changes: new Map(keys.map((k) => [k.path, k.change])), sequencers, since },
       {
         reason: 's3_event',
         skipCoveredByListings: false,
