@@ -241,8 +241,8 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     const owed = await away.enqueue({ mountId: mount.id, path: 'one.txt', reason: 'manual', recursive: false, hash: false });
     expect(owed.queuePending).toBe(true);
     unreachable.destroy();
-    // A row whose message was lost long ago (inserted, never sent).
-    const lost = (await enqueueJob(server.fs.pool, { mountId: mount.id, path: 'two.txt', reason: 'manual', options: { recursive: false, hash: false } })).job;
+    // A row of the SQS queue whose message was lost long ago (inserted, never sent).
+    const lost = (await enqueueJob(server.fs.pool, { mountId: mount.id, path: 'two.txt', reason: 'manual', options: { recursive: false, hash: false } }, { transport: 'sqs' })).job;
     await server.fs.pool.query(`UPDATE filestore.reconciliation_jobs SET updated_at = now() - interval '1 hour' WHERE id = $1`, [lost.id]);
     expect(await receive(queueUrl)).toEqual([]);
 

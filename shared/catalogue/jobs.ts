@@ -1,5 +1,6 @@
 import type { Queryable } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
+import type { JobTransport } from './job-transport.ts';
 
 /**
  * reconciliation_jobs: one row per reconciliation request that was not merged into a waiting
@@ -123,24 +124,25 @@ const jobOptionsJson = (o: ReconcileJobOptions) =>
  * waiting — that row, with `coalesced` + 1 and the options and reason merged (see above).
  * `coalesced` in the answer says which happened; a coalesced request needs no queue message.
  * `queueOwed`: a new row is recorded as owed its queue message (Redis known to be down; see
- * owedJobs); a row joined keeps its own mark.
+ * owedJobs); `transport`: what carries a new row's message (default `redis`). A row joined
+ * keeps its own mark and transport (its message, if any, is already on its way).
  */
 export async function enqueueJob(
   q: Queryable,
   r: NewReconcileJob,
-  o: { queueOwed?: boolean } = {},
+  o: { queueOwed?: boolean; transport?: JobTransport } = {},
 ): Promise<{ job: ReconcileJobRow; coalesced: boolean }> {
   try {
     const { rows } = await q.query<ReconcileJobRow & { joined: boolean }>(
-      `INSERT INTO filestore.reconciliation_jobs AS w (mount_id, path, reason, options, queue_owed)
-       VALUES ($1, $2, $3, $4, $5)
+      `INSERT INTO filestore.reconciliation_jobs AS w (mount_id, path, reason, options, queue_owed, transport)
+       VALUES ($1, $2, $3, $4, $5, $6)
        ON CONFLICT (mount_id, path) WHERE status = 'queued' DO UPDATE
           SET coalesced = w.coalesced + 1,
               options = ${mergeOptions('w', 'EXCLUDED')},
               reason = ${mergeReason('w', 'EXCLUDED')},
               updated_at = now()
        RETURNING ${COLUMNS}, coalesced > 0 AS joined`,
-      [r.mountId, r.path, r.reason, jobOptionsJson(r.options), o.queueOwed === true],
+      [r.mountId, r.path, r.reason, jobOptionsJson(r.options), o.queueOwed === true, o.transport ?? 'redis'],
     );
     const { joined, ...job } = rows[0] as ReconcileJobRow & { joined: boolean };
     return { job, coalesced: joined };
@@ -215,7 +217,7 @@ const TO_SEND = `id, mount_id AS "mountId", path, reason, status, created_at AS 
  * `afterId` (a page of a walk through them all): what a queue checks at start and now and then
  * so that no row is left without a queue message (a crash between the insert and the queue
  * add, a flushed Redis). `mountIds` limits the look to the mounts a queue serves; undefined
- * means all.
+ * means all. Transport `redis` only: SQS rows are the Lambdas' (job-transport.ts).
  */
 export async function openJobs(
   q: Queryable,
@@ -226,7 +228,8 @@ export async function openJobs(
   if (o.mountIds) params.push([...o.mountIds]);
   const { rows } = await q.query<JobToSend>(
     `SELECT ${TO_SEND} FROM filestore.reconciliation_jobs
-      WHERE status IN ('queued', 'running') AND updated_at <= now() - make_interval(secs => $1::float8 / 1000) AND id > $3
+      WHERE status IN ('queued', 'running') AND transport = 'redis'
+        AND updated_at <= now() - make_interval(secs => $1::float8 / 1000) AND id > $3
         ${o.mountIds ? 'AND mount_id = ANY ($4::uuid[])' : ''}
       ORDER BY id LIMIT $2`,
     params,
@@ -235,9 +238,9 @@ export async function openJobs(
 }
 
 /**
- * Rows marked owed their queue message (recorded while Redis was unreachable), in id order
- * after `afterId`, whatever their status (a row settled meanwhile is only unmarked). Reads a
- * partial index that holds exactly these rows: nothing owed, nothing read.
+ * Rows of transport `redis` marked owed their queue message (recorded while Redis was
+ * unreachable), in id order after `afterId`, whatever their status (a row settled meanwhile is
+ * only unmarked). Reads a partial index that holds exactly the owed rows: nothing owed, nothing read.
  */
 export async function owedJobs(
   q: Queryable,
@@ -247,7 +250,7 @@ export async function owedJobs(
   if (o.mountIds) params.push([...o.mountIds]);
   const { rows } = await q.query<JobToSend>(
     `SELECT ${TO_SEND} FROM filestore.reconciliation_jobs
-      WHERE queue_owed AND id > $1 ${o.mountIds ? 'AND mount_id = ANY ($3::uuid[])' : ''}
+      WHERE queue_owed AND transport = 'redis' AND id > $1 ${o.mountIds ? 'AND mount_id = ANY ($3::uuid[])' : ''}
       ORDER BY id LIMIT $2`,
     params,
   );

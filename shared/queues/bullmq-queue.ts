@@ -1,5 +1,6 @@
 import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
+import { jobTransport } from '../catalogue/job-transport.ts';
 import { enqueueJob, markQueueOwed, type JobToSend, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
 import { RedisHealth } from '../redis/health.ts';
@@ -71,7 +72,9 @@ const KEEP_FAILED = { age: 7 * 24 * 3600, count: 5_000 };
  * running, succeeded or failed; a non-retryable error becomes an UnrecoverableError. A
  * consumer re-adds, at start and every `sweepIntervalMs`, open rows whose BullMQ job is
  * missing or finished — a crash between the insert and the add, a flushed Redis — so the
- * row, not Redis, decides that work is owed (ReconcileResender). A row runs once at a time:
+ * row, not Redis, decides that work is owed (ReconcileResender). Only rows of transport
+ * `redis` are this queue's: rows carried by SQS (S3 mounts in AWS) are left to the Lambdas,
+ * and a delivery of one (adopted by the audit Lambda since) completes without running it. A row runs once at a time:
  * a delivery of a row whose run goes on elsewhere is put off (tryLockJobRun).
  *
  * Routing: jobs for a local mount owned by an agent go to `filestore-reconcile-<agentId>`,
@@ -273,6 +276,9 @@ export class BullMqReconcileQueue implements ReconcileQueue {
       throw new DelayedError();
     }
     try {
+      // A row the SQS queue carries (the audit Lambda adopted it since its message was added
+      // here) is the Lambdas' to run: its storage may be out of this process's reach.
+      if ((await jobTransport(this.o.pool, rowId)) === 'sqs') return { outcome: 'skipped' };
       return await this.attempt(job, rowId);
     } finally {
       await lock.release();

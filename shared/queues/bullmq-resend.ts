@@ -23,7 +23,8 @@ const PAGE = 1_000;
 const AT_ONCE = 50;
 
 /**
- * Makes sure every open reconciliation row has its BullMQ message, in two ways:
+ * Makes sure every open reconciliation row of transport `redis` has its BullMQ message (rows
+ * the SQS queue carries are the Lambdas': openJobs and owedJobs never return them), in two ways:
  *
  * - `sendOwed`: rows recorded while Redis was unreachable are marked `queue_owed`; they are
  *   read from a partial index holding only them (nothing owed, one index probe), page by page

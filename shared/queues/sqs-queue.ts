@@ -1,4 +1,5 @@
 import { GetQueueAttributesCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import type { JobTransport } from '../catalogue/job-transport.ts';
 import { clearQueueOwed, enqueueJob, markQueueOwed, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import { findMount } from '../catalogue/mounts.ts';
 import type { Mount } from '../catalogue/types.ts';
@@ -32,7 +33,8 @@ const MAX_DELAY_SECONDS = 900;
 
 /**
  * Reconcile jobs of S3 mounts in AWS, where no long-running worker runs them: the row is
- * recorded as every queue records it (joining a waiting row for the same path), then a message
+ * recorded as every queue records it (joining a waiting row for the same path; a new row with
+ * transport `sqs`, which BullMQ consumers leave alone), then a message
  * naming it goes to the SQS queue that the reconcile Lambda consumes (lambdas/reconcile.ts,
  * shared/reconcile/sqs-consumer.ts). Retries are SQS's: a failed attempt is reported as a batch
  * item failure and comes back after its visibility timeout (set to the queue's backoff); after
@@ -68,7 +70,7 @@ export class SqsReconcileQueue implements ReconcileQueue {
   }
 
   async enqueue(request: ReconcileRequest): Promise<Enqueued> {
-    const r = await enqueueJob(this.o.pool, toNewJob(request));
+    const r = await enqueueJob(this.o.pool, toNewJob(request), { transport: 'sqs' });
     if (r.coalesced) {
       await this.worker.countCoalesced(r.job);
       return r;
@@ -95,24 +97,30 @@ export class SqsReconcileQueue implements ReconcileQueue {
   }
 
   /**
-   * Sends a message for each open job of an S3 mount that may have none: marked owed (its send
+   * Sends a message for each open job of transport `sqs` that may have none: marked owed (its send
    * failed), or not moved for `idleMs` (a send lost between the insert and SQS, a message gone
    * to the DLQ while the row stayed open, a container killed mid-run after its last delivery).
    * A row with a message already gets a second one: harmless, a delivery of a row running
    * elsewhere is put off and one of a settled row is dropped. Full audits are left out: the
-   * audit Lambda resumes them on its schedule. Returns how many were sent.
+   * audit Lambda resumes them on its schedule. Rows of BullMQ (transport `redis`) are its
+   * consumers', whatever their mount. `mountIds` (the queue's option) limits the look to those
+   * mounts; undefined means all. Returns how many were sent.
    */
   async sweep(idleMs = SWEEP_IDLE_MS): Promise<number> {
     let sent = 0;
     let after = 0;
     for (;;) {
+      // The mount filter is in the statement text or not at all (see db/pool.ts).
+      const params: unknown[] = [after, idleMs, SWEEP_PAGE];
+      if (this.o.mountIds) params.push([...this.o.mountIds]);
       const { rows } = await this.o.pool.query<Pick<ReconcileJobRow, 'id' | 'mountId' | 'path' | 'reason'>>(
-        `SELECT j.id, j.mount_id AS "mountId", j.path, j.reason FROM filestore.reconciliation_jobs j JOIN filestore.mounts m ON m.id = j.mount_id
-          WHERE m.kind = 's3' AND j.status IN ('queued', 'running') AND j.id > $1
+        `SELECT j.id, j.mount_id AS "mountId", j.path, j.reason FROM filestore.reconciliation_jobs j
+          WHERE j.transport = 'sqs' AND j.status IN ('queued', 'running') AND j.id > $1
             AND (j.queue_owed OR j.updated_at <= now() - make_interval(secs => $2::float8 / 1000))
             AND NOT (j.path = '' AND coalesce((j.options->>'recursive')::boolean, false))
+            ${this.o.mountIds ? 'AND j.mount_id = ANY ($4::uuid[])' : ''}
           ORDER BY j.id LIMIT $3`,
-        [after, idleMs, SWEEP_PAGE],
+        params,
       );
       for (const row of rows) await this.send(row);
       await clearQueueOwed(this.o.pool, rows.map((r) => r.id));
@@ -177,6 +185,11 @@ export class RoutedReconcileQueue implements ReconcileQueue {
     return kind === 's3' ? this.sqs : this.local;
   }
 
+  /** What carries the jobs of `mountId` here: `sqs` for an S3 mount, the local queue's otherwise. */
+  async transportOf(mountId: string): Promise<JobTransport> {
+    return (await this.queueOf(mountId)) === this.sqs ? 'sqs' : 'redis';
+  }
+
   start(handler: ReconcileHandler, options?: StartOptions): Promise<void> {
     return this.local.start(handler, options);
   }
@@ -188,6 +201,17 @@ export class RoutedReconcileQueue implements ReconcileQueue {
   async close(): Promise<void> {
     await Promise.allSettled([this.local.close(), this.sqs.close()]);
   }
+}
+
+/**
+ * The transport a row of `mountId` records when it is run in place of being queued
+ * (reconcilePath): the one whose sweep picks it up if that run is killed — `sqs` where `queue`
+ * sends the mount's jobs to SQS (the Lambdas, then), else `redis`.
+ */
+export async function jobTransportOf(queue: ReconcileQueue, mountId: string): Promise<JobTransport> {
+  if (queue instanceof SqsReconcileQueue) return 'sqs';
+  if (queue instanceof RoutedReconcileQueue) return queue.transportOf(mountId);
+  return 'redis';
 }
 
 const refuse: ReconcileHandler = async () => {

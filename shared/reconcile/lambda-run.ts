@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { z } from 'zod';
+import { setJobTransport } from '../catalogue/job-transport.ts';
 import { enqueueJob, findJob, JOB_COLUMNS, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import type { Mount } from '../catalogue/types.ts';
 import { getMount, listMounts } from '../catalogue/mounts.ts';
@@ -193,9 +194,14 @@ async function auditMount(core: ReconcileCore, mount: Mount, deadline: number, o
     if (!(await locks.tryAuditClaim(mount.id))) return done('busy', null);
     // The mount's open full audit, whoever asked for it (a schedule, POST /v1/reconcile): the
     // one a killed invocation left running first (its checkpoint holds its progress), else the
-    // waiting one; none: a new row.
-    const row = (await openAudit(core, mount.id)) ?? (await enqueueJob(core.pool, toNewJob({ mountId: mount.id, path: '', reason: 'audit', recursive: true, hash: false }))).job;
+    // waiting one; none: a new row. Its transport is `sqs`: stopped at a checkpoint it waits
+    // for the next invocation, and BullMQ consumers (an agent, which may lack S3 access) leave
+    // it alone — one a BullMQ producer recorded is adopted, under the row's run lock.
+    const row =
+      (await openAudit(core, mount.id)) ??
+      (await enqueueJob(core.pool, toNewJob({ mountId: mount.id, path: '', reason: 'audit', recursive: true, hash: false }), { transport: 'sqs' })).job;
     if (!(await locks.tryRow(row.id))) return done('busy', row);
+    await setJobTransport(core.pool, row.id, 'sqs');
     const run = await attemptRow(core, row.id, deadline, o);
     return done(run.outcome, run.job ?? row);
   } finally {

@@ -4,6 +4,7 @@ import { FilestoreError } from '../errors.ts';
 import { normalizePath } from '../paths.ts';
 import { tryLockJobRun } from '../queues/job-run-lock.ts';
 import { DEFAULT_ATTEMPTS, toNewJob } from '../queues/reconcile-queue.ts';
+import { jobTransportOf } from '../queues/sqs-queue.ts';
 import { createReconciler, type ReconcileCore, type ReconcilerOptions } from './reconciler.ts';
 import { isSequencer } from './sequencer.ts';
 import type { ReconcileRequest, ReconcileResult, RunLimits } from './types.ts';
@@ -41,6 +42,9 @@ export interface PathOptions extends ReconcilerOptions {
  * worker delivered it meanwhile waits), and its outcome recorded on the row and in the
  * metrics like a queue worker's. Nothing is sent to a queue: a row left queued (stopped, or
  * a retryable failure) runs again on the next call, or when a queue consumer's sweep finds it.
+ * A new row records the transport the core's queue routes the mount to (jobTransportOf), so
+ * that the sweep that finds a row left open (a run killed with its Lambda) is the right one:
+ * an S3 mount's in AWS goes to the reconcile Lambda (SQS), never to an agent's BullMQ worker.
  */
 export async function reconcilePath(core: ReconcileCore, request: ReconcileRequest, limits: RunLimits = {}, o: PathOptions = {}): Promise<PathReconciliation> {
   const path = normalizePath(request.path);
@@ -49,7 +53,7 @@ export async function reconcilePath(core: ReconcileCore, request: ReconcileReque
     const mount = await getMount(core.pool, request.mountId);
     if (mount.kind !== 's3') throw new FilestoreError('VALIDATION_ERROR', `a sequencer orders S3 event notifications; mount "${mount.key}" is ${mount.kind}`);
   }
-  const { job, coalesced } = await enqueueJob(core.pool, toNewJob({ ...request, path }));
+  const { job, coalesced } = await enqueueJob(core.pool, toNewJob({ ...request, path }), { transport: await jobTransportOf(core.reconcile, request.mountId) });
   const lock = await tryLockJobRun(core.pool, job.id);
   if (!lock) return { job, outcome: 'skipped', result: null, coalesced };
   try {
