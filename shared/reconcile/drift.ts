@@ -88,6 +88,13 @@ export interface DriftResult {
   dropped: string[];
   /** Reconcile requests made. */
   jobs: number;
+  /**
+   * What the look at storage found at each path judged to need a reconciliation (null: gone),
+   * as of after `since`: a caller that reconciles them itself may apply it without looking again.
+   */
+  observed: Map<string, EntryStat | null>;
+  /** The database time read before the first chunk's look at storage (what `observed` is newer than). */
+  since: Date | undefined;
 }
 
 /** Untracked entries of one directory in one batch from which one event reports them all (a burst). */
@@ -153,7 +160,7 @@ export async function detectDrift(core: DriftCore, mount: Mount, batch: DriftBat
   };
   const chunkSize = o.chunkSize ?? 1_000;
   const maxJobs = o.maxJobs ?? DEFAULT_MAX_JOBS_PER_BATCH;
-  const result: DriftResult = { checked: 0, covered: 0, waiting: [], drift: 0, deferred: [], dropped: [], jobs: 0 };
+  const result: DriftResult = { checked: 0, covered: 0, waiting: [], drift: 0, deferred: [], dropped: [], jobs: 0, observed: new Map(), since: undefined };
   const dispatch =
     o.dispatch ??
     ((targets: JobTarget[]) => enqueuePlanned(core.reconcile, targets, { mountId: mount.id, reason: 'drift', hash: false }, Math.max(1, maxJobs - result.jobs)));
@@ -171,6 +178,7 @@ export async function detectDrift(core: DriftCore, mount: Mount, batch: DriftBat
   const appeared: string[] = [];
   for (let i = 0; i < paths.length; i += chunkSize) {
     const chunk = await judgeChunk(ctx, paths.slice(i, i + chunkSize));
+    result.since ??= chunk.since;
     result.checked += chunk.checked;
     result.covered += chunk.covered;
     result.waiting.push(...chunk.waiting);
@@ -178,6 +186,10 @@ export async function detectDrift(core: DriftCore, mount: Mount, batch: DriftBat
     result.deferred.push(...chunk.deferred);
     result.dropped.push(...chunk.dropped);
     targets.push(...chunk.targets);
+    for (const t of chunk.targets) {
+      const seenAt = chunk.observed.get(t.path);
+      if (seenAt !== undefined) result.observed.set(t.path, seenAt);
+    }
     if (chunk.drift > 0) await core.changed(mount.id);
     appeared.push(...chunk.appeared.filter((p) => batch.changes.get(p) === 'created'));
     await send(targets);
@@ -221,8 +233,9 @@ async function databaseNow(core: DriftCore): Promise<Date> {
 /** A look at storage first (no transaction open), then one short transaction: try-lock, read rows, compare, mark, report. */
 async function judgeChunk(ctx: Chunking, chunk: string[]) {
   const { core, mount } = ctx;
-  const none = { covered: 0, waiting: [] as string[], appeared: [] as string[], checked: 0, drift: 0, deferred: [] as string[], dropped: [] as string[], targets: [] as JobTarget[] };
+  const none = { covered: 0, waiting: [] as string[], appeared: [] as string[], checked: 0, drift: 0, deferred: [] as string[], dropped: [] as string[], targets: [] as JobTarget[], observed: new Map<string, EntryStat | null>(), since: undefined as Date | undefined };
   const since = ctx.since.shift() ?? (await databaseNow(core));
+  none.since = since;
   const seen = await ctx.observer.observe(chunk);
   // A root gone while we looked reads as every path deleted: nothing of it is judged.
   const same = ctx.rootUnchanged ? await ctx.rootUnchanged() : true;
@@ -276,7 +289,7 @@ async function judgeChunk(ctx: Chunking, chunk: string[]) {
       const drift = marked.length + untracked.length;
       if (drift > 0) core.metrics.driftDetected.inc({ mount: mount.key }, drift);
       if (marked.length > 0) core.metrics.nodeTransitions.inc({ from: 'ACTIVE', to: 'INCONSISTENT' }, marked.length);
-      return { ...none, ...left, checked: mine.length, drift, deferred, targets };
+      return { ...none, ...left, checked: mine.length, drift, deferred, targets, observed: seen };
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
       throw err;

@@ -1,0 +1,146 @@
+/**
+ * The S3-event handler reconciles the drifted keys of a batch whose state its look already
+ * found (a file created or changed outside Filestore) in one transaction (s3-events/apply.ts):
+ * the catalogue, the events and the job rows come out exactly as from one reconciliation per
+ * key (detectDrift, then reconcilePath for each, as the handler did before), and the batch
+ * takes a fraction of the statements.
+ */
+import { Readable } from 'node:stream';
+import type { SQSEvent } from 'aws-lambda';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createMount } from '../shared/catalogue/mounts.ts';
+import type { Mount } from '../shared/catalogue/types.ts';
+import { detectDrift } from '../shared/reconcile/drift.ts';
+import type { JobTarget } from '../shared/reconcile/job-plan.ts';
+import { reconcilePath } from '../shared/reconcile/reconcile-path.ts';
+import { processS3Events } from '../shared/reconcile/s3-events/process.ts';
+import type { Filestore } from '../shared/runtime.ts';
+import { sharedS3, stopS3, uniqueKey, wireTestFilestore } from './support/filestore.ts';
+import { formEncodeKey } from './support/s3-notifications.ts';
+import { putRawKey } from './support/s3.ts';
+
+const NEW = ['n0.txt', 'n 1+.txt', 'n2.txt', 'n3.txt', 'n4.txt', 'n5.txt', 'd/n6.txt', 'd/n7.txt'];
+const KEYS = [...NEW, 'upd.txt', 'x/n9.txt']; // changed outside; below a directory the catalogue lacks
+const sequencerOf = (i: number) => (0x1000 + i).toString(16).toUpperCase();
+
+describe('S3 events: a batch of drifted keys applied together', () => {
+  let fs: Filestore;
+  let s3: Awaited<ReturnType<typeof sharedS3>>;
+
+  beforeAll(async () => {
+    s3 = await sharedS3();
+    fs = await wireTestFilestore();
+  });
+  afterAll(async () => {
+    await fs?.close();
+    await stopS3();
+  });
+
+  /** A mount in a state of its own: Filestore's own files, then the keys written outside. */
+  async function prepared(): Promise<Mount> {
+    const bucket = await s3.createBucket();
+    const mount = await createMount(fs.pool, { key: uniqueKey('s3batch'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
+    await fs.orchestrator.writeFile(mount.id, { path: 'd/keep.txt' }, Readable.from([Buffer.from('kept')]));
+    await fs.orchestrator.writeFile(mount.id, { path: 'upd.txt' }, Readable.from([Buffer.from('before')]));
+    for (const k of KEYS) await putRawKey(s3.client, bucket, `tenant/${k}`, `outside ${k}, ${k.length} long`);
+    return mount;
+  }
+
+  const event = (bucket: string): SQSEvent => ({
+    Records: KEYS.map((k, i) => ({
+      messageId: `m-${i}`,
+      receiptHandle: `r-${i}`,
+      body: JSON.stringify({ Records: [{ eventVersion: '2.1', eventSource: 'aws:s3', eventName: 'ObjectCreated:Put', s3: { bucket: { name: bucket }, object: { key: formEncodeKey(`tenant/${k}`), sequencer: sequencerOf(i) } } }] }),
+      attributes: { ApproximateReceiveCount: '1', SentTimestamp: '0', SenderId: 't', ApproximateFirstReceiveTimestamp: '0' },
+      messageAttributes: {},
+      md5OfBody: '',
+      eventSource: 'aws:sqs',
+      eventSourceARN: 'arn:aws:sqs:us-east-1:000000000000:t',
+      awsRegion: 'us-east-1',
+    })),
+  });
+
+  /** What a user can see of a mount: nodes, rollups, snapshots with their job's path, job rows, events (ids and times left out). */
+  async function observable(mountId: string) {
+    const q = async (sql: string) => (await fs.pool.query(sql, [mountId])).rows;
+    const nodes = await q(
+      `SELECT path, kind, size_bytes, etag, version, consistency_state, sequencer, deleted_at IS NULL AS live,
+              last_drift_detected_at IS NULL AS no_drift, last_reconciled_at IS NULL AS not_reconciled
+         FROM filestore.nodes WHERE mount_id = $1 ORDER BY path COLLATE "C"`,
+    );
+    const rollups = await q(
+      `SELECT n.path, r.size_bytes + coalesce(d.size, 0) AS size, r.file_count + coalesce(d.files, 0) AS files, r.dir_count + coalesce(d.dirs, 0) AS dirs,
+              r.child_count + coalesce(d.children, 0) AS children
+         FROM filestore.rollups r JOIN filestore.nodes n ON n.id = r.node_id
+         LEFT JOIN (SELECT node_id, sum(size_bytes) AS size, sum(file_count) AS files, sum(dir_count) AS dirs, sum(child_count) AS children
+                      FROM filestore.rollup_deltas GROUP BY node_id) d ON d.node_id = r.node_id
+        WHERE r.mount_id = $1 ORDER BY n.path COLLATE "C"`,
+    );
+    const snapshots = await q(
+      `SELECT n.path, s.version, j.path AS job_path, s.journal_entry_id IS NULL AS no_journal
+         FROM filestore.snapshots s JOIN filestore.nodes n ON n.id = s.node_id LEFT JOIN filestore.reconciliation_jobs j ON j.id = s.reconciliation_job_id
+        WHERE n.mount_id = $1 ORDER BY n.path COLLATE "C", s.version`,
+    );
+    const jobs = await q(
+      `SELECT path, reason, status, attempts, options, result, error, coalesced, queue_owed, transport, started_at IS NOT NULL AS started, finished_at IS NOT NULL AS finished
+         FROM filestore.reconciliation_jobs WHERE mount_id = $1 ORDER BY path COLLATE "C"`,
+    );
+    const jobPath = new Map((await q(`SELECT id, path FROM filestore.reconciliation_jobs WHERE mount_id = $1`)).map((r) => [Number(r.id), r.path as string]));
+    const events = (await q(`SELECT type, data FROM filestore.outbox WHERE mount_id = $1 ORDER BY id`)).map((r) => {
+      const d = r.data as { node?: Record<string, unknown>; path?: string; change?: string; reason?: string; jobId?: number; nodeId?: number | null; observed?: Record<string, unknown> | null };
+      const node = d.node ? { path: d.node.path, kind: d.node.kind, sizeBytes: d.node.sizeBytes, etag: d.node.etag, version: d.node.version, consistencyState: d.node.consistencyState, sequencer: d.node.sequencer } : undefined;
+      return { type: r.type, path: d.path ?? node?.path, change: d.change, reason: d.reason, job: d.jobId === undefined ? undefined : jobPath.get(d.jobId), tracked: d.nodeId === undefined ? undefined : d.nodeId !== null, node, observedSize: d.observed?.sizeBytes };
+    });
+    // Events of different paths have no order to keep: each path's own, in order.
+    const byPath = new Map<string, unknown[]>();
+    for (const e of events) byPath.set(String(e.path), [...(byPath.get(String(e.path)) ?? []), e]);
+    return { nodes, rollups, snapshots, jobs, events: [...byPath.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) };
+  }
+
+  it('a batch of new and changed objects leaves the same catalogue, events and job rows as one reconciliation per key, in far fewer statements', async () => {
+    const batched = await prepared();
+    const single = await prepared();
+
+    let statements = 0;
+    const counted = new WeakSet<object>();
+    const count = (c: { query: (...a: unknown[]) => unknown }) => {
+      if (counted.has(c)) return;
+      counted.add(c);
+      const query = c.query.bind(c);
+      c.query = (...a: unknown[]) => {
+        statements++;
+        return query(...a);
+      };
+    };
+    fs.pool.on('acquire', count as never);
+    let response;
+    try {
+      statements = 0;
+      response = await processS3Events(fs, event(batched.bucket as string), undefined, { retryDelaysMs: [] });
+    } finally {
+      fs.pool.removeListener('acquire', count as never);
+    }
+    const batchStatements = statements;
+    expect(response.batchItemFailures).toEqual([]);
+
+    // As the handler did before: judge together, then reconcile each drifted key on its own.
+    const sequencers = new Map(KEYS.map((k, i) => [k, sequencerOf(i)]));
+    const targets: JobTarget[] = [];
+    await detectDrift(fs, single, { changes: new Map(KEYS.map((k) => [k, 'created' as const])), sequencers }, { reason: 's3_event', skipCoveredByListings: false, dispatch: async (t) => (targets.push(...t), t.length) });
+    for (const t of targets) {
+      const done = await reconcilePath(fs, { mountId: single.id, path: t.path, reason: 's3_event', recursive: t.recursive, hash: false, sequencer: sequencers.get(t.path) }, {}, {});
+      expect(done.outcome).toBe('succeeded');
+    }
+
+    const got = await observable(batched.id);
+    const want = await observable(single.id);
+    expect(got).toEqual(want);
+    // Every key is catalogued ACTIVE with its event's sequencer, a job row each.
+    expect(got.nodes.filter((n) => KEYS.includes(n.path as string)).map((n) => [n.path, n.consistency_state, n.sequencer])).toEqual(
+      [...KEYS].sort().map((k) => [k, 'ACTIVE', sequencerOf(KEYS.indexOf(k))]),
+    );
+    expect(got.jobs.map((j) => j.path)).toEqual([...KEYS].sort());
+    // One reconciliation per key took about 21 statements each (over 200 for the batch).
+    expect(batchStatements).toBeLessThan(80);
+  });
+});
