@@ -85,13 +85,19 @@ export async function applyObserved(core: ReconcileCore, mount: Mount, keys: Obs
       for (const p of planned) if (!jobs.has(p.key.path)) rest.push(p.key.path);
       planned = planned.filter((p) => jobs.has(p.key.path));
 
+      // New files in one insert (insertNodes takes one job for the snapshots: the first; each
+      // snapshot gets its own key's job below, with the job rows' update, in this transaction).
+      const discovered = planned.filter((p) => p.node === null);
+      const firstJob = discovered.length > 0 ? (jobs.get(discovered[0]?.key.path as string) as number) : null;
+      const rows = firstJob === null ? [] : await insertNodes(client, mount.id, discovered.map((p) => newNodeFromStat(p.key.seen)), { reconciliationJobId: firstJob }, 'ignore');
+      const byPath = new Map(rows.map((r) => [r.path, r]));
       const inserted: Array<{ node: CatalogueNode; jobId: number }> = [];
       for (const { key, node } of planned) {
         const jobId = jobs.get(key.path) as number;
         const c = zeroCounts();
         c.checked = 1;
         if (node === null) {
-          const [row] = await insertNodes(client, mount.id, [newNodeFromStat(key.seen)], { reconciliationJobId: jobId }, 'ignore');
+          const row = byPath.get(key.path);
           if (row) {
             inserted.push({ node: row, jobId });
             c.discovered = 1;
@@ -117,7 +123,11 @@ export async function applyObserved(core: ReconcileCore, mount: Mount, keys: Obs
         client,
         inserted.map(({ node, jobId }) => ({ type: 'filestore.node.reconciled' as const, mountId: mount.id, data: { node: node as unknown as Record<string, unknown>, change: 'discovered', reason, jobId } })),
       );
-      await finishJobs(client, [...jobs].filter(([path]) => counts.has(path)).map(([path, id]) => ({ id, result: counts.get(path) as ReconcileCounts })));
+      await finishJobs(
+        client,
+        [...jobs].filter(([path]) => counts.has(path)).map(([path, id]) => ({ id, result: counts.get(path) as ReconcileCounts })),
+        inserted.map((i) => ({ nodeId: i.node.id, jobId: i.jobId })),
+      );
       // The key has been looked at: events up to this one are accounted for.
       await recordSequencers(client, mount.id, planned.flatMap((p) => (p.key.sequencer === undefined ? [] : [{ path: p.key.path, sequencer: p.key.sequencer }])));
       await client.query('COMMIT');
@@ -158,14 +168,22 @@ async function insertRunningJobs(q: Queryable, mountId: string, keys: ObservedKe
   return new Map(rows.map((r) => [r.path, r.id]));
 }
 
-/** running → succeeded with each row's counts (finishJob, for many rows). */
-async function finishJobs(q: Queryable, rows: Array<{ id: number; result: ReconcileCounts }>): Promise<void> {
+/**
+ * running → succeeded with each row's counts (finishJob, for many rows), and the first
+ * snapshot of each node discovered credited to its own key's job.
+ */
+async function finishJobs(q: Queryable, rows: Array<{ id: number; result: ReconcileCounts }>, snapshots: Array<{ nodeId: number; jobId: number }>): Promise<void> {
   if (rows.length === 0) return;
   await q.query(
-    `UPDATE filestore.reconciliation_jobs j
+    `WITH snap AS (
+       UPDATE filestore.snapshots s SET reconciliation_job_id = v.job_id
+         FROM unnest($3::bigint[], $4::bigint[]) AS v(node_id, job_id)
+        WHERE s.node_id = v.node_id AND s.version = 1
+     )
+     UPDATE filestore.reconciliation_jobs j
         SET status = 'succeeded', result = r.result::jsonb, error = NULL, finished_at = now(), updated_at = now()
        FROM unnest($1::bigint[], $2::text[]) AS r(id, result)
       WHERE j.id = r.id AND j.status = 'running'`,
-    [rows.map((r) => r.id), rows.map((r) => JSON.stringify(r.result))],
+    [rows.map((r) => r.id), rows.map((r) => JSON.stringify(r.result)), snapshots.map((s) => s.nodeId), snapshots.map((s) => s.jobId)],
   );
 }
