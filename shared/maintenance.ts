@@ -70,6 +70,12 @@ export async function maintenancePass(d: MaintenanceDeps, o: MaintenanceOptions 
     // What recovery committed goes out in this pass, not in the next one.
     const r = report.recovery;
     if (r && r.succeeded + r.failed > 0) await step('publishing the outbox', publish);
+    // What finished entries left in S3 staging (late PUTs to upload URLs, failed clean-ups).
+    await step('S3 staging sweep', async () => {
+      const s = await d.orchestrator.sweepUploadStaging();
+      if (s.removed + s.failed > 0) d.log(`S3 staging sweep: removed ${s.removed} object(s) of finished commands, ${s.failed} deletion(s) failed (retried next pass)`);
+      for (const line of s.skipped) d.log(`S3 staging sweep skipped ${line}`);
+    });
   }
   await step('rollup compaction', async () => {
     report.compacted = await compactRollups(d.pool);

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UPLOAD_GRACE_MS } from '../shared/orchestrator/upload-state.ts';
 import { startTestServer, type TestServer } from './support/api.ts';
 import { bearerFetch } from './support/bearer-fetch.ts';
 import { createTestMount, stopS3, type TestMount } from './support/filestore.ts';
@@ -34,7 +35,8 @@ async function start(path: string, sizeBytes: number, extra: Record<string, unkn
 }
 
 async function put(url: string, bytes: Buffer) {
-  const res = await fetch(url, { method: 'PUT', body: new Uint8Array(bytes), headers: { 'content-type': 'application/octet-stream' } });
+  // The headers POST /v1/uploads names (content-type, if-none-match; fetch sets content-length).
+  const res = await fetch(url, { method: 'PUT', body: new Uint8Array(bytes), headers: { 'content-type': 'application/octet-stream', 'if-none-match': '*' } });
   expect(res.status).toBe(200);
 }
 
@@ -114,10 +116,10 @@ describe('presigned uploads to an S3 mount', () => {
     await server.fs.maintain();
     expect((await entry(up.uploadId))?.status).toBe('pending'); // still open: left alone
     expect(await stagingKeys()).toHaveLength(1);
-    // The clock moves past its expiry.
+    // The clock moves past its expiry and the grace after it (UPLOAD_GRACE_MS: a PUT begun in time may still be arriving).
     await server.fs.pool.query(
       `UPDATE filestore.journal_entries SET request = jsonb_set(request, '{upload,expiresAt}', to_jsonb($2::text)) WHERE id = $1`,
-      [up.uploadId, new Date(Date.now() - 1000).toISOString()],
+      [up.uploadId, new Date(Date.now() - UPLOAD_GRACE_MS - 1000).toISOString()],
     );
     await server.fs.maintain();
     expect(await entry(up.uploadId)).toMatchObject({ status: 'failed', error: { code: 'UPLOAD_EXPIRED' } });
@@ -168,7 +170,8 @@ describe('presigned uploads to an S3 mount', () => {
     const doc = (await (await fetch(`${server.url}/openapi.json`)).json()) as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>>; components: { schemas: Record<string, unknown> } };
     expect(Object.keys(doc.paths['/v1/uploads']?.post?.responses ?? {})).toContain('201');
     expect(Object.keys(doc.paths['/v1/uploads/{id}/complete']?.post?.responses ?? {})).toEqual(expect.arrayContaining(['200', '409', '410', '422']));
-    expect(Object.keys(doc.components.schemas)).toEqual(expect.arrayContaining(['PresignedUpload', 'PresignedDownload']));
+    expect(Object.keys(doc.paths['/v1/uploads/{id}']?.delete?.responses ?? {})).toEqual(expect.arrayContaining(['200', '404']));
+    expect(Object.keys(doc.components.schemas)).toEqual(expect.arrayContaining(['PresignedUpload', 'PresignedDownload', 'CancelledUpload']));
   });
 
   it('If-Match is checked when the upload starts and again when it completes', async () => {

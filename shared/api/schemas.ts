@@ -1,3 +1,4 @@
+import { MAX_UPLOAD_BYTES } from '../backends/s3/limits.ts';
 import { z } from 'zod';
 
 /**
@@ -289,7 +290,12 @@ export const UploadBody = z
   .object({
     mountId: mountRef,
     path: z.string().min(1).max(8192),
-    sizeBytes: z.number().int().nonnegative().max(5 * 1024 ** 4).describe('exact size of the bytes to be PUT (S3 refuses another)'),
+    sizeBytes: z
+      .number()
+      .int()
+      .nonnegative()
+      .max(MAX_UPLOAD_BYTES, { error: `at most ${MAX_UPLOAD_BYTES} bytes (5 GiB): the most one S3 PUT carries; multipart uploads are not supported` })
+      .describe('exact size of the bytes to be PUT (S3 refuses another); at most 5 GiB, the most one S3 PUT carries'),
     sha256: z
       .string()
       .regex(/^([0-9a-fA-F]{64}|[A-Za-z0-9+/]{43}=)$/)
@@ -309,7 +315,18 @@ export const PresignedUpload = z
     method: z.literal('PUT'),
     url: z.string().describe('presigned S3 URL of the upload’s staging object'),
     headers: z.record(z.string(), z.string()).describe('headers the PUT must carry'),
-    expiresAt: z.string().describe('the URL’s expiry; an upload not completed by then is failed (UPLOAD_EXPIRED) and its bytes removed'),
+    expiresAt: z
+      .string()
+      .describe('the URL’s expiry; an upload not completed by then is failed (UPLOAD_EXPIRED) and its bytes removed by maintenance, after a 15-minute grace for a PUT still arriving'),
     completeUrl: z.string().describe('POST here once the PUT succeeded'),
   })
   .meta({ id: 'PresignedUpload' });
+
+/** 200 from DELETE /v1/uploads/:id. */
+export const CancelledUpload = z
+  .object({
+    uploadId: z.number(),
+    status: z.enum(['cancelled', 'succeeded', 'failed']).describe('cancelled (now or before); otherwise how the upload had already ended, unchanged'),
+    error: z.object({ code: z.string(), message: z.string() }).optional(),
+  })
+  .meta({ id: 'CancelledUpload' });

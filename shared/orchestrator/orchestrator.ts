@@ -11,7 +11,8 @@ import { writeFileCommand } from './commands/write-file.ts';
 import { deleteCommand } from './commands/delete.ts';
 import { copyCommand, moveCommand } from './commands/move-copy.ts';
 import { updateMetadataCommand } from './commands/update-metadata.ts';
-import { beginUpload, completeUpload, type OpenedUpload, type UploadRequest } from './upload.ts';
+import { beginUpload, cancelUpload, completeUpload, type CancelledUpload, type OpenedUpload, type UploadRequest } from './upload.ts';
+import { UploadStagingSweep, type UploadSweepReport } from './upload-sweep.ts';
 
 export interface OrchestratorDeps {
   pool: Pool;
@@ -30,12 +31,14 @@ export interface OrchestratorDeps {
  */
 export class Orchestrator {
   private readonly deps: PipelineDeps;
+  private readonly uploadSweep: UploadStagingSweep;
 
   constructor(d: OrchestratorDeps) {
     const afterCommit = d.afterCommit ?? (async () => {});
     const recoveryDeps = { pool: d.pool, backends: d.backends, afterCommit };
     this.deps = { pool: d.pool, backends: d.backends, hooks: d.hooks, afterCommit, mounts: new Map() };
     this.recover = () => recoverPending(recoveryDeps, d.identity);
+    this.uploadSweep = new UploadStagingSweep(d.pool, d.backends);
   }
 
   /** Resolves journal entries left pending by crashed processes (run at start, and periodically). */
@@ -75,6 +78,16 @@ export class Orchestrator {
   /** Step 3: checks what was PUT and commits it as writeFile does; only its starter (ctx.principal) may complete it. */
   async completeUpload(entryId: number, ctx: CommandContext = {}): Promise<CommandResult> {
     return completeUpload(this.deps, entryId, ctx);
+  }
+
+  /** Gives an upload up (its starter, or `asAdmin`): failed UPLOAD_CANCELLED, staged bytes removed; idempotent. */
+  async cancelUpload(entryId: number, ctx: CommandContext = {}, asAdmin = false): Promise<CancelledUpload> {
+    return cancelUpload(this.deps, entryId, ctx, asAdmin);
+  }
+
+  /** One bounded pass of the S3 staging sweep (upload-sweep.ts), run by maintenance. */
+  sweepUploadStaging(): Promise<UploadSweepReport> {
+    return this.uploadSweep.pass();
   }
 
   private run<Req, Plan, Applied, Outcome>(spec: CommandSpec<Req, Plan, Applied, Outcome>, mountId: string, req: Req, ctx: CommandContext) {

@@ -5,6 +5,7 @@ import type { Mount } from '../catalogue/types.ts';
 import type { CommandContext, CommandResult } from './context.ts';
 import { stagingIdOf } from './context.ts';
 import { assertWritable } from './checks.ts';
+import { MAX_UPLOAD_BYTES } from '../backends/s3/limits.ts';
 import { commitCommand, recordFailure } from './finish.ts';
 import { acquire, lockEntry, pathLocks, release, releaseAll, unlockEntry } from './locks.ts';
 import { begin, type PipelineDeps } from './pipeline.ts';
@@ -19,12 +20,16 @@ import { writeFileCommand, type WriteFileRequest } from './commands/write-file.t
  * 1. beginUpload: a `writeFile` journal entry, pending and owned by no process, whose request
  *    carries `upload: {sizeBytes, expiresAt}`; preconditions checked as PUT /v1/files checks them;
  *    a presigned PUT URL of its staging key (`j<entry id>.upload`, so recovery's discardStaging
- *    removes it).
+ *    and the upload staging sweep remove it). At most 5 GiB: one PutObject's limit.
  * 2. The client PUTs the bytes to S3.
  * 3. completeUpload: under the entry's lock and path lock, the staged size (and sha256) checked,
  *    then committed exactly as a streamed write is (journal the hash, copy, catalogue, events).
+ *    The URL stays valid after the first PUT, so everything after the HEAD is pinned to the
+ *    version the HEAD saw (its ETag: GetObject If-Match, CopyObject x-amz-copy-source-if-match):
+ *    bytes replaced meanwhile fail the upload UPLOAD_CHANGED, never commit unhashed bytes.
  * A mismatch fails the entry and removes the staged bytes. Recovery leaves an open upload alone
- * until it expires, then fails it (UPLOAD_EXPIRED) and removes what was staged.
+ * until UPLOAD_GRACE_MS after it expires, then fails it (UPLOAD_EXPIRED) and removes what was
+ * staged; cancelUpload (DELETE /v1/uploads/:id) fails it UPLOAD_CANCELLED at once.
  */
 
 export interface UploadRequest {
@@ -43,6 +48,11 @@ export interface OpenedUpload {
 
 export async function beginUpload(deps: PipelineDeps, mountRef: string, r: UploadRequest, ctx: CommandContext, ttlSeconds: number): Promise<OpenedUpload> {
   const input = parseInput(WriteFileInput, { path: r.path, expectedVersion: r.expectedVersion, expectedSha256: r.sha256 });
+  if (!Number.isSafeInteger(r.sizeBytes) || r.sizeBytes < 0 || r.sizeBytes > MAX_UPLOAD_BYTES) {
+    throw new FilestoreError('VALIDATION_ERROR', `sizeBytes must be 0 to ${MAX_UPLOAD_BYTES} (5 GiB, the most one S3 PUT carries); larger files: multipart uploads are not supported`, {
+      maxSizeBytes: MAX_UPLOAD_BYTES,
+    });
+  }
   const mount = await getMount(deps.pool, mountRef);
   if (mount.kind !== 's3') {
     throw new FilestoreError('VALIDATION_ERROR', `mount "${mount.key}" is local: presigned uploads are for S3 mounts; send the bytes with PUT /v1/files to the owning agent`);
@@ -74,7 +84,7 @@ export async function beginUpload(deps: PipelineDeps, mountRef: string, r: Uploa
     }
     const direct = (await s3Direct())(current, deps.backends.s3Defaults);
     const url = await direct.presignPut(direct.uploadKey(stagingIdOf(begun.entryId)), r.sizeBytes, ttlSeconds);
-    return { entryId: begun.entryId, url, headers: { 'content-length': String(r.sizeBytes), 'content-type': 'application/octet-stream' }, expiresAt };
+    return { entryId: begun.entryId, url, headers: { 'content-length': String(r.sizeBytes), 'content-type': 'application/octet-stream', 'if-none-match': '*' }, expiresAt };
   } finally {
     // The entry outlives this request: its owner is the upload's expiry, not this session.
     await releaseAll(client).catch(() => {
@@ -117,17 +127,25 @@ export async function completeUpload(deps: PipelineDeps, entryId: number, ctx: C
       await deps.afterCommit(mount.id);
       throw err;
     };
-    const size = await direct.sizeOf(key);
-    if (size === null) {
+    const staged = await direct.stat(key);
+    if (staged === null) {
       throw new FilestoreError('UPLOAD_INCOMPLETE', `nothing was PUT to upload ${entryId}'s URL yet; PUT the bytes, then complete it (before ${upload.expiresAt})`, {
         journalEntryId: entryId,
         expiresAt: upload.expiresAt,
       });
     }
+    const size = staged.sizeBytes;
     if (size !== upload.sizeBytes) {
       return await fail(new FilestoreError('SIZE_MISMATCH', `upload ${entryId}: ${size} bytes arrived, ${upload.sizeBytes} were announced; nothing was written`, { journalEntryId: entryId, expectedSizeBytes: upload.sizeBytes, actualSizeBytes: size }));
     }
-    const sha256 = await direct.sha256Of(key);
+    let sha256: string;
+    try {
+      sha256 = await direct.sha256Of(key, staged.etag);
+    } catch (err) {
+      const error = asFilestoreError(err);
+      if (error.code === 'UPLOAD_CHANGED') return await fail(error);
+      throw error;
+    }
     if (req.expectedSha256 !== undefined && req.expectedSha256 !== sha256) {
       return await fail(new FilestoreError('CHECKSUM_MISMATCH', `upload ${entryId}: the bytes do not match the expected sha256; nothing was written`, { journalEntryId: entryId, expectedSha256: req.expectedSha256, actualSha256: sha256 }));
     }
@@ -143,7 +161,7 @@ export async function completeUpload(deps: PipelineDeps, entryId: number, ctx: C
     await step.journal({ contentSha256: sha256, contentSizeBytes: size });
     let write;
     try {
-      write = await direct.commit(key, path, size, sha256);
+      write = await direct.commit(key, path, size, sha256, staged.etag); // UPLOAD_CHANGED: nothing copied, the entry fails below
     } catch (err) {
       const error = asFilestoreError(err);
       const decided = await resolveEntry(step, (await findEntry(client, entryId)) as JournalEntry, error, false);
@@ -151,18 +169,73 @@ export async function completeUpload(deps: PipelineDeps, entryId: number, ctx: C
       if (decided === 'failed') throw error;
       return (await findEntry(client, entryId))?.result as CommandResult;
     }
+    let result: CommandResult;
     try {
       const outcome = await writeFileCommand.observe(step, req, plan, write);
-      const result = await commitCommand(client, step, writeFileCommand, req, plan, outcome, entry.request);
-      await deps.afterCommit(mount.id);
-      await direct.remove(key);
-      return result;
+      result = await commitCommand(client, step, writeFileCommand, req, plan, outcome, entry.request);
     } catch {
       broken = true;
       throw new FilestoreError('INTERNAL', `upload ${entryId} reached storage but could not be recorded; its journal entry stays pending until recovery resolves it`, {
         journalEntryId: entryId,
       });
     }
+    // Committed: the answer is the result whatever follows. What the nudge would publish, the
+    // outbox publishes; a staged object left behind, the upload staging sweep removes.
+    await deps.afterCommit(mount.id).catch(() => undefined);
+    await direct.remove(key);
+    return result;
+  } finally {
+    if (!broken) {
+      await release(client, locks).catch(() => (broken = true));
+      await unlockEntry(client, entryId).catch(() => (broken = true));
+    }
+    client.release(broken ? new Error('discard connection: locks must go with it') : undefined);
+  }
+}
+
+export interface CancelledUpload {
+  uploadId: number;
+  /** 'cancelled' when this or an earlier cancel failed it; otherwise how it had already ended. */
+  status: 'cancelled' | 'succeeded' | 'failed';
+  error?: { code: string; message: string } | undefined;
+}
+
+/**
+ * Gives up an upload: the entry failed UPLOAD_CANCELLED, its staged bytes removed, its path free.
+ * Its starter or an admin (`asAdmin`) may; again, or once it has ended: how it ended, unchanged.
+ */
+export async function cancelUpload(deps: PipelineDeps, entryId: number, ctx: CommandContext, asAdmin: boolean): Promise<CancelledUpload> {
+  const first = await findEntry(deps.pool, entryId);
+  if (!first || !uploadStateOf(first) || (!asAdmin && (first.principal ?? null) !== (ctx.principal ?? null))) {
+    throw new FilestoreError('NOT_FOUND', `no upload ${entryId} of yours`);
+  }
+  const locks = pathLocks(first.mountId, [first.request.path as string]);
+  const client = await deps.pool.connect();
+  let broken = false;
+  try {
+    await lockEntry(client, entryId); // after a completion in progress: its result stands
+    await acquire(client, locks);
+    const entry = (await findEntry(client, entryId)) as JournalEntry;
+    if (entry.status === 'pending') {
+      const mount = await getMount(client, entry.mountId);
+      const step = makeStep(client, mount, deps.backends.forMount(mount), entryId);
+      const cancelled = new FilestoreError('UPLOAD_CANCELLED', `upload ${entryId} was cancelled; its bytes were removed, start a new upload`, { journalEntryId: entryId });
+      if (entry.request.contentSha256 === undefined) {
+        await step.backend.discardStaging(stagingIdOf(entryId));
+        await recordFailure(client, mount, 'writeFile', entryId, cancelled);
+      } else {
+        // A completion that journaled its hash and died: storage decides, as recovery would.
+        await resolveEntry(step, entry, cancelled);
+      }
+      await deps.afterCommit(mount.id).catch(() => undefined);
+    }
+    const ended = (await findEntry(client, entryId)) as JournalEntry;
+    if (ended.status === 'succeeded') return { uploadId: entryId, status: 'succeeded' };
+    const error = ended.error ?? { code: 'INTERNAL', message: 'upload failed' };
+    return { uploadId: entryId, status: error.code === 'UPLOAD_CANCELLED' ? 'cancelled' : 'failed', error: { code: error.code, message: error.message } };
+  } catch (err) {
+    broken = true;
+    throw err;
   } finally {
     if (!broken) {
       await release(client, locks).catch(() => (broken = true));
