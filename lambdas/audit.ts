@@ -1,13 +1,13 @@
 import { z } from 'zod';
 import { FilestoreError } from '../shared/errors.ts';
-import { reconcilerOptionsFromEnv, runAudits, type AuditRunReport, type RowRunOptions } from '../shared/reconcile/lambda-run.ts';
+import { reconcilerOptionsFromEnv, requireRunPool, runAudits, type AuditRunOptions, type AuditRunReport } from '../shared/reconcile/lambda-run.ts';
 import { sqsRouted } from '../shared/reconcile/sqs-consumer.ts';
 import { lambdaHandler, logger } from './support/powertools.ts';
 
 /** EventBridge Scheduler's input for this target: one mount (id or key), or none for every active S3 mount. */
 const AuditEvent = z.object({ mountId: z.string().min(1).optional() });
 
-export interface AuditHandlerOptions extends RowRunOptions {
+export interface AuditHandlerOptions extends AuditRunOptions {
   /** Stop when fewer than this remain of the invocation (default 60 000 ms). */
   marginMs?: number | undefined;
 }
@@ -23,6 +23,7 @@ export function createAuditHandler(o: AuditHandlerOptions = {}) {
     if (!parsed.success) throw new FilestoreError('VALIDATION_ERROR', `the audit event is {"mountId"?: "<mount id or key>"}: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
     // With the SQS reconcile queue, follow-ups of S3 mounts go there, and jobs of S3 mounts left
     // without a message (a send that failed, a run killed after its last delivery) get one here.
+    requireRunPool(lc.core, 'audit');
     const routed = sqsRouted(lc.core);
     const core = routed?.core ?? lc.core;
     const swept = await routed?.queue.sweep().catch((e: Error) => logger.warn('reconcile jobs without a message not sent', { error: e.message }));

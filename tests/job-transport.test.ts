@@ -239,14 +239,22 @@ describe('the transport of a reconciliation row', () => {
     await consumer.queue.start(scriptedHandler().handler);
     await eventually(async () => ((await consumer.stateOf(b)) !== 'unknown' ? true : undefined), 'the on-prem row to be re-added');
     expect(await consumer.stateOf(a)).toBe('unknown');
-    // The SQS sweep sends the AWS row (the reconcile Lambda takes it over), not the on-prem one.
-    await sqsQueue({ mountIds: [mount.id] }).sweep(SWEEP_IDLE_MS);
-    const swept = await drainSqs();
-    expect(swept).toContain(a.id);
-    expect(swept).not.toContain(b.id);
+    // While the runs go on (their run locks held) the SQS sweep sends neither: each run's end settles its row.
+    const sweeper = sqsQueue({ mountIds: [mount.id] });
+    expect(await sweeper.sweep(SWEEP_IDLE_MS)).toBe(0);
+    expect(await drainSqs()).toEqual([]);
 
     release();
     expect(await inAws).toMatchObject({ outcome: 'succeeded', job: { id: a.id } });
     expect(await onPrem).toMatchObject({ outcome: 'succeeded', job: { id: b.id } });
+    await consumer.queue.close();
+    // Killed mid-run instead (the row left running, its run lock gone with the session): the SQS
+    // sweep sends the AWS row (the reconcile Lambda takes it over), not the on-prem one.
+    await fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'running', finished_at = NULL WHERE id = ANY ($1::bigint[])`, [[a.id, b.id]]);
+    await age([a.id, b.id]);
+    await sweeper.sweep(SWEEP_IDLE_MS);
+    const swept = await drainSqs();
+    expect(swept).toContain(a.id);
+    expect(swept).not.toContain(b.id);
   });
 });

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { CreateQueueCommand, DeleteMessageCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { CreateQueueCommand, DeleteMessageCommand, DeleteQueueCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { Queue } from 'bullmq';
 import { interceptLocalhostDns } from 'fauxqs';
@@ -42,6 +42,17 @@ let restoreDns: (() => void) | undefined;
 const queueName = `rq-${randomBytes(4).toString('hex')}`;
 // No backoff: a failed message is visible again at once (in AWS: 2 s, doubling).
 const handler = createReconcileHandler({ backoffMs: 0, reconciler: { s3MissingGraceMs: 5 } });
+const lookAgainAtOnce = createReconcileHandler({ backoffMs: 0, busyRetrySeconds: 0, reconciler: { s3MissingGraceMs: 5 } });
+const failingListing = createReconcileHandler({
+  backoffMs: 0,
+  reconciler: {
+    s3MissingGraceMs: 5,
+    // biome-ignore lint/correctness/useYield: a listing that fails before its first entry
+    wrapWalk: async function* () {
+      throw new Error('listing failed');
+    },
+  },
+});
 
 beforeAll(async () => {
   const s3 = await sharedS3();
@@ -139,31 +150,98 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
 
   it('a failing job: each attempt a batch item failure counted on the row; its last attempt fails the row and the message goes to the DLQ', async () => {
     const { mount } = await s3Mount();
-    const job = await postReconcile({ mountId: mount.key });
-    // Another process audits the mount all along (it holds the engine's audit lock): a retryable failure each time.
-    const other = await server.fs.pool.connect();
-    await other.query('SELECT pg_advisory_lock($1::bigint)', [lockKey('audit', mount.id).toString()]);
-    try {
-      await attemptsFail(job.id);
-    } finally {
-      await other.query('SELECT pg_advisory_unlock_all()');
-      other.release();
-    }
+    const job = await postReconcile({ mountId: mount.key, path: 'sub', recursive: true });
+    // The bucket's listing fails part-way each time: a retryable failure.
+    await attemptsFail(job.id, failingListing);
     expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'failed', attempts: MAX_RECEIVES, error: expect.objectContaining({ retryable: true }) });
   });
 
-  async function attemptsFail(jobId: number): Promise<void> {
+  async function attemptsFail(jobId: number, h = handler): Promise<void> {
     for (let attempt = 1; attempt <= MAX_RECEIVES; attempt++) {
-      const { records, response } = await poll();
+      const { records, response } = await poll(h);
       expect(bodies(records).map((b) => b.rowId)).toEqual([jobId]);
       expect(response?.batchItemFailures).toEqual([{ itemIdentifier: records[0]?.messageId }]);
       expect(await findJob(server.fs.pool, jobId)).toMatchObject({ attempts: attempt, status: attempt < MAX_RECEIVES ? 'queued' : 'failed' });
     }
     // Its next receive redrives it.
-    expect((await poll()).records).toEqual([]);
+    expect((await poll(h)).records).toEqual([]);
     expect(bodies(await receiveAll(dlqUrl)).map((b) => b.rowId)).toEqual([jobId]);
   }
 
+  it('a row that runs killed on every delivery (longer than the function timeout) ends failed INTERRUPTED once its attempts are spent: not run again, its message deleted, nothing to the DLQ', async () => {
+    const { mount, bucket, client } = await s3Mount();
+    await putRawKey(client, bucket, 'big/x.txt', 'x');
+    const job = await postReconcile({ mountId: mount.key, path: 'big', recursive: true });
+    // Every delivery so far claimed the row and was killed mid-run: it says running, all attempts used.
+    // (The last went to the DLQ; the sweep sent the row again: the message below.)
+    await server.fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'running', attempts = $2 WHERE id = $1`, [job.id, MAX_RECEIVES]);
+    const { records, response } = await poll();
+    expect(bodies(records).map((b) => b.rowId)).toEqual([job.id]);
+    expect(response?.batchItemFailures).toEqual([]);
+    expect(await findJob(server.fs.pool, job.id)).toMatchObject({
+      status: 'failed',
+      attempts: MAX_RECEIVES,
+      result: null,
+      error: expect.objectContaining({ code: 'INTERRUPTED', retryable: false, attempts: MAX_RECEIVES }),
+    });
+    // Not run: the file the run would have catalogued is not.
+    const node = await fetch(`${server.url}/v1/nodes/by-path?mountId=${mount.key}&path=big/x.txt`);
+    expect(node.status).toBe(404);
+    expect(await receive(queueUrl)).toEqual([]);
+    expect(await receiveAll(dlqUrl)).toEqual([]);
+    // With an attempt left, the same row is taken over and run.
+    const again = await postReconcile({ mountId: mount.key, path: 'big', recursive: true });
+    await server.fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'running', attempts = $2 WHERE id = $1`, [again.id, MAX_RECEIVES - 1]);
+    expect((await poll()).response?.batchItemFailures).toEqual([]);
+    expect(await findJob(server.fs.pool, again.id)).toMatchObject({ status: 'succeeded', attempts: MAX_RECEIVES });
+  });
+
+  it('a requested full audit while another audit of the mount runs is put off without spending an attempt (not failed into the DLQ), then runs', async () => {
+    const { mount, bucket, client } = await s3Mount();
+    await putRawKey(client, bucket, 'seen.txt', 'x');
+    // The audit Lambda's scheduled audit of the mount runs all along (it holds the engine's audit lock).
+    const other = await server.fs.pool.connect();
+    await other.query('SELECT pg_advisory_lock($1::bigint)', [lockKey('audit', mount.id).toString()]);
+    const job = await postReconcile({ mountId: mount.key, path: '', recursive: true });
+    try {
+      for (let delivery = 1; delivery <= MAX_RECEIVES + 2; delivery++) {
+        const { records, response } = await poll(lookAgainAtOnce);
+        expect(bodies(records).map((b) => b.rowId)).toEqual([job.id]);
+        expect(response?.batchItemFailures).toEqual([]);
+        expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'queued', attempts: 0 });
+      }
+    } finally {
+      await other.query('SELECT pg_advisory_unlock_all()');
+      other.release();
+    }
+    expect((await poll(lookAgainAtOnce)).response?.batchItemFailures).toEqual([]);
+    expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'succeeded', attempts: 1, result: expect.objectContaining({ discovered: 1 }) });
+    expect(await receive(queueUrl)).toEqual([]);
+    expect(await receiveAll(dlqUrl)).toEqual([]);
+  });
+
+  it('sweeps while a row runs send nothing for it: the look-agains of a long run do not multiply', async () => {
+    const { mount } = await s3Mount();
+    // A queue of its own, swept for this mount only: the catalogue is shared with other tests.
+    const url = (await sqs.send(new CreateQueueCommand({ QueueName: `sweep-${randomBytes(4).toString('hex')}` }))).QueueUrl as string;
+    const queue = new SqsReconcileQueue({ pool: server.fs.pool, mountIds: [mount.id] }, { queueUrl: url, client: sqs });
+    const { job } = await queue.enqueue({ mountId: mount.id, path: 'long', reason: 'manual', recursive: true, hash: false });
+    const lock = await tryLockJobRun(server.fs.pool, job.id); // a run of the row under way
+    expect(lock).not.toBeNull();
+    try {
+      await server.fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'running', attempts = 1, updated_at = now() - interval '1 hour' WHERE id = $1`, [job.id]);
+      for (let i = 0; i < 4; i++) expect(await queue.sweep()).toBe(0);
+      expect(await waiting(url)).toBe(1); // the message it was enqueued with
+    } finally {
+      await lock?.release();
+    }
+    // Its run over (killed: the row still says running), the next sweep sends it once.
+    expect(await queue.sweep()).toBe(1);
+    expect(await waiting(url)).toBe(2);
+    // Settled, so that no other test's sweep sends it.
+    await server.fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'cancelled' WHERE id = $1`, [job.id]);
+    await sqs.send(new DeleteQueueCommand({ QueueUrl: url }));
+  });
   it('an audit queued on SQS runs in many invocations: each stops at a checkpoint and sends its continuation; one row, no attempt spent per stop', async () => {
     const { mount, bucket, client } = await s3Mount();
     for (let i = 0; i < 12; i++) await putRawKey(client, bucket, `d/f${String(i).padStart(2, '0')}.txt`, `x${i}`);
@@ -298,6 +376,12 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     }
   });
 });
+
+/** Messages of a queue, visible or delayed. */
+async function waiting(url: string): Promise<number> {
+  const a = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesDelayed', 'ApproximateNumberOfMessagesNotVisible'] }))).Attributes ?? {};
+  return Number(a.ApproximateNumberOfMessages ?? 0) + Number(a.ApproximateNumberOfMessagesDelayed ?? 0) + Number(a.ApproximateNumberOfMessagesNotVisible ?? 0);
+}
 
 /** Every message of a queue (the DLQ), deleted as read. */
 async function receiveAll(url: string): Promise<SQSRecord[]> {

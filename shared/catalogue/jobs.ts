@@ -310,3 +310,26 @@ export async function saveCheckpoint(q: Queryable, id: number, checkpoint: Recon
     [id],
   );
 }
+
+/**
+ * running → failed, without a run, for a row a run left `running` (killed or frozen mid-run:
+ * the caller holds the row's run lock, so no run of it is under way) that has already used
+ * `maxAttempts` attempts: taking it over would run it once more past its limit, and a run that
+ * is killed each time (one longer than the function's timeout) would run forever. `error` is
+ * the row's `error` column. Null when the row is not such a row (queued, settled, attempts left).
+ */
+export async function failSpentRun(q: Queryable, id: number, maxAttempts: number, error: object): Promise<ReconcileJobRow | null> {
+  const { rows } = await q.query<ReconcileJobRow>(
+    `WITH done AS (
+       UPDATE filestore.reconciliation_jobs
+          SET status = 'failed', error = $3::jsonb, finished_at = now(), updated_at = now(), queue_owed = false
+        WHERE id = $1 AND status = 'running' AND attempts >= $2
+        RETURNING *
+     ), dropped AS (
+       DELETE FROM filestore.audit_missing_candidates WHERE job_id IN (SELECT id FROM done)
+     )
+     SELECT ${COLUMNS} FROM done`,
+    [id, maxAttempts, JSON.stringify(error)],
+  );
+  return rows[0] ?? null;
+}

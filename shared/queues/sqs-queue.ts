@@ -5,6 +5,7 @@ import { findMount } from '../catalogue/mounts.ts';
 import type { Mount } from '../catalogue/types.ts';
 import type { Pool } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
+import { lockKey } from '../orchestrator/locks.ts';
 import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
 import type { ReconcileHandler, ReconcileRequest } from '../reconcile/types.ts';
 import { ReconcileWorker } from '../reconcile/worker.ts';
@@ -100,8 +101,11 @@ export class SqsReconcileQueue implements ReconcileQueue {
    * Sends a message for each open job of transport `sqs` that may have none: marked owed (its send
    * failed), or not moved for `idleMs` (a send lost between the insert and SQS, a message gone
    * to the DLQ while the row stayed open, a container killed mid-run after its last delivery).
-   * A row with a message already gets a second one: harmless, a delivery of a row running
-   * elsewhere is put off and one of a settled row is dropped. Full audits are left out: the
+   * A row whose run lock is held (queues/job-run-lock.ts: a run of it is under way) gets none:
+   * that run's end settles it or sends its continuation, and a message for it now would only be
+   * put off again and again while it runs, one more chain of look-agains per sweep. Another row
+   * with a message already gets a second one: harmless, a delivery of a row running elsewhere is
+   * put off and one of a settled row is dropped. Full audits are left out: the
    * audit Lambda resumes them on its schedule. Rows of BullMQ (transport `redis`) are its
    * consumers', whatever their mount. `mountIds` (the queue's option) limits the look to those
    * mounts; undefined means all. Returns how many were sent.
@@ -122,12 +126,30 @@ export class SqsReconcileQueue implements ReconcileQueue {
           ORDER BY j.id LIMIT $3`,
         params,
       );
-      for (const row of rows) await this.send(row);
-      await clearQueueOwed(this.o.pool, rows.map((r) => r.id));
-      sent += rows.length;
+      const running = await this.runsUnderWay(rows.map((r) => r.id));
+      const due = rows.filter((r) => !running.has(r.id));
+      for (const row of due) await this.send(row);
+      await clearQueueOwed(this.o.pool, due.map((r) => r.id));
+      sent += due.length;
       if (rows.length < SWEEP_PAGE) return sent;
       after = (rows[rows.length - 1] as ReconcileJobRow).id;
     }
+  }
+
+  /** Of rows `ids`, those whose run lock (lockKey('reconcile-job', id), as tryLockJobRun takes it) some session holds. */
+  private async runsUnderWay(ids: readonly number[]): Promise<Set<number>> {
+    if (ids.length === 0) return new Set();
+    // pg_locks shows a bigint advisory key as its high half (classid) and low half (objid), objsubid 1.
+    const keys = ids.map((id) => lockKey('reconcile-job', String(id)).toString());
+    const { rows } = await this.o.pool.query<{ i: number }>(
+      `SELECT k.i::int AS i FROM unnest($1::bigint[]) WITH ORDINALITY AS k(key, i)
+        WHERE EXISTS (SELECT 1 FROM pg_locks l
+                       WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                         AND l.classid = ((k.key >> 32) & 4294967295)::oid AND l.objid = (k.key & 4294967295)::oid)`,
+      [keys],
+    );
+    return new Set(rows.map((r) => ids[r.i - 1] as number));
   }
 
   async start(_handler: ReconcileHandler, _options?: StartOptions): Promise<void> {

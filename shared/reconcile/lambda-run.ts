@@ -1,9 +1,9 @@
 import pg from 'pg';
 import { z } from 'zod';
 import { setJobTransport } from '../catalogue/job-transport.ts';
-import { enqueueJob, findJob, JOB_COLUMNS, type ReconcileJobRow } from '../catalogue/jobs.ts';
+import { enqueueJob, failSpentRun, findJob, JOB_COLUMNS, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import type { Mount } from '../catalogue/types.ts';
-import { getMount, listMounts } from '../catalogue/mounts.ts';
+import { findMount, getMount, listMounts } from '../catalogue/mounts.ts';
 import type { Pool } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
 import { lockKey } from '../orchestrator/locks.ts';
@@ -36,8 +36,24 @@ export const budgetDeadline = (budget: LambdaBudget, now = Date.now()): number =
 
 export interface RowRunOptions {
   reconciler?: ReconcilerOptions | undefined;
-  /** Attempts a row may use before a retryable failure fails it (default 5: the DLQ's maxReceiveCount). */
+  /**
+   * Attempts a row may use (default 5: the DLQ's maxReceiveCount): a retryable failure on the
+   * last fails it, and a row a killed run left `running` with all of them used is failed
+   * (INTERRUPTED) rather than run again.
+   */
   attempts?: number | undefined;
+}
+
+/**
+ * CONFIG_ERROR unless the core's pool has at least 2 connections: a full audit holds one for
+ * the engine's per-mount audit lock for the whole run and queries on another, so with a pool
+ * of 1 it waits for itself until the Lambda times out (as the S3-event handler refuses it).
+ */
+export function requireRunPool(core: Pick<ReconcileCore, 'pool'>, lambda: string): void {
+  const max = (core.pool as { options?: { max?: number } }).options?.max;
+  if (typeof max === 'number' && max > 0 && max < 2) {
+    throw new FilestoreError('CONFIG_ERROR', `the ${lambda} Lambda reconciles with a pool of at least 2 connections (a full audit holds one for its lock and queries on another): set FILESTORE_DB_POOL_SIZE=2`);
+  }
 }
 
 /**
@@ -69,6 +85,17 @@ export class RunLocks {
     return this.try(lockKey('reconcile-job', String(rowId)));
   }
 
+  /**
+   * Whether a full audit of the mount runs now (the engine's per-mount audit lock, reconciler.ts,
+   * is held): a look, the lock given back at once. Another audit may still start right after.
+   */
+  async auditRunning(mountId: string): Promise<boolean> {
+    const key = lockKey('audit', mountId);
+    if (!(await this.try(key))) return true;
+    await this.client.query('SELECT pg_advisory_unlock($1::bigint)', [key.toString()]);
+    return false;
+  }
+
   /** One audit Lambda invocation per mount at a time (claiming its audit row included). */
   tryAuditClaim(mountId: string): Promise<boolean> {
     return this.try(lockKey('audit-claim', mountId));
@@ -85,19 +112,49 @@ export class RunLocks {
   }
 }
 
-/** What one run of a row came to: a worker's outcome, or `busy` (a run of the row goes on elsewhere). */
+/**
+ * What one run of a row came to: a worker's outcome, or `busy` (a run of the row goes on
+ * elsewhere, or — a full audit — another audit of its mount runs). `interrupted`: failed
+ * without a run, every attempt having been spent by runs that never ended (see attemptRow).
+ */
 export interface RowRun {
   outcome: AttemptOutcome | 'busy';
   job: ReconcileJobRow | null;
   report: AttemptReport | null;
+  interrupted?: true | undefined;
 }
 
+const isFullAudit = (row: ReconcileJobRow) => row.path === '' && row.options.recursive === true;
+
 /**
- * One attempt at row `rowId`, with `deadline`. The caller holds the row's run lock: a row left
- * `running` is then a run that is over (a container killed or frozen mid-run) and is taken over.
+ * One attempt at row `rowId`, with `deadline`. The caller holds the row's run lock (on
+ * `locks`): a row left `running` is then a run that is over (a container killed or frozen
+ * mid-run) and is taken over — unless it has used all its attempts: then it is failed with
+ * INTERRUPTED, not run. Only audits stop at a deadline (at checkpoints); any other run that
+ * outlasts the function's timeout is killed on every delivery, and would otherwise be taken over
+ * for ever (the sweep sends the row again after its message went to the DLQ). An audit killed
+ * after its last checkpoint (marking MISSING) ends the same way.
+ * A full audit while another audit of its mount runs is `busy`, not run: the engine would
+ * refuse it (retryable), and its retries, seconds apart, would spend every attempt and send it
+ * to the DLQ while the other audit runs for minutes.
  */
-async function attemptRow(core: ReconcileCore, rowId: number, deadline: number, o: RowRunOptions, final?: (row: ReconcileJobRow) => boolean): Promise<RowRun> {
+async function attemptRow(core: ReconcileCore, locks: RunLocks, rowId: number, deadline: number, o: RowRunOptions, final?: (row: ReconcileJobRow) => boolean): Promise<RowRun> {
   const attempts = o.attempts ?? DEFAULT_ATTEMPTS;
+  const spent = await failSpentRun(core.pool, rowId, attempts, {
+    code: 'INTERRUPTED',
+    message: `all ${attempts} attempts of this job were interrupted before they ended (the function timed out, or its container was stopped); it is not run again. A job other than a full audit must finish within the function's timeout: reconcile smaller paths`,
+    retryable: false,
+    attempts,
+  });
+  if (spent) {
+    const backend = (await findMount(core.pool, spent.mountId).catch(() => null))?.kind ?? 'unknown';
+    core.metrics.reconcileJobs.inc({ backend, reason: spent.reason, outcome: 'failed' });
+    return { outcome: 'failed', job: spent, report: null, interrupted: true };
+  }
+  const row = await findJob(core.pool, rowId);
+  if (row && (row.status === 'queued' || row.status === 'running') && isFullAudit(row) && (await locks.auditRunning(row.mountId))) {
+    return { outcome: 'busy', job: row, report: null };
+  }
   const worker = new ReconcileWorker({ pool: core.pool, metrics: core.metrics, handler: createReconciler(core, o.reconciler) });
   const report = await worker.run(rowId, { reclaim: true, limits: { deadline }, finalAttempt: (row) => row.attempts >= attempts || final?.(row) === true });
   return { outcome: report.outcome, job: report.job, report };
@@ -112,7 +169,7 @@ export async function runQueuedRow(core: ReconcileCore, rowId: number, deadline:
   const locks = await RunLocks.open(core.pool);
   try {
     if (!(await locks.tryRow(rowId))) return { outcome: 'busy', job: await findJob(core.pool, rowId), report: null };
-    return await attemptRow(core, rowId, deadline, o, o.final);
+    return await attemptRow(core, locks, rowId, deadline, o, o.final);
   } finally {
     await locks.close();
   }
@@ -140,6 +197,14 @@ export interface AuditRunReport {
   mounts: MountAudit[];
 }
 
+export interface AuditRunOptions extends RowRunOptions {
+  /**
+   * Which mounts an event without mountId audits, of the active S3 mounts (default: all). Tests
+   * keep to their own mounts: a catalogue shared with other test files holds many more.
+   */
+  scope?: ((mountId: string) => boolean) | undefined;
+}
+
 /**
  * The audit Lambda's work: for the mount of `event` (or each active S3 mount, the longest
  * unaudited first) claims or resumes its audit job and runs it until the budget's deadline,
@@ -148,9 +213,10 @@ export interface AuditRunReport {
  * when the deadline has passed are `deferred`. Then sets filestore_audit_age_seconds{mount} of
  * the mounts looked at (published with the invocation's metrics).
  */
-export async function runAudits(core: ReconcileCore, event: AuditEvent, budget: LambdaBudget, o: RowRunOptions = {}): Promise<AuditRunReport> {
+export async function runAudits(core: ReconcileCore, event: AuditEvent, budget: LambdaBudget, o: AuditRunOptions = {}): Promise<AuditRunReport> {
+  requireRunPool(core, 'audit');
   const deadline = budgetDeadline(budget);
-  const mounts = await auditedMounts(core, event);
+  const mounts = (await auditedMounts(core, event)).filter((m) => event.mountId !== undefined || !o.scope || o.scope(m.id));
   const report: AuditRunReport = { mounts: [] };
   for (const mount of mounts) {
     // The first mount always gets its run (a run reaches its first checkpoint whatever the budget).
@@ -202,7 +268,7 @@ async function auditMount(core: ReconcileCore, mount: Mount, deadline: number, o
       (await enqueueJob(core.pool, toNewJob({ mountId: mount.id, path: '', reason: 'audit', recursive: true, hash: false }), { transport: 'sqs' })).job;
     if (!(await locks.tryRow(row.id))) return done('busy', row);
     await setJobTransport(core.pool, row.id, 'sqs');
-    const run = await attemptRow(core, row.id, deadline, o);
+    const run = await attemptRow(core, locks, row.id, deadline, o);
     return done(run.outcome, run.job ?? row);
   } finally {
     await locks.close();

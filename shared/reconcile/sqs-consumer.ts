@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { FilestoreError } from '../errors.ts';
 import { backoffDelay, DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_MS, type ReconcileQueue } from '../queues/reconcile-queue.ts';
 import { RoutedReconcileQueue, SqsReconcileQueue } from '../queues/sqs-queue.ts';
-import { budgetDeadline, runQueuedRow, type LambdaBudget, type RowRun, type RowRunOptions } from './lambda-run.ts';
+import { budgetDeadline, requireRunPool, runQueuedRow, type LambdaBudget, type RowRun, type RowRunOptions } from './lambda-run.ts';
 import type { ReconcileCore } from './reconciler.ts';
 import { isRetryable } from './worker.ts';
 
@@ -44,8 +44,11 @@ export function sqsQueueOf(queue: ReconcileQueue): SqsReconcileQueue | null {
  * the invocation's deadline. What each outcome does with the message:
  * - succeeded, coalesced (another waiting row took the work), skipped (the row was settled or
  *   cancelled meanwhile): deleted;
- * - busy (another run holds the row: a duplicate delivery, the audit Lambda on the same row):
- *   a new message looks again after `busyRetrySeconds`, then this one is deleted;
+ * - busy (another run holds the row: a duplicate delivery, the audit Lambda on the same row;
+ *   or the row is a full audit and another audit of the mount runs): a new message looks again
+ *   after `busyRetrySeconds`, then this one is deleted (no attempt spent). One such message
+ *   per message received: the sweep sends none for a row whose run lock is held, so the
+ *   look-agains of a long run do not multiply;
  * - stopped (an audit reached its deadline at a checkpoint, the row queued again): a new
  *   message continues it, then this one is deleted (a stop spends no attempt, and no delivery);
  * - retried: a batch item failure, its visibility timeout set to the backoff, so SQS delivers
@@ -61,6 +64,7 @@ export function sqsQueueOf(queue: ReconcileQueue): SqsReconcileQueue | null {
  * whatever the row counts (a container killed mid-run spent a delivery the row may not show).
  */
 export async function processReconcileBatch(core: ReconcileCore, event: SQSEvent, budget: LambdaBudget, o: ReconcileBatchOptions): Promise<SQSBatchResponse> {
+  requireRunPool(core, 'reconcile');
   const attempts = o.attempts ?? DEFAULT_ATTEMPTS;
   const backoffMs = o.backoffMs ?? DEFAULT_BACKOFF_MS;
   const visibility = (record: SQSRecord, seconds: number) =>
@@ -96,7 +100,7 @@ export async function processReconcileBatch(core: ReconcileCore, event: SQSEvent
       } else if (run.outcome === 'retried') {
         comeBackInSeconds = backoffDelay(backoffMs, run.job?.attempts ?? delivery) / 1000;
         throw new RecordFailure(`job ${body.data.rowId}: attempt ${run.job?.attempts} failed, retried after its backoff`);
-      } else if (run.outcome === 'failed' && isRetryable(run.report?.error)) {
+      } else if (run.outcome === 'failed' && !run.interrupted && isRetryable(run.report?.error)) {
         comeBackInSeconds = 0;
         throw new RecordFailure(`job ${body.data.rowId}: failed on its last attempt (${run.job?.attempts}); the message goes to the DLQ`);
       }
