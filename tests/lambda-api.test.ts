@@ -1,12 +1,14 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { handler } from '../lambdas/api.ts';
 import { closeLambdaCore, lambdaCore } from '../lambdas/support/core.ts';
 import { createLambdaApi, type ApiGatewayEvent } from '../shared/api/lambda/adapter.ts';
-import { MAX_LAMBDA_FILE_BYTES, toApiRequest } from '../shared/api/lambda/convert.ts';
+import { LAMBDA_PAYLOAD_BYTES, MAX_LAMBDA_FILE_BYTES, toApiRequest } from '../shared/api/lambda/convert.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { TEST_COMMAND_SECRET } from './support/command-secret.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './support/env.ts';
@@ -138,11 +140,17 @@ describe('the API Lambda (HTTP API payload 2.0)', () => {
     const bytes = randomBytes(1000);
     const start = await invoke(event('POST', '/v1/uploads', { json: { mountId: s3.mount.key, path: 'up/through lambda.bin', sizeBytes: bytes.length, sha256: sha(bytes) } }));
     expect(start.statusCode, start.body).toBe(201);
-    const up = jsonOf(start) as unknown as { url: string; completeUrl: string };
-    expect((await fetch(up.url, { method: 'PUT', body: new Uint8Array(bytes) })).status).toBe(200);
+    const up = jsonOf(start) as unknown as { uploadId: number; url: string; headers: Record<string, string>; completeUrl: string };
+    const { 'content-length': _, ...headers } = up.headers; // fetch sets it
+    expect((await fetch(up.url, { method: 'PUT', body: new Uint8Array(bytes), headers })).status).toBe(200);
     const done = await invoke(event('POST', up.completeUrl));
     expect(done.statusCode, done.body).toBe(200);
     expect((jsonOf(done).node as { sha256: string }).sha256).toBe(sha(bytes));
+    // An upload given up is cancelled through the Lambda too.
+    const other = jsonOf(await invoke(event('POST', '/v1/uploads', { json: { mountId: s3.mount.key, path: 'up/given up.bin', sizeBytes: 1 } }))) as unknown as { uploadId: number };
+    const cancelled = await invoke(event('DELETE', `/v1/uploads/${other.uploadId}`));
+    expect(cancelled.statusCode, cancelled.body).toBe(200);
+    expect(jsonOf(cancelled)).toMatchObject({ uploadId: other.uploadId, status: 'cancelled' });
   });
 
   it('GET /v1/events/stream: 501 NOT_IMPLEMENTED naming the agent stream', async () => {
@@ -191,12 +199,28 @@ describe('the Lambda adapter over a core that serves a local mount itself', () =
     part.headers.range = 'bytes=0-99';
     expect((await api.handle(part)).statusCode).toBe(206);
 
+    // A body one byte over the limit, as API Gateway delivers it: base64 in the event, which still
+    // fits the 6 MB invoke payload (bodies up to ~4.5 MiB are delivered; larger never arrive).
+    const over = randomBytes(MAX_LAMBDA_FILE_BYTES + 1);
     const up = event('PUT', '/v1/files', { query: `mountId=${mount.mount.key}&path=too-big.bin` });
-    up.headers['content-length'] = String(MAX_LAMBDA_FILE_BYTES + 1);
-    up.body = Buffer.alloc(10).toString('base64');
+    up.headers['content-type'] = 'application/octet-stream';
+    up.headers['content-length'] = String(over.length);
+    up.body = over.toString('base64');
     up.isBase64Encoded = true;
+    expect(Buffer.byteLength(JSON.stringify(up))).toBeLessThanOrEqual(LAMBDA_PAYLOAD_BYTES);
     const refused = await api.handle(up);
     expect(refused.statusCode).toBe(413);
+    expect((JSON.parse(refused.body as string) as { error: { code: string } }).error.code).toBe('PAYLOAD_TOO_LARGE');
+    await expect(stat(path.join(mount.root as string, 'too-big.bin'))).rejects.toMatchObject({ code: 'ENOENT' });
+    // At the limit it is written.
+    const at = randomBytes(MAX_LAMBDA_FILE_BYTES);
+    const fits = event('PUT', '/v1/files', { query: `mountId=${mount.mount.key}&path=fits.bin` });
+    fits.headers['content-type'] = 'application/octet-stream';
+    fits.headers['content-length'] = String(at.length);
+    fits.body = at.toString('base64');
+    fits.isBase64Encoded = true;
+    expect((await api.handle(fits)).statusCode).toBe(200);
+    expect((await readFile(path.join(mount.root as string, 'fits.bin'))).equals(at)).toBe(true);
     expect((JSON.parse(refused.body as string) as { error: { message: string } }).error.message).toMatch(/agent/);
   });
 });
