@@ -30,14 +30,21 @@ const scheduled = (mountId: string) => ({ ...fixture('scheduler-audit'), mountId
 const almostOut = () => lambdaContext({ remainingMs: 1_000 });
 const plenty = () => lambdaContext({ remainingMs: 15 * 60_000 });
 
+/**
+ * The mounts this file made. An event without mountId audits every active S3 mount, and the
+ * catalogue is shared with every other test file: in a full run it holds hundreds of S3 mounts,
+ * most on S3 endpoints long stopped (each audit waiting out its connection retries). Auditing
+ * them all took minutes — the timeouts of those tests, and of the next ones, whose invocations
+ * waited for the pool the timed-out one still held. These handlers audit this file's mounts.
+ */
+const mine = new Set<string>();
+const scope = (mountId: string) => mine.has(mountId);
 // Tiny pages: a checkpoint every 3 entries, writes in batches of 2.
-const tiny = createAuditHandler({ reconciler: { checkpointEvery: 3, batchSize: 2, s3MissingGraceMs: 5 } });
-const whole = createAuditHandler({ reconciler: { s3MissingGraceMs: 5 } });
+const tiny = createAuditHandler({ scope, reconciler: { checkpointEvery: 3, batchSize: 2, s3MissingGraceMs: 5 } });
+const whole = createAuditHandler({ scope, reconciler: { s3MissingGraceMs: 5 } });
 
 let fs: Filestore;
 let proxy: S3Proxy;
-/** The mounts this file made. */
-const mine = new Set<string>();
 
 beforeAll(async () => {
   const s3 = await sharedS3();
@@ -220,6 +227,37 @@ describe('the audit Lambda', () => {
       await expect(whole(scheduled(mount.id), plenty())).rejects.toMatchObject({ code: 'CONFIG_ERROR' });
     } finally {
       delete process.env.FILESTORE_MAX_MISSING_RATIO;
+    }
+  });
+
+  it('an audit a killed invocation left running with every attempt spent (killed after its last checkpoint, marking MISSING) is failed INTERRUPTED, not run again; the next invocation starts a new one', async () => {
+    const mount = await drifted();
+    const first = await tiny(scheduled(mount.id), almostOut());
+    const jobId = first.mounts[0]?.jobId as number;
+    expect(first.mounts[0]?.outcome).toBe('stopped');
+    // Five invocations each claimed it and were killed: running, attempts 5 (the default maximum).
+    await fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'running', attempts = 5 WHERE id = $1`, [jobId]);
+    const before = await nodesOf(mount.id);
+    const r = await whole(scheduled(mount.id), plenty());
+    expect(r.mounts[0]).toMatchObject({ jobId, outcome: 'failed' });
+    expect(await findJob(fs.pool, jobId)).toMatchObject({ status: 'failed', attempts: 5, error: expect.objectContaining({ code: 'INTERRUPTED', retryable: false }) });
+    expect(await nodesOf(mount.id)).toEqual(before);
+    const next = await whole(scheduled(mount.id), plenty());
+    expect(next.mounts[0]).toMatchObject({ outcome: 'succeeded' });
+    expect(next.mounts[0]?.jobId).not.toBe(jobId);
+    expect((await nodesOf(mount.id)).filter((n) => n.state === 'MISSING').map((n) => n.path)).toEqual(['a/f07.txt', 'b/g02.txt', 'c/deep/h04.txt', 'top1.txt']);
+  });
+
+  it('a pool of one connection is refused with CONFIG_ERROR naming FILESTORE_DB_POOL_SIZE (an audit holds one for its lock and queries on another), without a job', async () => {
+    const mount = await drifted();
+    process.env.FILESTORE_DB_POOL_SIZE = '1';
+    await closeLambdaCore();
+    try {
+      await expect(whole(scheduled(mount.id), plenty())).rejects.toMatchObject({ code: 'CONFIG_ERROR', message: expect.stringContaining('FILESTORE_DB_POOL_SIZE') });
+      expect(await jobsOf(mount.id)).toEqual([]);
+    } finally {
+      delete process.env.FILESTORE_DB_POOL_SIZE;
+      await closeLambdaCore();
     }
   });
 
