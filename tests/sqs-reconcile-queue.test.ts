@@ -220,6 +220,17 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     expect(await receiveAll(dlqUrl)).toEqual([]);
   });
 
+  it('a pool of one connection is refused with CONFIG_ERROR naming FILESTORE_DB_POOL_SIZE (a full audit holds one for its lock and queries on another)', async () => {
+    process.env.FILESTORE_DB_POOL_SIZE = '1';
+    await closeLambdaCore();
+    try {
+      await expect(handler(fixture, lambdaContext())).rejects.toMatchObject({ code: 'CONFIG_ERROR', message: expect.stringContaining('FILESTORE_DB_POOL_SIZE') });
+    } finally {
+      delete process.env.FILESTORE_DB_POOL_SIZE;
+      await closeLambdaCore();
+    }
+  });
+
   it('sweeps while a row runs send nothing for it: the look-agains of a long run do not multiply', async () => {
     const { mount } = await s3Mount();
     // A queue of its own, swept for this mount only: the catalogue is shared with other tests.
