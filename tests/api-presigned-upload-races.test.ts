@@ -1,9 +1,11 @@
 import { createHash } from 'node:crypto';
+import { DeleteObjectsCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMount } from '../shared/catalogue/mounts.ts';
 import type { Mount } from '../shared/catalogue/types.ts';
 import { completeUpload } from '../shared/orchestrator/upload.ts';
 import type { PipelineDeps } from '../shared/orchestrator/pipeline.ts';
+import { UploadStagingSweep } from '../shared/orchestrator/upload-sweep.ts';
 import { startTestServer, type TestServer } from './support/api.ts';
 import { bearerFetch } from './support/bearer-fetch.ts';
 import { createTestMount, stopS3, uniqueKey, type TestMount } from './support/filestore.ts';
@@ -146,6 +148,23 @@ describe('staged bytes do not outlive their upload', () => {
     await server.fs.maintain();
     expect(await stagingKeys()).toEqual([]);
     expect((await call('POST', up.completeUrl)).status).toBe(410);
+  });
+
+  it('the sweep deletes only keys of finished entries, a bounded page per mount per pass, and goes on where it stopped', async () => {
+    const done = await start('swept.bin', 1);
+    expect((await call('DELETE', `/v1/uploads/${done.uploadId}`)).status).toBe(200);
+    const open = await start('still open.bin', 1);
+    const finishedKeys = ['a', 'b', 'c'].map((x) => `guarded/.filestore-staging/j${done.uploadId}.${x}`);
+    const kept = [stagingKeyOf(open.uploadId), 'guarded/.filestore-staging/not-ours', 'guarded/.filestore-staging/j999999999.x'];
+    for (const k of [...finishedKeys, ...kept]) await putRawKey(raw(), bucket(), k, 'x');
+    const sweep = new UploadStagingSweep(server.fs.pool, server.fs.backends, 2);
+    const passes: number[] = [];
+    for (let i = 0; i < 4; i++) passes.push((await sweep.pass()).removed);
+    expect(passes.every((n) => n <= 2)).toBe(true); // at most one page of 2 keys looked at per mount
+    expect(passes.reduce((a, b) => a + b, 0)).toBe(3);
+    expect((await stagingKeys()).sort()).toEqual(kept.sort());
+    expect((await call('DELETE', `/v1/uploads/${open.uploadId}`)).status).toBe(200);
+    await raw().send(new DeleteObjectsCommand({ Bucket: bucket(), Delete: { Objects: kept.map((Key) => ({ Key })) } }));
   });
 
   it('a commit whose after-commit nudge fails still answers its result; the staged bytes are removed', async () => {
