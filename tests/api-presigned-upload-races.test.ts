@@ -3,6 +3,7 @@ import { DeleteObjectsCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMount } from '../shared/catalogue/mounts.ts';
 import type { Mount } from '../shared/catalogue/types.ts';
+import { S3DirectTransfers } from '../shared/backends/s3/direct.ts';
 import { completeUpload } from '../shared/orchestrator/upload.ts';
 import type { PipelineDeps } from '../shared/orchestrator/pipeline.ts';
 import { UploadStagingSweep } from '../shared/orchestrator/upload-sweep.ts';
@@ -215,6 +216,24 @@ describe('uploads that could never complete', () => {
     const again = await call('DELETE', `/v1/uploads/${up.uploadId}`);
     expect(again.status).toBe(200);
     expect(await again.json()).toMatchObject({ status: 'cancelled' });
+  });
+
+  it('an upload whose URL could not be signed does not hold its path', async () => {
+    const presign = S3DirectTransfers.prototype.presignPut;
+    S3DirectTransfers.prototype.presignPut = () => Promise.reject(new Error('no credentials'));
+    try {
+      const res = await call('POST', '/v1/uploads', { mountId: mount.key, path: 'unsigned.bin', sizeBytes: 1 });
+      expect(res.status).toBe(500);
+    } finally {
+      S3DirectTransfers.prototype.presignPut = presign;
+    }
+    const target = `/v1/files?${new URLSearchParams({ mountId: mount.key, path: 'unsigned.bin' })}`;
+    expect((await bearerFetch(server.url, server.tokens.write, 'PUT', target, { body: 'x' })).status).toBe(200);
+    const { rows } = await server.fs.pool.query<{ status: string }>(
+      `SELECT status FROM filestore.journal_entries WHERE mount_id = $1 AND request->>'path' = 'unsigned.bin' AND request ? 'upload'`,
+      [mount.id],
+    );
+    expect(rows).toEqual([{ status: 'failed' }]);
   });
 
   it('DELETE: an admin may cancel anyone’s upload, another principal may not see it; a completed upload stays completed', async () => {

@@ -79,11 +79,19 @@ export async function beginUpload(deps: PipelineDeps, mountRef: string, r: Uploa
       await writeFileCommand.prepare(step, { ...input, body: undefined as never });
     } catch (err) {
       await recordFailure(client, current, 'writeFile', begun.entryId, err);
-      await deps.afterCommit(current.id);
+      await deps.afterCommit(current.id).catch(() => undefined);
       throw asFilestoreError(err);
     }
     const direct = (await s3Direct())(current, deps.backends.s3Defaults);
-    const url = await direct.presignPut(direct.uploadKey(stagingIdOf(begun.entryId)), r.sizeBytes, ttlSeconds);
+    let url: string;
+    try {
+      url = await direct.presignPut(direct.uploadKey(stagingIdOf(begun.entryId)), r.sizeBytes, ttlSeconds);
+    } catch (err) {
+      // No URL, no upload: the caller never learns its id, so the entry must not hold the path.
+      await recordFailure(client, current, 'writeFile', begun.entryId, err);
+      await deps.afterCommit(current.id).catch(() => undefined);
+      throw asFilestoreError(err);
+    }
     return { entryId: begun.entryId, url, headers: { 'content-length': String(r.sizeBytes), 'content-type': 'application/octet-stream', 'if-none-match': '*' }, expiresAt };
   } finally {
     // The entry outlives this request: its owner is the upload's expiry, not this session.
@@ -124,7 +132,7 @@ export async function completeUpload(deps: PipelineDeps, entryId: number, ctx: C
     const fail = async (err: FilestoreError): Promise<never> => {
       await step.backend.discardStaging(stagingIdOf(entryId));
       await recordFailure(client, mount, 'writeFile', entryId, err);
-      await deps.afterCommit(mount.id);
+      await deps.afterCommit(mount.id).catch(() => undefined); // the recorded failure is the answer
       throw err;
     };
     const staged = await direct.stat(key);
@@ -165,7 +173,7 @@ export async function completeUpload(deps: PipelineDeps, entryId: number, ctx: C
     } catch (err) {
       const error = asFilestoreError(err);
       const decided = await resolveEntry(step, (await findEntry(client, entryId)) as JournalEntry, error, false);
-      await deps.afterCommit(mount.id);
+      await deps.afterCommit(mount.id).catch(() => undefined);
       if (decided === 'failed') throw error;
       return (await findEntry(client, entryId))?.result as CommandResult;
     }
