@@ -194,12 +194,12 @@ export class OutboxRelay {
     this.passes++;
     const client = await this.o.pool.connect();
     try {
-      await client.query('BEGIN');
-      // Its own statement: the claim must take its snapshot after the lock is held, or it
-      // could see rows the previous holder published as still unpublished. A try-lock, never
-      // a wait: a relay queued on a lock would only add a waiter (nothing else takes it).
-      const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS locked', [RELAY_LOCK]);
-      if (!rows[0]?.locked) {
+      // The lock in a statement of its own (sent with BEGIN, one round trip): the claim must
+      // take its snapshot after the lock is held, or it could see rows the previous holder
+      // published as still unpublished. A try-lock, never a wait: a relay queued on a lock
+      // would only add a waiter (nothing else takes it).
+      const results = (await client.query(`BEGIN; SELECT pg_try_advisory_xact_lock(${RELAY_LOCK}) AS locked`)) as unknown as Array<{ rows: Array<{ locked: boolean }> }>;
+      if (!results.at(-1)?.rows[0]?.locked) {
         await client.query('ROLLBACK');
         return null;
       }
