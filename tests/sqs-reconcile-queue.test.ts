@@ -47,7 +47,7 @@ const failingListing = createReconcileHandler({
   backoffMs: 0,
   reconciler: {
     s3MissingGraceMs: 5,
-    // biome-ignore lint/correctness/useYield: a listing that fails before its first entry
+    // A listing that fails before its first entry.
     wrapWalk: async function* () {
       throw new Error('listing failed');
     },
