@@ -1,5 +1,5 @@
 import type { EntryStat } from '../../backends/types.ts';
-import { beginAndTryLockPaths, readForJudgement } from '../../catalogue/drift-writes.ts';
+import { beginAndTryLockPaths, readForJudgement, touchCheckedAndCommitSql } from '../../catalogue/drift-writes.ts';
 import { appendEvents } from '../../catalogue/outbox.ts';
 import { insertNodes, newNodeFromStat, recordSequencers } from '../../catalogue/node-writes.ts';
 import { applyChanges, type Guard } from '../../catalogue/reconcile-writes.ts';
@@ -92,6 +92,7 @@ export async function applyObserved(core: ReconcileCore, mount: Mount, keys: Obs
       const rows = firstJob === null ? [] : await insertNodes(client, mount.id, discovered.map((p) => newNodeFromStat(p.key.seen)), { reconciliationJobId: firstJob }, 'ignore');
       const byPath = new Map(rows.map((r) => [r.path, r]));
       const inserted: Array<{ node: CatalogueNode; jobId: number }> = [];
+      const written = new Map<string, number>();
       for (const { key, node } of planned) {
         const jobId = jobs.get(key.path) as number;
         const c = zeroCounts();
@@ -99,6 +100,7 @@ export async function applyObserved(core: ReconcileCore, mount: Mount, keys: Obs
         if (node === null) {
           const row = byPath.get(key.path);
           if (row) {
+            written.set(key.path, row.id);
             inserted.push({ node: row, jobId });
             c.discovered = 1;
             transitions.push(['UNTRACKED', 'ACTIVE']);
@@ -107,6 +109,7 @@ export async function applyObserved(core: ReconcileCore, mount: Mount, keys: Obs
           const guard: Guard = { mountId: mount.id, jobId, scanStartedAt: since };
           const [row] = await applyChanges(client, guard, [{ node, seen: key.seen, sha256: null }], reason);
           if (row) {
+            written.set(key.path, row.id);
             c.updated = 1;
             transitions.push([node.consistencyState, 'ACTIVE']);
             if (node.consistencyState !== 'INCONSISTENT') newDrift++;
@@ -128,9 +131,16 @@ export async function applyObserved(core: ReconcileCore, mount: Mount, keys: Obs
         [...jobs].filter(([path]) => counts.has(path)).map(([path, id]) => ({ id, result: counts.get(path) as ReconcileCounts })),
         inserted.map((i) => ({ nodeId: i.node.id, jobId: i.jobId })),
       );
-      // The key has been looked at: events up to this one are accounted for.
-      await recordSequencers(client, mount.id, planned.flatMap((p) => (p.key.sequencer === undefined ? [] : [{ path: p.key.path, sequencer: p.key.sequencer }])));
-      await client.query('COMMIT');
+      // The key has been looked at: events up to this one are accounted for. Sent with the
+      // COMMIT when every key's node was written (its checked mark is this transaction's now()
+      // already, so touching it again changes nothing); else by path, as reconcilePath does.
+      const sequenced = planned.flatMap((p) => (p.key.sequencer === undefined ? [] : [{ path: p.key.path, sequencer: p.key.sequencer }]));
+      if (written.size === planned.length) {
+        await client.query(touchCheckedAndCommitSql(mount.id, planned.map((p) => ({ id: written.get(p.key.path) as number, sequencer: p.key.sequencer }))));
+      } else {
+        await recordSequencers(client, mount.id, sequenced);
+        await client.query('COMMIT');
+      }
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
       throw err;
