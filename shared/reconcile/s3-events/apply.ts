@@ -53,8 +53,11 @@ export async function applyObserved(core: ReconcileCore, mount: Mount, keys: Obs
   if (files.length === 0) return { done: [], rest };
   const started = performance.now();
   const strategy = strategyFor(mount, () => core.backends.forMount(mount), { s3MissingGraceMs: o.s3MissingGraceMs ?? 2_000 });
-  // As every run does first: the bucket can be listed (else the mount is unhealthy), then healthy.
-  await new RunRoot(core.pool, mount, strategy, false).begin();
+  // As every run does: the bucket can be listed (else the mount is unhealthy and nothing is
+  // committed), then healthy. On the pool's other connection, while the transaction's
+  // statements go on the first; awaited before the COMMIT.
+  const rootChecked = new RunRoot(core.pool, mount, strategy, false).begin();
+  rootChecked.catch(() => {}); // awaited below
 
   const reason = 's3_event';
   const client = await core.pool.connect();
@@ -134,6 +137,7 @@ export async function applyObserved(core: ReconcileCore, mount: Mount, keys: Obs
       // The key has been looked at: events up to this one are accounted for. Sent with the
       // COMMIT when every key's node was written (its checked mark is this transaction's now()
       // already, so touching it again changes nothing); else by path, as reconcilePath does.
+      await rootChecked;
       const sequenced = planned.flatMap((p) => (p.key.sequencer === undefined ? [] : [{ path: p.key.path, sequencer: p.key.sequencer }]));
       if (written.size === planned.length) {
         await client.query(touchCheckedAndCommitSql(mount.id, planned.map((p) => ({ id: written.get(p.key.path) as number, sequencer: p.key.sequencer }))));
@@ -143,6 +147,7 @@ export async function applyObserved(core: ReconcileCore, mount: Mount, keys: Obs
       }
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
+      await rootChecked.catch(() => {}); // nothing of this batch left running
       throw err;
     }
   } finally {
