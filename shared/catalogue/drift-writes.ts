@@ -10,7 +10,7 @@ import type { CatalogueNode } from './types.ts';
 /**
  * Catalogue writes of drift *signals* (the agent's watchers), set-based: one statement per
  * kind of write for a whole batch, however many paths it holds. The caller runs them in one
- * transaction after try-locking the batch's paths (reconcile-writes.ts `lockPathsForWrite`), so a
+ * transaction after try-locking the batch's paths (`beginAndTryLockPaths` below), so a
  * path a command is working on is never judged. The reconciliation job that follows records
  * what storage holds; these writes only say "look here".
  */
@@ -93,32 +93,6 @@ export async function recordUntrackedDrift(q: Queryable, mountId: string, seen: 
   return events.length;
 }
 
-/** Every check sets `consistency_checked_at` (SPEC §3): rows a watcher compared and found as recorded. */
-export async function touchCheckedMany(q: Queryable, mountId: string, ids: number[]): Promise<void> {
-  if (ids.length === 0) return;
-  await q.query(`UPDATE filestore.nodes SET consistency_checked_at = now() WHERE mount_id = $1 AND id = ANY($2::bigint[]) AND deleted_at IS NULL`, [
-    mountId,
-    ids,
-  ]);
-}
-
-/**
- * Paths whose rows (live or tombstoned) a write changed after `since` (database clock): a
- * watcher that looked at the disk before then cannot tell a command's write from drift, so
- * it looks again later.
- */
-export async function changedSince(q: Queryable, mountId: string, paths: string[], since: Date): Promise<Set<string>> {
-  if (paths.length === 0) return new Set();
-  // Two index-friendly halves: live rows by path (nodes_live_path), recent tombstones by time (nodes_tombstones).
-  const { rows } = await q.query<{ path: string }>(
-    `SELECT path FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND path = ANY($2::text[]) AND updated_at > $3
-     UNION
-     SELECT path FROM filestore.nodes WHERE mount_id = $1 AND deleted_at > $3 AND path = ANY($2::text[])`,
-    [mountId, paths, since],
-  );
-  return new Set(rows.map((r) => r.path));
-}
-
 /** A directory listing job on its way: `startedAgoMs` null while it waits (queued), else how long ago it started (database clock). */
 export interface OpenListing {
   path: string;
@@ -186,8 +160,9 @@ export async function beginAndTryLockPaths(q: Queryable, mountId: string, paths:
 }
 
 /**
- * `changedSince(paths, since)` and `findLiveByPaths(paths)` in one statement: the live rows at
- * `paths`, and the paths a write changed after `since` (live rows updated, tombstones made).
+ * The live rows at `paths` (as findLiveByPaths), and the paths whose rows (live or tombstoned)
+ * a write changed after `since` (database clock), in one statement: a watcher that looked at
+ * storage before then cannot tell a command's write from drift, so it looks again later.
  */
 export async function readForJudgement(q: Queryable, mountId: string, paths: string[], since: Date): Promise<{ live: Map<string, CatalogueNode>; changed: Set<string> }> {
   const live = new Map<string, CatalogueNode>();
@@ -208,9 +183,10 @@ export async function readForJudgement(q: Queryable, mountId: string, paths: str
 }
 
 /**
- * The statement(s) that end a judgement: `touchCheckedMany` of the rows found as recorded and
- * `recordSequencers` of their events (only a newer sequencer replaces the stored one, as there),
- * as one UPDATE, then COMMIT. For inTransaction's `commitSql`: one round trip.
+ * The statements that end a judgement, sent as one round trip: every check sets
+ * `consistency_checked_at` (SPEC §3) of the rows found as recorded, and their events'
+ * sequencers are recorded (recordSequencers: only a newer one replaces the stored one), in one
+ * UPDATE, then COMMIT.
  */
 export function touchCheckedAndCommitSql(mountId: string, matched: ReadonlyArray<{ id: number; sequencer: string | undefined }>): string {
   if (matched.length === 0) return 'COMMIT';
