@@ -174,7 +174,7 @@ class Run {
     private readonly progress: (counts: ReconcileCounts) => Promise<void>,
     private readonly limits: RunLimits,
   ) {
-    this.strategy = strategyFor(mount, () => fs.backends.forMount(mount), { s3MissingGraceMs: o.s3MissingGraceMs ?? 2_000 });
+    this.strategy = strategyFor(mount, () => fs.backends.forMount(mount), { s3MissingGraceMs: o.s3MissingGraceMs ?? 2_000, catalogue: fs.pool });
     this.root = new RunRoot(fs.pool, mount, this.strategy, request.path === '' && request.recursive);
     this.batchSize = o.batchSize ?? 2_000;
   }

@@ -2,8 +2,9 @@ import type { Backend, EntryStat, FileVersion, HashedFile } from '../backends/ty
 import type { StorageRow } from '../backends/entry-lines.ts';
 import type { SkippedNames } from '../backends/skipped.ts';
 import type { CatalogueNode, Mount } from '../catalogue/types.ts';
+import type { Queryable } from '../db/pool.ts';
 import { LocalStrategy } from './strategies/local.ts';
-import { S3Strategy } from './strategies/s3.ts';
+import { nestedStagingPaths, S3Strategy } from './strategies/s3.ts';
 
 /**
  * How one kind of storage is observed for reconciliation. Both implementations pass the
@@ -38,8 +39,12 @@ export interface ReconcileStrategy {
 export interface StrategyOptions {
   /** S3: wait this long before the second look (eventually consistent S3-compatible stores). */
   s3MissingGraceMs: number;
+  /** S3: where the mounts of its bucket are read, to hide nested mounts' staging areas (strategies/s3.ts). */
+  catalogue?: Queryable | undefined;
 }
 
 export function strategyFor(mount: Mount, backend: () => Backend, o: StrategyOptions): ReconcileStrategy {
-  return mount.kind === 'local' ? new LocalStrategy(mount.rootPath as string, backend) : new S3Strategy(backend, o.s3MissingGraceMs);
+  if (mount.kind === 'local') return new LocalStrategy(mount.rootPath as string, backend);
+  const q = o.catalogue;
+  return new S3Strategy(backend, o.s3MissingGraceMs, q ? () => nestedStagingPaths(q, mount) : undefined);
 }

@@ -8,9 +8,10 @@ import { normalizePath, STAGING_DIR } from '../../paths.ts';
 export type KeySkip = 'outside_mounts' | 'staging' | 'not_a_path';
 
 /**
- * The active S3 mounts of the buckets a batch names, and the mount-relative path of each key.
+ * The S3 mounts of the buckets a batch names, and the mount-relative path of each key.
  * A key may belong to several mounts (a mount of the whole bucket and one of a prefix): each
- * gets its path.
+ * gets its path. Paused mounts are included: a pause refuses Filestore's writes, and the
+ * catalogue keeps following storage, as an agent's watcher does for a paused local mount.
  */
 export class MountIndex {
   private constructor(private readonly byBucket: ReadonlyMap<string, Mount[]>) {}
@@ -21,17 +22,24 @@ export class MountIndex {
     const byBucket = new Map<string, Mount[]>();
     if (wanted.size === 0) return new MountIndex(byBucket);
     for (const m of await listMounts(q)) {
-      if (m.kind !== 's3' || m.state !== 'active' || m.bucket === null || !wanted.has(m.bucket)) continue;
+      if (m.kind !== 's3' || m.bucket === null || !wanted.has(m.bucket)) continue;
       byBucket.set(m.bucket, [...(byBucket.get(m.bucket) ?? []), m]);
     }
     return new MountIndex(byBucket);
   }
 
-  /** The mounts and paths of one key, or why it has none. */
+  /**
+   * The mounts and paths of one key, or why it has none. A key in the staging area of ANY
+   * mount of the bucket is skipped for all of them: with nested mounts (one of the whole
+   * bucket, one of "tenant/"), the inner mount's staged bytes would otherwise be files of the
+   * outer one, tracked as drift and then MISSING on every write.
+   */
   locate(bucket: string, key: string): Array<{ mount: Mount; path: string }> | KeySkip {
+    const mounts = this.byBucket.get(bucket) ?? [];
+    if (mounts.some((m) => inStaging(key, normalizeMountPrefix(m.prefix)))) return 'staging';
     const found: Array<{ mount: Mount; path: string }> = [];
     let reason: KeySkip = 'outside_mounts';
-    for (const mount of this.byBucket.get(bucket) ?? []) {
+    for (const mount of mounts) {
       const prefix = normalizeMountPrefix(mount.prefix);
       if (!key.startsWith(prefix)) continue;
       const path = pathOfKey(key.slice(prefix.length));
@@ -48,7 +56,7 @@ export class MountIndex {
  * "..", "//", not NFC, control characters) are skipped, as the audit's listing skips them.
  */
 export function pathOfKey(relative: string): string | KeySkip {
-  if (relative === STAGING_DIR || relative.startsWith(`${STAGING_DIR}/`)) return 'staging';
+  if (inStaging(relative, '')) return 'staging';
   const bare = relative.endsWith('/') ? relative.slice(0, -1) : relative;
   if (bare === '') return 'not_a_path'; // the mount prefix's own marker: the root is no object
   try {
@@ -56,4 +64,11 @@ export function pathOfKey(relative: string): string | KeySkip {
   } catch {
     return 'not_a_path';
   }
+}
+
+/** True for the staging area of the mount with prefix `prefix` ("" or ending with "/"), its marker included. */
+function inStaging(key: string, prefix: string): boolean {
+  if (!key.startsWith(prefix)) return false;
+  const rel = key.slice(prefix.length);
+  return rel === STAGING_DIR || rel.startsWith(`${STAGING_DIR}/`);
 }
