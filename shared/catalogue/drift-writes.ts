@@ -10,7 +10,7 @@ import type { CatalogueNode } from './types.ts';
 /**
  * Catalogue writes of drift *signals* (the agent's watchers), set-based: one statement per
  * kind of write for a whole batch, however many paths it holds. The caller runs them in one
- * transaction after try-locking the batch's paths (`beginAndTryLockPaths` below), so a
+ * transaction after try-locking the batch's paths (`beginLockAndRead` below), so a
  * path a command is working on is never judged. The reconciliation job that follows records
  * what storage holds; these writes only say "look here".
  */
@@ -125,61 +125,62 @@ export async function liveDirectoriesAmong(q: Queryable, mountId: string, paths:
 }
 
 /*
- * A drift judgement's transaction in three round trips rather than seven: BEGIN with the
- * try-locks, one read (changedSince and the live rows together), and the rows found as
- * recorded (checked mark and sequencer) with the COMMIT. The first and the last go by the
+ * A drift judgement's transaction in two round trips rather than seven: BEGIN with the
+ * try-locks and one read (changedSince and the live rows together), and the rows found as
+ * recorded (checked mark and sequencer) with the COMMIT. Both go by the
  * simple protocol, which carries several statements but no parameters: what they carry inline
  * is numbers (lock keys, node ids), and strings through pg's escapeLiteral.
  */
 
 /**
  * BEGIN, then `lockPathsForWrite(q, mountId, paths)` without a wait (the same keys and order),
- * in one round trip: returns the paths all of whose locks were free. The read that follows
- * must be a statement of its own, so that its snapshot is taken after the locks are held.
+ * then the live rows at `paths` and `also` (as findLiveByPaths) with the paths whose rows (live
+ * or tombstoned) a write changed after `since` (database clock), in ONE round trip of three
+ * statements. In READ COMMITTED each statement of a simple-protocol query takes its own
+ * snapshot when it starts, so the read's snapshot is taken after the locks are held: a
+ * command that held one of them has committed by then and its rows are seen (what a read sent
+ * as a statement of its own guaranteed). Rows at paths whose locks were refused are read too;
+ * the caller judges only the `free` ones. A watcher that looked at storage before `since`
+ * cannot tell a command's write from drift: a `changed` path is looked at again later.
  */
-export async function beginAndTryLockPaths(q: Queryable, mountId: string, paths: string[]): Promise<Set<string>> {
-  const { locks, keysOf } = pathLockSet(mountId, paths);
-  if (locks.length === 0) {
+export async function beginLockAndRead(
+  q: Queryable,
+  mountId: string,
+  paths: string[],
+  since: Date,
+  also: readonly string[] = [],
+): Promise<{ free: Set<string>; live: Map<string, CatalogueNode>; changed: Set<string> }> {
+  const live = new Map<string, CatalogueNode>();
+  const changed = new Set<string>();
+  if (paths.length === 0) {
     await q.query('BEGIN');
-    return new Set();
+    return { free: new Set(), live, changed };
   }
+  const { locks, keysOf } = pathLockSet(mountId, paths);
   const keys = locks.map((l) => l.key.toString()).join(',');
   const modes = locks.map((l) => (l.mode === 'exclusive' ? 't' : 'f')).join(',');
+  const m = pg.escapeLiteral(mountId);
+  const t = pg.escapeLiteral(since.toISOString());
+  const read = `ARRAY[${[...new Set([...paths, ...also])].map((p) => pg.escapeLiteral(p)).join(',')}]::text[]`;
   const results = (await q.query(
     `BEGIN;
      WITH tried AS MATERIALIZED (
        SELECT key, CASE WHEN ex THEN pg_try_advisory_xact_lock(key) ELSE pg_try_advisory_xact_lock_shared(key) END AS ok
          FROM unnest('{${keys}}'::bigint[], '{${modes}}'::boolean[]) AS t(key, ex) ORDER BY key
      )
-     SELECT key::text FROM tried WHERE NOT ok`,
-  )) as unknown as Array<{ rows: Array<{ key: string }> }>;
-  const rows = results.at(-1)?.rows ?? [];
-  if (rows.length === 0) return new Set(paths);
-  const refused = new Set(rows.map((r) => BigInt(r.key)));
-  return new Set(paths.filter((p) => !(keysOf.get(p) as bigint[]).some((k) => refused.has(k))));
-}
-
-/**
- * The live rows at `paths` (as findLiveByPaths), and the paths whose rows (live or tombstoned)
- * a write changed after `since` (database clock), in one statement: a watcher that looked at
- * storage before then cannot tell a command's write from drift, so it looks again later.
- */
-export async function readForJudgement(q: Queryable, mountId: string, paths: string[], since: Date): Promise<{ live: Map<string, CatalogueNode>; changed: Set<string> }> {
-  const live = new Map<string, CatalogueNode>();
-  const changed = new Set<string>();
-  if (paths.length === 0) return { live, changed };
-  const { rows } = await q.query<CatalogueNode & { changedSince: boolean }>({
-    name: 'filestore.drift.readForJudgement',
-    text: `SELECT ${NODE_COLUMNS}, updated_at > $3 AS "changedSince" FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND path = ANY($2::text[])
-           UNION ALL
-           SELECT ${NODE_COLUMNS}, true FROM filestore.nodes WHERE mount_id = $1 AND deleted_at > $3 AND path = ANY($2::text[])`,
-    values: [mountId, paths, since],
-  });
-  for (const { changedSince, ...node } of rows) {
+     SELECT key::text FROM tried WHERE NOT ok;
+     SELECT ${NODE_COLUMNS}, updated_at > ${t}::timestamptz AS "changedSince" FROM filestore.nodes WHERE mount_id = ${m} AND deleted_at IS NULL AND path = ANY(${read})
+     UNION ALL
+     SELECT ${NODE_COLUMNS}, true FROM filestore.nodes WHERE mount_id = ${m} AND deleted_at > ${t}::timestamptz AND path = ANY(${read})`,
+  )) as unknown as Array<{ rows: unknown[] }>;
+  const refusedRows = (results[1]?.rows ?? []) as Array<{ key: string }>;
+  const refused = new Set(refusedRows.map((r) => BigInt(r.key)));
+  const free = refused.size === 0 ? new Set(paths) : new Set(paths.filter((p) => !(keysOf.get(p) as bigint[]).some((k) => refused.has(k))));
+  for (const { changedSince, ...node } of (results[2]?.rows ?? []) as Array<CatalogueNode & { changedSince: boolean }>) {
     if (changedSince) changed.add(node.path);
     if (node.deletedAt === null) live.set(node.path, node);
   }
-  return { live, changed };
+  return { free, live, changed };
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { EntryStat } from '../backends/types.ts';
-import { beginAndTryLockPaths, markInconsistentMany, readForJudgement, recordUntrackedDrift, touchCheckedAndCommitSql, type DriftSignal } from '../catalogue/drift-writes.ts';
+import { beginLockAndRead, markInconsistentMany, recordUntrackedDrift, touchCheckedAndCommitSql, type DriftSignal } from '../catalogue/drift-writes.ts';
 import type { CatalogueNode, Mount } from '../catalogue/types.ts';
 import { ancestorsOf, comparePaths } from '../paths.ts';
 import type { Filestore } from '../runtime.ts';
@@ -248,11 +248,10 @@ async function judgeChunk(ctx: Chunking, chunk: string[]) {
   if (paths.length === 0) return { ...none, ...left };
   const client = await core.pool.connect();
   try {
-    // Three round trips (drift-writes.ts): BEGIN with the try-locks; the read; the rows found
+    // Two round trips (drift-writes.ts): BEGIN with the try-locks and the read; the rows found
     // as recorded with the COMMIT. Drift adds its own statements in between.
     try {
-      const free = await beginAndTryLockPaths(client, mount.id, paths);
-      const { live, changed } = await readForJudgement(client, mount.id, paths.filter((p) => free.has(p)), since);
+      const { free, live, changed } = await beginLockAndRead(client, mount.id, paths, since);
       const deferred = paths.filter((p) => !free.has(p) || changed.has(p));
       const mine = paths.filter((p) => free.has(p) && !changed.has(p));
 

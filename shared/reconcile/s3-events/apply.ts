@@ -1,5 +1,5 @@
 import type { EntryStat } from '../../backends/types.ts';
-import { beginAndTryLockPaths, readForJudgement, touchCheckedAndCommitSql } from '../../catalogue/drift-writes.ts';
+import { beginLockAndRead, touchCheckedAndCommitSql } from '../../catalogue/drift-writes.ts';
 import { appendEvents } from '../../catalogue/outbox.ts';
 import { insertNodes, newNodeFromStat, recordSequencers } from '../../catalogue/node-writes.ts';
 import { applyChanges, type Guard } from '../../catalogue/reconcile-writes.ts';
@@ -67,13 +67,14 @@ export async function applyObserved(core: ReconcileCore, mount: Mount, keys: Obs
   const counts = new Map<string, ReconcileCounts>();
   try {
     try {
-      const free = await beginAndTryLockPaths(
+      const ancestors = [...new Set(files.flatMap((k) => ancestorsOf(k.path)))];
+      const { free, live, changed } = await beginLockAndRead(
         client,
         mount.id,
         files.map((k) => k.path),
+        since,
+        ancestors,
       );
-      const ancestors = [...new Set(files.flatMap((k) => ancestorsOf(k.path)))];
-      const { live, changed } = await readForJudgement(client, mount.id, [...files.map((k) => k.path).filter((p) => free.has(p)), ...ancestors], since);
       for (const key of files) {
         const node = live.get(key.path) ?? null;
         const plain =
