@@ -4,6 +4,7 @@ import type { Queryable } from '../db/pool.ts';
 import { pathLockSet } from '../orchestrator/locks.ts';
 import { appendEvents, type NewEvent } from './outbox.ts';
 import { parentOf } from '../paths.ts';
+import { int } from './inline-writes.ts';
 import { NODE_COLUMNS } from './rows.ts';
 import type { CatalogueNode } from './types.ts';
 
@@ -71,6 +72,13 @@ export const MAX_PATHS_PER_DRIFT_EVENT = 1_000;
  * Returns the events written.
  */
 export async function recordUntrackedDrift(q: Queryable, mountId: string, seen: EntryStat[], reason: string, groupAt = Number.POSITIVE_INFINITY): Promise<number> {
+  const events = untrackedDriftEvents(mountId, seen, reason, groupAt);
+  await appendEvents(q, events);
+  return events.length;
+}
+
+/** The events `recordUntrackedDrift` writes (to send them with other statements: appendEventsSql). */
+export function untrackedDriftEvents(mountId: string, seen: EntryStat[], reason: string, groupAt = Number.POSITIVE_INFINITY): NewEvent[] {
   const byDir = new Map<string, EntryStat[]>();
   for (const s of seen) {
     const dir = parentOf(s.path) ?? '';
@@ -89,8 +97,7 @@ export async function recordUntrackedDrift(q: Queryable, mountId: string, seen: 
       events.push({ type: 'filestore.drift.detected', mountId, data: { nodeId: null, path: dir, reason, observed: null, paths, count: paths.length } });
     }
   }
-  await appendEvents(q, events);
-  return events.length;
+  return events;
 }
 
 /** A directory listing job on its way: `startedAgoMs` null while it waits (queued), else how long ago it started (database clock). */
@@ -187,11 +194,16 @@ export async function beginLockAndRead(
  * The statements that end a judgement, sent as one round trip: every check sets
  * `consistency_checked_at` (SPEC §3) of the rows found as recorded, and their events'
  * sequencers are recorded (recordSequencers: only a newer one replaces the stored one), in one
- * UPDATE, then COMMIT.
+ * UPDATE, then COMMIT; `before` (statements as text) go first.
  */
-export function touchCheckedAndCommitSql(mountId: string, matched: ReadonlyArray<{ id: number; sequencer: string | undefined }>): string {
-  if (matched.length === 0) return 'COMMIT';
-  const ids = matched.map((m) => String(Math.trunc(m.id))).join(',');
+export function touchCheckedAndCommitSql(mountId: string, matched: ReadonlyArray<{ id: number; sequencer: string | undefined }>, before: ReadonlyArray<string | null> = []): string {
+  return [...before, touchCheckedSql(mountId, matched), 'COMMIT'].filter((x): x is string => x !== null).join(';\n');
+}
+
+/** The UPDATE of `touchCheckedAndCommitSql`, or null when no row was found as recorded. */
+export function touchCheckedSql(mountId: string, matched: ReadonlyArray<{ id: number; sequencer: string | undefined }>): string | null {
+  if (matched.length === 0) return null;
+  const ids = matched.map((m) => int(m.id)).join(',');
   const sequencers = matched.map((m) => (m.sequencer === undefined ? 'NULL' : pg.escapeLiteral(m.sequencer))).join(',');
   // The sequencer rule of recordSequencers (node-writes.ts): padded to the longer, byte order.
   return `UPDATE filestore.nodes n
@@ -201,6 +213,5 @@ export function touchCheckedAndCommitSql(mountId: string, matched: ReadonlyArray
                    > rpad(upper(n.sequencer), greatest(length(s.sequencer), length(n.sequencer)), '0') COLLATE "C")
                    THEN s.sequencer ELSE n.sequencer END
             FROM unnest('{${ids}}'::bigint[], ARRAY[${sequencers}]::text[]) AS s(id, sequencer)
-           WHERE n.mount_id = ${pg.escapeLiteral(mountId)} AND n.id = s.id AND n.deleted_at IS NULL;
-          COMMIT`;
+           WHERE n.mount_id = ${pg.escapeLiteral(mountId)} AND n.id = s.id AND n.deleted_at IS NULL`;
 }

@@ -1,5 +1,6 @@
 import type { EntryStat } from '../backends/types.ts';
-import { beginLockAndRead, markInconsistentMany, recordUntrackedDrift, touchCheckedAndCommitSql, type DriftSignal } from '../catalogue/drift-writes.ts';
+import { beginLockAndRead, markInconsistentMany, touchCheckedAndCommitSql, untrackedDriftEvents, type DriftSignal } from '../catalogue/drift-writes.ts';
+import { appendEventsSql } from '../catalogue/inline-writes.ts';
 import type { CatalogueNode, Mount } from '../catalogue/types.ts';
 import { ancestorsOf, comparePaths } from '../paths.ts';
 import type { Filestore } from '../runtime.ts';
@@ -281,9 +282,16 @@ async function judgeChunk(ctx: Chunking, chunk: string[]) {
         targets.push(verdict.target);
       }
       const marked = await markInconsistentMany(client, mount.id, marks, ctx.reason);
-      await recordUntrackedDrift(client, mount.id, untracked, ctx.reason, ctx.groupUntrackedAt);
-      // Checked, and as recorded (Filestore's own write, a duplicate event): its event is accounted for.
-      await client.query(touchCheckedAndCommitSql(mount.id, matched.map((n) => ({ id: n.id, sequencer: ctx.sequencers?.get(n.path) }))));
+      // The untracked paths' events, then the rows checked and as recorded (Filestore's own
+      // write, a duplicate event: its event is accounted for), with the COMMIT: one round trip.
+      const events = untrackedDriftEvents(mount.id, untracked, ctx.reason, ctx.groupUntrackedAt);
+      await client.query(
+        touchCheckedAndCommitSql(
+          mount.id,
+          matched.map((n) => ({ id: n.id, sequencer: ctx.sequencers?.get(n.path) })),
+          [appendEventsSql(events)],
+        ),
+      );
 
       const drift = marked.length + untracked.length;
       if (drift > 0) core.metrics.driftDetected.inc({ mount: mount.key }, drift);

@@ -1,9 +1,8 @@
 import type { EntryStat } from '../../backends/types.ts';
 import { beginLockAndRead, touchCheckedAndCommitSql } from '../../catalogue/drift-writes.ts';
-import { appendEvents } from '../../catalogue/outbox.ts';
+import { addInsertedToAncestorsSql, appendEventsSql, int, lit } from '../../catalogue/inline-writes.ts';
 import { insertNodes, newNodeFromStat, recordSequencers } from '../../catalogue/node-writes.ts';
 import { applyChanges, type Guard } from '../../catalogue/reconcile-writes.ts';
-import { addInsertedToAncestors } from '../../catalogue/rollups.ts';
 import type { CatalogueNode, Mount } from '../../catalogue/types.ts';
 import type { Queryable } from '../../db/pool.ts';
 import { ancestorsOf } from '../../paths.ts';
@@ -121,31 +120,35 @@ export async function applyObserved(core: ReconcileCore, mount: Mount, keys: Obs
         }
         counts.set(key.path, c);
       }
-      await addInsertedToAncestors(
-        client,
-        mount.id,
-        inserted.map((i) => i.node),
-      );
-      await appendEvents(
-        client,
-        inserted.map(({ node, jobId }) => ({ type: 'filestore.node.reconciled' as const, mountId: mount.id, data: { node: node as unknown as Record<string, unknown>, change: 'discovered', reason, jobId } })),
-      );
-      await finishJobs(
-        client,
-        [...jobs].filter(([path]) => counts.has(path)).map(([path, id]) => ({ id, result: counts.get(path) as ReconcileCounts })),
-        inserted.map((i) => ({ nodeId: i.node.id, jobId: i.jobId })),
-      );
-      // The key has been looked at: events up to this one are accounted for. Sent with the
-      // COMMIT when every key's node was written (its checked mark is this transaction's now()
+      // The key has been looked at: events up to this one are accounted for. The rest of the
+      // transaction goes as one round trip of statements as text (inline-writes.ts): the
+      // ancestors' rollup deltas, the reconciled events, the job rows finished (each first
+      // snapshot credited to its key's job), the sequencers, COMMIT. The sequencers go by node
+      // id when every key's node was written (its checked mark is this transaction's now()
       // already, so touching it again changes nothing); else by path, as reconcilePath does.
       await rootChecked;
       const sequenced = planned.flatMap((p) => (p.key.sequencer === undefined ? [] : [{ path: p.key.path, sequencer: p.key.sequencer }]));
-      if (written.size === planned.length) {
-        await client.query(touchCheckedAndCommitSql(mount.id, planned.map((p) => ({ id: written.get(p.key.path) as number, sequencer: p.key.sequencer }))));
-      } else {
-        await recordSequencers(client, mount.id, sequenced);
-        await client.query('COMMIT');
-      }
+      const allWritten = written.size === planned.length;
+      if (!allWritten) await recordSequencers(client, mount.id, sequenced);
+      await client.query(
+        touchCheckedAndCommitSql(
+          mount.id,
+          allWritten ? planned.map((p) => ({ id: written.get(p.key.path) as number, sequencer: p.key.sequencer })) : [],
+          [
+            addInsertedToAncestorsSql(
+              mount.id,
+              inserted.map((i) => i.node),
+            ),
+            appendEventsSql(
+              inserted.map(({ node, jobId }) => ({ type: 'filestore.node.reconciled' as const, mountId: mount.id, data: { node: node as unknown as Record<string, unknown>, change: 'discovered', reason, jobId } })),
+            ),
+            finishJobsSql(
+              [...jobs].filter(([path]) => counts.has(path)).map(([path, id]) => ({ id, result: counts.get(path) as ReconcileCounts })),
+              inserted.map((i) => ({ nodeId: i.node.id, jobId: i.jobId })),
+            ),
+          ],
+        ),
+      );
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
       await rootChecked.catch(() => {}); // nothing of this batch left running
@@ -186,20 +189,22 @@ async function insertRunningJobs(q: Queryable, mountId: string, keys: ObservedKe
 
 /**
  * running → succeeded with each row's counts (finishJob, for many rows), and the first
- * snapshot of each node discovered credited to its own key's job.
+ * snapshot of each node discovered credited to its own key's job: one statement, as text.
  */
-async function finishJobs(q: Queryable, rows: Array<{ id: number; result: ReconcileCounts }>, snapshots: Array<{ nodeId: number; jobId: number }>): Promise<void> {
-  if (rows.length === 0) return;
-  await q.query(
-    `WITH snap AS (
+function finishJobsSql(rows: Array<{ id: number; result: ReconcileCounts }>, snapshots: Array<{ nodeId: number; jobId: number }>): string | null {
+  if (rows.length === 0) return null;
+  const ids = (values: number[]) => `ARRAY[${values.map(int).join(',')}]::bigint[]`;
+  const snap =
+    snapshots.length === 0
+      ? ''
+      : `WITH snap AS (
        UPDATE filestore.snapshots s SET reconciliation_job_id = v.job_id
-         FROM unnest($3::bigint[], $4::bigint[]) AS v(node_id, job_id)
+         FROM unnest(${ids(snapshots.map((x) => x.nodeId))}, ${ids(snapshots.map((x) => x.jobId))}) AS v(node_id, job_id)
         WHERE s.node_id = v.node_id AND s.version = 1
      )
-     UPDATE filestore.reconciliation_jobs j
+     `;
+  return `${snap}UPDATE filestore.reconciliation_jobs j
         SET status = 'succeeded', result = r.result::jsonb, error = NULL, finished_at = now(), updated_at = now()
-       FROM unnest($1::bigint[], $2::text[]) AS r(id, result)
-      WHERE j.id = r.id AND j.status = 'running'`,
-    [rows.map((r) => r.id), rows.map((r) => JSON.stringify(r.result)), snapshots.map((s) => s.nodeId), snapshots.map((s) => s.jobId)],
-  );
+       FROM unnest(${ids(rows.map((r) => r.id))}, ARRAY[${rows.map((r) => lit(JSON.stringify(r.result))).join(',')}]::text[]) AS r(id, result)
+      WHERE j.id = r.id AND j.status = 'running'`;
 }
