@@ -50,6 +50,10 @@ export function traceSql(): SqlTrace {
     tx.set(this, state);
     if (label === 'BEGIN') {
       state.owner = null;
+    } else if (/^\s*BEGIN;/.test(text)) {
+      // BEGIN sent with the transaction's first statements (one round trip): whose it is, now.
+      state.owner = label === RELAY_LOCK_LABEL ? 'relay' : 'other';
+      state.beginMs = null;
     } else if (state.beginMs !== null) {
       // The transaction's first statement says whose it is; its BEGIN is counted now.
       state.owner = label === RELAY_LOCK_LABEL ? 'relay' : 'other';
@@ -57,7 +61,7 @@ export function traceSql(): SqlTrace {
       state.beginMs = null;
     }
     if (state.owner === 'relay' && !label.startsWith('relay')) label = `relay: ${label}`;
-    const endsTx = label === 'COMMIT' || label === 'ROLLBACK' || label === 'relay: COMMIT' || label === 'relay: ROLLBACK';
+    const endsTx = label === 'COMMIT' || label === 'ROLLBACK' || label === 'relay: COMMIT' || label === 'relay: ROLLBACK' || /;\s*COMMIT\s*$/.test(text);
     const t0 = performance.now();
     const record = (rowCount: number) => {
       const ms = performance.now() - t0;
@@ -83,7 +87,8 @@ export function traceSql(): SqlTrace {
     reset: () => {
       stats = new Map();
     },
-    tally: () => [...stats.values()].sort((a, b) => b.ms - a.ms),
+    // Copies: statements after the call (the next phase of a bench) must not change them.
+    tally: () => [...stats.values()].map((t) => ({ ...t })).sort((a, b) => b.ms - a.ms),
   };
 }
 
@@ -111,6 +116,18 @@ function statementLabel(sql: string): string {
   const s = sql.replace(/\s+/g, ' ').trim();
   const known: Array<[RegExp, string]> = [
     [/^SELECT string_agg\(concat\(id, /, 'scopePages: next page of catalogue rows (by path, one text value)'],
+    // Several statements in one round trip (simple protocol): named by what they carry. The
+    // leading BEGIN is part of the round trip, so it is not counted as a BEGIN of its own.
+    [/^BEGIN; WITH tried AS MATERIALIZED .*; SELECT .* FROM filestore\.nodes/, 'beginLockAndRead: BEGIN + try-lock the paths + read their rows'],
+    [/^INSERT INTO filestore\.rollup_deltas .*INSERT INTO filestore\.outbox .*UPDATE filestore\.reconciliation_jobs .*COMMIT$/, 's3 apply: rollups + reconciled events + jobs finished + sequencers + COMMIT'],
+    [/^(WITH snap AS .*)?UPDATE filestore\.reconciliation_jobs j SET status = 'succeeded'.*COMMIT$/, 's3 apply: jobs finished + sequencers + COMMIT'],
+    [/^INSERT INTO filestore\.outbox .*UPDATE filestore\.nodes n SET consistency_checked_at .*COMMIT$/, 'drift: untracked events + checked marks/sequencers + COMMIT'],
+    [/^INSERT INTO filestore\.outbox .*COMMIT$/, 'drift: untracked events + COMMIT'],
+    [/^UPDATE filestore\.nodes n SET consistency_checked_at = now\(\).*COMMIT$/, 'drift: checked marks/sequencers + COMMIT'],
+    [/^INSERT INTO filestore\.reconciliation_jobs .*'s3_event'/, 's3 apply: INSERT job rows (running)'],
+    [/^SELECT now\(\) AS now, n\.path, n\.sequencer/, 's3 events: stored sequencers + the clock'],
+    [/^SELECT id, key, kind, root_path/, 'mounts of the buckets'],
+    [/^UPDATE filestore\.mounts SET health/, 'mount health (beside the transaction)'],
     [/^UPDATE filestore\.nodes n SET consistency_checked_at = now\(\)/, 'touchChecked: UPDATE nodes SET consistency_checked_at (unchanged rows)'],
     [/pg_try_advisory_xact_lock\(key\)/, 'lockPathsForWrite: try-lock the batch\'s paths'],
     [/pg_advisory_xact_lock\(key\)/, 'lockPathsForWrite: wait for paths another writer held'],
@@ -129,6 +146,7 @@ function statementLabel(sql: string): string {
     [/^SELECT pg_try_advisory_xact_lock\(\$1\) AS locked$/, RELAY_LOCK_LABEL],
     [/^SELECT next\.id, next\.seq, /, 'relay: claim a batch of the outbox'],
     [/^UPDATE filestore\.outbox o SET seq = p\.seq/, 'relay: mark the batch published (with its COMMIT)'],
+    [/^BEGIN; SELECT pg_try_advisory_xact_lock\(\d+\) AS locked$/, RELAY_LOCK_LABEL],
     [/^UPDATE filestore\.reconciliation_jobs SET checkpoint/, 'saveCheckpoint: UPDATE reconciliation_jobs'],
     [/pg_try_advisory_lock\(\$1::bigint\)/, 'audit lock'],
     [/^WITH dirs AS .*INSERT INTO filestore\.rollups/, 'recomputeRollups: every directory of the scope, from the rows'],
