@@ -166,7 +166,33 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     expect(batchStatements).toBeLessThanOrEqual(42);
   });
 
-  it('a batch of new objects below known directories is applied in ten statements', async () => {
+  it("a failure of the batch's writes undoes them alone: the drift is still recorded and each key is reconciled on its own", async () => {
+    const bucket = await s3.createBucket();
+    const mount = await createMount(fs.pool, { key: uniqueKey('s3undo'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
+    await fs.orchestrator.writeFile(mount.id, { path: 'd/keep.txt' }, Readable.from([Buffer.from('kept')]));
+    for (const k of NEW) await putRawKey(s3.client, bucket, `tenant/${k}`, `outside ${k}`);
+    // A real failure in the database: an insert of several job rows of this mount at once (the
+    // batch's; a single reconciliation inserts one) is refused.
+    const fn = `filestore.test_refuse_${mount.id.replace(/-/g, '')}`;
+    await fs.pool.query(`CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF (SELECT count(*) FROM new_rows WHERE mount_id = '${mount.id}') > 1 THEN RAISE EXCEPTION 'refused for the test'; END IF; RETURN NULL; END $$`);
+    await fs.pool.query(`CREATE TRIGGER test_refuse_${mount.id.replace(/-/g, '')} AFTER INSERT ON filestore.reconciliation_jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`);
+    try {
+      const all = event(bucket);
+      const out = await processS3Events(fs, { Records: all.Records.slice(0, NEW.length) }, undefined, { retryDelaysMs: [] });
+      expect(out.batchItemFailures).toEqual([]);
+    } finally {
+      await fs.pool.query(`DROP TRIGGER test_refuse_${mount.id.replace(/-/g, '')} ON filestore.reconciliation_jobs`);
+      await fs.pool.query(`DROP FUNCTION ${fn}()`);
+    }
+    const after = await observable(mount.id);
+    expect(after.nodes.filter((n) => NEW.includes(n.path as string)).map((n) => [n.path, n.consistency_state])).toEqual([...NEW].sort().map((k) => [k, 'ACTIVE']));
+    expect(after.jobs.map((j) => [j.path, j.status])).toEqual([...NEW].sort().map((k) => [k, 'succeeded']));
+    // Per key: its drift event once (committed with the judgement), then its reconciled event.
+    for (const [path, events] of after.events) if (NEW.includes(path)) expect((events as Array<{ type: string }>).map((e) => e.type)).toEqual(['filestore.drift.detected', 'filestore.node.reconciled']);
+  });
+
+  it('a batch of new objects below known directories is judged and applied in eight statements', async () => {
     const bucket = await s3.createBucket();
     const mount = await createMount(fs.pool, { key: uniqueKey('s3new'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
     await fs.orchestrator.writeFile(mount.id, { path: 'd/keep.txt' }, Readable.from([Buffer.from('kept')]));
@@ -177,10 +203,11 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     const after = await observable(mount.id);
     expect(after.nodes.filter((n) => NEW.includes(n.path as string)).map((n) => [n.path, n.consistency_state])).toEqual([...NEW].sort().map((k) => [k, 'ACTIVE']));
     expect(after.jobs.map((j) => [j.path, j.status])).toEqual([...NEW].sort().map((k) => [k, 'succeeded']));
-    // Mounts; stored sequencers with the clock; the judgement (try-locks with the read; drift
-    // events with the COMMIT); the apply (try-locks with the read; job rows; nodes, one insert
-    // per depth: two here; rollups, events, job rows finished, sequencers and COMMIT); the
-    // mount's health beside it. Before: twenty, with a statement of its own for each.
-    expect(statements).toBe(10);
+    // Mounts; stored sequencers with the clock; one transaction: try-locks with the read (the
+    // keys and their ancestors), job rows with a savepoint, nodes (one insert per depth: two
+    // here), then drift events, rollups, reconciled events, job rows finished, sequencers and
+    // COMMIT; the mount's health beside it. Before: twenty, two transactions, a statement of
+    // its own for each.
+    expect(statements).toBe(8);
   });
 });

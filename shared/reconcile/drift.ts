@@ -3,6 +3,7 @@ import { beginLockAndRead, markInconsistentMany, touchCheckedAndCommitSql, untra
 import { appendEventsSql } from '../catalogue/inline-writes.ts';
 import type { CatalogueNode, Mount } from '../catalogue/types.ts';
 import { ancestorsOf, comparePaths } from '../paths.ts';
+import type { PoolClient } from '../db/pool.ts';
 import type { Filestore } from '../runtime.ts';
 import { coveredByListings, listingsOnTheirWay } from './drift-listings.ts';
 import { driftObserverFor, type DriftObserver } from './drift-observer.ts';
@@ -68,6 +69,40 @@ export interface DriftOptions {
   dispatch?: ((targets: JobTarget[]) => Promise<number>) | undefined;
   /** Leave out paths a listing of their directory already on its way will see (default true; costs one query per batch). */
   skipCoveredByListings?: boolean | undefined;
+  /**
+   * Work done in each chunk's transaction after its drift writes, before its COMMIT, on what
+   * was judged: the S3-event handler applies the plain drifted keys there (s3-events/apply.ts).
+   */
+  inTransaction?: DriftTx | undefined;
+}
+
+/** What a chunk's transaction holds when `inTransaction` runs: the path locks, and what was read after them. */
+export interface JudgedChunk {
+  client: PoolClient;
+  /** The chunk's reconciliation targets (also handed to `dispatch` after the COMMIT). */
+  targets: JobTarget[];
+  /** What the look at storage found (null: gone; undefined: could not be read), after `since`. */
+  observed: ReadonlyMap<string, EntryStat | null | undefined>;
+  /** Live rows of the chunk's paths and of `also`'s, as read after the locks (marked rows as marked). */
+  live: ReadonlyMap<string, CatalogueNode>;
+  /** Paths whose locks this transaction holds. */
+  free: ReadonlySet<string>;
+  /** Paths whose rows a write changed after `since`. */
+  changed: ReadonlySet<string>;
+  since: Date;
+}
+
+/** What `inTransaction` adds to the COMMIT's round trip: statements as text (after the drift events), rows to mark checked with their sequencers. */
+export interface TxWork {
+  sql: Array<string | null>;
+  touched: Array<{ id: number; sequencer: string | undefined }>;
+}
+
+export interface DriftTx {
+  /** More paths to read with a chunk's (what `run` needs to see). */
+  also(paths: string[]): string[];
+  /** On the chunk's connection; a failure fails the chunk, unless `run` undid its own writes itself and returned. */
+  run(tx: JudgedChunk): Promise<TxWork>;
 }
 
 export interface DriftResult {
@@ -158,6 +193,7 @@ export async function detectDrift(core: DriftCore, mount: Mount, batch: DriftBat
     untrackedDirs: new Set(),
     listings: new Map(),
     since: batch.since ? [batch.since] : [],
+    inTransaction: o.inTransaction,
   };
   const chunkSize = o.chunkSize ?? 1_000;
   const maxJobs = o.maxJobs ?? DEFAULT_MAX_JOBS_PER_BATCH;
@@ -224,6 +260,7 @@ interface Chunking {
   listings: ReadonlyMap<string, number>;
   /** The batch's `since`, for its first chunk (taken once used). */
   since: Date[];
+  inTransaction: DriftTx | undefined;
 }
 
 async function databaseNow(core: DriftCore): Promise<Date> {
@@ -252,7 +289,7 @@ async function judgeChunk(ctx: Chunking, chunk: string[]) {
     // Two round trips (drift-writes.ts): BEGIN with the try-locks and the read; the rows found
     // as recorded with the COMMIT. Drift adds its own statements in between.
     try {
-      const { free, live, changed } = await beginLockAndRead(client, mount.id, paths, since);
+      const { free, live, changed } = await beginLockAndRead(client, mount.id, paths, since, ctx.inTransaction?.also(paths) ?? []);
       const deferred = paths.filter((p) => !free.has(p) || changed.has(p));
       const mine = paths.filter((p) => free.has(p) && !changed.has(p));
 
@@ -285,11 +322,16 @@ async function judgeChunk(ctx: Chunking, chunk: string[]) {
       // The untracked paths' events, then the rows checked and as recorded (Filestore's own
       // write, a duplicate event: its event is accounted for), with the COMMIT: one round trip.
       const events = untrackedDriftEvents(mount.id, untracked, ctx.reason, ctx.groupUntrackedAt);
+      let work: TxWork = { sql: [], touched: [] };
+      if (ctx.inTransaction && targets.length > 0) {
+        for (const n of marked) live.set(n.path, n);
+        work = await ctx.inTransaction.run({ client, targets, observed: seen, live, free, changed, since });
+      }
       await client.query(
         touchCheckedAndCommitSql(
           mount.id,
-          matched.map((n) => ({ id: n.id, sequencer: ctx.sequencers?.get(n.path) })),
-          [appendEventsSql(events)],
+          [...matched.map((n) => ({ id: n.id, sequencer: ctx.sequencers?.get(n.path) })), ...work.touched],
+          [appendEventsSql(events), ...work.sql],
         ),
       );
 

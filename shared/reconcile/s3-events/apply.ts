@@ -1,190 +1,217 @@
 import type { EntryStat } from '../../backends/types.ts';
-import { beginLockAndRead, touchCheckedAndCommitSql } from '../../catalogue/drift-writes.ts';
 import { addInsertedToAncestorsSql, appendEventsSql, int, lit } from '../../catalogue/inline-writes.ts';
 import { insertNodes, newNodeFromStat, recordSequencers } from '../../catalogue/node-writes.ts';
 import { applyChanges, type Guard } from '../../catalogue/reconcile-writes.ts';
 import type { CatalogueNode, Mount } from '../../catalogue/types.ts';
 import type { Queryable } from '../../db/pool.ts';
 import { ancestorsOf } from '../../paths.ts';
+import type { DriftTx, JudgedChunk, TxWork } from '../drift.ts';
 import type { ReconcileCore } from '../reconciler.ts';
 import { RunRoot } from '../run-root.ts';
 import { strategyFor } from '../strategy.ts';
 import { zeroCounts, type ReconcileCounts } from '../types.ts';
 
-/** A key detectDrift judged drifted, with what its look at storage found. */
-export interface ObservedKey {
+interface Planned {
   path: string;
   seen: EntryStat;
   sequencer: string | undefined;
-}
-
-/** What `applyObserved` did: the paths it reconciled, and those left to a reconciliation of their own. */
-export interface AppliedKeys {
-  done: string[];
-  rest: string[];
-}
-
-interface Planned {
-  key: ObservedKey;
   node: CatalogueNode | null;
 }
 
+const SAVEPOINT = 's3_event_apply';
+
 /**
- * The reconciliation of a batch of single S3 keys whose state is already known (detectDrift's
- * HEAD, taken after `since`), in one transaction: what `reconcilePath` does for each (reason
- * `s3_event`), with a job row per key, the same node writes, events, versions and counts, but
- * without a look of its own, a run lock, or a transaction per key.
+ * The reconciliation of a batch's single S3 keys whose state detectDrift's HEAD just found,
+ * done in the judgement's own transaction (detectDrift's `inTransaction`), before its COMMIT:
+ * what `reconcilePath` does for each (reason `s3_event`), with a job row per key, the same
+ * node writes, events, versions and counts, but without a look of its own, a run lock, or a
+ * transaction per key. The judgement's path locks, its read (with the keys' ancestors) and
+ * its COMMIT serve both; its drift events are written before the reconciled ones, as when the
+ * judgement committed first.
  *
  * Only the plain cases are taken: a file where the catalogue has none (discovered) or has a
- * file that differs (updated), below directories it already holds, its path free now and its
- * row unchanged since `since`, no job row waiting for it. Every other key (a directory, a
+ * file that differs (updated), below directories it already holds, its path free and its row
+ * unchanged since `since`, no job row waiting for it. Every other drifted key (a directory, a
  * deletion and its MISSING grace, a change of kind, an untracked ancestor, a path held or
- * rewritten meanwhile, a waiting row to join) is returned in `rest` for `reconcilePath`.
+ * rewritten meanwhile, a waiting row to join) is left to `reconcilePath` after the COMMIT.
  *
  * Why the look before `since` is enough: a reconciliation's own guard is its scan start, read
  * before its look at storage; here `since` was read before detectDrift's look, and a row a
- * writer changed after it is left to `rest` (read after the path locks, in this transaction),
- * so what is written is what storage held after the last write the catalogue recorded.
+ * writer changed after it is not judged (read after the path locks), so what is written is
+ * what storage held after the last write the catalogue recorded.
+ *
+ * Its writes follow a SAVEPOINT: if one fails (or the bucket's root check does), they are
+ * undone, the judgement still commits, and the keys go to `reconcilePath`.
  */
-export async function applyObserved(core: ReconcileCore, mount: Mount, keys: ObservedKey[], since: Date, o: { s3MissingGraceMs?: number | undefined } = {}): Promise<AppliedKeys> {
-  const files = keys.filter((k) => k.seen.kind === 'file');
-  const rest = keys.filter((k) => k.seen.kind !== 'file').map((k) => k.path);
-  if (files.length === 0) return { done: [], rest };
-  const started = performance.now();
-  const strategy = strategyFor(mount, () => core.backends.forMount(mount), { s3MissingGraceMs: o.s3MissingGraceMs ?? 2_000 });
-  // As every run does: the bucket can be listed (else the mount is unhealthy and nothing is
-  // committed), then healthy. On the pool's other connection, while the transaction's
-  // statements go on the first; awaited before the COMMIT.
-  const rootChecked = new RunRoot(core.pool, mount, strategy, false).begin();
-  rootChecked.catch(() => {}); // awaited below
+export class BatchApply implements DriftTx {
+  private done: string[] = [];
+  private transitions: Array<[string, string]> = [];
+  private newDrift = 0;
+  private seconds = 0;
 
-  const reason = 's3_event';
-  const client = await core.pool.connect();
-  let planned: Planned[] = [];
-  const transitions: Array<[string, string]> = [];
-  let newDrift = 0;
-  const counts = new Map<string, ReconcileCounts>();
-  try {
-    try {
-      const ancestors = [...new Set(files.flatMap((k) => ancestorsOf(k.path)))];
-      const { free, live, changed } = await beginLockAndRead(
-        client,
-        mount.id,
-        files.map((k) => k.path),
-        since,
-        ancestors,
-      );
-      for (const key of files) {
-        const node = live.get(key.path) ?? null;
-        const plain =
-          free.has(key.path) &&
-          !changed.has(key.path) &&
-          ancestorsOf(key.path).every((a) => live.get(a)?.kind === 'directory') &&
-          (node === null || (node.kind === 'file' && node.consistencyState !== 'MISSING' && strategy.differs(node, key.seen)));
-        if (plain) planned.push({ key, node });
-        else rest.push(key.path);
-      }
-      const jobs = await insertRunningJobs(client, mount.id, planned.map((p) => p.key));
-      for (const p of planned) if (!jobs.has(p.key.path)) rest.push(p.key.path);
-      planned = planned.filter((p) => jobs.has(p.key.path));
+  constructor(
+    private readonly core: ReconcileCore,
+    private readonly mount: Mount,
+    private readonly sequencers: ReadonlyMap<string, string>,
+    private readonly o: { s3MissingGraceMs?: number | undefined; log?: { warn(message: string, data: Record<string, unknown>): void } | undefined } = {},
+  ) {}
 
-      // New files in one insert (insertNodes takes one job for the snapshots: the first; each
-      // snapshot gets its own key's job below, with the job rows' update, in this transaction).
-      const discovered = planned.filter((p) => p.node === null);
-      const firstJob = discovered.length > 0 ? (jobs.get(discovered[0]?.key.path as string) as number) : null;
-      const rows = firstJob === null ? [] : await insertNodes(client, mount.id, discovered.map((p) => newNodeFromStat(p.key.seen)), { reconciliationJobId: firstJob }, 'ignore');
-      const byPath = new Map(rows.map((r) => [r.path, r]));
-      const inserted: Array<{ node: CatalogueNode; jobId: number }> = [];
-      const written = new Map<string, number>();
-      for (const { key, node } of planned) {
-        const jobId = jobs.get(key.path) as number;
-        const c = zeroCounts();
-        c.checked = 1;
-        if (node === null) {
-          const row = byPath.get(key.path);
-          if (row) {
-            written.set(key.path, row.id);
-            inserted.push({ node: row, jobId });
-            c.discovered = 1;
-            transitions.push(['UNTRACKED', 'ACTIVE']);
-          } else c.unchanged = 1;
-        } else {
-          const guard: Guard = { mountId: mount.id, jobId, scanStartedAt: since };
-          const [row] = await applyChanges(client, guard, [{ node, seen: key.seen, sha256: null }], reason);
-          if (row) {
-            written.set(key.path, row.id);
-            c.updated = 1;
-            transitions.push([node.consistencyState, 'ACTIVE']);
-            if (node.consistencyState !== 'INCONSISTENT') newDrift++;
-          } else c.unchanged = 1;
-        }
-        counts.set(key.path, c);
-      }
-      // The key has been looked at: events up to this one are accounted for. The rest of the
-      // transaction goes as one round trip of statements as text (inline-writes.ts): the
-      // ancestors' rollup deltas, the reconciled events, the job rows finished (each first
-      // snapshot credited to its key's job), the sequencers, COMMIT. The sequencers go by node
-      // id when every key's node was written (its checked mark is this transaction's now()
-      // already, so touching it again changes nothing); else by path, as reconcilePath does.
-      await rootChecked;
-      const sequenced = planned.flatMap((p) => (p.key.sequencer === undefined ? [] : [{ path: p.key.path, sequencer: p.key.sequencer }]));
-      const allWritten = written.size === planned.length;
-      if (!allWritten) await recordSequencers(client, mount.id, sequenced);
-      await client.query(
-        touchCheckedAndCommitSql(
-          mount.id,
-          allWritten ? planned.map((p) => ({ id: written.get(p.key.path) as number, sequencer: p.key.sequencer })) : [],
-          [
-            addInsertedToAncestorsSql(
-              mount.id,
-              inserted.map((i) => i.node),
-            ),
-            appendEventsSql(
-              inserted.map(({ node, jobId }) => ({ type: 'filestore.node.reconciled' as const, mountId: mount.id, data: { node: node as unknown as Record<string, unknown>, change: 'discovered', reason, jobId } })),
-            ),
-            finishJobsSql(
-              [...jobs].filter(([path]) => counts.has(path)).map(([path, id]) => ({ id, result: counts.get(path) as ReconcileCounts })),
-              inserted.map((i) => ({ nodeId: i.node.id, jobId: i.jobId })),
-            ),
-          ],
-        ),
-      );
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      await rootChecked.catch(() => {}); // nothing of this batch left running
-      throw err;
+  also(paths: string[]): string[] {
+    return [...new Set(paths.flatMap((p) => ancestorsOf(p)))];
+  }
+
+  async run(tx: JudgedChunk): Promise<TxWork> {
+    const { mount } = this;
+    const strategy = strategyFor(mount, () => this.core.backends.forMount(mount), { s3MissingGraceMs: this.o.s3MissingGraceMs ?? 2_000 });
+    const planned: Planned[] = [];
+    for (const t of tx.targets) {
+      const seen = tx.observed.get(t.path);
+      if (t.recursive || !seen || seen.kind !== 'file') continue;
+      const node = tx.live.get(t.path) ?? null;
+      const plain =
+        tx.free.has(t.path) &&
+        !tx.changed.has(t.path) &&
+        ancestorsOf(t.path).every((a) => tx.live.get(a)?.kind === 'directory') &&
+        (node === null || (node.kind === 'file' && node.consistencyState !== 'MISSING' && strategy.differs(node, seen)));
+      if (plain) planned.push({ path: t.path, seen, sequencer: this.sequencers.get(t.path), node });
     }
-  } finally {
-    client.release();
+    if (planned.length === 0) return { sql: [], touched: [] };
+    const started = performance.now();
+    // As every run does: the bucket can be listed (else the mount is unhealthy and nothing is
+    // applied), then healthy. On the pool's other connection, while the statements go on the
+    // judgement's; awaited before they end.
+    const rootChecked = new RunRoot(this.core.pool, mount, strategy, false).begin();
+    rootChecked.catch(() => {}); // awaited below
+    let saved = false;
+    try {
+      const jobs = await insertRunningJobs(tx.client, mount.id, planned, () => (saved = true));
+      const taken = planned.filter((p) => jobs.has(p.path));
+      const work = await this.write(tx, taken, jobs);
+      await rootChecked;
+      this.done.push(...taken.map((p) => p.path));
+      this.seconds += (performance.now() - started) / 1000;
+      return work;
+    } catch (err) {
+      await rootChecked.catch(() => {}); // nothing of this batch left running
+      if (!saved) throw err;
+      // Undone; the judgement goes on and the keys are reconciled one by one.
+      await tx.client.query(`ROLLBACK TO SAVEPOINT ${SAVEPOINT}`);
+      this.transitions = [];
+      this.newDrift = 0;
+      this.o.log?.warn('S3 event keys not applied together; reconciled one by one', { mount: mount.key, error: (err as Error).message });
+      return { sql: [], touched: [] };
+    }
   }
-  if (planned.length > 0) await core.changed(mount.id);
-  for (const [from, to] of transitions) core.metrics.nodeTransitions.inc({ from, to });
-  if (newDrift > 0) core.metrics.driftDetected.inc({ mount: mount.key }, newDrift);
-  const seconds = (performance.now() - started) / 1000 / Math.max(1, planned.length);
-  for (let i = 0; i < planned.length; i++) {
-    core.metrics.reconcileDuration.observe({ backend: mount.kind }, seconds);
-    core.metrics.reconcileJobs.inc({ backend: mount.kind, reason, outcome: 'succeeded' });
+
+  /** The node writes (statements of their own), then the rest as text for the COMMIT's round trip. */
+  private async write(tx: JudgedChunk, planned: Planned[], jobs: Map<string, number>): Promise<TxWork> {
+    const { mount } = this;
+    const reason = 's3_event';
+    // New files in one insert (insertNodes takes one job for the snapshots: the first; each
+    // snapshot gets its own key's job with the job rows' update).
+    const discovered = planned.filter((p) => p.node === null);
+    const firstJob = discovered.length > 0 ? (jobs.get(discovered[0]?.path as string) as number) : null;
+    const rows = firstJob === null ? [] : await insertNodes(tx.client, mount.id, discovered.map((p) => newNodeFromStat(p.seen)), { reconciliationJobId: firstJob }, 'ignore');
+    const byPath = new Map(rows.map((r) => [r.path, r]));
+    const inserted: Array<{ node: CatalogueNode; jobId: number }> = [];
+    const written = new Map<string, number>();
+    const counts = new Map<string, ReconcileCounts>();
+    for (const { path, seen, node } of planned) {
+      const jobId = jobs.get(path) as number;
+      const c = zeroCounts();
+      c.checked = 1;
+      if (node === null) {
+        const row = byPath.get(path);
+        if (row) {
+          written.set(path, row.id);
+          inserted.push({ node: row, jobId });
+          c.discovered = 1;
+          this.transitions.push(['UNTRACKED', 'ACTIVE']);
+        } else c.unchanged = 1;
+      } else {
+        const guard: Guard = { mountId: mount.id, jobId, scanStartedAt: tx.since };
+        const [row] = await applyChanges(tx.client, guard, [{ node, seen, sha256: null }], reason);
+        if (row) {
+          written.set(path, row.id);
+          c.updated = 1;
+          this.transitions.push([node.consistencyState, 'ACTIVE']);
+          if (node.consistencyState !== 'INCONSISTENT') this.newDrift++;
+        } else c.unchanged = 1;
+      }
+      counts.set(path, c);
+    }
+    // The key has been looked at: events up to this one are accounted for. By node id when
+    // every key's node was written (its checked mark is this transaction's now() already, so
+    // touching it again changes nothing); else by path, as reconcilePath does.
+    const allWritten = written.size === planned.length;
+    if (!allWritten) await recordSequencers(tx.client, mount.id, planned.flatMap((p) => (p.sequencer === undefined ? [] : [{ path: p.path, sequencer: p.sequencer }])));
+    return {
+      sql: [
+        addInsertedToAncestorsSql(
+          mount.id,
+          inserted.map((i) => i.node),
+        ),
+        appendEventsSql(
+          inserted.map(({ node, jobId }) => ({ type: 'filestore.node.reconciled' as const, mountId: mount.id, data: { node: node as unknown as Record<string, unknown>, change: 'discovered', reason, jobId } })),
+        ),
+        finishJobsSql(
+          [...jobs].filter(([path]) => counts.has(path)).map(([path, id]) => ({ id, result: counts.get(path) as ReconcileCounts })),
+          inserted.map((i) => ({ nodeId: i.node.id, jobId: i.jobId })),
+        ),
+      ],
+      touched: allWritten ? planned.map((p) => ({ id: written.get(p.path) as number, sequencer: p.sequencer })) : [],
+    };
   }
-  return { done: planned.map((p) => p.key.path), rest };
+
+  /** After the judgement's COMMIT: the paths applied (no reconciliation of their own), their metrics and the change nudge. */
+  async committed(): Promise<string[]> {
+    const done = this.done;
+    this.done = [];
+    if (done.length === 0) return done;
+    const { core, mount } = this;
+    await core.changed(mount.id);
+    for (const [from, to] of this.transitions) core.metrics.nodeTransitions.inc({ from, to });
+    if (this.newDrift > 0) core.metrics.driftDetected.inc({ mount: mount.key }, this.newDrift);
+    const seconds = this.seconds / done.length;
+    for (let i = 0; i < done.length; i++) {
+      core.metrics.reconcileDuration.observe({ backend: mount.kind }, seconds);
+      core.metrics.reconcileJobs.inc({ backend: mount.kind, reason: 's3_event', outcome: 'succeeded' });
+    }
+    this.transitions = [];
+    this.newDrift = 0;
+    this.seconds = 0;
+    return done;
+  }
+
+  /** The judgement did not commit: nothing was applied. */
+  discard(): void {
+    this.done = [];
+    this.transitions = [];
+    this.newDrift = 0;
+    this.seconds = 0;
+  }
 }
 
 /**
  * A job row per key, as `reconcilePath` records its request and claims it (running, attempt
- * 1, started now), in one statement; a path with a row already waiting is left out (its
- * request would join that row: `reconcilePath` does that).
+ * 1, started now), in one statement sent with the SAVEPOINT the apply's writes follow; a path
+ * with a row already waiting is left out (its request would join that row: `reconcilePath`
+ * does that).
  */
-async function insertRunningJobs(q: Queryable, mountId: string, keys: ObservedKey[]): Promise<Map<string, number>> {
-  if (keys.length === 0) return new Map();
-  const { rows } = await q.query<{ id: number; path: string }>(
-    `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status, attempts, started_at, queue_owed, transport)
-     SELECT $1, t.path, 's3_event', t.options::jsonb, 'running', 1, now(), false, 'redis'
-       FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(path, options, n)
-      WHERE NOT EXISTS (SELECT 1 FROM filestore.reconciliation_jobs w WHERE w.mount_id = $1 AND w.path = t.path AND w.status = 'queued')
+async function insertRunningJobs(q: Queryable, mountId: string, keys: Planned[], saved: () => void): Promise<Map<string, number>> {
+  const paths = keys.map((k) => lit(k.path)).join(',');
+  const options = keys.map((k) => lit(JSON.stringify({ recursive: false, hash: false, ...(k.sequencer ? { sequencer: k.sequencer } : {}) }))).join(',');
+  saved(); // if this round trip fails, a rollback to the savepoint undoes whatever of it ran
+  const results = (await q.query(
+    `SAVEPOINT ${SAVEPOINT};
+     INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status, attempts, started_at, queue_owed, transport)
+     SELECT ${lit(mountId)}, t.path, 's3_event', t.options::jsonb, 'running', 1, now(), false, 'redis'
+       FROM unnest(ARRAY[${paths}]::text[], ARRAY[${options}]::text[]) WITH ORDINALITY AS t(path, options, n)
+      WHERE NOT EXISTS (SELECT 1 FROM filestore.reconciliation_jobs w WHERE w.mount_id = ${lit(mountId)} AND w.path = t.path AND w.status = 'queued')
       ORDER BY t.n
      RETURNING id, path`,
-    [mountId, keys.map((k) => k.path), keys.map((k) => JSON.stringify({ recursive: false, hash: false, ...(k.sequencer ? { sequencer: k.sequencer } : {}) }))],
-  );
-  return new Map(rows.map((r) => [r.path, r.id]));
+  )) as unknown as Array<{ rows: Array<{ id: number; path: string }> }>;
+  return new Map((results[1]?.rows ?? []).map((r) => [r.path, r.id]));
 }
 
 /**

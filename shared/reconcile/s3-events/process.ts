@@ -9,7 +9,7 @@ import type { JobTarget } from '../job-plan.ts';
 import { reconcilePath } from '../reconcile-path.ts';
 import type { ReconcileCore } from '../reconciler.ts';
 import { forEachLimited } from '../strategies/base.ts';
-import { applyObserved } from './apply.ts';
+import { BatchApply } from './apply.ts';
 import { MountIndex, type KeySkip } from './keys.ts';
 import { dropApplied, newestPerKey, type KeyChange } from './newest.ts';
 import { parseNotification, type S3Notification } from './schema.ts';
@@ -60,8 +60,8 @@ const DEFAULT_RETRY_DELAYS = [100, 400, 1000];
  * newest event per key, drop those the catalogue already applied, then judge the rest against
  * storage together (detectDrift: HEAD, Filestore's own writes and duplicates change nothing
  * but the stored sequencer) and reconcile each drifted key inline (reason `s3_event`, a job
- * row per key): the plain ones (a file created or changed) from what the HEAD found, all in
- * one transaction (apply.ts), the others one by one (reconcilePath). Records are handled by Powertools' BatchProcessor, in parallel: a record whose
+ * row per key): the plain ones (a file created or changed) from what the HEAD found, in
+ * the judgement's own transaction (apply.ts), the others one by one (reconcilePath). Records are handled by Powertools' BatchProcessor, in parallel: a record whose
  * body or keys failed is reported in `batchItemFailures` (SQS ReportBatchItemFailures: only
  * those come back); when every record failed, the invocation throws and the batch returns.
  * The keys of one batch are each judged and reconciled once, so a key is never worked on
@@ -180,36 +180,31 @@ class S3EventBatch {
     const sequencers = new Map(keys.flatMap((k) => (k.sequencer === undefined ? [] : [[k.path, k.sequencer] as const])));
     const again = new Map<string, string>();
     const targets: JobTarget[] = [];
-    const result = await detectDrift(
-      this.core,
-      mount,
-      { changes: new Map(keys.map((k) => [k.path, k.change])), sequencers, since },
-      {
-        reason: 's3_event',
-        skipCoveredByListings: false,
-        dispatch: async (t) => (targets.push(...t), t.length),
-      },
-    );
-    this.summary.judged += result.checked;
-    for (const p of [...result.deferred, ...result.waiting]) again.set(p, 'held by a command');
-    // Keys whose state the look found: applied together in one transaction (apply.ts); the
-    // others, and any it leaves, reconciled one by one.
-    let single = targets;
-    const observed = targets.flatMap((t) => {
-      const seen = result.observed.get(t.path);
-      return !t.recursive && seen && result.since ? [{ path: t.path, seen, sequencer: sequencers.get(t.path) }] : [];
-    });
-    if (observed.length > 0 && result.since) {
-      try {
-        const { done } = await applyObserved(this.core, mount, observed, result.since, { s3MissingGraceMs: this.o.s3MissingGraceMs });
-        this.summary.reconciled += done.length;
-        const applied = new Set(done);
-        single = targets.filter((t) => t.recursive || !applied.has(t.path));
-      } catch (err) {
-        // Left to the single reconciliations, which record what goes wrong on their job rows.
-        this.o.log?.warn('S3 event keys not applied together; reconciled one by one', { mount: mount.key, error: (err as Error).message });
-      }
+    // Keys whose state the look found are applied in the judgement's own transaction
+    // (apply.ts); the others, and any it leaves, are reconciled one by one.
+    const apply = new BatchApply(this.core, mount, sequencers, { s3MissingGraceMs: this.o.s3MissingGraceMs, log: this.o.log });
+    let result: Awaited<ReturnType<typeof detectDrift>>;
+    try {
+      result = await detectDrift(
+        this.core,
+        mount,
+        { changes: new Map(keys.map((k) => [k.path, k.change])), sequencers, since },
+        {
+          reason: 's3_event',
+          skipCoveredByListings: false,
+          dispatch: async (t) => (targets.push(...t), t.length),
+          inTransaction: apply,
+        },
+      );
+    } catch (err) {
+      apply.discard();
+      throw err;
     }
+    const applied = new Set(await apply.committed());
+    this.summary.judged += result.checked;
+    this.summary.reconciled += applied.size;
+    for (const p of [...result.deferred, ...result.waiting]) again.set(p, 'held by a command');
+    const single = targets.filter((t) => t.recursive || !applied.has(t.path));
     const concurrency = this.o.concurrency ?? Math.max(1, poolSize(this.core) - 1);
     await forEachLimited(single, concurrency, async (target) => {
       try {
