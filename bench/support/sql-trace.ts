@@ -119,8 +119,8 @@ function statementLabel(sql: string): string {
     // Several statements in one round trip (simple protocol): named by what they carry. The
     // leading BEGIN is part of the round trip, so it is not counted as a BEGIN of its own.
     [/^BEGIN; WITH tried AS MATERIALIZED .*; SELECT .* FROM filestore\.nodes/, 'beginLockAndRead: BEGIN + try-lock the paths + read their rows'],
-    [/^INSERT INTO filestore\.rollup_deltas .*INSERT INTO filestore\.outbox .*UPDATE filestore\.reconciliation_jobs .*COMMIT$/, 's3 apply: rollups + reconciled events + jobs finished + sequencers + COMMIT'],
-    [/^(WITH snap AS .*)?UPDATE filestore\.reconciliation_jobs j SET status = 'succeeded'.*COMMIT$/, 's3 apply: jobs finished + sequencers + COMMIT'],
+    [/^SAVEPOINT s3_event_apply; INSERT INTO filestore\.reconciliation_jobs/, 's3 apply: SAVEPOINT + INSERT job rows (running)'],
+    [/UPDATE filestore\.reconciliation_jobs j SET status = 'succeeded'.*COMMIT$/, 'drift + s3 apply: drift events, rollups, reconciled events, jobs finished, checks/sequencers + COMMIT'],
     [/^INSERT INTO filestore\.outbox .*UPDATE filestore\.nodes n SET consistency_checked_at .*COMMIT$/, 'drift: untracked events + checked marks/sequencers + COMMIT'],
     [/^INSERT INTO filestore\.outbox .*COMMIT$/, 'drift: untracked events + COMMIT'],
     [/^UPDATE filestore\.nodes n SET consistency_checked_at = now\(\).*COMMIT$/, 'drift: checked marks/sequencers + COMMIT'],
