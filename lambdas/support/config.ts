@@ -55,6 +55,12 @@ const LambdaEnv = DatabaseEnv.extend({
   /** How long a secret fetched from Secrets Manager is reused by a container (rotation shows after at most this). */
   FILESTORE_SECRETS_TTL_SECONDS: z.coerce.number().int().min(0).max(86_400).default(300),
   FILESTORE_COMMAND_TTL_MS: z.coerce.number().int().min(30_000).max(86_400_000).default(900_000),
+  /**
+   * How long a request waits for a command dispatched to a local mount's agent before 202. API
+   * Gateway cuts at 30 s and the shell's outbox flush after the handler takes up to 5 s, so the
+   * ceiling is 25 s and the default leaves a margin for the rest of the invocation.
+   */
+  FILESTORE_COMMAND_WAIT_MS: z.coerce.number().int().min(0).max(25_000).default(20_000),
   FILESTORE_QUEUE_PREFIX: z.string().regex(QUEUE_PREFIX_PATTERN, 'letters, digits and _ . : { } - only (1-100 characters)').optional(),
   FILESTORE_CACHE_TTL_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   FILESTORE_OUTBOX_RETENTION: OutboxRetention,
@@ -91,6 +97,8 @@ export interface LambdaConfig extends DatabaseConfig {
   commandSecrets: string[] | undefined;
   secretsTtlMs: number;
   commandTtlMs: number;
+  /** FILESTORE_COMMAND_WAIT_MS: the wait for a dispatched command before 202 (the router's commandWaitMs). */
+  commandWaitMs: number;
   queuePrefix: string | undefined;
   cacheTtlSeconds: number;
   outboxRetentionMs: number;
@@ -121,6 +129,7 @@ export function loadLambdaConfig(env: NodeJS.ProcessEnv = process.env): LambdaCo
     commandSecrets: e.FILESTORE_COMMAND_SECRET,
     secretsTtlMs: e.FILESTORE_SECRETS_TTL_SECONDS * 1000,
     commandTtlMs: e.FILESTORE_COMMAND_TTL_MS,
+    commandWaitMs: e.FILESTORE_COMMAND_WAIT_MS,
     queuePrefix: e.FILESTORE_QUEUE_PREFIX,
     cacheTtlSeconds: e.FILESTORE_CACHE_TTL_SECONDS,
     outboxRetentionMs: e.FILESTORE_OUTBOX_RETENTION,

@@ -63,6 +63,8 @@ async function buildCore(): Promise<LambdaCore> {
     agentId: null,
     commandSecrets,
     commandTtlMs: config.commandTtlMs,
+    // Under API Gateway's 30 s, with room for the outbox flush after the handler.
+    commandWaitMs: config.commandWaitMs,
     queuePrefix: config.queuePrefix,
     // S3 mounts' reconcile jobs go to the reconcile Lambda's SQS queue; local mounts' to their agents' BullMQ queue.
     reconcile: config.reconcileQueueUrl ? { sqs: { queueUrl: config.reconcileQueueUrl } } : undefined,
