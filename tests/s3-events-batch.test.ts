@@ -119,7 +119,7 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     }
   }
 
-  it("a batch of Filestore's own writes is judged in four statements: mounts, stored sequencers with the clock, try-locks with the read, checks and sequencers with the COMMIT", async () => {
+  it("a batch of Filestore's own writes is judged in four statements: mounts and, beside them, stored sequencers with the clock; try-locks with the read; checks and sequencers with the COMMIT. Delivered again: two", async () => {
     const bucket = await s3.createBucket();
     const mount = await createMount(fs.pool, { key: uniqueKey('s3own'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
     for (const k of KEYS) await fs.orchestrator.writeFile(mount.id, { path: k }, Readable.from([Buffer.from(`own ${k}`)]));
@@ -135,6 +135,16 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     expect(checked.rows[0]?.n).toBe(KEYS.length);
     // Before: ten (a SELECT now() of its own, BEGIN, lock, changedSince, read, touch, sequencers, COMMIT), then five.
     expect(statements).toBe(4);
+
+    // Delivered again: every key dropped by the sequencer its node stored (read beside the
+    // mounts, before they are known), no look at storage, no transaction.
+    const logged: Array<Record<string, unknown>> = [];
+    const log = { info: (_m: string, d: Record<string, unknown>) => logged.push(d), warn: () => {} };
+    const again = await statementsOf(() => processS3Events(fs, event(bucket), undefined, { retryDelaysMs: [], log }));
+    expect(again.out.batchItemFailures).toEqual([]);
+    expect(logged.map((d) => [d.dropped, d.judged])).toEqual([[KEYS.length, 0]]);
+    expect(again.statements).toBe(2);
+    expect(await observable(mount.id)).toEqual(after);
   });
 
   it('a batch of new and changed objects leaves the same catalogue, events and job rows as one reconciliation per key, in far fewer statements', async () => {

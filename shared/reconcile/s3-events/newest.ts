@@ -32,6 +32,11 @@ export function newestPerKey(events: Iterable<KeyChange>): Map<string, KeyChange
 export async function dropApplied(q: Queryable, mountId: string, keys: ReadonlyMap<string, KeyChange>): Promise<{ kept: KeyChange[]; dropped: string[]; now: Date }> {
   const withSequencer = [...keys.values()].filter((k) => k.sequencer !== undefined).map((k) => k.path);
   const { stored, now } = await storedSequencers(q, mountId, withSequencer);
+  return dropStored(keys, stored, now);
+}
+
+/** dropApplied with the stored sequencers already read (a path absent from `stored`: no live node known, kept). */
+export function dropStored(keys: ReadonlyMap<string, KeyChange>, stored: ReadonlyMap<string, string | null>, now: Date): { kept: KeyChange[]; dropped: string[]; now: Date } {
   const kept: KeyChange[] = [];
   const dropped: string[] = [];
   for (const k of keys.values()) {
@@ -56,4 +61,41 @@ async function storedSequencers(q: Queryable, mountId: string, paths: string[]):
   const stored = new Map<string, string | null>();
   for (const r of rows) if (r.path !== null) stored.set(r.path, r.sequencer);
   return { stored, now: (rows[0] as { now: Date }).now };
+}
+
+/** The stored sequencers of a batch's keys in every S3 mount of their buckets, by mount, and the database's now(). */
+export interface PrefetchedSequencers {
+  now: Date;
+  byMount: Map<string, Map<string, string | null>>;
+}
+
+/**
+ * storedSequencers for a whole batch before its mounts are known, so that it runs beside the
+ * read of the mounts (the pool's other connection) rather than after it: each key is tried
+ * below the prefix of each S3 mount of its bucket. A node row is used only where its path is
+ * the one the mount index gives the key (a key whose path the index derives otherwise finds
+ * no row here and is kept: looked at, never wrongly dropped). `now` is read before any look
+ * at storage, as dropApplied's.
+ */
+export async function prefetchSequencers(q: Queryable, keys: ReadonlyArray<{ bucket: string; key: string }>): Promise<PrefetchedSequencers> {
+  const { rows } = await q.query<{ now: Date; mountId: string | null; path: string | null; sequencer: string | null }>({
+    name: 'filestore.s3events.prefetchSequencers',
+    text: `SELECT now() AS now, n.mount_id AS "mountId", n.path, n.sequencer
+             FROM (SELECT 1) AS one
+             LEFT JOIN (
+               SELECT DISTINCT n.mount_id, n.path, n.sequencer
+                 FROM unnest($1::text[], $2::text[]) AS k(bucket, key)
+                 JOIN filestore.mounts m ON m.kind = 's3' AND m.bucket = k.bucket AND starts_with(k.key, coalesce(m.prefix, ''))
+                 JOIN filestore.nodes n ON n.mount_id = m.id AND n.path = substr(k.key, length(coalesce(m.prefix, '')) + 1) AND n.deleted_at IS NULL
+             ) n ON true`,
+    values: [keys.map((k) => k.bucket), keys.map((k) => k.key)],
+  });
+  const byMount = new Map<string, Map<string, string | null>>();
+  for (const r of rows) {
+    if (r.mountId === null || r.path === null) continue;
+    let m = byMount.get(r.mountId);
+    if (!m) byMount.set(r.mountId, (m = new Map()));
+    m.set(r.path, r.sequencer);
+  }
+  return { now: (rows[0] as { now: Date }).now, byMount };
 }
