@@ -80,14 +80,16 @@ export interface PrefetchedSequencers {
 export async function prefetchSequencers(q: Queryable, keys: ReadonlyArray<{ bucket: string; key: string }>): Promise<PrefetchedSequencers> {
   const { rows } = await q.query<{ now: Date; mountId: string | null; path: string | null; sequencer: string | null }>({
     name: 'filestore.s3events.prefetchSequencers',
-    text: `SELECT now() AS now, n.mount_id AS "mountId", n.path, n.sequencer
+    // The candidate (mount, path) pairs first, materialised: joined to the nodes by value,
+    // they use the live-path index (computed in the join, the path was only a filter).
+    text: `WITH c AS MATERIALIZED (
+             SELECT DISTINCT m.id, substr(k.key, length(coalesce(m.prefix, '')) + 1) AS path
+               FROM unnest($1::text[], $2::text[]) AS k(bucket, key)
+               JOIN filestore.mounts m ON m.kind = 's3' AND m.bucket = k.bucket AND starts_with(k.key, coalesce(m.prefix, ''))
+           )
+           SELECT now() AS now, n.mount_id AS "mountId", n.path, n.sequencer
              FROM (SELECT 1) AS one
-             LEFT JOIN (
-               SELECT DISTINCT n.mount_id, n.path, n.sequencer
-                 FROM unnest($1::text[], $2::text[]) AS k(bucket, key)
-                 JOIN filestore.mounts m ON m.kind = 's3' AND m.bucket = k.bucket AND starts_with(k.key, coalesce(m.prefix, ''))
-                 JOIN filestore.nodes n ON n.mount_id = m.id AND n.path = substr(k.key, length(coalesce(m.prefix, '')) + 1) AND n.deleted_at IS NULL
-             ) n ON true`,
+             LEFT JOIN (c JOIN filestore.nodes n ON n.mount_id = c.id AND n.path = c.path AND n.deleted_at IS NULL) ON true`,
     values: [keys.map((k) => k.bucket), keys.map((k) => k.key)],
   });
   const byMount = new Map<string, Map<string, string | null>>();
