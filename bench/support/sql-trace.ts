@@ -147,7 +147,7 @@ function statementLabel(sql: string): string {
     [/^SELECT pg_try_advisory_xact_lock\(\$1\) AS locked$/, RELAY_LOCK_LABEL],
     [/^SELECT next\.id, next\.seq, /, 'relay: claim a batch of the outbox'],
     [/^UPDATE filestore\.outbox o SET seq = p\.seq/, 'relay: mark the batch published (with its COMMIT)'],
-    [/^BEGIN; SELECT pg_try_advisory_xact_lock\(\d+\) AS locked$/, RELAY_LOCK_LABEL],
+    [/^BEGIN; SELECT pg_try_advisory_xact_lock\(\d+\) AS locked(; SET LOCAL enable_seqscan = off)?$/, RELAY_LOCK_LABEL],
     [/^UPDATE filestore\.reconciliation_jobs SET checkpoint/, 'saveCheckpoint: UPDATE reconciliation_jobs'],
     [/pg_try_advisory_lock\(\$1::bigint\)/, 'audit lock'],
     [/^WITH dirs AS .*INSERT INTO filestore\.rollups/, 'recomputeRollups: every directory of the scope, from the rows'],

@@ -1,5 +1,5 @@
 import type { Pool } from '../db/pool.ts';
-import { claimBatch, markPublishedSql } from '../catalogue/outbox.ts';
+import { CLAIM_SETTINGS_SQL, claimBatch, markPublishedSql } from '../catalogue/outbox.ts';
 import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
 import type { EventBus } from './bus.ts';
 
@@ -198,12 +198,14 @@ export class OutboxRelay {
       // take its snapshot after the lock is held, or it could see rows the previous holder
       // published as still unpublished. A try-lock, never a wait: a relay queued on a lock
       // would only add a waiter (nothing else takes it).
-      const results = (await client.query(`BEGIN; SELECT pg_try_advisory_xact_lock(${RELAY_LOCK}) AS locked`)) as unknown as Array<{ rows: Array<{ locked: boolean }> }>;
-      if (!results.at(-1)?.rows[0]?.locked) {
+      // The claim's settings ride along (transaction-local: harmless when the lock is refused,
+      // gone with the ROLLBACK).
+      const results = (await client.query(`BEGIN; SELECT pg_try_advisory_xact_lock(${RELAY_LOCK}) AS locked; ${CLAIM_SETTINGS_SQL}`)) as unknown as Array<{ rows: Array<{ locked: boolean }> }>;
+      if (!results[1]?.rows[0]?.locked) {
         await client.query('ROLLBACK');
         return null;
       }
-      const batch = await claimBatch(client, limit);
+      const batch = await claimBatch(client, limit, { settingsSent: true });
       if (batch.events.length === 0) {
         await client.query('COMMIT');
         return 0;
