@@ -119,7 +119,7 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     }
   }
 
-  it("a batch of Filestore's own writes is judged in four statements: mounts and, beside them, stored sequencers with the clock; try-locks with the read; checks and sequencers with the COMMIT. Delivered again: two", async () => {
+  it("a batch of Filestore's own writes is judged in three statements: mounts with the stored sequencers and the clock; try-locks with the read; checks and sequencers with the COMMIT. Delivered again: one", async () => {
     const bucket = await s3.createBucket();
     const mount = await createMount(fs.pool, { key: uniqueKey('s3own'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
     for (const k of KEYS) await fs.orchestrator.writeFile(mount.id, { path: k }, Readable.from([Buffer.from(`own ${k}`)]));
@@ -134,16 +134,16 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     const checked = await fs.pool.query(`SELECT count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1 AND path = ANY($2::text[]) AND consistency_checked_at > created_at`, [mount.id, KEYS]);
     expect(checked.rows[0]?.n).toBe(KEYS.length);
     // Before: ten (a SELECT now() of its own, BEGIN, lock, changedSince, read, touch, sequencers, COMMIT), then five.
-    expect(statements).toBe(4);
+    expect(statements).toBe(3);
 
-    // Delivered again: every key dropped by the sequencer its node stored (read beside the
+    // Delivered again: every key dropped by the sequencer its node stored (read with the
     // mounts, before they are known), no look at storage, no transaction.
     const logged: Array<Record<string, unknown>> = [];
     const log = { info: (_m: string, d: Record<string, unknown>) => logged.push(d), warn: () => {} };
     const again = await statementsOf(() => processS3Events(fs, event(bucket), undefined, { retryDelaysMs: [], log }));
     expect(again.out.batchItemFailures).toEqual([]);
     expect(logged.map((d) => [d.dropped, d.judged])).toEqual([[KEYS.length, 0]]);
-    expect(again.statements).toBe(2);
+    expect(again.statements).toBe(1);
     expect(await observable(mount.id)).toEqual(after);
   });
 
@@ -202,7 +202,7 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     for (const [path, events] of after.events) if (NEW.includes(path)) expect((events as Array<{ type: string }>).map((e) => e.type)).toEqual(['filestore.drift.detected', 'filestore.node.reconciled']);
   });
 
-  it('a batch of new objects below known directories is judged and applied in eight statements', async () => {
+  it('a batch of new objects below known directories is judged and applied in seven statements', async () => {
     const bucket = await s3.createBucket();
     const mount = await createMount(fs.pool, { key: uniqueKey('s3new'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
     await fs.orchestrator.writeFile(mount.id, { path: 'd/keep.txt' }, Readable.from([Buffer.from('kept')]));
@@ -213,11 +213,11 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     const after = await observable(mount.id);
     expect(after.nodes.filter((n) => NEW.includes(n.path as string)).map((n) => [n.path, n.consistency_state])).toEqual([...NEW].sort().map((k) => [k, 'ACTIVE']));
     expect(after.jobs.map((j) => [j.path, j.status])).toEqual([...NEW].sort().map((k) => [k, 'succeeded']));
-    // Mounts; stored sequencers with the clock; one transaction: try-locks with the read (the
+    // Mounts with the stored sequencers and the clock; one transaction: try-locks with the read (the
     // keys and their ancestors), job rows with a savepoint, nodes (one insert per depth: two
     // here), then drift events, rollups, reconciled events, job rows finished, sequencers and
     // COMMIT; the mount's health beside it. Before: twenty, two transactions, a statement of
-    // its own for each.
-    expect(statements).toBe(8);
+    // its own for each; then eight (mounts and sequencers apart).
+    expect(statements).toBe(7);
   });
 });

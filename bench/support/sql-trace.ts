@@ -127,6 +127,7 @@ function statementLabel(sql: string): string {
     [/^INSERT INTO filestore\.reconciliation_jobs .*'s3_event'/, 's3 apply: INSERT job rows (running)'],
     [/^SELECT now\(\) AS now, n\.path, n\.sequencer/, 's3 events: stored sequencers + the clock'],
     [/^WITH c AS MATERIALIZED .* SELECT now\(\) AS now, n\.mount_id AS "mountId", n\.path, n\.sequencer/, 's3 events: stored sequencers + the clock (beside the mounts)'],
+    [/^SELECT id, key, kind, root_path.*; WITH c AS MATERIALIZED .* SELECT now\(\) AS now, n\.mount_id/, 's3 events: mounts of the buckets + stored sequencers + the clock'],
     [/^SELECT id, key, kind, root_path/, 'mounts of the buckets'],
     [/^UPDATE filestore\.mounts SET health/, 'mount health (beside the transaction)'],
     [/^UPDATE filestore\.nodes n SET consistency_checked_at = now\(\)/, 'touchChecked: UPDATE nodes SET consistency_checked_at (unchanged rows)'],

@@ -1,7 +1,5 @@
 import { normalizeMountPrefix } from '../../backends/s3/keys.ts';
-import { listMounts } from '../../catalogue/mounts.ts';
 import type { Mount } from '../../catalogue/types.ts';
-import type { Queryable } from '../../db/pool.ts';
 import { normalizePath, STAGING_DIR } from '../../paths.ts';
 
 /** Why a key is left alone: no mount covers it, Filestore's staging area, or a key no path maps to (the audit skips those too). */
@@ -16,12 +14,14 @@ export type KeySkip = 'outside_mounts' | 'staging' | 'not_a_path';
 export class MountIndex {
   private constructor(private readonly byBucket: ReadonlyMap<string, Mount[]>) {}
 
-  /** One query per batch: mounts change rarely, a stale cache would miss a new one. */
-  static async load(q: Queryable, buckets: Iterable<string>): Promise<MountIndex> {
+  /**
+   * The index of `mounts`, read once per batch (mounts change rarely, a stale cache would miss
+   * a new one): the S3 mounts of `buckets`, in the order given.
+   */
+  static of(mounts: Iterable<Mount>, buckets: Iterable<string>): MountIndex {
     const wanted = new Set(buckets);
     const byBucket = new Map<string, Mount[]>();
-    if (wanted.size === 0) return new MountIndex(byBucket);
-    for (const m of await listMounts(q)) {
+    for (const m of mounts) {
       if (m.kind !== 's3' || m.bucket === null || !wanted.has(m.bucket)) continue;
       byBucket.set(m.bucket, [...(byBucket.get(m.bucket) ?? []), m]);
     }

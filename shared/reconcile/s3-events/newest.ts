@@ -1,6 +1,10 @@
+import { lit } from '../../catalogue/inline-writes.ts';
+import { MOUNT_COLUMNS } from '../../catalogue/rows.ts';
+import type { Mount } from '../../catalogue/types.ts';
 import type { Queryable } from '../../db/pool.ts';
 import type { DriftChange } from '../drift.ts';
 import { compareSequencers, isNewerSequencer } from '../sequencer.ts';
+import { MountIndex } from './keys.ts';
 
 /** One key of one mount as a batch reports it: its newest event. */
 export interface KeyChange {
@@ -70,28 +74,52 @@ export interface PrefetchedSequencers {
 }
 
 /**
- * storedSequencers for a whole batch before its mounts are known, so that it runs beside the
- * read of the mounts (the pool's other connection) rather than after it: each key is tried
- * below the prefix of each S3 mount of its bucket. A node row is used only where its path is
- * the one the mount index gives the key (a key whose path the index derives otherwise finds
- * no row here and is kept: looked at, never wrongly dropped). `now` is read before any look
- * at storage, as dropApplied's.
+ * The S3 mounts of a batch's buckets (MountIndex) and the stored sequencers of its keys with
+ * the clock, in ONE round trip: two statements sent together as text (simple protocol; every
+ * bucket and key through escapeLiteral), each with its own snapshot.
+ *
+ * The sequencers are read before the mounts are known: each key is tried below the prefix of
+ * each S3 mount of its bucket. A node row is used only where its path is the one the mount
+ * index gives the key (a key whose path the index derives otherwise finds no row here and is
+ * kept: looked at, never wrongly dropped). `now` is read before any look at storage, as
+ * dropApplied's.
  */
-export async function prefetchSequencers(q: Queryable, keys: ReadonlyArray<{ bucket: string; key: string }>): Promise<PrefetchedSequencers> {
-  const { rows } = await q.query<{ now: Date; mountId: string | null; path: string | null; sequencer: string | null }>({
-    name: 'filestore.s3events.prefetchSequencers',
-    // The candidate (mount, path) pairs first, materialised: joined to the nodes by value,
-    // they use the live-path index (computed in the join, the path was only a filter).
-    text: `WITH c AS MATERIALIZED (
+export async function mountsAndSequencers(q: Queryable, keys: ReadonlyArray<{ bucket: string; key: string }>): Promise<{ index: MountIndex; prefetched: PrefetchedSequencers | undefined }> {
+  const buckets = [...new Set(keys.map((k) => k.bucket))];
+  if (keys.length === 0) return { index: MountIndex.of([], buckets), prefetched: undefined };
+  const array = (xs: readonly string[]) => `ARRAY[${xs.map(lit).join(',')}]::text[]`;
+  const results = (await q.query(
+    `SELECT ${MOUNT_COLUMNS} FROM filestore.mounts WHERE kind = 's3' AND bucket = ANY(${array(buckets)}) ORDER BY key; ` +
+      prefetchSql(
+        array(keys.map((k) => k.bucket)),
+        array(keys.map((k) => k.key)),
+      ),
+  )) as unknown as [{ rows: Mount[] }, { rows: PrefetchRow[] }];
+  return { index: MountIndex.of(results[0].rows, buckets), prefetched: prefetched(results[1].rows) };
+}
+
+interface PrefetchRow {
+  now: Date;
+  mountId: string | null;
+  path: string | null;
+  sequencer: string | null;
+}
+
+/** The stored sequencers' statement over the batch's buckets and keys (two text[] expressions, element by element). */
+function prefetchSql(buckets: string, keys: string): string {
+  // The candidate (mount, path) pairs first, materialised: joined to the nodes by value,
+  // they use the live-path index (computed in the join, the path was only a filter).
+  return `WITH c AS MATERIALIZED (
              SELECT DISTINCT m.id, substr(k.key, length(coalesce(m.prefix, '')) + 1) AS path
-               FROM unnest($1::text[], $2::text[]) AS k(bucket, key)
+               FROM unnest(${buckets}, ${keys}) AS k(bucket, key)
                JOIN filestore.mounts m ON m.kind = 's3' AND m.bucket = k.bucket AND starts_with(k.key, coalesce(m.prefix, ''))
            )
            SELECT now() AS now, n.mount_id AS "mountId", n.path, n.sequencer
              FROM (SELECT 1) AS one
-             LEFT JOIN (c JOIN filestore.nodes n ON n.mount_id = c.id AND n.path = c.path AND n.deleted_at IS NULL) ON true`,
-    values: [keys.map((k) => k.bucket), keys.map((k) => k.key)],
-  });
+             LEFT JOIN (c JOIN filestore.nodes n ON n.mount_id = c.id AND n.path = c.path AND n.deleted_at IS NULL) ON true`;
+}
+
+function prefetched(rows: PrefetchRow[]): PrefetchedSequencers {
   const byMount = new Map<string, Map<string, string | null>>();
   for (const r of rows) {
     if (r.mountId === null || r.path === null) continue;

@@ -10,8 +10,8 @@ import { reconcilePath } from '../reconcile-path.ts';
 import type { ReconcileCore } from '../reconciler.ts';
 import { forEachLimited } from '../strategies/base.ts';
 import { BatchApply } from './apply.ts';
-import { MountIndex, type KeySkip } from './keys.ts';
-import { dropApplied, dropStored, newestPerKey, prefetchSequencers, type KeyChange, type PrefetchedSequencers } from './newest.ts';
+import type { KeySkip } from './keys.ts';
+import { dropApplied, dropStored, mountsAndSequencers, newestPerKey, type KeyChange, type PrefetchedSequencers } from './newest.ts';
 import { parseNotification, type S3Notification } from './schema.ts';
 
 export type S3EventCore = DriftCore & ReconcileCore;
@@ -116,15 +116,8 @@ class S3EventBatch {
   /** The whole batch's keys, once: located, folded, filtered, judged and reconciled mount by mount. */
   private async run(): Promise<Map<string, KeyWork>> {
     const changes = [...this.parsed.values()].flatMap((n) => (n instanceof Error || n.kind === 'test' ? [] : n.changes));
-    // The mounts, and beside them (the pool's other connection) the keys' stored sequencers
-    // with the clock: one round trip of waiting rather than two.
-    const [index, prefetched] = await Promise.all([
-      MountIndex.load(
-        this.core.pool,
-        changes.map((c) => c.bucket),
-      ),
-      changes.length > 0 ? prefetchSequencers(this.core.pool, changes) : undefined,
-    ]);
+    // The mounts and the keys' stored sequencers with the clock: one round trip, one connection.
+    const { index, prefetched } = await mountsAndSequencers(this.core.pool, changes);
     const byMount = new Map<string, { mount: Mount; keys: KeyChange[]; objects: Map<string, string[]> }>();
     const work = new Map<string, KeyWork>();
     for (const c of changes) {
