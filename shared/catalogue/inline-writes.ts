@@ -1,6 +1,6 @@
 import pg from 'pg';
-import { ancestorsOf, parentOf } from '../paths.ts';
 import type { NewEvent } from './outbox.ts';
+import { insertedDeltas } from './rollups.ts';
 import type { CatalogueNode } from './types.ts';
 
 /*
@@ -41,19 +41,7 @@ export function appendEventsSql(events: readonly NewEvent[]): string | null {
 
 /** addInsertedToAncestors (rollups.ts) as text: one delta per ancestor directory of the inserted nodes. */
 export function addInsertedToAncestorsSql(mountId: string, nodes: ReadonlyArray<Pick<CatalogueNode, 'path' | 'kind' | 'sizeBytes'>>): string | null {
-  const acc = new Map<string, { size: number; files: number; dirs: number; children: number }>();
-  for (const n of nodes) {
-    const parent = parentOf(n.path);
-    for (const a of ancestorsOf(n.path)) {
-      let d = acc.get(a);
-      if (!d) acc.set(a, (d = { size: 0, files: 0, dirs: 0, children: 0 }));
-      if (n.kind === 'file') {
-        d.size += n.sizeBytes;
-        d.files++;
-      } else if (n.kind === 'directory') d.dirs++;
-      if (a === parent) d.children++;
-    }
-  }
+  const acc = insertedDeltas(nodes);
   if (acc.size === 0) return null;
   const totals = [...acc.values()];
   return `INSERT INTO filestore.rollup_deltas (node_id, size_bytes, file_count, dir_count, child_count)

@@ -70,16 +70,10 @@ export async function addToAncestors(
   });
 }
 
-/**
- * Adds freshly inserted nodes to their ancestors' rollups: totals summed per ancestor here,
- * then one INSERT of a delta per ancestor directory. (Summing in SQL across a join of the
- * inserted rows with their ancestor pairs planned badly for batches of thousands.)
- */
-export async function addInsertedToAncestors(
-  q: Queryable,
-  mountId: string,
+/** What inserting `nodes` adds to each ancestor directory (by path): bytes, files, directories, direct children. */
+export function insertedDeltas(
   nodes: ReadonlyArray<Pick<CatalogueNode, 'path' | 'kind' | 'sizeBytes'>>,
-): Promise<void> {
+): Map<string, { size: number; files: number; dirs: number; children: number }> {
   const acc = new Map<string, { size: number; files: number; dirs: number; children: number }>();
   for (const n of nodes) {
     const parent = parentOf(n.path);
@@ -93,6 +87,20 @@ export async function addInsertedToAncestors(
       if (a === parent) d.children++;
     }
   }
+  return acc;
+}
+
+/**
+ * Adds freshly inserted nodes to their ancestors' rollups: totals summed per ancestor here,
+ * then one INSERT of a delta per ancestor directory. (Summing in SQL across a join of the
+ * inserted rows with their ancestor pairs planned badly for batches of thousands.)
+ */
+export async function addInsertedToAncestors(
+  q: Queryable,
+  mountId: string,
+  nodes: ReadonlyArray<Pick<CatalogueNode, 'path' | 'kind' | 'sizeBytes'>>,
+): Promise<void> {
+  const acc = insertedDeltas(nodes);
   if (acc.size === 0) return;
   const paths = [...acc.keys()];
   const totals = [...acc.values()];
