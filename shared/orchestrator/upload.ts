@@ -1,4 +1,5 @@
 import { FilestoreError, asFilestoreError } from '../errors.ts';
+import type { PoolClient } from '../db/pool.ts';
 import { findEntry, type JournalEntry } from '../catalogue/journal.ts';
 import { getMount } from '../catalogue/mounts.ts';
 import type { Mount } from '../catalogue/types.ts';
@@ -7,7 +8,7 @@ import { stagingIdOf } from './context.ts';
 import { assertWritable } from './checks.ts';
 import { MAX_UPLOAD_BYTES } from '../backends/s3/limits.ts';
 import { commitCommand, recordFailure } from './finish.ts';
-import { acquire, lockEntry, pathLocks, release, releaseAll, unlockEntry } from './locks.ts';
+import { acquire, lockEntry, pathLocks, release, releaseAll, unlockEntry, type PathLock } from './locks.ts';
 import { begin, type PipelineDeps } from './pipeline.ts';
 import { resolveEntry } from './recovery.ts';
 import { WriteFileInput, parseInput } from './schemas.ts';
@@ -193,11 +194,7 @@ export async function completeUpload(deps: PipelineDeps, entryId: number, ctx: C
     await direct.remove(key);
     return result;
   } finally {
-    if (!broken) {
-      await release(client, locks).catch(() => (broken = true));
-      await unlockEntry(client, entryId).catch(() => (broken = true));
-    }
-    client.release(broken ? new Error('discard connection: locks must go with it') : undefined);
+    await releaseUploadLocks(client, locks, entryId, broken);
   }
 }
 
@@ -245,11 +242,7 @@ export async function cancelUpload(deps: PipelineDeps, entryId: number, ctx: Com
     broken = true;
     throw err;
   } finally {
-    if (!broken) {
-      await release(client, locks).catch(() => (broken = true));
-      await unlockEntry(client, entryId).catch(() => (broken = true));
-    }
-    client.release(broken ? new Error('discard connection: locks must go with it') : undefined);
+    await releaseUploadLocks(client, locks, entryId, broken);
   }
 }
 
@@ -260,4 +253,16 @@ function finished(entry: JournalEntry): CommandResult {
   if (entry.status === 'succeeded') return entry.result as CommandResult;
   const e = entry.error ?? { code: 'INTERNAL', message: 'upload failed' };
   throw new FilestoreError(e.code as FilestoreError['code'], e.message, e.details);
+}
+
+/**
+ * Gives back a complete's or a cancel's path locks and entry lock, then the connection; a
+ * connection that failed (or failed to unlock) is discarded, since its locks must go with it.
+ */
+async function releaseUploadLocks(client: PoolClient, locks: PathLock[], entryId: number, broken: boolean): Promise<void> {
+  if (!broken) {
+    await release(client, locks).catch(() => (broken = true));
+    await unlockEntry(client, entryId).catch(() => (broken = true));
+  }
+  client.release(broken ? new Error('discard connection: locks must go with it') : undefined);
 }
