@@ -1,7 +1,9 @@
 import type { Context } from 'aws-lambda';
+import { registerConfiguredS3Mounts, type ConfiguredMountsReport, type ConfiguredS3Mount } from '../shared/catalogue/s3-mounts.ts';
 import { migrate } from '../shared/db/migrate.ts';
+import { createPool } from '../shared/db/pool.ts';
 import { isCustomResourceEvent, responseUrlOf, sendCustomResourceResponse, type CustomResourceResult } from './support/cloudformation.ts';
-import { loadDatabaseConfig } from './support/config.ts';
+import { loadMigrateConfig } from './support/config.ts';
 import { prepareDatabase } from './support/database.ts';
 import { plainLambdaHandler } from './support/instrument.ts';
 import { logger } from './support/logger.ts';
@@ -14,8 +16,10 @@ import { logger } from './support/logger.ts';
  *   framework answers CloudFormation from what this returns or throws;
  * - by CloudFormation itself (a Custom:: resource whose ServiceToken is this function): the
  *   outcome is PUT to the event's ResponseURL, FAILED with the reason when the migrations fail.
- * Create and Update apply what is pending (idempotent: a second run applies nothing); Delete
- * does nothing — removing the stack never drops the catalogue.
+ * Create and Update apply what is pending (idempotent: a second run applies nothing), then
+ * register the stack's S3 mounts (FILESTORE_S3_MOUNTS; registerConfiguredS3Mounts: missing ones
+ * created, others left alone, a key on other storage fails the deploy); Delete does nothing —
+ * removing the stack never drops the catalogue nor a mount.
  */
 
 /** The custom resource's physical id: one schema per database, kept across updates (no replacement). */
@@ -25,11 +29,42 @@ export const SCHEMA_RESOURCE_ID = 'filestore-catalogue-schema';
 const REPORT_MARGIN_MS = 3_000;
 
 async function applyMigrations(): Promise<CustomResourceResult> {
-  const config = loadDatabaseConfig();
+  const config = loadMigrateConfig();
   prepareDatabase(config);
   const applied = await migrate(config.databaseUrl, (line) => logger.info(line));
   logger.info('migrations applied', { applied });
-  return { physicalResourceId: SCHEMA_RESOURCE_ID, data: { Applied: String(applied.length) } };
+  const data: Record<string, string> = { Applied: String(applied.length) };
+  if (config.s3Mounts) {
+    const report = await registerMounts(config.databaseUrl, config.s3Mounts);
+    Object.assign(data, { Created: String(report.created.length), Unchanged: String(report.unchanged.length) });
+  }
+  return { physicalResourceId: SCHEMA_RESOURCE_ID, data };
+}
+
+/** Errors of the registration step, told apart from the migrations' in the FAILED reason. */
+const registrationFailures = new WeakSet<object>();
+
+/** FILESTORE_S3_MOUNTS into the catalogue (registerConfiguredS3Mounts), on a connection of its own. */
+async function registerMounts(databaseUrl: string, mounts: ConfiguredS3Mount[]): Promise<ConfiguredMountsReport> {
+  const pool = createPool(databaseUrl, 1);
+  try {
+    const client = await pool.connect();
+    try {
+      const report = await registerConfiguredS3Mounts(client, mounts);
+      logger.info('S3 mounts registered', { created: report.created, unchanged: report.unchanged });
+      if (report.unlisted.length > 0) {
+        logger.info('S3 mounts of the catalogue not in FILESTORE_S3_MOUNTS, left as they are', { unlisted: report.unlisted });
+      }
+      return report;
+    } finally {
+      client.release();
+    }
+  } catch (err) {
+    if (typeof err === 'object' && err !== null) registrationFailures.add(err);
+    throw err;
+  } finally {
+    await pool.end();
+  }
 }
 
 export const handler = plainLambdaHandler('migrate', async (event: unknown, context: Context) => {
@@ -43,9 +78,10 @@ export const handler = plainLambdaHandler('migrate', async (event: unknown, cont
     return answer(result);
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
-    logger.error('migrations failed', { reason });
+    const step = registrationFailures.has(err as object) ? 'S3 mounts not registered (the migrations are applied)' : 'migrations failed';
+    logger.error(step, { reason });
     // Answered: throwing now would only make Lambda retry an asynchronous invoke.
-    await sendCustomResourceResponse(url, event, { status: 'FAILED', reason: `migrations failed: ${reason}` });
+    await sendCustomResourceResponse(url, event, { status: 'FAILED', reason: `${step}: ${reason}` });
     return { Status: 'FAILED', Reason: reason };
   }
 });

@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'IDEMPOTENCY_CONFLICT'
   | 'MOUNT_READ_ONLY'
   | 'MOUNT_PAUSED'
+  | 'MOUNT_NOT_CONFIGURED'
   | 'CHECKSUM_MISMATCH'
   | 'SIZE_MISMATCH'
   | 'UPLOAD_INCOMPLETE'
@@ -60,6 +61,8 @@ const STATUS: Record<ErrorCode, number> = {
   IDEMPOTENCY_CONFLICT: 409,
   MOUNT_READ_ONLY: 409,
   MOUNT_PAUSED: 409,
+  // A deployment's rule, not the mount's state: the caller cannot clear it through the API.
+  MOUNT_NOT_CONFIGURED: 403,
   CHECKSUM_MISMATCH: 422,
   SIZE_MISMATCH: 422,
   UPLOAD_INCOMPLETE: 409,

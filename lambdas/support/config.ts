@@ -1,7 +1,9 @@
 import { z } from 'zod';
+import { MAX_S3_PREFIX_LENGTH, MOUNT_KEY_PATTERN, normaliseS3Prefix, S3_BUCKET_PATTERN, type ConfiguredS3Mount } from '../../shared/catalogue/s3-mounts.ts';
 import { COMMAND_SECRET_MIN_LENGTH, parseCommandSecrets } from '../../shared/dispatch/signing.ts';
 import { FilestoreError } from '../../shared/errors.ts';
 import { OutboxRetention } from '../../shared/events/retention.ts';
+import { hasLoneSurrogate } from '../../shared/json-value.ts';
 import { QUEUE_PREFIX_PATTERN } from '../../shared/queues/prefix.ts';
 
 const bool = z
@@ -11,6 +13,53 @@ const bool = z
 const redisUrl = z
   .string()
   .refine((v) => v === 'inline' || /^rediss?:\/\/[^\s]+$/.test(v), { message: 'expected redis://… or rediss://… (rediss: TLS, as ElastiCache with in-transit encryption requires)' });
+
+/** One entry of FILESTORE_S3_MOUNTS: the rules POST /v1/mounts applies to an S3 mount. */
+const ConfiguredS3MountEntry = z
+  .object({
+    key: z.string().regex(MOUNT_KEY_PATTERN, `must match ${MOUNT_KEY_PATTERN.source}`),
+    bucket: z.string().regex(S3_BUCKET_PATTERN, 'not a valid S3 bucket name'),
+    prefix: z
+      .string()
+      .max(MAX_S3_PREFIX_LENGTH)
+      .refine((p) => !hasLoneSurrogate(p), 'holds a lone UTF-16 surrogate')
+      .optional(),
+  })
+  .strict();
+
+const entryName = (entry: unknown, i: number): string => {
+  const key = (entry as { key?: unknown } | null)?.key;
+  return typeof key === 'string' ? `entry ${i} (key "${key}")` : `entry ${i}`;
+};
+
+/**
+ * FILESTORE_S3_MOUNTS: JSON `[{"key", "bucket", "prefix"?}]`, the stack's S3 mounts (set by the
+ * CDK app from its configuration on the API and migrate Lambdas). Unset: no list (local runs).
+ */
+const S3Mounts = z.string().transform((text, ctx): ConfiguredS3Mount[] => {
+  const fail = (message: string) => {
+    ctx.addIssue({ code: 'custom', message });
+    return z.NEVER;
+  };
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    return fail(`not JSON (${(err as Error).message}); expected [{"key": …, "bucket": …, "prefix"?: …}]`);
+  }
+  if (!Array.isArray(value)) return fail('expected a JSON array [{"key": …, "bucket": …, "prefix"?: …}]');
+  const out: ConfiguredS3Mount[] = [];
+  for (const [i, entry] of value.entries()) {
+    const parsed = ConfiguredS3MountEntry.safeParse(entry);
+    if (!parsed.success) {
+      const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || 'entry'}: ${issue.message}`);
+      return fail(`${entryName(entry, i)}: ${problems.join('; ')}`);
+    }
+    if (out.some((m) => m.key === parsed.data.key)) return fail(`${entryName(entry, i)}: the key is listed twice`);
+    out.push({ key: parsed.data.key, bucket: parsed.data.bucket, prefix: normaliseS3Prefix(parsed.data.prefix) });
+  }
+  return out;
+});
 
 /**
  * The Lambdas' environment. Unlike the long-running processes (shared/config.ts), secrets come
@@ -30,6 +79,8 @@ const DatabaseEnv = z.object({
   FILESTORE_DB_TLS_CA: z.string().min(1).optional(),
   /** Connections of a container's pool: one invocation at a time runs in a container. */
   AWS_REGION: z.string().min(1).optional(),
+  /** The stack's S3 mounts: the migrate Lambda registers them, the API Lambda registers no other. */
+  FILESTORE_S3_MOUNTS: S3Mounts.optional(),
 });
 
 const LambdaEnv = DatabaseEnv.extend({
@@ -86,6 +137,12 @@ export interface DatabaseConfig {
   iamAuth: IamDatabaseAuth | null;
 }
 
+/** The migrate Lambda's variables: the database, and the stack's S3 mounts to register. */
+export interface MigrateConfig extends DatabaseConfig {
+  /** FILESTORE_S3_MOUNTS (prefixes normalised); undefined when unset: nothing is registered. */
+  s3Mounts: ConfiguredS3Mount[] | undefined;
+}
+
 export interface LambdaConfig extends DatabaseConfig {
   /** redis://… or rediss://… (its AUTH token, when in a secret, added by lambdaCore), or 'inline' (tests). */
   redisUrl: string;
@@ -104,6 +161,8 @@ export interface LambdaConfig extends DatabaseConfig {
   outboxRetentionMs: number;
   s3Endpoint: string | undefined;
   reconcileQueueUrl: string | undefined;
+  /** FILESTORE_S3_MOUNTS: the only S3 mounts the API registers; undefined when unset (no restriction). */
+  s3Mounts: ConfiguredS3Mount[] | undefined;
 }
 
 /**
@@ -135,12 +194,19 @@ export function loadLambdaConfig(env: NodeJS.ProcessEnv = process.env): LambdaCo
     outboxRetentionMs: e.FILESTORE_OUTBOX_RETENTION,
     s3Endpoint: e.FILESTORE_S3_ENDPOINT,
     reconcileQueueUrl: e.FILESTORE_RECONCILE_QUEUE_URL,
+    s3Mounts: e.FILESTORE_S3_MOUNTS,
   };
 }
 
 /** The database part of loadLambdaConfig alone: DATABASE_URL, or the FILESTORE_DB_* variables. */
 export function loadDatabaseConfig(env: NodeJS.ProcessEnv = process.env): DatabaseConfig {
   return database(parse(DatabaseEnv, env));
+}
+
+/** The migrate Lambda's: loadDatabaseConfig and FILESTORE_S3_MOUNTS. */
+export function loadMigrateConfig(env: NodeJS.ProcessEnv = process.env): MigrateConfig {
+  const e = parse(DatabaseEnv, env);
+  return { ...database(e), s3Mounts: e.FILESTORE_S3_MOUNTS };
 }
 
 function parse<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEnv): z.infer<S> {

@@ -1,4 +1,5 @@
 import type { Filestore } from '../runtime.ts';
+import type { ConfiguredS3Mount } from '../catalogue/s3-mounts.ts';
 import { OutboxTail } from '../events/outbox-tail.ts';
 import { createReadiness } from './readiness.ts';
 import { UploadSlots } from './upload-slots.ts';
@@ -19,6 +20,12 @@ export interface ApiDeps {
    * once base64-encoded); absent: no limit. Larger S3 downloads redirect to a presigned URL.
    */
   maxFileBodyBytes?: number | undefined;
+  /**
+   * The only S3 mounts POST /v1/mounts registers (bucket and prefix; MOUNT_NOT_CONFIGURED for
+   * others): the API Lambda's FILESTORE_S3_MOUNTS, since its IAM role reaches no other bucket.
+   * Absent (the local server, the agent): any S3 mount is registered.
+   */
+  configuredS3Mounts?: readonly ConfiguredS3Mount[] | undefined;
   log(line: string): void;
 }
 
@@ -35,6 +42,8 @@ export interface ApiDepsOptions {
   metrics?: ApiDeps['metrics'] | null;
   /** See ApiDeps.maxFileBodyBytes. */
   maxFileBodyBytes?: number | undefined;
+  /** See ApiDeps.configuredS3Mounts. */
+  configuredS3Mounts?: readonly ConfiguredS3Mount[] | undefined;
 }
 
 export interface BuiltApiDeps {
@@ -62,6 +71,7 @@ export async function buildApiDeps(fs: Filestore, o: ApiDepsOptions): Promise<Bu
     uploads: UploadSlots.forPool(fs.pool.options.max ?? 20),
     readiness: createReadiness({ fs, log: o.log, more: o.readiness }),
     maxFileBodyBytes: o.maxFileBodyBytes,
+    configuredS3Mounts: o.configuredS3Mounts,
   };
   return { deps, close: () => events?.stop() };
 }

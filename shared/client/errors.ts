@@ -22,6 +22,8 @@ export type KnownErrorCode =
   | 'IDEMPOTENCY_CONFLICT'
   | 'MOUNT_READ_ONLY'
   | 'MOUNT_PAUSED'
+  /** In AWS, an S3 mount outside the stack's configured ones (403): add it to the stack's s3Mounts and redeploy. */
+  | 'MOUNT_NOT_CONFIGURED'
   | 'CHECKSUM_MISMATCH'
   | 'STORAGE_ERROR'
   | 'INTERRUPTED'

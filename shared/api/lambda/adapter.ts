@@ -1,4 +1,5 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import type { ConfiguredS3Mount } from '../../catalogue/s3-mounts.ts';
 import type { Filestore } from '../../runtime.ts';
 import { createApi, type Api } from '../app.ts';
 import { AuthorizerContextAuthenticator, type AuthorizerContext } from '../auth.ts';
@@ -21,8 +22,11 @@ export interface LambdaApi {
  * per container. No event stream (GET /v1/events/stream answers 501 naming the agent's) and no
  * /metrics text (Lambdas publish EMF); file bodies are bounded by the Lambda payload.
  */
-export async function createLambdaApi(fs: Filestore, o: { log(line: string): void }): Promise<LambdaApi> {
-  const { deps } = await buildApiDeps(fs, { log: o.log, metrics: null, maxFileBodyBytes: MAX_LAMBDA_FILE_BYTES });
+export async function createLambdaApi(
+  fs: Filestore,
+  o: { log(line: string): void; /** FILESTORE_S3_MOUNTS: see ApiDeps.configuredS3Mounts. */ configuredS3Mounts?: readonly ConfiguredS3Mount[] | undefined },
+): Promise<LambdaApi> {
+  const { deps } = await buildApiDeps(fs, { log: o.log, metrics: null, maxFileBodyBytes: MAX_LAMBDA_FILE_BYTES, configuredS3Mounts: o.configuredS3Mounts });
   const auth = new AuthorizerContextAuthenticator();
   const api = createApi(deps, auth);
   return {

@@ -1,12 +1,11 @@
 import { createMount, getMount, listMounts, updateMount } from '../../catalogue/mounts.ts';
+import { createS3Mount } from '../../catalogue/s3-mounts.ts';
 import { FilestoreError } from '../../errors.ts';
 import { jsonValueProblem } from '../../json-value.ts';
 import { mountFor } from '../host-paths.ts';
 import { assertMountableRoot } from '../mount-root.ts';
 import { CreateMountBody, ErrorBody, Mount, MountIdParams, PatchMountBody, page } from '../schemas.ts';
 import { defineRoute, json, type Route } from '../route.ts';
-
-const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
 /** Mount fields are stored as text and jsonb: a lone surrogate would be mangled or refused there. */
 function assertStorable(body: unknown): void {
@@ -37,16 +36,15 @@ export const mountRoutes: Route[] = [
     tag: 'mounts',
     summary: 'Register a local directory or an S3 bucket/prefix as a mount',
     body: CreateMountBody,
-    responses: { 201: Mount, 400: ErrorBody, 409: ErrorBody },
+    responses: { 201: Mount, 400: ErrorBody, 403: ErrorBody, 409: ErrorBody },
     async handle({ body, deps }) {
       assertStorable(body);
       if (body.kind === 'local') {
         const rootPath = await assertMountableRoot(body.rootPath);
         return json(201, await createMount(deps.fs.pool, { ...body, rootPath }));
       }
-      if (!BUCKET.test(body.bucket)) throw new FilestoreError('VALIDATION_ERROR', 'bucket: not a valid S3 bucket name');
-      const prefix = (body.prefix ?? '').replace(/^\/+/, '');
-      return json(201, await createMount(deps.fs.pool, { ...body, prefix: prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/` }));
+      // A deployment whose storage access is its configuration (the API Lambda) refuses S3 mounts outside it.
+      return json(201, await createS3Mount(deps.fs.pool, body, { configured: deps.configuredS3Mounts }));
     },
   }),
   defineRoute({
