@@ -17,7 +17,9 @@ export function registerStart(program: Command): void {
     .command('start')
     .description('run Filestore in one process on embedded defaults, tracking ./data as mount "local"')
     .action(async () => {
-      const config = loadConfig({ FILESTORE_ALLOW_INLINE: 'true', ...process.env });
+      // Watchers on by default (SPEC §8): changes made in ./data around Filestore are followed
+      // as they happen; FILESTORE_ENABLE_WATCHERS=false turns them off.
+      const config = loadConfig({ FILESTORE_ALLOW_INLINE: 'true', FILESTORE_ENABLE_WATCHERS: 'true', ...process.env });
       const log = (l: string) => console.error(l);
       agentOptionsFrom(config, '', log); // every setting checked (a CONFIG_ERROR) before a database starts
       // Unset DATABASE_URL: an embedded PostgreSQL with its data in .filestore/, reused across runs.
@@ -59,7 +61,11 @@ export function registerStart(program: Command): void {
         const tokens = agentOptionsFrom(config, databaseUrl, log).tokens.length;
         console.log(server.authDisabled ? 'authentication is off (loopback only); set FILESTORE_API_TOKENS to require tokens' : `authentication: ${tokens} token(s) configured`);
         if (config.FILESTORE_AUDIT_CRON) console.log(`audits: every mount on "${config.FILESTORE_AUDIT_CRON}"`);
-        if (config.FILESTORE_ENABLE_WATCHERS) console.log('watchers: on (changes made outside Filestore are reconciled as they happen)');
+        console.log(
+          config.FILESTORE_ENABLE_WATCHERS
+            ? `watching ${local.rootPath}: changes made there outside Filestore are caught as they happen (FILESTORE_ENABLE_WATCHERS=false turns this off)`
+            : `not watching ${local.rootPath} (FILESTORE_ENABLE_WATCHERS=false): changes made there outside Filestore show after \`npx filestore reconcile local\``,
+        );
         const cliUrl = server.url === 'http://127.0.0.1:4300' ? '' : `FILESTORE_URL=${server.url} `;
         console.log(`try, in another shell:  ${cliUrl}npx filestore put README.md local:docs/readme.md && ${cliUrl}npx filestore ls local:docs`);
         console.log('Ctrl-C stops');
