@@ -111,11 +111,11 @@ describe(`the Lambda bundles, each alone in a directory, under ${NODE === proces
     expect((await readdir(path.join(built, MIGRATIONS))).sort()).toEqual((await readdir(new URL('../migrations', import.meta.url))).filter((f) => f.endsWith('.sql')).sort());
   });
 
-  it('migrate.mjs migrates an empty database from the migrations beside it', { timeout: 120_000 }, async () => {
+  it('migrate.mjs migrates an empty database from the migrations beside it, then registers the stack’s S3 mounts', { timeout: 120_000 }, async () => {
     const url = await freshDatabase();
-    const out = await runBundle('migrate', { DATABASE_URL: url }, [{}]);
+    const out = await runBundle('migrate', { DATABASE_URL: url, FILESTORE_S3_MOUNTS: '[{"key":"media","bucket":"acme-media"}]' }, [{}]);
     expect(out.node).toBe((await run(NODE, ['--version'])).stdout.trim());
-    expect(out.results).toEqual([{ answer: { PhysicalResourceId: 'filestore-catalogue-schema', Data: { Applied: expect.any(String) } } }]);
+    expect(out.results).toEqual([{ answer: { PhysicalResourceId: 'filestore-catalogue-schema', Data: { Applied: expect.any(String), Created: '1', Unchanged: '0' } } }]);
     const c = new pg.Client({ connectionString: url });
     await c.connect();
     try {
@@ -123,6 +123,7 @@ describe(`the Lambda bundles, each alone in a directory, under ${NODE === proces
       const shipped = (await readdir(path.join(built, MIGRATIONS))).filter((f) => f.endsWith('.sql')).length;
       expect(rows[0]?.n).toBe(shipped);
       expect(Number((out.results[0]?.answer as { Data: { Applied: string } }).Data.Applied)).toBe(shipped);
+      expect((await c.query('SELECT key, kind, bucket, prefix FROM filestore.mounts')).rows).toEqual([{ key: 'media', kind: 's3', bucket: 'acme-media', prefix: '' }]);
     } finally {
       await c.end();
     }
