@@ -104,14 +104,14 @@ export async function registerConfiguredS3Mounts(client: PoolClient, configured:
     const existing = new Map((await listMounts(client)).map((m) => [m.key, m]));
     const conflicts = configured.flatMap((c) => {
       const m = existing.get(c.key);
-      return m && !holds(m, c) ? [`mount "${c.key}": the catalogue holds ${describe(m)}, the configuration says ${location(c.bucket, c.prefix)}`] : [];
+      return m && !holds(m, c) ? [{ key: c.key, says: `mount "${c.key}": the catalogue holds ${describe(m)}, the configuration says ${location(c.bucket, c.prefix)}` }] : [];
     });
     if (conflicts.length > 0) {
       throw new FilestoreError(
         'CONFIG_ERROR',
-        `FILESTORE_S3_MOUNTS does not match the catalogue (${conflicts.join('; ')}); a deploy does not move a mount to other storage, so nothing was registered: ` +
+        `FILESTORE_S3_MOUNTS does not match the catalogue (${conflicts.map((c) => c.says).join('; ')}); a deploy does not move a mount to other storage, so nothing was registered: ` +
           `give the configured mount another key, or put back what the catalogue holds, in ${S3_MOUNTS_CONFIGURATION}`,
-        { conflicts: configured.filter((c) => existing.has(c.key) && !holds(existing.get(c.key) as Mount, c)).map((c) => c.key) },
+        { conflicts: conflicts.map((c) => c.key) },
       );
     }
     const report: ConfiguredMountsReport = { created: [], unchanged: [], unlisted: [] };
