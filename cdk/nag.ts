@@ -1,0 +1,68 @@
+import { CfnResource, Validations } from 'aws-cdk-lib';
+import type { IConstruct } from 'constructs';
+import type { FilestoreStack } from './stack.ts';
+
+/** One acknowledged cdk-nag finding: the rule (with its finding, if any), where, and why. */
+export interface Acknowledged {
+  id: string;
+  path: string;
+  reason: string;
+}
+
+/** Every acknowledgement made, for the tests and the closing report. */
+export const ACKNOWLEDGED = new WeakMap<FilestoreStack, Acknowledged[]>();
+
+/**
+ * The cdk-nag AwsSolutions findings this stack acknowledges (cdk-nag v3:
+ * `Validations.of(construct).acknowledge`), each with a reason specific to Filestore. Anything
+ * else nag finds fails synthesis.
+ */
+export function acknowledgeFindings(stack: FilestoreStack): void {
+  const list: Acknowledged[] = [];
+  ACKNOWLEDGED.set(stack, list);
+  const ack = (scope: IConstruct, id: string, reason: string) => {
+    Validations.of(scope).acknowledge({ id, reason });
+    list.push({ id, path: scope.node.path, reason });
+  };
+  const logicalId = (c: IConstruct) => stack.getLogicalId((c.node.defaultChild ?? c) as CfnResource);
+  const f = stack.compute.functions;
+
+  ack(stack.data.database, 'AwsSolutions-RDS11', 'PostgreSQL keeps 5432: the on-prem agents and the Lambdas (FILESTORE_DB_PORT) expect it, and the instance is reachable only from the proxy, the rotation function and the configured on-prem CIDR (security groups, isolated subnets)');
+  ack(stack.data.redisAuthSecret, 'AwsSolutions-SMG4', 'The Redis AUTH token has no rotation function for ElastiCache in Secrets Manager; it is rotated by hand (modify-replication-group --auth-token-update-strategy ROTATE, then the secret), see docs/deploy.md');
+  ack(stack.secrets.apiTokens, 'AwsSolutions-SMG4', 'The API token hashes are a list the operator edits (tokens added and revoked with `npx filestore token hash`), not a credential a rotation function could regenerate');
+  ack(stack.secrets.commandSecret, 'AwsSolutions-SMG4', 'The command secret is shared with the on-prem agents, which must learn a new value before the Lambdas sign with it: rotated by hand as "new,old" (comma-separated, the first signs), see docs/deploy.md');
+
+  for (const [name, fn] of Object.entries(f)) {
+    ack(fn, 'AwsSolutions-L1', `The ${name} bundle is built for and tested under Node 24 (nodejs24.x, SPEC §10; CI runs the bundles under Node 24); nodejs26.x is not yet tested`);
+    const role = fn.role as IConstruct;
+    ack(role, 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]', `The ${name} function writes only its own CloudWatch log group; the AWS managed policy is Lambda's standard logging grant`);
+    ack(role, 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]', `The ${name} function runs in the VPC (RDS Proxy, Redis); the AWS managed policy lets Lambda manage its network interfaces`);
+    ack(role, 'AwsSolutions-IAM5[Resource::*]', `X-Ray (tracing active on the ${name} function) has no resource-level permissions: xray:PutTraceSegments and PutTelemetryRecords need "*"`);
+  }
+  // S3 object ARNs end in a wildcard: the mount's prefix and every key below it.
+  for (const { mount, bucket } of stack.storage.mounts) {
+    const arn = CfnResource.isCfnResource(bucket.node.defaultChild) ? `<${logicalId(bucket)}.Arn>` : `arn:<AWS::Partition>:s3:::${mount.bucket}`;
+    for (const fn of [f.api, f['s3-events'], f.audit, f.reconcile, f.maintenance]) {
+      ack(fn.role as IConstruct, `AwsSolutions-IAM5[Resource::${arn}/${mount.prefix}*]`, `S3 mount ${mount.key}: the objects below its prefix "${mount.prefix}" are the mount's files, and only those are granted`);
+    }
+  }
+  // EventBridge Scheduler's roles invoke the function and its versions/aliases.
+  for (const child of stack.node.children) {
+    if (!child.node.id.startsWith('SchedulerRoleForTarget-')) continue;
+    for (const fn of [f.audit, f.maintenance]) {
+      ack(child, `AwsSolutions-IAM5[Resource::<${logicalId(fn)}.Arn>:*]`, 'The EventBridge Scheduler role may invoke the scheduled function and its versions (the ":*" of lambda:InvokeFunction), nothing else');
+    }
+  }
+  ack(stack.schedules.dlq, 'AwsSolutions-SQS3', 'This queue is itself the dead-letter queue of the EventBridge schedules (not an SQS redrive target), alarmed on depth');
+
+  // Singletons CDK adds: the RDS log exports' retention and the S3 notification configurator.
+  for (const child of stack.node.children) {
+    if (child.node.id.startsWith('LogRetention')) {
+      ack(child, 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]', 'CDK\'s log-retention function of the RDS log exports (postgresql, upgrade) logs to its own group with the AWS managed policy');
+      ack(child, 'AwsSolutions-IAM5[Resource::*]', 'CDK\'s log-retention function sets the retention of the RDS log groups, whose names RDS chooses at deploy');
+    }
+    if (child.node.id.startsWith('BucketNotificationsHandler')) {
+      ack(child, 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]', 'CDK\'s S3 notification configurator (deploy time only) logs with the AWS managed policy');
+    }
+  }
+}
