@@ -109,7 +109,7 @@ function recordingCallback(cb: QueryCallback, record: (rowCount: number) => void
   };
 }
 
-const RELAY_LOCK_LABEL = 'relay: try the relay lock';
+const RELAY_LOCK_LABEL = 'relay: try the relay lock (and claim a batch)';
 
 /** A readable name for a statement: its first words, the table, and what it does. */
 function statementLabel(sql: string): string {
@@ -149,6 +149,7 @@ function statementLabel(sql: string): string {
     [/^SELECT next\.id, next\.seq, /, 'relay: claim a batch of the outbox'],
     [/^UPDATE filestore\.outbox o SET seq = p\.seq/, 'relay: mark the batch published (with its COMMIT)'],
     [/^BEGIN; SELECT pg_try_advisory_xact_lock\(\d+\) AS locked(; SET LOCAL enable_seqscan = off)?$/, RELAY_LOCK_LABEL],
+    [/^BEGIN; SELECT set_config\('filestore\.relay_locked', pg_try_advisory_xact_lock\(\d+\)/, RELAY_LOCK_LABEL],
     [/^UPDATE filestore\.reconciliation_jobs SET checkpoint/, 'saveCheckpoint: UPDATE reconciliation_jobs'],
     [/pg_try_advisory_lock\(\$1::bigint\)/, 'audit lock'],
     [/^WITH dirs AS .*INSERT INTO filestore\.rollups/, 'recomputeRollups: every directory of the scope, from the rows'],

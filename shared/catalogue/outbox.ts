@@ -125,23 +125,42 @@ export async function claimBatch(q: Queryable, limit: number, o: { settingsSent?
   // primary key. Transaction-local (markPublishedSql's join too); the caller's transaction
   // ends with the claim. The seqs are drawn in id order (a subquery with a volatile target
   // list is never flattened); they become visible with the claim's commit, as before.
-  // `settingsSent`: the caller sent CLAIM_SETTINGS_SQL earlier in this transaction (the relay,
-  // with its BEGIN and lock: one round trip less per pass).
+  // `settingsSent`: the caller sent CLAIM_SETTINGS_SQL earlier in this transaction.
   if (!o.settingsSent) await q.query(CLAIM_SETTINGS_SQL);
-  const { rows } = await q.query<ClaimedRow>({
-    name: 'filestore.outbox.claimBatch',
-    text: `SELECT next.id, next.seq, o.event_id AS "eventId", o.mount_id AS "mountId", o.type,
+  const { rows } = await q.query<ClaimedRow>({ name: 'filestore.outbox.claimBatch', text: claimText('$1', ''), values: [limit] });
+  return claimedBatchOf(rows);
+}
+
+/**
+ * claimBatch as text (simple protocol, sendable with other statements), claiming only when
+ * the transaction-local setting `filestore.relay_locked` is 'true' (the relay sets it from its
+ * try-lock in an earlier statement of the same round trip; otherwise the claim is empty and
+ * draws no seq). Planned at each call, under CLAIM_SETTINGS_SQL sent before it.
+ */
+export function claimBatchSql(limit: number): string {
+  if (!Number.isSafeInteger(limit) || limit < 1) throw new TypeError(`claim limit must be a positive integer, not ${String(limit)}`);
+  return claimText(String(limit), ` AND current_setting('${RELAY_LOCKED_SETTING}', true) = 'true'`);
+}
+
+/** The transaction-local setting claimBatchSql's claim is conditional on. */
+export const RELAY_LOCKED_SETTING = 'filestore.relay_locked';
+
+function claimText(limit: string, guard: string): string {
+  return `SELECT next.id, next.seq, o.event_id AS "eventId", o.mount_id AS "mountId", o.type,
             to_char(o.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "occurredAt", o.data::text AS "dataJson"
        FROM (
          SELECT id, nextval('filestore.outbox_seq') AS seq FROM (
            SELECT id FROM filestore.outbox
-            WHERE published_at IS NULL
-            ORDER BY id LIMIT $1
+            WHERE published_at IS NULL${guard}
+            ORDER BY id LIMIT ${limit}
          ) ordered
        ) next
-       JOIN filestore.outbox o ON o.id = next.id`,
-    values: [limit],
-  });
+       JOIN filestore.outbox o ON o.id = next.id`;
+}
+
+/** The rows of a claim (claimBatch's statement or claimBatchSql's) as a batch in seq order. */
+export function claimedBatchOf(claimed: unknown[]): ClaimedBatch {
+  const rows = claimed as ClaimedRow[];
   rows.sort((a, b) => a.seq - b.seq);
   return { events: rows.map(claimedEnvelope), ids: rows.map((r) => r.id), seqs: rows.map((r) => r.seq) };
 }

@@ -1,5 +1,5 @@
 import type { Pool } from '../db/pool.ts';
-import { CLAIM_SETTINGS_SQL, claimBatch, markPublishedSql } from '../catalogue/outbox.ts';
+import { CLAIM_SETTINGS_SQL, claimBatchSql, claimedBatchOf, markPublishedSql, RELAY_LOCKED_SETTING } from '../catalogue/outbox.ts';
 import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
 import type { EventBus } from './bus.ts';
 
@@ -194,18 +194,22 @@ export class OutboxRelay {
     this.passes++;
     const client = await this.o.pool.connect();
     try {
-      // The lock in a statement of its own (sent with BEGIN, one round trip): the claim must
-      // take its snapshot after the lock is held, or it could see rows the previous holder
-      // published as still unpublished. A try-lock, never a wait: a relay queued on a lock
-      // would only add a waiter (nothing else takes it).
-      // The claim's settings ride along (transaction-local: harmless when the lock is refused,
-      // gone with the ROLLBACK).
-      const results = (await client.query(`BEGIN; SELECT pg_try_advisory_xact_lock(${RELAY_LOCK}) AS locked; ${CLAIM_SETTINGS_SQL}`)) as unknown as Array<{ rows: Array<{ locked: boolean }> }>;
-      if (!results[1]?.rows[0]?.locked) {
+      // One round trip: BEGIN, the try-lock (a try, never a wait: a relay queued on a lock
+      // would only add a waiter) in a statement of its own whose result is kept as a
+      // transaction-local setting, the claim's settings, then the claim, which takes rows only
+      // when that setting says the lock is held. The claim must take its snapshot after the lock
+      // is held, or it could see rows the previous holder published as still unpublished: in
+      // READ COMMITTED each statement of a simple-protocol query takes its own snapshot when it
+      // starts, after the lock's statement ended. Refused, the claim is empty (no seq drawn).
+      // Everything is transaction-local: gone with the COMMIT or ROLLBACK.
+      const results = (await client.query(
+        `BEGIN; SELECT set_config('${RELAY_LOCKED_SETTING}', pg_try_advisory_xact_lock(${RELAY_LOCK})::text, true) AS locked; ${CLAIM_SETTINGS_SQL}; ${claimBatchSql(limit)}`,
+      )) as unknown as Array<{ rows: unknown[] }>;
+      if ((results[1]?.rows[0] as { locked?: string } | undefined)?.locked !== 'true') {
         await client.query('ROLLBACK');
         return null;
       }
-      const batch = await claimBatch(client, limit, { settingsSent: true });
+      const batch = claimedBatchOf(results[3]?.rows ?? []);
       if (batch.events.length === 0) {
         await client.query('COMMIT');
         return 0;
