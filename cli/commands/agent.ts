@@ -46,21 +46,34 @@ export function agentOptionsFrom(config: Config, databaseUrl: string, log: (line
 }
 
 /**
- * Stops the agent on SIGTERM/SIGINT: running commands and jobs finish, watchers judge what is
- * pending, then the process exits 0. A second signal exits at once (interrupted work is
- * recovered by the next start: journal recovery, stalled-job retries, the catch-up rescan).
+ * Within this long of a first signal, the same signal again is the same request: a Ctrl-C in a
+ * terminal reaches `npm start`'s node twice, once from the terminal (the whole foreground
+ * process group gets it) and once forwarded by npm.
  */
-export function stopOnSignals(stop: () => Promise<void>, log: (line: string) => void, name: string): void {
-  let stopping = false;
-  const onSignal = (signal: string) => {
-    if (stopping) {
-      log(`${name}: ${signal} again, exiting without waiting`);
+export const REPEAT_WINDOW_MS = 1000;
+
+/**
+ * Stops the agent on SIGTERM/SIGINT: running commands and jobs finish, watchers judge what is
+ * pending, then the process exits 0. The same signal again within REPEAT_WINDOW_MS is the same
+ * request (ignored); a signal after that exits at once with 1 (interrupted work is recovered by
+ * the next start: journal recovery, stalled-job retries, the catch-up rescan).
+ * Returns the stop, for other reasons to stop.
+ */
+export function stopOnSignals(stop: () => Promise<void>, log: (line: string) => void, name: string): (reason: string) => void {
+  let first: { reason: string; at: number } | null = null;
+  const onSignal = (reason: string) => {
+    if (first) {
+      if (reason === first.reason && performance.now() - first.at < REPEAT_WINDOW_MS) return; // the same Ctrl-C, twice delivered
+      log(`${name}: ${reason} again, exiting without waiting (the next start recovers interrupted work)`);
       process.exit(1);
     }
-    stopping = true;
-    log(`${name}: ${signal}, finishing running work`);
+    first = { reason, at: performance.now() };
+    log(`${name}: ${reason}, finishing running work (a second signal, a moment later, exits without waiting)`);
     stop().then(
-      () => process.exit(0),
+      () => {
+        log(`${name}: stopped`);
+        process.exit(0);
+      },
       (err: Error) => {
         log(`${name}: stopped with an error: ${err.message}`);
         process.exit(1);
@@ -69,6 +82,7 @@ export function stopOnSignals(stop: () => Promise<void>, log: (line: string) => 
   };
   process.on('SIGINT', () => onSignal('SIGINT'));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
+  return onSignal;
 }
 
 /** `filestore agent` (npm run agent): the on-prem agent for the local mounts of FILESTORE_AGENT_ID. */

