@@ -57,9 +57,11 @@ export const REPEAT_WINDOW_MS = 1000;
  * pending, then the process exits 0. The same signal again within REPEAT_WINDOW_MS is the same
  * request (ignored); a signal after that exits at once with 1 (interrupted work is recovered by
  * the next start: journal recovery, stalled-job retries, the catch-up rescan).
+ * `followParent`: the process that started this one (npm, npx, a shell) going away is a stop
+ * too (`npx filestore start` killed with SIGTERM does not pass the signal on).
  * Returns the stop, for other reasons to stop.
  */
-export function stopOnSignals(stop: () => Promise<void>, log: (line: string) => void, name: string): (reason: string) => void {
+export function stopOnSignals(stop: () => Promise<void>, log: (line: string) => void, name: string, options: { followParent?: boolean } = {}): (reason: string) => void {
   let first: { reason: string; at: number } | null = null;
   const onSignal = (reason: string) => {
     if (first) {
@@ -82,6 +84,17 @@ export function stopOnSignals(stop: () => Promise<void>, log: (line: string) => 
   };
   process.on('SIGINT', () => onSignal('SIGINT'));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
+  const parent = process.ppid;
+  if (options.followParent && parent > 1) {
+    // process.ppid is asked of the system each time: an orphan is adopted by init or a subreaper.
+    const timer = setInterval(() => {
+      if (process.ppid !== parent) {
+        clearInterval(timer);
+        onSignal(`its launcher (pid ${parent}) is gone`);
+      }
+    }, 500);
+    timer.unref();
+  }
   return onSignal;
 }
 

@@ -26,13 +26,13 @@ export function registerStart(program: Command): void {
       let starting: Promise<RunningAgent> | undefined;
       // A signal while starting waits for the start to finish, then stops everything cleanly:
       // the agent drains, then the embedded PostgreSQL (in a session of its own, out of reach of
-      // the terminal's Ctrl-C) is stopped, last.
+      // the terminal's Ctrl-C) is stopped, last. The launcher (npm, npx) going away stops it too.
       let embeddedStarting: Promise<EmbeddedDatabase | null> | undefined;
       const stop = async () => {
         await (await starting?.catch(() => undefined))?.stop().catch(() => {});
         await (await embeddedStarting?.catch(() => null))?.stop().catch(() => {});
       };
-      stopOnSignals(stop, log, 'filestore');
+      stopOnSignals(stop, log, 'filestore', { followParent: true });
       try {
         // Unset DATABASE_URL: an embedded PostgreSQL with its data in .filestore/, reused across runs.
         embeddedStarting = config.DATABASE_URL ? Promise.resolve(null) : import('../embedded-postgres.ts').then((m) => m.startEmbeddedPostgres(EMBEDDED_DIR, log));
