@@ -7,7 +7,7 @@ import { ancestorsOf, comparePaths, joinPath, normalizePath, parentOf, STAGING_D
 import type { Backend, ByteRange, EntryStat, HashedFile, ListOptions, OpenedFile, RangeRequest, WriteOptions, WriteResult } from '../types.ts';
 import { createS3Client } from './client.ts';
 import { copyObject, DEFAULT_COPY_PART_BYTES, MAX_SINGLE_COPY_BYTES, MIN_PART_BYTES } from './copy.ts';
-import { s3Error, s3Fail, uploadError } from './errors.ts';
+import { s3Error, s3ErrorName, s3Fail, uploadError } from './errors.ts';
 import {
   assertNoFileAncestor,
   dirExists,
@@ -274,6 +274,25 @@ export class S3Executor implements Backend {
 
   async delete(path: string, options: { recursive: boolean }): Promise<void> {
     await deleteEntry(this.m, normalizePath(path), options.recursive);
+  }
+
+  /**
+   * UNAVAILABLE when no credentials can be found for the mount (none configured, none in the
+   * environment, profile or role): every request would fail before it is sent, so a command is
+   * journaled failed at once instead of reaching apply, where storage could not be asked what
+   * happened and the entry would stay pending. The SDK's provider caches what it found.
+   */
+  async ready(): Promise<void> {
+    try {
+      await this.m.client.config.credentials();
+    } catch (err) {
+      const name = s3ErrorName(err);
+      throw new FilestoreError(
+        'UNAVAILABLE',
+        `S3 mount of bucket "${this.m.bucket}" has no credentials: the server found none (${name}); configure them on the server (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role) and retry`,
+        { cause: 'no S3 credentials', bucket: this.m.bucket },
+      );
+    }
   }
 
   async discardStaging(stagingId: string): Promise<void> {

@@ -1,0 +1,54 @@
+/**
+ * Issue 16, item 2: a command that never touched storage is journaled `failed` at once (an S3
+ * mount without credentials, a local mount whose root never existed), never left `pending`.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createMount } from '../shared/catalogue/mounts.ts';
+import type { Filestore } from '../shared/runtime.ts';
+import { sharedS3, startFilestore, stopS3, uniqueKey } from './support/filestore.ts';
+
+let fs: Filestore;
+beforeAll(async () => {
+  // No S3 credentials anywhere: none configured, none in the environment.
+  for (const v of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_PROFILE', 'AWS_SESSION_TOKEN']) delete process.env[v];
+  process.env.AWS_EC2_METADATA_DISABLED = 'true';
+  process.env.AWS_SHARED_CREDENTIALS_FILE = path.join(os.tmpdir(), 'filestore-no-such-credentials');
+  process.env.AWS_CONFIG_FILE = path.join(os.tmpdir(), 'filestore-no-such-config');
+  fs = await startFilestore({ redisUrl: 'inline', recover: false, s3: {} });
+});
+afterAll(async () => {
+  await fs?.close();
+  await stopS3();
+});
+
+const entries = async (mountId: string) =>
+  (await fs.pool.query<{ command: string; status: string; code: string | null }>(
+    `SELECT command, status, error->>'code' AS code FROM filestore.journal_entries WHERE mount_id = $1 ORDER BY id`,
+    [mountId],
+  )).rows;
+
+it('an S3 mount without credentials: put and mkdir fail at once, their entries failed with the code, none pending', async () => {
+  const s3 = await sharedS3();
+  const bucket = await s3.createBucket();
+  const mount = await createMount(fs.pool, { key: uniqueKey('nocreds'), kind: 's3', bucket, endpoint: s3.endpoint, region: 'us-east-1' });
+  await expect(fs.orchestrator.writeFile(mount.id, { path: 'a.txt' }, Readable.from([Buffer.from('a')]))).rejects.toMatchObject({ code: 'UNAVAILABLE', status: 503 });
+  await expect(fs.orchestrator.mkdir(mount.id, { path: 'd' })).rejects.toMatchObject({ code: 'UNAVAILABLE', status: 503 });
+  expect(await entries(mount.id)).toEqual([
+    { command: 'writeFile', status: 'failed', code: 'UNAVAILABLE' },
+    { command: 'mkdir', status: 'failed', code: 'UNAVAILABLE' },
+  ]);
+});
+
+it('a local mount whose root never existed: put and mkdir fail at once, entries failed, none pending', async () => {
+  const root = path.join(os.tmpdir(), `filestore-never-${uniqueKey()}`);
+  const mount = await createMount(fs.pool, { key: uniqueKey('never'), kind: 'local', rootPath: root });
+  await expect(fs.orchestrator.writeFile(mount.id, { path: 'a.txt' }, Readable.from([Buffer.from('a')]))).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+  await expect(fs.orchestrator.mkdir(mount.id, { path: 'd', parents: true })).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+  expect(await entries(mount.id)).toEqual([
+    { command: 'writeFile', status: 'failed', code: 'UNAVAILABLE' },
+    { command: 'mkdir', status: 'failed', code: 'UNAVAILABLE' },
+  ]);
+});
