@@ -175,7 +175,10 @@ async function dataDirectory(dir: string, user: PostgresUser | null, log: (line:
   await mkdir(home, { recursive: true });
   if (existsSync(link)) return realpath(link);
   if (user && !userCan(user, [['-x', home]])) {
-    const elsewhere = path.join(await rootCache(), 'data', createHash('sha256').update(home).digest('hex').slice(0, 16));
+    const parent = path.join(await rootCache(), 'data');
+    await mkdir(parent, { recursive: true, mode: 0o755 });
+    await chmod(parent, 0o755);
+    const elsewhere = path.join(parent, createHash('sha256').update(home).digest('hex').slice(0, 16));
     await mkdir(elsewhere, { recursive: true, mode: 0o700 });
     await chown(elsewhere, user.uid, user.gid);
     await chmod(elsewhere, 0o700);
@@ -262,7 +265,7 @@ export async function startEmbeddedPostgres(dir: string, log: (line: string) => 
     const init = await run(path.join(root, 'bin', 'initdb'), [`--pgdata=${dataDir}`, '--username=postgres', '--auth=trust', '--encoding=UTF8', '--locale=C'], user);
     if (init.error) throw spawnError('initdb', init.error);
     if (init.code !== 0) {
-      throw new EmbeddedPostgresError('EMBEDDED_POSTGRES_INIT', `initdb failed (exit ${init.code}): ${init.output.trim().split('\n').slice(-3).join(' / ')}; remove ${dataDir} to start over, or set DATABASE_URL`);
+      throw new EmbeddedPostgresError('EMBEDDED_POSTGRES_INIT', `initdb failed (exit ${init.code}): ${init.output.split('\n').map((l) => l.trim()).filter(Boolean).slice(-2).join(' / ')}; remove ${dataDir} to start over, or set DATABASE_URL`);
     }
   }
   await stopLeftover(dataDir, log);
