@@ -1,10 +1,11 @@
 import type { EntryStat } from '../../backends/types.ts';
 import { addInsertedToAncestorsSql, appendEventsSql, int, lit } from '../../catalogue/inline-writes.ts';
-import { insertNodes, newNodeFromStat, recordSequencers } from '../../catalogue/node-writes.ts';
+import { newNodeFromStat, recordSequencers } from '../../catalogue/node-writes.ts';
+import { NODE_COLUMNS } from '../../catalogue/rows.ts';
 import { applyChanges, type Guard } from '../../catalogue/reconcile-writes.ts';
 import type { CatalogueNode, Mount } from '../../catalogue/types.ts';
 import type { Queryable } from '../../db/pool.ts';
-import { ancestorsOf } from '../../paths.ts';
+import { ancestorsOf, baseName, parentOf } from '../../paths.ts';
 import type { DriftTx, JudgedChunk, TxWork } from '../drift.ts';
 import type { ReconcileCore } from '../reconciler.ts';
 import { RunRoot } from '../run-root.ts';
@@ -84,9 +85,9 @@ export class BatchApply implements DriftTx {
     rootChecked.catch(() => {}); // awaited below
     let saved = false;
     try {
-      const jobs = await insertRunningJobs(tx.client, mount.id, planned, () => (saved = true));
+      const { jobs, inserted } = await insertJobsAndNodes(tx.client, mount.id, planned, () => (saved = true));
       const taken = planned.filter((p) => jobs.has(p.path));
-      const work = await this.write(tx, taken, jobs);
+      const work = await this.write(tx, taken, jobs, inserted);
       await rootChecked;
       this.done.push(...taken.map((p) => p.path));
       this.seconds += (performance.now() - started) / 1000;
@@ -103,15 +104,11 @@ export class BatchApply implements DriftTx {
     }
   }
 
-  /** The node writes (statements of their own), then the rest as text for the COMMIT's round trip. */
-  private async write(tx: JudgedChunk, planned: Planned[], jobs: Map<string, number>): Promise<TxWork> {
+  /** The changed files' writes (statements of their own), then the rest as text for the COMMIT's round trip. */
+  private async write(tx: JudgedChunk, planned: Planned[], jobs: Map<string, number>, rows: CatalogueNode[]): Promise<TxWork> {
     const { mount } = this;
     const reason = 's3_event';
-    // New files in one insert (insertNodes takes one job for the snapshots: the first; each
-    // snapshot gets its own key's job with the job rows' update).
-    const discovered = planned.filter((p) => p.node === null);
-    const firstJob = discovered.length > 0 ? (jobs.get(discovered[0]?.path as string) as number) : null;
-    const rows = firstJob === null ? [] : await insertNodes(tx.client, mount.id, discovered.map((p) => newNodeFromStat(p.seen)), { reconciliationJobId: firstJob }, 'ignore');
+    // The new files were inserted with their job rows (insertJobsAndNodes).
     const byPath = new Map(rows.map((r) => [r.path, r]));
     const inserted: Array<{ node: CatalogueNode; jobId: number }> = [];
     const written = new Map<string, number>();
@@ -154,10 +151,7 @@ export class BatchApply implements DriftTx {
         appendEventsSql(
           inserted.map(({ node, jobId }) => ({ type: 'filestore.node.reconciled' as const, mountId: mount.id, data: { node: node as unknown as Record<string, unknown>, change: 'discovered', reason, jobId } })),
         ),
-        finishJobsSql(
-          [...jobs].filter(([path]) => counts.has(path)).map(([path, id]) => ({ id, result: counts.get(path) as ReconcileCounts })),
-          inserted.map((i) => ({ nodeId: i.node.id, jobId: i.jobId })),
-        ),
+        finishJobsSql([...jobs].filter(([path]) => counts.has(path)).map(([path, id]) => ({ id, result: counts.get(path) as ReconcileCounts }))),
       ],
       touched: allWritten ? planned.map((p) => ({ id: written.get(p.path) as number, sequencer: p.sequencer })) : [],
     };
@@ -194,43 +188,84 @@ export class BatchApply implements DriftTx {
 
 /**
  * A job row per key, as `reconcilePath` records its request and claims it (running, attempt
- * 1, started now), in one statement sent with the SAVEPOINT the apply's writes follow; a path
- * with a row already waiting is left out (its request would join that row: `reconcilePath`
- * does that).
+ * 1, started now), and the new files (a key without a live node) inserted as `insertNodes`
+ * inserts them (onConflict 'ignore': a path taken meanwhile, or a parent no longer live, is
+ * skipped), each with its first snapshot credited to its own key's job: ONE statement, sent
+ * with the SAVEPOINT the apply's writes follow (one round trip, simple protocol; every value
+ * through escapeLiteral or as a checked integer). A path with a row already waiting is left
+ * out, job and node (its request would join that row: `reconcilePath` does that). The parents
+ * are live directories (BatchApply's plain cases) and no new file is another's parent: one
+ * level, where insertNodes goes depth by depth. Returns the job ids by path and the rows
+ * inserted.
  */
-async function insertRunningJobs(q: Queryable, mountId: string, keys: Planned[], saved: () => void): Promise<Map<string, number>> {
-  const paths = keys.map((k) => lit(k.path)).join(',');
-  const options = keys.map((k) => lit(JSON.stringify({ recursive: false, hash: false, ...(k.sequencer ? { sequencer: k.sequencer } : {}) }))).join(',');
+async function insertJobsAndNodes(q: Queryable, mountId: string, keys: Planned[], saved: () => void): Promise<{ jobs: Map<string, number>; inserted: CatalogueNode[] }> {
+  const m = lit(mountId);
+  const col = <T>(type: string, f: (k: Planned) => T | null, sql: (v: T) => string) => `ARRAY[${keys.map((k) => { const v = f(k); return v === null || v === undefined ? 'NULL' : sql(v); }).join(',')}]::${type}[]`;
+  const nodes = new Map(keys.map((k) => [k, k.node === null ? newNodeFromStat(k.seen) : null]));
+  const at = (k: Planned) => nodes.get(k) ?? null;
+  const columns = [
+    col('text', (k) => k.path, lit),
+    col('text', (k) => JSON.stringify({ recursive: false, hash: false, ...(k.sequencer ? { sequencer: k.sequencer } : {}) }), lit),
+    col('boolean', (k) => k.node === null, (v) => (v ? 'true' : 'false')),
+    col('text', (k) => parentOf(k.path) ?? '', lit),
+    col('text', (k) => baseName(k.path), lit),
+    col('text', (k) => at(k)?.kind ?? null, lit),
+    col('bigint', (k) => at(k)?.sizeBytes ?? null, int),
+    col('text', (k) => at(k)?.sha256 ?? null, lit),
+    col('text', (k) => at(k)?.etag ?? null, lit),
+    col('int', (k) => at(k)?.mode ?? null, int),
+    col('int', (k) => at(k)?.uid ?? null, int),
+    col('int', (k) => at(k)?.gid ?? null, int),
+    col('timestamptz', (k) => at(k)?.mtime ?? null, (d) => lit(d.toISOString())),
+    col('jsonb', (k) => (at(k)?.metadata ? JSON.stringify(at(k)?.metadata) : null), lit),
+  ].join(', ');
   saved(); // if this round trip fails, a rollback to the savepoint undoes whatever of it ran
   const results = (await q.query(
     `SAVEPOINT ${SAVEPOINT};
-     INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status, attempts, started_at, queue_owed, transport)
-     SELECT ${lit(mountId)}, t.path, 's3_event', t.options::jsonb, 'running', 1, now(), false, 'redis'
-       FROM unnest(ARRAY[${paths}]::text[], ARRAY[${options}]::text[]) WITH ORDINALITY AS t(path, options, n)
-      WHERE NOT EXISTS (SELECT 1 FROM filestore.reconciliation_jobs w WHERE w.mount_id = ${lit(mountId)} AND w.path = t.path AND w.status = 'queued')
-      ORDER BY t.n
-     RETURNING id, path`,
-  )) as unknown as Array<{ rows: Array<{ id: number; path: string }> }>;
-  return new Map((results[1]?.rows ?? []).map((r) => [r.path, r.id]));
+     WITH input AS (
+       SELECT * FROM unnest(${columns})
+         WITH ORDINALITY AS t(path, options, discover, parent_path, name, kind, size_bytes, sha256, etag, mode, uid, gid, mtime, metadata, n)
+     ), jobs AS (
+       INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status, attempts, started_at, queue_owed, transport)
+       SELECT ${m}, t.path, 's3_event', t.options::jsonb, 'running', 1, now(), false, 'redis'
+         FROM input t
+        WHERE NOT EXISTS (SELECT 1 FROM filestore.reconciliation_jobs w WHERE w.mount_id = ${m} AND w.path = t.path AND w.status = 'queued')
+        ORDER BY t.n
+       RETURNING id, path
+     ), ins AS (
+       INSERT INTO filestore.nodes (mount_id, path, parent_id, name, kind, size_bytes, sha256, etag,
+                                    mode, uid, gid, mtime, metadata, consistency_checked_at)
+       SELECT ${m}, i.path, p.id, i.name, i.kind, i.size_bytes, i.sha256, i.etag, i.mode, i.uid, i.gid,
+              i.mtime, coalesce(i.metadata, '{}'::jsonb), now()
+         FROM input i
+         JOIN jobs j ON j.path = i.path
+         JOIN filestore.nodes p ON p.mount_id = ${m} AND p.path = i.parent_path AND p.deleted_at IS NULL
+        WHERE i.discover
+        ORDER BY i.n
+       ON CONFLICT (mount_id, path) WHERE deleted_at IS NULL DO NOTHING
+       RETURNING *
+     ), snap AS (
+       INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, state)
+       SELECT ins.id, ins.version, NULL, j.id, filestore.node_state(ins) FROM ins JOIN jobs j ON j.path = ins.path
+     ), inserted AS (
+       SELECT ${NODE_COLUMNS} FROM ins
+     )
+     SELECT j.id AS "jobId", j.path AS "jobPath", r.* FROM jobs j LEFT JOIN inserted r ON r.path = j.path`,
+  )) as unknown as Array<{ rows: Array<{ jobId: number; jobPath: string; id: number | null } & CatalogueNode> }>;
+  const jobs = new Map<string, number>();
+  const inserted: CatalogueNode[] = [];
+  for (const { jobId, jobPath, ...row } of results[1]?.rows ?? []) {
+    jobs.set(jobPath, jobId);
+    if (row.id !== null) inserted.push(row);
+  }
+  return { jobs, inserted };
 }
 
-/**
- * running → succeeded with each row's counts (finishJob, for many rows), and the first
- * snapshot of each node discovered credited to its own key's job: one statement, as text.
- */
-function finishJobsSql(rows: Array<{ id: number; result: ReconcileCounts }>, snapshots: Array<{ nodeId: number; jobId: number }>): string | null {
+/** running → succeeded with each row's counts (finishJob, for many rows): one statement, as text. */
+function finishJobsSql(rows: Array<{ id: number; result: ReconcileCounts }>): string | null {
   if (rows.length === 0) return null;
   const ids = (values: number[]) => `ARRAY[${values.map(int).join(',')}]::bigint[]`;
-  const snap =
-    snapshots.length === 0
-      ? ''
-      : `WITH snap AS (
-       UPDATE filestore.snapshots s SET reconciliation_job_id = v.job_id
-         FROM unnest(${ids(snapshots.map((x) => x.nodeId))}, ${ids(snapshots.map((x) => x.jobId))}) AS v(node_id, job_id)
-        WHERE s.node_id = v.node_id AND s.version = 1
-     )
-     `;
-  return `${snap}UPDATE filestore.reconciliation_jobs j
+  return `UPDATE filestore.reconciliation_jobs j
         SET status = 'succeeded', result = r.result::jsonb, error = NULL, finished_at = now(), updated_at = now()
        FROM unnest(${ids(rows.map((r) => r.id))}, ARRAY[${rows.map((r) => lit(JSON.stringify(r.result))).join(',')}]::text[]) AS r(id, result)
       WHERE j.id = r.id AND j.status = 'running'`;
