@@ -102,9 +102,8 @@ export class Observability extends Construct {
         dimensionsMap: { service: 'filestore', mount: mount.key },
         statistic: 'Maximum',
         period: Duration.seconds(period),
-        label: `audit age ${mount.key}`,
       });
-      auditAges.push(metric);
+      auditAges.push(metric.with({ label: `audit age ${mount.key}`, period: Duration.minutes(5) }));
       alarm(`AuditAge-${mount.key}`, metric, {
         threshold: auditAgeThreshold(mount.auditCadence),
         missing: cloudwatch.TreatMissingData.BREACHING,

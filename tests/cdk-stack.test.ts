@@ -1,0 +1,448 @@
+/**
+ * The CDK app's contracts (SPEC §11, issue 15), on the example configuration's stack built once:
+ * S3 notifications → the S3-event queue → its function (ReportBatchItemFailures), DLQs and
+ * visibility timeouts, the functions and their variables, least-privilege IAM (presence and
+ * absence), schedules, alarms, the migration trigger's ordering, data and network settings,
+ * the API, outputs, and cdk-nag AwsSolutions with nothing unacknowledged.
+ */
+import { Match } from 'aws-cdk-lib/assertions';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { LAMBDA_NAMES, type LambdaName } from '../cdk/bundles.ts';
+import { cadenceSeconds, s3MountsVariable } from '../cdk/config.ts';
+import { FUNCTION_SETTINGS } from '../cdk/constructs/compute.ts';
+import { auditAgeThreshold } from '../cdk/constructs/observability.ts';
+import { ACKNOWLEDGED } from '../cdk/nag.ts';
+import { actionsOf, buildExampleStack, dependsOn, logicalIdOf, resourcesOf, statementsOfRole, type BuiltStack } from './support/cdk-app.ts';
+
+let b: BuiltStack;
+const fnId = (name: LambdaName) => logicalIdOf(b.stack, b.stack.compute.functions[name]);
+const roleId = (name: LambdaName) => logicalIdOf(b.stack, b.stack.compute.functions[name].role as never);
+const fnProps = (name: LambdaName) => b.json.Resources[fnId(name)]?.Properties as Record<string, any>;
+const envOf = (name: LambdaName) => fnProps(name).Environment.Variables as Record<string, unknown>;
+const statements = (name: LambdaName) => statementsOfRole(b.json, roleId(name));
+const allowedActions = (name: LambdaName) => statements(name).filter((s) => s.Effect === 'Allow').flatMap(actionsOf);
+const arnOf = (c: { node: { defaultChild?: unknown } }) => ({ 'Fn::GetAtt': [logicalIdOf(b.stack, c), 'Arn'] });
+const ofType = (type: string) => Object.entries(b.json.Resources).filter(([, r]) => r.Type === type);
+
+beforeAll(() => {
+  b = buildExampleStack();
+}, 180_000);
+
+describe('S3 notifications → SQS → the S3-event function', () => {
+  it('each mount\'s bucket notifies the S3-event queue of created and removed objects under its prefix', () => {
+    const queue = arnOf(b.stack.storage.s3EventQueue);
+    const notifications = ofType('Custom::S3BucketNotifications').map(([, r]) => r.Properties as Record<string, any>);
+    expect(notifications).toHaveLength(b.config.s3Mounts.length);
+    for (const mount of b.config.s3Mounts) {
+      const bucketName = mount.create ? { Ref: logicalIdOf(b.stack, b.stack.storage.mounts.find((m) => m.mount.key === mount.key)!.bucket as never) } : mount.bucket;
+      const n = notifications.find((p) => JSON.stringify(p.BucketName) === JSON.stringify(bucketName));
+      expect(n, mount.key).toBeDefined();
+      // An imported bucket's other notifications are kept (not managed by the stack).
+      expect(n!.Managed).toBe(mount.create);
+      const configs = n!.NotificationConfiguration.QueueConfigurations as Array<Record<string, any>>;
+      expect(configs.map((c) => c.Events).flat().sort()).toEqual(['s3:ObjectCreated:*', 's3:ObjectRemoved:*']);
+      for (const c of configs) {
+        expect(c.QueueArn).toEqual(queue);
+        expect(c.Filter?.Key?.FilterRules ?? []).toEqual(mount.prefix ? [{ Name: 'prefix', Value: mount.prefix }] : []);
+      }
+    }
+  });
+
+  it('the S3-event queue feeds the S3-event function in batches of 10 with ReportBatchItemFailures', () => {
+    b.template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      EventSourceArn: arnOf(b.stack.storage.s3EventQueue),
+      FunctionName: { Ref: fnId('s3-events') },
+      BatchSize: 10,
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+    });
+  });
+
+  it('the reconcile queue feeds the reconcile function one message at a time, with ReportBatchItemFailures and a bounded concurrency', () => {
+    b.template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      EventSourceArn: arnOf(b.stack.storage.reconcileQueue),
+      FunctionName: { Ref: fnId('reconcile') },
+      BatchSize: 1,
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+      ScalingConfig: { MaximumConcurrency: b.config.reconcileMaxConcurrency },
+    });
+    expect(ofType('AWS::Lambda::EventSourceMapping')).toHaveLength(2);
+  });
+});
+
+describe('queues: DLQs and visibility timeouts', () => {
+  for (const [queueName, dlqName, fn] of [
+    ['s3EventQueue', 's3EventDlq', 's3-events'],
+    ['reconcileQueue', 'reconcileDlq', 'reconcile'],
+  ] as const) {
+    it(`${queueName}: visibility ≥ 6× the ${fn} function's timeout, DLQ after 5 receives, encrypted, SSL only`, () => {
+      const q = b.json.Resources[logicalIdOf(b.stack, b.stack.storage[queueName])]!.Properties!;
+      const timeout = fnProps(fn).Timeout as number;
+      expect(timeout).toBe(FUNCTION_SETTINGS[fn].timeout.toSeconds());
+      expect(q.VisibilityTimeout).toBeGreaterThanOrEqual(6 * timeout);
+      expect(q.RedrivePolicy).toEqual({ deadLetterTargetArn: arnOf(b.stack.storage[dlqName]), maxReceiveCount: 5 });
+      expect(q.SqsManagedSseEnabled).toBe(true);
+      const dlq = b.json.Resources[logicalIdOf(b.stack, b.stack.storage[dlqName])]!.Properties!;
+      expect(dlq.SqsManagedSseEnabled).toBe(true);
+    });
+  }
+
+  it('every queue denies requests without TLS', () => {
+    const queues = ofType('AWS::SQS::Queue').map(([id]) => id);
+    expect(queues).toHaveLength(5);
+    for (const id of queues) {
+      b.template.hasResourceProperties('AWS::SQS::QueuePolicy', {
+        Queues: Match.arrayWith([{ Ref: id }]),
+        PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]) },
+      });
+    }
+  });
+});
+
+describe('compute: one function per Lambda entry', () => {
+  it('nodejs24.x on ARM64 in the VPC, traced, each handler its bundle\'s', () => {
+    for (const name of LAMBDA_NAMES) {
+      const p = fnProps(name);
+      expect(p.Runtime, name).toBe('nodejs24.x');
+      expect(p.Architectures).toEqual(['arm64']);
+      expect(p.Handler).toBe(`${name}.handler`);
+      expect(p.TracingConfig).toEqual({ Mode: 'Active' });
+      expect(p.VpcConfig.SubnetIds.length).toBe(b.config.availabilityZones.length);
+      expect(p.LoggingConfig.LogGroup).toBeDefined();
+    }
+  });
+
+  it('single runners: migrate and maintenance have reserved concurrency 1; the others none', () => {
+    expect(fnProps('migrate').ReservedConcurrentExecutions).toBe(1);
+    expect(fnProps('maintenance').ReservedConcurrentExecutions).toBe(1);
+    for (const name of ['api', 'authorizer', 's3-events', 'audit', 'reconcile'] as const) expect(fnProps(name).ReservedConcurrentExecutions, name).toBeUndefined();
+  });
+
+  it('the database through the proxy with IAM auth, pools of 1 (api, migrate) or 2 (s3-events, audit, reconcile, maintenance)', () => {
+    const proxyEndpoint = { 'Fn::GetAtt': [logicalIdOf(b.stack, b.stack.data.proxy), 'Endpoint'] };
+    const pools: Partial<Record<LambdaName, string>> = { api: '1', migrate: '1', 's3-events': '2', audit: '2', reconcile: '2', maintenance: '2' };
+    for (const [name, pool] of Object.entries(pools) as Array<[LambdaName, string]>) {
+      expect(envOf(name), name).toMatchObject({ FILESTORE_DB_HOST: proxyEndpoint, FILESTORE_DB_PORT: '5432', FILESTORE_DB_NAME: 'filestore', FILESTORE_DB_USER: 'filestore', FILESTORE_DB_IAM_AUTH: 'true', FILESTORE_DB_POOL_SIZE: pool });
+      expect(envOf(name).DATABASE_URL).toBeUndefined();
+    }
+    expect(envOf('authorizer').FILESTORE_DB_HOST).toBeUndefined();
+  });
+
+  it('Redis over TLS with the AUTH secret, the command secret and the reconcile queue for every function with a core', () => {
+    for (const name of ['api', 's3-events', 'audit', 'reconcile', 'maintenance'] as const) {
+      const env = envOf(name);
+      expect(JSON.stringify(env.REDIS_URL), name).toMatch(/^\{"Fn::Join":\["",\["rediss:\/\//);
+      expect(env.FILESTORE_REDIS_AUTH_SECRET_ARN).toEqual({ Ref: logicalIdOf(b.stack, b.stack.data.redisAuthSecret) });
+      expect(env.FILESTORE_COMMAND_SECRET_ARN).toEqual({ Ref: logicalIdOf(b.stack, b.stack.secrets.commandSecret) });
+      expect(env.FILESTORE_RECONCILE_QUEUE_URL).toEqual({ Ref: logicalIdOf(b.stack, b.stack.storage.reconcileQueue) });
+    }
+    for (const name of ['authorizer', 'migrate'] as const) {
+      expect(envOf(name).REDIS_URL).toBeUndefined();
+      expect(envOf(name).FILESTORE_COMMAND_SECRET_ARN).toBeUndefined();
+    }
+    expect(envOf('authorizer').FILESTORE_API_TOKENS_SECRET_ARN).toEqual({ Ref: logicalIdOf(b.stack, b.stack.secrets.apiTokens) });
+  });
+
+  it('FILESTORE_S3_MOUNTS (the configured S3 mounts) on the api and migrate functions only', () => {
+    const expected = b.config.s3Mounts.map((m) => ({ key: m.key, bucket: m.bucket, prefix: m.prefix }));
+    expect(JSON.parse(s3MountsVariable(b.config))).toEqual(expected);
+    expect(JSON.parse(envOf('api').FILESTORE_S3_MOUNTS as string)).toEqual(expected);
+    expect(JSON.parse(envOf('migrate').FILESTORE_S3_MOUNTS as string)).toEqual(expected);
+    for (const name of ['authorizer', 's3-events', 'audit', 'reconcile', 'maintenance'] as const) expect(envOf(name).FILESTORE_S3_MOUNTS, name).toBeUndefined();
+  });
+
+  it('the EMF namespace and service the audit-age alarm reads', () => {
+    for (const name of LAMBDA_NAMES) expect(envOf(name)).toMatchObject({ POWERTOOLS_METRICS_NAMESPACE: 'Filestore', POWERTOOLS_SERVICE_NAME: 'filestore' });
+  });
+});
+
+describe('least privilege', () => {
+  const s3Statements = (name: LambdaName) => statements(name).filter((s) => actionsOf(s).some((a) => a.startsWith('s3:')));
+  const mountObjectArns = () =>
+    b.stack.storage.mounts.map(({ mount, bucket }) =>
+      mount.create
+        ? { 'Fn::Join': ['', [{ 'Fn::GetAtt': [logicalIdOf(b.stack, bucket as never), 'Arn'] }, `/${mount.prefix}*`]] }
+        : { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, `:s3:::${mount.bucket}/${mount.prefix}*`]] },
+    );
+
+  it('the S3-event, audit and reconcile functions only read: GetObject below the mounts\' prefixes, ListBucket limited to them', () => {
+    for (const name of ['s3-events', 'audit', 'reconcile'] as const) {
+      const s3 = s3Statements(name);
+      expect(s3.flatMap(actionsOf).sort(), name).toEqual(['s3:GetObject', 's3:ListBucket', 's3:ListBucket']);
+      const get = s3.find((s) => actionsOf(s).includes('s3:GetObject'))!;
+      expect(resourcesOf(get)).toEqual(mountObjectArns());
+      const archive = b.config.s3Mounts.find((m) => m.prefix !== '')!;
+      const list = s3.find((s) => JSON.stringify(s.Resource).includes(`:s3:::${archive.bucket}`) && actionsOf(s).includes('s3:ListBucket'))!;
+      expect(list.Condition).toEqual({ StringLike: { 's3:prefix': [`${archive.prefix}*`] } });
+    }
+  });
+
+  it('only the api function (writes) and maintenance (journal recovery, staging sweep) may put or delete objects; no s3:* wildcard anywhere', () => {
+    const writes = ['s3:PutObject', 's3:DeleteObject'];
+    for (const name of LAMBDA_NAMES) {
+      const actions = allowedActions(name);
+      expect(actions.some((a) => a === 's3:*' || a === '*'), name).toBe(false);
+      expect(writes.every((w) => actions.includes(w)), name).toBe(name === 'api' || name === 'maintenance');
+      expect(actions.some((a) => writes.includes(a)), name).toBe(name === 'api' || name === 'maintenance');
+    }
+    for (const name of ['api', 'maintenance'] as const) {
+      const write = s3Statements(name).find((s) => actionsOf(s).includes('s3:PutObject'))!;
+      expect(resourcesOf(write)).toEqual(mountObjectArns());
+    }
+    expect(s3Statements('authorizer')).toEqual([]);
+    expect(s3Statements('migrate')).toEqual([]);
+  });
+
+  it('no function may manage the database: no rds:* action, only rds-db:connect as "filestore" on the proxy', () => {
+    for (const name of LAMBDA_NAMES) {
+      const actions = allowedActions(name);
+      expect(actions.filter((a) => a.startsWith('rds:')), name).toEqual([]);
+      const connect = statements(name).filter((s) => actionsOf(s).includes('rds-db:connect'));
+      if (name === 'authorizer') {
+        expect(connect).toEqual([]);
+        continue;
+      }
+      expect(connect, name).toHaveLength(1);
+      const arn = JSON.stringify(connect[0]!.Resource);
+      expect(arn).toContain(`"Fn::GetAtt":["${logicalIdOf(b.stack, b.stack.data.proxy)}","DBProxyArn"]`);
+      expect(arn).toMatch(/:dbuser:.*"\/filestore"/);
+    }
+  });
+
+  it('each secret is readable only by the functions that need it; the database secret by none', () => {
+    const readers = (secret: { node: { defaultChild?: unknown } }) =>
+      LAMBDA_NAMES.filter((name) =>
+        statements(name).some((s) => actionsOf(s).includes('secretsmanager:GetSecretValue') && JSON.stringify(s.Resource) === JSON.stringify({ Ref: logicalIdOf(b.stack, secret) })),
+      ).sort();
+    expect(readers(b.stack.secrets.apiTokens)).toEqual(['authorizer']);
+    expect(readers(b.stack.secrets.commandSecret)).toEqual(['api', 'audit', 'maintenance', 'reconcile', 's3-events']);
+    expect(readers(b.stack.data.redisAuthSecret)).toEqual(['api', 'audit', 'maintenance', 'reconcile', 's3-events']);
+    expect(readers(b.stack.data.databaseSecret as never)).toEqual([]);
+    for (const name of LAMBDA_NAMES) {
+      for (const s of statements(name).filter((x) => actionsOf(x).some((a) => a.startsWith('secretsmanager:')))) {
+        expect(actionsOf(s).sort()).toEqual(['secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue']);
+      }
+    }
+  });
+
+  it('SQS: senders of the reconcile queue, consumers of their own queue only; "*" only for X-Ray', () => {
+    const reconcileQueue = JSON.stringify(arnOf(b.stack.storage.reconcileQueue));
+    for (const name of LAMBDA_NAMES) {
+      const sends = statements(name).filter((s) => actionsOf(s).includes('sqs:SendMessage'));
+      const expected = ['api', 's3-events', 'audit', 'reconcile', 'maintenance'].includes(name);
+      expect(sends.map((s) => JSON.stringify(s.Resource)), name).toEqual(expected ? [reconcileQueue] : []);
+      const receives = statements(name).filter((s) => actionsOf(s).includes('sqs:ReceiveMessage')).map((s) => JSON.stringify(s.Resource));
+      expect(receives, name).toEqual(name === 's3-events' ? [JSON.stringify(arnOf(b.stack.storage.s3EventQueue))] : name === 'reconcile' ? [reconcileQueue] : []);
+      for (const s of statements(name).filter((x) => resourcesOf(x).includes('*'))) expect(actionsOf(s).every((a) => a.startsWith('xray:')), name).toBe(true);
+    }
+  });
+
+  it('the on-prem agents\' policy: their secrets and rds-db:connect, no S3; their CIDR may reach PostgreSQL and Redis', () => {
+    const policy = b.json.Resources[logicalIdOf(b.stack, b.stack.agents.policy as never)]!.Properties!;
+    const st = policy.PolicyDocument.Statement as Array<{ Action: string | string[]; Resource: unknown }>;
+    expect(st.flatMap(actionsOf).sort()).toEqual(['rds-db:connect', 'secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue']);
+    const secrets = resourcesOf(st.find((s) => actionsOf(s).includes('secretsmanager:GetSecretValue'))!);
+    expect(secrets).toHaveLength(4);
+    const inbound = (sg: { node: { defaultChild?: unknown } }) => b.json.Resources[logicalIdOf(b.stack, sg)]!.Properties!.SecurityGroupIngress as Array<Record<string, unknown>>;
+    expect(inbound(b.stack.data.databaseSecurityGroup)).toContainEqual(expect.objectContaining({ CidrIp: b.config.onPremCidr, FromPort: 5432, ToPort: 5432 }));
+    expect(inbound(b.stack.data.proxySecurityGroup)).toContainEqual(expect.objectContaining({ CidrIp: b.config.onPremCidr, FromPort: 5432, ToPort: 5432 }));
+    expect(inbound(b.stack.data.redisSecurityGroup)).toContainEqual(expect.objectContaining({ CidrIp: b.config.onPremCidr, FromPort: 6379, ToPort: 6379 }));
+  });
+});
+
+describe('schedules', () => {
+  it('maintenance every minute, one audit per S3 mount at its cadence with {"mountId": key}; retries capped; failures to the DLQ', () => {
+    const schedules = ofType('AWS::Scheduler::Schedule').map(([, r]) => r.Properties as Record<string, any>);
+    expect(schedules).toHaveLength(1 + b.config.s3Mounts.length);
+    const dlq = arnOf(b.stack.schedules.dlq);
+    const maintenance = schedules.filter((s) => JSON.stringify(s.Target.Arn) === JSON.stringify({ 'Fn::GetAtt': [fnId('maintenance'), 'Arn'] }));
+    expect(maintenance).toHaveLength(1);
+    expect(maintenance[0]!.ScheduleExpression).toBe('rate(1 minute)');
+    for (const mount of b.config.s3Mounts) {
+      const audit = schedules.filter((s) => s.Target.Input === JSON.stringify({ mountId: mount.key }));
+      expect(audit, mount.key).toHaveLength(1);
+      expect(audit[0]!.Target.Arn).toEqual({ 'Fn::GetAtt': [fnId('audit'), 'Arn'] });
+      expect(cadenceSeconds(audit[0]!.ScheduleExpression)).toBe(cadenceSeconds(mount.auditCadence));
+    }
+    for (const s of schedules) {
+      expect(s.Target.RetryPolicy.MaximumRetryAttempts).toBeLessThanOrEqual(2);
+      expect(s.Target.RetryPolicy.MaximumEventAgeInSeconds).toBeLessThanOrEqual(900);
+      expect(s.Target.DeadLetterConfig).toEqual({ Arn: dlq });
+    }
+  });
+
+  it('a failed scheduled run is not retried by Lambda itself (the next schedule runs)', () => {
+    for (const name of ['audit', 'maintenance'] as const) {
+      b.template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', { FunctionName: { Ref: fnId(name) }, MaximumRetryAttempts: 0 });
+    }
+  });
+});
+
+describe('alarms and dashboard', () => {
+  const alarms = () => ofType('AWS::CloudWatch::Alarm').map(([, r]) => r.Properties as Record<string, any>);
+  const topic = () => ({ Ref: logicalIdOf(b.stack, b.stack.observability.topic) });
+  const find = (p: (a: Record<string, any>) => boolean) => alarms().filter(p);
+
+  it('DLQ depth of each DLQ', () => {
+    for (const dlq of [b.stack.storage.s3EventDlq, b.stack.storage.reconcileDlq, b.stack.schedules.dlq]) {
+      const a = find((x) => x.MetricName === 'ApproximateNumberOfMessagesVisible' && JSON.stringify(x.Dimensions).includes(logicalIdOf(b.stack, dlq)));
+      expect(a).toHaveLength(1);
+      expect(a[0]!.Threshold).toBe(0);
+      expect(a[0]!.ComparisonOperator).toBe('GreaterThanThreshold');
+    }
+  });
+
+  it('oldest message age of the S3-event and reconcile queues', () => {
+    for (const q of [b.stack.storage.s3EventQueue, b.stack.storage.reconcileQueue]) {
+      expect(find((x) => x.MetricName === 'ApproximateAgeOfOldestMessage' && JSON.stringify(x.Dimensions).includes(logicalIdOf(b.stack, q)))).toHaveLength(1);
+    }
+  });
+
+  it('errors and throttles of every function, and the API\'s 5xx', () => {
+    for (const name of LAMBDA_NAMES) {
+      for (const metric of ['Errors', 'Throttles']) {
+        expect(find((x) => x.MetricName === metric && x.Namespace === 'AWS/Lambda' && JSON.stringify(x.Dimensions) === JSON.stringify([{ Name: 'FunctionName', Value: { Ref: fnId(name) } }])), `${name} ${metric}`).toHaveLength(1);
+      }
+    }
+    expect(find((x) => x.MetricName === '5xx' && x.Namespace === 'AWS/ApiGateway')).toHaveLength(1);
+  });
+
+  it('per S3 mount: filestore_audit_age_seconds{mount} above twice the cadence plus a margin, missing data breaching', () => {
+    for (const mount of b.config.s3Mounts) {
+      const a = find((x) => x.MetricName === 'filestore_audit_age_seconds' && JSON.stringify(x.Dimensions).includes(`"Value":"${mount.key}"`));
+      expect(a, mount.key).toHaveLength(1);
+      expect(a[0]).toMatchObject({ Namespace: 'Filestore', Statistic: 'Maximum', TreatMissingData: 'breaching', Threshold: auditAgeThreshold(mount.auditCadence) });
+      expect(a[0]!.Threshold).toBeGreaterThan(2 * cadenceSeconds(mount.auditCadence));
+      expect(a[0]!.Dimensions).toEqual(expect.arrayContaining([{ Name: 'mount', Value: mount.key }, { Name: 'service', Value: 'filestore' }]));
+      expect(a[0]!.Period).toBeGreaterThanOrEqual(cadenceSeconds(mount.auditCadence));
+    }
+  });
+
+  it('every alarm notifies the SNS topic (KMS-encrypted, the configured e-mail subscribed); a dashboard', () => {
+    const all = alarms();
+    expect(all).toHaveLength(3 + 2 + 2 * LAMBDA_NAMES.length + 1 + b.config.s3Mounts.length);
+    for (const a of all) expect(a.AlarmActions).toEqual([topic()]);
+    b.template.hasResourceProperties('AWS::SNS::Topic', { KmsMasterKeyId: Match.anyValue() });
+    b.template.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: b.config.alarmEmail, TopicArn: topic() });
+    b.template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+  });
+});
+
+describe('migrations run after the database and before the handlers', () => {
+  it('the trigger invokes the migrate function, after the instance and the proxy, again when its code changes', () => {
+    const triggers = ofType('Custom::Trigger');
+    expect(triggers).toHaveLength(1);
+    const [, trigger] = triggers[0]!;
+    expect(JSON.stringify(trigger.Properties!.HandlerArn)).toContain('ComputeMigrateCurrentVersion');
+    expect(trigger.Properties!.ExecuteOnHandlerChange).toBe(true);
+    expect(trigger.Properties!.InvocationType).toBe('RequestResponse');
+    const deps = dependsOn(trigger);
+    expect(deps).toContain(logicalIdOf(b.stack, b.stack.data.database));
+    expect(deps).toContain(logicalIdOf(b.stack, b.stack.data.proxy));
+  });
+
+  it('every handler, event source mapping, the API and the schedules depend on the trigger', () => {
+    const triggerId = ofType('Custom::Trigger')[0]![0];
+    for (const name of LAMBDA_NAMES.filter((n) => n !== 'migrate')) expect(dependsOn(b.json.Resources[fnId(name)]!), name).toContain(triggerId);
+    expect(dependsOn(b.json.Resources[fnId('migrate')]!)).not.toContain(triggerId);
+    for (const type of ['AWS::Lambda::EventSourceMapping', 'AWS::ApiGatewayV2::Api', 'AWS::ApiGatewayV2::Route', 'AWS::ApiGatewayV2::Stage', 'AWS::Scheduler::Schedule']) {
+      const list = ofType(type);
+      expect(list.length, type).toBeGreaterThan(0);
+      for (const [id, r] of list) expect(dependsOn(r), `${type} ${id}`).toContain(triggerId);
+    }
+  });
+});
+
+describe('data and network', () => {
+  it('PostgreSQL: Multi-AZ, encrypted, deletion protection, TLS forced, rotated credentials; the proxy requires IAM auth and TLS', () => {
+    b.template.hasResourceProperties('AWS::RDS::DBInstance', { Engine: 'postgres', MultiAZ: true, StorageEncrypted: true, DeletionProtection: true, PubliclyAccessible: false, EngineVersion: Match.stringLikeRegexp('^1[5-9]') });
+    b.template.hasResourceProperties('AWS::RDS::DBParameterGroup', { Parameters: { 'rds.force_ssl': '1' } });
+    b.template.hasResourceProperties('AWS::SecretsManager::RotationSchedule', { RotationRules: { ScheduleExpression: `rate(${b.config.database.rotationDays} days)` } });
+    b.template.hasResourceProperties('AWS::RDS::DBProxy', { EngineFamily: 'POSTGRESQL', RequireTLS: true, Auth: [Match.objectLike({ AuthScheme: 'SECRETS', IAMAuth: 'REQUIRED' })] });
+  });
+
+  it('Redis: a Valkey replication group, cluster mode off, Multi-AZ, TLS + AUTH from the secret, noeviction', () => {
+    b.template.hasResourceProperties('AWS::ElastiCache::ParameterGroup', { Properties: { 'maxmemory-policy': 'noeviction' } });
+    const rg = ofType('AWS::ElastiCache::ReplicationGroup');
+    expect(rg).toHaveLength(1);
+    const p = rg[0]![1].Properties!;
+    expect(p).toMatchObject({ Engine: 'valkey', ClusterMode: 'disabled', MultiAZEnabled: true, AutomaticFailoverEnabled: true, TransitEncryptionEnabled: true, AtRestEncryptionEnabled: true, NumCacheClusters: b.config.redis.nodes });
+    expect(p.NumNodeGroups).toBeUndefined();
+    expect(JSON.stringify(p.AuthToken)).toContain('{{resolve:secretsmanager:');
+    expect(JSON.stringify(p.AuthToken)).toContain(logicalIdOf(b.stack, b.stack.data.redisAuthSecret));
+  });
+
+  it('the VPC: the configured AZs (no lookups), no internet gateway or NAT, an S3 gateway and interface endpoints', () => {
+    const azs = ofType('AWS::EC2::Subnet').map(([, r]) => r.Properties!.AvailabilityZone as string);
+    expect([...new Set(azs)].sort()).toEqual([...b.config.availabilityZones].sort());
+    b.template.resourceCountIs('AWS::EC2::InternetGateway', 0);
+    b.template.resourceCountIs('AWS::EC2::NatGateway', 0);
+    b.template.hasResourceProperties('AWS::EC2::VPCEndpoint', { VpcEndpointType: 'Gateway', ServiceName: Match.objectLike({ 'Fn::Join': Match.arrayWith([Match.arrayWith(['.s3'])]) }) });
+    const interfaces = ofType('AWS::EC2::VPCEndpoint').filter(([, r]) => r.Properties!.VpcEndpointType === 'Interface').map(([, r]) => JSON.stringify(r.Properties!.ServiceName));
+    for (const service of ['secretsmanager', 'sqs', 'xray']) expect(interfaces.some((s) => s.includes(service)), service).toBe(true);
+  });
+
+  it('created buckets: encrypted, SSL only, no public access, access-logged', () => {
+    for (const { mount, bucket } of b.stack.storage.mounts.filter((m) => m.mount.create)) {
+      const p = b.json.Resources[logicalIdOf(b.stack, bucket as never)]!.Properties!;
+      expect(p.BucketName).toBe(mount.bucket);
+      expect(p.PublicAccessBlockConfiguration).toEqual({ BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true });
+      expect(p.BucketEncryption.ServerSideEncryptionConfiguration[0].ServerSideEncryptionByDefault.SSEAlgorithm).toBe('AES256');
+      expect(p.LoggingConfiguration).toBeDefined();
+      expect(p.VersioningConfiguration?.Status === 'Enabled').toBe(mount.versioned);
+    }
+    // An imported bucket is not a resource of the stack.
+    const imported = b.config.s3Mounts.filter((m) => !m.create).map((m) => m.bucket);
+    for (const [, r] of ofType('AWS::S3::Bucket')) expect(imported).not.toContain(r.Properties!.BucketName);
+  });
+});
+
+describe('API', () => {
+  it('an HTTP API: every route to the API function (payload 2.0) behind the Lambda authorizer (simple responses, Authorization alone)', () => {
+    b.template.hasResourceProperties('AWS::ApiGatewayV2::Api', { ProtocolType: 'HTTP' });
+    b.template.hasResourceProperties('AWS::ApiGatewayV2::Authorizer', {
+      AuthorizerType: 'REQUEST',
+      AuthorizerPayloadFormatVersion: '2.0',
+      EnableSimpleResponses: true,
+      IdentitySource: ['$request.header.Authorization'],
+    });
+    b.template.hasResourceProperties('AWS::ApiGatewayV2::Integration', { IntegrationType: 'AWS_PROXY', PayloadFormatVersion: '2.0' });
+    for (const [, r] of ofType('AWS::ApiGatewayV2::Route')) expect(r.Properties!.AuthorizationType).toBe('CUSTOM');
+  });
+
+  it('the default stage: access logs to a log group, throttled', () => {
+    b.template.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      StageName: '$default',
+      AutoDeploy: true,
+      AccessLogSettings: { DestinationArn: arnOf(b.stack.api.accessLogs), Format: Match.stringLikeRegexp('requestId') },
+      DefaultRouteSettings: { ThrottlingRateLimit: b.config.api.throttleRateLimit, ThrottlingBurstLimit: b.config.api.throttleBurstLimit },
+    });
+  });
+});
+
+describe('outputs: what a deploy and an agent need', () => {
+  it('each output named and described', () => {
+    const names = ['ApiUrl', 'DatabaseProxyEndpoint', 'DatabaseEndpoint', 'DatabaseName', 'DatabaseUser', 'DatabaseSecretArn', 'RedisEndpoint', 'RedisPort', 'RedisAuthSecretArn', 'CommandSecretArn', 'ApiTokensSecretArn', 'S3EventQueueUrl', 'S3EventDlqUrl', 'ReconcileQueueUrl', 'ReconcileDlqUrl', 'ScheduleDlqUrl', 'AgentPolicyArn', 'AlarmTopicArn', 'DashboardName', 'VpcId', 'S3Mounts'];
+    expect(Object.keys(b.json.Outputs).sort()).toEqual([...names].sort());
+    for (const name of names) expect(b.json.Outputs[name]!.Description?.length, name).toBeGreaterThan(10);
+  });
+});
+
+describe('cdk-nag AwsSolutions (v3)', () => {
+  it('reports nothing unacknowledged', () => {
+    const report = b.nag.validateScope(b.app);
+    expect(report.violations.map((v) => `${v.ruleName}: ${v.violatingResources.map((r) => r.constructPath).join(', ')}`)).toEqual([]);
+    expect(report.success).toBe(true);
+  });
+
+  it('every acknowledgement names an AwsSolutions rule and gives its own reason', () => {
+    const acks = ACKNOWLEDGED.get(b.stack)!;
+    expect(acks.length).toBeGreaterThan(0);
+    for (const a of acks) {
+      expect(a.id).toMatch(/^AwsSolutions-[A-Z]+\d+(\[.+\])?$/);
+      expect(a.reason.length, a.id).toBeGreaterThan(60);
+    }
+    // Recorded on the constructs, where cdk-nag reads them.
+    const recorded = b.stack.data.database.node.metadata.filter((m) => m.type === 'aws:cdk:acknowledged-rules');
+    expect(recorded.length).toBeGreaterThan(0);
+  });
+});
