@@ -3,6 +3,23 @@ import { pruneOutbox } from './catalogue/outbox-retention.ts';
 import type { Pool } from './db/pool.ts';
 import type { OutboxRelay } from './events/relay.ts';
 import type { Orchestrator } from './orchestrator/orchestrator.ts';
+import type { UnresolvedEntry } from './orchestrator/recovery.ts';
+
+/** Entries named in one log line at most; the rest are counted (`filestore journal --pending` lists them all). */
+const NAMED_UNRESOLVED = 10;
+
+/** ": mount s3x (UNAVAILABLE: …): entry 12 writeFile "a.txt", …; list and resolve them with …" */
+export function describeUnresolved(entries: readonly UnresolvedEntry[]): string {
+  if (entries.length === 0) return '';
+  const byMount = new Map<string, UnresolvedEntry[]>();
+  for (const e of entries.slice(0, NAMED_UNRESOLVED)) byMount.set(e.mountKey, [...(byMount.get(e.mountKey) ?? []), e]);
+  const parts = [...byMount].map(([key, es]) => {
+    const names = es.map((e) => `entry ${e.id} ${e.command} ${JSON.stringify(e.path)}${e.targetPath !== undefined ? ` -> ${JSON.stringify(e.targetPath)}` : ''}`);
+    return `mount ${key} (${es[0]?.reason ?? '?'}): ${names.join(', ')}`;
+  });
+  const more = entries.length > NAMED_UNRESOLVED ? `; and ${entries.length - NAMED_UNRESOLVED} more` : '';
+  return `: ${parts.join('; ')}${more}; list them with \`filestore journal --pending\`, resolve with \`filestore journal resolve ID\` once storage is reachable`;
+}
 
 export interface MaintenanceDeps {
   pool: Pool;
@@ -61,10 +78,11 @@ export async function maintenancePass(d: MaintenanceDeps, o: MaintenanceOptions 
   await step('publishing the outbox', publish);
   if (d.recover) {
     await step('recovery', async () => {
-      const r = await d.orchestrator.recover();
+      const unresolved: UnresolvedEntry[] = [];
+      const r = await d.orchestrator.recover((e) => unresolved.push(e));
       report.recovery = r;
       if (r.succeeded + r.failed + r.error > 0) {
-        d.log(`recovery: ${r.succeeded} completed, ${r.failed} marked failed, ${r.error} unresolved (storage unreachable; retried)`);
+        d.log(`recovery: ${r.succeeded} completed, ${r.failed} marked failed, ${r.error} unresolved (storage unreachable; retried)${describeUnresolved(unresolved)}`);
       }
     });
     // What recovery committed goes out in this pass, not in the next one.

@@ -11,13 +11,14 @@ import type { Filestore } from '../shared/runtime.ts';
 import { sharedS3, startFilestore, stopS3, uniqueKey } from './support/filestore.ts';
 
 let fs: Filestore;
+const logged: string[] = [];
 beforeAll(async () => {
   // No S3 credentials anywhere: none configured, none in the environment.
   for (const v of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_PROFILE', 'AWS_SESSION_TOKEN']) delete process.env[v];
   process.env.AWS_EC2_METADATA_DISABLED = 'true';
   process.env.AWS_SHARED_CREDENTIALS_FILE = path.join(os.tmpdir(), 'filestore-no-such-credentials');
   process.env.AWS_CONFIG_FILE = path.join(os.tmpdir(), 'filestore-no-such-config');
-  fs = await startFilestore({ redisUrl: 'inline', recover: false, s3: {} });
+  fs = await startFilestore({ redisUrl: 'inline', s3: {}, log: (line) => logged.push(line) });
 });
 afterAll(async () => {
   await fs?.close();
@@ -51,4 +52,25 @@ it('a local mount whose root never existed: put and mkdir fail at once, entries 
     { command: 'writeFile', status: 'failed', code: 'UNAVAILABLE' },
     { command: 'mkdir', status: 'failed', code: 'UNAVAILABLE' },
   ]);
+});
+
+it("recovery's log names the entries it could not resolve: ids, command, path and mount, with the reason", async () => {
+  const s3 = await sharedS3();
+  const bucket = await s3.createBucket();
+  const mount = await createMount(fs.pool, { key: uniqueKey('stuck'), kind: 's3', bucket, endpoint: s3.endpoint, region: 'us-east-1' });
+  // What a process that died after journaling (before its storage call) leaves behind.
+  const { rows } = await fs.pool.query<{ id: string }>(
+    `INSERT INTO filestore.journal_entries (mount_id, command, request) VALUES ($1, 'writeFile', '{"path":"docs/a.txt"}'), ($1, 'move', '{"path":"x","targetPath":"y"}') RETURNING id`,
+    [mount.id],
+  );
+  const [a, b] = rows.map((r) => Number(r.id));
+  logged.length = 0;
+  const report = await fs.maintain();
+  expect(report.recovery?.error).toBeGreaterThanOrEqual(2);
+  const line = logged.find((l) => l.startsWith('recovery:')) ?? '';
+  expect(line).toContain(`mount ${mount.key} (UNAVAILABLE: S3 mount of bucket "${bucket}" has no credentials`);
+  expect(line).toContain(`entry ${a} writeFile "docs/a.txt"`);
+  expect(line).toContain(`entry ${b} move "x" -> "y"`);
+  expect(line).toContain('filestore journal --pending');
+  await fs.pool.query(`UPDATE filestore.journal_entries SET status = 'failed' WHERE id = ANY($1::bigint[])`, [[a, b]]);
 });

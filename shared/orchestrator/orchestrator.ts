@@ -4,7 +4,7 @@ import type { Pool } from '../db/pool.ts';
 import type { ProcessIdentity } from '../dispatch/ownership.ts';
 import type { CommandContext, CommandResult, CommandSpec, OrchestratorHooks } from './context.ts';
 import { runCommand, type PipelineDeps } from './pipeline.ts';
-import { recoverPending, type RecoveryOutcome } from './recovery.ts';
+import { recoverPending, type RecoveryCounts, type UnresolvedEntry } from './recovery.ts';
 import { DeleteInput, MkdirInput, TransferInput, UpdateMetadataInput, WriteFileInput, parseInput } from './schemas.ts';
 import { mkdirCommand } from './commands/mkdir.ts';
 import { writeFileCommand } from './commands/write-file.ts';
@@ -37,12 +37,15 @@ export class Orchestrator {
     const afterCommit = d.afterCommit ?? (async () => {});
     const recoveryDeps = { pool: d.pool, backends: d.backends, afterCommit };
     this.deps = { pool: d.pool, backends: d.backends, hooks: d.hooks, afterCommit, mounts: new Map() };
-    this.recover = () => recoverPending(recoveryDeps, d.identity);
+    this.recover = (onUnresolved) => recoverPending(recoveryDeps, d.identity, onUnresolved);
     this.uploadSweep = new UploadStagingSweep(d.pool, d.backends);
   }
 
-  /** Resolves journal entries left pending by crashed processes (run at start, and periodically). */
-  readonly recover: () => Promise<Record<RecoveryOutcome | 'elsewhere', number>>;
+  /**
+   * Resolves journal entries left pending by crashed processes (run at start, and periodically);
+   * each entry whose storage could not be read is passed to `onUnresolved`.
+   */
+  readonly recover: (onUnresolved?: (entry: UnresolvedEntry) => void) => Promise<RecoveryCounts>;
 
   async mkdir(mountId: string, input: unknown, ctx: CommandContext = {}): Promise<CommandResult> {
     return this.run(mkdirCommand, mountId, parseInput(MkdirInput, input), ctx);

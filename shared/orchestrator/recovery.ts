@@ -1,6 +1,7 @@
 import type { Backend, EntryStat } from '../backends/types.ts';
 import type { BackendRegistry } from '../backends/registry.ts';
 import type { Pool, PoolClient } from '../db/pool.ts';
+import type { Mount } from '../catalogue/types.ts';
 import { FilestoreError } from '../errors.ts';
 import { findEntry, listPending, type JournalEntry } from '../catalogue/journal.ts';
 import { getMount } from '../catalogue/mounts.ts';
@@ -46,18 +47,37 @@ export type RecoveryOutcome = 'succeeded' | 'failed' | 'skipped' | 'error';
 const interrupted = () =>
   new FilestoreError('INTERRUPTED', 'the process running this command stopped before it changed storage; nothing was changed, retry the command');
 
+/** A pending entry a recovery sweep could not judge (its storage could not be read), named for the log. */
+export interface UnresolvedEntry {
+  id: number;
+  command: string;
+  path: string;
+  targetPath?: string | undefined;
+  mountId: string;
+  mountKey: string;
+  /** Why storage could not be read (the error's code and message). */
+  reason: string;
+}
+
+export type RecoveryCounts = Record<RecoveryOutcome | 'elsewhere', number>;
+
 /**
  * Resolves every pending entry no live process owns, oldest first, of the mounts this process
  * may judge (`recoversHere`): entries of another agent's local mount are left to that agent,
- * which sees the disk (counted as `elsewhere`).
+ * which sees the disk (counted as `elsewhere`). Each entry left unresolved is passed to
+ * `onUnresolved` (the maintenance log names them).
  */
-export async function recoverPending(deps: RecoveryDeps, identity: ProcessIdentity = undefined): Promise<Record<RecoveryOutcome | 'elsewhere', number>> {
+export async function recoverPending(
+  deps: RecoveryDeps,
+  identity: ProcessIdentity = undefined,
+  onUnresolved?: (entry: UnresolvedEntry) => void,
+): Promise<RecoveryCounts> {
   const counts = { succeeded: 0, failed: 0, skipped: 0, error: 0, elsewhere: 0 };
-  const judged = new Map<string, Promise<boolean>>();
+  const judged = new Map<string, Promise<Mount | null>>();
   const judgesHere = (mountId: string) => {
     let here = judged.get(mountId);
     if (!here) {
-      here = getMount(deps.pool, mountId).then((m) => recoversHere(identity, m), () => false);
+      here = getMount(deps.pool, mountId).then((m) => (recoversHere(identity, m) ? m : null), () => null);
       judged.set(mountId, here);
     }
     return here;
@@ -67,11 +87,26 @@ export async function recoverPending(deps: RecoveryDeps, identity: ProcessIdenti
     if (batch.length === 0) return counts;
     for (const entry of batch) {
       after = entry.id;
-      if (!(await judgesHere(entry.mountId))) {
+      const mount = await judgesHere(entry.mountId);
+      if (!mount) {
         counts.elsewhere += 1;
         continue;
       }
-      counts[await recoverEntry(deps, entry).catch(() => 'error' as const)] += 1;
+      const outcome = await recoverEntry(deps, entry).catch((err: unknown) => {
+        const e = err instanceof FilestoreError ? err : null;
+        const req = entry.request as { path?: unknown; targetPath?: unknown };
+        onUnresolved?.({
+          id: entry.id,
+          command: entry.command,
+          path: String(req.path ?? ''),
+          targetPath: typeof req.targetPath === 'string' ? req.targetPath : undefined,
+          mountId: mount.id,
+          mountKey: mount.key,
+          reason: e ? `${e.code}: ${e.message}` : String((err as Error)?.message ?? err),
+        });
+        return 'error' as const;
+      });
+      counts[outcome] += 1;
     }
   }
 }
@@ -99,7 +134,9 @@ export async function recoverEntry(deps: RecoveryDeps, stale: JournalEntry, o: R
     if (!entry || entry.status !== 'pending') return 'skipped';
     if (uploadOpen(entry)) return 'skipped'; // a presigned upload's bytes may still be on their way
     const mount = await getMount(client, entry.mountId);
-    const outcome = await resolveEntry(makeStep(client, mount, deps.backends.forMount(mount), entry.id), entry);
+    const backend = deps.backends.forMount(mount);
+    await backend.ready?.(); // storage that cannot be reached at all says why (no credentials, root gone), judged nothing
+    const outcome = await resolveEntry(makeStep(client, mount, backend, entry.id), entry);
     await deps.afterCommit(mount.id);
     return outcome;
   } finally {
