@@ -103,6 +103,31 @@ it('`npx filestore start` stopped with SIGTERM sent to npx only: node, esbuild a
   }
 }, 240_000);
 
+it('node killed outright (SIGKILL) leaves its embedded PostgreSQL running (a session of its own): the next start stops that server and starts', async () => {
+  const cwd = await startFolder();
+  folders.push(cwd);
+  const pgDir = path.join(cwd, '.filestore', 'pg');
+  onTestFinished(() => stopLeftovers(pgDir));
+  const first = startFilestore(cwd, newcomerEnv());
+  await first.waitFor(/^Ctrl-C stops/m);
+  const [server] = processesMatching(`-D ${pgDir}`);
+  first.child.kill('SIGKILL');
+  await first.exited;
+  expect(processesMatching(`-D ${pgDir}`).map((p) => p.pid)).toContain(server?.pid);
+
+  const again = startFilestore(cwd, newcomerEnv());
+  try {
+    await again.waitFor(/^Ctrl-C stops/m);
+    expect(again.output()).toContain(`a server of an earlier run (pid ${server?.pid}) still holds ${pgDir}; stopping it`);
+    expect(processesMatching(`-D ${pgDir}`).map((p) => p.pid)).not.toContain(server?.pid);
+    expect((await fetch(`${again.url()}/healthz`)).status).toBe(200);
+  } finally {
+    again.child.kill('SIGTERM');
+    expect(await again.exited).toBe(0);
+  }
+  expect(processesMatching(`-D ${pgDir}`)).toEqual([]);
+}, 240_000);
+
 /** A failed test leaves no server behind (it runs in a session of its own). */
 function stopLeftovers(pgDir: string): void {
   for (const p of processesMatching(`-D ${pgDir}`)) process.kill(p.pid, 'SIGINT');
