@@ -202,7 +202,7 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     for (const [path, events] of after.events) if (NEW.includes(path)) expect((events as Array<{ type: string }>).map((e) => e.type)).toEqual(['filestore.drift.detected', 'filestore.node.reconciled']);
   });
 
-  it('a batch of new objects below known directories is judged and applied in five statements', async () => {
+  it('a batch of new objects below known directories is judged and applied in four statements, the bucket checked and the mount recorded healthy with the COMMIT', async () => {
     const bucket = await s3.createBucket();
     const mount = await createMount(fs.pool, { key: uniqueKey('s3new'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
     await fs.orchestrator.writeFile(mount.id, { path: 'd/keep.txt' }, Readable.from([Buffer.from('kept')]));
@@ -216,9 +216,11 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     // Mounts with the stored sequencers and the clock; one transaction: try-locks with the read (the
     // keys and their ancestors), a savepoint with the job rows and the nodes (one statement, at
     // every depth: their parents are known), then drift events, rollups, reconciled events, job
-    // rows finished, sequencers and COMMIT; the mount's health beside it. Before: twenty, two
-    // transactions, a statement of its own for each; then eight (mounts and sequencers apart);
-    // then seven (job rows and one node insert per depth apart).
-    expect(statements).toBe(5);
+    // rows finished, sequencers, the mount's health (the bucket listed meanwhile) and COMMIT.
+    // Before: twenty, two transactions, a statement of its own for each; then eight (mounts and
+    // sequencers apart); then seven (job rows, one node insert per depth, the health apart).
+    expect(statements).toBe(4);
+    const { rows: health } = await fs.pool.query<{ health: string; checked: boolean }>('SELECT health, health_checked_at IS NOT NULL AS checked FROM filestore.mounts WHERE id = $1', [mount.id]);
+    expect(health).toEqual([{ health: 'healthy', checked: true }]);
   });
 });

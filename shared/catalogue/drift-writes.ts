@@ -194,10 +194,10 @@ export async function beginLockAndRead(
  * The statements that end a judgement, sent as one round trip: every check sets
  * `consistency_checked_at` (SPEC §3) of the rows found as recorded, and their events'
  * sequencers are recorded (recordSequencers: only a newer one replaces the stored one), in one
- * UPDATE, then COMMIT; `before` (statements as text) go first.
+ * UPDATE, then COMMIT; `before` (statements as text) go first, `after` just before the COMMIT.
  */
-export function touchCheckedAndCommitSql(mountId: string, matched: ReadonlyArray<{ id: number; sequencer: string | undefined }>, before: ReadonlyArray<string | null> = []): string {
-  return [...before, touchCheckedSql(mountId, matched), 'COMMIT'].filter((x): x is string => x !== null).join(';\n');
+export function touchCheckedAndCommitSql(mountId: string, matched: ReadonlyArray<{ id: number; sequencer: string | undefined }>, before: ReadonlyArray<string | null> = [], after: ReadonlyArray<string | null> = []): string {
+  return [...before, touchCheckedSql(mountId, matched), ...after, 'COMMIT'].filter((x): x is string => x !== null).join(';\n');
 }
 
 /** The UPDATE of `touchCheckedAndCommitSql`, or null when no row was found as recorded. */

@@ -1,6 +1,7 @@
 import type { Queryable } from '../db/pool.ts';
 import type { EntryStat } from '../backends/types.ts';
 import { pathLockSet } from '../orchestrator/locks.ts';
+import { lit } from './inline-writes.ts';
 import { appendEvents, type NewEvent } from './outbox.ts';
 import { ancestorPairs } from './node-writes.ts';
 import { NODE_COLUMNS } from './rows.ts';
@@ -260,6 +261,11 @@ export async function countLiveNodes(q: Queryable, mountId: string): Promise<num
 }
 
 /** Records what the last look at the mount's root found. */
+/** setMountHealth(…, 'healthy', null) as text, to send with other statements (simple protocol). */
+export function setMountHealthySql(mountId: string): string {
+  return `UPDATE filestore.mounts SET health = 'healthy', health_reason = NULL, health_checked_at = now() WHERE id = ${lit(mountId)}`;
+}
+
 export async function setMountHealth(q: Queryable, mountId: string, health: 'healthy' | 'unhealthy', reason: string | null): Promise<void> {
   await q.query(
     `UPDATE filestore.mounts SET health = $2, health_reason = $3, health_checked_at = now() WHERE id = $1`,

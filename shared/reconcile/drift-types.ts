@@ -97,6 +97,10 @@ export interface JudgedChunk {
 export interface TxWork {
   sql: Array<string | null>;
   touched: Array<{ id: number; sequencer: string | undefined }>;
+  /** Statements as text sent last, after the checks and just before the COMMIT (a row lock taken there is held for no wait of ours). */
+  last?: Array<string | null>;
+  /** The catalogue changed (beyond drift marks): the chunk's commit is followed by core.changed() even without drift. */
+  changed?: boolean;
 }
 
 export interface DriftTx {

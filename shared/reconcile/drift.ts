@@ -104,7 +104,7 @@ export async function detectDrift(core: DriftCore, mount: Mount, batch: DriftBat
       const seenAt = chunk.observed.get(t.path);
       if (seenAt !== undefined) result.observed.set(t.path, seenAt);
     }
-    if (chunk.drift > 0) await core.changed(mount.id);
+    if (chunk.drift > 0 || chunk.applied) await core.changed(mount.id);
     appeared.push(...chunk.appeared.filter((p) => batch.changes.get(p) === 'created'));
     await send(targets);
     targets = [];
@@ -148,7 +148,7 @@ async function databaseNow(core: DriftCore): Promise<Date> {
 /** A look at storage first (no transaction open), then one short transaction: try-lock, read rows, compare, mark, report. */
 async function judgeChunk(ctx: Chunking, chunk: string[]) {
   const { core, mount } = ctx;
-  const none = { covered: 0, waiting: [] as string[], appeared: [] as string[], checked: 0, drift: 0, deferred: [] as string[], dropped: [] as string[], targets: [] as JobTarget[], observed: new Map<string, EntryStat | null>(), since: undefined as Date | undefined };
+  const none = { applied: false, covered: 0, waiting: [] as string[], appeared: [] as string[], checked: 0, drift: 0, deferred: [] as string[], dropped: [] as string[], targets: [] as JobTarget[], observed: new Map<string, EntryStat | null>(), since: undefined as Date | undefined };
   const since = ctx.since.shift() ?? (await databaseNow(core));
   none.since = since;
   const seen = await ctx.observer.observe(chunk);
@@ -209,13 +209,14 @@ async function judgeChunk(ctx: Chunking, chunk: string[]) {
           mount.id,
           [...matched.map((n) => ({ id: n.id, sequencer: ctx.sequencers?.get(n.path) })), ...work.touched],
           [appendEventsSql(events), ...work.sql],
+          work.last,
         ),
       );
 
       const drift = marked.length + untracked.length;
       if (drift > 0) core.metrics.driftDetected.inc({ mount: mount.key }, drift);
       if (marked.length > 0) core.metrics.nodeTransitions.inc({ from: 'ACTIVE', to: 'INCONSISTENT' }, marked.length);
-      return { ...none, ...left, checked: mine.length, drift, deferred, targets, observed: seen };
+      return { ...none, ...left, checked: mine.length, drift, deferred, targets, observed: seen, applied: work.changed === true };
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
       throw err;

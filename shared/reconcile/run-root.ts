@@ -33,6 +33,15 @@ export class RunRoot {
 
   /** Before the walk: the root is readable and the mount's; the mount is recorded healthy (not while an audit may accept another root). */
   async begin(): Promise<void> {
+    if (await this.checked()) await setMountHealth(this.pool, this.mount.id, 'healthy', null);
+  }
+
+  /**
+   * `begin` without its write of the mount's health: true when the caller is to record it
+   * healthy (setMountHealthSql), in a transaction of its own that commits only after this
+   * resolved. Unhealthy is still recorded here, on the pool, as `begin` does.
+   */
+  async checked(): Promise<boolean> {
     await this.unhealthyOn(async () => {
       const id = await this.strategy.checkRoot();
       if (id !== null) {
@@ -44,7 +53,7 @@ export class RunRoot {
       }
       this.id = id;
     });
-    if (this.accepting === null) await setMountHealth(this.pool, this.mount.id, 'healthy', null);
+    return this.accepting === null;
   }
 
   /** Just before nodes are marked MISSING: still the directory the run began with. */

@@ -2,7 +2,7 @@ import type { EntryStat } from '../../backends/types.ts';
 import { addInsertedToAncestorsSql, appendEventsSql, int, lit } from '../../catalogue/inline-writes.ts';
 import { newNodeFromStat, recordSequencers } from '../../catalogue/node-writes.ts';
 import { NODE_COLUMNS } from '../../catalogue/rows.ts';
-import { applyChanges, type Guard } from '../../catalogue/reconcile-writes.ts';
+import { applyChanges, setMountHealthySql, type Guard } from '../../catalogue/reconcile-writes.ts';
 import type { CatalogueNode, Mount } from '../../catalogue/types.ts';
 import type { Queryable } from '../../db/pool.ts';
 import { ancestorsOf, baseName, parentOf } from '../../paths.ts';
@@ -79,16 +79,19 @@ export class BatchApply implements DriftTx {
     if (planned.length === 0) return { sql: [], touched: [] };
     const started = performance.now();
     // As every run does: the bucket can be listed (else the mount is unhealthy and nothing is
-    // applied), then healthy. On the pool's other connection, while the statements go on the
-    // judgement's; awaited before they end.
-    const rootChecked = new RunRoot(this.core.pool, mount, strategy, false).begin();
+    // applied), then healthy. The LIST while the statements go on the judgement's connection,
+    // awaited before they end; the healthy mark goes with the COMMIT (last, so that the mount's
+    // row lock is held for no wait), an unhealthy one on the pool at once (RunRoot).
+    const rootChecked = new RunRoot(this.core.pool, mount, strategy, false).checked();
     rootChecked.catch(() => {}); // awaited below
     let saved = false;
     try {
       const { jobs, inserted } = await insertJobsAndNodes(tx.client, mount.id, planned, () => (saved = true));
       const taken = planned.filter((p) => jobs.has(p.path));
       const work = await this.write(tx, taken, jobs, inserted);
-      await rootChecked;
+      if (await rootChecked) work.last = [setMountHealthySql(mount.id)];
+      // detectDrift calls core.changed() after this COMMIT (committed() does not).
+      work.changed = taken.length > 0;
       this.done.push(...taken.map((p) => p.path));
       this.seconds += (performance.now() - started) / 1000;
       return work;
@@ -157,13 +160,12 @@ export class BatchApply implements DriftTx {
     };
   }
 
-  /** After the judgement's COMMIT: the paths applied (no reconciliation of their own), their metrics and the change nudge. */
+  /** After the judgement's COMMIT (and its core.changed(), detectDrift's): the paths applied (no reconciliation of their own) and their metrics. */
   async committed(): Promise<string[]> {
     const done = this.done;
     this.done = [];
     if (done.length === 0) return done;
     const { core, mount } = this;
-    await core.changed(mount.id);
     for (const [from, to] of this.transitions) core.metrics.nodeTransitions.inc({ from, to });
     if (this.newDrift > 0) core.metrics.driftDetected.inc({ mount: mount.key }, this.newDrift);
     const seconds = this.seconds / done.length;
