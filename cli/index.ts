@@ -4,6 +4,7 @@ import { FilestoreApiError, FilestoreClientError, FilestoreUnreachableError } fr
 import { registerCommands } from './commands/commands.ts';
 import { registerEvents } from './commands/events.ts';
 import { registerFiles } from './commands/files.ts';
+import { registerJournal } from './commands/journal.ts';
 import { registerMounts } from './commands/mounts.ts';
 import { registerNodes } from './commands/nodes.ts';
 import { registerReconcile } from './commands/reconcile.ts';
@@ -24,6 +25,7 @@ registerFiles(program);
 registerCommands(program);
 registerReconcile(program);
 registerEvents(program);
+registerJournal(program);
 
 // Commands that load server code (the database, embedded PostgreSQL with its own exit
 // hooks) are loaded only when they run or help is asked for: the API commands stay quick.

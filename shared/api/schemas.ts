@@ -263,10 +263,29 @@ export const ListJobsQuery = z.object({
 });
 
 export const JournalQuery = z.object({
-  mountId: mountRef,
+  mountId: mountRef.optional().describe('required unless status=pending (every mount\'s pending entries: admin scope)'),
+  status: z.enum(['pending', 'succeeded', 'failed']).optional().describe('only entries in this status'),
   after: z.coerce.number().int().min(0).default(0).describe('journal entry id; entries after it'),
   limit: limit(1000, 100),
 });
+
+export const JournalEntryParams = z.object({ id });
+
+export const ResolvedEntry = z
+  .object({
+    outcome: z.enum(['succeeded', 'failed']).describe('succeeded: storage shows the command\'s effect (catalogued); failed: it does not'),
+    entry: JournalEntry,
+  })
+  .meta({ id: 'ResolvedEntry' });
+
+export const RemovedMount = z
+  .object({
+    mount: Mount,
+    nodes: z.number().describe('catalogue nodes removed (with their snapshots and rollups)'),
+    jobs: z.number().describe('reconciliation jobs removed'),
+    failedEntries: z.number().describe('pending journal entries of crashed commands, recorded failed (MOUNT_NOT_FOUND)'),
+  })
+  .meta({ id: 'RemovedMount' });
 
 export const EventsQuery = z.object({
   mountId: mountRef.optional(),

@@ -186,10 +186,19 @@ export async function releaseIdempotencyKey(q: Queryable, id: number): Promise<v
   );
 }
 
-export async function listJournal(q: Queryable, mountId: string, afterId: number, limit: number): Promise<JournalEntry[]> {
+/** Entries after `afterId`, oldest first: of one mount (or every mount), of one status (or all). */
+export async function listJournal(
+  q: Queryable,
+  mountId: string | null,
+  afterId: number,
+  limit: number,
+  status: JournalStatus | null = null,
+): Promise<JournalEntry[]> {
   const { rows } = await q.query<JournalEntry>(
-    `SELECT ${COLUMNS} FROM filestore.journal_entries WHERE mount_id = $1 AND id > $2 ORDER BY id LIMIT $3`,
-    [mountId, afterId, limit],
+    `SELECT ${COLUMNS} FROM filestore.journal_entries
+      WHERE ($1::uuid IS NULL OR mount_id = $1) AND ($4::text IS NULL OR status = $4) AND id > $2
+      ORDER BY id LIMIT $3`,
+    [mountId, afterId, limit, status],
   );
   return rows;
 }

@@ -17,6 +17,8 @@ import type {
   Health,
   JournalEntry,
   JournalQuery,
+  RemovedMount,
+  ResolvedEntry,
   ListJobsQuery,
   ListNodesQuery,
   MetadataInput,
@@ -110,6 +112,14 @@ export class FilestoreClient {
   /** PATCH /v1/mounts/:id (scope filestore:admin): access mode, state, owning agent. */
   updateMount(idOrKey: string, patch: PatchMountInput): Promise<Mount> {
     return this.#t.json({ method: 'PATCH', path: `/v1/mounts/${encodeURIComponent(idOrKey)}`, json: patch, retry: true });
+  }
+
+  /**
+   * DELETE /v1/mounts/:id (scope filestore:admin): the mount, its nodes, snapshots and jobs go;
+   * its journal stays; storage is untouched. 409 MOUNT_BUSY while commands run on it.
+   */
+  removeMount(idOrKey: string): Promise<RemovedMount> {
+    return this.#t.json({ method: 'DELETE', path: `/v1/mounts/${encodeURIComponent(idOrKey)}`, retry: false });
   }
 
   // ---- nodes -------------------------------------------------------------------------
@@ -226,6 +236,14 @@ export class FilestoreClient {
   /** GET /v1/journal: one page of a mount's command history after entry `after`, oldest first. */
   listJournal(query: JournalQuery): Promise<Page<JournalEntry>> {
     return this.#get('/v1/journal', { ...query });
+  }
+
+  /**
+   * POST /v1/journal/:id/resolve (scope filestore:admin): storage is looked at, then the pending
+   * entry is recorded succeeded (the effect is there) or failed (it is not); nothing runs again.
+   */
+  resolveJournalEntry(id: number): Promise<ResolvedEntry> {
+    return this.#t.json({ method: 'POST', path: `/v1/journal/${id}/resolve`, retry: true });
   }
 
   iterateJournal(query: JournalQuery): AsyncGenerator<JournalEntry> {

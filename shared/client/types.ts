@@ -16,6 +16,10 @@ export type CommandResult = z.infer<typeof S.CommandResult>;
 /** The 202 body of a command still running on the agent that owns the mount. */
 export type CommandAccepted = z.infer<typeof S.CommandAccepted>;
 export type Health = z.infer<typeof S.Health>;
+/** POST /v1/journal/:id/resolve: how a pending entry was recorded once storage was looked at. */
+export type ResolvedEntry = z.infer<typeof S.ResolvedEntry>;
+/** DELETE /v1/mounts/:id: what went with the mount (storage is untouched). */
+export type RemovedMount = z.infer<typeof S.RemovedMount>;
 
 export type NodeKind = Node['kind'];
 export type ConsistencyState = Node['consistencyState'];
@@ -51,7 +55,9 @@ export interface ListJobsQuery extends PageQuery {
   status?: JobStatus;
 }
 export interface JournalQuery {
-  mountId: string;
+  /** Required unless status is 'pending' (every mount's pending entries: admin scope). */
+  mountId?: string;
+  status?: JournalEntry['status'];
   /** Entries after this journal entry id (0 = from the start). */
   after?: number;
   limit?: number;

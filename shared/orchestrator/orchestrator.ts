@@ -4,6 +4,8 @@ import type { Pool } from '../db/pool.ts';
 import type { ProcessIdentity } from '../dispatch/ownership.ts';
 import type { CommandContext, CommandResult, CommandSpec, OrchestratorHooks } from './context.ts';
 import { runCommand, type PipelineDeps } from './pipeline.ts';
+import { resolvePendingEntry } from './resolve.ts';
+import type { JournalEntry } from '../catalogue/journal.ts';
 import { recoverPending, type RecoveryCounts, type UnresolvedEntry } from './recovery.ts';
 import { DeleteInput, MkdirInput, TransferInput, UpdateMetadataInput, WriteFileInput, parseInput } from './schemas.ts';
 import { mkdirCommand } from './commands/mkdir.ts';
@@ -38,6 +40,7 @@ export class Orchestrator {
     const recoveryDeps = { pool: d.pool, backends: d.backends, afterCommit };
     this.deps = { pool: d.pool, backends: d.backends, hooks: d.hooks, afterCommit, mounts: new Map() };
     this.recover = (onUnresolved) => recoverPending(recoveryDeps, d.identity, onUnresolved);
+    this.resolvePending = (entryId, principal = null) => resolvePendingEntry(recoveryDeps, d.identity, entryId, principal);
     this.uploadSweep = new UploadStagingSweep(d.pool, d.backends);
   }
 
@@ -46,6 +49,9 @@ export class Orchestrator {
    * each entry whose storage could not be read is passed to `onUnresolved`.
    */
   readonly recover: (onUnresolved?: (entry: UnresolvedEntry) => void) => Promise<RecoveryCounts>;
+
+  /** An admin's resolution of one pending entry: storage is looked at, then the entry recorded succeeded or failed (resolve.ts). */
+  readonly resolvePending: (entryId: number, principal?: string | null) => Promise<JournalEntry>;
 
   async mkdir(mountId: string, input: unknown, ctx: CommandContext = {}): Promise<CommandResult> {
     return this.run(mkdirCommand, mountId, parseInput(MkdirInput, input), ctx);
