@@ -378,7 +378,7 @@ describe('data and network', () => {
     b.template.resourceCountIs('AWS::EC2::NatGateway', 0);
     b.template.hasResourceProperties('AWS::EC2::VPCEndpoint', { VpcEndpointType: 'Gateway', ServiceName: Match.objectLike({ 'Fn::Join': Match.arrayWith([Match.arrayWith(['.s3'])]) }) });
     const interfaces = ofType('AWS::EC2::VPCEndpoint').filter(([, r]) => r.Properties!.VpcEndpointType === 'Interface').map(([, r]) => JSON.stringify(r.Properties!.ServiceName));
-    for (const service of ['secretsmanager', 'sqs', 'xray']) expect(interfaces.some((s) => s.includes(service)), service).toBe(true);
+    for (const service of ['secretsmanager', 'sqs']) expect(interfaces.some((s) => s.includes(service)), service).toBe(true);
   });
 
   it('created buckets: encrypted, SSL only, no public access, access-logged', () => {

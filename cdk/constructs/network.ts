@@ -6,9 +6,10 @@ import type { FilestoreConfig } from '../config.ts';
 
 /**
  * The VPC (SPEC §11 network): explicit AZs (no lookups), isolated subnets only — no internet
- * gateway, no NAT: the Lambdas reach S3 through the gateway endpoint and SQS, Secrets Manager
- * and X-Ray through interface endpoints, on-prem agents through VPN / Direct Connect attached
- * by the operator. Flow logs to CloudWatch Logs.
+ * gateway, no NAT: the Lambdas reach S3 through the gateway endpoint, SQS and Secrets Manager
+ * through interface endpoints (X-Ray segments leave through the Lambda runtime's daemon, logs
+ * and EMF metrics through stdout: neither needs the VPC), on-prem agents through VPN / Direct
+ * Connect attached by the operator. Rejected traffic is flow-logged to CloudWatch Logs.
  */
 export class Network extends Construct {
   readonly vpc: ec2.Vpc;
@@ -49,6 +50,5 @@ export class Network extends Construct {
       this.vpc.addInterfaceEndpoint(name, { service, subnets: this.appSubnets, securityGroups: [endpointSecurityGroup], privateDnsEnabled: true, open: false });
     this.secretsManagerEndpoint = endpoint('SecretsManager', ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER);
     endpoint('Sqs', ec2.InterfaceVpcEndpointAwsService.SQS);
-    endpoint('XRay', ec2.InterfaceVpcEndpointAwsService.XRAY);
   }
 }

@@ -1,0 +1,87 @@
+/**
+ * The CDK app on configurations other than the example: a deployment without S3 mounts, alarm
+ * e-mail or on-prem network (nothing S3 granted, nothing opened, nag still clean), and one
+ * bucket mounted whole and under nested prefixes (one notification for the outer mount,
+ * ListBucket unconditioned for the whole bucket).
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { LAMBDA_NAMES } from '../cdk/bundles.ts';
+import { bundleLambdaAssets, type LambdaBundles } from '../cdk/bundles.ts';
+import { parseConfig } from '../cdk/config.ts';
+import { buildApp } from '../cdk/app.ts';
+import { App } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import { actionsOf, logicalIdOf, statementsOfRole, type CfnTemplate } from './support/cdk-app.ts';
+
+const AZS = ['us-east-2a', 'us-east-2b', 'us-east-2c'];
+let bundles: LambdaBundles;
+
+function build(raw: unknown) {
+  const config = parseConfig(raw);
+  const { app, stack, nag } = buildApp({ app: new App(), config, bundles });
+  const json = Template.fromStack(stack).toJSON() as CfnTemplate;
+  const statements = (name: (typeof LAMBDA_NAMES)[number]) => statementsOfRole(json, logicalIdOf(stack, stack.compute.functions[name].role as never));
+  return { app, stack, nag, json, statements, ofType: (t: string) => Object.values(json.Resources).filter((r) => r.Type === t) };
+}
+
+beforeAll(() => {
+  bundles = bundleLambdaAssets();
+}, 120_000);
+
+describe('no S3 mounts, no alarm e-mail, no on-prem network', () => {
+  let b: ReturnType<typeof build>;
+  beforeAll(() => {
+    b = build({ availabilityZones: AZS, stackName: 'Bare' });
+  }, 120_000);
+
+  it('synthesizes env-agnostic with nothing unacknowledged', () => {
+    expect(b.stack.region).toMatch(/^\$\{Token/);
+    expect(b.nag.validateScope(b.app).violations).toEqual([]);
+  });
+
+  it('grants no S3, creates no bucket or audit schedule, opens nothing to on-prem, subscribes nobody', () => {
+    for (const name of LAMBDA_NAMES) expect(b.statements(name).flatMap(actionsOf).filter((a) => a.startsWith('s3:')), name).toEqual([]);
+    expect(b.ofType('AWS::S3::Bucket')).toEqual([]);
+    expect(b.ofType('Custom::S3BucketNotifications')).toEqual([]);
+    expect(b.ofType('AWS::Scheduler::Schedule')).toHaveLength(1);
+    const ingress = b.ofType('AWS::EC2::SecurityGroup').flatMap((r) => (r.Properties!.SecurityGroupIngress ?? []) as Array<{ CidrIp?: string }>);
+    // Only the interface endpoints admit a CIDR: the VPC's own.
+    expect(ingress.filter((r) => r.CidrIp !== undefined).map((r) => r.CidrIp)).toEqual(['10.40.0.0/16']);
+    expect(b.ofType('AWS::SNS::Subscription')).toEqual([]);
+    const azs = new Set(b.ofType('AWS::EC2::Subnet').map((r) => r.Properties!.AvailabilityZone));
+    expect([...azs].sort()).toEqual(AZS);
+    const env = b.json.Resources[logicalIdOf(b.stack, b.stack.compute.functions.api)]!.Properties!.Environment.Variables;
+    expect(env.FILESTORE_S3_MOUNTS).toBe('[]');
+  });
+});
+
+describe('one bucket mounted whole and under nested prefixes', () => {
+  let b: ReturnType<typeof build>;
+  beforeAll(() => {
+    b = build({
+      availabilityZones: AZS,
+      stackName: 'Nested',
+      s3Mounts: [
+        { key: 'all', bucket: 'shared-bucket', create: false, auditCadence: 'rate(1 day)' },
+        { key: 'tenant', bucket: 'shared-bucket', prefix: 'tenant/', create: false, auditCadence: 30 },
+      ],
+    });
+  }, 120_000);
+
+  it('one notification of the whole bucket (S3 refuses overlapping ones), both mounts audited', () => {
+    const [n, ...rest] = b.ofType('Custom::S3BucketNotifications');
+    expect(rest).toEqual([]);
+    const configs = n!.Properties!.NotificationConfiguration.QueueConfigurations as Array<{ Filter?: unknown }>;
+    expect(configs).toHaveLength(2);
+    for (const c of configs) expect(c.Filter).toBeUndefined();
+    const inputs = b.ofType('AWS::Scheduler::Schedule').map((s) => s.Properties!.Target.Input).filter(Boolean).sort();
+    expect(inputs).toEqual(['{"mountId":"all"}', '{"mountId":"tenant"}']);
+    expect(b.nag.validateScope(b.app).violations).toEqual([]);
+  });
+
+  it('ListBucket of the whole bucket without a prefix condition (a mount covers it all)', () => {
+    const list = b.statements('audit').filter((s) => actionsOf(s).includes('s3:ListBucket'));
+    expect(list).toHaveLength(1);
+    expect(list[0]!.Condition).toBeUndefined();
+  });
+});
