@@ -10,6 +10,7 @@ import { bundleLambdaAssets, type LambdaBundles } from '../cdk/bundles.ts';
 import { parseConfig } from '../cdk/config.ts';
 import { buildApp } from '../cdk/app.ts';
 import { App } from 'aws-cdk-lib';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Template } from 'aws-cdk-lib/assertions';
 import { actionsOf, logicalIdOf, statementsOfRole, type CfnTemplate } from './support/cdk-app.ts';
 
@@ -53,6 +54,17 @@ describe('no S3 mounts, no alarm e-mail, no on-prem network', () => {
     const env = b.json.Resources[logicalIdOf(b.stack, b.stack.compute.functions.api)]!.Properties!.Environment.Variables;
     expect(env.FILESTORE_S3_MOUNTS).toBe('[]');
   });
+});
+
+describe('cdk-nag is part of synthesis', () => {
+  it('an unacknowledged finding fails app.synth() (as it fails `cdk synth`), naming the rule', () => {
+    const b = buildApp({ app: new App(), config: parseConfig({ availabilityZones: AZS, stackName: 'Probe' }), bundles });
+    new sqs.Queue(b.stack, 'Unchecked');
+    expect(() => b.app.synth()).toThrow(/AwsSolutions-SQS4/);
+    const report = b.nag.validateScope(b.app);
+    expect(report.violations.map((v) => v.ruleName).sort()).toEqual(['AwsSolutions-SQS3', 'AwsSolutions-SQS4']);
+    expect(report.violations.flatMap((v) => v.violatingResources.map((r) => r.constructPath))).toEqual(['Probe/Unchecked/Resource', 'Probe/Unchecked/Resource']);
+  }, 120_000);
 });
 
 describe('one bucket mounted whole and under nested prefixes', () => {
