@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { MAX_S3_PREFIX_LENGTH, MOUNT_KEY_PATTERN, S3_BUCKET_PATTERN } from '../shared/catalogue/s3-mounts.ts';
 
 /**
  * The deployment's configuration (cdk.json context `config`, default cdk/config.example.json):
@@ -8,10 +9,6 @@ import { z } from 'zod';
  * the on-prem network. Validated with zod; a bad file is one error naming every problem.
  */
 
-// As the catalogue's CHECK constraint (shared/catalogue/s3-mounts.ts MOUNT_KEY_PATTERN).
-const MOUNT_KEY = /^[a-z0-9][a-z0-9_-]{0,62}$/;
-// S3 bucket naming rules (general purpose buckets): 3-63 lower-case letters, digits, dots, hyphens.
-const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 const RATE = /^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$/;
 const UNIT_SECONDS = { minute: 60, minutes: 60, hour: 3600, hours: 3600, day: 86_400, days: 86_400 } as const;
 
@@ -45,11 +42,12 @@ const Cadence = z
 
 export const S3MountConfig = z.object({
   /** The mount's key in the catalogue (`mounts add s3 KEY`). */
-  key: z.string().regex(MOUNT_KEY, 'lower-case letters, digits, _ and - (1-63 characters, starting with a letter or digit)'),
-  bucket: z.string().regex(BUCKET, 'an S3 bucket name (3-63 lower-case letters, digits, dots, hyphens)'),
+  key: z.string().regex(MOUNT_KEY_PATTERN, 'lower-case letters, digits, _ and - (1-63 characters, starting with a letter or digit)'),
+  bucket: z.string().regex(S3_BUCKET_PATTERN, 'an S3 bucket name (3-63 lower-case letters, digits, dots, hyphens)'),
   /** Key prefix inside the bucket ('' or ending with '/'). */
   prefix: z
     .string()
+    .max(MAX_S3_PREFIX_LENGTH)
     .default('')
     .refine((p) => p === '' || (p.endsWith('/') && !p.startsWith('/')), { message: 'a prefix is "" or ends with "/" (and does not start with "/")' }),
   /** true: the stack creates (and owns) the bucket; false: an existing bucket, imported by name. */
