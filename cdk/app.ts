@@ -18,13 +18,13 @@ export const DEFAULT_CONFIG = fileURLToPath(new URL('./config.example.json', imp
  * The CDK app: one FilestoreStack from the configuration, checked by cdk-nag's AwsSolutions
  * pack (v3: a policy validation plugin; synthesis fails on any unacknowledged finding).
  */
-export function buildApp(o: { app?: App; config?: FilestoreConfig; bundles?: LambdaBundles } = {}): { app: App; stack: FilestoreStack; nag: AwsSolutionsChecks } {
+export function buildApp(o: { app?: App; config?: FilestoreConfig; bundles?: LambdaBundles; skipAcknowledgements?: boolean } = {}): { app: App; stack: FilestoreStack; nag: AwsSolutionsChecks } {
   const app = o.app ?? new App();
   for (const [k, v] of Object.entries(FEATURE_FLAGS)) if (app.node.tryGetContext(k) === undefined) app.node.setContext(k, v);
   const configPath = (app.node.tryGetContext('config') as string | undefined) ?? DEFAULT_CONFIG;
   const config = o.config ?? loadConfig(configPath);
   const env = config.account || config.region ? { account: config.account, region: config.region } : undefined;
-  const stack = new FilestoreStack(app, config.stackName, { config, env, bundles: o.bundles });
+  const stack = new FilestoreStack(app, config.stackName, { config, env, bundles: o.bundles, skipAcknowledgements: o.skipAcknowledgements });
   const nag = new AwsSolutionsChecks(app);
   Validations.of(app).addPlugins(nag);
   return { app, stack, nag };

@@ -47,11 +47,11 @@ export function acknowledgeFindings(stack: FilestoreStack): void {
     }
   }
   // EventBridge Scheduler's roles invoke the function and its versions/aliases.
-  for (const child of stack.node.children) {
-    if (!child.node.id.startsWith('SchedulerRoleForTarget-')) continue;
-    for (const fn of [f.audit, f.maintenance]) {
-      ack(child, `AwsSolutions-IAM5[Resource::<${logicalId(fn)}.Arn>:*]`, 'The EventBridge Scheduler role may invoke the scheduled function and its versions (the ":*" of lambda:InvokeFunction), nothing else');
-    }
+  for (const [role, fn] of [
+    [stack.schedules.auditRole, f.audit],
+    [stack.schedules.maintenanceRole, f.maintenance],
+  ] as const) {
+    ack(role, `AwsSolutions-IAM5[Resource::<${logicalId(fn)}.Arn>:*]`, `The EventBridge Scheduler role may invoke the ${fn.node.id} function and its versions (the ":*" of lambda:InvokeFunction), nothing else`);
   }
   ack(stack.schedules.dlq, 'AwsSolutions-SQS3', 'This queue is itself the dead-letter queue of the EventBridge schedules (not an SQS redrive target), alarmed on depth');
 

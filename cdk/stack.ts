@@ -18,6 +18,8 @@ export interface FilestoreStackProps extends StackProps {
   config: FilestoreConfig;
   /** The Lambda bundles (default: bundled now with the build's esbuild options). */
   bundles?: LambdaBundles;
+  /** Tests: leave cdk-nag's findings unacknowledged (default false), to see that each acknowledgement has its finding. */
+  skipAcknowledgements?: boolean;
 }
 
 /** The AWS half of Filestore (SPEC §11): one construct per concern. */
@@ -90,6 +92,6 @@ export class FilestoreStack extends Stack {
     out('VpcId', this.network.vpc.vpcId, 'VPC: attach the VPN / Direct Connect gateway of the on-prem network here');
     out('S3Mounts', JSON.stringify(config.s3Mounts.map((m) => ({ key: m.key, bucket: m.bucket, prefix: m.prefix }))), 'The S3 mounts registered at deploy (FILESTORE_S3_MOUNTS)');
 
-    acknowledgeFindings(this);
+    if (!props.skipAcknowledgements) acknowledgeFindings(this);
   }
 }

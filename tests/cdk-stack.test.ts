@@ -270,6 +270,19 @@ describe('schedules', () => {
     }
   });
 
+  it('each schedule role may invoke its own function only (and send to the schedules\' DLQ)', () => {
+    for (const [role, name] of [
+      [b.stack.schedules.maintenanceRole, 'maintenance'],
+      [b.stack.schedules.auditRole, 'audit'],
+    ] as const) {
+      const st = statementsOfRole(b.json, logicalIdOf(b.stack, role as never));
+      expect(st.flatMap(actionsOf).sort()).toEqual(['lambda:InvokeFunction', 'sqs:SendMessage']);
+      const invoke = JSON.stringify(st.find((s) => actionsOf(s).includes('lambda:InvokeFunction'))!.Resource);
+      expect(invoke).toContain(fnId(name));
+      for (const other of LAMBDA_NAMES.filter((n) => n !== name)) expect(invoke).not.toContain(fnId(other));
+    }
+  });
+
   it('a failed scheduled run is not retried by Lambda itself (the next schedule runs)', () => {
     for (const name of ['audit', 'maintenance'] as const) {
       b.template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', { FunctionName: { Ref: fnId(name) }, MaximumRetryAttempts: 0 });

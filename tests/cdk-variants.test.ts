@@ -7,8 +7,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { LAMBDA_NAMES } from '../cdk/bundles.ts';
 import { bundleLambdaAssets, type LambdaBundles } from '../cdk/bundles.ts';
-import { parseConfig } from '../cdk/config.ts';
-import { buildApp } from '../cdk/app.ts';
+import { loadConfig, parseConfig } from '../cdk/config.ts';
+import { buildApp, DEFAULT_CONFIG } from '../cdk/app.ts';
+import { ACKNOWLEDGED } from '../cdk/nag.ts';
 import { App } from 'aws-cdk-lib';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Template } from 'aws-cdk-lib/assertions';
@@ -64,6 +65,22 @@ describe('cdk-nag is part of synthesis', () => {
     const report = b.nag.validateScope(b.app);
     expect(report.violations.map((v) => v.ruleName).sort()).toEqual(['AwsSolutions-SQS3', 'AwsSolutions-SQS4']);
     expect(report.violations.flatMap((v) => v.violatingResources.map((r) => r.constructPath))).toEqual(['Probe/Unchecked/Resource', 'Probe/Unchecked/Resource']);
+  }, 120_000);
+});
+
+describe('acknowledgements', () => {
+  it('each acknowledgement of the example stack answers a finding cdk-nag makes without it, on that construct or below', () => {
+    const config = loadConfig(DEFAULT_CONFIG);
+    const bare = buildApp({ app: new App(), config, bundles, skipAcknowledgements: true });
+    const findings = bare.nag.validateScope(bare.app).violations.flatMap((v) => v.violatingResources.map((r) => ({ id: v.ruleName, path: r.constructPath })));
+    const acked = buildApp({ app: new App(), config, bundles });
+    expect(acked.nag.validateScope(acked.app).violations).toEqual([]);
+    const acks = ACKNOWLEDGED.get(acked.stack)!;
+    for (const a of acks) {
+      expect(findings.some((f) => f.id === a.id && (f.path === a.path || f.path.startsWith(`${a.path}/`))), `${a.id} on ${a.path}`).toBe(true);
+    }
+    // And every finding is answered by one of them.
+    for (const f of findings) expect(acks.some((a) => f.id === a.id && (f.path === a.path || f.path.startsWith(`${a.path}/`))), `${f.id} on ${f.path}`).toBe(true);
   }, 120_000);
 });
 
