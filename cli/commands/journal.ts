@@ -30,8 +30,8 @@ export function registerJournal(program: Command): void {
     .option('--mount <key>', 'only this mount')
     .option('--limit <n>', 'at most this many entries', '1000')
     .option('--json', 'print the entries as a JSON array')
-    .action(async (o: ListOptions) => {
-      if (!o.pending && !o.mount) throw new Error('pass --mount KEY (a mount\'s history) or --pending (pending entries of every mount)');
+    .action(async (o: ListOptions, command: Command) => {
+      if (!o.pending && !o.mount) command.error("error: pass --mount KEY (a mount's history) or --pending (the pending entries of every mount)", { exitCode: 2, code: 'filestore.journalWhich' });
       const client = connect();
       const limit = parseId(o.limit ?? '1000');
       const entries: JournalEntry[] = [];

@@ -8,6 +8,8 @@ interface LocalOptions extends JsonOption {
   root: string;
   ro?: boolean;
   agent?: string;
+  /** false with --no-check: the root's reachability is not checked (the safety rules still are). */
+  check: boolean;
 }
 
 interface S3Options extends JsonOption {
@@ -16,6 +18,7 @@ interface S3Options extends JsonOption {
   region?: string;
   endpoint?: string;
   ro?: boolean;
+  check: boolean;
 }
 
 const where = (m: Mount): string =>
@@ -34,9 +37,10 @@ export function registerMounts(program: Command): void {
       if (o.json) return printJson(items);
       if (items.length === 0) return print('no mounts yet: add one with `filestore mounts add local KEY --root DIR`');
       printTable(
-        ['key', 'kind', 'location', 'access', 'state', 'agent'],
-        items.map((m) => [m.key, m.kind, where(m), m.accessMode, m.state, m.agentId ?? '-']),
+        ['key', 'kind', 'location', 'access', 'state', 'agent', 'health'],
+        items.map((m) => [m.key, m.kind, where(m), m.accessMode, m.state, m.agentId ?? '-', m.health]),
       );
+      for (const m of items) if (m.health === 'unhealthy') print(unhealthyLine(m));
     });
 
   mounts
@@ -51,17 +55,23 @@ export function registerMounts(program: Command): void {
     .command('local')
     .description('register a local directory (on the host of the owning agent) as a mount')
     .argument('<key>', 'mount key: lowercase letters, digits, - and _')
-    .requiredOption('--root <dir>', 'the directory (a relative path is taken from the current directory)')
+    .requiredOption('--root <dir>', 'the directory, an absolute path on the host of the owning agent (or of the server)')
     .option('--ro', 'read-only: Filestore catalogues it but refuses writes')
     .option('--agent <id>', 'the agent that owns the directory (default: the server itself)')
+    .option('--no-check', 'do not check that the directory exists and is usable now (overlap and the other safety rules are still checked)')
     .option('--json', 'print the mount as JSON')
-    .action(async (key: string, o: LocalOptions) => {
+    .action(async (key: string, o: LocalOptions, command: Command) => {
+      // The root is a path on the server's (or agent's) host, which the CLI's directory says nothing about.
+      if (!path.isAbsolute(o.root)) {
+        command.error(`error: --root must be an absolute path on the host of the server or agent that owns the mount (got "${o.root}"; from this directory that is ${path.resolve(o.root)})`, { exitCode: 2, code: 'filestore.relativeRoot' });
+      }
       const mount = await connect().createMount({
         kind: 'local',
         key,
-        rootPath: path.resolve(o.root),
+        rootPath: o.root,
         agentId: o.agent,
         accessMode: o.ro ? 'ro' : undefined,
+        check: o.check === false ? false : undefined,
       });
       printMount(mount, o, 'added');
     });
@@ -74,6 +84,7 @@ export function registerMounts(program: Command): void {
     .option('--region <region>', 'the bucket region')
     .option('--endpoint <url>', 'an S3-compatible server (addressed path-style)')
     .option('--ro', 'read-only: Filestore catalogues it but refuses writes')
+    .option('--no-check', 'do not check that the server can list the bucket/prefix now')
     .option('--json', 'print the mount as JSON')
     .action(async (key: string, o: S3Options) => {
       const mount = await connect().createMount({
@@ -84,6 +95,7 @@ export function registerMounts(program: Command): void {
         region: o.region,
         endpoint: o.endpoint,
         accessMode: o.ro ? 'ro' : undefined,
+        check: o.check === false ? false : undefined,
       });
       printMount(mount, o, 'added');
     });
@@ -101,6 +113,18 @@ export function registerMounts(program: Command): void {
   }
 
   mounts
+    .command('remove')
+    .description('remove a mount from the catalogue (scope filestore:admin): its nodes, snapshots and jobs go, its journal stays; the files on storage are not touched')
+    .argument('<key>', 'mount key or id')
+    .option('--json', 'print what was removed as JSON')
+    .action(async (key: string, o: JsonOption) => {
+      const removed = await connect().removeMount(key);
+      if (o.json) return printJson(removed);
+      print(`removed mount ${removed.mount.key} (${where(removed.mount)}): ${removed.nodes} node(s) and ${removed.jobs} job(s) dropped from the catalogue; storage untouched, journal kept`);
+      if (removed.failedEntries > 0) print(`${removed.failedEntries} pending journal entr${removed.failedEntries === 1 ? 'y' : 'ies'} of crashed commands recorded failed`);
+    });
+
+  mounts
     .command('set')
     .description('change a mount setting')
     .argument('<key>', 'mount key or id')
@@ -110,6 +134,9 @@ export function registerMounts(program: Command): void {
       printMount(await connect().updateMount(key, { accessMode: o.access }), o, 'updated');
     });
 }
+
+/** "mount X is unhealthy: <reason>", what ls, stat and mounts list say of such a mount. */
+export const unhealthyLine = (m: Pick<Mount, 'key' | 'healthReason'>): string => `mount ${m.key} is unhealthy: ${m.healthReason ?? 'no reason recorded'}`;
 
 function printMount(m: Mount, o: JsonOption, verb?: string): void {
   if (o.json) return printJson(m);
@@ -121,6 +148,7 @@ function printMount(m: Mount, o: JsonOption, verb?: string): void {
     ['region', m.region],
     ['access', m.accessMode],
     ['state', m.state],
+    ['health', m.healthReason ? `${m.health}: ${m.healthReason}` : m.health],
     ['agent', m.agentId],
     ['id', m.id],
     ['created', formatTime(m.createdAt)],

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import type { Node } from '../../shared/client/index.ts';
+import type { FilestoreClient, Node } from '../../shared/client/index.ts';
+import { unhealthyLine } from './mounts.ts';
 import { NODE_HEAD, formatTime, humanSize, nodeRow, nodeSize, print, printFields, printJson, printTable, type JsonOption } from '../output.ts';
 import { connect, parseTarget, showTarget, type Target } from '../target.ts';
 
@@ -12,12 +13,14 @@ export function registerNodes(program: Command): void {
     .option('--json', 'print the nodes as a JSON array')
     .action(async (target: Target, o: JsonOption) => {
       const client = connect();
+      const unhealthy = await warnIfUnhealthy(client, target.mount);
       const node = await client.getNodeByPath({ mountId: target.mount, path: target.path });
       const nodes: Node[] = [];
       if (node.kind === 'directory') for await (const child of client.iterateChildren(node.id, { limit: 1000 })) nodes.push(child);
       else nodes.push(node);
       if (o.json) return printJson(nodes);
-      if (nodes.length === 0) return print(`${showTarget(target)} is an empty directory`);
+      // An unhealthy mount's empty listing says nothing about storage: the warning above stands alone.
+      if (nodes.length === 0) return unhealthy ? undefined : print(`${showTarget(target)} is an empty directory`);
       printTable(NODE_HEAD, nodes.map((n) => nodeRow(n)));
     });
 
@@ -27,10 +30,24 @@ export function registerNodes(program: Command): void {
     .argument('<target>', 'MOUNT:PATH', parseTarget)
     .option('--json', 'print the node as JSON')
     .action(async (target: Target, o: JsonOption) => {
-      const node = await connect().getNodeByPath({ mountId: target.mount, path: target.path });
+      const client = connect();
+      await warnIfUnhealthy(client, target.mount);
+      const node = await client.getNodeByPath({ mountId: target.mount, path: target.path });
       if (o.json) return printJson(node);
       printNode(node);
     });
+}
+
+/**
+ * Says on stderr that a mount is unhealthy ("mount X is unhealthy: <reason>": its root gone, not a
+ * directory, another directory than the one audited…) before its catalogue is shown, since what
+ * the catalogue shows may not be what storage holds. True when it is.
+ */
+async function warnIfUnhealthy(client: FilestoreClient, mount: string): Promise<boolean> {
+  const m = await client.getMount(mount);
+  if (m.health !== 'unhealthy') return false;
+  console.error(`filestore: ${unhealthyLine(m)}`);
+  return true;
 }
 
 export function printNode(n: Node): void {

@@ -20,7 +20,8 @@ export async function assertMountableRoot(rootPath: string): Promise<string> {
   return resolved;
 }
 
-async function realPathOfNearest(p: string): Promise<string> {
+/** The real path of `p`, or of its deepest existing ancestor with the rest appended. */
+export async function realPathOfNearest(p: string): Promise<string> {
   const missing: string[] = [];
   for (let at = p; ; ) {
     try {

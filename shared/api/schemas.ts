@@ -180,6 +180,11 @@ export const MountIdParams = z.object({ id: mountRef });
 export const NodeIdParams = z.object({ id });
 export const JobIdParams = z.object({ id });
 
+const CheckFlag = z
+  .boolean()
+  .optional()
+  .describe('false: skip the reachability check (the root exists and is usable, the bucket can be listed); the safety rules (absolute root, no filesystem root, no overlap) always apply');
+
 export const CreateMountBody = z.discriminatedUnion('kind', [
   z
     .object({
@@ -188,6 +193,7 @@ export const CreateMountBody = z.discriminatedUnion('kind', [
       rootPath: z.string().min(1).describe('absolute directory on the owning agent host'),
       agentId: z.string().nullable().optional(),
       accessMode: z.enum(['rw', 'ro']).optional(),
+      check: CheckFlag,
     })
     .strict(),
   z
@@ -199,6 +205,7 @@ export const CreateMountBody = z.discriminatedUnion('kind', [
       region: z.string().optional(),
       endpoint: z.url().optional().describe('S3-compatible server, addressed path-style'),
       accessMode: z.enum(['rw', 'ro']).optional(),
+      check: CheckFlag,
     })
     .strict(),
 ]);

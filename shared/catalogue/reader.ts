@@ -26,6 +26,12 @@ export class CatalogueReader {
     private readonly cache: ReadThroughCache,
   ) {}
 
+  /** Drops a mount from this process's lookup cache (it was removed; other processes' caches expire). */
+  forget(mount: Pick<Mount, 'id' | 'key'>): void {
+    this.mounts.delete(mount.id);
+    this.mounts.delete(mount.key);
+  }
+
   async mount(idOrKey: string): Promise<Mount> {
     const hit = this.mounts.get(idOrKey);
     if (hit && hit.until > Date.now()) return hit.mount;

@@ -1,10 +1,12 @@
-import { createMount, getMount, listMounts, updateMount } from '../../catalogue/mounts.ts';
-import { createS3Mount } from '../../catalogue/s3-mounts.ts';
+import { createMount, findMount, getMount, listMounts, updateMount } from '../../catalogue/mounts.ts';
+import { removeMount } from '../../catalogue/mount-removal.ts';
+import { createS3Mount, MOUNT_KEY_PATTERN, normaliseS3Prefix } from '../../catalogue/s3-mounts.ts';
 import { FilestoreError } from '../../errors.ts';
 import { jsonValueProblem } from '../../json-value.ts';
 import { mountFor } from '../host-paths.ts';
+import { assertLocalRootReachable, assertNoOverlap, assertS3Reachable, seesDiskOf } from '../mount-checks.ts';
 import { assertMountableRoot } from '../mount-root.ts';
-import { CreateMountBody, ErrorBody, Mount, MountIdParams, PatchMountBody, page } from '../schemas.ts';
+import { CreateMountBody, ErrorBody, Mount, MountIdParams, PatchMountBody, RemovedMount, page } from '../schemas.ts';
 import { defineRoute, json, type Route } from '../route.ts';
 
 /** Mount fields are stored as text and jsonb: a lone surrogate would be mangled or refused there. */
@@ -36,15 +38,29 @@ export const mountRoutes: Route[] = [
     tag: 'mounts',
     summary: 'Register a local directory or an S3 bucket/prefix as a mount',
     body: CreateMountBody,
-    responses: { 201: Mount, 400: ErrorBody, 403: ErrorBody, 409: ErrorBody },
+    responses: { 201: Mount, 400: ErrorBody, 403: ErrorBody, 409: ErrorBody, 422: ErrorBody },
     async handle({ body, deps }) {
       assertStorable(body);
-      if (body.kind === 'local') {
-        const rootPath = await assertMountableRoot(body.rootPath);
-        return json(201, await createMount(deps.fs.pool, { ...body, rootPath }));
+      const { check, ...mount } = body;
+      // The key first: a second POST of the same mount is ALREADY_EXISTS, not an overlap with itself.
+      if (!MOUNT_KEY_PATTERN.test(mount.key)) throw new FilestoreError('VALIDATION_ERROR', 'invalid mount: key must match ^[a-z0-9][a-z0-9_-]{0,62}$');
+      if (await findMount(deps.fs.pool, mount.key)) throw new FilestoreError('ALREADY_EXISTS', `a mount with key "${mount.key}" already exists`);
+      if (mount.kind === 'local') {
+        const rootPath = await assertMountableRoot(mount.rootPath);
+        const agentId = mount.agentId ?? null;
+        const router = deps.fs.commands;
+        // Only a process on the root's host looks at the disk (see mount-checks.ts).
+        const onHost = seesDiskOf(router.identity, router.redisUrl === 'inline', agentId);
+        await assertNoOverlap(deps.fs.pool, rootPath, agentId, onHost);
+        if (check !== false && onHost) await assertLocalRootReachable(rootPath, mount.accessMode ?? 'rw');
+        return json(201, await createMount(deps.fs.pool, { ...mount, rootPath }));
       }
-      // A deployment whose storage access is its configuration (the API Lambda) refuses S3 mounts outside it.
-      return json(201, await createS3Mount(deps.fs.pool, body, { configured: deps.configuredS3Mounts }));
+      // A deployment whose storage access is its configuration (the API Lambda) refuses S3 mounts
+      // outside it; the ones it lists are reachable by its role, so they are not listed again here.
+      if (check !== false && !deps.configuredS3Mounts) {
+        await assertS3Reachable(deps.fs.backends.s3Defaults, { ...mount, prefix: normaliseS3Prefix(mount.prefix) });
+      }
+      return json(201, await createS3Mount(deps.fs.pool, mount, { configured: deps.configuredS3Mounts }));
     },
   }),
   defineRoute({
@@ -71,6 +87,20 @@ export const mountRoutes: Route[] = [
     async handle({ params, body, deps }) {
       assertStorable(body);
       return json(200, await updateMount(deps.fs.pool, params.id, body));
+    },
+  }),
+  defineRoute({
+    method: 'DELETE',
+    path: '/v1/mounts/:id',
+    scope: 'filestore:admin',
+    tag: 'mounts',
+    summary: 'Remove a mount from the catalogue: its nodes, snapshots and jobs go, its journal stays, storage is untouched (409 MOUNT_BUSY while commands run on it)',
+    params: MountIdParams,
+    responses: { 200: RemovedMount, 404: ErrorBody, 409: ErrorBody },
+    async handle({ params, deps }) {
+      const removed = await removeMount(deps.fs.pool, params.id);
+      deps.fs.reader.forget(removed.mount);
+      return json(200, removed);
     },
   }),
 ];
