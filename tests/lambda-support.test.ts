@@ -179,6 +179,8 @@ describe('lambdaHandler', () => {
       return 'ok';
     });
     expect(await handler({}, lambdaContext())).toBe('ok');
+    // The bus took it before the handler returned; its row's mark may still be on its way.
+    await (await lambdaCore()).core.relay?.settled();
     const { rows } = await pool.query<{ published: boolean }>(`SELECT published_at IS NOT NULL AS published FROM filestore.outbox WHERE mount_id = $1`, [mount.id]);
     expect(rows).toEqual([{ published: true }]);
     await eventually(async () => received.find((m) => m.includes(tag)), 'the event on the Redis channel');
@@ -192,6 +194,8 @@ describe('lambdaHandler', () => {
       throw new Error('after the commit');
     });
     await expect(handler({}, lambdaContext())).rejects.toThrow('after the commit');
+    // Published before the handler returned; its row's mark may still be on its way.
+    await (await lambdaCore()).core.relay?.settled();
     const { rows } = await pool.query<{ published: boolean }>(`SELECT published_at IS NOT NULL AS published FROM filestore.outbox WHERE mount_id = $1`, [mount.id]);
     expect(rows).toEqual([{ published: true }]);
   });

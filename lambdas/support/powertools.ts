@@ -13,7 +13,9 @@ export { correlationIdOf, plainLambdaHandler, tracer } from './instrument.ts';
  * returns, because the container may be frozen next and nothing of it runs until it thaws:
  * the outbox rows this container wrote since its last flush (relay.flushWritten(): nothing to
  * do, no round trip, when it wrote none; rows of other containers are the maintenance
- * Lambda's; a failure is logged, and the maintenance Lambda publishes what stays owed), then
+ * Lambda's; a failure is logged, and the maintenance Lambda publishes what stays owed; the
+ * events are on the bus when it returns, their rows' mark as published is sent and committed
+ * without the handler waiting for it: see OutboxRelay.publishOnce), then
  * the metrics as EMF (EmfMetrics).
  */
 export function lambdaHandler<E, R>(name: string, fn: (event: E, context: Context, lc: LambdaCore) => Promise<R>): (event: E, context: Context) => Promise<R> {

@@ -57,6 +57,8 @@ export class OutboxRelay {
   private written = false;
   /** Publication passes run (claims tried), for those who check that a flush was skipped. */
   passes = 0;
+  /** The last claim's mark and COMMIT, still on its way (flushWritten does not wait for it; the next claim does). */
+  private marking: Promise<void> | null = null;
 
   constructor(private readonly o: RelayOptions) {
     this.metrics = o.metrics ?? defaultMetrics();
@@ -140,14 +142,16 @@ export class OutboxRelay {
    * what a Lambda calls before it returns. An invocation that committed no event costs no
    * round trip (a flush is five). Rows another process committed are not this one's to
    * publish: their writer flushes them, or the maintenance pass does. A flush that failed or
-   * gave up waiting for the lock leaves the mark set, so the next call tries again.
+   * gave up waiting for the lock leaves the mark set, so the next call tries again. Returns
+   * once the bus took the events; their rows' mark as published is on its way (publishOnce's
+   * `markLater`; `settled()` waits for it).
    */
   async flushWritten(patienceMs = 5_000): Promise<number> {
     if (!this.written) return 0;
     // Cleared before the pass's claim takes its snapshot: an insert from now on marks it again.
     this.written = false;
     try {
-      const { published, complete } = await this.flushAll(patienceMs);
+      const { published, complete } = await this.flushAll(patienceMs, true);
       if (!complete) this.written = true;
       return published;
     } catch (err) {
@@ -156,11 +160,11 @@ export class OutboxRelay {
     }
   }
 
-  private async flushAll(patienceMs: number): Promise<{ published: number; complete: boolean }> {
+  private async flushAll(patienceMs: number, markLater = false): Promise<{ published: number; complete: boolean }> {
     const until = performance.now() + patienceMs;
     let total = 0;
     for (let refusals = 0; ; refusals++) {
-      const { published, refused } = await this.pass();
+      const { published, refused } = await this.pass(markLater);
       total += published;
       if (!refused || performance.now() >= until) return { published: total, complete: !refused };
       const delay = Math.min(this.o.intervalMs ?? 500, (this.o.retryMs ?? 20) * 2 ** Math.min(refusals, 16));
@@ -168,11 +172,11 @@ export class OutboxRelay {
     }
   }
 
-  private async pass(): Promise<{ published: number; refused: boolean }> {
+  private async pass(markLater = false): Promise<{ published: number; refused: boolean }> {
     const limit = this.o.batchSize ?? 500;
     let total = 0;
     for (;;) {
-      const n = await this.publishOnce(limit);
+      const n = await this.publishOnce(limit, markLater);
       if (n === null) return { published: total, refused: true };
       total += n;
       // A claim short of the limit took every row committed when it began. What commits
@@ -189,10 +193,21 @@ export class OutboxRelay {
     }
   }
 
-  /** One claim: the number of events published, or null when another relay holds the lock. */
-  private async publishOnce(limit: number): Promise<number | null> {
+  /**
+   * One claim: the number of events published, or null when another relay holds the lock.
+   * `markLater` (flushWritten: a Lambda about to return): the batch's mark and COMMIT are sent
+   * once the bus took it, and not waited for. The events have left; what is left is
+   * bookkeeping, which PostgreSQL does whether or not the container is frozen once the
+   * statement is sent, and which keeps the relay lock until it commits (no other relay claims
+   * these rows meanwhile). The next claim of this relay waits for it first. Should it fail,
+   * the rows stay unpublished and are published again (at least once: a duplicate, never a
+   * loss), by this container's next flush or by the maintenance pass.
+   */
+  private async publishOnce(limit: number, markLater = false): Promise<number | null> {
+    await this.marking;
     this.passes++;
     const client = await this.o.pool.connect();
+    let handedOff = false;
     try {
       // One round trip: BEGIN, the try-lock (a try, never a wait: a relay queued on a lock
       // would only add a waiter) in a statement of its own whose result is kept as a
@@ -217,14 +232,37 @@ export class OutboxRelay {
       await this.o.bus.publish(batch.events);
       this.metrics.recordOutboxPublished(batch.events);
       // Marked published now that the bus took the batch, in the round trip of the COMMIT.
-      await client.query(`${markPublishedSql(batch)}; COMMIT`);
+      const marked = client.query(`${markPublishedSql(batch)}; COMMIT`);
+      if (!markLater) {
+        await marked;
+        return batch.events.length;
+      }
+      handedOff = true;
+      this.marking = marked.then(
+        () => {
+          this.marking = null;
+          client.release();
+        },
+        async (err: unknown) => {
+          await client.query('ROLLBACK').catch(() => {});
+          this.marking = null;
+          this.written = true; // not marked: this container's next flush publishes them again
+          client.release();
+          this.o.onError?.(err);
+        },
+      );
       return batch.events.length;
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
       throw err;
     } finally {
-      client.release();
+      if (!handedOff) client.release();
     }
+  }
+
+  /** The last claim's mark, once it is committed (flushWritten does not wait for it). */
+  async settled(): Promise<void> {
+    await this.marking;
   }
 
   async stop(): Promise<void> {
@@ -235,6 +273,7 @@ export class OutboxRelay {
     this.pendingNudge = null;
     this.retryTimer = null;
     await this.running;
+    await this.marking;
   }
 }
 
