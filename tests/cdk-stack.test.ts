@@ -172,7 +172,8 @@ describe('least privilege', () => {
       expect(resourcesOf(get)).toEqual(mountObjectArns());
       const archive = b.config.s3Mounts.find((m) => m.prefix !== '')!;
       const list = s3.find((s) => JSON.stringify(s.Resource).includes(`:s3:::${archive.bucket}`) && actionsOf(s).includes('s3:ListBucket'))!;
-      expect(list.Condition).toEqual({ StringLike: { 's3:prefix': [`${archive.prefix}*`] } });
+      // IfExists: HEAD of a missing key must answer 404, not 403 (S3 checks ListBucket without a prefix then).
+      expect(list.Condition).toEqual({ StringLikeIfExists: { 's3:prefix': [`${archive.prefix}*`] } });
     }
   });
 

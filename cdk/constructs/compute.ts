@@ -138,7 +138,7 @@ function objectArns(mounts: MountedBucket[], under = ''): string[] {
   return mounts.map((m) => m.bucket.arnForObjects(`${m.mount.prefix}${under}*`));
 }
 
-/** GetObject (GET, HEAD) below each mount's prefix; ListBucket of each bucket limited to the prefix. */
+/** GetObject (GET, HEAD) below each mount's prefix; ListBucket of each bucket limited to the prefixes when one is given. */
 export function grantMountsRead(fn: lambda.Function, mounts: MountedBucket[]): void {
   if (mounts.length === 0) return;
   fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'ReadMountedObjects', actions: ['s3:GetObject'], resources: objectArns(mounts) }));
@@ -156,7 +156,11 @@ export function grantMountsRead(fn: lambda.Function, mounts: MountedBucket[]): v
         sid: `ListMountedPrefixes${i++}`,
         actions: ['s3:ListBucket'],
         resources: [arn],
-        ...(whole ? {} : { conditions: { StringLike: { 's3:prefix': prefixes.map((p) => `${p}*`) } } }),
+        // IfExists: a HEAD of a missing key is answered 404 only to a caller allowed to list the
+        // bucket, and that check carries no s3:prefix; without IfExists it would be 403, which
+        // the handlers cannot tell from a denial (a deleted object never becomes MISSING). A
+        // listing with a prefix must stay below the mounts' prefixes.
+        ...(whole ? {} : { conditions: { StringLikeIfExists: { 's3:prefix': prefixes.map((p) => `${p}*`) } } }),
       }),
     );
   }
