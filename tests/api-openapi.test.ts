@@ -27,7 +27,7 @@ describe('API description', () => {
       ['get', '/v1/nodes/{id}/snapshots'], ['patch', '/v1/nodes/{id}/metadata'], ['put', '/v1/files'], ['get', '/v1/files'],
       ['post', '/v1/commands/mkdir'], ['post', '/v1/commands/move'], ['post', '/v1/commands/copy'], ['post', '/v1/commands/delete'],
       ['post', '/v1/reconcile'], ['get', '/v1/reconcile/jobs'], ['get', '/v1/reconcile/jobs/{id}'], ['get', '/v1/journal'],
-      ['get', '/v1/events/stream'],
+      ['get', '/v1/events/stream'], ['delete', '/v1/mounts/{id}'], ['post', '/v1/journal/{id}/resolve'],
     ];
     for (const [method, p] of expected) expect(doc.paths[p]?.[method], `${method} ${p}`).toBeDefined();
     const described = Object.entries(doc.paths).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m} ${p}`));

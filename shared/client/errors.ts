@@ -48,6 +48,22 @@ export type KnownErrorCode =
   | 'INSUFFICIENT_STORAGE'
   /** A service Filestore needs (PostgreSQL, Redis) or a limited resource is not available now (503, Retry-After). */
   | 'UNAVAILABLE'
+  /** POST /v1/journal/:id/resolve of an entry already succeeded or failed (409). */
+  | 'JOURNAL_ENTRY_NOT_PENDING'
+  /** POST /v1/journal/:id/resolve of an entry a live process still runs (409): it ends by itself. */
+  | 'JOURNAL_ENTRY_IN_PROGRESS'
+  /** POST /v1/journal/:id/resolve of another agent's local mount (409): resolve it through that agent. */
+  | 'RESOLVE_ON_AGENT'
+  /** POST /v1/mounts: the local root does not exist (400). */
+  | 'MOUNT_ROOT_NOT_FOUND'
+  /** POST /v1/mounts: the local root is not a directory (400). */
+  | 'MOUNT_ROOT_NOT_DIRECTORY'
+  /** POST /v1/mounts: the local root is, holds or sits in another mount's root on the same agent (409). */
+  | 'MOUNT_OVERLAP'
+  /** POST /v1/mounts: the server cannot use the root or list the bucket/prefix (422); "check": false skips this. */
+  | 'MOUNT_UNREACHABLE'
+  /** DELETE /v1/mounts/:id while commands run on the mount (409). */
+  | 'MOUNT_BUSY'
   | 'INTERNAL'
   /** Client-side: the server answered something that is not a Filestore error body (a proxy page, a truncated download). */
   | 'UNEXPECTED_RESPONSE';
