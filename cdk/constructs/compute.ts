@@ -166,13 +166,14 @@ export function grantMountsRead(fn: lambda.Function, mounts: MountedBucket[]): v
   }
 }
 
-/** PutObject (also a CopyObject's destination), DeleteObject and multipart clean-up below each mount's prefix. */
+/** PutObject (also a CopyObject's destination, with the tags it copies), DeleteObject and multipart clean-up below each mount's prefix. */
 export function grantMountsWrite(fn: lambda.Function, mounts: MountedBucket[]): void {
   if (mounts.length === 0) return;
   fn.addToRolePolicy(
     new iam.PolicyStatement({
       sid: 'WriteMountedObjects',
-      actions: ['s3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload', 's3:ListMultipartUploadParts'],
+      // Tagging: CopyObject copies a tagged source's tags (S3 then checks both).
+      actions: ['s3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload', 's3:ListMultipartUploadParts', 's3:GetObjectTagging', 's3:PutObjectTagging'],
       resources: objectArns(mounts),
     }),
   );
