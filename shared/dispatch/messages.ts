@@ -5,8 +5,14 @@ import type { CommandResult } from '../orchestrator/context.ts';
 export const commandQueueName = (agentId: string): string => `filestore-commands-${agentId}`;
 
 /** The orchestrator commands that travel through the queue (file bytes never do: see files routes). */
-export type DispatchedCommand = 'mkdir' | 'move' | 'copy' | 'delete' | 'updateMetadata';
-export const DISPATCHED_COMMANDS: readonly DispatchedCommand[] = ['mkdir', 'move', 'copy', 'delete', 'updateMetadata'];
+export type OrchestratorCommand = 'mkdir' | 'move' | 'copy' | 'delete' | 'updateMetadata';
+/**
+ * What travels through the queue: the orchestrator's commands, and `checkMountRoot` — a local
+ * root about to be registered for the agent, looked at on its host (POST /v1/mounts; input
+ * `{rootPath, accessMode}`; mountId ""), which changes nothing.
+ */
+export type DispatchedCommand = OrchestratorCommand | 'checkMountRoot';
+export const DISPATCHED_COMMANDS: readonly DispatchedCommand[] = ['mkdir', 'move', 'copy', 'delete', 'updateMetadata', 'checkMountRoot'];
 
 /**
  * One BullMQ job: everything the agent needs to run the command as the caller asked it,

@@ -10,7 +10,7 @@ import { RedisHealth } from '../redis/health.ts';
 import type { CommandContext, CommandResult } from '../orchestrator/context.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import { AgentUnavailableError } from './errors.ts';
-import { commandQueueName, errorFromWire, type CommandMessage, type CommandReply, type DispatchedCommand } from './messages.ts';
+import { commandQueueName, errorFromWire, type CommandMessage, type CommandReply, type DispatchedCommand, type OrchestratorCommand } from './messages.ts';
 import { executesHere, type ProcessIdentity } from './ownership.ts';
 import { CommandSigner, DEFAULT_COMMAND_TTL_MS, MISSING_SECRET_MESSAGE } from './signing.ts';
 
@@ -154,6 +154,28 @@ export class CommandRouter {
     return { here: false, mount, agent: await this.liveAgent(mount, mount.agentId) };
   }
 
+  /**
+   * Has agent `agentId` look at a local root about to be registered for it (POST /v1/mounts):
+   * only its host sees that disk. Resolves when the root is usable there; otherwise the agent's
+   * error (MOUNT_ROOT_NOT_FOUND, MOUNT_OVERLAP on its real paths, …). An agent that is not alive,
+   * or does not answer within the wait, is 503 AGENT_UNAVAILABLE naming `check: false`.
+   */
+  async checkMountRoot(agentId: string, newMount: { key: string; rootPath: string; accessMode: 'rw' | 'ro' }): Promise<void> {
+    const pending = { id: '', key: newMount.key } as Mount;
+    const skip = 'or register it without the check (CLI --no-check, API "check": false)';
+    let agent: Agent;
+    try {
+      agent = await this.liveAgent(pending, agentId);
+    } catch (err) {
+      if (err instanceof AgentUnavailableError) throw new AgentUnavailableError(`${err.message}; it checks the root of a mount it is to own: start it, ${skip}`, err.details);
+      throw err;
+    }
+    const routed = await this.dispatch(agent, pending, 'checkMountRoot', { rootPath: newMount.rootPath, accessMode: newMount.accessMode }, { idempotencyKey: `check-${randomUUID()}` }, {});
+    if (routed.status === 202) {
+      throw new AgentUnavailableError(`agent "${agentId}" did not check the root ${newMount.rootPath} within ${this.waitMs} ms; retry, ${skip}`, { agentId });
+    }
+  }
+
   /** Stops waiting (waiting callers get INTERRUPTED: the command itself goes on) and disconnects. */
   close(): Promise<void> {
     this.closing ??= (async () => {
@@ -169,7 +191,7 @@ export class CommandRouter {
     return this.closing;
   }
 
-  private async run(command: DispatchedCommand, mountRef: string, input: Record<string, unknown>, ctx: CommandContext, o: RouteOptions): Promise<RoutedCommand> {
+  private async run(command: OrchestratorCommand, mountRef: string, input: Record<string, unknown>, ctx: CommandContext, o: RouteOptions): Promise<RoutedCommand> {
     const where = await this.locate(mountRef);
     if (where.here) return { status: 200, result: await this.o.orchestrator[command](mountRef, input, ctx) };
     return this.dispatch(where.agent, where.mount, command, input, ctx, o);

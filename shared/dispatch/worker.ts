@@ -2,6 +2,8 @@ import { WaitingError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { RedisHealth } from '../redis/health.ts';
 import { getMount } from '../catalogue/mounts.ts';
+import { assertLocalRootReachable, assertNoOverlap } from '../api/mount-checks.ts';
+import type { CommandResult } from '../orchestrator/context.ts';
 import type { Pool } from '../db/pool.ts';
 import { FilestoreError, asFilestoreError } from '../errors.ts';
 import type { FilestoreMetrics } from '../metrics/metrics.ts';
@@ -156,6 +158,13 @@ function rejection(agentId: string, reason: RejectionReason, ranBefore: boolean)
 export async function runDispatched(fs: CommandWorkerDeps, agentId: string, m: CommandMessage, log: (line: string) => void = () => {}): Promise<CommandReply> {
   try {
     if (!DISPATCHED_COMMANDS.includes(m.command)) throw new FilestoreError('VALIDATION_ERROR', `unknown command "${String(m.command)}"`);
+    if (m.command === 'checkMountRoot') {
+      // A root about to be registered for this agent: the rules that need its disk, here (mount-checks.ts).
+      const rootPath = String(m.input.rootPath);
+      await assertNoOverlap(fs.pool, rootPath, agentId, true);
+      await assertLocalRootReachable(rootPath, m.input.accessMode === 'ro' ? 'ro' : 'rw');
+      return { ok: true, result: {} as CommandResult };
+    }
     // Read fresh: a mount reassigned while the job waited is no longer ours to touch.
     const mount = await getMount(fs.pool, m.mountId);
     if (!executesHere(agentId, mount)) {

@@ -53,6 +53,8 @@ export const mountRoutes: Route[] = [
         const onHost = seesDiskOf(router.identity, router.redisUrl === 'inline', agentId);
         await assertNoOverlap(deps.fs.pool, rootPath, agentId, onHost);
         if (check !== false && onHost) await assertLocalRootReachable(rootPath, mount.accessMode ?? 'rw');
+        // Another agent's root: that agent looks (through its command queue), on its real paths too.
+        else if (check !== false && agentId !== null) await router.checkMountRoot(agentId, { key: mount.key, rootPath, accessMode: mount.accessMode ?? 'rw' });
         return json(201, await createMount(deps.fs.pool, { ...mount, rootPath }));
       }
       // A deployment whose storage access is its configuration (the API Lambda) refuses S3 mounts
