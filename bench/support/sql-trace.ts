@@ -120,6 +120,7 @@ function statementLabel(sql: string): string {
     // leading BEGIN is part of the round trip, so it is not counted as a BEGIN of its own.
     [/^BEGIN; WITH tried AS MATERIALIZED .*; SELECT .* FROM filestore\.nodes/, 'beginLockAndRead: BEGIN + try-lock the paths + read their rows'],
     [/^SAVEPOINT s3_event_apply; INSERT INTO filestore\.reconciliation_jobs/, 's3 apply: SAVEPOINT + INSERT job rows (running)'],
+    [/^SAVEPOINT s3_event_apply; WITH input AS .*INSERT INTO filestore\.reconciliation_jobs/, 's3 apply: SAVEPOINT + INSERT job rows (running) + new nodes'],
     [/UPDATE filestore\.reconciliation_jobs j SET status = 'succeeded'.*COMMIT$/, 'drift + s3 apply: drift events, rollups, reconciled events, jobs finished, checks/sequencers + COMMIT'],
     [/^INSERT INTO filestore\.outbox .*UPDATE filestore\.nodes n SET consistency_checked_at .*COMMIT$/, 'drift: untracked events + checked marks/sequencers + COMMIT'],
     [/^INSERT INTO filestore\.outbox .*COMMIT$/, 'drift: untracked events + COMMIT'],
