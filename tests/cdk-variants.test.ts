@@ -72,7 +72,7 @@ describe('acknowledgements', () => {
   it('each acknowledgement of the example stack answers a finding cdk-nag makes without it, on that construct or below', () => {
     const config = loadConfig(DEFAULT_CONFIG);
     const bare = buildApp({ app: new App(), config, bundles, skipAcknowledgements: true });
-    const findings = bare.nag.validateScope(bare.app).violations.flatMap((v) => v.violatingResources.map((r) => ({ id: v.ruleName, path: r.constructPath })));
+    const findings = bare.nag.validateScope(bare.app).violations.flatMap((v) => v.violatingResources.map((r) => ({ id: v.ruleName, path: r.constructPath ?? '' })));
     const acked = buildApp({ app: new App(), config, bundles });
     expect(acked.nag.validateScope(acked.app).violations).toEqual([]);
     const acks = ACKNOWLEDGED.get(acked.stack)!;
