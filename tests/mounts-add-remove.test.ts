@@ -78,7 +78,11 @@ describe('mounts add checks what it registers', () => {
 
     const skipped = await cli(['mounts', 'add', 'local', key, '--root', missing, '--no-check', '--json']);
     expect(skipped.stderr).toBe('');
-    expect(JSON.parse(skipped.stdout)).toMatchObject({ key, rootPath: missing });
+    expect(JSON.parse(skipped.stdout)).toMatchObject({ key, rootPath: missing, health: 'unhealthy' });
+    // Registered, but what is known of its root is said wherever it is shown.
+    const ls = await cli(['ls', key]);
+    expect(ls.stderr).toContain(`mount ${key} is unhealthy: rootPath ${missing} does not exist on this host (registered without the check)`);
+    expect(ls.stdout).not.toContain('empty directory');
   });
 
   it('local mounts of one agent may not overlap (inside, around, equal, through a symlink), even with --no-check; another agent may', async () => {

@@ -1,5 +1,6 @@
 import { createMount, findMount, getMount, listMounts, updateMount } from '../../catalogue/mounts.ts';
 import { removeMount } from '../../catalogue/mount-removal.ts';
+import { setMountHealth } from '../../catalogue/reconcile-writes.ts';
 import { createS3Mount, MOUNT_KEY_PATTERN, normaliseS3Prefix } from '../../catalogue/s3-mounts.ts';
 import { FilestoreError } from '../../errors.ts';
 import { jsonValueProblem } from '../../json-value.ts';
@@ -55,7 +56,13 @@ export const mountRoutes: Route[] = [
         if (check !== false && onHost) await assertLocalRootReachable(rootPath, mount.accessMode ?? 'rw');
         // Another agent's root: that agent looks (through its command queue), on its real paths too.
         else if (check !== false && agentId !== null) await router.checkMountRoot(agentId, { key: mount.key, rootPath, accessMode: mount.accessMode ?? 'rw' });
-        return json(201, await createMount(deps.fs.pool, { ...mount, rootPath }));
+        // Unchecked on purpose: registered whatever the root is now, but a root this process sees
+        // missing is recorded as such, so `ls` says the mount is unhealthy rather than empty.
+        const problem = check === false && onHost ? await assertLocalRootReachable(rootPath, mount.accessMode ?? 'rw').then(() => null, (e: FilestoreError) => e) : null;
+        const created = await createMount(deps.fs.pool, { ...mount, rootPath });
+        if (!problem) return json(201, created);
+        await setMountHealth(deps.fs.pool, created.id, 'unhealthy', `${problem.message.replace(/; create the directory first.*$/, '')} (registered without the check)`);
+        return json(201, await getMount(deps.fs.pool, created.id));
       }
       // A deployment whose storage access is its configuration (the API Lambda) refuses S3 mounts
       // outside it; the ones it lists are reachable by its role, so they are not listed again here.
