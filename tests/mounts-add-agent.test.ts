@@ -62,3 +62,26 @@ it('an agent that is not running cannot check: 503 AGENT_UNAVAILABLE naming chec
   expect(r.body.error.message).toContain('"check": false');
   expect(await post({ kind: 'local', key: uniqueKey('ag'), rootPath: root, agentId: absent, check: false })).toMatchObject({ status: 201 });
 });
+
+it("a pending entry of the agent's mount, resolved through the API-only process, is judged by the agent from its disk", async () => {
+  const root = path.join(scratch, 'judged');
+  await mkdir(path.join(root, 'made'), { recursive: true });
+  const key = uniqueKey('ag');
+  const added = await post({ kind: 'local', key, rootPath: root, agentId: agent.agentId });
+  expect(added.status).toBe(201);
+  // What processes that died after journaling leave: one mkdir that reached the disk, one that did not.
+  const { rows } = await api.fs.pool.query<{ id: string }>(
+    `INSERT INTO filestore.journal_entries (mount_id, command, request) VALUES ($1, 'mkdir', '{"path":"made"}'), ($1, 'mkdir', '{"path":"never"}') RETURNING id`,
+    [added.body.id],
+  );
+  const [made, never] = rows.map((r) => Number(r.id));
+  const resolve = async (id: number | undefined) => {
+    const res = await api.call('POST', `/v1/journal/${id}/resolve`);
+    return { status: res.status, body: (await res.json()) as any };
+  };
+  expect(await resolve(made)).toMatchObject({ status: 200, body: { outcome: 'succeeded', entry: { id: made, status: 'succeeded', recovered: true } } });
+  expect(await resolve(never)).toMatchObject({ status: 200, body: { outcome: 'failed', entry: { id: never, status: 'failed', error: { code: 'INTERRUPTED' } } } });
+  const node = await api.call('GET', `/v1/nodes/by-path?mountId=${key}&path=made`);
+  expect(await node.json()).toMatchObject({ kind: 'directory' });
+  expect(await resolve(made)).toMatchObject({ status: 409, body: { error: { code: 'JOURNAL_ENTRY_NOT_PENDING' } } });
+});

@@ -7,12 +7,14 @@ export const commandQueueName = (agentId: string): string => `filestore-commands
 /** The orchestrator commands that travel through the queue (file bytes never do: see files routes). */
 export type OrchestratorCommand = 'mkdir' | 'move' | 'copy' | 'delete' | 'updateMetadata';
 /**
- * What travels through the queue: the orchestrator's commands, and `checkMountRoot` — a local
+ * What travels through the queue: the orchestrator's commands; `checkMountRoot` — a local
  * root about to be registered for the agent, looked at on its host (POST /v1/mounts; input
- * `{rootPath, accessMode}`; mountId ""), which changes nothing.
+ * `{rootPath, accessMode}`; mountId ""), which changes nothing; and `resolveEntry` — an admin's
+ * resolution of a pending entry of the agent's mount (POST /v1/journal/:id/resolve; input
+ * `{entryId}`, the admin as the context's principal), judged from the agent's disk.
  */
-export type DispatchedCommand = OrchestratorCommand | 'checkMountRoot';
-export const DISPATCHED_COMMANDS: readonly DispatchedCommand[] = ['mkdir', 'move', 'copy', 'delete', 'updateMetadata', 'checkMountRoot'];
+export type DispatchedCommand = OrchestratorCommand | 'checkMountRoot' | 'resolveEntry';
+export const DISPATCHED_COMMANDS: readonly DispatchedCommand[] = ['mkdir', 'move', 'copy', 'delete', 'updateMetadata', 'checkMountRoot', 'resolveEntry'];
 
 /**
  * One BullMQ job: everything the agent needs to run the command as the caller asked it,

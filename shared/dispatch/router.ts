@@ -176,6 +176,22 @@ export class CommandRouter {
     }
   }
 
+  /**
+   * Has the agent that owns `mount` resolve its pending journal entry `entryId` (only its host
+   * sees the disk): the entry as recorded, or the agent's error. An agent not alive is 503
+   * AGENT_UNAVAILABLE; one that does not answer within the wait, 503 AGENT_UNAVAILABLE too
+   * (its resolution goes on: look at the entry again).
+   */
+  async resolveOnAgent(mount: Mount, entryId: number, principal: string | null): Promise<JournalEntry> {
+    const agent = await this.liveAgent(mount, mount.agentId as string);
+    const ctx = { principal: principal ?? undefined, idempotencyKey: `resolve-${randomUUID()}` };
+    const routed = await this.dispatch(agent, mount, 'resolveEntry', { entryId }, ctx, {});
+    if (routed.status === 202) {
+      throw new AgentUnavailableError(`agent "${agent.id}" is still resolving journal entry ${entryId}; look at it again (filestore journal --pending)`, { agentId: agent.id, journalEntryId: entryId });
+    }
+    return routed.result as unknown as JournalEntry;
+  }
+
   /** Stops waiting (waiting callers get INTERRUPTED: the command itself goes on) and disconnects. */
   close(): Promise<void> {
     this.closing ??= (async () => {

@@ -2,6 +2,7 @@ import { WaitingError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { RedisHealth } from '../redis/health.ts';
 import { getMount } from '../catalogue/mounts.ts';
+import { findEntry } from '../catalogue/journal.ts';
 import { assertLocalRootReachable, assertNoOverlap } from '../api/mount-checks.ts';
 import type { CommandResult } from '../orchestrator/context.ts';
 import type { Pool } from '../db/pool.ts';
@@ -164,6 +165,15 @@ export async function runDispatched(fs: CommandWorkerDeps, agentId: string, m: C
       await assertNoOverlap(fs.pool, rootPath, agentId, true);
       await assertLocalRootReachable(rootPath, m.input.accessMode === 'ro' ? 'ro' : 'rw');
       return { ok: true, result: {} as CommandResult };
+    }
+    if (m.command === 'resolveEntry') {
+      // Only this agent's disk can tell; the entry must be of the mount the message names.
+      const entry = await findEntry(fs.pool, Number(m.input.entryId));
+      if (!entry || entry.mountId !== m.mountId) throw new FilestoreError('NOT_FOUND', `no journal entry ${String(m.input.entryId)} on mount ${m.mountId}`);
+      const mine = await getMount(fs.pool, m.mountId);
+      if (!executesHere(agentId, mine)) throw new AgentUnavailableError(`mount "${mine.key}" now belongs to agent "${String(mine.agentId)}", not "${agentId}"; resolve it again`, { agentId: mine.agentId });
+      const resolved = await fs.orchestrator.resolvePending(entry.id, m.context.principal ?? null);
+      return { ok: true, result: resolved as unknown as CommandResult };
     }
     // Read fresh: a mount reassigned while the job waited is no longer ours to touch.
     const mount = await getMount(fs.pool, m.mountId);

@@ -39,7 +39,7 @@ export async function resolvePendingEntry(
     throw new FilestoreError(
       'RESOLVE_ON_AGENT',
       `journal entry ${entryId} is on local mount "${mount.key}" of agent "${mount.agentId ?? '?'}": only that host sees its disk; resolve it through that agent's API, or let its recovery (every 30 s) judge it`,
-      { journalEntryId: entryId, agentId: mount.agentId },
+      { journalEntryId: entryId, agentId: mount.agentId, mountId: mount.id },
     );
   }
   if (principal !== null) await patchRequest(deps.pool, entryId, { resolvedBy: principal });

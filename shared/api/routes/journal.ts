@@ -60,7 +60,12 @@ export const journalRoutes: Route[] = [
     params: JournalEntryParams,
     responses: { 200: ResolvedEntry, 404: ErrorBody, 409: ErrorBody, 503: ErrorBody },
     async handle({ params, deps, principal }) {
-      const entry = await deps.fs.orchestrator.resolvePending(params.id, principal.name);
+      const entry = await deps.fs.orchestrator.resolvePending(params.id, principal.name).catch(async (err: unknown) => {
+        // Another agent's local mount: that agent judges it from its disk, through its command queue.
+        if (!(err instanceof FilestoreError) || err.code !== 'RESOLVE_ON_AGENT' || deps.fs.commands.redisUrl === 'inline') throw err;
+        const mount = await deps.fs.reader.mount(String(err.details?.mountId));
+        return deps.fs.commands.resolveOnAgent(mount, params.id, principal.name);
+      });
       return json(200, { outcome: entry.status === 'succeeded' ? 'succeeded' : 'failed', entry: entryFor(entry, principal, []) });
     },
   }),
