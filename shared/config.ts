@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DATABASE_ENV, resolveDatabase, type DatabaseConfig } from './db/database-env.ts';
 import { FilestoreError } from './errors.ts';
 import { OutboxRetention } from './events/retention.ts';
 import { COMMAND_SECRET_MIN_LENGTH, parseCommandSecrets } from './dispatch/signing.ts';
@@ -9,7 +10,12 @@ const bool = z
   .transform((v) => v === 'true' || v === '1' || v === 'yes');
 
 const EnvSchema = z.object({
-  DATABASE_URL: z.string().url().optional(),
+  /**
+   * DATABASE_URL (postgres://… with its password), or RDS Proxy with IAM auth: FILESTORE_DB_HOST,
+   * FILESTORE_DB_PORT, FILESTORE_DB_NAME, FILESTORE_DB_USER, FILESTORE_DB_IAM_AUTH=true,
+   * FILESTORE_DB_TLS_CA and AWS_REGION, as the Lambdas (shared/db/database-env.ts).
+   */
+  ...DATABASE_ENV,
   REDIS_URL: z.union([z.literal('inline'), z.string().url()]).default('inline'),
   FILESTORE_ALLOW_INLINE: bool.default(false),
   FILESTORE_AGENT_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).default('local'),
@@ -93,7 +99,14 @@ const EnvSchema = z.object({
   FILESTORE_AUTH: z.enum(['auto', 'required', 'off']).default('auto'),
 });
 
-export type Config = z.infer<typeof EnvSchema>;
+export type Config = z.infer<typeof EnvSchema> & {
+  /**
+   * Where PostgreSQL is: DATABASE_URL, or the URL and IAM auth of the FILESTORE_DB_* variables
+   * (prepareDatabase, shared/db/iam-auth.ts, makes its connections' tokens); null when neither
+   * is set (`filestore start` then runs an embedded PostgreSQL).
+   */
+  database: DatabaseConfig | null;
+};
 
 /**
  * Reads and validates the environment once, at start. A bad value stops the process with a
@@ -105,7 +118,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
     throw new FilestoreError('CONFIG_ERROR', `invalid configuration: ${problems.join('; ')}`);
   }
-  const config = parsed.data;
+  const config: Config = { ...parsed.data, database: resolveDatabase(parsed.data) };
   if (config.REDIS_URL === 'inline' && !config.FILESTORE_ALLOW_INLINE) {
     throw new FilestoreError(
       'CONFIG_ERROR',

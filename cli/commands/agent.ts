@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { resolveAuth } from '../../shared/api/auth-config.ts';
 import { loadConfig, type Config } from '../../shared/config.ts';
-import { ensureDatabase } from '../../shared/db/ensure-database.ts';
+import { DATABASE_CHOICE } from '../../shared/db/database-env.ts';
+import { readyDatabase } from '../../shared/db/iam-auth.ts';
 import { MISSING_SECRET_MESSAGE } from '../../shared/dispatch/signing.ts';
 import { FilestoreError } from '../../shared/errors.ts';
 import { startAgent, type AgentOptions, type RunningAgent } from '../../agent/agent.ts';
@@ -105,15 +106,17 @@ export function registerAgent(program: Command): void {
     .description('run the on-prem agent: commands, reconciliation, audits and watchers for the local mounts of FILESTORE_AGENT_ID, with /metrics, /healthz, /readyz and file transfers over HTTP')
     .action(async () => {
       const config = loadConfig();
-      if (!config.DATABASE_URL) throw new FilestoreError('CONFIG_ERROR', 'the agent needs DATABASE_URL (the shared catalogue); `filestore start` runs everything on an embedded database');
+      const database = config.database;
+      if (!database) throw new FilestoreError('CONFIG_ERROR', `the agent needs the shared catalogue: set ${DATABASE_CHOICE}; \`filestore start\` runs everything on an embedded database`);
       const log = (line: string) => console.error(line);
       // Every setting checked before the database is touched.
       const options: AgentOptions = {
-        ...agentOptionsFrom(config, config.DATABASE_URL, log),
+        ...agentOptionsFrom(config, database.databaseUrl, log),
         // Another process took this agent's id while this one could not heartbeat: it stopped itself.
         onSuperseded: () => process.exit(1),
       };
-      await ensureDatabase(config.DATABASE_URL);
+      // Under IAM auth (RDS Proxy), each new connection signs a token with the SDK's default credentials.
+      await readyDatabase(database);
       let starting: Promise<RunningAgent> | undefined;
       // A signal while the agent starts waits for the start to finish, then stops it cleanly:
       // exiting mid-start would leave it registered (API processes would queue commands for it

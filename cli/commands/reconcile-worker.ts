@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../shared/config.ts';
+import { DATABASE_CHOICE } from '../../shared/db/database-env.ts';
+import { prepareDatabase } from '../../shared/db/iam-auth.ts';
 import { FilestoreError } from '../../shared/errors.ts';
 import { BullMqReconcileQueue } from '../../shared/queues/bullmq-queue.ts';
 import { startAuditScheduler, type AuditScheduler } from '../../shared/reconcile/audit-scheduler.ts';
@@ -24,7 +26,9 @@ export function registerReconcileWorker(program: Command): void {
       if (config.REDIS_URL === 'inline') {
         throw new FilestoreError('CONFIG_ERROR', 'the reconcile worker consumes the Redis queue: set REDIS_URL=redis://… (inline mode runs reconciliation inside `filestore start`)');
       }
-      if (!config.DATABASE_URL) throw new FilestoreError('CONFIG_ERROR', 'the reconcile worker needs DATABASE_URL (the catalogue it reconciles)');
+      const database = config.database;
+      if (!database) throw new FilestoreError('CONFIG_ERROR', `the reconcile worker needs the catalogue it reconciles: set ${DATABASE_CHOICE}`);
+      prepareDatabase(database);
       const log = (line: string) => console.error(line);
 
       let fs: Filestore | undefined;
@@ -47,7 +51,7 @@ export function registerReconcileWorker(program: Command): void {
       process.on('SIGTERM', () => void stop('SIGTERM'));
 
       const options: FilestoreOptions = {
-        databaseUrl: config.DATABASE_URL,
+        databaseUrl: database.databaseUrl,
         redisUrl: config.REDIS_URL,
         poolSize: config.FILESTORE_DB_POOL_SIZE,
         s3: { endpoint: config.FILESTORE_S3_ENDPOINT },

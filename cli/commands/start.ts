@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { loadConfig } from '../../shared/config.ts';
-import { ensureDatabase } from '../../shared/db/ensure-database.ts';
+import { readyDatabase } from '../../shared/db/iam-auth.ts';
 import { createMount, findMount } from '../../shared/catalogue/mounts.ts';
 import type { Mount } from '../../shared/catalogue/types.ts';
 import { startAgent, type RunningAgent } from '../../agent/agent.ts';
@@ -34,11 +34,12 @@ export function registerStart(program: Command): void {
       };
       stopOnSignals(stop, log, 'filestore', { followParent: true });
       try {
-        // Unset DATABASE_URL: an embedded PostgreSQL with its data in .filestore/, reused across runs.
-        embeddedStarting = config.DATABASE_URL ? Promise.resolve(null) : import('../embedded-postgres.ts').then((m) => m.startEmbeddedPostgres(EMBEDDED_DIR, log));
+        // Neither DATABASE_URL nor FILESTORE_DB_*: an embedded PostgreSQL with its data in .filestore/, reused across runs.
+        embeddedStarting = config.database ? Promise.resolve(null) : import('../embedded-postgres.ts').then((m) => m.startEmbeddedPostgres(EMBEDDED_DIR, log));
         embedded = await embeddedStarting;
-        const databaseUrl = config.DATABASE_URL ?? (embedded as EmbeddedDatabase).url;
-        await ensureDatabase(databaseUrl);
+        const database = config.database ?? { databaseUrl: (embedded as EmbeddedDatabase).url, iamAuth: null };
+        const databaseUrl = database.databaseUrl;
+        await readyDatabase(database);
         const root = path.resolve('data');
         await mkdir(root, { recursive: true });
         let mount: Mount | undefined;

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { MAX_S3_PREFIX_LENGTH, MOUNT_KEY_PATTERN, normaliseS3Prefix, S3_BUCKET_PATTERN, type ConfiguredS3Mount } from '../../shared/catalogue/s3-mounts.ts';
 import { COMMAND_SECRET_MIN_LENGTH, parseCommandSecrets } from '../../shared/dispatch/signing.ts';
+import { DATABASE_CHOICE, DATABASE_ENV, resolveDatabase, type DatabaseConfig } from '../../shared/db/database-env.ts';
 import { FilestoreError } from '../../shared/errors.ts';
 import { OutboxRetention } from '../../shared/events/retention.ts';
 import { hasLoneSurrogate } from '../../shared/json-value.ts';
@@ -67,18 +68,8 @@ const S3Mounts = z.string().transform((text, ctx): ConfiguredS3Mount[] => {
  * be reached through RDS Proxy with IAM authentication instead of a URL with a password.
  */
 const DatabaseEnv = z.object({
-  /** postgres://… with its password; or the FILESTORE_DB_* variables below. */
-  DATABASE_URL: z.string().url().optional(),
-  FILESTORE_DB_HOST: z.string().min(1).optional(),
-  FILESTORE_DB_PORT: z.coerce.number().int().min(1).max(65_535).default(5432),
-  FILESTORE_DB_NAME: z.string().min(1).optional(),
-  FILESTORE_DB_USER: z.string().min(1).optional(),
-  /** RDS Proxy IAM authentication: each new connection's password is a token signed with the function's role (TLS required). */
-  FILESTORE_DB_IAM_AUTH: bool.default(false),
-  /** A PEM file of the CA that signs the database's certificate (default: Node's trusted CAs, which include Amazon's). */
-  FILESTORE_DB_TLS_CA: z.string().min(1).optional(),
-  /** Connections of a container's pool: one invocation at a time runs in a container. */
-  AWS_REGION: z.string().min(1).optional(),
+  /** DATABASE_URL, or the FILESTORE_DB_* variables of RDS Proxy with IAM auth (shared/db/database-env.ts). */
+  ...DATABASE_ENV,
   /** The stack's S3 mounts: the migrate Lambda registers them, the API Lambda registers no other. */
   FILESTORE_S3_MOUNTS: S3Mounts.optional(),
 });
@@ -120,22 +111,7 @@ const LambdaEnv = DatabaseEnv.extend({
   FILESTORE_RECONCILE_QUEUE_URL: z.string().url().optional(),
 });
 
-/** How a container reaches PostgreSQL with IAM auth (RDS Proxy): the signer's inputs. */
-export interface IamDatabaseAuth {
-  hostname: string;
-  port: number;
-  username: string;
-  region: string;
-  /** PEM of the CA to trust instead of Node's default ones. */
-  tlsCaPath: string | undefined;
-}
-
-/** How a Lambda reaches PostgreSQL (all the migrate Lambda needs). */
-export interface DatabaseConfig {
-  /** postgres://… (without a password under IAM auth: `iamAuth` makes each connection's). */
-  databaseUrl: string;
-  iamAuth: IamDatabaseAuth | null;
-}
+export type { DatabaseConfig, IamDatabaseAuth } from '../../shared/db/database-env.ts';
 
 /** The migrate Lambda's variables: the database, and the stack's S3 mounts to register. */
 export interface MigrateConfig extends DatabaseConfig {
@@ -218,32 +194,11 @@ function parse<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEnv): z.infer<
   return parsed.data;
 }
 
+/** DATABASE_URL or the FILESTORE_DB_* variables (shared/db/database-env.ts): a Lambda needs one of them. */
 function database(e: z.infer<typeof DatabaseEnv>): DatabaseConfig {
-  const parts = { FILESTORE_DB_HOST: e.FILESTORE_DB_HOST, FILESTORE_DB_NAME: e.FILESTORE_DB_NAME, FILESTORE_DB_USER: e.FILESTORE_DB_USER };
-  const missing = Object.entries(parts).filter(([, v]) => v === undefined).map(([k]) => k);
-  if (!e.FILESTORE_DB_IAM_AUTH) {
-    if (e.DATABASE_URL) return { databaseUrl: e.DATABASE_URL, iamAuth: null };
-    if (missing.length > 0) {
-      throw new FilestoreError('CONFIG_ERROR', `DATABASE_URL is unset: set it, or FILESTORE_DB_HOST, FILESTORE_DB_NAME, FILESTORE_DB_USER with FILESTORE_DB_IAM_AUTH=true (missing: ${missing.join(', ')})`);
-    }
-    throw new FilestoreError('CONFIG_ERROR', 'FILESTORE_DB_HOST/NAME/USER are set without FILESTORE_DB_IAM_AUTH=true: they are for RDS Proxy IAM auth; otherwise set DATABASE_URL');
-  }
-  if (e.DATABASE_URL) throw new FilestoreError('CONFIG_ERROR', 'FILESTORE_DB_IAM_AUTH=true with DATABASE_URL: under IAM auth set FILESTORE_DB_HOST, FILESTORE_DB_NAME, FILESTORE_DB_USER instead');
-  if (missing.length > 0) throw new FilestoreError('CONFIG_ERROR', `FILESTORE_DB_IAM_AUTH=true needs ${missing.join(', ')}`);
-  if (!e.AWS_REGION) throw new FilestoreError('CONFIG_ERROR', 'FILESTORE_DB_IAM_AUTH=true needs AWS_REGION (set by Lambda itself) to sign the tokens');
-  const iamAuth: IamDatabaseAuth = {
-    hostname: e.FILESTORE_DB_HOST as string,
-    port: e.FILESTORE_DB_PORT,
-    username: e.FILESTORE_DB_USER as string,
-    region: e.AWS_REGION,
-    tlsCaPath: e.FILESTORE_DB_TLS_CA,
-  };
-  const u = new URL('postgres://placeholder');
-  u.hostname = iamAuth.hostname;
-  u.port = String(iamAuth.port);
-  u.username = encodeURIComponent(iamAuth.username);
-  u.pathname = `/${encodeURIComponent(e.FILESTORE_DB_NAME as string)}`;
-  return { databaseUrl: u.toString(), iamAuth };
+  const config = resolveDatabase(e);
+  if (!config) throw new FilestoreError('CONFIG_ERROR', `DATABASE_URL is unset: set ${DATABASE_CHOICE}`);
+  return config;
 }
 
 const AuthorizerEnv = z.object({
