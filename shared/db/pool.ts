@@ -128,11 +128,20 @@ function reportExhaustion(pool: pg.Pool, max: number, acquireTimeoutMs: number):
 }
 
 /**
+ * A pool's connection settings, for a client of its own beside it: pg-pool keeps `password`
+ * non-enumerable (out of stack traces), so a spread of `pool.options` would drop it, and the
+ * client would send none (RDS IAM tokens: refused).
+ */
+export function clientConfigOf(pool: pg.Pool): pg.ClientConfig {
+  return { ...pool.options, password: (pool.options as pg.ClientConfig).password } as pg.ClientConfig;
+}
+
+/**
  * Readiness of PostgreSQL on a connection of its own: a probe must answer (quickly) while
  * every connection of the pool is busy, and it says whether a new connection can be made.
  */
 export async function probeDatabase(pool: pg.Pool, timeoutMs = 3_000): Promise<void> {
-  const client = new pg.Client({ ...pool.options, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
+  const client = new pg.Client({ ...clientConfigOf(pool), connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
   client.on('error', () => {});
   try {
     await client.connect();

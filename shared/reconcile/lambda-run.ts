@@ -4,7 +4,7 @@ import { setJobTransport } from '../catalogue/job-transport.ts';
 import { enqueueJob, failSpentRun, findJob, JOB_COLUMNS, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import type { Mount } from '../catalogue/types.ts';
 import { findMount, getMount, listMounts } from '../catalogue/mounts.ts';
-import type { Pool } from '../db/pool.ts';
+import { clientConfigOf, type Pool } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
 import { lockKey } from '../orchestrator/locks.ts';
 import { DEFAULT_ATTEMPTS, toNewJob } from '../queues/reconcile-queue.ts';
@@ -66,7 +66,7 @@ export class RunLocks {
 
   static async open(pool: Pool): Promise<RunLocks> {
     // The pool's settings: host, user, TLS and the password function (RDS IAM tokens) alike.
-    const client = new pg.Client({ ...pool.options, application_name: `${pool.options.application_name ?? 'filestore'}-locks` } as pg.ClientConfig);
+    const client = new pg.Client({ ...clientConfigOf(pool), application_name: `${pool.options.application_name ?? 'filestore'}-locks` });
     // A session lost mid-run loses its locks and the run goes on without them, as a queue
     // worker's whose lock connection died (job-run-lock.ts): the catalogue's own locks still
     // guard every write. Its error must not crash the container.
