@@ -6,6 +6,7 @@ import { chooseBackend, createWatchBackend, type BackendDecision } from './backe
 import { classifyProblem, isWatchLimit } from './backends/problems.ts';
 import { Coalescer, DEFAULT_DEBOUNCE_MS } from './coalescer.ts';
 import { DriftSink, type DriftSinkOptions } from './drift-sink.ts';
+import { accountedDirs, walkNewDirs } from './new-dirs.ts';
 import { NotALocalMountError, WatchOptionsError, WatchStartError } from './errors.ts';
 import { maxQueuedEvents } from './inotify.ts';
 import { RescanRequests } from './rescans.ts';
@@ -345,12 +346,19 @@ export class MountWatcher {
    * Directories that appeared in a batch, for a backend that watches a new directory but not
    * what it already held (parcel): one that holds a subdirectory may hold one made before its
    * watch, which nothing would ever report. Then the tree is watched anew (`rewatch`) before
-   * the batch's jobs are sent, and each such directory gets a recursive job: it starts after
-   * the new watch is up, so between them they see everything written there. A directory with
-   * no subdirectory when we look is watched whole already: what is made in it from now on,
-   * subdirectories included, is reported. Returns the directories to look at recursively.
+   * the batch's jobs are sent, and what such a directory holds is looked at after the new
+   * watch is up, so between them they see everything written there. A directory with no
+   * subdirectory when we look is watched whole already: what is made in it from now on,
+   * subdirectories included, is reported.
+   *
+   * A directory Filestore accounts for (catalogued, or held by the command creating it on its
+   * way: `mkdir -p`, a put's or a move's parents) is walked and its entries handed to the next
+   * batch (`walked`): each is judged by the drift rules, so a command's own directories lead
+   * to no job, and anything else written there is drift as usual. Directories that appeared
+   * outside Filestore, or hold more than NEW_DIR_WALK_LIMIT entries, get a recursive job.
+   * Returns the directories to look at recursively.
    */
-  private async watchNewDirs(dirs: readonly string[]): Promise<string[]> {
+  private async watchNewDirs(dirs: readonly string[], walked: string[]): Promise<string[]> {
     const backend = this.backend;
     if (!backend?.rewatch) return [];
     const holding: string[] = [];
@@ -371,7 +379,10 @@ export class MountWatcher {
       this.recordProblem(classifyProblem(err), '; full rescan requested');
       this.rescans.request('rewatch');
     }
-    return holding;
+    const accounted = await accountedDirs(this.fs.pool, this.mount.id, holding);
+    const { paths, whole } = await walkNewDirs(this.root as string, holding.filter((d) => accounted.has(d)));
+    walked.push(...paths);
+    return [...holding.filter((d) => !accounted.has(d)), ...whole];
   }
 
   /** Runs due batches one at a time. */
@@ -402,7 +413,8 @@ export class MountWatcher {
     }
     const approval = verdict.approval;
     try {
-      const rewatch = this.backend?.rewatch && !final ? (dirs: string[]) => this.watchNewDirs(dirs) : undefined;
+      const walked: string[] = [];
+      const rewatch = this.backend?.rewatch && !final ? (dirs: string[]) => this.watchNewDirs(dirs, walked) : undefined;
       const r = await this.sink.apply(batch, { final, beforeJobs: rewatch, rootUnchanged: () => this.guard.stillApproved(approval) });
       this.counts.batches++;
       this.counts.drift += r.drift;
@@ -413,6 +425,9 @@ export class MountWatcher {
       if (!this.handBackAllowed(approval)) return;
       if (r.deferred.length > 0) this.coalescer.requeue(r.deferred, this.retryDelayMs);
       if (r.waiting.length > 0) this.coalescer.requeue(r.waiting, this.retryDelayMs, batch.seenAt);
+      // What new directories held (watchNewDirs): judged by the next batch, as changed (not
+      // created: they are not looked at again as new directories).
+      if (walked.length > 0) this.coalescer.requeue(walked, 0);
     } catch (err) {
       this.failures++;
       this.recordProblem({ kind: 'error', message: `drift batch failed: ${(err as Error).message}`, code: (err as { code?: string }).code }, '; retrying');

@@ -6,7 +6,7 @@ import { MountWatcher, type MountWatcherOptions } from '../../agent/watch/index.
 import type { WatchBackendChoice } from '../../agent/watch/types.ts';
 import { findLiveByPath } from '../../shared/catalogue/nodes.ts';
 import { PromMetrics } from '../../shared/metrics/prom.ts';
-import type { Filestore } from '../../shared/runtime.ts';
+import type { Filestore, FilestoreOptions } from '../../shared/runtime.ts';
 import { createTestMount, startFilestore, type TestMount } from './filestore.ts';
 
 /**
@@ -15,8 +15,9 @@ import { createTestMount, startFilestore, type TestMount } from './filestore.ts'
  * directories, real watchers on them.
  */
 
-export async function startWatchFilestore(): Promise<Filestore> {
+export async function startWatchFilestore(hooks?: FilestoreOptions['hooks']): Promise<Filestore> {
   return startFilestore({
+    hooks,
     redisUrl: 'inline',
     recover: false,
     metrics: new PromMetrics({ collectDefaults: false }),

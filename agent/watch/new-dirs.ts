@@ -1,0 +1,77 @@
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import type { Pool } from '../../shared/db/pool.ts';
+import { lockKey } from '../../shared/orchestrator/locks.ts';
+import { joinPath } from '../../shared/paths.ts';
+
+/**
+ * Entries below new directories judged path by path, per batch; a directory holding more
+ * gets one recursive reconcile job instead (reason `drift`).
+ */
+export const NEW_DIR_WALK_LIMIT = 1_000;
+
+/**
+ * Of the directories that appeared with subdirectories, those Filestore accounts for: a live
+ * row (a command catalogued it) or held by a command right now (its path lock: it creates the
+ * directory on its way — `mkdir -p` parents, a put's or a move's parents — and catalogues it at
+ * its commit). The others appeared outside Filestore: their drift was reported by the batch.
+ */
+export async function accountedDirs(pool: Pool, mountId: string, dirs: readonly string[]): Promise<Set<string>> {
+  if (dirs.length === 0) return new Set();
+  const { rows } = await pool.query<{ path: string }>(
+    `SELECT path FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND kind = 'directory' AND path = ANY($2::text[])`,
+    [mountId, dirs],
+  );
+  const known = new Set(rows.map((r) => r.path));
+  const rest = dirs.filter((d) => !known.has(d));
+  if (rest.length === 0) return known;
+  // An exclusive try-lock on the directory's own key fails while a command holds it (exclusive)
+  // or a path below it (shared): the keys commands take (locks.ts). Transaction-scoped: the
+  // ROLLBACK lets go of those we got.
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const keys = rest.map((d) => lockKey('path', mountId, d).toString());
+    const held = await client.query<{ i: number }>(
+      `SELECT i FROM unnest($1::bigint[]) WITH ORDINALITY AS t(key, i) WHERE NOT pg_try_advisory_xact_lock(key) ORDER BY i`,
+      [keys],
+    );
+    for (const { i } of held.rows) known.add(rest[Number(i) - 1] as string);
+  } finally {
+    await client.query('ROLLBACK').catch(() => {});
+    client.release();
+  }
+  return known;
+}
+
+/**
+ * Every entry below each directory (mount-relative paths; symlinks not followed), within
+ * `limit` entries in all. A directory whose walk would pass the limit, or that cannot be read,
+ * is in `whole` (to be looked at recursively by a reconcile job), none of its entries in `paths`.
+ */
+export async function walkNewDirs(root: string, dirs: readonly string[], limit = NEW_DIR_WALK_LIMIT): Promise<{ paths: string[]; whole: string[] }> {
+  const paths: string[] = [];
+  const whole: string[] = [];
+  for (const dir of dirs) {
+    const found: string[] = [];
+    let ok = true;
+    const todo = [dir];
+    while (ok && todo.length > 0) {
+      const d = todo.pop() as string;
+      try {
+        for (const e of await readdir(path.join(root, ...d.split('/')), { withFileTypes: true })) {
+          const p = joinPath(d, e.name);
+          found.push(p);
+          if (e.isDirectory()) todo.push(p);
+        }
+      } catch (err) {
+        // Gone since (ENOENT): the batch that sees it go judges it. Unreadable: the reconciler looks.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') ok = false;
+      }
+      if (paths.length + found.length > limit) ok = false;
+    }
+    if (ok) paths.push(...found);
+    else whole.push(dir);
+  }
+  return { paths, whole };
+}
