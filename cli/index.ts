@@ -1,6 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { FilestoreError } from '../shared/errors.ts';
-import { FilestoreApiError, FilestoreClientError, FilestoreUnreachableError } from '../shared/client/index.ts';
+import { packageVersion } from '../shared/package.ts';
 import { registerCommands } from './commands/commands.ts';
 import { registerEvents } from './commands/events.ts';
 import { registerFiles } from './commands/files.ts';
@@ -8,13 +7,24 @@ import { registerJournal } from './commands/journal.ts';
 import { registerMounts } from './commands/mounts.ts';
 import { registerNodes } from './commands/nodes.ts';
 import { registerReconcile } from './commands/reconcile.ts';
+import { describeError, formatError } from './errors.ts';
+import { connect } from './target.ts';
 
 /**
  * The `filestore` command. Exit codes: 0 ok, 1 the operation failed (an error answer, an
  * unreachable server, a local file problem), 2 the command line itself was wrong.
+ * Errors go to stderr: `filestore: MESSAGE (CODE)`, or under --json one JSON document
+ * `{"error":{"code","message","details?"}}` (stdout keeps only results).
  */
+const args = process.argv.slice(2);
+const json = args.includes('--json');
+// Commander's own reports (help shown for a missing command is not an error).
+const HELP = new Set(['commander.helpDisplayed', 'commander.help', 'commander.version']);
 const program = new Command()
   .name('filestore')
+  .version(packageVersion(), '-V, --version', 'print the version of filestore')
+  // Under --json commander's own error lines are held back: the JSON document says it.
+  .configureOutput({ writeErr: (text) => (json ? undefined : process.stderr.write(text)) })
   .description('A trustworthy catalogue of files on local disks and S3.\nTalks to FILESTORE_URL (default http://127.0.0.1:4300) with the token in FILESTORE_TOKEN.')
   .exitOverride()
   .showHelpAfterError('(add --help for usage)');
@@ -36,9 +46,8 @@ const LOCAL: Record<string, () => Promise<(p: Command) => void>> = {
   'reconcile-worker': async () => (await import('./commands/reconcile-worker.ts')).registerReconcileWorker,
   agent: async () => (await import('./commands/agent.ts')).registerAgent,
 };
-const args = process.argv.slice(2);
 const first = args.find((a) => !a.startsWith('-'));
-const everything = first === undefined || first === 'help' || args.includes('--help') || args.includes('-h');
+const everything = (first === undefined && !args.includes('--version') && !args.includes('-V')) || first === 'help' || args.includes('--help') || args.includes('-h');
 for (const [name, load] of Object.entries(LOCAL)) if (everything || first === name) (await load())(program);
 
 // `filestore get big.iso | head`: a reader that goes away early is not an error.
@@ -49,30 +58,12 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
-  console.error(describe(err));
+  if (err instanceof CommanderError) {
+    if (err.exitCode === 0 || HELP.has(err.code)) process.exit(err.exitCode === 0 ? 0 : 2);
+    // Under --json a usage error is a JSON document too (commander's own line was held back).
+    if (json) console.error(formatError({ code: 'USAGE_ERROR', message: err.message.replace(/^error: /, '') }, true));
+    process.exit(2);
+  }
+  console.error(formatError(await describeError(err, args, connect), json));
   process.exit(1);
-}
-
-/** What to tell a person about an error: the message, its code, and what to do about it. */
-function describe(err: unknown): string {
-  if (err instanceof FilestoreApiError) return `filestore: ${err.message} (${err.code})${authHint(err)}`;
-  if (err instanceof FilestoreUnreachableError || err instanceof FilestoreClientError) return `filestore: ${err.message}`;
-  if (err instanceof FilestoreError) return `filestore: ${err.message} (${err.code})`;
-  const e = err as { code?: string; message?: string };
-  if (e.code === 'ECONNREFUSED') return 'filestore: cannot reach PostgreSQL; set DATABASE_URL or start the server (see README)';
-  return `filestore: ${e.message ?? String(err)}`;
-}
-
-function authHint(err: FilestoreApiError): string {
-  if (err.code === 'UNAUTHENTICATED') {
-    return process.env.FILESTORE_TOKEN
-      ? '\nhint: FILESTORE_TOKEN is not a token this server knows; set it to one listed (as its sha256) in the server\'s FILESTORE_API_TOKENS'
-      : '\nhint: set FILESTORE_TOKEN to an API token of this server (make one with `filestore token create --name NAME --scopes read,write`)';
-  }
-  if (err.code === 'FORBIDDEN') {
-    const needed = typeof err.details?.requiredScope === 'string' ? err.details.requiredScope : /needs scope (filestore:[a-z]+)/.exec(err.message)?.[1];
-    return `\nhint: set FILESTORE_TOKEN to a token with scope ${needed ?? 'filestore:write (or filestore:admin for mounts)'}`;
-  }
-  return '';
 }

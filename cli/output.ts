@@ -50,13 +50,19 @@ export function humanSize(bytes: number): string {
   return unit === 0 ? `${bytes} B` : `${value < 10 ? value.toFixed(1) : Math.round(value)} ${UNITS[unit]}`;
 }
 
-/** An ISO timestamp as local `YYYY-MM-DD HH:MM:SS`; "-" for none. */
+/**
+ * An ISO timestamp as ISO 8601 in local time with its zone: `2026-12-06T20:34:19+01:00`, or
+ * `2026-12-06T19:34:19Z` where local time is UTC (seconds; the --json output keeps milliseconds).
+ * "-" for none.
+ */
 export function formatTime(iso: string | null | undefined): string {
   if (!iso) return '-';
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return iso;
   const p = (n: number) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  const offset = -d.getTimezoneOffset();
+  const zone = offset === 0 ? 'Z' : `${offset > 0 ? '+' : '-'}${p(Math.floor(Math.abs(offset) / 60))}:${p(Math.abs(offset) % 60)}`;
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}${zone}`;
 }
 
 /** A node's name as `ls` shows it: directories end in "/". */

@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from 'commander';
-import { FilestoreClient } from '../shared/client/index.ts';
+import { FilestoreError } from '../shared/errors.ts';
+import { DEFAULT_URL, FilestoreClient } from '../shared/client/index.ts';
 
 /**
  * Where a command is aimed: the server (FILESTORE_URL, FILESTORE_TOKEN) and, for most
@@ -42,7 +43,19 @@ export function parseId(value: string): number {
   return Number(value);
 }
 
-/** The API client for this invocation, configured from FILESTORE_URL and FILESTORE_TOKEN. */
+/** The API client for this invocation, configured from FILESTORE_URL and FILESTORE_TOKEN. A FILESTORE_URL that is not an http(s) URL is CONFIG_ERROR naming it. */
 export function connect(): FilestoreClient {
+  const raw = process.env.FILESTORE_URL;
+  if (raw !== undefined) {
+    let url: URL | null = null;
+    try {
+      url = new URL(raw);
+    } catch {
+      // said below
+    }
+    if (url === null || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+      throw new FilestoreError('CONFIG_ERROR', `FILESTORE_URL is not an http(s) URL: ${JSON.stringify(raw)}; set it to where Filestore listens, e.g. ${DEFAULT_URL}`, { variable: 'FILESTORE_URL', value: raw });
+    }
+  }
   return new FilestoreClient();
 }

@@ -87,7 +87,7 @@ describe('filestore CLI', () => {
     const table = await ok(['ls', target('docs')]);
     const [head, row] = table.trim().split('\n');
     expect(head?.split(/\s+/)).toEqual(['name', 'kind', 'size', 'state', 'version', 'modified']);
-    expect(row).toMatch(/^reports\/\s+directory\s+146 KiB\s+ACTIVE\s+1\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
+    expect(row).toMatch(/^reports\/\s+directory\s+146 KiB\s+ACTIVE\s+1\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:Z|[+-]\d\d:\d\d)$/);
 
     const listed = JSON.parse(await ok(['ls', target('docs/reports'), '--json'])) as Node[];
     expect(listed.map((n) => [n.name, n.kind, n.sizeBytes])).toEqual([['report.bin', 'file', bytes.length]]);
@@ -213,7 +213,7 @@ describe('filestore CLI', () => {
         check();
       });
       const lines = stdout.trim().split('\n');
-      expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d  filestore\\.node\\.created\\s+${m.mount.key}:live/news\\.txt$`)));
+      expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d(?:Z|[+-]\\d\\d:\\d\\d)  filestore\\.node\\.created\\s+${m.mount.key}:live/news\\.txt$`)));
       const exited = new Promise<number | null>((resolve) => tail.on('close', resolve));
       tail.kill('SIGINT');
       expect(await exited).toBe(0);

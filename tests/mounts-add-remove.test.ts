@@ -63,7 +63,7 @@ describe('mounts add checks what it registers', () => {
     const key = uniqueKey('m');
     const r = await cli(['mounts', 'add', 'local', key, '--root', missing]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`rootPath ${missing} does not exist on this host`);
+    expect(r.stderr).toContain(`--root ${missing} does not exist on this host`);
     expect(r.stderr).toContain('(MOUNT_ROOT_NOT_FOUND)');
     expect((await call('GET', `/v1/mounts/${key}`)).status).toBe(404);
 

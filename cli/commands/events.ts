@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { FilestoreApiError, type FilestoreClient, type FilestoreEvent } from '../../shared/client/index.ts';
+import { formatError, inCliWords } from '../errors.ts';
 import { formatTime, print } from '../output.ts';
 import { connect, parseId } from '../target.ts';
 
@@ -44,9 +45,12 @@ export function registerEvents(program: Command): void {
       } catch (err) {
         // The server no longer keeps the events after our position: say what to do, never retry.
         if (!(err instanceof FilestoreApiError) || err.code !== 'RESUME_POINT_EXPIRED') throw err;
+        const said = { code: err.code, message: inCliWords(err.code, err.message), ...(err.details ? { details: err.details } : {}) };
         process.stderr.write(
-          `filestore: ${err.message} (${err.code})\n` +
-            'hint: run `filestore events tail` again without --after to follow from now; to catch up on what changed meanwhile, list again (`filestore ls MOUNT:PATH`) or reconcile (`filestore reconcile MOUNT --wait`)\n',
+          o.json
+            ? `${formatError(said, true)}\n`
+            : `${formatError(said, false)}\n` +
+                'hint: run `filestore events tail` again without --after to follow from now; to catch up on what changed meanwhile, list again (`filestore ls MOUNT:PATH`) or reconcile (`filestore reconcile MOUNT --wait`)\n',
         );
         process.exit(1);
       }

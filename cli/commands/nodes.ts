@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { FilestoreClient, Node } from '../../shared/client/index.ts';
+import type { FilestoreClient, Mount, Node } from '../../shared/client/index.ts';
 import { unhealthyLine } from './mounts.ts';
 import { NODE_HEAD, formatTime, humanSize, nodeRow, nodeSize, print, printFields, printJson, printTable, type JsonOption } from '../output.ts';
 import { connect, parseTarget, showTarget, type Target } from '../target.ts';
@@ -31,10 +31,11 @@ export function registerNodes(program: Command): void {
     .option('--json', 'print the node as JSON')
     .action(async (target: Target, o: JsonOption) => {
       const client = connect();
-      await warnIfUnhealthy(client, target.mount);
+      const mount = await client.getMount(target.mount);
+      if (mount.health === 'unhealthy') console.error(`filestore: ${unhealthyLine(mount)}`);
       const node = await client.getNodeByPath({ mountId: target.mount, path: target.path });
       if (o.json) return printJson(node);
-      printNode(node);
+      printNode(node, mount);
     });
 }
 
@@ -50,9 +51,10 @@ async function warnIfUnhealthy(client: FilestoreClient, mount: string): Promise<
   return true;
 }
 
-export function printNode(n: Node): void {
+/** One node as `stat` shows it: the path as MOUNT:PATH (the root as MOUNT:), the mount by key. */
+export function printNode(n: Node, mount: Pick<Mount, 'key'>): void {
   const fields: Array<[string, string | number | null]> = [
-    ['path', n.path === '' ? '/' : n.path],
+    ['path', showTarget({ mount: mount.key, path: n.path })],
     ['kind', n.kind],
     ['size', n.kind === 'directory' ? nodeSize(n) : `${humanSize(n.sizeBytes)} (${n.sizeBytes} bytes)`],
   ];
@@ -68,8 +70,8 @@ export function printNode(n: Node): void {
     ['checked', formatTime(n.consistencyCheckedAt)],
     ['drift seen', formatTime(n.lastDriftDetectedAt)],
     ['reconciled', formatTime(n.lastReconciledAt)],
+    ['mount', mount.key],
     ['id', n.id],
-    ['mount', n.mountId],
   );
   if (n.deletedAt) fields.push(['deleted', formatTime(n.deletedAt)]);
   const keys = Object.keys(n.metadata);

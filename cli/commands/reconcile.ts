@@ -1,6 +1,7 @@
 import { Option, type Command } from 'commander';
 import { FilestoreApiError, FilestoreClientError, FilestoreUnreachableError, type FilestoreClient, type JobStatus, type ReconcileJob } from '../../shared/client/index.ts';
 import { counterProgress, formatTime, print, printFields, printJson, printTable, type JsonOption } from '../output.ts';
+import { inCliWords } from '../errors.ts';
 import { connect, parseId, parseTarget, showTarget, type Target } from '../target.ts';
 
 const POLL_MS = 500;
@@ -42,7 +43,7 @@ export function registerReconcile(program: Command): void {
       }
       job = await waitForJob(client, job);
       if (o.json) printJson(job);
-      else printJob(job);
+      else printJob(job, await mountKeys(client));
       if (job.status !== 'succeeded') process.exitCode = 1;
     });
 
@@ -58,7 +59,7 @@ export function registerReconcile(program: Command): void {
       const client = connect();
       if (id !== undefined) {
         const job = await client.getJob(id);
-        return o.json ? printJson(job) : printJob(job);
+        return o.json ? printJson(job) : printJob(job, await mountKeys(client));
       }
       const jobs: ReconcileJob[] = [];
       for await (const job of client.iterateJobs({ mountId: o.mount, status: o.status, limit: Math.min(o.limit, 1000) })) {
@@ -67,9 +68,10 @@ export function registerReconcile(program: Command): void {
       }
       if (o.json) return printJson(jobs);
       if (jobs.length === 0) return print('no reconciliation jobs');
+      const keys = await mountKeys(client);
       printTable(
         ['id', 'mount', 'path', 'reason', 'status', 'checked', 'created', 'finished'],
-        jobs.map((j) => [j.id, j.mountId, j.path || '/', j.reason, j.status, count(j, 'checked') ?? '-', formatTime(j.createdAt), formatTime(j.finishedAt)]),
+        jobs.map((j) => [j.id, keys.get(j.mountId) ?? j.mountId, j.path || '/', j.reason, j.status, count(j, 'checked') ?? '-', formatTime(j.createdAt), formatTime(j.finishedAt)]),
       );
     });
 }
@@ -127,10 +129,16 @@ function count(job: ReconcileJob, key: string): number | undefined {
   return typeof v === 'number' ? v : undefined;
 }
 
-function printJob(job: ReconcileJob): void {
+/** Mount id → key, to show jobs by mount key (a removed mount's jobs went with it; an unknown id stays an id). */
+async function mountKeys(client: FilestoreClient): Promise<Map<string, string>> {
+  return new Map((await client.listMounts()).items.map((m) => [m.id, m.key]));
+}
+
+function printJob(job: ReconcileJob, keys: Map<string, string>): void {
+  const error = job.error as { code?: unknown; message?: unknown } | null;
   printFields([
     ['job', job.id],
-    ['mount', job.mountId],
+    ['mount', keys.get(job.mountId) ?? job.mountId],
     ['path', job.path || '/'],
     ['reason', job.reason],
     ['status', job.status],
@@ -140,6 +148,8 @@ function printJob(job: ReconcileJob): void {
     ['created', formatTime(job.createdAt)],
     ['started', formatTime(job.startedAt)],
     ['finished', formatTime(job.finishedAt)],
-    ...(job.error ? [['error', JSON.stringify(job.error)] as [string, string]] : []),
+    ...(error
+      ? [['error', typeof error.code === 'string' && typeof error.message === 'string' ? `${inCliWords(error.code, error.message)} (${error.code})` : JSON.stringify(error)] as [string, string]]
+      : []),
   ]);
 }
