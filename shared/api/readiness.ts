@@ -1,3 +1,4 @@
+import { MemoryReadThroughCache } from '../cache/read-through.ts';
 import { probeDatabase } from '../db/pool.ts';
 import type { Filestore } from '../runtime.ts';
 
@@ -36,7 +37,18 @@ export interface ReadinessOptions {
 }
 
 /**
- * The checks of /readyz, by name: "ok" or "unavailable". Callers (unauthenticated) never see
+ * What a check of /readyz says when it does not hold readiness back: "ok", or (redis) "inline":
+ * the process uses no Redis at all (REDIS_URL=inline: events, cache and queue in-process), so
+ * there is nothing to probe — said as it is rather than reported "ok".
+ */
+export const READY_WORDS: ReadonlySet<string> = new Set(['ok', 'inline']);
+
+/** /readyz is 200 when every check says a word of READY_WORDS, 503 otherwise. */
+export const allReady = (checks: Record<string, string>): boolean => Object.values(checks).every((v) => READY_WORDS.has(v));
+
+/**
+ * The checks of /readyz, by name: "ok" or "unavailable"; `redis` is "inline" in a process
+ * without Redis (REDIS_URL=inline). Callers (unauthenticated) never see
  * why — pg's and ioredis' messages name hosts, ports and users; the log does, once when a check
  * starts failing (or fails otherwise) and once when it passes again.
  */
@@ -44,6 +56,8 @@ export function createReadiness(o: ReadinessOptions): () => Promise<Record<strin
   // Its own connection: the probe answers while the pool is busy, and readiness is about
   // whether PostgreSQL answers, not whether this process has a connection free.
   const postgres = sharedProbe(() => probeDatabase(o.fs.pool), o.cacheMs);
+  // REDIS_URL=inline: no Redis anywhere in this core (its cache is the in-process one).
+  const noRedis = o.fs.cache instanceof MemoryReadThroughCache;
   const redis = sharedProbe(() => o.fs.cache.ping(), o.cacheMs);
   const failing = new Map<string, string>(); // check → the reason last logged
   const verdict = (name: string, r: PromiseSettledResult<unknown>): string => {
@@ -57,10 +71,10 @@ export function createReadiness(o: ReadinessOptions): () => Promise<Record<strin
     return 'unavailable';
   };
   return async () => {
-    const [pg, rd, more] = await Promise.allSettled([postgres(), redis(), o.more?.() ?? Promise.resolve({})]);
+    const [pg, rd, more] = await Promise.allSettled([postgres(), noRedis ? Promise.resolve() : redis(), o.more?.() ?? Promise.resolve({})]);
     return {
       postgres: verdict('postgres', pg),
-      redis: verdict('redis', rd),
+      redis: noRedis ? 'inline' : verdict('redis', rd),
       ...(more.status === 'fulfilled' ? more.value : { process: verdict('process', more) }),
     };
   };

@@ -300,7 +300,13 @@ export const EventsQuery = z.object({
   lastEventId: z.coerce.number().int().min(0).optional().describe('same as the Last-Event-ID header'),
 });
 
-export const Health = z.object({ status: z.enum(['ok', 'unavailable']), checks: z.record(z.string(), z.string()).optional() });
+export const Health = z.object({
+  status: z.enum(['ok', 'unavailable']),
+  checks: z
+    .record(z.string(), z.string())
+    .optional()
+    .describe('/readyz: each check by name (postgres, redis, and the agent\'s): "ok", "unavailable", or for redis "inline" (REDIS_URL=inline: no Redis is used, nothing to probe); status is "ok" when every check is "ok" or "inline"'),
+});
 
 // ---- presigned transfers (S3 mounts; what the API Lambda cannot carry) --------------------
 

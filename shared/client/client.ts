@@ -74,7 +74,7 @@ export class FilestoreClient {
     return this.#get('/healthz');
   }
 
-  /** GET /readyz: PostgreSQL and Redis answer. Resolves with `status: 'unavailable'` (HTTP 503) rather than throwing. */
+  /** GET /readyz: PostgreSQL and Redis answer (`checks.redis` is "inline" where no Redis is used). Resolves with `status: 'unavailable'` (HTTP 503) rather than throwing. */
   async ready(): Promise<Health> {
     const res = await this.#t.send({ method: 'GET', path: '/readyz', headers: { accept: 'application/json' }, retry: true });
     return readJson<Health>(res, [200, 503]);

@@ -1,4 +1,5 @@
 import { ErrorBody, Health } from '../schemas.ts';
+import { allReady } from '../readiness.ts';
 import { defineRoute, json, type Route } from '../route.ts';
 
 /** Probes and metrics: public, so orchestrators and scrapers need no token. */
@@ -19,11 +20,11 @@ export const systemRoutes: Route[] = [
     path: '/readyz',
     scope: null,
     tag: 'system',
-    summary: 'Readiness: PostgreSQL and Redis answer',
+    summary: 'Readiness: PostgreSQL and Redis answer (redis "inline": no Redis is used)',
     responses: { 200: Health, 503: Health },
     async handle({ deps }) {
       const checks = await deps.readiness();
-      const ok = Object.values(checks).every((v) => v === 'ok');
+      const ok = allReady(checks);
       return json(ok ? 200 : 503, { status: ok ? 'ok' : 'unavailable', checks });
     },
   }),
