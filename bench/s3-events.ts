@@ -25,9 +25,11 @@
  * Environment: BENCH_S3_EVENTS_RECORDS (1000 per workload), BENCH_S3_EVENTS_WRITES (200
  * latency samples), BENCH_S3_EVENTS_POLL_MS (100), BENCH_S3_EVENTS_DATABASE_URL
  * (postgres://postgres@127.0.0.1:5432/filestore_bench_s3_events), BENCH_S3_EVENTS_REDIS_URL
- * (redis://127.0.0.1:6379/0; events are matched by mount).
+ * (redis://127.0.0.1:6379/0; events are matched by mount), BENCH_S3_EVENTS_PROFILE (a file:
+ * the new-object workload under the V8 CPU profiler).
  */
 import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
@@ -128,22 +130,32 @@ async function main(): Promise<void> {
     // handler returned, outside its duration; here it must not land in the floor's time.
     let handlerMs = 0;
     let floorMs = 0;
+    // This process's CPU (user + system) in each phase: the load on a shared machine stretches
+    // wall time, not this.
+    let handlerCpu = 0;
+    let floorCpu = 0;
     for (let b = 0; b < batches.length; b++) {
       const event = batches[b] as SQSEvent;
+      const c0 = process.cpuUsage();
       const t0 = performance.now();
       failed += (await invoke(event, lambdaContext({ functionName: 's3-events' }))).batchItemFailures.length;
       handlerMs += performance.now() - t0;
+      const c1 = process.cpuUsage(c0);
+      handlerCpu += (c1.user + c1.system) / 1000;
       await (core.relay as { settled?: () => Promise<void> } | null)?.settled?.();
+      const c2 = process.cpuUsage();
       const t1 = performance.now();
       await Promise.all(keys.slice(b * BATCH, (b + 1) * BATCH).map((Key) => head.send(new HeadObjectCommand({ Bucket: bucket, Key }))));
       floorMs += performance.now() - t1;
+      const c3 = process.cpuUsage(c2);
+      floorCpu += (c3.user + c3.system) / 1000;
     }
     const handlerS = handlerMs / 1000;
     const floorS = floorMs / 1000;
     const tally = sql.tally();
     const calls = tally.reduce((a, t) => a + t.calls, 0);
     const sqlMs = tally.reduce((a, t) => a + t.ms, 0);
-    return { label, records: keys.length, failed, handlerRate: keys.length / handlerS, floorRate: keys.length / floorS, perBatchMs: (handlerS * 1000) / batches.length, floorPerBatchMs: (floorS * 1000) / batches.length, sqlPerBatch: calls / batches.length, sqlMsPerBatch: sqlMs / batches.length, top: tally.slice(0, Number(process.env.BENCH_S3_EVENTS_SQL_TOP ?? 5)), batches };
+    return { label, records: keys.length, failed, handlerRate: keys.length / handlerS, floorRate: keys.length / floorS, perBatchMs: (handlerS * 1000) / batches.length, floorPerBatchMs: (floorS * 1000) / batches.length, cpuPerBatchMs: handlerCpu / batches.length, floorCpuPerBatchMs: floorCpu / batches.length, sqlPerBatch: calls / batches.length, sqlMsPerBatch: sqlMs / batches.length, top: tally.slice(0, Number(process.env.BENCH_S3_EVENTS_SQL_TOP ?? 5)), batches };
   };
 
   // Warm the container (core, pool, prepared statements) on a batch of its own.
@@ -169,7 +181,7 @@ async function main(): Promise<void> {
   const own2 = await newMount();
   for (let i = 0; i < RECORDS; i++) await writer.orchestrator.writeFile(own2.id, { path: `own/f ${i}.txt` }, Readable.from([Buffer.from(`own ${i}`)]));
   rows.push(await throughput("  ...without the Lambda shell", own2, ownKeys, false));
-  rows.push(await throughput('new objects outside Filestore', outside, outsideKeys));
+  rows.push(await profiled(process.env.BENCH_S3_EVENTS_PROFILE, () => throughput('new objects outside Filestore', outside, outsideKeys)));
 
   // Latency through the bridge and the poller.
   const lat = await newMount();
@@ -202,9 +214,9 @@ async function main(): Promise<void> {
 
   const f = (n: number, d = 0) => n.toFixed(d);
   console.log(`\nS3-event handler throughput (batches of ${BATCH}, records in parallel, one container, pool 2) vs HEAD alone, same fauxqs, same run`);
-  console.log('workload                          records  handler rec/s  HEAD-only rec/s  ratio  ms/batch (handler | HEADs)  SQL/batch  SQL ms/batch  failed');
+  console.log('workload                          records  handler rec/s  HEAD-only rec/s  ratio  ms/batch (handler | HEADs)  CPU ms/batch (handler | HEADs)  SQL/batch  SQL ms/batch  failed');
   for (const r of rows) {
-    console.log(`${r.label.padEnd(32)}  ${String(r.records).padStart(7)}  ${f(r.handlerRate).padStart(13)}  ${f(r.floorRate).padStart(15)}  ${f(r.handlerRate / r.floorRate, 2).padStart(5)}  ${`${f(r.perBatchMs, 1)} | ${f(r.floorPerBatchMs, 1)}`.padStart(26)}  ${f(r.sqlPerBatch, 1).padStart(9)}  ${f(r.sqlMsPerBatch, 1).padStart(12)}  ${r.failed}`);
+    console.log(`${r.label.padEnd(32)}  ${String(r.records).padStart(7)}  ${f(r.handlerRate).padStart(13)}  ${f(r.floorRate).padStart(15)}  ${f(r.handlerRate / r.floorRate, 2).padStart(5)}  ${`${f(r.perBatchMs, 1)} | ${f(r.floorPerBatchMs, 1)}`.padStart(26)}  ${`${f(r.cpuPerBatchMs, 1)} | ${f(r.floorCpuPerBatchMs, 1)}`.padStart(30)}  ${f(r.sqlPerBatch, 1).padStart(9)}  ${f(r.sqlMsPerBatch, 1).padStart(12)}  ${r.failed}`);
     if (process.env.BENCH_S3_EVENTS_SQL_TOP) console.log(`    largest SQL waits per batch: ${r.top.map((t) => `${t.label.slice(0, 60)} ${f(t.calls / (r.records / BATCH), 1)}/batch ${f(t.ms / (r.records / BATCH), 1)} ms`).join('; ')}`);
   }
   console.log(`\nOut-of-band PutObject -> filestore.node.reconciled on Redis via bridge + SQS poller (poll interval ${POLL_MS} ms after an empty receive), ${sorted.length} writes${lost ? `, ${lost} never seen` : ''}`);
@@ -217,6 +229,23 @@ async function main(): Promise<void> {
   await writer.close();
   await proxy.stop();
   await s3.stop();
+}
+
+/** `fn` under the V8 CPU profiler when `file` is set (BENCH_S3_EVENTS_PROFILE: a .cpuprofile for Chrome DevTools). */
+async function profiled<T>(file: string | undefined, fn: () => Promise<T>): Promise<T> {
+  if (!file) return fn();
+  const { Session } = await import('node:inspector/promises');
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  try {
+    return await fn();
+  } finally {
+    const { profile } = await session.post('Profiler.stop');
+    writeFileSync(file, JSON.stringify(profile));
+    session.disconnect();
+  }
 }
 
 if (process.argv[2] === FAUXQS_CHILD_FLAG) {
