@@ -105,7 +105,9 @@ export function registerAgent(program: Command): void {
     .command('agent')
     .description('run the on-prem agent: commands, reconciliation, audits and watchers for the local mounts of FILESTORE_AGENT_ID, with /metrics, /healthz, /readyz and file transfers over HTTP')
     .action(async () => {
-      const config = loadConfig();
+      // Watchers on by default (SPEC §8), as under `filestore start`: changes made in the owned
+      // local mounts around Filestore are followed as they happen; FILESTORE_ENABLE_WATCHERS=false turns them off.
+      const config = loadConfig({ FILESTORE_ENABLE_WATCHERS: 'true', ...process.env });
       const database = config.database;
       if (!database) throw new FilestoreError('CONFIG_ERROR', `the agent needs the shared catalogue: set ${DATABASE_CHOICE}; \`filestore start\` runs everything on an embedded database`);
       const log = (line: string) => console.error(line);
@@ -127,7 +129,7 @@ export function registerAgent(program: Command): void {
       const owned = agent.mounts();
       console.log(
         `filestore agent ${agent.id} at ${agent.server.url}: ${owned.length} local mount(s)${owned.length ? ` (${owned.map((m) => m.key).join(', ')})` : ''}, ` +
-          `watchers ${config.FILESTORE_ENABLE_WATCHERS ? 'on' : 'off'}, audits ${config.FILESTORE_AUDIT_CRON ? `at "${config.FILESTORE_AUDIT_CRON}"` : 'not scheduled'}`,
+          `watchers ${config.FILESTORE_ENABLE_WATCHERS ? 'on (FILESTORE_ENABLE_WATCHERS=false turns them off)' : 'off'}, audits ${config.FILESTORE_AUDIT_CRON ? `at "${config.FILESTORE_AUDIT_CRON}"` : 'not scheduled'}`,
       );
     });
 }

@@ -8,6 +8,7 @@ import type { Mount } from '../../shared/catalogue/types.ts';
 import { startAgent, type RunningAgent } from '../../agent/agent.ts';
 import { agentOptionsFrom, stopOnSignals } from './agent.ts';
 import type { EmbeddedDatabase } from '../embedded-postgres.ts';
+import { portInUse } from '../errors.ts';
 
 const EMBEDDED_DIR = '.filestore';
 
@@ -75,7 +76,8 @@ export function registerStart(program: Command): void {
         console.log('Ctrl-C stops');
       } catch (err) {
         const code = (err as { code?: unknown }).code;
-        console.error(`filestore: could not start: ${(err as Error).message}${typeof code === 'string' ? ` (${code})` : ''}`);
+        const why = code === 'EADDRINUSE' ? portInUse(err as { port?: unknown; address?: unknown }).message : `${(err as Error).message}${typeof code === 'string' ? ` (${code})` : ''}`;
+        console.error(`filestore: could not start: ${why}`);
         await stop();
         process.exit(1);
       }
