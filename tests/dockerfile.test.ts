@@ -15,10 +15,10 @@ import { bundleCli } from '../cli/bundle.ts';
 import { TEST_DATABASE_URL } from './support/env.ts';
 
 /**
- * agent/Dockerfile cannot be built here (no Docker engine), so its promises are checked by
- * parsing it: the install steps CI runs, a non-root user, node as PID 1 in exec form, a
- * health check that really answers, and a runtime stage that carries what the agent loads
- * and nothing else (its files are assembled here and run).
+ * agent/Dockerfile's promises checked by parsing it: the install steps CI runs, a non-root
+ * user, tini as PID 1 in exec form running the agent, a health check that really answers, and
+ * a runtime stage that carries what the agent loads and nothing else (its files are assembled
+ * here and run). tests/agent-image.test.ts builds the image and runs it where Docker runs.
  */
 const run = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -149,12 +149,14 @@ describe('agent/Dockerfile', () => {
     expect(validate(DOCKERFILE).map((d) => `line ${d.range.start.line + 1}: ${d.message}`)).toEqual([]);
   });
 
-  it('builds on node:22-slim in every stage', () => {
+  it('builds every stage on NODE_IMAGE, node:22-slim unless the build passes another', () => {
+    const globalArgs = instructions.slice(0, position(instructions.find((i) => i.getKeyword() === 'FROM'))).filter((i) => i.getKeyword() === 'ARG');
+    expect(globalArgs.map((a) => a.getArgumentsContent())).toEqual(['NODE_IMAGE=node:22-slim']);
     const names = new Set<string>();
     for (const stage of stages) {
       const from = stage[0]?.getArgumentsContent() ?? '';
       const [image, as, name] = from.split(/\s+/);
-      expect(image === 'node:22-slim' || names.has(image ?? ''), `FROM ${from}`).toBe(true);
+      expect(image === '${NODE_IMAGE}' || names.has(image ?? ''), `FROM ${from}`).toBe(true);
       if (as?.toUpperCase() === 'AS' && name) names.add(name);
     }
     expect(stages.length).toBeGreaterThan(0);
@@ -193,9 +195,10 @@ describe('agent/Dockerfile', () => {
     expect(position(last(runtime, 'USER'))).toBeLessThan(position(last(runtime, 'CMD')));
   });
 
-  it('runs `filestore agent` with node as PID 1, in exec form, with no entrypoint wrapper', async () => {
+  it('runs `filestore agent` under tini as PID 1 (it reaps and forwards signals), in exec form', async () => {
     const cmd = last(runtime, 'CMD');
-    expect(of(runtime, 'ENTRYPOINT')).toEqual([]);
+    expect(JSON.parse(last(runtime, 'ENTRYPOINT')?.getArgumentsContent() ?? 'null')).toEqual(['/usr/bin/tini', '--']);
+    expect(of(runtime, 'RUN').map((r) => r.getArgumentsContent() ?? '').join('\n')).toMatch(/apt-get install -y --no-install-recommends tini\b/);
     const argv = JSON.parse(cmd?.getArgumentsContent() ?? 'null') as string[];
     expect(argv).toEqual(['node', 'dist/filestore.js', 'agent']);
     const stopsignal = last(runtime, 'STOPSIGNAL')?.getArgumentsContent() ?? 'SIGTERM';

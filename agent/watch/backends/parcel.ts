@@ -24,6 +24,10 @@ import { classifyProblem } from './problems.ts';
 // The second spelling of a root for `rewatch` (Linux, where the library uses inotify).
 const PROC_ROOT = '/proc/self/root';
 const CAN_REWATCH = process.platform === 'linux' && existsSync(PROC_ROOT);
+// The library's own backend, named: left to choose, it first asks for watchman through
+// popen("watchman … get-sockname") and, where watchman is absent, throws before pclose — one
+// `[sh] <defunct>` zombie per subscription, for the life of the process (issue 16).
+const BACKEND: { backend?: parcel.BackendType } = process.platform === 'linux' ? { backend: 'inotify' } : {};
 // How long an old subscription overlaps the new one after a rewatch.
 const HANDOVER_MS = 1_000;
 
@@ -114,7 +118,7 @@ export class ParcelBackend implements WatchBackend {
         if (out.length > 0) this.handlers.onEvents(out);
       },
       // Absolute paths are accepted; the library then skips the whole subtree.
-      { ignore: [path.join(spelling, STAGING_DIR)] },
+      { ignore: [path.join(spelling, STAGING_DIR)], ...BACKEND },
     );
     this.watchRoot = spelling;
     return subscription;
