@@ -71,7 +71,7 @@ export const FilestoreConfig = z
     /** Explicit AZs of the VPC (at least 2: RDS and ElastiCache Multi-AZ), e.g. ["eu-west-1a", "eu-west-1b"]. */
     availabilityZones: z.array(z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d[a-z]$/, 'an availability zone name such as eu-west-1a')).min(2).max(3),
     vpcCidr: z.string().regex(CIDR, 'an IPv4 CIDR such as 10.40.0.0/16').default('10.40.0.0/16'),
-    /** The on-prem network (VPN / Direct Connect) whose agents reach PostgreSQL and Redis. */
+    /** The on-prem network (VPN / Direct Connect) whose agents reach the RDS Proxy (IAM auth) and Redis; never the instance. */
     onPremCidr: z.string().regex(CIDR, 'an IPv4 CIDR such as 192.168.0.0/16').optional(),
     s3Mounts: z.array(S3MountConfig).default([]),
     database: z
@@ -80,7 +80,7 @@ export const FilestoreConfig = z
         allocatedStorageGiB: z.number().int().min(20).max(65_536).default(50),
         maxAllocatedStorageGiB: z.number().int().min(20).max(65_536).default(200),
         backupRetentionDays: z.number().int().min(1).max(35).default(7),
-        /** Days between rotations of the master password (the proxy follows; on-prem agents restart to pick it up). */
+        /** Days between rotations of the master password (the proxy follows; agents and Lambdas use IAM auth: nothing to restart). */
         rotationDays: z.number().int().min(1).max(365).default(30),
       })
       .default({ instanceType: 't4g.medium', allocatedStorageGiB: 50, maxAllocatedStorageGiB: 200, backupRetentionDays: 7, rotationDays: 30 }),

@@ -66,16 +66,19 @@ export class FilestoreStack extends Stack {
     });
     this.agents = new AgentAccess(this, 'Agents', {
       proxy: this.data.proxy,
-      secrets: [this.data.databaseSecret, this.data.redisAuthSecret, this.secrets.commandSecret, this.secrets.apiTokens],
+      // Not the database secret: agents connect through the proxy with IAM auth.
+      secrets: [this.data.redisAuthSecret, this.secrets.commandSecret, this.secrets.apiTokens],
     });
 
     const out = (id: string, value: string, description: string) => new CfnOutput(this, id, { value, description });
     out('ApiUrl', this.api.url, 'FILESTORE_URL of clients and the CLI: the HTTP API (bearer tokens from the ApiTokensSecretArn list)');
-    out('DatabaseProxyEndpoint', this.data.proxy.endpoint, `RDS Proxy endpoint (port ${DATABASE_PORT}, IAM auth as "${DATABASE_USER}", TLS): the Lambdas' FILESTORE_DB_HOST`);
-    out('DatabaseEndpoint', this.data.database.dbInstanceEndpointAddress, `PostgreSQL instance endpoint (port ${DATABASE_PORT}, TLS required): agents' DATABASE_URL host, postgres://${DATABASE_USER}:<password>@<this>:${DATABASE_PORT}/${DATABASE_NAME}?sslmode=verify-full`);
-    out('DatabaseName', DATABASE_NAME, 'PostgreSQL database of the catalogue');
-    out('DatabaseUser', DATABASE_USER, 'PostgreSQL user of the Lambdas (through the proxy, IAM auth) and of the agents (password)');
-    out('DatabaseSecretArn', this.data.databaseSecret.secretArn, 'Secrets Manager secret of the database credentials (JSON: username, password, host, port, dbname; rotated)');
+    // The agents' database variables (FILESTORE_DB_IAM_AUTH=true): the Lambdas' own values.
+    out('DatabaseProxyEndpoint', this.data.proxy.endpoint, `FILESTORE_DB_HOST of the Lambdas and on-prem agents: the RDS Proxy (IAM auth as "${DATABASE_USER}", TLS), reachable only inside the VPC and over the VPN / Direct Connect routed into it`);
+    out('DatabasePort', String(DATABASE_PORT), 'FILESTORE_DB_PORT: the proxy\'s port, the only database port the on-prem CIDR reaches');
+    out('DatabaseName', DATABASE_NAME, 'FILESTORE_DB_NAME: the PostgreSQL database of the catalogue');
+    out('DatabaseUser', DATABASE_USER, 'FILESTORE_DB_USER: the PostgreSQL user of the Lambdas and agents through the proxy (rds-db:connect, AgentPolicyArn for agents)');
+    out('Region', this.region, 'AWS_REGION of on-prem agents: the region their database tokens are signed for');
+    out('DatabaseSecretArn', this.data.databaseSecret.secretArn, 'Secrets Manager secret of the master credentials (rotated): read only by the proxy and its rotation function, never by agents');
     out('RedisEndpoint', this.data.redis.attrPrimaryEndPointAddress, 'ElastiCache primary endpoint: agents\' REDIS_URL is rediss://:<AUTH token>@<this>:<RedisPort>');
     out('RedisPort', this.data.redis.attrPrimaryEndPointPort, 'ElastiCache port');
     out('RedisAuthSecretArn', this.data.redisAuthSecret.secretArn, 'Secrets Manager secret of the Redis AUTH token (plain text)');
@@ -86,7 +89,7 @@ export class FilestoreStack extends Stack {
     out('ReconcileQueueUrl', this.storage.reconcileQueue.queueUrl, 'SQS reconcile queue of S3 mounts\' jobs (FILESTORE_RECONCILE_QUEUE_URL)');
     out('ReconcileDlqUrl', this.storage.reconcileDlq.queueUrl, 'DLQ of the reconcile queue');
     out('ScheduleDlqUrl', this.schedules.dlq.queueUrl, 'DLQ of EventBridge Scheduler invocations that failed');
-    out('AgentPolicyArn', this.agents.policy.managedPolicyArn, 'IAM managed policy to attach to the on-prem agents\' role or user');
+    out('AgentPolicyArn', this.agents.policy.managedPolicyArn, 'IAM managed policy to attach to the on-prem agents\' role or user: rds-db:connect through the proxy, the Redis AUTH, command and API-token secrets');
     out('AlarmTopicArn', this.observability.topic.topicArn, 'SNS topic of the alarms');
     out('DashboardName', this.observability.dashboard.dashboardName, 'CloudWatch dashboard');
     out('VpcId', this.network.vpc.vpcId, 'VPC: attach the VPN / Direct Connect gateway of the on-prem network here');

@@ -100,15 +100,35 @@ describe('least privilege', () => {
     }
   });
 
-  it('the on-prem agents\' policy: their secrets and rds-db:connect, no S3; their CIDR may reach PostgreSQL and Redis', () => {
+  it('the on-prem agents\' policy: rds-db:connect on the proxy as the Lambdas have it, the Redis AUTH, command and API-token secrets; not the database secret, no S3', () => {
     const policy = b.json.Resources[logicalIdOf(b.stack, b.stack.agents.policy as never)]!.Properties!;
     const st = policy.PolicyDocument.Statement as Array<{ Action: string | string[]; Resource: unknown }>;
     expect(st.flatMap(actionsOf).sort()).toEqual(['rds-db:connect', 'secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue']);
+    // The same dbuser ARN as DatabaseProxy.grantConnect gives the functions: the proxy's id, the user.
+    const connect = st.find((s) => actionsOf(s).includes('rds-db:connect'))!;
+    const lambdaConnect = statements('api').find((s) => actionsOf(s).includes('rds-db:connect'))!;
+    expect(resourcesOf(connect)).toEqual(resourcesOf(lambdaConnect));
+    expect(JSON.stringify(resourcesOf(connect))).toContain(':dbuser:');
+    expect(JSON.stringify(resourcesOf(connect))).toContain('/filestore');
     const secrets = resourcesOf(st.find((s) => actionsOf(s).includes('secretsmanager:GetSecretValue'))!);
-    expect(secrets).toHaveLength(4);
-    const inbound = (sg: { node: { defaultChild?: unknown } }) => b.json.Resources[logicalIdOf(b.stack, sg)]!.Properties!.SecurityGroupIngress as Array<Record<string, unknown>>;
-    expect(inbound(b.stack.data.databaseSecurityGroup)).toContainEqual(expect.objectContaining({ CidrIp: b.config.onPremCidr, FromPort: 5432, ToPort: 5432 }));
-    expect(inbound(b.stack.data.proxySecurityGroup)).toContainEqual(expect.objectContaining({ CidrIp: b.config.onPremCidr, FromPort: 5432, ToPort: 5432 }));
-    expect(inbound(b.stack.data.redisSecurityGroup)).toContainEqual(expect.objectContaining({ CidrIp: b.config.onPremCidr, FromPort: 6379, ToPort: 6379 }));
+    const ref = (c: { node: { defaultChild?: unknown } }) => ({ Ref: logicalIdOf(b.stack, c) });
+    expect(secrets).toEqual(expect.arrayContaining([ref(b.stack.data.redisAuthSecret), ref(b.stack.secrets.commandSecret), ref(b.stack.secrets.apiTokens)]));
+    expect(secrets).toHaveLength(3);
+    expect(JSON.stringify(secrets)).not.toContain(logicalIdOf(b.stack, b.stack.data.databaseSecret as never));
+  });
+
+  it('the on-prem CIDR reaches the proxy\'s port and Redis, never the database instance', () => {
+    const inbound = (sg: { node: { defaultChild?: unknown } }) => (b.json.Resources[logicalIdOf(b.stack, sg)]!.Properties!.SecurityGroupIngress ?? []) as Array<Record<string, unknown>>;
+    const ingressOf = (sg: { node: { defaultChild?: unknown } }) => [
+      ...inbound(sg),
+      ...Object.values(b.json.Resources)
+        .filter((r) => r.Type === 'AWS::EC2::SecurityGroupIngress' && JSON.stringify(r.Properties!.GroupId).includes(logicalIdOf(b.stack, sg)))
+        .map((r) => r.Properties as Record<string, unknown>),
+    ];
+    expect(ingressOf(b.stack.data.proxySecurityGroup)).toContainEqual(expect.objectContaining({ CidrIp: b.config.onPremCidr, FromPort: 5432, ToPort: 5432 }));
+    expect(ingressOf(b.stack.data.redisSecurityGroup)).toContainEqual(expect.objectContaining({ CidrIp: b.config.onPremCidr, FromPort: 6379, ToPort: 6379 }));
+    const database = ingressOf(b.stack.data.databaseSecurityGroup);
+    expect(database.length).toBeGreaterThan(0); // the proxy's and the rotation function's
+    expect(database.filter((r) => r.CidrIp !== undefined || r.CidrIpv6 !== undefined)).toEqual([]);
   });
 });

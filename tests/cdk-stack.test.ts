@@ -337,9 +337,21 @@ describe('API', () => {
 
 describe('outputs: what a deploy and an agent need', () => {
   it('each output named and described', () => {
-    const names = ['ApiUrl', 'DatabaseProxyEndpoint', 'DatabaseEndpoint', 'DatabaseName', 'DatabaseUser', 'DatabaseSecretArn', 'RedisEndpoint', 'RedisPort', 'RedisAuthSecretArn', 'CommandSecretArn', 'ApiTokensSecretArn', 'S3EventQueueUrl', 'S3EventDlqUrl', 'ReconcileQueueUrl', 'ReconcileDlqUrl', 'ScheduleDlqUrl', 'AgentPolicyArn', 'AlarmTopicArn', 'DashboardName', 'VpcId', 'S3Mounts'];
+    const names = ['ApiUrl', 'DatabaseProxyEndpoint', 'DatabasePort', 'DatabaseName', 'DatabaseUser', 'Region', 'DatabaseSecretArn', 'RedisEndpoint', 'RedisPort', 'RedisAuthSecretArn', 'CommandSecretArn', 'ApiTokensSecretArn', 'S3EventQueueUrl', 'S3EventDlqUrl', 'ReconcileQueueUrl', 'ReconcileDlqUrl', 'ScheduleDlqUrl', 'AgentPolicyArn', 'AlarmTopicArn', 'DashboardName', 'VpcId', 'S3Mounts'];
     expect(Object.keys(b.json.Outputs).sort()).toEqual([...names].sort());
     for (const name of names) expect(b.json.Outputs[name]!.Description?.length, name).toBeGreaterThan(10);
+  });
+
+  it('an agent\'s database variables are the Lambdas\' own: the proxy endpoint, port, database and user (IAM auth), and the region', () => {
+    const env = b.json.Resources[logicalIdOf(b.stack, b.stack.compute.functions.api)]!.Properties!.Environment.Variables;
+    const value = (name: string) => b.json.Outputs[name]!.Value;
+    expect(env.FILESTORE_DB_IAM_AUTH).toBe('true');
+    expect(value('DatabaseProxyEndpoint')).toEqual(env.FILESTORE_DB_HOST);
+    expect(value('DatabasePort')).toBe(env.FILESTORE_DB_PORT);
+    expect(value('DatabaseName')).toBe(env.FILESTORE_DB_NAME);
+    expect(value('DatabaseUser')).toBe(env.FILESTORE_DB_USER);
+    expect(value('Region')).toEqual(b.stack.resolve(b.stack.region)); // the configured region, or AWS::Region
+    expect(b.json.Outputs.DatabaseProxyEndpoint!.Description).toMatch(/only inside the VPC/);
   });
 });
 

@@ -7,7 +7,7 @@ import { Construct } from 'constructs';
 import type { FilestoreConfig } from '../config.ts';
 import type { Network } from './network.ts';
 
-/** The database user of every connection through the proxy (IAM auth) and of on-prem agents: the schema owner. */
+/** The database user of every connection through the proxy (IAM auth), the Lambdas' and on-prem agents': the schema owner. */
 export const DATABASE_USER = 'filestore';
 export const DATABASE_NAME = 'filestore';
 export const DATABASE_PORT = 5432;
@@ -20,10 +20,10 @@ export const REDIS_PORT = 6379;
  * master credentials generated into Secrets Manager and rotated (single user); RDS Proxy in
  * front with IAM authentication and TLS required. The Lambdas connect through the proxy as
  * DATABASE_USER (the master user, the schema owner: the migrate function creates the schema
- * with it), each granted `rds-db:connect` for that user on the proxy. RDS Proxy does not let
- * IAM and password authentication coexist for PostgreSQL, and the on-prem agent connects with a
- * DATABASE_URL (password), so agents reach the instance itself over TLS with the password of
- * the database secret (see cdk/README.md).
+ * with it), each granted `rds-db:connect` for that user on the proxy. On-prem agents connect
+ * through the proxy the same way (FILESTORE_DB_* with IAM auth, their identity granted by the
+ * agent policy, agents.ts): `onPremCidr` reaches the proxy's port, never the instance, and no
+ * password leaves Secrets Manager (only the proxy and the rotation function read it).
  *
  * Redis: an ElastiCache Valkey replication group, cluster mode off (BullMQ's multi-key
  * scripts), Multi-AZ with automatic failover, encrypted at rest and in transit, AUTH token
@@ -43,8 +43,8 @@ export class Data extends Construct {
     super(scope, id);
     const { vpc } = network;
 
-    this.databaseSecurityGroup = new ec2.SecurityGroup(this, 'DatabaseSecurityGroup', { vpc, description: 'Filestore PostgreSQL: from the proxy, the rotation function and on-prem agents', allowAllOutbound: false });
-    this.proxySecurityGroup = new ec2.SecurityGroup(this, 'ProxySecurityGroup', { vpc, description: 'Filestore RDS Proxy: from the Lambdas', allowAllOutbound: false });
+    this.databaseSecurityGroup = new ec2.SecurityGroup(this, 'DatabaseSecurityGroup', { vpc, description: 'Filestore PostgreSQL: from the proxy and the rotation function', allowAllOutbound: false });
+    this.proxySecurityGroup = new ec2.SecurityGroup(this, 'ProxySecurityGroup', { vpc, description: 'Filestore RDS Proxy: from the Lambdas and on-prem agents', allowAllOutbound: false });
     this.proxySecurityGroup.addEgressRule(this.databaseSecurityGroup, ec2.Port.tcp(DATABASE_PORT), 'to PostgreSQL');
     this.databaseSecurityGroup.addIngressRule(this.proxySecurityGroup, ec2.Port.tcp(DATABASE_PORT), 'from RDS Proxy');
     this.proxySecurityGroup.addIngressRule(network.lambdaSecurityGroup, ec2.Port.tcp(DATABASE_PORT), 'from the Filestore Lambdas');
@@ -105,8 +105,8 @@ export class Data extends Construct {
     this.redisSecurityGroup.addIngressRule(network.lambdaSecurityGroup, ec2.Port.tcp(REDIS_PORT), 'from the Filestore Lambdas');
     if (config.onPremCidr) {
       this.redisSecurityGroup.addIngressRule(ec2.Peer.ipv4(config.onPremCidr), ec2.Port.tcp(REDIS_PORT), 'from on-prem agents (VPN / Direct Connect)');
-      this.databaseSecurityGroup.addIngressRule(ec2.Peer.ipv4(config.onPremCidr), ec2.Port.tcp(DATABASE_PORT), 'from on-prem agents (VPN / Direct Connect)');
-      this.proxySecurityGroup.addIngressRule(ec2.Peer.ipv4(config.onPremCidr), ec2.Port.tcp(DATABASE_PORT), 'from on-prem clients with IAM auth (VPN / Direct Connect)');
+      // Agents connect through the proxy with IAM auth; the instance admits nothing from on-prem.
+      this.proxySecurityGroup.addIngressRule(ec2.Peer.ipv4(config.onPremCidr), ec2.Port.tcp(DATABASE_PORT), 'from on-prem agents, IAM auth (VPN / Direct Connect)');
     }
     // ElastiCache refuses punctuation in an AUTH token beyond a few characters: letters and digits only.
     this.redisAuthSecret = new secretsmanager.Secret(this, 'RedisAuthToken', {
