@@ -27,6 +27,24 @@ export interface CliError {
 
 type Rewrite = [code: string | null, from: RegExp, to: string | ((...m: string[]) => string)];
 
+/** Request fields → the CLI's flags and arguments that set them. */
+const FIELD_FLAGS: Record<string, string> = {
+  key: 'KEY',
+  rootPath: '--root',
+  bucket: '--bucket',
+  prefix: '--prefix',
+  region: '--region',
+  endpoint: '--endpoint',
+  agentId: '--agent',
+  accessMode: '--access',
+  mountId: 'MOUNT',
+  path: 'PATH',
+  targetPath: 'the destination PATH',
+  expectedVersion: '--if-match',
+  status: '--status',
+  limit: '--limit',
+};
+
 /** The server's API words → the CLI's flags and commands. */
 const REWRITES: Rewrite[] = [
   ['NOT_FOUND', /; pass parents to create it$/, '; add -p (--parents) to create it'],
@@ -37,6 +55,13 @@ const REWRITES: Rewrite[] = [
   [null, / \(or pass --no-check, API: "check": false, (if [^)]*)\)/, (_m, when) => ` (or add --no-check ${when})`],
   [null, /; pass --no-check \(API: "check": false\) to/, '; add --no-check to'],
   [null, /\(CLI --no-check, API "check": false\)/, '(--no-check)'],
+  [
+    'AGENT_UNAVAILABLE',
+    /assign it to the agent on its host \(PATCH \/v1\/mounts\/(\S+) with \{"agentId": …\}\)/,
+    (_m, key) => `assign it to the agent on its host: \`filestore mounts set ${key} --agent AGENT_ID\``,
+  ],
+  // Request validation names the body's and query's fields: the flags that set them.
+  ['VALIDATION_ERROR', /\b(?:body|query)\.(\w+)(?=:)/g, (_m, field) => FIELD_FLAGS[field] ?? field],
   ['FORBIDDEN', /; pass mountId for one mount$/, '; add --mount KEY for one mount'],
   ['VALIDATION_ERROR', /^mountId is required \(or status=pending,/, 'name a mount with --mount KEY (or add --pending,'],
   ['INTERRUPTED', /; send (?:it|the command) again with the same Idempotency-Key(?: for its result)?$/, '; look (`filestore stat`) whether it took effect before running it again'],
@@ -56,10 +81,16 @@ export function inCliWords(code: string, message: string): string {
   return out;
 }
 
+/** Commands whose arguments are MOUNT:PATH targets. */
+const TARGET_COMMANDS = new Set(['ls', 'stat', 'put', 'get', 'mkdir', 'mv', 'cp', 'rm', 'reconcile']);
+
 /** `ls docs` with no mount "docs": the argument was meant as MOUNT:PATH. Names the form and the mounts there are. */
 async function bareTargetHint(err: FilestoreApiError, args: string[], client: () => FilestoreClient): Promise<string | undefined> {
   const key = /^no mount "([^"]+)"/.exec(err.message)?.[1];
-  if (key === undefined || !args.includes(key)) return undefined;
+  const command = args.find((a) => !a.startsWith('-'));
+  // The key as an argument of its own (not the value of --mount), of a command that takes targets.
+  const bare = args.some((a, i) => a === key && i > 0 && !args[i - 1]?.startsWith('--mount'));
+  if (key === undefined || command === undefined || !TARGET_COMMANDS.has(command) || !bare) return undefined;
   const keys = await Promise.resolve()
     .then(() => client().listMounts())
     .then((r) => r.items.map((m) => m.key))

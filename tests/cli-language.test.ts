@@ -101,11 +101,32 @@ describe('messages name flags and commands, not API fields and routes', () => {
     const notDir = await cli(['mounts', 'add', 'local', uniqueKey('w'), '--root', file], admin());
     expect(notDir.stderr).toBe(`filestore: --root ${file} is not a directory (MOUNT_ROOT_NOT_DIRECTORY)\n`);
 
+    const badKey = await cli(['mounts', 'add', 'local', 'Bad_Key', '--root', scratch], admin());
+    expect(badKey.code).toBe(2);
+    expect(badKey.stderr).toContain('a mount key is 1 to 63 lowercase letters, digits, - and _, starting with a letter or digit (got "Bad_Key")');
+    const s3 = await cli(['mounts', 'add', 's3', uniqueKey('w'), '--bucket', 'b', '--endpoint', 'not-a-url'], admin());
+    expect(s3.code).toBe(1);
+    expect(s3.stderr).toMatch(/^filestore: --bucket: .*; --endpoint: .* \(VALIDATION_ERROR\)\n$/);
+
     const pending = await cli(['journal', '--pending']);
     expect(pending.code).toBe(1);
     expect(pending.stderr).toContain('needs scope filestore:admin; add --mount KEY for one mount (FORBIDDEN)');
-    for (const run of [r, notDir, pending]) expect(run.stderr).not.toMatch(API_WORDS);
+    for (const run of [r, notDir, s3, pending]) expect(run.stderr).not.toMatch(API_WORDS);
   });
+});
+
+it('`mounts set KEY --agent ID` assigns a local mount to an agent (what an unassigned mount\'s error tells to do)', async () => {
+  const m = await createTestMount(server.fs, 'local');
+  try {
+    const set = await cli(['mounts', 'set', m.mount.key, '--agent', 'host-b', '--json'], admin());
+    expect(set.code).toBe(0);
+    expect(JSON.parse(set.stdout)).toMatchObject({ key: m.mount.key, agentId: 'host-b' });
+    const nothing = await cli(['mounts', 'set', m.mount.key], admin());
+    expect(nothing.code).toBe(2);
+    expect(nothing.stderr).toContain('say what to change: --access rw|ro and/or --agent ID');
+  } finally {
+    await m.cleanup();
+  }
 });
 
 describe('where the command line is wrong', () => {
@@ -126,6 +147,10 @@ describe('where the command line is wrong', () => {
     // With the colon, the mount named is what is looked for: no suggestion about the form.
     const colon = await cli(['ls', 'nosuchmount:docs']);
     expect(colon.stderr).toBe('filestore: no mount "nosuchmount"; list mounts with `filestore mounts list` (MOUNT_NOT_FOUND)\n');
+    // A command whose argument is a mount key, or --mount KEY, is not about the form of a target.
+    for (const args of [['mounts', 'show', 'docs'], ['jobs', '--mount', 'docs']]) {
+      expect((await cli(args)).stderr).toBe('filestore: no mount "docs"; list mounts with `filestore mounts list` (MOUNT_NOT_FOUND)\n');
+    }
   });
 
   it('--version prints the version of package.json', async () => {

@@ -1,8 +1,16 @@
 import path from 'node:path';
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { Mount } from '../../shared/client/index.ts';
 import { formatTime, print, printFields, printJson, printTable, type JsonOption } from '../output.ts';
 import { connect } from '../target.ts';
+
+/** A new mount's key (a commander argument parser): a usage error says the rule. */
+function parseKey(value: string): string {
+  if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(value)) {
+    throw new InvalidArgumentError(`a mount key is 1 to 63 lowercase letters, digits, - and _, starting with a letter or digit (got "${value}")`);
+  }
+  return value;
+}
 
 interface LocalOptions extends JsonOption {
   root: string;
@@ -54,7 +62,7 @@ export function registerMounts(program: Command): void {
   add
     .command('local')
     .description('register a local directory (on the host of the owning agent) as a mount')
-    .argument('<key>', 'mount key: lowercase letters, digits, - and _')
+    .argument('<key>', 'mount key: lowercase letters, digits, - and _', parseKey)
     .requiredOption('--root <dir>', 'the directory, an absolute path on the host of the owning agent (or of the server)')
     .option('--ro', 'read-only: Filestore catalogues it but refuses writes')
     .option('--agent <id>', 'the agent that owns the directory (default: the server itself)')
@@ -78,7 +86,7 @@ export function registerMounts(program: Command): void {
   add
     .command('s3')
     .description('register an S3 bucket, or a prefix of one, as a mount')
-    .argument('<key>', 'mount key: lowercase letters, digits, - and _')
+    .argument('<key>', 'mount key: lowercase letters, digits, - and _', parseKey)
     .requiredOption('--bucket <name>', 'the bucket')
     .option('--prefix <prefix>', 'only keys under this prefix')
     .option('--region <region>', 'the bucket region')
@@ -126,12 +134,15 @@ export function registerMounts(program: Command): void {
 
   mounts
     .command('set')
-    .description('change a mount setting')
+    .description('change a mount setting: its access mode, or the agent that owns a local mount')
     .argument('<key>', 'mount key or id')
-    .addOption(new Option('--access <mode>', 'rw (read-write) or ro (read-only)').choices(['rw', 'ro']).makeOptionMandatory())
+    .addOption(new Option('--access <mode>', 'rw (read-write) or ro (read-only)').choices(['rw', 'ro']))
+    .option('--agent <id>', 'the agent that owns the local directory (FILESTORE_AGENT_ID of the agent on its host; restart that agent)')
     .option('--json', 'print the mount as JSON')
-    .action(async (key: string, o: JsonOption & { access: 'rw' | 'ro' }) => {
-      printMount(await connect().updateMount(key, { accessMode: o.access }), o, 'updated');
+    .action(async (key: string, o: JsonOption & { access?: 'rw' | 'ro'; agent?: string }, command: Command) => {
+      if (o.access === undefined && o.agent === undefined) command.error('error: say what to change: --access rw|ro and/or --agent ID', { exitCode: 2, code: 'filestore.nothingToSet' });
+      const patch = { ...(o.access ? { accessMode: o.access } : {}), ...(o.agent !== undefined ? { agentId: o.agent } : {}) };
+      printMount(await connect().updateMount(key, patch), o, 'updated');
     });
 }
 
