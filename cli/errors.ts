@@ -67,6 +67,10 @@ const REWRITES: Rewrite[] = [
   ['INTERRUPTED', /; send (?:it|the command) again with the same Idempotency-Key(?: for its result)?$/, '; look (`filestore stat`) whether it took effect before running it again'],
   // (`events tail` adds what to do, as a hint)
   ['RESUME_POINT_EXPIRED', /\. Open the stream without Last-Event-ID .*$/, ''],
+  ['CONFIG_ERROR', /look for it in GET \/v1\/journal, or send it again with the same Idempotency-Key$/, 'look for it with `filestore journal --mount MOUNT` before running it again'],
+  ['NOT_IMPLEMENTED', /subscribe to GET \/v1\/events\/stream on an agent$/, 'run `filestore events tail` with FILESTORE_URL set to an agent'],
+  ['PAYLOAD_TOO_LARGE', /: send it to the owning agent's API$/, ': set FILESTORE_URL to the owning agent (its FILESTORE_AGENT_URL) and put it again'],
+  ['PAYLOAD_TOO_LARGE', /: ask for a part with Range \(bytes=0-…\) or download it from the owning agent$/, ': set FILESTORE_URL to the owning agent (its FILESTORE_AGENT_URL) and get it again'],
   ['REQUEST_TIMEOUT', / \(with the same Idempotency-Key\)$/, ''],
   ['STORAGE_ERROR', /— check the mount, or raise FILESTORE_MAX_MISSING_RATIO$/, '— check the mount, then run `filestore reconcile MOUNT --force` if those files are really gone (or raise FILESTORE_MAX_MISSING_RATIO)'],
 ];

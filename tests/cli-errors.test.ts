@@ -50,6 +50,21 @@ describe('inCliWords', () => {
       'cannot resume after event 4: the events up to 9 are no longer kept (the outbox keeps published events for FILESTORE_OUTBOX_RETENTION)',
     ],
     [
+      'CONFIG_ERROR',
+      'the reply … does not verify. Whether the command ran is unknown: look for it in GET /v1/journal, or send it again with the same Idempotency-Key',
+      'the reply … does not verify. Whether the command ran is unknown: look for it with `filestore journal --mount MOUNT` before running it again',
+    ],
+    [
+      'NOT_IMPLEMENTED',
+      'event streams are not served by the API Lambda; subscribe to GET /v1/events/stream on an agent',
+      'event streams are not served by the API Lambda; run `filestore events tail` with FILESTORE_URL set to an agent',
+    ],
+    [
+      'PAYLOAD_TOO_LARGE',
+      "this API endpoint carries at most 6000000 bytes of a file per request: send it to the owning agent's API",
+      'this API endpoint carries at most 6000000 bytes of a file per request: set FILESTORE_URL to the owning agent (its FILESTORE_AGENT_URL) and put it again',
+    ],
+    [
       'VALIDATION_ERROR',
       'body.bucket: Too small: expected string to have >=3 characters; body.endpoint: Invalid URL',
       '--bucket: Too small: expected string to have >=3 characters; --endpoint: Invalid URL',
