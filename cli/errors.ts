@@ -71,7 +71,7 @@ const REWRITES: Rewrite[] = [
   ['NOT_IMPLEMENTED', /subscribe to GET \/v1\/events\/stream on an agent$/, 'run `filestore events tail` with FILESTORE_URL set to an agent'],
   ['PAYLOAD_TOO_LARGE', /: send it to the owning agent's API$/, ': set FILESTORE_URL to the owning agent (its FILESTORE_AGENT_URL) and put it again'],
   ['PAYLOAD_TOO_LARGE', /: ask for a part with Range \(bytes=0-…\) or download it from the owning agent$/, ': set FILESTORE_URL to the owning agent (its FILESTORE_AGENT_URL) and get it again'],
-  ['REQUEST_TIMEOUT', / \(with the same Idempotency-Key\)$/, ''],
+  ['REQUEST_TIMEOUT', /; send the request again \(with the same Idempotency-Key\)$/, '; run the command again'],
   ['STORAGE_ERROR', /— check the mount, or raise FILESTORE_MAX_MISSING_RATIO$/, '— check the mount, then run `filestore reconcile MOUNT --force` if those files are really gone (or raise FILESTORE_MAX_MISSING_RATIO)'],
 ];
 

@@ -42,7 +42,7 @@ describe('inCliWords', () => {
     [
       'REQUEST_TIMEOUT',
       'no bytes of the request body arrived for 30000 ms; send the request again (with the same Idempotency-Key)',
-      'no bytes of the request body arrived for 30000 ms; send the request again',
+      'no bytes of the request body arrived for 30000 ms; run the command again',
     ],
     [
       'RESUME_POINT_EXPIRED',
