@@ -34,6 +34,14 @@ grep -q '^node:' "$root/etc/group" || echo 'node:x:1000:' >>"$root/etc/group"
 grep -q '^node:' "$root/etc/passwd" || echo 'node:x:1000:1000::/home/node:/bin/bash' >>"$root/etc/passwd"
 mkdir -p "$root/home/node" && chown 1000:1000 "$root/home/node"
 
-tar -C "$root" -c . | docker import \
+# Machines that reach the registry through a TLS-inspecting proxy trust its CA through
+# NODE_EXTRA_CA_CERTS: the image's npm (the Dockerfile's npm ci) needs the same.
+extra_ca=()
+if [ -n "${NODE_EXTRA_CA_CERTS:-}" ] && [ -f "$NODE_EXTRA_CA_CERTS" ]; then
+  cp "$NODE_EXTRA_CA_CERTS" "$root/usr/local/share/host-extra-ca.crt"
+  extra_ca=(--change 'ENV NODE_EXTRA_CA_CERTS=/usr/local/share/host-extra-ca.crt')
+fi
+
+tar -C "$root" -c . | docker import "${extra_ca[@]}" \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'CMD ["node"]' - "$tag" >/dev/null
