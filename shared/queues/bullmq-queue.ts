@@ -252,6 +252,22 @@ export class BullMqReconcileQueue implements ReconcileQueue {
     return counts.reduce((a, b) => a + b, 0);
   }
 
+  /**
+   * Jobs waiting in each queue of the catalogue: the shared one, this agent's, and the queue of
+   * every agent that owns a local mount or is registered — an agent that is down has its
+   * jobs waiting there, and only this gauge shows them.
+   */
+  async backlogs(): Promise<Map<string, number>> {
+    const { rows } = await this.o.pool.query<{ id: string }>(
+      `SELECT agent_id AS id FROM filestore.mounts WHERE kind = 'local' AND agent_id IS NOT NULL
+       UNION SELECT id FROM filestore.agents`,
+    );
+    if (this.closed) return new Map(); // closing: no queue is opened again
+    const names = [...new Set([...this.consumedQueues(), ...rows.map((r) => this.agentQueueName(r.id))])];
+    const counts = await Promise.all(names.map((n) => this.queueNamed(n).getJobCountByTypes('waiting', 'prioritized', 'delayed')));
+    return new Map(names.map((n, i) => [n, counts[i] as number]));
+  }
+
   /** Stops taking jobs, waits for the running ones (BullMQ's graceful close), then disconnects. */
   close(): Promise<void> {
     this.closed ??= (async () => {

@@ -32,8 +32,14 @@ export interface ReconcileQueue {
   enqueue(request: ReconcileRequest): Promise<Enqueued>;
   /** Starts consuming with `handler`; before this, a queue only accepts requests. */
   start(handler: ReconcileHandler, options?: StartOptions): Promise<void>;
-  /** Jobs waiting to run, retries waiting out their backoff included. */
+  /** Jobs waiting to run, retries waiting out their backoff included (the queues this process consumes). */
   backlog(): Promise<number>;
+  /**
+   * Jobs waiting per queue name, for filestore_reconcile_backlog{queue}: every queue of the
+   * catalogue this queue can see — BullMQ: the shared one and each agent's
+   * (`<name>-<agentId>`), consumed here or not. Unset: `{[name]: backlog()}`.
+   */
+  backlogs?(): Promise<Map<string, number>>;
   /** Stops taking jobs and waits for running ones; waiting jobs stay queued for the next start. */
   close(): Promise<void>;
 }
@@ -87,16 +93,24 @@ export function toNewJob(r: ReconcileRequest): NewReconcileJob {
 }
 
 /**
- * Keeps filestore_reconcile_backlog{queue} current while a queue consumes; returns the stopper.
- * `onError` hears a failed measurement (a queue logs it unless it is an outage it reported).
+ * Keeps filestore_reconcile_backlog{queue} current while a queue consumes, one series per queue
+ * (`backlogs`: an agent's queue has its own label, whether its agent runs or not); a queue no
+ * longer listed reads 0. Returns the stopper. `onError` hears a failed measurement (a queue
+ * logs it unless it is an outage it reported).
  */
 export function refreshBacklogGauge(queue: ReconcileQueue, metrics: FilestoreMetrics, intervalMs: number, onError?: (e: Error) => void): () => void {
   let stopped = false;
+  const shown = new Set<string>();
+  const measure = async (): Promise<Map<string, number>> => (queue.backlogs ? queue.backlogs() : new Map([[queue.name, await queue.backlog()]]));
   const refresh = () => {
-    queue
-      .backlog()
-      .then((n) => {
-        if (!stopped) metrics.reconcileBacklog.set({ queue: queue.name }, n);
+    measure()
+      .then((counts) => {
+        if (stopped) return;
+        for (const name of shown) if (!counts.has(name)) metrics.reconcileBacklog.set({ queue: name }, 0);
+        for (const [name, n] of counts) {
+          metrics.reconcileBacklog.set({ queue: name }, n);
+          shown.add(name);
+        }
       })
       .catch((e: Error) => onError?.(e));
   };

@@ -220,6 +220,10 @@ export class RoutedReconcileQueue implements ReconcileQueue {
     return this.local.backlog();
   }
 
+  backlogs(): Promise<Map<string, number>> {
+    return this.local.backlogs ? this.local.backlogs() : this.local.backlog().then((n) => new Map([[this.local.name, n]]));
+  }
+
   async close(): Promise<void> {
     await Promise.allSettled([this.local.close(), this.sqs.close()]);
   }
