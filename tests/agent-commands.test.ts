@@ -256,6 +256,8 @@ it('/metrics exposes the SPEC §7 metrics, and their values move with commands a
   grew('filestore_reconcile_duration_seconds_count', 'backend="local"');
   // The gauges are there with a value (they move with load, not with every change).
   expect(second.samples.get('filestore_reconcile_backlog{queue="filestore-reconcile"}')).toBeGreaterThanOrEqual(0);
+  // The agent's own queue has its own series (issue 16 item 9; it used to be added into the shared one's).
+  expect(second.samples.get(`filestore_reconcile_backlog{queue="filestore-reconcile-${agentId}"}`)).toBeGreaterThanOrEqual(0);
   expect(second.samples.get('filestore_outbox_lag_seconds')).toBeGreaterThanOrEqual(0);
 });
 
