@@ -97,14 +97,16 @@ const json = (v: object) => v as Record<string, unknown>;
  */
 export async function applyChanges(q: Queryable, g: Guard, changes: Observation[], reason: string): Promise<CatalogueNode[]> {
   if (changes.length === 0) return [];
-  // A file that changed size moves its ancestors' totals by the difference (a rollup delta);
-  // a change of kind is left to the caller, which recomputes the parent's rollups after the run.
+  // A node that changed moves its ancestors' totals by the difference between what it counts
+  // now (ACTIVE: in full) and what it counted before (nothing if it was MISSING: it came back
+  // changed; rollups.ts); a change of kind is left to the caller, which recomputes the
+  // parent's rollups after the run.
   const [ancRows, ancPaths] = ancestorPairs(changes.map((c) => c.node));
   const { rows } = await q.query<CatalogueNode>(
     `WITH v AS (
        SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::int[],
-                            $9::int[], $10::int[], $11::timestamptz[], $12::text[], $15::text[], $16::bigint[])
-         WITH ORDINALITY AS t(id, version, kind, size_bytes, sha256, etag, mode, uid, gid, mtime, symlink_target, old_kind, old_size, ord)
+                            $9::int[], $10::int[], $11::timestamptz[], $12::text[], $15::text[], $16::bigint[], $19::text[])
+         WITH ORDINALITY AS t(id, version, kind, size_bytes, sha256, etag, mode, uid, gid, mtime, symlink_target, old_kind, old_size, old_state, ord)
      ), up AS (
        UPDATE filestore.nodes n
           SET kind = v.kind, size_bytes = v.size_bytes, sha256 = v.sha256, etag = v.etag, mode = v.mode, uid = v.uid,
@@ -126,14 +128,20 @@ export async function applyChanges(q: Queryable, g: Guard, changes: Observation[
        ON CONFLICT (node_id) DO NOTHING
      ), deltas AS (
        INSERT INTO filestore.rollup_deltas (node_id, size_bytes, file_count, dir_count, child_count)
-       SELECT a.id, sum(up.size_bytes - v.old_size), 0, 0, 0
+       SELECT a.id, sum(o.size_bytes), sum(o.file_count), sum(o.dir_count), sum(o.child_count)
          FROM up
          JOIN v ON v.id = up.id
          JOIN unnest($17::int[], $18::text[]) AS anc(ord, path) ON anc.ord = v.ord
          JOIN filestore.nodes a ON a.mount_id = $1 AND a.path = anc.path AND a.deleted_at IS NULL AND a.kind = 'directory'
-        WHERE up.kind = 'file' AND v.old_kind = 'file'
+         CROSS JOIN LATERAL (
+           SELECT CASE WHEN v.old_state = 'MISSING' THEN up.size_bytes ELSE up.size_bytes - v.old_size END AS size_bytes,
+                  CASE WHEN v.old_state = 'MISSING' AND up.kind = 'file' THEN 1 ELSE 0 END AS file_count,
+                  CASE WHEN v.old_state = 'MISSING' AND up.kind = 'directory' THEN 1 ELSE 0 END AS dir_count,
+                  CASE WHEN v.old_state = 'MISSING' AND a.id = up.parent_id THEN 1 ELSE 0 END AS child_count
+         ) AS o
+        WHERE up.kind = v.old_kind
         GROUP BY a.id
-       HAVING sum(up.size_bytes - v.old_size) <> 0
+       HAVING (sum(o.size_bytes), sum(o.file_count), sum(o.dir_count), sum(o.child_count)) <> (0, 0, 0, 0)
      )
      SELECT ${NODE_COLUMNS} FROM up`,
     [
@@ -155,6 +163,7 @@ export async function applyChanges(q: Queryable, g: Guard, changes: Observation[
       changes.map((c) => (c.node.kind === 'file' ? c.node.sizeBytes : 0)),
       ancRows,
       ancPaths,
+      changes.map((c) => c.node.consistencyState),
     ],
   );
   const before = new Map(changes.map((c) => [c.node.id, c]));
@@ -174,22 +183,48 @@ export async function applyChanges(q: Queryable, g: Guard, changes: Observation[
 }
 
 /**
+ * The rollup deltas of nodes whose own part starts (sign 1) or stops (sign -1) counting: the
+ * rows of `up` (UPDATE … FROM v RETURNING n.*, v having `id` and `ord`) for which `when`
+ * holds, added to every ancestor directory given by the (ord, path) pairs in the parameters
+ * `ords` and `paths` (ancestorPairs), one delta per ancestor. A file's size and 1 file, a
+ * directory's 1 directory, 1 direct child of its parent; never its contents (rollups.ts).
+ */
+function ownPartDeltasSql(up: string, ords: string, paths: string, sign: 1 | -1, when: string): string {
+  return `       INSERT INTO filestore.rollup_deltas (node_id, size_bytes, file_count, dir_count, child_count)
+       SELECT a.id, ${sign} * sum(CASE WHEN ${up}.kind = 'file' THEN ${up}.size_bytes ELSE 0 END),
+              ${sign} * count(*) FILTER (WHERE ${up}.kind = 'file'), ${sign} * count(*) FILTER (WHERE ${up}.kind = 'directory'),
+              ${sign} * count(*) FILTER (WHERE a.id = ${up}.parent_id)
+         FROM ${up}
+         JOIN v ON v.id = ${up}.id
+         JOIN unnest(${ords}::int[], ${paths}::text[]) AS anc(ord, path) ON anc.ord = v.ord
+         JOIN filestore.nodes a ON a.mount_id = $1 AND a.path = anc.path AND a.deleted_at IS NULL AND a.kind = 'directory'
+        WHERE ${when}
+        GROUP BY a.id`;
+}
+
+/**
  * Nodes storage confirms as they are recorded but whose state was not ACTIVE (INCONSISTENT
  * after a drift signal, MISSING that reappeared): ACTIVE again, no new version.
  */
 export async function reactivate(q: Queryable, g: Guard, nodes: CatalogueNode[], reason: string): Promise<CatalogueNode[]> {
   if (nodes.length === 0) return [];
+  // A MISSING node that reappeared counts again in its ancestors' rollups (rollups.ts).
+  const [ancRows, ancPaths] = ancestorPairs(nodes);
   const { rows } = await q.query<CatalogueNode>(
-    `WITH up AS (
+    `WITH v AS (
+       SELECT * FROM unnest($2::bigint[], $3::int[], $5::text[]) WITH ORDINALITY AS t(id, version, old_state, ord)
+     ), up AS (
        UPDATE filestore.nodes n SET consistency_state = 'ACTIVE', consistency_checked_at = now(), last_reconciled_at = now(),
               updated_at = now()
-         FROM unnest($2::bigint[], $3::int[]) AS v(id, version)
+         FROM v
         WHERE n.id = v.id AND n.version = v.version AND n.mount_id = $1 AND n.deleted_at IS NULL AND n.updated_at <= $4
           AND n.consistency_state <> 'ACTIVE'
         RETURNING n.*
+     ), deltas AS (
+${ownPartDeltasSql('up', '$6', '$7', 1, "v.old_state = 'MISSING'")}
      )
      SELECT ${NODE_COLUMNS} FROM up`,
-    [g.mountId, nodes.map((n) => n.id), nodes.map((n) => n.version), g.scanStartedAt],
+    [g.mountId, nodes.map((n) => n.id), nodes.map((n) => n.version), g.scanStartedAt, nodes.map((n) => n.consistencyState), ancRows, ancPaths],
   );
   const was = new Map(nodes.map((n) => [n.id, n.consistencyState]));
   await appendEvents(
@@ -204,16 +239,22 @@ export async function reactivate(q: Queryable, g: Guard, nodes: CatalogueNode[],
 /** Nodes storage no longer holds (confirmed by a second look): MISSING, `filestore.node.missing`. */
 export async function markMissing(q: Queryable, g: Guard, nodes: CatalogueNode[], reason: string): Promise<CatalogueNode[]> {
   if (nodes.length === 0) return [];
+  // No longer counted in its ancestors' rollups (rollups.ts): its own part is subtracted.
+  const [ancRows, ancPaths] = ancestorPairs(nodes);
   const { rows } = await q.query<CatalogueNode>(
-    `WITH up AS (
+    `WITH v AS (
+       SELECT * FROM unnest($2::bigint[], $3::int[]) WITH ORDINALITY AS t(id, version, ord)
+     ), up AS (
        UPDATE filestore.nodes n SET consistency_state = 'MISSING', consistency_checked_at = now(), updated_at = now()
-         FROM unnest($2::bigint[], $3::int[]) AS v(id, version)
+         FROM v
         WHERE n.id = v.id AND n.version = v.version AND n.mount_id = $1 AND n.deleted_at IS NULL AND n.updated_at <= $4
           AND n.consistency_state <> 'MISSING'
         RETURNING n.*
+     ), deltas AS (
+${ownPartDeltasSql('up', '$5', '$6', -1, 'TRUE')}
      )
      SELECT ${NODE_COLUMNS} FROM up`,
-    [g.mountId, nodes.map((n) => n.id), nodes.map((n) => n.version), g.scanStartedAt],
+    [g.mountId, nodes.map((n) => n.id), nodes.map((n) => n.version), g.scanStartedAt, ancRows, ancPaths],
   );
   await appendEvents(q, rows.map((node) => event('filestore.node.missing', g.mountId, { node: json(node), reason, jobId: g.jobId })));
   return rows;

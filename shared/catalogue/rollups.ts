@@ -8,7 +8,26 @@ import type { CatalogueNode, Rollup, RollupDelta } from './types.ts';
  * rows, so concurrent writes under one directory never queue on its row (or the root's);
  * a rollup is its row plus the sum of its deltas, read in one statement, so it is exact in
  * every snapshot. compactRollups folds deltas into the rows in the background.
+ *
+ * A rollup counts what is present on storage: the live descendants that are not MISSING
+ * (ACTIVE and INCONSISTENT ones count; an INCONSISTENT node is there, only not as recorded).
+ * Each node counts on its own (a MISSING directory's present descendants still count in the
+ * directories above it), so every change of state moves the totals by that node's own part:
+ * → MISSING subtracts it, MISSING → ACTIVE adds it back, deleting a MISSING node changes nothing.
  */
+
+/** Whether a node counts in its directories' rollups: present on storage (not MISSING). */
+export const isCounted = (n: Pick<CatalogueNode, 'consistencyState'>): boolean => n.consistencyState !== 'MISSING';
+
+/** 1 when the node counts in its parent's direct child count, else 0. */
+export const childPart = (n: Pick<CatalogueNode, 'consistencyState'>): number => (isCounted(n) ? 1 : 0);
+
+/** What a node itself (not its contents) adds to its ancestors' totals. */
+export function ownTotals(n: Pick<CatalogueNode, 'kind' | 'sizeBytes' | 'consistencyState'>): RollupDelta {
+  if (!isCounted(n)) return { sizeBytes: 0, fileCount: 0, dirCount: 0 };
+  if (n.kind === 'file') return { sizeBytes: n.sizeBytes, fileCount: 1, dirCount: 0 };
+  return { sizeBytes: 0, fileCount: 0, dirCount: n.kind === 'directory' ? 1 : 0 };
+}
 
 const ROLLUP_SELECT = `
   SELECT r.node_id AS "nodeId",
@@ -33,12 +52,15 @@ export async function readRollup(q: Queryable, nodeId: number): Promise<Rollup |
   return (await readRollups(q, [nodeId])).get(nodeId) ?? null;
 }
 
-/** What a node contributes to its ancestors' totals: itself plus, for a directory, its contents. */
+/**
+ * What a node contributes to its ancestors' totals: itself (unless MISSING) plus, for a
+ * directory, its contents (its rollup: the present ones).
+ */
 export async function subtreeTotals(q: Queryable, node: CatalogueNode): Promise<RollupDelta> {
-  if (node.kind === 'file') return { sizeBytes: node.sizeBytes, fileCount: 1, dirCount: 0 };
-  if (node.kind === 'symlink') return { sizeBytes: 0, fileCount: 0, dirCount: 0 };
+  const own = ownTotals(node);
+  if (node.kind !== 'directory') return own;
   const r = await readRollup(q, node.id);
-  return { sizeBytes: r?.sizeBytes ?? 0, fileCount: r?.fileCount ?? 0, dirCount: (r?.dirCount ?? 0) + 1 };
+  return { sizeBytes: r?.sizeBytes ?? 0, fileCount: r?.fileCount ?? 0, dirCount: (r?.dirCount ?? 0) + own.dirCount };
 }
 
 export const negate = (d: RollupDelta): RollupDelta => ({
@@ -115,9 +137,9 @@ export async function addInsertedToAncestors(
 }
 
 /**
- * Recomputes, from the live rows, the rollups of `dir` and every directory below it (one
- * statement), dropping their pending deltas. Used after bulk inserts and by tests as the
- * ground truth.
+ * Recomputes, from the live rows that count (not MISSING), the rollups of `dir` and every
+ * directory below it (one statement), dropping their pending deltas. Used after bulk inserts
+ * and by tests as the ground truth.
  */
 export async function recomputeRollups(q: Queryable, mountId: string, dir: string): Promise<void> {
   const below = descendantsCondition(dir, 2, 'd.path');
@@ -137,7 +159,7 @@ export async function recomputeRollups(q: Queryable, mountId: string, dir: strin
               count(c.id) FILTER (WHERE c.parent_id = dirs.id) AS child_count
          FROM dirs
          LEFT JOIN filestore.nodes c
-           ON c.mount_id = $1 AND c.deleted_at IS NULL
+           ON c.mount_id = $1 AND c.deleted_at IS NULL AND c.consistency_state <> 'MISSING'
           AND CASE WHEN dirs.path = '' THEN c.path <> ''
                    ELSE c.path >= dirs.path || '/' AND c.path < dirs.path || '0' END
         GROUP BY dirs.id
@@ -200,7 +222,7 @@ export async function recomputeRollupsCorrectingAncestors(q: Queryable, mountId:
                 count(*) FILTER (WHERE c.kind = 'file') AS file_count,
                 count(*) FILTER (WHERE c.kind = 'directory') AS dir_count
            FROM filestore.nodes c
-          WHERE c.mount_id = $1 AND c.deleted_at IS NULL AND c.path >= $3 AND c.path < $4
+          WHERE c.mount_id = $1 AND c.deleted_at IS NULL AND c.consistency_state <> 'MISSING' AND c.path >= $3 AND c.path < $4
        )
        INSERT INTO filestore.rollup_deltas (node_id, size_bytes, file_count, dir_count, child_count)
        SELECT a.id, actual.size_bytes - recorded.size_bytes, actual.file_count - recorded.file_count,

@@ -3,7 +3,10 @@ import type { Filestore } from '../../shared/runtime.ts';
 import type { Backend } from '../../shared/backends/types.ts';
 import { FilestoreError } from '../../shared/errors.ts';
 
-/** Every live directory's rollup (row + deltas) equals totals recomputed from the live rows. */
+/**
+ * Every live directory's rollup (row + deltas) equals totals recomputed from the live rows
+ * that count: present on storage, i.e. not MISSING (shared/catalogue/rollups.ts).
+ */
 export async function expectExactRollups(fs: Filestore, mountId: string): Promise<void> {
   const { rows } = await fs.pool.query(
     `WITH dirs AS (SELECT id, path FROM filestore.nodes WHERE mount_id = $1 AND kind = 'directory' AND deleted_at IS NULL),
@@ -13,7 +16,7 @@ export async function expectExactRollups(fs: Filestore, mountId: string): Promis
               count(c.id) FILTER (WHERE c.kind = 'file')::bigint AS file_count,
               count(c.id) FILTER (WHERE c.kind = 'directory')::bigint AS dir_count,
               count(c.id) FILTER (WHERE c.parent_id = d.id)::bigint AS child_count
-         FROM dirs d LEFT JOIN filestore.nodes c ON c.mount_id = $1 AND c.deleted_at IS NULL
+         FROM dirs d LEFT JOIN filestore.nodes c ON c.mount_id = $1 AND c.deleted_at IS NULL AND c.consistency_state <> 'MISSING'
           AND CASE WHEN d.path = '' THEN c.path <> '' ELSE c.path >= d.path || '/' AND c.path < d.path || '0' END
         GROUP BY d.id, d.path),
      stored AS (

@@ -1,7 +1,7 @@
 import { FilestoreError, NotFoundError } from '../../errors.ts';
 import { listChildren } from '../../catalogue/nodes.ts';
 import { tombstoneSubtree } from '../../catalogue/node-writes.ts';
-import { addToAncestors, negate, subtreeTotals } from '../../catalogue/rollups.ts';
+import { addToAncestors, childPart, negate, subtreeTotals } from '../../catalogue/rollups.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
 import { asJson, stagingIdOf, type CommandSpec } from '../context.ts';
 import { assertVersion } from '../checks.ts';
@@ -51,7 +51,8 @@ export const deleteCommand: CommandSpec<DeleteRequest, CatalogueNode, { alreadyG
   async commit({ q, mount, entryId }, r, node, { alreadyGone }) {
     const totals = await subtreeTotals(q, node);
     const { count, top } = await tombstoneSubtree(q, mount.id, r.path, { journalEntryId: entryId });
-    await addToAncestors(q, mount.id, r.path, negate(totals), -1);
+    // A MISSING node was not counted (rollups.ts): deleting it changes no total.
+    await addToAncestors(q, mount.id, r.path, negate(totals), -childPart(node));
     const tombstone = asJson(top ?? node);
     return {
       result: { journalEntryId: entryId, node: tombstone, deletedCount: count, alreadyGone },

@@ -4,7 +4,7 @@ import { FilestoreError, NotFoundError } from '../../errors.ts';
 import { isSameOrDescendant, parentOf, rebase } from '../../paths.ts';
 import { findLiveByPath, listLive } from '../../catalogue/nodes.ts';
 import { insertNodes, moveSubtree, newNodeFromStat, setStorageStamps, tombstoneSubtree, type NewNode } from '../../catalogue/node-writes.ts';
-import { addToAncestors, negate, recomputeRollups, subtreeTotals } from '../../catalogue/rollups.ts';
+import { addToAncestors, childPart, negate, recomputeRollups, subtreeTotals } from '../../catalogue/rollups.ts';
 import type { NewEvent } from '../../catalogue/outbox.ts';
 import type { CatalogueNode, Mount } from '../../catalogue/types.ts';
 import { getMount } from '../../catalogue/mounts.ts';
@@ -75,7 +75,7 @@ async function dropReplacedTarget(q: Queryable, mount: Mount, target: CatalogueN
   if (!target) return [];
   const totals = await subtreeTotals(q, target);
   const { count, top } = await tombstoneSubtree(q, mount.id, target.path, { journalEntryId: entryId });
-  await addToAncestors(q, mount.id, target.path, negate(totals), -1);
+  await addToAncestors(q, mount.id, target.path, negate(totals), -childPart(target));
   return [{ type: 'filestore.node.deleted', mountId: mount.id, data: { node: asJson(top ?? target), deletedCount: count, replaced: true, journalEntryId: entryId } }];
 }
 
@@ -114,12 +114,12 @@ export const moveCommand: CommandSpec<TransferRequest, Plan, void, MoveOutcome> 
     const events = await dropReplacedTarget(q, mount, target, entryId);
     events.push(...(await catalogueCreated(q, mount.id, outcome.ancestors, entryId)).events);
     const totals = await subtreeTotals(q, source);
-    await addToAncestors(q, mount.id, r.path, negate(totals), -1);
+    await addToAncestors(q, mount.id, r.path, negate(totals), -childPart(source));
     // Stamped on the source rows before they move, so the move's snapshots carry them.
     await setStorageStamps(q, mount.id, outcome.restat.map((s) => ({ ...s, path: rebase(s.path, r.targetPath, r.path) })));
     const parent = await findLiveByPath(q, mount.id, parentOf(r.targetPath) as string);
     const { node, count } = await moveSubtree(q, mount.id, r.path, r.targetPath, (parent as CatalogueNode).id, { journalEntryId: entryId });
-    await addToAncestors(q, mount.id, r.targetPath, totals, 1);
+    await addToAncestors(q, mount.id, r.targetPath, totals, childPart(source));
     events.push({ type: 'filestore.node.moved', mountId: mount.id, data: { node: asJson(node), from: r.path, to: r.targetPath, movedCount: count, journalEntryId: entryId } });
     return { result: { journalEntryId: entryId, node: asJson(node), movedCount: count }, events };
   },

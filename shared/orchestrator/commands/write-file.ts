@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import { FilestoreError } from '../../errors.ts';
 import type { WriteResult } from '../../backends/types.ts';
 import { newNodeFromStat, updateNodeFromStat, type NewNode } from '../../catalogue/node-writes.ts';
-import { addToAncestors } from '../../catalogue/rollups.ts';
+import { addToAncestors, childPart, ownTotals } from '../../catalogue/rollups.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
 import { asJson, type CommandSpec, stagingIdOf } from '../context.ts';
 import { assertVersion, catalogueCreated, checkParentChain, statCreated } from '../checks.ts';
@@ -65,7 +65,9 @@ export const writeFileCommand: CommandSpec<WriteFileRequest, Plan, WriteResult, 
     const existing = plan.existing;
     if (existing) {
       const node = await updateNodeFromStat(q, existing.id, write, write.sha256, { journalEntryId: entryId });
-      await addToAncestors(q, mount.id, r.path, { sizeBytes: node.sizeBytes - (existing.kind === 'file' ? existing.sizeBytes : 0), fileCount: existing.kind === 'file' ? 0 : 1, dirCount: 0 }, 0);
+      // The file now counts in full; what the row counted before (nothing if MISSING) goes.
+      const was = ownTotals(existing);
+      await addToAncestors(q, mount.id, r.path, { sizeBytes: node.sizeBytes - was.sizeBytes, fileCount: 1 - was.fileCount, dirCount: -was.dirCount }, 1 - childPart(existing));
       events.push({ type: 'filestore.node.updated', mountId: mount.id, data: { node: asJson(node), previousVersion: existing.version, journalEntryId: entryId } });
       return { result: { journalEntryId: entryId, node: asJson(node) }, events };
     }
