@@ -34,7 +34,14 @@ describe('API description', () => {
     expect(described.sort()).toEqual(ROUTES.map((r) => `${r.method.toLowerCase()} ${r.path.replace(/:(\w+)/g, '{$1}')}`).sort());
     for (const name of ['Node', 'Mount', 'Error', 'Snapshot', 'JournalEntry', 'CommandResult', 'Rollup']) expect(doc.components.schemas[name], name).toBeDefined();
     expect(doc.paths['/v1/mounts']?.post?.security).toEqual([{ bearer: ['filestore:admin'] }]);
-    expect(doc.paths['/healthz']?.get?.security).toBeUndefined();
+    // Public operations say so (redocly's security-defined): no token is attached, none guessed.
+    for (const p of ['/healthz', '/readyz', '/metrics', '/openapi.json']) expect(doc.paths[p]?.get?.security, p).toEqual([]);
+    // Every operation lists the errors it can meet before its handler runs (a 4XX at least).
+    for (const [p, ops] of Object.entries(doc.paths)) {
+      for (const [m, op] of Object.entries(ops)) expect(Object.keys(op.responses).some((s) => /^4\d\d$/.test(s)), `${m} ${p}`).toBe(true);
+    }
+    expect(Object.keys(doc.paths['/v1/mounts']?.get?.responses ?? {}).sort()).toEqual(['200', '401', '403']);
+    expect((doc as unknown as { servers: unknown }).servers).toEqual([{ url: '/', description: 'the server that serves this document' }]);
   });
 
   it('every component schema is a schema, never a bare reference to itself', async () => {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Route } from './route.ts';
+import { ErrorBody } from './schemas.ts';
 
 type JsonSchema = Record<string, unknown>;
 
@@ -37,7 +38,7 @@ export function buildOpenApi(routes: readonly Route[], version: string): JsonSch
       parameters.push({ name, in: 'header', required: false, description, schema: { type: 'string' } });
     }
     const responses: Record<string, unknown> = {};
-    for (const [status, schema] of Object.entries(route.responses)) {
+    for (const [status, schema] of Object.entries({ ...dispatcherErrors(route), ...route.responses })) {
       responses[status] =
         schema === 'binary'
           ? { description: 'file bytes', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }
@@ -45,7 +46,10 @@ export function buildOpenApi(routes: readonly Route[], version: string): JsonSch
             ? { description: 'event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }
             : schema === 'text'
               ? { description: 'text', content: { 'text/plain': { schema: { type: 'string' } } } }
-              : { description: Number(status) < 400 ? 'success' : 'error', content: { 'application/json': { schema: toSchema(schema, 'output') } } };
+              : {
+                  description: Number(status) < 400 ? 'success' : errorDescription(route, status),
+                  content: { 'application/json': { schema: toSchema(schema, 'output') } },
+                };
     }
     const operation: Record<string, unknown> = {
       operationId: `${route.method.toLowerCase()}${route.path.replace(/[/:-](\w)/g, (_, c: string) => c.toUpperCase()).replace(/\W/g, '')}`,
@@ -54,7 +58,8 @@ export function buildOpenApi(routes: readonly Route[], version: string): JsonSch
       parameters,
       responses,
     };
-    if (route.scope) operation.security = [{ bearer: [route.scope] }];
+    // Public routes say so (`security: []`): a generator must not attach a token, nor guess.
+    operation.security = route.scope ? [{ bearer: [route.scope] }] : [];
     if (route.body === 'binary') {
       operation.requestBody = { required: true, content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } };
     } else if (route.body) {
@@ -67,12 +72,41 @@ export function buildOpenApi(routes: readonly Route[], version: string): JsonSch
   return {
     openapi: '3.1.0',
     info: { title: 'Filestore API', version, description: 'Errors are {"error":{"code","message","details?"}}. Scopes nest: admin ⊃ write ⊃ read.' },
+    // Relative: the API is served at the root of whichever server serves this document
+    // (`npm start`, an agent, API Gateway's $default stage in front of the API Lambda).
+    servers: [{ url: '/', description: 'the server that serves this document' }],
     paths,
     components: {
       schemas: components,
       securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'scopes filestore:read, filestore:write, filestore:admin' } },
     },
   };
+}
+
+/**
+ * The errors the dispatcher (app.ts) answers before a route's handler runs, so every operation
+ * can meet them whatever the route lists: 400 when an input fails its schema, 401/403 for a
+ * route that needs a scope, and 403 ORIGIN_NOT_ALLOWED on every route of a server without
+ * tokens (local-caller.ts). A route's own entry for the same status wins.
+ */
+function dispatcherErrors(route: Route): Record<number, z.ZodType> {
+  const errors: Record<number, z.ZodType> = {};
+  if (route.params || route.query || route.body) errors[400] = ErrorBody;
+  if (route.scope) errors[401] = ErrorBody;
+  errors[403] = ErrorBody;
+  return errors;
+}
+
+function errorDescription(route: Route, status: string): string {
+  const own = status in route.responses;
+  const also = own ? '; or another code of this route' : '';
+  if (status === '400' && (route.params || route.query || route.body)) return `VALIDATION_ERROR: a parameter or the body fails its schema${also}`;
+  if (status === '401') return `UNAUTHENTICATED: no token, or one the server does not know${also}`;
+  if (status === '403') {
+    const forbidden = route.scope ? `FORBIDDEN: the token lacks ${route.scope}; ` : '';
+    return `${forbidden}ORIGIN_NOT_ALLOWED: a server without tokens answers only programs on its machine and its own pages${also}`;
+  }
+  return 'error';
 }
 
 /** Drops `$schema`, and moves `$defs` into the components (references rewritten to match). */

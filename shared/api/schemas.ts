@@ -125,7 +125,7 @@ export const ReconcileJob = z
         missing: z.number(),
         deferred: z.number().optional().describe('paths another writer held through the wait, left to a follow-up job'),
         skipped: z.number().optional().describe('names on storage the catalogue cannot hold (control characters, not UTF-8, not NFC, FIFOs, sockets, devices), passed over; known when the walk ends'),
-        skippedByReason: z.record(z.enum(['invalid_name', 'not_utf8', 'not_nfc', 'unsupported_kind']), z.number()).optional(),
+        skippedByReason: z.partialRecord(z.enum(['invalid_name', 'not_utf8', 'not_nfc', 'unsupported_kind']), z.number()).optional(),
         skippedSample: z.array(z.string()).optional().describe('a few of the skipped paths, control characters escaped'),
         stopped: z.object({ after: z.string() }).optional().describe('an audit stopped early at a checkpoint (a deadline): counts up to `after`; the job is queued and continues after it'),
       })

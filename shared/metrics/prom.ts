@@ -18,6 +18,9 @@ const BUCKETS = new Map<string, number[]>(
   ] satisfies Array<[MetricKey, number[]]>).map(([key, buckets]) => [METRIC_DEFINITIONS[key].name, buckets]),
 );
 
+/** prom-client defaults left out of /metrics (see the constructor). */
+export const DROPPED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'] as const;
+
 export interface PromMetricsOptions {
   /** Also collect prom-client's process and Node.js metrics (default true). */
   collectDefaults?: boolean | undefined;
@@ -60,7 +63,13 @@ export class PromMetrics extends MetricSet implements MetricsExposition {
   constructor(options: PromMetricsOptions = {}) {
     const registry = new Registry();
     // Registered first, as they always were: /metrics lists the process metrics, then ours.
-    if (options.collectDefaults !== false) collectDefaultMetrics({ register: registry });
+    if (options.collectDefaults !== false) {
+      collectDefaultMetrics({ register: registry });
+      // Gauges named like counters (`promtool check metrics`: non-counter metrics should not
+      // have a "_total" suffix). Each is the sum of its per-type gauge, kept:
+      // sum(nodejs_active_handles) and so on.
+      for (const name of DROPPED_DEFAULTS) registry.removeSingleMetric(name);
+    }
     super(promInstruments(registry));
     this.registry = registry;
   }

@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { packageVersion } from '../../package.ts';
 import { buildOpenApi } from '../openapi.ts';
 import { defineRoute, json, type Route } from '../route.ts';
@@ -33,7 +34,7 @@ let description: Record<string, unknown> | undefined;
     scope: null,
     tag: 'system',
     summary: 'This API description (OpenAPI 3.1), generated from the schemas that validate requests',
-    responses: { 200: 'text' },
+    responses: { 200: z.object({ openapi: z.string() }).catchall(z.unknown()).describe('an OpenAPI 3.1 document') },
     async handle() {
       description ??= buildOpenApi(ROUTES, packageVersion());
       return json(200, description);
