@@ -165,8 +165,18 @@ describe('the agent image (agent/Dockerfile, built and run)', () => {
 
     // A drift: a file written on the host, in the mounted volume, catalogued by the container's watcher.
     await writeFile(path.join(data, 'from-the-host.txt'), 'written outside Filestore');
-    const node = await timed('drift caught', () => eventually(async () => (await findLiveByPath(deployment!.pool, mount.id, 'from-the-host.txt')) ?? undefined, 'the drift catalogued', 60_000));
-    expect(node).toMatchObject({ kind: 'file', size: 'written outside Filestore'.length });
+    const size = 'written outside Filestore'.length;
+    const node = await timed('drift caught', () =>
+      eventually(
+        async () => {
+          const n = await findLiveByPath(deployment!.pool, mount.id, 'from-the-host.txt');
+          return n?.sizeBytes === size ? n : undefined;
+        },
+        'the drift catalogued',
+        60_000,
+      ),
+    );
+    expect(node).toMatchObject({ kind: 'file', sizeBytes: size });
 
     // PID 1 is tini, the agent its child; nothing is a zombie.
     const ps = await processes(name);
