@@ -24,6 +24,7 @@ export const ErrorBody = z
 
 export const Rollup = z
   .object({ sizeBytes: z.number(), fileCount: z.number(), dirCount: z.number(), childCount: z.number(), lastCalculatedAt: iso })
+  .describe('a directory\'s recursive size, file and directory counts and direct child count, of the nodes below it present on storage (ACTIVE or INCONSISTENT; MISSING ones do not count)')
   .meta({ id: 'Rollup' });
 
 export const Node = z
