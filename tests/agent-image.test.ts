@@ -32,7 +32,13 @@ const IMAGE = 'filestore-agent:test';
 /** The target for the image (node:22-slim included). */
 const MAX_IMAGE_BYTES = 250e6;
 
-const docker = (args: string[], timeout = 60_000) => run('docker', args, { cwd: ROOT, timeout, maxBuffer: 64 * 1024 * 1024 });
+// Debian's docker.io client builds with BuildKit itself (DOCKER_BUILDKIT=1): stages in parallel
+// and no container per metadata step, 1.5 instead of 4 minutes on vfs here. Another client may
+// need the buildx plugin for that: it builds with the legacy builder.
+const DOCKER = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
+const BUILDKIT = DOCKER === '/usr/bin/docker' ? '1' : '0';
+const docker = (args: string[], timeout = 60_000) =>
+  run(DOCKER, args, { cwd: ROOT, timeout, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, DOCKER_BUILDKIT: BUILDKIT } });
 
 async function dockerReachable(): Promise<boolean> {
   return docker(['version', '--format', '{{.Server.Version}}'], 15_000).then(
