@@ -1,7 +1,9 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Context } from 'aws-lambda';
+import pg from 'pg';
 import { registerConfiguredS3Mounts, type ConfiguredMountsReport, type ConfiguredS3Mount } from '../shared/catalogue/s3-mounts.ts';
 import { migrate } from '../shared/db/migrate.ts';
-import { createPool } from '../shared/db/pool.ts';
+import { connectionConfig, createPool } from '../shared/db/pool.ts';
 import { isCustomResourceEvent, responseUrlOf, sendCustomResourceResponse, type CustomResourceResult } from './support/cloudformation.ts';
 import { loadMigrateConfig } from './support/config.ts';
 import { prepareDatabase } from './support/database.ts';
@@ -28,9 +30,53 @@ export const SCHEMA_RESOURCE_ID = 'filestore-catalogue-schema';
 /** Time kept to report before the function's own timeout would leave CloudFormation waiting an hour. */
 const REPORT_MARGIN_MS = 3_000;
 
-async function applyMigrations(): Promise<CustomResourceResult> {
+/**
+ * The first connection is retried (a small loop; no retry library is a dependency): on a first
+ * deploy the trigger runs as soon as the proxy's target group exists, while the new target may
+ * still be unavailable for minutes, the master secret's first rotation may be changing the
+ * password and the role's rds-db:connect may not have propagated yet. Only errors that such a
+ * wait can cure are retried (connection refused/reset/timed out, name not resolved, auth
+ * refused, the server starting or out of connections); the delay doubles from 1 s up to 20 s,
+ * and the loop stops while RETRY_RESERVE_MS of the invocation remain, so the migrations keep
+ * their time and a database that never comes up fails the deploy with its last error.
+ */
+export const RETRY_RESERVE_MS = 60_000;
+const TRANSIENT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', '28P01', '28000', '57P03', '53300']);
+
+function isTransient(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && TRANSIENT_CODES.has(code)) return true;
+  // pg's "Connection terminated unexpectedly" (the proxy closing a socket it cannot serve yet) has no code.
+  return err instanceof Error && /Connection terminated|timeout expired/i.test(err.message);
+}
+
+/** One connection made and closed, retried while isTransient and time allows (see RETRY_RESERVE_MS). */
+export async function awaitDatabase(databaseUrl: string, remainingMs: () => number): Promise<void> {
+  for (let attempt = 1, delay = 1_000; ; attempt++, delay = Math.min(delay * 2, 20_000)) {
+    const client = new pg.Client({ ...connectionConfig(databaseUrl), connectionTimeoutMillis: 10_000, application_name: 'filestore-migrate' });
+    try {
+      await client.connect();
+      await client.end();
+      if (attempt > 1) logger.info('database reachable', { attempt });
+      return;
+    } catch (err) {
+      await client.end().catch(() => {});
+      const budget = remainingMs() - RETRY_RESERVE_MS;
+      if (!isTransient(err) || budget < delay) {
+        if (attempt > 1 && err instanceof Error) err.message = `${err.message} (database not reachable after ${attempt} attempts)`;
+        throw err;
+      }
+      logger.warn('database not reachable yet, retrying', { attempt, delayMs: delay, error: err instanceof Error ? err.message : String(err) });
+      await sleep(delay);
+    }
+  }
+}
+
+async function applyMigrations(remainingMs: () => number): Promise<CustomResourceResult> {
   const config = loadMigrateConfig();
   prepareDatabase(config);
+  await awaitDatabase(config.databaseUrl, remainingMs);
   const applied = await migrate(config.databaseUrl, (line) => logger.info(line));
   logger.info('migrations applied', { applied });
   const data: Record<string, string> = { Applied: String(applied.length) };
@@ -68,8 +114,9 @@ async function registerMounts(databaseUrl: string, mounts: ConfiguredS3Mount[]):
 }
 
 export const handler = plainLambdaHandler('migrate', async (event: unknown, context: Context) => {
-  if (!isCustomResourceEvent(event)) return answer(await applyMigrations());
-  const work = event.RequestType === 'Delete' ? Promise.resolve({ physicalResourceId: event.PhysicalResourceId }) : applyMigrations();
+  const remainingMs = () => context.getRemainingTimeInMillis();
+  if (!isCustomResourceEvent(event)) return answer(await applyMigrations(remainingMs));
+  const work = event.RequestType === 'Delete' ? Promise.resolve({ physicalResourceId: event.PhysicalResourceId }) : applyMigrations(remainingMs);
   const url = responseUrlOf(event);
   if (!url) return answer(await work);
   try {

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import type { CloudFormationCustomResourceEvent } from 'aws-lambda';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -178,5 +178,67 @@ describe('the migrate Lambda under CDK', () => {
     const del = { ...fixture('cloudformation-delete'), ResponseURL: '...' };
     await expect(handler(del, lambdaContext())).resolves.toEqual({ PhysicalResourceId: SCHEMA_RESOURCE_ID, Data: {} });
     expect(responses).toEqual([]);
+  });
+});
+
+/**
+ * Stands for a proxy whose target is not available yet: the first `refuse` connections are
+ * closed at once, the later ones are forwarded to the test's PostgreSQL.
+ */
+async function flakyProxy(refuse: number): Promise<{ url: (db: string) => string; accepted: () => number; close: () => Promise<void> }> {
+  const target = new URL(TEST_DATABASE_URL);
+  let n = 0;
+  const sockets = new Set<net.Socket>();
+  const proxy = net.createServer((socket) => {
+    sockets.add(socket);
+    if (++n <= refuse) return void socket.destroy();
+    const upstream = net.connect(Number(target.port || 5432), target.hostname);
+    sockets.add(upstream);
+    socket.pipe(upstream).pipe(socket);
+    socket.on('error', () => upstream.destroy());
+    upstream.on('error', () => socket.destroy());
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const port = (proxy.address() as AddressInfo).port;
+  return {
+    url: (db) => {
+      const u = new URL(db);
+      u.host = `127.0.0.1:${port}`;
+      return u.toString();
+    },
+    accepted: () => n,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    },
+  };
+}
+
+describe('the migrate Lambda waits for a database that is not reachable yet (first deploy)', () => {
+  it('a first connection closed by the proxy is retried, and the migrations are applied', async () => {
+    const db = await freshDatabase();
+    const proxy = await flakyProxy(1);
+    try {
+      process.env.DATABASE_URL = proxy.url(db);
+      const out = await handler({}, lambdaContext({ remainingMs: 600_000 }));
+      expect(Number((out as { Data?: Record<string, string> }).Data?.Applied)).toBeGreaterThan(10);
+      expect(proxy.accepted()).toBeGreaterThan(1);
+    } finally {
+      await proxy.close();
+    }
+    expect((await schemaOf(db)) as { migrations: unknown[] }).toMatchObject({ migrations: expect.arrayContaining([{ name: expect.any(String) }]) });
+  });
+
+  it('retries stop while the time the migrations need remains: the deploy fails with the last error', async () => {
+    const db = await freshDatabase();
+    const proxy = await flakyProxy(Number.POSITIVE_INFINITY);
+    try {
+      process.env.DATABASE_URL = proxy.url(db);
+      // 62 s left: 2 s beyond the 60 s kept for the migrations, so one retry at most.
+      await expect(handler({}, lambdaContext({ remainingMs: 62_000 }))).rejects.toThrow(/not reachable after 2 attempts/);
+      expect(proxy.accepted()).toBe(2);
+    } finally {
+      await proxy.close();
+    }
   });
 });
