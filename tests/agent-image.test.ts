@@ -106,7 +106,11 @@ beforeAll(async () => {
     return;
   }
   await timed('base image', () => run('bash', [BASE_SCRIPT, BASE_TAG], { timeout: 600_000 }));
+  const imageId = () => docker(['image', 'inspect', IMAGE, '--format', '{{.Id}}']).then((r) => r.stdout.trim(), () => null);
+  const previous = await imageId();
   await timed('image build', () => docker(['build', '--network', 'host', '--build-arg', `NODE_IMAGE=${BASE_TAG}`, '-f', 'agent/Dockerfile', '-t', IMAGE, '.'], 1_200_000));
+  // The previous run's image, untagged by this build: gone, so that runs do not pile images up (vfs stores each in full).
+  if (previous && previous !== (await imageId())) await docker(['rmi', previous]).catch(() => {});
 }, 1_500_000);
 
 afterAll(async () => {
