@@ -108,10 +108,9 @@ describe('compute: one function per Lambda entry', () => {
     }
   });
 
-  it('single runners: migrate and maintenance have reserved concurrency 1; the others none', () => {
-    expect(fnProps('migrate').ReservedConcurrentExecutions).toBe(1);
+  it('the single runner: maintenance has reserved concurrency 1; the others none (migrate serializes on its advisory lock)', () => {
     expect(fnProps('maintenance').ReservedConcurrentExecutions).toBe(1);
-    for (const name of ['api', 'authorizer', 's3-events', 'audit', 'reconcile'] as const) expect(fnProps(name).ReservedConcurrentExecutions, name).toBeUndefined();
+    for (const name of ['api', 'authorizer', 's3-events', 'audit', 'reconcile', 'migrate'] as const) expect(fnProps(name).ReservedConcurrentExecutions, name).toBeUndefined();
   });
 
   it('the database through the proxy with IAM auth, pools of 1 (api, migrate) or 2 (s3-events, audit, reconcile, maintenance)', () => {

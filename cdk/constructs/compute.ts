@@ -20,10 +20,14 @@ export const FUNCTION_SETTINGS: Readonly<Record<LambdaName, { timeout: Duration;
   // Works until fewer than 60 s remain, checkpoints; the next schedule continues.
   audit: { timeout: Duration.minutes(15), memoryMiB: 1024, poolSize: 2 },
   reconcile: { timeout: Duration.minutes(15), memoryMiB: 1024, poolSize: 2 },
-  // One pass at a time (reserved concurrency 1): every minute.
+  // Reserved concurrency 1, the only single runner: scheduled every minute with a 2-minute
+  // timeout, a slow pass would otherwise overlap the next one, and overlapping passes only
+  // contend for the same outbox/journal locks while holding twice the proxy connections.
   maintenance: { timeout: Duration.minutes(2), memoryMiB: 512, poolSize: 2, reserved: 1 },
-  // A single runner of the migrations.
-  migrate: { timeout: Duration.minutes(10), memoryMiB: 512, poolSize: 1, reserved: 1 },
+  // No reserved concurrency: the trigger invokes it once per deploy, and shared/db/migrate.ts
+  // takes a blocking advisory lock, so concurrent runs apply the migrations one after the other.
+  // (Each reservation also needs the account's quota to stay ≥ 100 unreserved: docs/deploy.md.)
+  migrate: { timeout: Duration.minutes(10), memoryMiB: 512, poolSize: 1 },
 };
 
 /** S3-event batches (docs/aws.md: batches of 10). */
