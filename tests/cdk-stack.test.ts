@@ -240,6 +240,21 @@ describe('alarms and dashboard', () => {
     b.template.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: b.config.alarmEmail, TopicArn: topic() });
     b.template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
   });
+
+  it('the topic policy lets this account’s CloudWatch alarms publish, beside the Deny of plain HTTP', () => {
+    const policies = ofType('AWS::SNS::TopicPolicy');
+    expect(policies).toHaveLength(1);
+    const props = policies[0]![1].Properties as { Topics: unknown[]; PolicyDocument: { Statement: Array<Record<string, unknown>> } };
+    expect(props.Topics).toEqual([topic()]);
+    const statements = props.PolicyDocument.Statement;
+    expect(statements).toContainEqual(expect.objectContaining({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }));
+    const allow = statements.filter((st) => st.Effect === 'Allow');
+    expect(allow).toHaveLength(1);
+    expect(allow[0]).toMatchObject({ Principal: { Service: 'cloudwatch.amazonaws.com' }, Action: 'sns:Publish', Resource: topic() });
+    const condition = JSON.stringify(allow[0]!.Condition);
+    expect(condition).toContain('"aws:SourceAccount":{"Ref":"AWS::AccountId"}');
+    expect(condition).toMatch(/"aws:SourceArn":\{"Fn::Join":.*:alarm:\*/);
+  });
 });
 
 describe('migrations run after the database and before the handlers', () => {

@@ -1,4 +1,4 @@
-import { Duration } from 'aws-cdk-lib';
+import { ArnFormat, Duration, Stack } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -56,6 +56,21 @@ export class Observability extends Construct {
       }),
     );
     this.topic = new sns.Topic(this, 'Alarms', { displayName: 'Filestore alarms', masterKey: key, enforceSSL: true });
+    // enforceSSL writes a topic policy (its Deny of plain HTTP), which replaces SNS's default
+    // "the account may publish": CloudWatch alarms of this account are allowed explicitly.
+    const stack = Stack.of(this);
+    this.topic.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'CloudWatchAlarmsPublish',
+        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['sns:Publish'],
+        resources: [this.topic.topicArn],
+        conditions: {
+          StringEquals: { 'aws:SourceAccount': stack.account },
+          ArnLike: { 'aws:SourceArn': stack.formatArn({ service: 'cloudwatch', resource: 'alarm', resourceName: '*', arnFormat: ArnFormat.COLON_RESOURCE_NAME }) },
+        },
+      }),
+    );
     if (props.config.alarmEmail) this.topic.addSubscription(new subscriptions.EmailSubscription(props.config.alarmEmail));
     const action = new actions.SnsAction(this.topic);
     const alarm = (name: string, metric: cloudwatch.IMetric, o: { threshold: number; description: string; missing?: cloudwatch.TreatMissingData; periods?: number }) => {
