@@ -30,7 +30,7 @@ export function acknowledgeFindings(stack: FilestoreStack): void {
   ack(stack.data.database, 'AwsSolutions-RDS11', 'PostgreSQL keeps 5432: the proxy\'s clients (the Lambdas and on-prem agents, FILESTORE_DB_PORT) expect it, and the instance is reachable only from the proxy and the rotation function (security groups, isolated subnets); on-prem agents reach the proxy alone');
   ack(stack.data.redisAuthSecret, 'AwsSolutions-SMG4', 'The Redis AUTH token has no rotation function for ElastiCache in Secrets Manager; it is rotated by hand (modify-replication-group --auth-token-update-strategy ROTATE, then the secret), see docs/deploy.md');
   ack(stack.secrets.apiTokens, 'AwsSolutions-SMG4', 'The API token hashes are a list the operator edits (tokens added and revoked with `npx filestore token hash`), not a credential a rotation function could regenerate');
-  ack(stack.secrets.commandSecret, 'AwsSolutions-SMG4', 'The command secret is shared with the on-prem agents, which must learn a new value before the Lambdas sign with it: rotated by hand as "new,old" (comma-separated, the first signs), see docs/deploy.md');
+  ack(stack.secrets.commandSecret, 'AwsSolutions-SMG4', 'The command secret is shared with the on-prem agents, which must learn a new value before the api function signs with it: rotated by hand as "new,old" (comma-separated, the first signs), see docs/deploy.md');
 
   for (const [name, fn] of Object.entries(f)) {
     ack(fn, 'AwsSolutions-L1', `The ${name} bundle is built for and tested under Node 24 (nodejs24.x, SPEC §10; CI runs the bundles under Node 24); nodejs26.x is not yet tested`);

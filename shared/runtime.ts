@@ -61,6 +61,8 @@ export interface FilestoreOptions {
    * process may dispatch commands (an agent id or null) or runs an agent's command worker.
    */
   commandSecrets?: readonly string[] | undefined;
+  /** false: this process never dispatches commands to agents, so commandSecrets may be absent (CommandRouterOptions.dispatches). */
+  dispatches?: boolean | undefined;
   /** FILESTORE_QUEUE_PREFIX: BullMQ prefix of this catalogue's queues (default `filestore:<catalogue id>`). */
   queuePrefix?: string | undefined;
 }
@@ -131,7 +133,7 @@ export interface Filestore {
 export async function wireFilestore(o: FilestoreOptions): Promise<Filestore> {
   const log = o.log ?? (() => {});
   // Before anything is opened: a process that would dispatch unsigned commands does not start.
-  const signer = dispatchSigner(o.agentId, o.redisUrl, o.commandSecrets);
+  const signer = dispatchSigner(o.agentId, o.redisUrl, o.commandSecrets, o.dispatches ?? true);
   const pool = createPool(o.databaseUrl, o.poolSize ?? 20, { acquireTimeoutMs: o.poolAcquireTimeoutMs });
   let queuePrefix: string;
   try {
@@ -155,7 +157,7 @@ export async function wireFilestore(o: FilestoreOptions): Promise<Filestore> {
   };
   const orchestrator = new Orchestrator({ pool, backends, hooks: o.hooks, afterCommit: changed, identity: o.agentId });
   const reader = new CatalogueReader(pool, cache);
-  const commands = new CommandRouter({ pool, orchestrator, mounts: reader, redisUrl: o.redisUrl, queuePrefix, identity: o.agentId, waitMs: o.commandWaitMs, commandTtlMs: o.commandTtlMs, signer, log });
+  const commands = new CommandRouter({ pool, orchestrator, mounts: reader, redisUrl: o.redisUrl, queuePrefix, identity: o.agentId, waitMs: o.commandWaitMs, commandTtlMs: o.commandTtlMs, signer, dispatches: o.dispatches, log });
 
   const r = o.reconcile ?? {};
   const reconcile = createReconcileQueue(r.queueRedisUrl ?? o.redisUrl, {

@@ -78,7 +78,8 @@ describe('least privilege', () => {
         statements(name).some((s) => actionsOf(s).includes('secretsmanager:GetSecretValue') && JSON.stringify(s.Resource) === JSON.stringify({ Ref: logicalIdOf(b.stack, secret) })),
       ).sort();
     expect(readers(b.stack.secrets.apiTokens)).toEqual(['authorizer']);
-    expect(readers(b.stack.secrets.commandSecret)).toEqual(['api', 'audit', 'maintenance', 'reconcile', 's3-events']);
+    // Only the API dispatches (signs) commands to agents.
+    expect(readers(b.stack.secrets.commandSecret)).toEqual(['api']);
     expect(readers(b.stack.data.redisAuthSecret)).toEqual(['api', 'audit', 'maintenance', 'reconcile', 's3-events']);
     expect(readers(b.stack.data.databaseSecret as never)).toEqual([]);
     for (const name of LAMBDA_NAMES) {

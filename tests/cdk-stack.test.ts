@@ -123,12 +123,13 @@ describe('compute: one function per Lambda entry', () => {
     expect(envOf('authorizer').FILESTORE_DB_HOST).toBeUndefined();
   });
 
-  it('Redis over TLS with the AUTH secret, the command secret and the reconcile queue for every function with a core', () => {
+  it('Redis over TLS with the AUTH secret and the reconcile queue for every function with a core; the command secret for the API alone', () => {
     for (const name of ['api', 's3-events', 'audit', 'reconcile', 'maintenance'] as const) {
       const env = envOf(name);
       expect(JSON.stringify(env.REDIS_URL), name).toMatch(/^\{"Fn::Join":\["",\["rediss:\/\//);
       expect(env.FILESTORE_REDIS_AUTH_SECRET_ARN).toEqual({ Ref: logicalIdOf(b.stack, b.stack.data.redisAuthSecret) });
-      expect(env.FILESTORE_COMMAND_SECRET_ARN).toEqual({ Ref: logicalIdOf(b.stack, b.stack.secrets.commandSecret) });
+      if (name === 'api') expect(env.FILESTORE_COMMAND_SECRET_ARN).toEqual({ Ref: logicalIdOf(b.stack, b.stack.secrets.commandSecret) });
+      else expect(env.FILESTORE_COMMAND_SECRET_ARN, name).toBeUndefined();
       expect(env.FILESTORE_RECONCILE_QUEUE_URL).toEqual({ Ref: logicalIdOf(b.stack, b.stack.storage.reconcileQueue) });
     }
     for (const name of ['authorizer', 'migrate'] as const) {

@@ -23,7 +23,6 @@ import { createPool, type Pool } from '../shared/db/pool.ts';
 import { migrate } from '../shared/db/migrate.ts';
 import { EVENTS_CHANNEL } from '../shared/events/bus.ts';
 import type { MaintenanceReport } from '../shared/maintenance.ts';
-import { TEST_COMMAND_SECRET } from './support/command-secret.ts';
 import { crashIn } from './support/crash.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './support/env.ts';
 import { sharedS3, stopS3 } from './support/filestore.ts';
@@ -49,7 +48,7 @@ const lambdaEnv = (redisUrl: string) =>
   Object.assign(process.env, {
     DATABASE_URL: url,
     REDIS_URL: redisUrl,
-    FILESTORE_COMMAND_SECRET: TEST_COMMAND_SECRET,
+    // No command secret: only the API function dispatches commands (the stack gives it no other).
     AWS_ACCESS_KEY_ID: TEST_S3_CREDENTIALS.accessKeyId,
     AWS_SECRET_ACCESS_KEY: TEST_S3_CREDENTIALS.secretAccessKey,
   });

@@ -92,6 +92,22 @@ describe('loadLambdaConfig', () => {
     delete process.env.FILESTORE_COMMAND_SECRET;
     await expect(lambdaCore()).rejects.toMatchObject({ code: 'CONFIG_ERROR', message: expect.stringContaining('FILESTORE_COMMAND_SECRET_ARN') });
   });
+
+  it('a function that dispatches nothing (all but the API) builds without the command secret and refuses a dispatch with CONFIG_ERROR', async () => {
+    useLambdaEnv();
+    delete process.env.FILESTORE_COMMAND_SECRET;
+    const { core } = await lambdaCore({ dispatches: false });
+    expect(core.commands.signer).toBeNull();
+    const refused = { code: 'CONFIG_ERROR', message: expect.stringContaining('dispatches no commands') };
+    await expect(core.commands.checkMountRoot('agent-1', { key: 'disk', rootPath: '/srv/disk', accessMode: 'rw' })).rejects.toMatchObject(refused);
+    await expect(core.commands.resolveOnAgent({ id: 'm', key: 'disk', agentId: 'agent-1' } as never, 1, null)).rejects.toMatchObject(refused);
+    await closeLambdaCore();
+    // Through lambdaHandler: the API requires it, the others do not.
+    const probe = (name: string) => lambdaHandler(name, async (_e: unknown, _c, lc) => lc.core.commands.signer)({}, lambdaContext());
+    await expect(probe('maintenance')).resolves.toBeNull();
+    await closeLambdaCore();
+    await expect(probe('api')).rejects.toMatchObject({ code: 'CONFIG_ERROR', message: expect.stringContaining('FILESTORE_COMMAND_SECRET_ARN') });
+  });
 });
 
 describe('the container’s core', () => {

@@ -99,16 +99,18 @@ export class Compute extends Construct {
     }
     const f = this.functions;
 
-    // The functions with a core (lambdas/support/core.ts): Redis, the command secret, the reconcile queue.
+    // The functions with a core (lambdas/support/core.ts): Redis and the reconcile queue.
     for (const fn of [f.api, f['s3-events'], f.audit, f.reconcile, f.maintenance]) {
       fn.addEnvironment('REDIS_URL', data.redisUrl);
       fn.addEnvironment('FILESTORE_REDIS_AUTH_SECRET_ARN', data.redisAuthSecret.secretArn);
       data.redisAuthSecret.grantRead(fn);
-      fn.addEnvironment('FILESTORE_COMMAND_SECRET_ARN', secrets.commandSecret.secretArn);
-      secrets.commandSecret.grantRead(fn);
       fn.addEnvironment('FILESTORE_RECONCILE_QUEUE_URL', storage.reconcileQueue.queueUrl);
       storage.reconcileQueue.grantSendMessages(fn);
     }
+    // The command secret only where commands are signed: the API's routes alone dispatch to
+    // agents (lambdas/support/core.ts DISPATCHING_FUNCTIONS; the other cores refuse to dispatch).
+    f.api.addEnvironment('FILESTORE_COMMAND_SECRET_ARN', secrets.commandSecret.secretArn);
+    secrets.commandSecret.grantRead(f.api);
     f.authorizer.addEnvironment('FILESTORE_API_TOKENS_SECRET_ARN', secrets.apiTokens.secretArn);
     secrets.apiTokens.grantRead(f.authorizer);
     for (const fn of [f.api, f.migrate]) fn.addEnvironment('FILESTORE_S3_MOUNTS', s3MountsVariable(config));

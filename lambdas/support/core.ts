@@ -15,6 +15,18 @@ export interface LambdaCore {
 
 let building: Promise<LambdaCore> | null = null;
 
+/** The functions whose core dispatches commands to agents (signed): the API alone (lambdaHandler). */
+export const DISPATCHING_FUNCTIONS: ReadonlySet<string> = new Set(['api']);
+
+export interface LambdaCoreOptions {
+  /**
+   * Whether this function dispatches commands on local mounts to their agents (default true:
+   * the API). Only then is the command secret required; a core built with false refuses a
+   * dispatch with CONFIG_ERROR. A container runs one function, so the first call decides.
+   */
+  dispatches?: boolean;
+}
+
 /**
  * The core of this container, built once (wireFilestore, pool FILESTORE_DB_POOL_SIZE default 2,
  * EmfMetrics), reused by every invocation: connections outlive an invocation, so a warm
@@ -26,9 +38,9 @@ let building: Promise<LambdaCore> | null = null;
  * started: a handler publishes with flushOutbox() before it returns (lambdaHandler does).
  * With FILESTORE_RECONCILE_QUEUE_URL, S3 mounts' reconcile jobs are sent to that SQS queue.
  */
-export function lambdaCore(): Promise<LambdaCore> {
+export function lambdaCore(o: LambdaCoreOptions = {}): Promise<LambdaCore> {
   if (!building) {
-    const attempt = buildCore();
+    const attempt = buildCore(o.dispatches ?? true);
     building = attempt;
     attempt.catch(() => {
       if (building === attempt) building = null;
@@ -46,10 +58,10 @@ export async function closeLambdaCore(): Promise<void> {
   await lc?.core.close();
 }
 
-async function buildCore(): Promise<LambdaCore> {
+async function buildCore(dispatches: boolean): Promise<LambdaCore> {
   const config = loadLambdaConfig();
   const secrets = containerSecrets(config.secretsTtlMs);
-  const [redisUrl, commandSecrets] = await Promise.all([redisUrlWithAuth(config, (arn) => secrets.get(arn)), commandSecretsOf(config, (arn) => secrets.get(arn))]);
+  const [redisUrl, commandSecrets] = await Promise.all([redisUrlWithAuth(config, (arn) => secrets.get(arn)), commandSecretsOf(config, (arn) => secrets.get(arn), dispatches)]);
   prepareDatabase(config);
   const metrics = new EmfMetrics({ logger });
   const core = await wireFilestore({
@@ -62,6 +74,7 @@ async function buildCore(): Promise<LambdaCore> {
     metrics,
     agentId: null,
     commandSecrets,
+    dispatches,
     commandTtlMs: config.commandTtlMs,
     // Under API Gateway's 30 s, with room for the outbox flush after the handler.
     commandWaitMs: config.commandWaitMs,
@@ -102,10 +115,10 @@ export async function redisUrlWithAuth(config: Pick<LambdaConfig, 'redisUrl' | '
   return u.toString();
 }
 
-async function commandSecretsOf(config: LambdaConfig, read: (arn: string) => Promise<string>): Promise<string[] | undefined> {
+async function commandSecretsOf(config: LambdaConfig, read: (arn: string) => Promise<string>, dispatches: boolean): Promise<string[] | undefined> {
   if (config.commandSecrets) return config.commandSecrets;
   if (!config.commandSecretArn) {
-    if (config.redisUrl === 'inline') return undefined;
+    if (config.redisUrl === 'inline' || !dispatches) return undefined;
     throw new FilestoreError('CONFIG_ERROR', 'FILESTORE_COMMAND_SECRET_ARN is unset: a Lambda dispatches commands on local mounts to their agents, signed with the secret the agents verify');
   }
   const secrets = parseCommandSecrets(await read(config.commandSecretArn));

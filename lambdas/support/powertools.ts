@@ -1,5 +1,5 @@
 import type { Context } from 'aws-lambda';
-import { lambdaCore, type LambdaCore } from './core.ts';
+import { DISPATCHING_FUNCTIONS, lambdaCore, type LambdaCore } from './core.ts';
 import { plainLambdaHandler } from './instrument.ts';
 import { logger } from './logger.ts';
 
@@ -20,7 +20,7 @@ export { correlationIdOf, plainLambdaHandler, tracer } from './instrument.ts';
  */
 export function lambdaHandler<E, R>(name: string, fn: (event: E, context: Context, lc: LambdaCore) => Promise<R>): (event: E, context: Context) => Promise<R> {
   return plainLambdaHandler(name, async (event: E, context: Context) => {
-    const lc = await lambdaCore();
+    const lc = await lambdaCore({ dispatches: DISPATCHING_FUNCTIONS.has(name) });
     try {
       return await fn(event, context, lc);
     } finally {

@@ -28,6 +28,11 @@ export interface CommandRouterOptions {
   waitMs?: number | undefined;
   /** Signs dispatched commands (FILESTORE_COMMAND_SECRET); required when this process may dispatch (see dispatchSigner). */
   signer?: CommandSigner | null | undefined;
+  /**
+   * false: this process never dispatches a command to an agent (a Lambda other than the API),
+   * so it may go without a signer; a dispatch is then refused with CONFIG_ERROR. Default true.
+   */
+  dispatches?: boolean | undefined;
   /** FILESTORE_COMMAND_TTL_MS: how long a dispatched command may wait in the agent's queue before the agent refuses it (default 15 min). */
   commandTtlMs?: number | undefined;
   log?: ((line: string) => void) | undefined;
@@ -65,9 +70,9 @@ const KEEP_FAILED = { age: 24 * 3600, count: 10_000 };
  * or null when it can do without — inline (one process), or no identity (it runs every mount
  * itself). A process that may dispatch through Redis and has no secret is a CONFIG_ERROR.
  */
-export function dispatchSigner(identity: ProcessIdentity, redisUrl: string, secrets: readonly string[] | undefined): CommandSigner | null {
+export function dispatchSigner(identity: ProcessIdentity, redisUrl: string, secrets: readonly string[] | undefined, dispatches = true): CommandSigner | null {
   if (secrets && secrets.length > 0) return new CommandSigner(secrets);
-  if (redisUrl !== 'inline' && identity !== undefined) throw new FilestoreError('CONFIG_ERROR', MISSING_SECRET_MESSAGE);
+  if (dispatches && redisUrl !== 'inline' && identity !== undefined) throw new FilestoreError('CONFIG_ERROR', MISSING_SECRET_MESSAGE);
   return null;
 }
 
@@ -110,7 +115,7 @@ export class CommandRouter {
     this.queuePrefix = o.queuePrefix;
     this.identity = o.identity;
     this.signer = o.signer ?? null;
-    if (!this.signer && o.redisUrl !== 'inline' && o.identity !== undefined) throw new FilestoreError('CONFIG_ERROR', MISSING_SECRET_MESSAGE);
+    if (!this.signer && o.dispatches !== false && o.redisUrl !== 'inline' && o.identity !== undefined) throw new FilestoreError('CONFIG_ERROR', MISSING_SECRET_MESSAGE);
     this.waitMs = o.waitMs ?? DEFAULT_COMMAND_WAIT_MS;
     this.commandTtlMs = o.commandTtlMs ?? DEFAULT_COMMAND_TTL_MS;
     this.log = o.log ?? (() => {});
@@ -161,6 +166,7 @@ export class CommandRouter {
    * or does not answer within the wait, is 503 AGENT_UNAVAILABLE naming `check: false`.
    */
   async checkMountRoot(agentId: string, newMount: { key: string; rootPath: string; accessMode: 'rw' | 'ro' }): Promise<void> {
+    this.requireSigner('checkMountRoot');
     const pending = { id: '', key: newMount.key } as Mount;
     const skip = 'or register it without the check (CLI --no-check, API "check": false)';
     let agent: Agent;
@@ -183,6 +189,7 @@ export class CommandRouter {
    * (its resolution goes on: look at the entry again).
    */
   async resolveOnAgent(mount: Mount, entryId: number, principal: string | null): Promise<JournalEntry> {
+    this.requireSigner('resolveEntry');
     const agent = await this.liveAgent(mount, mount.agentId as string);
     const ctx = { principal: principal ?? undefined, idempotencyKey: `resolve-${randomUUID()}` };
     const routed = await this.dispatch(agent, mount, 'resolveEntry', { entryId }, ctx, {});
@@ -210,7 +217,17 @@ export class CommandRouter {
   private async run(command: OrchestratorCommand, mountRef: string, input: Record<string, unknown>, ctx: CommandContext, o: RouteOptions): Promise<RoutedCommand> {
     const where = await this.locate(mountRef);
     if (where.here) return { status: 200, result: await this.o.orchestrator[command](mountRef, input, ctx) };
+    this.requireSigner(command);
     return this.dispatch(where.agent, where.mount, command, input, ctx, o);
+  }
+
+  /** A process built without a signer (dispatches: false) refuses to dispatch, before anything is queued. */
+  private requireSigner(command: DispatchedCommand): void {
+    if (this.signer) return;
+    throw new FilestoreError(
+      'CONFIG_ERROR',
+      `this process dispatches no commands to agents (it has no FILESTORE_COMMAND_SECRET): ${command} on a local mount goes through the API, whose function holds the secret`,
+    );
   }
 
   private async dispatch(
