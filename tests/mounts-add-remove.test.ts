@@ -85,7 +85,7 @@ describe('mounts add checks what it registers', () => {
     expect(ls.stdout).not.toContain('empty directory');
   });
 
-  it('local mounts of one agent may not overlap (inside, around, equal, through a symlink), even with --no-check; another agent may', async () => {
+  it("local mounts on one host (one agent's, or unassigned: run by every agent) may not overlap (inside, around, equal, through a symlink), even with --no-check; another agent may", async () => {
     const outer = await dir('outer');
     const inner = await dir('outer/inner');
     const outerKey = uniqueKey('outer');
@@ -103,8 +103,20 @@ describe('mounts add checks what it registers', () => {
       status: 409,
       body: { error: { code: 'MOUNT_OVERLAP', details: { mount: outerKey } } },
     });
-    // Another agent's disk is another disk.
-    expect((await call('POST', '/v1/mounts', { json: { kind: 'local', key: uniqueKey('x'), rootPath: inner, agentId: uniqueKey('agent') } })).status).toBe(201);
+    // A mount assigned to an agent runs on that agent's host, where the unassigned outer one runs too.
+    expect(await call('POST', '/v1/mounts', { json: { kind: 'local', key: uniqueKey('x'), rootPath: inner, agentId: uniqueKey('agent'), check: false } })).toMatchObject({
+      status: 409,
+      body: { error: { code: 'MOUNT_OVERLAP', details: { mount: outerKey } } },
+    });
+    // Another agent's disk is another disk: mounts of two different agents may share a path.
+    const elsewhere = await dir('other-host');
+    const agentA = uniqueKey('agent');
+    const agentB = uniqueKey('agent');
+    expect((await call('POST', '/v1/mounts', { json: { kind: 'local', key: uniqueKey('a'), rootPath: elsewhere, agentId: agentA, check: false } })).status).toBe(201);
+    expect((await call('POST', '/v1/mounts', { json: { kind: 'local', key: uniqueKey('b'), rootPath: path.join(elsewhere, 'sub'), agentId: agentB, check: false } })).status).toBe(201);
+    expect(await call('POST', '/v1/mounts', { json: { kind: 'local', key: uniqueKey('c'), rootPath: path.join(elsewhere, 'sub2'), agentId: agentA, check: false } })).toMatchObject({ status: 409, body: { error: { code: 'MOUNT_OVERLAP' } } });
+    // An unassigned mount runs on every agent's host: it may not sit in any agent's mount.
+    expect(await call('POST', '/v1/mounts', { json: { kind: 'local', key: uniqueKey('d'), rootPath: path.join(elsewhere, 'sub3'), check: false } })).toMatchObject({ status: 409, body: { error: { code: 'MOUNT_OVERLAP' } } });
     // The safety rules of a root stay whatever --no-check says.
     expect(await call('POST', '/v1/mounts', { json: { kind: 'local', key: uniqueKey('x'), rootPath: '/', check: false } })).toMatchObject({ status: 400, body: { error: { code: 'VALIDATION_ERROR' } } });
   });

@@ -29,11 +29,17 @@ export function seesDiskOf(identity: ProcessIdentity, inline: boolean, agentId: 
 
 const inside = (inner: string, outer: string) => inner === outer || inner.startsWith(outer.endsWith('/') ? outer : `${outer}/`);
 
-/** MOUNT_OVERLAP when `root` is, holds or sits in the root of another local mount of the same agent. */
+/**
+ * Whether two local mounts' roots are paths on one host: the same agent's, or either assigned to
+ * no agent (every agent runs an unassigned local mount: shared/dispatch/ownership.ts).
+ */
+const sameHost = (a: string | null, b: string | null) => a === null || b === null || a === b;
+
+/** MOUNT_OVERLAP when `root` is, holds or sits in the root of another local mount on the same host (same agent, or either unassigned). */
 export async function assertNoOverlap(pool: Pool, root: string, agentId: string | null, onHost: boolean): Promise<void> {
   const spellings = async (p: string) => [...new Set([path.resolve(p), ...(onHost ? [await realPathOfNearest(path.resolve(p))] : [])])];
   const mine = await spellings(root);
-  const others = (await listMounts(pool)).filter((m: Mount) => m.kind === 'local' && m.rootPath !== null && (m.agentId ?? null) === agentId);
+  const others = (await listMounts(pool)).filter((m: Mount) => m.kind === 'local' && m.rootPath !== null && sameHost(m.agentId ?? null, agentId));
   for (const m of others) {
     const theirs = await spellings(m.rootPath as string);
     for (const a of mine) {
@@ -42,7 +48,7 @@ export async function assertNoOverlap(pool: Pool, root: string, agentId: string 
         const how = a === b ? 'is the root of' : inside(a, b) ? 'is inside the root of' : 'holds the root of';
         throw new FilestoreError(
           'MOUNT_OVERLAP',
-          `rootPath ${root} ${how} mount "${m.key}" (${m.rootPath}${b !== m.rootPath ? `, really ${b}` : ''}): local mounts of one agent must not overlap, or their files (and the inner mount's .filestore-staging) would be catalogued twice`,
+          `rootPath ${root} ${how} mount "${m.key}" (${m.rootPath}${b !== m.rootPath ? `, really ${b}` : ''}): local mounts run on one host (one agent's, or assigned to none) must not overlap, or their files (and the inner mount's .filestore-staging) would be catalogued twice`,
           { mount: m.key, rootPath: m.rootPath },
         );
       }
