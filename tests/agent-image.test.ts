@@ -108,9 +108,13 @@ beforeAll(async () => {
   await timed('base image', () => run('bash', [BASE_SCRIPT, BASE_TAG], { timeout: 600_000 }));
   const imageId = () => docker(['image', 'inspect', IMAGE, '--format', '{{.Id}}']).then((r) => r.stdout.trim(), () => null);
   const previous = await imageId();
+  const started = performance.now();
   await timed('image build', () => docker(['build', '--network', 'host', '--build-arg', `NODE_IMAGE=${BASE_TAG}`, '-f', 'agent/Dockerfile', '-t', IMAGE, '.'], 1_200_000));
-  // The previous run's image, untagged by this build: gone, so that runs do not pile images up (vfs stores each in full).
+  // The previous run's image, untagged by this build, and the build cache this build did not
+  // touch: gone, so that runs do not pile up gigabytes (vfs stores every layer in full).
   if (previous && previous !== (await imageId())) await docker(['rmi', previous]).catch(() => {});
+  const age = Math.ceil((performance.now() - started) / 1000) + 60;
+  if (BUILDKIT === '1') await docker(['builder', 'prune', '-f', '--filter', `until=${age}s`]).catch(() => {});
 }, 1_500_000);
 
 afterAll(async () => {
