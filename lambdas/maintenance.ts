@@ -1,13 +1,15 @@
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import type { ScheduledEvent } from 'aws-lambda';
 import type { MaintenanceReport } from '../shared/maintenance.ts';
+import { recordS3AuditAges } from '../shared/reconcile/audit-age.ts';
 import { lambdaHandler, logger } from './support/powertools.ts';
 
 /**
- * The maintenance Lambda, on a schedule (EventBridge, every few minutes): one maintenance pass
+ * The maintenance Lambda, on a schedule (EventBridge, every minute): one maintenance pass
  * of the core per invocation (shared/maintenance.ts) — publish what the outbox owes (rows a
  * frozen container committed but never published), resolve the pending journal entries of S3
- * mounts (local mounts' are their agents'), compact rollups, prune the outbox. The event's
+ * mounts (local mounts' are their agents'), compact rollups, prune the outbox; and it publishes
+ * filestore_audit_age_seconds of every S3 mount (recordS3AuditAges: paused ones 0). The event's
  * content does not matter. A pass with a failed step throws after every step ran: the
  * invocation counts as an error (CloudWatch Errors), and the next one tries again.
  */
@@ -19,6 +21,9 @@ const reportMetrics = new Metrics({
 });
 
 export const handler = lambdaHandler('maintenance', async (_event: ScheduledEvent | Record<string, unknown>, _context, { core }) => {
+  // Every minute, whatever the pass does: the S3 mounts' audit ages (paused ones 0), so the
+  // AuditAge alarms see a value while audits are due and no data only when this pipeline stops.
+  await recordS3AuditAges(core.pool, core.metrics).catch((err: Error) => logger.warn('audit ages not measured', { error: err.message }));
   let report: MaintenanceReport;
   try {
     report = await core.maintain();

@@ -167,6 +167,31 @@ describe('the maintenance Lambda', () => {
     },
   );
 
+  it('every invocation publishes filestore_audit_age_seconds of each S3 mount: an active one its age (since registration when never audited), a paused one 0', { timeout: 60_000 }, async () => {
+    const audited = await s3Mount();
+    const never = await s3Mount();
+    const paused = await s3Mount();
+    await pool.query(`UPDATE filestore.mounts SET audited_at = now() - interval '2 hours' WHERE id = $1`, [audited.id]);
+    await pool.query(`UPDATE filestore.mounts SET created_at = now() - interval '3 hours', audited_at = NULL WHERE id = $1`, [never.id]);
+    await pool.query(`UPDATE filestore.mounts SET state = 'paused', audited_at = now() - interval '30 days' WHERE id = $1`, [paused.id]);
+    const local = await localMount('agent-elsewhere');
+
+    lambdaEnv(TEST_REDIS_URL);
+    const { documents } = await emfDuring(async () => handler(await scheduled(), lambdaContext({ functionName: 'filestore-maintenance' })));
+    const age = (m: Mount) => documents.filter((d) => d.mount === m.key && 'filestore_audit_age_seconds' in d);
+    for (const m of [audited, never, paused]) {
+      expect(age(m), m.key).toHaveLength(1);
+      // The dimensions the stack's AuditAge-<key> alarm reads.
+      expect(age(m)[0]).toMatchObject({ service: 'filestore', _aws: { CloudWatchMetrics: [{ Namespace: 'Filestore', Dimensions: [expect.arrayContaining(['service', 'mount'])] }] } });
+    }
+    const seconds = (m: Mount) => age(m)[0]!.filestore_audit_age_seconds as number;
+    expect(seconds(audited)).toBeGreaterThanOrEqual(7200);
+    expect(seconds(audited)).toBeLessThan(7200 + 600);
+    expect(seconds(never)).toBeGreaterThanOrEqual(3 * 3600);
+    expect(seconds(paused)).toBe(0);
+    expect(age(local)).toEqual([]);
+  });
+
   it('a pass that cannot publish (Redis away) still resolves, then fails the invocation with the step named', { timeout: 60_000 }, async () => {
     const s3 = await s3Mount();
     const entry = await deadCommand(s3, 'after-storage', { name: 'writeFile', input: { path: 'while-redis-away.txt' }, content: 'kept' });

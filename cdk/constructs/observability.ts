@@ -35,8 +35,9 @@ export function auditAgeThreshold(cadence: string | number): number {
 /**
  * Alarms and a dashboard (SPEC §11 observability): DLQ depth (each DLQ), oldest message age
  * (the S3-event and reconcile queues), errors and throttles of each function, the API's 5xx,
- * and per S3 mount `filestore_audit_age_seconds{mount}` (the audit Lambda's EMF) above twice
- * the cadence plus a margin, missing data counting as breaching (no audit ran). Every alarm
+ * and per S3 mount `filestore_audit_age_seconds{mount}` (the maintenance Lambda publishes it every
+ * minute for each S3 mount, 0 for a paused one; the audit Lambda after its runs) above twice the
+ * cadence plus a margin, missing data counting as breaching (that pipeline stopped). Every alarm
  * notifies the SNS topic (KMS-encrypted; CloudWatch may use the key), with an optional e-mail
  * subscription.
  */
@@ -109,7 +110,8 @@ export class Observability extends Construct {
     const auditAges: cloudwatch.IMetric[] = [];
     for (const mount of props.config.s3Mounts) {
       const seconds = cadenceSeconds(mount.auditCadence);
-      // At least one audit invocation per period while the schedule runs (missing = breaching).
+      // The maintenance Lambda publishes it every minute (paused mounts 0), audits after each run:
+      // a whole period without a value means the pipeline stopped (missing = breaching).
       const period = Math.min(86_400, Math.ceil((2 * seconds) / 60) * 60);
       const metric = new cloudwatch.Metric({
         namespace: METRICS_NAMESPACE,
@@ -122,7 +124,7 @@ export class Observability extends Construct {
       alarm(`AuditAge-${mount.key}`, metric, {
         threshold: auditAgeThreshold(mount.auditCadence),
         missing: cloudwatch.TreatMissingData.BREACHING,
-        description: `Filestore: S3 mount ${mount.key} has no finished audit for over twice its cadence (${mount.auditCadence}) plus ${AUDIT_AGE_MARGIN_SECONDS / 60} minutes, or no audit ran`,
+        description: `Filestore: S3 mount ${mount.key} has no finished audit for over twice its cadence (${mount.auditCadence}) plus ${AUDIT_AGE_MARGIN_SECONDS / 60} minutes, or its age is no longer published (maintenance stopped); paused: 0`,
       });
     }
 

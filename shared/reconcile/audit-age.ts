@@ -14,6 +14,27 @@ export async function recordAuditAges(q: Queryable, metrics: FilestoreMetrics, s
   return new Set(ages.map((a) => a.key));
 }
 
+/**
+ * filestore_audit_age_seconds{mount} of every S3 mount, as the maintenance Lambda publishes it
+ * each minute (the stack's AuditAge-<key> alarms read it; docs/deploy.md, runbooks): an active
+ * mount's age as recordAuditAges measures it (since registration when never audited), and 0
+ * for a paused one — nothing is expected of a paused mount, and publishing it keeps "no data"
+ * meaning the pipeline is broken. Returns the keys of each kind.
+ */
+export async function recordS3AuditAges(q: Queryable, metrics: FilestoreMetrics): Promise<{ active: string[]; paused: string[] }> {
+  const { rows } = await q.query<{ key: string; state: string; seconds: number }>(
+    `SELECT key, state, greatest(0, extract(epoch FROM now() - coalesce(audited_at, created_at)))::float8 AS seconds
+       FROM filestore.mounts WHERE kind = 's3' AND state IN ('active', 'paused') ORDER BY key`,
+  );
+  const out = { active: [] as string[], paused: [] as string[] };
+  for (const { key, state, seconds } of rows) {
+    const paused = state === 'paused';
+    metrics.auditAge.set({ mount: key }, paused ? 0 : seconds);
+    (paused ? out.paused : out.active).push(key);
+  }
+  return out;
+}
+
 export interface AuditAgeRefreshOptions {
   pool: Queryable;
   metrics: FilestoreMetrics;
