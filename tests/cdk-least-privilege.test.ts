@@ -56,6 +56,18 @@ describe('least privilege', () => {
     expect(s3Statements('migrate')).toEqual([]);
   });
 
+  it('each function writes only its own log group: no AWS managed policy on its role, no logs:* action on another resource', () => {
+    for (const name of LAMBDA_NAMES) {
+      const role = b.json.Resources[roleId(name)]!;
+      expect(role.Properties?.ManagedPolicyArns, name).toBeUndefined();
+      const logStatements = statements(name).filter((s) => actionsOf(s).some((a) => a.startsWith('logs:')));
+      expect(logStatements, name).toHaveLength(1);
+      expect(actionsOf(logStatements[0]!).sort(), name).toEqual(['logs:CreateLogStream', 'logs:PutLogEvents']);
+      const logGroup = b.stack.compute.node.findChild(`${name.replace(/(^|-)([a-z])/g, (_, __, c: string) => c.toUpperCase())}Logs`);
+      expect(resourcesOf(logStatements[0]!), name).toEqual([arnOf(logGroup as never)]);
+    }
+  });
+
   it('no function may manage the database: no rds:* action, only rds-db:connect as "filestore" on the proxy', () => {
     for (const name of LAMBDA_NAMES) {
       const actions = allowedActions(name);
@@ -89,7 +101,7 @@ describe('least privilege', () => {
     }
   });
 
-  it('SQS: senders of the reconcile queue, consumers of their own queue only; "*" only for X-Ray', () => {
+  it('SQS: senders of the reconcile queue, consumers of their own queue only; "*" only for X-Ray and the VPC network interfaces', () => {
     const reconcileQueue = JSON.stringify(arnOf(b.stack.storage.reconcileQueue));
     for (const name of LAMBDA_NAMES) {
       const sends = statements(name).filter((s) => actionsOf(s).includes('sqs:SendMessage'));
@@ -97,7 +109,8 @@ describe('least privilege', () => {
       expect(sends.map((s) => JSON.stringify(s.Resource)), name).toEqual(expected ? [reconcileQueue] : []);
       const receives = statements(name).filter((s) => actionsOf(s).includes('sqs:ReceiveMessage')).map((s) => JSON.stringify(s.Resource));
       expect(receives, name).toEqual(name === 's3-events' ? [JSON.stringify(arnOf(b.stack.storage.s3EventQueue))] : name === 'reconcile' ? [reconcileQueue] : []);
-      for (const s of statements(name).filter((x) => resourcesOf(x).includes('*'))) expect(actionsOf(s).every((a) => a.startsWith('xray:')), name).toBe(true);
+      const eni = ['ec2:CreateNetworkInterface', 'ec2:DescribeNetworkInterfaces', 'ec2:DescribeSubnets', 'ec2:DeleteNetworkInterface', 'ec2:AssignPrivateIpAddresses', 'ec2:UnassignPrivateIpAddresses'];
+      for (const s of statements(name).filter((x) => resourcesOf(x).includes('*'))) expect(actionsOf(s).every((a) => a.startsWith('xray:') || eni.includes(a)), name).toBe(true);
     }
   });
 

@@ -65,7 +65,21 @@ export class Compute extends Construct {
 
     for (const [name, s] of Object.entries(FUNCTION_SETTINGS) as Array<[LambdaName, (typeof FUNCTION_SETTINGS)[LambdaName]]>) {
       const logGroup = new logs.LogGroup(this, `${pascal(name)}Logs`, { retention: config.logRetentionDays, removalPolicy: RemovalPolicy.DESTROY });
+      // A role of its own without AWS managed policies: AWSLambdaBasicExecutionRole and
+      // AWSLambdaVPCAccessExecutionRole both allow writing to every log group of the account.
+      // The function writes its own group (created above) and manages its VPC network interfaces.
+      const role = new iam.Role(this, `${pascal(name)}Role`, { assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'), description: `Filestore ${name} function` });
+      logGroup.grantWrite(role);
+      role.addToPolicy(
+        new iam.PolicyStatement({
+          sid: 'LambdaVpcNetworkInterfaces',
+          // Lambda creates and deletes the function's ENIs with its role; DescribeNetworkInterfaces works only on "*".
+          actions: ['ec2:CreateNetworkInterface', 'ec2:DescribeNetworkInterfaces', 'ec2:DescribeSubnets', 'ec2:DeleteNetworkInterface', 'ec2:AssignPrivateIpAddresses', 'ec2:UnassignPrivateIpAddresses'],
+          resources: ['*'],
+        }),
+      );
       const fn = new lambda.Function(this, pascal(name), {
+        role,
         description: `Filestore ${name} (lambdas/${name}.ts)`,
         runtime,
         architecture: lambda.Architecture.ARM_64,
