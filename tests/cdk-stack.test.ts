@@ -296,6 +296,9 @@ describe('data and network', () => {
     const rg = ofType('AWS::ElastiCache::ReplicationGroup');
     expect(rg).toHaveLength(1);
     const p = rg[0]![1].Properties!;
+    // The replication group uses the noeviction group (not the engine's default, volatile-lru).
+    const [pgId] = ofType('AWS::ElastiCache::ParameterGroup').find(([, r]) => r.Properties!.Properties?.['maxmemory-policy'] === 'noeviction')!;
+    expect(p.CacheParameterGroupName).toEqual({ Ref: pgId });
     expect(p).toMatchObject({ Engine: 'valkey', ClusterMode: 'disabled', MultiAZEnabled: true, AutomaticFailoverEnabled: true, TransitEncryptionEnabled: true, AtRestEncryptionEnabled: true, NumCacheClusters: b.config.redis.nodes });
     expect(p.NumNodeGroups).toBeUndefined();
     expect(JSON.stringify(p.AuthToken)).toContain('{{resolve:secretsmanager:');
