@@ -40,8 +40,8 @@ export function acknowledgeFindings(stack: FilestoreStack): void {
   // S3 object ARNs end in a wildcard: the mount's prefix and every key below it.
   for (const { mount, bucket } of stack.storage.mounts) {
     const arn = CfnResource.isCfnResource(bucket.node.defaultChild) ? `<${logicalId(bucket)}.Arn>` : `arn:<AWS::Partition>:s3:::${mount.bucket}`;
-    for (const fn of [f.api, f['s3-events'], f.audit, f.reconcile, f.maintenance]) {
-      ack(fn.role as IConstruct, `AwsSolutions-IAM5[Resource::${arn}/${mount.prefix}*]`, `S3 mount ${mount.key}: the objects below its prefix "${mount.prefix}" are the mount's files, and only those are granted`);
+    for (const name of ['api', 's3-events', 'audit', 'reconcile', 'maintenance'] as const) {
+      ack(f[name].role as IConstruct, `AwsSolutions-IAM5[Resource::${arn}/${mount.prefix}*]`, `S3 mount ${mount.key}: the objects below its prefix "${mount.prefix}" are the mount's files, and only those are granted to the ${name} function`);
     }
   }
   // EventBridge Scheduler's roles invoke the function and its versions/aliases.
@@ -51,7 +51,7 @@ export function acknowledgeFindings(stack: FilestoreStack): void {
   ] as const) {
     ack(role, `AwsSolutions-IAM5[Resource::<${logicalId(fn)}.Arn>:*]`, `The EventBridge Scheduler role may invoke the ${fn.node.id} function and its versions (the ":*" of lambda:InvokeFunction), nothing else`);
   }
-  ack(stack.schedules.dlq, 'AwsSolutions-SQS3', 'This queue is itself the dead-letter queue of the EventBridge schedules (not an SQS redrive target), alarmed on depth');
+  ack(stack.schedules.dlq, 'AwsSolutions-SQS3', 'This queue is itself the dead-letter queue of the EventBridge Scheduler schedules that invoke the audit and maintenance functions (not an SQS redrive target), alarmed on depth (SchedulesDlqDepth)');
 
   // Singletons CDK adds: the RDS log exports' retention and the S3 notification configurator.
   for (const child of stack.node.children) {

@@ -380,13 +380,28 @@ describe('cdk-nag AwsSolutions (v3)', () => {
     expect(report.success).toBe(true);
   });
 
-  it('every acknowledgement names an AwsSolutions rule and gives its own reason', () => {
+  it('every acknowledgement names an AwsSolutions rule and a reason about this stack: what it acknowledges is named in it', () => {
     const acks = ACKNOWLEDGED.get(b.stack)!;
     expect(acks.length).toBeGreaterThan(0);
+    // The stack's own things a reason can be about: its functions, its mounts, its resources.
+    const ownWords = [...LAMBDA_NAMES, ...b.config.s3Mounts.map((m) => m.key), 'PostgreSQL', 'Redis', 'API token', 'command secret', 'EventBridge Scheduler', 'log-retention', 'S3 notification'];
+    const pascal = (n: string) => n.replace(/(^|-)([a-z])/g, (_, __, c: string) => c.toUpperCase());
     for (const a of acks) {
       expect(a.id).toMatch(/^AwsSolutions-[A-Z]+\d+(\[.+\])?$/);
-      expect(a.reason.length, a.id).toBeGreaterThan(60);
+      expect(ownWords.some((w) => a.reason.includes(w)), `${a.id} on ${a.path}: "${a.reason}" names nothing of this stack`).toBe(true);
+      // An acknowledgement on a function or its role names that function.
+      for (const name of LAMBDA_NAMES) {
+        if (a.path.includes(`/Compute/${pascal(name)}`)) expect(a.reason, `${a.id} on ${a.path}`).toContain(name);
+      }
+      // An object ARN below a mount's prefix is acknowledged naming that mount.
+      if (/^AwsSolutions-IAM5\[Resource::.*(:s3:::|Bucket).*\*\]$/.test(a.id)) {
+        expect(b.config.s3Mounts.some((m) => a.reason.includes(`S3 mount ${m.key}:`) && a.id.endsWith(`/${m.prefix}*]`)), `${a.id}: "${a.reason}"`).toBe(true);
+      }
     }
+    // No reason serves two different rules.
+    const rulesByReason = new Map<string, Set<string>>();
+    for (const a of acks) rulesByReason.set(a.reason, (rulesByReason.get(a.reason) ?? new Set()).add(a.id.replace(/\[.*$/, '')));
+    for (const [reason, rules] of rulesByReason) expect([...rules], reason).toHaveLength(1);
     // Recorded on the constructs, where cdk-nag reads them.
     const recorded = b.stack.data.database.node.metadata.filter((m) => m.type === 'aws:cdk:acknowledged-rules');
     expect(recorded.length).toBeGreaterThan(0);
