@@ -10,6 +10,9 @@ import { bundleLambdaAssets, type LambdaBundles } from '../cdk/bundles.ts';
 import { loadConfig, parseConfig } from '../cdk/config.ts';
 import { buildApp, DEFAULT_CONFIG } from '../cdk/app.ts';
 import { ACKNOWLEDGED } from '../cdk/nag.ts';
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { App } from 'aws-cdk-lib';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Template } from 'aws-cdk-lib/assertions';
@@ -55,6 +58,34 @@ describe('no S3 mounts, no alarm e-mail, no on-prem network', () => {
     const env = b.json.Resources[logicalIdOf(b.stack, b.stack.compute.functions.api)]!.Properties!.Environment.Variables;
     expect(env.FILESTORE_S3_MOUNTS).toBe('[]');
   });
+});
+
+describe('the migration trigger runs again when there is something new to apply', () => {
+  const handlerArn = (o: { config: unknown; migrate?: string }) => {
+    const { stack } = buildApp({ app: new App(), config: parseConfig(o.config), bundles: { dirs: { ...bundles.dirs, migrate: o.migrate ?? bundles.dirs.migrate } } });
+    const json = Template.fromStack(stack).toJSON() as CfnTemplate;
+    const triggers = Object.values(json.Resources).filter((r) => r.Type === 'Custom::Trigger');
+    expect(triggers).toHaveLength(1);
+    return JSON.stringify(triggers[0]!.Properties!.HandlerArn);
+  };
+  const base = { availabilityZones: AZS, stackName: 'Probe' };
+
+  it('a migration added to the migrate bundle, or a changed s3Mounts, changes the trigger’s HandlerArn (a new version: CloudFormation updates the trigger, which invokes it)', () => {
+    const before = handlerArn({ config: base });
+    expect(handlerArn({ config: base })).toBe(before);
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'filestore-migrate-probe-'));
+    try {
+      cpSync(bundles.dirs.migrate, dir, { recursive: true });
+      // The same content elsewhere is the same asset (the hash is of the content, not the path).
+      expect(handlerArn({ config: base, migrate: dir })).toBe(before);
+      writeFileSync(path.join(dir, 'migrations', '9999999999999_probe.sql'), 'SELECT 1;\n');
+      expect(handlerArn({ config: base, migrate: dir })).not.toBe(before);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const withMount = { ...base, s3Mounts: [{ key: 'probe', bucket: 'filestore-probe-bucket', create: true }] };
+    expect(handlerArn({ config: withMount })).not.toBe(before);
+  }, 120_000);
 });
 
 describe('cdk-nag is part of synthesis', () => {
