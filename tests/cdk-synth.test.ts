@@ -74,15 +74,11 @@ describe('npx cdk synth, offline', () => {
     expect(existsSync(path.join(ROOT, 'cdk.context.json'))).toBe(false);
   });
 
-  it('the cdk-nag validation passed (policy validation report)', async () => {
-    const report = JSON.parse(await readFile(path.join(out, 'validation-report.json'), 'utf8')) as { pluginReports: Array<{ pluginName: string; conclusion: string; violations: unknown[] }> };
-    const nag = report.pluginReports.find((p) => p.pluginName.includes('AwsSolutions'));
-    if (nag) {
-      expect(nag.violations).toEqual([]);
-      expect(nag.conclusion).toBe('success');
-    }
-    for (const p of report.pluginReports) expect(p.conclusion, p.pluginName).toBe('success');
-  });
+  // cdk-nag under the CLI: the exit code above is the check. The CLI runs cdk/app.ts, whose
+  // buildApp registers the AwsSolutions plugin and whose main exits 1 when synth throws; that a
+  // finding makes synth throw is shown in-process (cdk-variants.test.ts, "cdk-nag is part of
+  // synthesis"). validation-report.json cannot show it: on success aws-cdk-lib writes
+  // `pluginReports: []` (successful plugins are left out), so a check of it could not fail.
 
   it('each function\'s asset is byte for byte the bundle npm run build writes, and holds nothing else', async () => {
     const template = JSON.parse(await readFile(path.join(out, 'Filestore.template.json'), 'utf8')) as CfnTemplate;
