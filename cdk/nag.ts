@@ -35,7 +35,14 @@ export function acknowledgeFindings(stack: FilestoreStack): void {
   for (const [name, fn] of Object.entries(f)) {
     ack(fn, 'AwsSolutions-L1', `The ${name} bundle is built for and tested under Node 24 (nodejs24.x, SPEC §10; CI runs the bundles under Node 24); nodejs26.x is not yet tested`);
     const role = fn.role as IConstruct;
-    ack(role, 'AwsSolutions-IAM5[Resource::*]', `Two statements of the ${name} function's role need "*": X-Ray (tracing active) has no resource-level permissions for xray:PutTraceSegments and PutTelemetryRecords, and Lambda manages the function's VPC network interfaces with ec2:CreateNetworkInterface/DescribeNetworkInterfaces/DeleteNetworkInterface… (DescribeNetworkInterfaces works only on "*"); its logs go to its own log group only`);
+    const xray = `X-Ray (tracing active on the ${name} function) has no resource-level permissions for xray:PutTraceSegments and PutTelemetryRecords`;
+    ack(
+      role,
+      'AwsSolutions-IAM5[Resource::*]',
+      name === 'authorizer'
+        ? `${xray}, so they need "*" (the authorizer runs outside the VPC; its logs go to its own log group only)`
+        : `Two statements of the ${name} function's role need "*": ${xray}, and Lambda manages the function's VPC network interfaces with ec2:CreateNetworkInterface/DescribeNetworkInterfaces/DeleteNetworkInterface… (DescribeNetworkInterfaces works only on "*"); its logs go to its own log group only`,
+    );
   }
   // S3 object ARNs end in a wildcard: the mount's prefix and every key below it.
   for (const { mount, bucket } of stack.storage.mounts) {

@@ -48,7 +48,7 @@ export interface ComputeProps {
 
 /**
  * One function per Lambda entry (SPEC §10/§11 compute): nodejs24.x on ARM64 in the VPC's app
- * subnets, code = the build's bundle (cdk/bundles.ts), X-Ray active, logs kept
+ * subnets (all but the authorizer, which reads only its secret), code = the build's bundle (cdk/bundles.ts), X-Ray active, logs kept
  * `logRetentionDays`. Each gets only what it uses: `rds-db:connect` on the proxy (no rds:*
  * management), the secrets it reads, the queues it sends to or consumes, and S3 of the mounted
  * buckets' prefixes only — read for the functions that judge storage (S3-event, audit,
@@ -64,13 +64,17 @@ export class Compute extends Construct {
     const runtime = lambda.Runtime.NODEJS_24_X;
 
     for (const [name, s] of Object.entries(FUNCTION_SETTINGS) as Array<[LambdaName, (typeof FUNCTION_SETTINGS)[LambdaName]]>) {
+      // The authorizer reads only its secret (Secrets Manager's public endpoint): outside the
+      // VPC it has no network interfaces to manage and no VPC cold start. The others reach the
+      // proxy and Redis.
+      const inVpc = name !== 'authorizer';
       const logGroup = new logs.LogGroup(this, `${pascal(name)}Logs`, { retention: config.logRetentionDays, removalPolicy: RemovalPolicy.DESTROY });
       // A role of its own without AWS managed policies: AWSLambdaBasicExecutionRole and
       // AWSLambdaVPCAccessExecutionRole both allow writing to every log group of the account.
       // The function writes its own group (created above) and manages its VPC network interfaces.
       const role = new iam.Role(this, `${pascal(name)}Role`, { assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'), description: `Filestore ${name} function` });
       logGroup.grantWrite(role);
-      role.addToPolicy(
+      if (inVpc) role.addToPolicy(
         new iam.PolicyStatement({
           sid: 'LambdaVpcNetworkInterfaces',
           // Lambda creates and deletes the function's ENIs with its role; DescribeNetworkInterfaces works only on "*".
@@ -87,9 +91,7 @@ export class Compute extends Construct {
         code: lambda.Code.fromAsset(props.bundles.dirs[name]),
         timeout: s.timeout,
         memorySize: s.memoryMiB,
-        vpc: network.vpc,
-        vpcSubnets: network.appSubnets,
-        securityGroups: [network.lambdaSecurityGroup],
+        ...(inVpc ? { vpc: network.vpc, vpcSubnets: network.appSubnets, securityGroups: [network.lambdaSecurityGroup] } : {}),
         tracing: lambda.Tracing.ACTIVE,
         logGroup,
         loggingFormat: lambda.LoggingFormat.JSON,
