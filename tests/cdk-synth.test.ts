@@ -103,6 +103,15 @@ describe('npx cdk synth, offline', () => {
   });
 });
 
+describe('CLI telemetry', () => {
+  it('is off for every run of the CLI in this repository, not only this test\'s: cdk.json context "cli-telemetry": false', async () => {
+    // The CLI (aws-cdk ≥ 2.1100) collects telemetry unless CDK_DISABLE_CLI_TELEMETRY is set, or the
+    // context's cli-telemetry is false, or --no-version-reporting is given.
+    const cdkJson = JSON.parse(await readFile(path.join(ROOT, 'cdk.json'), 'utf8')) as { context?: Record<string, unknown> };
+    expect(cdkJson.context?.['cli-telemetry']).toBe(false);
+  });
+});
+
 describe('configuration', () => {
   const base = { availabilityZones: ['eu-west-1a', 'eu-west-1b'], s3Mounts: [] };
   const problems = (raw: unknown) => {
