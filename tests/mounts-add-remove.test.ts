@@ -121,6 +121,34 @@ describe('mounts add checks what it registers', () => {
     expect(await call('POST', '/v1/mounts', { json: { kind: 'local', key: uniqueKey('x'), rootPath: '/', check: false } })).toMatchObject({ status: 400, body: { error: { code: 'VALIDATION_ERROR' } } });
   });
 
+  it('two registrations at the same moment with overlapping roots: one is added, the other is 409 MOUNT_OVERLAP', async () => {
+    for (let round = 0; round < 5; round++) {
+      const outer = await dir(`race-${round}`);
+      const inner = await dir(`race-${round}/inner`);
+      const answers = await Promise.all([
+        call('POST', '/v1/mounts', { json: { kind: 'local', key: uniqueKey('ro'), rootPath: outer } }),
+        call('POST', '/v1/mounts', { json: { kind: 'local', key: uniqueKey('ri'), rootPath: inner } }),
+      ]);
+      expect(answers.map((a) => a.status).sort(), `round ${round}`).toEqual([201, 409]);
+      expect(answers.find((a) => a.status === 409)).toMatchObject({ body: { error: { code: 'MOUNT_OVERLAP' } } });
+    }
+  });
+
+  it("giving a local mount to another agent (or to none) is refused when it would overlap that host's mounts", async () => {
+    const root = await dir('handover');
+    const agentA = uniqueKey('agent');
+    const agentB = uniqueKey('agent');
+    const a = uniqueKey('ha');
+    const b = uniqueKey('hb');
+    expect((await call('POST', '/v1/mounts', { json: { kind: 'local', key: a, rootPath: root, agentId: agentA, check: false } })).status).toBe(201);
+    expect((await call('POST', '/v1/mounts', { json: { kind: 'local', key: b, rootPath: path.join(root, 'sub'), agentId: agentB, check: false } })).status).toBe(201);
+    expect(await call('PATCH', `/v1/mounts/${b}`, { json: { agentId: agentA } })).toMatchObject({ status: 409, body: { error: { code: 'MOUNT_OVERLAP', details: { mount: a } } } });
+    expect(await call('PATCH', `/v1/mounts/${b}`, { json: { agentId: null } })).toMatchObject({ status: 409, body: { error: { code: 'MOUNT_OVERLAP' } } });
+    expect((await call('GET', `/v1/mounts/${b}`)).body).toMatchObject({ agentId: agentB });
+    // Its own root is no overlap: the same agent again, or another change, is accepted.
+    expect((await call('PATCH', `/v1/mounts/${b}`, { json: { agentId: agentB, accessMode: 'ro' } })).status).toBe(200);
+  });
+
   it('an S3 bucket that cannot be listed is 422 MOUNT_UNREACHABLE; --no-check registers it; a reachable one is added', async () => {
     const s3 = await sharedS3();
     const bucket = await s3.createBucket();

@@ -3,7 +3,9 @@ import { access, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { listMounts } from '../catalogue/mounts.ts';
 import type { Mount } from '../catalogue/types.ts';
-import type { Pool } from '../db/pool.ts';
+import pg from 'pg';
+import { clientConfigOf, type Pool } from '../db/pool.ts';
+import { lockKey } from '../orchestrator/locks.ts';
 import type { S3Defaults } from '../backends/registry.ts';
 import type { ProcessIdentity } from '../dispatch/ownership.ts';
 import { FilestoreError } from '../errors.ts';
@@ -36,10 +38,10 @@ const inside = (inner: string, outer: string) => inner === outer || inner.starts
 const sameHost = (a: string | null, b: string | null) => a === null || b === null || a === b;
 
 /** MOUNT_OVERLAP when `root` is, holds or sits in the root of another local mount on the same host (same agent, or either unassigned). */
-export async function assertNoOverlap(pool: Pool, root: string, agentId: string | null, onHost: boolean): Promise<void> {
+export async function assertNoOverlap(pool: Pool, root: string, agentId: string | null, onHost: boolean, exceptId?: string): Promise<void> {
   const spellings = async (p: string) => [...new Set([path.resolve(p), ...(onHost ? [await realPathOfNearest(path.resolve(p))] : [])])];
   const mine = await spellings(root);
-  const others = (await listMounts(pool)).filter((m: Mount) => m.kind === 'local' && m.rootPath !== null && sameHost(m.agentId ?? null, agentId));
+  const others = (await listMounts(pool)).filter((m: Mount) => m.kind === 'local' && m.rootPath !== null && m.id !== exceptId && sameHost(m.agentId ?? null, agentId));
   for (const m of others) {
     const theirs = await spellings(m.rootPath as string);
     for (const a of mine) {
@@ -55,6 +57,27 @@ export async function assertNoOverlap(pool: Pool, root: string, agentId: string 
     }
   }
 }
+
+/**
+ * Local mounts are registered one at a time: the overlap check and the insert run under one
+ * PostgreSQL advisory lock, so two registrations at the same moment (two admins, two API
+ * containers) cannot both pass the check with roots that overlap. The lock is held on a
+ * connection of its own, beside the pool (the API Lambda's pool has a single connection, which
+ * the work itself needs), and ends with it.
+ */
+export async function withLocalMountRegistration<T>(pool: Pool, work: () => Promise<T>): Promise<T> {
+  const client = new pg.Client({ ...clientConfigOf(pool), application_name: 'filestore-mount-registration' });
+  client.on('error', () => {}); // a dropped lock connection fails the query below, or ends the lock with it
+  await client.connect();
+  try {
+    await client.query('SELECT pg_advisory_lock($1::bigint)', [LOCAL_MOUNT_REGISTRATION.toString()]);
+    return await work();
+  } finally {
+    await client.end().catch(() => {}); // the session's lock ends with it
+  }
+}
+
+const LOCAL_MOUNT_REGISTRATION = lockKey('local-mount-registration');
 
 /** The root can be used: it exists, is a directory, and the server's user may list (and, rw, write) it. */
 export async function assertLocalRootReachable(root: string, accessMode: 'rw' | 'ro'): Promise<void> {

@@ -5,7 +5,7 @@ import { createS3Mount, MOUNT_KEY_PATTERN, normaliseS3Prefix } from '../../catal
 import { FilestoreError } from '../../errors.ts';
 import { jsonValueProblem } from '../../json-value.ts';
 import { mountFor } from '../host-paths.ts';
-import { assertLocalRootReachable, assertNoOverlap, assertS3Reachable, seesDiskOf } from '../mount-checks.ts';
+import { assertLocalRootReachable, assertNoOverlap, assertS3Reachable, seesDiskOf, withLocalMountRegistration } from '../mount-checks.ts';
 import { assertMountableRoot } from '../mount-root.ts';
 import { CreateMountBody, ErrorBody, Mount, MountIdParams, PatchMountBody, RemovedMount, page } from '../schemas.ts';
 import { defineRoute, json, type Route } from '../route.ts';
@@ -47,22 +47,25 @@ export const mountRoutes: Route[] = [
       if (!MOUNT_KEY_PATTERN.test(mount.key)) throw new FilestoreError('VALIDATION_ERROR', 'invalid mount: key must match ^[a-z0-9][a-z0-9_-]{0,62}$');
       if (await findMount(deps.fs.pool, mount.key)) throw new FilestoreError('ALREADY_EXISTS', `a mount with key "${mount.key}" already exists`);
       if (mount.kind === 'local') {
-        const rootPath = await assertMountableRoot(mount.rootPath);
-        const agentId = mount.agentId ?? null;
-        const router = deps.fs.commands;
-        // Only a process on the root's host looks at the disk (see mount-checks.ts).
-        const onHost = seesDiskOf(router.identity, router.redisUrl === 'inline', agentId);
-        await assertNoOverlap(deps.fs.pool, rootPath, agentId, onHost);
-        if (check !== false && onHost) await assertLocalRootReachable(rootPath, mount.accessMode ?? 'rw');
-        // Another agent's root: that agent looks (through its command queue), on its real paths too.
-        else if (check !== false && agentId !== null) await router.checkMountRoot(agentId, { key: mount.key, rootPath, accessMode: mount.accessMode ?? 'rw' });
-        // Unchecked on purpose: registered whatever the root is now, but a root this process sees
-        // missing is recorded as such, so `ls` says the mount is unhealthy rather than empty.
-        const problem = check === false && onHost ? await assertLocalRootReachable(rootPath, mount.accessMode ?? 'rw').then(() => null, (e: FilestoreError) => e) : null;
-        const created = await createMount(deps.fs.pool, { ...mount, rootPath });
-        if (!problem) return json(201, created);
-        await setMountHealth(deps.fs.pool, created.id, 'unhealthy', `${problem.message.replace(/; create the directory first.*$/, '')} (registered without the check)`);
-        return json(201, await getMount(deps.fs.pool, created.id));
+        // Checked and inserted under one lock: a concurrent registration waits (see mount-checks.ts).
+        return withLocalMountRegistration(deps.fs.pool, async () => {
+          const rootPath = await assertMountableRoot(mount.rootPath);
+          const agentId = mount.agentId ?? null;
+          const router = deps.fs.commands;
+          // Only a process on the root's host looks at the disk (see mount-checks.ts).
+          const onHost = seesDiskOf(router.identity, router.redisUrl === 'inline', agentId);
+          await assertNoOverlap(deps.fs.pool, rootPath, agentId, onHost);
+          if (check !== false && onHost) await assertLocalRootReachable(rootPath, mount.accessMode ?? 'rw');
+          // Another agent's root: that agent looks (through its command queue), on its real paths too.
+          else if (check !== false && agentId !== null) await router.checkMountRoot(agentId, { key: mount.key, rootPath, accessMode: mount.accessMode ?? 'rw' });
+          // Unchecked on purpose: registered whatever the root is now, but a root this process sees
+          // missing is recorded as such, so `ls` says the mount is unhealthy rather than empty.
+          const problem = check === false && onHost ? await assertLocalRootReachable(rootPath, mount.accessMode ?? 'rw').then(() => null, (e: FilestoreError) => e) : null;
+          const created = await createMount(deps.fs.pool, { ...mount, rootPath });
+          if (!problem) return json(201, created);
+          await setMountHealth(deps.fs.pool, created.id, 'unhealthy', `${problem.message.replace(/; create the directory first.*$/, '')} (registered without the check)`);
+          return json(201, await getMount(deps.fs.pool, created.id));
+        });
       }
       // A deployment whose storage access is its configuration (the API Lambda) refuses S3 mounts
       // outside it; the ones it lists are reachable by its role, so they are not listed again here.
@@ -92,10 +95,19 @@ export const mountRoutes: Route[] = [
     summary: 'Change access mode (rw/ro), state (active/paused) or owning agent',
     params: MountIdParams,
     body: PatchMountBody,
-    responses: { 200: Mount, 404: ErrorBody },
+    responses: { 200: Mount, 404: ErrorBody, 409: ErrorBody },
     async handle({ params, body, deps }) {
       assertStorable(body);
-      return json(200, await updateMount(deps.fs.pool, params.id, body));
+      if (body.agentId === undefined) return json(200, await updateMount(deps.fs.pool, params.id, body));
+      // A local mount given to another agent (or to none: run by every agent) lands on other
+      // hosts: the overlap rule of POST applies there too, under the same lock.
+      return withLocalMountRegistration(deps.fs.pool, async () => {
+        const mount = await getMount(deps.fs.pool, params.id);
+        if (mount.kind === 'local' && mount.rootPath !== null && (body.agentId ?? null) !== (mount.agentId ?? null)) {
+          await assertNoOverlap(deps.fs.pool, mount.rootPath, body.agentId ?? null, false, mount.id);
+        }
+        return json(200, await updateMount(deps.fs.pool, params.id, body));
+      });
     },
   }),
   defineRoute({
