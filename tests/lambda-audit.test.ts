@@ -262,7 +262,7 @@ describe('the audit Lambda', () => {
   });
 
   it('a local mount is refused: its agent audits it', async () => {
-    const mount = await createMount(fs.pool, { key: uniqueKey('local'), kind: 'local', rootPath: '/tmp' });
+    const mount = await createMount(fs.pool, { key: uniqueKey('local'), kind: 'local', rootPath: `/tmp/${uniqueKey('never-made')}` }); // a root of its own: the catalogue is shared with other test files, and /tmp would hold their roots
     await expect(whole(scheduled(mount.id), plenty())).rejects.toMatchObject({ code: 'VALIDATION_ERROR' });
     expect(await jobsOf(mount.id)).toEqual([]);
   });

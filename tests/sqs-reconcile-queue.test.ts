@@ -373,7 +373,7 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
 
   it("a local mount's job still goes to its agent's BullMQ queue, not to SQS", async () => {
     const agentId = `agent-${randomBytes(3).toString('hex')}`;
-    const mount = await createMount(server.fs.pool, { key: uniqueKey('local'), kind: 'local', rootPath: '/tmp', agentId });
+    const mount = await createMount(server.fs.pool, { key: uniqueKey('local'), kind: 'local', rootPath: `/tmp/${uniqueKey('never-made')}`, agentId }); // a root of its own: the catalogue is shared with other test files, and /tmp would hold their roots
     const job = await postReconcile({ mountId: mount.key });
     const row = await findJob(server.fs.pool, job.id);
     const agentQueue = new Queue(`${queueName}-${agentId}`, { connection: redis, prefix: server.fs.queuePrefix });
