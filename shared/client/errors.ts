@@ -58,7 +58,7 @@ export type KnownErrorCode =
   | 'MOUNT_ROOT_NOT_FOUND'
   /** POST /v1/mounts: the local root is not a directory (400). */
   | 'MOUNT_ROOT_NOT_DIRECTORY'
-  /** POST /v1/mounts: the local root is, holds or sits in another mount's root on the same agent (409). */
+  /** POST /v1/mounts (or PATCH giving it to another agent): the local root is, holds or sits in another local mount's root on the same host — the same agent's, or either unassigned (409). */
   | 'MOUNT_OVERLAP'
   /** POST /v1/mounts: the server cannot use the root or list the bucket/prefix (422); "check": false skips this. */
   | 'MOUNT_UNREACHABLE'
