@@ -224,7 +224,7 @@ export class OutboxRelay {
         await client.query('ROLLBACK');
         return null;
       }
-      const batch = claimedBatchOf(results[3]?.rows ?? []);
+      const batch = claimedBatchOf(results.at(-1)?.rows ?? []); // the claim: the last statement
       if (batch.events.length === 0) {
         await client.query('COMMIT');
         return 0;
