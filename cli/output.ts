@@ -1,6 +1,13 @@
-import cliProgress from 'cli-progress';
-import Table from 'cli-table3';
+import { createRequire } from 'node:module';
+import type cliProgressModule from 'cli-progress';
+import type TableModule from 'cli-table3';
 import type { Node } from '../shared/client/index.ts';
+
+// The table and progress-bar packages (22 CommonJS files between them) are loaded the first
+// time a table or a bar is drawn, not at start: `filestore --version` or `stat` never draws one.
+const load = createRequire(import.meta.url);
+const Table = (): typeof TableModule => load('cli-table3') as typeof TableModule;
+const cliProgress = (): typeof cliProgressModule => load('cli-progress') as typeof cliProgressModule;
 
 /** How the CLI shows things: tables for people, one JSON document for programs (`--json`). */
 
@@ -18,7 +25,7 @@ export function print(line = ''): void {
 
 /** A borderless table (like `ls -l`): a header row, then the rows, columns padded. */
 export function printTable(head: string[], rows: Array<Array<string | number>>): void {
-  const table = new Table({
+  const table = new (Table())({
     head,
     chars: {
       top: '', 'top-mid': '', 'top-left': '', 'top-right': '',
@@ -94,14 +101,14 @@ export const PROGRESS_THRESHOLD = 1024 * 1024;
 /** A byte-transfer progress bar on stderr, or nothing (not a TTY, small or unknown size). */
 export function transferProgress(label: string, totalBytes: number | null): Progress {
   if (!process.stderr.isTTY || totalBytes === null || totalBytes < PROGRESS_THRESHOLD) return { update() {}, stop() {} };
-  const bar = new cliProgress.SingleBar(
+  const bar = new (cliProgress().SingleBar)(
     {
       stream: process.stderr,
       format: `${label} [{bar}] {percentage}% | {done} / {size} | {eta_formatted}`,
       hideCursor: true,
       clearOnComplete: true,
     },
-    cliProgress.Presets.shades_classic,
+    cliProgress().Presets.shades_classic,
   );
   bar.start(totalBytes, 0, { done: humanSize(0), size: humanSize(totalBytes) });
   return {
@@ -113,9 +120,9 @@ export function transferProgress(label: string, totalBytes: number | null): Prog
 /** A spinner and counter on stderr for work of unknown size (reconcile --wait); nothing when stderr is not a TTY. */
 export function counterProgress(label: string): Progress {
   if (!process.stderr.isTTY) return { update() {}, stop() {} };
-  const bar = new cliProgress.SingleBar(
+  const bar = new (cliProgress().SingleBar)(
     { stream: process.stderr, format: `${label} {spinner} {value} checked`, hideCursor: true, clearOnComplete: true },
-    cliProgress.Presets.shades_classic,
+    cliProgress().Presets.shades_classic,
   );
   const frames = ['|', '/', '-', '\\'];
   let tick = 0;

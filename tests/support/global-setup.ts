@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { bundleCli } from '../../cli/bundle.ts';
 import { ensureDatabase } from '../../shared/db/ensure-database.ts';
 import { migrate } from '../../shared/db/migrate.ts';
 import { TEST_DATABASE_URL } from './env.ts';
@@ -9,8 +10,16 @@ import { TEST_DATABASE_URL } from './env.ts';
  * Tests find PostgreSQL through TEST_DATABASE_URL (default
  * postgres://postgres@127.0.0.1:5432/filestore_test) and Redis through TEST_REDIS_URL
  * (default redis://127.0.0.1:6379/0).
+ *
+ * It also builds the CLI bundle (dist/filestore.js) from the sources as they are now: tests
+ * that run `node cli/bin.js …` run the bundle, as `filestore` users do, and with
+ * FILESTORE_CLI_SOURCES=0 (inherited by the test processes and so by the CLI they start) they
+ * run it even when a source is edited while the run goes on (the bin would otherwise turn to
+ * the sources, saying so on stderr).
  */
 export default async function setup(): Promise<void> {
+  const built = bundleCli();
+  process.env.FILESTORE_CLI_SOURCES = '0';
   const url = new URL(TEST_DATABASE_URL);
   const name = decodeURIComponent(url.pathname.slice(1));
   const admin = new URL(url);
@@ -26,4 +35,5 @@ export default async function setup(): Promise<void> {
   }
   await ensureDatabase(TEST_DATABASE_URL);
   await migrate(TEST_DATABASE_URL);
+  await built;
 }
