@@ -97,9 +97,10 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     return { nodes, rollups, snapshots, jobs, events: [...byPath.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) };
   }
 
-  /** Statements `fn` sends through the core's pool. */
-  async function statementsOf<T>(fn: () => Promise<T>): Promise<{ out: T; statements: number }> {
+  /** Statements `fn` sends through the core's pool (round trips), and the texts of those that commit. */
+  async function statementsOf<T>(fn: () => Promise<T>): Promise<{ out: T; statements: number; commits: string[] }> {
     let statements = 0;
+    const commits: string[] = [];
     const counted = new WeakSet<object>();
     const count = (c: { query: (...a: unknown[]) => unknown }) => {
       if (counted.has(c)) return;
@@ -107,13 +108,15 @@ describe('S3 events: a batch of drifted keys applied together', () => {
       const query = c.query.bind(c);
       c.query = (...a: unknown[]) => {
         statements++;
+        const text = typeof a[0] === 'string' ? a[0] : ((a[0] as { text?: string } | undefined)?.text ?? '');
+        if (/\bCOMMIT\b/.test(text)) commits.push(text);
         return query(...a);
       };
     };
     fs.pool.on('acquire', count as never);
     try {
       const out = await fn();
-      return { out, statements };
+      return { out, statements, commits };
     } finally {
       fs.pool.removeListener('acquire', count as never);
     }
@@ -124,8 +127,12 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     const mount = await createMount(fs.pool, { key: uniqueKey('s3own'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
     for (const k of KEYS) await fs.orchestrator.writeFile(mount.id, { path: k }, Readable.from([Buffer.from(`own ${k}`)]));
     const before = await observable(mount.id);
-    const { out, statements } = await statementsOf(() => processS3Events(fs, event(bucket), undefined, { retryDelaysMs: [] }));
+    const { out, statements, commits } = await statementsOf(() => processS3Events(fs, event(bucket), undefined, { retryDelaysMs: [] }));
     expect(out.batchItemFailures).toEqual([]);
+    // Checks and sequencers only, which a crash may take back harmlessly (an older event is
+    // judged against storage again): the COMMIT does not wait for the WAL flush.
+    expect(commits).toHaveLength(1);
+    expect(commits[0]).toMatch(/^SET LOCAL synchronous_commit = off;/);
     const after = await observable(mount.id);
     // Only the sequencers changed: no version, no drift, no job, no event.
     expect(after.nodes).toEqual(before.nodes.map((n) => (KEYS.includes(n.path as string) ? { ...n, sequencer: sequencerOf(KEYS.indexOf(n.path as string)) } : n)));
@@ -208,8 +215,11 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     await fs.orchestrator.writeFile(mount.id, { path: 'd/keep.txt' }, Readable.from([Buffer.from('kept')]));
     for (const k of NEW) await putRawKey(s3.client, bucket, `tenant/${k}`, `outside ${k}`);
     const all = event(bucket);
-    const { out, statements } = await statementsOf(() => processS3Events(fs, { Records: all.Records.slice(0, NEW.length) }, undefined, { retryDelaysMs: [] }));
+    const { out, statements, commits } = await statementsOf(() => processS3Events(fs, { Records: all.Records.slice(0, NEW.length) }, undefined, { retryDelaysMs: [] }));
     expect(out.batchItemFailures).toEqual([]);
+    // New nodes and their events: the COMMIT is synchronous (durable before the messages are deleted).
+    expect(commits.length).toBeGreaterThan(0);
+    for (const c of commits) expect(c).not.toMatch(/synchronous_commit/);
     const after = await observable(mount.id);
     expect(after.nodes.filter((n) => NEW.includes(n.path as string)).map((n) => [n.path, n.consistency_state])).toEqual([...NEW].sort().map((k) => [k, 'ACTIVE']));
     expect(after.jobs.map((j) => [j.path, j.status])).toEqual([...NEW].sort().map((k) => [k, 'succeeded']));

@@ -210,6 +210,8 @@ async function judgeChunk(ctx: Chunking, chunk: string[]) {
           [...matched.map((n) => ({ id: n.id, sequencer: ctx.sequencers?.get(n.path) })), ...work.touched],
           [appendEventsSql(events), ...work.sql],
           work.last,
+          // Nothing marked and no batch apply ran on this transaction: only checks and sequencers.
+          { wroteNothingElse: marked.length === 0 && !(ctx.inTransaction && targets.length > 0) },
         ),
       );
 
