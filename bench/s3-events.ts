@@ -11,7 +11,10 @@
  *      the container's core without the Lambda shell (no middy/Powertools, no outbox flush).
  *      Floor: the same number of HEAD requests alone, in the same batches of 10 in parallel,
  *      on the same fauxqs (a child process), each right after its batch went through the
- *      handler (interleaved: both see the same load). Target: handler >= 0.5x the floor. Also printed:
+ *      handler (interleaved: both see the same load). Target: handler >= 0.5x the floor.
+ *      Beside it, the durable floor: the same HEADs then two synchronous commits of a one-row
+ *      table (what a batch that changes the catalogue cannot do without: its nodes with their
+ *      events, and their publication mark). Also printed:
  *      SQL round trips per batch and the time they kept the handler waiting (pg.Client.query;
  *      BENCH_S3_EVENTS_SQL_TOP=n lists the n largest statements).
  *   2. Latency: an out-of-band PutObject (through the S3 proxy; the bridge sends its record to
@@ -35,6 +38,7 @@ import { Readable } from 'node:stream';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { SQSEvent, SQSRecord } from 'aws-lambda';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { createMount } from '../shared/catalogue/mounts.ts';
 import type { Mount } from '../shared/catalogue/types.ts';
 import { ensureDatabase } from '../shared/db/ensure-database.ts';
@@ -111,6 +115,10 @@ async function main(): Promise<void> {
     const body = JSON.stringify({ Records: [{ eventVersion: '2.1', eventSource: 'aws:s3', eventName: 'ObjectCreated:Put', s3: { bucket: { name: bucket }, object: { key: formEncodeKey(key), size: 1, sequencer: seq.toString(16).toUpperCase() } } }] });
     return { messageId: `m-${i}`, receiptHandle: `r-${i}`, body, attributes: { ApproximateReceiveCount: '1', SentTimestamp: '0', SenderId: 'bench', ApproximateFirstReceiveTimestamp: '0' }, messageAttributes: {}, md5OfBody: '', eventSource: 'aws:sqs', eventSourceARN: 'arn:aws:sqs:us-east-1:000000000000:bench', awsRegion: 'us-east-1' };
   };
+  // The durable floor's two commits: a client of its own (not traced), a one-row table.
+  const probe = new pg.Client({ connectionString: DATABASE_URL });
+  await probe.connect();
+  await probe.query('CREATE TABLE IF NOT EXISTS public.bench_s3_commit_probe (id int PRIMARY KEY, v bigint NOT NULL)');
   const sql = traceSql();
 
   /** One workload: `keys` already written; the handler's batches, then the HEAD floor, same keys. */
@@ -134,6 +142,7 @@ async function main(): Promise<void> {
     // wall time, not this.
     let handlerCpu = 0;
     let floorCpu = 0;
+    let durableMs = 0;
     for (let b = 0; b < batches.length; b++) {
       const event = batches[b] as SQSEvent;
       const c0 = process.cpuUsage();
@@ -149,13 +158,21 @@ async function main(): Promise<void> {
       floorMs += performance.now() - t1;
       const c3 = process.cpuUsage(c2);
       floorCpu += (c3.user + c3.system) / 1000;
+      // The durable floor: the batch's HEADs, then the two synchronous commits a batch that
+      // changes the catalogue cannot do without (its nodes with their events; their
+      // publication mark, whose sequence numbers must survive a crash).
+      const t2 = performance.now();
+      await Promise.all(keys.slice(b * BATCH, (b + 1) * BATCH).map((Key) => head.send(new HeadObjectCommand({ Bucket: bucket, Key }))));
+      await probe.query('INSERT INTO public.bench_s3_commit_probe (id, v) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET v = excluded.v', [b]);
+      await probe.query('UPDATE public.bench_s3_commit_probe SET v = v + 1 WHERE id = 1');
+      durableMs += performance.now() - t2;
     }
     const handlerS = handlerMs / 1000;
     const floorS = floorMs / 1000;
     const tally = sql.tally();
     const calls = tally.reduce((a, t) => a + t.calls, 0);
     const sqlMs = tally.reduce((a, t) => a + t.ms, 0);
-    return { label, records: keys.length, failed, handlerRate: keys.length / handlerS, floorRate: keys.length / floorS, perBatchMs: (handlerS * 1000) / batches.length, floorPerBatchMs: (floorS * 1000) / batches.length, cpuPerBatchMs: handlerCpu / batches.length, floorCpuPerBatchMs: floorCpu / batches.length, sqlPerBatch: calls / batches.length, sqlMsPerBatch: sqlMs / batches.length, top: tally.slice(0, Number(process.env.BENCH_S3_EVENTS_SQL_TOP ?? 5)), batches };
+    return { label, records: keys.length, failed, handlerRate: keys.length / handlerS, floorRate: keys.length / floorS, durableRate: keys.length / (durableMs / 1000), perBatchMs: (handlerS * 1000) / batches.length, floorPerBatchMs: (floorS * 1000) / batches.length, cpuPerBatchMs: handlerCpu / batches.length, floorCpuPerBatchMs: floorCpu / batches.length, sqlPerBatch: calls / batches.length, sqlMsPerBatch: sqlMs / batches.length, top: tally.slice(0, Number(process.env.BENCH_S3_EVENTS_SQL_TOP ?? 5)), batches };
   };
 
   // Warm the container (core, pool, prepared statements) on a batch of its own.
@@ -214,15 +231,17 @@ async function main(): Promise<void> {
 
   const f = (n: number, d = 0) => n.toFixed(d);
   console.log(`\nS3-event handler throughput (batches of ${BATCH}, records in parallel, one container, pool 2) vs HEAD alone, same fauxqs, same run`);
-  console.log('workload                          records  handler rec/s  HEAD-only rec/s  ratio  ms/batch (handler | HEADs)  CPU ms/batch (handler | HEADs)  SQL/batch  SQL ms/batch  failed');
+  console.log('workload                          records  handler rec/s  HEAD-only rec/s  ratio  HEADs+2 commits rec/s  ratio  ms/batch (handler | HEADs)  CPU ms/batch (handler | HEADs)  SQL/batch  SQL ms/batch  failed');
   for (const r of rows) {
-    console.log(`${r.label.padEnd(32)}  ${String(r.records).padStart(7)}  ${f(r.handlerRate).padStart(13)}  ${f(r.floorRate).padStart(15)}  ${f(r.handlerRate / r.floorRate, 2).padStart(5)}  ${`${f(r.perBatchMs, 1)} | ${f(r.floorPerBatchMs, 1)}`.padStart(26)}  ${`${f(r.cpuPerBatchMs, 1)} | ${f(r.floorCpuPerBatchMs, 1)}`.padStart(30)}  ${f(r.sqlPerBatch, 1).padStart(9)}  ${f(r.sqlMsPerBatch, 1).padStart(12)}  ${r.failed}`);
+    console.log(`${r.label.padEnd(32)}  ${String(r.records).padStart(7)}  ${f(r.handlerRate).padStart(13)}  ${f(r.floorRate).padStart(15)}  ${f(r.handlerRate / r.floorRate, 2).padStart(5)}  ${f(r.durableRate).padStart(21)}  ${f(r.handlerRate / r.durableRate, 2).padStart(5)}  ${`${f(r.perBatchMs, 1)} | ${f(r.floorPerBatchMs, 1)}`.padStart(26)}  ${`${f(r.cpuPerBatchMs, 1)} | ${f(r.floorCpuPerBatchMs, 1)}`.padStart(30)}  ${f(r.sqlPerBatch, 1).padStart(9)}  ${f(r.sqlMsPerBatch, 1).padStart(12)}  ${r.failed}`);
     if (process.env.BENCH_S3_EVENTS_SQL_TOP) console.log(`    largest SQL waits per batch: ${r.top.map((t) => `${t.label.slice(0, 60)} ${f(t.calls / (r.records / BATCH), 1)}/batch ${f(t.ms / (r.records / BATCH), 1)} ms`).join('; ')}`);
   }
   console.log(`\nOut-of-band PutObject -> filestore.node.reconciled on Redis via bridge + SQS poller (poll interval ${POLL_MS} ms after an empty receive), ${sorted.length} writes${lost ? `, ${lost} never seen` : ''}`);
   console.log(`p50 ${f(percentile(sorted, 50))} ms  p99 ${f(percentile(sorted, 99))} ms  max ${f(sorted.at(-1) ?? Number.NaN)} ms  |  beyond the poll interval: p50 ${f(percentile(sorted, 50) - POLL_MS)} ms  p99 ${f(percentile(sorted, 99) - POLL_MS)} ms  (target p99 < 1000 ms)`);
 
   sub.disconnect();
+  await probe.query('DROP TABLE IF EXISTS public.bench_s3_commit_probe');
+  await probe.end();
   raw.destroy();
   await bridge.stop();
   await closeLambdaCore();
