@@ -4,6 +4,16 @@ import { counterProgress, formatTime, print, printFields, printJson, printTable,
 import { inCliWords } from '../errors.ts';
 import { connect, parseId, parseTarget, showTarget, type Target } from '../target.ts';
 
+/**
+ * How long `--wait` waits before asking again, `elapsedMs` into the wait: soon at first (most
+ * jobs take well under a second, and a fixed half-second poll added up to 0.5 s to each),
+ * then a tenth of the time waited so far (a wait overshoots the job's end by at most ~10 %,
+ * plus 50 ms), never more than POLL_MS. A poll is one small GET.
+ */
+export function pollDelayMs(elapsedMs: number): number {
+  return Math.min(POLL_MS, FIRST_POLL_MS + Math.max(0, elapsedMs) / 10);
+}
+const FIRST_POLL_MS = 50;
 const POLL_MS = 500;
 /** While Filestore does not answer (restarting, its database or Redis away), polls back off up to this… */
 const MAX_POLL_MS = 5_000;
@@ -86,7 +96,8 @@ export async function waitForJob(client: FilestoreClient, queued: ReconcileJob, 
   const giveUpMs = o.giveUpMs ?? GIVE_UP_MS;
   const progress = counterProgress(`reconciling (job ${queued.id})`);
   let job = queued;
-  let delay = POLL_MS;
+  const started = Date.now();
+  let delay = pollDelayMs(0);
   let troubleSince: number | null = null;
   try {
     while (!FINAL.has(job.status)) {
@@ -105,11 +116,11 @@ export async function waitForJob(client: FilestoreClient, queued: ReconcileJob, 
             `no answer about job ${job.id} for ${Math.round(giveUpMs / 1000)} s (${(err as Error).message}); stopped waiting, the job itself goes on: follow it with \`filestore jobs ${job.id}\``,
           );
         }
-        delay = Math.min(delay * 2, MAX_POLL_MS);
+        delay = Math.min(Math.max(delay, POLL_MS) * 2, MAX_POLL_MS);
         continue;
       }
       troubleSince = null;
-      delay = POLL_MS;
+      delay = pollDelayMs(Date.now() - started);
       progress.update(count(job, 'checked') ?? 0);
     }
   } finally {
