@@ -1,23 +1,38 @@
 /**
- * API benchmark: `GET /v1/nodes/by-path` on a warm cache, 32 concurrent keep-alive connections,
- * auth on, next to a bare node:http server answering the same bytes (the transport's limit),
- * from one run.
+ * API benchmarks, each server in a child process of its own, the load from this process
+ * (bench/support/http-load.ts).
  *
- * Each server runs in a child process of its own and this process generates the load
- * (bench/support/http-load.ts), so no two of them share an event loop; they do share the
- * machine's cores, the peer's rounds exactly as ours. Rounds alternate ours (Redis cache), the
+ * Writes (the default; issue 17, bench/support/api-writes.ts): 4 KB `PUT /v1/files` from 16
+ * keep-alive clients against the product as users start it (`npm start`: the bundled CLI's
+ * `start`, embedded PostgreSQL, the watcher on), beside the durable atomic write by hand and the
+ * floor (that write between two synchronous commits of a small row) in the same run, and the
+ * tuned in-process server on the machine's PostgreSQL as a breakdown (its SQL round trips per
+ * write counted). Median of 5 alternating rounds.
+ *
+ *   npm run bench:api                   (5 rounds: 1 s warm-up + 5 s measured per server)
+ *   npm run bench:api -- --quick        (1 short round: a smoke run)
+ *
+ * Environment: BENCH_ROUNDS (5), BENCH_API_SECONDS (5), BENCH_API_WARMUP_MS (1000),
+ * BENCH_API_CONNECTIONS (16), BENCH_API_BYTES (4096), BENCH_API_PEER_WRITES (4000),
+ * BENCH_API_FLOOR_WRITES (2000), BENCH_API_BREAKDOWN (`off` skips the in-process server),
+ * BENCH_API_NO_WATCH (1: also the product with FILESTORE_ENABLE_WATCHERS=false),
+ * BENCH_CPU_PROF (a directory: V8 CPU profiles of the servers, summarised over the measured
+ * windows), BENCH_DATABASE_URL (the breakdown's database,
+ * postgres://postgres@127.0.0.1:5432/filestore_bench_api), TMPDIR (where everything is written).
+ *
+ * Reads (`npm run bench:api -- --reads`): `GET /v1/nodes/by-path` on a warm cache, 32
+ * concurrent keep-alive connections, auth on, next to a bare node:http server answering the
+ * same bytes (the transport's limit), from one run. Rounds alternate ours (Redis cache), the
  * peer, ours (inline cache, as under `npm start` without Redis), and each one's median round
  * is reported.
  *
- *   npm run bench:api             (3 rounds of 1 s warm-up + 5 s measured, per server)
- *   npm run bench:api -- --quick  (1 round of 0.5 s + 1 s: a smoke run)
+ *   npm run bench:api -- --reads             (3 rounds of 1 s warm-up + 5 s measured, per server)
+ *   npm run bench:api -- --reads --quick     (1 round of 0.5 s + 1 s: a smoke run)
  *
- * Environment: BENCH_ROUNDS (3), BENCH_API_SECONDS (5), BENCH_API_WARMUP_MS (1000),
+ * Environment (reads): BENCH_ROUNDS (3), BENCH_API_SECONDS (5), BENCH_API_WARMUP_MS (1000),
  * BENCH_API_CONNECTIONS (32), BENCH_API_FILES (300), BENCH_API_INLINE (`off` skips the inline
- * server), BENCH_CPU_PROF (a directory: write V8 CPU profiles of our servers there and print
- * where their time went in the measured windows),
- * BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/filestore_bench), REDIS_URL
- * (redis://127.0.0.1:6379/0), TMPDIR (where the mount goes).
+ * server), BENCH_CPU_PROF, BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/filestore_bench),
+ * REDIS_URL (redis://127.0.0.1:6379/0), TMPDIR (where the mount goes).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
@@ -42,6 +57,7 @@ import {
   type ServerChild,
 } from './support/api-servers.ts';
 import { run } from './support/big-write.ts';
+import { writesBench } from './support/api-writes.ts';
 import { summariseCpuProfile } from './support/cpu-profile.ts';
 import { runHttpLoad, type LoadResult } from './support/http-load.ts';
 import { processCpuSeconds } from './support/proc.ts';
@@ -55,8 +71,10 @@ if (process.argv[2] === API_CHILD_FLAG) {
   await runApiServerChild(process.argv.slice(3));
 } else if (process.argv[2] === BARE_CHILD_FLAG) {
   await runBareServerChild(process.argv.slice(3));
+} else if (process.argv.includes('--reads')) {
+  await readsBench();
 } else {
-  await main();
+  await writesBench();
 }
 
 interface Contender {
@@ -66,7 +84,7 @@ interface Contender {
   rounds: LoadResult[];
 }
 
-async function main(): Promise<void> {
+async function readsBench(): Promise<void> {
   const quick = process.argv.includes('--quick');
   const config = {
     databaseUrl: process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/filestore_bench',

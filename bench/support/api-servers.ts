@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { serveApi } from '../../shared/api/serve.ts';
 import { createFilestore } from '../../shared/runtime.ts';
 import { processCpuSeconds } from './proc.ts';
+import { traceSql, type StatementTally } from './sql-trace.ts';
 
 /** The arguments that turn bench/api.ts into one of its server children. */
 export const API_CHILD_FLAG = '--child-api-server';
@@ -25,6 +26,8 @@ export interface ServerChild {
   cpuSeconds(): number;
   /** SIGTERM, then waits for the exit (a --cpu-prof profile is written on the way out). */
   stop(): Promise<void>;
+  /** With traceSql: the statements counted since the last reset (and counting starts again). */
+  sql?(): Promise<StatementTally[]>;
 }
 
 export interface SpawnOptions {
@@ -37,14 +40,16 @@ export interface SpawnOptions {
   /** Write a V8 CPU profile of the child into this directory. */
   cpuProfDir?: string | undefined;
   ticksPerSecond: number;
+  /** Count the child's SQL statements (bench/support/sql-trace.ts), read with ServerChild.sql. */
+  traceSql?: boolean | undefined;
 }
 
 /** Spawns a server child and resolves once it listens. */
 export function spawnServer(o: SpawnOptions): Promise<ServerChild> {
   const profile = o.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`] : [];
   const child = spawn(process.execPath, [...profile, '--import', import.meta.resolve('tsx'), o.script, o.flag, ...o.args], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, ...o.env },
+    stdio: o.traceSql ? ['ignore', 'pipe', 'inherit', 'ipc'] : ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...o.env, ...(o.traceSql ? { BENCH_SQL_TRACE: '1' } : {}) },
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   return new Promise((resolve, reject) => {
@@ -72,9 +77,17 @@ export function spawnServer(o: SpawnOptions): Promise<ServerChild> {
 
 function serverChild(child: ChildProcess, url: string, exited: Promise<void>, ticksPerSecond: number): ServerChild {
   const pid = child.pid as number;
+  const sql = child.connected
+    ? () =>
+        new Promise<StatementTally[]>((resolve) => {
+          child.once('message', (m) => resolve(m as StatementTally[]));
+          child.send('sql');
+        })
+    : undefined;
   return {
     url,
     pid,
+    ...(sql ? { sql } : {}),
     cpuSeconds: () => processCpuSeconds(pid, ticksPerSecond),
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
@@ -85,14 +98,25 @@ function serverChild(child: ChildProcess, url: string, exited: Promise<void>, ti
   };
 }
 
-/** Ours, in the child: the API over a Filestore, one read token (its sha256 in BENCH_API_TOKEN_SHA256). */
+/**
+ * Ours, in the child: the API over a Filestore, one token (its sha256 in BENCH_API_TOKEN_SHA256)
+ * with the scopes of the third argument (default `filestore:read`). With BENCH_SQL_TRACE=1
+ * (spawnServer's traceSql) its statements are counted, and sent to the parent when it asks.
+ */
 export async function runApiServerChild(args: string[]): Promise<void> {
-  const [databaseUrl, redisUrl] = args;
+  const [databaseUrl, redisUrl, scopes = 'filestore:read'] = args;
   const sha256 = process.env.BENCH_API_TOKEN_SHA256;
-  if (!databaseUrl || !redisUrl || !sha256) throw new Error(`usage: BENCH_API_TOKEN_SHA256=… ${API_CHILD_FLAG} <databaseUrl> <redisUrl>`);
+  if (!databaseUrl || !redisUrl || !sha256) throw new Error(`usage: BENCH_API_TOKEN_SHA256=… ${API_CHILD_FLAG} <databaseUrl> <redisUrl> [scopes,…]`);
+  if (process.env.BENCH_SQL_TRACE === '1') {
+    const trace = traceSql();
+    process.on('message', () => {
+      process.send?.(trace.tally());
+      trace.reset();
+    });
+  }
   const log = (l: string) => process.stderr.write(`[api ${redisUrl === 'inline' ? 'inline' : 'redis'}] ${l}\n`);
   const fs = await createFilestore({ databaseUrl, redisUrl, migrate: false, log });
-  const server = await serveApi({ fs, host: '127.0.0.1', port: 0, tokens: [{ name: 'bench', sha256, scopes: ['filestore:read'] }], log });
+  const server = await serveApi({ fs, host: '127.0.0.1', port: 0, tokens: [{ name: 'bench', sha256, scopes: scopes.split(',') as Array<'filestore:read'> }], log });
   untilSigterm(async () => {
     await server.close();
     await fs.close();
@@ -121,6 +145,7 @@ export async function runBareServerChild(args: string[]): Promise<void> {
 /** Closes on SIGTERM and exits with 0, so that --cpu-prof writes its profile. */
 function untilSigterm(close: () => Promise<void>): void {
   process.once('SIGTERM', () => {
+    process.disconnect?.();
     close().then(
       () => process.exit(0),
       (err: Error) => {

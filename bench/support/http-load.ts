@@ -20,8 +20,15 @@ export interface LoadOptions {
   connections: number;
   warmupMs: number;
   durationMs: number;
-  /** Every answer must be a 200 with exactly these bytes; anything else is an error. */
-  expectedBody: Buffer;
+  /** Every answer must be a 200 with exactly these bytes; anything else is an error (unless `check` is given). */
+  expectedBody?: Buffer | undefined;
+  /**
+   * The bytes of the n-th request (0, 1, …, across every connection): a PUT with its body, to a
+   * path of its own. Default: a GET of `url` with `headers`, the same bytes every time.
+   */
+  requestAt?: ((n: number) => Buffer) | undefined;
+  /** Judges an answer instead of `expectedBody`: null if it is right, else what is wrong. */
+  check?: ((status: number, body: Buffer) => string | null) | undefined;
   /**
    * CPU seconds other processes (the server, Redis…) have used so far, by name; each is sampled
    * at the start and the end of the measured window.
@@ -83,10 +90,12 @@ function percentileOf(sorted: Float64Array, p: number): number {
   return sorted[Math.min(rank, sorted.length) - 1] as number;
 }
 
-export function buildRequest(url: URL, headers: Record<string, string>): Buffer {
-  const lines = [`GET ${url.pathname}${url.search} HTTP/1.1`, `Host: ${url.host}`];
+export function buildRequest(url: URL, headers: Record<string, string>, method = 'GET', body?: Buffer): Buffer {
+  const lines = [`${method} ${url.pathname}${url.search} HTTP/1.1`, `Host: ${url.host}`];
   for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
-  return Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1');
+  if (body) lines.push(`Content-Length: ${body.length}`);
+  const head = Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1');
+  return body ? Buffer.concat([head, body]) : head;
 }
 
 /** Runs the load and resolves once every connection has finished its last request. */
@@ -95,7 +104,9 @@ export async function runHttpLoad(o: LoadOptions): Promise<LoadResult> {
   if (url.protocol !== 'http:') throw new Error(`http-load speaks plain http only, not ${url.protocol}`);
   const port = Number(url.port || 80);
   const host = url.hostname.replace(/^\[|\]$/g, '');
-  const request = buildRequest(url, o.headers);
+  const fixed = o.requestAt ? null : buildRequest(url, o.headers);
+  let sent = 0;
+  const nextRequest = () => fixed ?? (o.requestAt as (n: number) => Buffer)(sent++);
   const latencies = new Latencies();
   const errorSamples: string[] = [];
   let errors = 0;
@@ -154,7 +165,7 @@ export async function runHttpLoad(o: LoadOptions): Promise<LoadResult> {
       const send = () => {
         if (aborted || performance.now() >= measureEnd) return finish();
         sentAt = performance.now();
-        socket.write(request);
+        socket.write(nextRequest());
       };
       const open = () => {
         buffered = null;
@@ -191,8 +202,12 @@ export async function runHttpLoad(o: LoadOptions): Promise<LoadResult> {
         const body = buffered.subarray(bodyStart, bodyEnd);
         const extra = buffered.length - bodyEnd;
         buffered = null;
-        if (status !== 200) fail(`HTTP ${status}: ${body.toString('utf8', 0, Math.min(body.length, 300))}`);
-        else if (!body.equals(o.expectedBody)) fail(`HTTP 200 with an unexpected body: ${body.toString('utf8', 0, Math.min(body.length, 300))}`);
+        const wrong = o.check ? o.check(status, body) : null;
+        if (o.check) {
+          if (wrong !== null) fail(wrong);
+          else if (now >= measureStart && now < measureEnd) latencies.push(now - sentAt);
+        } else if (status !== 200) fail(`HTTP ${status}: ${body.toString('utf8', 0, Math.min(body.length, 300))}`);
+        else if (o.expectedBody && !body.equals(o.expectedBody)) fail(`HTTP 200 with an unexpected body: ${body.toString('utf8', 0, Math.min(body.length, 300))}`);
         else if (now >= measureStart && now < measureEnd) latencies.push(now - sentAt);
         if (extra > 0) {
           fail(`${extra} bytes after the answer`);

@@ -48,6 +48,13 @@ export interface CommandSpec<Req, Plan, Applied, Outcome> {
   paths(req: Req): string[];
   /** The request as journaled (JSON-safe, no body bytes). */
   journalRequest(req: Req): Record<string, unknown>;
+  /**
+   * Facts known before the command starts (a body already in memory: its sha256 and size),
+   * journaled with the `pending` entry itself, where recovery reads them, instead of by a
+   * later patch. Not part of what makes two requests the same (the fingerprint) nor of the
+   * `filestore.command.completed` event's request.
+   */
+  journalFacts?(req: Req): Record<string, unknown> | undefined;
   prepare(step: Step, req: Req): Promise<Plan>;
   /** Facts about storage before the change, journaled before apply (recovery compares against them). */
   preState?(step: Step, req: Req, plan: Plan): Promise<Record<string, unknown>>;

@@ -1,4 +1,5 @@
-import type { Readable } from 'node:stream';
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
 import type { BackendRegistry } from '../backends/registry.ts';
 import type { Pool } from '../db/pool.ts';
 import type { ProcessIdentity } from '../dispatch/ownership.ts';
@@ -57,10 +58,17 @@ export class Orchestrator {
     return this.run(mkdirCommand, mountId, parseInput(MkdirInput, input), ctx);
   }
 
-  /** Streams `body` into a file; the body is consumed exactly once, also on replays (to compare content). */
-  async writeFile(mountId: string, input: unknown, body: Readable, ctx: CommandContext = {}): Promise<CommandResult> {
+  /**
+   * Streams `body` into a file; the body is consumed exactly once, also on replays (to compare
+   * content). A body given whole (a Buffer: a small upload read before the command) has its
+   * hash journaled with the pending entry: one synchronous commit fewer than a stream's.
+   */
+  async writeFile(mountId: string, input: unknown, body: Readable | Buffer, ctx: CommandContext = {}): Promise<CommandResult> {
     const req = parseInput(WriteFileInput, input);
-    return runCommand(this.deps, writeFileCommand, mountId, { ...req, body }, ctx, body);
+    if (!Buffer.isBuffer(body)) return runCommand(this.deps, writeFileCommand, mountId, { ...req, body }, ctx, body);
+    const content = { sha256: createHash('sha256').update(body).digest('hex'), sizeBytes: body.length };
+    const stream = Readable.from([body]);
+    return runCommand(this.deps, writeFileCommand, mountId, { ...req, body: stream, content }, ctx, stream);
   }
 
   async move(mountId: string, input: unknown, ctx: CommandContext = {}): Promise<CommandResult> {

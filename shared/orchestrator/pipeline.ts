@@ -95,10 +95,11 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
         if (replayed) return replayed;
       }
     }
+    const facts = spec.journalFacts?.(req);
     const entryFor = (mountId: string): NewEntry => ({
       mountId,
       command: spec.command,
-      request,
+      request: facts ? { ...request, ...facts } : request,
       idempotencyKey: ctx.idempotencyKey ?? null,
       requestFingerprint: mountId === printedFor ? print : fingerprint(spec.command, mountId, request, checked),
       principal: ctx.principal ?? null,

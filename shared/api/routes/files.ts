@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import { FilestoreError } from '../../errors.ts';
 import { AgentUnavailableError } from '../../dispatch/errors.ts';
 import { download, type RecordedFile } from '../download.ts';
@@ -28,7 +29,48 @@ const PRESIGNED_GET_SECONDS = 300;
 const tooLargeForTransport = (max: number, wayRound: string) =>
   new FilestoreError('PAYLOAD_TOO_LARGE', `this API endpoint carries at most ${max} bytes of a file per request: ${wayRound}`, { maxBytes: max });
 
-/** File bytes in and out, streamed in constant memory. */
+/**
+ * Bodies of at most SMALL_BODY_BYTES (by Content-Length) are read into memory before their
+ * command starts, up to SMALL_BODIES_BYTES of them at once in the process; larger ones, chunked
+ * ones and those beyond the budget stream, each in an upload slot (upload-slots.ts).
+ */
+export const SMALL_BODY_BYTES = 64 * 1024;
+const SMALL_BODIES_BYTES = 32 * 1024 * 1024;
+
+const smallBodies = {
+  inMemory: 0,
+  /** A reservation for a body of `declared` bytes (its release), or null: stream it. */
+  take(declared: number): (() => void) | null {
+    if (!Number.isSafeInteger(declared) || declared < 0 || declared > SMALL_BODY_BYTES || this.inMemory + declared > SMALL_BODIES_BYTES) return null;
+    this.inMemory += declared;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.inMemory -= declared;
+    };
+  },
+};
+
+/** The whole body (its Content-Length said `declared` bytes; node:http holds it to that). */
+async function readAll(body: Readable, declared: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of body) {
+      size += (chunk as Buffer).length;
+      if (size > declared) throw new FilestoreError('VALIDATION_ERROR', `the body is longer than its Content-Length (${declared} bytes)`);
+      chunks.push(chunk as Buffer);
+    }
+  } catch (err) {
+    // REQUEST_TIMEOUT (idle-body.ts) as is; a client gone mid-body: nothing was started, nothing to undo.
+    if (err instanceof FilestoreError) throw err;
+    throw new FilestoreError('INTERRUPTED', `the request body did not arrive whole (${size} of ${declared} bytes): ${(err as Error).message}`);
+  }
+  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
+}
+
+/** File bytes in and out, streamed in constant memory (small uploads excepted: above). */
 export const fileRoutes: Route[] = [
   defineRoute({
     method: 'PUT',
@@ -62,6 +104,17 @@ export const fileRoutes: Route[] = [
         throw tooLargeForTransport(deps.maxFileBodyBytes, mount.kind === 's3' ? 'upload it with POST /v1/uploads (a presigned PUT to S3)' : "send it to the owning agent's API");
       }
       const ctx = { principal: principal.name, correlationId, idempotencyKey: idempotencyKey(req.headers['idempotency-key']) };
+      const small = smallBodies.take(declared);
+      if (small) {
+        // Read whole before the command starts: no connection (nor path lock) is held while the
+        // bytes arrive at the client's pace, so no upload slot is needed either.
+        try {
+          const bytes = await readAll(req.body, declared);
+          return json(200, await deps.fs.orchestrator.writeFile(query.mountId, input, bytes, ctx));
+        } finally {
+          small();
+        }
+      }
       const release = deps.uploads.take();
       try {
         return json(200, await deps.fs.orchestrator.writeFile(query.mountId, input, req.body, ctx));

@@ -14,6 +14,18 @@ export interface WriteFileRequest {
   expectedVersion?: number | undefined;
   /** X-Checksum-Sha256: the write fails with CHECKSUM_MISMATCH unless the bytes hash to this. */
   expectedSha256?: string | undefined;
+  /** The body's sha256 and size when it was in memory before the command (a small upload). */
+  content?: { sha256: string; sizeBytes: number } | undefined;
+}
+
+/**
+ * The body's hash and size, journaled with the pending entry when known before the command
+ * starts and when the write can succeed with them (a body failing its X-Checksum-Sha256 is
+ * journaled as before: by nobody, it fails before its bytes are placed).
+ */
+function knownContent(r: WriteFileRequest): { contentSha256: string; contentSizeBytes: number } | undefined {
+  if (!r.content || (r.expectedSha256 !== undefined && r.expectedSha256.toLowerCase() !== r.content.sha256)) return undefined;
+  return { contentSha256: r.content.sha256, contentSizeBytes: r.content.sizeBytes };
 }
 
 interface Plan {
@@ -35,6 +47,7 @@ export const writeFileCommand: CommandSpec<WriteFileRequest, Plan, WriteResult, 
     ...(r.expectedVersion !== undefined ? { expectedVersion: r.expectedVersion } : {}),
     ...(r.expectedSha256 !== undefined ? { expectedSha256: r.expectedSha256 } : {}),
   }),
+  journalFacts: knownContent,
 
   async prepare(step, r) {
     if (r.path === '') throw new FilestoreError('IS_A_DIRECTORY', 'the mount root is a directory');
@@ -46,12 +59,19 @@ export const writeFileCommand: CommandSpec<WriteFileRequest, Plan, WriteResult, 
   },
 
   apply({ backend, entryId, journal }, r) {
+    const known = knownContent(r);
     return backend.writeFile(r.path, r.body, {
       stagingId: stagingIdOf(entryId),
       expectedSha256: r.expectedSha256,
       // Journaled before the bytes become visible: recovery completes the entry only if the
-      // file at the path has exactly this hash.
-      beforeCommit: ({ sha256, sizeBytes }) => journal({ contentSha256: sha256, contentSizeBytes: sizeBytes }),
+      // file at the path has exactly this hash. Known up front, it is in the pending entry
+      // already (journalFacts): the bytes written must be those.
+      beforeCommit: async ({ sha256, sizeBytes }) => {
+        if (!known) return journal({ contentSha256: sha256, contentSizeBytes: sizeBytes });
+        if (known.contentSha256 !== sha256 || known.contentSizeBytes !== sizeBytes) {
+          throw new FilestoreError('INTERNAL', `the bytes written for "${r.path}" are not the body journaled (sha256 ${sha256}, expected ${known.contentSha256})`);
+        }
+      },
     });
   },
 
