@@ -12,10 +12,12 @@
 // - FILESTORE_CLI_SOURCES=0: never (the bundle as it is, not checked: the tests, which build
 //   it once per run while other edits may go on).
 import { readFileSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
-const ROOT = new URL('../', import.meta.url);
-const BUNDLE = new URL('dist/filestore.js', ROOT);
-const BUILT_FROM = new URL('dist/filestore.built-from.json', ROOT);
+// Paths as strings: a URL object per file checked costs more than the stat itself.
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const BUNDLE = new URL('../dist/filestore.js', import.meta.url);
+const BUILT_FROM = `${ROOT}dist/filestore.built-from.json`;
 const REBUILD = 'npm run build:cli';
 
 const mode = process.env.FILESTORE_CLI_SOURCES ?? '';
@@ -48,7 +50,7 @@ function whyStale() {
   }
   if (statSync(BUNDLE, { throwIfNoEntry: false }) === undefined) return 'the CLI bundle dist/filestore.js is not built';
   for (const file of record.files) {
-    const st = statSync(new URL(file, ROOT), { throwIfNoEntry: false });
+    const st = statSync(ROOT + file, { throwIfNoEntry: false });
     if (st === undefined) return `${file} is gone since the CLI bundle was built`;
     if (st.mtimeMs > record.builtAt) return `${file} changed since the CLI bundle was built`;
   }

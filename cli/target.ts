@@ -1,6 +1,7 @@
 import { InvalidArgumentError } from 'commander';
 import { FilestoreError } from '../shared/errors.ts';
 import { DEFAULT_URL, FilestoreClient } from '../shared/client/index.ts';
+import { cliFetch } from './http-fetch.ts';
 
 /**
  * Where a command is aimed: the server (FILESTORE_URL, FILESTORE_TOKEN) and, for most
@@ -57,5 +58,5 @@ export function connect(): FilestoreClient {
       throw new FilestoreError('CONFIG_ERROR', `FILESTORE_URL is not an http(s) URL: ${JSON.stringify(raw)}; set it to where Filestore listens, e.g. ${DEFAULT_URL}`, { variable: 'FILESTORE_URL', value: raw });
     }
   }
-  return new FilestoreClient();
+  return new FilestoreClient({ fetch: cliFetch });
 }
