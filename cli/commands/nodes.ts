@@ -31,9 +31,13 @@ export function registerNodes(program: Command): void {
     .option('--json', 'print the node as JSON')
     .action(async (target: Target, o: JsonOption) => {
       const client = connect();
+      // Both asked at once (one round trip, not two); read in order: the mount's error or
+      // warning first, as when asked one after the other.
+      const asked = client.getNodeByPath({ mountId: target.mount, path: target.path });
+      asked.catch(() => {}); // awaited below, unless the mount's lookup failed
       const mount = await client.getMount(target.mount);
       if (mount.health === 'unhealthy') console.error(`filestore: ${unhealthyLine(mount)}`);
-      const node = await client.getNodeByPath({ mountId: target.mount, path: target.path });
+      const node = await asked;
       if (o.json) return printJson(node);
       printNode(node, mount);
     });
