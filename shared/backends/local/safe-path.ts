@@ -1,5 +1,6 @@
-import { constants, existsSync, type Stats } from 'node:fs';
-import { lstat, mkdir, open, readlink, realpath, rename, type FileHandle } from 'node:fs/promises';
+import { closeSync, constants, existsSync, fsync, lstatSync, openSync, readlinkSync, realpathSync, type Stats } from 'node:fs';
+import { mkdir, open, readlink, realpath, rename, type FileHandle } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { join, sep } from 'node:path';
 import { ancestorsOf } from '../../paths.ts';
 import { errnoOf, escapesMount, fsError, localError, rootUnreachable } from './errors.ts';
@@ -12,6 +13,11 @@ import { errnoOf, escapesMount, fsError, localError, rootUnreachable } from './e
  * Because a path can change between that walk and the syscall that uses it, handles are
  * verified after opening (through /proc/self/fd on Linux) and directories are checked with
  * realpath just before a rename or mkdir lands in them.
+ *
+ * The metadata calls (lstat, realpath, the open and close of a directory to fsync) are
+ * synchronous: each is microseconds on a local disk, where the thread pool's round trip for
+ * it cost more than the call (a write makes about a dozen; the watcher's DiskStat looks the
+ * same way). fsync stays on the thread pool.
  *
  * Guarantee: a file Filestore opens is inside the root, or the operation fails.
  * Non-guarantee: a process racing Filestore *inside* the mount (swapping a directory for a
@@ -97,7 +103,7 @@ export class MountRoot {
    */
   async lstat(rel: string, op: string): Promise<Stats | null> {
     try {
-      return await lstat(this.abs(rel));
+      return lstatSync(this.abs(rel));
     } catch (err) {
       const errno = errnoOf(err);
       if (errno === 'ENOENT' || errno === 'ENOTDIR') {
@@ -112,7 +118,7 @@ export class MountRoot {
   async assertRootThere(): Promise<void> {
     let problem: unknown;
     try {
-      if ((await lstat(this.root)).isDirectory()) return;
+      if (lstatSync(this.root).isDirectory()) return;
       problem = Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
     } catch (err) {
       problem = err;
@@ -164,7 +170,7 @@ export class MountRoot {
   async assertDirInside(absDir: string, rel: string, op: string): Promise<void> {
     let real: string;
     try {
-      real = await realpath(absDir);
+      real = realpathSync.native(absDir);
     } catch (err) {
       throw fsError(err, rel, op);
     }
@@ -201,26 +207,39 @@ export async function realPathOf(fh: FileHandle, fallbackAbs: string): Promise<s
   return hasProcFd() ? readlink(`/proc/self/fd/${fh.fd}`) : realpath(fallbackAbs);
 }
 
+/** realPathOf for a plain descriptor, synchronously. */
+export function realPathOfFd(fd: number, fallbackAbs: string): string {
+  return hasProcFd() ? readlinkSync(`/proc/self/fd/${fd}`) : realpathSync.native(fallbackAbs);
+}
+
 /** A path that reopens exactly the file behind `fh` (Linux), so copyFile cannot be redirected. */
-export function handlePath<P extends string | Buffer>(fh: FileHandle, fallbackAbs: P): string | P {
+export function handlePath<P extends string | Buffer>(fh: { fd: number }, fallbackAbs: P): string | P {
   return hasProcFd() ? `/proc/self/fd/${fh.fd}` : fallbackAbs;
 }
+
+const fsyncFd = promisify(fsync);
 
 /**
  * fsync of a directory makes a rename or create in it durable. Some filesystems refuse
  * fsync on directories; durability there is the filesystem's business, not an error.
  */
 export async function fsyncDir(absDir: string, rel: string, op: string): Promise<void> {
-  let fh: FileHandle | undefined;
+  let fd: number | undefined;
   try {
-    fh = await open(absDir, constants.O_RDONLY | constants.O_DIRECTORY);
-    await fh.sync();
+    fd = openSync(absDir, constants.O_RDONLY | constants.O_DIRECTORY);
+    await fsyncFd(fd);
   } catch (err) {
     const errno = errnoOf(err);
     if (errno !== 'EINVAL' && errno !== 'EPERM' && errno !== 'EISDIR' && errno !== 'EBADF' && errno !== 'ENOENT') {
       throw fsError(err, rel, op);
     }
   } finally {
-    await fh?.close().catch(() => undefined);
+    if (fd !== undefined) {
+      try {
+        closeSync(fd);
+      } catch {
+        // nothing left to do with it
+      }
+    }
   }
 }

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import { lstat, mkdir, open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { FilestoreError, type ErrorCode } from '../../errors.ts';
 import { STAGING_DIR } from '../../paths.ts';
 import { errnoOf, fsError } from './errors.ts';
-import { handlePath, realPathOf, type MountRoot } from './safe-path.ts';
+import { handlePath, realPathOfFd, type MountRoot } from './safe-path.ts';
 
 /**
  * The staging area of a local mount: `<root>/.filestore-staging/` (mode 0700). Every entry in
@@ -80,8 +80,11 @@ export function unsafeStaging(code: Extract<ErrorCode, 'SYMLINK_IN_PATH' | 'NOT_
 
 /** The staging directory, open and verified for the length of one operation. */
 export class StagingDir {
+  private closed = false;
+
   constructor(
-    private readonly fh: FileHandle,
+    /** A descriptor of the verified directory (opened and closed synchronously: see safe-path.ts). */
+    private readonly fh: { fd: number },
     private readonly dirAbs: string,
   ) {}
 
@@ -92,7 +95,7 @@ export class StagingDir {
 
   /** The device the staging directory is on. */
   async dev(): Promise<number> {
-    return (await this.fh.stat()).dev;
+    return fstatSync(this.fh.fd).dev;
   }
 
   names(): Promise<string[]> {
@@ -100,7 +103,15 @@ export class StagingDir {
   }
 
   close(): Promise<void> {
-    return this.fh.close().catch(() => undefined);
+    if (!this.closed) {
+      this.closed = true;
+      try {
+        closeSync(this.fh.fd);
+      } catch {
+        // nothing left to do with it
+      }
+    }
+    return Promise.resolve();
   }
 }
 
@@ -127,9 +138,9 @@ export class Staging {
    */
   async open(op: string, create: boolean): Promise<StagingDir | null> {
     for (let attempt = 0; ; attempt++) {
-      let fh: FileHandle;
+      let fd: number;
       try {
-        fh = await open(this.dirAbs, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+        fd = openSync(this.dirAbs, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
       } catch (err) {
         const errno = errnoOf(err);
         // O_DIRECTORY|O_NOFOLLOW on a symlink fails with ENOTDIR (or ELOOP): tell the two apart.
@@ -146,12 +157,16 @@ export class Staging {
         continue;
       }
       try {
-        if ((await realPathOf(fh, this.dirAbs)) !== this.dirAbs) throw unsafeStaging('PATH_ESCAPES_MOUNT', op);
+        if (realPathOfFd(fd, this.dirAbs) !== this.dirAbs) throw unsafeStaging('PATH_ESCAPES_MOUNT', op);
       } catch (err) {
-        await fh.close().catch(() => undefined);
+        try {
+          closeSync(fd);
+        } catch {
+          // nothing left to do with it
+        }
         throw fsError(err, STAGING_DIR, op);
       }
-      return new StagingDir(fh, this.dirAbs);
+      return new StagingDir({ fd }, this.dirAbs);
     }
   }
 
