@@ -115,7 +115,9 @@ export function insertedDeltas(
 /**
  * Adds freshly inserted nodes to their ancestors' rollups: totals summed per ancestor here,
  * then one INSERT of a delta per ancestor directory. (Summing in SQL across a join of the
- * inserted rows with their ancestor pairs planned badly for batches of thousands.)
+ * inserted rows with their ancestor pairs planned badly for batches of thousands.) Each
+ * ancestor's id is a lookup of its own (a scalar subquery): a join planned without statistics
+ * scanned every node of the mount (reconcile-writes.ts, insertDiscovered).
  */
 export async function addInsertedToAncestors(
   q: Queryable,
@@ -127,11 +129,13 @@ export async function addInsertedToAncestors(
   const paths = [...acc.keys()];
   const totals = [...acc.values()];
   await q.query({
-    name: 'filestore.rollups.addInsertedToAncestors',
+    name: 'filestore.rollups.addInsertedToAncestors.2',
     text: `INSERT INTO filestore.rollup_deltas (node_id, size_bytes, file_count, dir_count, child_count)
-     SELECT a.id, d.size_bytes, d.file_count, d.dir_count, d.child_count
-       FROM unnest($2::text[], $3::bigint[], $4::int[], $5::int[], $6::int[]) AS d(path, size_bytes, file_count, dir_count, child_count)
-       JOIN filestore.nodes a ON a.mount_id = $1 AND a.path = d.path AND a.deleted_at IS NULL AND a.kind = 'directory'`,
+     SELECT id, size_bytes, file_count, dir_count, child_count FROM (
+       SELECT (SELECT a.id FROM filestore.nodes a WHERE a.mount_id = $1 AND a.path = d.path AND a.deleted_at IS NULL AND a.kind = 'directory') AS id,
+              d.size_bytes, d.file_count, d.dir_count, d.child_count
+         FROM unnest($2::text[], $3::bigint[], $4::int[], $5::int[], $6::int[]) AS d(path, size_bytes, file_count, dir_count, child_count)
+     ) found WHERE id IS NOT NULL`,
     values: [mountId, paths, totals.map((t) => t.size), totals.map((t) => t.files), totals.map((t) => t.dirs), totals.map((t) => t.children)],
   });
 }

@@ -6,11 +6,12 @@ import { findLiveByPath, scopePages, scopeRowId, scopeRowNode, type ScopeRow } f
 import { recordsExactly, rowEntry, rowOfEntry, type StorageRow } from '../backends/entry-lines.ts';
 import { SkippedNames, type SkipReason } from '../backends/skipped.ts';
 import { loadAuditCandidates, saveAuditCandidates } from '../catalogue/audit-candidates.ts';
-import { newNodeFromStat, insertNodes, recordSequencers, type NewNode } from '../catalogue/node-writes.ts';
-import { appendEvents } from '../catalogue/outbox.ts';
+import { newNodeFromStat, recordSequencers, type NewNode } from '../catalogue/node-writes.ts';
 import {
   applyChanges,
+  analyzeIfStale,
   countLiveNodes,
+  insertDiscovered,
   markMissing,
   reactivate,
   recordAudit,
@@ -50,6 +51,8 @@ export interface ReconcilerOptions {
    * job (default 5,000 ms, for all the locks of a batch together).
    */
   lockWaitMs?: number | undefined;
+  /** How long an audit waits for another audit of its mount to end before its job is retried (default 10 min). */
+  auditLockWaitMs?: number | undefined;
   /** Wraps the storage walk: fault injection for tests and drills (a listing that fails part-way). */
   wrapWalk?: ((walk: AsyncIterable<EntryStat>) => AsyncIterable<EntryStat>) | undefined;
 }
@@ -71,6 +74,47 @@ const CHECKPOINT_EVERY = 10_000;
 // run waits again: a chain of at most MAX_FOLLOW_UPS, after which the next audit has it.
 const LOCK_WAIT_MS = 5_000;
 const MAX_FOLLOW_UPS = 3;
+// How long an audit waits for another audit of the same mount to end, looking every AUDIT_LOCK_POLL_MS.
+const AUDIT_LOCK_WAIT_MS = 10 * 60_000;
+const AUDIT_LOCK_POLL_MS = 200;
+
+/**
+ * A batch's statements are planned for the batch they write, at each execution. The pool keeps
+ * generic plans (pool.ts: planned once per connection, without the parameters' values): planned
+ * while a mount's catalogue was near empty (the start of a discovery) or from statistics no
+ * ANALYZE has refreshed (autovacuum off or behind), they kept joining a batch of 2,000 paths to
+ * every node of the mount (an index scan on mount_id, the path as a filter): a discovery's batch
+ * writes grew with the catalogue, 20k files took 27 s and 100k several minutes. A custom plan
+ * sees the arrays' lengths and the tables' current sizes; planning a few statements per batch
+ * of thousands of rows costs next to nothing.
+ */
+const CUSTOM_PLANS = 'SET LOCAL plan_cache_mode = force_custom_plan';
+
+/**
+ * Statistics kept up with the catalogue (reconcile-writes.ts, analyzeIfStale): looked at when
+ * an audit starts, at its checkpoints and when it ends, never awaited by its work, one ANALYZE
+ * pass at a time per process. A table is analysed once it changed by STALE_SHARE of its rows
+ * since its last ANALYZE (at least STALE_MIN rows): a discovery of N nodes analyses about
+ * log2(N / STALE_MIN) times, each reading a sample of bounded size.
+ */
+const STALE_SHARE = 1;
+const STALE_MIN = 5_000;
+let analyzing: Promise<unknown> | null = null;
+let analyzeAgain: Pool | null = null;
+function refreshStatistics(pool: Pool): void {
+  if (analyzing) {
+    analyzeAgain = pool; // one more look once this one is done (an audit's end, say)
+    return;
+  }
+  analyzing = analyzeIfStale(pool, { share: STALE_SHARE, minChanged: STALE_MIN })
+    .catch(() => {}) // statistics are an optimisation: a failure (no privilege, a closing pool) changes nothing else
+    .finally(() => {
+      analyzing = null;
+      const again = analyzeAgain;
+      analyzeAgain = null;
+      if (again) refreshStatistics(again);
+    });
+}
 
 // What hashing a file the walk saw can meet when it changed since: gone, or no longer a file.
 const CHANGED_SINCE_WALK = new Set(['NOT_FOUND', 'IS_A_DIRECTORY', 'NOT_A_DIRECTORY', 'SYMLINK_IN_PATH']);
@@ -125,8 +169,22 @@ async function reconcileJob(
   try {
     if (auditLock) {
       const key = lockKey('audit', mount.id).toString();
-      const { rows } = await auditLock.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [key]);
-      if (!rows[0]?.ok) throw new ReconcileError(`an audit of mount "${mount.key}" is already running`, true, { mountId: mount.id });
+      // Another audit of the mount running (the watcher's catch-up of a mount just added, a
+      // scheduled one) is waited for, then this one runs: `filestore reconcile MOUNT --wait`
+      // right after a start failed after five quick retries ("already running") while the
+      // catch-up discovered the tree. After AUDIT_LOCK_WAIT_MS, or on a stop, the job is
+      // retried as before. A run with a deadline (a Lambda's) does not wait: its invocation's
+      // time is billed, and its caller puts the row off without spending an attempt.
+      const patience = limits.deadline !== undefined ? 0 : (o.auditLockWaitMs ?? AUDIT_LOCK_WAIT_MS);
+      const waitUntil = Date.now() + patience;
+      for (;;) {
+        const { rows } = await auditLock.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [key]);
+        if (rows[0]?.ok) break;
+        if (Date.now() + AUDIT_LOCK_POLL_MS >= waitUntil || limits.signal?.aborted) {
+          throw new ReconcileError(`an audit of mount "${mount.key}" is already running`, true, { mountId: mount.id });
+        }
+        await new Promise((resolve) => setTimeout(resolve, AUDIT_LOCK_POLL_MS));
+      }
     }
     const run = new Run(fs, mount, job, request, o, progress, limits);
     return await run.execute(opts.force === true);
@@ -221,6 +279,7 @@ class Run {
     const resume = isAudit ? (this.job.checkpoint ?? undefined) : undefined;
     if (resume) Object.assign(this.counts, resume.counts);
     const every = this.o.checkpointEvery ?? CHECKPOINT_EVERY;
+    if (isAudit) refreshStatistics(this.pool);
     // A complete audit marks the mount checked as of when it (its first attempt) began,
     // instead of rewriting every row it finds unchanged (rows.ts reads the later of the two).
     this.countOnlyUnchanged = isAudit;
@@ -272,6 +331,7 @@ class Run {
               await saveCheckpoint(this.pool, this.job.id, { after, counts: { ...addCounts(counted, this.landed) }, startedAt: auditStartedAt.toISOString() });
             });
             void this.inflight.catch(() => {}); // surfaced by a later flush or the drain
+            refreshStatistics(this.pool);
             if (this.stopRequested()) {
               stoppedAfter = after;
               break scan;
@@ -307,6 +367,7 @@ class Run {
     if (isAudit) {
       await recordAudit(this.pool, this.mount.id, auditStartedAt);
       await this.root.completed();
+      refreshStatistics(this.pool);
     }
     if (resume || isAudit) await saveCheckpoint(this.pool, this.job.id, null);
     // An S3 event's key has been looked at: events up to this one are accounted for.
@@ -535,6 +596,7 @@ class Run {
     const client = await this.pool.connect();
     try {
       return await inTransaction(client, async () => {
+        await client.query(CUSTOM_PLANS);
         const paths = [...w.changes.map((c) => c.node.path), ...w.confirm.map((n) => n.path), ...w.discovered.map((n) => n.path)];
         const locked = await lockPathsForWrite(client, this.mount.id, paths, waitMs);
         const mine: Writes = {
@@ -545,16 +607,9 @@ class Run {
         const updated = await applyChanges(client, this.guard, mine.changes, reason);
         const reactivated = await reactivate(client, this.guard, mine.confirm, reason);
         const touched = await touchedSince(client, this.guard, mine.discovered.map((n) => n.path));
-        const inserted = await insertNodes(client, this.mount.id, mine.discovered.filter((n) => !touched.has(n.path)), { reconciliationJobId: this.job.id }, 'ignore');
+        // Rows, snapshots, rollup rows and `filestore.node.reconciled` events (change `discovered`).
+        const inserted = await insertDiscovered(client, this.mount.id, mine.discovered.filter((n) => !touched.has(n.path)), { jobId: this.job.id, reason });
         await addInsertedToAncestors(client, this.mount.id, inserted);
-        await appendEvents(
-          client,
-          inserted.map((node) => ({
-            type: 'filestore.node.reconciled' as const,
-            mountId: this.mount.id,
-            data: { node: node as unknown as Record<string, unknown>, change: 'discovered', reason, jobId: this.job.id }, // serialised once, by appendEvents
-          })),
-        );
         await touchChecked(client, this.guard, unchanged, learned);
         const was = new Map([...mine.changes.map((c) => [c.node.id, c.node.consistencyState] as const), ...mine.confirm.map((n) => [n.id, n.consistencyState] as const)]);
         const kindWas = new Map(mine.changes.map((c) => [c.node.id, c.node.kind]));
@@ -643,6 +698,7 @@ class Run {
     const client = await this.pool.connect();
     try {
       return await inTransaction(client, async () => {
+        await client.query(CUSTOM_PLANS);
         const locked = await lockPathsForWrite(client, this.mount.id, nodes.map((n) => n.path), waitMs);
         const mine = nodes.filter((n) => locked.has(n.path));
         const marked = await markMissing(client, this.guard, mine, this.request.reason);

@@ -1,0 +1,121 @@
+import { lstat, mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findLiveByPath } from '../shared/catalogue/nodes.ts';
+import { readRollups } from '../shared/catalogue/rollups.ts';
+import { createReconciler } from '../shared/reconcile/reconciler.ts';
+import type { Filestore } from '../shared/runtime.ts';
+import { createTestMount, startFilestore } from './support/filestore.ts';
+
+/**
+ * Discovery: the first audit of a mount over a tree that is already there. Everything found is
+ * catalogued as it is on disk, with a snapshot, the rollups of every directory, and one
+ * `filestore.node.reconciled` event per node (change "discovered") whose node is the node as the
+ * API shows it — in batches smaller than the tree, across depth levels in one batch.
+ */
+describe('discovery of an existing tree', () => {
+  let fs: Filestore;
+  beforeAll(async () => {
+    fs = await startFilestore();
+  });
+  afterAll(() => fs.close());
+
+  async function job(mountId: string) {
+    const { rows } = await fs.pool.query(
+      `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, '', 'manual', $2, 'running')
+       RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
+                 created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
+      [mountId, JSON.stringify({ recursive: true })],
+    );
+    return rows[0];
+  }
+
+  /** Every entry below `root`: relative path → kind and size (files). */
+  async function walk(root: string, rel = ''): Promise<Map<string, { kind: string; size: number }>> {
+    const out = new Map<string, { kind: string; size: number }>();
+    for (const name of await readdir(path.join(root, rel))) {
+      const p = rel === '' ? name : `${rel}/${name}`;
+      const st = await lstat(path.join(root, p));
+      if (st.isDirectory()) {
+        out.set(p, { kind: 'directory', size: 0 });
+        for (const [k, v] of await walk(root, p)) out.set(k, v);
+      } else out.set(p, { kind: st.isSymbolicLink() ? 'symlink' : 'file', size: st.isFile() ? st.size : 0 });
+    }
+    return out;
+  }
+
+  it('catalogues every node as on disk, with its snapshot, exact rollups and one node.reconciled event each, parents first', async () => {
+    const t = await createTestMount(fs, 'local');
+    const root = t.root as string;
+    try {
+      // 2,000+ nodes over three levels; batches of 300 mix levels (a directory and its files).
+      for (let a = 0; a < 4; a++) {
+        await mkdir(path.join(root, `a${a}`, 'empty'), { recursive: true });
+        for (let b = 0; b < 5; b++) {
+          const dir = path.join(root, `a${a}`, `b${b}`);
+          await mkdir(dir, { recursive: true });
+          await Promise.all(Array.from({ length: 100 }, (_, f) => writeFile(path.join(dir, `f${f}.txt`), 'x'.repeat(1 + ((a * 7 + b * 13 + f) % 50)))));
+        }
+        await writeFile(path.join(root, `a${a}.txt`), 'top');
+      }
+      await symlink('a0.txt', path.join(root, 'link'));
+      const tree = await walk(root);
+
+      const counts = await createReconciler(fs, { batchSize: 300 })(await job(t.mount.id), async () => {});
+      expect(counts).toMatchObject({ discovered: tree.size, missing: 0, updated: 0 });
+
+      // The catalogue is the tree.
+      const { rows } = await fs.pool.query<{ path: string; kind: string; size: number; version: number; snapshots: number }>(
+        `SELECT n.path, n.kind, n.size_bytes AS size, n.version, (SELECT count(*)::int FROM filestore.snapshots s WHERE s.node_id = n.id) AS snapshots
+           FROM filestore.nodes n WHERE n.mount_id = $1 AND n.deleted_at IS NULL AND n.path <> ''`,
+        [t.mount.id],
+      );
+      expect(new Map(rows.map((r) => [r.path, { kind: r.kind, size: r.size }]))).toEqual(tree);
+      expect(rows.every((r) => r.version === 1 && r.snapshots === 1)).toBe(true);
+
+      // One event per node, the node as the API reads it, a parent's before its children's.
+      const { rows: events } = await fs.pool.query<{ data: { node: Record<string, unknown>; change: string; reason: string; jobId: number } }>(
+        `SELECT data FROM filestore.outbox WHERE mount_id = $1 AND type = 'filestore.node.reconciled' ORDER BY id`,
+        [t.mount.id],
+      );
+      expect(events).toHaveLength(tree.size);
+      const order = new Map<string, number>();
+      events.forEach((e, i) => order.set(e.data.node.path as string, i));
+      expect(new Set(order.keys())).toEqual(new Set(tree.keys()));
+      for (const e of events) {
+        expect(e.data).toMatchObject({ change: 'discovered', reason: 'manual' });
+        const p = e.data.node.path as string;
+        const parent = p.includes('/') ? p.slice(0, p.lastIndexOf('/')) : null;
+        if (parent !== null) expect(order.get(parent) as number).toBeLessThan(order.get(p) as number);
+      }
+      for (const p of ['a0.txt', 'a1/b2/f7.txt', 'a3/empty', 'link']) {
+        const node = await findLiveByPath(fs.pool, t.mount.id, p);
+        expect(events[order.get(p) as number]?.data.node).toEqual(JSON.parse(JSON.stringify(node)));
+      }
+
+      // Every directory's rollup: its files, bytes, directories and direct children below it.
+      const dirs = await fs.pool.query<{ id: number; path: string }>(
+        `SELECT id, path FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND kind = 'directory'`,
+        [t.mount.id],
+      );
+      const rollups = await readRollups(fs.pool, dirs.rows.map((d) => d.id));
+      for (const d of dirs.rows) {
+        const below = [...tree].filter(([p]) => d.path === '' || p.startsWith(`${d.path}/`));
+        expect(rollups.get(d.id), d.path).toMatchObject({
+          fileCount: below.filter(([, v]) => v.kind === 'file').length,
+          sizeBytes: below.reduce((s, [, v]) => s + v.size, 0),
+          dirCount: below.filter(([, v]) => v.kind === 'directory').length,
+          childCount: below.filter(([p]) => !p.slice(d.path === '' ? 0 : d.path.length + 1).includes('/')).length,
+        });
+      }
+
+      // A second audit finds nothing new and writes no event.
+      const again = await createReconciler(fs, { batchSize: 300 })(await job(t.mount.id), async () => {});
+      expect(again).toMatchObject({ discovered: 0, updated: 0, missing: 0, unchanged: tree.size + 1 });
+      const { rows: after } = await fs.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM filestore.outbox WHERE mount_id = $1`, [t.mount.id]);
+      expect(after[0]?.n).toBe(tree.size);
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
