@@ -16,6 +16,14 @@
  *      reads) with and without --fast-list in the rounds, and plain `rclone lsjson -R
  *      faux:<bucket>/<prefix>` once (it sends a HEAD per object).
  *
+ *   0. Discovery on the product path, first: `filestore start` (the CLI's start, as `npm start` runs
+ *      it) in a child process on embedded PostgreSQL (its default), and on the machine's
+ *      PostgreSQL (DATABASE_URL: BENCH_DATABASE_URL's database with `_product` appended, made
+ *      afresh each round); a mount added through the API over a fresh tree of the local part's
+ *      shape; POST /v1/reconcile to the job's end, as `filestore reconcile MOUNT --wait` waits
+ *      for it; `rclone lsjson -R` on the same tree in the same round (first in every other
+ *      round). The in-process figures of part 1 are its breakdown (bench/support/audit-product.ts).
+ *
  * Rounds alternate the contenders (who goes first rotates) and each one's median round is
  * reported; our audits start from VACUUMed tables (autovacuum is off on the development
  * server), untimed, and an autoanalyze stand-in runs during them (bench/support/audit-job.ts).
@@ -31,7 +39,8 @@
  * of the bucket, in directories of 1,000), BENCH_AUDIT_MILLION (unset or `0`: no 1M part;
  * `1` or `seed`: the 1M part with a seeded catalogue; `discover`: with a discovery audit),
  * BENCH_AUDIT_MILLION_FILES (1000000), BENCH_UPLOAD_CONCURRENCY (64), BENCH_AUDIT_ONLY (the
- * parts to run, of `local,million,s3`), BENCH_CPU_PROF (a directory: profile this process
+ * parts to run, of `product,local,million,s3`), BENCH_AUDIT_PRODUCT (the product path's
+ * databases, of `embedded,machine`), BENCH_CPU_PROF (a directory: profile this process
  * during our audits and print where their time went), BENCH_DATABASE_URL
  * (postgres://postgres@127.0.0.1:5432/filestore_bench), REDIS_URL (redis://127.0.0.1:6379/0),
  * TMPDIR (where the trees go).
@@ -53,6 +62,7 @@ import { localAuditPart, type BenchContext, type LocalResult } from './support/a
 import { millionAuditPart, type MillionMode, type MillionResult } from './support/audit-million.ts';
 import { ensureRclone } from './support/audit-peers.ts';
 import { startProfiling, type Profiling } from './support/audit-profile.ts';
+import { printProductReport, productAuditPart, type ProductPart } from './support/audit-product.ts';
 import { printReport } from './support/audit-report.ts';
 import { S3_PREFIX, s3AuditPart, type S3Result } from './support/audit-s3.ts';
 import { run } from './support/big-write.ts';
@@ -77,7 +87,8 @@ async function main(): Promise<void> {
   const shape = { dirs: Math.max(1, Math.round(files / 1000)), filesPerDir: Math.min(files, 1000) };
   const millionFiles = envInt('BENCH_AUDIT_MILLION_FILES', 1_000_000);
   const millionShape = { dirs: Math.max(1, Math.round(millionFiles / 1000)), filesPerDir: Math.min(millionFiles, 1000) };
-  const only = new Set((process.env.BENCH_AUDIT_ONLY ?? 'local,million,s3').split(',').map((p) => p.trim()));
+  const only = new Set((process.env.BENCH_AUDIT_ONLY ?? 'product,local,million,s3').split(',').map((p) => p.trim()));
+  const productModes = (process.env.BENCH_AUDIT_PRODUCT ?? 'embedded,machine').split(',').map((m) => m.trim()).filter((m): m is 'embedded' | 'machine' => m === 'embedded' || m === 'machine');
   const millionEnv = process.env.BENCH_AUDIT_MILLION ?? '';
   if (!['', '0', '1', 'seed', 'discover'].includes(millionEnv)) throw new Error('BENCH_AUDIT_MILLION must be 0, 1, seed or discover');
   // Off by default: the 1M part alone takes longer than the rest of the bench (minutes to seed,
@@ -115,6 +126,7 @@ async function main(): Promise<void> {
   let local: LocalResult | null = null;
   let s3: S3Result | null = null;
   let big: MillionResult | null = null;
+  let product: ProductPart[] | null = null;
   try {
     await vacuumCatalogue(fs.pool);
     const machine = await machineFacts(fs.pool, tempDir, config.redisUrl);
@@ -127,6 +139,9 @@ async function main(): Promise<void> {
     );
     if (cpuProfDir) profiling = await startProfiling();
 
+    if (only.has('product') && productModes.length > 0) {
+      product = await productAuditPart(shape, { rounds, modes: productModes, machineUrl: config.databaseUrl, cpuProfDir, progress });
+    }
     if (only.has('local')) {
       local = await localAuditPart(ctx, shape);
       await rm(join(tempDir, 'local-tree'), { recursive: true, force: true });
@@ -148,6 +163,11 @@ async function main(): Promise<void> {
       }
     }
     progress('all parts done');
+    if (product) {
+      printProductReport(product, shape.dirs * shape.filesPerDir);
+      console.log('The in-process figures below are the breakdown (the handler timed inside this process, tables vacuumed before each audit).');
+      for (const part of product) for (const x of part.runs) if (x.status !== 'succeeded') ctx.invalid.push(`product path (${part.mode}): job ${x.status}`);
+    }
     await printReport({ local, s3, big, invalid: ctx.invalid, profile: profile ?? null, repoRoot: fileURLToPath(new URL('..', import.meta.url)) });
     if (ctx.invalid.length > 0) process.exitCode = 1;
   } finally {

@@ -41,6 +41,8 @@ export interface ProductRun {
   /** CPU seconds of the server process and of PostgreSQL during the job. */
   serverCpuS: number;
   postgresCpuS: number;
+  /** PostgreSQL's CPU seconds during the job by process (backends, checkpointer, WAL writer…). */
+  postgresByProcess: Array<{ title: string; cpuS: number }>;
   /** The server's PSS (KiB) right after the job. */
   serverPssKB: number;
   /** From the job's end until the outbox held no unpublished event. */
@@ -59,7 +61,64 @@ export interface ProductOptions {
   databaseSettings?: string[] | undefined;
   cpuProfDir?: string | undefined;
   bundle?: boolean;
+  /** rclone lists the tree before our job (alternating rounds), not after it. */
+  rcloneFirst?: boolean;
   log?: (line: string) => void;
+}
+
+export interface ProductPart {
+  mode: 'embedded' | 'machine';
+  runs: ProductRun[];
+}
+
+/**
+ * The product-path discovery for the audit bench: `rounds` discoveries of a fresh tree each
+ * (a new folder, a new `start`, a new database), rclone on the same tree beside each, first in
+ * every other round; for each mode asked for: `embedded` (npm start's default) and `machine`
+ * (DATABASE_URL on the machine's PostgreSQL, the bench database with `_product` appended).
+ */
+export async function productAuditPart(
+  shape: TreeShape,
+  o: { rounds: number; modes: Array<'embedded' | 'machine'>; machineUrl: string; cpuProfDir?: string | undefined; progress: (line: string) => void },
+): Promise<ProductPart[]> {
+  const parts: ProductPart[] = o.modes.map((mode) => ({ mode, runs: [] }));
+  const machineUrl = new URL(o.machineUrl);
+  machineUrl.pathname = `${machineUrl.pathname}_product`;
+  for (let r = 0; r < o.rounds; r++) {
+    for (const part of parts) {
+      o.progress(`product path (${part.mode}), round ${r + 1}/${o.rounds}: start, add the mount, reconcile --wait; rclone ${r % 2 === 1 ? 'first' : 'after'}…`);
+      part.runs.push(
+        await productDiscovery(shape, {
+          databaseUrl: part.mode === 'machine' ? machineUrl.toString() : undefined,
+          cpuProfDir: o.cpuProfDir ? path.join(o.cpuProfDir, `product-${part.mode}-${r + 1}`) : undefined,
+          rcloneFirst: r % 2 === 1,
+          log: o.progress,
+        }),
+      );
+    }
+  }
+  return parts;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
+
+/** The product-path table: medians of the rounds, and each round's figures beside. */
+export function printProductReport(parts: ProductPart[], files: number): void {
+  console.log(`\nDiscovery on the product path (${files} files): \`filestore start\` in a child process, mount added over the tree through the API, POST /v1/reconcile to the job's end (its finishedAt); rclone lsjson -R on the same tree in the same round`);
+  for (const { mode, runs } of parts) {
+    if (runs.length === 0) continue;
+    const job = median(runs.map((x) => x.jobMs));
+    const rclone = median(runs.map((x) => x.rclone.ms));
+    const bad = runs.filter((x) => x.status !== 'succeeded' || x.counts.discovered !== files + Math.round(files / 1000));
+    console.log(
+      `  ${mode.padEnd(8)} job ${(job / 1000).toFixed(2)} s (median of ${runs.length}; ${Math.round((files / job) * 1000)} files/s) · rclone ${(rclone / 1000).toFixed(2)} s · ${(job / rclone).toFixed(1)}× ` +
+        `(target ≤ 10×) · server CPU ${median(runs.map((x) => x.serverCpuS)).toFixed(1)} s, PostgreSQL CPU ${mode === 'embedded' ? `${median(runs.map((x) => x.postgresCpuS)).toFixed(1)} s` : 'n/a (shared server)'} · server PSS ${Math.round(median(runs.map((x) => x.serverPssKB)) / 1024)} MB · outbox drained ${(median(runs.map((x) => x.outboxDrainMs)) / 1000).toFixed(2)} s after the job`,
+    );
+    for (const x of runs) {
+      console.log(`    round: job ${(x.jobMs / 1000).toFixed(2)} s, rclone ${(x.rclone.ms / 1000).toFixed(2)} s, ${x.events} events, load ${x.load}${x.status === 'succeeded' ? '' : ` — ${x.status}`}`);
+    }
+    if (bad.length > 0) console.log(`    INVALID: ${bad.length} round(s) failed or discovered a wrong count`);
+  }
 }
 
 // The CLI polls every 500 ms; the job's end is read from its record, so the poll only has to see it.
@@ -83,6 +142,20 @@ function processTree(pid: number): number[] {
   return out;
 }
 const treeCpu = (pid: number) => processTree(pid).reduce((s, p) => s + (processCpuSeconds(p) || 0), 0);
+/** CPU seconds of each process of the tree, by pid (with its title: a PostgreSQL backend's, its checkpointer…). */
+function treeCpuByPid(pid: number): Map<number, { title: string; cpuS: number }> {
+  const out = new Map<number, { title: string; cpuS: number }>();
+  for (const p of processTree(pid)) {
+    let title = '';
+    try {
+      title = readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
+    } catch {
+      continue;
+    }
+    out.set(p, { title, cpuS: processCpuSeconds(p) || 0 });
+  }
+  return out;
+}
 
 async function recreateDatabase(url: string, settings: string[]): Promise<void> {
   const target = new URL(url);
@@ -152,9 +225,12 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
     try {
       const client = new FilestoreClient({ baseUrl: url });
       await client.createMount({ kind: 'local', key: 'tree', rootPath: treeRoot });
+      // The peer on the same tree in the same run, before our job in every other round.
+      const rcloneBefore = o.rcloneFirst ? await timeCommand(rcloneLsjson(treeRoot)) : null;
       const load = loadNow();
       const cpu0 = processCpuSeconds(proc.pid as number);
       const pg0 = pgPid ? treeCpu(pgPid) : Number.NaN;
+      const pgBy0 = pgPid ? treeCpuByPid(pgPid) : new Map();
       const j0 = performance.now();
       const w0 = Date.now();
       let job = await client.reconcile({ mountId: 'tree', path: '', recursive: true });
@@ -166,6 +242,9 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
       const jobMs = job.finishedAt ? Date.parse(job.finishedAt) - w0 : performance.now() - j0;
       const serverCpuS = processCpuSeconds(proc.pid as number) - cpu0;
       const postgresCpuS = pgPid ? treeCpu(pgPid) - pg0 : Number.NaN;
+      const postgresByProcess = pgPid
+        ? [...treeCpuByPid(pgPid)].map(([p, v]) => ({ title: v.title.replace(/\d+\.\d+\.\d+\.\d+\(\d+\)/, '').slice(0, 60), cpuS: Math.round((v.cpuS - (pgBy0.get(p)?.cpuS ?? 0)) * 100) / 100 })).filter((x) => x.cpuS > 0.05).sort((a, b) => b.cpuS - a.cpuS)
+        : [];
       const serverPssKB = processPssKB(proc.pid as number);
       const d0 = performance.now();
       for (;;) {
@@ -175,7 +254,7 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
       }
       const outboxDrainMs = performance.now() - d0;
       const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM filestore.outbox WHERE data->>'jobId' = $1`, [String(job.id)]);
-      const rclone = await timeCommand(rcloneLsjson(treeRoot));
+      const rclone = rcloneBefore ?? (await timeCommand(rcloneLsjson(treeRoot)));
       log(`product discovery: job ${(jobMs / 1000).toFixed(2)} s (${job.status}), outbox drained ${(outboxDrainMs / 1000).toFixed(2)} s later; rclone ${(rclone.ms / 1000).toFixed(2)} s; load ${load}`);
       if (job.status !== 'succeeded') log(`product discovery: job ${job.status}: ${JSON.stringify(job)}\n${out.slice(-3000)}`);
       const result = { counts: (job.result ?? {}) as Record<string, number> };
@@ -185,6 +264,7 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
         counts: result.counts,
         serverCpuS,
         postgresCpuS,
+        postgresByProcess,
         serverPssKB,
         outboxDrainMs,
         events: rows[0]?.n ?? 0,
