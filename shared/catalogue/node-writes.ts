@@ -66,6 +66,9 @@ export function ancestorPairs(level: readonly { path: string }[]): [number[], st
  * level so a parent inserted here is visible to its children. onConflict 'ignore' skips
  * paths that already have a live row (a concurrent command created the same parent) and nodes
  * whose parent is not live (nothing is ever inserted without a parent).
+ * The parent and the ancestors are found by one index lookup each (LATERAL … LIMIT 1 on
+ * nodes_live_path), whatever the table's statistics say: a join let the planner, on a nodes
+ * table never analyzed, read every live node of the mount per statement (issue 17).
  */
 export async function insertNodes(
   q: Queryable,
@@ -98,8 +101,10 @@ export async function insertNodes(
          SELECT $1, i.path, p.id, i.name, i.kind, i.size_bytes, i.sha256, i.etag, i.mode, i.uid, i.gid,
                 i.mtime, coalesce(i.metadata, '{}'::jsonb), now()
            FROM input i
-           ${onConflict === 'ignore' ? 'JOIN' : 'LEFT JOIN'} filestore.nodes p
-             ON p.mount_id = $1 AND p.path = i.parent_path AND p.deleted_at IS NULL
+           ${onConflict === 'ignore' ? 'JOIN' : 'LEFT JOIN'} LATERAL (
+             SELECT x.id FROM filestore.nodes x
+              WHERE x.mount_id = $1 AND x.path = i.parent_path AND x.deleted_at IS NULL LIMIT 1
+           ) p ON true
          ${onConflict === 'ignore' ? "ON CONFLICT (mount_id, path) WHERE deleted_at IS NULL DO NOTHING" : ''}
          RETURNING *
        ), snap AS (
@@ -117,7 +122,10 @@ export async function insertNodes(
            FROM ins
            JOIN input i ON i.path = ins.path
            JOIN unnest($16::int[], $17::text[]) AS anc(n, path) ON anc.n = i.n
-           JOIN filestore.nodes a ON a.mount_id = $1 AND a.path = anc.path AND a.deleted_at IS NULL AND a.kind = 'directory'
+           CROSS JOIN LATERAL (
+             SELECT x.id, x.path FROM filestore.nodes x
+              WHERE x.mount_id = $1 AND x.path = anc.path AND x.deleted_at IS NULL AND x.kind = 'directory' LIMIT 1
+           ) a
           WHERE $18::boolean
           GROUP BY a.id
        )
