@@ -137,17 +137,31 @@ export async function claimBatch(q: Queryable, limit: number, o: { settingsSent?
  * try-lock in an earlier statement of the same round trip; otherwise the claim is empty and
  * draws no seq). Planned at each call, under CLAIM_SETTINGS_SQL sent before it.
  */
-export function claimBatchSql(limit: number): string {
+export function claimBatchSql(limit: number, withData = true): string {
   if (!Number.isSafeInteger(limit) || limit < 1) throw new TypeError(`claim limit must be a positive integer, not ${String(limit)}`);
-  return claimText(String(limit), ` AND current_setting('${RELAY_LOCKED_SETTING}', true) = 'true'`);
+  return claimText(String(limit), ` AND current_setting('${RELAY_LOCKED_SETTING}', true) = 'true'`, withData);
+}
+
+/**
+ * Reads the data of a batch claimed without it (claimBatchSql(…, false)), in the claim's
+ * transaction: its rows are the ones the claim saw (the claim changes nothing until its mark).
+ */
+export async function fillClaimedData(q: Queryable, batch: ClaimedBatch): Promise<void> {
+  if (batch.events.length === 0) return;
+  const { rows } = await q.query<{ id: number; dataJson: string }>(
+    `SELECT id, data::text AS "dataJson" FROM filestore.outbox WHERE id = ANY($1::bigint[])`,
+    [batch.ids],
+  );
+  const byId = new Map(rows.map((r) => [r.id, r.dataJson]));
+  batch.events = batch.events.map((e, i) => withData(e, byId.get(batch.ids[i] as number) ?? 'null'));
 }
 
 /** The transaction-local setting claimBatchSql's claim is conditional on. */
 export const RELAY_LOCKED_SETTING = 'filestore.relay_locked';
 
-function claimText(limit: string, guard: string): string {
+function claimText(limit: string, guard: string, withData = true): string {
   return `SELECT next.id, next.seq, o.event_id AS "eventId", o.mount_id AS "mountId", o.type,
-            to_char(o.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "occurredAt", o.data::text AS "dataJson"
+            to_char(o.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "occurredAt", ${withData ? 'o.data::text' : 'NULL::text'} AS "dataJson"
        FROM (
          SELECT id, nextval('filestore.outbox_seq') AS seq FROM (
            SELECT id FROM filestore.outbox
@@ -204,12 +218,13 @@ interface ClaimedRow {
   type: EventType;
   /** As Date.toISOString() writes it (milliseconds, truncated as a pg Date is). */
   occurredAt: string;
-  dataJson: string;
+  /** Null when claimed without the data (claimBatchSql(…, false)). */
+  dataJson: string | null;
   seq: number;
 }
 
 const DATA_JSON = Symbol('filestore.dataJson');
-type Claimed = EventEnvelope & { readonly [DATA_JSON]?: string };
+type Claimed = EventEnvelope & { readonly [DATA_JSON]?: string | null };
 
 /**
  * An envelope the relay claimed, as read: `data` stays JSON text until someone reads it
@@ -218,21 +233,32 @@ type Claimed = EventEnvelope & { readonly [DATA_JSON]?: string };
  * cost the agent's thread ~30 µs per event in a burst of discoveries.
  */
 function claimedEnvelope(r: ClaimedRow): EventEnvelope {
-  const e = { id: r.eventId, seq: r.seq, type: r.type, occurredAt: r.occurredAt, mountId: r.mountId } as EventEnvelope;
+  return withData({ id: r.eventId, seq: r.seq, type: r.type, occurredAt: r.occurredAt, mountId: r.mountId } as EventEnvelope, r.dataJson);
+}
+
+/**
+ * The envelope `head` with `dataJson` as its data, parsed on first read. Claimed without its
+ * data (null: nobody in the process listened), reading it is a bug of the relay: it throws.
+ */
+function withData(head: EventEnvelope, dataJson: string | null): EventEnvelope {
+  const e = { id: head.id, seq: head.seq, type: head.type, occurredAt: head.occurredAt, mountId: head.mountId } as EventEnvelope;
   // Read-only: what was published is what the bus carried.
   let parsed: Record<string, unknown> | undefined;
   Object.defineProperty(e, 'data', {
     enumerable: true,
-    get: () => (parsed ??= JSON.parse(r.dataJson) as Record<string, unknown>),
+    get: () => {
+      if (dataJson === null) throw new Error(`event ${head.id} was claimed without its data`);
+      return (parsed ??= JSON.parse(dataJson) as Record<string, unknown>);
+    },
   });
-  Object.defineProperty(e, DATA_JSON, { value: r.dataJson });
+  Object.defineProperty(e, DATA_JSON, { value: dataJson });
   return e;
 }
 
 /** The envelope as one JSON text (what the bus carries): a claimed one's data as it was read. */
 export function envelopeJson(e: EventEnvelope): string {
   const raw = (e as Claimed)[DATA_JSON];
-  if (raw === undefined) return JSON.stringify(e);
+  if (raw === undefined || raw === null) return JSON.stringify(e);
   const head = JSON.stringify({ id: e.id, seq: e.seq, type: e.type, occurredAt: e.occurredAt, mountId: e.mountId });
   return `${head.slice(0, -1)},"data":${raw}}`;
 }

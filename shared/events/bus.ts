@@ -10,6 +10,11 @@ export interface EventBus {
   publish(events: EventEnvelope[]): Promise<void>;
   /** Returns an unsubscribe function. */
   subscribe(handler: (event: EventEnvelope) => void): Promise<() => void>;
+  /**
+   * Whether a publication now reaches anyone who reads the events' data. Absent (Redis: the
+   * subscribers are other processes): always. The relay claims without the data when it is false.
+   */
+  listening?(): boolean;
   close(): Promise<void>;
 }
 
@@ -18,6 +23,10 @@ export class InlineEventBus implements EventBus {
 
   async publish(events: EventEnvelope[]): Promise<void> {
     for (const e of events) this.emitter.emit('event', e);
+  }
+
+  listening(): boolean {
+    return this.emitter.listenerCount('event') > 0;
   }
 
   /** A handler that throws is isolated: it never fails publication (as with Redis pub/sub). */

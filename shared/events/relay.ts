@@ -1,5 +1,5 @@
 import type { Pool } from '../db/pool.ts';
-import { CLAIM_SETTINGS_SQL, claimBatchSql, claimedBatchOf, markPublishedSql, RELAY_LOCKED_SETTING } from '../catalogue/outbox.ts';
+import { CLAIM_SETTINGS_SQL, claimBatchSql, claimedBatchOf, fillClaimedData, markPublishedSql, RELAY_LOCKED_SETTING } from '../catalogue/outbox.ts';
 import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
 import type { EventBus } from './bus.ts';
 
@@ -217,8 +217,13 @@ export class OutboxRelay {
       // READ COMMITTED each statement of a simple-protocol query takes its own snapshot when it
       // starts, after the lock's statement ended. Refused, the claim is empty (no seq drawn).
       // Everything is transaction-local: gone with the COMMIT or ROLLBACK.
+      // Nobody listening in this process (an inline bus without subscribers: no SSE stream
+      // open): the claim leaves the events' data where it is. A discovery's 100k events were
+      // read back (~70 MB of JSON) only to be handed to no one. A subscriber arriving before
+      // the batch is published gets it with its data, read then (fillClaimedData).
+      const withData = this.o.bus.listening?.() ?? true;
       const results = (await client.query(
-        `BEGIN; SELECT set_config('${RELAY_LOCKED_SETTING}', pg_try_advisory_xact_lock(${RELAY_LOCK})::text, true) AS locked; ${CLAIM_SETTINGS_SQL}; ${claimBatchSql(limit)}`,
+        `BEGIN; SELECT set_config('${RELAY_LOCKED_SETTING}', pg_try_advisory_xact_lock(${RELAY_LOCK})::text, true) AS locked; ${CLAIM_SETTINGS_SQL}; ${claimBatchSql(limit, withData)}`,
       )) as unknown as Array<{ rows: unknown[] }>;
       if ((results[1]?.rows[0] as { locked?: string } | undefined)?.locked !== 'true') {
         await client.query('ROLLBACK');
@@ -229,6 +234,7 @@ export class OutboxRelay {
         await client.query('COMMIT');
         return 0;
       }
+      if (!withData && (this.o.bus.listening?.() ?? true)) await fillClaimedData(client, batch);
       await this.o.bus.publish(batch.events);
       this.metrics.recordOutboxPublished(batch.events);
       // Marked published now that the bus took the batch, in the round trip of the COMMIT.
