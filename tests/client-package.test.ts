@@ -117,13 +117,15 @@ describe('the packed filestore/client', () => {
       }),
     );
     const good = [
-      "import { FilestoreClient, FilestoreApiError, type Mount, type Node } from 'filestore/client';",
+      "import { FilestoreClient, FilestoreApiError, type KnownErrorCode, type Mount, type Node } from 'filestore/client';",
+      // The server's codes, not a hand-kept copy of them (one was missing once).
+      "const codes: KnownErrorCode[] = ['METHOD_NOT_ALLOWED', 'MOUNT_BUSY', 'UNEXPECTED_RESPONSE'];",
       "const client = new FilestoreClient({ baseUrl: 'http://127.0.0.1:4000', token: 't' });",
       'const page = await client.listMounts();',
       'const mounts: Mount[] = page.items;',
       "const key: string = mounts[0]?.key ?? '';",
       'const kind: Node["kind"] | undefined = undefined;',
-      'export { key, kind, FilestoreApiError };',
+      'export { key, kind, codes, FilestoreApiError };',
     ].join('\n');
     await writeFile(path.join(app, 'use.ts'), good);
     await run(process.execPath, [TSC, '-p', 'tsconfig.json'], { cwd: app, timeout: 120_000 });

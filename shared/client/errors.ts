@@ -3,70 +3,15 @@
  * `catch (e) { if (e instanceof FilestoreClientError) … }` separates Filestore's answers
  * from bugs in the calling code.
  */
+import type { ErrorCode as ServerErrorCode } from '../errors.ts';
 import type { CommandAccepted } from './types.ts';
 
-/** The stable codes the server documents (SPEC §4); a newer server may send others. */
-export type KnownErrorCode =
-  | 'INVALID_PATH'
-  | 'PATH_ESCAPES_MOUNT'
-  | 'SYMLINK_IN_PATH'
-  | 'VALIDATION_ERROR'
-  | 'NOT_FOUND'
-  | 'MOUNT_NOT_FOUND'
-  | 'ALREADY_EXISTS'
-  | 'NOT_A_DIRECTORY'
-  | 'IS_A_DIRECTORY'
-  | 'DIRECTORY_NOT_EMPTY'
-  | 'MOVE_INTO_SELF'
-  | 'VERSION_MISMATCH'
-  | 'IDEMPOTENCY_CONFLICT'
-  | 'MOUNT_READ_ONLY'
-  | 'MOUNT_PAUSED'
-  /** In AWS, an S3 mount outside the stack's configured ones (403): add it to the stack's s3Mounts and redeploy. */
-  | 'MOUNT_NOT_CONFIGURED'
-  | 'CHECKSUM_MISMATCH'
-  | 'STORAGE_ERROR'
-  | 'INTERRUPTED'
-  /** The agent that owns the local mount is not running (503): retry later. */
-  | 'AGENT_UNAVAILABLE'
-  | 'CONFIG_ERROR'
-  | 'UNAUTHENTICATED'
-  | 'FORBIDDEN'
-  | 'RANGE_NOT_SATISFIABLE'
-  | 'PAYLOAD_TOO_LARGE'
-  | 'NOT_IMPLEMENTED'
-  /** A JSON body sent without Content-Type: application/json (415). */
-  | 'UNSUPPORTED_MEDIA_TYPE'
-  /** A cross-site request, or a Host that is not loopback, while authentication is off (403). */
-  | 'ORIGIN_NOT_ALLOWED'
-  /** The request body stopped arriving for longer than the server's idle timeout (408). */
-  | 'REQUEST_TIMEOUT'
-  /** The event stream cannot resume from a point older than the outbox keeps (410): start from now. */
-  | 'RESUME_POINT_EXPIRED'
-  | 'AGENT_ID_IN_USE'
-  /** The storage is full (507): free space, then send the command again. */
-  | 'INSUFFICIENT_STORAGE'
-  /** A service Filestore needs (PostgreSQL, Redis) or a limited resource is not available now (503, Retry-After). */
-  | 'UNAVAILABLE'
-  /** POST /v1/journal/:id/resolve of an entry already succeeded or failed (409). */
-  | 'JOURNAL_ENTRY_NOT_PENDING'
-  /** POST /v1/journal/:id/resolve of an entry a live process still runs (409): it ends by itself. */
-  | 'JOURNAL_ENTRY_IN_PROGRESS'
-  /** POST /v1/journal/:id/resolve of another agent's local mount (409): resolve it through that agent. */
-  | 'RESOLVE_ON_AGENT'
-  /** POST /v1/mounts: the local root does not exist (400). */
-  | 'MOUNT_ROOT_NOT_FOUND'
-  /** POST /v1/mounts: the local root is not a directory (400). */
-  | 'MOUNT_ROOT_NOT_DIRECTORY'
-  /** POST /v1/mounts (or PATCH giving it to another agent): the local root is, holds or sits in another local mount's root on the same host — the same agent's, or either unassigned (409). */
-  | 'MOUNT_OVERLAP'
-  /** POST /v1/mounts: the server cannot use the root or list the bucket/prefix (422); "check": false skips this. */
-  | 'MOUNT_UNREACHABLE'
-  /** DELETE /v1/mounts/:id while commands run on the mount (409). */
-  | 'MOUNT_BUSY'
-  | 'INTERNAL'
-  /** Client-side: the server answered something that is not a Filestore error body (a proxy page, a truncated download). */
-  | 'UNEXPECTED_RESPONSE';
+/**
+ * The stable codes the server documents (SPEC §4; the server's own list, shared/errors.ts), and
+ * the client's own UNEXPECTED_RESPONSE: the server answered something that is not a Filestore
+ * error body (a proxy page, a truncated download). A newer server may send others.
+ */
+export type KnownErrorCode = ServerErrorCode | 'UNEXPECTED_RESPONSE';
 
 /** A known code, or any other string a newer server sends (`string & {}` keeps editor completion). */
 export type ErrorCode = KnownErrorCode | (string & {});
