@@ -88,7 +88,7 @@ const AUDIT_LOCK_POLL_MS = 200;
  * sees the arrays' lengths and the tables' current sizes; planning a few statements per batch
  * of thousands of rows costs next to nothing.
  */
-const CUSTOM_PLANS = 'SET LOCAL plan_cache_mode = force_custom_plan';
+const CUSTOM_PLANS = 'SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off';
 
 /**
  * Statistics kept up with the catalogue (reconcile-writes.ts, analyzeIfStale): looked at when
