@@ -92,7 +92,8 @@ describe('migration 16: rollups count present nodes only', () => {
       (await pool.query<{ id: number }>(`SELECT id FROM filestore.nodes WHERE mount_id = $1 AND path = ''`, [mountId])).rows[0]?.id as number;
     expect(await totals(id(rows, 'd'))).toEqual({ sizeBytes: 65, fileCount: 4, dirCount: 1, childCount: 4 });
 
-    expect(await migrate(url)).toEqual([MIGRATION]);
+    // This migration first; later ones (if any) after it.
+    expect((await migrate(url))[0]).toBe(MIGRATION);
 
     expect(await totals(id(rows, 'd'))).toEqual({ sizeBytes: 30, fileCount: 2, dirCount: 0, childCount: 2 });
     expect(await totals(await rootOf(gone.id))).toEqual({ sizeBytes: 30, fileCount: 2, dirCount: 1, childCount: 1 });
