@@ -437,7 +437,9 @@ export async function insertDiscovered(
         level.map((n) => n.mode),
         level.map((n) => n.uid),
         level.map((n) => n.gid),
-        level.map((n) => n.mtime),
+        // As ISO text (the driver's own conversion of a Date, to local time with an offset, cost
+        // more than the rest of the row's parameters together).
+        level.map((n) => n.mtime?.toISOString() ?? null),
         level.map((n) => (n.metadata ? JSON.stringify(n.metadata) : null)),
         o.jobId,
         o.reason,

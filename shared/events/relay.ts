@@ -6,6 +6,8 @@ import type { EventBus } from './bus.ts';
 // Transaction-scoped advisory lock: one relay publishes at a time across all processes,
 // which is what keeps publication in sequence order.
 export const RELAY_LOCK = 4_242_002;
+/** How far a pass's claims grow while each comes back full (see `pass`). */
+const BACKLOG_FACTOR = 8;
 
 export interface RelayOptions {
   pool: Pool;
@@ -173,19 +175,25 @@ export class OutboxRelay {
   }
 
   private async pass(markLater = false): Promise<{ published: number; refused: boolean }> {
-    const limit = this.o.batchSize ?? 500;
+    const base = this.o.batchSize ?? 500;
+    let limit = base;
     let total = 0;
     for (;;) {
-      const n = await this.publishOnce(limit, markLater);
+      const asked = limit;
+      const n = await this.publishOnce(asked, markLater);
       if (n === null) return { published: total, refused: true };
       total += n;
+      // A backlog (a discovery commits thousands of events a second): each full claim doubles
+      // the next one's size, up to BACKLOG_FACTOR × batchSize, so the backlog costs fewer
+      // claims (a transaction with a synchronous commit each). Order is the claim's: unchanged.
+      limit = Math.min(asked * 2, base * BACKLOG_FACTOR);
       // A claim short of the limit took every row committed when it began. What commits
       // after that is its writer's to announce: this process's commits nudge (a running
       // pass is followed by another), another process's relay tries until it gets the lock,
       // and the poll catches the rest. (Claiming again until a claim came back empty cost
       // every pass a second transaction of five statements: during an audit, most of the
       // relay's statements.)
-      if (n < limit) {
+      if (n < asked) {
         // A pass that found nothing to publish: the relay is idle, so its lag is 0.
         if (total === 0) this.metrics.recordOutboxPublished([]);
         return { published: total, refused: false };
