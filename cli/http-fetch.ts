@@ -28,6 +28,8 @@ export const cliFetch: typeof fetch = (input, init) => {
   return plain ? request(input, i) : fetch(input, init);
 };
 
+const IDLE_TIMEOUT_MS = 300_000;
+
 async function request(url: string, init: RequestInit): Promise<Response> {
   const body = init.body as string | undefined;
   const headers: Record<string, string> = { ...(init.headers as Record<string, string> | undefined) };
@@ -36,6 +38,8 @@ async function request(url: string, init: RequestInit): Promise<Response> {
   const res = await new Promise<IncomingMessage>((resolve, reject) => {
     const req = send(url, { method: init.method ?? 'GET', headers }, resolve);
     req.on('error', (err) => reject(new TypeError('fetch failed', { cause: err })));
+    // As fetch (undici) gives up on a server that stops answering: 300 s without a byte.
+    req.setTimeout(IDLE_TIMEOUT_MS, () => req.destroy(Object.assign(new Error(`no answer for ${IDLE_TIMEOUT_MS / 1000} s`), { code: 'ETIMEDOUT' })));
     req.end(body);
   });
   const chunks: Buffer[] = [];
@@ -47,8 +51,11 @@ async function request(url: string, init: RequestInit): Promise<Response> {
   const status = res.statusCode ?? 0;
   const location = res.headers.location;
   if (status >= 300 && status < 400 && location !== undefined && (init.method ?? 'GET') === 'GET') {
-    // Not an answer of the JSON API; fetch follows it as the caller asked.
-    return fetch(new URL(location, url).toString(), init);
+    // Not an answer of the JSON API (a proxy's?): the request again through fetch, which
+    // follows the redirect as the caller asked and, as the Fetch standard says, drops the
+    // Authorization header if it leads to another origin. (Following `location` here with
+    // the same headers would hand the bearer token to whatever origin it names.)
+    return fetch(url, init);
   }
   return answer(url, res, Buffer.concat(chunks));
 }
