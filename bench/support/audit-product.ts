@@ -14,7 +14,8 @@
  * that server, its database dropped and created afresh each round), BENCH_CPU_PROF (a
  * directory: the server runs with --cpu-prof there and its profile is summarised),
  * BENCH_PRODUCT_BUNDLE (1: run dist/filestore.js, which must be built; default: the sources
- * through tsx, the same code).
+ * through tsx, the same code), BENCH_PRODUCT_LEAN (1: empty files, made fast: the 1M tree),
+ * BENCH_KEEP (1: keep the folder, its embedded database included).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
@@ -26,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { FilestoreClient } from '../../shared/client/index.ts';
 import { ensureRclone, timeCommand, rcloneLsjson, type PeerRun } from './audit-peers.ts';
-import { createSmallFileTree, type TreeShape } from './audit-trees.ts';
+import { createLeanTree, createSmallFileTree, type TreeShape } from './audit-trees.ts';
 import { syncAll } from './big-write.ts';
 import { summariseCpuProfile, type ProfileSummary } from './cpu-profile.ts';
 import { processCpuSeconds, processPssKB } from './proc.ts';
@@ -45,6 +46,10 @@ export interface ProductRun {
   postgresByProcess: Array<{ title: string; cpuS: number }>;
   /** The server's PSS (KiB) right after the job. */
   serverPssKB: number;
+  /** The largest summed PSS (KiB) of the server's process tree seen during the job (sampled at each poll). */
+  peakPssKB: number;
+  /** Each process of that tree at the peak. */
+  peakByProcess: Array<{ title: string; pssMB: number }>;
   /** From the job's end until the outbox held no unpublished event. */
   outboxDrainMs: number;
   /** Events the audit wrote (outbox rows of its job). */
@@ -61,6 +66,8 @@ export interface ProductOptions {
   databaseSettings?: string[] | undefined;
   cpuProfDir?: string | undefined;
   bundle?: boolean;
+  /** Empty files made by `xargs touch` (the 1M tree), not files of 100 B – 4 KB. */
+  lean?: boolean;
   /** rclone lists the tree before our job (alternating rounds), not after it. */
   rcloneFirst?: boolean;
   log?: (line: string) => void;
@@ -112,7 +119,7 @@ export function printProductReport(parts: ProductPart[], files: number): void {
     const bad = runs.filter((x) => x.status !== 'succeeded' || x.counts.discovered !== files + Math.round(files / 1000));
     console.log(
       `  ${mode.padEnd(8)} job ${(job / 1000).toFixed(2)} s (median of ${runs.length}; ${Math.round((files / job) * 1000)} files/s) · rclone ${(rclone / 1000).toFixed(2)} s · ${(job / rclone).toFixed(1)}× ` +
-        `(target ≤ 10×) · server CPU ${median(runs.map((x) => x.serverCpuS)).toFixed(1)} s, PostgreSQL CPU ${mode === 'embedded' ? `${median(runs.map((x) => x.postgresCpuS)).toFixed(1)} s` : 'n/a (shared server)'} · server PSS ${Math.round(median(runs.map((x) => x.serverPssKB)) / 1024)} MB · outbox drained ${(median(runs.map((x) => x.outboxDrainMs)) / 1000).toFixed(2)} s after the job`,
+        `(target ≤ 10×) · server CPU ${median(runs.map((x) => x.serverCpuS)).toFixed(1)} s, PostgreSQL CPU ${mode === 'embedded' ? `${median(runs.map((x) => x.postgresCpuS)).toFixed(1)} s` : 'n/a (shared server)'} · peak PSS ${Math.round(median(runs.map((x) => x.peakPssKB)) / 1024)} MB (server and walkers) · outbox drained ${(median(runs.map((x) => x.outboxDrainMs)) / 1000).toFixed(2)} s after the job`,
     );
     for (const x of runs) {
       console.log(`    round: job ${(x.jobMs / 1000).toFixed(2)} s, rclone ${(x.rclone.ms / 1000).toFixed(2)} s, ${x.events} events, load ${x.load}${x.status === 'succeeded' ? '' : ` — ${x.status}`}`);
@@ -185,12 +192,15 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
     // The tree is not ./data (the mount `start` creates and watches, whose catch-up audit would
     // discover it on its own): a directory beside it, added as a mount of its own through the API.
     const treeRoot = path.join(cwd, 'tree');
-    log(`product discovery: creating ${shape.dirs * shape.filesPerDir} files in ${treeRoot}…`);
-    await createSmallFileTree(treeRoot, shape);
+    log(`product discovery: creating ${shape.dirs * shape.filesPerDir} ${o.lean ? 'empty ' : ''}files in ${treeRoot}…`);
+    if (o.lean) await createLeanTree(treeRoot, shape);
+    else await createSmallFileTree(treeRoot, shape);
     await syncAll();
     if (o.databaseUrl) await recreateDatabase(o.databaseUrl, o.databaseSettings ?? []);
     const env: NodeJS.ProcessEnv = { ...process.env, PORT: '0' };
     for (const name of ['DATABASE_URL', 'REDIS_URL', 'FILESTORE_TOKEN', 'FILESTORE_API_TOKENS', 'FILESTORE_ENABLE_WATCHERS', 'FILESTORE_URL']) delete env[name];
+    // Diagnosis only: the product's default is watchers on.
+    if (process.env.BENCH_PRODUCT_WATCHERS) env.FILESTORE_ENABLE_WATCHERS = process.env.BENCH_PRODUCT_WATCHERS;
     if (o.databaseUrl) env.DATABASE_URL = o.databaseUrl;
     const nodeArgs: string[] = [];
     if (o.cpuProfDir) {
@@ -234,8 +244,32 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
       const j0 = performance.now();
       const w0 = Date.now();
       let job = await client.reconcile({ mountId: 'tree', path: '', recursive: true });
+      // The work's memory: the server's process tree (its walkers included; the embedded
+      // PostgreSQL apart), summed PSS, sampled at each poll.
+      let peakPssKB = 0;
+      let peakByProcess: Array<{ title: string; pssMB: number }> = [];
+      // The embedded PostgreSQL is the server's child too (a session of its own): left out here.
+      const pgTree = new Set(pgPid ? processTree(pgPid) : []);
+      const samplePss = () => {
+        const each = processTree(proc.pid as number)
+          .filter((p) => !pgTree.has(p))
+          .map((p) => ({ p, kb: processPssKB(p) }));
+        const kb = each.reduce((sum, x) => sum + x.kb, 0);
+        if (kb <= peakPssKB) return;
+        peakPssKB = kb;
+        peakByProcess = each.map(({ p, kb: k }) => {
+          let title = String(p);
+          try {
+            title = readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ').trim().slice(0, 80);
+          } catch {
+            // gone meanwhile
+          }
+          return { title: p === proc.pid ? `server: ${title}` : title, pssMB: Math.round(k / 1024) };
+        });
+      };
       while (!['succeeded', 'failed', 'cancelled'].includes(job.status)) {
         await new Promise((r) => setTimeout(r, POLL_MS));
+        samplePss();
         job = await client.getJob(job.id);
       }
       // To the job's end as the server recorded it (same machine, same clock), not to the poll that saw it.
@@ -266,6 +300,8 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
         postgresCpuS,
         postgresByProcess,
         serverPssKB,
+        peakPssKB,
+        peakByProcess,
         outboxDrainMs,
         events: rows[0]?.n ?? 0,
         rclone,
@@ -307,6 +343,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
       databaseSettings: process.env.BENCH_PRODUCT_DB_SETTINGS?.split(';').filter(Boolean),
       cpuProfDir: process.env.BENCH_CPU_PROF || undefined,
       bundle: process.env.BENCH_PRODUCT_BUNDLE === '1',
+      lean: process.env.BENCH_PRODUCT_LEAN === '1',
       log: (l) => console.error(`· ${l}`),
     });
     const { profile, ...rest } = run;
