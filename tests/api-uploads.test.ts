@@ -225,8 +225,12 @@ describe('many stalled uploads against a small pool', () => {
       await within(c.json('POST', '/v1/commands/mkdir', 200, { json: { mountId: t.mount.key, path: 'meanwhile' } }), 10_000, 'mkdir');
       const ready = await within(c.json<{ status: string; checks: Record<string, string> }>('GET', '/readyz', 200), 10_000, '/readyz');
       expect(ready.checks.postgres).toBe('ok');
-      // Another upload may run once a slot is free: not yet.
-      await expectError(c.call('PUT', `/v1/files?${qs({ mountId: t.mount.key, path: 'one-more.bin' })}`, { body: 'x' }), 503, 'UNAVAILABLE');
+      // Another streamed upload may run once a slot is free: not yet.
+      const oneMore = stalledRequest(server, 'PUT', `/v1/files?${qs({ mountId: t.mount.key, path: 'one-more.bin' })}`, headers, 'x');
+      uploads.push(oneMore);
+      expect(await within(oneMore.answer, 10_000, 'one more streamed upload')).toMatchObject({ status: 503, code: 'UNAVAILABLE' });
+      // A small body (at most 64 KiB) is read whole before its command starts and needs no slot (issue 17).
+      await within(c.json('PUT', `/v1/files?${qs({ mountId: t.mount.key, path: 'small.bin' })}`, 200, { body: 'x' }), 10_000, 'a small upload');
     } finally {
       for (const u of uploads) u.cut();
     }
@@ -235,10 +239,10 @@ describe('many stalled uploads against a small pool', () => {
     await eventually(async () => {
       const entries = await journalOf(c, t.mount.key);
       const writes = entries.filter((e) => e.command === 'writeFile');
-      return writes.length === 2 && writes.every((e) => e.status === 'failed') ? writes : undefined;
+      return writes.length === 3 && writes.filter((e) => e.status === 'failed').length === 2 && writes.some((e) => e.status === 'succeeded') ? writes : undefined;
     }, 'the stalled uploads to end failed');
     expect(await staged(t.root as string)).toEqual([]);
-    expect(await visible(t.root as string)).toEqual(['meanwhile']);
+    expect(await visible(t.root as string)).toEqual(['meanwhile', 'small.bin']);
     // And uploads run again.
     await c.json('PUT', `/v1/files?${qs({ mountId: t.mount.key, path: 'after.bin' })}`, 200, { body: 'after' });
   });

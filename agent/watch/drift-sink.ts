@@ -59,7 +59,9 @@ export class DriftSink {
    * Judges a batch. With `final` (the watcher is closing), paths a command holds are not
    * handed back but given a reconcile job, so nothing is lost when the watcher stops.
    */
-  apply(batch: CoalescedBatch, o: ApplyOptions = {}): Promise<SinkResult> {
+  async apply(batch: CoalescedBatch, o: ApplyOptions = {}): Promise<SinkResult> {
+    batch = await this.withoutOwnWrites(batch);
+    if (batch.changes.size === 0 && batch.rescans.length === 0) return { ...NOTHING, waiting: [], deferred: [], dropped: [], observed: new Map() };
     return detectDrift(this.fs, this.mount, batch, {
       observer: this.observer,
       reason: this.o.reason ?? 'watcher',
@@ -71,4 +73,27 @@ export class DriftSink {
       rootUnchanged: o.rootUnchanged,
     });
   }
+
+  /**
+   * The batch without the paths whose storage is exactly what this process's own write of them
+   * committed (shared/orchestrator/own-writes.ts): judging them could only find them as
+   * recorded, after a transaction that try-locks their keys (which the next writers of their
+   * directory wait for) and touches their rows. Everything else is judged as before.
+   */
+  private async withoutOwnWrites(batch: CoalescedBatch): Promise<CoalescedBatch> {
+    const own = this.fs.orchestrator.ownWrites;
+    const candidates = [...batch.changes].filter(([path, change]) => change !== 'deleted' && own.knows(this.mount.id, path)).map(([path]) => path);
+    if (candidates.length === 0) return batch;
+    // A look that fails leaves the batch whole: detectDrift looks again and says why.
+    const seen = await this.observer.observe(candidates).catch(() => null);
+    if (!seen) return batch;
+    const mine = candidates.filter((p) => own.matches(this.mount.id, p, seen.get(p)));
+    if (mine.length === 0) return batch;
+    const changes = new Map(batch.changes);
+    for (const p of mine) changes.delete(p);
+    const seenAt = batch.seenAt ? new Map([...batch.seenAt].filter(([p]) => changes.has(p))) : undefined;
+    return { ...batch, changes, seenAt };
+  }
 }
+
+const NOTHING = { checked: 0, covered: 0, drift: 0, jobs: 0, since: undefined };

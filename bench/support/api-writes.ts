@@ -10,7 +10,9 @@
  *   - a breakdown: the tuned in-process server (createFilestore + serveApi in a child, on the
  *     machine's PostgreSQL, no watcher), its SQL statements counted per write;
  *   - optionally (BENCH_API_NO_WATCH=1) the product with FILESTORE_ENABLE_WATCHERS=false: what
- *     the watcher costs per write.
+ *     the watcher costs per write;
+ *   - optionally (BENCH_API_BASELINE=<another checkout>, BENCH_API_BASELINE_ENV='NAME=value …')
+ *     that checkout's product, bundled from its sources: before/after in one run.
  * Rounds alternate the contenders (bench/support/rounds.ts); each figure is the median round.
  */
 import { randomBytes } from 'node:crypto';
@@ -115,6 +117,18 @@ export async function writesBench(): Promise<void> {
     stops.push(product.stop);
     pids.push(product.pid);
     products.push(product);
+    const baseline = process.env.BENCH_API_BASELINE ? resolve(process.env.BENCH_API_BASELINE) : undefined;
+    if (baseline) {
+      // Another checkout (an older commit, `git archive <commit> | tar -x -C <dir>` with node_modules linked): its own bundle, same shape.
+      progress(`bundling the baseline's CLI (${baseline})…`);
+      await run(process.execPath, ['--import', import.meta.resolve('tsx'), '--input-type=module', '-e', `await (await import(${JSON.stringify(join(baseline, 'cli/bundle.ts'))})).bundleCli()`]);
+      const env = Object.fromEntries((process.env.BENCH_API_BASELINE_ENV ?? '').split(/\s+/).filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+      progress(`starting the baseline product (${JSON.stringify(env)})…`);
+      const base = await startProduct(`baseline: ${baseline}`, join(tempDir, 'product-baseline'), env, cpuProfDir, ticks, join(baseline, 'dist', 'filestore.js'));
+      stops.push(base.stop);
+      pids.push(base.pid);
+      products.push(base);
+    }
     if (shape.noWatch) {
       progress('starting the product with FILESTORE_ENABLE_WATCHERS=false…');
       const quiet = await startProduct('filestore start, watcher off', join(tempDir, 'product-nowatch'), { FILESTORE_ENABLE_WATCHERS: 'false' }, cpuProfDir, ticks);
@@ -208,7 +222,12 @@ export async function writesBench(): Promise<void> {
       { name: 'peer: durable write by hand', run: async (r: number) => peerRound(await fsSmallWrites(join(peerRoot, `hand${r}`), shapeFor(shape.peerWrites), true)) },
       {
         name: 'floor: durable write + 2 synchronous commits',
-        run: async (r: number) => peerRound(await floorWrites((t, v) => floorPool.query(t, v), join(peerRoot, `floor${r}`), shapeFor(shape.floorWrites), r)),
+        run: async (r: number) => {
+          const pg0 = product.postgresCpuSeconds();
+          const t = await floorWrites((text, v) => floorPool.query(text, v), join(peerRoot, `floor${r}`), shapeFor(shape.floorWrites), r);
+          // The product's PostgreSQL serves the floor's rows: its CPU per write (the warm-up's writes included).
+          return { ...peerRound(t), postgresUs: ((product.postgresCpuSeconds() - pg0) * 1e6) / (t.ops + Math.min(200, shape.floorWrites)) };
+        },
       },
       ...(breakdown
         ? [
@@ -342,13 +361,13 @@ function report(results: Map<string, Round[]>, productNames: string[], connectio
 }
 
 /** Starts `node dist/filestore.js start` in `folder`, as a newcomer would (no database, Redis or tokens configured). */
-async function startProduct(name: string, folder: string, extraEnv: Record<string, string>, cpuProfDir: string | undefined, ticks: number): Promise<Product> {
+async function startProduct(name: string, folder: string, extraEnv: Record<string, string>, cpuProfDir: string | undefined, ticks: number, bundle = START_BUNDLE): Promise<Product> {
   await mkdir(folder, { recursive: true });
   await chmod(folder, 0o755);
   const env: NodeJS.ProcessEnv = { ...process.env, PORT: '0', ...extraEnv };
   for (const v of ['DATABASE_URL', 'REDIS_URL', 'FILESTORE_TOKEN', 'FILESTORE_API_TOKENS', 'FILESTORE_URL', 'FILESTORE_ENABLE_WATCHERS']) if (!(v in extraEnv)) delete env[v];
   const profile = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
-  const child = spawn(process.execPath, [...profile, START_BUNDLE, 'start'], { cwd: folder, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...profile, bundle, 'start'], { cwd: folder, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const exited = new Promise<void>((res) => child.once('exit', () => res()));
   const url = await new Promise<string>((res, rej) => {

@@ -1,4 +1,4 @@
-import type { Backend } from '../backends/types.ts';
+import type { Backend, EntryStat } from '../backends/types.ts';
 import type { PoolClient } from '../db/pool.ts';
 import type { CommandName } from '../catalogue/journal.ts';
 import type { NewEvent } from '../catalogue/outbox.ts';
@@ -61,6 +61,8 @@ export interface CommandSpec<Req, Plan, Applied, Outcome> {
   apply(step: Step, req: Req, plan: Plan): Promise<Applied>;
   observe(step: Step, req: Req, plan: Plan, applied: Applied): Promise<Outcome>;
   commit(step: Step, req: Req, plan: Plan, outcome: Outcome): Promise<{ result: CommandResult; events: NewEvent[] }>;
+  /** What the command left on storage at one path, as committed (writeFile): see own-writes.ts. */
+  written?(outcome: Outcome): EntryStat | null;
 }
 
 /** Test and operations hooks around the storage step (e.g. to kill the process there). */

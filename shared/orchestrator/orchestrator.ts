@@ -16,6 +16,7 @@ import { copyCommand, moveCommand } from './commands/move-copy.ts';
 import { updateMetadataCommand } from './commands/update-metadata.ts';
 import { beginUpload, cancelUpload, completeUpload, type CancelledUpload, type OpenedUpload, type UploadRequest } from './upload.ts';
 import { UploadStagingSweep, type UploadSweepReport } from './upload-sweep.ts';
+import { OwnWrites } from './own-writes.ts';
 
 export interface OrchestratorDeps {
   pool: Pool;
@@ -34,12 +35,14 @@ export interface OrchestratorDeps {
  */
 export class Orchestrator {
   private readonly deps: PipelineDeps;
+  /** What this process's writes left on storage, for its watchers (own-writes.ts). */
+  readonly ownWrites = new OwnWrites();
   private readonly uploadSweep: UploadStagingSweep;
 
   constructor(d: OrchestratorDeps) {
     const afterCommit = d.afterCommit ?? (async () => {});
     const recoveryDeps = { pool: d.pool, backends: d.backends, afterCommit };
-    this.deps = { pool: d.pool, backends: d.backends, hooks: d.hooks, afterCommit, mounts: new Map() };
+    this.deps = { pool: d.pool, backends: d.backends, hooks: d.hooks, afterCommit, mounts: new Map(), ownWrites: this.ownWrites };
     this.recover = (onUnresolved) => recoverPending(recoveryDeps, d.identity, onUnresolved);
     this.resolvePending = (entryId, principal = null) => resolvePendingEntry(recoveryDeps, d.identity, entryId, principal);
     this.uploadSweep = new UploadStagingSweep(d.pool, d.backends);

@@ -14,6 +14,7 @@ import { assertWritable } from './checks.ts';
 import { commitCommand, recordFailure } from './finish.ts';
 import { recoverEntry, resolveEntry, type RecoveryDeps } from './recovery.ts';
 import { makeStep } from './step.ts';
+import type { OwnWrites } from './own-writes.ts';
 import { uploadOpen, uploadStateOf } from './upload-state.ts';
 
 export interface PipelineDeps extends RecoveryDeps {
@@ -23,6 +24,8 @@ export interface PipelineDeps extends RecoveryDeps {
   /** Called after every commit that changed a mount (cache invalidation, relay nudge). */
   afterCommit(mountId: string): Promise<void>;
   mounts: MountCache;
+  /** What this process's writes committed (own-writes.ts); any other change forgets the mount. */
+  ownWrites?: OwnWrites | undefined;
 }
 
 // A mount's identity and location never change; its access mode and state do, and every
@@ -150,6 +153,7 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
         const why = unreadable instanceof FilestoreError && unreadable.code === 'UNAVAILABLE' ? unreadable : error;
         throw new FilestoreError(why.code, why.message, { ...why.details, journalEntryId: entry.id, pendingRecovery: true });
       }
+      if (decided === 'succeeded') deps.ownWrites?.forget(mount.id);
       await deps.afterCommit(mount.id);
       if (decided === 'failed') throw error;
       return (await findEntry(client, entry.id))?.result as CommandResult;
@@ -160,6 +164,9 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
       const outcome = await spec.observe(step, req, plan, applied);
       const result = await commitCommand(client, step, spec, req, plan, outcome, request, false, `COMMIT; ${RELEASE_ALL_SQL}`);
       released = true;
+      const written = spec.written?.(outcome);
+      if (written) deps.ownWrites?.record(mount.id, written.path, written);
+      else deps.ownWrites?.forget(mount.id);
       await deps.afterCommit(mount.id);
       return result;
     } catch (err) {

@@ -182,6 +182,7 @@ export async function completeUpload(deps: PipelineDeps, entryId: number, ctx: C
     try {
       const outcome = await writeFileCommand.observe(step, req, plan, write);
       result = await commitCommand(client, step, writeFileCommand, req, plan, outcome, entry.request);
+      deps.ownWrites?.forget(mount.id);
     } catch {
       broken = true;
       throw new FilestoreError('INTERNAL', `upload ${entryId} reached storage but could not be recorded; its journal entry stays pending until recovery resolves it`, {

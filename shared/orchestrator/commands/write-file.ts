@@ -79,6 +79,8 @@ export const writeFileCommand: CommandSpec<WriteFileRequest, Plan, WriteResult, 
     return { write, ancestors: await statCreated(backend, plan.missingAncestors) };
   },
 
+  written: ({ write }) => write,
+
   async commit({ q, mount, entryId }, r, plan, { write, ancestors }) {
     const { events } = await catalogueCreated(q, mount.id, ancestors, entryId);
     // Read under the command's path lock, which every writer of this path (reconciliation too) takes.
