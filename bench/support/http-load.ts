@@ -7,7 +7,8 @@
  * the server, and node:http's client costs ~2–3× the CPU per request of a bare node:http server
  * answering it, so it would measure itself rather than the transport. Pipelining is never used.
  * Only answers with a Content-Length are understood (both servers of the API bench send one);
- * anything else counts as an error.
+ * anything else counts as an error. `requestAt` builds each request instead (a PUT of a new
+ * file per request: the write bench), and `check` judges each answer instead of `expectedBody`.
  */
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
