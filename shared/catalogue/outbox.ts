@@ -233,7 +233,29 @@ type Claimed = EventEnvelope & { readonly [DATA_JSON]?: string | null };
  * cost the agent's thread ~30 µs per event in a burst of discoveries.
  */
 function claimedEnvelope(r: ClaimedRow): EventEnvelope {
+  // Claimed without its data: nobody in this process reads it (see the relay). A plain
+  // instance, not two defineProperty calls per event (a quarter of the relay's time then).
+  if (r.dataJson === null) return new UnreadEnvelope(r);
   return withData({ id: r.eventId, seq: r.seq, type: r.type, occurredAt: r.occurredAt, mountId: r.mountId } as EventEnvelope, r.dataJson);
+}
+
+/** An event claimed without its data (claimBatchSql(…, false)); fillClaimedData gives it its data. */
+class UnreadEnvelope implements EventEnvelope {
+  readonly id: string;
+  readonly seq: number;
+  readonly type: EventType;
+  readonly occurredAt: string;
+  readonly mountId: string;
+  constructor(r: ClaimedRow) {
+    this.id = r.eventId;
+    this.seq = r.seq;
+    this.type = r.type;
+    this.occurredAt = r.occurredAt;
+    this.mountId = r.mountId;
+  }
+  get data(): Record<string, unknown> {
+    throw new Error(`event ${this.id} was claimed without its data`);
+  }
 }
 
 /**
