@@ -98,9 +98,10 @@ describe('small PUT /v1/files', () => {
     const r = await o.writeFile(t.mount.key, { path: 'early/hash.bin' }, bytes);
     expect(pending).toMatchObject({ path: 'early/hash.bin', contentSha256: sha(bytes), contentSizeBytes: 2000 });
     expect(r.node).toMatchObject({ sha256: sha(bytes), sizeBytes: 2000 });
-    // The completion event's request is the request, as for a streamed write (no body facts).
+    // The entry ends succeeded, its request as the client sent it plus the body's facts.
     const entry = await findEntry(server.fs.pool, r.journalEntryId);
     expect(entry?.status).toBe('succeeded');
+    expect(entry?.request).toMatchObject({ path: 'early/hash.bin', contentSha256: sha(bytes), contentSizeBytes: 2000 });
   });
 
   it('a small write killed before storage fails INTERRUPTED at recovery, the old file intact; killed after storage it is completed', async () => {
@@ -146,5 +147,43 @@ describe('small PUT /v1/files', () => {
       { path: 'k/before.bin', sha256: sha(old) },
     ]);
     await expectExactRollups(server.fs, t.mount.id);
+  });
+});
+
+describe('small PUT /v1/files in a crowd', () => {
+  it('40 concurrent small writes keep to the upload slots (half the pool of 4): every one succeeds, and nothing else ever waits for a connection', async () => {
+    const pool = server.fs.pool as unknown as { totalCount: number; idleCount: number; waitingCount: number };
+    let maxWaiting = 0;
+    let stop = false;
+    const watch = (async () => {
+      while (!stop) {
+        maxWaiting = Math.max(maxWaiting, pool.waitingCount);
+        await new Promise((r) => setImmediate(r));
+      }
+    })();
+    const bodies = Array.from({ length: 40 }, () => randomBytes(4096));
+    const answers = await Promise.all(bodies.map((b, i) => put(`crowd40/d${i % 4}/f${i}.bin`, b)));
+    stop = true;
+    await watch;
+    expect(answers.map((r) => r.status)).toEqual(Array(40).fill(200));
+    for (const [i, b] of bodies.entries()) expect(await readFile(path.join(t.root as string, `crowd40/d${i % 4}/f${i}.bin`))).toEqual(b);
+    // Two commands at a time hold two connections; the other two stay free for everything else.
+    expect(maxWaiting).toBe(0);
+  });
+
+  it('a body shorter than its Content-Length writes nothing', async () => {
+    const { request } = await import('node:http');
+    const url = new URL(`${server.url}/v1/files?mountId=${encodeURIComponent(t.mount.key)}&path=short.bin`);
+    const status = await new Promise<number | string>((resolve) => {
+      const req = request(url, { method: 'PUT', headers: { authorization: `Bearer ${server.tokens.write}`, 'content-type': 'application/octet-stream', 'content-length': '1000' } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', (e) => resolve((e as NodeJS.ErrnoException).code ?? 'error'));
+      req.write(randomBytes(400));
+      setTimeout(() => req.destroy(), 200); // the client goes away mid-body
+    });
+    expect(status).not.toBe(200);
+    expect(await livePaths(server.fs, t.mount.id)).not.toContain('short.bin');
   });
 });

@@ -67,6 +67,9 @@ async function readAll(body: Readable, declared: number): Promise<Buffer> {
     if (err instanceof FilestoreError) throw err;
     throw new FilestoreError('INTERRUPTED', `the request body did not arrive whole (${size} of ${declared} bytes): ${(err as Error).message}`);
   }
+  // node:http ends a body short of its Content-Length with an error; whatever transport comes
+  // next, a short body must never become a short file.
+  if (size !== declared) throw new FilestoreError('INTERRUPTED', `the request body did not arrive whole (${size} of ${declared} bytes)`);
   return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
 }
 
@@ -107,15 +110,22 @@ export const fileRoutes: Route[] = [
       const small = smallBodies.take(declared);
       if (small) {
         // Read whole before the command starts: no connection (nor path lock) is held while the
-        // bytes arrive at the client's pace, so no upload slot is needed either.
+        // bytes arrive at the client's pace. Then the command waits its turn for an upload slot
+        // (queued, not refused: it holds nothing while it waits), so that commands never hold
+        // more than half the pool, as streamed uploads don't.
         try {
           const bytes = await readAll(req.body, declared);
-          return json(200, await deps.fs.orchestrator.writeFile(query.mountId, input, bytes, ctx));
+          const release = await deps.uploads.acquire();
+          try {
+            return json(200, await deps.fs.orchestrator.writeFile(query.mountId, input, bytes, ctx));
+          } finally {
+            release();
+          }
         } finally {
           small();
         }
       }
-      const release = deps.uploads.take();
+      const release = await deps.uploads.take();
       try {
         return json(200, await deps.fs.orchestrator.writeFile(query.mountId, input, req.body, ctx));
       } finally {
