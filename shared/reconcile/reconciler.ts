@@ -279,7 +279,7 @@ class Run {
     const resume = isAudit ? (this.job.checkpoint ?? undefined) : undefined;
     if (resume) Object.assign(this.counts, resume.counts);
     const every = this.o.checkpointEvery ?? CHECKPOINT_EVERY;
-    if (isAudit) refreshStatistics(this.pool);
+    if (isAudit) this.refreshStatistics();
     // A complete audit marks the mount checked as of when it (its first attempt) began,
     // instead of rewriting every row it finds unchanged (rows.ts reads the later of the two).
     this.countOnlyUnchanged = isAudit;
@@ -331,7 +331,7 @@ class Run {
               await saveCheckpoint(this.pool, this.job.id, { after, counts: { ...addCounts(counted, this.landed) }, startedAt: auditStartedAt.toISOString() });
             });
             void this.inflight.catch(() => {}); // surfaced by a later flush or the drain
-            refreshStatistics(this.pool);
+            this.refreshStatistics();
             if (this.stopRequested()) {
               stoppedAfter = after;
               break scan;
@@ -367,7 +367,7 @@ class Run {
     if (isAudit) {
       await recordAudit(this.pool, this.mount.id, auditStartedAt);
       await this.root.completed();
-      refreshStatistics(this.pool);
+      this.refreshStatistics();
     }
     if (resume || isAudit) await saveCheckpoint(this.pool, this.job.id, null);
     // An S3 event's key has been looked at: events up to this one are accounted for.
@@ -377,6 +377,14 @@ class Run {
     if (this.skipped.total === 0) return { ...this.counts };
     const { byReason, sample } = this.skipped.summary();
     return { ...this.counts, skippedByReason: byReason, skippedSample: sample };
+  }
+
+  /**
+   * refreshStatistics, except in a run with a deadline (a Lambda's): its pool has two
+   * connections, one of them the audit lock's, and an ANALYZE would hold the other from the run.
+   */
+  private refreshStatistics(): void {
+    if (this.limits.deadline === undefined) refreshStatistics(this.pool);
   }
 
   /** Whether the run's limits say stop (looked at at checkpoints only). */
