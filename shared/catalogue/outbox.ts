@@ -1,15 +1,7 @@
 import type { Queryable } from '../db/pool.ts';
+import type { EventType } from '../events/types.ts';
 
-export type EventType =
-  | 'filestore.node.created'
-  | 'filestore.node.updated'
-  | 'filestore.node.moved'
-  | 'filestore.node.copied'
-  | 'filestore.node.deleted'
-  | 'filestore.command.completed'
-  | 'filestore.drift.detected'
-  | 'filestore.node.reconciled'
-  | 'filestore.node.missing';
+export type { EventType };
 
 /** The envelope of SPEC §5. `seq` is the outbox publication sequence (SSE ids, resumption). */
 export interface EventEnvelope {

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { z } from 'zod';
 import type * as S from '../api/schemas.ts';
+import type { EventType } from '../events/types.ts';
 
 /**
  * The wire types of SPEC §4, inferred from the server's own zod schemas. Type-only: the
@@ -116,16 +117,8 @@ export interface DownloadToFileInput extends GetFileInput {
   onProgress?: (bytesReceived: number, totalBytes: number | null) => void;
 }
 
-export type EventType =
-  | 'filestore.node.created'
-  | 'filestore.node.updated'
-  | 'filestore.node.moved'
-  | 'filestore.node.copied'
-  | 'filestore.node.deleted'
-  | 'filestore.command.completed'
-  | 'filestore.drift.detected'
-  | 'filestore.node.reconciled'
-  | 'filestore.node.missing';
+/** The event types of SPEC §5 (the server's list; a newer server may send others). */
+export type { EventType } from '../events/types.ts';
 
 /** The event envelope of SPEC §5. `seq` orders events and is the SSE id. */
 export interface EventEnvelope {
