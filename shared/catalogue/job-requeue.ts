@@ -1,7 +1,7 @@
 import type { Queryable } from '../db/pool.ts';
 import { columnsOf, mergeOptions, mergeReason, type ReconcileJobRow } from './jobs.ts';
 
-/** The transitions that put a running reconciliation row back: a retry, a stop at a checkpoint (jobs.ts has the others). */
+/** The transitions that put a running reconciliation row back: a retry, a stop at a checkpoint, a deferral (jobs.ts has the others). */
 
 /**
  * running → queued for another attempt, keeping `error` as the last attempt's. When another
@@ -24,6 +24,21 @@ export async function retryLater(q: Queryable, id: number, error: object): Promi
 export async function stopJob(q: Queryable, id: number, counts: object): Promise<ReconcileJobRow | null> {
   const extra = `attempts = CASE WHEN waiting.id IS NULL THEN greatest(j.attempts - 1, 0) ELSE j.attempts END, result = $2::jsonb,`;
   return backToQueue(q, requeueStatement({ error: 'NULL::jsonb', lastError: 'j.error', extra }), [id, JSON.stringify(counts)]);
+}
+
+/**
+ * A run that could not start yet (a full audit while another audit of its mount runs:
+ * AuditBusyError): running → queued as it was before its claim — the attempt given back, so
+ * `attempts` is what it was; `error`, `result` and the checkpoint untouched; `started_at`
+ * cleared when this claim set it (no attempt and no checkpoint before it). When another row for
+ * the path waits, that row does the work instead (as retryLater: this one is cancelled,
+ * COALESCED). Null when the row was not running.
+ */
+export async function deferJob(q: Queryable, id: number): Promise<ReconcileJobRow | null> {
+  const extra =
+    `attempts = CASE WHEN waiting.id IS NULL THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,` +
+    ` started_at = CASE WHEN waiting.id IS NULL AND j.attempts <= 1 AND j.checkpoint IS NULL THEN NULL ELSE j.started_at END,`;
+  return backToQueue(q, requeueStatement({ error: 'j.error', lastError: 'j.error', extra }), [id]);
 }
 
 /**

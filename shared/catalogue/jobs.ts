@@ -17,8 +17,10 @@ import type { JobTransport } from './job-transport.ts';
  *   running --> cancelled: retryLater while another row for the path waits (COALESCED)
  *   running --> queued: stopJob (stopped at a checkpoint: resumes after it; no attempt spent)
  *   running --> cancelled: stopJob while another row for the path waits (COALESCED)
+ *   running --> queued: deferJob (could not start yet: an audit while another of its mount runs; no attempt spent)
+ *   running --> cancelled: deferJob while another row for the path waits (COALESCED)
  * ```
- * retryLater and stopJob are in job-requeue.ts.
+ * retryLater, stopJob and deferJob are in job-requeue.ts.
  */
 export interface ReconcileJobRow {
   id: number;

@@ -5,7 +5,7 @@ import { enqueueJob, markQueueOwed, type JobToSend, type ReconcileJobRow } from 
 import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
 import { RedisHealth } from '../redis/health.ts';
 import type { ReconcileHandler, ReconcileRequest } from '../reconcile/types.ts';
-import { ReconcileWorker } from '../reconcile/worker.ts';
+import { deferralDelay, ReconcileWorker } from '../reconcile/worker.ts';
 import { ReconcileResender } from './bullmq-resend.ts';
 import { tryLockJobRun } from './job-run-lock.ts';
 import {
@@ -45,6 +45,8 @@ export interface ReconcileMessage {
   mountId: string;
   path: string;
   reason: ReconcileJobRow['reason'];
+  /** Consecutive deferrals of this delivery (an audit while another audit of its mount runs), for their delay. */
+  deferrals?: number | undefined;
 }
 
 const JOB_NAME = 'reconcile';
@@ -295,18 +297,26 @@ export class BullMqReconcileQueue implements ReconcileQueue {
       // A row the SQS queue carries (the audit Lambda adopted it since its message was added
       // here) is the Lambdas' to run: its storage may be out of this process's reach.
       if ((await jobTransport(this.o.pool, rowId)) === 'sqs') return { outcome: 'skipped' };
-      return await this.attempt(job, rowId);
+      return await this.attempt(job, rowId, token);
     } finally {
       await lock.release();
     }
   }
 
-  private async attempt(job: Job<ReconcileMessage>, rowId: number): Promise<{ outcome: string }> {
+  private async attempt(job: Job<ReconcileMessage>, rowId: number, token: string | undefined): Promise<{ outcome: string }> {
     // BullMQ retries while attemptsMade + 1 < attempts: past that, a retryable error fails the row too.
     const final = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     // With the run lock held, a row still running was left by a run that is over (a worker
     // that died, or lost its lock and has finished since): take it over (see claimJob).
     const report = await this.reconcileWorker.run(rowId, { reclaim: true, finalAttempt: () => final });
+    if (report.outcome === 'deferred') {
+      // Not run (another audit of its mount runs; the row is queued, its attempt given back):
+      // looked at again later without spending a BullMQ attempt, holding no worker slot meanwhile.
+      const deferrals = (job.data.deferrals ?? 0) + 1;
+      await job.updateData({ ...job.data, deferrals });
+      await job.moveToDelayed(Date.now() + deferralDelay(deferrals), token);
+      throw new DelayedError();
+    }
     if (report.outcome === 'retried') throw report.error instanceof Error ? report.error : new Error(String(report.error));
     if (report.outcome === 'failed') {
       const message = report.error instanceof Error ? report.error.message : String(report.error);

@@ -1,7 +1,7 @@
 import { enqueueJob, openJobs } from '../catalogue/jobs.ts';
 import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
 import type { ReconcileHandler, ReconcileRequest } from '../reconcile/types.ts';
-import { ReconcileWorker } from '../reconcile/worker.ts';
+import { deferralDelay, ReconcileWorker } from '../reconcile/worker.ts';
 import {
   DEFAULT_ATTEMPTS,
   DEFAULT_BACKOFF_MS,
@@ -44,6 +44,8 @@ export class InlineReconcileQueue implements ReconcileQueue {
   private readonly held = new Set<number>();
   /** Consecutive attempts that failed to reach the catalogue, per job (for their backoff). */
   private readonly unreachable = new Map<number, number>();
+  /** Consecutive deferrals per job (an audit while another audit of its mount runs), for their delay. */
+  private readonly deferrals = new Map<number, number>();
 
   constructor(private readonly o: ReconcileQueueOptions) {
     this.name = o.name ?? RECONCILE_QUEUE;
@@ -114,6 +116,14 @@ export class InlineReconcileQueue implements ReconcileQueue {
       const report = await this.worker.run(p.id, { reclaim: p.reclaim, finalAttempt: (job) => job.attempts >= this.attempts });
       this.unreachable.delete(p.id);
       this.held.delete(p.id);
+      if (report.outcome === 'deferred') {
+        // Not run (another audit of its mount runs): tried again later, holding no slot meanwhile.
+        const n = (this.deferrals.get(p.id) ?? 0) + 1;
+        this.deferrals.set(p.id, n);
+        this.later({ id: p.id, reclaim: false }, deferralDelay(n));
+        return;
+      }
+      this.deferrals.delete(p.id);
       if (report.outcome === 'retried') this.later({ id: p.id, reclaim: false }, backoffDelay(this.backoffMs, report.job?.attempts ?? 1));
     } catch (err) {
       // The catalogue could not be read or written: the row may be left running, so the next

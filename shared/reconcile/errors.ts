@@ -55,3 +55,16 @@ export class ScanFailedError extends ReconcileError {
     this.name = 'ScanFailedError';
   }
 }
+
+/**
+ * A full audit that found another audit of its mount running (the mount's audit lock held):
+ * thrown at once, before any work. Not a failure: the queues put the job back as queued
+ * without spending an attempt (the worker's outcome `deferred`) and try it again later, holding
+ * neither a worker slot nor a connection meanwhile.
+ */
+export class AuditBusyError extends ReconcileError {
+  constructor(mountKey: string, mountId: string) {
+    super(`an audit of mount "${mountKey}" is already running`, true, { mountId });
+    this.name = 'AuditBusyError';
+  }
+}

@@ -157,6 +157,9 @@ async function attemptRow(core: ReconcileCore, locks: RunLocks, rowId: number, d
   }
   const worker = new ReconcileWorker({ pool: core.pool, metrics: core.metrics, handler: createReconciler(core, o.reconciler) });
   const report = await worker.run(rowId, { reclaim: true, limits: { deadline }, finalAttempt: (row) => row.attempts >= attempts || final?.(row) === true });
+  // Another audit of the mount took its lock after the look above (AuditBusyError): the row is
+  // queued again with its attempt given back, and is busy like one caught by that look.
+  if (report.outcome === 'deferred') return { outcome: 'busy', job: report.job, report };
   return { outcome: report.outcome, job: report.job, report };
 }
 

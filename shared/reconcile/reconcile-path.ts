@@ -16,7 +16,8 @@ export interface PathReconciliation {
   /**
    * succeeded; stopped (early, at a checkpoint: the next call continues); retried (a retryable
    * failure: the row waits, the next call runs it again); failed; coalesced (another waiting
-   * row took the work over); skipped (a run of this row goes on elsewhere right now).
+   * row took the work over); skipped (a run of this row goes on elsewhere right now); deferred
+   * (a full audit while another audit of its mount runs: the row waits, its attempt given back).
    */
   outcome: AttemptOutcome;
   /** The counts, when the run returned (succeeded or stopped). */

@@ -28,7 +28,7 @@ import { inTransaction, type Pool } from '../db/pool.ts';
 import { lockKey } from '../orchestrator/locks.ts';
 import { ancestorsOf, comparePaths, isSameOrDescendant, normalizePath, parentOf } from '../paths.ts';
 import type { Filestore } from '../runtime.ts';
-import { MassMissingError, ReconcileError, ScanFailedError } from './errors.ts';
+import { AuditBusyError, MassMissingError, ReconcileError, ScanFailedError } from './errors.ts';
 import { RunRoot } from './run-root.ts';
 import { batches, flatten, mapItems, mergeBatches, pairPath } from './merge.ts';
 import { EnqueueError, enqueuePlanned, type JobTarget } from './job-plan.ts';
@@ -51,8 +51,6 @@ export interface ReconcilerOptions {
    * job (default 5,000 ms, for all the locks of a batch together).
    */
   lockWaitMs?: number | undefined;
-  /** How long an audit waits for another audit of its mount to end before its job is retried (default 10 min). */
-  auditLockWaitMs?: number | undefined;
   /** Wraps the storage walk: fault injection for tests and drills (a listing that fails part-way). */
   wrapWalk?: ((walk: AsyncIterable<EntryStat>) => AsyncIterable<EntryStat>) | undefined;
 }
@@ -74,9 +72,6 @@ const CHECKPOINT_EVERY = 10_000;
 // run waits again: a chain of at most MAX_FOLLOW_UPS, after which the next audit has it.
 const LOCK_WAIT_MS = 5_000;
 const MAX_FOLLOW_UPS = 3;
-// How long an audit waits for another audit of the same mount to end, looking every AUDIT_LOCK_POLL_MS.
-const AUDIT_LOCK_WAIT_MS = 10 * 60_000;
-const AUDIT_LOCK_POLL_MS = 200;
 
 /**
  * A batch's statements are planned for the batch they write, at each execution. The pool keeps
@@ -170,21 +165,12 @@ async function reconcileJob(
     if (auditLock) {
       const key = lockKey('audit', mount.id).toString();
       // Another audit of the mount running (the watcher's catch-up of a mount just added, a
-      // scheduled one) is waited for, then this one runs: `filestore reconcile MOUNT --wait`
-      // right after a start failed after five quick retries ("already running") while the
-      // catch-up discovered the tree. After AUDIT_LOCK_WAIT_MS, or on a stop, the job is
-      // retried as before. A run with a deadline (a Lambda's) does not wait: its invocation's
-      // time is billed, and its caller puts the row off without spending an attempt.
-      const patience = limits.deadline !== undefined ? 0 : (o.auditLockWaitMs ?? AUDIT_LOCK_WAIT_MS);
-      const waitUntil = Date.now() + patience;
-      for (;;) {
-        const { rows } = await auditLock.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [key]);
-        if (rows[0]?.ok) break;
-        if (Date.now() + AUDIT_LOCK_POLL_MS >= waitUntil || limits.signal?.aborted) {
-          throw new ReconcileError(`an audit of mount "${mount.key}" is already running`, true, { mountId: mount.id });
-        }
-        await new Promise((resolve) => setTimeout(resolve, AUDIT_LOCK_POLL_MS));
-      }
+      // scheduled one): this one is not waited for here — waiting held a queue worker slot and
+      // a pool connection, so every other mount's jobs waited behind it. AuditBusyError at
+      // once: the worker puts the job back as queued without spending an attempt (outcome
+      // `deferred`) and each queue tries it again later (worker.ts, shared/queues/).
+      const { rows } = await auditLock.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [key]);
+      if (!rows[0]?.ok) throw new AuditBusyError(mount.key, mount.id);
     }
     const run = new Run(fs, mount, job, request, o, progress, limits);
     return await run.execute(opts.force === true);

@@ -1,19 +1,26 @@
-import { retryLater, stopJob } from '../catalogue/job-requeue.ts';
+import { deferJob, retryLater, stopJob } from '../catalogue/job-requeue.ts';
 import { claimJob, finishJob, recordProgress, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import { findMount } from '../catalogue/mounts.ts';
 import type { Queryable } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
 import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
-import { ReconcileError } from './errors.ts';
+import { AuditBusyError, ReconcileError } from './errors.ts';
 import type { ReconcileCounts, ReconcileHandler, ReconcileResult, RunLimits } from './types.ts';
 
 /**
  * What one attempt came to. `skipped`: the row was not claimable (cancelled, finished, gone);
  * `retried`: back to queued for another attempt; `coalesced`: another row for the path was
  * waiting and took the work over (this one is cancelled); `stopped`: the run stopped early at
- * a checkpoint (RunLimits), back to queued to continue after it — not a failure.
+ * a checkpoint (RunLimits), back to queued to continue after it — not a failure; `deferred`:
+ * the run could not start yet (a full audit while another audit of its mount runs:
+ * AuditBusyError), back to queued with its attempt given back, for the queue to try again
+ * later (deferralDelay) — not a failure, and not counted in filestore_reconcile_jobs_total
+ * (not an outcome of a run; SPEC §7's labels stay as they were).
  */
-export type AttemptOutcome = 'succeeded' | 'failed' | 'retried' | 'coalesced' | 'stopped' | 'skipped';
+export type AttemptOutcome = 'succeeded' | 'failed' | 'retried' | 'coalesced' | 'stopped' | 'deferred' | 'skipped';
+
+/** How long a queue puts off a job deferred `deferrals` times in a row: 2 s, doubling, at most 30 s. */
+export const deferralDelay = (deferrals: number): number => Math.min(30_000, 2_000 * 2 ** Math.max(0, Math.min(deferrals - 1, 10)));
 
 export interface AttemptReport {
   jobId: number;
@@ -22,7 +29,7 @@ export interface AttemptReport {
   job: ReconcileJobRow | null;
   /** Time in the handler (0 when skipped). */
   durationMs: number;
-  /** What the handler threw, for failed, retried and coalesced. */
+  /** What the handler threw, for failed, retried, deferred and coalesced. */
   error?: unknown;
 }
 
@@ -93,6 +100,7 @@ export class ReconcileWorker {
       counts = await this.o.handler(job, progress, a.limits);
     } catch (err) {
       const durationMs = performance.now() - started;
+      if (err instanceof AuditBusyError) return this.defer(job, err, backend, durationMs);
       this.metrics.reconcileDuration.observe({ backend }, durationMs / 1000);
       return this.settleFailure(job, err, a.finalAttempt(job), backend, durationMs);
     }
@@ -123,8 +131,18 @@ export class ReconcileWorker {
     return this.report({ jobId: job.id, outcome, job: again ?? job, durationMs, error: err }, backend);
   }
 
+  /**
+   * Back to queued as before the claim (deferJob: attempts unchanged), or cancelled into the row
+   * waiting for the same path (`coalesced`, as a retry would). No run happened: no duration.
+   */
+  private async defer(job: ReconcileJobRow, err: unknown, backend: string, durationMs: number): Promise<AttemptReport> {
+    const again = await deferJob(this.o.pool, job.id);
+    const outcome: AttemptOutcome = again?.status === 'cancelled' ? 'coalesced' : 'deferred';
+    return this.report({ jobId: job.id, outcome, job: again ?? job, durationMs, error: err }, backend);
+  }
+
   private report(r: AttemptReport, backend: string): AttemptReport {
-    if (r.job) this.metrics.reconcileJobs.inc({ backend, reason: r.job.reason, outcome: r.outcome });
+    if (r.job && r.outcome !== 'deferred') this.metrics.reconcileJobs.inc({ backend, reason: r.job.reason, outcome: r.outcome });
     try {
       this.o.onAttempt?.(r);
     } catch {
