@@ -22,7 +22,13 @@
  *      afresh each round); a mount added through the API over a fresh tree of the local part's
  *      shape; POST /v1/reconcile to the job's end, as `filestore reconcile MOUNT --wait` waits
  *      for it; `rclone lsjson -R` on the same tree in the same round (first in every other
- *      round). The in-process figures of part 1 are its breakdown (bench/support/audit-product.ts).
+ *      round). Then, on the same server and tree, after the watcher watches it and its jobs have
+ *      settled: the unchanged audit (POST to the job's end) beside rclone; the same through the
+ *      CLI as users run it (`node cli/bin.js reconcile tree --wait`, the bundle, spawn to exit)
+ *      beside its job's own time; a fresh 1 % drift (out of band) and the audit beside rclone on
+ *      the drifted tree, the watcher's jobs reported beside it. 5 rounds unless BENCH_ROUNDS is
+ *      set (about 2 minutes a round and database at 100k on a quiet machine).
+ *      The in-process figures of part 1 are its breakdown (bench/support/audit-product.ts).
  *
  * Rounds alternate the contenders (who goes first rotates) and each one's median round is
  * reported; our audits start from VACUUMed tables (autovacuum is off on the development
@@ -40,7 +46,8 @@
  * `1` or `seed`: the 1M part with a seeded catalogue; `discover`: with a discovery audit),
  * BENCH_AUDIT_MILLION_FILES (1000000), BENCH_UPLOAD_CONCURRENCY (64), BENCH_AUDIT_ONLY (the
  * parts to run, of `product,local,million,s3`), BENCH_AUDIT_PRODUCT (the product path's
- * databases, of `embedded,machine`), BENCH_CPU_PROF (a directory: profile this process
+ * databases, of `embedded,machine`), BENCH_PRODUCT_AFTER (0: the product path's discovery
+ * only), BENCH_PRODUCT_WATCHERS (false: the product without its watcher, for diagnosis), BENCH_CPU_PROF (a directory: profile this process
  * during our audits and print where their time went), BENCH_DATABASE_URL
  * (postgres://postgres@127.0.0.1:5432/filestore_bench), REDIS_URL (redis://127.0.0.1:6379/0),
  * TMPDIR (where the trees go).
@@ -62,7 +69,7 @@ import { localAuditPart, type BenchContext, type LocalResult } from './support/a
 import { millionAuditPart, type MillionMode, type MillionResult } from './support/audit-million.ts';
 import { ensureRclone } from './support/audit-peers.ts';
 import { startProfiling, type Profiling } from './support/audit-profile.ts';
-import { printProductReport, productAuditPart, type ProductPart } from './support/audit-product.ts';
+import { afterProblems, ensureCliBundle, printProductReport, productAuditPart, type ProductPart } from './support/audit-product.ts';
 import { printReport } from './support/audit-report.ts';
 import { S3_PREFIX, s3AuditPart, type S3Result } from './support/audit-s3.ts';
 import { run } from './support/big-write.ts';
@@ -140,7 +147,12 @@ async function main(): Promise<void> {
     if (cpuProfDir) profiling = await startProfiling();
 
     if (only.has('product') && productModes.length > 0) {
-      product = await productAuditPart(shape, { rounds, modes: productModes, machineUrl: config.databaseUrl, cpuProfDir, progress });
+      // 5 rounds unless BENCH_ROUNDS says otherwise (a round: a fresh tree, start, discovery, then the unchanged, CLI and drift audits).
+      const productRounds = quick ? 1 : process.env.BENCH_ROUNDS ? rounds : 5;
+      if (process.env.BENCH_PRODUCT_AFTER !== '0') await ensureCliBundle(progress);
+      const p0 = performance.now();
+      product = await productAuditPart(shape, { rounds: productRounds, modes: productModes, machineUrl: config.databaseUrl, cpuProfDir, progress });
+      progress(`product path: ${productRounds} round(s) × ${productModes.join(' and ')} in ${fmt((performance.now() - p0) / 60_000, 1)} min`);
     }
     if (only.has('local')) {
       local = await localAuditPart(ctx, shape);
@@ -167,6 +179,7 @@ async function main(): Promise<void> {
       printProductReport(product, shape.dirs * shape.filesPerDir);
       console.log('The in-process figures below are the breakdown (the handler timed inside this process, tables vacuumed before each audit).');
       for (const part of product) for (const x of part.runs) if (x.status !== 'succeeded') ctx.invalid.push(`product path (${part.mode}): job ${x.status}`);
+      for (const part of product) ctx.invalid.push(...afterProblems(part, shape.dirs * shape.filesPerDir));
     }
     await printReport({ local, s3, big, invalid: ctx.invalid, profile: profile ?? null, repoRoot: fileURLToPath(new URL('..', import.meta.url)) });
     if (ctx.invalid.length > 0) process.exitCode = 1;

@@ -8,6 +8,19 @@
  * process of its server) during the job, the server's PSS at the end, the time until the
  * outbox is empty, `rclone lsjson -R` on the same tree in the same run.
  *
+ * Then, on the same server and tree (unless BENCH_PRODUCT_AFTER=0), once the watcher watches the
+ * tree (the agent's mount refresh, ≤ 30 s) and its jobs and the outbox have settled:
+ *   1. the unchanged audit: POST /v1/reconcile to the job's end, beside `rclone lsjson -R`;
+ *   2. the same through the CLI as users run it: `node cli/bin.js reconcile tree --wait` (the
+ *      bundle: FILESTORE_CLI_SOURCES=0, FILESTORE_URL the server's), spawn to exit, beside its
+ *      job's own created → finished;
+ *   3. a fresh 1 % drift (applyDrift: modified, added, deleted out of band, synced), then the
+ *      audit to its end, beside rclone on the drifted tree. The watcher stays on (as npm start
+ *      has it): it sees the drift and may reconcile part of it first; its jobs from the drift
+ *      to our job's end are reported beside our audit, and the catalogue is checked against the
+ *      tree once everything settled.
+ * rclone goes first in every other round (as in the discovery).
+ *
  * Run on its own (a reproduction of the product-path figure):
  *   npx tsx bench/support/audit-product.ts [files] [rounds]
  * Environment: BENCH_PRODUCT_DATABASE (unset: embedded; a postgres:// URL: the product on
@@ -15,7 +28,9 @@
  * directory: the server runs with --cpu-prof there and its profile is summarised),
  * BENCH_PRODUCT_BUNDLE (1: run dist/filestore.js, which must be built; default: the sources
  * through tsx, the same code), BENCH_PRODUCT_LEAN (1: empty files, made fast: the 1M tree),
- * BENCH_KEEP (1: keep the folder, its embedded database included).
+ * BENCH_KEEP (1: keep the folder, its embedded database included), BENCH_PRODUCT_AFTER (0: no
+ * unchanged, CLI and drift audits after the discovery), BENCH_PRODUCT_WATCHERS (false: diagnosis
+ * without the watcher).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
@@ -27,10 +42,11 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { FilestoreClient } from '../../shared/client/index.ts';
 import { ensureRclone, timeCommand, rcloneLsjson, type PeerRun } from './audit-peers.ts';
-import { createLeanTree, createSmallFileTree, type TreeShape } from './audit-trees.ts';
+import { applyDrift, createLeanTree, createSmallFileTree, type Drift, type TreeShape, type TreeState } from './audit-trees.ts';
 import { syncAll } from './big-write.ts';
 import { summariseCpuProfile, type ProfileSummary } from './cpu-profile.ts';
 import { processCpuSeconds, processPssKB } from './proc.ts';
+import { pollDelayMs } from '../../cli/commands/reconcile.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -57,6 +73,68 @@ export interface ProductRun {
   rclone: PeerRun;
   load: string;
   profile: ProfileSummary | null;
+  /** The audits after the discovery on the same server (null: not measured). */
+  after: AfterRuns | null;
+}
+
+/** A job of the mount other than the one measured (the watcher's: drift jobs, its catch-up audit). */
+export interface OtherJob {
+  id: number;
+  reason: string;
+  path: string;
+  status: string;
+  counts: Record<string, number>;
+  /** Its created / finished relative to the POST of the measured job (ms; null: not finished). */
+  createdMs: number;
+  finishedMs: number | null;
+}
+
+export interface AuditTiming {
+  /** POST to the job's end as the server recorded it (finished_at, same clock). */
+  ms: number;
+  /** POST to the poll that saw it final, polling on the CLI's schedule (cli/commands/reconcile.ts pollDelayMs). */
+  seenMs: number;
+  /** The job row's started_at → finished_at. */
+  runMs: number;
+  status: string;
+  counts: Record<string, number>;
+  serverCpuS: number;
+  postgresCpuS: number;
+  rclone: PeerRun;
+  rcloneFirst: boolean;
+  /** Waiting, untimed, before the phase for the mount's jobs and the outbox to settle. */
+  settleMs: number;
+  /** Other jobs of the mount created from the phase's start (the drift written) to our job's end. */
+  others: OtherJob[];
+  load: string;
+}
+
+export interface CliTiming {
+  /** `node cli/bin.js reconcile tree --wait`, spawn to exit. */
+  wallMs: number;
+  exitCode: number | null;
+  /** Its job's created_at → finished_at (the server's clock, the same machine's). */
+  jobMs: number;
+  /** Its job's started_at → finished_at. */
+  runMs: number;
+  /** Spawn → the job's created_at (node start, the bundle's load, the POST). */
+  toCreatedMs: number;
+  /** The job's finished_at → exit (the poll that sees it, the final GETs, printing, exit). */
+  afterFinishMs: number;
+  status: string;
+  counts: Record<string, number>;
+  output: string;
+  load: string;
+}
+
+export interface AfterRuns {
+  /** From mount creation until the server logged that it watches the tree (null: never, or watchers off). */
+  watchedAfterMs: number | null;
+  unchanged: AuditTiming;
+  cli: CliTiming;
+  drift: AuditTiming & { drift: Drift; catalogue: string; catalogueOk: boolean };
+  /** Each phase's busy CPU in the server's profile (BENCH_CPU_PROF). */
+  profiles: Record<string, ProfileSummary>;
 }
 
 export interface ProductOptions {
@@ -70,6 +148,10 @@ export interface ProductOptions {
   lean?: boolean;
   /** rclone lists the tree before our job (alternating rounds), not after it. */
   rcloneFirst?: boolean;
+  /** The unchanged, CLI and drift audits after the discovery (default true). */
+  after?: boolean;
+  /** The round (0-based): which drift applyDrift makes. */
+  round?: number;
   log?: (line: string) => void;
 }
 
@@ -93,12 +175,14 @@ export async function productAuditPart(
   machineUrl.pathname = `${machineUrl.pathname}_product`;
   for (let r = 0; r < o.rounds; r++) {
     for (const part of parts) {
-      o.progress(`product path (${part.mode}), round ${r + 1}/${o.rounds}: start, add the mount, reconcile --wait; rclone ${r % 2 === 1 ? 'first' : 'after'}…`);
+      o.progress(`product path (${part.mode}), round ${r + 1}/${o.rounds}: start, add the mount, reconcile --wait, then unchanged, CLI and 1 % drift audits; rclone ${r % 2 === 1 ? 'first' : 'after'}…`);
       part.runs.push(
         await productDiscovery(shape, {
           databaseUrl: part.mode === 'machine' ? machineUrl.toString() : undefined,
           cpuProfDir: o.cpuProfDir ? path.join(o.cpuProfDir, `product-${part.mode}-${r + 1}`) : undefined,
           rcloneFirst: r % 2 === 1,
+          after: process.env.BENCH_PRODUCT_AFTER !== '0',
+          round: r,
           log: o.progress,
         }),
       );
@@ -125,11 +209,79 @@ export function printProductReport(parts: ProductPart[], files: number): void {
       console.log(`    round: job ${(x.jobMs / 1000).toFixed(2)} s, rclone ${(x.rclone.ms / 1000).toFixed(2)} s, ${x.events} events, load ${x.load}${x.status === 'succeeded' ? '' : ` — ${x.status}`}`);
     }
     if (bad.length > 0) console.log(`    INVALID: ${bad.length} round(s) failed or discovered a wrong count`);
+    printAfter(mode, runs.map((x) => x.after).filter((a): a is AfterRuns => a !== null), files);
   }
+}
+
+const sec = (ms: number) => (ms / 1000).toFixed(2);
+const pass = (ok: boolean) => (ok ? 'pass' : 'FAIL');
+const countsLine = (c: Record<string, number>) => ['checked', 'unchanged', 'updated', 'discovered', 'missing', 'deferred'].filter((k) => c[k]).map((k) => `${k} ${c[k]}`).join(', ');
+const othersLine = (o: OtherJob[]) =>
+  o.length === 0
+    ? 'none'
+    : `${o.length} (${[...new Set(o.map((j) => j.reason))].join(', ')}; ${o.filter((j) => j.path === '').length} of the whole mount), created ${sec(Math.min(...o.map((j) => j.createdMs)))} … ${sec(Math.max(...o.map((j) => j.createdMs)))} s from our POST; their counts: ${countsLine(o.reduce<Record<string, number>>((acc, j) => {
+        for (const [k, v] of Object.entries(j.counts)) if (typeof v === 'number') acc[k] = (acc[k] ?? 0) + v;
+        return acc;
+      }, {}))}`;
+
+/** The unchanged, CLI and drift audits after the discovery: medians, each beside its peer and target, then each round. */
+function printAfter(mode: string, after: AfterRuns[], files: number): void {
+  if (after.length === 0) return;
+  const entries = files + Math.round(files / 1000) + 1;
+  const u = { job: median(after.map((a) => a.unchanged.ms)), seen: median(after.map((a) => a.unchanged.seenMs)), run: median(after.map((a) => a.unchanged.runMs)), rclone: median(after.map((a) => a.unchanged.rclone.ms)) };
+  const cl = { wall: median(after.map((a) => a.cli.wallMs)), job: median(after.map((a) => a.cli.jobMs)), over: median(after.map((a) => a.cli.wallMs - a.cli.jobMs)), pre: median(after.map((a) => a.cli.toCreatedMs)), post: median(after.map((a) => a.cli.afterFinishMs)) };
+  const d = { job: median(after.map((a) => a.drift.ms)), seen: median(after.map((a) => a.drift.seenMs)), rclone: median(after.map((a) => a.drift.rclone.ms)) };
+  const watched = after.map((a) => (a.watchedAfterMs === null ? 'not watched' : `${sec(a.watchedAfterMs)} s`));
+  console.log(`  ${mode.padEnd(8)} then on the same server and tree (watcher on the tree from ${watched.join(', ')} after the mount was added; jobs and outbox settled before each phase), medians of ${after.length}:`);
+  console.log(
+    `    unchanged audit: job ${sec(u.job)} s (POST → finished_at; the CLI's poll schedule saw it at ${sec(u.seen)} s; started → finished ${sec(u.run)} s) · rclone ${sec(u.rclone)} s · ${(u.job / u.rclone).toFixed(2)}× (target ≤ 1.0×) ${pass(u.job <= u.rclone)} · server CPU ${median(after.map((a) => a.unchanged.serverCpuS)).toFixed(2)} s${mode === 'embedded' ? `, PostgreSQL CPU ${median(after.map((a) => a.unchanged.postgresCpuS)).toFixed(2)} s` : ''}`,
+  );
+  console.log(
+    `    CLI \`node cli/bin.js reconcile tree --wait\` (bundle): wall ${sec(cl.wall)} s · its job ${sec(cl.job)} s (created → finished) · wall − job ${sec(cl.over)} s (target ≤ job + 0.20 s) ${pass(cl.over <= 200)} · spawn → job created ${sec(cl.pre)} s, job finished → exit ${sec(cl.post)} s`,
+  );
+  console.log(
+    `    1 % drift audit: job ${sec(d.job)} s (poll saw ${sec(d.seen)} s) · rclone on the drifted tree ${sec(d.rclone)} s · ${(d.job / d.rclone).toFixed(2)}× (target ≤ 1.5×) ${pass(d.job <= 1.5 * d.rclone)} · server CPU ${median(after.map((a) => a.drift.serverCpuS)).toFixed(2)} s${mode === 'embedded' ? `, PostgreSQL CPU ${median(after.map((a) => a.drift.postgresCpuS)).toFixed(2)} s` : ''}`,
+  );
+  after.forEach((a, r) => {
+    console.log(
+      `    round ${r + 1} (rclone ${a.unchanged.rcloneFirst ? 'first' : 'after'}): unchanged job ${sec(a.unchanged.ms)} s vs rclone ${sec(a.unchanged.rclone.ms)} s = ${(a.unchanged.ms / a.unchanged.rclone.ms).toFixed(2)}× [load ${a.unchanged.load}; settled ${sec(a.unchanged.settleMs)} s before]; ` +
+        `CLI wall ${sec(a.cli.wallMs)} s vs its job ${sec(a.cli.jobMs)} s (+${sec(a.cli.wallMs - a.cli.jobMs)} s, exit ${a.cli.exitCode}) [load ${a.cli.load}]; ` +
+        `drift job ${sec(a.drift.ms)} s vs rclone ${sec(a.drift.rclone.ms)} s = ${(a.drift.ms / a.drift.rclone.ms).toFixed(2)}× [load ${a.drift.load}]`,
+    );
+    console.log(`      drift ${a.drift.drift.modified} modified / ${a.drift.drift.added} added / ${a.drift.drift.deleted} deleted; our audit: ${countsLine(a.drift.counts)}; the watcher's jobs before our end: ${othersLine(a.drift.others)}; after settling: ${a.drift.catalogue}`);
+    if (a.unchanged.others.length > 0) console.log(`      other jobs during the unchanged audit: ${othersLine(a.unchanged.others)}`);
+    for (const [phase, p] of Object.entries(a.profiles)) {
+      if (phase === 'discovery') continue;
+      console.log(`      server profile, ${phase}: busy ${p.busyMs.toFixed(0)} ms; by place ${p.byPlace.slice(0, 6).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')}; self top ${p.selfTop.slice(0, 5).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')}`);
+    }
+  });
+  const wrong = after.filter(
+    (a) =>
+      a.unchanged.status !== 'succeeded' || a.unchanged.counts.unchanged !== entries || a.unchanged.counts.updated || a.unchanged.counts.discovered || a.unchanged.counts.missing ||
+      a.cli.exitCode !== 0 || a.cli.status !== 'succeeded' || a.cli.counts.unchanged !== entries ||
+      a.drift.status !== 'succeeded' || !a.drift.catalogueOk,
+  );
+  if (wrong.length > 0) console.log(`    INVALID: ${wrong.length} round(s) with a failed job, counts other than expected (unchanged ${entries}) or a catalogue not matching the tree after the drift`);
+}
+
+/** Reasons a product round's follow-on figures are wrong (for the bench's INVALID list). */
+export function afterProblems(part: ProductPart, files: number): string[] {
+  const entries = files + Math.round(files / 1000) + 1;
+  const out: string[] = [];
+  part.runs.forEach((x, r) => {
+    const a = x.after;
+    if (!a) return;
+    const where = `product path (${part.mode}) round ${r + 1}`;
+    if (a.unchanged.status !== 'succeeded' || a.unchanged.counts.unchanged !== entries) out.push(`${where}: unchanged audit ${a.unchanged.status} ${JSON.stringify(a.unchanged.counts)}`);
+    if (a.cli.exitCode !== 0 || a.cli.status !== 'succeeded' || a.cli.counts.unchanged !== entries) out.push(`${where}: CLI exit ${a.cli.exitCode}, job ${a.cli.status} ${JSON.stringify(a.cli.counts)}: ${a.cli.output}`);
+    if (a.drift.status !== 'succeeded' || !a.drift.catalogueOk) out.push(`${where}: drift audit ${a.drift.status}; ${a.drift.catalogue}`);
+  });
+  return out;
 }
 
 // The CLI polls every 500 ms; the job's end is read from its record, so the poll only has to see it.
 const POLL_MS = 250;
+const nowUs = () => Number(process.hrtime.bigint() / 1000n);
 const loadNow = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 
 /** Every process whose parent chain leads to `pid`, `pid` included. */
@@ -193,8 +345,9 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
     // discover it on its own): a directory beside it, added as a mount of its own through the API.
     const treeRoot = path.join(cwd, 'tree');
     log(`product discovery: creating ${shape.dirs * shape.filesPerDir} ${o.lean ? 'empty ' : ''}files in ${treeRoot}…`);
+    let tree: TreeState | null = null;
     if (o.lean) await createLeanTree(treeRoot, shape);
-    else await createSmallFileTree(treeRoot, shape);
+    else tree = await createSmallFileTree(treeRoot, shape);
     await syncAll();
     if (o.databaseUrl) await recreateDatabase(o.databaseUrl, o.databaseSettings ?? []);
     const env: NodeJS.ProcessEnv = { ...process.env, PORT: '0' };
@@ -234,7 +387,8 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
     await db.connect();
     try {
       const client = new FilestoreClient({ baseUrl: url });
-      await client.createMount({ kind: 'local', key: 'tree', rootPath: treeRoot });
+      const mount = await client.createMount({ kind: 'local', key: 'tree', rootPath: treeRoot });
+      const mountCreated = performance.now();
       // The peer on the same tree in the same run, before our job in every other round.
       const rcloneBefore = o.rcloneFirst ? await timeCommand(rcloneLsjson(treeRoot)) : null;
       const load = loadNow();
@@ -243,6 +397,7 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
       const pgBy0 = pgPid ? treeCpuByPid(pgPid) : new Map();
       const j0 = performance.now();
       const w0 = Date.now();
+      const discoveryStartUs = nowUs();
       let job = await client.reconcile({ mountId: 'tree', path: '', recursive: true });
       // The work's memory: the server's process tree (its walkers included; the embedded
       // PostgreSQL apart), summed PSS, sampled at each poll.
@@ -274,6 +429,7 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
       }
       // To the job's end as the server recorded it (same machine, same clock), not to the poll that saw it.
       const jobMs = job.finishedAt ? Date.parse(job.finishedAt) - w0 : performance.now() - j0;
+      const windows: Record<string, { startUs: number; endUs: number }> = { discovery: { startUs: discoveryStartUs, endUs: nowUs() } };
       const serverCpuS = processCpuSeconds(proc.pid as number) - cpu0;
       const postgresCpuS = pgPid ? treeCpu(pgPid) - pg0 : Number.NaN;
       const postgresByProcess = pgPid
@@ -307,7 +463,27 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
         rclone,
         load,
         profile: null,
+        after: null,
       };
+      if (o.after !== false && tree && job.status === 'succeeded') {
+        run.after = await afterDiscovery({
+          client,
+          db,
+          url,
+          cwd,
+          tree,
+          mountId: mount.id,
+          serverPid: proc.pid as number,
+          pgPid,
+          watchersOn: process.env.BENCH_PRODUCT_WATCHERS !== 'false' && process.env.BENCH_PRODUCT_WATCHERS !== '0',
+          serverLog: () => out,
+          mountCreated,
+          rcloneFirst: o.rcloneFirst === true,
+          round: o.round ?? 0,
+          windows,
+          log,
+        });
+      }
       await db.end().catch(() => {});
       proc.kill('SIGINT');
       await exited;
@@ -316,7 +492,10 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
         const files = readdirSync(o.cpuProfDir).filter((f) => f.endsWith('.cpuprofile')).map((f) => path.join(o.cpuProfDir as string, f));
         // The main thread's profile is the largest (tsx's loader runs in a worker of its own).
         const newest = files.map((f) => ({ f, size: statSync(f).size })).sort((a, b) => a.size - b.size).pop()?.f;
-        if (newest) run.profile = await summariseCpuProfile(newest, REPO.replace(/\/$/, ''));
+        if (newest) {
+          run.profile = await summariseCpuProfile(newest, REPO.replace(/\/$/, ''));
+          if (run.after) for (const [phase, w] of Object.entries(windows)) run.after.profiles[phase] = await summariseCpuProfile(newest, REPO.replace(/\/$/, ''), [w], 8);
+        }
       }
       return run;
     } finally {
@@ -331,6 +510,186 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
     if (process.env.BENCH_KEEP === '1') log(`kept ${cwd}`);
     else if (existsSync(cwd)) await rm(cwd, { recursive: true, force: true });
   }
+}
+
+/**
+ * The CLI runs as users run it: the bundle (dist/filestore.js). Built (`tsx cli/build.ts cli`,
+ * what `npm run build:cli` does) when missing or older than a file it was built from, as
+ * cli/bin.js would otherwise run the sources.
+ */
+export async function ensureCliBundle(log: (line: string) => void): Promise<void> {
+  const dist = path.join(REPO, 'dist');
+  let stale: string | null = null;
+  try {
+    const record = JSON.parse(readFileSync(path.join(dist, 'filestore.built-from.json'), 'utf8')) as { builtAt: number; files: string[] };
+    if (!existsSync(path.join(dist, 'filestore.js'))) stale = 'missing';
+    else for (const f of record.files) if (!existsSync(path.join(REPO, f)) || statSync(path.join(REPO, f)).mtimeMs > record.builtAt) stale = `${f} changed since it was built`;
+  } catch {
+    stale = 'missing';
+  }
+  if (stale === null) return;
+  log(`CLI bundle ${stale}: building it (tsx cli/build.ts cli)…`);
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), path.join(REPO, 'cli', 'build.ts'), 'cli'], { cwd: REPO, stdio: ['ignore', 'inherit', 'inherit'] });
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`building the CLI bundle exited with ${code}`))));
+  });
+}
+
+interface AfterContext {
+  client: FilestoreClient;
+  db: pg.Client;
+  url: string;
+  cwd: string;
+  tree: TreeState;
+  mountId: string;
+  serverPid: number;
+  pgPid: number | null;
+  watchersOn: boolean;
+  serverLog: () => string;
+  mountCreated: number;
+  rcloneFirst: boolean;
+  round: number;
+  windows: Record<string, { startUs: number; endUs: number }>;
+  log: (line: string) => void;
+}
+
+const FINAL = ['succeeded', 'failed', 'cancelled'];
+const countsOf = (result: unknown) => ((result ?? {}) as Record<string, number>);
+
+/** Waits (untimed) until the mount has no queued or running job and the outbox is empty; returns how long that took. */
+async function settle(c: AfterContext, what: string): Promise<number> {
+  const t0 = performance.now();
+  for (;;) {
+    const { rows } = await c.db.query<{ jobs: number; events: number }>(
+      `SELECT (SELECT count(*)::int FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND status IN ('queued', 'running')) AS jobs,
+              (SELECT count(*)::int FROM filestore.outbox WHERE published_at IS NULL) AS events`,
+      [c.mountId],
+    );
+    if (rows[0]?.jobs === 0 && rows[0]?.events === 0) break;
+    if (performance.now() - t0 > 300_000) {
+      c.log(`product ${what}: still ${rows[0]?.jobs} open job(s) and ${rows[0]?.events} unpublished event(s) after 300 s; measuring anyway`);
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return performance.now() - t0;
+}
+
+const lastJobId = async (c: AfterContext) => (await c.db.query<{ id: string | null }>('SELECT max(id)::text AS id FROM filestore.reconciliation_jobs WHERE mount_id = $1', [c.mountId])).rows[0]?.id ?? '0';
+
+/** The mount's jobs after `afterId` other than `exclude`, times relative to `w0` (ms since the epoch). */
+async function otherJobs(c: AfterContext, afterId: string, exclude: number | null, w0: number): Promise<OtherJob[]> {
+  const { rows } = await c.db.query<{ id: string; reason: string; path: string; status: string; result: unknown; created_at: Date; finished_at: Date | null }>(
+    'SELECT id, reason, path, status, result, created_at, finished_at FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND id > $2 ORDER BY id',
+    [c.mountId, afterId],
+  );
+  return rows
+    .filter((r) => Number(r.id) !== exclude)
+    .map((r) => ({ id: Number(r.id), reason: r.reason, path: r.path, status: r.status, counts: countsOf(r.result), createdMs: r.created_at.getTime() - w0, finishedMs: r.finished_at ? r.finished_at.getTime() - w0 : null }));
+}
+
+/** POST /v1/reconcile (full audit) polled on the CLI's schedule to its end, rclone before or after it. */
+async function timedAudit(c: AfterContext, phase: string, rcloneFirst: boolean, sinceId: string): Promise<Omit<AuditTiming, 'settleMs'>> {
+  const rcloneBefore = rcloneFirst ? await timeCommand(rcloneLsjson(c.tree.root)) : null;
+  const load = loadNow();
+  const cpu0 = processCpuSeconds(c.serverPid);
+  const pg0 = c.pgPid ? treeCpu(c.pgPid) : Number.NaN;
+  const startUs = nowUs();
+  const p0 = performance.now();
+  const w0 = Date.now();
+  let job = await c.client.reconcile({ mountId: 'tree', path: '', recursive: true });
+  while (!FINAL.includes(job.status)) {
+    await new Promise((r) => setTimeout(r, pollDelayMs(performance.now() - p0)));
+    job = await c.client.getJob(job.id);
+  }
+  const seenMs = performance.now() - p0;
+  c.windows[phase] = { startUs, endUs: nowUs() };
+  const serverCpuS = processCpuSeconds(c.serverPid) - cpu0;
+  const postgresCpuS = c.pgPid ? treeCpu(c.pgPid) - pg0 : Number.NaN;
+  const ms = job.finishedAt ? Date.parse(job.finishedAt) - w0 : seenMs;
+  const runMs = job.finishedAt && job.startedAt ? Date.parse(job.finishedAt) - Date.parse(job.startedAt) : Number.NaN;
+  const rclone = rcloneBefore ?? (await timeCommand(rcloneLsjson(c.tree.root)));
+  // The watcher's jobs from the phase's start (for the drift: from the first write) to our job's end.
+  const others = (await otherJobs(c, sinceId, job.id, w0)).filter((j) => j.createdMs <= ms);
+  return { ms, seenMs, runMs, status: job.status, counts: countsOf(job.result), serverCpuS, postgresCpuS, rclone, rcloneFirst, others, load };
+}
+
+/** The unchanged audit, the same through the CLI, then a 1 % drift and its audit: on the server and tree of the discovery. */
+async function afterDiscovery(c: AfterContext): Promise<AfterRuns> {
+  // The agent watches a mount added through the API from its next mount refresh (every 30 s);
+  // its watcher's start makes a catch-up audit. Both before anything is measured.
+  let watchedAfterMs: number | null = null;
+  if (c.watchersOn) {
+    const t0 = performance.now();
+    while (!/watching [^\n]*\btree\b/.test(c.serverLog()) && performance.now() - t0 < 45_000) await new Promise((r) => setTimeout(r, 100));
+    if (/watching [^\n]*\btree\b/.test(c.serverLog())) watchedAfterMs = performance.now() - c.mountCreated;
+    else c.log('product: the server did not say it watches the tree within 45 s; measuring anyway');
+  }
+
+  // 1. The unchanged audit, beside rclone.
+  let settleMs = await settle(c, 'unchanged');
+  let sinceId = await lastJobId(c);
+  const unchanged = { ...(await timedAudit(c, 'unchanged', c.rcloneFirst, sinceId)), settleMs };
+  c.log(`product unchanged audit: job ${(unchanged.ms / 1000).toFixed(2)} s (poll saw ${(unchanged.seenMs / 1000).toFixed(2)} s) ${JSON.stringify(unchanged.counts)}; rclone ${(unchanged.rclone.ms / 1000).toFixed(2)} s; ${unchanged.others.length} other job(s)`);
+
+  // 2. The same through the CLI as users run it (the bundle).
+  await settle(c, 'CLI');
+  sinceId = await lastJobId(c);
+  const env: NodeJS.ProcessEnv = { ...process.env, FILESTORE_URL: c.url, FILESTORE_CLI_SOURCES: '0' };
+  delete env.FILESTORE_TOKEN; // `start` without FILESTORE_API_TOKENS: authentication off on loopback
+  const cliLoad = loadNow();
+  const cliStartUs = nowUs();
+  const spawnedAt = Date.now();
+  const s0 = performance.now();
+  const cliOut = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(REPO, 'cli', 'bin.js'), 'reconcile', 'tree', '--wait'], { cwd: c.cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, output }));
+  });
+  const wallMs = performance.now() - s0;
+  c.windows.cli = { startUs: cliStartUs, endUs: nowUs() };
+  const { rows: cliJobs } = await c.db.query<{ id: string; status: string; result: unknown; created_at: Date; started_at: Date | null; finished_at: Date | null }>(
+    `SELECT id, status, result, created_at, started_at, finished_at FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND id > $2 AND reason = 'manual' ORDER BY id LIMIT 1`,
+    [c.mountId, sinceId],
+  );
+  const cj = cliJobs[0];
+  const cli: CliTiming = {
+    wallMs,
+    exitCode: cliOut.code,
+    jobMs: cj?.finished_at ? cj.finished_at.getTime() - cj.created_at.getTime() : Number.NaN,
+    runMs: cj?.finished_at && cj.started_at ? cj.finished_at.getTime() - cj.started_at.getTime() : Number.NaN,
+    toCreatedMs: cj ? cj.created_at.getTime() - spawnedAt : Number.NaN,
+    afterFinishMs: cj?.finished_at ? spawnedAt + wallMs - cj.finished_at.getTime() : Number.NaN,
+    status: cj?.status ?? 'no job',
+    counts: countsOf(cj?.result),
+    output: cliOut.output.trim().slice(-400),
+    load: cliLoad,
+  };
+  c.log(`product CLI reconcile --wait: wall ${(wallMs / 1000).toFixed(2)} s, its job ${(cli.jobMs / 1000).toFixed(2)} s (exit ${cliOut.code}); spawn → job created ${(cli.toCreatedMs / 1000).toFixed(2)} s, job end → exit ${(cli.afterFinishMs / 1000).toFixed(2)} s`);
+
+  // 3. A fresh 1 % drift out of band (synced, as the harness does), then the audit; the watcher stays on.
+  settleMs = await settle(c, 'drift');
+  sinceId = await lastJobId(c);
+  const drift = await applyDrift(c.tree, c.round);
+  await syncAll();
+  const d = { ...(await timedAudit(c, 'drift', c.rcloneFirst, sinceId)), settleMs };
+  // Everything the drift caused settled: the catalogue must say what the tree holds.
+  await settle(c, 'drift check');
+  const { rows } = await c.db.query<{ state: string; n: number }>(
+    `SELECT consistency_state AS state, count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1 AND kind = 'file' AND deleted_at IS NULL GROUP BY 1 ORDER BY 1`,
+    [c.mountId],
+  );
+  const by = Object.fromEntries(rows.map((r) => [r.state, r.n]));
+  const catalogueOk = by.ACTIVE === c.tree.files.length && (by.INCONSISTENT ?? 0) === 0;
+  const catalogue = `files ${JSON.stringify(by)} vs ${c.tree.files.length} on disk`;
+  c.log(
+    `product 1 % drift audit: job ${(d.ms / 1000).toFixed(2)} s ${JSON.stringify(d.counts)}; rclone ${(d.rclone.ms / 1000).toFixed(2)} s; watcher jobs before our end: ${d.others.length}; catalogue ${catalogue}${catalogueOk ? '' : ' — WRONG'}`,
+  );
+  return { watchedAfterMs, unchanged, cli, drift: { ...d, drift, catalogue, catalogueOk }, profiles: {} };
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
