@@ -99,6 +99,8 @@ export function describeAttempt(r: AttemptReport): string {
       return `job ${r.jobId} (${what}) failed${attempt}, will retry${error}`;
     case 'coalesced':
       return `job ${r.jobId} (${what}) failed${attempt}; job ${String(job?.error?.jobId ?? '?')} waiting for the same path takes over${error}`;
+    case 'deferred':
+      return `job ${r.jobId} (${what}) put off, no attempt spent${error}; tried again later`;
     default:
       return `job ${r.jobId} (${what}) ${r.outcome}${attempt} after ${took}${error}`;
   }
