@@ -10,6 +10,7 @@ import { PromMetrics } from '../shared/metrics/prom.ts';
 import { lockKey } from '../shared/orchestrator/locks.ts';
 import { createReconcileQueue } from '../shared/queues/create-reconcile-queue.ts';
 import type { ReconcileQueue } from '../shared/queues/reconcile-queue.ts';
+import { reconcilePath } from '../shared/reconcile/reconcile-path.ts';
 import { createReconciler } from '../shared/reconcile/reconciler.ts';
 import type { AttemptReport } from '../shared/reconcile/worker.ts';
 import type { Filestore } from '../shared/runtime.ts';
@@ -171,3 +172,22 @@ it('a queue closing while an audit is deferred does not wait for the other audit
   }, 'the audit to succeed after the next start', 60_000);
   expect(done.attempts).toBe(1);
 }, 180_000);
+
+it('reconcilePath (a run here and now, as the Lambdas make) of a full audit while another audit of its mount runs: deferred, the row queued with no attempt spent; the next call runs it', async () => {
+  const { a, job } = await setup('inline');
+  const release = await holdAuditLock(a.id);
+  const request = { mountId: a.id, path: '', reason: 'audit' as const, recursive: true, hash: false };
+  const first = await reconcilePath(fs, request, { deadline: Date.now() + 60_000 });
+  expect(first.outcome).toBe('deferred');
+  expect(first.job.status).toBe('queued');
+  expect(first.job.attempts).toBe(0);
+  expect((await job(first.job.id)).attempts).toBe(0);
+
+  await release();
+  const second = await reconcilePath(fs, request, { deadline: Date.now() + 60_000 });
+  expect(second.coalesced).toBe(true);
+  expect(second.job.id).toBe(first.job.id);
+  expect(second.outcome).toBe('succeeded');
+  expect(second.job.attempts).toBe(1);
+  expect(second.result?.discovered).toBe(3);
+}, 120_000);
