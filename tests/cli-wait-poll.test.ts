@@ -35,3 +35,32 @@ describe('reconcile --wait polling', () => {
     expect(pollsUntil(600_000).length).toBeLessThan(1_250);
   });
 });
+
+describe('reconcile --wait follows a job joined to another', () => {
+  it('a job cancelled COALESCED into another is followed to that job’s end', async () => {
+    const { createServer } = await import('node:http');
+    const { FilestoreClient } = await import('../shared/client/index.ts');
+    const { waitForJob } = await import('../cli/commands/reconcile.ts');
+    const row = (id: number, status: string, error: Record<string, unknown> | null, result: Record<string, number> | null = null) => ({
+      id, mountId: '00000000-0000-4000-8000-000000000001', path: '', reason: 'manual', options: {}, status, attempts: 1, coalesced: 0, result, error,
+      createdAt: '2026-12-06T00:00:00.000Z', startedAt: null, finishedAt: null, updatedAt: '2026-12-06T00:00:00.000Z',
+    });
+    // The API as it answers: job 7 was joined to job 9, which finishes.
+    const server = createServer((req, res) => {
+      const body = req.url?.startsWith('/v1/reconcile/jobs/7')
+        ? row(7, 'cancelled', { code: 'COALESCED', jobId: 9 })
+        : row(9, 'succeeded', null, { checked: 3, unchanged: 3, updated: 0, discovered: 0, missing: 0 });
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const { port } = server.address() as { port: number };
+      const client = new FilestoreClient({ baseUrl: `http://127.0.0.1:${port}`, token: 't' });
+      const queued = row(7, 'queued', null) as Parameters<typeof waitForJob>[1];
+      const done = await waitForJob(client, queued);
+      expect(done).toMatchObject({ id: 9, status: 'succeeded', result: { checked: 3 } });
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+});

@@ -87,7 +87,9 @@ export function registerReconcile(program: Command): void {
 }
 
 /**
- * Polls the job every 500 ms until it is final, with a counter of checked nodes on stderr.
+ * Polls the job (soon, then less often: pollDelayMs) until it is final, with a counter of
+ * checked nodes on stderr. A job cancelled because another job for the same path took its
+ * work over (error COALESCED, with that job's id) is followed to that job's end.
  * An answer that says "not now" (no connection, a 5xx such as 503 UNAVAILABLE) does not end
  * the wait: it is said once on stderr, polls back off, and the wait gives up only after
  * `giveUpMs` without an answer.
@@ -121,12 +123,25 @@ export async function waitForJob(client: FilestoreClient, queued: ReconcileJob, 
       }
       troubleSince = null;
       delay = pollDelayMs(Date.now() - started);
+      const takenOver = coalescedInto(job);
+      if (takenOver !== null) {
+        process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}filestore: job ${job.id} was joined to job ${takenOver}, which does its work; following job ${takenOver}\n`);
+        job = await client.getJob(takenOver);
+        continue;
+      }
       progress.update(count(job, 'checked') ?? 0);
     }
   } finally {
     progress.stop();
   }
   return job;
+}
+
+/** The job that took over a cancelled one's work (error COALESCED with its id), or null. */
+function coalescedInto(job: ReconcileJob): number | null {
+  if (job.status !== 'cancelled') return null;
+  const error = job.error as { code?: unknown; jobId?: unknown } | null | undefined;
+  return error?.code === 'COALESCED' && typeof error.jobId === 'number' && error.jobId !== job.id ? error.jobId : null;
 }
 
 /** An answer that may well be different a little later: no connection, or a server error other than 501. */
