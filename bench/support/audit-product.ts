@@ -240,13 +240,13 @@ function printAfter(mode: string, after: AfterRuns[], files: number): void {
     `    CLI \`node cli/bin.js reconcile tree --wait\` (bundle): wall ${sec(cl.wall)} s · its job ${sec(cl.job)} s (created → finished) · wall − job ${sec(cl.over)} s (target ≤ job + 0.20 s) ${pass(cl.over <= 200)} · spawn → job created ${sec(cl.pre)} s, job finished → exit ${sec(cl.post)} s`,
   );
   console.log(
-    `    1 % drift audit: job ${sec(d.job)} s (poll saw ${sec(d.seen)} s) · rclone on the drifted tree ${sec(d.rclone)} s · ${(d.job / d.rclone).toFixed(2)}× (target ≤ 1.5×) ${pass(d.job <= 1.5 * d.rclone)} · server CPU ${median(after.map((a) => a.drift.serverCpuS)).toFixed(2)} s${mode === 'embedded' ? `, PostgreSQL CPU ${median(after.map((a) => a.drift.postgresCpuS)).toFixed(2)} s` : ''}`,
+    `    1 % drift audit: job ${sec(d.job)} s (poll saw ${sec(d.seen)} s; started → finished ${sec(median(after.map((a) => a.drift.runMs)))} s) · rclone on the drifted tree ${sec(d.rclone)} s · ${(d.job / d.rclone).toFixed(2)}× (target ≤ 1.5×) ${pass(d.job <= 1.5 * d.rclone)} · server CPU ${median(after.map((a) => a.drift.serverCpuS)).toFixed(2)} s${mode === 'embedded' ? `, PostgreSQL CPU ${median(after.map((a) => a.drift.postgresCpuS)).toFixed(2)} s` : ''}`,
   );
   after.forEach((a, r) => {
     console.log(
       `    round ${r + 1} (rclone ${a.unchanged.rcloneFirst ? 'first' : 'after'}): unchanged job ${sec(a.unchanged.ms)} s vs rclone ${sec(a.unchanged.rclone.ms)} s = ${(a.unchanged.ms / a.unchanged.rclone.ms).toFixed(2)}× [load ${a.unchanged.load}; settled ${sec(a.unchanged.settleMs)} s before]; ` +
         `CLI wall ${sec(a.cli.wallMs)} s vs its job ${sec(a.cli.jobMs)} s (+${sec(a.cli.wallMs - a.cli.jobMs)} s, exit ${a.cli.exitCode}) [load ${a.cli.load}]; ` +
-        `drift job ${sec(a.drift.ms)} s vs rclone ${sec(a.drift.rclone.ms)} s = ${(a.drift.ms / a.drift.rclone.ms).toFixed(2)}× [load ${a.drift.load}]`,
+        `drift job ${sec(a.drift.ms)} s (of it started → finished ${sec(a.drift.runMs)} s) vs rclone ${sec(a.drift.rclone.ms)} s = ${(a.drift.ms / a.drift.rclone.ms).toFixed(2)}× [load ${a.drift.load}]`,
     );
     console.log(`      drift ${a.drift.drift.modified} modified / ${a.drift.drift.added} added / ${a.drift.drift.deleted} deleted; our audit: ${countsLine(a.drift.counts)}; the watcher's jobs before our end: ${othersLine(a.drift.others)}; after settling: ${a.drift.catalogue}`);
     if (a.unchanged.others.length > 0) console.log(`      other jobs during the unchanged audit: ${othersLine(a.unchanged.others)}`);
