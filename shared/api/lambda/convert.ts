@@ -58,6 +58,8 @@ export function toApiRequest(event: APIGatewayProxyEventV2): ApiRequest {
   if (hasBody) {
     const bytes = event.body === undefined ? Buffer.alloc(0) : Buffer.from(event.body, event.isBase64Encoded ? 'base64' : 'utf8');
     body = Readable.from(bytes.length > 0 ? [bytes] : []);
+    // The body is here whole: its length is known, whatever the event's headers say.
+    headers['content-length'] = String(bytes.length);
   }
   return { method, path: requestPath(event), query: requestQuery(event.rawQueryString), headers, body };
 }

@@ -100,7 +100,10 @@ export const fileRoutes: Route[] = [
         expectedVersion: ifMatchVersion(req.headers['if-match']),
         expectedSha256: checksumSha256(req.headers['x-checksum-sha256']),
       };
-      const declared = Number(req.headers['content-length']);
+      // The declared length, when the request has one (a chunked body, or an HTTP API event
+      // without the header, has none: it streams).
+      const length = req.headers['content-length'];
+      const declared = typeof length === 'string' && /^\d+$/.test(length) ? Number(length) : Number.NaN;
       if (deps.maxFileBodyBytes !== undefined && declared > deps.maxFileBodyBytes) {
         req.body.resume();
         const mount = await deps.fs.reader.mount(query.mountId);
