@@ -99,6 +99,8 @@ export interface AuditTiming {
   status: string;
   counts: Record<string, number>;
   serverCpuS: number;
+  /** The server's child processes but PostgreSQL's (the walkers) during the job. */
+  walkerCpuS: number;
   postgresCpuS: number;
   rclone: PeerRun;
   rcloneFirst: boolean;
@@ -234,13 +236,13 @@ function printAfter(mode: string, after: AfterRuns[], files: number): void {
   const watched = after.map((a) => (a.watchedAfterMs === null ? 'not watched' : `${sec(a.watchedAfterMs)} s`));
   console.log(`  ${mode.padEnd(8)} then on the same server and tree (watcher on the tree from ${watched.join(', ')} after the mount was added; jobs and outbox settled before each phase), medians of ${after.length}:`);
   console.log(
-    `    unchanged audit: job ${sec(u.job)} s (POST → finished_at; the CLI's poll schedule saw it at ${sec(u.seen)} s; started → finished ${sec(u.run)} s) · rclone ${sec(u.rclone)} s · ${(u.job / u.rclone).toFixed(2)}× (target ≤ 1.0×) ${pass(u.job <= u.rclone)} · server CPU ${median(after.map((a) => a.unchanged.serverCpuS)).toFixed(2)} s${mode === 'embedded' ? `, PostgreSQL CPU ${median(after.map((a) => a.unchanged.postgresCpuS)).toFixed(2)} s` : ''}`,
+    `    unchanged audit: job ${sec(u.job)} s (POST → finished_at; the CLI's poll schedule saw it at ${sec(u.seen)} s; started → finished ${sec(u.run)} s) · rclone ${sec(u.rclone)} s · ${(u.job / u.rclone).toFixed(2)}× (target ≤ 1.0×) ${pass(u.job <= u.rclone)} · server CPU ${median(after.map((a) => a.unchanged.serverCpuS)).toFixed(2)} s, walkers ${median(after.map((a) => a.unchanged.walkerCpuS)).toFixed(2)} s${mode === 'embedded' ? `, PostgreSQL CPU ${median(after.map((a) => a.unchanged.postgresCpuS)).toFixed(2)} s` : ''}`,
   );
   console.log(
     `    CLI \`node cli/bin.js reconcile tree --wait\` (bundle): wall ${sec(cl.wall)} s · its job ${sec(cl.job)} s (created → finished) · wall − job ${sec(cl.over)} s (target ≤ job + 0.20 s) ${pass(cl.over <= 200)} · spawn → job created ${sec(cl.pre)} s, job finished → exit ${sec(cl.post)} s`,
   );
   console.log(
-    `    1 % drift audit: job ${sec(d.job)} s (poll saw ${sec(d.seen)} s; started → finished ${sec(median(after.map((a) => a.drift.runMs)))} s) · rclone on the drifted tree ${sec(d.rclone)} s · ${(d.job / d.rclone).toFixed(2)}× (target ≤ 1.5×) ${pass(d.job <= 1.5 * d.rclone)} · server CPU ${median(after.map((a) => a.drift.serverCpuS)).toFixed(2)} s${mode === 'embedded' ? `, PostgreSQL CPU ${median(after.map((a) => a.drift.postgresCpuS)).toFixed(2)} s` : ''}`,
+    `    1 % drift audit: job ${sec(d.job)} s (poll saw ${sec(d.seen)} s; started → finished ${sec(median(after.map((a) => a.drift.runMs)))} s) · rclone on the drifted tree ${sec(d.rclone)} s · ${(d.job / d.rclone).toFixed(2)}× (target ≤ 1.5×) ${pass(d.job <= 1.5 * d.rclone)} · server CPU ${median(after.map((a) => a.drift.serverCpuS)).toFixed(2)} s, walkers ${median(after.map((a) => a.drift.walkerCpuS)).toFixed(2)} s${mode === 'embedded' ? `, PostgreSQL CPU ${median(after.map((a) => a.drift.postgresCpuS)).toFixed(2)} s` : ''}`,
   );
   after.forEach((a, r) => {
     console.log(
@@ -595,6 +597,7 @@ async function timedAudit(c: AfterContext, phase: string, rcloneFirst: boolean, 
   const load = loadNow();
   const cpu0 = processCpuSeconds(c.serverPid);
   const pg0 = c.pgPid ? treeCpu(c.pgPid) : Number.NaN;
+  const tree0 = treeCpu(c.serverPid) - (c.pgPid ? pg0 : 0);
   const startUs = nowUs();
   const p0 = performance.now();
   const w0 = Date.now();
@@ -606,13 +609,16 @@ async function timedAudit(c: AfterContext, phase: string, rcloneFirst: boolean, 
   const seenMs = performance.now() - p0;
   c.windows[phase] = { startUs, endUs: nowUs() };
   const serverCpuS = processCpuSeconds(c.serverPid) - cpu0;
-  const postgresCpuS = c.pgPid ? treeCpu(c.pgPid) - pg0 : Number.NaN;
+  const pg1 = c.pgPid ? treeCpu(c.pgPid) : Number.NaN;
+  const postgresCpuS = pg1 - pg0;
+  // Walkers that exited during the job are not counted (their CPU goes to the server's cutime, not read here).
+  const walkerCpuS = treeCpu(c.serverPid) - (c.pgPid ? pg1 : 0) - tree0 - serverCpuS;
   const ms = job.finishedAt ? Date.parse(job.finishedAt) - w0 : seenMs;
   const runMs = job.finishedAt && job.startedAt ? Date.parse(job.finishedAt) - Date.parse(job.startedAt) : Number.NaN;
   const rclone = rcloneBefore ?? (await timeCommand(rcloneLsjson(c.tree.root)));
   // The watcher's jobs from the phase's start (for the drift: from the first write) to our job's end.
   const others = (await otherJobs(c, sinceId, job.id, w0)).filter((j) => j.createdMs <= ms);
-  return { ms, seenMs, runMs, status: job.status, counts: countsOf(job.result), serverCpuS, postgresCpuS, rclone, rcloneFirst, others, load };
+  return { ms, seenMs, runMs, status: job.status, counts: countsOf(job.result), serverCpuS, walkerCpuS, postgresCpuS, rclone, rcloneFirst, others, load };
 }
 
 /** The unchanged audit, the same through the CLI, then a 1 % drift and its audit: on the server and tree of the discovery. */
