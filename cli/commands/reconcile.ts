@@ -53,7 +53,8 @@ export function registerReconcile(program: Command): void {
       }
       job = await waitForJob(client, job);
       if (o.json) printJson(job);
-      else printJob(job, await mountKeys(client));
+      // The mount's key is what the user typed, unless that was its id: no listing to fetch.
+      else printJob(job, UUID.test(target.mount) ? await mountKeys(client) : new Map([[job.mountId, target.mount]]));
       if (job.status !== 'succeeded') process.exitCode = 1;
     });
 
@@ -156,6 +157,8 @@ function count(job: ReconcileJob, key: string): number | undefined {
 }
 
 /** Mount id → key, to show jobs by mount key (a removed mount's jobs went with it; an unknown id stays an id). */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 async function mountKeys(client: FilestoreClient): Promise<Map<string, string>> {
   return new Map((await client.listMounts()).items.map((m) => [m.id, m.key]));
 }
