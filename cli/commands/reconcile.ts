@@ -7,13 +7,13 @@ import { connect, parseId, parseTarget, showTarget, type Target } from '../targe
 /**
  * How long `--wait` waits before asking again, `elapsedMs` into the wait: soon at first (most
  * jobs take well under a second, and a fixed half-second poll added up to 0.5 s to each),
- * then a tenth of the time waited so far (a wait overshoots the job's end by at most ~10 %,
- * plus 50 ms), never more than POLL_MS. A poll is one small GET.
+ * then a twentieth of the time waited so far (a wait overshoots the job's end by at most ~5 %,
+ * plus 25 ms), never more than POLL_MS. A poll is one small GET of one row.
  */
 export function pollDelayMs(elapsedMs: number): number {
-  return Math.min(POLL_MS, FIRST_POLL_MS + Math.max(0, elapsedMs) / 10);
+  return Math.min(POLL_MS, FIRST_POLL_MS + Math.max(0, elapsedMs) / 20);
 }
-const FIRST_POLL_MS = 50;
+const FIRST_POLL_MS = 25;
 const POLL_MS = 500;
 /** While Filestore does not answer (restarting, its database or Redis away), polls back off up to this… */
 const MAX_POLL_MS = 5_000;
