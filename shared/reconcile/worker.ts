@@ -19,8 +19,13 @@ import type { ReconcileCounts, ReconcileHandler, ReconcileResult, RunLimits } fr
  */
 export type AttemptOutcome = 'succeeded' | 'failed' | 'retried' | 'coalesced' | 'stopped' | 'deferred' | 'skipped';
 
-/** How long a queue puts off a job deferred `deferrals` times in a row: 2 s, doubling, at most 30 s. */
-export const deferralDelay = (deferrals: number): number => Math.min(30_000, 2_000 * 2 ** Math.max(0, Math.min(deferrals - 1, 10)));
+/**
+ * How long a queue puts off a job deferred `deferrals` times in a row: 250 ms, doubling, at
+ * most 2 s. The audit it waits for is often short (the watcher's job after a burst of changes,
+ * ~1 s at 100k files) and the user's `reconcile --wait` waits on it; a look costs a claim and
+ * its give-back, a few round trips every 2 s at worst.
+ */
+export const deferralDelay = (deferrals: number): number => Math.min(2_000, 250 * 2 ** Math.max(0, Math.min(deferrals - 1, 10)));
 
 export interface AttemptReport {
   jobId: number;
