@@ -37,7 +37,7 @@ describe('reconcile --wait polling', () => {
 });
 
 describe('reconcile --wait follows a job joined to another', () => {
-  it('a job cancelled COALESCED into another is followed to that job’s end', async () => {
+  it('a job cancelled COALESCED into another is followed to that job’s end, over two hops and a passing 503', async () => {
     const { createServer } = await import('node:http');
     const { FilestoreClient } = await import('../shared/client/index.ts');
     const { waitForJob } = await import('../cli/commands/reconcile.ts');
@@ -45,11 +45,19 @@ describe('reconcile --wait follows a job joined to another', () => {
       id, mountId: '00000000-0000-4000-8000-000000000001', path: '', reason: 'manual', options: {}, status, attempts: 1, coalesced: 0, result, error,
       createdAt: '2026-12-06T00:00:00.000Z', startedAt: null, finishedAt: null, updatedAt: '2026-12-06T00:00:00.000Z',
     });
-    // The API as it answers: job 7 was joined to job 9, which finishes.
+    // The API as it answers: job 7 was joined to job 8, itself joined to job 9, which
+    // finishes; the first question about job 8 meets a server that is not answering now (503).
+    let asked8 = 0;
     const server = createServer((req, res) => {
+      if (req.url?.startsWith('/v1/reconcile/jobs/8') && asked8++ === 0) {
+        res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end(JSON.stringify({ error: { code: 'UNAVAILABLE', message: 'not now' } }));
+        return;
+      }
       const body = req.url?.startsWith('/v1/reconcile/jobs/7')
-        ? row(7, 'cancelled', { code: 'COALESCED', jobId: 9 })
-        : row(9, 'succeeded', null, { checked: 3, unchanged: 3, updated: 0, discovered: 0, missing: 0 });
+        ? row(7, 'cancelled', { code: 'COALESCED', jobId: 8 })
+        : req.url?.startsWith('/v1/reconcile/jobs/8')
+          ? row(8, 'cancelled', { code: 'COALESCED', jobId: 9 })
+          : row(9, 'succeeded', null, { checked: 3, unchanged: 3, updated: 0, discovered: 0, missing: 0 });
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -59,6 +67,7 @@ describe('reconcile --wait follows a job joined to another', () => {
       const queued = row(7, 'queued', null) as Parameters<typeof waitForJob>[1];
       const done = await waitForJob(client, queued);
       expect(done).toMatchObject({ id: 9, status: 'succeeded', result: { checked: 3 } });
+      expect(asked8).toBeGreaterThanOrEqual(2); // asked again after the 503, not given up
     } finally {
       await new Promise((r) => server.close(r));
     }

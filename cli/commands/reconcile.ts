@@ -102,8 +102,18 @@ export async function waitForJob(client: FilestoreClient, queued: ReconcileJob, 
   const started = Date.now();
   let delay = pollDelayMs(0);
   let troubleSince: number | null = null;
+  const followed = new Set<number>([queued.id]);
   try {
-    while (!FINAL.has(job.status)) {
+    while (!FINAL.has(job.status) || coalescedInto(job) !== null) {
+      const takenOver = coalescedInto(job);
+      if (takenOver !== null) {
+        // Its work went to another job (maybe after hops): follow that one, polled as any, so
+        // an answer that says "not now" is retried the same way.
+        if (followed.has(takenOver)) break; // a loop of joins: show the job as it is
+        followed.add(takenOver);
+        process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}filestore: job ${job.id} was joined to job ${takenOver}, which does its work; following job ${takenOver}\n`);
+        job = { ...job, id: takenOver, status: 'queued', error: null };
+      }
       await new Promise((resolve) => setTimeout(resolve, delay));
       try {
         job = await client.getJob(job.id);
@@ -124,12 +134,7 @@ export async function waitForJob(client: FilestoreClient, queued: ReconcileJob, 
       }
       troubleSince = null;
       delay = pollDelayMs(Date.now() - started);
-      const takenOver = coalescedInto(job);
-      if (takenOver !== null) {
-        process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}filestore: job ${job.id} was joined to job ${takenOver}, which does its work; following job ${takenOver}\n`);
-        job = await client.getJob(takenOver);
-        continue;
-      }
+
       progress.update(count(job, 'checked') ?? 0);
     }
   } finally {

@@ -19,11 +19,16 @@ export class UploadSlots {
   /** Small commands waiting for a slot (acquire), first come first served. */
   private readonly waiting: Array<() => void> = [];
 
-  constructor(readonly limit: number) {}
+  /** `spare`: the extra slot small commands get while streams hold every slot (0 or 1). */
+  constructor(
+    readonly limit: number,
+    private readonly spare: 0 | 1 = 1,
+  ) {}
 
-  /** Half of a pool of `poolSize` connections (at least one). */
+  /** Half of a pool of `poolSize` connections (at least one); the spare only where it still leaves another connection free. */
   static forPool(poolSize: number): UploadSlots {
-    return new UploadSlots(Math.max(1, Math.floor(poolSize / 2)));
+    const limit = Math.max(1, Math.floor(poolSize / 2));
+    return new UploadSlots(limit, poolSize - limit > 1 ? 1 : 0);
   }
 
   /**
@@ -65,7 +70,7 @@ export class UploadSlots {
   }
 
   private capacity(): number {
-    return this.limit + (this.streaming >= this.limit ? 1 : 0);
+    return this.limit + (this.streaming >= this.limit ? this.spare : 0);
   }
 
   private grant(): void {

@@ -5,7 +5,7 @@ import { enqueueJob, markQueueOwed, type JobToSend, type ReconcileJobRow } from 
 import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
 import { RedisHealth } from '../redis/health.ts';
 import type { ReconcileHandler, ReconcileRequest } from '../reconcile/types.ts';
-import { deferralDelay, ReconcileWorker } from '../reconcile/worker.ts';
+import { deferralDelay, deferralLine, ReconcileWorker } from '../reconcile/worker.ts';
 import { ReconcileResender } from './bullmq-resend.ts';
 import { tryLockJobRun } from './job-run-lock.ts';
 import {
@@ -314,6 +314,8 @@ export class BullMqReconcileQueue implements ReconcileQueue {
       // looked at again later without spending a BullMQ attempt, holding no worker slot meanwhile.
       const deferrals = (job.data.deferrals ?? 0) + 1;
       await job.updateData({ ...job.data, deferrals });
+      const line = deferralLine(rowId, deferrals);
+      if (line) this.o.log?.(line);
       await job.moveToDelayed(Date.now() + deferralDelay(deferrals), token);
       throw new DelayedError();
     }

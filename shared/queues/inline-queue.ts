@@ -1,7 +1,7 @@
 import { enqueueJob, openJobs } from '../catalogue/jobs.ts';
 import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
 import type { ReconcileHandler, ReconcileRequest } from '../reconcile/types.ts';
-import { deferralDelay, ReconcileWorker } from '../reconcile/worker.ts';
+import { deferralDelay, deferralLine, ReconcileWorker } from '../reconcile/worker.ts';
 import {
   DEFAULT_ATTEMPTS,
   DEFAULT_BACKOFF_MS,
@@ -120,6 +120,8 @@ export class InlineReconcileQueue implements ReconcileQueue {
         // Not run (another audit of its mount runs): tried again later, holding no slot meanwhile.
         const n = (this.deferrals.get(p.id) ?? 0) + 1;
         this.deferrals.set(p.id, n);
+        const line = deferralLine(p.id, n);
+        if (line) this.o.log?.(line);
         this.later({ id: p.id, reclaim: false }, deferralDelay(n));
         return;
       }

@@ -27,6 +27,17 @@ export type AttemptOutcome = 'succeeded' | 'failed' | 'retried' | 'coalesced' | 
  */
 export const deferralDelay = (deferrals: number): number => Math.min(2_000, 250 * 2 ** Math.max(0, Math.min(deferrals - 1, 10)));
 
+/**
+ * A line for the log when a job has been deferred `deferrals` times in a row, or null: after
+ * about a minute of waiting, then about every five (a deferred job spends no attempt and counts
+ * in no outcome, so a lock that stays held — a walk hung on stalled storage — is said here).
+ */
+export function deferralLine(jobId: number, deferrals: number): string | null {
+  if (deferrals < 32 || (deferrals - 32) % 150 !== 0) return null;
+  const minutes = Math.round((deferrals * deferralDelay(deferrals)) / 60_000);
+  return `reconcile job ${jobId}: an audit of its mount has been running for about ${minutes} min or more; this audit waits its turn (queued, no attempt spent). If no audit of the mount makes progress, look for a stalled storage or a session holding the mount's audit lock`;
+}
+
 export interface AttemptReport {
   jobId: number;
   outcome: AttemptOutcome;
