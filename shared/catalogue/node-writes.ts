@@ -46,6 +46,42 @@ export interface Provenance {
 
 const depth = (p: string) => (p === '' ? 0 : p.split('/').length);
 
+/** `nodes` grouped by depth, shallowest first: a level's parents are inserted before it. */
+export function levelsByDepth<T extends { path: string }>(nodes: readonly T[]): T[][] {
+  const byDepth = new Map<number, T[]>();
+  for (const n of nodes) {
+    const d = depth(n.path);
+    let list = byDepth.get(d);
+    if (!list) byDepth.set(d, (list = []));
+    list.push(n);
+  }
+  return [...byDepth.keys()].sort((a, b) => a - b).map((d) => byDepth.get(d) as T[]);
+}
+
+/**
+ * A level's new rows as the parameters $1–$13 of an insert that unnests them (mount, then
+ * path, parent path, name, kind, size, sha256, etag, mode, uid, gid, mtime, metadata). The
+ * mtimes go as ISO text: the driver's own conversion of a Date (to local time with an offset)
+ * cost more than the rest of the row's parameters together.
+ */
+export function newNodeParams(mountId: string, level: readonly NewNode[]): unknown[] {
+  return [
+    mountId,
+    level.map((n) => n.path),
+    level.map((n) => parentOf(n.path)),
+    level.map((n) => baseName(n.path)),
+    level.map((n) => n.kind),
+    level.map((n) => n.sizeBytes),
+    level.map((n) => n.sha256),
+    level.map((n) => n.etag),
+    level.map((n) => n.mode),
+    level.map((n) => n.uid),
+    level.map((n) => n.gid),
+    level.map((n) => n.mtime?.toISOString() ?? null),
+    level.map((n) => (n.metadata ? JSON.stringify(n.metadata) : null)),
+  ];
+}
+
 /** (row number, ancestor path) pairs of a batch, flattened for unnest. */
 /** (1-based row number, ancestor path) pairs of the rows' ancestors, for unnest in set-based rollup deltas. */
 export function ancestorPairs(level: readonly { path: string }[]): [number[], string[]] {
@@ -79,16 +115,8 @@ export async function insertNodes(
   /** Also add each inserted node to its ancestors' rollups (in the same statement). */
   rollupDeltas = false,
 ): Promise<CatalogueNode[]> {
-  const byDepth = new Map<number, NewNode[]>();
-  for (const n of nodes) {
-    const d = depth(n.path);
-    let list = byDepth.get(d);
-    if (!list) byDepth.set(d, (list = []));
-    list.push(n);
-  }
   const inserted: CatalogueNode[] = [];
-  for (const d of [...byDepth.keys()].sort((a, b) => a - b)) {
-    const level = byDepth.get(d) as NewNode[];
+  for (const level of levelsByDepth(nodes)) {
     const { rows } = await q.query<CatalogueNode>({
     name: `filestore.nodes.insert.${onConflict}`,
     text: `WITH input AS (
@@ -131,19 +159,7 @@ export async function insertNodes(
        )
        SELECT ${NODE_COLUMNS} FROM ins`,
     values: [
-        mountId,
-        level.map((n) => n.path),
-        level.map((n) => parentOf(n.path)),
-        level.map((n) => baseName(n.path)),
-        level.map((n) => n.kind),
-        level.map((n) => n.sizeBytes),
-        level.map((n) => n.sha256),
-        level.map((n) => n.etag),
-        level.map((n) => n.mode),
-        level.map((n) => n.uid),
-        level.map((n) => n.gid),
-        level.map((n) => n.mtime),
-        level.map((n) => (n.metadata ? JSON.stringify(n.metadata) : null)),
+        ...newNodeParams(mountId, level),
         provenance.journalEntryId ?? null,
         provenance.reconciliationJobId ?? null,
         ...ancestorPairs(level),

@@ -1,10 +1,9 @@
 import type { Queryable } from '../db/pool.ts';
-import { baseName, parentOf } from '../paths.ts';
 import type { EntryStat } from '../backends/types.ts';
 import { pathLockSet } from '../orchestrator/locks.ts';
 import { lit } from './inline-writes.ts';
 import { appendEvents, type NewEvent } from './outbox.ts';
-import { ancestorPairs, type NewNode } from './node-writes.ts';
+import { ancestorPairs, levelsByDepth, newNodeParams, type NewNode } from './node-writes.ts';
 import { NODE_COLUMNS } from './rows.ts';
 import { descendantsCondition } from './subtree.ts';
 import type { CatalogueNode } from './types.ts';
@@ -364,8 +363,6 @@ const NODE_JSON_SQL = `json_build_object(
  */
 const PARENT_ID_SQL = `(SELECT p.id FROM filestore.nodes p WHERE p.mount_id = $1 AND p.path = input.parent_path AND p.deleted_at IS NULL)`;
 
-const pathDepth = (p: string) => (p === '' ? 0 : p.split('/').length);
-
 /**
  * Catalogues what a reconciliation found untracked on storage: for each node, its row, its
  * snapshot, an empty rollup row for a directory, and its `filestore.node.reconciled` event
@@ -385,16 +382,8 @@ export async function insertDiscovered(
   nodes: readonly NewNode[],
   o: { jobId: number; reason: string },
 ): Promise<Array<NewNode>> {
-  const byDepth = new Map<number, Array<NewNode>>();
-  for (const n of nodes) {
-    const d = pathDepth(n.path);
-    let list = byDepth.get(d);
-    if (!list) byDepth.set(d, (list = []));
-    list.push(n);
-  }
   const inserted: Array<NewNode> = [];
-  for (const d of [...byDepth.keys()].sort((a, b) => a - b)) {
-    const level = byDepth.get(d) as Array<NewNode>;
+  for (const level of levelsByDepth(nodes)) {
     const { rows } = await q.query<{ path: string }>({
       name: 'filestore.reconcile.insertDiscovered',
       text: `WITH input AS (
@@ -426,21 +415,7 @@ export async function insertDiscovered(
        )
        SELECT path FROM ins`,
       values: [
-        mountId,
-        level.map((n) => n.path),
-        level.map((n) => parentOf(n.path)),
-        level.map((n) => baseName(n.path)),
-        level.map((n) => n.kind),
-        level.map((n) => n.sizeBytes),
-        level.map((n) => n.sha256),
-        level.map((n) => n.etag),
-        level.map((n) => n.mode),
-        level.map((n) => n.uid),
-        level.map((n) => n.gid),
-        // As ISO text (the driver's own conversion of a Date, to local time with an offset, cost
-        // more than the rest of the row's parameters together).
-        level.map((n) => n.mtime?.toISOString() ?? null),
-        level.map((n) => (n.metadata ? JSON.stringify(n.metadata) : null)),
+        ...newNodeParams(mountId, level),
         o.jobId,
         o.reason,
       ],
