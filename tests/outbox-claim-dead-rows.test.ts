@@ -6,8 +6,6 @@
  * index scan marks the dead entries it meets as dead in the index once and skips them after.
  * Measured in buffers the claim's statement touches (EXPLAIN ANALYZE BUFFERS), not time.
  */
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLAIM_SETTINGS_SQL, RELAY_LOCKED_SETTING, claimBatchSql } from '../shared/catalogue/outbox.ts';
 import { createMount } from '../shared/catalogue/mounts.ts';
@@ -15,25 +13,10 @@ import { createPool, type Pool } from '../shared/db/pool.ts';
 import { migrate } from '../shared/db/migrate.ts';
 import { InlineEventBus, type EventBus } from '../shared/events/bus.ts';
 import { OutboxRelay } from '../shared/events/relay.ts';
-import { TEST_DATABASE_URL } from './support/env.ts';
+import { ownDatabase } from './support/own-database.ts';
 
 const EVENTS = 20_000;
-const database = `filestore_claim_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
-const url = (() => {
-  const u = new URL(TEST_DATABASE_URL);
-  u.pathname = `/${database}`;
-  return u.toString();
-})();
-
-async function admin(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: TEST_DATABASE_URL });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
+const db = ownDatabase('filestore_claim');
 
 /** Shared buffers the claim's statement touches, run as the relay runs it (its settings, the lock held). */
 async function claimBuffers(pool: Pool): Promise<{ buffers: number; rows: number }> {
@@ -57,9 +40,9 @@ describe('the relay claim with many published rows not yet vacuumed', () => {
   const published: unknown[] = [];
 
   beforeAll(async () => {
-    await admin(`CREATE DATABASE "${database}"`);
-    await migrate(url);
-    pool = createPool(url, 4);
+    await db.create();
+    await migrate(db.url);
+    pool = createPool(db.url, 4);
     await pool.query(`ALTER TABLE filestore.outbox SET (autovacuum_enabled = false)`);
     const mount = await createMount(pool, { key: 'claims', kind: 's3', bucket: 'claims-bucket' });
     await pool.query(
@@ -73,7 +56,7 @@ describe('the relay claim with many published rows not yet vacuumed', () => {
 
   afterAll(async () => {
     await pool?.end();
-    await admin(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
+    await db.drop();
   });
 
   it('every row is published, and a claim afterwards reads a small fraction of the pages it did before', async () => {

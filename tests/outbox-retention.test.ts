@@ -1,11 +1,10 @@
 import { spawn } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendEvents, type EventEnvelope } from '../shared/catalogue/outbox.ts';
 import { pruneOutbox } from '../shared/catalogue/outbox-retention.ts';
@@ -20,7 +19,7 @@ import { OutboxRelay } from '../shared/events/relay.ts';
 import { PromMetrics } from '../shared/metrics/prom.ts';
 import { createFilestore, type Filestore } from '../shared/runtime.ts';
 import { startTestServer, type TestServer } from './support/api.ts';
-import { TEST_DATABASE_URL } from './support/env.ts';
+import { ownDatabase } from './support/own-database.ts';
 import { client, expectError, openSse, qs, type SseReader } from './support/http.ts';
 
 // When an event counts as published (the bus took it), and how long the outbox keeps it
@@ -29,24 +28,14 @@ import { client, expectError, openSse, qs, type SseReader } from './support/http
 
 const BIN = fileURLToPath(new URL('../cli/bin.js', import.meta.url));
 const DAY_MS = 86_400_000;
-const database = `filestore_retention_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
-const url = (() => {
-  const u = new URL(TEST_DATABASE_URL);
-  u.pathname = `/${database}`;
-  return u.toString();
-})();
+const db = ownDatabase('filestore_retention');
+const url = db.url;
 
 let pool: Pool;
 const scratch: string[] = [];
 
 beforeAll(async () => {
-  const admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE DATABASE "${database}"`);
-  } finally {
-    await admin.end();
-  }
+  await db.create();
   await migrate(url);
   pool = createPool(url, 4);
 });
@@ -54,13 +43,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await pool?.end();
   for (const dir of scratch) await rm(dir, { recursive: true, force: true });
-  const admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
-  await admin.connect();
-  try {
-    await admin.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
-  } finally {
-    await admin.end();
-  }
+  await db.drop();
 });
 
 const metrics = () => new PromMetrics({ collectDefaults: false });

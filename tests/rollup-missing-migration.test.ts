@@ -1,41 +1,26 @@
 import { copyFile, mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMount } from '../shared/catalogue/mounts.ts';
 import { insertNodes, type NewNode } from '../shared/catalogue/node-writes.ts';
 import { compactRollups, readRollup } from '../shared/catalogue/rollups.ts';
 import { migrate, migrationsDir } from '../shared/db/migrate.ts';
 import { createPool } from '../shared/db/pool.ts';
-import { TEST_DATABASE_URL } from './support/env.ts';
+import { ownDatabase } from './support/own-database.ts';
 
 // Migration 16 (issue 16, item 8): a catalogue whose rollups counted MISSING nodes (the rule
 // before it) has them recomputed to count only what is present; other directories are untouched.
 
 const MIGRATION = '1700000000016_rollups-count-present';
-const database = `filestore_rollup_mig_${process.pid}`;
-const url = (() => {
-  const u = new URL(TEST_DATABASE_URL);
-  u.pathname = `/${database}`;
-  return u.toString();
-})();
+const db = ownDatabase('filestore_rollup_mig');
+const url = db.url;
 let before: string;
 let pool: pg.Pool;
 
-const admin = async (sql: string) => {
-  const c = new pg.Client({ connectionString: TEST_DATABASE_URL });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-};
-
 beforeAll(async () => {
-  await admin(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
-  await admin(`CREATE DATABASE "${database}"`);
+  await db.create();
   // The migrations before this one, as a catalogue made before it has them.
   before = await mkdtemp(path.join(os.tmpdir(), 'filestore-migrations-'));
   for (const f of await readdir(migrationsDir())) {
@@ -48,7 +33,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await pool?.end();
   await rm(before, { recursive: true, force: true });
-  await admin(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
+  await db.drop();
 });
 
 const node = (p: string, kind: 'file' | 'directory', sizeBytes = 0): NewNode => ({
