@@ -49,9 +49,8 @@ export class UploadSlots {
     return () => {
       if (released) return;
       released = true;
-      this.streaming--;
+      this.streaming--; // first: the release's grant sees the capacity without this stream
       release();
-      this.grant(); // one lane fewer for streams may free the spare lane's turn, or not: look
     };
   }
 
