@@ -46,11 +46,12 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     return mount;
   }
 
-  const event = (bucket: string): SQSEvent => ({
+  /** One record per key; `reported`: the size and ETag its event carries (absent: none, as in older fixtures). */
+  const event = (bucket: string, reported?: ReadonlyMap<string, { size: number; eTag: string }>): SQSEvent => ({
     Records: KEYS.map((k, i) => ({
       messageId: `m-${i}`,
       receiptHandle: `r-${i}`,
-      body: JSON.stringify({ Records: [{ eventVersion: '2.1', eventSource: 'aws:s3', eventName: 'ObjectCreated:Put', s3: { bucket: { name: bucket }, object: { key: formEncodeKey(`tenant/${k}`), sequencer: sequencerOf(i) } } }] }),
+      body: JSON.stringify({ Records: [{ eventVersion: '2.1', eventSource: 'aws:s3', eventName: 'ObjectCreated:Put', s3: { bucket: { name: bucket }, object: { key: formEncodeKey(`tenant/${k}`), ...reported?.get(k), sequencer: sequencerOf(i) } } }] }),
       attributes: { ApproximateReceiveCount: '1', SentTimestamp: '0', SenderId: 't', ApproximateFirstReceiveTimestamp: '0' },
       messageAttributes: {},
       md5OfBody: '',
@@ -152,6 +153,56 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     expect(logged.map((d) => [d.dropped, d.judged])).toEqual([[KEYS.length, 0]]);
     expect(again.statements).toBe(1);
     expect(await observable(mount.id)).toEqual(after);
+  });
+
+  it("events of Filestore's own writes that report the size and ETag the catalogue records need no look at storage: two statements, their sequencers without a flush; any other record is still looked at", async () => {
+    const bucket = await s3.createBucket();
+    const mount = await createMount(fs.pool, { key: uniqueKey('s3rep'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
+    for (const k of KEYS) await fs.orchestrator.writeFile(mount.id, { path: k }, Readable.from([Buffer.from(`own ${k}`)]));
+    const rows = await fs.pool.query<{ path: string; size: string; etag: string }>(`SELECT path, size_bytes::text AS size, etag FROM filestore.nodes WHERE mount_id = $1 AND path = ANY($2::text[]) AND deleted_at IS NULL`, [mount.id, KEYS]);
+    const reported = new Map(rows.rows.map((r) => [r.path, { size: Number(r.size), eTag: `"${r.etag}"` }]));
+    expect(reported.size).toBe(KEYS.length);
+    // Two keys whose events say otherwise: an ETag the catalogue does not hold (the object was
+    // overwritten outside with as many bytes), and a node already INCONSISTENT.
+    const [overwritten, inconsistent] = ['upd.txt', 'n0.txt'];
+    await putRawKey(s3.client, bucket, `tenant/${overwritten}`, `own ${overwritten}`.replace('o', '0'));
+    reported.set(overwritten, { size: Number(reported.get(overwritten)?.size), eTag: '0123456789abcdef0123456789abcdef' });
+    await fs.pool.query(`UPDATE filestore.nodes SET consistency_state = 'INCONSISTENT' WHERE mount_id = $1 AND path = $2`, [mount.id, inconsistent]);
+    const before = await observable(mount.id);
+    const logged: Array<Record<string, unknown>> = [];
+    const log = { info: (_m: string, d: Record<string, unknown>) => logged.push(d), warn: () => {} };
+
+    const own = new Map([...reported].filter(([k]) => k !== overwritten && k !== inconsistent));
+    const ownOnly = event(bucket, own);
+    const { out, statements, commits } = await statementsOf(() => processS3Events(fs, { Records: ownOnly.Records.filter((_, i) => own.has(KEYS[i] as string)) }, undefined, { retryDelaysMs: [], log }));
+    expect(out.batchItemFailures).toEqual([]);
+    expect(logged.map((d) => [d.recorded, d.judged, d.reconciled])).toEqual([[own.size, 0, 0]]);
+    // The mounts with the live nodes; the checks and sequencers with a COMMIT that does not wait for the flush.
+    expect(statements).toBe(2);
+    expect(commits).toHaveLength(1);
+    expect(commits[0]).toMatch(/synchronous_commit = off/);
+    const after = await observable(mount.id);
+    expect(after.nodes).toEqual(before.nodes.map((n) => (own.has(n.path as string) ? { ...n, sequencer: sequencerOf(KEYS.indexOf(n.path as string)) } : n)));
+    expect(after.jobs).toEqual([]);
+    expect(after.events).toEqual(before.events);
+    // S3's report of a version is not a look at storage: no check time is recorded.
+    const checked = await fs.pool.query(`SELECT count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1 AND path = ANY($2::text[]) AND consistency_checked_at > created_at`, [mount.id, [...own.keys()]]);
+    expect(checked.rows[0]?.n).toBe(0);
+
+    // The two others: looked at. The overwrite is drift, reconciled to what storage holds; the
+    // INCONSISTENT node gets its reconciliation.
+    logged.length = 0;
+    const rest = event(bucket, reported);
+    const second = await processS3Events(fs, { Records: rest.Records.filter((_, i) => [overwritten, inconsistent].includes(KEYS[i] as string)) }, undefined, { retryDelaysMs: [], log });
+    expect(second.batchItemFailures).toEqual([]);
+    expect(logged.map((d) => [d.recorded, d.judged, d.reconciled])).toEqual([[0, 2, 2]]);
+    const now = await observable(mount.id);
+    const nodeOf = (p: string) => now.nodes.find((n) => n.path === p);
+    expect(nodeOf(overwritten)?.consistency_state).toBe('ACTIVE');
+    expect(nodeOf(overwritten)?.etag).not.toBe(before.nodes.find((n) => n.path === overwritten)?.etag);
+    expect(nodeOf(inconsistent)?.consistency_state).toBe('ACTIVE');
+    const eventsOf = (p: string) => (now.events.find(([path]) => path === p)?.[1] ?? []).map((e) => (e as { type: string }).type);
+    expect(eventsOf(overwritten)).toContain('filestore.drift.detected');
   });
 
   it('a batch of new and changed objects leaves the same catalogue, events and job rows as one reconciliation per key, in far fewer statements', async () => {

@@ -216,15 +216,18 @@ export function touchCheckedAndCommitSql(
 /** A transaction's COMMIT that does not wait for its WAL to reach the disk (see touchCheckedAndCommitSql). */
 export const ASYNC_COMMIT_SQL = 'SET LOCAL synchronous_commit = off';
 
-/** The UPDATE of `touchCheckedAndCommitSql`, or null when no row was found as recorded. */
-export function touchCheckedSql(mountId: string, matched: ReadonlyArray<{ id: number; sequencer: string | undefined }>): string | null {
+/**
+ * The UPDATE of `touchCheckedAndCommitSql`, or null when no row was found as recorded.
+ * `checked: false`: the sequencers alone (a row found as recorded by an event's report, not by
+ * a look at storage: no check took place).
+ */
+export function touchCheckedSql(mountId: string, matched: ReadonlyArray<{ id: number; sequencer: string | undefined }>, o: { checked?: boolean } = {}): string | null {
   if (matched.length === 0) return null;
   const ids = matched.map((m) => int(m.id)).join(',');
   const sequencers = matched.map((m) => (m.sequencer === undefined ? 'NULL' : pg.escapeLiteral(m.sequencer))).join(',');
   // The sequencer rule of recordSequencers (node-writes.ts): padded to the longer, byte order.
   return `UPDATE filestore.nodes n
-             SET consistency_checked_at = now(),
-                 sequencer = CASE WHEN s.sequencer IS NOT NULL AND (n.sequencer IS NULL OR
+             SET ${o.checked === false ? '' : 'consistency_checked_at = now(), '}sequencer = CASE WHEN s.sequencer IS NOT NULL AND (n.sequencer IS NULL OR
                    rpad(upper(s.sequencer), greatest(length(s.sequencer), length(n.sequencer)), '0') COLLATE "C"
                    > rpad(upper(n.sequencer), greatest(length(s.sequencer), length(n.sequencer)), '0') COLLATE "C")
                    THEN s.sequencer ELSE n.sequencer END

@@ -12,6 +12,26 @@ export interface KeyChange {
   change: DriftChange;
   /** The newest sequencer the batch carries for the key (undefined: its events carried none). */
   sequencer: string | undefined;
+  /** Size and ETag the newest event reports for a created object (schema.ts `reported`). */
+  reported?: { sizeBytes: number; etag: string } | undefined;
+}
+
+/** What the catalogue holds for a key's live node, as the batch's first statement read it. */
+export interface StoredNode {
+  id: number;
+  sequencer: string | null;
+  kind: string;
+  /** size_bytes as text (bigint). */
+  size: string | null;
+  etag: string | null;
+  state: string;
+}
+
+/** A key whose newest event reports the version its live node records: its check and sequencer alone are written. */
+export interface RecordedKey {
+  path: string;
+  id: number;
+  sequencer: string | undefined;
 }
 
 /**
@@ -28,49 +48,96 @@ export function newestPerKey(events: Iterable<KeyChange>): Map<string, KeyChange
   return newest;
 }
 
+export interface Sorted {
+  /** Keys only a look at storage can settle. */
+  kept: KeyChange[];
+  /** Keys whose newest event is not newer than their node's stored sequencer. */
+  dropped: string[];
+  /** Keys whose newest event reports what their live node records. */
+  recorded: RecordedKey[];
+  now: Date;
+}
+
 /**
- * Leaves out the keys whose newest event is not newer than the sequencer their live node
- * stored (already applied, or found as recorded: a redelivery, a late older event). Keys
- * without a live node or without a sequencer are kept: only a look at storage can tell.
+ * Sorts a mount's keys by what their live nodes say (dropStored), reading the nodes with the
+ * database's clock first (the batch's other mounts: the first one's were read with the mounts).
  */
-export async function dropApplied(q: Queryable, mountId: string, keys: ReadonlyMap<string, KeyChange>): Promise<{ kept: KeyChange[]; dropped: string[]; now: Date }> {
-  const withSequencer = [...keys.values()].filter((k) => k.sequencer !== undefined).map((k) => k.path);
-  const { stored, now } = await storedSequencers(q, mountId, withSequencer);
+export async function dropApplied(q: Queryable, mountId: string, keys: ReadonlyMap<string, KeyChange>): Promise<Sorted> {
+  const { stored, now } = await storedNodes(q, mountId, [...keys.keys()]);
   return dropStored(keys, stored, now);
 }
 
-/** dropApplied with the stored sequencers already read (a path absent from `stored`: no live node known, kept). */
-export function dropStored(keys: ReadonlyMap<string, KeyChange>, stored: ReadonlyMap<string, string | null>, now: Date): { kept: KeyChange[]; dropped: string[]; now: Date } {
+/**
+ * Sorts the newest event of each key by what its live node (`stored`; absent: no live node
+ * known) says:
+ * - dropped: the event is not newer than the sequencer the node stored (already applied, or
+ *   found as recorded: a redelivery, a late older event);
+ * - recorded: the event reports a created object of the size and ETag the node, an ACTIVE
+ *   file, records (Filestore's own write, seen again: most events). The event names the
+ *   version it is about, and that version is the catalogue's: whatever happened to the key
+ *   after it is announced by a later event (a higher sequencer), so a look at storage would
+ *   tell nothing this event is about. Drift detection (drift.ts) asks of a HEAD exactly this
+ *   (the S3 strategy's `differs`: size and ETag);
+ * - kept: the rest, for a look at storage (no live node, a deletion, an event without size
+ *   and ETag, a record that differs, a node INCONSISTENT or MISSING).
+ */
+export function dropStored(keys: ReadonlyMap<string, KeyChange>, stored: ReadonlyMap<string, StoredNode>, now: Date): Sorted {
   const kept: KeyChange[] = [];
   const dropped: string[] = [];
+  const recorded: RecordedKey[] = [];
   for (const k of keys.values()) {
-    if (k.sequencer !== undefined && !isNewerSequencer(k.sequencer, stored.get(k.path))) dropped.push(k.path);
+    const node = stored.get(k.path);
+    if (k.sequencer !== undefined && node !== undefined && !isNewerSequencer(k.sequencer, node.sequencer)) dropped.push(k.path);
+    else if (node !== undefined && reportsRecord(k, node)) recorded.push({ path: k.path, id: node.id, sequencer: k.sequencer });
     else kept.push(k);
   }
-  return { kept, dropped, now };
+  return { kept, dropped, recorded, now };
+}
+
+function reportsRecord(k: KeyChange, node: StoredNode): boolean {
+  const r = k.change === 'created' ? k.reported : undefined;
+  return r !== undefined && node.kind === 'file' && node.state === 'ACTIVE' && node.size === String(r.sizeBytes) && node.etag === r.etag;
+}
+
+/** The columns of a live node dropStored needs (alias n). */
+const STORED_COLUMNS = `n.id::float8 AS id, n.sequencer, n.kind, n.size_bytes::text AS size, n.etag, n.consistency_state AS state`;
+
+interface StoredRow {
+  now: Date;
+  path: string | null;
+  id: number;
+  sequencer: string | null;
+  kind: string;
+  size: string | null;
+  etag: string | null;
+  state: string;
+}
+
+function storedNode(r: StoredRow): StoredNode {
+  return { id: r.id, sequencer: r.sequencer, kind: r.kind, size: r.size, etag: r.etag, state: r.state };
 }
 
 /**
- * findSequencers (catalogue/nodes.ts) and the database's now() in one statement: the time
- * taken before the batch's look at storage that detectDrift needs (DriftBatch.since).
+ * The keys' live nodes (dropStored's columns) and the database's now() in one statement: the
+ * time taken before the batch's look at storage that detectDrift needs (DriftBatch.since).
  */
-async function storedSequencers(q: Queryable, mountId: string, paths: string[]): Promise<{ stored: Map<string, string | null>; now: Date }> {
-  const { rows } = await q.query<{ now: Date; path: string | null; sequencer: string | null }>({
-    name: 'filestore.s3events.storedSequencers',
-    text: `SELECT now() AS now, n.path, n.sequencer
+async function storedNodes(q: Queryable, mountId: string, paths: string[]): Promise<{ stored: Map<string, StoredNode>; now: Date }> {
+  const { rows } = await q.query<StoredRow>({
+    name: 'filestore.s3events.storedNodes',
+    text: `SELECT now() AS now, n.path, ${STORED_COLUMNS}
              FROM (SELECT 1) AS one
              LEFT JOIN filestore.nodes n ON n.mount_id = $1 AND n.path = ANY($2::text[]) AND n.deleted_at IS NULL`,
     values: [mountId, paths],
   });
-  const stored = new Map<string, string | null>();
-  for (const r of rows) if (r.path !== null) stored.set(r.path, r.sequencer);
+  const stored = new Map<string, StoredNode>();
+  for (const r of rows) if (r.path !== null) stored.set(r.path, storedNode(r));
   return { stored, now: (rows[0] as { now: Date }).now };
 }
 
-/** The stored sequencers of a batch's keys in every S3 mount of their buckets, by mount, and the database's now(). */
+/** The live nodes of a batch's keys in every S3 mount of their buckets, by mount, and the database's now(). */
 export interface PrefetchedSequencers {
   now: Date;
-  byMount: Map<string, Map<string, string | null>>;
+  byMount: Map<string, Map<string, StoredNode>>;
 }
 
 /**
@@ -98,11 +165,8 @@ export async function mountsAndSequencers(q: Queryable, keys: ReadonlyArray<{ bu
   return { index: MountIndex.of(results[0].rows, buckets), prefetched: prefetched(results[1].rows) };
 }
 
-interface PrefetchRow {
-  now: Date;
+interface PrefetchRow extends StoredRow {
   mountId: string | null;
-  path: string | null;
-  sequencer: string | null;
 }
 
 /** The stored sequencers' statement over the batch's buckets and keys (two text[] expressions, element by element). */
@@ -114,18 +178,18 @@ function prefetchSql(buckets: string, keys: string): string {
                FROM unnest(${buckets}, ${keys}) AS k(bucket, key)
                JOIN filestore.mounts m ON m.kind = 's3' AND m.bucket = k.bucket AND starts_with(k.key, coalesce(m.prefix, ''))
            )
-           SELECT now() AS now, n.mount_id AS "mountId", n.path, n.sequencer
+           SELECT now() AS now, n.mount_id AS "mountId", n.path, ${STORED_COLUMNS}
              FROM (SELECT 1) AS one
              LEFT JOIN (c JOIN filestore.nodes n ON n.mount_id = c.id AND n.path = c.path AND n.deleted_at IS NULL) ON true`;
 }
 
 function prefetched(rows: PrefetchRow[]): PrefetchedSequencers {
-  const byMount = new Map<string, Map<string, string | null>>();
+  const byMount = new Map<string, Map<string, StoredNode>>();
   for (const r of rows) {
     if (r.mountId === null || r.path === null) continue;
     let m = byMount.get(r.mountId);
     if (!m) byMount.set(r.mountId, (m = new Map()));
-    m.set(r.path, r.sequencer);
+    m.set(r.path, storedNode(r));
   }
   return { now: (rows[0] as { now: Date }).now, byMount };
 }

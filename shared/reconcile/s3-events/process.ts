@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import { ASYNC_COMMIT_SQL, touchCheckedSql } from '../../catalogue/drift-writes.ts';
 import type { Mount } from '../../catalogue/types.ts';
 import { FilestoreError } from '../../errors.ts';
 import { ancestorsOf } from '../../paths.ts';
@@ -46,6 +47,8 @@ export interface S3EventSummary {
   skipped: Record<KeySkip, number>;
   /** Keys whose newest event the catalogue had already applied (no HEAD). */
   dropped: number;
+  /** Keys whose newest event reports the size and ETag their live file records (Filestore's own write; no HEAD). */
+  recorded: number;
   /** Keys looked at (HEAD) and judged. */
   judged: number;
   /** Keys reconciled (drift: changed, created, deleted outside Filestore). */
@@ -57,7 +60,8 @@ const DEFAULT_RETRY_DELAYS = [100, 400, 1000];
 /**
  * The S3-event handler's work for one SQS batch (SPEC §10): parse each message (direct S3 or
  * EventBridge shape, s3:TestEvent acknowledged), locate each key in the S3 mounts, keep the
- * newest event per key, drop those the catalogue already applied, then judge the rest against
+ * newest event per key, drop those the catalogue already applied, store the sequencers of those
+ * whose event reports the version the catalogue holds (no HEAD), then judge the rest against
  * storage together (detectDrift: HEAD, Filestore's own writes and duplicates change nothing
  * but the stored sequencer) and reconcile each drifted key inline (reason `s3_event`, a job
  * row per key): the plain ones (a file created or changed) from what the HEAD found, in
@@ -88,7 +92,7 @@ class S3EventBatch {
     records: SQSRecord[],
     private readonly o: S3EventOptions,
   ) {
-    this.summary = { records: records.length, testEvents: 0, skipped: { outside_mounts: 0, staging: 0, not_a_path: 0 }, dropped: 0, judged: 0, reconciled: 0 };
+    this.summary = { records: records.length, testEvents: 0, skipped: { outside_mounts: 0, staging: 0, not_a_path: 0 }, dropped: 0, recorded: 0, judged: 0, reconciled: 0 };
     for (const r of records) {
       try {
         const n = parseNotification(r.body);
@@ -116,7 +120,7 @@ class S3EventBatch {
   /** The whole batch's keys, once: located, folded, filtered, judged and reconciled mount by mount. */
   private async run(): Promise<Map<string, KeyWork>> {
     const changes = [...this.parsed.values()].flatMap((n) => (n instanceof Error || n.kind === 'test' ? [] : n.changes));
-    // The mounts and the keys' stored sequencers with the clock: one round trip, one connection.
+    // The mounts and the keys' live nodes with the clock: one round trip, one connection.
     const { index, prefetched } = await mountsAndSequencers(this.core.pool, changes);
     const byMount = new Map<string, { mount: Mount; keys: KeyChange[]; objects: Map<string, string[]> }>();
     const work = new Map<string, KeyWork>();
@@ -132,7 +136,7 @@ class S3EventBatch {
       for (const { mount, path } of located) {
         const entry = byMount.get(mount.id) ?? { mount, keys: [] as KeyChange[], objects: new Map<string, string[]>() };
         byMount.set(mount.id, entry);
-        entry.keys.push({ path, change: c.change === 'deleted' ? 'deleted' : 'created', sequencer: c.sequencer });
+        entry.keys.push({ path, change: c.change === 'deleted' ? 'deleted' : 'created', sequencer: c.sequencer, reported: c.reported });
         entry.objects.set(path, [...(entry.objects.get(path) ?? []), objectKey]);
       }
     }
@@ -156,13 +160,24 @@ class S3EventBatch {
   /** The keys of one mount: the paths that could not be settled, with why. */
   private async settleMount(mount: Mount, events: KeyChange[], prefetched: PrefetchedSequencers | undefined): Promise<Map<string, Error>> {
     const newest = newestPerKey(events);
-    const { kept, dropped, now } = prefetched ? dropStored(newest, prefetched.byMount.get(mount.id) ?? new Map(), prefetched.now) : await dropApplied(this.core.pool, mount.id, newest);
+    const { kept, dropped, recorded, now } = prefetched ? dropStored(newest, prefetched.byMount.get(mount.id) ?? new Map(), prefetched.now) : await dropApplied(this.core.pool, mount.id, newest);
     this.summary.dropped += dropped.length;
     const failures = new Map<string, Error>();
+    if (recorded.length > 0) {
+      // Their sequencers only (S3's report of a version, not a look at storage: no check time).
+      // A crash may take them back harmlessly (the event is then judged against storage again),
+      // so the COMMIT does not wait for the WAL flush.
+      try {
+        await this.core.pool.query(`BEGIN; ${ASYNC_COMMIT_SQL}; ${touchCheckedSql(mount.id, recorded, { checked: false })}; COMMIT`);
+        this.summary.recorded += recorded.length;
+      } catch (err) {
+        for (const r of recorded) failures.set(r.path, err as Error);
+      }
+    }
     let pending = kept;
     const delays = this.o.retryDelaysMs ?? DEFAULT_RETRY_DELAYS;
     for (let round = 0; pending.length > 0; round++) {
-      // The first look's clock is the read of the stored sequencers, just before it.
+      // The first look's clock is the read of the live nodes, just before it.
       const unsettled = await this.judge(mount, pending, failures, round === 0 ? now : undefined);
       if (unsettled.size === 0) break;
       const delay = delays[round];

@@ -59,6 +59,12 @@ export interface S3Change {
   change: 'created' | 'deleted';
   sequencer: string | undefined;
   eventName: string;
+  /**
+   * The object's size and bare ETag as a creation event reports them (both present, or
+   * neither): when they match the key's live ACTIVE file row, the event is of a version the
+   * catalogue already holds and needs no look at storage (newest.ts `dropStored`).
+   */
+  reported?: { sizeBytes: number; etag: string } | undefined;
 }
 
 /** What one SQS message body holds: S3's test message (nothing to do) or object changes. */
@@ -95,6 +101,7 @@ export function parseNotification(body: string): S3Notification {
         change: r.eventName.startsWith('ObjectRemoved') || r.eventName.startsWith('s3:ObjectRemoved') ? 'deleted' : 'created',
         sequencer: r.s3.object.sequencer,
         eventName: r.eventName,
+        reported: reportedObject(r.s3.object.size, r.s3.object.eTag),
       })),
     };
   }
@@ -110,6 +117,7 @@ export function parseNotification(body: string): S3Notification {
           change: d['detail-type'] === 'Object Deleted' ? 'deleted' : 'created',
           sequencer: d.detail.object.sequencer,
           eventName: d['detail-type'],
+          reported: reportedObject(d.detail.object.size, d.detail.object.etag),
         },
       ],
     };
@@ -117,4 +125,12 @@ export function parseNotification(body: string): S3Notification {
   throw new FilestoreError('VALIDATION_ERROR', 'SQS message body is neither an S3 event notification ({"Records":[…]}), an s3:TestEvent nor an S3 EventBridge event', {
     issues: direct.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`),
   });
+}
+
+/** Size and ETag as an event reports them, the ETag without quotes; undefined unless both are there (a deletion has neither). */
+function reportedObject(size: number | undefined, etag: string | undefined): S3Change['reported'] {
+  if (size === undefined || etag === undefined) return undefined;
+  const bare = etag.replace(/^"|"$/g, '');
+  if (bare === '' || !Number.isSafeInteger(size) || size < 0) return undefined;
+  return { sizeBytes: size, etag: bare };
 }
