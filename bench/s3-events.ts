@@ -3,8 +3,9 @@
  *
  *   1. Throughput: records/s through the S3-event Lambda's handler (lambdas/s3-events.ts, its
  *      container core built once), batches of 10 as SQS hands them over, records of a batch in
- *      parallel, batch after batch (one container). Two workloads: the events of Filestore's
- *      own writes (HEAD, judged as recorded, sequencer stored: what most events are) and new
+ *      parallel, batch after batch (one container). Each event reports its object's size and
+ *      ETag, as S3's do. Two workloads: the events of Filestore's own writes (their report
+ *      matches the catalogue: sequencer stored, no HEAD: what most events are) and new
  *      objects written outside Filestore (HEAD, drift, an inline reconciliation each).
  *      Two more rows say where the time goes: the own-write batches delivered again (dropped
  *      by their stored sequencers, no HEAD), and fresh own writes through processS3Events on
@@ -110,9 +111,11 @@ async function main(): Promise<void> {
     return createMount(writer.pool, { key: `bench-${randomBytes(5).toString('hex')}`, kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
   };
   let seq = BigInt(Date.now()) * 1000n;
-  const record = (bucket: string, key: string, i: number): SQSRecord => {
+  // As S3 reports a creation: the object's size and ETag (looked up before the timed part, as
+  // the test bridge does right after a write).
+  const record = (bucket: string, key: string, i: number, reported: { size: number; eTag: string }): SQSRecord => {
     seq += 1n;
-    const body = JSON.stringify({ Records: [{ eventVersion: '2.1', eventSource: 'aws:s3', eventName: 'ObjectCreated:Put', s3: { bucket: { name: bucket }, object: { key: formEncodeKey(key), size: 1, sequencer: seq.toString(16).toUpperCase() } } }] });
+    const body = JSON.stringify({ Records: [{ eventVersion: '2.1', eventSource: 'aws:s3', eventName: 'ObjectCreated:Put', s3: { bucket: { name: bucket }, object: { key: formEncodeKey(key), size: reported.size, eTag: reported.eTag, sequencer: seq.toString(16).toUpperCase() } } }] });
     return { messageId: `m-${i}`, receiptHandle: `r-${i}`, body, attributes: { ApproximateReceiveCount: '1', SentTimestamp: '0', SenderId: 'bench', ApproximateFirstReceiveTimestamp: '0' }, messageAttributes: {}, md5OfBody: '', eventSource: 'aws:sqs', eventSourceARN: 'arn:aws:sqs:us-east-1:000000000000:bench', awsRegion: 'us-east-1' };
   };
   // The durable floor's two commits: a client of its own (not traced), a one-row table.
@@ -128,7 +131,18 @@ async function main(): Promise<void> {
   const throughput = async (label: string, mount: Mount, keys: string[], shell = true, replay?: SQSEvent[]) => {
     const bucket = mount.bucket as string;
     const batches: SQSEvent[] = replay ?? [];
-    if (!replay) for (let i = 0; i < keys.length; i += BATCH) batches.push({ Records: keys.slice(i, i + BATCH).map((k, j) => record(bucket, k, i + j)) });
+    if (!replay) {
+      const reported = new Map<string, { size: number; eTag: string }>();
+      for (let i = 0; i < keys.length; i += 16) {
+        await Promise.all(
+          keys.slice(i, i + 16).map(async (Key) => {
+            const h = await s3.client.send(new HeadObjectCommand({ Bucket: bucket, Key }));
+            reported.set(Key, { size: h.ContentLength ?? 0, eTag: (h.ETag ?? '').replace(/"/g, '') });
+          }),
+        );
+      }
+      for (let i = 0; i < keys.length; i += BATCH) batches.push({ Records: keys.slice(i, i + BATCH).map((k, j) => record(bucket, k, i + j, reported.get(k) as { size: number; eTag: string })) });
+    }
     sql.reset();
     let failed = 0;
     // Without the shell: the same work on the container's core, no middy/Powertools, no outbox flush.
