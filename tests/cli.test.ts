@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -191,7 +191,7 @@ describe('filestore CLI', () => {
     expect(r.stderr).toMatch(/^filestore: .*\(UNAUTHENTICATED\)\nhint: set FILESTORE_TOKEN to an API token/);
   });
 
-  it('events tail prints a line per event as it happens and stops cleanly on Ctrl-C', async () => {
+  it('events tail prints a line per event as it happens (nodes discovered together: one line naming the first and last) and stops cleanly on Ctrl-C', async () => {
     const m = await createTestMount(server.fs, 'local');
     const tail = start(['events', 'tail', '--mount', m.mount.key]);
     try {
@@ -214,6 +214,16 @@ describe('filestore CLI', () => {
       });
       const lines = stdout.trim().split('\n');
       expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d(?:Z|[+-]\\d\\d:\\d\\d)  filestore\\.node\\.created\\s+${m.mount.key}:live/news\\.txt$`)));
+      // 120 files made on disk, then discovered by one reconciliation: one line lists them.
+      await mkdir(path.join(m.root as string, 'bulk'));
+      await Promise.all(Array.from({ length: 120 }, (_, i) => writeFile(path.join(m.root as string, 'bulk', `f${String(i).padStart(3, '0')}.txt`), 'x')));
+      await client.reconcile({ mountId: m.mount.key, path: 'bulk', recursive: true });
+      await new Promise<void>((resolve) => {
+        const check = () => stdout.includes('filestore.nodes.discovered') && resolve();
+        tail.stdout?.on('data', check);
+        check();
+      });
+      expect(stdout.trim().split('\n')).toContainEqual(expect.stringMatching(new RegExp(`  filestore\\.nodes\\.discovered\\s+${m.mount.key}:bulk/f000\\.txt … bulk/f119\\.txt \\(120 nodes\\)$`)));
       const exited = new Promise<number | null>((resolve) => tail.on('close', resolve));
       tail.kill('SIGINT');
       expect(await exited).toBe(0);

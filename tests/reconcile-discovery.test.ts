@@ -2,6 +2,7 @@ import { lstat, mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findLiveByPath } from '../shared/catalogue/nodes.ts';
+import { DISCOVERED_BATCH_EVENT_AT } from '../shared/catalogue/reconcile-writes.ts';
 import { readRollups } from '../shared/catalogue/rollups.ts';
 import { createReconciler } from '../shared/reconcile/reconciler.ts';
 import type { Filestore } from '../shared/runtime.ts';
@@ -9,9 +10,10 @@ import { createTestMount, startFilestore } from './support/filestore.ts';
 
 /**
  * Discovery: the first audit of a mount over a tree that is already there. Everything found is
- * catalogued as it is on disk, with a snapshot, the rollups of every directory, and one
- * `filestore.node.reconciled` event per node (change "discovered") whose node is the node as the
- * API shows it — in batches smaller than the tree, across depth levels in one batch.
+ * catalogued as it is on disk, with a snapshot, the rollups of every directory, and its
+ * announcement (change "discovered"): a `filestore.node.reconciled` event whose node is the node
+ * as the API shows it, or, for nodes discovered in bulk, a `filestore.nodes.discovered` event
+ * listing them — in batches smaller than the tree, across depth levels in one batch.
  */
 describe('discovery of an existing tree', () => {
   let fs: Filestore;
@@ -44,7 +46,7 @@ describe('discovery of an existing tree', () => {
     return out;
   }
 
-  it('catalogues every node as on disk, with its snapshot, exact rollups and one node.reconciled event each, parents first', async () => {
+  it('catalogues every node as on disk, with its snapshot, exact rollups and its announcement (per node, or together in bulk), parents first', async () => {
     const t = await createTestMount(fs, 'local');
     const root = t.root as string;
     try {
@@ -73,24 +75,40 @@ describe('discovery of an existing tree', () => {
       expect(new Map(rows.map((r) => [r.path, { kind: r.kind, size: r.size }]))).toEqual(tree);
       expect(rows.every((r) => r.version === 1 && r.snapshots === 1)).toBe(true);
 
-      // One event per node, the node as the API reads it, a parent's before its children's.
-      const { rows: events } = await fs.pool.query<{ data: { node: Record<string, unknown>; change: string; reason: string; jobId: number } }>(
-        `SELECT data FROM filestore.outbox WHERE mount_id = $1 AND type = 'filestore.node.reconciled' ORDER BY id`,
+      // Every node announced once, a parent before its children: a level of fewer than
+      // DISCOVERED_BATCH_EVENT_AT nodes (the top two here) with one event per node, the node as
+      // the API reads it; a larger one (the files, 300 a batch) in one filestore.nodes.discovered
+      // event listing its nodes, each with the API node's identity, place, size and version.
+      const { rows: events } = await fs.pool.query<{ type: string; data: { node?: Record<string, unknown>; nodes?: Array<Record<string, unknown>>; count?: number; change: string; reason: string; jobId: number } }>(
+        `SELECT type, data FROM filestore.outbox WHERE mount_id = $1 ORDER BY id`,
         [t.mount.id],
       );
-      expect(events).toHaveLength(tree.size);
-      const order = new Map<string, number>();
-      events.forEach((e, i) => order.set(e.data.node.path as string, i));
-      expect(new Set(order.keys())).toEqual(new Set(tree.keys()));
+      const announced: Array<{ node: Record<string, unknown>; together: boolean }> = [];
       for (const e of events) {
         expect(e.data).toMatchObject({ change: 'discovered', reason: 'manual' });
-        const p = e.data.node.path as string;
+        if (e.type === 'filestore.node.reconciled') announced.push({ node: e.data.node as Record<string, unknown>, together: false });
+        else {
+          expect(e.type).toBe('filestore.nodes.discovered');
+          expect(e.data.count).toBe(e.data.nodes?.length);
+          expect(e.data.count).toBeGreaterThanOrEqual(DISCOVERED_BATCH_EVENT_AT);
+          for (const n of e.data.nodes ?? []) announced.push({ node: n, together: true });
+        }
+      }
+      expect(announced).toHaveLength(tree.size);
+      const order = new Map<string, number>();
+      announced.forEach((a, i) => order.set(a.node.path as string, i));
+      expect(new Set(order.keys())).toEqual(new Set(tree.keys()));
+      for (const p of order.keys()) {
         const parent = p.includes('/') ? p.slice(0, p.lastIndexOf('/')) : null;
         if (parent !== null) expect(order.get(parent) as number).toBeLessThan(order.get(p) as number);
       }
+      expect(announced.filter((a) => a.together)).toHaveLength(2_000);
+      expect(events.filter((e) => e.type === 'filestore.nodes.discovered').length).toBeLessThanOrEqual(Math.ceil(2_000 / 300) + 4);
       for (const p of ['a0.txt', 'a1/b2/f7.txt', 'a3/empty', 'link']) {
-        const node = await findLiveByPath(fs.pool, t.mount.id, p);
-        expect(events[order.get(p) as number]?.data.node).toEqual(JSON.parse(JSON.stringify(node)));
+        const node = JSON.parse(JSON.stringify(await findLiveByPath(fs.pool, t.mount.id, p))) as Record<string, unknown>;
+        const a = announced[order.get(p) as number];
+        const brief = Object.fromEntries(['id', 'path', 'parentId', 'kind', 'sizeBytes', 'sha256', 'etag', 'mtime', 'version'].map((k) => [k, node[k]]));
+        expect(a?.node).toEqual(a?.together ? brief : node);
       }
 
       // Every directory's rollup: its files, bytes, directories and direct children below it.
@@ -113,7 +131,7 @@ describe('discovery of an existing tree', () => {
       const again = await createReconciler(fs, { batchSize: 300 })(await job(t.mount.id), async () => {});
       expect(again).toMatchObject({ discovered: 0, updated: 0, missing: 0, unchanged: tree.size + 1 });
       const { rows: after } = await fs.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM filestore.outbox WHERE mount_id = $1`, [t.mount.id]);
-      expect(after[0]?.n).toBe(tree.size);
+      expect(after[0]?.n).toBe(events.length);
     } finally {
       await t.cleanup();
     }

@@ -57,13 +57,18 @@ export function registerEvents(program: Command): void {
     });
 }
 
-/** `time  type  mount:path` (the path from data.path or data.node.path; `from → to` for moves and copies). */
+/** `time  type  mount:path` (the path from data.path or data.node.path; `from → to` for moves and copies; first … last (n nodes) for a list). */
 function eventLine(e: FilestoreEvent, mount: string): string {
   const d = e.data.data;
   const node = d.node as { path?: unknown } | undefined;
   const path = typeof d.path === 'string' ? d.path : typeof node?.path === 'string' ? node.path : undefined;
   let where = path === undefined ? mount : `${mount}:${path}`;
-  if (typeof d.from === 'string' && typeof d.to === 'string') where = `${mount}:${d.from} → ${d.to}`;
+  const listed = Array.isArray(d.nodes) ? (d.nodes as Array<{ path?: unknown }>) : undefined;
+  if (listed !== undefined && listed.length > 0) {
+    // filestore.nodes.discovered: nodes found together, first and last named.
+    const first = String(listed[0]?.path);
+    where = `${mount}:${first}${listed.length > 1 ? ` … ${String(listed.at(-1)?.path)}` : ''} (${listed.length} nodes)`;
+  } else if (typeof d.from === 'string' && typeof d.to === 'string') where = `${mount}:${d.from} → ${d.to}`;
   else if (typeof d.command === 'string') where += ` ${d.command} ${typeof d.status === 'string' ? d.status : ''}`.trimEnd();
   return `${formatTime(e.data.occurredAt)}  ${e.type.padEnd(27)}  ${where}`;
 }

@@ -11,4 +11,6 @@ export type EventType =
   | 'filestore.command.completed'
   | 'filestore.drift.detected'
   | 'filestore.node.reconciled'
-  | 'filestore.node.missing';
+  | 'filestore.node.missing'
+  // Contract change (docs/api.md, "Events"): nodes a reconciliation discovered in bulk, together.
+  | 'filestore.nodes.discovered';
