@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { MAX_S3_PREFIX_LENGTH, MOUNT_KEY_PATTERN, S3_BUCKET_PATTERN } from '../shared/catalogue/s3-mounts.ts';
+import { MAX_S3_PREFIX_LENGTH, MOUNT_KEY_PATTERN, S3_BUCKET_PATTERN } from '../shared/catalogue/mount-names.ts';
 
 /**
  * The deployment's configuration (cdk.json context `config`, default cdk/config.example.json):

@@ -3,8 +3,8 @@ import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
-import { WALKER_FILE } from '../shared/backends/local/walker.ts';
-import { MIGRATIONS } from '../shared/db/migrate.ts';
+import { WALKER_FILE } from '../shared/backends/local/index.ts';
+import { MIGRATIONS } from '../shared/db/index-migrate.ts';
 import { bundleOptions, manifestVersion, walkerBundleOptions, type BundleTarget } from './build-options.ts';
 
 /**

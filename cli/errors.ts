@@ -1,4 +1,4 @@
-import { FilestoreError } from '../shared/errors.ts';
+import { FilestoreError } from '../shared/index.ts';
 import {
   FilestoreApiError,
   FilestoreClientError,
@@ -6,7 +6,7 @@ import {
   FilestoreUnreachableError,
   type FilestoreClient,
 } from '../shared/client/index.ts';
-import { isUnreachable } from '../shared/client/errors.ts';
+import { isUnreachable } from '../shared/client/index-cli.ts';
 
 /**
  * How the CLI reports an error, in the user's words: the server's messages speak to API callers

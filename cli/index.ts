@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { packageVersion } from '../shared/package.ts';
+import { packageVersion } from '../shared/index-package.ts';
 
 /**
  * The `filestore` command. Exit codes: 0 ok, 1 the operation failed (an error answer, an

@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from 'commander';
-import { FilestoreError } from '../shared/errors.ts';
+import { FilestoreError } from '../shared/index.ts';
 import { DEFAULT_URL, FilestoreClient } from '../shared/client/index.ts';
 import { cliFetch } from './http-fetch.ts';
 

@@ -1,6 +1,6 @@
 import type { APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
-import { createLambdaApi, type ApiGatewayEvent, type LambdaApi } from '../shared/api/lambda/adapter.ts';
-import type { Filestore } from '../shared/runtime.ts';
+import { createLambdaApi, type ApiGatewayEvent, type LambdaApi } from '../shared/api/lambda/index.ts';
+import type { Filestore } from '../shared/index-runtime.ts';
 import { lambdaHandler, logger } from './support/powertools.ts';
 
 // One API per core: the core (and so this) lives as long as the container.

@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { FilestoreError } from '../shared/errors.ts';
-import { reconcilerOptionsFromEnv, requireRunPool, runAudits, type AuditRunOptions, type AuditRunReport } from '../shared/reconcile/lambda-run.ts';
-import { sqsRouted } from '../shared/reconcile/sqs-consumer.ts';
+import { FilestoreError } from '../shared/index.ts';
+import { reconcilerOptionsFromEnv, requireRunPool, runAudits, type AuditRunOptions, type AuditRunReport } from '../shared/reconcile/index-lambda.ts';
+import { sqsRouted } from '../shared/queues/index-sqs.ts';
 import { lambdaHandler, logger } from './support/powertools.ts';
 
 /** EventBridge Scheduler's input for this target: one mount (id or key), or none for every active S3 mount. */

@@ -1,6 +1,6 @@
 import type { APIGatewayRequestAuthorizerEventV2, APIGatewaySimpleAuthorizerResult, APIGatewaySimpleAuthorizerWithContextResult } from 'aws-lambda';
-import { Authenticator, parseTokenEntries, type Principal } from '../shared/api/auth.ts';
-import { FilestoreError } from '../shared/errors.ts';
+import { Authenticator, parseTokenEntries, type Principal } from '../shared/api/index.ts';
+import { FilestoreError } from '../shared/index.ts';
 import { loadAuthorizerConfig } from './support/config.ts';
 import { plainLambdaHandler } from './support/instrument.ts';
 import { logger } from './support/logger.ts';

@@ -1,7 +1,7 @@
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import type { ScheduledEvent } from 'aws-lambda';
-import type { MaintenanceReport } from '../shared/maintenance.ts';
-import { recordS3AuditAges } from '../shared/reconcile/audit-age.ts';
+import type { MaintenanceReport } from '../shared/index.ts';
+import { recordS3AuditAges } from '../shared/reconcile/index.ts';
 import { lambdaHandler, logger } from './support/powertools.ts';
 
 /**

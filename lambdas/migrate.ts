@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Context } from 'aws-lambda';
 import pg from 'pg';
-import { registerConfiguredS3Mounts, type ConfiguredMountsReport, type ConfiguredS3Mount } from '../shared/catalogue/s3-mounts.ts';
-import { migrate } from '../shared/db/migrate.ts';
-import { connectionConfig, createPool } from '../shared/db/pool.ts';
+import { registerConfiguredS3Mounts, type ConfiguredMountsReport, type ConfiguredS3Mount } from '../shared/catalogue/index.ts';
+import { connectionConfig, createPool } from '../shared/db/index.ts';
+import { migrate } from '../shared/db/index-migrate.ts';
 import { isCustomResourceEvent, responseUrlOf, sendCustomResourceResponse, type CustomResourceResult } from './support/cloudformation.ts';
 import { loadMigrateConfig } from './support/config.ts';
 import { prepareDatabase } from './support/database.ts';

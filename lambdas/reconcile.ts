@@ -1,6 +1,6 @@
 import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
-import { reconcilerOptionsFromEnv } from '../shared/reconcile/lambda-run.ts';
-import { processReconcileBatch, requireSqsRouted, type ReconcileBatchOptions } from '../shared/reconcile/sqs-consumer.ts';
+import { reconcilerOptionsFromEnv } from '../shared/reconcile/index-lambda.ts';
+import { processReconcileBatch, requireSqsRouted, type ReconcileBatchOptions } from '../shared/queues/index-sqs.ts';
 import { lambdaHandler, logger } from './support/powertools.ts';
 
 export type ReconcileHandlerOptions = Omit<ReconcileBatchOptions, 'queue' | 'onRecord'> & { marginMs?: number | undefined };

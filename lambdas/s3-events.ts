@@ -1,6 +1,6 @@
 import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
-import { FilestoreError } from '../shared/errors.ts';
-import { processS3Events } from '../shared/reconcile/s3-events/process.ts';
+import { FilestoreError } from '../shared/index.ts';
+import { processS3Events } from '../shared/reconcile/s3-events/index.ts';
 import { lambdaHandler, logger } from './support/powertools.ts';
 
 /**

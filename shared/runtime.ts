@@ -11,13 +11,14 @@ import { maintenancePass, type MaintenanceOptions, type MaintenanceReport } from
 import { OutboxRelay } from './events/relay.ts';
 import type { OrchestratorHooks } from './orchestrator/context.ts';
 import { Orchestrator } from './orchestrator/orchestrator.ts';
-import { defaultMetrics, type FilestoreMetrics } from './metrics/metrics.ts';
+import { defaultMetrics } from './metrics/prom.ts';
+import type { FilestoreMetrics } from './metrics/metrics.ts';
 import { createReconcileQueue } from './queues/create-reconcile-queue.ts';
 import { catalogueQueuePrefix } from './queues/prefix.ts';
-import type { ReconcileQueue } from './queues/reconcile-queue.ts';
+import type { ReconcileQueue } from './reconcile/queue.ts';
 import type { SqsQueueSetup } from './queues/sqs-queue.ts';
 import { createReconciler } from './reconcile/reconciler.ts';
-import type { ProcessIdentity } from './dispatch/ownership.ts';
+import type { ProcessIdentity } from './orchestrator/ownership.ts';
 import { CommandRouter, dispatchSigner } from './dispatch/router.ts';
 
 export interface FilestoreOptions {
@@ -47,7 +48,7 @@ export interface FilestoreOptions {
   /** The reconciliation queue: where requests go, and whether this process runs the jobs. */
   reconcile?: ReconcileSetup | undefined;
   /**
-   * Which local mounts this process executes (see dispatch/ownership.ts): an agent id (its
+   * Which local mounts this process executes (see orchestrator/ownership.ts): an agent id (its
    * own mounts and unassigned ones; others go to their agent's command queue), null (an
    * API-only process: no local mount), or unset (default: every mount runs here).
    */

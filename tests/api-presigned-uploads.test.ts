@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UPLOAD_GRACE_MS } from '../shared/orchestrator/upload-state.ts';
+import { UPLOAD_GRACE_MS } from '../shared/catalogue/upload-state.ts';
 import { startTestServer, type TestServer } from './support/api.ts';
 import { bearerFetch } from './support/bearer-fetch.ts';
 import { createTestMount, stopS3, type TestMount } from './support/filestore.ts';

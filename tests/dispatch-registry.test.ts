@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findAgent, heartbeat, isAlive, listAgents, markStopped, registerAgent, type Agent } from '../shared/catalogue/agents.ts';
 import { createPool, type Pool } from '../shared/db/pool.ts';
-import { executesHere } from '../shared/dispatch/ownership.ts';
+import { executesHere } from '../shared/orchestrator/ownership.ts';
 import { startAgentPresence } from '../shared/dispatch/presence.ts';
 import { TEST_DATABASE_URL } from './support/env.ts';
 import { uniqueAgentId } from './support/dispatch-cluster.ts';

@@ -17,7 +17,7 @@ import { PromMetrics } from '../shared/metrics/prom.ts';
 import { BullMqReconcileQueue, bullJobId } from '../shared/queues/bullmq-queue.ts';
 import { createReconciler } from '../shared/reconcile/reconciler.ts';
 import { catalogueQueuePrefix } from '../shared/queues/prefix.ts';
-import { RECONCILE_QUEUE } from '../shared/queues/reconcile-queue.ts';
+import { RECONCILE_QUEUE } from '../shared/reconcile/queue.ts';
 import { createFilestore, type Filestore } from '../shared/runtime.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './support/env.ts';
 import { TEST_COMMAND_SECRET } from './support/command-secret.ts';

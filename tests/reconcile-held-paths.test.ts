@@ -6,7 +6,7 @@ import { claimJob, enqueueJob, findJob, type ReconcileJobRow } from '../shared/c
 import { findLiveByPath } from '../shared/catalogue/nodes.ts';
 import { isLockTimeout, lockPathsForWrite } from '../shared/catalogue/reconcile-writes.ts';
 import type { PoolClient } from '../shared/db/pool.ts';
-import { acquire, pathLocks, release } from '../shared/orchestrator/locks.ts';
+import { acquire, pathLocks, release } from '../shared/catalogue/locks.ts';
 import { createReconciler, type ReconcilerOptions } from '../shared/reconcile/reconciler.ts';
 import type { ReconcileCounts } from '../shared/reconcile/types.ts';
 import type { Filestore } from '../shared/runtime.ts';

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findJob } from '../shared/catalogue/jobs.ts';
 import { findLiveByPath } from '../shared/catalogue/nodes.ts';
 import { createReconcileQueue } from '../shared/queues/create-reconcile-queue.ts';
-import type { ReconcileQueue } from '../shared/queues/reconcile-queue.ts';
+import type { ReconcileQueue } from '../shared/reconcile/queue.ts';
 import { createReconciler } from '../shared/reconcile/reconciler.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { expectExactRollups } from './support/assertions.ts';

@@ -4,7 +4,7 @@ import type { EntryStat } from '../shared/backends/types.ts';
 import { findJob } from '../shared/catalogue/jobs.ts';
 import { findLiveByPath, findSequencer } from '../shared/catalogue/nodes.ts';
 import { FilestoreError } from '../shared/errors.ts';
-import { tryLockJobRun } from '../shared/queues/job-run-lock.ts';
+import { tryLockJobRun } from '../shared/reconcile/job-run-lock.ts';
 import { reconcilePath } from '../shared/reconcile/reconcile-path.ts';
 import type { ReconcileRequest } from '../shared/reconcile/types.ts';
 import type { Filestore } from '../shared/runtime.ts';

@@ -6,7 +6,7 @@ import { claimJob, enqueueJob, findJob, type ReconcileJobRow } from '../shared/c
 import type { Mount } from '../shared/catalogue/types.ts';
 import { PromMetrics } from '../shared/metrics/prom.ts';
 import { createReconcileQueue } from '../shared/queues/create-reconcile-queue.ts';
-import type { ReconcileQueue } from '../shared/queues/reconcile-queue.ts';
+import type { ReconcileQueue } from '../shared/reconcile/queue.ts';
 import { enqueueAudits, startAuditScheduler } from '../shared/reconcile/audit-scheduler.ts';
 import type { ReconcileRequest } from '../shared/reconcile/types.ts';
 import type { Filestore } from '../shared/runtime.ts';

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { LocalExecutor } from '../shared/backends/local/local-executor.ts';
 import { getMount } from '../shared/catalogue/mounts.ts';
-import { lockEntry, unlockEntry } from '../shared/orchestrator/locks.ts';
+import { lockEntry, unlockEntry } from '../shared/catalogue/locks.ts';
 import { sweepStaging } from '../shared/orchestrator/staging-sweep.ts';
 import { STAGING_DIR } from '../shared/paths.ts';
 import type { Filestore } from '../shared/runtime.ts';

@@ -15,7 +15,7 @@ import {
 } from '../agent/watch/index.ts';
 import type { Mount } from '../shared/catalogue/types.ts';
 import type { PromMetrics } from '../shared/metrics/prom.ts';
-import { lockKey } from '../shared/orchestrator/locks.ts';
+import { lockKey } from '../shared/catalogue/locks.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { createTestMount } from './support/filestore.ts';
 import { eventually, nodeAt, outbox, settle, startWatchFilestore, watchedMount, watcherDrift } from './support/watch-harness.ts';

@@ -10,7 +10,7 @@ import { LocalExecutor } from '../shared/backends/local/local-executor.ts';
 import { claimJob, type ReconcileJobRow } from '../shared/catalogue/jobs.ts';
 import { createReconciler } from '../shared/reconcile/reconciler.ts';
 import { LocalStrategy } from '../shared/reconcile/strategies/local.ts';
-import { lockKey } from '../shared/orchestrator/locks.ts';
+import { lockKey } from '../shared/catalogue/locks.ts';
 import { PromMetrics } from '../shared/metrics/prom.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { createTestMount, startFilestore, type TestMount } from './support/filestore.ts';

@@ -1,4 +1,4 @@
-import { ancestorsOf, isSameOrDescendant, parentOf } from '../../shared/paths.ts';
+import { ancestorsOf, isSameOrDescendant, parentOf } from '../../shared/index-paths.ts';
 import type { CoalescedBatch, NetChange, WatchEvent } from './types.ts';
 
 export interface CoalescerOptions {

@@ -1,7 +1,6 @@
-import type { Mount } from '../../shared/catalogue/types.ts';
-import { detectDrift, type DriftResult } from '../../shared/reconcile/drift.ts';
-import { driftObserverFor, type DriftObserver } from '../../shared/reconcile/drift-observer.ts';
-import type { Filestore } from '../../shared/runtime.ts';
+import type { Mount } from '../../shared/catalogue/index.ts';
+import { detectDrift, type DriftResult, driftObserverFor, type DriftObserver } from '../../shared/reconcile/index-drift.ts';
+import type { Filestore } from '../../shared/index-runtime.ts';
 import type { CoalescedBatch } from './types.ts';
 
 export interface DriftSinkOptions {

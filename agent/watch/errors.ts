@@ -1,4 +1,4 @@
-import { FilestoreError, type ErrorCode } from '../../shared/errors.ts';
+import { FilestoreError, type ErrorCode } from '../../shared/index.ts';
 
 /**
  * Errors of the watcher subsystem. They reuse the stable codes of shared/errors.ts (the set is

@@ -13,7 +13,7 @@ export { watchMounts, type WatchMountsOptions, type WatchersHandle } from './wat
 export { MountWatcher, type MountWatcherOptions, type MountWatcherStats } from './mount-watcher.ts';
 export { Coalescer, netChange, DEFAULT_DEBOUNCE_MS, DEFAULT_MAX_PENDING_PATHS, type CoalescerOptions } from './coalescer.ts';
 export { DriftSink, type DriftSinkOptions, type SinkResult } from './drift-sink.ts';
-export { planJobs, type JobTarget } from '../../shared/reconcile/job-plan.ts';
+export { planJobs, type JobTarget } from '../../shared/reconcile/index.ts';
 export {
   autoThreshold,
   chooseBackend,

@@ -1,7 +1,7 @@
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import type { Mount } from '../../shared/catalogue/types.ts';
-import type { Filestore } from '../../shared/runtime.ts';
+import type { Mount } from '../../shared/catalogue/index.ts';
+import type { Filestore } from '../../shared/index-runtime.ts';
 import { chooseBackend, createWatchBackend, type BackendDecision } from './backends/index.ts';
 import { classifyProblem, isWatchLimit } from './backends/problems.ts';
 import { Coalescer, DEFAULT_DEBOUNCE_MS } from './coalescer.ts';
@@ -11,7 +11,7 @@ import { NotALocalMountError, WatchOptionsError, WatchStartError } from './error
 import { maxQueuedEvents } from './inotify.ts';
 import { RescanRequests } from './rescans.ts';
 import { RootGuard, type RootApproval, type RootLookPurpose } from './root-guard.ts';
-import type { RootLook } from '../../shared/backends/local/root-check.ts';
+import type { RootLook } from '../../shared/backends/local/index.ts';
 import {
   WATCH_BACKEND_CHOICES,
   type CoalescedBatch,

@@ -1,8 +1,8 @@
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import type { Pool } from '../../shared/db/pool.ts';
-import { lockKey } from '../../shared/orchestrator/locks.ts';
-import { joinPath } from '../../shared/paths.ts';
+import type { Pool } from '../../shared/db/index.ts';
+import { lockKey } from '../../shared/catalogue/index.ts';
+import { joinPath } from '../../shared/index-paths.ts';
 
 /**
  * Entries below new directories judged path by path, per batch; a directory holding more

@@ -1,5 +1,5 @@
-import type { Mount } from '../../shared/catalogue/types.ts';
-import type { Filestore } from '../../shared/runtime.ts';
+import type { Mount } from '../../shared/catalogue/index.ts';
+import type { Filestore } from '../../shared/index-runtime.ts';
 
 /**
  * Full rescans of one watched mount (a reconcile job, reason `audit`, path `""`, recursive):

@@ -1,8 +1,6 @@
-import { anotherRootReason, lookAtRoot, type RootLook } from '../../shared/backends/local/root-check.ts';
-import { setMountHealth } from '../../shared/catalogue/reconcile-writes.ts';
-import { recordedRootIdentity } from '../../shared/catalogue/root-identity.ts';
-import type { Mount } from '../../shared/catalogue/types.ts';
-import type { Filestore } from '../../shared/runtime.ts';
+import { anotherRootReason, lookAtRoot, type RootLook } from '../../shared/backends/local/index.ts';
+import { setMountHealth, recordedRootIdentity, type Mount } from '../../shared/catalogue/index.ts';
+import type { Filestore } from '../../shared/index-runtime.ts';
 
 /** How often a watched mount's root is looked at, by default (an lstat of the root and of its staging area, and an access check). */
 export const DEFAULT_ROOT_CHECK_MS = 2_000;

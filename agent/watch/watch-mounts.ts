@@ -1,6 +1,6 @@
-import type { Mount } from '../../shared/catalogue/types.ts';
-import { asFilestoreError, type FilestoreError } from '../../shared/errors.ts';
-import type { Filestore } from '../../shared/runtime.ts';
+import type { Mount } from '../../shared/catalogue/index.ts';
+import { asFilestoreError, type FilestoreError } from '../../shared/index.ts';
+import type { Filestore } from '../../shared/index-runtime.ts';
 import { MountWatcher, type MountWatcherOptions, type MountWatcherStats } from './mount-watcher.ts';
 import type { WatchBackendChoice } from './types.ts';
 

@@ -13,7 +13,7 @@ import { deleteMount } from '../../shared/catalogue/mounts.ts';
 import { commandQueueName } from '../../shared/dispatch/messages.ts';
 import type { Pool } from '../../shared/db/pool.ts';
 import { catalogueQueuePrefix } from '../../shared/queues/prefix.ts';
-import { RECONCILE_QUEUE } from '../../shared/queues/reconcile-queue.ts';
+import { RECONCILE_QUEUE } from '../../shared/reconcile/queue.ts';
 import { BURST_DIR, burstDirName } from './drift-burst.ts';
 import { fmt, runConcurrent } from './measure.ts';
 

@@ -1,10 +1,9 @@
 import type { Command } from 'commander';
-import { resolveAuth } from '../../shared/api/auth-config.ts';
-import { loadConfig, type Config } from '../../shared/config.ts';
-import { DATABASE_CHOICE } from '../../shared/db/database-env.ts';
-import { readyDatabase } from '../../shared/db/iam-auth.ts';
-import { MISSING_SECRET_MESSAGE } from '../../shared/dispatch/signing.ts';
-import { FilestoreError } from '../../shared/errors.ts';
+import { resolveAuth } from '../../shared/api/index.ts';
+import { loadConfig, type Config } from '../../shared/index-config.ts';
+import { FilestoreError } from '../../shared/index.ts';
+import { DATABASE_CHOICE, readyDatabase } from '../../shared/db/index.ts';
+import { MISSING_SECRET_MESSAGE } from '../../shared/dispatch/index.ts';
 import { startAgent, type AgentOptions, type RunningAgent } from '../../agent/agent.ts';
 
 /**

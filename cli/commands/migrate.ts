@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { loadConfig } from '../../shared/config.ts';
-import { migrate } from '../../shared/db/migrate.ts';
-import { readyDatabase } from '../../shared/db/iam-auth.ts';
+import { loadConfig } from '../../shared/index-config.ts';
+import { readyDatabase } from '../../shared/db/index.ts';
+import { migrate } from '../../shared/db/index-migrate.ts';
 
 const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/filestore';
 

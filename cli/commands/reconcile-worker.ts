@@ -1,15 +1,12 @@
 import type { Command } from 'commander';
-import { loadConfig } from '../../shared/config.ts';
-import { DATABASE_CHOICE } from '../../shared/db/database-env.ts';
-import { prepareDatabase } from '../../shared/db/iam-auth.ts';
-import { FilestoreError } from '../../shared/errors.ts';
-import { BullMqReconcileQueue } from '../../shared/queues/bullmq-queue.ts';
-import { startAuditScheduler, type AuditScheduler } from '../../shared/reconcile/audit-scheduler.ts';
-import { createReconciler } from '../../shared/reconcile/reconciler.ts';
-import type { AttemptReport } from '../../shared/reconcile/worker.ts';
+import { loadConfig } from '../../shared/index-config.ts';
+import { FilestoreError } from '../../shared/index.ts';
+import { DATABASE_CHOICE, prepareDatabase } from '../../shared/db/index.ts';
+import { migrate } from '../../shared/db/index-migrate.ts';
+import { BullMqReconcileQueue } from '../../shared/queues/index-bullmq.ts';
+import { startAuditScheduler, type AuditScheduler, createReconciler, type AttemptReport } from '../../shared/reconcile/index.ts';
 import { COUNTS } from './reconcile.ts';
-import { migrate } from '../../shared/db/migrate.ts';
-import { startServices, wireFilestore, type Filestore, type FilestoreOptions } from '../../shared/runtime.ts';
+import { startServices, wireFilestore, type Filestore, type FilestoreOptions } from '../../shared/index-runtime.ts';
 
 /**
  * `filestore reconcile-worker` (npm run filestore:reconcile): consumes `filestore-reconcile`

@@ -1,10 +1,9 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { loadConfig } from '../../shared/config.ts';
-import { readyDatabase } from '../../shared/db/iam-auth.ts';
-import { createMount, findMount } from '../../shared/catalogue/mounts.ts';
-import type { Mount } from '../../shared/catalogue/types.ts';
+import { loadConfig } from '../../shared/index-config.ts';
+import { readyDatabase } from '../../shared/db/index.ts';
+import { createMount, findMount, type Mount } from '../../shared/catalogue/index.ts';
 import { startAgent, type RunningAgent } from '../../agent/agent.ts';
 import { agentOptionsFrom, stopOnSignals } from './agent.ts';
 import type { EmbeddedDatabase } from '../embedded-postgres.ts';

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { InvalidArgumentError, type Command } from 'commander';
-import { SCOPES, TokenEntry, hashToken, type Scope } from '../../shared/api/auth.ts';
+import { SCOPES, TokenEntry, hashToken, type Scope } from '../../shared/api/index.ts';
 import { print, printJson, type JsonOption } from '../output.ts';
 
 /** `read,write` or `filestore:read` → the scopes of FILESTORE_API_TOKENS. */

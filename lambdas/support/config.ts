@@ -1,11 +1,11 @@
 import { z } from 'zod';
-import { MAX_S3_PREFIX_LENGTH, MOUNT_KEY_PATTERN, normaliseS3Prefix, S3_BUCKET_PATTERN, type ConfiguredS3Mount } from '../../shared/catalogue/s3-mounts.ts';
-import { COMMAND_SECRET_MIN_LENGTH, parseCommandSecrets } from '../../shared/dispatch/signing.ts';
-import { DATABASE_CHOICE, DATABASE_ENV, resolveDatabase, type DatabaseConfig } from '../../shared/db/database-env.ts';
-import { FilestoreError } from '../../shared/errors.ts';
-import { OutboxRetention } from '../../shared/events/retention.ts';
-import { hasLoneSurrogate } from '../../shared/json-value.ts';
-import { QUEUE_PREFIX_PATTERN } from '../../shared/queues/prefix.ts';
+import { MAX_S3_PREFIX_LENGTH, MOUNT_KEY_PATTERN, normaliseS3Prefix, S3_BUCKET_PATTERN, type ConfiguredS3Mount } from '../../shared/catalogue/index.ts';
+import { COMMAND_SECRET_MIN_LENGTH, parseCommandSecrets } from '../../shared/dispatch/index.ts';
+import { DATABASE_CHOICE, DATABASE_ENV, resolveDatabase, type DatabaseConfig } from '../../shared/db/index.ts';
+import { FilestoreError } from '../../shared/index.ts';
+import { hasLoneSurrogate } from '../../shared/index-json.ts';
+import { OutboxRetention } from '../../shared/events/index.ts';
+import { QUEUE_PREFIX_PATTERN } from '../../shared/queues/index.ts';
 
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
@@ -111,7 +111,7 @@ const LambdaEnv = DatabaseEnv.extend({
   FILESTORE_RECONCILE_QUEUE_URL: z.string().url().optional(),
 });
 
-export type { DatabaseConfig, IamDatabaseAuth } from '../../shared/db/database-env.ts';
+export type { DatabaseConfig, IamDatabaseAuth } from '../../shared/db/index.ts';
 
 /** The migrate Lambda's variables: the database, and the stack's S3 mounts to register. */
 export interface MigrateConfig extends DatabaseConfig {

@@ -1,7 +1,7 @@
-import { parseCommandSecrets, COMMAND_SECRET_MIN_LENGTH } from '../../shared/dispatch/signing.ts';
-import { FilestoreError } from '../../shared/errors.ts';
-import { EmfMetrics } from '../../shared/metrics/emf.ts';
-import { wireFilestore, type Filestore } from '../../shared/runtime.ts';
+import { parseCommandSecrets, COMMAND_SECRET_MIN_LENGTH } from '../../shared/dispatch/index.ts';
+import { FilestoreError } from '../../shared/index.ts';
+import { EmfMetrics } from '../../shared/metrics/index.ts';
+import { wireFilestore, type Filestore } from '../../shared/index-runtime.ts';
 import { loadLambdaConfig, type LambdaConfig } from './config.ts';
 import { prepareDatabase } from './database.ts';
 import { logger } from './logger.ts';

@@ -3,4 +3,4 @@
  * shared/db/iam-auth.ts (the agent and the CLI's processes use it too). The Lambdas' modules
  * import it from here.
  */
-export { iamConnectionAuth, prepareDatabase, type TokenSigner } from '../../shared/db/iam-auth.ts';
+export { iamConnectionAuth, prepareDatabase, type TokenSigner } from '../../shared/db/index.ts';

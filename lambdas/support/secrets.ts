@@ -1,5 +1,5 @@
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { FilestoreError } from '../../shared/errors.ts';
+import { FilestoreError } from '../../shared/index.ts';
 
 /** Where a secret's text comes from (Secrets Manager by default; tests may pass their own). */
 export type SecretSource = (secretId: string) => Promise<string>;

@@ -1,10 +1,27 @@
-import type { Mount } from '../catalogue/types.ts';
-import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
+import { defaultMetrics } from '../metrics/prom.ts';
+import type { FilestoreMetrics } from '../metrics/metrics.ts';
 import { instrumentBackend } from './instrumented.ts';
 import { LazyBackend } from './lazy.ts';
 import { LocalExecutor } from './local/local-executor.ts';
 import { pinnedRootOr } from './local/root-check.ts';
 import type { Backend } from './types.ts';
+
+/**
+ * What a backend is made from: the storage fields of a mount (the catalogue's `Mount` has them;
+ * named here so that backends/ stays below the catalogue, docs/architecture.md).
+ */
+export interface MountStorage {
+  id: string;
+  key: string;
+  kind: 'local' | 's3';
+  rootPath: string | null;
+  bucket: string | null;
+  prefix: string;
+  region: string | null;
+  endpoint: string | null;
+  /** A changed mount (updated_at) gets a new backend. */
+  updatedAt: Date;
+}
 
 export interface S3Defaults {
   /** FILESTORE_S3_ENDPOINT: an S3-compatible server, addressed path-style. */
@@ -31,7 +48,7 @@ export class BackendRegistry {
     this.metrics = options.metrics === undefined ? defaultMetrics() : options.metrics;
   }
 
-  forMount(mount: Mount): Backend {
+  forMount(mount: MountStorage): Backend {
     const key = `${mount.id}:${mount.updatedAt.valueOf()}`;
     let backend = this.cache.get(key);
     if (!backend) {

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { EntryStat } from '../backends/types.ts';
 import type { Queryable } from '../db/pool.ts';
-import { pathLockSet } from '../orchestrator/locks.ts';
+import { pathLockSet } from './locks.ts';
 import { appendEvents, type NewEvent } from './outbox.ts';
 import { parentOf } from '../paths.ts';
 import { int } from './inline-writes.ts';

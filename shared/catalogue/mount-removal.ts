@@ -1,7 +1,7 @@
 import type { Pool } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
-import { tryLockEntry, unlockEntry } from '../orchestrator/locks.ts';
-import { uploadOpen } from '../orchestrator/upload-state.ts';
+import { tryLockEntry, unlockEntry } from './locks.ts';
+import { uploadOpen } from './upload-state.ts';
 import type { JournalEntry } from './journal.ts';
 import { getMount } from './mounts.ts';
 import type { Mount } from './types.ts';

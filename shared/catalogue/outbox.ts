@@ -1,5 +1,5 @@
 import type { Queryable } from '../db/pool.ts';
-import type { EventType } from '../events/types.ts';
+import type { EventType } from './event-types.ts';
 
 export type { EventType };
 

@@ -1,6 +1,6 @@
 import type { Queryable } from '../db/pool.ts';
 import type { EntryStat } from '../backends/types.ts';
-import { pathLockSet } from '../orchestrator/locks.ts';
+import { pathLockSet } from './locks.ts';
 import { lit } from './inline-writes.ts';
 import { appendEvents, type NewEvent } from './outbox.ts';
 import { ancestorPairs, levelsByDepth, newNodeParams, type NewNode } from './node-writes.ts';

@@ -2,13 +2,10 @@ import type { PoolClient, Queryable } from '../db/pool.ts';
 import { inTransaction } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
 import { createMount, listMounts } from './mounts.ts';
+import { MAX_S3_PREFIX_LENGTH, MOUNT_KEY_PATTERN, S3_BUCKET_PATTERN } from './mount-names.ts';
 import type { Mount } from './types.ts';
 
-/** A mount key, as the catalogue's CHECK constraint has it. */
-export const MOUNT_KEY_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
-/** An S3 bucket name (3–63 lower-case letters, digits, dots and hyphens, a letter or digit at each end). */
-export const S3_BUCKET_PATTERN = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
-export const MAX_S3_PREFIX_LENGTH = 1024;
+export { MAX_S3_PREFIX_LENGTH, MOUNT_KEY_PATTERN, S3_BUCKET_PATTERN };
 
 /** An S3 mount's prefix as stored: no leading `/`; empty (the whole bucket) or ending in `/`. */
 export function normaliseS3Prefix(prefix: string | undefined): string {

@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { z } from 'zod';
 import type * as S from '../api/schemas.ts';
-import type { EventType } from '../events/types.ts';
+import type { EventType } from '../catalogue/event-types.ts';
 
 /**
  * The wire types of SPEC §4, inferred from the server's own zod schemas. Type-only: the
@@ -118,7 +118,7 @@ export interface DownloadToFileInput extends GetFileInput {
 }
 
 /** The event types of SPEC §5 (the server's list; a newer server may send others). */
-export type { EventType } from '../events/types.ts';
+export type { EventType } from '../catalogue/event-types.ts';
 
 /** The event envelope of SPEC §5. `seq` orders events and is the SSE id. */
 export interface EventEnvelope {

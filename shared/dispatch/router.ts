@@ -11,7 +11,7 @@ import type { CommandContext, CommandResult } from '../orchestrator/context.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import { AgentUnavailableError } from './errors.ts';
 import { commandQueueName, errorFromWire, type CommandMessage, type CommandReply, type DispatchedCommand, type OrchestratorCommand } from './messages.ts';
-import { executesHere, type ProcessIdentity } from './ownership.ts';
+import { executesHere, type ProcessIdentity } from '../orchestrator/ownership.ts';
 import { CommandSigner, DEFAULT_COMMAND_TTL_MS, MISSING_SECRET_MESSAGE } from './signing.ts';
 
 export interface CommandRouterOptions {

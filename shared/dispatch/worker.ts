@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { RedisHealth } from '../redis/health.ts';
 import { getMount } from '../catalogue/mounts.ts';
 import { findEntry } from '../catalogue/journal.ts';
-import { assertLocalRootReachable, assertNoOverlap } from '../api/mount-checks.ts';
+import { assertLocalRootReachable, assertNoOverlap } from '../mounts/mount-checks.ts';
 import type { CommandResult } from '../orchestrator/context.ts';
 import type { Pool } from '../db/pool.ts';
 import { FilestoreError, asFilestoreError } from '../errors.ts';
@@ -11,7 +11,7 @@ import type { FilestoreMetrics } from '../metrics/metrics.ts';
 import type { Orchestrator } from '../orchestrator/orchestrator.ts';
 import { AgentUnavailableError } from './errors.ts';
 import { DISPATCHED_COMMANDS, commandQueueName, type CommandMessage, type CommandReply } from './messages.ts';
-import { executesHere } from './ownership.ts';
+import { executesHere } from '../orchestrator/ownership.ts';
 import type { CommandRouter } from './router.ts';
 import { MISSING_SECRET_MESSAGE, type RejectionReason } from './signing.ts';
 

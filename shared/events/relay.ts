@@ -1,6 +1,7 @@
 import type { Pool } from '../db/pool.ts';
 import { CLAIM_SETTINGS_SQL, claimBatchSql, claimedBatchOf, fillClaimedData, markPublishedSql, RELAY_LOCKED_SETTING } from '../catalogue/outbox.ts';
-import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
+import { defaultMetrics } from '../metrics/prom.ts';
+import type { FilestoreMetrics } from '../metrics/metrics.ts';
 import type { EventBus } from './bus.ts';
 
 // Transaction-scoped advisory lock: one relay publishes at a time across all processes,

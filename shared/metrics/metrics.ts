@@ -79,7 +79,3 @@ export interface FilestoreMetrics {
   /** GET /metrics' text where this implementation is scraped (Prometheus); null where metrics leave otherwise (EMF). */
   readonly exposition: MetricsExposition | null;
 }
-
-// The long-running processes' fallback where no instance is injected. A Lambda injects its
-// EmfMetrics into createFilestore, so this is never called there.
-export { defaultMetrics } from './prom.ts';

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { BackendRegistry } from '../backends/registry.ts';
 import type { Pool } from '../db/pool.ts';
-import type { ProcessIdentity } from '../dispatch/ownership.ts';
+import type { ProcessIdentity } from './ownership.ts';
 import type { CommandContext, CommandResult, CommandSpec, OrchestratorHooks } from './context.ts';
 import { runCommand, type PipelineDeps } from './pipeline.ts';
 import { resolvePendingEntry } from './resolve.ts';

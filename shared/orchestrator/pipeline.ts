@@ -8,14 +8,14 @@ import { checkedBefore, MAX_JSON_DEPTH, tooDeep } from '../json-value.ts';
 import { ancestorsOf } from '../paths.ts';
 import { getMount } from '../catalogue/mounts.ts';
 import type { Mount } from '../catalogue/types.ts';
-import { lockIdempotencyKey, pathLocks, release, releaseAll, RELEASE_ALL_SQL } from './locks.ts';
+import { lockIdempotencyKey, pathLocks, release, releaseAll, RELEASE_ALL_SQL } from '../catalogue/locks.ts';
 import type { CommandContext, CommandResult, CommandSpec, OrchestratorHooks, Step } from './context.ts';
 import { assertWritable } from './checks.ts';
 import { commitCommand, recordFailure } from './finish.ts';
 import { recoverEntry, resolveEntry, type RecoveryDeps } from './recovery.ts';
 import { makeStep } from './step.ts';
 import type { OwnWrites } from './own-writes.ts';
-import { uploadOpen, uploadStateOf } from './upload-state.ts';
+import { uploadOpen, uploadStateOf } from '../catalogue/upload-state.ts';
 
 export interface PipelineDeps extends RecoveryDeps {
   pool: Pool;

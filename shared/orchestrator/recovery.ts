@@ -5,7 +5,7 @@ import type { Mount } from '../catalogue/types.ts';
 import { FilestoreError } from '../errors.ts';
 import { findEntry, listPending, type JournalEntry } from '../catalogue/journal.ts';
 import { getMount } from '../catalogue/mounts.ts';
-import { recoversHere, type ProcessIdentity } from '../dispatch/ownership.ts';
+import { recoversHere, type ProcessIdentity } from './ownership.ts';
 import { countLiveDescendants } from '../catalogue/nodes.ts';
 import { stagingIdOf, type CommandSpec, type Step } from './context.ts';
 
@@ -14,9 +14,9 @@ import { stagingIdOf, type CommandSpec, type Step } from './context.ts';
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyCommandSpec<Req> = CommandSpec<Req, any, any, any>;
 import { commitCommand, recordFailure } from './finish.ts';
-import { acquire, lockEntry, pathLocks, release, tryLockEntry, unlockEntry } from './locks.ts';
+import { acquire, lockEntry, pathLocks, release, tryLockEntry, unlockEntry } from '../catalogue/locks.ts';
 import { makeStep } from './step.ts';
-import { uploadOpen, uploadStateOf } from './upload-state.ts';
+import { uploadOpen, uploadStateOf } from '../catalogue/upload-state.ts';
 import { mkdirCommand } from './commands/mkdir.ts';
 import { writeFileCommand } from './commands/write-file.ts';
 import { deleteCommand } from './commands/delete.ts';

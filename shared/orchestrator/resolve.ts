@@ -1,9 +1,9 @@
 import { FilestoreError } from '../errors.ts';
 import { findEntry, finishEntry, patchRequest, type JournalEntry } from '../catalogue/journal.ts';
 import { findMount } from '../catalogue/mounts.ts';
-import { recoversHere, type ProcessIdentity } from '../dispatch/ownership.ts';
+import { recoversHere, type ProcessIdentity } from './ownership.ts';
 import { recoverEntry, type RecoveryDeps } from './recovery.ts';
-import { uploadOpen } from './upload-state.ts';
+import { uploadOpen } from '../catalogue/upload-state.ts';
 
 /**
  * An admin's resolution of one pending journal entry (POST /v1/journal/:id/resolve,

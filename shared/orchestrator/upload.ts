@@ -8,12 +8,12 @@ import { stagingIdOf } from './context.ts';
 import { assertWritable } from './checks.ts';
 import { MAX_UPLOAD_BYTES } from '../backends/s3/limits.ts';
 import { commitCommand, recordFailure } from './finish.ts';
-import { acquire, lockEntry, pathLocks, release, releaseAll, unlockEntry, type PathLock } from './locks.ts';
+import { acquire, lockEntry, pathLocks, release, releaseAll, unlockEntry, type PathLock } from '../catalogue/locks.ts';
 import { begin, type PipelineDeps } from './pipeline.ts';
 import { resolveEntry } from './recovery.ts';
 import { WriteFileInput, parseInput } from './schemas.ts';
 import { makeStep } from './step.ts';
-import { uploadStateOf, type UploadState } from './upload-state.ts';
+import { uploadStateOf, type UploadState } from '../catalogue/upload-state.ts';
 import { writeFileCommand, type WriteFileRequest } from './commands/write-file.ts';
 
 /**

@@ -2,12 +2,13 @@ import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullm
 import { Redis } from 'ioredis';
 import { jobTransport } from '../catalogue/job-transport.ts';
 import { enqueueJob, markQueueOwed, type JobToSend, type ReconcileJobRow } from '../catalogue/jobs.ts';
-import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
+import { defaultMetrics } from '../metrics/prom.ts';
+import type { FilestoreMetrics } from '../metrics/metrics.ts';
 import { RedisHealth } from '../redis/health.ts';
 import type { ReconcileHandler, ReconcileRequest } from '../reconcile/types.ts';
 import { deferralDelay, deferralLine, ReconcileWorker } from '../reconcile/worker.ts';
 import { ReconcileResender } from './bullmq-resend.ts';
-import { tryLockJobRun } from './job-run-lock.ts';
+import { tryLockJobRun } from '../reconcile/job-run-lock.ts';
 import {
   DEFAULT_ATTEMPTS,
   DEFAULT_BACKOFF_MS,
@@ -19,7 +20,7 @@ import {
   type ReconcileQueue,
   type ReconcileQueueOptions,
   type StartOptions,
-} from './reconcile-queue.ts';
+} from '../reconcile/queue.ts';
 
 export interface BullMqReconcileQueueOptions extends ReconcileQueueOptions {
   /**

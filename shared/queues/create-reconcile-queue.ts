@@ -1,6 +1,6 @@
 import { BullMqReconcileQueue, type BullMqReconcileQueueOptions } from './bullmq-queue.ts';
 import { InlineReconcileQueue } from './inline-queue.ts';
-import type { ReconcileQueue } from './reconcile-queue.ts';
+import type { ReconcileQueue } from '../reconcile/queue.ts';
 import { RoutedReconcileQueue, SqsReconcileQueue, type SqsQueueSetup } from './sqs-queue.ts';
 
 export interface CreateReconcileQueueOptions extends BullMqReconcileQueueOptions {

@@ -1,5 +1,6 @@
 import { enqueueJob, openJobs } from '../catalogue/jobs.ts';
-import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
+import { defaultMetrics } from '../metrics/prom.ts';
+import type { FilestoreMetrics } from '../metrics/metrics.ts';
 import type { ReconcileHandler, ReconcileRequest } from '../reconcile/types.ts';
 import { deferralDelay, deferralLine, ReconcileWorker } from '../reconcile/worker.ts';
 import {
@@ -13,7 +14,7 @@ import {
   type ReconcileQueue,
   type ReconcileQueueOptions,
   type StartOptions,
-} from './reconcile-queue.ts';
+} from '../reconcile/queue.ts';
 
 interface Pending {
   id: number;

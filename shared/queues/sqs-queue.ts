@@ -5,11 +5,12 @@ import { findMount } from '../catalogue/mounts.ts';
 import type { Mount } from '../catalogue/types.ts';
 import type { Pool } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
-import { lockKey } from '../orchestrator/locks.ts';
-import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
+import { lockKey } from '../catalogue/locks.ts';
+import { defaultMetrics } from '../metrics/prom.ts';
+import type { FilestoreMetrics } from '../metrics/metrics.ts';
 import type { ReconcileHandler, ReconcileRequest } from '../reconcile/types.ts';
 import { ReconcileWorker } from '../reconcile/worker.ts';
-import { toNewJob, type Enqueued, type ReconcileQueue, type ReconcileQueueOptions, type StartOptions } from './reconcile-queue.ts';
+import { toNewJob, type Enqueued, type ReconcileQueue, type ReconcileQueueOptions, type StartOptions } from '../reconcile/queue.ts';
 
 /** The body of a reconcile message on SQS: the row id is what counts (the row holds the merged options); the rest is for people reading the queue or the DLQ. */
 export interface SqsReconcileMessage {
@@ -37,7 +38,7 @@ const MAX_DELAY_SECONDS = 900;
  * recorded as every queue records it (joining a waiting row for the same path; a new row with
  * transport `sqs`, which BullMQ consumers leave alone), then a message
  * naming it goes to the SQS queue that the reconcile Lambda consumes (lambdas/reconcile.ts,
- * shared/reconcile/sqs-consumer.ts). Retries are SQS's: a failed attempt is reported as a batch
+ * shared/queues/sqs-consumer.ts). Retries are SQS's: a failed attempt is reported as a batch
  * item failure and comes back after its visibility timeout (set to the queue's backoff); after
  * the redrive policy's maxReceiveCount deliveries the message goes to the DLQ. The row counts
  * the attempts; its last allowed attempt fails it.
@@ -64,6 +65,11 @@ export class SqsReconcileQueue implements ReconcileQueue {
     this.metrics = o.metrics ?? defaultMetrics();
     // Only to count coalesced requests as every queue does; nothing runs here.
     this.worker = new ReconcileWorker({ pool: o.pool, metrics: this.metrics, handler: refuse });
+  }
+
+  /** Every mount's jobs go to SQS (jobTransportOf). */
+  async transportOf(_mountId: string): Promise<JobTransport> {
+    return 'sqs';
   }
 
   get queueUrl(): string {
@@ -101,7 +107,7 @@ export class SqsReconcileQueue implements ReconcileQueue {
    * Sends a message for each open job of transport `sqs` that may have none: marked owed (its send
    * failed), or not moved for `idleMs` (a send lost between the insert and SQS, a message gone
    * to the DLQ while the row stayed open, a container killed mid-run after its last delivery).
-   * A row whose run lock is held (queues/job-run-lock.ts: a run of it is under way) gets none:
+   * A row whose run lock is held (reconcile/job-run-lock.ts: a run of it is under way) gets none:
    * that run's end settles it or sends its continuation, and a message for it now would only be
    * put off again and again while it runs, one more chain of look-agains per sweep. Another row
    * with a message already gets a second one: harmless, a delivery of a row running elsewhere is
@@ -227,17 +233,6 @@ export class RoutedReconcileQueue implements ReconcileQueue {
   async close(): Promise<void> {
     await Promise.allSettled([this.local.close(), this.sqs.close()]);
   }
-}
-
-/**
- * The transport a row of `mountId` records when it is run in place of being queued
- * (reconcilePath): the one whose sweep picks it up if that run is killed — `sqs` where `queue`
- * sends the mount's jobs to SQS (the Lambdas, then), else `redis`.
- */
-export async function jobTransportOf(queue: ReconcileQueue, mountId: string): Promise<JobTransport> {
-  if (queue instanceof SqsReconcileQueue) return 'sqs';
-  if (queue instanceof RoutedReconcileQueue) return queue.transportOf(mountId);
-  return 'redis';
 }
 
 const refuse: ReconcileHandler = async () => {

@@ -1,7 +1,14 @@
 import { auditAges } from '../catalogue/mounts.ts';
 import type { Queryable } from '../db/pool.ts';
 import type { FilestoreMetrics } from '../metrics/metrics.ts';
-import type { AuditSelection } from './audit-scheduler.ts';
+
+/** Which mounts a tick audits: all active mounts (the default), or narrowed. */
+export interface AuditSelection {
+  /** Only local mounts owned by this agent (FILESTORE_AGENT_ID). */
+  agentId?: string | undefined;
+  /** Only these mounts (tests; a process serving a known set). */
+  mountIds?: readonly string[] | undefined;
+}
 
 /**
  * Sets filestore_audit_age_seconds{mount} for the selected active mounts (SPEC §7: time since

@@ -4,17 +4,11 @@ import { RedisHealth } from '../redis/health.ts';
 import { mountsDueForAudit, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import type { Queryable } from '../db/pool.ts';
 import type { FilestoreMetrics } from '../metrics/metrics.ts';
-import { refreshAuditAges } from './audit-age.ts';
+import { refreshAuditAges, type AuditSelection } from './audit-age.ts';
 import { FilestoreError } from '../errors.ts';
-import { RECONCILE_QUEUE, type ReconcileQueue } from '../queues/reconcile-queue.ts';
+import { RECONCILE_QUEUE, type ReconcileQueue } from './queue.ts';
 
-/** Which mounts a tick audits: all active mounts (the default), or narrowed. */
-export interface AuditSelection {
-  /** Only local mounts owned by this agent (FILESTORE_AGENT_ID). */
-  agentId?: string | undefined;
-  /** Only these mounts (tests; a process serving a known set). */
-  mountIds?: readonly string[] | undefined;
-}
+export type { AuditSelection };
 
 export interface AuditSchedulerOptions {
   pool: Queryable;

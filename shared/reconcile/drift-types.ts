@@ -1,7 +1,7 @@
 import type { EntryStat } from '../backends/types.ts';
 import type { CatalogueNode } from '../catalogue/types.ts';
 import type { PoolClient } from '../db/pool.ts';
-import type { Filestore } from '../runtime.ts';
+import type { ReconcileCore } from './core.ts';
 import type { DriftObserver } from './drift-observer.ts';
 import type { JobTarget } from './job-plan.ts';
 
@@ -35,7 +35,7 @@ export interface DriftBatch {
 }
 
 /** What detectDrift needs of the core. */
-export type DriftCore = Pick<Filestore, 'pool' | 'metrics' | 'backends' | 'reconcile' | 'changed'>;
+export type DriftCore = ReconcileCore;
 
 export interface DriftOptions {
   /** `reason` in the drift events (default 'watcher'). */

@@ -1,5 +1,5 @@
 import { ancestorsOf, parentOf } from '../paths.ts';
-import type { ReconcileQueue } from '../queues/reconcile-queue.ts';
+import type { ReconcileQueue } from './queue.ts';
 import type { ReconcileRequest } from './types.ts';
 
 /**

@@ -6,8 +6,8 @@ import type { Mount } from '../catalogue/types.ts';
 import { findMount, getMount, listMounts } from '../catalogue/mounts.ts';
 import { clientConfigOf, type Pool } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
-import { lockKey } from '../orchestrator/locks.ts';
-import { DEFAULT_ATTEMPTS, toNewJob } from '../queues/reconcile-queue.ts';
+import { lockKey } from '../catalogue/locks.ts';
+import { DEFAULT_ATTEMPTS, toNewJob } from './queue.ts';
 import { recordAuditAges } from './audit-age.ts';
 import { createReconciler, type ReconcileCore, type ReconcilerOptions } from './reconciler.ts';
 import { ReconcileWorker, type AttemptOutcome, type AttemptReport } from './worker.ts';
@@ -80,7 +80,7 @@ export class RunLocks {
     return new RunLocks(client);
   }
 
-  /** The run lock of a reconciliation row: the key tryLockJobRun (queues/job-run-lock.ts) takes, so queue workers and these runs exclude each other. */
+  /** The run lock of a reconciliation row: the key tryLockJobRun (reconcile/job-run-lock.ts) takes, so queue workers and these runs exclude each other. */
   tryRow(rowId: number): Promise<boolean> {
     return this.try(lockKey('reconcile-job', String(rowId)));
   }

@@ -25,9 +25,9 @@ import {
 import { addInsertedToAncestors, recomputeRollupsCorrectingAncestors } from '../catalogue/rollups.ts';
 import type { CatalogueNode, Mount } from '../catalogue/types.ts';
 import { inTransaction, type Pool } from '../db/pool.ts';
-import { lockKey } from '../orchestrator/locks.ts';
+import { lockKey } from '../catalogue/locks.ts';
 import { ancestorsOf, comparePaths, isSameOrDescendant, normalizePath, parentOf } from '../paths.ts';
-import type { Filestore } from '../runtime.ts';
+import type { ReconcileCore } from './core.ts';
 import { AuditBusyError, MassMissingError, ReconcileError, ScanFailedError } from './errors.ts';
 import { RunRoot } from './run-root.ts';
 import { batches, flatten, mapItems, mergeBatches, pairPath } from './merge.ts';
@@ -129,7 +129,7 @@ interface Batch {
 const writesCount = (w: Writes) => w.changes.length + w.confirm.length + w.discovered.length;
 
 /** What the engine needs of the core: the catalogue, storage, metrics, the queue (follow-ups), cache and relay. */
-export type ReconcileCore = Pick<Filestore, 'pool' | 'backends' | 'metrics' | 'reconcile' | 'changed'>;
+export type { ReconcileCore };
 
 /** The engine behind every reconciliation job (queue workers call it with the job row). */
 export function createReconciler(fs: ReconcileCore, o: ReconcilerOptions = {}): ReconcileHandler {

@@ -3,7 +3,8 @@ import { claimJob, finishJob, recordProgress, type ReconcileJobRow } from '../ca
 import { findMount } from '../catalogue/mounts.ts';
 import type { Queryable } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
-import { defaultMetrics, type FilestoreMetrics } from '../metrics/metrics.ts';
+import { defaultMetrics } from '../metrics/prom.ts';
+import type { FilestoreMetrics } from '../metrics/metrics.ts';
 import { AuditBusyError, ReconcileError } from './errors.ts';
 import type { ReconcileCounts, ReconcileHandler, ReconcileResult, RunLimits } from './types.ts';
 

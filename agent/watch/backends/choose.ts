@@ -1,9 +1,8 @@
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { countLiveNodes } from '../../../shared/catalogue/reconcile-writes.ts';
-import type { Mount } from '../../../shared/catalogue/types.ts';
-import type { Queryable } from '../../../shared/db/pool.ts';
-import { STAGING_DIR } from '../../../shared/paths.ts';
+import { countLiveNodes, type Mount } from '../../../shared/catalogue/index.ts';
+import type { Queryable } from '../../../shared/db/index.ts';
+import { STAGING_DIR } from '../../../shared/index-paths.ts';
 import { maxUserWatches } from '../inotify.ts';
 import type { WatchBackendChoice, WatchBackendKind } from '../types.ts';
 

@@ -1,6 +1,6 @@
 import path from 'node:path';
-import { InvalidPathError } from '../../../shared/errors.ts';
-import { normalizePath, STAGING_DIR } from '../../../shared/paths.ts';
+import { InvalidPathError } from '../../../shared/index.ts';
+import { normalizePath, STAGING_DIR } from '../../../shared/index-paths.ts';
 
 /**
  * Turns the absolute paths watchers report into canonical mount paths (shared/paths.ts),

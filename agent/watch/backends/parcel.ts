@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import parcel from '@parcel/watcher';
-import { STAGING_DIR } from '../../../shared/paths.ts';
+import { STAGING_DIR } from '../../../shared/index-paths.ts';
 import { claimNewInotifyFds, inotifyFdsBeforeStart, inotifyWatchesOf } from '../inotify.ts';
 import type { WatchBackend, WatchEvent, WatchHandlers } from '../types.ts';
 import { MountPaths } from './mount-paths.ts';

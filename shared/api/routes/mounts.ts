@@ -5,8 +5,8 @@ import { createS3Mount, MOUNT_KEY_PATTERN, normaliseS3Prefix } from '../../catal
 import { FilestoreError } from '../../errors.ts';
 import { jsonValueProblem } from '../../json-value.ts';
 import { mountFor } from '../host-paths.ts';
-import { assertLocalRootReachable, assertNoOverlap, assertS3Reachable, seesDiskOf, withLocalMountRegistration } from '../mount-checks.ts';
-import { assertMountableRoot } from '../mount-root.ts';
+import { assertLocalRootReachable, assertNoOverlap, assertS3Reachable, seesDiskOf, withLocalMountRegistration } from '../../mounts/mount-checks.ts';
+import { assertMountableRoot } from '../../mounts/mount-root.ts';
 import { CreateMountBody, ErrorBody, Mount, MountIdParams, PatchMountBody, RemovedMount, page } from '../schemas.ts';
 import { defineRoute, json, type Route } from '../route.ts';
 

@@ -3,10 +3,9 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import type { Mount } from '../../catalogue/types.ts';
 import { FilestoreError } from '../../errors.ts';
 import { normalizePath } from '../../paths.ts';
-import type { S3Defaults } from '../registry.ts';
+import type { MountStorage, S3Defaults } from '../registry.ts';
 import type { WriteResult } from '../types.ts';
 import { createS3Client } from './client.ts';
 import { copyObject, DEFAULT_COPY_PART_BYTES, MAX_SINGLE_COPY_BYTES } from './copy.ts';
@@ -25,7 +24,7 @@ export class S3DirectTransfers {
   private readonly signer: S3Client;
 
   /** `maxAttempts`: per request (default the backend's); the staging sweep tries each mount briefly. */
-  constructor(mount: Mount, defaults: S3Defaults, maxAttempts?: number) {
+  constructor(mount: MountStorage, defaults: S3Defaults, maxAttempts?: number) {
     if (mount.kind !== 's3' || !mount.bucket) throw new FilestoreError('VALIDATION_ERROR', `mount "${mount.key}" is not an S3 mount`);
     const region = mount.region ?? defaults.region ?? 'us-east-1';
     const endpoint = mount.endpoint ?? defaults.endpoint;
@@ -167,7 +166,7 @@ const changedOr = (err: unknown, key: string): FilestoreError => (isPrecondition
 const cache = new Map<string, S3DirectTransfers>();
 
 /** One instance (one SDK client) per mount version, as the backend registry keeps backends. */
-export function directTransfers(mount: Mount, defaults: S3Defaults, maxAttempts?: number): S3DirectTransfers {
+export function directTransfers(mount: MountStorage, defaults: S3Defaults, maxAttempts?: number): S3DirectTransfers {
   const key = `${mount.id}:${mount.updatedAt.valueOf()}:${maxAttempts ?? ''}`;
   let d = cache.get(key);
   if (!d) {

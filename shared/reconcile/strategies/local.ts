@@ -1,7 +1,7 @@
 import type { Backend, EntryStat, FileVersion } from '../../backends/types.ts';
 import type { CatalogueNode } from '../../catalogue/types.ts';
 import { MountUnhealthyError } from '../errors.ts';
-import type { ReconcileStrategy } from '../strategy.ts';
+import type { ReconcileStrategy } from './types.ts';
 import { BackendStrategy } from './base.ts';
 import type { StorageRow } from '../../backends/entry-lines.ts';
 import type { SkippedNames } from '../../backends/skipped.ts';

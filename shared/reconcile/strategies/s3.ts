@@ -9,7 +9,7 @@ import type { Queryable } from '../../db/pool.ts';
 import { STAGING_DIR } from '../../paths.ts';
 import { FilestoreError } from '../../errors.ts';
 import { MountUnhealthyError } from '../errors.ts';
-import type { ReconcileStrategy } from '../strategy.ts';
+import type { ReconcileStrategy } from './types.ts';
 import { BackendStrategy } from './base.ts';
 
 /**

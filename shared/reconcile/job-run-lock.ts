@@ -1,5 +1,5 @@
 import type { Pool, PoolClient } from '../db/pool.ts';
-import { lockKey } from '../orchestrator/locks.ts';
+import { lockKey } from '../catalogue/locks.ts';
 
 /** A held run lock of one reconciliation row; `release` gives it (and its connection) back. */
 export interface JobRunLock {

@@ -3,11 +3,11 @@ import { ChangeMessageVisibilityCommand } from '@aws-sdk/client-sqs';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { z } from 'zod';
 import { FilestoreError } from '../errors.ts';
-import { backoffDelay, DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_MS, type ReconcileQueue } from '../queues/reconcile-queue.ts';
-import { RoutedReconcileQueue, SqsReconcileQueue } from '../queues/sqs-queue.ts';
-import { budgetDeadline, requireRunPool, runQueuedRow, type LambdaBudget, type RowRun, type RowRunOptions } from './lambda-run.ts';
-import type { ReconcileCore } from './reconciler.ts';
-import { isRetryable } from './worker.ts';
+import { backoffDelay, DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_MS, type ReconcileQueue } from '../reconcile/queue.ts';
+import { RoutedReconcileQueue, SqsReconcileQueue } from './sqs-queue.ts';
+import { budgetDeadline, requireRunPool, runQueuedRow, type LambdaBudget, type RowRun, type RowRunOptions } from '../reconcile/lambda-run.ts';
+import type { ReconcileCore } from '../reconcile/reconciler.ts';
+import { isRetryable } from '../reconcile/worker.ts';
 
 /** How long a message of a row another run holds waits before it looks again. */
 const BUSY_RETRY_SECONDS = 30;

@@ -5,9 +5,9 @@ import { listMounts } from '../catalogue/mounts.ts';
 import type { Mount } from '../catalogue/types.ts';
 import pg from 'pg';
 import { clientConfigOf, type Pool } from '../db/pool.ts';
-import { lockKey } from '../orchestrator/locks.ts';
+import { lockKey } from '../catalogue/locks.ts';
 import type { S3Defaults } from '../backends/registry.ts';
-import type { ProcessIdentity } from '../dispatch/ownership.ts';
+import type { ProcessIdentity } from '../orchestrator/ownership.ts';
 import { FilestoreError } from '../errors.ts';
 import { realPathOfNearest } from './mount-root.ts';
 
@@ -33,7 +33,7 @@ const inside = (inner: string, outer: string) => inner === outer || inner.starts
 
 /**
  * Whether two local mounts' roots are paths on one host: the same agent's, or either assigned to
- * no agent (every agent runs an unassigned local mount: shared/dispatch/ownership.ts).
+ * no agent (every agent runs an unassigned local mount: shared/orchestrator/ownership.ts).
  */
 const sameHost = (a: string | null, b: string | null) => a === null || b === null || a === b;
 

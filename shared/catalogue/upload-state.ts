@@ -1,4 +1,4 @@
-import type { JournalEntry } from '../catalogue/journal.ts';
+import type { JournalEntry } from './journal.ts';
 
 /** How a presigned upload's pending journal entry is told apart (see upload.ts); read by recovery too. */
 

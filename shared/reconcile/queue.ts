@@ -1,8 +1,9 @@
+import type { JobTransport } from '../catalogue/job-transport.ts';
 import type { NewReconcileJob, ReconcileJobRow } from '../catalogue/jobs.ts';
 import type { Pool } from '../db/pool.ts';
 import type { FilestoreMetrics } from '../metrics/metrics.ts';
-import type { ReconcileHandler, ReconcileRequest } from '../reconcile/types.ts';
-import type { AttemptReport } from '../reconcile/worker.ts';
+import type { ReconcileHandler, ReconcileRequest } from './types.ts';
+import type { AttemptReport } from './worker.ts';
 
 /** SPEC §6: the queue of drift and audit jobs. */
 export const RECONCILE_QUEUE = 'filestore-reconcile';
@@ -42,6 +43,17 @@ export interface ReconcileQueue {
   backlogs?(): Promise<Map<string, number>>;
   /** Stops taking jobs and waits for running ones; waiting jobs stay queued for the next start. */
   close(): Promise<void>;
+  /** What carries the jobs of `mountId` (jobTransportOf): unset, `redis`. The SQS queues say `sqs` where they send it there. */
+  transportOf?(mountId: string): Promise<JobTransport>;
+}
+
+/**
+ * The transport a row of `mountId` records when it is run in place of being queued
+ * (reconcilePath): the one whose sweep picks it up if that run is killed — `sqs` where `queue`
+ * sends the mount's jobs to SQS (the Lambdas, then), else `redis`.
+ */
+export async function jobTransportOf(queue: ReconcileQueue, mountId: string): Promise<JobTransport> {
+  return (await queue.transportOf?.(mountId)) ?? 'redis';
 }
 
 export interface Enqueued {

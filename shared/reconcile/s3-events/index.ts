@@ -1,0 +1,2 @@
+// S3 event notifications, for lambdas/s3-events.ts.
+export { processS3Events } from './process.ts';
