@@ -68,45 +68,8 @@ const toEnvelope = (r: OutboxRow & { seq: number }): EventEnvelope => ({
  * Nothing is written before the bus accepted the batch: a failed publication leaves the rows
  * as they were (no seq, no published_at) for the next pass.
  *
- * Why nothing is waited for (an earlier version claimed only rows with
- * `txid < pg_snapshot_xmin(pg_current_snapshot())`: transaction ids are cluster-wide, so any
- * transaction holding an xid anywhere on the server — another database, a long catalogue
- * write that never touches the outbox — held back every event until it ended):
- *
- * - At least once: a row is taken when it is visible, i.e. committed; its claim is written
- *   and committed only after the bus accepted it, and a claim that rolls back leaves it
- *   unpublished for the next pass. A row that was still running when a pass looked is simply not visible yet; it is
- *   taken by the first pass whose snapshot sees it (the writer's process nudges its relay
- *   after the commit; other processes' relays poll).
- * - `seq` increases and readers never skip one: seqs are drawn from `outbox_seq` by one relay
- *   at a time (the lock), each claim commits its seqs atomically, and the lock is released only
- *   after the commit is visible, so a later claim's seqs are larger and become visible after
- *   the earlier ones. (Numbers of a rolled-back claim are burnt: gaps in the numbering, never
- *   an event behind the reader's position.) Readers follow `seq > position` (outbox-tail.ts).
- * - Causal order — if transaction A committed before transaction B began, A's events get
- *   smaller seqs than B's: outbox ids come from the identity sequence (CACHE 1, which this
- *   argument needs: a cached block per session would hand ids out of order), and nextval hands
- *   out increasing values in the order it is called, so every id A drew (before its commit) is
- *   smaller than every id B draws (after it began). A pass that sees B's rows took its
- *   snapshot after B committed, hence after A committed: A's rows are visible to it too, or
- *   were claimed and committed by an earlier pass (smaller seqs). Claiming in id order with
- *   `ORDER BY id LIMIT`, A's rows come before B's in the same batch, and a LIMIT that cuts
- *   the batch keeps the smaller ids. The same holds for "A committed before B inserted its
- *   first event", which is what the writers rely on below.
- * - Same path, same node: every writer appends its events after taking the locks that
- *   serialise it with other writers of those rows — commands hold their path advisory locks
- *   from before the journal entry until after COMMIT (pipeline `finishEntry`, recovery);
- *   reconciliation (reconcile-writes.ts, reconciler.ts) and the drift sink (drift-writes.ts)
- *   try-lock the paths for the transaction first and update the node rows (row locks, version
- *   guards) in earlier statements or earlier CTEs of the same statement than the insert. The
- *   later writer therefore draws its ids after the earlier one committed: changes to a path
- *   are published in commit order.
- * - Per transaction: all of a transaction's rows become visible at once and are claimed in id
- *   order, so its events keep their insertion order (other transactions' events may
- *   interleave: they are concurrent, with no order to keep).
- * Not guaranteed, as before: two concurrent transactions (neither committed before the other
- * drew its ids) may be published in either order — now usually in commit order, since a
- * running transaction's rows are invisible and the committed one goes first.
+ * Why waiting for no running transaction keeps at-least-once delivery, increasing seqs,
+ * causal order and per-path order: docs/architecture.md, "The relay's claim: the argument".
  */
 export async function claimBatch(q: Queryable, limit: number, o: { settingsSent?: boolean } = {}): Promise<ClaimedBatch> {
   // Index scans whatever the statistics say. The statement is prepared once per connection
