@@ -6,7 +6,7 @@ import type { IncomingMessage } from 'node:http';
  *
  * Why: Node's fetch is undici, compiled the first time fetch (or Response, Headers…) is touched:
  * ~110 ms of CPU on this project's 2-core machines, more than `node -e 0` itself, for every
- * `filestore stat` (issue 17; `npm run bench:cli`). node:http costs ~15 ms.
+ * `filestore stat` (`npm run bench:cli`). node:http costs ~15 ms.
  *
  * What goes through node:http: a request the client sends (Transport.send: `duplex: 'half'`)
  * with no body or a string body (a JSON document), no abort signal, redirects followed (the

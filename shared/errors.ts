@@ -111,7 +111,7 @@ const STATUS: Record<ErrorCode, number> = {
   AGENT_ID_IN_USE: 409,
   INSUFFICIENT_STORAGE: 507,
   UNAVAILABLE: 503,
-  // Issue 16: pending journal entries resolved by an admin, mounts checked when added, removed.
+  // Pending journal entries resolved by an admin, mounts checked when added, removed.
   JOURNAL_ENTRY_NOT_PENDING: 409,
   JOURNAL_ENTRY_IN_PROGRESS: 409,
   RESOLVE_ON_AGENT: 409,

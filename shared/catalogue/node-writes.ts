@@ -104,7 +104,7 @@ export function ancestorPairs(level: readonly { path: string }[]): [number[], st
  * whose parent is not live (nothing is ever inserted without a parent).
  * The parent and the ancestors are found by one index lookup each (LATERAL … LIMIT 1 on
  * nodes_live_path), whatever the table's statistics say: a join let the planner, on a nodes
- * table never analyzed, read every live node of the mount per statement (issue 17).
+ * table never analyzed, read every live node of the mount per statement.
  */
 export async function insertNodes(
   q: Queryable,

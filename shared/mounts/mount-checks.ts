@@ -12,7 +12,7 @@ import { FilestoreError } from '../errors.ts';
 import { realPathOfNearest } from './mount-root.ts';
 
 /**
- * What POST /v1/mounts checks before it registers a mount (issue 16): the safety rules always
+ * What POST /v1/mounts checks before it registers a mount: the safety rules always
  * (an absolute root, not a filesystem root or /proc — mount-root.ts — and no overlap with
  * another local mount of the same agent: one root inside another, or equal, after realpath),
  * and, unless the caller passed `check: false` (`--no-check`), that the storage can be reached:
