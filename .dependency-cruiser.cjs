@@ -1,6 +1,6 @@
 // The layers of docs/architecture.md, checked: `npm run lint:deps` (CI runs it beside the type
 // check; tests/layers.test.ts shows that a forbidden import fails it).
-const SHELLS = '^(agent|lambdas|cli)/';
+const SHELLS = '^(agent|reconcile-worker|lambdas|cli)/';
 // A shell reaches shared/ through its entry files only: index.ts in a folder (what shells may
 // use), or index-<part>.ts where a heavy part (the core, BullMQ, the HTTP server) is kept apart.
 const ENTRY = '/index[.]ts$|/index-[a-z0-9-]+[.]ts$';
@@ -45,7 +45,7 @@ module.exports = {
       comment: 'shared/ is the core: it imports none of the processes built on it.',
       severity: 'error',
       from: { path: '^shared/' },
-      to: { path: '^(agent|lambdas|cli|cdk)/' },
+      to: { path: '^(agent|reconcile-worker|lambdas|cli|cdk)/' },
     },
     {
       name: 'shells-through-entry-files',
@@ -69,23 +69,37 @@ module.exports = {
       to: { path: '^lambdas/' },
     },
     {
+      name: 'worker-not-runtimes',
+      comment: 'The reconcile worker is a runtime of its own: what it shares with the agent or the Lambdas lives in shared/ (cli/ dispatches to it, not the other way).',
+      severity: 'error',
+      from: { path: '^reconcile-worker/' },
+      to: { path: '^(agent|lambdas|cli)/' },
+    },
+    {
+      name: 'runtimes-not-worker',
+      comment: 'The agent and the Lambdas do not import the reconcile worker: what both need lives in shared/.',
+      severity: 'error',
+      from: { path: '^(agent|lambdas)/' },
+      to: { path: '^reconcile-worker/' },
+    },
+    {
       name: 'cdk-no-runtime',
       comment: 'The CDK app deploys the bundles; it imports no runtime code (the esbuild options and the mount-name constants excepted).',
       severity: 'error',
       from: { path: '^cdk/' },
-      to: { path: '^(shared|agent|lambdas|cli)/', pathNot: CDK_ALLOWED },
+      to: { path: '^(shared|agent|reconcile-worker|lambdas|cli)/', pathNot: CDK_ALLOWED },
     },
     {
       name: 'cdk-allowed-imports-nothing',
       comment: 'What cdk/ may import stays free of runtime code itself.',
       severity: 'error',
       from: { path: CDK_ALLOWED },
-      to: { path: '^(shared|agent|lambdas|cli)/' },
+      to: { path: '^(shared|agent|reconcile-worker|lambdas|cli)/' },
     },
   ],
   options: {
     // tests/ and bench/ import what they test; they are not cruised.
-    includeOnly: '^(shared|agent|lambdas|cli|cdk)/',
+    includeOnly: '^(shared|agent|reconcile-worker|lambdas|cli|cdk)/',
     doNotFollow: { path: 'node_modules' },
     tsConfig: { fileName: 'tsconfig.json' },
     // Type-only imports count: a layer is a layer for types too.

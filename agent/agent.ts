@@ -10,7 +10,8 @@ import { startAuditScheduler, type AuditScheduler, type AuditSelection } from '.
 import { migrate } from '../shared/db/index-migrate.ts';
 import { packageVersion } from '../shared/index-package.ts';
 import { startServices, wireFilestore, type Filestore, type FilestoreOptions } from '../shared/index-runtime.ts';
-import { MountWatcher, watchMounts, type WatchersHandle } from './watch/index.ts';
+import { watchMounts, type WatchersHandle } from './watch/index.ts';
+import { refreshMountWatchers } from './mount-refresh.ts';
 import type { WatchBackendChoice } from './watch/types.ts';
 
 /**
@@ -220,47 +221,19 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         log,
       };
       watchers = await watchMounts(fs, owned, options);
-      // One watcher per mount this agent owns, kept in step by a refresh: mounts assigned later
-      // get one, a watcher that failed to start is tried again, a mount taken away (or gone)
-      // has its watcher closed. One refresh at a time.
-      const live = new Map<string, MountWatcher>(watchers.watchers.map((w) => [w.mount.id, w]));
-      watchedNow = () => [...live.values()].map((w) => w.mount.key).sort();
-      let refreshing = false;
-      const refresh = async () => {
-        const now = await ownedMounts();
-        owned = now;
-        const ids = new Set(now.map((m) => m.id));
-        for (const [id, w] of live) {
-          if (ids.has(id)) continue;
-          live.delete(id);
-          await w.close().catch((e: Error) => log(`watcher ${w.mount.key}: close: ${e.message}`));
-          log(`agent ${o.agentId}: stopped watching ${w.mount.key} (no longer this agent's)`);
-        }
-        const fresh = now.filter((m) => !live.has(m.id));
-        if (fresh.length === 0 || stopped) return;
-        const more = await watchMounts(fs, fresh, options);
-        // stop() closed the watchers while these started: close them too, or they outlive the agent.
-        if (stopped) {
-          await more.close();
-          return;
-        }
-        for (const w of more.watchers) live.set(w.mount.id, w);
-        if (more.watchers.length > 0) log(`agent ${o.agentId}: watching ${more.watchers.map((w) => w.mount.key).join(', ')}`);
-      };
-      const timer = setInterval(() => {
-        if (refreshing || stopped) return;
-        refreshing = true;
-        void refresh()
-          .catch((e: Error) => log(`agent ${o.agentId}: mount refresh: ${e.message}`))
-          .finally(() => {
-            refreshing = false;
-          });
-      }, o.mountRefreshMs ?? 30_000);
-      timer.unref();
-      cleanups.push(async () => {
-        clearInterval(timer);
-        await Promise.all([...live.values()].map((w) => w.close()));
+      const refresh = refreshMountWatchers(fs, watchers, {
+        agentId: o.agentId,
+        ownedMounts,
+        onOwned: (now) => {
+          owned = now;
+        },
+        stopped: () => stopped,
+        intervalMs: o.mountRefreshMs,
+        watch: options,
+        log,
       });
+      watchedNow = () => refresh.watched();
+      cleanups.push(() => refresh.close());
       const started = watchers.watchers.length;
       log(`agent ${o.agentId}: watching ${started} local mount(s)${watchers.failed.length ? `, ${watchers.failed.length} failed to start` : ''}`);
     }

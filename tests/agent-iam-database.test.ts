@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { agentOptionsFrom } from '../cli/commands/agent.ts';
+import { agentOptionsFrom } from '../agent/main.ts';
 import { startAgent, type RunningAgent } from '../agent/agent.ts';
 import { loadConfig } from '../shared/config.ts';
 import { readyDatabase, type TokenSigner } from '../shared/db/iam-auth.ts';

@@ -301,7 +301,7 @@ describe('FILESTORE_COMMAND_SECRET', () => {
 
   it('is required by an agent (and `filestore start`) on Redis, with a message naming it and how to make one; inline needs none', async () => {
     const { loadConfig } = await import('../shared/config.ts');
-    const { agentOptionsFrom } = await import('../cli/commands/agent.ts');
+    const { agentOptionsFrom } = await import('../agent/main.ts');
     const options = (env: Record<string, string>) => agentOptionsFrom(loadConfig(env), 'postgres://x', () => {});
     expect(() => options(redis)).toThrow(
       expect.objectContaining({ code: 'CONFIG_ERROR', message: expect.stringMatching(/FILESTORE_COMMAND_SECRET.*openssl rand -hex 32/s) }),
@@ -329,7 +329,7 @@ describe('FILESTORE_COMMAND_SECRET', () => {
 
   it('FILESTORE_COMMAND_TTL_MS sets how long a dispatched command stays valid (15 minutes by default, at least 30 s) for the agent and what it dispatches', async () => {
     const { loadConfig } = await import('../shared/config.ts');
-    const { agentOptionsFrom } = await import('../cli/commands/agent.ts');
+    const { agentOptionsFrom } = await import('../agent/main.ts');
     const env = { ...redis, FILESTORE_COMMAND_SECRET: secret };
     expect(agentOptionsFrom(loadConfig(env), 'postgres://x', () => {}).commandTtlMs).toBe(15 * 60_000);
     expect(agentOptionsFrom(loadConfig({ ...env, FILESTORE_COMMAND_TTL_MS: '3600000' }), 'postgres://x', () => {}).commandTtlMs).toBe(3_600_000);

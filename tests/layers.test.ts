@@ -54,6 +54,7 @@ const CLEAN: Record<string, string> = {
   'shared/catalogue/index.ts': "export { listMounts } from './mounts.ts';\nexport type { Mount } from './types.ts';\n",
   'shared/orchestrator/run.ts': "import { listMounts } from '../catalogue/index.ts';\nexport const run = () => listMounts();\n",
   'agent/agent.ts': "import { listMounts, type Mount } from '../shared/catalogue/index.ts';\nexport const mounts: Mount[] = listMounts();\n",
+  'reconcile-worker/main.ts': "import { FilestoreError } from '../shared/index.ts';\nexport const fail = () => new FilestoreError();\n",
   'lambdas/support/config.ts': "import { FilestoreError } from '../../shared/index.ts';\nexport const fail = () => new FilestoreError();\n",
   'cli/build-options.ts': 'export const NODE_TARGET = "node20";\n',
   'cdk/bundles.ts': "import { NODE_TARGET } from '../cli/build-options.ts';\nexport const target = NODE_TARGET;\n",
@@ -76,6 +77,9 @@ const FORBIDDEN: Record<string, string> = {
   // the agent and the Lambdas importing each other
   'agent/lambda-config.ts': "import { fail } from '../lambdas/support/config.ts';\nexport const f = fail;\n",
   'lambdas/from-agent.ts': "import { mounts } from '../agent/agent.ts';\nexport const m = mounts;\n",
+  // the reconcile worker and another runtime importing each other
+  'reconcile-worker/from-agent.ts': "import { mounts } from '../agent/agent.ts';\nexport const m = mounts;\n",
+  'agent/from-worker.ts': "import { fail } from '../reconcile-worker/main.ts';\nexport const f = fail;\n",
   // the CDK app importing runtime code
   'cdk/core.ts': "import { wireFilestore } from '../shared/runtime.ts';\nexport const w = wireFilestore;\n",
 };
@@ -84,6 +88,8 @@ const EXPECTED = [
   'agent-not-lambdas: agent/lambda-config.ts',
   'cdk-no-runtime: cdk/core.ts',
   'lambdas-not-agent: lambdas/from-agent.ts',
+  'runtimes-not-worker: agent/from-worker.ts',
+  'worker-not-runtimes: reconcile-worker/from-agent.ts',
   'no-circular-folders: shared/catalogue',
   'no-circular-folders: shared/orchestrator',
   'no-circular: shared/orchestrator',

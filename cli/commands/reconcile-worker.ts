@@ -1,104 +1,10 @@
 import type { Command } from 'commander';
-import { loadConfig } from '../../shared/index-config.ts';
-import { FilestoreError } from '../../shared/index.ts';
-import { DATABASE_CHOICE, prepareDatabase } from '../../shared/db/index.ts';
-import { migrate } from '../../shared/db/index-migrate.ts';
-import { BullMqReconcileQueue } from '../../shared/queues/index-bullmq.ts';
-import { startAuditScheduler, type AuditScheduler, createReconciler, type AttemptReport } from '../../shared/reconcile/index.ts';
-import { COUNTS } from './reconcile.ts';
-import { startServices, wireFilestore, type Filestore, type FilestoreOptions } from '../../shared/index-runtime.ts';
+import { runReconcileWorker } from '../../reconcile-worker/main.ts';
 
-/**
- * `filestore reconcile-worker` (npm run filestore:reconcile): consumes `filestore-reconcile`
- * from Redis with FILESTORE_RECONCILE_CONCURRENCY jobs at once and, with FILESTORE_AUDIT_CRON,
- * schedules audits of all active mounts. SIGTERM/SIGINT let running jobs finish, then exit;
- * a second signal exits at once (the interrupted jobs run again elsewhere).
- */
+/** `filestore reconcile-worker` (npm run filestore:reconcile): the reconciliation worker (reconcile-worker/main.ts). */
 export function registerReconcileWorker(program: Command): void {
   program
     .command('reconcile-worker')
     .description('run the reconciliation worker (BullMQ consumer of filestore-reconcile) and the audit scheduler')
-    .action(async () => {
-      const config = loadConfig();
-      if (config.REDIS_URL === 'inline') {
-        throw new FilestoreError('CONFIG_ERROR', 'the reconcile worker consumes the Redis queue: set REDIS_URL=redis://… (inline mode runs reconciliation inside `filestore start`)');
-      }
-      const database = config.database;
-      if (!database) throw new FilestoreError('CONFIG_ERROR', `the reconcile worker needs the catalogue it reconciles: set ${DATABASE_CHOICE}`);
-      prepareDatabase(database);
-      const log = (line: string) => console.error(line);
-
-      let fs: Filestore | undefined;
-      let queue: BullMqReconcileQueue | undefined;
-      let audits: AuditScheduler | undefined;
-      let stopping = false;
-      const stop = async (signal: string) => {
-        if (stopping) {
-          log(`reconcile worker: ${signal} again, exiting without waiting`);
-          process.exit(1);
-        }
-        stopping = true;
-        log(`reconcile worker: ${signal}, finishing running jobs`);
-        await audits?.close().catch((e: Error) => log(`audit scheduler: ${e.message}`));
-        await queue?.close().catch((e: Error) => log(`reconcile queue: ${e.message}`));
-        await fs?.close().catch(() => {});
-        process.exit(0);
-      };
-      process.on('SIGINT', () => void stop('SIGINT'));
-      process.on('SIGTERM', () => void stop('SIGTERM'));
-
-      const options: FilestoreOptions = {
-        databaseUrl: database.databaseUrl,
-        redisUrl: config.REDIS_URL,
-        poolSize: config.FILESTORE_DB_POOL_SIZE,
-        s3: { endpoint: config.FILESTORE_S3_ENDPOINT },
-        queuePrefix: config.FILESTORE_QUEUE_PREFIX,
-        outboxRetentionMs: config.FILESTORE_OUTBOX_RETENTION,
-        log,
-      };
-      await migrate(options.databaseUrl, log);
-      // The core, then the long-running part (maintenance timer, relay loop); its own queue
-      // below consumes (the core's reconcile queue only sends follow-up jobs).
-      fs = await startServices(await wireFilestore(options), options);
-      // The catalogue's prefix (fs.queuePrefix): the queue the API and agents of this catalogue send to.
-      queue = new BullMqReconcileQueue(config.REDIS_URL, {
-        pool: fs.pool,
-        metrics: fs.metrics,
-        prefix: fs.queuePrefix,
-        log,
-        onAttempt: (r) => console.log(describeAttempt(r)),
-      });
-      const handler = createReconciler(fs, { maxMissingRatio: config.FILESTORE_MAX_MISSING_RATIO, s3MissingGraceMs: config.FILESTORE_S3_MISSING_GRACE_MS });
-      await queue.start(handler, { concurrency: config.FILESTORE_RECONCILE_CONCURRENCY });
-      if (config.FILESTORE_AUDIT_CRON) {
-        audits = await startAuditScheduler({ pool: fs.pool, queue, cron: config.FILESTORE_AUDIT_CRON, redisUrl: config.REDIS_URL, metrics: fs.metrics, log });
-      }
-      log(
-        `reconcile worker: consuming ${queue.name} on ${new URL(config.REDIS_URL).host} (prefix ${fs.queuePrefix}) with concurrency ${config.FILESTORE_RECONCILE_CONCURRENCY}; ` +
-          (config.FILESTORE_AUDIT_CRON ? `audits of all active mounts at "${config.FILESTORE_AUDIT_CRON}"` : 'no audits scheduled (FILESTORE_AUDIT_CRON unset)'),
-      );
-    });
-}
-
-
-/** One line per settled attempt: `job 42 (audit of <mount>:"") succeeded in 1.2s: checked 10, …`. */
-export function describeAttempt(r: AttemptReport): string {
-  const job = r.job;
-  const what = job ? `${job.reason} of ${job.mountId}:${JSON.stringify(job.path)}` : 'unknown';
-  const took = `${(r.durationMs / 1000).toFixed(r.durationMs < 10_000 ? 2 : 0)}s`;
-  const counts = job?.result ? COUNTS.map((k) => `${k} ${String(job.result?.[k] ?? 0)}`).join(', ') : '';
-  const error = r.error === undefined ? '' : `: ${r.error instanceof Error ? r.error.message : String(r.error)}`;
-  const attempt = job ? ` (attempt ${job.attempts})` : '';
-  switch (r.outcome) {
-    case 'succeeded':
-      return `job ${r.jobId} (${what}) succeeded in ${took}${counts ? `: ${counts}` : ''}`;
-    case 'retried':
-      return `job ${r.jobId} (${what}) failed${attempt}, will retry${error}`;
-    case 'coalesced':
-      return `job ${r.jobId} (${what}) failed${attempt}; job ${String(job?.error?.jobId ?? '?')} waiting for the same path takes over${error}`;
-    case 'deferred':
-      return `job ${r.jobId} (${what}) put off, no attempt spent${error}; tried again later`;
-    default:
-      return `job ${r.jobId} (${what}) ${r.outcome}${attempt} after ${took}${error}`;
-  }
+    .action(runReconcileWorker);
 }

@@ -3,6 +3,7 @@ import { FilestoreApiError, FilestoreClientError, FilestoreUnreachableError, typ
 import { counterProgress, formatTime, print, printFields, printJson, printTable, type JsonOption } from '../output.ts';
 import { inCliWords } from '../errors.ts';
 import { connect, parseId, parseTarget, showTarget, type Target } from '../target.ts';
+import { COUNTS } from '../../reconcile-worker/attempt-line.ts';
 
 /**
  * How long `--wait` waits before asking again, `elapsedMs` into the wait: soon at first (most
@@ -20,11 +21,6 @@ const MAX_POLL_MS = 5_000;
 /** …and the wait gives up after this long without an answer (the job itself goes on). */
 export const GIVE_UP_MS = 120_000;
 const FINAL: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'cancelled']);
-/**
- * A job result's counts, in the order the CLI shows them (`deferred`: paths left to a follow-up
- * job; `skipped`: names on storage the catalogue cannot hold).
- */
-export const COUNTS = ['checked', 'unchanged', 'updated', 'discovered', 'missing', 'deferred', 'skipped'] as const;
 
 interface ReconcileOptions extends JsonOption {
   force?: boolean;

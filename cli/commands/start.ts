@@ -5,7 +5,8 @@ import { loadConfig } from '../../shared/index-config.ts';
 import { readyDatabase } from '../../shared/db/index.ts';
 import { createMount, findMount, type Mount } from '../../shared/catalogue/index.ts';
 import { startAgent, type RunningAgent } from '../../agent/agent.ts';
-import { agentOptionsFrom, stopOnSignals } from './agent.ts';
+import { agentOptionsFrom } from '../../agent/main.ts';
+import { stopOnSignals } from '../../shared/process/index.ts';
 import type { EmbeddedDatabase } from '../embedded-postgres.ts';
 import { portInUse } from '../errors.ts';
 
