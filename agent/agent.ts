@@ -68,7 +68,7 @@ export interface AgentOptions {
   /** How often the agent looks for mounts newly assigned to it (watchers; default 30 s). */
   mountRefreshMs?: number | undefined;
   /** Runs once the catalogue is up, before the agent looks at its mounts (npm start registers mount "local" here). */
-  prepare?: ((fs: Filestore) => Promise<void>) | undefined;
+  prepare?: ((core: Filestore) => Promise<void>) | undefined;
   /** Extra core options (tests): given to wireFilestore and startServices. */
   filestore?: Partial<FilestoreOptions> | undefined;
   log?: ((line: string) => void) | undefined;
@@ -76,7 +76,7 @@ export interface AgentOptions {
 
 export interface RunningAgent {
   readonly id: string;
-  readonly fs: Filestore;
+  readonly core: Filestore;
   readonly server: ApiServer;
   /** Local mounts this agent owns (or that no agent owns), as of the last refresh. */
   mounts(): Mount[];
@@ -132,17 +132,17 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   };
   // The core, then what a long-running process adds to it: the recovery sweep and the
   // maintenance timer, the relay's loop, the reconcile consumer.
-  let fs: Filestore;
+  let core: Filestore;
   try {
-    fs = await wireFilestore(options);
+    core = await wireFilestore(options);
   } catch (err) {
     await presence?.stop().catch(() => {});
     throw err;
   }
   try {
-    await startServices(fs, options);
+    await startServices(core, options);
   } catch (err) {
-    await fs.close().catch(() => {});
+    await core.close().catch(() => {});
     await presence?.stop().catch(() => {});
     throw err;
   }
@@ -157,23 +157,23 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     cleanups.length = 0;
   };
   try {
-    await o.prepare?.(fs);
+    await o.prepare?.(core);
     holdsId();
-    const ownedMounts = async () => (await listMounts(fs.pool)).filter((m) => m.kind === 'local' && executesHere(o.agentId, m));
+    const ownedMounts = async () => (await listMounts(core.pool)).filter((m) => m.kind === 'local' && executesHere(o.agentId, m));
     owned = await ownedMounts();
     // What finished commands left in their mounts' staging areas goes before any command runs here.
     for (const m of owned) {
       // A root path through a symlink is resolved now, once (root-check.ts): say so, since re-pointing it needs a restart.
       const note = symlinkedRootNote(m.rootPath as string);
       if (note) log(`agent ${o.agentId}: mount ${m.key}: ${note}`);
-      await sweepStaging(fs.pool, m, (line) => log(`agent ${o.agentId}: ${line}`));
+      await sweepStaging(core.pool, m, (line) => log(`agent ${o.agentId}: ${line}`));
     }
     holdsId();
 
     // The HTTP server first: probes answer while the rest starts (readyz says when it is ready).
     let ready = false;
     server = await serveApi({
-      fs,
+      core,
       host: o.host,
       port: o.port,
       tokens: o.tokens,
@@ -188,7 +188,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     if (presence) {
       const url = o.advertisedUrl ?? advertisedUrl(o.host, server.port);
       holdsId();
-      const started = await startCommandWorker(fs, o.agentId, { concurrency: o.commandConcurrency, log });
+      const started = await startCommandWorker(core, o.agentId, { concurrency: o.commandConcurrency, log });
       worker = started;
       cleanups.push(() => started.close());
       holdsId();
@@ -199,12 +199,12 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
 
     if (o.auditCron) {
       const audits: AuditScheduler = await startAuditScheduler({
-        pool: fs.pool,
-        queue: fs.reconcile,
+        pool: core.pool,
+        queue: core.reconcile,
         cron: o.auditCron,
         redisUrl: o.redisUrl,
         select: o.auditSelection ?? { agentId: o.agentId },
-        metrics: fs.metrics,
+        metrics: core.metrics,
         log,
       });
       cleanups.push(() => audits.close());
@@ -220,8 +220,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         backendFor: (m: Mount) => perMount[m.key],
         log,
       };
-      watchers = await watchMounts(fs, owned, options);
-      const refresh = refreshMountWatchers(fs, watchers, {
+      watchers = await watchMounts(core, owned, options);
+      const refresh = refreshMountWatchers(core, watchers, {
         agentId: o.agentId,
         ownedMounts,
         onOwned: (now) => {
@@ -242,14 +242,14 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   } catch (err) {
     await stopAll();
     await presence?.stop().catch(() => {});
-    await fs.close().catch(() => {});
+    await core.close().catch(() => {});
     throw err;
   }
 
   const http = server as ApiServer;
   const running: RunningAgent = {
     id: o.agentId,
-    fs,
+    core,
     server: http,
     mounts: () => owned,
     watchers: () => watchers,
@@ -259,10 +259,10 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       stopped = true;
       // Reverse order of start: watchers judge what is pending and close, audits stop,
       // presence goes (API processes stop dispatching here), the command worker drains, and
-      // the HTTP server closes last (transfers in flight get 5 s); fs.close drains the
+      // the HTTP server closes last (transfers in flight get 5 s); core.close drains the
       // reconcile consumer and the relay.
       await stopAll();
-      await fs.close();
+      await core.close();
     },
   };
   // Another process holds this agent's id now. Its queue first: the holder may be on another

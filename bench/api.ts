@@ -119,24 +119,24 @@ async function readsBench(): Promise<void> {
   const progress = (line: string) => console.log(`· ${line}`);
 
   await ensureDatabase(config.databaseUrl);
-  const fs = await createFilestore({ ...config, migrate: true, log: (l) => console.error(`[filestore] ${l}`) });
+  const core = await createFilestore({ ...config, migrate: true, log: (l) => console.error(`[filestore] ${l}`) });
   const mountRoot = join(tempDir, 'mount');
   await mkdir(mountRoot);
   let fsOpen = true;
   const closeFs = async () => {
-    if (fsOpen) await fs.close();
+    if (fsOpen) await core.close();
     fsOpen = false;
   };
-  const mount = await createMount(fs.pool, { key: `bench-${randomUUID().slice(0, 12)}`, kind: 'local', rootPath: mountRoot });
+  const mount = await createMount(core.pool, { key: `bench-${randomUUID().slice(0, 12)}`, kind: 'local', rootPath: mountRoot });
 
   try {
     progress(`writing ${shape.files} files through the orchestrator into mount ${mount.key}…`);
     const prepared = await runConcurrent(shape.files, 8, async (i) => {
       const path = i === 0 ? TARGET_PATH : `${['docs', 'src/core', 'src/api', 'assets', 'notes'][i % 5]}/file-${String(i).padStart(4, '0')}.md`;
-      await fs.orchestrator.writeFile(mount.key, { path }, Readable.from([fileBody(i)]));
+      await core.orchestrator.writeFile(mount.key, { path }, Readable.from([fileBody(i)]));
     });
     console.log('Machine');
-    for (const [label, value] of await machineFacts(fs.pool, tempDir, config.redisUrl)) {
+    for (const [label, value] of await machineFacts(core.pool, tempDir, config.redisUrl)) {
       if (label !== 'cp') console.log(`  ${label}: ${value}`);
     }
     // The servers read the catalogue from their own processes; ours has nothing to do meanwhile.

@@ -118,7 +118,7 @@ async function main(): Promise<void> {
   process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
 
   await ensureDatabase(config.databaseUrl);
-  const fs = await createFilestore({
+  const core = await createFilestore({
     ...config,
     migrate: true,
     relay: true,
@@ -128,15 +128,15 @@ async function main(): Promise<void> {
     log: (l) => console.error(`[filestore] ${l}`),
   });
   let fsOpen = true;
-  const ctx: BenchContext = { fs, trace: traceSql(), tempDir, rounds, progress, mounts: [], invalid: [] };
+  const ctx: BenchContext = { core, trace: traceSql(), tempDir, rounds, progress, mounts: [], invalid: [] };
   let profiling: Profiling | null = null;
   let local: LocalResult | null = null;
   let s3: S3Result | null = null;
   let big: MillionResult | null = null;
   let product: ProductPart[] | null = null;
   try {
-    await vacuumCatalogue(fs.pool);
-    const machine = await machineFacts(fs.pool, tempDir, config.redisUrl);
+    await vacuumCatalogue(core.pool);
+    const machine = await machineFacts(core.pool, tempDir, config.redisUrl);
     machine.push(['rclone', rcloneVersion], ['find', (await run('find', ['--version'])).split('\n')[0] as string]);
     console.log('Machine');
     for (const [label, value] of machine) if (label !== 'cp') console.log(`  ${label}: ${value}`);
@@ -163,7 +163,7 @@ async function main(): Promise<void> {
     // The 1M audits run in children; this process's relay and pool would only compete with them.
     const profile = await profiling?.stop(cpuProfDir as string);
     profiling = null;
-    await fs.close();
+    await core.close();
     fsOpen = false;
     await dropMounts(config.databaseUrl, config.redisUrl, ctx.mounts.splice(0), progress);
     if (million) {
@@ -185,7 +185,7 @@ async function main(): Promise<void> {
     if (ctx.invalid.length > 0) process.exitCode = 1;
   } finally {
     await profiling?.stop(cpuProfDir as string).catch(() => null);
-    if (fsOpen) await fs.close().catch(() => undefined);
+    if (fsOpen) await core.close().catch(() => undefined);
     const t0 = performance.now();
     await rm(tempDir, { recursive: true, force: true });
     console.log(`Cleanup: removed ${tempDir} in ${fmt((performance.now() - t0) / 1000, 1)} s.`);

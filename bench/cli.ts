@@ -78,12 +78,12 @@ const progress = (line: string) => console.log(`· ${line}`);
 progress('building the CLI bundle (npm run build:cli)…');
 await bundleCli();
 await ensureDatabase(config.databaseUrl);
-const fs = await createFilestore({ databaseUrl: config.databaseUrl, redisUrl: config.redisUrl, migrate: true, log: (l) => console.error(`[filestore] ${l}`) });
+const core = await createFilestore({ databaseUrl: config.databaseUrl, redisUrl: config.redisUrl, migrate: true, log: (l) => console.error(`[filestore] ${l}`) });
 const token = `fs_${randomBytes(32).toString('base64url')}`;
-const server = await serveApi({ fs, host: '127.0.0.1', port: 0, tokens: [{ name: 'bench-cli', sha256: hashToken(token), scopes: ['filestore:write'] }], log: () => {} });
+const server = await serveApi({ core, host: '127.0.0.1', port: 0, tokens: [{ name: 'bench-cli', sha256: hashToken(token), scopes: ['filestore:write'] }], log: () => {} });
 const mountRoot = join(tempDir, 'mount');
 await mkdir(mountRoot);
-const mount = await createMount(fs.pool, { key: `bench-cli-${randomBytes(4).toString('hex')}`, kind: 'local', rootPath: mountRoot });
+const mount = await createMount(core.pool, { key: `bench-cli-${randomBytes(4).toString('hex')}`, kind: 'local', rootPath: mountRoot });
 const env: NodeJS.ProcessEnv = { ...process.env, FILESTORE_URL: server.url, FILESTORE_TOKEN: token };
 delete env.FILESTORE_CLI_SOURCES;
 delete env.NODE_OPTIONS;
@@ -91,7 +91,7 @@ delete env.NODE_OPTIONS;
 try {
   await new FilestoreClient({ baseUrl: server.url, token }).putFile({ mountId: mount.key, path: 'docs/readme.txt', body: Buffer.from('hello from bench:cli\n') });
   console.log('Machine');
-  for (const [label, value] of await machineFacts(fs.pool, tempDir, config.redisUrl)) console.log(`  ${label}: ${value}`);
+  for (const [label, value] of await machineFacts(core.pool, tempDir, config.redisUrl)) console.log(`  ${label}: ${value}`);
 
   const cases: Case[] = [
     { name: 'node -e 0 (peer)', argv: ['node', '-e', '0'], bin: false, expect: /^$/ },
@@ -158,7 +158,7 @@ try {
 } finally {
   await server.close();
   await dropMount(mount.id);
-  await fs.close();
+  await core.close();
   await rm(tempDir, { recursive: true, force: true });
 }
 
@@ -211,7 +211,7 @@ async function loads(args: string[]): Promise<{ chunks: number; packageFiles: nu
 /** Removes the bench mount's rows. */
 async function dropMount(mountId: string): Promise<void> {
   try {
-    await deleteMount(fs.pool, mountId);
+    await deleteMount(core.pool, mountId);
   } catch (err) {
     console.error(`cleanup: could not delete mount ${mountId}: ${(err as Error).message}`);
   }

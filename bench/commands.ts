@@ -59,17 +59,17 @@ async function main(): Promise<void> {
   const progress = (line: string) => console.log(`· ${line}`);
 
   await ensureDatabase(config.databaseUrl);
-  const fs = await createFilestore({ ...config, migrate: true, log: (l) => console.error(`[filestore] ${l}`) });
+  const core = await createFilestore({ ...config, migrate: true, log: (l) => console.error(`[filestore] ${l}`) });
   const mountRoot = join(tempDir, 'mount');
   await mkdir(mountRoot);
-  const mount = await createMount(fs.pool, { key: `bench-${randomUUID().slice(0, 12)}`, kind: 'local', rootPath: mountRoot });
+  const mount = await createMount(core.pool, { key: `bench-${randomUUID().slice(0, 12)}`, kind: 'local', rootPath: mountRoot });
 
   try {
     // Dead rows left by earlier runs would slow this one down where autovacuum is off (as on
     // the development server), so every run starts from vacuumed tables.
-    await fs.pool.query('VACUUM (ANALYZE)');
+    await core.pool.query('VACUUM (ANALYZE)');
     console.log('Machine');
-    for (const [label, value] of await machineFacts(fs.pool, tempDir, config.redisUrl)) console.log(`  ${label}: ${value}`);
+    for (const [label, value] of await machineFacts(core.pool, tempDir, config.redisUrl)) console.log(`  ${label}: ${value}`);
     console.log(
       `Shape: ${shape.writes} × ${shape.bytes} B writes (after ${shape.warmup} warm-up) by ${shape.concurrency} writers ` +
         `into ${shape.dirs} directories; one ${bigMiB} MiB streamed write\n`,
@@ -84,7 +84,7 @@ async function main(): Promise<void> {
       progress(`round ${r + 1}/${shape.rounds} — 4 KB writes: the same + fsync of the directory…`);
       const peerDir = await fsSmallWrites(join(tempDir, `peer-dirsync${r}`), shape, true);
       progress(`round ${r + 1}/${shape.rounds} — 4 KB writes: orchestrator.writeFile on mount ${mount.key}…`);
-      const ours = await filestoreSmallWrites(fs, mount.key, shape, r);
+      const ours = await filestoreSmallWrites(core, mount.key, shape, r);
       rounds.push({ peer, peerDir, ours });
     }
     const median = (pick: (x: (typeof rounds)[number]) => Throughput) =>
@@ -161,7 +161,7 @@ async function main(): Promise<void> {
     );
     console.log('RSS in MB = 10^6 bytes (maxRSS KiB × 1024 / 10^6).');
   } finally {
-    await fs.close();
+    await core.close();
     await rm(tempDir, { recursive: true, force: true });
     await dropMount(config.databaseUrl, mount.id);
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);

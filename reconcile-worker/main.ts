@@ -25,7 +25,7 @@ export async function runReconcileWorker(): Promise<void> {
   prepareDatabase(database);
   const log = (line: string) => console.error(line);
 
-  let fs: Filestore | undefined;
+  let core: Filestore | undefined;
   let queue: BullMqReconcileQueue | undefined;
   let audits: AuditScheduler | undefined;
   // Running jobs finish; a second signal exits at once (the interrupted jobs run again elsewhere).
@@ -33,7 +33,7 @@ export async function runReconcileWorker(): Promise<void> {
     async () => {
       await audits?.close().catch((e: Error) => log(`audit scheduler: ${e.message}`));
       await queue?.close().catch((e: Error) => log(`reconcile queue: ${e.message}`));
-      await fs?.close().catch(() => {});
+      await core?.close().catch(() => {});
     },
     log,
     'reconcile worker',
@@ -52,22 +52,22 @@ export async function runReconcileWorker(): Promise<void> {
   await migrate(options.databaseUrl, log);
   // The core, then the long-running part (maintenance timer, relay loop); its own queue
   // below consumes (the core's reconcile queue only sends follow-up jobs).
-  fs = await startServices(await wireFilestore(options), options);
-  // The catalogue's prefix (fs.queuePrefix): the queue the API and agents of this catalogue send to.
+  core = await startServices(await wireFilestore(options), options);
+  // The catalogue's prefix (core.queuePrefix): the queue the API and agents of this catalogue send to.
   queue = new BullMqReconcileQueue(config.REDIS_URL, {
-    pool: fs.pool,
-    metrics: fs.metrics,
-    prefix: fs.queuePrefix,
+    pool: core.pool,
+    metrics: core.metrics,
+    prefix: core.queuePrefix,
     log,
     onAttempt: (r) => console.log(describeAttempt(r)),
   });
-  const handler = createReconciler(fs, { maxMissingRatio: config.FILESTORE_MAX_MISSING_RATIO, s3MissingGraceMs: config.FILESTORE_S3_MISSING_GRACE_MS });
+  const handler = createReconciler(core, { maxMissingRatio: config.FILESTORE_MAX_MISSING_RATIO, s3MissingGraceMs: config.FILESTORE_S3_MISSING_GRACE_MS });
   await queue.start(handler, { concurrency: config.FILESTORE_RECONCILE_CONCURRENCY });
   if (config.FILESTORE_AUDIT_CRON) {
-    audits = await startAuditScheduler({ pool: fs.pool, queue, cron: config.FILESTORE_AUDIT_CRON, redisUrl: config.REDIS_URL, metrics: fs.metrics, log });
+    audits = await startAuditScheduler({ pool: core.pool, queue, cron: config.FILESTORE_AUDIT_CRON, redisUrl: config.REDIS_URL, metrics: core.metrics, log });
   }
   log(
-    `reconcile worker: consuming ${queue.name} on ${new URL(config.REDIS_URL).host} (prefix ${fs.queuePrefix}) with concurrency ${config.FILESTORE_RECONCILE_CONCURRENCY}; ` +
+    `reconcile worker: consuming ${queue.name} on ${new URL(config.REDIS_URL).host} (prefix ${core.queuePrefix}) with concurrency ${config.FILESTORE_RECONCILE_CONCURRENCY}; ` +
       (config.FILESTORE_AUDIT_CRON ? `audits of all active mounts at "${config.FILESTORE_AUDIT_CRON}"` : 'no audits scheduled (FILESTORE_AUDIT_CRON unset)'),
   );
 }

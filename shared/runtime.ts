@@ -209,14 +209,14 @@ export type ServiceOptions = Pick<FilestoreOptions, 'redisUrl' | 'maintenanceInt
  * `reconcile.consume` says so (default: in inline mode). The core's `close()` stops them first.
  * Returns the same core.
  */
-export async function startServices(fs: Filestore, o: ServiceOptions): Promise<Filestore> {
+export async function startServices(core: Filestore, o: ServiceOptions): Promise<Filestore> {
   const log = o.log ?? (() => {});
   // A background loop failing every pass (PostgreSQL away) logs the same line once a minute.
   const logRepeats = withoutRepeats(log);
   // The relay's loop publishes; a pass that also did would only be refused the relay's lock.
   let passing: Promise<void> | null = null;
   const pass = () => {
-    passing ??= fs
+    passing ??= core
       .maintain({ publish: false })
       .then(
         () => {},
@@ -228,11 +228,11 @@ export async function startServices(fs: Filestore, o: ServiceOptions): Promise<F
     return passing;
   };
   await pass();
-  fs.relay?.start();
+  core.relay?.start();
   const timer = setInterval(() => void pass(), o.maintenanceIntervalMs ?? 30_000);
   timer.unref();
-  const closeCore = fs.close;
-  fs.close = async () => {
+  const closeCore = core.close;
+  core.close = async () => {
     clearInterval(timer);
     await passing;
     await closeCore();
@@ -240,10 +240,10 @@ export async function startServices(fs: Filestore, o: ServiceOptions): Promise<F
 
   const r = o.reconcile ?? {};
   if (r.consume ?? (r.queueRedisUrl ?? o.redisUrl) === 'inline') {
-    const handler = createReconciler(fs, { maxMissingRatio: r.maxMissingRatio, s3MissingGraceMs: r.s3MissingGraceMs, agentId: r.agentId });
-    await fs.reconcile.start(handler, { concurrency: r.concurrency });
+    const handler = createReconciler(core, { maxMissingRatio: r.maxMissingRatio, s3MissingGraceMs: r.s3MissingGraceMs, agentId: r.agentId });
+    await core.reconcile.start(handler, { concurrency: r.concurrency });
   }
-  return fs;
+  return core;
 }
 
 /**
@@ -253,11 +253,11 @@ export async function startServices(fs: Filestore, o: ServiceOptions): Promise<F
 export async function createFilestore(o: FilestoreOptions): Promise<Filestore> {
   dispatchSigner(o.agentId, o.redisUrl, o.commandSecrets); // refused before the migrations run
   if (o.migrate !== false) await migrate(o.databaseUrl, o.log ?? (() => {}));
-  const fs = await wireFilestore(o);
+  const core = await wireFilestore(o);
   try {
-    return await startServices(fs, o);
+    return await startServices(core, o);
   } catch (err) {
-    await fs.close().catch(() => {});
+    await core.close().catch(() => {});
     throw err;
   }
 }

@@ -120,7 +120,7 @@ describe('commands for the agent’s mount sent to an API-only process', () => {
     // replies (the PUT went to the agent's HTTP server).
     const connection = new Redis(d.redisUrl, { maxRetriesPerRequest: null });
     // Under the catalogue's prefix, which the agent process derived from the same database.
-    const queue = new Queue<CommandMessage, CommandReply>(commandQueueName(agentId), { connection, prefix: api.fs.queuePrefix });
+    const queue = new Queue<CommandMessage, CommandReply>(commandQueueName(agentId), { connection, prefix: api.core.queuePrefix });
     try {
       const jobs = await queue.getJobs(['completed']);
       const replied = jobs.map((j) => j.returnvalue).filter((r): r is Extract<CommandReply, { ok: true }> => r?.ok === true);

@@ -221,7 +221,7 @@ it('a command sent to the API process while the agent is dead waits in its queue
   const first = send();
   // Queued on filestore-commands-<agentId>, not run: nothing on disk, nothing journaled.
   const connection = new Redis(d.redisUrl, { maxRetriesPerRequest: null });
-  const queue = new Queue<CommandMessage>(commandQueueName(agentId), { connection, prefix: api.fs.queuePrefix });
+  const queue = new Queue<CommandMessage>(commandQueueName(agentId), { connection, prefix: api.core.queuePrefix });
   try {
     await eventually(async () => ((await queue.getJobs(['wait'])).some((j) => j.data.context.idempotencyKey === key) ? true : undefined), 'the command to be queued for the agent');
   } finally {

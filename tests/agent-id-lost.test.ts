@@ -90,7 +90,7 @@ it('an agent that loses its id while it runs stops taking commands first: a comm
       }),
     );
     agents.push(first);
-    queue = new Queue(commandQueueName(agentId), { connection, prefix: first.fs.queuePrefix });
+    queue = new Queue(commandQueueName(agentId), { connection, prefix: first.core.queuePrefix });
     await queue.waitUntilReady();
     message = new CommandSigner([TEST_COMMAND_SECRET]).sign({
       command: 'mkdir',
@@ -99,7 +99,7 @@ it('an agent that loses its id while it runs stops taking commands first: a comm
       context: { idempotencyKey: `late-${randomUUID()}` },
       agentId,
       expiresAt: Date.now() + 600_000,
-    }, first.fs.queuePrefix);
+    }, first.core.queuePrefix);
     await takeOver(agentId);
     await superseded;
     const jobId = await (queued as Promise<string | undefined> | null);

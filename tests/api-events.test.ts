@@ -110,7 +110,7 @@ describe('event stream', () => {
     await command('mkdir', { mountId: t.mount.key, path: 'unheard' });
     // Published (not only committed) before the next stream opens.
     await eventually(async () => {
-      const { rows } = await api.server.fs.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM filestore.outbox WHERE mount_id = $1 AND published_at IS NULL', [t.mount.id]);
+      const { rows } = await api.server.core.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM filestore.outbox WHERE mount_id = $1 AND published_at IS NULL', [t.mount.id]);
       return rows[0]?.n === 0 ? true : undefined;
     }, 'the events of "unheard" published');
     const second = await stream({ mountId: t.mount.key });
@@ -159,11 +159,11 @@ describe('event stream', () => {
       'filestore.node.created', 'filestore.command.completed',
     ]);
     // No gap: exactly what the outbox holds for the mount after the last id seen.
-    const truth = await eventsAfter(api.server.fs.pool, lastSeen, 1000, t.mount.id);
+    const truth = await eventsAfter(api.server.core.pool, lastSeen, 1000, t.mount.id);
     expect(resumed.map((e) => e.id)).toEqual(truth.map((e) => e.seq));
     expect(resumed.map((e) => e.data.id)).toEqual(truth.map((e) => e.id));
     // And the first connection saw exactly what came before.
-    const before = await eventsAfter(api.server.fs.pool, (seen[0]?.id as number) - 1, 1000, t.mount.id);
+    const before = await eventsAfter(api.server.core.pool, (seen[0]?.id as number) - 1, 1000, t.mount.id);
     expect(seen.map((e) => e.id)).toEqual(before.filter((e) => e.seq <= lastSeen).map((e) => e.seq));
   });
 

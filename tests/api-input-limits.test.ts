@@ -92,7 +92,7 @@ describe('deeply nested JSON', () => {
     await c.json('PUT', `/v1/files?${qs({ mountId: t.mount.key, path: 'o.txt' })}`, 200, { body: 'o' });
     let deep: unknown = 'bottom';
     for (let i = 0; i < 100_000; i++) deep = [deep];
-    const err = await api.server.fs.orchestrator.updateMetadata(t.mount.key, { path: 'o.txt', set: { deep } }).catch((e: unknown) => e);
+    const err = await api.server.core.orchestrator.updateMetadata(t.mount.key, { path: 'o.txt', set: { deep } }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(FilestoreError);
     expect((err as FilestoreError).code).toBe('VALIDATION_ERROR');
   });

@@ -17,7 +17,7 @@ let port: number;
 
 beforeAll(async () => {
   server = await startTestServer({ auth: false });
-  t = await createTestMount(server.fs, 'local');
+  t = await createTestMount(server.core, 'local');
   port = Number(new URL(server.url).port);
 });
 

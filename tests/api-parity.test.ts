@@ -50,7 +50,7 @@ let lambda: LambdaApi;
 
 beforeAll(async () => {
   server = await startTestServer();
-  lambda = await createLambdaApi(server.fs, { log: () => {} });
+  lambda = await createLambdaApi(server.core, { log: () => {} });
 });
 afterAll(async () => {
   await server?.close();
@@ -141,8 +141,8 @@ describe.each<BackendKind>(['local', 's3'])('node:http and the API Lambda answer
   let httpMount: TestMount;
   let lambdaMount: TestMount;
   beforeAll(async () => {
-    httpMount = await createTestMount(server.fs, kind);
-    lambdaMount = await createTestMount(server.fs, kind);
+    httpMount = await createTestMount(server.core, kind);
+    lambdaMount = await createTestMount(server.core, kind);
   });
   afterAll(async () => {
     await httpMount?.cleanup();

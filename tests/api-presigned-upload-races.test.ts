@@ -25,9 +25,9 @@ let mount: Mount;
 
 beforeAll(async () => {
   server = await startTestServer();
-  s3 = await createTestMount(server.fs, 's3');
+  s3 = await createTestMount(server.core, 's3');
   proxy = await startS3ConditionsProxy(s3.mount.endpoint as string);
-  mount = await createMount(server.fs.pool, { key: uniqueKey('s3g'), kind: 's3', bucket: s3.mount.bucket as string, prefix: 'guarded/', endpoint: proxy.endpoint, region: 'us-east-1' });
+  mount = await createMount(server.core.pool, { key: uniqueKey('s3g'), kind: 's3', bucket: s3.mount.bucket as string, prefix: 'guarded/', endpoint: proxy.endpoint, region: 'us-east-1' });
 });
 afterAll(async () => {
   await server?.close();
@@ -56,11 +56,11 @@ const put = (up: Up, bytes: Buffer) => {
   return fetch(up.url, { method: 'PUT', body: new Uint8Array(bytes), headers });
 };
 async function entry(id: number) {
-  const { rows } = await server.fs.pool.query<{ status: string; error: { code: string } | null }>('SELECT status, error FROM filestore.journal_entries WHERE id = $1', [id]);
+  const { rows } = await server.core.pool.query<{ status: string; error: { code: string } | null }>('SELECT status, error FROM filestore.journal_entries WHERE id = $1', [id]);
   return rows[0];
 }
 const expire = (id: number, agoMs: number) =>
-  server.fs.pool.query(`UPDATE filestore.journal_entries SET request = jsonb_set(request, '{upload,expiresAt}', to_jsonb($2::text)) WHERE id = $1`, [
+  server.core.pool.query(`UPDATE filestore.journal_entries SET request = jsonb_set(request, '{upload,expiresAt}', to_jsonb($2::text)) WHERE id = $1`, [
     id,
     new Date(Date.now() - agoMs).toISOString(),
   ]);
@@ -86,7 +86,7 @@ describe('complete pins the version of the staged object it checked', () => {
     }
     expect(await entry(up.uploadId)).toMatchObject({ status: 'failed', error: { code: 'UPLOAD_CHANGED' } });
     expect(await getRawKey(raw(), bucket(), 'guarded/race.bin')).toBeNull();
-    const { rows } = await server.fs.pool.query('SELECT 1 FROM filestore.nodes WHERE mount_id = $1 AND path = $2 AND deleted_at IS NULL', [mount.id, 'race.bin']);
+    const { rows } = await server.core.pool.query('SELECT 1 FROM filestore.nodes WHERE mount_id = $1 AND path = $2 AND deleted_at IS NULL', [mount.id, 'race.bin']);
     expect(rows).toHaveLength(0);
     expect(await stagingKeys()).toEqual([]);
     expect((await call('POST', up.completeUrl)).status).toBe(409); // the failure is the answer from then on
@@ -132,7 +132,7 @@ describe('staged bytes do not outlive their upload', () => {
     expect(await stagingKeys()).toEqual([]);
     expect((await put(up, Buffer.alloc(8, 4))).status).toBe(200); // the key is gone, so If-None-Match holds
     expect(await stagingKeys()).toEqual([stagingKeyOf(up.uploadId)]);
-    await server.fs.maintain();
+    await server.core.maintain();
     expect(await stagingKeys()).toEqual([]);
     expect(await getRawKey(raw(), bucket(), 'guarded/late.bin')).toEqual(Buffer.alloc(8, 3));
   });
@@ -140,13 +140,13 @@ describe('staged bytes do not outlive their upload', () => {
   it('an upload just expired is left alone for the grace period (a PUT begun in time may still arrive), then failed; bytes arriving after that are swept', async () => {
     const up = await start('slow.bin', 8);
     await expire(up.uploadId, 1000);
-    await server.fs.maintain();
+    await server.core.maintain();
     expect((await entry(up.uploadId))?.status).toBe('pending');
     await expire(up.uploadId, 16 * 60 * 1000); // past the 15-minute grace
-    await server.fs.maintain();
+    await server.core.maintain();
     expect(await entry(up.uploadId)).toMatchObject({ status: 'failed', error: { code: 'UPLOAD_EXPIRED' } });
     expect((await put(up, Buffer.alloc(8, 5))).status).toBe(200); // a PUT begun before the expiry ends now
-    await server.fs.maintain();
+    await server.core.maintain();
     expect(await stagingKeys()).toEqual([]);
     expect((await call('POST', up.completeUrl)).status).toBe(410);
   });
@@ -158,7 +158,7 @@ describe('staged bytes do not outlive their upload', () => {
     const finishedKeys = ['a', 'b', 'c'].map((x) => `guarded/.filestore-staging/j${done.uploadId}.${x}`);
     const kept = [stagingKeyOf(open.uploadId), 'guarded/.filestore-staging/not-ours', 'guarded/.filestore-staging/j999999999.x'];
     for (const k of [...finishedKeys, ...kept]) await putRawKey(raw(), bucket(), k, 'x');
-    const sweep = new UploadStagingSweep(server.fs.pool, server.fs.backends, 2);
+    const sweep = new UploadStagingSweep(server.core.pool, server.core.backends, 2);
     const passes: number[] = [];
     for (let i = 0; i < 4; i++) passes.push((await sweep.pass()).removed);
     expect(passes.every((n) => n <= 2)).toBe(true); // at most one page of 2 keys looked at per mount
@@ -171,7 +171,7 @@ describe('staged bytes do not outlive their upload', () => {
   it('a commit whose after-commit nudge fails still answers its result; the staged bytes are removed', async () => {
     const up = await start('nudge.bin', 5);
     expect((await put(up, Buffer.from('hello'))).status).toBe(200);
-    const deps = (server.fs.orchestrator as unknown as { deps: PipelineDeps }).deps;
+    const deps = (server.core.orchestrator as unknown as { deps: PipelineDeps }).deps;
     const failing: PipelineDeps = {
       ...deps,
       afterCommit: async () => {
@@ -194,7 +194,7 @@ describe('uploads that could never complete', () => {
     expect(err.message).toMatch(/5368709120|5 GiB/);
     const max = await start('max.bin', 5 * 1024 ** 3);
     expect((await call('DELETE', `/v1/uploads/${max.uploadId}`)).status).toBe(200);
-    await expect(server.fs.orchestrator.beginUpload(mount.key, { path: 'huge2.bin', sizeBytes: 5 * 1024 ** 3 + 1 })).rejects.toMatchObject({ code: 'VALIDATION_ERROR' });
+    await expect(server.core.orchestrator.beginUpload(mount.key, { path: 'huge2.bin', sizeBytes: 5 * 1024 ** 3 + 1 })).rejects.toMatchObject({ code: 'VALIDATION_ERROR' });
   });
 
   it('DELETE /v1/uploads/:id cancels: failed UPLOAD_CANCELLED, staged bytes removed, the path free; again: the same answer', async () => {
@@ -229,7 +229,7 @@ describe('uploads that could never complete', () => {
     }
     const target = `/v1/files?${new URLSearchParams({ mountId: mount.key, path: 'unsigned.bin' })}`;
     expect((await bearerFetch(server.url, server.tokens.write, 'PUT', target, { body: 'x' })).status).toBe(200);
-    const { rows } = await server.fs.pool.query<{ status: string }>(
+    const { rows } = await server.core.pool.query<{ status: string }>(
       `SELECT status FROM filestore.journal_entries WHERE mount_id = $1 AND request->>'path' = 'unsigned.bin' AND request ? 'upload'`,
       [mount.id],
     );

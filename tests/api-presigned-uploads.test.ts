@@ -14,7 +14,7 @@ let s3: TestMount;
 
 beforeAll(async () => {
   server = await startTestServer();
-  s3 = await createTestMount(server.fs, 's3');
+  s3 = await createTestMount(server.core, 's3');
 });
 afterAll(async () => {
   await server?.close();
@@ -41,7 +41,7 @@ async function put(url: string, bytes: Buffer) {
 }
 
 async function entry(id: number) {
-  const { rows } = await server.fs.pool.query<{ status: string; error: { code: string } | null }>('SELECT status, error FROM filestore.journal_entries WHERE id = $1', [id]);
+  const { rows } = await server.core.pool.query<{ status: string; error: { code: string } | null }>('SELECT status, error FROM filestore.journal_entries WHERE id = $1', [id]);
   return rows[0];
 }
 
@@ -71,7 +71,7 @@ describe('presigned uploads to an S3 mount', () => {
     const again = await call('POST', up.completeUrl);
     expect(again.status).toBe(200);
     expect(await again.json()).toEqual(result);
-    const { rows } = await server.fs.pool.query('SELECT 1 FROM filestore.journal_entries WHERE mount_id = $1 AND status = $2', [s3.mount.id, 'succeeded']);
+    const { rows } = await server.core.pool.query('SELECT 1 FROM filestore.journal_entries WHERE mount_id = $1 AND status = $2', [s3.mount.id, 'succeeded']);
     expect(rows).toHaveLength(1);
   });
 
@@ -113,15 +113,15 @@ describe('presigned uploads to an S3 mount', () => {
   it('an abandoned upload is failed UPLOAD_EXPIRED by maintenance once expired, its staged bytes removed; not before', async () => {
     const up = await start('abandoned.bin', 20);
     await put(up.url, Buffer.alloc(20, 3));
-    await server.fs.maintain();
+    await server.core.maintain();
     expect((await entry(up.uploadId))?.status).toBe('pending'); // still open: left alone
     expect(await stagingKeys()).toHaveLength(1);
     // The clock moves past its expiry and the grace after it (UPLOAD_GRACE_MS: a PUT begun in time may still be arriving).
-    await server.fs.pool.query(
+    await server.core.pool.query(
       `UPDATE filestore.journal_entries SET request = jsonb_set(request, '{upload,expiresAt}', to_jsonb($2::text)) WHERE id = $1`,
       [up.uploadId, new Date(Date.now() - UPLOAD_GRACE_MS - 1000).toISOString()],
     );
-    await server.fs.maintain();
+    await server.core.maintain();
     expect(await entry(up.uploadId)).toMatchObject({ status: 'failed', error: { code: 'UPLOAD_EXPIRED' } });
     expect(await stagingKeys()).toEqual([]);
     expect(await getRawKey(client(), bucket(), 'tenant/abandoned.bin')).toBeNull();
@@ -133,7 +133,7 @@ describe('presigned uploads to an S3 mount', () => {
     const outside = await call('POST', '/v1/uploads', { mountId: s3.mount.key, path: '../escape.bin', sizeBytes: 1 });
     expect(outside.status).toBe(400);
     expect(['PATH_ESCAPES_MOUNT', 'INVALID_PATH']).toContain(((await outside.json()) as { error: { code: string } }).error.code);
-    const local = await createTestMount(server.fs, 'local');
+    const local = await createTestMount(server.core, 'local');
     try {
       const res = await call('POST', '/v1/uploads', { mountId: local.mount.key, path: 'a.bin', sizeBytes: 1 });
       expect(res.status).toBe(400);

@@ -140,7 +140,7 @@ describe('host paths with spaces', () => {
     api.cleanup(() => rm(parent, { recursive: true, force: true }));
     const root = path.join(parent, 'My Disk');
     await mkdir(root);
-    const mount = await createMount(api.server.fs.pool, { key: uniqueKey('spaced'), kind: 'local', rootPath: root });
+    const mount = await createMount(api.server.core.pool, { key: uniqueKey('spaced'), kind: 'local', rootPath: root });
     await rm(root, { recursive: true });
     const job = await c.json<{ id: number }>('POST', '/v1/reconcile', 202, { json: { mountId: mount.key } });
     await eventually(async () => {

@@ -25,7 +25,7 @@ let t: TestMount;
 beforeAll(async () => {
   // A pool of 4: two upload slots (half the pool), no recovery sweeps of our own.
   server = await startTestServer({ filestore: { poolSize: 4, recover: false } });
-  t = await createTestMount(server.fs, 'local');
+  t = await createTestMount(server.core, 'local');
 });
 afterAll(async () => {
   await t?.cleanup();
@@ -49,16 +49,16 @@ function doomedPool(): pg.Pool {
 
 /** Terminates the database session that owns a journal entry. */
 async function killOwner(entryId: number): Promise<void> {
-  const { rows } = await server.fs.pool.query<{ pid: number }>(
+  const { rows } = await server.core.pool.query<{ pid: number }>(
     `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 4242 AND objid = $1 AND objsubid = 2 AND granted`,
     [entryId],
   );
-  for (const r of rows) await server.fs.pool.query('SELECT pg_terminate_backend($1, 5000)', [r.pid]);
+  for (const r of rows) await server.core.pool.query('SELECT pg_terminate_backend($1, 5000)', [r.pid]);
 }
 
 async function recoverMine(): Promise<void> {
-  const deps = { pool: server.fs.pool, backends: server.fs.backends, afterCommit: async () => {} };
-  for (const e of await listPending(server.fs.pool, 0, 10_000)) {
+  const deps = { pool: server.core.pool, backends: server.core.backends, afterCommit: async () => {} };
+  for (const e of await listPending(server.core.pool, 0, 10_000)) {
     if (e.mountId !== t.mount.id) continue;
     await killOwner(e.id);
     await recoverEntry(deps, e);
@@ -77,29 +77,29 @@ describe('small PUT /v1/files', () => {
       expect(await readFile(path.join(t.root as string, `crowd/d${i % 3}/f${i}.bin`))).toEqual(b);
     }
     expect(await readFile(path.join(t.root as string, 'crowd/big.bin'))).toEqual(big);
-    await expectExactRollups(server.fs, t.mount.id);
+    await expectExactRollups(server.core, t.mount.id);
   });
 
   it('a small body failing its X-Checksum-Sha256 is refused as before (422), nothing written', async () => {
     const r = await put('bad.bin', randomBytes(100), { 'x-checksum-sha256': sha(Buffer.from('something else')) });
     expect(r.status).toBe(422);
     expect(((await r.json()) as { error: { code: string } }).error.code).toBe('CHECKSUM_MISMATCH');
-    expect(await livePaths(server.fs, t.mount.id)).not.toContain('bad.bin');
+    expect(await livePaths(server.core, t.mount.id)).not.toContain('bad.bin');
   });
 
   it("a small write's pending entry holds its hash before the bytes are placed", async () => {
     let pending: Record<string, unknown> | undefined;
     const o = new Orchestrator({
-      pool: server.fs.pool,
-      backends: server.fs.backends,
-      hooks: { beforeStorage: async (id) => void (pending = (await findEntry(server.fs.pool, id))?.request) },
+      pool: server.core.pool,
+      backends: server.core.backends,
+      hooks: { beforeStorage: async (id) => void (pending = (await findEntry(server.core.pool, id))?.request) },
     });
     const bytes = randomBytes(2000);
     const r = await o.writeFile(t.mount.key, { path: 'early/hash.bin' }, bytes);
     expect(pending).toMatchObject({ path: 'early/hash.bin', contentSha256: sha(bytes), contentSizeBytes: 2000 });
     expect(r.node).toMatchObject({ sha256: sha(bytes), sizeBytes: 2000 });
     // The entry ends succeeded, its request as the client sent it plus the body's facts.
-    const entry = await findEntry(server.fs.pool, r.journalEntryId);
+    const entry = await findEntry(server.core.pool, r.journalEntryId);
     expect(entry?.status).toBe('succeeded');
     expect(entry?.request).toMatchObject({ path: 'early/hash.bin', contentSha256: sha(bytes), contentSizeBytes: 2000 });
   });
@@ -109,7 +109,7 @@ describe('small PUT /v1/files', () => {
     expect((await put('k/before.bin', old)).status).toBe(200);
     const before = new Orchestrator({
       pool: doomedPool(),
-      backends: server.fs.backends,
+      backends: server.core.backends,
       hooks: {
         beforeStorage: async (id) => {
           await killOwner(id);
@@ -118,12 +118,12 @@ describe('small PUT /v1/files', () => {
       },
     });
     await before.writeFile(t.mount.key, { path: 'k/before.bin' }, randomBytes(400)).catch(() => undefined);
-    const after = new Orchestrator({ pool: doomedPool(), backends: server.fs.backends, hooks: { afterStorage: (id) => killOwner(id) } });
+    const after = new Orchestrator({ pool: doomedPool(), backends: server.core.backends, hooks: { afterStorage: (id) => killOwner(id) } });
     const placed = randomBytes(500);
     await after.writeFile(t.mount.key, { path: 'k/after.bin' }, placed).catch(() => undefined);
     const journalOf = async () =>
       (
-        await server.fs.pool.query<{ status: string; request: { path: string }; error: { code: string } | null; recovered: boolean }>(
+        await server.core.pool.query<{ status: string; request: { path: string }; error: { code: string } | null; recovered: boolean }>(
           "SELECT status, request, error, recovered FROM filestore.journal_entries WHERE mount_id = $1 AND request->>'path' LIKE 'k/%' ORDER BY id",
           [t.mount.id],
         )
@@ -138,7 +138,7 @@ describe('small PUT /v1/files', () => {
     expect(byPath('k/after.bin')).toMatchObject({ status: 'succeeded', recovered: true });
     expect(await readFile(path.join(t.root as string, 'k/before.bin'))).toEqual(old);
     expect(await readFile(path.join(t.root as string, 'k/after.bin'))).toEqual(placed);
-    const nodes = await server.fs.pool.query<{ path: string; sha256: string }>(
+    const nodes = await server.core.pool.query<{ path: string; sha256: string }>(
       "SELECT path, sha256 FROM filestore.nodes WHERE mount_id = $1 AND path LIKE 'k/%' AND kind = 'file' AND deleted_at IS NULL ORDER BY path",
       [t.mount.id],
     );
@@ -146,13 +146,13 @@ describe('small PUT /v1/files', () => {
       { path: 'k/after.bin', sha256: sha(placed) },
       { path: 'k/before.bin', sha256: sha(old) },
     ]);
-    await expectExactRollups(server.fs, t.mount.id);
+    await expectExactRollups(server.core, t.mount.id);
   });
 });
 
 describe('small PUT /v1/files in a crowd', () => {
   it('40 concurrent small writes keep to the upload slots (half the pool of 4): every one succeeds, and nothing else ever waits for a connection', async () => {
-    const pool = server.fs.pool as unknown as { totalCount: number; idleCount: number; waitingCount: number };
+    const pool = server.core.pool as unknown as { totalCount: number; idleCount: number; waitingCount: number };
     let maxWaiting = 0;
     let stop = false;
     const watch = (async () => {
@@ -184,6 +184,6 @@ describe('small PUT /v1/files in a crowd', () => {
       setTimeout(() => req.destroy(), 200); // the client goes away mid-body
     });
     expect(status).not.toBe(200);
-    expect(await livePaths(server.fs, t.mount.id)).not.toContain('short.bin');
+    expect(await livePaths(server.core, t.mount.id)).not.toContain('short.bin');
   });
 });

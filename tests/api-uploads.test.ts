@@ -93,7 +93,7 @@ describe('a body that stops arriving', () => {
   beforeAll(async () => {
     server = await startTestServer({ serve: { bodyIdleTimeoutMs: 1000 }, filestore: { poolSize: 4 } });
     c = client(server, 'write');
-    t = await createTestMount(server.fs, 'local');
+    t = await createTestMount(server.core, 'local');
   });
   afterAll(async () => {
     await server?.close();
@@ -120,7 +120,7 @@ describe('a body that stops arriving', () => {
   });
 
   it('on S3 too, with a multipart upload under way: 408, no object at the path, no staging object, no unfinished upload', async () => {
-    const s3 = await createTestMount(server.fs, 's3');
+    const s3 = await createTestMount(server.core, 's3');
     const route = `/v1/files?${qs({ mountId: s3.mount.key, path: 'big.bin' })}`;
     const headers = { authorization: `Bearer ${server.tokens.write}`, 'content-type': 'application/octet-stream' };
     // More than one 8 MiB part, so a part is sent before the body stalls.
@@ -191,7 +191,7 @@ describe('many stalled uploads against a small pool', () => {
     // Stalled uploads stay stalled for the whole test (60 s idle timeout); a pool of 4.
     server = await startTestServer({ serve: { bodyIdleTimeoutMs: 60_000 }, filestore: { poolSize: 4, poolAcquireTimeoutMs: 500 } });
     c = client(server, 'write');
-    t = await createTestMount(server.fs, 'local');
+    t = await createTestMount(server.core, 'local');
   });
   afterAll(async () => {
     await server?.close();
@@ -250,7 +250,7 @@ describe('many stalled uploads against a small pool', () => {
   it('when the pool is exhausted, routes that need it answer 503 UNAVAILABLE with Retry-After instead of waiting, and /readyz still answers', async () => {
     const held: pg.PoolClient[] = [];
     try {
-      for (let i = 0; i < 4; i++) held.push(await server.fs.pool.connect());
+      for (let i = 0; i < 4; i++) held.push(await server.core.pool.connect());
       const res = await within(c.call('GET', `/v1/journal?${qs({ mountId: t.mount.id })}`), 10_000, 'GET /v1/journal');
       expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
       await expectError(res, 503, 'UNAVAILABLE');

@@ -26,32 +26,32 @@ const registeredTwoHoursAgo = (q: Queryable, mountId: string) =>
   q.query(`UPDATE filestore.mounts SET created_at = now() - interval '2 hours' WHERE id = $1`, [mountId]);
 
 describe('the audit age of a mount', () => {
-  let fs: Filestore;
+  let core: Filestore;
   const mounts: TestMount[] = [];
   beforeAll(async () => {
-    fs = await startFilestore({ redisUrl: 'inline', relay: false });
+    core = await startFilestore({ redisUrl: 'inline', relay: false });
   });
   afterAll(async () => {
     for (const t of mounts) await t.cleanup();
-    await fs?.close();
+    await core?.close();
   });
 
   const reconcile = async (mountId: string, recursive: boolean) => {
-    const { job } = await fs.reconcile.enqueue({ mountId, path: '', reason: 'audit', recursive, hash: false });
+    const { job } = await core.reconcile.enqueue({ mountId, path: '', reason: 'audit', recursive, hash: false });
     const done = await eventually(async () => {
-      const row = await findJob(fs.pool, job.id);
+      const row = await findJob(core.pool, job.id);
       return row && ['succeeded', 'failed'].includes(row.status) ? row : undefined;
     }, `job ${job.id}`);
     expect(done.status).toBe('succeeded');
   };
 
   it('counts from registration until a complete audit finishes, then from when that audit began', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     mounts.push(t);
-    await registeredTwoHoursAgo(fs.pool, t.mount.id);
+    await registeredTwoHoursAgo(core.pool, t.mount.id);
     const m = new PromMetrics({ collectDefaults: false });
     const measure = async () => {
-      await recordAuditAges(fs.pool, m, { mountIds: [t.mount.id] });
+      await recordAuditAges(core.pool, m, { mountIds: [t.mount.id] });
       return ageIn(await m.text(), t.mount.key);
     };
 
@@ -64,17 +64,17 @@ describe('the audit age of a mount', () => {
   });
 
   it('is reported for the selected active mounts only, and a mount paused stops being reported', async () => {
-    const [a, b, other] = [await createTestMount(fs, 'local'), await createTestMount(fs, 'local'), await createTestMount(fs, 'local')];
+    const [a, b, other] = [await createTestMount(core, 'local'), await createTestMount(core, 'local'), await createTestMount(core, 'local')];
     mounts.push(a, b, other);
     const m = new PromMetrics({ collectDefaults: false });
-    const stop = refreshAuditAges({ pool: fs.pool, metrics: m, select: { mountIds: [a.mount.id, b.mount.id] }, intervalMs: 50 });
+    const stop = refreshAuditAges({ pool: core.pool, metrics: m, select: { mountIds: [a.mount.id, b.mount.id] }, intervalMs: 50 });
     try {
       await eventually(async () => {
         const text = await m.text();
         return ageIn(text, a.mount.key) !== undefined && ageIn(text, b.mount.key) !== undefined ? true : undefined;
       }, 'both selected mounts to be reported');
       expect(ageIn(await m.text(), other.mount.key)).toBeUndefined();
-      await updateMount(fs.pool, b.mount.id, { state: 'paused' });
+      await updateMount(core.pool, b.mount.id, { state: 'paused' });
       await eventually(async () => (ageIn(await m.text(), b.mount.key) === undefined ? true : undefined), 'the paused mount to be dropped');
       expect(ageIn(await m.text(), a.mount.key)).toBeGreaterThanOrEqual(0);
     } finally {

@@ -39,7 +39,7 @@ const install = async (name: string) => {
 
 beforeAll(async () => {
   server = await startTestServer();
-  t = await createTestMount(server.fs, 'local');
+  t = await createTestMount(server.core, 'local');
   await new FilestoreClient({ baseUrl: server.url, token: server.tokens.write }).putFile({ mountId: t.mount.key, path: 'docs/readme.txt', body: Buffer.from('hello from the bundle\n') });
 
   pkg = await mkdtemp(path.join(os.tmpdir(), 'filestore-cli-bundle-'));

@@ -23,7 +23,7 @@ let scratch: string;
 
 beforeAll(async () => {
   server = await startTestServer();
-  t = await createTestMount(server.fs, 'local');
+  t = await createTestMount(server.core, 'local');
   scratch = await mkdtemp(path.join(os.tmpdir(), 'filestore-cli-words-'));
 });
 afterAll(async () => {
@@ -78,7 +78,7 @@ describe('messages name flags and commands, not API fields and routes', () => {
   });
 
   it('a paused mount names `filestore mounts resume KEY`', async () => {
-    const m = await createTestMount(server.fs, 'local');
+    const m = await createTestMount(server.core, 'local');
     try {
       expect((await cli(['mounts', 'pause', m.mount.key], admin())).code).toBe(0);
       const r = await cli(['mkdir', `${m.mount.key}:d`]);
@@ -116,7 +116,7 @@ describe('messages name flags and commands, not API fields and routes', () => {
 });
 
 it('`mounts set KEY --agent ID` assigns a local mount to an agent (what an unassigned mount\'s error tells to do)', async () => {
-  const m = await createTestMount(server.fs, 'local');
+  const m = await createTestMount(server.core, 'local');
   try {
     const set = await cli(['mounts', 'set', m.mount.key, '--agent', 'host-b', '--json'], admin());
     expect(set.code).toBe(0);

@@ -18,7 +18,7 @@ let scratch: string;
 
 beforeAll(async () => {
   server = await startTestServer();
-  t = await createTestMount(server.fs, 'local');
+  t = await createTestMount(server.core, 'local');
   scratch = await mkdtemp(path.join(os.tmpdir(), 'filestore-cli-'));
 });
 
@@ -192,7 +192,7 @@ describe('filestore CLI', () => {
   });
 
   it('events tail prints a line per event as it happens (nodes discovered together: one line naming the first and last) and stops cleanly on Ctrl-C', async () => {
-    const m = await createTestMount(server.fs, 'local');
+    const m = await createTestMount(server.core, 'local');
     const tail = start(['events', 'tail', '--mount', m.mount.key]);
     try {
       let stdout = '';

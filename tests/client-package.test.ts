@@ -59,7 +59,7 @@ beforeAll(async () => {
   await run('npm', ['ci', '--offline', '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: app, env: NPM_ENV, timeout: 180_000 });
 
   server = await startTestServer();
-  t = await createTestMount(server.fs, 'local');
+  t = await createTestMount(server.core, 'local');
 }, 300_000);
 
 afterAll(async () => {

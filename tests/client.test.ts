@@ -16,7 +16,7 @@ let scratch: string;
 
 beforeAll(async () => {
   server = await startTestServer();
-  t = await createTestMount(server.fs, 'local');
+  t = await createTestMount(server.core, 'local');
   client = new FilestoreClient({ baseUrl: server.url, token: server.tokens.write });
   scratch = await mkdtemp(path.join(os.tmpdir(), 'filestore-client-'));
 });
@@ -235,7 +235,7 @@ describe('FilestoreClient', () => {
   });
 
   it('events replay from lastEventId and resume after the connection drops, without gaps or repeats', async () => {
-    const m = await createTestMount(server.fs, 'local');
+    const m = await createTestMount(server.core, 'local');
     const proxy = await startProxy(new URL(server.url).port);
     const abort = new AbortController();
     try {

@@ -29,8 +29,8 @@ afterAll(async () => {
 
 it('an agent killed after its storage step finishes the command on restart; the caller retrying with its Idempotency-Key gets the result', { timeout: 90_000 }, async () => {
   const agentId = uniqueAgentId('crash');
-  const t = await agentMount(api.fs, agentId);
-  cleanups.push(t.cleanup, () => removeQueue(agentId, api.fs.queuePrefix));
+  const t = await agentMount(api.core, agentId);
+  cleanups.push(t.cleanup, () => removeQueue(agentId, api.core.queuePrefix));
   const first = spawnAgent(agentId, { pauseAfterStorage: true });
   children.push(first);
   await first.line(/^ready$/);
@@ -79,7 +79,7 @@ it('an agent killed after its storage step finishes the command on restart; the 
   // BullMQ found the killed agent's job stalled and the restarted agent ran it again (a
   // replay): every job of this key completes, none fails.
   const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
-  const queue = new Queue<CommandMessage>(commandQueueName(agentId), { connection: redis, prefix: api.fs.queuePrefix });
+  const queue = new Queue<CommandMessage>(commandQueueName(agentId), { connection: redis, prefix: api.core.queuePrefix });
   try {
     for (;;) {
       const counts = await queue.getJobCounts('wait', 'active', 'failed', 'completed');

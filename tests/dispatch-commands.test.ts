@@ -53,7 +53,7 @@ afterAll(async () => {
 });
 
 async function mountOfAgent(agentId: string | null = agent.agentId) {
-  const m = await agentMount(api.fs, agentId);
+  const m = await agentMount(api.core, agentId);
   cleanups.push(m.cleanup);
   return m;
 }
@@ -139,8 +139,8 @@ describe('commands for a local mount of another agent', () => {
     expect(e1.details).toMatchObject({ agentId: never, mountId: t1.mount.id });
 
     const silent = uniqueAgentId('silent');
-    await registerAgent(api.fs.pool, { id: silent, host: 'h', version: 'test', url: agent.url, heartbeatIntervalMs: 1_000 });
-    await api.fs.pool.query(`UPDATE filestore.agents SET heartbeat_at = now() - interval '1 hour' WHERE id = $1`, [silent]);
+    await registerAgent(api.core.pool, { id: silent, host: 'h', version: 'test', url: agent.url, heartbeatIntervalMs: 1_000 });
+    await api.core.pool.query(`UPDATE filestore.agents SET heartbeat_at = now() - interval '1 hour' WHERE id = $1`, [silent]);
     const t2 = await mountOfAgent(silent);
     await expectError(command('delete', { mountId: t2.mount.key, path: 'x' }), 503, 'AGENT_UNAVAILABLE');
     await expectError(api.call('GET', `/v1/files?${qs({ mountId: t2.mount.key, path: 'x' })}`), 503, 'AGENT_UNAVAILABLE');
@@ -154,7 +154,7 @@ describe('commands for a local mount of another agent', () => {
     const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
     try {
       for (const id of [never, silent, stopped.agentId]) {
-        const q = new Queue(commandQueueName(id), { connection: redis, prefix: api.fs.queuePrefix });
+        const q = new Queue(commandQueueName(id), { connection: redis, prefix: api.core.queuePrefix });
         expect(await q.getJobCounts('wait', 'active', 'completed', 'failed')).toEqual({ wait: 0, active: 0, completed: 0, failed: 0 });
         await q.obliterate({ force: true });
         await q.close();
@@ -197,7 +197,7 @@ describe('commands for a local mount of another agent', () => {
     const accepted = await json<Accepted>(command('mkdir', { mountId: t.mount.key, path: 'later' }, { 'idempotency-key': key, prefer: 'wait=0' }), 202);
     expect(accepted).toMatchObject({ agentId: idle.agentId, idempotencyKey: key, journalEntry: null });
     const { startCommandWorker } = await import('../shared/dispatch/worker.ts');
-    const worker = await startCommandWorker(idle.fs, idle.agentId);
+    const worker = await startCommandWorker(idle.core, idle.agentId);
     cleanups.unshift(() => worker.close());
     const result = await json<Result>(command('mkdir', { mountId: t.mount.key, path: 'later' }, { 'idempotency-key': key }), 200);
     expect(result.node.path).toBe('later');

@@ -34,7 +34,7 @@ afterAll(async () => {
 
 /** A mount of the agent holding `victim.txt`, written through the agent's own API. */
 async function mountWithFile(owner: AgentProcess = agent) {
-  const t = await agentMount(api.fs, owner.agentId);
+  const t = await agentMount(api.core, owner.agentId);
   cleanups.push(t.cleanup);
   const put = await owner.call('PUT', `/v1/files?${qs({ mountId: t.mount.key, path: 'victim.txt' })}`, { body: 'precious' });
   expect(put.status, await put.clone().text()).toBe(200);
@@ -44,7 +44,7 @@ async function mountWithFile(owner: AgentProcess = agent) {
 /** Puts `data` straight on the agent's command queue, as anyone with access to Redis could, and waits for the worker's reply. */
 async function enqueueRaw(agentId: string, data: unknown, opts?: JobsOptions): Promise<CommandReply> {
   const connection = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
-  const queue = new Queue(commandQueueName(agentId), { connection, prefix: api.fs.queuePrefix });
+  const queue = new Queue(commandQueueName(agentId), { connection, prefix: api.core.queuePrefix });
   try {
     const job = await queue.add('delete', data as CommandMessage, opts);
     for (;;) {
@@ -62,7 +62,7 @@ async function enqueueRaw(agentId: string, data: unknown, opts?: JobsOptions): P
 }
 
 async function securityEvents(kind: string): Promise<number> {
-  return total(parseMetrics((await agent.fs.metrics.exposition?.text()) ?? '').samples, 'filestore_security_events_total', `kind="${kind}"`);
+  return total(parseMetrics((await agent.core.metrics.exposition?.text()) ?? '').samples, 'filestore_security_events_total', `kind="${kind}"`);
 }
 
 const deleteOf = (mountId: string, p = 'victim.txt'): Omit<CommandMessage, 'agentId' | 'expiresAt' | 'signature'> => ({
@@ -81,7 +81,7 @@ describe('commands on an agent’s queue that no API process of the deployment s
     const expiresAt = Date.now() + 60_000;
     const genuine = new CommandSigner([TEST_COMMAND_SECRET]);
     const attacker = new CommandSigner([randomBytes(32).toString('hex')]);
-    const prefix = api.fs.queuePrefix;
+    const prefix = api.core.queuePrefix;
     const signedMkdir = genuine.sign({ command: 'mkdir', mountId: t.mount.id, input: { path: 'harmless' }, context: { idempotencyKey: `k-${randomUUID()}` }, agentId: agent.agentId, expiresAt }, prefix);
     const forgeries: unknown[] = [
       // the message an API process sent before commands were signed
@@ -130,7 +130,7 @@ describe('commands on an agent’s queue that no API process of the deployment s
     const t = await mountWithFile();
     const before = await securityEvents('command_expired');
     const signer = new CommandSigner([TEST_COMMAND_SECRET]);
-    const stale = signer.sign({ ...deleteOf(t.mount.id), agentId: agent.agentId, expiresAt: Date.now() - 3_600_000 }, api.fs.queuePrefix);
+    const stale = signer.sign({ ...deleteOf(t.mount.id), agentId: agent.agentId, expiresAt: Date.now() - 3_600_000 }, api.core.queuePrefix);
     const reply = await enqueueRaw(agent.agentId, stale);
     expect(reply).toMatchObject({ ok: false, error: { code: 'INTERRUPTED', message: expect.stringMatching(/expired/) } });
     expect(await readFile(path.join(t.root, 'victim.txt'), 'utf8')).toBe('precious');
@@ -143,7 +143,7 @@ describe('genuine signatures on messages no API process would send', () => {
   it('a signed command without an expiry, with one that is no finite number, or one further ahead than the TTL plus skew is refused and changes nothing', async () => {
     const t = await mountWithFile();
     const signer = new CommandSigner([TEST_COMMAND_SECRET]);
-    const prefix = api.fs.queuePrefix;
+    const prefix = api.core.queuePrefix;
     const malformedBefore = await securityEvents('command_malformed');
     const futureBefore = await securityEvents('command_future');
     const signed = (expiresAt: unknown) => signer.sign({ ...deleteOf(t.mount.id), agentId: agent.agentId, expiresAt } as never, prefix);
@@ -176,13 +176,13 @@ describe('replies', () => {
     // writer to Redis takes it and completes it with a made-up success.
     const mute = await startAgentProcess(uniqueAgentId('mute'), { worker: false });
     cleanups.push(() => mute.close());
-    const t = await agentMount(api.fs, mute.agentId);
+    const t = await agentMount(api.core, mute.agentId);
     cleanups.push(t.cleanup);
     const connection = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
     const impostor = new Worker(
       commandQueueName(mute.agentId),
       async () => ({ ok: true, result: { journalEntryId: 1, node: { path: 'secret-plans', kind: 'directory' } } }),
-      { connection, prefix: api.fs.queuePrefix },
+      { connection, prefix: api.core.queuePrefix },
     );
     try {
       const e = await expectError(api.call('POST', '/v1/commands/mkdir', { json: { mountId: t.mount.key, path: 'secret-plans' } }), 500, 'CONFIG_ERROR');
@@ -200,7 +200,7 @@ describe('replies', () => {
     const t = await mountWithFile(quiet);
     const stale = new CommandSigner([TEST_COMMAND_SECRET]).sign(
       { ...deleteOf(t.mount.id), agentId: quiet.agentId, expiresAt: Date.now() - 3_600_000 },
-      api.fs.queuePrefix,
+      api.core.queuePrefix,
     );
     // A worker takes the job and puts it back without finishing it, as one whose agent died would leave it to be run again.
     const connection = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
@@ -213,14 +213,14 @@ describe('replies', () => {
         handedBack();
         throw new WaitingError();
       },
-      { connection, prefix: api.fs.queuePrefix },
+      { connection, prefix: api.core.queuePrefix },
     );
     const replying = enqueueRaw(quiet.agentId, stale);
     await returned;
     await dying.close();
     await connection.quit();
     const logs: string[] = [];
-    const worker = await startCommandWorker(quiet.fs, quiet.agentId, { log: (l) => logs.push(l) });
+    const worker = await startCommandWorker(quiet.core, quiet.agentId, { log: (l) => logs.push(l) });
     cleanups.push(() => worker.close());
     const reply = await replying;
     expect(reply).toMatchObject({ ok: false, error: { code: 'INTERRUPTED' } });

@@ -39,7 +39,7 @@ async function openHandlesOn(file: string): Promise<number> {
 
 /** The server opens `mount`'s files through `backend` (a LocalExecutor with a seam). */
 function useBackend(mount: Mount, backend: LocalExecutor): void {
-  const backends = api.server.fs.backends;
+  const backends = api.server.core.backends;
   const forMount = backends.forMount.bind(backends);
   vi.spyOn(backends, 'forMount').mockImplementation((m) => (m.id === mount.id ? backend : forMount(m)));
 }
@@ -57,7 +57,7 @@ describe('a download on a kept-alive connection, the file changing while it is s
     const t = await mountOf('local');
     const file = path.join(t.root as string, 'big.bin');
     const content = randomBytes(SIZE);
-    await api.server.fs.orchestrator.writeFile(t.mount.id, { path: 'big.bin' }, Readable.from([content]));
+    await api.server.core.orchestrator.writeFile(t.mount.id, { path: 'big.bin' }, Readable.from([content]));
     const auth = { authorization: `Bearer ${api.server.tokens.read}` };
     const conn = await RawConnection.open(c.url);
     try {
@@ -103,16 +103,16 @@ describe("a download during Filestore's own change of the file (local)", () => {
   const SIZE = 4 * MiB;
 
   it.each<[string, (mountId: string) => Promise<unknown>]>([
-    ['overwritten (writeFile over it)', (mountId) => api.server.fs.orchestrator.writeFile(mountId, { path: 'kept.bin' }, Readable.from([Buffer.alloc(SIZE, 'N')]))],
+    ['overwritten (writeFile over it)', (mountId) => api.server.core.orchestrator.writeFile(mountId, { path: 'kept.bin' }, Readable.from([Buffer.alloc(SIZE, 'N')]))],
     ['replaced by a move of another file over it', async (mountId) => {
-      await api.server.fs.orchestrator.writeFile(mountId, { path: 'other.bin' }, Readable.from([Buffer.alloc(SIZE, 'M')]));
-      return api.server.fs.orchestrator.move(mountId, { path: 'other.bin', targetPath: 'kept.bin', overwrite: true });
+      await api.server.core.orchestrator.writeFile(mountId, { path: 'other.bin' }, Readable.from([Buffer.alloc(SIZE, 'M')]));
+      return api.server.core.orchestrator.move(mountId, { path: 'other.bin', targetPath: 'kept.bin', overwrite: true });
     }],
-    ['deleted', (mountId) => api.server.fs.orchestrator.delete(mountId, { path: 'kept.bin' })],
+    ['deleted', (mountId) => api.server.core.orchestrator.delete(mountId, { path: 'kept.bin' })],
   ])('%s half way: the download completes with the old bytes, exactly Content-Length of them', async (_what, change) => {
     const t = await mountOf('local');
     const old = randomBytes(SIZE);
-    await api.server.fs.orchestrator.writeFile(t.mount.id, { path: 'kept.bin' }, Readable.from([old]));
+    await api.server.core.orchestrator.writeFile(t.mount.id, { path: 'kept.bin' }, Readable.from([old]));
     let changed = false;
     useBackend(
       t.mount,
@@ -139,7 +139,7 @@ describe("a download during Filestore's own change of the file (local)", () => {
     const t = await mountOf('local');
     const file = path.join(t.root as string, 'torn.bin');
     const old = randomBytes(SIZE);
-    await api.server.fs.orchestrator.writeFile(t.mount.id, { path: 'torn.bin' }, Readable.from([old]));
+    await api.server.core.orchestrator.writeFile(t.mount.id, { path: 'torn.bin' }, Readable.from([old]));
     const before = await stat(file);
     useBackend(
       t.mount,
@@ -169,7 +169,7 @@ describe('a catalogued file gone from storage', () => {
     const t = await mountOf('local');
     const root = t.root as string;
     for (const p of ['deleted.txt', 'linked.txt', 'dir/inside.txt', 'elsewhere/real.txt']) {
-      await api.server.fs.orchestrator.writeFile(t.mount.id, { path: p }, Readable.from([Buffer.from(p)]));
+      await api.server.core.orchestrator.writeFile(t.mount.id, { path: p }, Readable.from([Buffer.from(p)]));
     }
     await rm(path.join(root, 'deleted.txt'));
     await rm(path.join(root, 'linked.txt'));
@@ -188,8 +188,8 @@ describe('a pipelined download whose connection is gone', () => {
     const t = await mountOf('local');
     const root = t.root as string;
     // Far more than the socket buffers hold: the first answer is still being sent when the second is prepared.
-    await api.server.fs.orchestrator.writeFile(t.mount.id, { path: 'first.bin' }, Readable.from([randomBytes(32 * MiB)]));
-    await api.server.fs.orchestrator.writeFile(t.mount.id, { path: 'second.bin' }, Readable.from([randomBytes(MiB)]));
+    await api.server.core.orchestrator.writeFile(t.mount.id, { path: 'first.bin' }, Readable.from([randomBytes(32 * MiB)]));
+    await api.server.core.orchestrator.writeFile(t.mount.id, { path: 'second.bin' }, Readable.from([randomBytes(MiB)]));
     let entered!: () => void;
     const opening = new Promise<void>((r) => (entered = r));
     let release!: () => void;
@@ -292,7 +292,7 @@ describe('the ETag of a download', () => {
     const proxy = await startS3Proxy(server.endpoint);
     try {
       const bucket = await server.createBucket();
-      const mount = await createMount(api.server.fs.pool, { key: uniqueKey('s3'), kind: 's3', bucket, prefix: 'tenant/', endpoint: proxy.endpoint, region: 'us-east-1' });
+      const mount = await createMount(api.server.core.pool, { key: uniqueKey('s3'), kind: 's3', bucket, prefix: 'tenant/', endpoint: proxy.endpoint, region: 'us-east-1' });
       const v1 = 'the first version';
       await c.json('PUT', fileUrl(mount.key, 'o.txt'), 200, { body: v1 });
       const recorded = await download(mount.key, 'o.txt');

@@ -33,7 +33,7 @@ afterEach(async () => {
 });
 
 interface Served {
-  fs: Filestore;
+  core: Filestore;
   server: ApiServer;
   url: string;
   lines: string[];
@@ -43,19 +43,19 @@ interface Served {
 async function serve(o: Partial<FilestoreOptions>): Promise<Served> {
   const lines: string[] = [];
   const log = (line: string) => lines.push(line);
-  const fs = await createFilestore({ databaseUrl: TEST_DATABASE_URL, redisUrl: 'inline', maintenanceIntervalMs: 600_000, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] }, log, ...o });
-  const server = await serveApi({ fs, host: '127.0.0.1', port: 0, tokens: [], authDisabled: true, log });
+  const core = await createFilestore({ databaseUrl: TEST_DATABASE_URL, redisUrl: 'inline', maintenanceIntervalMs: 600_000, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] }, log, ...o });
+  const server = await serveApi({ core, host: '127.0.0.1', port: 0, tokens: [], authDisabled: true, log });
   cleanups.push(async () => {
     await server.close();
-    await fs.close();
+    await core.close();
   });
-  return { fs, server, url: server.url, lines };
+  return { core, server, url: server.url, lines };
 }
 
-async function localMount(fs: Filestore, root?: string): Promise<{ key: string; id: string; root: string }> {
+async function localMount(core: Filestore, root?: string): Promise<{ key: string; id: string; root: string }> {
   const dir = root ?? (await mkdtemp(path.join(os.tmpdir(), 'filestore-errors-')));
   if (!root) cleanups.push(() => rm(dir, { recursive: true, force: true }));
-  const m = await createMount(fs.pool, { key: uniqueKey('local'), kind: 'local', rootPath: dir });
+  const m = await createMount(core.pool, { key: uniqueKey('local'), kind: 'local', rootPath: dir });
   return { key: m.key, id: m.id, root: dir };
 }
 
@@ -85,7 +85,7 @@ describe('PostgreSQL unreachable', () => {
   it('answers 503 UNAVAILABLE with Retry-After and says the catalogue database is unreachable, never the connection string; recovers when it is back', async () => {
     const proxy = await pgProxy();
     const s = await serve({ databaseUrl: proxiedDatabaseUrl(proxy) });
-    const m = await localMount(s.fs);
+    const m = await localMount(s.core);
     expect((await call(s.url, 'GET', '/v1/mounts')).status).toBe(200);
 
     await proxy.down();
@@ -171,7 +171,7 @@ describe('a full disk', () => {
     }
     cleanups.push(async () => execFileSync('umount', [tmpfs]));
     const s = await serve({});
-    const m = await localMount(s.fs, tmpfs);
+    const m = await localMount(s.core, tmpfs);
     const res = await call(s.url, 'PUT', `/v1/files?${qs({ mountId: m.key, path: 'big.bin' })}`, undefined, new Uint8Array(1024 * 1024));
     const e = await expectError(res, 507, 'INSUFFICIENT_STORAGE');
     expect(e.message).toMatch(/full/i);
@@ -206,7 +206,7 @@ describe('a condition the operator ends does not spoil an Idempotency-Key', () =
     }
     cleanups.push(async () => execFileSync('umount', [tmpfs]));
     const s = await serve({});
-    const m = await localMount(s.fs, tmpfs);
+    const m = await localMount(s.core, tmpfs);
     await writeFile(path.join(tmpfs, 'filler.bin'), new Uint8Array(200 * 1024));
     const route = `/v1/files?${qs({ mountId: m.key, path: 'report.bin' })}`;
     const bytes = new Uint8Array(100 * 1024).fill(7);
@@ -234,7 +234,7 @@ describe('Redis unreachable', () => {
   it('POST /v1/reconcile answers 202 with the job, saying it is queued once the queue is reachable; a consumer queues it when Redis is back and it runs', async () => {
     const r = await redis();
     const s = await serve({ redisUrl: r.url, reconcile: { consume: false } });
-    const m = await localMount(s.fs);
+    const m = await localMount(s.core);
     await writeFile(path.join(m.root, 'found.txt'), 'x');
 
     await r.stop();
@@ -263,9 +263,9 @@ describe('Redis unreachable', () => {
     cleanups.push(async () => consoleError.mockRestore());
     const s = await serve({ redisUrl: r.url, commandSecrets: [TEST_COMMAND_SECRET], reconcile: { consume: true, mountIds: [] } });
     // An agent's command worker in the same process, logging to the same place.
-    const worker = await startCommandWorker(s.fs, `h4-${process.pid}`, { log: (line) => s.lines.push(line) });
+    const worker = await startCommandWorker(s.core, `h4-${process.pid}`, { log: (line) => s.lines.push(line) });
     cleanups.push(() => worker.close());
-    const m = await localMount(s.fs);
+    const m = await localMount(s.core);
     const put = (p: string) => call(s.url, 'PUT', `/v1/files?${qs({ mountId: m.key, path: p })}`, undefined, 'x');
     expect((await put('before.txt')).status).toBe(200);
     // An event stream open: the events subscriber connection exists too.
@@ -357,7 +357,7 @@ describe('filestore reconcile --wait', () => {
   it('waits through a catalogue outage (503s) saying so once on stderr, and prints the final job when it is back', async () => {
     const proxy = await pgProxy();
     const s = await serve({ databaseUrl: proxiedDatabaseUrl(proxy) });
-    const m = await localMount(s.fs);
+    const m = await localMount(s.core);
     await writeFile(path.join(m.root, 'a.txt'), 'a');
     const direct = new pg.Pool({ connectionString: TEST_DATABASE_URL, max: 2 });
     cleanups.push(() => direct.end());

@@ -10,17 +10,17 @@ import { migrate, migrationsDir } from '../shared/db/migrate.ts';
 import { createTestMount, startFilestore } from './support/filestore.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './support/env.ts';
 
-let fs: Filestore;
+let core: Filestore;
 beforeAll(async () => {
-  fs = await startFilestore();
+  core = await startFilestore();
 });
 afterAll(async () => {
-  await fs.close();
+  await core.close();
 });
 
 describe('events', () => {
   it('are published on the Redis channel filestore:events after commit, in sequence order', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     const sub = new Redis(TEST_REDIS_URL);
     const got: EventEnvelope[] = [];
     sub.on('message', (_c: string, msg: string) => {
@@ -28,9 +28,9 @@ describe('events', () => {
       if (e.mountId === t.mount.id) got.push(e);
     });
     await sub.subscribe(EVENTS_CHANNEL);
-    await fs.orchestrator.writeFile(t.mount.key, { path: 'a.txt' }, Readable.from([Buffer.from('a')]));
-    await fs.orchestrator.move(t.mount.key, { path: 'a.txt', targetPath: 'b.txt' });
-    await fs.orchestrator.delete(t.mount.key, { path: 'b.txt' });
+    await core.orchestrator.writeFile(t.mount.key, { path: 'a.txt' }, Readable.from([Buffer.from('a')]));
+    await core.orchestrator.move(t.mount.key, { path: 'a.txt', targetPath: 'b.txt' });
+    await core.orchestrator.delete(t.mount.key, { path: 'b.txt' });
     for (let i = 0; i < 200 && got.filter((e) => e.type === 'filestore.command.completed').length < 3; i++) {
       await new Promise((r) => setTimeout(r, 25));
     }
@@ -46,20 +46,20 @@ describe('events', () => {
     expect(got[2]?.data).toMatchObject({ from: 'a.txt', to: 'b.txt' });
     for (const e of got) expect(e).toMatchObject({ id: expect.any(String), occurredAt: expect.any(String), mountId: t.mount.id });
     // What Redis carried is the outbox's record of each event, field for field (the event stream reads that).
-    expect(got).toEqual(await eventsAfter(fs.pool, (got[0]?.seq ?? 1) - 1, 100, t.mount.id));
+    expect(got).toEqual(await eventsAfter(core.pool, (got[0]?.seq ?? 1) - 1, 100, t.mount.id));
     await t.cleanup();
   });
 
   it('an event committed by a process that died before publishing is still published', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     const received: EventEnvelope[] = [];
-    const unsubscribe = await fs.bus.subscribe((e) => e.mountId === t.mount.id && received.push(e));
+    const unsubscribe = await core.bus.subscribe((e) => e.mountId === t.mount.id && received.push(e));
     // A process without a relay commits the change and goes away; only this process's relay
     // can publish its events.
     const silent = await startFilestore({ relay: false, migrate: false, recover: false });
     await silent.orchestrator.mkdir(t.mount.key, { path: 'orphan' });
     await silent.close();
-    await fs.relay?.drain();
+    await core.relay?.drain();
     for (let i = 0; i < 200 && received.length < 2; i++) await new Promise((r) => setTimeout(r, 25));
     unsubscribe();
     expect(received.map((e) => e.type)).toEqual(['filestore.node.created', 'filestore.command.completed']);
@@ -69,17 +69,17 @@ describe('events', () => {
 
 describe('read-through cache', () => {
   it('serves node reads from Redis and never serves a value older than the last command', async () => {
-    const t = await createTestMount(fs, 'local');
-    await fs.orchestrator.writeFile(t.mount.key, { path: 'c.txt' }, Readable.from([Buffer.from('1')]));
-    const a = await fs.reader.nodeByPath(t.mount.key, 'c.txt');
+    const t = await createTestMount(core, 'local');
+    await core.orchestrator.writeFile(t.mount.key, { path: 'c.txt' }, Readable.from([Buffer.from('1')]));
+    const a = await core.reader.nodeByPath(t.mount.key, 'c.txt');
     // Change the row behind the cache's back: a cached read must not see it...
-    await fs.pool.query(`UPDATE filestore.nodes SET metadata = '{"sneaky":true}' WHERE id = $1`, [a.id]);
-    expect((await fs.reader.nodeByPath(t.mount.key, 'c.txt')).metadata).toEqual({});
+    await core.pool.query(`UPDATE filestore.nodes SET metadata = '{"sneaky":true}' WHERE id = $1`, [a.id]);
+    expect((await core.reader.nodeByPath(t.mount.key, 'c.txt')).metadata).toEqual({});
     // ...and a command invalidates it.
-    await fs.orchestrator.writeFile(t.mount.key, { path: 'c.txt' }, Readable.from([Buffer.from('22')]));
-    const b = await fs.reader.nodeByPath(t.mount.key, 'c.txt');
+    await core.orchestrator.writeFile(t.mount.key, { path: 'c.txt' }, Readable.from([Buffer.from('22')]));
+    const b = await core.reader.nodeByPath(t.mount.key, 'c.txt');
     expect(b).toMatchObject({ version: 2, sizeBytes: 2, metadata: { sneaky: true } });
-    expect((await fs.reader.nodeByPath(t.mount.key, '')).rollup).toMatchObject({ sizeBytes: 2 });
+    expect((await core.reader.nodeByPath(t.mount.key, '')).rollup).toMatchObject({ sizeBytes: 2 });
     await t.cleanup();
   });
 });

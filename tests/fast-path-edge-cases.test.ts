@@ -43,27 +43,27 @@ async function scratchDatabase(): Promise<{ url: string; drop(): Promise<void> }
   };
 }
 
-let fs: Filestore;
+let core: Filestore;
 beforeAll(async () => {
-  fs = await startFilestore();
+  core = await startFilestore();
 });
 afterAll(async () => {
-  await fs.close();
+  await core.close();
   await stopS3();
 });
 
 describe('command fast path', () => {
   it('pipeline mount cache: a command on a mount that was just deleted is refused, not journaled against a missing mount', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     try {
       // Warms the orchestrator's mount cache (10 s TTL) with this mount's id.
-      await fs.orchestrator.writeFile(t.mount.id, { path: 'a.txt' }, body('x'));
-      await deleteMount(fs.pool, t.mount.id);
+      await core.orchestrator.writeFile(t.mount.id, { path: 'a.txt' }, body('x'));
+      await deleteMount(core.pool, t.mount.id);
 
       // The stale cached mount reaches begin_command, which finds the mount gone and journals
       // nothing; the pipeline looks the mount up again and reports MOUNT_NOT_FOUND.
-      const err = await fs.orchestrator.writeFile(t.mount.id, { path: 'b.txt' }, body('y')).then(() => null, (e: unknown) => e);
-      const { rows } = await fs.pool.query<{ id: number; status: string }>(
+      const err = await core.orchestrator.writeFile(t.mount.id, { path: 'b.txt' }, body('y')).then(() => null, (e: unknown) => e);
+      const { rows } = await core.pool.query<{ id: number; status: string }>(
         `SELECT id, status FROM filestore.journal_entries WHERE mount_id = $1`,
         [t.mount.id],
       );
@@ -73,8 +73,8 @@ describe('command fast path', () => {
         journal: [],
       });
     } finally {
-      await fs.pool.query(`DELETE FROM filestore.journal_entries WHERE mount_id = $1`, [t.mount.id]);
-      await fs.pool.query(`DELETE FROM filestore.outbox WHERE mount_id = $1`, [t.mount.id]);
+      await core.pool.query(`DELETE FROM filestore.journal_entries WHERE mount_id = $1`, [t.mount.id]);
+      await core.pool.query(`DELETE FROM filestore.outbox WHERE mount_id = $1`, [t.mount.id]);
       await t.cleanup();
     }
   });
@@ -85,7 +85,7 @@ describe('command fast path', () => {
     const capture = { query: async (q: string | { text: string }) => ((text = typeof q === 'string' ? q : q.text), { rows: [] }) };
     await listChildren(capture as never, 1, 100, 'm');
 
-    const client = await fs.pool.connect(); // a pool connection: plan_cache_mode=force_generic_plan
+    const client = await core.pool.connect(); // a pool connection: plan_cache_mode=force_generic_plan
     try {
       await client.query(`PREPARE review_lc(bigint, text, int) AS ${text}`);
       const { rows } = await client.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) EXECUTE review_lc(1, 'm', 100)`);

@@ -96,30 +96,30 @@ describe('LocalExecutor: one version per read', () => {
 });
 
 describe('hash audits', () => {
-  let fs: Filestore;
+  let core: Filestore;
   beforeAll(async () => {
     // Follow-up jobs stay queued (nothing consumes them here): the test runs them itself.
-    fs = await startFilestore({ reconcile: { queueRedisUrl: 'inline', consume: false, mountIds: [] } });
+    core = await startFilestore({ reconcile: { queueRedisUrl: 'inline', consume: false, mountIds: [] } });
   });
   afterEach(() => vi.restoreAllMocks());
   afterAll(async () => {
-    await fs.close();
+    await core.close();
     await stopS3();
   });
 
   async function run(mountId: string, p: string, options: Record<string, unknown>) {
-    const { rows } = await fs.pool.query(
+    const { rows } = await core.pool.query(
       `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, $2, 'manual', $3, 'running')
        RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
                  created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
       [mountId, p, JSON.stringify(options)],
     );
-    return createReconciler(fs)(rows[0], async () => {});
+    return createReconciler(core)(rows[0], async () => {});
   }
 
   const queuedFollowUps = async (mountId: string) =>
     (
-      await fs.pool.query<{ path: string; options: Record<string, unknown> }>(
+      await core.pool.query<{ path: string; options: Record<string, unknown> }>(
         `SELECT path, options FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND status = 'queued' ORDER BY id`,
         [mountId],
       )
@@ -127,17 +127,17 @@ describe('hash audits', () => {
 
   /** The mount's backend is `backend` for the reconciler (a LocalExecutor with a read seam). */
   function useBackend(mount: Mount, backend: LocalExecutor): void {
-    const forMount = fs.backends.forMount.bind(fs.backends);
-    vi.spyOn(fs.backends, 'forMount').mockImplementation((m) => (m.id === mount.id ? backend : forMount(m)));
+    const forMount = core.backends.forMount.bind(core.backends);
+    vi.spyOn(core.backends, 'forMount').mockImplementation((m) => (m.id === mount.id ? backend : forMount(m)));
   }
 
   it('local: a file rewritten in place while the audit hashes it (same size, mtime put back) gets no hash of the mix; a follow-up records the new bytes', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     const root = t.root as string;
     const file = path.join(root, 'torn.bin');
     const a = Buffer.alloc(1024 * KiB, 'A');
     const b = Buffer.alloc(1024 * KiB, 'B');
-    await fs.orchestrator.writeFile(t.mount.id, { path: 'torn.bin' }, Readable.from([a]));
+    await core.orchestrator.writeFile(t.mount.id, { path: 'torn.bin' }, Readable.from([a]));
     const before = await stat(file);
     let rewritten = false;
     useBackend(
@@ -156,7 +156,7 @@ describe('hash audits', () => {
     const counts = await run(t.mount.id, '', { recursive: true, hash: true });
     expect(rewritten).toBe(true);
     // Whatever is recorded is the hash of a version the file had, never of the mix the audit read.
-    const node = await findLiveByPath(fs.pool, t.mount.id, 'torn.bin');
+    const node = await findLiveByPath(core.pool, t.mount.id, 'torn.bin');
     expect([sha256(a), sha256(b)]).toContain(node?.sha256);
     // Nothing this audit read describes the file: the record stands, and the path is looked at again.
     expect(node).toMatchObject({ sha256: sha256(a), version: 1 });
@@ -164,7 +164,7 @@ describe('hash audits', () => {
     expect(await queuedFollowUps(t.mount.id)).toEqual([{ path: 'torn.bin', options: expect.objectContaining({ hash: true, followUp: 1 }) }]);
     // The follow-up, on a quiet file: the bytes now there (same size and mtime, so only the hash tells).
     expect(await run(t.mount.id, 'torn.bin', { recursive: false, hash: true, followUp: 1 })).toMatchObject({ updated: 1 });
-    expect(await findLiveByPath(fs.pool, t.mount.id, 'torn.bin')).toMatchObject({ sha256: sha256(b), version: 2 });
+    expect(await findLiveByPath(core.pool, t.mount.id, 'torn.bin')).toMatchObject({ sha256: sha256(b), version: 2 });
     await t.cleanup();
   });
 
@@ -173,11 +173,11 @@ describe('hash audits', () => {
     const proxy = await startS3Proxy(server.endpoint);
     try {
       const bucket = await server.createBucket();
-      const mount = await createMount(fs.pool, { key: uniqueKey('s3'), kind: 's3', bucket, prefix: 'tenant/', endpoint: proxy.endpoint, region: 'us-east-1' });
+      const mount = await createMount(core.pool, { key: uniqueKey('s3'), kind: 's3', bucket, prefix: 'tenant/', endpoint: proxy.endpoint, region: 'us-east-1' });
       const v1 = Buffer.from('the first version');
       const v2 = Buffer.from('the second version, longer');
-      await fs.orchestrator.writeFile(mount.id, { path: 'obj.txt' }, Readable.from([v1]));
-      const recorded = await findLiveByPath(fs.pool, mount.id, 'obj.txt');
+      await core.orchestrator.writeFile(mount.id, { path: 'obj.txt' }, Readable.from([v1]));
+      const recorded = await findLiveByPath(core.pool, mount.id, 'obj.txt');
       expect(recorded).toMatchObject({ sha256: sha256(v1), sizeBytes: v1.length });
       // The audit lists v1; its GetObject then finds v2.
       proxy.beforeForward(async (method, url) => {
@@ -187,13 +187,13 @@ describe('hash audits', () => {
         }
       });
       const counts = await run(mount.id, '', { recursive: true, hash: true });
-      const node = await findLiveByPath(fs.pool, mount.id, 'obj.txt');
+      const node = await findLiveByPath(core.pool, mount.id, 'obj.txt');
       // Whatever is recorded belongs together: v1's size and ETag with v1's hash.
       expect(node).toMatchObject({ sha256: sha256(v1), sizeBytes: v1.length, etag: recorded?.etag });
       expect(counts).toMatchObject({ deferred: 1 });
       expect(await queuedFollowUps(mount.id)).toEqual([{ path: 'obj.txt', options: expect.objectContaining({ hash: true, followUp: 1 }) }]);
       expect(await run(mount.id, 'obj.txt', { recursive: false, hash: true, followUp: 1 })).toMatchObject({ updated: 1 });
-      expect(await findLiveByPath(fs.pool, mount.id, 'obj.txt')).toMatchObject({ sha256: sha256(v2), sizeBytes: v2.length });
+      expect(await findLiveByPath(core.pool, mount.id, 'obj.txt')).toMatchObject({ sha256: sha256(v2), sizeBytes: v2.length });
     } finally {
       await proxy.stop();
     }

@@ -29,7 +29,7 @@ import { eventually, scriptedHandler } from './support/scripted-handler.ts';
  */
 
 const PREFIX = `fstest-${randomUUID().slice(0, 8)}`;
-let fs: Filestore;
+let core: Filestore;
 let sqs: SQSClient;
 let queueUrl: string;
 let redis: Redis;
@@ -49,7 +49,7 @@ beforeAll(async () => {
     POWERTOOLS_LOG_LEVEL: 'ERROR',
     POWERTOOLS_METRICS_DISABLED: 'true',
   });
-  fs = await startFilestore({ redisUrl: 'inline', relay: false, recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } });
+  core = await startFilestore({ redisUrl: 'inline', relay: false, recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } });
   redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 3 });
 });
 afterEach(async () => {
@@ -57,19 +57,19 @@ afterEach(async () => {
 });
 afterAll(async () => {
   await closeLambdaCore();
-  await fs?.close();
+  await core?.close();
   redis?.disconnect();
   sqs?.destroy();
   await stopS3();
 });
 
 const request = (mountId: string, path: string, extra: Partial<ReconcileRequest> = {}): ReconcileRequest => ({ mountId, path, reason: 'drift', recursive: false, hash: false, ...extra });
-const row = async (id: number) => (await findJob(fs.pool, id)) as ReconcileJobRow;
-const owed = async (id: number) => (await fs.pool.query<{ owed: boolean }>('SELECT queue_owed AS owed FROM filestore.reconciliation_jobs WHERE id = $1', [id])).rows[0]?.owed;
+const row = async (id: number) => (await findJob(core.pool, id)) as ReconcileJobRow;
+const owed = async (id: number) => (await core.pool.query<{ owed: boolean }>('SELECT queue_owed AS owed FROM filestore.reconciliation_jobs WHERE id = $1', [id])).rows[0]?.owed;
 
 /** A BullMQ reconcile queue of this test (its own name, this file's prefix) over `mountIds`, and a view of its Redis queue. */
 function bullmq(mountIds: string[], name = `transport-${randomUUID().slice(0, 8)}`) {
-  const queue = new BullMqReconcileQueue(TEST_REDIS_URL, { pool: fs.pool, metrics: new PromMetrics({ collectDefaults: false }), name, prefix: PREFIX, mountIds, sweepIntervalMs: 50, backoffMs: 5 });
+  const queue = new BullMqReconcileQueue(TEST_REDIS_URL, { pool: core.pool, metrics: new PromMetrics({ collectDefaults: false }), name, prefix: PREFIX, mountIds, sweepIntervalMs: 50, backoffMs: 5 });
   const view = new Queue<ReconcileMessage>(name, { connection: redis, prefix: PREFIX });
   cleanups.push(async () => {
     await queue.close();
@@ -84,16 +84,16 @@ function bullmq(mountIds: string[], name = `transport-${randomUUID().slice(0, 8)
  * theirs), or of one that does not exist (every send fails).
  */
 function sqsQueue(o: { broken?: boolean; mountIds?: string[] } = {}) {
-  return new SqsReconcileQueue({ pool: fs.pool, mountIds: o.mountIds }, { queueUrl: o.broken ? `${queueUrl}-gone` : queueUrl, client: sqs });
+  return new SqsReconcileQueue({ pool: core.pool, mountIds: o.mountIds }, { queueUrl: o.broken ? `${queueUrl}-gone` : queueUrl, client: sqs });
 }
 
 /**
  * Rows that have sat still longer than a BullMQ sweep waits (30 s), not as long as an SQS sweep
  * does by default (20 min: another file's audit Lambda would send them to its queue).
  */
-const age = (ids: number[]) => fs.pool.query(`UPDATE filestore.reconciliation_jobs SET updated_at = now() - interval '1 minute' WHERE id = ANY ($1::bigint[])`, [ids]);
+const age = (ids: number[]) => core.pool.query(`UPDATE filestore.reconciliation_jobs SET updated_at = now() - interval '1 minute' WHERE id = ANY ($1::bigint[])`, [ids]);
 /** Ends the test's open rows: an owed SQS row left open is any SQS sweep's to send (another file's audit Lambda's too). */
-const settleOpen = (mountId: string) => cleanups.push(() => fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'cancelled', queue_owed = false WHERE mount_id = $1 AND status IN ('queued', 'running')`, [mountId]));
+const settleOpen = (mountId: string) => cleanups.push(() => core.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'cancelled', queue_owed = false WHERE mount_id = $1 AND status IN ('queued', 'running')`, [mountId]));
 const SWEEP_IDLE_MS = 30_000;
 
 /** Row ids of the messages on this file's SQS queue, deleted as read. */
@@ -111,14 +111,14 @@ async function drainSqs(): Promise<number[]> {
 
 describe('the transport of a reconciliation row', () => {
   it("a BullMQ consumer's sweep neither re-adds nor runs open SQS rows of an S3 mount (sent, or owed their message); BullMQ rows beside them are re-added and run as before", async () => {
-    const { mount } = await createTestMount(fs, 's3');
+    const { mount } = await createTestMount(core, 's3');
     settleOpen(mount.id);
     const sent = await sqsQueue().enqueue(request(mount.id, 'lambda.txt'));
     const pending = await sqsQueue({ broken: true }).enqueue(request(mount.id, 'owed.txt'));
     expect(pending.queuePending).toBe(true);
     expect(await owed(pending.job.id)).toBe(true);
     // A BullMQ row whose process died between its insert and its add.
-    const orphan = (await enqueueJob(fs.pool, { mountId: mount.id, path: 'orphan.txt', reason: 'drift', options: { recursive: false, hash: false } })).job;
+    const orphan = (await enqueueJob(core.pool, { mountId: mount.id, path: 'orphan.txt', reason: 'drift', options: { recursive: false, hash: false } })).job;
     await age([sent.job.id, pending.job.id, orphan.id]);
     expect((await drainSqs()).filter((id) => id === sent.job.id)).toEqual([sent.job.id]);
 
@@ -127,7 +127,7 @@ describe('the transport of a reconciliation row', () => {
     await consumer.queue.start(h.handler);
     expect(await eventually(async () => ((await row(orphan.id)).status === 'succeeded' ? true : undefined), 'the BullMQ orphan to run')).toBe(true);
     // A later orphan is found by a periodic sweep, which saw the SQS rows too.
-    const later = (await enqueueJob(fs.pool, { mountId: mount.id, path: 'later.txt', reason: 'drift', options: { recursive: false, hash: false } })).job;
+    const later = (await enqueueJob(core.pool, { mountId: mount.id, path: 'later.txt', reason: 'drift', options: { recursive: false, hash: false } })).job;
     await age([later.id]);
     await eventually(async () => ((await row(later.id)).status === 'succeeded' ? true : undefined), 'the later orphan to run');
 
@@ -139,7 +139,7 @@ describe('the transport of a reconciliation row', () => {
     expect(await owed(pending.job.id)).toBe(true); // still the SQS sweep's to send
 
     // The SQS sweep sends its own rows (owed, and idle), not a BullMQ row of an S3 mount.
-    const stray = (await enqueueJob(fs.pool, { mountId: mount.id, path: 'stray.txt', reason: 'drift', options: { recursive: false, hash: false } })).job;
+    const stray = (await enqueueJob(core.pool, { mountId: mount.id, path: 'stray.txt', reason: 'drift', options: { recursive: false, hash: false } })).job;
     await age([stray.id]);
     await sqsQueue({ mountIds: [mount.id] }).sweep(SWEEP_IDLE_MS);
     const swept = await drainSqs();
@@ -149,12 +149,12 @@ describe('the transport of a reconciliation row', () => {
   });
 
   it("a BullMQ producer's owed-send (its Redis connection ready) sends owed BullMQ rows, not owed SQS rows", async () => {
-    const { mount } = await createTestMount(fs, 's3');
+    const { mount } = await createTestMount(core, 's3');
     settleOpen(mount.id);
     const pending = await sqsQueue({ broken: true }).enqueue(request(mount.id, 'owed.txt'));
     expect(pending.queuePending).toBe(true);
     // Recorded by a BullMQ producer while Redis was unreachable.
-    const bullOwed = (await enqueueJob(fs.pool, { mountId: mount.id, path: 'bull-owed.txt', reason: 'drift', options: { recursive: false, hash: false } }, { queueOwed: true })).job;
+    const bullOwed = (await enqueueJob(core.pool, { mountId: mount.id, path: 'bull-owed.txt', reason: 'drift', options: { recursive: false, hash: false } }, { queueOwed: true })).job;
 
     const producer = bullmq([mount.id]); // never started: only its 'ready' handler sends
     await eventually(async () => ((await producer.stateOf(bullOwed)) === 'waiting' ? true : undefined), 'the owed BullMQ row to be sent');
@@ -166,10 +166,10 @@ describe('the transport of a reconciliation row', () => {
   it('an audit the audit Lambda stopped at a checkpoint is left to its next invocation, whether it made the row or adopted one a BullMQ producer queued', async () => {
     const s3 = await sharedS3();
     const bucket = await s3.createBucket();
-    const mount = await createMount(fs.pool, { key: uniqueKey('s3'), kind: 's3', bucket, prefix: '', endpoint: s3.endpoint, region: TEST_S3_REGION });
+    const mount = await createMount(core.pool, { key: uniqueKey('s3'), kind: 's3', bucket, prefix: '', endpoint: s3.endpoint, region: TEST_S3_REGION });
     for (let i = 0; i < 12; i++) await putRawKey(s3.client, bucket, `f${String(i).padStart(2, '0')}.txt`, `${i}`);
     const otherBucket = await s3.createBucket();
-    const other = await createMount(fs.pool, { key: uniqueKey('s3'), kind: 's3', bucket: otherBucket, prefix: '', endpoint: s3.endpoint, region: TEST_S3_REGION });
+    const other = await createMount(core.pool, { key: uniqueKey('s3'), kind: 's3', bucket: otherBucket, prefix: '', endpoint: s3.endpoint, region: TEST_S3_REGION });
     for (let i = 0; i < 12; i++) await putRawKey(s3.client, otherBucket, `g${String(i).padStart(2, '0')}.txt`, `${i}`);
     // Less than the margin left: each invocation stops at its first checkpoint (every 3 entries).
     const audit = createAuditHandler({ reconciler: { checkpointEvery: 3, batchSize: 2, s3MissingGraceMs: 5 } });
@@ -195,7 +195,7 @@ describe('the transport of a reconciliation row', () => {
     await consumer.queue.start(h.handler);
     await eventually(async () => (['completed', 'unknown'].includes(await consumer.stateOf(queued.job)) ? true : undefined), 'the BullMQ message to be delivered');
     // Another BullMQ row of the first mount, found by a periodic sweep: the sweeps went past the audits.
-    const orphan = (await enqueueJob(fs.pool, { mountId: mount.id, path: 'f00.txt', reason: 'drift', options: { recursive: false, hash: false } })).job;
+    const orphan = (await enqueueJob(core.pool, { mountId: mount.id, path: 'f00.txt', reason: 'drift', options: { recursive: false, hash: false } })).job;
     await age([orphan.id]);
     await eventually(async () => ((await row(orphan.id)).status === 'succeeded' ? true : undefined), 'the BullMQ orphan to run');
 
@@ -222,13 +222,13 @@ describe('the transport of a reconciliation row', () => {
     const gate = new Promise<void>((resolve) => (release = resolve));
     proxy.beforeForward(() => gate);
     cleanups.push(async () => (release(), proxy.stop()));
-    const mount = await createMount(fs.pool, { key: uniqueKey('s3'), kind: 's3', bucket, prefix: '', endpoint: proxy.endpoint, region: TEST_S3_REGION });
+    const mount = await createMount(core.pool, { key: uniqueKey('s3'), kind: 's3', bucket, prefix: '', endpoint: proxy.endpoint, region: TEST_S3_REGION });
     settleOpen(mount.id);
-    const routed = { ...fs, reconcile: new RoutedReconcileQueue(fs.pool, sqsQueue(), fs.reconcile) };
+    const routed = { ...core, reconcile: new RoutedReconcileQueue(core.pool, sqsQueue(), core.reconcile) };
     const inAws = reconcilePath(routed, request(mount.id, 'a.txt', { reason: 's3_event' }));
-    const onPrem = reconcilePath(fs, request(mount.id, 'b.txt', { reason: 's3_event' }));
+    const onPrem = reconcilePath(core, request(mount.id, 'b.txt', { reason: 's3_event' }));
     const open = await eventually(async () => {
-      const { rows } = await fs.pool.query<ReconcileJobRow>(`SELECT id, path, created_at AS "createdAt" FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND status = 'running' ORDER BY path`, [mount.id]);
+      const { rows } = await core.pool.query<ReconcileJobRow>(`SELECT id, path, created_at AS "createdAt" FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND status = 'running' ORDER BY path`, [mount.id]);
       return rows.length === 2 ? rows : undefined;
     }, 'both runs to start');
     const [a, b] = open as [ReconcileJobRow, ReconcileJobRow];
@@ -250,7 +250,7 @@ describe('the transport of a reconciliation row', () => {
     await consumer.queue.close();
     // Killed mid-run instead (the row left running, its run lock gone with the session): the SQS
     // sweep sends the AWS row (the reconcile Lambda takes it over), not the on-prem one.
-    await fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'running', finished_at = NULL WHERE id = ANY ($1::bigint[])`, [[a.id, b.id]]);
+    await core.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'running', finished_at = NULL WHERE id = ANY ($1::bigint[])`, [[a.id, b.id]]);
     await age([a.id, b.id]);
     await sweeper.sweep(SWEEP_IDLE_MS);
     const swept = await drainSqs();

@@ -10,7 +10,7 @@ import { createMount } from '../shared/catalogue/mounts.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { sharedS3, startFilestore, stopS3, uniqueKey } from './support/filestore.ts';
 
-let fs: Filestore;
+let core: Filestore;
 const logged: string[] = [];
 beforeAll(async () => {
   // No S3 credentials anywhere: none configured, none in the environment.
@@ -18,15 +18,15 @@ beforeAll(async () => {
   process.env.AWS_EC2_METADATA_DISABLED = 'true';
   process.env.AWS_SHARED_CREDENTIALS_FILE = path.join(os.tmpdir(), 'filestore-no-such-credentials');
   process.env.AWS_CONFIG_FILE = path.join(os.tmpdir(), 'filestore-no-such-config');
-  fs = await startFilestore({ redisUrl: 'inline', s3: {}, log: (line) => logged.push(line) });
+  core = await startFilestore({ redisUrl: 'inline', s3: {}, log: (line) => logged.push(line) });
 });
 afterAll(async () => {
-  await fs?.close();
+  await core?.close();
   await stopS3();
 });
 
 const entries = async (mountId: string) =>
-  (await fs.pool.query<{ command: string; status: string; code: string | null }>(
+  (await core.pool.query<{ command: string; status: string; code: string | null }>(
     `SELECT command, status, error->>'code' AS code FROM filestore.journal_entries WHERE mount_id = $1 ORDER BY id`,
     [mountId],
   )).rows;
@@ -34,9 +34,9 @@ const entries = async (mountId: string) =>
 it('an S3 mount without credentials: put and mkdir fail at once, their entries failed with the code, none pending', async () => {
   const s3 = await sharedS3();
   const bucket = await s3.createBucket();
-  const mount = await createMount(fs.pool, { key: uniqueKey('nocreds'), kind: 's3', bucket, endpoint: s3.endpoint, region: 'us-east-1' });
-  await expect(fs.orchestrator.writeFile(mount.id, { path: 'a.txt' }, Readable.from([Buffer.from('a')]))).rejects.toMatchObject({ code: 'UNAVAILABLE', status: 503 });
-  await expect(fs.orchestrator.mkdir(mount.id, { path: 'd' })).rejects.toMatchObject({ code: 'UNAVAILABLE', status: 503 });
+  const mount = await createMount(core.pool, { key: uniqueKey('nocreds'), kind: 's3', bucket, endpoint: s3.endpoint, region: 'us-east-1' });
+  await expect(core.orchestrator.writeFile(mount.id, { path: 'a.txt' }, Readable.from([Buffer.from('a')]))).rejects.toMatchObject({ code: 'UNAVAILABLE', status: 503 });
+  await expect(core.orchestrator.mkdir(mount.id, { path: 'd' })).rejects.toMatchObject({ code: 'UNAVAILABLE', status: 503 });
   expect(await entries(mount.id)).toEqual([
     { command: 'writeFile', status: 'failed', code: 'UNAVAILABLE' },
     { command: 'mkdir', status: 'failed', code: 'UNAVAILABLE' },
@@ -45,9 +45,9 @@ it('an S3 mount without credentials: put and mkdir fail at once, their entries f
 
 it('a local mount whose root never existed: put and mkdir fail at once, entries failed, none pending', async () => {
   const root = path.join(os.tmpdir(), `filestore-never-${uniqueKey()}`);
-  const mount = await createMount(fs.pool, { key: uniqueKey('never'), kind: 'local', rootPath: root });
-  await expect(fs.orchestrator.writeFile(mount.id, { path: 'a.txt' }, Readable.from([Buffer.from('a')]))).rejects.toMatchObject({ code: 'UNAVAILABLE' });
-  await expect(fs.orchestrator.mkdir(mount.id, { path: 'd', parents: true })).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+  const mount = await createMount(core.pool, { key: uniqueKey('never'), kind: 'local', rootPath: root });
+  await expect(core.orchestrator.writeFile(mount.id, { path: 'a.txt' }, Readable.from([Buffer.from('a')]))).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+  await expect(core.orchestrator.mkdir(mount.id, { path: 'd', parents: true })).rejects.toMatchObject({ code: 'UNAVAILABLE' });
   expect(await entries(mount.id)).toEqual([
     { command: 'writeFile', status: 'failed', code: 'UNAVAILABLE' },
     { command: 'mkdir', status: 'failed', code: 'UNAVAILABLE' },
@@ -57,20 +57,20 @@ it('a local mount whose root never existed: put and mkdir fail at once, entries 
 it("recovery's log names the entries it could not resolve: ids, command, path and mount, with the reason", async () => {
   const s3 = await sharedS3();
   const bucket = await s3.createBucket();
-  const mount = await createMount(fs.pool, { key: uniqueKey('stuck'), kind: 's3', bucket, endpoint: s3.endpoint, region: 'us-east-1' });
+  const mount = await createMount(core.pool, { key: uniqueKey('stuck'), kind: 's3', bucket, endpoint: s3.endpoint, region: 'us-east-1' });
   // What a process that died after journaling (before its storage call) leaves behind.
-  const { rows } = await fs.pool.query<{ id: string }>(
+  const { rows } = await core.pool.query<{ id: string }>(
     `INSERT INTO filestore.journal_entries (mount_id, command, request) VALUES ($1, 'writeFile', '{"path":"docs/a.txt"}'), ($1, 'move', '{"path":"x","targetPath":"y"}') RETURNING id`,
     [mount.id],
   );
   const [a, b] = rows.map((r) => Number(r.id));
   logged.length = 0;
-  const report = await fs.maintain();
+  const report = await core.maintain();
   expect(report.recovery?.error).toBeGreaterThanOrEqual(2);
   const line = logged.find((l) => l.startsWith('recovery:')) ?? '';
   expect(line).toContain(`mount ${mount.key} (UNAVAILABLE: S3 mount of bucket "${bucket}" has no credentials`);
   expect(line).toContain(`entry ${a} writeFile "docs/a.txt"`);
   expect(line).toContain(`entry ${b} move "x" -> "y"`);
   expect(line).toContain('filestore journal --pending');
-  await fs.pool.query(`UPDATE filestore.journal_entries SET status = 'failed' WHERE id = ANY($1::bigint[])`, [[a, b]]);
+  await core.pool.query(`UPDATE filestore.journal_entries SET status = 'failed' WHERE id = ANY($1::bigint[])`, [[a, b]]);
 });

@@ -20,7 +20,7 @@ let t: TestMount;
 
 beforeAll(async () => {
   server = await startTestServer();
-  t = await createTestMount(server.fs, 'local');
+  t = await createTestMount(server.core, 'local');
 });
 afterAll(async () => {
   await server?.close();

@@ -73,7 +73,7 @@ async function journal(mountId: string): Promise<JournalItem[]> {
 }
 
 async function mountOf(agentId: string) {
-  const m = await agentMount(agent.fs, agentId);
+  const m = await agentMount(agent.core, agentId);
   cleanups.push(m.cleanup);
   return m;
 }
@@ -132,7 +132,7 @@ describe('the API Lambda and local mounts of agents', () => {
     expect(accepted.message).toContain(key);
     await expect(stat(path.join(t.root, 'later'))).rejects.toThrow();
 
-    const worker = await startCommandWorker(idle.fs, idle.agentId);
+    const worker = await startCommandWorker(idle.core, idle.agentId);
     cleanups.unshift(() => worker.close());
     const done = await eventually(async () => (await journal(t.mount.id)).find((e) => e.idempotencyKey === key && e.status === 'succeeded'), 'the queued mkdir to complete');
     expect(done).toMatchObject({ command: 'mkdir', principal: 'lambda-writer' });

@@ -43,7 +43,7 @@ const scope = (mountId: string) => mine.has(mountId);
 const tiny = createAuditHandler({ scope, reconciler: { checkpointEvery: 3, batchSize: 2, s3MissingGraceMs: 5 } });
 const whole = createAuditHandler({ scope, reconciler: { s3MissingGraceMs: 5 } });
 
-let fs: Filestore;
+let core: Filestore;
 let proxy: S3Proxy;
 
 beforeAll(async () => {
@@ -58,12 +58,12 @@ beforeAll(async () => {
     POWERTOOLS_LOG_LEVEL: 'ERROR',
   });
   // The test's own core: it registers mounts and writes through Filestore; the handler has its own.
-  fs = await startFilestore({ redisUrl: 'inline', recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } });
+  core = await startFilestore({ redisUrl: 'inline', recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } });
 });
 
 afterAll(async () => {
   await closeLambdaCore();
-  await fs?.close();
+  await core?.close();
   await proxy?.stop();
   await stopS3();
 });
@@ -72,10 +72,10 @@ afterAll(async () => {
 async function drifted(o: { viaProxy?: boolean } = {}) {
   const s3 = await sharedS3();
   const bucket = await s3.createBucket();
-  const mount = await createMount(fs.pool, { key: uniqueKey('s3'), kind: 's3', bucket, prefix: 'tenant/', endpoint: o.viaProxy ? proxy.endpoint : s3.endpoint, region: TEST_S3_REGION });
+  const mount = await createMount(core.pool, { key: uniqueKey('s3'), kind: 's3', bucket, prefix: 'tenant/', endpoint: o.viaProxy ? proxy.endpoint : s3.endpoint, region: TEST_S3_REGION });
   const m = mount.id;
   mine.add(m);
-  const put = (p: string, bytes: string) => fs.orchestrator.writeFile(m, { path: p }, Readable.from([Buffer.from(bytes)]));
+  const put = (p: string, bytes: string) => core.orchestrator.writeFile(m, { path: p }, Readable.from([Buffer.from(bytes)]));
   const two = (i: number) => String(i).padStart(2, '0');
   for (let i = 0; i < 10; i++) await put(`a/f${two(i)}.txt`, `a${i}`);
   for (let i = 0; i < 10; i++) await put(`b/g${two(i)}.txt`, `b${i}`);
@@ -92,20 +92,20 @@ async function drifted(o: { viaProxy?: boolean } = {}) {
   for (const p of ['a/new1.txt', 'b/new2.txt', 'n/x1.txt', 'n/x2.txt', 'zz.txt']) await write(p, 'new');
   await remove('top4.txt');
   await write('top4.txt/inner.txt', 'a directory now');
-  await markInconsistent(fs.pool, m, 'top2.txt', 'watcher');
+  await markInconsistent(core.pool, m, 'top2.txt', 'watcher');
   return mount;
 }
 
 const nodesOf = async (mountId: string) =>
   (
-    await fs.pool.query(
+    await core.pool.query(
       `SELECT path, kind, size_bytes::int AS size, consistency_state AS state, version FROM filestore.nodes
         WHERE mount_id = $1 AND deleted_at IS NULL ORDER BY path COLLATE "C"`,
       [mountId],
     )
   ).rows;
 const jobsOf = async (mountId: string) =>
-  (await fs.pool.query<{ id: number; status: string }>('SELECT id, status FROM filestore.reconciliation_jobs WHERE mount_id = $1 ORDER BY id', [mountId])).rows;
+  (await core.pool.query<{ id: number; status: string }>('SELECT id, status FROM filestore.reconciliation_jobs WHERE mount_id = $1 ORDER BY id', [mountId])).rows;
 const countsOf = (result: Record<string, unknown> | null | undefined) => ({ ...result, skipped: 0, skippedByReason: undefined, skippedSample: undefined });
 
 describe('the audit Lambda', () => {
@@ -123,7 +123,7 @@ describe('the audit Lambda', () => {
       const m = r.mounts[0];
       if (m?.outcome !== 'stopped') break;
       // Stopped at a checkpoint: the row waits to continue after it, no attempt spent, nothing MISSING yet.
-      expect(await findJob(fs.pool, m.jobId as number)).toMatchObject({ status: 'queued', attempts: 0, error: null, checkpoint: { after: m.after } });
+      expect(await findJob(core.pool, m.jobId as number)).toMatchObject({ status: 'queued', attempts: 0, error: null, checkpoint: { after: m.after } });
       expect((await nodesOf(split.id)).filter((n) => n.state === 'MISSING')).toEqual([]);
     }
     expect(runs.length).toBeGreaterThan(8);
@@ -134,12 +134,12 @@ describe('the audit Lambda', () => {
 
     expect(await nodesOf(split.id)).toEqual(await nodesOf(once.id));
     expect((await nodesOf(split.id)).filter((n) => n.state === 'MISSING').map((n) => n.path)).toEqual(['a/f07.txt', 'b/g02.txt', 'c/deep/h04.txt', 'top1.txt']);
-    const splitRow = await findJob(fs.pool, runs[0]?.mounts[0]?.jobId as number);
-    const onceRow = await findJob(fs.pool, r1.mounts[0]?.jobId as number);
+    const splitRow = await findJob(core.pool, runs[0]?.mounts[0]?.jobId as number);
+    const onceRow = await findJob(core.pool, r1.mounts[0]?.jobId as number);
     expect(splitRow).toMatchObject({ status: 'succeeded', checkpoint: null, reason: 'audit', attempts: 1 });
     expect(countsOf(splitRow?.result)).toEqual(countsOf(onceRow?.result));
     expect(splitRow?.result).toMatchObject({ missing: 4, discovered: expect.any(Number) });
-    await expectExactRollups(fs, split.id);
+    await expectExactRollups(core, split.id);
   });
 
   it('two concurrent invocations for one mount: one audits, the other returns at once without a second job', async () => {
@@ -179,8 +179,8 @@ describe('the audit Lambda', () => {
     const jobId = first.mounts[0]?.jobId as number;
     expect(first.mounts[0]?.outcome).toBe('stopped');
     // An invocation killed mid-run: the row claimed (running, an attempt spent), nobody holding it.
-    await claimJob(fs.pool, jobId);
-    const after = (await findJob(fs.pool, jobId))?.checkpoint?.after;
+    await claimJob(core.pool, jobId);
+    const after = (await findJob(core.pool, jobId))?.checkpoint?.after;
     const next = await tiny(scheduled(mount.id), almostOut());
     expect(next.mounts[0]).toMatchObject({ jobId, outcome: 'stopped' });
     expect(Buffer.compare(Buffer.from(next.mounts[0]?.after as string), Buffer.from(after as string))).toBeGreaterThan(0);
@@ -188,23 +188,23 @@ describe('the audit Lambda', () => {
     expect(done.mounts[0]).toMatchObject({ jobId, outcome: 'succeeded' });
     expect(await jobsOf(mount.id)).toEqual([{ id: jobId, status: 'succeeded' }]);
     // The killed run's attempt stays counted; stops spend none.
-    expect(await findJob(fs.pool, jobId)).toMatchObject({ attempts: 2 });
+    expect(await findJob(core.pool, jobId)).toMatchObject({ attempts: 2 });
   });
 
   it('an event without mountId audits every active S3 mount; a paused one is left alone', async () => {
     const a = await drifted();
     const b = await drifted();
-    await fs.pool.query(`UPDATE filestore.mounts SET state = 'paused' WHERE id = $1`, [b.id]);
+    await core.pool.query(`UPDATE filestore.mounts SET state = 'paused' WHERE id = $1`, [b.id]);
     const r = await whole(fixture('scheduler-audit-all'), plenty());
     expect(r.mounts.find((m) => m.mountId === a.id)).toMatchObject({ outcome: 'succeeded' });
     expect(r.mounts.find((m) => m.mountId === b.id)).toBeUndefined();
     expect(await jobsOf(b.id)).toEqual([]);
-    await fs.pool.query(`UPDATE filestore.mounts SET state = 'active' WHERE id = $1`, [b.id]);
+    await core.pool.query(`UPDATE filestore.mounts SET state = 'active' WHERE id = $1`, [b.id]);
   });
 
   it('without mountId and no time left: the longest unaudited mount gets its run, the others are deferred without a job', async () => {
     const mount = await drifted();
-    await fs.pool.query(`UPDATE filestore.mounts SET created_at = now() - interval '10 years' WHERE id = $1`, [mount.id]);
+    await core.pool.query(`UPDATE filestore.mounts SET created_at = now() - interval '10 years' WHERE id = $1`, [mount.id]);
     // This file's other mounts (another test file may add its own meanwhile).
     const others = [...mine].filter((id) => id !== mount.id);
     const before = await Promise.all(others.map(jobsOf));
@@ -221,7 +221,7 @@ describe('the audit Lambda', () => {
       process.env.FILESTORE_MAX_MISSING_RATIO = '0.01';
       const r = await whole(scheduled(mount.id), plenty());
       expect(r.mounts[0]).toMatchObject({ outcome: 'failed' });
-      expect(await findJob(fs.pool, r.mounts[0]?.jobId as number)).toMatchObject({ status: 'failed', error: expect.objectContaining({ details: expect.objectContaining({ maxRatio: 0.01 }) }) });
+      expect(await findJob(core.pool, r.mounts[0]?.jobId as number)).toMatchObject({ status: 'failed', error: expect.objectContaining({ details: expect.objectContaining({ maxRatio: 0.01 }) }) });
       expect((await nodesOf(mount.id)).filter((n) => n.state === 'MISSING')).toEqual([]);
       process.env.FILESTORE_MAX_MISSING_RATIO = 'half';
       await expect(whole(scheduled(mount.id), plenty())).rejects.toMatchObject({ code: 'CONFIG_ERROR' });
@@ -236,11 +236,11 @@ describe('the audit Lambda', () => {
     const jobId = first.mounts[0]?.jobId as number;
     expect(first.mounts[0]?.outcome).toBe('stopped');
     // Five invocations each claimed it and were killed: running, attempts 5 (the default maximum).
-    await fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'running', attempts = 5 WHERE id = $1`, [jobId]);
+    await core.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'running', attempts = 5 WHERE id = $1`, [jobId]);
     const before = await nodesOf(mount.id);
     const r = await whole(scheduled(mount.id), plenty());
     expect(r.mounts[0]).toMatchObject({ jobId, outcome: 'failed' });
-    expect(await findJob(fs.pool, jobId)).toMatchObject({ status: 'failed', attempts: 5, error: expect.objectContaining({ code: 'INTERRUPTED', retryable: false }) });
+    expect(await findJob(core.pool, jobId)).toMatchObject({ status: 'failed', attempts: 5, error: expect.objectContaining({ code: 'INTERRUPTED', retryable: false }) });
     expect(await nodesOf(mount.id)).toEqual(before);
     const next = await whole(scheduled(mount.id), plenty());
     expect(next.mounts[0]).toMatchObject({ outcome: 'succeeded' });
@@ -262,7 +262,7 @@ describe('the audit Lambda', () => {
   });
 
   it('a local mount is refused: its agent audits it', async () => {
-    const mount = await createMount(fs.pool, { key: uniqueKey('local'), kind: 'local', rootPath: `/tmp/${uniqueKey('never-made')}` }); // a root of its own: the catalogue is shared with other test files, and /tmp would hold their roots
+    const mount = await createMount(core.pool, { key: uniqueKey('local'), kind: 'local', rootPath: `/tmp/${uniqueKey('never-made')}` }); // a root of its own: the catalogue is shared with other test files, and /tmp would hold their roots
     await expect(whole(scheduled(mount.id), plenty())).rejects.toMatchObject({ code: 'VALIDATION_ERROR' });
     expect(await jobsOf(mount.id)).toEqual([]);
   });
@@ -270,7 +270,7 @@ describe('the audit Lambda', () => {
   it('publishes filestore_audit_age_seconds{mount} as EMF with the invocation: from registration before the first complete audit, from that audit after', async () => {
     const mount = await drifted();
     // Registered "an hour ago": the age before any audit counts from then.
-    await fs.pool.query(`UPDATE filestore.mounts SET created_at = now() - interval '1 hour' WHERE id = $1`, [mount.id]);
+    await core.pool.query(`UPDATE filestore.mounts SET created_at = now() - interval '1 hour' WHERE id = $1`, [mount.id]);
     const ageAfter = async (invoke: () => Promise<unknown>) => {
       const out: string[] = [];
       const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {

@@ -81,7 +81,7 @@ describe('S3 event records: parsing, keys, sequencers (no I/O)', () => {
 const fixture = (name: string): SQSEvent => JSON.parse(readFileSync(new URL(`./fixtures/lambda/${name}`, import.meta.url), 'utf8')) as SQSEvent;
 
 describe('S3-event Lambda', () => {
-  let fs: Filestore;
+  let core: Filestore;
   let proxy: S3Proxy;
   let pg: TcpProxy;
   let bridge: S3Notifications;
@@ -109,7 +109,7 @@ describe('S3-event Lambda', () => {
       POWERTOOLS_METRICS_DISABLED: 'true',
     });
     logger.setLogLevel('ERROR');
-    fs = await startFilestore({ recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } });
+    core = await startFilestore({ recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } });
     raw = testS3Client(proxy.endpoint);
     bridge = await startS3Notifications({ proxy, endpoint: s3.endpoint, s3: s3.client, visibilityTimeout: 1, maxReceiveCount: 2 });
     poller = createSqsPoller({ sqs: bridge.sqs, queueUrl: bridge.queueUrl, queueArn: bridge.queueArn, handler });
@@ -117,7 +117,7 @@ describe('S3-event Lambda', () => {
   afterAll(async () => {
     await bridge?.stop();
     await closeLambdaCore();
-    await fs?.close();
+    await core?.close();
     await proxy?.stop();
     await pg?.close();
     await stopS3();
@@ -129,7 +129,7 @@ describe('S3-event Lambda', () => {
     bridge.configure({ duplicate: 0, drop: 0, delayMs: 0, reorder: false, testEvents: 0, shape: 'direct' });
     const s3 = await sharedS3();
     bucket = await s3.createBucket();
-    mount = await createMount(fs.pool, { key: uniqueKey('s3ev'), kind: 's3', bucket, prefix: 'tenant/', endpoint: proxy.endpoint, region: 'us-east-1' });
+    mount = await createMount(core.pool, { key: uniqueKey('s3ev'), kind: 's3', bucket, prefix: 'tenant/', endpoint: proxy.endpoint, region: 'us-east-1' });
   });
 
   const key = (p: string) => `tenant/${p}`;
@@ -139,13 +139,13 @@ describe('S3-event Lambda', () => {
     await bridge.settled();
     await poller.drain({ before: () => bridge.settled() });
   };
-  const node = (p: string) => findLiveByPath(fs.pool, mount.id, p);
+  const node = (p: string) => findLiveByPath(core.pool, mount.id, p);
   const outbox = async (type: string) =>
-    (await fs.pool.query<{ path: string }>(`SELECT COALESCE(data->>'path', data->'node'->>'path') AS path FROM filestore.outbox WHERE mount_id = $1 AND type = $2 ORDER BY id`, [mount.id, type])).rows.map((r) => r.path);
-  const jobs = async () => (await fs.pool.query(`SELECT path, reason FROM filestore.reconciliation_jobs WHERE mount_id = $1`, [mount.id])).rows;
+    (await core.pool.query<{ path: string }>(`SELECT COALESCE(data->>'path', data->'node'->>'path') AS path FROM filestore.outbox WHERE mount_id = $1 AND type = $2 ORDER BY id`, [mount.id, type])).rows.map((r) => r.path);
+  const jobs = async () => (await core.pool.query(`SELECT path, reason FROM filestore.reconciliation_jobs WHERE mount_id = $1`, [mount.id])).rows;
   /** Live files of the catalogue that storage should hold (MISSING ones are known gone). */
   const catalogued = async () =>
-    (await fs.pool.query<{ path: string; size: string }>(`SELECT path, size_bytes AS size FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND kind = 'file' AND consistency_state <> 'MISSING' ORDER BY path COLLATE "C"`, [mount.id])).rows.map((r) => r.path);
+    (await core.pool.query<{ path: string; size: string }>(`SELECT path, size_bytes AS size FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND kind = 'file' AND consistency_state <> 'MISSING' ORDER BY path COLLATE "C"`, [mount.id])).rows.map((r) => r.path);
   const stored = async () => (await rawKeys(raw, bucket, 'tenant/')).map((k) => k.slice('tenant/'.length)).sort();
 
   it('catalogues keys with spaces, +, %, :, #, ? and unicode from their form-URL-encoded records', async () => {
@@ -158,12 +158,12 @@ describe('S3-event Lambda', () => {
   });
 
   it("Filestore's own writes change nothing (no drift, no reconcile job, version untouched): only their sequencers are stored", async () => {
-    await fs.orchestrator.writeFile(mount.id, { path: 'own/a.txt' }, Readable.from([Buffer.from('mine')]));
-    await fs.orchestrator.writeFile(mount.id, { path: 'own/b.txt' }, Readable.from([Buffer.from('mine too')]));
-    await fs.orchestrator.copy(mount.id, { path: 'own/a.txt', targetPath: 'own/c.txt' });
-    await fs.orchestrator.delete(mount.id, { path: 'own/b.txt' });
-    await fs.orchestrator.move(mount.id, { path: 'own/c.txt', targetPath: 'own/moved.txt' });
-    await fs.orchestrator.mkdir(mount.id, { path: 'own/empty' });
+    await core.orchestrator.writeFile(mount.id, { path: 'own/a.txt' }, Readable.from([Buffer.from('mine')]));
+    await core.orchestrator.writeFile(mount.id, { path: 'own/b.txt' }, Readable.from([Buffer.from('mine too')]));
+    await core.orchestrator.copy(mount.id, { path: 'own/a.txt', targetPath: 'own/c.txt' });
+    await core.orchestrator.delete(mount.id, { path: 'own/b.txt' });
+    await core.orchestrator.move(mount.id, { path: 'own/c.txt', targetPath: 'own/moved.txt' });
+    await core.orchestrator.mkdir(mount.id, { path: 'own/empty' });
     await drain();
     expect(await node('own/moved.txt')).toMatchObject({ consistencyState: 'ACTIVE', lastDriftDetectedAt: null });
     expect(await node('own/empty')).toMatchObject({ kind: 'directory', consistencyState: 'ACTIVE', lastDriftDetectedAt: null });
@@ -194,7 +194,7 @@ describe('S3-event Lambda', () => {
   });
 
   it('a create/delete pair delivered delete first: the late create is older than the stored sequencer and changes nothing', async () => {
-    await fs.orchestrator.writeFile(mount.id, { path: 'pair.txt' }, Readable.from([Buffer.from('tracked')]));
+    await core.orchestrator.writeFile(mount.id, { path: 'pair.txt' }, Readable.from([Buffer.from('tracked')]));
     await drain();
     bridge.configure({ reorder: true });
     await put('pair.txt', 'overwritten outside');
@@ -247,7 +247,7 @@ describe('S3-event Lambda', () => {
     await putRawKey(raw, bucket, 'elsewhere/file.txt', 'not ours');
     await putRawKey(raw, bucket, 'tenant//double.txt', 'no path maps here');
     await drain();
-    const { rows } = await fs.pool.query(`SELECT path FROM filestore.nodes WHERE mount_id = $1 AND path <> ''`, [mount.id]);
+    const { rows } = await core.pool.query(`SELECT path FROM filestore.nodes WHERE mount_id = $1 AND path <> ''`, [mount.id]);
     expect(rows).toEqual([]);
     expect(await outbox('filestore.drift.detected')).toEqual([]);
     expect(poller.stats.failed - failedBefore).toBe(0);
@@ -336,12 +336,12 @@ describe('S3-event Lambda', () => {
   });
 
   it("a key a command holds stays unjudged: after the in-invocation retries its record alone fails, and it is applied when redelivered", async () => {
-    await fs.orchestrator.writeFile(mount.id, { path: 'held.txt' }, Readable.from([Buffer.from('v1')]));
+    await core.orchestrator.writeFile(mount.id, { path: 'held.txt' }, Readable.from([Buffer.from('v1')]));
     await put('held.txt', 'rewritten outside');
     await put('free.txt', 'free');
     await bridge.settled();
     const event = sqsEvent([putBody(bucket, 'tenant/held.txt', 'F0000000000000001'), putBody(bucket, 'tenant/free.txt', 'F0000000000000002')]);
-    const client = await fs.pool.connect();
+    const client = await core.pool.connect();
     try {
       await client.query('BEGIN');
       await lockPathsForWrite(client, mount.id, ['held.txt']);

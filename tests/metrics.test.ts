@@ -102,7 +102,7 @@ const body = (s: string | Buffer) => Readable.from([Buffer.from(s)]);
 
 // ---- Commands on real mounts, counted in an injected registry.
 
-let fs: Filestore;
+let core: Filestore;
 let metrics: PromMetrics;
 let backends: BackendRegistry;
 let orchestrator: Orchestrator;
@@ -110,15 +110,15 @@ let relay: OutboxRelay;
 
 beforeAll(async () => {
   // This process publishes through `relay` only, so the lag it reports is its own.
-  fs = await startFilestore({ relay: false });
+  core = await startFilestore({ relay: false });
   metrics = new PromMetrics();
   backends = new BackendRegistry({ credentials: TEST_S3_CREDENTIALS }, { metrics });
-  relay = new OutboxRelay({ pool: fs.pool, bus: fs.bus, intervalMs: 600_000, metrics });
-  orchestrator = new Orchestrator({ pool: fs.pool, backends });
+  relay = new OutboxRelay({ pool: core.pool, bus: core.bus, intervalMs: 600_000, metrics });
+  orchestrator = new Orchestrator({ pool: core.pool, backends });
 });
 afterAll(async () => {
   await relay.stop();
-  await fs.close();
+  await core.close();
   await stopS3();
 });
 
@@ -129,7 +129,7 @@ describe.each<BackendKind>(['local', 's3'])('executor metrics on %s', (kind) => 
   const bytes = (operation: string) => counterOf(metrics, BYTES, { backend: kind, operation });
 
   beforeEach(async () => {
-    t = await createTestMount(fs, kind);
+    t = await createTestMount(core, kind);
     m = t.mount.key;
     return () => t.cleanup();
   });
@@ -224,7 +224,7 @@ describe('outbox lag', () => {
   });
 
   it('the relay sets it when it publishes a batch', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     try {
       await orchestrator.mkdir(t.mount.key, { path: 'lag' });
       await new Promise((r) => setTimeout(r, 50));
@@ -283,11 +283,11 @@ describe('the metric set', () => {
   });
 
   it('the runtime counts into defaultMetrics() when no instance is injected', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     try {
       const labels = { backend: 'local', operation: 'mkdir', outcome: 'ok' };
       const before = await counterOf(defaultMetrics(), OPS, labels);
-      await fs.orchestrator.mkdir(t.mount.key, { path: 'via-runtime' });
+      await core.orchestrator.mkdir(t.mount.key, { path: 'via-runtime' });
       expect(await counterOf(defaultMetrics(), OPS, labels)).toBe(before + 1);
     } finally {
       await t.cleanup();

@@ -70,7 +70,7 @@ it("a pending entry of the agent's mount, resolved through the API-only process,
   const added = await post({ kind: 'local', key, rootPath: root, agentId: agent.agentId });
   expect(added.status).toBe(201);
   // What processes that died after journaling leave: one mkdir that reached the disk, one that did not.
-  const { rows } = await api.fs.pool.query<{ id: string }>(
+  const { rows } = await api.core.pool.query<{ id: string }>(
     `INSERT INTO filestore.journal_entries (mount_id, command, request) VALUES ($1, 'mkdir', '{"path":"made"}'), ($1, 'mkdir', '{"path":"never"}') RETURNING id`,
     [added.body.id],
   );

@@ -187,7 +187,7 @@ describe('mounts add checks what it registers', () => {
     const key = uniqueKey('sick');
     expect((await cli(['mounts', 'add', 'local', key, '--root', root])).code).toBe(0);
     // What the watcher or a reconciliation records when the root goes.
-    await server.fs.pool.query(`UPDATE filestore.mounts SET health = 'unhealthy', health_reason = 'the root does not exist (removed, renamed or unmounted?)' WHERE key = $1`, [key]);
+    await server.core.pool.query(`UPDATE filestore.mounts SET health = 'unhealthy', health_reason = 'the root does not exist (removed, renamed or unmounted?)' WHERE key = $1`, [key]);
     const line = `mount ${key} is unhealthy: the root does not exist (removed, renamed or unmounted?)`;
     const listed = await cli(['mounts']);
     expect(listed.stdout).toMatch(new RegExp(`^${key}\\s+local\\s+\\S+\\s+rw\\s+active\\s+-\\s+unhealthy`, 'm'));
@@ -220,7 +220,7 @@ describe('mounts remove', () => {
     expect((await call('GET', `/v1/mounts/${key}`)).body).toMatchObject({ error: { code: 'MOUNT_NOT_FOUND' } });
     expect((await cli(['ls', key])).stderr).toContain('(MOUNT_NOT_FOUND)');
     expect(await readFile(path.join(root, 'docs/a.txt'), 'utf8')).toBe('kept');
-    const left = await server.fs.pool.query<{ nodes: number; jobs: number; journal: number }>(
+    const left = await server.core.pool.query<{ nodes: number; jobs: number; journal: number }>(
       `SELECT (SELECT count(*) FROM filestore.nodes WHERE mount_id = $1)::int AS nodes,
               (SELECT count(*) FROM filestore.reconciliation_jobs WHERE mount_id = $1)::int AS jobs,
               (SELECT count(*) FROM filestore.journal_entries WHERE mount_id = $1)::int AS journal`,
@@ -235,7 +235,7 @@ describe('mounts remove', () => {
     const key = uniqueKey('busy');
     expect((await cli(['mounts', 'add', 'local', key, '--root', root])).code).toBe(0);
     const { id: mountId } = (await call('GET', `/v1/mounts/${key}`)).body as { id: string };
-    const { rows } = await server.fs.pool.query<{ id: string }>(`INSERT INTO filestore.journal_entries (mount_id, command, request) VALUES ($1, 'mkdir', '{"path":"d"}') RETURNING id`, [mountId]);
+    const { rows } = await server.core.pool.query<{ id: string }>(`INSERT INTO filestore.journal_entries (mount_id, command, request) VALUES ($1, 'mkdir', '{"path":"d"}') RETURNING id`, [mountId]);
     const entryId = Number(rows[0]?.id);
     // The entry's lock, as the process running the command holds it.
     const owner = new pg.Client({ connectionString: TEST_DATABASE_URL });
@@ -252,7 +252,7 @@ describe('mounts remove', () => {
       await owner.end(); // the process is gone: its entry is a crashed command's
     }
     expect(await call('DELETE', `/v1/mounts/${key}`)).toMatchObject({ status: 200, body: { mount: { key }, failedEntries: 1 } });
-    const entry = await server.fs.pool.query(`SELECT status, error->>'code' AS code FROM filestore.journal_entries WHERE id = $1`, [entryId]);
+    const entry = await server.core.pool.query(`SELECT status, error->>'code' AS code FROM filestore.journal_entries WHERE id = $1`, [entryId]);
     expect(entry.rows[0]).toEqual({ status: 'failed', code: 'MOUNT_NOT_FOUND' });
   });
 });

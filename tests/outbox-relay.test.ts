@@ -56,16 +56,16 @@ async function subscribeToEvents() {
 }
 
 describe('publication does not wait for transactions that wrote no events', () => {
-  let fs: Filestore;
+  let core: Filestore;
   beforeAll(async () => {
-    fs = await startFilestore();
+    core = await startFilestore();
   });
   afterAll(async () => {
-    await fs?.close();
+    await core?.close();
   });
 
   it('an event is published while a transaction holding an xid in another database (postgres) is still open', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     const sub = await subscribeToEvents();
     // Began (and took its xid) before the command: the old claim (txid < snapshot xmin) held
     // every event back until this transaction ended.
@@ -74,7 +74,7 @@ describe('publication does not wait for transactions that wrote no events', () =
       await c.query('INSERT INTO held VALUES (1)');
     });
     try {
-      const r = await fs.orchestrator.mkdir(t.mount.key, { path: 'while-open' });
+      const r = await core.orchestrator.mkdir(t.mount.key, { path: 'while-open' });
       await until(
         () => sub.got.some((e) => e.mountId === t.mount.id && e.type === 'filestore.command.completed' && e.data.journalEntryId === r.journalEntryId),
         'the event of a command committed while another database holds an open transaction',
@@ -92,8 +92,8 @@ describe('publication does not wait for transactions that wrote no events', () =
   });
 
   it("an event is published while a catalogue write that appends no event (the catalogue's own database) is still open", async () => {
-    const t = await createTestMount(fs, 'local');
-    const bystander = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
+    const bystander = await createTestMount(core, 'local');
     const sub = await subscribeToEvents();
     const catalogue = new URL(TEST_DATABASE_URL).pathname.slice(1);
     // A long catalogue write on another mount's row (no outbox row), and a scratch table.
@@ -103,7 +103,7 @@ describe('publication does not wait for transactions that wrote no events', () =
       await c.query('INSERT INTO scratch SELECT generate_series(1, 10)');
     });
     try {
-      await fs.orchestrator.writeFile(t.mount.key, { path: 'a.txt' }, Readable.from([Buffer.from('a')]));
+      await core.orchestrator.writeFile(t.mount.key, { path: 'a.txt' }, Readable.from([Buffer.from('a')]));
       await until(
         () => sub.got.some((e) => e.mountId === t.mount.id && e.type === 'filestore.command.completed'),
         'the event of a command committed while a catalogue transaction without events is open',
@@ -122,7 +122,7 @@ describe('publication does not wait for transactions that wrote no events', () =
 
 describe('publication order (a catalogue of its own, so sequence numbers start at 1)', () => {
   const database = `filestore_relay_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
-  let fs: Filestore;
+  let core: Filestore;
   let tail: OutboxTail;
   const streamed: EventEnvelope[] = [];
   const onBus: EventEnvelope[] = [];
@@ -136,15 +136,15 @@ describe('publication order (a catalogue of its own, so sequence numbers start a
       await admin.end();
     }
     await migrate(urlOf(database));
-    fs = await createFilestore({ databaseUrl: urlOf(database), redisUrl: 'inline', migrate: false, maintenanceIntervalMs: 600_000, metrics: new PromMetrics({ collectDefaults: false }) });
-    await fs.bus.subscribe((e) => onBus.push(e));
-    tail = new OutboxTail({ q: fs.pool, bus: fs.bus, pollMs: 200 });
+    core = await createFilestore({ databaseUrl: urlOf(database), redisUrl: 'inline', migrate: false, maintenanceIntervalMs: 600_000, metrics: new PromMetrics({ collectDefaults: false }) });
+    await core.bus.subscribe((e) => onBus.push(e));
+    tail = new OutboxTail({ q: core.pool, bus: core.bus, pollMs: 200 });
     await tail.start();
     await tail.subscribe((e) => streamed.push(e));
   });
   afterAll(async () => {
     tail?.stop();
-    await fs?.close();
+    await core?.close();
     const admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
     await admin.connect();
     try {
@@ -171,7 +171,7 @@ describe('publication order (a catalogue of its own, so sequence numbers start a
     } finally {
       c.release();
     }
-    fs.relay?.nudge();
+    core.relay?.nudge();
   }
 
   it('under 20 concurrent writers: seq 1..N with no gap or repeat, each transaction in insertion order, chained transactions in commit order', async () => {
@@ -182,7 +182,7 @@ describe('publication order (a catalogue of its own, so sequence numbers start a
     // Four chains run side by side; within a chain each transaction begins after the previous committed.
     await Promise.all(
       Array.from({ length: chains }, async (_, k) => {
-        for (let j = 0; j < perChain; j++) await transaction(fs.pool, mountId, `c${k}.${j}`, perTx);
+        for (let j = 0; j < perChain; j++) await transaction(core.pool, mountId, `c${k}.${j}`, perTx);
       }),
     );
     const n = chains * perChain * perTx;
@@ -216,11 +216,11 @@ describe('publication order (a catalogue of its own, so sequence numbers start a
     const mountId = randomUUID();
     const from = streamed.length;
     // Appends first (the smaller outbox id), then stays open.
-    const slow = await fs.pool.connect();
+    const slow = await core.pool.connect();
     try {
       await slow.query('BEGIN');
       await appendEvents(slow, [{ type: 'filestore.node.updated', mountId, data: { tag: 'slow', i: 0 } }]);
-      await transaction(fs.pool, mountId, 'fast', 1);
+      await transaction(core.pool, mountId, 'fast', 1);
       await until(() => streamed.slice(from).some((e) => e.data.tag === 'fast'), 'the fast writer to be published while the slow one is open');
       expect(streamed.slice(from).map((e) => e.data.tag)).toEqual(['fast']);
       await slow.query('COMMIT');
@@ -228,7 +228,7 @@ describe('publication order (a catalogue of its own, so sequence numbers start a
       await slow.query('ROLLBACK').catch(() => {});
       slow.release();
     }
-    fs.relay?.nudge();
+    core.relay?.nudge();
     await until(() => streamed.slice(from).length >= 2, 'the slow writer to be published after its commit');
     const mine = streamed.slice(from);
     expect(mine.map((e) => e.data.tag)).toEqual(['fast', 'slow']);
@@ -238,9 +238,9 @@ describe('publication order (a catalogue of its own, so sequence numbers start a
   it('eight concurrent writes of one path are published in commit order (each waits for the path lock of the one before)', async () => {
     const root = await mkdtemp(path.join(os.tmpdir(), 'filestore-relay-'));
     try {
-      const mount = await createMount(fs.pool, { key: `relay-${randomUUID().slice(0, 8)}`, kind: 'local', rootPath: root });
+      const mount = await createMount(core.pool, { key: `relay-${randomUUID().slice(0, 8)}`, kind: 'local', rootPath: root });
       const writes = await Promise.all(
-        Array.from({ length: 8 }, (_, i) => fs.orchestrator.writeFile(mount.key, { path: 'same.txt' }, Readable.from([Buffer.from(`v${i}`)]))),
+        Array.from({ length: 8 }, (_, i) => core.orchestrator.writeFile(mount.key, { path: 'same.txt' }, Readable.from([Buffer.from(`v${i}`)]))),
       );
       await until(() => streamed.filter((e) => e.mountId === mount.id && e.type === 'filestore.command.completed').length >= 8, 'the eight commands to be published');
       const versions = streamed
@@ -260,17 +260,17 @@ describe('publication order (a catalogue of its own, so sequence numbers start a
     const got: EventEnvelope[] = [];
     await bus.subscribe((e) => got.push(e));
     let passes = 0;
-    const counting = { connect: () => (passes++, fs.pool.connect()) } as unknown as Pool;
+    const counting = { connect: () => (passes++, core.pool.connect()) } as unknown as Pool;
     const relay = new OutboxRelay({ pool: counting, bus, intervalMs: 3_600_000, metrics: new PromMetrics({ collectDefaults: false }) });
-    await fs.relay?.stop(); // this catalogue's own relay would publish the row itself
-    const holder = await fs.pool.connect();
+    await core.relay?.stop(); // this catalogue's own relay would publish the row itself
+    const holder = await core.pool.connect();
     const mountId = randomUUID();
     try {
       await holder.query('BEGIN');
       await holder.query('SELECT pg_advisory_xact_lock($1)', [RELAY_LOCK]);
       relay.start(); // its first pass: refused
       await until(() => passes >= 1, 'the first pass');
-      await appendEvents(fs.pool, [{ type: 'filestore.node.updated', mountId, data: { tag: 'retried' } }]);
+      await appendEvents(core.pool, [{ type: 'filestore.node.updated', mountId, data: { tag: 'retried' } }]);
       const appendedAt = passes;
       relay.nudge();
       // The nudged pass and at least one retry after it are refused while the lock is held elsewhere.
@@ -283,7 +283,7 @@ describe('publication order (a catalogue of its own, so sequence numbers start a
       holder.release();
       await relay.stop();
       await bus.close();
-      fs.relay?.start();
+      core.relay?.start();
     }
   });
 });

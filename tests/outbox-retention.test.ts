@@ -83,10 +83,10 @@ async function prunedThrough(): Promise<number> {
   return rows[0]?.seq ?? -1;
 }
 
-async function localMount(fs: Filestore) {
+async function localMount(core: Filestore) {
   const root = await mkdtemp(path.join(os.tmpdir(), 'filestore-retention-'));
   scratch.push(root);
-  return createMount(fs.pool, { key: `ret-${randomUUID().slice(0, 8)}`, kind: 'local', rootPath: root });
+  return createMount(core.pool, { key: `ret-${randomUUID().slice(0, 8)}`, kind: 'local', rootPath: root });
 }
 
 /** A bus that holds a batch until released: the relay's pass waits inside publish. */
@@ -204,13 +204,13 @@ describe('outbox retention', () => {
   });
 
   it('a retention given to createFilestore (a tiny one here) is what the periodic maintenance prunes by', async () => {
-    const fs = await createFilestore({ databaseUrl: url, redisUrl: 'inline', migrate: false, maintenanceIntervalMs: 50, outboxRetentionMs: 1, metrics: metrics() });
+    const core = await createFilestore({ databaseUrl: url, redisUrl: 'inline', migrate: false, maintenanceIntervalMs: 50, outboxRetentionMs: 1, metrics: metrics() });
     try {
-      const mount = await localMount(fs);
-      await fs.orchestrator.mkdir(mount.key, { path: 'brief' });
+      const mount = await localMount(core);
+      await core.orchestrator.mkdir(mount.key, { path: 'brief' });
       await until(async () => (await rowsOf(mount.id)).length === 0, 'the published events to be pruned');
     } finally {
-      await fs.close();
+      await core.close();
     }
   });
 
@@ -242,8 +242,8 @@ describe('resuming a stream from before the retention window', () => {
 
   /** Three commands on a fresh mount; the first one's events then pruned. Returns the seqs and the watermark. */
   async function prunedHistory() {
-    const mount = await localMount(server.fs);
-    for (const p of ['gone', 'kept-1', 'kept-2']) await server.fs.orchestrator.mkdir(mount.key, { path: p });
+    const mount = await localMount(server.core);
+    for (const p of ['gone', 'kept-1', 'kept-2']) await server.core.orchestrator.mkdir(mount.key, { path: p });
     await until(async () => (await rowsOf(mount.id)).every((r) => r.published), 'the events to be published');
     const seqs = (await rowsOf(mount.id)).map((r) => r.seq as number);
     await age(seqs[1] as number, 8);
@@ -355,7 +355,7 @@ describe('resuming a stream from before the retention window', () => {
       // and everything up to that event is pruned: its resume point is gone.
       proxy.block();
       proxy.dropAll();
-      await server.fs.orchestrator.mkdir(mount.key, { path: 'missed' });
+      await server.core.orchestrator.mkdir(mount.key, { path: 'missed' });
       await until(async () => (await rowsOf(mount.id)).every((r) => r.published), 'the missed event to be published');
       const missed = Math.max(...(await rowsOf(mount.id)).map((r) => r.seq as number));
       await age(missed, 8);
@@ -428,7 +428,7 @@ describe('a live tail that fell behind the retention', () => {
     const server = await startTestServer({ filestore: { databaseUrl: url, migrate: false, metrics: metrics() } });
     const abort = new AbortController();
     try {
-      const mount = await localMount(server.fs);
+      const mount = await localMount(server.core);
       const c = client(server, 'read');
       const res = await c.call('GET', `/v1/events/stream?${qs({ mountId: mount.key })}`, { signal: abort.signal });
       expect(res.status).toBe(200);
@@ -465,7 +465,7 @@ describe('a live tail that fell behind the retention', () => {
       } finally {
         tx.release();
       }
-      server.fs.relay?.nudge();
+      server.core.relay?.nudge();
       await until(() => ended, 'the stream to end');
       await reading;
       // None of what came after the gap was sent: only positions.

@@ -63,10 +63,10 @@ let b: Filestore;
 let idBeforeCopy: string;
 const roots: string[] = [];
 
-async function localMount(fs: Filestore, agentId: string | null = null): Promise<Mount> {
+async function localMount(core: Filestore, agentId: string | null = null): Promise<Mount> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'filestore-prefix-'));
   roots.push(root);
-  return createMount(fs.pool, { key: `p-${randomUUID().slice(0, 8)}`, kind: 'local', rootPath: root, agentId });
+  return createMount(core.pool, { key: `p-${randomUUID().slice(0, 8)}`, kind: 'local', rootPath: root, agentId });
 }
 
 const open = (database: string, consume: boolean) =>
@@ -102,10 +102,10 @@ afterAll(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
   const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
   try {
-    for (const fs of [a, b]) {
-      if (!fs) continue;
+    for (const core of [a, b]) {
+      if (!core) continue;
       for (const name of [RECONCILE_QUEUE, commandQueueName(AGENT)]) {
-        const q = new Queue(name, { connection: redis, prefix: fs.queuePrefix });
+        const q = new Queue(name, { connection: redis, prefix: core.queuePrefix });
         await q.obliterate({ force: true }).catch(() => {});
         await q.close();
       }
@@ -143,16 +143,16 @@ describe('one Redis database, two catalogues', () => {
 
     // Nothing else adds these jobs for 30 s (the sweep re-adds only rows idle that long):
     // each must run from its own add, by its own catalogue's consumer.
-    const settled = (fs: Filestore, id: number) =>
+    const settled = (core: Filestore, id: number) =>
       until(async () => {
-        const { rows } = await fs.pool.query<{ status: string; attempts: number }>('SELECT status, attempts FROM filestore.reconciliation_jobs WHERE id = $1', [id]);
+        const { rows } = await core.pool.query<{ status: string; attempts: number }>('SELECT status, attempts FROM filestore.reconciliation_jobs WHERE id = $1', [id]);
         const r = rows[0];
         return r && (r.status === 'succeeded' || r.status === 'failed') ? r : undefined;
       }, `job ${id} to finish`);
     expect(await settled(b, jb.job.id)).toEqual({ status: 'succeeded', attempts: 1 });
 
     const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
-    const queueOf = (fs: Filestore) => new Queue(RECONCILE_QUEUE, { connection: redis, prefix: fs.queuePrefix });
+    const queueOf = (core: Filestore) => new Queue(RECONCILE_QUEUE, { connection: redis, prefix: core.queuePrefix });
     try {
       // B's consumer is done with B's job, added after A's: in one shared queue it would have
       // taken A's (first in line) already. A's still waits, untouched, in A's queue.
@@ -168,8 +168,8 @@ describe('one Redis database, two catalogues', () => {
       expect(await settled(a, ja.job.id)).toEqual({ status: 'succeeded', attempts: 1 });
 
       // In Redis: one completed job per catalogue, under its prefix, carrying its own mount.
-      for (const [fs, job, mount] of [[a, ja.job, ma], [b, jb.job, mb]] as const) {
-        const q = queueOf(fs);
+      for (const [core, job, mount] of [[a, ja.job, ma], [b, jb.job, mb]] as const) {
+        const q = queueOf(core);
         const bull = await q.getJob(bullJobId(job));
         expect(bull?.data).toMatchObject({ rowId: 1, mountId: mount.id });
         expect(await bull?.getState()).toBe('completed');
@@ -200,7 +200,7 @@ describe('one Redis database, two catalogues', () => {
       for (const w of workers) await w.close();
       for (const p of presences) await p.stop();
     });
-    for (const fs of [a, b]) presences.push(await startAgentPresence(fs.pool, { id: AGENT, version: 'test', url: null, intervalMs: 1_000 }));
+    for (const core of [a, b]) presences.push(await startAgentPresence(core.pool, { id: AGENT, version: 'test', url: null, intervalMs: 1_000 }));
     const mine = await localMount(a, AGENT);
     // Only catalogue B's agent X is consuming: if the queues were shared it would take A's
     // command and answer MOUNT_NOT_FOUND (the mount is not in its catalogue).
@@ -235,7 +235,7 @@ describe('FILESTORE_QUEUE_PREFIX', () => {
     expect(() => loadConfig({ ...base, FILESTORE_QUEUE_PREFIX: 'two words' })).toThrow(
       expect.objectContaining({ code: 'CONFIG_ERROR', message: expect.stringMatching(/FILESTORE_QUEUE_PREFIX/) }),
     );
-    const fs = await createFilestore({
+    const core = await createFilestore({
       databaseUrl: urlOf(databases.a),
       redisUrl: TEST_REDIS_URL,
       migrate: false,
@@ -246,9 +246,9 @@ describe('FILESTORE_QUEUE_PREFIX', () => {
       queuePrefix: 'fstest-override',
     });
     try {
-      expect([fs.queuePrefix, fs.reconcile.prefix, fs.commands.queuePrefix]).toEqual(['fstest-override', 'fstest-override', 'fstest-override']);
+      expect([core.queuePrefix, core.reconcile.prefix, core.commands.queuePrefix]).toEqual(['fstest-override', 'fstest-override', 'fstest-override']);
     } finally {
-      await fs.close();
+      await core.close();
     }
   });
 });

@@ -27,17 +27,17 @@ import { eventually } from './support/scripted-handler.ts';
  */
 
 const PREFIX = `fstest-${randomUUID().slice(0, 8)}`;
-let fs: Filestore;
+let core: Filestore;
 const cleanups: Array<() => Promise<unknown>> = [];
 
 beforeAll(async () => {
-  fs = await startFilestore({ redisUrl: 'inline', relay: false, recover: false });
+  core = await startFilestore({ redisUrl: 'inline', relay: false, recover: false });
 });
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
 });
 afterAll(async () => {
-  await fs?.close();
+  await core?.close();
 });
 
 async function tree(root: string, files: string[]): Promise<void> {
@@ -64,15 +64,15 @@ async function holdAuditLock(mountId: string): Promise<() => Promise<void>> {
 }
 
 async function setup(mode: 'inline' | 'bullmq') {
-  const a: TestMount = await createTestMount(fs, 'local');
-  const b: TestMount = await createTestMount(fs, 'local');
+  const a: TestMount = await createTestMount(core, 'local');
+  const b: TestMount = await createTestMount(core, 'local');
   await tree(a.root as string, ['one.txt', 'dir/two.txt']);
   await tree(b.root as string, ['hello.txt']);
   const name = `reconcile-busy-${randomUUID().slice(0, 8)}`;
   const metrics = new PromMetrics({ collectDefaults: false });
   const attempts: AttemptReport[] = [];
   const queue: ReconcileQueue = createReconcileQueue(mode === 'inline' ? 'inline' : TEST_REDIS_URL, {
-    pool: fs.pool,
+    pool: core.pool,
     metrics,
     name,
     prefix: PREFIX,
@@ -93,7 +93,7 @@ async function setup(mode: 'inline' | 'bullmq') {
     await a.cleanup();
     await b.cleanup();
   });
-  const job = async (id: number) => (await findJob(fs.pool, id)) as ReconcileJobRow;
+  const job = async (id: number) => (await findJob(core.pool, id)) as ReconcileJobRow;
   return { a: a.mount, b: b.mount, queue, metrics, attempts, job };
 }
 
@@ -101,7 +101,7 @@ describe.each(['inline', 'bullmq'] as const)('a full audit while another audit o
   it('is put back queued without spending an attempt, lets other mounts run meanwhile, and runs once the other audit ends', async () => {
     const { a, b, queue, metrics, attempts, job } = await setup(mode);
     const release = await holdAuditLock(a.id);
-    await queue.start(createReconciler(fs), { concurrency: 2 });
+    await queue.start(createReconciler(core), { concurrency: 2 });
 
     // The probe: two audits of A, then a one-path reconcile of B (the default concurrency of 2).
     const audit = { mountId: a.id, path: '', reason: 'manual' as const, recursive: true, hash: false };
@@ -154,7 +154,7 @@ describe.each(['inline', 'bullmq'] as const)('a full audit while another audit o
 it('a queue closing while an audit is deferred does not wait for the other audit; the row stays queued for the next start', async () => {
   const { a, queue, attempts, job } = await setup('inline');
   const release = await holdAuditLock(a.id);
-  await queue.start(createReconciler(fs), { concurrency: 2 });
+  await queue.start(createReconciler(core), { concurrency: 2 });
   const { job: row } = await queue.enqueue({ mountId: a.id, path: '', reason: 'manual', recursive: true, hash: false });
   await eventually(async () => (attempts.some((r) => r.jobId === row.id && r.outcome === 'deferred') ? true : undefined), 'the audit to be deferred', 60_000);
   await queue.close(); // the lock is still held: a waiting audit would keep this from returning
@@ -163,9 +163,9 @@ it('a queue closing while an audit is deferred does not wait for the other audit
   expect(left.attempts).toBe(0);
 
   await release();
-  const next = createReconcileQueue('inline', { pool: fs.pool, name: `reconcile-busy-${randomUUID().slice(0, 8)}`, attempts: 3, backoffMs: 5, mountIds: [a.id] });
+  const next = createReconcileQueue('inline', { pool: core.pool, name: `reconcile-busy-${randomUUID().slice(0, 8)}`, attempts: 3, backoffMs: 5, mountIds: [a.id] });
   cleanups.push(() => next.close());
-  await next.start(createReconciler(fs));
+  await next.start(createReconciler(core));
   const done = await eventually(async () => {
     const r = await job(row.id);
     return r.status === 'succeeded' ? r : undefined;
@@ -177,14 +177,14 @@ it('reconcilePath (a run here and now, as the Lambdas make) of a full audit whil
   const { a, job } = await setup('inline');
   const release = await holdAuditLock(a.id);
   const request = { mountId: a.id, path: '', reason: 'audit' as const, recursive: true, hash: false };
-  const first = await reconcilePath(fs, request, { deadline: Date.now() + 60_000 });
+  const first = await reconcilePath(core, request, { deadline: Date.now() + 60_000 });
   expect(first.outcome).toBe('deferred');
   expect(first.job.status).toBe('queued');
   expect(first.job.attempts).toBe(0);
   expect((await job(first.job.id)).attempts).toBe(0);
 
   await release();
-  const second = await reconcilePath(fs, request, { deadline: Date.now() + 60_000 });
+  const second = await reconcilePath(core, request, { deadline: Date.now() + 60_000 });
   expect(second.coalesced).toBe(true);
   expect(second.job.id).toBe(first.job.id);
   expect(second.outcome).toBe('succeeded');

@@ -52,21 +52,21 @@ async function s3Storage(t: TestMount): Promise<Storage> {
 const audit = (mountId: string) => ({ mountId, path: '', reason: 'audit' as const, recursive: true, hash: false });
 
 describe.each(['local', 's3'] as const)('an audit on %s given a deadline or an abort', (kind) => {
-  let fs: Filestore;
+  let core: Filestore;
   beforeAll(async () => {
     // Requests are recorded, not consumed: each run is the test's own call.
-    fs = await startFilestore({ redisUrl: 'inline', recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } });
+    core = await startFilestore({ redisUrl: 'inline', recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } });
   });
   afterAll(async () => {
-    await fs?.close();
+    await core?.close();
     await stopS3();
   });
 
   /** A mount with a catalogued tree, then changed behind Filestore's back: changes, deletions, new files, a kind change, a drift signal. */
   async function drifted(): Promise<TestMount> {
-    const t = await createTestMount(fs, kind);
+    const t = await createTestMount(core, kind);
     const m = t.mount.id;
-    const put = (p: string, bytes: string) => fs.orchestrator.writeFile(m, { path: p }, Readable.from([Buffer.from(bytes)]));
+    const put = (p: string, bytes: string) => core.orchestrator.writeFile(m, { path: p }, Readable.from([Buffer.from(bytes)]));
     const two = (i: number) => String(i).padStart(2, '0');
     for (let i = 0; i < 10; i++) await put(`a/f${two(i)}.txt`, `a${i}`);
     for (let i = 0; i < 10; i++) await put(`b/g${two(i)}.txt`, `b${i}`);
@@ -78,14 +78,14 @@ describe.each(['local', 's3'] as const)('an audit on %s given a deadline or an a
     for (const p of ['a/new1.txt', 'b/new2.txt', 'n/x1.txt', 'n/x2.txt', 'zz.txt']) await s.write(p, 'new');
     await s.remove('top4.txt');
     await s.write('top4.txt/inner.txt', 'a directory now');
-    await markInconsistent(fs.pool, m, 'top2.txt', 'watcher');
+    await markInconsistent(core.pool, m, 'top2.txt', 'watcher');
     return t;
   }
 
-  const marker = async () => Number((await fs.pool.query<{ id: string }>('SELECT coalesce(max(id), 0) AS id FROM filestore.outbox')).rows[0]?.id);
+  const marker = async () => Number((await core.pool.query<{ id: string }>('SELECT coalesce(max(id), 0) AS id FROM filestore.outbox')).rows[0]?.id);
   const nodesOf = async (mountId: string) =>
     (
-      await fs.pool.query(
+      await core.pool.query(
         `SELECT path, kind, size_bytes::int AS size, consistency_state AS state, version FROM filestore.nodes
           WHERE mount_id = $1 AND deleted_at IS NULL ORDER BY path COLLATE "C"`,
         [mountId],
@@ -93,7 +93,7 @@ describe.each(['local', 's3'] as const)('an audit on %s given a deadline or an a
     ).rows;
   /** The mount's events after `after`, as what they say (ids and times aside), each once. */
   const eventsOf = async (mountId: string, after: number) => {
-    const { rows } = await fs.pool.query<{ type: string; data: { path?: string; node?: { path: string }; change?: string; reason?: string } }>(
+    const { rows } = await core.pool.query<{ type: string; data: { path?: string; node?: { path: string }; change?: string; reason?: string } }>(
       `SELECT type, data FROM filestore.outbox WHERE mount_id = $1 AND id > $2 ORDER BY id`,
       [mountId, after],
     );
@@ -106,7 +106,7 @@ describe.each(['local', 's3'] as const)('an audit on %s given a deadline or an a
     const split = await drifted();
     const since = await marker();
 
-    const once = await reconcilePath(fs, audit(whole.mount.id), {}, { s3MissingGraceMs: 5 });
+    const once = await reconcilePath(core, audit(whole.mount.id), {}, { s3MissingGraceMs: 5 });
     expect(once.outcome).toBe('succeeded');
 
     const runs: PathReconciliation[] = [];
@@ -114,11 +114,11 @@ describe.each(['local', 's3'] as const)('an audit on %s given a deadline or an a
     for (let i = 0; i < 100; i++) {
       // Alternately a deadline already past and an aborted signal: each run stops at its first checkpoint.
       const limits: RunLimits = i % 2 === 0 ? { deadline: Date.now() - 1 } : { signal: AbortSignal.abort() };
-      const r = await reconcilePath(fs, audit(split.mount.id), limits, { checkpointEvery: 3, batchSize: 2, s3MissingGraceMs: 5 });
+      const r = await reconcilePath(core, audit(split.mount.id), limits, { checkpointEvery: 3, batchSize: 2, s3MissingGraceMs: 5 });
       runs.push(r);
       if (r.outcome !== 'stopped') break;
       // Stopped cleanly: the checkpoint saved, the job waiting to continue, no attempt spent, nothing MISSING yet.
-      const row = await findJob(fs.pool, r.job.id);
+      const row = await findJob(core.pool, r.job.id);
       expect(row).toMatchObject({ status: 'queued', attempts: 0, error: null });
       expect(row?.checkpoint?.after).toBe(r.result?.stopped?.after);
       checkpoints.push(row?.checkpoint?.after as string);
@@ -131,7 +131,7 @@ describe.each(['local', 's3'] as const)('an audit on %s given a deadline or an a
     expect(runs.slice(1).every((r) => r.coalesced)).toBe(true);
     const byteOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));
     for (let i = 1; i < checkpoints.length; i++) expect(byteOrder(checkpoints[i - 1] as string, checkpoints[i] as string)).toBeLessThan(0);
-    const last = await findJob(fs.pool, runs[0]!.job.id);
+    const last = await findJob(core.pool, runs[0]!.job.id);
     expect(last).toMatchObject({ status: 'succeeded', checkpoint: null });
 
     expect(await nodesOf(split.mount.id)).toEqual(await nodesOf(whole.mount.id));
@@ -142,16 +142,16 @@ describe.each(['local', 's3'] as const)('an audit on %s given a deadline or an a
     expect(wholeEvents.distinct.length).toBeGreaterThan(10);
     const counts = (r: PathReconciliation) => ({ ...r.result, skipped: 0, skippedByReason: undefined, skippedSample: undefined });
     expect(counts(runs.at(-1)!)).toEqual(counts(once));
-    const { rows } = await fs.pool.query('SELECT count(*)::int AS n FROM filestore.audit_missing_candidates WHERE job_id = $1', [runs[0]!.job.id]);
+    const { rows } = await core.pool.query('SELECT count(*)::int AS n FROM filestore.audit_missing_candidates WHERE job_id = $1', [runs[0]!.job.id]);
     expect(rows[0].n).toBe(0);
-    await expectExactRollups(fs, split.mount.id);
-    await expectExactRollups(fs, whole.mount.id);
+    await expectExactRollups(core, split.mount.id);
+    await expectExactRollups(core, whole.mount.id);
     await Promise.all([whole.cleanup(), split.cleanup()]);
   });
 
   it('without a deadline or an abort, an audit given checkpoints runs to its end in one run', async () => {
     const t = await drifted();
-    const r = await reconcilePath(fs, audit(t.mount.id), { signal: new AbortController().signal, deadline: Date.now() + 3_600_000 }, { checkpointEvery: 3, s3MissingGraceMs: 5 });
+    const r = await reconcilePath(core, audit(t.mount.id), { signal: new AbortController().signal, deadline: Date.now() + 3_600_000 }, { checkpointEvery: 3, s3MissingGraceMs: 5 });
     expect(r.outcome).toBe('succeeded');
     expect(r.result?.stopped).toBeUndefined();
     expect(r.result).toMatchObject({ missing: 4 });

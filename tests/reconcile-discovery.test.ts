@@ -16,14 +16,14 @@ import { createTestMount, startFilestore } from './support/filestore.ts';
  * listing them — in batches smaller than the tree, across depth levels in one batch.
  */
 describe('discovery of an existing tree', () => {
-  let fs: Filestore;
+  let core: Filestore;
   beforeAll(async () => {
-    fs = await startFilestore();
+    core = await startFilestore();
   });
-  afterAll(() => fs.close());
+  afterAll(() => core.close());
 
   async function job(mountId: string) {
-    const { rows } = await fs.pool.query(
+    const { rows } = await core.pool.query(
       `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, '', 'manual', $2, 'running')
        RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
                  created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
@@ -47,7 +47,7 @@ describe('discovery of an existing tree', () => {
   }
 
   it('catalogues every node as on disk, with its snapshot, exact rollups and its announcement (per node, or together in bulk), parents first', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     const root = t.root as string;
     try {
       // 2,000+ nodes over three levels; batches of 300 mix levels (a directory and its files).
@@ -63,11 +63,11 @@ describe('discovery of an existing tree', () => {
       await symlink('a0.txt', path.join(root, 'link'));
       const tree = await walk(root);
 
-      const counts = await createReconciler(fs, { batchSize: 300 })(await job(t.mount.id), async () => {});
+      const counts = await createReconciler(core, { batchSize: 300 })(await job(t.mount.id), async () => {});
       expect(counts).toMatchObject({ discovered: tree.size, missing: 0, updated: 0 });
 
       // The catalogue is the tree.
-      const { rows } = await fs.pool.query<{ path: string; kind: string; size: number; version: number; snapshots: number }>(
+      const { rows } = await core.pool.query<{ path: string; kind: string; size: number; version: number; snapshots: number }>(
         `SELECT n.path, n.kind, n.size_bytes AS size, n.version, (SELECT count(*)::int FROM filestore.snapshots s WHERE s.node_id = n.id) AS snapshots
            FROM filestore.nodes n WHERE n.mount_id = $1 AND n.deleted_at IS NULL AND n.path <> ''`,
         [t.mount.id],
@@ -79,7 +79,7 @@ describe('discovery of an existing tree', () => {
       // DISCOVERED_BATCH_EVENT_AT nodes (the top two here) with one event per node, the node as
       // the API reads it; a larger one (the files, 300 a batch) in one filestore.nodes.discovered
       // event listing its nodes, each with the API node's identity, place, size and version.
-      const { rows: events } = await fs.pool.query<{ type: string; data: { node?: Record<string, unknown>; nodes?: Array<Record<string, unknown>>; count?: number; change: string; reason: string; jobId: number } }>(
+      const { rows: events } = await core.pool.query<{ type: string; data: { node?: Record<string, unknown>; nodes?: Array<Record<string, unknown>>; count?: number; change: string; reason: string; jobId: number } }>(
         `SELECT type, data FROM filestore.outbox WHERE mount_id = $1 ORDER BY id`,
         [t.mount.id],
       );
@@ -105,18 +105,18 @@ describe('discovery of an existing tree', () => {
       expect(announced.filter((a) => a.together)).toHaveLength(2_000);
       expect(events.filter((e) => e.type === 'filestore.nodes.discovered').length).toBeLessThanOrEqual(Math.ceil(2_000 / 300) + 4);
       for (const p of ['a0.txt', 'a1/b2/f7.txt', 'a3/empty', 'link']) {
-        const node = JSON.parse(JSON.stringify(await findLiveByPath(fs.pool, t.mount.id, p))) as Record<string, unknown>;
+        const node = JSON.parse(JSON.stringify(await findLiveByPath(core.pool, t.mount.id, p))) as Record<string, unknown>;
         const a = announced[order.get(p) as number];
         const brief = Object.fromEntries(['id', 'path', 'parentId', 'kind', 'sizeBytes', 'sha256', 'etag', 'mtime', 'version'].map((k) => [k, node[k]]));
         expect(a?.node).toEqual(a?.together ? brief : node);
       }
 
       // Every directory's rollup: its files, bytes, directories and direct children below it.
-      const dirs = await fs.pool.query<{ id: number; path: string }>(
+      const dirs = await core.pool.query<{ id: number; path: string }>(
         `SELECT id, path FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND kind = 'directory'`,
         [t.mount.id],
       );
-      const rollups = await readRollups(fs.pool, dirs.rows.map((d) => d.id));
+      const rollups = await readRollups(core.pool, dirs.rows.map((d) => d.id));
       for (const d of dirs.rows) {
         const below = [...tree].filter(([p]) => d.path === '' || p.startsWith(`${d.path}/`));
         expect(rollups.get(d.id), d.path).toMatchObject({
@@ -128,9 +128,9 @@ describe('discovery of an existing tree', () => {
       }
 
       // A second audit finds nothing new and writes no event.
-      const again = await createReconciler(fs, { batchSize: 300 })(await job(t.mount.id), async () => {});
+      const again = await createReconciler(core, { batchSize: 300 })(await job(t.mount.id), async () => {});
       expect(again).toMatchObject({ discovered: 0, updated: 0, missing: 0, unchanged: tree.size + 1 });
-      const { rows: after } = await fs.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM filestore.outbox WHERE mount_id = $1`, [t.mount.id]);
+      const { rows: after } = await core.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM filestore.outbox WHERE mount_id = $1`, [t.mount.id]);
       expect(after[0]?.n).toBe(events.length);
     } finally {
       await t.cleanup();

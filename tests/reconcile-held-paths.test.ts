@@ -18,28 +18,28 @@ import { createTestMount, startFilestore, type TestMount } from './support/files
  * leaves it to a follow-up job; nothing it saw is dropped without a job that will look again.
  */
 describe('reconciliation of paths another writer holds', () => {
-  let fs: Filestore;
+  let core: Filestore;
   beforeAll(async () => {
     // Requests are recorded (rows) but nothing consumes them: the tests run each job themselves.
-    fs = await startFilestore({ reconcile: { queueRedisUrl: 'inline', consume: false } });
+    core = await startFilestore({ reconcile: { queueRedisUrl: 'inline', consume: false } });
   });
-  afterAll(() => fs.close());
+  afterAll(() => core.close());
 
   async function newJob(t: TestMount, p: string, options: Record<string, unknown>): Promise<ReconcileJobRow> {
-    const { job } = await enqueueJob(fs.pool, { mountId: t.mount.id, path: p, reason: 'manual', options: { recursive: true, hash: false, ...options } });
-    return (await claimJob(fs.pool, job.id)) as ReconcileJobRow;
+    const { job } = await enqueueJob(core.pool, { mountId: t.mount.id, path: p, reason: 'manual', options: { recursive: true, hash: false, ...options } });
+    return (await claimJob(core.pool, job.id)) as ReconcileJobRow;
   }
 
   /** Every path compared is accounted for exactly once. */
   const run = async (job: ReconcileJobRow, o: ReconcilerOptions = {}): Promise<ReconcileCounts> => {
-    const c = await createReconciler(fs, o)(job, async () => {});
+    const c = await createReconciler(core, o)(job, async () => {});
     expect(c.unchanged + c.updated + c.discovered + c.missing + c.deferred, JSON.stringify(c)).toBe(c.checked);
     return c;
   };
 
   /** Holds the locks a command on `paths` holds, on a connection of its own, until `release`d. */
   async function holdAsCommand(t: TestMount, paths: string[]) {
-    const client: PoolClient = await fs.pool.connect();
+    const client: PoolClient = await core.pool.connect();
     const locks = pathLocks(t.mount.id, paths);
     await acquire(client, locks);
     return {
@@ -54,7 +54,7 @@ describe('reconciliation of paths another writer holds', () => {
   /** Resolves once some backend waits for an advisory lock held by `holderPid`. */
   async function someoneWaitsOn(holderPid: number): Promise<void> {
     for (;;) {
-      const { rows } = await fs.pool.query<{ n: number }>(
+      const { rows } = await core.pool.query<{ n: number }>(
         `SELECT count(*)::int AS n FROM pg_locks w
            JOIN pg_locks h ON h.locktype = 'advisory' AND h.granted AND h.pid = $1
                           AND h.classid = w.classid AND h.objid = w.objid AND h.objsubid = w.objsubid
@@ -71,7 +71,7 @@ describe('reconciliation of paths another writer holds', () => {
     const key = pathLocks(t.mount.id, [p]).find((l) => l.mode === 'exclusive')?.key as bigint;
     for (;;) {
       // A bigint advisory key shows in pg_locks as its high and low 32 bits, unsigned, objsubid 1.
-      const { rows } = await fs.pool.query<{ n: number }>(
+      const { rows } = await core.pool.query<{ n: number }>(
         `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
             AND classid::text::bigint = $1::bigint AND objid::text::bigint = $2::bigint`,
         [((key >> 32n) & 0xffffffffn).toString(), (key & 0xffffffffn).toString()],
@@ -84,7 +84,7 @@ describe('reconciliation of paths another writer holds', () => {
   /** Resolves once some session of this database waits for an advisory lock. */
   async function someoneWaits(): Promise<void> {
     for (;;) {
-      const { rows } = await fs.pool.query<{ n: number }>(
+      const { rows } = await core.pool.query<{ n: number }>(
         `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
       );
       if ((rows[0]?.n ?? 0) > 0) return;
@@ -94,14 +94,14 @@ describe('reconciliation of paths another writer holds', () => {
 
   const followUps = async (t: TestMount) =>
     (
-      await fs.pool.query<{ id: number; path: string; options: Record<string, unknown>; status: string }>(
+      await core.pool.query<{ id: number; path: string; options: Record<string, unknown>; status: string }>(
         `SELECT id, path, options, status FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND options ? 'followUp' ORDER BY id`,
         [t.mount.id],
       )
     ).rows;
 
   it('waits for a path held for a moment and writes it in the same run', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     await mkdir(path.join(t.root as string, 'inbox'));
     await writeFile(path.join(t.root as string, 'inbox', 'new.txt'), 'hello');
     await writeFile(path.join(t.root as string, 'other.txt'), 'free');
@@ -113,32 +113,32 @@ describe('reconciliation of paths another writer holds', () => {
     await holder.release();
     const counts = await running;
     expect(counts).toMatchObject({ discovered: 3, deferred: 0 });
-    expect(await findLiveByPath(fs.pool, t.mount.id, 'inbox/new.txt')).toMatchObject({ kind: 'file', sizeBytes: 5 });
+    expect(await findLiveByPath(core.pool, t.mount.id, 'inbox/new.txt')).toMatchObject({ kind: 'file', sizeBytes: 5 });
     expect(await followUps(t)).toEqual([]);
     await t.cleanup();
   });
 
   it('a path a command creates while the run waits for it is left as the command recorded it, and counted', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     const root = t.root as string;
     await writeFile(path.join(root, 'upload.bin'), 'left by someone else');
     // An upload through Filestore over that untracked file, still streaming: it holds the path.
     const body = new PassThrough();
     body.write('uploaded ');
-    const upload = fs.orchestrator.writeFile(t.mount.id, { path: 'upload.bin' }, body);
+    const upload = core.orchestrator.writeFile(t.mount.id, { path: 'upload.bin' }, body);
     await someoneHolds(t, 'upload.bin');
     const running = run(await newJob(t, '', {}));
     await someoneWaits();
     body.end('through Filestore');
     await upload;
     expect(await running).toMatchObject({ discovered: 0, deferred: 0 });
-    expect(await findLiveByPath(fs.pool, t.mount.id, 'upload.bin')).toMatchObject({ sizeBytes: 'uploaded through Filestore'.length });
+    expect(await findLiveByPath(core.pool, t.mount.id, 'upload.bin')).toMatchObject({ sizeBytes: 'uploaded through Filestore'.length });
     expect(await followUps(t)).toEqual([]);
     await t.cleanup();
   });
 
   it('leaves what stays held to a follow-up job, which catalogues it once the holder is done', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     const root = t.root as string;
     await mkdir(path.join(root, 'docs', 'deep'), { recursive: true });
     await writeFile(path.join(root, 'docs', 'a.txt'), 'a');
@@ -150,45 +150,45 @@ describe('reconciliation of paths another writer holds', () => {
     const holder = await holdAsCommand(t, ['docs/a.txt', 'docs/deep']);
     const counts = await run(await newJob(t, '', {}), { lockWaitMs: 50 });
     expect(counts).toMatchObject({ discovered: 1, deferred: 5 });
-    expect(await findLiveByPath(fs.pool, t.mount.id, 'free.txt')).not.toBeNull();
-    for (const p of ['docs', 'docs/a.txt', 'docs/b.txt', 'docs/deep', 'docs/deep/c.txt']) expect(await findLiveByPath(fs.pool, t.mount.id, p)).toBeNull();
+    expect(await findLiveByPath(core.pool, t.mount.id, 'free.txt')).not.toBeNull();
+    for (const p of ['docs', 'docs/a.txt', 'docs/b.txt', 'docs/deep', 'docs/deep/c.txt']) expect(await findLiveByPath(core.pool, t.mount.id, p)).toBeNull();
     // One follow-up covers them all: the directory's subtree.
     const queued = await followUps(t);
     expect(queued).toEqual([{ id: expect.any(Number), path: 'docs', options: { recursive: true, hash: false, followUp: 1 }, status: 'queued' }]);
 
     await holder.release();
-    const followUp = (await claimJob(fs.pool, queued[0]?.id as number)) as ReconcileJobRow;
+    const followUp = (await claimJob(core.pool, queued[0]?.id as number)) as ReconcileJobRow;
     expect(await run(followUp, { lockWaitMs: 50 })).toMatchObject({ discovered: 5, deferred: 0 });
-    for (const p of ['docs', 'docs/a.txt', 'docs/b.txt', 'docs/deep', 'docs/deep/c.txt']) expect(await findLiveByPath(fs.pool, t.mount.id, p)).not.toBeNull();
+    for (const p of ['docs', 'docs/a.txt', 'docs/b.txt', 'docs/deep', 'docs/deep/c.txt']) expect(await findLiveByPath(core.pool, t.mount.id, p)).not.toBeNull();
     expect(await followUps(t)).toHaveLength(1); // nothing was held this time: no further follow-up
     await t.cleanup();
   });
 
   it('a held change to a catalogued file and a held MISSING are deferred, then applied by the follow-up', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     const root = t.root as string;
-    await fs.orchestrator.writeFile(t.mount.id, { path: 'keep.txt' }, Readable.from([Buffer.from('v1')]));
-    await fs.orchestrator.writeFile(t.mount.id, { path: 'gone.txt' }, Readable.from([Buffer.from('bye')]));
+    await core.orchestrator.writeFile(t.mount.id, { path: 'keep.txt' }, Readable.from([Buffer.from('v1')]));
+    await core.orchestrator.writeFile(t.mount.id, { path: 'gone.txt' }, Readable.from([Buffer.from('bye')]));
     await writeFile(path.join(root, 'keep.txt'), 'version two');
     await rm(path.join(root, 'gone.txt'));
     const holder = await holdAsCommand(t, ['keep.txt', 'gone.txt']);
     expect(await run(await newJob(t, '', {}), { lockWaitMs: 50 })).toMatchObject({ updated: 0, missing: 0, deferred: 2 });
-    expect(await findLiveByPath(fs.pool, t.mount.id, 'keep.txt')).toMatchObject({ sizeBytes: 2, consistencyState: 'ACTIVE' });
-    expect(await findLiveByPath(fs.pool, t.mount.id, 'gone.txt')).toMatchObject({ consistencyState: 'ACTIVE' });
+    expect(await findLiveByPath(core.pool, t.mount.id, 'keep.txt')).toMatchObject({ sizeBytes: 2, consistencyState: 'ACTIVE' });
+    expect(await findLiveByPath(core.pool, t.mount.id, 'gone.txt')).toMatchObject({ consistencyState: 'ACTIVE' });
     const queued = await followUps(t);
     // Two paths of the root: one non-recursive job for the root (the path and its children).
     expect(queued.map((j) => [j.path, j.options.recursive])).toEqual([['', false]]);
 
     await holder.release();
-    const followUp = (await claimJob(fs.pool, queued[0]?.id as number)) as ReconcileJobRow;
+    const followUp = (await claimJob(core.pool, queued[0]?.id as number)) as ReconcileJobRow;
     expect(await run(followUp)).toMatchObject({ updated: 1, missing: 1, deferred: 0 });
-    expect(await findLiveByPath(fs.pool, t.mount.id, 'keep.txt')).toMatchObject({ sizeBytes: 11, consistencyState: 'ACTIVE' });
-    expect(await findLiveByPath(fs.pool, t.mount.id, 'gone.txt')).toMatchObject({ consistencyState: 'MISSING' });
+    expect(await findLiveByPath(core.pool, t.mount.id, 'keep.txt')).toMatchObject({ sizeBytes: 11, consistencyState: 'ACTIVE' });
+    expect(await findLiveByPath(core.pool, t.mount.id, 'gone.txt')).toMatchObject({ consistencyState: 'MISSING' });
     await t.cleanup();
   });
 
   it('the chain of follow-ups is bounded: the last generation leaves what is still held to the next audit', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     await writeFile(path.join(t.root as string, 'busy.txt'), 'x');
     const holder = await holdAsCommand(t, ['busy.txt']);
     let job = await newJob(t, 'busy.txt', { recursive: false });
@@ -199,17 +199,17 @@ describe('reconciliation of paths another writer holds', () => {
       const next = (await followUps(t)).find((j) => j.status === 'queued');
       if (!next) break;
       generations.push(next.options.followUp as number);
-      job = (await claimJob(fs.pool, next.id)) as ReconcileJobRow;
+      job = (await claimJob(core.pool, next.id)) as ReconcileJobRow;
     }
     expect(generations).toEqual([1, 2, 3]);
     await holder.release();
-    expect(await findLiveByPath(fs.pool, t.mount.id, 'busy.txt')).toBeNull();
+    expect(await findLiveByPath(core.pool, t.mount.id, 'busy.txt')).toBeNull();
     await t.cleanup();
   });
 
   it('waiting for locks leaves the transaction\'s statement_timeout as it was; a wait that runs out is a lock timeout', async () => {
-    const t = await createTestMount(fs, 'local');
-    const client = await fs.pool.connect();
+    const t = await createTestMount(core, 'local');
+    const client = await core.pool.connect();
     try {
       await client.query('BEGIN');
       await client.query(`SET LOCAL statement_timeout = '7s'`);
@@ -229,9 +229,9 @@ describe('reconciliation of paths another writer holds', () => {
   });
 
   it('a request keeps force (an audit past the mass-missing rule) and follow-up generation in its row', async () => {
-    const t = await createTestMount(fs, 'local');
-    const { job } = await fs.reconcile.enqueue({ mountId: t.mount.id, path: '', reason: 'manual', recursive: true, hash: false, force: true });
-    expect((await findJob(fs.pool, job.id))?.options).toEqual({ recursive: true, hash: false, force: true });
+    const t = await createTestMount(core, 'local');
+    const { job } = await core.reconcile.enqueue({ mountId: t.mount.id, path: '', reason: 'manual', recursive: true, hash: false, force: true });
+    expect((await findJob(core.pool, job.id))?.options).toEqual({ recursive: true, hash: false, force: true });
     await t.cleanup();
   });
 });

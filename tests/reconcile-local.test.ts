@@ -9,8 +9,8 @@ import type { Filestore } from '../shared/runtime.ts';
 import { reconcileSuite } from './conformance/reconcile-suite.ts';
 import { createTestMount, startFilestore } from './support/filestore.ts';
 
-reconcileSuite('local', async (fs) => {
-  const mount = await createTestMount(fs, 'local');
+reconcileSuite('local', async (core) => {
+  const mount = await createTestMount(core, 'local');
   const root = mount.root as string;
   const abs = (p: string) => path.join(root, p);
   return {
@@ -30,30 +30,30 @@ reconcileSuite('local', async (fs) => {
 });
 
 describe('local-only reconciliation', () => {
-  let fs: Filestore;
+  let core: Filestore;
   beforeAll(async () => {
-    fs = await startFilestore();
+    core = await startFilestore();
   });
-  afterAll(() => fs.close());
+  afterAll(() => core.close());
 
   async function run(mountId: string, options: Record<string, unknown>) {
-    const { rows } = await fs.pool.query(
+    const { rows } = await core.pool.query(
       `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, '', 'manual', $2, 'running')
        RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
                  created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
       [mountId, JSON.stringify(options)],
     );
-    return createReconciler(fs)(rows[0], async () => {});
+    return createReconciler(core)(rows[0], async () => {});
   }
 
   it('progress reaches the job while the run works and is finished when the run returns; a progress writer that fails does not fail the run', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     for (let d = 0; d < 5; d++) {
       await mkdir(path.join(t.root as string, `d${d}`));
       await Promise.all(Array.from({ length: 1000 }, (_, f) => writeFile(path.join(t.root as string, `d${d}`, `f${f}`), 'x')));
     }
     const job = async () => {
-      const { rows } = await fs.pool.query(
+      const { rows } = await core.pool.query(
         `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, '', 'manual', $2, 'running')
          RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
                    created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
@@ -65,7 +65,7 @@ describe('local-only reconciliation', () => {
     const reports: number[] = [];
     let started = 0;
     let finished = 0;
-    const counts = await createReconciler(fs)(await job(), async (c) => {
+    const counts = await createReconciler(core)(await job(), async (c) => {
       started++;
       await new Promise((r) => setTimeout(r, 500));
       finished++;
@@ -79,7 +79,7 @@ describe('local-only reconciliation', () => {
     expect(reports.every((n) => n < counts.checked)).toBe(true);
     // A writer that throws instead of rejecting does not fail the run either.
     let calls = 0;
-    const again = await createReconciler(fs)(await job(), ((c: unknown) => {
+    const again = await createReconciler(core)(await job(), ((c: unknown) => {
       calls++;
       throw new Error(`cannot record ${JSON.stringify(c).length} bytes`);
     }) as never);
@@ -89,41 +89,41 @@ describe('local-only reconciliation', () => {
   });
 
   it('a content change with identical size and mtime is caught only when hashing', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     const file = path.join(t.root as string, 'same.bin');
-    await fs.orchestrator.writeFile(t.mount.id, { path: 'same.bin' }, Readable.from([Buffer.from('AAAA')]));
+    await core.orchestrator.writeFile(t.mount.id, { path: 'same.bin' }, Readable.from([Buffer.from('AAAA')]));
     const before = await stat(file);
     await writeFile(file, 'BBBB');
     await utimes(file, before.atime, before.mtime);
     expect(await run(t.mount.id, { recursive: true })).toMatchObject({ updated: 0 });
     expect(await run(t.mount.id, { recursive: true, hash: true })).toMatchObject({ updated: 1 });
-    const node = await findLiveByPath(fs.pool, t.mount.id, 'same.bin');
+    const node = await findLiveByPath(core.pool, t.mount.id, 'same.bin');
     expect(node?.sha256).toBe(createHash('sha256').update('BBBB').digest('hex'));
     await t.cleanup();
   });
 
   it('symlinks are catalogued as kind symlink with their target, never followed', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     await symlink('/etc', path.join(t.root as string, 'etc-link'));
     expect(await run(t.mount.id, { recursive: true })).toMatchObject({ discovered: 1 });
-    const node = await findLiveByPath(fs.pool, t.mount.id, 'etc-link');
+    const node = await findLiveByPath(core.pool, t.mount.id, 'etc-link');
     expect(node).toMatchObject({ kind: 'symlink', metadata: { symlinkTarget: '/etc' } });
-    expect(await findLiveByPath(fs.pool, t.mount.id, 'etc-link/passwd')).toBeNull();
+    expect(await findLiveByPath(core.pool, t.mount.id, 'etc-link/passwd')).toBeNull();
     await t.cleanup();
   });
 
   it('a directory replaced by a symlink: the link is catalogued, what was below it becomes MISSING (never read through the link)', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     const root = t.root as string;
-    await fs.orchestrator.writeFile(t.mount.id, { path: 'a' }, Readable.from([Buffer.from('')]));
+    await core.orchestrator.writeFile(t.mount.id, { path: 'a' }, Readable.from([Buffer.from('')]));
     await mkdir(path.join(root, 'é'));
     await rename(path.join(root, 'a'), path.join(root, 'é', 'x'));
     await run(t.mount.id, { recursive: true, force: true });
     await rm(path.join(root, 'é'), { recursive: true });
     await symlink('a', path.join(root, 'é'));
     await run(t.mount.id, { recursive: true, force: true });
-    expect(await findLiveByPath(fs.pool, t.mount.id, 'é')).toMatchObject({ kind: 'symlink', consistencyState: 'ACTIVE' });
-    expect(await findLiveByPath(fs.pool, t.mount.id, 'é/x')).toMatchObject({ consistencyState: 'MISSING' });
+    expect(await findLiveByPath(core.pool, t.mount.id, 'é')).toMatchObject({ kind: 'symlink', consistencyState: 'ACTIVE' });
+    expect(await findLiveByPath(core.pool, t.mount.id, 'é/x')).toMatchObject({ consistencyState: 'MISSING' });
     await t.cleanup();
   });
 });

@@ -22,11 +22,11 @@ import path from 'node:path';
 const PREFIX = `fs-modes-${randomUUID().slice(0, 8)}`;
 
 describe.each(['inline', 'bullmq'] as const)('reconciliation through the %s queue', (mode) => {
-  let fs: Filestore;
+  let core: Filestore;
   const queues: Array<{ queue: ReconcileQueue; name: string }> = [];
 
   beforeAll(async () => {
-    fs = await startFilestore();
+    core = await startFilestore();
   });
   afterAll(async () => {
     for (const { queue, name } of queues) {
@@ -39,37 +39,37 @@ describe.each(['inline', 'bullmq'] as const)('reconciliation through the %s queu
         await connection.quit();
       }
     }
-    await fs.close();
+    await core.close();
     await stopS3();
   });
 
   async function queueFor(mountId: string): Promise<ReconcileQueue> {
     const name = `modes-${randomUUID().slice(0, 8)}`;
     const queue = createReconcileQueue(mode === 'inline' ? 'inline' : TEST_REDIS_URL, {
-      pool: fs.pool,
+      pool: core.pool,
       name,
       prefix: PREFIX,
       mountIds: [mountId],
       backoffMs: 50,
     });
-    await queue.start(createReconciler(fs, { s3MissingGraceMs: 10 }), { concurrency: 2 });
+    await queue.start(createReconciler(core, { s3MissingGraceMs: 10 }), { concurrency: 2 });
     queues.push({ queue, name });
     return queue;
   }
 
   async function settled(id: number) {
     for (;;) {
-      const job = await findJob(fs.pool, id);
+      const job = await findJob(core.pool, id);
       if (job && ['succeeded', 'failed', 'cancelled'].includes(job.status)) return job;
       await new Promise((r) => setTimeout(r, 25));
     }
   }
 
   it.each(['local', 's3'] as const)('on %s: drift is reconciled, rollups stay exact, events arrive on Redis', async (kind) => {
-    const t = await createTestMount(fs, kind);
+    const t = await createTestMount(core, kind);
     const m = t.mount.id;
-    await fs.orchestrator.writeFile(m, { path: 'dir/kept.txt' }, Readable.from([Buffer.from('kept')]));
-    await fs.orchestrator.writeFile(m, { path: 'dir/gone.txt' }, Readable.from([Buffer.from('gone')]));
+    await core.orchestrator.writeFile(m, { path: 'dir/kept.txt' }, Readable.from([Buffer.from('kept')]));
+    await core.orchestrator.writeFile(m, { path: 'dir/gone.txt' }, Readable.from([Buffer.from('gone')]));
     if (kind === 'local') {
       const root = t.root as string;
       await mkdir(path.join(root, 'new'), { recursive: true });
@@ -78,20 +78,20 @@ describe.each(['inline', 'bullmq'] as const)('reconciliation through the %s queu
     } else {
       const s3 = await sharedS3();
       await putRawKey(s3.client, t.mount.bucket as string, `${t.mount.prefix}new/file.txt`, 'appeared');
-      await fs.backends.forMount(t.mount).delete('dir/gone.txt', { recursive: false });
+      await core.backends.forMount(t.mount).delete('dir/gone.txt', { recursive: false });
     }
-    const events = await collectEvents(fs, m);
+    const events = await collectEvents(core, m);
     const queue = await queueFor(m);
     const { job } = await queue.enqueue({ mountId: m, path: '', reason: 'manual', recursive: true, hash: false });
     const done = await settled(job.id);
     expect(done.status).toBe('succeeded');
     expect(done.result).toMatchObject({ discovered: 2, missing: 1, updated: 0 });
-    expect(await findLiveByPath(fs.pool, m, 'dir/gone.txt')).toMatchObject({ consistencyState: 'MISSING' });
-    expect(await findLiveByPath(fs.pool, m, 'new/file.txt')).toMatchObject({ consistencyState: 'ACTIVE', sizeBytes: 8 });
+    expect(await findLiveByPath(core.pool, m, 'dir/gone.txt')).toMatchObject({ consistencyState: 'MISSING' });
+    expect(await findLiveByPath(core.pool, m, 'new/file.txt')).toMatchObject({ consistencyState: 'ACTIVE', sizeBytes: 8 });
     await events.waitFor((e) => e.type === 'filestore.node.missing');
     await events.waitFor((e) => e.type === 'filestore.node.reconciled' && (e.data.node as { path: string }).path === 'new/file.txt');
     events.unsubscribe();
-    await expectExactRollups(fs, m);
+    await expectExactRollups(core, m);
     await t.cleanup();
   });
 });

@@ -36,25 +36,25 @@ const describeEntry = (e: { path: string; kind: string; size: number; target: st
 const ofDisk = (e: DiskEntry) => describeEntry({ ...e, target: e.symlinkTarget });
 
 describe('reconciliation of random out-of-band changes (local, property-based)', () => {
-  let fs: Filestore;
+  let core: Filestore;
   beforeAll(async () => {
-    fs = await startFilestore();
+    core = await startFilestore();
   });
-  afterAll(() => fs.close());
+  afterAll(() => core.close());
 
   /** A full audit (path "", recursive) run by the engine as a job would; force: the mass-missing rule is tested elsewhere. */
   async function audit(mountId: string, hash: boolean): Promise<ReconcileCounts> {
-    const { rows } = await fs.pool.query(
+    const { rows } = await core.pool.query(
       `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, '', 'audit', $2, 'running')
        RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
                  created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
       [mountId, JSON.stringify({ recursive: true, hash, force: true })],
     );
-    return createReconciler(fs)(rows[0], async () => {});
+    return createReconciler(core)(rows[0], async () => {});
   }
 
   async function liveRows(mountId: string): Promise<Row[]> {
-    const { rows } = await fs.pool.query<Row>(
+    const { rows } = await core.pool.query<Row>(
       `SELECT id::text AS id, path, kind, size_bytes::float8 AS size, sha256, consistency_state AS state,
               parent_id::text AS "parentId", metadata->>'symlinkTarget' AS target
          FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL`,
@@ -95,7 +95,7 @@ describe('reconciliation of random out-of-band changes (local, property-based)',
       if (r.parentId !== want) problems.push(`parent_id of ${JSON.stringify(r.path)} is ${r.parentId}, expected ${want}`);
     }
     // 4. Rollups recomputed from the rows.
-    await expectExactRollups(fs, mountId).catch((err: Error & { actual?: unknown; expected?: unknown }) =>
+    await expectExactRollups(core, mountId).catch((err: Error & { actual?: unknown; expected?: unknown }) =>
       problems.push(`rollup (row + deltas) ${JSON.stringify(err.actual)}, recomputed from the rows ${JSON.stringify(err.expected)}`),
     );
     return problems;
@@ -108,14 +108,14 @@ describe('reconciliation of random out-of-band changes (local, property-based)',
       fc.option(fc.nat({ max: 14 }), { nil: null }),
       fc.boolean(),
       async (seeds, commands, auditAfter, hashing) => {
-        const t = await createTestMount(fs, 'local');
+        const t = await createTestMount(core, 'local');
         const m = t.mount.id;
         const root = t.root as string;
         const applied: Applied = { trace: [], needsHash: false };
         try {
           for (const s of consistentSeeds(seeds)) {
-            if (s.kind === 'file') await fs.orchestrator.writeFile(m, { path: s.path }, Readable.from([Buffer.from(s.content)]));
-            else await fs.orchestrator.mkdir(m, { path: s.path, parents: true });
+            if (s.kind === 'file') await core.orchestrator.writeFile(m, { path: s.path }, Readable.from([Buffer.from(s.content)]));
+            else await core.orchestrator.mkdir(m, { path: s.path, parents: true });
             applied.trace.push(`through Filestore: ${s.kind === 'file' ? `write ${JSON.stringify(s.path)} = ${JSON.stringify(s.content)}` : `mkdir ${JSON.stringify(s.path)}`}`);
           }
           for (const [i, c] of commands.entries()) {
@@ -144,7 +144,7 @@ describe('reconciliation of random out-of-band changes (local, property-based)',
             `operations:\n  ${applied.trace.join('\n  ')}\n${e.code ? `${e.code}: ` : ''}${e.message}`,
           );
         } finally {
-          await deleteMount(fs.pool, m);
+          await deleteMount(core.pool, m);
           await t.cleanup();
         }
       },

@@ -18,17 +18,17 @@ import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.ts';
 // twice at once.
 
 const PREFIX = `fstest-${randomUUID().slice(0, 8)}`;
-let fs: Filestore;
+let core: Filestore;
 const cleanups: Array<() => Promise<unknown>> = [];
 
 beforeAll(async () => {
-  fs = await startFilestore({ redisUrl: 'inline', relay: false, recover: false });
+  core = await startFilestore({ redisUrl: 'inline', relay: false, recover: false });
 });
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
 });
 afterAll(async () => {
-  await fs?.close();
+  await core?.close();
 });
 
 async function obliterate(...names: string[]): Promise<void> {
@@ -50,7 +50,7 @@ async function redisProxy(): Promise<{ proxy: TcpProxy; url: string }> {
 }
 
 async function mount(): Promise<TestMount> {
-  const t = await createTestMount(fs, 'local');
+  const t = await createTestMount(core, 'local');
   cleanups.push(() => t.cleanup());
   return t;
 }
@@ -63,13 +63,13 @@ describe('reconcile queue (bullmq) through a Redis outage', () => {
     const agentId = `offline-${randomUUID().slice(0, 8)}`;
     cleanups.push(() => obliterate(name, `${name}-${agentId}`));
     const owned = await mount(); // a local mount of an agent that is not running: its jobs wait
-    await fs.pool.query('UPDATE filestore.mounts SET agent_id = $2 WHERE id = $1', [owned.mount.id, agentId]);
+    await core.pool.query('UPDATE filestore.mounts SET agent_id = $2 WHERE id = $1', [owned.mount.id, agentId]);
     const shared = await mount();
     const mountIds = [owned.mount.id, shared.mount.id];
     const a = await redisProxy(); // everyone's way to Redis
     const b = await redisProxy(); // the way of a producer that never reaches Redis again
     const open = (url: string) => {
-      const q = new BullMqReconcileQueue(url, { pool: fs.pool, metrics: new PromMetrics({ collectDefaults: false }), name, prefix: PREFIX, mountIds, sweepIntervalMs: 200, backoffMs: 5 });
+      const q = new BullMqReconcileQueue(url, { pool: core.pool, metrics: new PromMetrics({ collectDefaults: false }), name, prefix: PREFIX, mountIds, sweepIntervalMs: 200, backoffMs: 5 });
       cleanups.push(() => q.close());
       return q;
     };
@@ -111,7 +111,7 @@ describe('reconcile queue (bullmq) through a Redis outage', () => {
     // Every owed row gets its message and runs, once.
     await eventually(
       async () => {
-        const { rows } = await fs.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM filestore.reconciliation_jobs WHERE id = ANY ($1) AND status = 'succeeded'`, [owed]);
+        const { rows } = await core.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM filestore.reconciliation_jobs WHERE id = ANY ($1) AND status = 'succeeded'`, [owed]);
         return rows[0]?.n === owed.length ? true : undefined;
       },
       `all ${owed.length} rows recorded during the outage to run`,
@@ -137,11 +137,11 @@ describe('reconcile queue (bullmq) through a Redis outage', () => {
     const agentId = `offline-${randomUUID().slice(0, 8)}`;
     cleanups.push(() => obliterate(name, `${name}-${agentId}`));
     const owned = await mount();
-    await fs.pool.query('UPDATE filestore.mounts SET agent_id = $2 WHERE id = $1', [owned.mount.id, agentId]);
+    await core.pool.query('UPDATE filestore.mounts SET agent_id = $2 WHERE id = $1', [owned.mount.id, agentId]);
     const shared = await mount();
     const open = () => {
       const q = new BullMqReconcileQueue(TEST_REDIS_URL, {
-        pool: fs.pool,
+        pool: core.pool,
         metrics: new PromMetrics({ collectDefaults: false }),
         name,
         prefix: PREFIX,
@@ -156,15 +156,15 @@ describe('reconcile queue (bullmq) through a Redis outage', () => {
     for (let i = 0; i < 1_200; i++) await producer.enqueue(drift(owned.mount.id, `w${i}`));
     // The row is all there is: its process died before the add (nothing marks it owed).
     const orphans: number[] = [];
-    for (let i = 0; i < 5; i++) orphans.push((await enqueueJob(fs.pool, { mountId: shared.mount.id, path: `orphan-${i}`, reason: 'drift', options: { recursive: false, hash: false } })).job.id);
+    for (let i = 0; i < 5; i++) orphans.push((await enqueueJob(core.pool, { mountId: shared.mount.id, path: `orphan-${i}`, reason: 'drift', options: { recursive: false, hash: false } })).job.id);
     // Every row has sat still longer than a periodic sweep waits (30 s).
-    await fs.pool.query(`UPDATE filestore.reconciliation_jobs SET updated_at = now() - interval '1 minute' WHERE mount_id = ANY ($1::uuid[])`, [[owned.mount.id, shared.mount.id]]);
+    await core.pool.query(`UPDATE filestore.reconciliation_jobs SET updated_at = now() - interval '1 minute' WHERE mount_id = ANY ($1::uuid[])`, [[owned.mount.id, shared.mount.id]]);
     const h = scriptedHandler();
     const consumer = open();
     await consumer.start(h.handler, { concurrency: 4 });
     await eventually(
       async () => {
-        const { rows } = await fs.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM filestore.reconciliation_jobs WHERE id = ANY ($1) AND status = 'succeeded'`, [orphans]);
+        const { rows } = await core.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM filestore.reconciliation_jobs WHERE id = ANY ($1) AND status = 'succeeded'`, [orphans]);
         return rows[0]?.n === orphans.length ? true : undefined;
       },
       'the rows without a message to run',
@@ -178,7 +178,7 @@ describe('reconcile queue (bullmq) through a Redis outage', () => {
     cleanups.push(() => obliterate(name));
     const t = await mount();
     const queue = new BullMqReconcileQueue(TEST_REDIS_URL, {
-      pool: fs.pool,
+      pool: core.pool,
       metrics: new PromMetrics({ collectDefaults: false }),
       name,
       prefix: PREFIX,
@@ -208,18 +208,18 @@ describe('reconcile queue (bullmq) through a Redis outage', () => {
     await eventually(async () => (h.calls.length > 1 || (await raw.getJobState(again)) === 'delayed' ? true : undefined), 'the second delivery to be handled');
     expect(h.calls).toHaveLength(1);
     expect(h.running).toBe(1);
-    expect((await findJob(fs.pool, job.id))?.attempts).toBe(1);
+    expect((await findJob(core.pool, job.id))?.attempts).toBe(1);
 
     h.release('slow');
     const done = await eventually(async () => {
-      const row = (await findJob(fs.pool, job.id)) as ReconcileJobRow;
+      const row = (await findJob(core.pool, job.id)) as ReconcileJobRow;
       return row.status === 'succeeded' ? row : undefined;
     }, 'the job to succeed');
     // The second delivery, once the first run is over, finds the row settled and leaves it.
     await eventually(async () => ((await raw.getJobState(again)) === 'completed' ? true : undefined), 'the second delivery to complete');
     expect(h.calls).toHaveLength(1);
     expect(h.maxRunning).toBe(1);
-    expect(await findJob(fs.pool, job.id)).toMatchObject({ status: 'succeeded', attempts: 1, result: done.result });
+    expect(await findJob(core.pool, job.id)).toMatchObject({ status: 'succeeded', attempts: 1, result: done.result });
     expect(await raw.getJobState(bullJobId(job))).toBe('completed');
   });
 });

@@ -20,17 +20,17 @@ type Mode = 'inline' | 'bullmq';
 // and mounts, so files running side by side against the same Redis and database never meet.
 const PREFIX = `fstest-${randomUUID().slice(0, 8)}`;
 
-let fs: Filestore;
+let core: Filestore;
 const cleanups: Array<() => Promise<unknown>> = [];
 
 beforeAll(async () => {
-  fs = await startFilestore({ redisUrl: 'inline', relay: false, recover: false });
+  core = await startFilestore({ redisUrl: 'inline', relay: false, recover: false });
 });
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
 });
 afterAll(async () => {
-  await fs?.close();
+  await core?.close();
 });
 
 async function obliterate(name: string): Promise<void> {
@@ -44,13 +44,13 @@ async function obliterate(name: string): Promise<void> {
 async function setup(mode: Mode, o: { mounts?: number; attempts?: number } = {}) {
   const metrics = new PromMetrics({ collectDefaults: false });
   const testMounts: TestMount[] = [];
-  for (let i = 0; i < (o.mounts ?? 1); i++) testMounts.push(await createTestMount(fs, 'local'));
+  for (let i = 0; i < (o.mounts ?? 1); i++) testMounts.push(await createTestMount(core, 'local'));
   const mounts = testMounts.map((t) => t.mount);
   const mount = mounts[0] as Mount;
   const name = `reconcile-test-${randomUUID().slice(0, 8)}`;
   const h = scriptedHandler();
   const queue: ReconcileQueue = createReconcileQueue(mode === 'inline' ? 'inline' : TEST_REDIS_URL, {
-    pool: fs.pool,
+    pool: core.pool,
     metrics,
     name,
     prefix: PREFIX,
@@ -72,7 +72,7 @@ async function setup(mode: Mode, o: { mounts?: number; attempts?: number } = {})
     hash: false,
     ...extra,
   });
-  const job = async (id: number) => (await findJob(fs.pool, id)) as ReconcileJobRow;
+  const job = async (id: number) => (await findJob(core.pool, id)) as ReconcileJobRow;
   const settled = (id: number, status: ReconcileJobRow['status'] = 'succeeded') =>
     eventually(async () => {
       const row = await job(id);
@@ -218,10 +218,10 @@ describe.each<Mode>(['inline', 'bullmq'])('reconcile queue (%s)', (mode) => {
   it('picks up at start rows left queued or running by a process that died', async () => {
     const t = await setup(mode);
     // A crash between the row insert and the queue add: the row is all there is.
-    const orphan = await enqueueJob(fs.pool, { mountId: t.mount.id, path: 'lost', reason: 'drift', options: { recursive: false, hash: false } });
+    const orphan = await enqueueJob(core.pool, { mountId: t.mount.id, path: 'lost', reason: 'drift', options: { recursive: false, hash: false } });
     // A crash mid-run: the row says running, nobody runs it.
-    const interrupted = await enqueueJob(fs.pool, { mountId: t.mount.id, path: 'cut', reason: 'audit', options: { recursive: true, hash: false } });
-    await claimJob(fs.pool, interrupted.job.id);
+    const interrupted = await enqueueJob(core.pool, { mountId: t.mount.id, path: 'cut', reason: 'audit', options: { recursive: true, hash: false } });
+    await claimJob(core.pool, interrupted.job.id);
 
     await t.queue.start(t.h.handler);
     expect(await t.settled(orphan.job.id)).toMatchObject({ attempts: 1 });
@@ -234,18 +234,18 @@ describe.each<Mode>(['inline', 'bullmq'])('reconcile queue (%s)', (mode) => {
     const [m1, m2] = t.mounts as [Mount, Mount];
     const select = { mountIds: [m1.id, m2.id] };
 
-    const first = await enqueueAudits(fs.pool, t.queue, select);
+    const first = await enqueueAudits(core.pool, t.queue, select);
     expect(first.enqueued.map((j) => j.mountId).sort()).toEqual([m1.id, m2.id].sort());
     expect(first.enqueued.every((j) => j.reason === 'audit' && j.path === '' && j.options.recursive === true)).toBe(true);
     expect(first.joined).toEqual([]);
 
-    const again = await enqueueAudits(fs.pool, t.queue, select);
+    const again = await enqueueAudits(core.pool, t.queue, select);
     expect(again.enqueued).toEqual([]);
     expect(again.joined.sort()).toEqual([m1.key, m2.key].sort());
 
     // m1's audit starts running (in some process): the next tick leaves m1 alone.
-    await claimJob(fs.pool, first.enqueued.find((j) => j.mountId === m1.id)!.id);
-    const third = await enqueueAudits(fs.pool, t.queue, select);
+    await claimJob(core.pool, first.enqueued.find((j) => j.mountId === m1.id)!.id);
+    const third = await enqueueAudits(core.pool, t.queue, select);
     expect(third.enqueued).toEqual([]);
     expect(third.joined).toEqual([m2.key]);
     expect(await t.queue.backlog()).toBe(2); // two audit messages, however many ticks
@@ -255,7 +255,7 @@ describe.each<Mode>(['inline', 'bullmq'])('reconcile queue (%s)', (mode) => {
     const t = await setup(mode);
     const name = `${t.name}-audits`;
     const scheduler = await startAuditScheduler({
-      pool: fs.pool,
+      pool: core.pool,
       queue: t.queue,
       cron: '* * * * * *', // every second
       redisUrl: mode === 'inline' ? 'inline' : TEST_REDIS_URL,
@@ -274,8 +274,8 @@ describe.each<Mode>(['inline', 'bullmq'])('reconcile queue (%s)', (mode) => {
 
 describe('audit scheduler configuration', () => {
   it('refuses a pattern that is not cron with a CONFIG_ERROR naming the variable', async () => {
-    const queue = createReconcileQueue('inline', { pool: fs.pool, mountIds: [] });
-    await expect(startAuditScheduler({ pool: fs.pool, queue, cron: 'every day', redisUrl: 'inline' })).rejects.toMatchObject({
+    const queue = createReconcileQueue('inline', { pool: core.pool, mountIds: [] });
+    await expect(startAuditScheduler({ pool: core.pool, queue, cron: 'every day', redisUrl: 'inline' })).rejects.toMatchObject({
       code: 'CONFIG_ERROR',
       message: expect.stringContaining('FILESTORE_AUDIT_CRON'),
     });
@@ -287,11 +287,11 @@ describe('reconcile queue routing (bullmq)', () => {
   it("jobs for an agent's local mount run on that agent's consumer only; other mounts on any consumer", async () => {
     const t = await setup('bullmq', { mounts: 2 });
     const [owned, shared] = t.mounts as [Mount, Mount];
-    await fs.pool.query(`UPDATE filestore.mounts SET agent_id = 'agent-b' WHERE id = $1`, [owned.id]);
+    await core.pool.query(`UPDATE filestore.mounts SET agent_id = 'agent-b' WHERE id = $1`, [owned.id]);
     const consumer = (agentId: string) => {
       const h = scriptedHandler();
       const queue = createReconcileQueue(TEST_REDIS_URL, {
-        pool: fs.pool,
+        pool: core.pool,
         metrics: new PromMetrics({ collectDefaults: false }),
         name: t.name,
         prefix: PREFIX,

@@ -18,31 +18,31 @@ import { createTestMount, startFilestore, uniqueKey, type TestMount } from './su
 // completes (under the mass-missing rule), and a root replaced while a job runs makes that
 // job refuse before anything is marked MISSING.
 
-let fs: Filestore;
+let core: Filestore;
 beforeAll(async () => {
-  fs = await startFilestore();
+  core = await startFilestore();
 });
-afterAll(() => fs.close());
+afterAll(() => core.close());
 
 async function run(mountId: string, p: string, options: Record<string, unknown> = { recursive: true }, o: ReconcilerOptions = {}) {
-  const { rows } = await fs.pool.query(
+  const { rows } = await core.pool.query(
     `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, $2, 'manual', $3, 'running')
      RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, checkpoint, error,
                created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
     [mountId, p, JSON.stringify(options)],
   );
-  return createReconciler(fs, o)(rows[0], async () => {});
+  return createReconciler(core, o)(rows[0], async () => {});
 }
-const put = (mountId: string, p: string, bytes: string) => fs.orchestrator.writeFile(mountId, { path: p }, Readable.from([Buffer.from(bytes)]));
-const stateOf = async (mountId: string, p: string) => (await findLiveByPath(fs.pool, mountId, p))?.consistencyState ?? null;
+const put = (mountId: string, p: string, bytes: string) => core.orchestrator.writeFile(mountId, { path: p }, Readable.from([Buffer.from(bytes)]));
+const stateOf = async (mountId: string, p: string) => (await findLiveByPath(core.pool, mountId, p))?.consistencyState ?? null;
 const healthOf = async (mountId: string) =>
-  (await fs.pool.query<{ health: string; reason: string | null }>('SELECT health, health_reason AS reason FROM filestore.mounts WHERE id = $1', [mountId])).rows[0];
+  (await core.pool.query<{ health: string; reason: string | null }>('SELECT health, health_reason AS reason FROM filestore.mounts WHERE id = $1', [mountId])).rows[0];
 const missingCount = async (mountId: string) =>
-  (await fs.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND consistency_state = 'MISSING'`, [mountId])).rows[0]?.n;
+  (await core.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND consistency_state = 'MISSING'`, [mountId])).rows[0]?.n;
 
 /** A mount with `keep/f0..f{n-1}.txt` written through Filestore and audited (its root recorded). */
 async function auditedMount(n: number): Promise<TestMount & { id: string; root: string }> {
-  const t = await createTestMount(fs, 'local');
+  const t = await createTestMount(core, 'local');
   for (let i = 0; i < n; i++) await put(t.mount.id, `keep/f${i}.txt`, String(i));
   await run(t.mount.id, '');
   return { ...t, id: t.mount.id, root: t.root as string };
@@ -143,7 +143,7 @@ describe('a root path that goes through a symbolic link', () => {
       await writeFile(path.join(base, 'v2', 'one.txt'), 'v2');
       await writeFile(path.join(base, 'v2', 'two.txt'), 'v2');
       await symlink('v1', current);
-      const mount = await createMount(fs.pool, { key: uniqueKey('sym'), kind: 'local', rootPath: current });
+      const mount = await createMount(core.pool, { key: uniqueKey('sym'), kind: 'local', rootPath: current });
       expect(symlinkedRootNote(current)).toMatch(/goes through a symbolic link: this process uses .*v1 until it restarts/);
       await run(mount.id, '');
       expect(await stateOf(mount.id, 'one.txt')).toBe('ACTIVE');

@@ -3,8 +3,8 @@ import { reconcileSuite } from './conformance/reconcile-suite.ts';
 import { createTestMount, sharedS3 } from './support/filestore.ts';
 import { putRawKey, rawKeys } from './support/s3.ts';
 
-reconcileSuite('s3', async (fs) => {
-  const mount = await createTestMount(fs, 's3');
+reconcileSuite('s3', async (core) => {
+  const mount = await createTestMount(core, 's3');
   const s3 = await sharedS3();
   const bucket = mount.mount.bucket as string;
   const key = (p: string) => `${mount.mount.prefix}${p}`;
@@ -18,9 +18,9 @@ reconcileSuite('s3', async (fs) => {
     mkdir: (p) => putRawKey(s3.client, bucket, `${key(p)}/`, ''),
     async breakRoot() {
       // Credentials that lost access, or a bucket gone: the mount now names a bucket that does not exist.
-      await fs.pool.query(`UPDATE filestore.mounts SET bucket = 'no-such-bucket-here', updated_at = now() WHERE id = $1`, [mount.mount.id]);
+      await core.pool.query(`UPDATE filestore.mounts SET bucket = 'no-such-bucket-here', updated_at = now() WHERE id = $1`, [mount.mount.id]);
       return async () => {
-        await fs.pool.query(`UPDATE filestore.mounts SET bucket = $2, updated_at = now() WHERE id = $1`, [mount.mount.id, bucket]);
+        await core.pool.query(`UPDATE filestore.mounts SET bucket = $2, updated_at = now() WHERE id = $1`, [mount.mount.id, bucket]);
       };
     },
     cleanup: () => mount.cleanup(),

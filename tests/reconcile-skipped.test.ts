@@ -33,7 +33,7 @@ afterAll(async () => {
 });
 
 async function mountOf(kind: 'local' | 's3'): Promise<TestMount> {
-  const m = await createTestMount(server.fs, kind);
+  const m = await createTestMount(server.core, kind);
   mounts.push(m);
   return m;
 }
@@ -47,7 +47,7 @@ async function reconcile(mountKey: string, p = '', recursive = true): Promise<Jo
 }
 
 async function skippedMetric(mountKey: string): Promise<Record<string, number>> {
-  const text = (await server.fs.metrics.exposition?.text()) ?? '';
+  const text = (await server.core.metrics.exposition?.text()) ?? '';
   const out: Record<string, number> = {};
   for (const line of text.split('\n')) {
     const m = /^filestore_reconcile_skipped_total\{(.*)\} (\d+)$/.exec(line);

@@ -74,17 +74,17 @@ describe('recovery of a local mount belongs to the agent that owns it', () => {
   });
 });
 
-async function entriesOf(fs: Filestore, mountId: string) {
-  const { rows } = await fs.pool.query<{ command: string; status: string }>(
+async function entriesOf(core: Filestore, mountId: string) {
+  const { rows } = await core.pool.query<{ command: string; status: string }>(
     'SELECT command, status FROM filestore.journal_entries WHERE mount_id = $1 ORDER BY id',
     [mountId],
   );
   return rows;
 }
 
-async function waitForJob(fs: Filestore, id: number): Promise<void> {
+async function waitForJob(core: Filestore, id: number): Promise<void> {
   for (let i = 0; i < 300; i++) {
-    const { rows } = await fs.pool.query<{ status: string }>('SELECT status FROM filestore.reconciliation_jobs WHERE id = $1', [id]);
+    const { rows } = await core.pool.query<{ status: string }>('SELECT status FROM filestore.reconciliation_jobs WHERE id = $1', [id]);
     if (rows[0]?.status === 'succeeded') return;
     if (rows[0]?.status === 'failed') throw new Error(`job ${id} failed`);
     await new Promise((r) => setTimeout(r, 100));

@@ -66,7 +66,7 @@ describe('directory sizes count what is present (MISSING nodes do not count)', (
     expect(await sizeOf(m, 'd')).toEqual({ sizeBytes: 30, fileCount: 2, dirCount: 0, childCount: 2 });
     expect(await sizeOf(m, '')).toEqual({ sizeBytes: 30, fileCount: 2, dirCount: 1, childCount: 1 });
     expect(await sizeOf(m, 'd/gone')).toEqual({ sizeBytes: 0, fileCount: 0, dirCount: 0, childCount: 0 });
-    await expectExactRollups(api.server.fs, t.mount.id);
+    await expectExactRollups(api.server.core, t.mount.id);
 
     // c.txt comes back (as it was): counted again.
     await writeOutside(t, 'd/c.txt', 'c'.repeat(30));
@@ -74,7 +74,7 @@ describe('directory sizes count what is present (MISSING nodes do not count)', (
     expect(await byPath(m, 'd/c.txt')).toMatchObject({ consistencyState: 'ACTIVE' });
     expect(await sizeOf(m, 'd')).toEqual({ sizeBytes: 60, fileCount: 3, dirCount: 0, childCount: 3 });
     expect(await sizeOf(m, '')).toEqual({ sizeBytes: 60, fileCount: 3, dirCount: 1, childCount: 1 });
-    await expectExactRollups(api.server.fs, t.mount.id);
+    await expectExactRollups(api.server.core, t.mount.id);
 
     // Gone again, then comes back with other content: counted with its new size.
     await removeOutside(t, 'd/c.txt');
@@ -84,19 +84,19 @@ describe('directory sizes count what is present (MISSING nodes do not count)', (
     await reconcile(m);
     expect(await byPath(m, 'd/c.txt')).toMatchObject({ consistencyState: 'ACTIVE', sizeBytes: 7 });
     expect(await sizeOf(m, 'd')).toEqual({ sizeBytes: 37, fileCount: 3, dirCount: 0, childCount: 3 });
-    await expectExactRollups(api.server.fs, t.mount.id);
+    await expectExactRollups(api.server.core, t.mount.id);
 
     // A MISSING file written anew through Filestore counts with its new size.
     await removeOutside(t, 'd/c.txt');
     await reconcile(m);
     await put(m, 'd/c.txt', 'c'.repeat(4));
     expect(await sizeOf(m, 'd')).toEqual({ sizeBytes: 34, fileCount: 3, dirCount: 0, childCount: 3 });
-    await expectExactRollups(api.server.fs, t.mount.id);
+    await expectExactRollups(api.server.core, t.mount.id);
 
     // Deleting MISSING nodes through Filestore changes no size: they were not counted.
     await c.json('POST', '/v1/commands/delete', 200, { json: { mountId: m, path: 'd/gone', recursive: true } });
     expect(await sizeOf(m, 'd')).toEqual({ sizeBytes: 34, fileCount: 3, dirCount: 0, childCount: 3 });
     expect(await sizeOf(m, '')).toEqual({ sizeBytes: 34, fileCount: 3, dirCount: 1, childCount: 1 });
-    await expectExactRollups(api.server.fs, t.mount.id);
+    await expectExactRollups(api.server.core, t.mount.id);
   });
 });

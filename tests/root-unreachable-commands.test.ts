@@ -12,30 +12,30 @@ import { createMount } from '../shared/catalogue/mounts.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { startFilestore, uniqueKey } from './support/filestore.ts';
 
-let fs: Filestore;
+let core: Filestore;
 let root: string;
 beforeAll(async () => {
-  fs = await startFilestore({ redisUrl: 'inline', recover: false });
+  core = await startFilestore({ redisUrl: 'inline', recover: false });
   root = await mkdtemp(path.join(os.tmpdir(), 'filestore-gone-'));
 });
 afterAll(async () => {
-  await fs.close();
+  await core.close();
   await rm(root, { recursive: true, force: true });
   await rm(`${root}.away`, { recursive: true, force: true });
 });
 
 it('put, mkdir and rm while the root is away are 503, journaled failed at once; the same key succeeds once it is back', async () => {
-  const mount = await createMount(fs.pool, { key: uniqueKey('gone'), kind: 'local', rootPath: root });
-  await fs.orchestrator.writeFile(mount.id, { path: 'keep.txt' }, Readable.from([Buffer.from('there')])); // the backend is open
+  const mount = await createMount(core.pool, { key: uniqueKey('gone'), kind: 'local', rootPath: root });
+  await core.orchestrator.writeFile(mount.id, { path: 'keep.txt' }, Readable.from([Buffer.from('there')])); // the backend is open
   await rename(root, `${root}.away`);
 
   const attempts = [
-    () => fs.orchestrator.writeFile(mount.id, { path: 'new.txt' }, Readable.from([Buffer.from('new')]), { idempotencyKey: 'k-put' }),
-    () => fs.orchestrator.mkdir(mount.id, { path: 'dir' }, { idempotencyKey: 'k-mkdir' }),
-    () => fs.orchestrator.delete(mount.id, { path: 'keep.txt' }, { idempotencyKey: 'k-rm' }),
+    () => core.orchestrator.writeFile(mount.id, { path: 'new.txt' }, Readable.from([Buffer.from('new')]), { idempotencyKey: 'k-put' }),
+    () => core.orchestrator.mkdir(mount.id, { path: 'dir' }, { idempotencyKey: 'k-mkdir' }),
+    () => core.orchestrator.delete(mount.id, { path: 'keep.txt' }, { idempotencyKey: 'k-rm' }),
   ];
   for (const attempt of attempts) await expect(attempt()).rejects.toMatchObject({ code: 'UNAVAILABLE', status: 503 });
-  const { rows } = await fs.pool.query<{ command: string; status: string; code: string | null }>(
+  const { rows } = await core.pool.query<{ command: string; status: string; code: string | null }>(
     `SELECT command, status, error->>'code' AS code FROM filestore.journal_entries WHERE mount_id = $1 ORDER BY id`,
     [mount.id],
   );
@@ -47,10 +47,10 @@ it('put, mkdir and rm while the root is away are 503, journaled failed at once; 
   ]);
 
   await rename(`${root}.away`, root);
-  await fs.orchestrator.writeFile(mount.id, { path: 'new.txt' }, Readable.from([Buffer.from('new')]), { idempotencyKey: 'k-put' });
-  await fs.orchestrator.mkdir(mount.id, { path: 'dir' }, { idempotencyKey: 'k-mkdir' });
-  await fs.orchestrator.delete(mount.id, { path: 'keep.txt' }, { idempotencyKey: 'k-rm' });
-  const after = await fs.pool.query<{ path: string }>(
+  await core.orchestrator.writeFile(mount.id, { path: 'new.txt' }, Readable.from([Buffer.from('new')]), { idempotencyKey: 'k-put' });
+  await core.orchestrator.mkdir(mount.id, { path: 'dir' }, { idempotencyKey: 'k-mkdir' });
+  await core.orchestrator.delete(mount.id, { path: 'keep.txt' }, { idempotencyKey: 'k-rm' });
+  const after = await core.pool.query<{ path: string }>(
     `SELECT path FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL ORDER BY path COLLATE "C"`,
     [mount.id],
   );

@@ -24,24 +24,24 @@ const KEYS = [...NEW, 'upd.txt', 'x/n9.txt']; // changed outside; below a direct
 const sequencerOf = (i: number) => (0x1000 + i).toString(16).toUpperCase();
 
 describe('S3 events: a batch of drifted keys applied together', () => {
-  let fs: Filestore;
+  let core: Filestore;
   let s3: Awaited<ReturnType<typeof sharedS3>>;
 
   beforeAll(async () => {
     s3 = await sharedS3();
-    fs = await wireTestFilestore();
+    core = await wireTestFilestore();
   });
   afterAll(async () => {
-    await fs?.close();
+    await core?.close();
     await stopS3();
   });
 
   /** A mount in a state of its own: Filestore's own files, then the keys written outside. */
   async function prepared(): Promise<Mount> {
     const bucket = await s3.createBucket();
-    const mount = await createMount(fs.pool, { key: uniqueKey('s3batch'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
-    await fs.orchestrator.writeFile(mount.id, { path: 'd/keep.txt' }, Readable.from([Buffer.from('kept')]));
-    await fs.orchestrator.writeFile(mount.id, { path: 'upd.txt' }, Readable.from([Buffer.from('before')]));
+    const mount = await createMount(core.pool, { key: uniqueKey('s3batch'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
+    await core.orchestrator.writeFile(mount.id, { path: 'd/keep.txt' }, Readable.from([Buffer.from('kept')]));
+    await core.orchestrator.writeFile(mount.id, { path: 'upd.txt' }, Readable.from([Buffer.from('before')]));
     for (const k of KEYS) await putRawKey(s3.client, bucket, `tenant/${k}`, `outside ${k}, ${k.length} long`);
     return mount;
   }
@@ -63,7 +63,7 @@ describe('S3 events: a batch of drifted keys applied together', () => {
 
   /** What a user can see of a mount: nodes, rollups, snapshots with their job's path, job rows, events (ids and times left out). */
   async function observable(mountId: string) {
-    const q = async (sql: string) => (await fs.pool.query(sql, [mountId])).rows;
+    const q = async (sql: string) => (await core.pool.query(sql, [mountId])).rows;
     const nodes = await q(
       `SELECT path, kind, size_bytes, etag, version, consistency_state, sequencer, deleted_at IS NULL AS live,
               last_drift_detected_at IS NULL AS no_drift, last_reconciled_at IS NULL AS not_reconciled
@@ -114,21 +114,21 @@ describe('S3 events: a batch of drifted keys applied together', () => {
         return query(...a);
       };
     };
-    fs.pool.on('acquire', count as never);
+    core.pool.on('acquire', count as never);
     try {
       const out = await fn();
       return { out, statements, commits };
     } finally {
-      fs.pool.removeListener('acquire', count as never);
+      core.pool.removeListener('acquire', count as never);
     }
   }
 
   it("a batch of Filestore's own writes is judged in three statements: mounts with the stored sequencers and the clock; try-locks with the read; checks and sequencers with the COMMIT. Delivered again: one", async () => {
     const bucket = await s3.createBucket();
-    const mount = await createMount(fs.pool, { key: uniqueKey('s3own'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
-    for (const k of KEYS) await fs.orchestrator.writeFile(mount.id, { path: k }, Readable.from([Buffer.from(`own ${k}`)]));
+    const mount = await createMount(core.pool, { key: uniqueKey('s3own'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
+    for (const k of KEYS) await core.orchestrator.writeFile(mount.id, { path: k }, Readable.from([Buffer.from(`own ${k}`)]));
     const before = await observable(mount.id);
-    const { out, statements, commits } = await statementsOf(() => processS3Events(fs, event(bucket), undefined, { retryDelaysMs: [] }));
+    const { out, statements, commits } = await statementsOf(() => processS3Events(core, event(bucket), undefined, { retryDelaysMs: [] }));
     expect(out.batchItemFailures).toEqual([]);
     // Checks and sequencers only, which a crash may take back harmlessly (an older event is
     // judged against storage again): the COMMIT does not wait for the WAL flush.
@@ -139,7 +139,7 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     expect(after.nodes).toEqual(before.nodes.map((n) => (KEYS.includes(n.path as string) ? { ...n, sequencer: sequencerOf(KEYS.indexOf(n.path as string)) } : n)));
     expect(after.jobs).toEqual([]);
     expect(after.events).toEqual(before.events);
-    const checked = await fs.pool.query(`SELECT count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1 AND path = ANY($2::text[]) AND consistency_checked_at > created_at`, [mount.id, KEYS]);
+    const checked = await core.pool.query(`SELECT count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1 AND path = ANY($2::text[]) AND consistency_checked_at > created_at`, [mount.id, KEYS]);
     expect(checked.rows[0]?.n).toBe(KEYS.length);
     // Before: ten (a SELECT now() of its own, BEGIN, lock, changedSince, read, touch, sequencers, COMMIT), then five.
     expect(statements).toBe(3);
@@ -148,7 +148,7 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     // mounts, before they are known), no look at storage, no transaction.
     const logged: Array<Record<string, unknown>> = [];
     const log = { info: (_m: string, d: Record<string, unknown>) => logged.push(d), warn: () => {} };
-    const again = await statementsOf(() => processS3Events(fs, event(bucket), undefined, { retryDelaysMs: [], log }));
+    const again = await statementsOf(() => processS3Events(core, event(bucket), undefined, { retryDelaysMs: [], log }));
     expect(again.out.batchItemFailures).toEqual([]);
     expect(logged.map((d) => [d.dropped, d.judged])).toEqual([[KEYS.length, 0]]);
     expect(again.statements).toBe(1);
@@ -157,9 +157,9 @@ describe('S3 events: a batch of drifted keys applied together', () => {
 
   it("events of Filestore's own writes that report the size and ETag the catalogue records need no look at storage: two statements, their sequencers without a flush; any other record is still looked at", async () => {
     const bucket = await s3.createBucket();
-    const mount = await createMount(fs.pool, { key: uniqueKey('s3rep'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
-    for (const k of KEYS) await fs.orchestrator.writeFile(mount.id, { path: k }, Readable.from([Buffer.from(`own ${k}`)]));
-    const rows = await fs.pool.query<{ path: string; size: string; etag: string }>(`SELECT path, size_bytes::text AS size, etag FROM filestore.nodes WHERE mount_id = $1 AND path = ANY($2::text[]) AND deleted_at IS NULL`, [mount.id, KEYS]);
+    const mount = await createMount(core.pool, { key: uniqueKey('s3rep'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
+    for (const k of KEYS) await core.orchestrator.writeFile(mount.id, { path: k }, Readable.from([Buffer.from(`own ${k}`)]));
+    const rows = await core.pool.query<{ path: string; size: string; etag: string }>(`SELECT path, size_bytes::text AS size, etag FROM filestore.nodes WHERE mount_id = $1 AND path = ANY($2::text[]) AND deleted_at IS NULL`, [mount.id, KEYS]);
     const reported = new Map(rows.rows.map((r) => [r.path, { size: Number(r.size), eTag: `"${r.etag}"` }]));
     expect(reported.size).toBe(KEYS.length);
     // Two keys whose events say otherwise: an ETag the catalogue does not hold (the object was
@@ -167,14 +167,14 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     const [overwritten, inconsistent] = ['upd.txt', 'n0.txt'];
     await putRawKey(s3.client, bucket, `tenant/${overwritten}`, `own ${overwritten}`.replace('o', '0'));
     reported.set(overwritten, { size: Number(reported.get(overwritten)?.size), eTag: '0123456789abcdef0123456789abcdef' });
-    await fs.pool.query(`UPDATE filestore.nodes SET consistency_state = 'INCONSISTENT' WHERE mount_id = $1 AND path = $2`, [mount.id, inconsistent]);
+    await core.pool.query(`UPDATE filestore.nodes SET consistency_state = 'INCONSISTENT' WHERE mount_id = $1 AND path = $2`, [mount.id, inconsistent]);
     const before = await observable(mount.id);
     const logged: Array<Record<string, unknown>> = [];
     const log = { info: (_m: string, d: Record<string, unknown>) => logged.push(d), warn: () => {} };
 
     const own = new Map([...reported].filter(([k]) => k !== overwritten && k !== inconsistent));
     const ownOnly = event(bucket, own);
-    const { out, statements, commits } = await statementsOf(() => processS3Events(fs, { Records: ownOnly.Records.filter((_, i) => own.has(KEYS[i] as string)) }, undefined, { retryDelaysMs: [], log }));
+    const { out, statements, commits } = await statementsOf(() => processS3Events(core, { Records: ownOnly.Records.filter((_, i) => own.has(KEYS[i] as string)) }, undefined, { retryDelaysMs: [], log }));
     expect(out.batchItemFailures).toEqual([]);
     expect(logged.map((d) => [d.recorded, d.judged, d.reconciled])).toEqual([[own.size, 0, 0]]);
     // The mounts with the live nodes; the checks and sequencers with a COMMIT that does not wait for the flush.
@@ -186,14 +186,14 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     expect(after.jobs).toEqual([]);
     expect(after.events).toEqual(before.events);
     // S3's report of a version is not a look at storage: no check time is recorded.
-    const checked = await fs.pool.query(`SELECT count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1 AND path = ANY($2::text[]) AND consistency_checked_at > created_at`, [mount.id, [...own.keys()]]);
+    const checked = await core.pool.query(`SELECT count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1 AND path = ANY($2::text[]) AND consistency_checked_at > created_at`, [mount.id, [...own.keys()]]);
     expect(checked.rows[0]?.n).toBe(0);
 
     // The two others: looked at. The overwrite is drift, reconciled to what storage holds; the
     // INCONSISTENT node gets its reconciliation.
     logged.length = 0;
     const rest = event(bucket, reported);
-    const second = await processS3Events(fs, { Records: rest.Records.filter((_, i) => [overwritten, inconsistent].includes(KEYS[i] as string)) }, undefined, { retryDelaysMs: [], log });
+    const second = await processS3Events(core, { Records: rest.Records.filter((_, i) => [overwritten, inconsistent].includes(KEYS[i] as string)) }, undefined, { retryDelaysMs: [], log });
     expect(second.batchItemFailures).toEqual([]);
     expect(logged.map((d) => [d.recorded, d.judged, d.reconciled])).toEqual([[0, 2, 2]]);
     const now = await observable(mount.id);
@@ -209,15 +209,15 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     const batched = await prepared();
     const single = await prepared();
 
-    const { out: response, statements: batchStatements } = await statementsOf(() => processS3Events(fs, event(batched.bucket as string), undefined, { retryDelaysMs: [] }));
+    const { out: response, statements: batchStatements } = await statementsOf(() => processS3Events(core, event(batched.bucket as string), undefined, { retryDelaysMs: [] }));
     expect(response.batchItemFailures).toEqual([]);
 
     // As the handler did before: judge together, then reconcile each drifted key on its own.
     const sequencers = new Map(KEYS.map((k, i) => [k, sequencerOf(i)]));
     const targets: JobTarget[] = [];
-    await detectDrift(fs, single, { changes: new Map(KEYS.map((k) => [k, 'created' as const])), sequencers }, { reason: 's3_event', skipCoveredByListings: false, dispatch: async (t) => (targets.push(...t), t.length) });
+    await detectDrift(core, single, { changes: new Map(KEYS.map((k) => [k, 'created' as const])), sequencers }, { reason: 's3_event', skipCoveredByListings: false, dispatch: async (t) => (targets.push(...t), t.length) });
     for (const t of targets) {
-      const done = await reconcilePath(fs, { mountId: single.id, path: t.path, reason: 's3_event', recursive: t.recursive, hash: false, sequencer: sequencers.get(t.path) }, {}, {});
+      const done = await reconcilePath(core, { mountId: single.id, path: t.path, reason: 's3_event', recursive: t.recursive, hash: false, sequencer: sequencers.get(t.path) }, {}, {});
       expect(done.outcome).toBe('succeeded');
     }
 
@@ -236,22 +236,22 @@ describe('S3 events: a batch of drifted keys applied together', () => {
 
   it("a failure of the batch's writes undoes them alone: the drift is still recorded and each key is reconciled on its own", async () => {
     const bucket = await s3.createBucket();
-    const mount = await createMount(fs.pool, { key: uniqueKey('s3undo'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
-    await fs.orchestrator.writeFile(mount.id, { path: 'd/keep.txt' }, Readable.from([Buffer.from('kept')]));
+    const mount = await createMount(core.pool, { key: uniqueKey('s3undo'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
+    await core.orchestrator.writeFile(mount.id, { path: 'd/keep.txt' }, Readable.from([Buffer.from('kept')]));
     for (const k of NEW) await putRawKey(s3.client, bucket, `tenant/${k}`, `outside ${k}`);
     // A real failure in the database: an insert of several job rows of this mount at once (the
     // batch's; a single reconciliation inserts one) is refused.
     const fn = `filestore.test_refuse_${mount.id.replace(/-/g, '')}`;
-    await fs.pool.query(`CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+    await core.pool.query(`CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN IF (SELECT count(*) FROM new_rows WHERE mount_id = '${mount.id}') > 1 THEN RAISE EXCEPTION 'refused for the test'; END IF; RETURN NULL; END $$`);
-    await fs.pool.query(`CREATE TRIGGER test_refuse_${mount.id.replace(/-/g, '')} AFTER INSERT ON filestore.reconciliation_jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`);
+    await core.pool.query(`CREATE TRIGGER test_refuse_${mount.id.replace(/-/g, '')} AFTER INSERT ON filestore.reconciliation_jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`);
     try {
       const all = event(bucket);
-      const out = await processS3Events(fs, { Records: all.Records.slice(0, NEW.length) }, undefined, { retryDelaysMs: [] });
+      const out = await processS3Events(core, { Records: all.Records.slice(0, NEW.length) }, undefined, { retryDelaysMs: [] });
       expect(out.batchItemFailures).toEqual([]);
     } finally {
-      await fs.pool.query(`DROP TRIGGER test_refuse_${mount.id.replace(/-/g, '')} ON filestore.reconciliation_jobs`);
-      await fs.pool.query(`DROP FUNCTION ${fn}()`);
+      await core.pool.query(`DROP TRIGGER test_refuse_${mount.id.replace(/-/g, '')} ON filestore.reconciliation_jobs`);
+      await core.pool.query(`DROP FUNCTION ${fn}()`);
     }
     const after = await observable(mount.id);
     expect(after.nodes.filter((n) => NEW.includes(n.path as string)).map((n) => [n.path, n.consistency_state])).toEqual([...NEW].sort().map((k) => [k, 'ACTIVE']));
@@ -262,11 +262,11 @@ describe('S3 events: a batch of drifted keys applied together', () => {
 
   it('a batch of new objects below known directories is judged and applied in four statements, the bucket checked and the mount recorded healthy with the COMMIT', async () => {
     const bucket = await s3.createBucket();
-    const mount = await createMount(fs.pool, { key: uniqueKey('s3new'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
-    await fs.orchestrator.writeFile(mount.id, { path: 'd/keep.txt' }, Readable.from([Buffer.from('kept')]));
+    const mount = await createMount(core.pool, { key: uniqueKey('s3new'), kind: 's3', bucket, prefix: 'tenant/', endpoint: s3.endpoint, region: 'us-east-1' });
+    await core.orchestrator.writeFile(mount.id, { path: 'd/keep.txt' }, Readable.from([Buffer.from('kept')]));
     for (const k of NEW) await putRawKey(s3.client, bucket, `tenant/${k}`, `outside ${k}`);
     const all = event(bucket);
-    const { out, statements, commits } = await statementsOf(() => processS3Events(fs, { Records: all.Records.slice(0, NEW.length) }, undefined, { retryDelaysMs: [] }));
+    const { out, statements, commits } = await statementsOf(() => processS3Events(core, { Records: all.Records.slice(0, NEW.length) }, undefined, { retryDelaysMs: [] }));
     expect(out.batchItemFailures).toEqual([]);
     // New nodes and their events: the COMMIT is synchronous (durable before the messages are deleted).
     expect(commits.length).toBeGreaterThan(0);
@@ -281,7 +281,7 @@ describe('S3 events: a batch of drifted keys applied together', () => {
     // Before: twenty, two transactions, a statement of its own for each; then eight (mounts and
     // sequencers apart); then seven (job rows, one node insert per depth, the health apart).
     expect(statements).toBe(4);
-    const { rows: health } = await fs.pool.query<{ health: string; checked: boolean }>('SELECT health, health_checked_at IS NOT NULL AS checked FROM filestore.mounts WHERE id = $1', [mount.id]);
+    const { rows: health } = await core.pool.query<{ health: string; checked: boolean }>('SELECT health, health_checked_at IS NOT NULL AS checked FROM filestore.mounts WHERE id = $1', [mount.id]);
     expect(health).toEqual([{ health: 'healthy', checked: true }]);
   });
 });

@@ -34,7 +34,7 @@ const eventBody = (bucket: string, key: string, sequencer: string, eventName = '
   JSON.stringify({ Records: [{ eventVersion: '2.1', eventSource: 'aws:s3', eventName, s3: { bucket: { name: bucket }, object: { key, sequencer } } }] });
 
 describe('S3 events and audits with nested and paused mounts', () => {
-  let fs: Filestore;
+  let core: Filestore;
   let proxy: S3Proxy;
   let bridge: S3Notifications;
   let poller: SqsPoller;
@@ -59,7 +59,7 @@ describe('S3 events and audits with nested and paused mounts', () => {
       POWERTOOLS_METRICS_DISABLED: 'true',
     });
     logger.setLogLevel('ERROR');
-    fs = await startFilestore({ recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } });
+    core = await startFilestore({ recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } });
     raw = testS3Client(proxy.endpoint);
     bridge = await startS3Notifications({ proxy, endpoint: s3.endpoint, s3: s3.client, visibilityTimeout: 1, maxReceiveCount: 3 });
     poller = createSqsPoller({ sqs: bridge.sqs, queueUrl: bridge.queueUrl, queueArn: bridge.queueArn, handler, pollIntervalMs: 20 });
@@ -67,7 +67,7 @@ describe('S3 events and audits with nested and paused mounts', () => {
   afterAll(async () => {
     await bridge?.stop();
     await closeLambdaCore();
-    await fs?.close();
+    await core?.close();
     await proxy?.stop();
     await stopS3();
     process.env = saved;
@@ -75,22 +75,22 @@ describe('S3 events and audits with nested and paused mounts', () => {
   beforeEach(async () => {
     const s3 = await sharedS3();
     bucket = await s3.createBucket();
-    outer = await createMount(fs.pool, { key: uniqueKey('outer'), kind: 's3', bucket, prefix: '', endpoint: proxy.endpoint, region: 'us-east-1' });
+    outer = await createMount(core.pool, { key: uniqueKey('outer'), kind: 's3', bucket, prefix: '', endpoint: proxy.endpoint, region: 'us-east-1' });
     inner = await nest();
   });
-  const nest = () => createMount(fs.pool, { key: uniqueKey('inner'), kind: 's3', bucket, prefix: 'tenant/', endpoint: proxy.endpoint, region: 'us-east-1' });
+  const nest = () => createMount(core.pool, { key: uniqueKey('inner'), kind: 's3', bucket, prefix: 'tenant/', endpoint: proxy.endpoint, region: 'us-east-1' });
   const audit = async (m: Mount) =>
-    (await reconcilePath(fs, { mountId: m.id, path: '', reason: 'audit', recursive: true, hash: false }, {}, { s3MissingGraceMs: 5 })).outcome;
+    (await reconcilePath(core, { mountId: m.id, path: '', reason: 'audit', recursive: true, hash: false }, {}, { s3MissingGraceMs: 5 })).outcome;
   const active = async (m: Mount) =>
-    (await fs.pool.query<{ path: string }>(`SELECT path FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND consistency_state = 'ACTIVE' ORDER BY path`, [m.id])).rows.map((r) => r.path);
+    (await core.pool.query<{ path: string }>(`SELECT path FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND consistency_state = 'ACTIVE' ORDER BY path`, [m.id])).rows.map((r) => r.path);
 
   /** Every row the mount ever had below the inner mount's staging area, deleted ones too. */
   const stagingRows = async (m: Mount) =>
-    (await fs.pool.query<{ path: string }>(`SELECT path FROM filestore.nodes WHERE mount_id = $1 AND path LIKE 'tenant/.filestore-staging%'`, [m.id])).rows.map((r) => r.path);
+    (await core.pool.query<{ path: string }>(`SELECT path FROM filestore.nodes WHERE mount_id = $1 AND path LIKE 'tenant/.filestore-staging%'`, [m.id])).rows.map((r) => r.path);
   const process1 = async (bodies: string[]) => {
     let summary: S3EventSummary | undefined;
     const log = { info: (_: string, d: Record<string, unknown>) => void (summary = d as unknown as S3EventSummary), warn: () => undefined };
-    const r = await processS3Events(fs, sqsEvent(bodies), lambdaContext(), { s3MissingGraceMs: 5, log });
+    const r = await processS3Events(core, sqsEvent(bodies), lambdaContext(), { s3MissingGraceMs: 5, log });
     return { failed: r.batchItemFailures.length, summary: summary as S3EventSummary };
   };
 
@@ -101,7 +101,7 @@ describe('S3 events and audits with nested and paused mounts', () => {
     expect(failed).toBe(0);
     expect(summary.skipped).toMatchObject({ staging: 1, outside_mounts: 0 });
     expect(summary.judged).toBe(0);
-    expect(await findLiveByPath(fs.pool, outer.id, 'tenant/.filestore-staging/j42.upload')).toBeNull();
+    expect(await findLiveByPath(core.pool, outer.id, 'tenant/.filestore-staging/j42.upload')).toBeNull();
     expect(await stagingRows(outer)).toEqual([]);
   });
 
@@ -110,20 +110,20 @@ describe('S3 events and audits with nested and paused mounts', () => {
       await bridge.settled();
       await poller.drain({ before: () => bridge.settled() });
     };
-    await fs.orchestrator.writeFile(inner.id, { path: 'own.txt' }, Readable.from([Buffer.from('mine')]));
-    await fs.orchestrator.copy(inner.id, { path: 'own.txt', targetPath: 'copy.txt' });
+    await core.orchestrator.writeFile(inner.id, { path: 'own.txt' }, Readable.from([Buffer.from('mine')]));
+    await core.orchestrator.copy(inner.id, { path: 'own.txt', targetPath: 'copy.txt' });
     // The staged bytes of a presigned upload stay in the bucket until it is completed: their event is processed meanwhile.
-    const up = await fs.orchestrator.beginUpload(inner.id, { path: 'up.bin', sizeBytes: 6 });
+    const up = await core.orchestrator.beginUpload(inner.id, { path: 'up.bin', sizeBytes: 6 });
     expect((await fetch(up.url, { method: 'PUT', headers: up.headers, body: 'staged' })).status).toBe(200);
     await drain();
     expect(await stagingRows(outer)).toEqual([]);
-    await fs.orchestrator.completeUpload(up.entryId);
+    await core.orchestrator.completeUpload(up.entryId);
     await drain();
     expect(await stagingRows(outer)).toEqual([]);
-    expect((await findLiveByPath(fs.pool, inner.id, 'up.bin'))?.sizeBytes).toBe(6);
+    expect((await findLiveByPath(core.pool, inner.id, 'up.bin'))?.sizeBytes).toBe(6);
     // The written files are in storage below "tenant/", so they are files of the outer mount too.
-    expect((await findLiveByPath(fs.pool, outer.id, 'tenant/own.txt'))?.consistencyState).toBe('ACTIVE');
-    const { rows } = await fs.pool.query(`SELECT 1 FROM filestore.reconciliation_jobs WHERE mount_id = $1`, [inner.id]);
+    expect((await findLiveByPath(core.pool, outer.id, 'tenant/own.txt'))?.consistencyState).toBe('ACTIVE');
+    const { rows } = await core.pool.query(`SELECT 1 FROM filestore.reconciliation_jobs WHERE mount_id = $1`, [inner.id]);
     expect(rows).toEqual([]); // the inner mount's own writes: no drift there
   });
 
@@ -142,7 +142,7 @@ describe('S3 events and audits with nested and paused mounts', () => {
   it('a mount nested into a catalogued one: the next audit of the outer mount removes what it had of the staging area', async () => {
     const s3 = await sharedS3();
     bucket = await s3.createBucket();
-    outer = await createMount(fs.pool, { key: uniqueKey('outer'), kind: 's3', bucket, prefix: '', endpoint: proxy.endpoint, region: 'us-east-1' });
+    outer = await createMount(core.pool, { key: uniqueKey('outer'), kind: 's3', bucket, prefix: '', endpoint: proxy.endpoint, region: 'us-east-1' });
     await putRawKey(raw, bucket, 'tenant/.filestore-staging/j8.upload', 'staged');
     expect(await audit(outer)).toBe('succeeded');
     expect(await active(outer)).toContain('tenant/.filestore-staging/j8.upload'); // no nested mount yet: an ordinary path
@@ -152,14 +152,14 @@ describe('S3 events and audits with nested and paused mounts', () => {
   });
 
   it('events of a paused mount are applied (a pause refuses Filestore writes, the catalogue keeps following storage)', async () => {
-    await updateMount(fs.pool, inner.id, { state: 'paused' });
-    await updateMount(fs.pool, outer.id, { state: 'paused' });
+    await updateMount(core.pool, inner.id, { state: 'paused' });
+    await updateMount(core.pool, outer.id, { state: 'paused' });
     await putRawKey(raw, bucket, 'tenant/during-pause.txt', 'changed while paused');
     const { failed, summary } = await process1([eventBody(bucket, 'tenant/during-pause.txt', '0C')]);
     expect(failed).toBe(0);
     expect(summary.skipped).toMatchObject({ outside_mounts: 0 });
     for (const [m, p] of [[inner, 'during-pause.txt'], [outer, 'tenant/during-pause.txt']] as const) {
-      const node = await findLiveByPath(fs.pool, m.id, p);
+      const node = await findLiveByPath(core.pool, m.id, p);
       expect(node?.consistencyState).toBe('ACTIVE');
       expect(node?.sizeBytes).toBe(Buffer.byteLength('changed while paused'));
     }

@@ -61,7 +61,7 @@ const deliveryArb: fc.Arbitrary<Delivery> = fc.record({
 const SEED = Number(process.env.FILESTORE_PROPERTY_SEED ?? 20261206);
 
 describe('S3 events, property: the catalogue converges on the bucket', () => {
-  let fs: Filestore;
+  let core: Filestore;
   let proxy: S3Proxy;
   let bridge: S3Notifications;
   let poller: SqsPoller;
@@ -85,18 +85,18 @@ describe('S3 events, property: the catalogue converges on the bucket', () => {
       POWERTOOLS_METRICS_DISABLED: 'true',
     });
     logger.setLogLevel('ERROR');
-    fs = await startFilestore({ recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } });
+    core = await startFilestore({ recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } });
     raw = testS3Client(proxy.endpoint);
     bridge = await startS3Notifications({ proxy, endpoint: s3.endpoint, s3: s3.client, visibilityTimeout: 1, maxReceiveCount: 5, random: () => rng() });
     poller = createSqsPoller({ sqs: bridge.sqs, queueUrl: bridge.queueUrl, queueArn: bridge.queueArn, handler, pollIntervalMs: 20 });
     // A second container of the handler (its own pool): one container runs one invocation at a
     // time, two containers run theirs at once, on the same queue.
-    second = createSqsPoller({ sqs: bridge.sqs, queueUrl: bridge.queueUrl, queueArn: bridge.queueArn, handler: (e, c) => processS3Events(fs, e, c, { s3MissingGraceMs: 10 }) });
+    second = createSqsPoller({ sqs: bridge.sqs, queueUrl: bridge.queueUrl, queueArn: bridge.queueArn, handler: (e, c) => processS3Events(core, e, c, { s3MissingGraceMs: 10 }) });
   });
   afterAll(async () => {
     await bridge?.stop();
     await closeLambdaCore();
-    await fs?.close();
+    await core?.close();
     await proxy?.stop();
     await stopS3();
     process.env = saved;
@@ -117,8 +117,8 @@ describe('S3 events, property: the catalogue converges on the bucket', () => {
       else if (o.op === 'copy') await raw.send(new CopyObjectCommand({ Bucket: bucket, Key: key, CopySource: copySource(bucket, `tenant/${KEYS[o.from]}`) })).catch(() => undefined); // source absent: S3 refuses, no event
       // Filestore's own: refused when the catalogue does not have the file yet (NOT_FOUND) or is behind
       // (a precondition); what matters is that the catalogue ends as the bucket, whatever was refused.
-      else if (o.op === 'own-write') await fs.orchestrator.writeFile(mount.id, { path }, Readable.from([Buffer.from(o.bytes)])).catch(refusal);
-      else await fs.orchestrator.delete(mount.id, { path }).catch(refusal);
+      else if (o.op === 'own-write') await core.orchestrator.writeFile(mount.id, { path }, Readable.from([Buffer.from(o.bytes)])).catch(refusal);
+      else await core.orchestrator.delete(mount.id, { path }).catch(refusal);
     }
   }
   /** Per file key: path, size and ETag (quotes stripped). A "dir/" marker (Filestore's delete leaves one for the parent) is a directory. */
@@ -128,7 +128,7 @@ describe('S3 events, property: the catalogue converges on the bucket', () => {
     return sorted(files.map((o) => [(o.Key as string).slice('tenant/'.length), o.Size ?? 0, bare(o.ETag)]));
   }
   async function catalogueView(mount: Mount): Promise<Array<[string, number, string]>> {
-    const { rows } = await fs.pool.query<{ path: string; size: string; etag: string | null }>(
+    const { rows } = await core.pool.query<{ path: string; size: string; etag: string | null }>(
       `SELECT path, size_bytes AS size, etag FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND kind = 'file' AND consistency_state = 'ACTIVE'`,
       [mount.id],
     );
@@ -138,7 +138,7 @@ describe('S3 events, property: the catalogue converges on the bucket', () => {
     rng = mulberry32(delivery.seed);
     const s3 = await sharedS3();
     const bucket = await s3.createBucket();
-    const mount = await createMount(fs.pool, { key: uniqueKey('prop'), kind: 's3', bucket, prefix: 'tenant/', endpoint: proxy.endpoint, region: 'us-east-1' });
+    const mount = await createMount(core.pool, { key: uniqueKey('prop'), kind: 's3', bucket, prefix: 'tenant/', endpoint: proxy.endpoint, region: 'us-east-1' });
     bridge.configure({ duplicate: delivery.duplicate, delayMs: delivery.delayMs, reorder: delivery.reorder, drop, testEvents: 0.1 });
     if (delivery.background) poller.start();
     try {
@@ -157,7 +157,7 @@ describe('S3 events, property: the catalogue converges on the bucket', () => {
       fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 14 }), deliveryArb, async (ops, delivery) => {
         const { bucket, mount } = await run(ops, delivery, 0);
         expect(await catalogueView(mount)).toEqual(await bucketView(bucket));
-        const { rows } = await fs.pool.query(`SELECT 1 FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND reason <> 's3_event'`, [mount.id]);
+        const { rows } = await core.pool.query(`SELECT 1 FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND reason <> 's3_event'`, [mount.id]);
         expect(rows).toEqual([]);
       }),
       { numRuns: 25, seed: SEED },
@@ -168,7 +168,7 @@ describe('S3 events, property: the catalogue converges on the bucket', () => {
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 12 }), deliveryArb, async (ops, delivery) => {
         const { bucket, mount } = await run(ops, delivery, 0.4);
-        const audit = await reconcilePath(fs, { mountId: mount.id, path: '', reason: 'audit', recursive: true, hash: false }, {}, { s3MissingGraceMs: 10 });
+        const audit = await reconcilePath(core, { mountId: mount.id, path: '', reason: 'audit', recursive: true, hash: false }, {}, { s3MissingGraceMs: 10 });
         expect(audit.outcome).toBe('succeeded');
         expect(await catalogueView(mount)).toEqual(await bucketView(bucket));
       }),

@@ -61,25 +61,25 @@ describe('comparing sequencers', () => {
 });
 
 describe('the catalogue keeps the newest sequencer applied to an S3 node', () => {
-  let fs: Filestore;
+  let core: Filestore;
   let t: TestMount;
   beforeAll(async () => {
-    fs = await startFilestore({ redisUrl: 'inline', recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } });
-    t = await createTestMount(fs, 's3');
+    core = await startFilestore({ redisUrl: 'inline', recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } });
+    t = await createTestMount(core, 's3');
   });
   afterAll(async () => {
-    await fs?.close();
+    await core?.close();
     await stopS3();
   });
 
   it('SQL applies the same rule: a stored sequencer only moves to a newer one, whatever order events come in', async () => {
-    await fs.orchestrator.writeFile(t.mount.id, { path: 'k.txt' }, Readable.from([Buffer.from('k')]));
-    const { rows: before } = await fs.pool.query('SELECT version, updated_at FROM filestore.nodes WHERE mount_id = $1 AND path = $2 AND deleted_at IS NULL', [t.mount.id, 'k.txt']);
+    await core.orchestrator.writeFile(t.mount.id, { path: 'k.txt' }, Readable.from([Buffer.from('k')]));
+    const { rows: before } = await core.pool.query('SELECT version, updated_at FROM filestore.nodes WHERE mount_id = $1 AND path = $2 AND deleted_at IS NULL', [t.mount.id, 'k.txt']);
     await fc.assert(
       fc.asyncProperty(fc.array(sequencer, { minLength: 1, maxLength: 8 }), async (events) => {
-        await fs.pool.query('UPDATE filestore.nodes SET sequencer = NULL WHERE mount_id = $1 AND path = $2', [t.mount.id, 'k.txt']);
-        for (const s of events) await recordSequencers(fs.pool, t.mount.id, [{ path: 'k.txt', sequencer: s }]);
-        const stored = (await findSequencer(fs.pool, t.mount.id, 'k.txt')) as string;
+        await core.pool.query('UPDATE filestore.nodes SET sequencer = NULL WHERE mount_id = $1 AND path = $2', [t.mount.id, 'k.txt']);
+        for (const s of events) await recordSequencers(core.pool, t.mount.id, [{ path: 'k.txt', sequencer: s }]);
+        const stored = (await findSequencer(core.pool, t.mount.id, 'k.txt')) as string;
         expect(compareSequencers(stored, newestSequencer(events) as string)).toBe(0);
         // The first of the newest ones kept: a duplicate (same event, other spelling) changes nothing.
         expect(stored).toBe(events.find((s) => compareSequencers(s, stored) === 0));
@@ -87,8 +87,8 @@ describe('the catalogue keeps the newest sequencer applied to an S3 node', () =>
       { numRuns: 40 },
     );
     // Not a change of what the node records: no version, and `updated_at` (what the write guards read) untouched.
-    const { rows: after } = await fs.pool.query('SELECT version, updated_at FROM filestore.nodes WHERE mount_id = $1 AND path = $2 AND deleted_at IS NULL', [t.mount.id, 'k.txt']);
+    const { rows: after } = await core.pool.query('SELECT version, updated_at FROM filestore.nodes WHERE mount_id = $1 AND path = $2 AND deleted_at IS NULL', [t.mount.id, 'k.txt']);
     expect(after).toEqual(before);
-    expect(await findSequencer(fs.pool, t.mount.id, 'no-such-key')).toBeUndefined();
+    expect(await findSequencer(core.pool, t.mount.id, 'no-such-key')).toBeUndefined();
   });
 });

@@ -98,7 +98,7 @@ afterAll(async () => {
 async function s3Mount(o: { endpoint?: string } = {}) {
   const s3 = await sharedS3();
   const bucket = await s3.createBucket();
-  const mount = await createMount(server.fs.pool, { key: uniqueKey('s3'), kind: 's3', bucket, prefix: '', endpoint: o.endpoint ?? s3.endpoint, region: TEST_S3_REGION });
+  const mount = await createMount(server.core.pool, { key: uniqueKey('s3'), kind: 's3', bucket, prefix: '', endpoint: o.endpoint ?? s3.endpoint, region: TEST_S3_REGION });
   return { mount, bucket, client: s3.client };
 }
 
@@ -142,7 +142,7 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     const { records, response } = await poll();
     expect(bodies(records)).toEqual([{ rowId: job.id, mountId: mount.id, path: '', reason: 'manual' }]);
     expect(response?.batchItemFailures).toEqual([]);
-    expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'succeeded', attempts: 1, result: expect.objectContaining({ discovered: 2 }) });
+    expect(await findJob(server.core.pool, job.id)).toMatchObject({ status: 'succeeded', attempts: 1, result: expect.objectContaining({ discovered: 2 }) });
     const node = await fetch(`${server.url}/v1/nodes/by-path?mountId=${mount.key}&path=found/new.txt`);
     expect(node.status).toBe(200);
     expect(await receive(queueUrl)).toEqual([]);
@@ -153,7 +153,7 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     const job = await postReconcile({ mountId: mount.key, path: 'sub', recursive: true });
     // The bucket's listing fails part-way each time: a retryable failure.
     await attemptsFail(job.id, failingListing);
-    expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'failed', attempts: MAX_RECEIVES, error: expect.objectContaining({ retryable: true }) });
+    expect(await findJob(server.core.pool, job.id)).toMatchObject({ status: 'failed', attempts: MAX_RECEIVES, error: expect.objectContaining({ retryable: true }) });
   });
 
   async function attemptsFail(jobId: number, h = handler): Promise<void> {
@@ -161,7 +161,7 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
       const { records, response } = await poll(h);
       expect(bodies(records).map((b) => b.rowId)).toEqual([jobId]);
       expect(response?.batchItemFailures).toEqual([{ itemIdentifier: records[0]?.messageId }]);
-      expect(await findJob(server.fs.pool, jobId)).toMatchObject({ attempts: attempt, status: attempt < MAX_RECEIVES ? 'queued' : 'failed' });
+      expect(await findJob(server.core.pool, jobId)).toMatchObject({ attempts: attempt, status: attempt < MAX_RECEIVES ? 'queued' : 'failed' });
     }
     // Its next receive redrives it.
     expect((await poll(h)).records).toEqual([]);
@@ -174,11 +174,11 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     const job = await postReconcile({ mountId: mount.key, path: 'big', recursive: true });
     // Every delivery so far claimed the row and was killed mid-run: it says running, all attempts used.
     // (The last went to the DLQ; the sweep sent the row again: the message below.)
-    await server.fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'running', attempts = $2 WHERE id = $1`, [job.id, MAX_RECEIVES]);
+    await server.core.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'running', attempts = $2 WHERE id = $1`, [job.id, MAX_RECEIVES]);
     const { records, response } = await poll();
     expect(bodies(records).map((b) => b.rowId)).toEqual([job.id]);
     expect(response?.batchItemFailures).toEqual([]);
-    expect(await findJob(server.fs.pool, job.id)).toMatchObject({
+    expect(await findJob(server.core.pool, job.id)).toMatchObject({
       status: 'failed',
       attempts: MAX_RECEIVES,
       result: null,
@@ -191,16 +191,16 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     expect(await receiveAll(dlqUrl)).toEqual([]);
     // With an attempt left, the same row is taken over and run.
     const again = await postReconcile({ mountId: mount.key, path: 'big', recursive: true });
-    await server.fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'running', attempts = $2 WHERE id = $1`, [again.id, MAX_RECEIVES - 1]);
+    await server.core.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'running', attempts = $2 WHERE id = $1`, [again.id, MAX_RECEIVES - 1]);
     expect((await poll()).response?.batchItemFailures).toEqual([]);
-    expect(await findJob(server.fs.pool, again.id)).toMatchObject({ status: 'succeeded', attempts: MAX_RECEIVES });
+    expect(await findJob(server.core.pool, again.id)).toMatchObject({ status: 'succeeded', attempts: MAX_RECEIVES });
   });
 
   it('a requested full audit while another audit of the mount runs is put off without spending an attempt (not failed into the DLQ), then runs', async () => {
     const { mount, bucket, client } = await s3Mount();
     await putRawKey(client, bucket, 'seen.txt', 'x');
     // The audit Lambda's scheduled audit of the mount runs all along (it holds the engine's audit lock).
-    const other = await server.fs.pool.connect();
+    const other = await server.core.pool.connect();
     await other.query('SELECT pg_advisory_lock($1::bigint)', [lockKey('audit', mount.id).toString()]);
     const job = await postReconcile({ mountId: mount.key, path: '', recursive: true });
     try {
@@ -208,14 +208,14 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
         const { records, response } = await poll(lookAgainAtOnce);
         expect(bodies(records).map((b) => b.rowId)).toEqual([job.id]);
         expect(response?.batchItemFailures).toEqual([]);
-        expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'queued', attempts: 0 });
+        expect(await findJob(server.core.pool, job.id)).toMatchObject({ status: 'queued', attempts: 0 });
       }
     } finally {
       await other.query('SELECT pg_advisory_unlock_all()');
       other.release();
     }
     expect((await poll(lookAgainAtOnce)).response?.batchItemFailures).toEqual([]);
-    expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'succeeded', attempts: 1, result: expect.objectContaining({ discovered: 1 }) });
+    expect(await findJob(server.core.pool, job.id)).toMatchObject({ status: 'succeeded', attempts: 1, result: expect.objectContaining({ discovered: 1 }) });
     expect(await receive(queueUrl)).toEqual([]);
     expect(await receiveAll(dlqUrl)).toEqual([]);
   });
@@ -235,12 +235,12 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     const { mount } = await s3Mount();
     // A queue of its own, swept for this mount only: the catalogue is shared with other tests.
     const url = (await sqs.send(new CreateQueueCommand({ QueueName: `sweep-${randomBytes(4).toString('hex')}` }))).QueueUrl as string;
-    const queue = new SqsReconcileQueue({ pool: server.fs.pool, mountIds: [mount.id] }, { queueUrl: url, client: sqs });
+    const queue = new SqsReconcileQueue({ pool: server.core.pool, mountIds: [mount.id] }, { queueUrl: url, client: sqs });
     const { job } = await queue.enqueue({ mountId: mount.id, path: 'long', reason: 'manual', recursive: true, hash: false });
-    const lock = await tryLockJobRun(server.fs.pool, job.id); // a run of the row under way
+    const lock = await tryLockJobRun(server.core.pool, job.id); // a run of the row under way
     expect(lock).not.toBeNull();
     try {
-      await server.fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'running', attempts = 1, updated_at = now() - interval '1 hour' WHERE id = $1`, [job.id]);
+      await server.core.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'running', attempts = 1, updated_at = now() - interval '1 hour' WHERE id = $1`, [job.id]);
       for (let i = 0; i < 4; i++) expect(await queue.sweep()).toBe(0);
       expect(await waiting(url)).toBe(1); // the message it was enqueued with
     } finally {
@@ -250,7 +250,7 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     expect(await queue.sweep()).toBe(1);
     expect(await waiting(url)).toBe(2);
     // Settled, so that no other test's sweep sends it.
-    await server.fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'cancelled' WHERE id = $1`, [job.id]);
+    await server.core.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'cancelled' WHERE id = $1`, [job.id]);
     await sqs.send(new DeleteQueueCommand({ QueueUrl: url }));
   });
   it('an audit queued on SQS runs in many invocations: each stops at a checkpoint and sends its continuation; one row, no attempt spent per stop', async () => {
@@ -268,26 +268,26 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     }
     expect(seen.length).toBeGreaterThan(3);
     expect(new Set(seen)).toEqual(new Set([job.id]));
-    expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'succeeded', attempts: 1, checkpoint: null, result: expect.objectContaining({ discovered: 13 }) });
+    expect(await findJob(server.core.pool, job.id)).toMatchObject({ status: 'succeeded', attempts: 1, checkpoint: null, result: expect.objectContaining({ discovered: 13 }) });
   });
 
   it('a delivery of a job another run holds is put off, not failed: no attempt, no delivery spent; it runs once the holder lets go', async () => {
     const { mount } = await s3Mount();
     const job = await postReconcile({ mountId: mount.key, path: 'x.txt' });
-    const held = await tryLockJobRun(server.fs.pool, job.id);
+    const held = await tryLockJobRun(server.core.pool, job.id);
     const soon = createReconcileHandler({ backoffMs: 0, busyRetrySeconds: 0 });
     try {
       const { records, response } = await poll(soon);
       expect(bodies(records).map((b) => b.rowId)).toEqual([job.id]);
       expect(response?.batchItemFailures).toEqual([]);
-      expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'queued', attempts: 0 });
+      expect(await findJob(server.core.pool, job.id)).toMatchObject({ status: 'queued', attempts: 0 });
     } finally {
       await held?.release();
     }
     const again = await poll(soon);
     expect(bodies(again.records).map((b) => b.rowId)).toEqual([job.id]);
     expect(again.records[0]?.attributes.ApproximateReceiveCount).toBe('1');
-    expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'succeeded', attempts: 1 });
+    expect(await findJob(server.core.pool, job.id)).toMatchObject({ status: 'succeeded', attempts: 1 });
     expect(await receive(queueUrl)).toEqual([]);
   });
 
@@ -296,7 +296,7 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     await putRawKey(client, bucket, 'docs/a.txt', 'a');
     await putRawKey(client, bucket, 'free.txt', 'free');
     // A command works on docs/a.txt: it holds the path (and docs shared) all through the run.
-    const holder = await server.fs.pool.connect();
+    const holder = await server.core.pool.connect();
     const locks = pathLocks(mount.id, ['docs/a.txt']);
     await acquire(holder, locks);
     const patient = createReconcileHandler({ backoffMs: 0, reconciler: { lockWaitMs: 50, s3MissingGraceMs: 5 } });
@@ -305,8 +305,8 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     try {
       const first = await poll(patient);
       expect(bodies(first.records).map((b) => b.rowId)).toEqual([job.id]);
-      expect(await findJob(server.fs.pool, job.id)).toMatchObject({ status: 'succeeded', result: expect.objectContaining({ deferred: expect.any(Number) }) });
-      const { rows } = await server.fs.pool.query<{ id: number }>(`SELECT id FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND options ? 'followUp'`, [mount.id]);
+      expect(await findJob(server.core.pool, job.id)).toMatchObject({ status: 'succeeded', result: expect.objectContaining({ deferred: expect.any(Number) }) });
+      const { rows } = await server.core.pool.query<{ id: number }>(`SELECT id FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND options ? 'followUp'`, [mount.id]);
       expect(rows).toHaveLength(1);
       followUp = rows[0];
     } finally {
@@ -315,7 +315,7 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     }
     const second = await poll(patient);
     expect(bodies(second.records).map((b) => b.rowId)).toEqual([followUp?.id]);
-    expect(await findJob(server.fs.pool, followUp?.id as number)).toMatchObject({ status: 'succeeded', result: expect.objectContaining({ deferred: 0 }) });
+    expect(await findJob(server.core.pool, followUp?.id as number)).toMatchObject({ status: 'succeeded', result: expect.objectContaining({ deferred: 0 }) });
     const node = await fetch(`${server.url}/v1/nodes/by-path?mountId=${mount.key}&path=docs/a.txt`);
     expect(node.status).toBe(200);
   });
@@ -326,13 +326,13 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     await putRawKey(client, bucket, 'two.txt', '2');
     // SQS unreachable when the job was requested: recorded, owed its message.
     const unreachable = new SQSClient({ endpoint: 'http://127.0.0.1:9', region: TEST_S3_REGION, credentials: TEST_S3_CREDENTIALS, maxAttempts: 1 });
-    const away = new SqsReconcileQueue({ pool: server.fs.pool }, { queueUrl, client: unreachable });
+    const away = new SqsReconcileQueue({ pool: server.core.pool }, { queueUrl, client: unreachable });
     const owed = await away.enqueue({ mountId: mount.id, path: 'one.txt', reason: 'manual', recursive: false, hash: false });
     expect(owed.queuePending).toBe(true);
     unreachable.destroy();
     // A row of the SQS queue whose message was lost long ago (inserted, never sent).
-    const lost = (await enqueueJob(server.fs.pool, { mountId: mount.id, path: 'two.txt', reason: 'manual', options: { recursive: false, hash: false } }, { transport: 'sqs' })).job;
-    await server.fs.pool.query(`UPDATE filestore.reconciliation_jobs SET updated_at = now() - interval '1 hour' WHERE id = $1`, [lost.id]);
+    const lost = (await enqueueJob(server.core.pool, { mountId: mount.id, path: 'two.txt', reason: 'manual', options: { recursive: false, hash: false } }, { transport: 'sqs' })).job;
+    await server.core.pool.query(`UPDATE filestore.reconciliation_jobs SET updated_at = now() - interval '1 hour' WHERE id = $1`, [lost.id]);
     expect(await receive(queueUrl)).toEqual([]);
 
     const audit = await createAuditHandler({ reconciler: { s3MissingGraceMs: 5 } })({ mountId: mount.id }, lambdaContext({ remainingMs: 15 * 60_000 }));
@@ -340,7 +340,7 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     const { records, response } = await poll();
     expect(bodies(records).map((b) => b.rowId).sort((a, b) => a - b)).toEqual([owed.job.id, lost.id]);
     expect(response?.batchItemFailures).toEqual([]);
-    for (const id of [owed.job.id, lost.id]) expect(await findJob(server.fs.pool, id)).toMatchObject({ status: 'succeeded', attempts: 1 });
+    for (const id of [owed.job.id, lost.id]) expect(await findJob(server.core.pool, id)).toMatchObject({ status: 'succeeded', attempts: 1 });
   });
 
   it('records reached once the invocation is out of time are sent on untouched, and run at the next invocation', async () => {
@@ -352,12 +352,12 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
     const first = await poll((e) => late(e, lambdaContext({ remainingMs: 1_000 })));
     expect(bodies(first.records).map((r) => r.rowId)).toEqual([a.id, b.id]);
     expect(first.response?.batchItemFailures).toEqual([]);
-    expect(await findJob(server.fs.pool, a.id)).toMatchObject({ status: 'succeeded', attempts: 1 });
-    expect(await findJob(server.fs.pool, b.id)).toMatchObject({ status: 'queued', attempts: 0 });
+    expect(await findJob(server.core.pool, a.id)).toMatchObject({ status: 'succeeded', attempts: 1 });
+    expect(await findJob(server.core.pool, b.id)).toMatchObject({ status: 'queued', attempts: 0 });
     const second = await poll();
     expect(bodies(second.records).map((r) => r.rowId)).toEqual([b.id]);
     expect(second.records[0]?.attributes.ApproximateReceiveCount).toBe('1');
-    expect(await findJob(server.fs.pool, b.id)).toMatchObject({ status: 'succeeded', attempts: 1 });
+    expect(await findJob(server.core.pool, b.id)).toMatchObject({ status: 'succeeded', attempts: 1 });
   });
 
   it('a message that names no job is a batch item failure until the DLQ takes it', async () => {
@@ -373,10 +373,10 @@ describe('the reconcile queue on SQS and the reconcile Lambda', () => {
 
   it("a local mount's job still goes to its agent's BullMQ queue, not to SQS", async () => {
     const agentId = `agent-${randomBytes(3).toString('hex')}`;
-    const mount = await createMount(server.fs.pool, { key: uniqueKey('local'), kind: 'local', rootPath: `/tmp/${uniqueKey('never-made')}`, agentId }); // a root of its own: the catalogue is shared with other test files, and /tmp would hold their roots
+    const mount = await createMount(server.core.pool, { key: uniqueKey('local'), kind: 'local', rootPath: `/tmp/${uniqueKey('never-made')}`, agentId }); // a root of its own: the catalogue is shared with other test files, and /tmp would hold their roots
     const job = await postReconcile({ mountId: mount.key });
-    const row = await findJob(server.fs.pool, job.id);
-    const agentQueue = new Queue(`${queueName}-${agentId}`, { connection: redis, prefix: server.fs.queuePrefix });
+    const row = await findJob(server.core.pool, job.id);
+    const agentQueue = new Queue(`${queueName}-${agentId}`, { connection: redis, prefix: server.core.queuePrefix });
     try {
       const bull = await agentQueue.getJob(bullJobId(row as NonNullable<typeof row>));
       expect(bull?.data).toMatchObject({ rowId: job.id, mountId: mount.id });

@@ -30,19 +30,19 @@ async function tree(root: string, files: number): Promise<void> {
 const names = (dir: string) => readdir(dir).then((n) => n.sort(), () => [] as string[]);
 
 describe('staging entries belong to journal entries', () => {
-  let fs: Filestore;
+  let core: Filestore;
   let t: TestMount;
   let root: string;
   const logs: string[] = [];
 
   beforeAll(async () => {
-    fs = await startFilestore({ redisUrl: 'inline', recover: false });
+    core = await startFilestore({ redisUrl: 'inline', recover: false });
   });
   afterAll(async () => {
-    await fs.close();
+    await core.close();
   });
   beforeEach(async () => {
-    t = await createTestMount(fs, 'local');
+    t = await createTestMount(core, 'local');
     root = t.root as string;
     logs.length = 0;
   });
@@ -53,14 +53,14 @@ describe('staging entries belong to journal entries', () => {
   it("a sweep keeps what a running command staged, however old, and removes only finished commands' leftovers", async () => {
     await tree(path.join(root, 'src'), 20);
     // A copy that is running: its entry is pending and its process holds the entry lock.
-    const running = await fs.orchestrator.mkdir(t.mount.id, { path: 'other' });
-    const { rows } = await fs.pool.query<{ id: string }>(
+    const running = await core.orchestrator.mkdir(t.mount.id, { path: 'other' });
+    const { rows } = await core.pool.query<{ id: string }>(
       `INSERT INTO filestore.journal_entries (mount_id, command, status, request)
        VALUES ($1, 'copy', 'pending', '{"path":"src","targetPath":"copy","overwrite":false}'::jsonb) RETURNING id`,
       [t.mount.id],
     );
     const live = Number(rows[0]?.id);
-    const owner = await fs.pool.connect();
+    const owner = await core.pool.connect();
     await lockEntry(owner, live);
     try {
       const staging = path.join(root, STAGING_DIR);
@@ -74,7 +74,7 @@ describe('staging entries belong to journal entries', () => {
       const dayAgo = new Date(Date.now() - 86_400_000);
       for (const n of await names(staging)) await utimes(path.join(staging, n), dayAgo, dayAgo);
 
-      await sweepStaging(fs.pool, await getMount(fs.pool, t.mount.id), (l) => logs.push(l));
+      await sweepStaging(core.pool, await getMount(core.pool, t.mount.id), (l) => logs.push(l));
 
       expect(await names(staging)).toEqual([`copy.${HEX}`, `copy.j${live}.${HEX}`, `j${live}-${HEX}.tmp`]);
       expect(await names(path.join(staging, `copy.j${live}.${HEX}`, 'half'))).toEqual(['a.txt']);
@@ -88,7 +88,7 @@ describe('staging entries belong to journal entries', () => {
   });
 
   it('recovery removes everything a dead command staged: its temp files, half-built copies and set-aside entries', async () => {
-    const { rows } = await fs.pool.query<{ id: string }>(
+    const { rows } = await core.pool.query<{ id: string }>(
       `INSERT INTO filestore.journal_entries (mount_id, command, status, request)
        VALUES ($1, 'copy', 'pending', '{"path":"src","targetPath":"dst","overwrite":false}'::jsonb) RETURNING id`,
       [t.mount.id],
@@ -100,25 +100,25 @@ describe('staging entries belong to journal entries', () => {
     await writeFile(path.join(staging, `j${dead}-${HEX}.tmp`), 'bytes');
     await writeFile(path.join(staging, `j${dead + 1000}-${HEX}.tmp`), 'another command');
 
-    const counts = await fs.orchestrator.recover();
+    const counts = await core.orchestrator.recover();
 
     expect(counts.failed).toBeGreaterThanOrEqual(1);
-    const entry = await fs.pool.query<{ status: string }>('SELECT status FROM filestore.journal_entries WHERE id = $1', [dead]);
+    const entry = await core.pool.query<{ status: string }>('SELECT status FROM filestore.journal_entries WHERE id = $1', [dead]);
     expect(entry.rows[0]?.status).toBe('failed');
     expect(await names(staging)).toEqual([`j${dead + 1000}-${HEX}.tmp`]);
   });
 
   it('a copy command catalogues every entry it copied, counted against what it made', async () => {
     await tree(path.join(root, 'src'), 60);
-    await fs.orchestrator.recover(); // nothing pending of this mount
+    await core.orchestrator.recover(); // nothing pending of this mount
     // Catalogue the source as a user would have it.
-    await fs.reconcile.enqueue({ mountId: t.mount.id, path: '', reason: 'manual', recursive: true, hash: false });
+    await core.reconcile.enqueue({ mountId: t.mount.id, path: '', reason: 'manual', recursive: true, hash: false });
     for (let i = 0; i < 100; i++) {
-      const n = await fs.pool.query('SELECT 1 FROM filestore.nodes WHERE mount_id = $1 AND path = $2 AND deleted_at IS NULL', [t.mount.id, 'src/d4/f59.txt']);
+      const n = await core.pool.query('SELECT 1 FROM filestore.nodes WHERE mount_id = $1 AND path = $2 AND deleted_at IS NULL', [t.mount.id, 'src/d4/f59.txt']);
       if (n.rowCount) break;
       await new Promise((r) => setTimeout(r, 100));
     }
-    const result = await fs.orchestrator.copy(t.mount.id, { path: 'src', targetPath: 'dst' });
+    const result = await core.orchestrator.copy(t.mount.id, { path: 'src', targetPath: 'dst' });
     expect(result.copiedCount).toBe(66); // dst, 5 directories, 60 files
     expect((await readdir(path.join(root, 'dst'), { recursive: true })).length).toBe(65);
   });
@@ -237,32 +237,32 @@ describe('a staging directory that is a symlink', () => {
   });
 
   it('makes the mount unhealthy with the reason when its agent sweeps staging at start, and so does an audit', async () => {
-    const fs = await startFilestore({ redisUrl: 'inline', recover: false });
+    const core = await startFilestore({ redisUrl: 'inline', recover: false });
     try {
       const { createMount } = await import('../shared/catalogue/mounts.ts');
       const { uniqueKey } = await import('./support/filestore.ts');
-      const mount = await createMount(fs.pool, { key: uniqueKey('stagelink'), kind: 'local', rootPath: root });
+      const mount = await createMount(core.pool, { key: uniqueKey('stagelink'), kind: 'local', rootPath: root });
       const logs: string[] = [];
-      await sweepStaging(fs.pool, mount, (l) => logs.push(l));
-      const after = await getMount(fs.pool, mount.id);
+      await sweepStaging(core.pool, mount, (l) => logs.push(l));
+      const after = await getMount(core.pool, mount.id);
       expect(after.health).toBe('unhealthy');
       expect(after.healthReason).toContain(STAGING_DIR);
       expect(logs.join('\n')).toContain('symbolic link');
 
-      const { job } = await fs.reconcile.enqueue({ mountId: mount.id, path: '', reason: 'manual', recursive: true, hash: false });
+      const { job } = await core.reconcile.enqueue({ mountId: mount.id, path: '', reason: 'manual', recursive: true, hash: false });
       let status = '';
       for (let i = 0; i < 100 && status !== 'failed' && status !== 'succeeded'; i++) {
         await new Promise((r) => setTimeout(r, 100));
-        const row = await fs.pool.query<{ status: string }>('SELECT status FROM filestore.reconciliation_jobs WHERE id = $1', [job.id]);
+        const row = await core.pool.query<{ status: string }>('SELECT status FROM filestore.reconciliation_jobs WHERE id = $1', [job.id]);
         status = row.rows[0]?.status ?? '';
       }
       expect(status).toBe('failed');
-      const audited = await getMount(fs.pool, mount.id);
+      const audited = await getMount(core.pool, mount.id);
       expect(audited.health).toBe('unhealthy');
       expect(audited.healthReason).toContain(STAGING_DIR);
       expect(await outsideNames()).toEqual(untouched);
     } finally {
-      await fs.close();
+      await core.close();
     }
   });
 });

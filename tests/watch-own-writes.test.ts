@@ -11,31 +11,31 @@ import { eventually, nodeAt, outbox, settle, startWatchFilestore, watchedMount, 
  * same number of bytes, is judged as before.
  */
 
-let fs: Filestore;
+let core: Filestore;
 beforeAll(async () => {
-  fs = await startWatchFilestore();
+  core = await startWatchFilestore();
 });
 afterAll(async () => {
-  await fs?.close();
+  await core?.close();
 });
 
 async function driftEventsAt(m: WatchedMount, paths: string[]): Promise<string[]> {
-  const events = await outbox(fs, m.mountId, 'filestore.drift.detected');
+  const events = await outbox(core, m.mountId, 'filestore.drift.detected');
   return events.flatMap((e) => [String(e.data.path ?? ''), ...((e.data.paths as string[] | undefined) ?? [])]).filter((p) => paths.includes(p));
 }
 
 describe.each(['parcel', 'chokidar'] as const)("the watcher and this process's own writes (%s)", (backend) => {
   it('20 writes: no drift, and each node is left as its write recorded it (consistencyCheckedAt untouched)', async () => {
-    const m = await watchedMount(fs, backend);
+    const m = await watchedMount(core, backend);
     try {
       const paths = Array.from({ length: 20 }, (_, i) => `w/d${i % 4}/f${i}.bin`);
-      const written = await Promise.all(paths.map((p) => fs.orchestrator.writeFile(m.mountId, { path: p }, randomBytes(512))));
-      await settle(fs, m);
+      const written = await Promise.all(paths.map((p) => core.orchestrator.writeFile(m.mountId, { path: p }, randomBytes(512))));
+      await settle(core, m);
       await m.watcher.flush();
       expect(await driftEventsAt(m, paths)).toEqual([]);
       expect(written).toHaveLength(20);
       // Checked when written (the insert's now()), not again by a drift judgement since.
-      const { rows } = await fs.pool.query<{ path: string; state: string; untouched: boolean }>(
+      const { rows } = await core.pool.query<{ path: string; state: string; untouched: boolean }>(
         `SELECT path, consistency_state AS state, consistency_checked_at = created_at AS untouched FROM filestore.nodes
           WHERE mount_id = $1 AND path = ANY($2) AND deleted_at IS NULL ORDER BY path`,
         [m.mountId, paths],
@@ -47,16 +47,16 @@ describe.each(['parcel', 'chokidar'] as const)("the watcher and this process's o
   });
 
   it('a file of ours rewritten outside Filestore with as many bytes is drift: reported and catalogued anew', async () => {
-    const m = await watchedMount(fs, backend);
+    const m = await watchedMount(core, backend);
     try {
-      const r = await fs.orchestrator.writeFile(m.mountId, { path: 'mine.bin' }, Buffer.alloc(64, 1));
-      await settle(fs, m);
+      const r = await core.orchestrator.writeFile(m.mountId, { path: 'mine.bin' }, Buffer.alloc(64, 1));
+      await settle(core, m);
       const later = new Date(Date.now() + 5_000);
       await writeFile(m.abs('mine.bin'), Buffer.alloc(64, 2));
       await utimes(m.abs('mine.bin'), later, later);
       await eventually(async () => (await driftEventsAt(m, ['mine.bin'])).length > 0, 'the drift of mine.bin');
       await eventually(async () => {
-        const node = await nodeAt(fs, m.mountId, 'mine.bin');
+        const node = await nodeAt(core, m.mountId, 'mine.bin');
         return node?.consistencyState === 'ACTIVE' && Number(node.version) > Number(r.node.version);
       }, 'mine.bin catalogued anew');
     } finally {

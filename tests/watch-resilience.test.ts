@@ -20,16 +20,16 @@ import type { Filestore } from '../shared/runtime.ts';
 import { createTestMount } from './support/filestore.ts';
 import { eventually, nodeAt, outbox, settle, startWatchFilestore, watchedMount, watcherDrift } from './support/watch-harness.ts';
 
-let fs: Filestore;
+let core: Filestore;
 beforeAll(async () => {
-  fs = await startWatchFilestore();
+  core = await startWatchFilestore();
 });
 afterAll(async () => {
-  await fs?.close();
+  await core?.close();
 });
 
 const rescanJobs = async (mountId: string) => {
-  const { rows } = await fs.pool.query<{ reason: string; options: { recursive: boolean }; coalesced: number }>(
+  const { rows } = await core.pool.query<{ reason: string; options: { recursive: boolean }; coalesced: number }>(
     `SELECT reason, options, coalesced FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND path = '' ORDER BY id`,
     [mountId],
   );
@@ -37,7 +37,7 @@ const rescanJobs = async (mountId: string) => {
 };
 
 const watcherMetric = async (mountKey: string, event: string) =>
-  (await (fs.metrics as PromMetrics).watcherEvents.get()).values.find((v) => v.labels.mount === mountKey && v.labels.event === event)?.value ?? 0;
+  (await (core.metrics as PromMetrics).watcherEvents.get()).values.find((v) => v.labels.mount === mountKey && v.labels.event === event)?.value ?? 0;
 
 /** The real backends, with their handlers kept so a test can report problems through them. */
 function capturingFactory() {
@@ -59,7 +59,7 @@ describe('inotify accounting', () => {
     const other = fsWatch(dir);
     try {
       for (const backend of ['chokidar', 'parcel', 'chokidar', 'parcel'] as const) {
-        const m = await watchedMount(fs, backend);
+        const m = await watchedMount(core, backend);
         try {
           expect((await m.watcher.stats()).watches, backend).toBeGreaterThan(0);
         } finally {
@@ -76,7 +76,7 @@ describe('inotify accounting', () => {
 describe('never silent loss', () => {
   it('an overflow reported by the backend counts in the metric and requests a full rescan of the mount', async () => {
     const cap = capturingFactory();
-    const m = await watchedMount(fs, 'parcel', { backendFactory: cap.factory });
+    const m = await watchedMount(core, 'parcel', { backendFactory: cap.factory });
     try {
       expect(await rescanJobs(m.mountId)).toEqual([]);
       cap.last().h.onProblem({ kind: 'overflow', message: 'Events were dropped by the FSEvents client. File system must be re-scanned.' });
@@ -93,10 +93,10 @@ describe('never silent loss', () => {
 
   it('a burst that could overflow the kernel queue unannounced counts in the metric and requests a full rescan, once per batch', async () => {
     const lines: string[] = [];
-    const m = await watchedMount(fs, 'parcel', { overflowRiskEvents: 40, log: (l: string) => lines.push(l) });
+    const m = await watchedMount(core, 'parcel', { overflowRiskEvents: 40, log: (l: string) => lines.push(l) });
     try {
       await mkdir(m.abs('burst'));
-      await settle(fs, m);
+      await settle(core, m);
       expect(await rescanJobs(m.mountId)).toEqual([]);
       await Promise.all(Array.from({ length: 60 }, (_, i) => writeFile(m.abs(`burst/f${i}.txt`), String(i))));
       const jobs = await eventually(async () => {
@@ -107,7 +107,7 @@ describe('never silent loss', () => {
       expect(await watcherMetric(m.t.mount.key, 'overflow_risk')).toBe(1);
       expect(lines.some((l) => l.includes('max_queued_events') && l.includes('full rescan requested'))).toBe(true);
       // The burst itself is still catalogued by the batch's own jobs.
-      await eventually(async () => (await nodeAt(fs, m.mountId, 'burst/f59.txt')) !== null, 'the burst catalogued');
+      await eventually(async () => (await nodeAt(core, m.mountId, 'burst/f59.txt')) !== null, 'the burst catalogued');
     } finally {
       await m.close();
     }
@@ -115,11 +115,11 @@ describe('never silent loss', () => {
 
   it('a batch below the risk requests no rescan; the default risk is half the kernel queue', async () => {
     expect(await maxQueuedEvents()).toBeGreaterThan(0);
-    const m = await watchedMount(fs, 'parcel', { overflowRiskEvents: 1_000 });
+    const m = await watchedMount(core, 'parcel', { overflowRiskEvents: 1_000 });
     try {
       await mkdir(m.abs('calm'));
       await Promise.all(Array.from({ length: 30 }, (_, i) => writeFile(m.abs(`calm/f${i}.txt`), String(i))));
-      await settle(fs, m);
+      await settle(core, m);
       expect(await rescanJobs(m.mountId)).toEqual([]);
       expect(await watcherMetric(m.t.mount.key, 'overflow_risk')).toBe(0);
     } finally {
@@ -130,7 +130,7 @@ describe('never silent loss', () => {
   it('watcher errors request rescans too; a storm of them within the cooldown costs one more request, at its end', async () => {
     const cap = capturingFactory();
     const lines: string[] = [];
-    const m = await watchedMount(fs, 'chokidar', { backendFactory: cap.factory, rescanCooldownMs: 500, log: (l: string) => lines.push(l) });
+    const m = await watchedMount(core, 'chokidar', { backendFactory: cap.factory, rescanCooldownMs: 500, log: (l: string) => lines.push(l) });
     try {
       for (let i = 0; i < 20; i++) cap.last().h.onProblem({ kind: 'error', message: 'EACCES: permission denied, scandir', code: 'EACCES' });
       expect(await watcherMetric(m.t.mount.key, 'error')).toBe(20);
@@ -146,7 +146,7 @@ describe('never silent loss', () => {
 
   it('under auto, chokidar running out of inotify watches moves the mount to parcel and rescans it', async () => {
     const cap = capturingFactory();
-    const m = await watchedMount(fs, 'auto', { backendFactory: cap.factory, autoThreshold: 1_000 });
+    const m = await watchedMount(core, 'auto', { backendFactory: cap.factory, autoThreshold: 1_000 });
     try {
       expect((await m.watcher.stats()).backend).toBe('chokidar');
       cap.last().h.onProblem({ kind: 'overflow', message: 'ENOSPC: System limit for number of file watchers reached', code: 'ENOSPC' });
@@ -154,22 +154,22 @@ describe('never silent loss', () => {
       expect(await rescanJobs(m.mountId)).toHaveLength(1);
       // And the new backend watches.
       await m.writeOutOfBand('after-switch.txt', 'x');
-      await eventually(async () => (await nodeAt(fs, m.mountId, 'after-switch.txt'))?.consistencyState === 'ACTIVE', 'after-switch.txt catalogued');
+      await eventually(async () => (await nodeAt(core, m.mountId, 'after-switch.txt'))?.consistencyState === 'ACTIVE', 'after-switch.txt catalogued');
     } finally {
       await m.close();
     }
   });
 
   it('start requests a catch-up rescan: what changed while nothing watched is catalogued', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     const root = t.root as string;
     await mkdir(path.join(root, 'while-down'));
     await writeFile(path.join(root, 'while-down/a.txt'), 'a');
-    const watcher = new MountWatcher(fs, t.mount, { backend: 'parcel', debounceMs: 100 });
+    const watcher = new MountWatcher(core, t.mount, { backend: 'parcel', debounceMs: 100 });
     try {
       await watcher.start();
       expect(await rescanJobs(t.mount.id)).toHaveLength(1);
-      await eventually(async () => (await nodeAt(fs, t.mount.id, 'while-down/a.txt'))?.consistencyState === 'ACTIVE', 'while-down/a.txt catalogued');
+      await eventually(async () => (await nodeAt(core, t.mount.id, 'while-down/a.txt'))?.consistencyState === 'ACTIVE', 'while-down/a.txt catalogued');
     } finally {
       await watcher.close();
       await t.cleanup();
@@ -177,13 +177,13 @@ describe('never silent loss', () => {
   });
 
   it('close() judges what is still pending instead of dropping it', async () => {
-    const m = await watchedMount(fs, 'chokidar', { debounceMs: 60_000 });
+    const m = await watchedMount(core, 'chokidar', { debounceMs: 60_000 });
     try {
       await m.writeOutOfBand('late.txt', 'late');
       await eventually(async () => (await m.watcher.stats()).pending > 0, 'the event pending');
       await m.watcher.close();
-      expect(await watcherDrift(fs, m.mountId, 'late.txt')).toHaveLength(1);
-      await eventually(async () => (await nodeAt(fs, m.mountId, 'late.txt'))?.consistencyState === 'ACTIVE', 'late.txt catalogued');
+      expect(await watcherDrift(core, m.mountId, 'late.txt')).toHaveLength(1);
+      await eventually(async () => (await nodeAt(core, m.mountId, 'late.txt'))?.consistencyState === 'ACTIVE', 'late.txt catalogued');
     } finally {
       await m.close();
     }
@@ -192,20 +192,20 @@ describe('never silent loss', () => {
 
 describe.each(['chokidar', 'parcel'] as const)('judging paths (%s)', (backend) => {
   it('a path a command holds is not judged but looked at again once the command is done', async () => {
-    const m = await watchedMount(fs, backend);
-    const holder = await fs.pool.connect();
+    const m = await watchedMount(core, backend);
+    const holder = await core.pool.connect();
     try {
       await m.writeThrough('held.txt', 'v1');
-      await settle(fs, m);
+      await settle(core, m);
       // What a running command holds: an exclusive session lock on the path.
       await holder.query('SELECT pg_advisory_lock($1::bigint)', [lockKey('path', m.mountId, 'held.txt').toString()]);
       await writeFile(m.abs('held.txt'), 'changed meanwhile');
-      await settle(fs, m, 'sentinel-held');
-      expect(await watcherDrift(fs, m.mountId, 'held.txt')).toHaveLength(0);
-      expect((await nodeAt(fs, m.mountId, 'held.txt'))?.consistencyState).toBe('ACTIVE');
+      await settle(core, m, 'sentinel-held');
+      expect(await watcherDrift(core, m.mountId, 'held.txt')).toHaveLength(0);
+      expect((await nodeAt(core, m.mountId, 'held.txt'))?.consistencyState).toBe('ACTIVE');
       await holder.query('SELECT pg_advisory_unlock_all()');
-      await eventually(async () => (await watcherDrift(fs, m.mountId, 'held.txt')).length === 1, 'the deferred drift');
-      await eventually(async () => (await nodeAt(fs, m.mountId, 'held.txt'))?.sizeBytes === 17, 'held.txt reconciled');
+      await eventually(async () => (await watcherDrift(core, m.mountId, 'held.txt')).length === 1, 'the deferred drift');
+      await eventually(async () => (await nodeAt(core, m.mountId, 'held.txt'))?.sizeBytes === 17, 'held.txt reconciled');
     } finally {
       holder.release();
       await m.close();
@@ -214,15 +214,15 @@ describe.each(['chokidar', 'parcel'] as const)('judging paths (%s)', (backend) =
 
   it('symlinks are reported as entries, never followed out of the mount', async () => {
     const outside = await mkdtemp(path.join(os.tmpdir(), 'filestore-outside-'));
-    const m = await watchedMount(fs, backend);
+    const m = await watchedMount(core, backend);
     try {
       await symlink(outside, m.abs('escape'));
-      await eventually(async () => (await nodeAt(fs, m.mountId, 'escape'))?.kind === 'symlink', 'the symlink catalogued');
+      await eventually(async () => (await nodeAt(core, m.mountId, 'escape'))?.kind === 'symlink', 'the symlink catalogued');
       await writeFile(path.join(outside, 'secret.txt'), 'not ours');
-      await settle(fs, m);
-      const paths = (await outbox(fs, m.mountId)).map((e) => String(e.data.path ?? (e.data.node as { path?: string } | undefined)?.path ?? ''));
+      await settle(core, m);
+      const paths = (await outbox(core, m.mountId)).map((e) => String(e.data.path ?? (e.data.node as { path?: string } | undefined)?.path ?? ''));
       expect(paths.filter((p) => p.startsWith('escape/'))).toEqual([]);
-      expect(await nodeAt(fs, m.mountId, 'escape/secret.txt')).toBeNull();
+      expect(await nodeAt(core, m.mountId, 'escape/secret.txt')).toBeNull();
     } finally {
       await m.close();
       await rm(outside, { recursive: true, force: true });
@@ -230,7 +230,7 @@ describe.each(['chokidar', 'parcel'] as const)('judging paths (%s)', (backend) =
   });
 
   it('stats report the backend, its inotify watches and what is pending', async () => {
-    const m = await watchedMount(fs, backend);
+    const m = await watchedMount(core, backend);
     try {
       const s = await m.watcher.stats();
       expect(s).toMatchObject({ backend, choice: backend, pending: 0, mountId: m.mountId });
@@ -243,9 +243,9 @@ describe.each(['chokidar', 'parcel'] as const)('judging paths (%s)', (backend) =
 
 describe('choosing a backend and starting watchers', () => {
   it('auto picks parcel, whatever the size of the tree', async () => {
-    const small = await createTestMount(fs, 'local');
+    const small = await createTestMount(core, 'local');
     await writeFile(path.join(small.root as string, 'only'), '');
-    const w = new MountWatcher(fs, small.mount, { backend: 'auto', catchUp: false });
+    const w = new MountWatcher(core, small.mount, { backend: 'auto', catchUp: false });
     try {
       expect(await w.start()).toMatchObject({ kind: 'parcel', choice: 'auto', entries: null, threshold: null });
       expect((await w.stats()).backend).toBe('parcel');
@@ -256,12 +256,12 @@ describe('choosing a backend and starting watchers', () => {
   });
 
   it('with a threshold, auto picks chokidar below it and parcel at or above it', async () => {
-    const small = await createTestMount(fs, 'local');
-    const large = await createTestMount(fs, 'local');
+    const small = await createTestMount(core, 'local');
+    const large = await createTestMount(core, 'local');
     for (let i = 0; i < 12; i++) await writeFile(path.join(large.root as string, `f${i}`), '');
     await writeFile(path.join(small.root as string, 'only'), '');
-    const a = new MountWatcher(fs, small.mount, { backend: 'auto', autoThreshold: 10, catchUp: false });
-    const b = new MountWatcher(fs, large.mount, { backend: 'auto', autoThreshold: 10, catchUp: false });
+    const a = new MountWatcher(core, small.mount, { backend: 'auto', autoThreshold: 10, catchUp: false });
+    const b = new MountWatcher(core, large.mount, { backend: 'auto', autoThreshold: 10, catchUp: false });
     try {
       expect(await a.start()).toMatchObject({ kind: 'chokidar', choice: 'auto', entries: 1, threshold: 10 });
       expect(await b.start()).toMatchObject({ kind: 'parcel', choice: 'auto', entries: 10, threshold: 10 });
@@ -274,7 +274,7 @@ describe('choosing a backend and starting watchers', () => {
   });
 
   it('the tree count stops at its cap and skips the staging area; the inotify budget is read from /proc', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     try {
       const root = t.root as string;
       await mkdir(path.join(root, '.filestore-staging/x'), { recursive: true });
@@ -289,12 +289,12 @@ describe('choosing a backend and starting watchers', () => {
   });
 
   it('watchMounts starts one watcher per local mount it owns and reports the ones that cannot start', async () => {
-    const ok = await createTestMount(fs, 'local');
-    const gone = await createTestMount(fs, 'local');
+    const ok = await createTestMount(core, 'local');
+    const gone = await createTestMount(core, 'local');
     await gone.cleanup();
     const s3Like: Mount = { ...ok.mount, id: '00000000-0000-4000-8000-000000000000', key: 'bucket', kind: 's3', rootPath: null };
     const foreign: Mount = { ...ok.mount, id: '00000000-0000-4000-8000-000000000001', key: 'elsewhere', agentId: 'other-host' };
-    const handle = await watchMounts(fs, [ok.mount, gone.mount, s3Like, foreign], { backend: 'parcel', catchUp: false, agentId: 'this-host' });
+    const handle = await watchMounts(core, [ok.mount, gone.mount, s3Like, foreign], { backend: 'parcel', catchUp: false, agentId: 'this-host' });
     try {
       expect(handle.watchers.map((w) => w.mount.key)).toEqual([ok.mount.key]);
       expect(handle.failed.map((f) => [f.mount.key, f.error.code])).toEqual([[gone.mount.key, 'STORAGE_ERROR']]);
@@ -306,10 +306,10 @@ describe('choosing a backend and starting watchers', () => {
   });
 
   it('refuses unknown backends and S3 mounts with stable codes', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     try {
-      expect(() => new MountWatcher(fs, t.mount, { backend: 'inotifywait' as never })).toThrow(expect.objectContaining({ code: 'CONFIG_ERROR' }));
-      expect(() => new MountWatcher(fs, { ...t.mount, kind: 's3', rootPath: null })).toThrow(
+      expect(() => new MountWatcher(core, t.mount, { backend: 'inotifywait' as never })).toThrow(expect.objectContaining({ code: 'CONFIG_ERROR' }));
+      expect(() => new MountWatcher(core, { ...t.mount, kind: 's3', rootPath: null })).toThrow(
         expect.objectContaining({ code: 'CONFIG_ERROR', details: expect.objectContaining({ watchError: 'NOT_A_LOCAL_MOUNT' }) }),
       );
     } finally {

@@ -18,11 +18,11 @@ import { eventually, nodeAt, settle, startWatchFilestore, watchedMount, watcherD
 // written by the watcher agrees with the shared look (staging area included); a root back but
 // not watchable is rescanned anyway; a start racing close() requests nothing.
 
-let fs: Filestore;
+let core: Filestore;
 /** A second Filestore on the same catalogue whose reconcile queue runs nothing: jobs stay queued. */
 let idle: Filestore;
 beforeAll(async () => {
-  fs = await startWatchFilestore();
+  core = await startWatchFilestore();
   idle = await startFilestore({
     redisUrl: 'inline',
     recover: false,
@@ -32,14 +32,14 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await idle?.close();
-  await fs?.close();
+  await core?.close();
 });
 
 const FAST = { rootCheckMs: 100, rescanCooldownMs: 200 };
 
 const healthOf = async (mountId: string) =>
   (
-    await fs.pool.query<{ health: string; reason: string | null; checkedAt: Date | null }>(
+    await core.pool.query<{ health: string; reason: string | null; checkedAt: Date | null }>(
       'SELECT health, health_reason AS reason, health_checked_at AS "checkedAt" FROM filestore.mounts WHERE id = $1',
       [mountId],
     )
@@ -50,7 +50,7 @@ const healthBecomes = (mountId: string, health: string, reason?: RegExp) =>
     return h.health === health && (reason === undefined || reason.test(h.reason ?? '')) ? h : null;
   }, `the mount ${health}${reason ? ` (${String(reason)})` : ''}`);
 const auditsOf = async (mountId: string) =>
-  (await fs.pool.query<{ status: string }>(`SELECT status FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND path = '' AND reason = 'audit'`, [mountId])).rows;
+  (await core.pool.query<{ status: string }>(`SELECT status FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND path = '' AND reason = 'audit'`, [mountId])).rows;
 
 describe('a batch in flight while the root changes', () => {
   it('a chunk whose lstats ran while the root went away and came back (the same directory) is dropped, not judged as deletions', async () => {
@@ -209,7 +209,7 @@ describe('a root that fails a look now and then (a network filesystem)', () => {
 describe('health the watcher writes agrees with the shared look', () => {
   it('a mount whose staging area is a symlink stays unhealthy after its watcher starts and after its root returns', async () => {
     const outside = await mkdtemp(path.join(os.tmpdir(), 'filestore-outside-'));
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     const root = t.root as string;
     const away = `${root}.away`;
     const lines: string[] = [];
@@ -217,11 +217,11 @@ describe('health the watcher writes agrees with the shared look', () => {
     try {
       await symlink(outside, path.join(root, '.filestore-staging'));
       // A reconciliation (as the staging sweep at start) finds it: unhealthy.
-      const { job } = await fs.reconcile.enqueue({ mountId: t.mount.id, path: '', reason: 'manual', recursive: true, hash: false });
-      await eventually(async () => (await fs.pool.query(`SELECT 1 FROM filestore.reconciliation_jobs WHERE id = $1 AND status = 'failed'`, [job.id])).rowCount, 'the job refused');
+      const { job } = await core.reconcile.enqueue({ mountId: t.mount.id, path: '', reason: 'manual', recursive: true, hash: false });
+      await eventually(async () => (await core.pool.query(`SELECT 1 FROM filestore.reconciliation_jobs WHERE id = $1 AND status = 'failed'`, [job.id])).rowCount, 'the job refused');
       await healthBecomes(t.mount.id, 'unhealthy', /\.filestore-staging .* is a symbolic link/);
 
-      w = new MountWatcher(idle, await getMount(fs.pool, t.mount.id), { backend: 'parcel', catchUp: false, ...FAST, log: (l) => lines.push(l) });
+      w = new MountWatcher(idle, await getMount(core.pool, t.mount.id), { backend: 'parcel', catchUp: false, ...FAST, log: (l) => lines.push(l) });
       await w.start();
       expect(await healthOf(t.mount.id)).toMatchObject({ health: 'unhealthy', reason: expect.stringMatching(/\.filestore-staging .* is a symbolic link/) });
 

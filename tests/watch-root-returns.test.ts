@@ -15,11 +15,11 @@ import { eventually, nodeAt, outbox, startWatchFilestore, watchedMount, watcherD
 // nothing MISSING), and a root replaced by a symlink or a file stays unhealthy and is not
 // followed.
 
-let fs: Filestore;
+let core: Filestore;
 /** A second Filestore on the same catalogue whose reconcile queue runs nothing: jobs stay queued. */
 let idle: Filestore;
 beforeAll(async () => {
-  fs = await startWatchFilestore();
+  core = await startWatchFilestore();
   idle = await startFilestore({
     redisUrl: 'inline',
     recover: false,
@@ -29,7 +29,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await idle?.close();
-  await fs?.close();
+  await core?.close();
 });
 
 // Fast root checks for tests (the default is 2 s, with a 30 s rescan cooldown).
@@ -41,7 +41,7 @@ interface Health {
   checkedAt: Date | null;
 }
 const healthOf = async (mountId: string): Promise<Health> => {
-  const { rows } = await fs.pool.query<Health>(
+  const { rows } = await core.pool.query<Health>(
     `SELECT health, health_reason AS reason, health_checked_at AS "checkedAt" FROM filestore.mounts WHERE id = $1`,
     [mountId],
   );
@@ -54,7 +54,7 @@ const healthBecomes = (mountId: string, health: string, reason?: RegExp) =>
   }, `the mount ${health}${reason ? ` (${String(reason)})` : ''}`);
 
 const jobsOf = async (mountId: string) => {
-  const { rows } = await fs.pool.query<{ id: number; path: string; reason: string; status: string; error: unknown }>(
+  const { rows } = await core.pool.query<{ id: number; path: string; reason: string; status: string; error: unknown }>(
     `SELECT id, path, reason, status, error FROM filestore.reconciliation_jobs WHERE mount_id = $1 ORDER BY id`,
     [mountId],
   );
@@ -63,11 +63,11 @@ const jobsOf = async (mountId: string) => {
 
 const activeWith = (m: WatchedMount, p: string, size: number) =>
   eventually(async () => {
-    const n = await nodeAt(fs, m.mountId, p);
+    const n = await nodeAt(core, m.mountId, p);
     return n?.consistencyState === 'ACTIVE' && n.sizeBytes === size ? n : null;
   }, `${p} ACTIVE with ${size} bytes`);
 const missing = (m: WatchedMount, p: string) =>
-  eventually(async () => ((await nodeAt(fs, m.mountId, p))?.consistencyState === 'MISSING' ? true : null), `${p} MISSING`);
+  eventually(async () => ((await nodeAt(core, m.mountId, p))?.consistencyState === 'MISSING' ? true : null), `${p} MISSING`);
 
 /** The full rescan of the root's return has run, and nothing else is queued or running. */
 const rescanned = (m: WatchedMount) =>
@@ -92,7 +92,7 @@ async function topLevelWatched(m: WatchedMount, tag: string): Promise<void> {
 describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and comes back (%s)', { timeout: 60_000 }, (backend) => {
   it('removed (rm -rf) and made again: files made and deleted in the root are noticed, the mount is rescanned and healthy again', async () => {
     const lines: string[] = [];
-    const m = await watchedMount(fs, backend, { ...FAST, log: (l: string) => lines.push(l) });
+    const m = await watchedMount(core, backend, { ...FAST, log: (l: string) => lines.push(l) });
     try {
       await m.writeThrough('before.txt', 'before');
       await rm(m.root, { recursive: true, force: true });
@@ -110,7 +110,7 @@ describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and 
   });
 
   it('renamed away and a new directory made in its place: the new root is watched, the old one no longer reports', async () => {
-    const m = await watchedMount(fs, backend, FAST);
+    const m = await watchedMount(core, backend, FAST);
     const away = `${m.root}.away`;
     try {
       await rename(m.root, away);
@@ -120,8 +120,8 @@ describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and 
       await writeFile(path.join(away, 'elsewhere.txt'), 'not the mount');
       await writeFile(m.abs('sentinel.txt'), 'sentinel');
       await activeWith(m, 'sentinel.txt', 8);
-      expect(await nodeAt(fs, m.mountId, 'elsewhere.txt')).toBeNull();
-      expect(await watcherDrift(fs, m.mountId, 'elsewhere.txt')).toEqual([]);
+      expect(await nodeAt(core, m.mountId, 'elsewhere.txt')).toBeNull();
+      expect(await watcherDrift(core, m.mountId, 'elsewhere.txt')).toEqual([]);
     } finally {
       await m.close();
       await rm(away, { recursive: true, force: true });
@@ -129,7 +129,7 @@ describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and 
   });
 
   it('renamed away and back (the same directory): watched again and rescanned', async () => {
-    const m = await watchedMount(fs, backend, FAST);
+    const m = await watchedMount(core, backend, FAST);
     const away = `${m.root}.away`;
     try {
       await rename(m.root, away);
@@ -160,8 +160,8 @@ describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and 
       const gone = await healthBecomes(t.mountId, 'unhealthy', /does not exist/);
       expect((await t.watcher.stats()).rootProblem).toMatch(/does not exist/);
       await new Promise((r) => setTimeout(r, 600)); // a few debounce windows
-      expect(await watcherDrift(fs, t.mountId)).toEqual([]);
-      const { rows } = await fs.pool.query<{ n: number }>(
+      expect(await watcherDrift(core, t.mountId)).toEqual([]);
+      const { rows } = await core.pool.query<{ n: number }>(
         `SELECT count(*)::int AS n FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND consistency_state <> 'ACTIVE'`,
         [t.mountId],
       );
@@ -187,7 +187,7 @@ describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and 
   });
 
   it('a root back empty (a disk that did not mount): its rescan stops at the mass-missing rule, nothing is marked MISSING', async () => {
-    const m = await watchedMount(fs, backend, FAST);
+    const m = await watchedMount(core, backend, FAST);
     const away = `${m.root}.away`;
     try {
       for (let i = 0; i < 24; i++) await m.writeThrough(`keep/f${i}.txt`, String(i));
@@ -201,8 +201,8 @@ describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and 
       expect(JSON.stringify(rescan.error)).toMatch(/MISSING/);
       // Another directory than the one audited, which the audit did not accept: unhealthy, saying why.
       expect(await healthOf(m.mountId)).toMatchObject({ health: 'unhealthy', reason: expect.stringMatching(/another directory .*would mark/) });
-      expect((await nodeAt(fs, m.mountId, 'keep/f0.txt'))?.consistencyState).toBe('ACTIVE');
-      expect(await outbox(fs, m.mountId, 'filestore.node.missing')).toEqual([]);
+      expect((await nodeAt(core, m.mountId, 'keep/f0.txt'))?.consistencyState).toBe('ACTIVE');
+      expect(await outbox(core, m.mountId, 'filestore.node.missing')).toEqual([]);
     } finally {
       await m.close();
       await rm(away, { recursive: true, force: true });
@@ -210,9 +210,9 @@ describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and 
   });
 
   it('a watcher that cannot start because its root is gone marks the mount unhealthy; one that starts marks it healthy', async () => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     await rm(t.root as string, { recursive: true, force: true });
-    const first = new MountWatcher(fs, t.mount, { backend, catchUp: false, ...FAST });
+    const first = new MountWatcher(core, t.mount, { backend, catchUp: false, ...FAST });
     try {
       await expect(first.start()).rejects.toMatchObject({ code: 'STORAGE_ERROR', message: expect.stringMatching(/does not exist/) });
       expect(await healthOf(t.mount.id)).toMatchObject({ health: 'unhealthy', reason: expect.stringMatching(/does not exist/) });
@@ -220,7 +220,7 @@ describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and 
       await first.close();
     }
     await mkdir(t.root as string);
-    const second = new MountWatcher(fs, { ...t.mount, health: 'unhealthy' }, { backend, catchUp: false, ...FAST });
+    const second = new MountWatcher(core, { ...t.mount, health: 'unhealthy' }, { backend, catchUp: false, ...FAST });
     try {
       await second.start();
       expect(await healthOf(t.mount.id)).toMatchObject({ health: 'healthy', reason: null });
@@ -233,7 +233,7 @@ describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and 
 
   it('a root replaced by a symlink or a file stays unhealthy with the reason; nothing outside is followed; the real one back is watched', async () => {
     const outside = await mkdtemp(path.join(os.tmpdir(), 'filestore-outside-'));
-    const m = await watchedMount(fs, backend, FAST);
+    const m = await watchedMount(core, backend, FAST);
     const real = `${m.root}.real`;
     try {
       await writeFile(path.join(outside, 'secret.txt'), 'not ours');
@@ -242,12 +242,12 @@ describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and 
       await healthBecomes(m.mountId, 'unhealthy', /symbolic link/);
       await writeFile(path.join(outside, 'later.txt'), 'not ours either');
       // Nor does a reconciliation look through it.
-      const { job } = await fs.reconcile.enqueue({ mountId: m.mountId, path: '', reason: 'manual', recursive: true, hash: false });
+      const { job } = await core.reconcile.enqueue({ mountId: m.mountId, path: '', reason: 'manual', recursive: true, hash: false });
       await eventually(async () => (await jobsOf(m.mountId)).find((j) => j.id === job.id && j.status === 'failed'), 'the audit refused');
       expect((await healthOf(m.mountId)).reason).toMatch(/symbolic link/);
-      expect(await nodeAt(fs, m.mountId, 'secret.txt')).toBeNull();
-      expect(await nodeAt(fs, m.mountId, 'later.txt')).toBeNull();
-      expect(await watcherDrift(fs, m.mountId)).toEqual([]);
+      expect(await nodeAt(core, m.mountId, 'secret.txt')).toBeNull();
+      expect(await nodeAt(core, m.mountId, 'later.txt')).toBeNull();
+      expect(await watcherDrift(core, m.mountId)).toEqual([]);
 
       await unlink(m.root);
       await writeFile(m.root, 'a file where the root was');
@@ -257,7 +257,7 @@ describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and 
       await rename(real, m.root);
       await healthBecomes(m.mountId, 'healthy');
       await topLevelWatched(m, 'real');
-      expect(await nodeAt(fs, m.mountId, 'secret.txt')).toBeNull();
+      expect(await nodeAt(core, m.mountId, 'secret.txt')).toBeNull();
     } finally {
       await m.close();
       await rm(outside, { recursive: true, force: true });
@@ -276,7 +276,7 @@ describe('a root back that cannot be watched at once', () => {
       return backend;
     };
     const lines: string[] = [];
-    const m = await watchedMount(fs, 'parcel', { ...FAST, backendFactory: factory, log: (l: string) => lines.push(l) });
+    const m = await watchedMount(core, 'parcel', { ...FAST, backendFactory: factory, log: (l: string) => lines.push(l) });
     const away = `${m.root}.away`;
     try {
       await rename(m.root, away);
@@ -295,11 +295,11 @@ describe('a root back that cannot be watched at once', () => {
 
 describe('a batch judged while the root goes away', () => {
   it('is dropped unjudged when the root changed during its lstats, instead of reading as every path deleted', async () => {
-    const m = await watchedMount(fs, 'parcel', FAST);
+    const m = await watchedMount(core, 'parcel', FAST);
     const away = `${m.root}.away`;
     try {
       for (const p of ['a.txt', 'b.txt']) await m.writeThrough(p, p);
-      const sink = new DriftSink(fs, m.t.mount);
+      const sink = new DriftSink(core, m.t.mount);
       const batch = { changes: new Map([['a.txt', 'changed'], ['b.txt', 'changed']] as const), rescans: [] };
       await m.watcher.close(); // the sink alone, judging while the root is elsewhere
       await rename(m.root, away);
@@ -307,7 +307,7 @@ describe('a batch judged while the root goes away', () => {
       expect(held).toMatchObject({ drift: 0, jobs: 0, dropped: ['a.txt', 'b.txt'], deferred: [] });
       // A look that failed (EIO…) hands the chunk back instead, to be judged later.
       expect(await sink.apply(batch, { rootUnchanged: async () => null })).toMatchObject({ drift: 0, jobs: 0, deferred: ['a.txt', 'b.txt'], dropped: [] });
-      expect(await watcherDrift(fs, m.mountId)).toEqual([]);
+      expect(await watcherDrift(core, m.mountId)).toEqual([]);
       // Without the question, both would be drift (as they were before it was asked).
       const judged = await sink.apply(batch, {});
       expect(judged.drift).toBe(2);
@@ -332,7 +332,7 @@ describe('a disk unmounted from under its mount and mounted again', () => {
     '%s: the empty mount point is not taken for deletions (mass-missing rule), and the disk back is confirmed and watched',
     async (backend, ctx) => {
       const disk = await mkdtemp(path.join(os.tmpdir(), 'filestore-disk-'));
-      const m = await watchedMount(fs, backend, FAST);
+      const m = await watchedMount(core, backend, FAST);
       let mounted = false;
       try {
         bind(disk, m.root, ctx);
@@ -350,13 +350,13 @@ describe('a disk unmounted from under its mount and mounted again', () => {
           'the rescan of the empty mount point stopped',
         );
         expect(JSON.stringify(stopped.error)).toMatch(/MISSING/);
-        expect((await nodeAt(fs, m.mountId, 'data/f0.txt'))?.consistencyState).toBe('ACTIVE');
-        expect(await outbox(fs, m.mountId, 'filestore.node.missing')).toEqual([]);
+        expect((await nodeAt(core, m.mountId, 'data/f0.txt'))?.consistencyState).toBe('ACTIVE');
+        expect(await outbox(core, m.mountId, 'filestore.node.missing')).toEqual([]);
 
         bind(disk, m.root, ctx);
         mounted = true;
         await eventually(async () => (await jobsOf(m.mountId)).filter((j) => j.reason === 'audit' && j.status === 'succeeded').length >= 2, 'the disk rescanned');
-        expect((await nodeAt(fs, m.mountId, 'data/f23.txt'))?.consistencyState).toBe('ACTIVE');
+        expect((await nodeAt(core, m.mountId, 'data/f23.txt'))?.consistencyState).toBe('ACTIVE');
         await topLevelWatched(m, 'remounted');
       } finally {
         if (mounted) execFileSync('umount', [m.root]);

@@ -47,11 +47,11 @@ export class DriftSink {
   private readonly observer: DriftObserver;
 
   constructor(
-    private readonly fs: Filestore,
+    private readonly core: Filestore,
     private readonly mount: Mount,
     private readonly o: DriftSinkOptions = {},
   ) {
-    this.observer = driftObserverFor(fs.backends, mount);
+    this.observer = driftObserverFor(core.backends, mount);
   }
 
   /**
@@ -61,7 +61,7 @@ export class DriftSink {
   async apply(batch: CoalescedBatch, o: ApplyOptions = {}): Promise<SinkResult> {
     batch = await this.withoutOwnWrites(batch);
     if (batch.changes.size === 0 && batch.rescans.length === 0) return { ...NOTHING, waiting: [], deferred: [], dropped: [], observed: new Map() };
-    return detectDrift(this.fs, this.mount, batch, {
+    return detectDrift(this.core, this.mount, batch, {
       observer: this.observer,
       reason: this.o.reason ?? 'watcher',
       chunkSize: this.o.chunkSize,
@@ -80,7 +80,7 @@ export class DriftSink {
    * directory wait for) and touches their rows. Everything else is judged as before.
    */
   private async withoutOwnWrites(batch: CoalescedBatch): Promise<CoalescedBatch> {
-    const own = this.fs.orchestrator.ownWrites;
+    const own = this.core.orchestrator.ownWrites;
     const candidates = [...batch.changes].filter(([path, change]) => change !== 'deleted' && own.knows(this.mount.id, path)).map(([path]) => path);
     if (candidates.length === 0) return batch;
     // A look that fails leaves the batch whole: detectDrift looks again and says why.

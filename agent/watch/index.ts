@@ -3,11 +3,11 @@
  * system events into drift signals in the catalogue and reconcile jobs. See README.md beside
  * this file for the design, the guarantees and the inotify limits.
  *
- *   const handle = await watchMounts(fs, await listMounts(fs.pool), {
+ *   const handle = await watchMounts(core, await listMounts(core.pool), {
  *     debounceMs: config.FILESTORE_WATCH_DEBOUNCE_MS, agentId: config.FILESTORE_AGENT_ID, log,
  *   });
  *   …
- *   await handle.close(); // on SIGTERM, before fs.close()
+ *   await handle.close(); // on SIGTERM, before core.close()
  */
 export { watchMounts, type WatchMountsOptions, type WatchersHandle } from './watch-mounts.ts';
 export { MountWatcher, type MountWatcherOptions, type MountWatcherStats } from './mount-watcher.ts';

@@ -118,7 +118,7 @@ export class MountWatcher {
   private overflowRiskSeen = false;
 
   constructor(
-    private readonly fs: Filestore,
+    private readonly core: Filestore,
     readonly mount: Mount,
     private readonly o: MountWatcherOptions = {},
   ) {
@@ -133,10 +133,10 @@ export class MountWatcher {
     this.log = o.log ?? (() => {});
     this.retryDelayMs = o.retryDelayMs ?? Math.max(debounceMs, 500);
     this.coalescer = new Coalescer({ debounceMs, maxPendingPaths: o.maxPendingPaths, onDue: () => this.kick() });
-    this.sink = new DriftSink(fs, mount, o.sink);
-    this.rescans = new RescanRequests(fs, mount, o.rescanCooldownMs ?? 30_000, this.log);
+    this.sink = new DriftSink(core, mount, o.sink);
+    this.rescans = new RescanRequests(core, mount, o.rescanCooldownMs ?? 30_000, this.log);
     this.guard = new RootGuard(
-      fs,
+      core,
       mount,
       { suspend: () => this.suspend(), resume: () => this.resume(), rescan: (why, urgent) => (urgent ? this.rescans.immediately(why) : this.rescans.request(why)) },
       { checkMs: o.rootCheckMs, look: o.rootLook, log: this.log },
@@ -153,7 +153,7 @@ export class MountWatcher {
     if (!look.ok) throw new WatchStartError(this.mount.key, { message: look.reason, code: look.code }, false);
     this.root = look.real;
     this.overflowRiskAt = this.o.overflowRiskEvents ?? (await overflowRiskThreshold());
-    const decision = await chooseBackend({ pool: this.fs.pool, mount: this.mount, root: this.root, choice: this.choice, threshold: this.o.autoThreshold });
+    const decision = await chooseBackend({ pool: this.core.pool, mount: this.mount, root: this.root, choice: this.choice, threshold: this.o.autoThreshold });
     this.decision = decision;
     this.notClosed();
     this.log(`watcher ${this.mount.key}: ${decision.kind} (${decision.reason})`);
@@ -264,7 +264,7 @@ export class MountWatcher {
       // The root itself changed (removed, renamed): look at it now rather than at the next tick.
       if (e.path === '') this.guard.poke();
     }
-    for (const [event, n] of Object.entries(byType)) if (n > 0) this.fs.metrics.watcherEvents.inc({ mount: this.mount.key, event }, n);
+    for (const [event, n] of Object.entries(byType)) if (n > 0) this.core.metrics.watcherEvents.inc({ mount: this.mount.key, event }, n);
     this.coalescer.push(events);
     this.eventsSinceBatch += events.length;
     if (this.overflowRiskAt !== null && !this.overflowRiskSeen && this.eventsSinceBatch >= this.overflowRiskAt) this.onOverflowRisk();
@@ -278,7 +278,7 @@ export class MountWatcher {
    */
   private onOverflowRisk(): void {
     this.overflowRiskSeen = true;
-    this.fs.metrics.watcherEvents.inc({ mount: this.mount.key, event: 'overflow_risk' });
+    this.core.metrics.watcherEvents.inc({ mount: this.mount.key, event: 'overflow_risk' });
     this.logAtMostPerMinute(
       'overflow_risk',
       `watcher ${this.mount.key}: ${this.eventsSinceBatch} events since the last batch, enough to overflow the kernel's event queue ` +
@@ -297,7 +297,7 @@ export class MountWatcher {
 
   private recordProblem(problem: WatchProblem, consequence = ''): void {
     this.counts.problems++;
-    this.fs.metrics.watcherEvents.inc({ mount: this.mount.key, event: problem.kind });
+    this.core.metrics.watcherEvents.inc({ mount: this.mount.key, event: problem.kind });
     // One line per kind of problem per minute (a tree beyond the watch budget reports every
     // file it could not watch); the metric counts them all.
     this.logAtMostPerMinute(
@@ -379,7 +379,7 @@ export class MountWatcher {
       this.recordProblem(classifyProblem(err), '; full rescan requested');
       this.rescans.request('rewatch');
     }
-    const accounted = await accountedDirs(this.fs.pool, this.mount.id, holding);
+    const accounted = await accountedDirs(this.core.pool, this.mount.id, holding);
     const { paths, whole } = await walkNewDirs(this.root as string, holding.filter((d) => accounted.has(d)));
     walked.push(...paths);
     return [...holding.filter((d) => !accounted.has(d)), ...whole];

@@ -19,7 +19,7 @@ export class RescanRequests {
   count = 0;
 
   constructor(
-    private readonly fs: Filestore,
+    private readonly core: Filestore,
     private readonly mount: Mount,
     private readonly cooldownMs: number,
     private readonly log: (line: string) => void,
@@ -83,7 +83,7 @@ export class RescanRequests {
     this.lastAt = Date.now();
     this.count++;
     try {
-      await this.fs.reconcile.enqueue({ mountId: this.mount.id, path: '', reason: 'audit', recursive: true, hash: false });
+      await this.core.reconcile.enqueue({ mountId: this.mount.id, path: '', reason: 'audit', recursive: true, hash: false });
     } catch (err) {
       this.log(`watcher ${this.mount.key}: rescan (${why}) could not be requested: ${(err as Error).message}; retrying`);
       if (!this.closed) {

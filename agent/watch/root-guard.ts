@@ -96,7 +96,7 @@ export class RootGuard {
   private stopped = false;
 
   constructor(
-    private readonly fs: Filestore,
+    private readonly core: Filestore,
     private readonly mount: Mount,
     private readonly hooks: RootGuardHooks,
     private readonly o: RootGuardOptions,
@@ -295,7 +295,7 @@ export class RootGuard {
       else if (look.unhealthy !== null) next = { state: 'unhealthy', reason: look.unhealthy };
       else {
         // The catalogue's root: another directory is unhealthy until an audit accepts it.
-        const recorded = await recordedRootIdentity(this.fs.pool, this.mount.id, look.id).catch((err: Error) => {
+        const recorded = await recordedRootIdentity(this.core.pool, this.mount.id, look.id).catch((err: Error) => {
           this.o.log(`watcher ${this.mount.key}: could not read the mount's recorded root: ${err.message}; retrying`);
           return null;
         });
@@ -315,7 +315,7 @@ export class RootGuard {
     const h = this.health;
     if (h === null || h.written) return;
     try {
-      await setMountHealth(this.fs.pool, this.mount.id, h.state, h.reason);
+      await setMountHealth(this.core.pool, this.mount.id, h.state, h.reason);
       h.written = true;
     } catch (err) {
       this.o.log(`watcher ${this.mount.key}: could not record the mount ${h.state}: ${(err as Error).message}; retrying`);

@@ -31,14 +31,14 @@ export interface WatchersHandle {
  * I/O-bound, and sequential starts keep the per-backend inotify accounting exact.
  * A mount whose watcher fails to start is reported in `failed` (and logged); the others run.
  */
-export async function watchMounts(fs: Filestore, mounts: readonly Mount[], o: WatchMountsOptions = {}): Promise<WatchersHandle> {
+export async function watchMounts(core: Filestore, mounts: readonly Mount[], o: WatchMountsOptions = {}): Promise<WatchersHandle> {
   const log = o.log ?? (() => {});
   const watchers: MountWatcher[] = [];
   const failed: Array<{ mount: Mount; error: FilestoreError }> = [];
   for (const mount of mounts) {
     if (mount.kind !== 'local') continue;
     if (o.agentId && mount.agentId && mount.agentId !== o.agentId) continue;
-    const watcher = new MountWatcher(fs, mount, { ...o, backend: o.backendFor?.(mount) ?? o.backend });
+    const watcher = new MountWatcher(core, mount, { ...o, backend: o.backendFor?.(mount) ?? o.backend });
     try {
       await watcher.start();
       watchers.push(watcher);

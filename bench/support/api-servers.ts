@@ -115,11 +115,11 @@ export async function runApiServerChild(args: string[]): Promise<void> {
     });
   }
   const log = (l: string) => process.stderr.write(`[api ${redisUrl === 'inline' ? 'inline' : 'redis'}] ${l}\n`);
-  const fs = await createFilestore({ databaseUrl, redisUrl, migrate: false, log });
-  const server = await serveApi({ fs, host: '127.0.0.1', port: 0, tokens: [{ name: 'bench', sha256, scopes: scopes.split(',') as Array<'filestore:read'> }], log });
+  const core = await createFilestore({ databaseUrl, redisUrl, migrate: false, log });
+  const server = await serveApi({ core, host: '127.0.0.1', port: 0, tokens: [{ name: 'bench', sha256, scopes: scopes.split(',') as Array<'filestore:read'> }], log });
   untilSigterm(async () => {
     await server.close();
-    await fs.close();
+    await core.close();
   });
   process.stdout.write(`${LISTENING_MARKER}${server.url}\n`);
 }

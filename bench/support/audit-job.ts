@@ -47,11 +47,11 @@ export async function auditJobRow(q: Queryable, mountId: string): Promise<Reconc
 }
 
 /** Runs one full audit of `mountId` through createReconciler and records the outcome on its job row. */
-export async function runAudit(fs: Filestore, mountId: string, onProgress?: (c: ReconcileCounts) => void): Promise<AuditResult> {
-  const job = await auditJobRow(fs.pool, mountId);
-  const handler = createReconciler(fs);
-  const autoanalyze = startAutoanalyze(fs.pool);
-  const wal0 = await walLsn(fs.pool);
+export async function runAudit(core: Filestore, mountId: string, onProgress?: (c: ReconcileCounts) => void): Promise<AuditResult> {
+  const job = await auditJobRow(core.pool, mountId);
+  const handler = createReconciler(core);
+  const autoanalyze = startAutoanalyze(core.pool);
+  const wal0 = await walLsn(core.pool);
   const j0 = machineJiffies();
   const cpu0 = process.cpuUsage();
   const walkers0 = walkersCpu();
@@ -61,12 +61,12 @@ export async function runAudit(fs: Filestore, mountId: string, onProgress?: (c: 
   try {
     // Progress as the worker records it (reconcile/worker.ts): on the job row.
     counts = await handler(job, async (c) => {
-      await recordProgress(fs.pool, job.id, c).catch(() => undefined);
+      await recordProgress(core.pool, job.id, c).catch(() => undefined);
       onProgress?.(c);
     });
   } catch (err) {
     await autoanalyze.stop();
-    await fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'failed', error = $2, finished_at = now() WHERE id = $1`, [
+    await core.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'failed', error = $2, finished_at = now() WHERE id = $1`, [
       job.id,
       JSON.stringify({ message: (err as Error).message }),
     ]);
@@ -79,8 +79,8 @@ export async function runAudit(fs: Filestore, mountId: string, onProgress?: (c: 
   let walkerCpuSeconds = 0;
   for (const [pid, seconds] of walkersCpu()) walkerCpuSeconds += seconds - (walkers0.get(pid) ?? 0);
   const machineBusy = machineBusySince(j0);
-  const walBytes = (await walLsn(fs.pool)) - wal0;
-  await fs.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'succeeded', result = $2, finished_at = now(), updated_at = now() WHERE id = $1`, [
+  const walBytes = (await walLsn(core.pool)) - wal0;
+  await core.pool.query(`UPDATE filestore.reconciliation_jobs SET status = 'succeeded', result = $2, finished_at = now(), updated_at = now() WHERE id = $1`, [
     job.id,
     JSON.stringify(counts),
   ]);
@@ -209,7 +209,7 @@ export interface ChildConfig {
 export async function runAuditChild(args: string[]): Promise<void> {
   const [mountId, databaseUrl, redisUrl] = args;
   if (!mountId || !databaseUrl || !redisUrl) throw new Error('usage: audit-child <mountId> <databaseUrl> <redisUrl>');
-  const fs = await createFilestore({
+  const core = await createFilestore({
     databaseUrl,
     redisUrl,
     migrate: false,
@@ -227,7 +227,7 @@ export async function runAuditChild(args: string[]): Promise<void> {
       sampledPeakPssKB = Math.max(sampledPeakPssKB, walkerPids().reduce((sum, pid) => sum + processPssKB(pid), processPssKB('self')));
     };
     const sampler = setInterval(samplePss, 100).unref();
-    const result = await runAudit(fs, mountId, (c) => {
+    const result = await runAudit(core, mountId, (c) => {
       const m = process.memoryUsage();
       for (const k of Object.keys(memory) as Array<keyof typeof memory>) memory[k] = Math.max(memory[k], m[k]);
       if (c.checked - lastReport >= 200_000) {
@@ -241,7 +241,7 @@ export async function runAuditChild(args: string[]): Promise<void> {
     const peakAfterAuditKB = peakRssKB() + walkersPeakKB;
     const sql = trace.tally();
     const t0 = performance.now();
-    await fs.close(); // stops the relay after draining the outbox: the events of a discovery
+    await core.close(); // stops the relay after draining the outbox: the events of a discovery
     const report: Omit<ChildAuditResult, 'processMs'> = {
       counts: result.counts,
       ms: result.ms,
@@ -259,7 +259,7 @@ export async function runAuditChild(args: string[]): Promise<void> {
     };
     process.stdout.write(`${RESULT_MARKER}${JSON.stringify(report)}\n`);
   } catch (err) {
-    await fs.close().catch(() => undefined);
+    await core.close().catch(() => undefined);
     throw err;
   }
 }

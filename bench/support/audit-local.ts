@@ -17,7 +17,7 @@ import { syncAll } from './big-write.ts';
 import { alternateRounds } from './rounds.ts';
 
 export interface BenchContext {
-  fs: Filestore;
+  core: Filestore;
   trace: SqlTrace;
   tempDir: string;
   rounds: number;
@@ -48,12 +48,12 @@ export interface LocalResult {
 export async function ourAudit(ctx: BenchContext, mountId: string, what: string, expected: Partial<ReconcileCounts>): Promise<OurAudit> {
   // Autovacuum is off on the development server: each audit starts from vacuumed tables, as
   // it would where autovacuum keeps up (untimed).
-  await vacuumCatalogue(ctx.fs.pool);
+  await vacuumCatalogue(ctx.core.pool);
   ctx.trace.reset();
-  const result = await runAudit(ctx.fs, mountId);
+  const result = await runAudit(ctx.core, mountId);
   const sql = ctx.trace.tally();
   const t0 = performance.now();
-  await ctx.fs.relay?.drain();
+  await ctx.core.relay?.drain();
   const drainMs = performance.now() - t0;
   const wrong = Object.entries(expected).filter(([k, v]) => result.counts[k as keyof ReconcileCounts] !== v);
   if (wrong.length > 0) {
@@ -71,7 +71,7 @@ export async function localAuditPart(ctx: BenchContext, shape: TreeShape): Promi
   await syncAll();
   const createMs = performance.now() - t0;
 
-  const mount = await createMount(ctx.fs.pool, { key: `bench-audit-${randomUUID().slice(0, 8)}`, kind: 'local', rootPath: root });
+  const mount = await createMount(ctx.core.pool, { key: `bench-audit-${randomUUID().slice(0, 8)}`, kind: 'local', rootPath: root });
   ctx.mounts.push(mount.id);
   const entries = files + shape.dirs;
   ctx.progress(`initial audit of the untracked tree (discovers ${entries} nodes)…`);

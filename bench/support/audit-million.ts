@@ -107,7 +107,7 @@ const SEED_BATCH = 5_000;
  * SEED_BATCH rows. Returns the number of nodes inserted.
  */
 async function seedCatalogue(config: ChildConfig, mount: Mount, pool: Pool): Promise<number> {
-  const fs = await createFilestore({ ...config, migrate: false, relay: false, recover: false, maintenanceIntervalMs: 3_600_000 });
+  const core = await createFilestore({ ...config, migrate: false, relay: false, recover: false, maintenanceIntervalMs: 3_600_000 });
   let inserted = 0;
   try {
     let batch: NewNode[] = [];
@@ -120,14 +120,14 @@ async function seedCatalogue(config: ChildConfig, mount: Mount, pool: Pool): Pro
       }
       batch = [];
     };
-    for await (const entry of fs.backends.forMount(mount).list('', { recursive: true })) {
+    for await (const entry of core.backends.forMount(mount).list('', { recursive: true })) {
       batch.push(newNodeFromStat(entry));
       if (batch.length >= SEED_BATCH) await write();
     }
     if (batch.length > 0) await write();
     await recomputeRollups(pool, mount.id, '');
   } finally {
-    await fs.close();
+    await core.close();
   }
   return inserted;
 }

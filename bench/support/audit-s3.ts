@@ -60,7 +60,7 @@ export async function s3AuditPart(ctx: BenchContext, script: string, shape: Tree
     const client = uploadClient(server.endpoint, uploadConcurrency);
     const upload = await uploadObjects(client, bucket, keys, uploadConcurrency).finally(() => client.destroy());
 
-    const mount = await createMount(ctx.fs.pool, {
+    const mount = await createMount(ctx.core.pool, {
       key: `bench-audit-s3-${randomUUID().slice(0, 8)}`,
       kind: 's3',
       bucket,

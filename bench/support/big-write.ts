@@ -122,7 +122,7 @@ export async function runBigWriteChild(args: string[]): Promise<void> {
   if (!src || !mountKey || !databaseUrl || !redisUrl) {
     throw new Error(`usage: ${CHILD_FLAG} <src> <mountKey> <databaseUrl> <redisUrl>`);
   }
-  const fs = await createFilestore({
+  const core = await createFilestore({
     databaseUrl,
     redisUrl,
     migrate: true,
@@ -132,10 +132,10 @@ export async function runBigWriteChild(args: string[]): Promise<void> {
     const rssBeforeWriteKB = Math.round(process.memoryUsage().rss / 1024);
     const bytes = (await stat(src)).size;
     const t0 = performance.now();
-    const result = await fs.orchestrator.writeFile(mountKey, { path: 'big/source.bin' }, createReadStream(src));
+    const result = await core.orchestrator.writeFile(mountKey, { path: 'big/source.bin' }, createReadStream(src));
     const writeMs = performance.now() - t0;
     const sha256 = String(result.node.sha256);
-    await fs.close();
+    await core.close();
     const report: Omit<BigWriteResult, 'processMs'> = {
       bytes,
       writeMs,
@@ -145,7 +145,7 @@ export async function runBigWriteChild(args: string[]): Promise<void> {
     };
     process.stdout.write(`${RESULT_MARKER}${JSON.stringify(report)}\n`);
   } catch (err) {
-    await fs.close().catch(() => undefined);
+    await core.close().catch(() => undefined);
     throw err;
   }
 }

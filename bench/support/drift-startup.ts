@@ -125,7 +125,7 @@ export async function runWatchChild(args: string[]): Promise<void> {
     if (isEnospc) enospc++;
     if (log.length < MAX_LOG_LINES && (!isEnospc || enospc <= 2)) log.push(line);
   };
-  const fs = await createFilestore({
+  const core = await createFilestore({
     databaseUrl: spec.databaseUrl,
     redisUrl: 'inline',
     poolSize: 4,
@@ -138,7 +138,7 @@ export async function runWatchChild(args: string[]): Promise<void> {
     reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [spec.mountId] },
   });
   try {
-    const mount = await getMount(fs.pool, spec.mountId);
+    const mount = await getMount(core.pool, spec.mountId);
     // Every path a backend reports, to tell which probe files it saw; and when the latest
     // backend created (the one in use, after a fallback too) finished starting.
     const seen = new Set<string>();
@@ -166,7 +166,7 @@ export async function runWatchChild(args: string[]): Promise<void> {
     globalThis.gc?.();
     const rssBeforeKB = (await rssOfPid('self'))?.rssKB ?? Number.NaN;
     const t0 = performance.now();
-    const handle = await watchMounts(fs, [mount], {
+    const handle = await watchMounts(core, [mount], {
       backend: spec.backend,
       autoThreshold: spec.autoThreshold,
       catchUp: false,
@@ -235,7 +235,7 @@ export async function runWatchChild(args: string[]): Promise<void> {
     };
     process.stdout.write(`${RESULT_MARKER}${JSON.stringify(result)}\n`);
   } finally {
-    await fs.close().catch(() => undefined);
+    await core.close().catch(() => undefined);
   }
 }
 

@@ -23,9 +23,9 @@ export function bodyOf(index: number, bytes: number): Buffer {
 const relPath = (shape: SmallWriteShape, phase: string, i: number) => `d${i % shape.dirs}/${phase}-${i}.bin`;
 
 /** `shape.writes` 4 KB orchestrator.writeFile calls after `shape.warmup` unmeasured ones. */
-export async function filestoreSmallWrites(fs: Filestore, mountKey: string, shape: SmallWriteShape, round = 0): Promise<Throughput> {
+export async function filestoreSmallWrites(core: Filestore, mountKey: string, shape: SmallWriteShape, round = 0): Promise<Throughput> {
   const write = (phase: string) => async (i: number) => {
-    await fs.orchestrator.writeFile(mountKey, { path: relPath(shape, phase, i) }, Readable.from([bodyOf(i, shape.bytes)]));
+    await core.orchestrator.writeFile(mountKey, { path: relPath(shape, phase, i) }, Readable.from([bodyOf(i, shape.bytes)]));
   };
   await runConcurrent(shape.warmup, shape.concurrency, write(`warm${round}`));
   return runConcurrent(shape.writes, shape.concurrency, write(`f${round}`));

@@ -49,10 +49,10 @@ export function registerStart(program: Command): void {
         starting = startAgent({
           ...agentOptionsFrom(config, databaseUrl, log),
           auditSelection: {},
-          async prepare(fs) {
+          async prepare(core) {
             mount =
-              (await findMount(fs.pool, 'local')) ??
-              (await createMount(fs.pool, { key: 'local', kind: 'local', rootPath: root, agentId: config.FILESTORE_AGENT_ID }));
+              (await findMount(core.pool, 'local')) ??
+              (await createMount(core.pool, { key: 'local', kind: 'local', rootPath: root, agentId: config.FILESTORE_AGENT_ID }));
           },
         });
         const agent = await starting;

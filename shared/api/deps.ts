@@ -6,7 +6,7 @@ import { UploadSlots } from './upload-slots.ts';
 
 /** What the routes work with; built once per process by `buildApiDeps`, whatever the transport. */
 export interface ApiDeps {
-  fs: Filestore;
+  core: Filestore;
   /** Follows published events for the event stream; absent where streaming is impossible (Lambda). */
   events?: OutboxTail | undefined;
   /** Prometheus text for GET /metrics; absent where metrics go elsewhere (Lambda: EMF). */
@@ -57,19 +57,19 @@ export interface BuiltApiDeps {
  * pool), metrics text and, for long-running processes, the event tail. Every transport (the
  * node:http server, the API Lambda's converter) calls this one function.
  */
-export async function buildApiDeps(fs: Filestore, o: ApiDepsOptions): Promise<BuiltApiDeps> {
+export async function buildApiDeps(core: Filestore, o: ApiDepsOptions): Promise<BuiltApiDeps> {
   let events: OutboxTail | undefined;
   if (o.eventStream) {
-    events = new OutboxTail({ q: fs.pool, bus: fs.bus, onError: (e) => o.log(`event stream: ${(e as Error).message}`) });
+    events = new OutboxTail({ q: core.pool, bus: core.bus, onError: (e) => o.log(`event stream: ${(e as Error).message}`) });
     await events.start();
   }
   const deps: ApiDeps = {
-    fs,
+    core,
     events,
-    metrics: o.metrics === null ? undefined : (o.metrics ?? fs.metrics.exposition ?? undefined),
+    metrics: o.metrics === null ? undefined : (o.metrics ?? core.metrics.exposition ?? undefined),
     log: o.log,
-    uploads: UploadSlots.forPool(fs.pool.options.max ?? 20),
-    readiness: createReadiness({ fs, log: o.log, more: o.readiness }),
+    uploads: UploadSlots.forPool(core.pool.options.max ?? 20),
+    readiness: createReadiness({ core, log: o.log, more: o.readiness }),
     maxFileBodyBytes: o.maxFileBodyBytes,
     configuredS3Mounts: o.configuredS3Mounts,
   };

@@ -27,7 +27,7 @@ class MountRoots {
       [...mountIds]
         .filter((id) => !this.roots.has(id))
         .map(async (id) => {
-          const mount = await this.deps.fs.reader.mount(id).catch((err: unknown) => ((err as { code?: string }).code === 'MOUNT_NOT_FOUND' ? null : undefined));
+          const mount = await this.deps.core.reader.mount(id).catch((err: unknown) => ((err as { code?: string }).code === 'MOUNT_NOT_FOUND' ? null : undefined));
           if (mount === undefined) return;
           if (this.roots.size > 10_000) this.roots.clear();
           this.roots.set(id, mount?.rootPath ? [mount.rootPath] : []);

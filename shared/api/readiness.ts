@@ -29,7 +29,7 @@ export function sharedProbe(fn: () => Promise<void>, cacheMs = READINESS_CACHE_M
 }
 
 export interface ReadinessOptions {
-  fs: Filestore;
+  core: Filestore;
   log(line: string): void;
   /** More checks by name ("ok" or a word saying what is not ready); the agent says whether it has started. */
   more?: (() => Promise<Record<string, string>>) | undefined;
@@ -55,10 +55,10 @@ export const allReady = (checks: Record<string, string>): boolean => Object.valu
 export function createReadiness(o: ReadinessOptions): () => Promise<Record<string, string>> {
   // Its own connection: the probe answers while the pool is busy, and readiness is about
   // whether PostgreSQL answers, not whether this process has a connection free.
-  const postgres = sharedProbe(() => probeDatabase(o.fs.pool), o.cacheMs);
+  const postgres = sharedProbe(() => probeDatabase(o.core.pool), o.cacheMs);
   // REDIS_URL=inline: no Redis anywhere in this core (its cache is the in-process one).
-  const noRedis = o.fs.cache instanceof MemoryReadThroughCache;
-  const redis = sharedProbe(() => o.fs.cache.ping(), o.cacheMs);
+  const noRedis = o.core.cache instanceof MemoryReadThroughCache;
+  const redis = sharedProbe(() => o.core.cache.ping(), o.cacheMs);
   const failing = new Map<string, string>(); // check → the reason last logged
   const verdict = (name: string, r: PromiseSettledResult<unknown>): string => {
     if (r.status === 'fulfilled') {

@@ -6,7 +6,7 @@ import { FilestoreError } from '../errors.ts';
 import type { Filestore } from '../runtime.ts';
 
 export interface ServeOptions {
-  fs: Filestore;
+  core: Filestore;
   host: string;
   port: number;
   tokens: TokenEntry[];
@@ -34,9 +34,9 @@ export async function serveApi(o: ServeOptions): Promise<ApiServer> {
   if (!o.authDisabled && o.tokens.length === 0) {
     throw new FilestoreError('CONFIG_ERROR', 'no API tokens configured: set FILESTORE_API_TOKENS (create one with `filestore token create`)');
   }
-  const built = await buildApiDeps(o.fs, { log: o.log, eventStream: true, readiness: o.readiness });
+  const built = await buildApiDeps(o.core, { log: o.log, eventStream: true, readiness: o.readiness });
   const api = createApi(built.deps, new Authenticator({ tokens: o.tokens, disabled: o.authDisabled }));
-  const onResponse = (method: string, route: string, status: number, seconds: number) => o.fs.metrics.recordHttpRequest(method, route, status, seconds);
+  const onResponse = (method: string, route: string, status: number, seconds: number) => o.core.metrics.recordHttpRequest(method, route, status, seconds);
   const server = await startHttpServer({ api, host: o.host, port: o.port, log: o.log, bodyIdleTimeoutMs: o.bodyIdleTimeoutMs, onResponse }).catch((err: unknown) => {
     built.close();
     throw err;

@@ -66,10 +66,10 @@ export interface CommandWorkerDeps {
  * error and logged as a security event. In inline mode nothing is dispatched, so there is
  * nothing to consume.
  */
-export async function startCommandWorker(fs: CommandWorkerDeps, agentId: string, o: CommandWorkerOptions = {}): Promise<CommandWorker> {
+export async function startCommandWorker(core: CommandWorkerDeps, agentId: string, o: CommandWorkerOptions = {}): Promise<CommandWorker> {
   const queueName = commandQueueName(agentId);
-  if (fs.commands.redisUrl === 'inline') return { queueName, stopTaking: async () => {}, close: async () => {} };
-  const signer = fs.commands.signer;
+  if (core.commands.redisUrl === 'inline') return { queueName, stopTaking: async () => {}, close: async () => {} };
+  const signer = core.commands.signer;
   if (!signer) throw new FilestoreError('CONFIG_ERROR', MISSING_SECRET_MESSAGE);
   const log = o.log ?? (() => {});
   const now = o.now ?? Date.now;
@@ -80,24 +80,24 @@ export async function startCommandWorker(fs: CommandWorkerDeps, agentId: string,
       await job.moveToWait(token);
       throw new WaitingError();
     }
-    const prefix = fs.commands.queuePrefix;
-    const verdict = signer.verify(job.data, { agentId, queuePrefix: prefix, now: now(), skewMs: o.clockSkewMs, ttlMs: fs.commands.commandTtlMs });
+    const prefix = core.commands.queuePrefix;
+    const verdict = signer.verify(job.data, { agentId, queuePrefix: prefix, now: now(), skewMs: o.clockSkewMs, ttlMs: core.commands.commandTtlMs });
     // Signed with the secret the command verified with (its sender has it), over the job it answers.
     const reply = (r: CommandReply) => signer.signReply(r, { agentId, queuePrefix: prefix, jobId: String(job.id) }, verdict.key);
-    if (verdict.ok) return reply(await runDispatched(fs, agentId, verdict.message, log));
+    if (verdict.ok) return reply(await runDispatched(core, agentId, verdict.message, log));
     // Never the secret, the signature or the payload: the job id finds the rest in Redis. The
     // id is whoever wrote the job's choice: quoted, so it cannot forge log lines.
     log(`security: rejected dispatched command on ${queueName}, job ${JSON.stringify(String(job.id))}: ${verdict.reason} (${verdict.detail})`);
-    fs.metrics?.securityEvents.inc({ kind: `command_${verdict.reason}` });
+    core.metrics?.securityEvents.inc({ kind: `command_${verdict.reason}` });
     const ranBefore = job.stalledCounter > 0 || job.attemptsStarted > 1;
     return reply({ ok: false, error: rejection(agentId, verdict.reason, ranBefore).toJSON() });
   };
   // An outage is logged once (its blocking duplicate reports through the worker's error event).
   const health = new RedisHealth('command worker', log);
-  const connection = health.watch(new Redis(fs.commands.redisUrl, { maxRetriesPerRequest: null }));
+  const connection = health.watch(new Redis(core.commands.redisUrl, { maxRetriesPerRequest: null }));
   const worker = new Worker<unknown, CommandReply>(queueName, run, {
     connection,
-    prefix: fs.commands.queuePrefix,
+    prefix: core.commands.queuePrefix,
     concurrency: o.concurrency ?? 4,
     lockDuration: o.lockDurationMs ?? 30_000,
     stalledInterval: o.stalledIntervalMs ?? 30_000,
@@ -156,34 +156,34 @@ function rejection(agentId: string, reason: RejectionReason, ranBefore: boolean)
 }
 
 /** Runs one dispatched command, already verified; every outcome is a reply (errors as {code, message, details}). */
-export async function runDispatched(fs: CommandWorkerDeps, agentId: string, m: CommandMessage, log: (line: string) => void = () => {}): Promise<CommandReply> {
+export async function runDispatched(core: CommandWorkerDeps, agentId: string, m: CommandMessage, log: (line: string) => void = () => {}): Promise<CommandReply> {
   try {
     if (!DISPATCHED_COMMANDS.includes(m.command)) throw new FilestoreError('VALIDATION_ERROR', `unknown command "${String(m.command)}"`);
     if (m.command === 'checkMountRoot') {
       // A root about to be registered for this agent: the rules that need its disk, here (mount-checks.ts).
       const rootPath = String(m.input.rootPath);
-      await assertNoOverlap(fs.pool, rootPath, agentId, true);
+      await assertNoOverlap(core.pool, rootPath, agentId, true);
       await assertLocalRootReachable(rootPath, m.input.accessMode === 'ro' ? 'ro' : 'rw');
       return { ok: true, result: {} as CommandResult };
     }
     if (m.command === 'resolveEntry') {
       // Only this agent's disk can tell; the entry must be of the mount the message names.
-      const entry = await findEntry(fs.pool, Number(m.input.entryId));
+      const entry = await findEntry(core.pool, Number(m.input.entryId));
       if (!entry || entry.mountId !== m.mountId) throw new FilestoreError('NOT_FOUND', `no journal entry ${String(m.input.entryId)} on mount ${m.mountId}`);
-      const mine = await getMount(fs.pool, m.mountId);
+      const mine = await getMount(core.pool, m.mountId);
       if (!executesHere(agentId, mine)) throw new AgentUnavailableError(`mount "${mine.key}" now belongs to agent "${String(mine.agentId)}", not "${agentId}"; resolve it again`, { agentId: mine.agentId });
-      const resolved = await fs.orchestrator.resolvePending(entry.id, m.context.principal ?? null);
+      const resolved = await core.orchestrator.resolvePending(entry.id, m.context.principal ?? null);
       return { ok: true, result: resolved as unknown as CommandResult };
     }
     // Read fresh: a mount reassigned while the job waited is no longer ours to touch.
-    const mount = await getMount(fs.pool, m.mountId);
+    const mount = await getMount(core.pool, m.mountId);
     if (!executesHere(agentId, mount)) {
       throw new AgentUnavailableError(`mount "${mount.key}" now belongs to agent "${String(mount.agentId)}", not "${agentId}"; send the command again`, {
         agentId: mount.agentId,
         mountId: mount.id,
       });
     }
-    return { ok: true, result: await fs.orchestrator[m.command](m.mountId, m.input, m.context) };
+    return { ok: true, result: await core.orchestrator[m.command](m.mountId, m.input, m.context) };
   } catch (err) {
     if (!(err instanceof FilestoreError)) log(`command ${m.command} on mount ${m.mountId} failed: ${(err as Error).message}`);
     return { ok: false, error: asFilestoreError(err).toJSON() };

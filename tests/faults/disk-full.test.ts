@@ -16,10 +16,10 @@ import { expectSettled, faultCases } from './support.ts';
 
 const root = path.join(os.tmpdir(), `filestore-full-battery-${process.pid}`);
 let canMount = false;
-let fs: Filestore;
+let core: Filestore;
 
 beforeAll(async () => {
-  fs = await startFilestore({ redisUrl: 'inline', recover: false });
+  core = await startFilestore({ redisUrl: 'inline', recover: false });
   try {
     execFileSync('mkdir', ['-p', root]);
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,nr_inodes=2000', 'tmpfs', root], { stdio: 'ignore' });
@@ -29,21 +29,21 @@ beforeAll(async () => {
   }
 });
 afterAll(async () => {
-  await fs.close();
+  await core.close();
   if (canMount) execFileSync('umount', [root]);
   await rm(root, { recursive: true, force: true });
 });
 
 async function freshMount() {
   await execFileSync('sh', ['-c', `rm -rf ${JSON.stringify(root)}/* ${JSON.stringify(root)}/.[!.]*`]);
-  const mount = await createMount(fs.pool, { key: uniqueKey('full'), kind: 'local', rootPath: root });
+  const mount = await createMount(core.pool, { key: uniqueKey('full'), kind: 'local', rootPath: root });
   for (let i = 0; i < 140; i++) {
     await mkdir(path.join(root, 'tree', `d${i % 5}`), { recursive: true });
     await writeFile(path.join(root, 'tree', `d${i % 5}`, `f${i}`), Buffer.alloc(4096, i));
   }
-  const { job } = await fs.reconcile.enqueue({ mountId: mount.id, path: '', reason: 'manual', recursive: true, hash: false });
+  const { job } = await core.reconcile.enqueue({ mountId: mount.id, path: '', reason: 'manual', recursive: true, hash: false });
   for (let i = 0; ; i++) {
-    const { rows } = await fs.pool.query<{ status: string }>('SELECT status FROM filestore.reconciliation_jobs WHERE id = $1', [job.id]);
+    const { rows } = await core.pool.query<{ status: string }>('SELECT status FROM filestore.reconciliation_jobs WHERE id = $1', [job.id]);
     if (rows[0]?.status === 'succeeded') break;
     if (i > 300 || rows[0]?.status === 'failed') throw new Error('the audit of the tree did not succeed');
     await new Promise((r) => setTimeout(r, 100));
@@ -66,20 +66,20 @@ const cases: Case[] = [
   {
     name: 'a tree copy that runs out of space half way',
     async run(mountId) {
-      await failsFull(fs.orchestrator.copy(mountId, { path: 'tree', targetPath: 'copy' }));
+      await failsFull(core.orchestrator.copy(mountId, { path: 'tree', targetPath: 'copy' }));
     },
   },
   {
     name: 'an upload bigger than the free space',
     async run(mountId) {
-      await failsFull(fs.orchestrator.writeFile(mountId, { path: 'big.bin' }, Readable.from([Buffer.alloc(2 * 1024 * 1024, 1)])));
+      await failsFull(core.orchestrator.writeFile(mountId, { path: 'big.bin' }, Readable.from([Buffer.alloc(2 * 1024 * 1024, 1)])));
     },
   },
   {
     name: 'an overwrite that does not fit keeps the old file',
     async run(mountId) {
       const before = await readFile(path.join(root, 'tree', 'd0', 'f0'));
-      await failsFull(fs.orchestrator.writeFile(mountId, { path: 'tree/d0/f0' }, Readable.from([Buffer.alloc(2 * 1024 * 1024, 2)])));
+      await failsFull(core.orchestrator.writeFile(mountId, { path: 'tree/d0/f0' }, Readable.from([Buffer.alloc(2 * 1024 * 1024, 2)])));
       expect(await readFile(path.join(root, 'tree', 'd0', 'f0'))).toEqual(before);
     },
   },
@@ -90,15 +90,15 @@ describe('a full disk', () => {
     if (!canMount) return;
     const mount = await freshMount();
     await c.run(mount.id);
-    const { rows } = await fs.pool.query<{ status: string; code: string }>(
+    const { rows } = await core.pool.query<{ status: string; code: string }>(
       `SELECT status, error->>'code' AS code FROM filestore.journal_entries WHERE mount_id = $1 ORDER BY id DESC LIMIT 1`,
       [mount.id],
     );
     expect(rows[0]).toEqual({ status: 'failed', code: 'INSUFFICIENT_STORAGE' });
-    await expectSettled(fs.pool, mount.id, root);
+    await expectSettled(core.pool, mount.id, root);
     // With room again, the same mount works.
-    await fs.orchestrator.delete(mount.id, { path: 'tree/d1', recursive: true });
-    await fs.orchestrator.writeFile(mount.id, { path: 'after.txt' }, Readable.from([Buffer.from('room again')]));
-    await expectSettled(fs.pool, mount.id, root);
+    await core.orchestrator.delete(mount.id, { path: 'tree/d1', recursive: true });
+    await core.orchestrator.writeFile(mount.id, { path: 'after.txt' }, Readable.from([Buffer.from('room again')]));
+    await expectSettled(core.pool, mount.id, root);
   });
 });

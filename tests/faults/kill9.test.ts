@@ -29,17 +29,17 @@ const commands: Array<Omit<Case, 'step'>> = [
 const steps: Step[] = ['during-storage', 'before-storage', 'after-storage'];
 const cases: Case[] = steps.flatMap((step) => commands.map((c) => ({ ...c, step })));
 
-let fs: Filestore;
+let core: Filestore;
 beforeAll(async () => {
-  fs = await startFilestore({ redisUrl: 'inline', recover: false });
+  core = await startFilestore({ redisUrl: 'inline', recover: false });
 });
 afterAll(async () => {
-  await fs.close();
+  await core.close();
 });
 
 describe('kill -9 at each step of put, mv, cp and rm', () => {
   it.each(faultCases(cases))('$name killed $step: recovery leaves catalogue = disk, nothing pending, staging empty', { timeout: 120_000 }, async (c) => {
-    const t = await createTestMount(fs, 'local');
+    const t = await createTestMount(core, 'local');
     const root = t.root as string;
     try {
       // A tree big enough that a copy or removal is caught half way, an old target tree, a file to overwrite.
@@ -50,28 +50,28 @@ describe('kill -9 at each step of put, mv, cp and rm', () => {
       await mkdir(path.join(root, 'old', 'inner'), { recursive: true });
       await writeFile(path.join(root, 'old', 'inner', 'keep.txt'), 'old tree');
       await mkdir(path.join(root, 'put'));
-      await fs.orchestrator.writeFile(t.mount.key, { path: 'put/target.txt' }, Readable.from([Buffer.from('the original bytes')]));
-      const { job } = await fs.reconcile.enqueue({ mountId: t.mount.id, path: '', reason: 'manual', recursive: true, hash: false });
-      await waitForJob(fs, job.id);
-      await expectSettled(fs.pool, t.mount.id, root);
+      await core.orchestrator.writeFile(t.mount.key, { path: 'put/target.txt' }, Readable.from([Buffer.from('the original bytes')]));
+      const { job } = await core.reconcile.enqueue({ mountId: t.mount.id, path: '', reason: 'manual', recursive: true, hash: false });
+      await waitForJob(core, job.id);
+      await expectSettled(core.pool, t.mount.id, root);
 
       const ended = await crashIn(c.step, t.mount.key, c.command);
       expect(ended).toBe('SIGKILL');
-      const pending = await fs.pool.query('SELECT 1 FROM filestore.journal_entries WHERE mount_id = $1 AND status = $2', [t.mount.id, 'pending']);
+      const pending = await core.pool.query('SELECT 1 FROM filestore.journal_entries WHERE mount_id = $1 AND status = $2', [t.mount.id, 'pending']);
       expect(pending.rowCount).toBe(1);
 
-      await recoverMount(fs, t.mount.id);
-      await expectSettled(fs.pool, t.mount.id, root);
-      await expectExactRollups(fs, t.mount.id);
+      await recoverMount(core, t.mount.id);
+      await expectSettled(core.pool, t.mount.id, root);
+      await expectExactRollups(core, t.mount.id);
     } finally {
       await t.cleanup();
     }
   });
 });
 
-async function waitForJob(fs: Filestore, id: number): Promise<void> {
+async function waitForJob(core: Filestore, id: number): Promise<void> {
   for (let i = 0; i < 600; i++) {
-    const { rows } = await fs.pool.query<{ status: string; error: unknown }>('SELECT status, error FROM filestore.reconciliation_jobs WHERE id = $1', [id]);
+    const { rows } = await core.pool.query<{ status: string; error: unknown }>('SELECT status, error FROM filestore.reconciliation_jobs WHERE id = $1', [id]);
     if (rows[0]?.status === 'succeeded') return;
     if (rows[0]?.status === 'failed') throw new Error(`job ${id} failed: ${JSON.stringify(rows[0].error)}`);
     await new Promise((r) => setTimeout(r, 100));

@@ -22,7 +22,7 @@ import { expectSettled, faultCases } from './support.ts';
 
 let pgServer: TestPostgresServer;
 let redis: TestRedisServer;
-let fs: Filestore;
+let core: Filestore;
 let server: ApiServer;
 let probe: pg.Pool;
 const logs: string[] = [];
@@ -30,7 +30,7 @@ const logs: string[] = [];
 beforeAll(async () => {
   [pgServer, redis] = await Promise.all([startPostgresServer(), startRedisServer()]);
   await ensureDatabase(pgServer.url);
-  fs = await createFilestore({
+  core = await createFilestore({
     databaseUrl: pgServer.url,
     redisUrl: redis.url,
     poolSize: 8,
@@ -39,14 +39,14 @@ beforeAll(async () => {
     reconcile: { consume: true, concurrency: 1 },
     log: (l) => logs.push(l),
   });
-  server = await serveApi({ fs, host: '127.0.0.1', port: 0, tokens: [], authDisabled: true, log: (l) => logs.push(l) });
+  server = await serveApi({ core, host: '127.0.0.1', port: 0, tokens: [], authDisabled: true, log: (l) => logs.push(l) });
   probe = new pg.Pool({ connectionString: pgServer.url, max: 2 });
   probe.on('error', () => {});
 }, 120_000);
 
 afterAll(async () => {
   await server?.close();
-  await fs?.close().catch(() => {});
+  await core?.close().catch(() => {});
   await probe?.end().catch(() => {});
   await redis?.stop();
   await pgServer?.destroy();
@@ -54,7 +54,7 @@ afterAll(async () => {
 
 async function localMount() {
   const root = await mkdtemp(path.join(os.tmpdir(), 'filestore-services-'));
-  const mount = await eventually(() => createMount(fs.pool, { key: `svc-${randomUUID().slice(0, 8)}`, kind: 'local', rootPath: root }).catch(() => undefined), 'the mount to be created');
+  const mount = await eventually(() => createMount(core.pool, { key: `svc-${randomUUID().slice(0, 8)}`, kind: 'local', rootPath: root }).catch(() => undefined), 'the mount to be created');
   return { mount, root, cleanup: () => rm(root, { recursive: true, force: true }) };
 }
 

@@ -21,9 +21,9 @@ export function faultCases<T>(cases: T[]): T[] {
 }
 
 /** Resolves the pending journal entries of one mount only (what its owner's sweep does). */
-export async function recoverMount(fs: Filestore, mountId: string): Promise<void> {
-  const deps = { pool: fs.pool, backends: fs.backends, afterCommit: (id: string) => fs.changed(id) };
-  for (const e of await listPending(fs.pool, 0, 10_000)) {
+export async function recoverMount(core: Filestore, mountId: string): Promise<void> {
+  const deps = { pool: core.pool, backends: core.backends, afterCommit: (id: string) => core.changed(id) };
+  for (const e of await listPending(core.pool, 0, 10_000)) {
     if (e.mountId === mountId) await recoverEntry(deps, e, { wait: true });
   }
 }

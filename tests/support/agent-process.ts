@@ -338,7 +338,7 @@ export async function awaitSessionsGone(pool: pg.Pool, appName: string): Promise
 // ---- the API-only process and a mount of the agent ---------------------------------------
 
 export interface ApiProcess {
-  fs: Filestore;
+  core: Filestore;
   server: ApiServer;
   url: string;
   /** The typed client, as an application would use it (follows the 307 to the agent). */
@@ -353,7 +353,7 @@ export interface ApiProcess {
  * It consumes no reconcile jobs and runs no recovery sweep: that is the agent's work.
  */
 export async function startApiProcess(deployment: Deployment, o: { commandWaitMs?: number } = {}): Promise<ApiProcess> {
-  const fs = await createFilestore({
+  const core = await createFilestore({
     databaseUrl: deployment.databaseUrl,
     redisUrl: deployment.redisUrl,
     agentId: null,
@@ -365,16 +365,16 @@ export async function startApiProcess(deployment: Deployment, o: { commandWaitMs
     commandWaitMs: o.commandWaitMs,
     commandSecrets: [TEST_COMMAND_SECRET],
   });
-  const server = await serveApi({ fs, host: '127.0.0.1', port: 0, tokens: TOKENS, log: () => {} });
+  const server = await serveApi({ core, host: '127.0.0.1', port: 0, tokens: TOKENS, log: () => {} });
   return {
-    fs,
+    core,
     server,
     url: server.url,
     client: new FilestoreClient({ baseUrl: server.url, token: TOKEN }),
     call: (method, p, o) => bearerFetch(server.url, TOKEN, method, p, o),
     async close() {
       await server.close();
-      await fs.close();
+      await core.close();
     },
   };
 }

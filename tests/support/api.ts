@@ -6,7 +6,7 @@ import { startFilestore } from './filestore.ts';
 
 export interface TestServer {
   url: string;
-  fs: Filestore;
+  core: Filestore;
   tokens: { read: string; write: string; admin: string };
   close(): Promise<void>;
 }
@@ -17,11 +17,11 @@ export async function startTestServer(
 ): Promise<TestServer> {
   // Reconciliation runs in this server's process on an in-process queue that adopts no other
   // test file's leftover jobs (they share the database).
-  const fs = await startFilestore({ reconcile: { consume: true, queueRedisUrl: 'inline', mountIds: [], s3MissingGraceMs: 10 }, ...options.filestore });
+  const core = await startFilestore({ reconcile: { consume: true, queueRedisUrl: 'inline', mountIds: [], s3MissingGraceMs: 10 }, ...options.filestore });
   const tokens = { read: token(), write: token(), admin: token() };
   const entry = (name: keyof typeof tokens, scope: Scope) => ({ name: `test-${name}`, sha256: hashToken(tokens[name]), scopes: [scope] });
   const server = await serveApi({
-    fs,
+    core,
     host: '127.0.0.1',
     port: 0,
     tokens: [entry('read', 'filestore:read'), entry('write', 'filestore:write'), entry('admin', 'filestore:admin')],
@@ -31,11 +31,11 @@ export async function startTestServer(
   });
   return {
     url: server.url,
-    fs,
+    core,
     tokens,
     async close() {
       await server.close();
-      await fs.close();
+      await core.close();
     },
   };
 }

@@ -7,8 +7,8 @@ import { FilestoreError } from '../../shared/errors.ts';
  * Every live directory's rollup (row + deltas) equals totals recomputed from the live rows
  * that count: present on storage, i.e. not MISSING (shared/catalogue/rollups.ts).
  */
-export async function expectExactRollups(fs: Filestore, mountId: string): Promise<void> {
-  const { rows } = await fs.pool.query(
+export async function expectExactRollups(core: Filestore, mountId: string): Promise<void> {
+  const { rows } = await core.pool.query(
     `WITH dirs AS (SELECT id, path FROM filestore.nodes WHERE mount_id = $1 AND kind = 'directory' AND deleted_at IS NULL),
      truth AS (
        SELECT d.id, d.path,
@@ -59,16 +59,16 @@ export async function readAll(backend: Backend, path: string): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-export async function livePaths(fs: Filestore, mountId: string): Promise<string[]> {
-  const { rows } = await fs.pool.query<{ path: string }>(
+export async function livePaths(core: Filestore, mountId: string): Promise<string[]> {
+  const { rows } = await core.pool.query<{ path: string }>(
     `SELECT path FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL ORDER BY path`,
     [mountId],
   );
   return rows.map((r) => r.path);
 }
 
-export async function journalOf(fs: Filestore, mountId: string) {
-  const { rows } = await fs.pool.query(
+export async function journalOf(core: Filestore, mountId: string) {
+  const { rows } = await core.pool.query(
     `SELECT id, command, status, error, result, recovered FROM filestore.journal_entries WHERE mount_id = $1 ORDER BY id`,
     [mountId],
   );

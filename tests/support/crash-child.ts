@@ -19,7 +19,7 @@ const die = () => {
   process.kill(process.pid, 'SIGKILL');
   return new Promise<void>(() => {});
 };
-const fs = await createFilestore({
+const core = await createFilestore({
   databaseUrl: TEST_DATABASE_URL,
   redisUrl: 'inline',
   migrate: false,
@@ -34,7 +34,7 @@ const fs = await createFilestore({
 const command = JSON.parse(process.env.COMMAND as string) as { name: string; input: Record<string, unknown>; content?: string; sizeBytes?: number };
 const mount = process.env.MOUNT as string;
 if (crashAt === 'during-storage') {
-  const staging = path.join((await getMount(fs.pool, mount)).rootPath as string, STAGING_DIR);
+  const staging = path.join((await getMount(core.pool, mount)).rootPath as string, STAGING_DIR);
   await mkdir(staging, { recursive: true, mode: 0o700 });
   watch(staging, (_event, name) => {
     if (name && /^(j\d+-|copy\.|trash\.)/.test(name)) process.kill(process.pid, 'SIGKILL');
@@ -48,11 +48,11 @@ async function* bigBody(sizeBytes: number) {
     await new Promise((r) => setImmediate(r));
   }
 }
-const o = fs.orchestrator;
+const o = core.orchestrator;
 if (command.name === 'writeFile') {
   const body = command.sizeBytes !== undefined ? Readable.from(bigBody(command.sizeBytes)) : Readable.from([Buffer.from(command.content ?? '')]);
   await o.writeFile(mount, command.input, body);
 }
 else await (o[command.name as 'mkdir' | 'move' | 'copy' | 'delete'] as (m: string, i: unknown) => Promise<unknown>).call(o, mount, command.input);
-await fs.close();
+await core.close();
 process.exit(3); // reaching here means the crash point was never hit

@@ -12,7 +12,7 @@ import { TEST_DATABASE_URL, TEST_REDIS_URL } from './env.ts';
 
 const agentId = process.env.AGENT_ID as string;
 const pause = process.env.PAUSE_AFTER_STORAGE === '1';
-const fs = await createFilestore({
+const core = await createFilestore({
   databaseUrl: TEST_DATABASE_URL,
   redisUrl: TEST_REDIS_URL,
   agentId,
@@ -31,14 +31,14 @@ const fs = await createFilestore({
       : undefined,
   },
 });
-const presence = await startAgentPresence(fs.pool, { id: agentId, version: 'test', intervalMs: 500 });
-const worker = await startCommandWorker(fs, agentId, { lockDurationMs: 2_000, stalledIntervalMs: 500 });
+const presence = await startAgentPresence(core.pool, { id: agentId, version: 'test', intervalMs: 500 });
+const worker = await startCommandWorker(core, agentId, { lockDurationMs: 2_000, stalledIntervalMs: 500 });
 process.stdout.write('ready\n');
 process.once('SIGTERM', () => {
   void (async () => {
     await worker.close();
     await presence.stop();
-    await fs.close();
+    await core.close();
     process.exit(0);
   })();
 });

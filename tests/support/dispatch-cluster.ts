@@ -35,7 +35,7 @@ export const uniqueAgentId = (prefix = 'agent') => `${prefix}-${randomUUID().sli
 const quiet: Partial<FilestoreOptions> = { recover: false, reconcile: { consume: false, queueRedisUrl: 'inline', mountIds: [] } };
 
 export interface Served {
-  fs: Filestore;
+  core: Filestore;
   server: ApiServer;
   url: string;
   /** fetch on this server with the admin token. */
@@ -43,16 +43,16 @@ export interface Served {
   close(): Promise<void>;
 }
 
-async function serve(fs: Filestore): Promise<Served> {
-  const server = await serveApi({ fs, host: '127.0.0.1', port: 0, tokens, log: () => {} });
+async function serve(core: Filestore): Promise<Served> {
+  const server = await serveApi({ core, host: '127.0.0.1', port: 0, tokens, log: () => {} });
   return {
-    fs,
+    core,
     server,
     url: server.url,
     call: (method, p, o) => bearerFetch(server.url, TOKEN, method, p, o),
     async close() {
       await server.close();
-      await fs.close();
+      await core.close();
     },
   };
 }
@@ -86,7 +86,7 @@ export async function startAgentProcess(
 ): Promise<AgentProcess> {
   const ran: number[] = [];
   const logs: string[] = [];
-  const fs = await startFilestore({
+  const core = await startFilestore({
     ...quiet,
     agentId,
     commandSecrets: o.secrets ?? [TEST_COMMAND_SECRET],
@@ -98,9 +98,9 @@ export async function startAgentProcess(
       afterStorage: o.hooks?.afterStorage,
     },
   });
-  const served = await serve(fs);
-  const presence = await startAgentPresence(fs.pool, { id: agentId, version: 'test', url: o.url === false ? null : served.url, intervalMs: o.heartbeatMs ?? 1_000 });
-  const worker = o.worker === false ? null : await startCommandWorker(fs, agentId, { concurrency: 4, now: o.now, log: (l) => logs.push(l) });
+  const served = await serve(core);
+  const presence = await startAgentPresence(core.pool, { id: agentId, version: 'test', url: o.url === false ? null : served.url, intervalMs: o.heartbeatMs ?? 1_000 });
+  const worker = o.worker === false ? null : await startCommandWorker(core, agentId, { concurrency: 4, now: o.now, log: (l) => logs.push(l) });
   return {
     ...served,
     agentId,
@@ -112,12 +112,12 @@ export async function startAgentProcess(
       await worker?.close();
       await presence.stop();
       await served.close();
-      await removeQueue(agentId, fs.queuePrefix);
+      await removeQueue(agentId, core.queuePrefix);
     },
   };
 }
 
-/** Deletes an agent's command queue (under the catalogue's prefix, `fs.queuePrefix`) from Redis (test agents are never reused). */
+/** Deletes an agent's command queue (under the catalogue's prefix, `core.queuePrefix`) from Redis (test agents are never reused). */
 export async function removeQueue(agentId: string, prefix: string): Promise<void> {
   const connection = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
   const queue = new Queue(commandQueueName(agentId), { connection, prefix });
@@ -130,9 +130,9 @@ export async function removeQueue(agentId: string, prefix: string): Promise<void
 }
 
 /** A local mount on a fresh temp directory, owned by `agentId` (null: no agent). */
-export async function agentMount(fs: Filestore, agentId: string | null): Promise<{ mount: Mount; root: string; cleanup(): Promise<void> }> {
+export async function agentMount(core: Filestore, agentId: string | null): Promise<{ mount: Mount; root: string; cleanup(): Promise<void> }> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'filestore-dispatch-'));
-  const mount = await createMount(fs.pool, { key: `d-${randomUUID().slice(0, 12)}`, kind: 'local', rootPath: root, agentId });
+  const mount = await createMount(core.pool, { key: `d-${randomUUID().slice(0, 12)}`, kind: 'local', rootPath: root, agentId });
   return { mount, root, cleanup: () => rm(root, { recursive: true, force: true }) };
 }
 

@@ -58,23 +58,23 @@ export interface TestMount {
 }
 
 /** A fresh mount of the given kind with a unique key: a temp directory or a new bucket. */
-export async function createTestMount(fs: Filestore, kind: BackendKind): Promise<TestMount> {
+export async function createTestMount(core: Filestore, kind: BackendKind): Promise<TestMount> {
   if (kind === 'local') {
     const root = await mkdtemp(path.join(os.tmpdir(), 'filestore-test-'));
-    const mount = await createMount(fs.pool, { key: uniqueKey('local'), kind: 'local', rootPath: root });
+    const mount = await createMount(core.pool, { key: uniqueKey('local'), kind: 'local', rootPath: root });
     return { mount, root, cleanup: () => rm(root, { recursive: true, force: true }) };
   }
   const server = await sharedS3();
   const bucket = await server.createBucket();
-  const mount = await createMount(fs.pool, { key: uniqueKey('s3'), kind: 's3', bucket, prefix: 'tenant/', endpoint: server.endpoint, region: 'us-east-1' });
+  const mount = await createMount(core.pool, { key: uniqueKey('s3'), kind: 's3', bucket, prefix: 'tenant/', endpoint: server.endpoint, region: 'us-east-1' });
   return { mount, root: null, cleanup: async () => {} };
 }
 
 /** Collects bus events of one mount; `waitFor` resolves when a matching event arrives. */
-export async function collectEvents(fs: Filestore, mountId: string) {
+export async function collectEvents(core: Filestore, mountId: string) {
   const events: EventEnvelope[] = [];
   const waiters: Array<{ match: (e: EventEnvelope) => boolean; resolve: (e: EventEnvelope) => void }> = [];
-  const unsubscribe = await fs.bus.subscribe((e) => {
+  const unsubscribe = await core.bus.subscribe((e) => {
     if (e.mountId !== mountId) return;
     events.push(e);
     for (const w of [...waiters]) {

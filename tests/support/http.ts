@@ -217,7 +217,7 @@ export function useApiServer(defaultToken: TokenName = 'admin'): ApiFixture {
     },
     c,
     async mountOf(kind: BackendKind = 'local') {
-      const m = await createTestMount(started().fs, kind);
+      const m = await createTestMount(started().core, kind);
       cleanups.push(m.cleanup);
       return m;
     },

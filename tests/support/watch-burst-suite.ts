@@ -11,16 +11,16 @@ const FILES = 10_000;
  * 10,000 files written by another process, half in a tracked directory, half in a new one.
  */
 export function burstSuite(backend: WatchBackendKind): void {
-  let fs: Filestore;
+  let core: Filestore;
   beforeAll(async () => {
-    fs = await startWatchFilestore();
+    core = await startWatchFilestore();
   });
   afterAll(async () => {
-    await fs?.close();
+    await core?.close();
   });
 
   const liveFilesUnder = async (mountId: string, dir: string) => {
-    const { rows } = await fs.pool.query<{ n: number }>(
+    const { rows } = await core.pool.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM filestore.nodes
         WHERE mount_id = $1 AND deleted_at IS NULL AND kind = 'file' AND consistency_state = 'ACTIVE' AND path >= $2 AND path < $3`,
       [mountId, `${dir}/`, `${dir}0`],
@@ -29,13 +29,13 @@ export function burstSuite(backend: WatchBackendKind): void {
   };
 
   it(`a burst of ${FILES.toLocaleString('en')} files written outside Filestore is all catalogued, with a handful of reconcile jobs (${backend})`, async () => {
-    const m = await watchedMount(fs, backend);
+    const m = await watchedMount(core, backend);
     // Test servers may run without autovacuum: a nodes table that grows by thousands of rows
     // and is never analyzed gets generic plans that filter paths instead of seeking them
     // (the reconciler's inserts then take tens of seconds). Production runs autovacuum.
-    const analyze = setInterval(() => void fs.pool.query('ANALYZE filestore.nodes').catch(() => {}), 2_000);
+    const analyze = setInterval(() => void core.pool.query('ANALYZE filestore.nodes').catch(() => {}), 2_000);
     try {
-      await fs.orchestrator.mkdir(m.mountId, { path: 'tracked' });
+      await core.orchestrator.mkdir(m.mountId, { path: 'tracked' });
       await mkdir(m.abs('fresh'));
       const names = Array.from({ length: FILES }, (_, i) => `${i % 2 === 0 ? 'tracked' : 'fresh'}/f-${String(i).padStart(5, '0')}.dat`);
       await writeFilesOutOfProcess(m.root, names);
@@ -45,7 +45,7 @@ export function burstSuite(backend: WatchBackendKind): void {
         45_000,
       );
       // The burst did not flood the queue: jobs per directory, joined while waiting.
-      const { rows } = await fs.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM filestore.reconciliation_jobs WHERE mount_id = $1`, [m.mountId]);
+      const { rows } = await core.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM filestore.reconciliation_jobs WHERE mount_id = $1`, [m.mountId]);
       expect(rows[0]?.n).toBeLessThan(50);
     } finally {
       clearInterval(analyze);

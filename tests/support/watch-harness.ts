@@ -39,10 +39,10 @@ export interface WatchedMount {
 }
 
 /** A fresh local mount watched by `backend` (catch-up off unless asked: tests make their own changes). */
-export async function watchedMount(fs: Filestore, backend: WatchBackendChoice, o: MountWatcherOptions = {}): Promise<WatchedMount> {
-  const t = await createTestMount(fs, 'local');
+export async function watchedMount(core: Filestore, backend: WatchBackendChoice, o: MountWatcherOptions = {}): Promise<WatchedMount> {
+  const t = await createTestMount(core, 'local');
   const root = t.root as string;
-  const watcher = new MountWatcher(fs, t.mount, { backend, debounceMs: 100, catchUp: false, ...o });
+  const watcher = new MountWatcher(core, t.mount, { backend, debounceMs: 100, catchUp: false, ...o });
   await watcher.start();
   const abs = (p: string) => path.join(root, p);
   return {
@@ -56,7 +56,7 @@ export async function watchedMount(fs: Filestore, backend: WatchBackendChoice, o
       await writeFile(abs(p), content);
     },
     async writeThrough(p, content) {
-      const r = await fs.orchestrator.writeFile(t.mount.id, { path: p }, Readable.from([Buffer.from(content)]));
+      const r = await core.orchestrator.writeFile(t.mount.id, { path: p }, Readable.from([Buffer.from(content)]));
       return r.node as { id: number; version: number };
     },
     async close() {
@@ -82,7 +82,7 @@ export async function eventually<T>(probe: () => Promise<T | null | undefined | 
   }
 }
 
-export const nodeAt = (fs: Filestore, mountId: string, p: string) => findLiveByPath(fs.pool, mountId, p);
+export const nodeAt = (core: Filestore, mountId: string, p: string) => findLiveByPath(core.pool, mountId, p);
 
 export interface OutboxRow {
   type: string;
@@ -90,8 +90,8 @@ export interface OutboxRow {
 }
 
 /** Events of a mount in the outbox, oldest first (optionally of one type). */
-export async function outbox(fs: Filestore, mountId: string, type?: string): Promise<OutboxRow[]> {
-  const { rows } = await fs.pool.query<OutboxRow>(
+export async function outbox(core: Filestore, mountId: string, type?: string): Promise<OutboxRow[]> {
+  const { rows } = await core.pool.query<OutboxRow>(
     `SELECT type, data FROM filestore.outbox WHERE mount_id = $1 AND ($2::text IS NULL OR type = $2) ORDER BY id`,
     [mountId, type ?? null],
   );
@@ -99,8 +99,8 @@ export async function outbox(fs: Filestore, mountId: string, type?: string): Pro
 }
 
 /** drift.detected events the watcher wrote (reason 'watcher') for a path. */
-export async function watcherDrift(fs: Filestore, mountId: string, p?: string): Promise<OutboxRow[]> {
-  const rows = await outbox(fs, mountId, 'filestore.drift.detected');
+export async function watcherDrift(core: Filestore, mountId: string, p?: string): Promise<OutboxRow[]> {
+  const rows = await outbox(core, mountId, 'filestore.drift.detected');
   return rows.filter((r) => r.data.reason === 'watcher' && (p === undefined || r.data.path === p));
 }
 
@@ -109,9 +109,9 @@ export async function watcherDrift(fs: Filestore, mountId: string, p?: string): 
  * sentinel file is written and its drift awaited (events arrive in order), then what is
  * pending is judged.
  */
-export async function settle(fs: Filestore, m: WatchedMount, name = `sentinel-${Date.now()}`): Promise<string> {
+export async function settle(core: Filestore, m: WatchedMount, name = `sentinel-${Date.now()}`): Promise<string> {
   await m.writeOutOfBand(name, 'sentinel');
-  await eventually(async () => (await watcherDrift(fs, m.mountId, name)).length > 0, `the drift of ${name}`);
+  await eventually(async () => (await watcherDrift(core, m.mountId, name)).length > 0, `the drift of ${name}`);
   await new Promise((r) => setTimeout(r, 300));
   await m.watcher.flush();
   return name;

@@ -9,9 +9,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { wireFilestore } from '../../shared/runtime.ts';
 import { TEST_DATABASE_URL } from './env.ts';
 
-const fs = await wireFilestore({ databaseUrl: TEST_DATABASE_URL, redisUrl: 'inline', poolSize: 2 });
-const result = await fs.orchestrator.mkdir(process.env.MOUNT as string, { path: 'made-by-a-wired-core' });
+const core = await wireFilestore({ databaseUrl: TEST_DATABASE_URL, redisUrl: 'inline', poolSize: 2 });
+const result = await core.orchestrator.mkdir(process.env.MOUNT as string, { path: 'made-by-a-wired-core' });
 // A relay that ran (a nudge after the commit, its poll) would have published within this.
 await sleep(300);
 console.log(JSON.stringify({ result, resources: process.getActiveResourcesInfo() }));
-await fs.pool.end();
+await core.pool.end();

@@ -23,10 +23,10 @@ export interface LambdaApi {
  * /metrics text (Lambdas publish EMF); file bodies are bounded by the Lambda payload.
  */
 export async function createLambdaApi(
-  fs: Filestore,
+  core: Filestore,
   o: { log(line: string): void; /** FILESTORE_S3_MOUNTS: see ApiDeps.configuredS3Mounts. */ configuredS3Mounts?: readonly ConfiguredS3Mount[] | undefined },
 ): Promise<LambdaApi> {
-  const { deps } = await buildApiDeps(fs, { log: o.log, metrics: null, maxFileBodyBytes: MAX_LAMBDA_FILE_BYTES, configuredS3Mounts: o.configuredS3Mounts });
+  const { deps } = await buildApiDeps(core, { log: o.log, metrics: null, maxFileBodyBytes: MAX_LAMBDA_FILE_BYTES, configuredS3Mounts: o.configuredS3Mounts });
   const auth = new AuthorizerContextAuthenticator();
   const api = createApi(deps, auth);
   return {
@@ -37,7 +37,7 @@ export async function createLambdaApi(
       const response = await auth.runAs(event.requestContext.authorizer?.lambda, () => api.handle(request));
       const result = await toLambdaResult(response);
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      fs.metrics.recordHttpRequest(request.method, response.route, result.statusCode ?? response.status, seconds);
+      core.metrics.recordHttpRequest(request.method, response.route, result.statusCode ?? response.status, seconds);
       return result;
     },
   };

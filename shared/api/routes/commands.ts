@@ -55,7 +55,7 @@ export const commandRoutes: Route[] = [
     responses,
     async handle(input) {
       const { mountId, ...rest } = input.body;
-      return respond(await input.deps.fs.commands.mkdir(mountId, rest, context(input), routeOptions(input.req)));
+      return respond(await input.deps.core.commands.mkdir(mountId, rest, context(input), routeOptions(input.req)));
     },
   }),
   ...(['move', 'copy', 'delete'] as const).map((command) =>
@@ -71,7 +71,7 @@ export const commandRoutes: Route[] = [
       async handle(input) {
         const { mountId, expectedVersion: v, ...rest } = input.body as { mountId: string; expectedVersion?: number | undefined };
         const req = { ...rest, expectedVersion: expectedVersion(input.req, v) };
-        return respond(await input.deps.fs.commands[command](mountId, req, context(input), routeOptions(input.req)));
+        return respond(await input.deps.core.commands[command](mountId, req, context(input), routeOptions(input.req)));
       },
     }),
   ),
@@ -86,10 +86,10 @@ export const commandRoutes: Route[] = [
     headers: { ...headers, 'If-Match': 'version the node must have now' },
     responses,
     async handle(input) {
-      const node = await nodeById(input.deps.fs.pool, input.params.id);
+      const node = await nodeById(input.deps.core.pool, input.params.id);
       if (node.deletedAt) throw new FilestoreError('NOT_FOUND', `node ${node.id} was deleted`);
       const req = { path: node.path, ...input.body, expectedVersion: ifMatchVersion(input.req.headers['if-match']) };
-      return respond(await input.deps.fs.commands.updateMetadata(node.mountId, req, context(input), routeOptions(input.req)));
+      return respond(await input.deps.core.commands.updateMetadata(node.mountId, req, context(input), routeOptions(input.req)));
     },
   }),
 ];

@@ -28,7 +28,7 @@ export const eventRoutes: Route[] = [
     async handle({ query, req, deps, principal }) {
       const tail = deps.events;
       if (!tail) throw new FilestoreError('NOT_IMPLEMENTED', 'this endpoint cannot stream events; use the agent or the local server');
-      const mount = query.mountId === undefined ? null : await deps.fs.reader.mount(query.mountId);
+      const mount = query.mountId === undefined ? null : await deps.core.reader.mount(query.mountId);
       const types = query.types ? new Set(query.types.split(',').map((t) => t.trim()).filter(Boolean)) : null;
       const header = req.headers['last-event-id'];
       if (header !== undefined && !/^\d{1,15}$/.test(header.trim())) {
@@ -36,7 +36,7 @@ export const eventRoutes: Route[] = [
       }
       const resumeAfter = header !== undefined ? Number(header) : query.lastEventId;
       if (resumeAfter !== undefined) {
-        const pruned = await prunedThrough(deps.fs.pool);
+        const pruned = await prunedThrough(deps.core.pool);
         if (resumeAfter < pruned) throw resumePointExpired(resumeAfter, pruned);
       }
       return {
@@ -109,10 +109,10 @@ export const eventRoutes: Route[] = [
           }
           try {
             while (replaying && !sink.closed) {
-              const page = await eventsAfter(deps.fs.pool, last, REPLAY_PAGE, mount?.id);
+              const page = await eventsAfter(deps.core.pool, last, REPLAY_PAGE, mount?.id);
               // Pruned since the check above, events after `last` may be missing from the page:
               // none of it is sent, the stream ends, and the client's reconnect gets the 410.
-              const pruned = await prunedThrough(deps.fs.pool);
+              const pruned = await prunedThrough(deps.core.pool);
               if (last < pruned) throw resumePointExpired(last, pruned);
               for (const e of page) accept(e);
               await drained; // the next page starts after what this one delivered

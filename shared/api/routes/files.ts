@@ -93,7 +93,7 @@ export const fileRoutes: Route[] = [
       if (!req.body) throw new FilestoreError('VALIDATION_ERROR', 'PUT /v1/files needs the file bytes as the request body');
       if (query.path.endsWith('/')) throw new FilestoreError('INVALID_PATH', 'a file path cannot end with "/" (that names a directory)');
       // Answered before the body is read: the client sends it to the agent instead.
-      const where = await deps.fs.commands.locate(query.mountId);
+      const where = await deps.core.commands.locate(query.mountId);
       if (!where.here) return agentRedirect(where, req);
       const input = {
         path: query.path,
@@ -106,7 +106,7 @@ export const fileRoutes: Route[] = [
       const declared = typeof length === 'string' && /^\d+$/.test(length) ? Number(length) : Number.NaN;
       if (deps.maxFileBodyBytes !== undefined && declared > deps.maxFileBodyBytes) {
         req.body.resume();
-        const mount = await deps.fs.reader.mount(query.mountId);
+        const mount = await deps.core.reader.mount(query.mountId);
         throw tooLargeForTransport(deps.maxFileBodyBytes, mount.kind === 's3' ? 'upload it with POST /v1/uploads (a presigned PUT to S3)' : "send it to the owning agent's API");
       }
       const ctx = { principal: principal.name, correlationId, idempotencyKey: idempotencyKey(req.headers['idempotency-key']) };
@@ -120,7 +120,7 @@ export const fileRoutes: Route[] = [
           const bytes = await readAll(req.body, declared);
           const release = await deps.uploads.acquire();
           try {
-            return json(200, await deps.fs.orchestrator.writeFile(query.mountId, input, bytes, ctx));
+            return json(200, await deps.core.orchestrator.writeFile(query.mountId, input, bytes, ctx));
           } finally {
             release();
           }
@@ -130,7 +130,7 @@ export const fileRoutes: Route[] = [
       }
       const release = await deps.uploads.take();
       try {
-        return json(200, await deps.fs.orchestrator.writeFile(query.mountId, input, req.body, ctx));
+        return json(200, await deps.core.orchestrator.writeFile(query.mountId, input, req.body, ctx));
       } finally {
         release();
       }
@@ -149,23 +149,23 @@ export const fileRoutes: Route[] = [
     },
     responses: { 200: 'binary', 206: 'binary', 307: AgentRedirect.or(PresignedDownload), 404: ErrorBody, 409: ErrorBody, 413: ErrorBody, 416: ErrorBody, 503: ErrorBody },
     async handle({ query, req, deps }) {
-      const where = await deps.fs.commands.locate(query.mountId);
+      const where = await deps.core.commands.locate(query.mountId);
       if (!where.here) return agentRedirect(where, req);
-      const node = await deps.fs.reader.nodeByPath(query.mountId, query.path);
+      const node = await deps.core.reader.nodeByPath(query.mountId, query.path);
       if (node.kind !== 'file') {
         throw new FilestoreError(node.kind === 'directory' ? 'IS_A_DIRECTORY' : 'VALIDATION_ERROR', `"${String(node.path)}" is a ${String(node.kind)}, not a file`);
       }
-      const mount = await deps.fs.reader.mount(query.mountId);
+      const mount = await deps.core.reader.mount(query.mountId);
       const max = deps.maxFileBodyBytes;
       // More than the transport carries (the API Lambda's payload): S3 hands the bytes out
       // itself, after the same checks as above; nothing is journaled, as for any read.
       const presigned = async () => {
         const { directTransfers } = await import('../../backends/s3/direct.ts');
-        const location = await directTransfers(mount, deps.fs.backends.s3Defaults).presignGet(String(node.path), PRESIGNED_GET_SECONDS);
+        const location = await directTransfers(mount, deps.core.backends.s3Defaults).presignGet(String(node.path), PRESIGNED_GET_SECONDS);
         return json(307, { location, expiresInSeconds: PRESIGNED_GET_SECONDS }, { location, 'cache-control': 'no-store' });
       };
       if (max !== undefined && mount.kind === 's3' && req.headers.range === undefined && Number(node.sizeBytes) > max) return presigned();
-      const res = await download(deps.fs.backends.forMount(mount), node as unknown as RecordedFile, req.headers);
+      const res = await download(deps.core.backends.forMount(mount), node as unknown as RecordedFile, req.headers);
       if (max === undefined || !('stream' in res) || Number(res.headers?.['content-length']) <= max) return res;
       res.stream.destroy();
       if (mount.kind !== 's3') throw tooLargeForTransport(max, 'ask for a part with Range (bytes=0-…) or download it from the owning agent');

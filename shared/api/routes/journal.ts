@@ -35,7 +35,7 @@ export const journalRoutes: Route[] = [
       let mountId: string | null = null;
       let roots: string[] = [];
       if (query.mountId !== undefined) {
-        const mount = await deps.fs.reader.mount(query.mountId);
+        const mount = await deps.core.reader.mount(query.mountId);
         mountId = mount.id;
         roots = mount.rootPath ? [mount.rootPath] : [];
       } else if (query.status !== 'pending') {
@@ -43,9 +43,9 @@ export const journalRoutes: Route[] = [
       } else if (!seesHostPaths(principal)) {
         throw new FilestoreError('FORBIDDEN', 'listing the pending entries of every mount needs scope filestore:admin; pass mountId for one mount', { requiredScope: 'filestore:admin' });
       } else {
-        roots = (await listMounts(deps.fs.pool)).flatMap((m) => (m.rootPath ? [m.rootPath] : []));
+        roots = (await listMounts(deps.core.pool)).flatMap((m) => (m.rootPath ? [m.rootPath] : []));
       }
-      const rows = await listJournal(deps.fs.pool, mountId, query.after, query.limit + 1, query.status ?? null);
+      const rows = await listJournal(deps.core.pool, mountId, query.after, query.limit + 1, query.status ?? null);
       const items = rows.slice(0, query.limit).map((e) => entryFor(e, principal, roots));
       const last = items[items.length - 1];
       return json(200, { items, nextCursor: rows.length > query.limit && last ? String(last.id) : null });
@@ -60,11 +60,11 @@ export const journalRoutes: Route[] = [
     params: JournalEntryParams,
     responses: { 200: ResolvedEntry, 404: ErrorBody, 409: ErrorBody, 503: ErrorBody },
     async handle({ params, deps, principal }) {
-      const entry = await deps.fs.orchestrator.resolvePending(params.id, principal.name).catch(async (err: unknown) => {
+      const entry = await deps.core.orchestrator.resolvePending(params.id, principal.name).catch(async (err: unknown) => {
         // Another agent's local mount: that agent judges it from its disk, through its command queue.
-        if (!(err instanceof FilestoreError) || err.code !== 'RESOLVE_ON_AGENT' || deps.fs.commands.redisUrl === 'inline') throw err;
-        const mount = await deps.fs.reader.mount(String(err.details?.mountId));
-        return deps.fs.commands.resolveOnAgent(mount, params.id, principal.name);
+        if (!(err instanceof FilestoreError) || err.code !== 'RESOLVE_ON_AGENT' || deps.core.commands.redisUrl === 'inline') throw err;
+        const mount = await deps.core.reader.mount(String(err.details?.mountId));
+        return deps.core.commands.resolveOnAgent(mount, params.id, principal.name);
       });
       return json(200, { outcome: entry.status === 'succeeded' ? 'succeeded' : 'failed', entry: entryFor(entry, principal, []) });
     },

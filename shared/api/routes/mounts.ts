@@ -29,7 +29,7 @@ export const mountRoutes: Route[] = [
     summary: 'List mounts (all of them, by key)',
     responses: { 200: page(Mount) },
     async handle({ deps, principal }) {
-      return json(200, { items: (await listMounts(deps.fs.pool)).map((m) => mountFor(m, principal)), nextCursor: null });
+      return json(200, { items: (await listMounts(deps.core.pool)).map((m) => mountFor(m, principal)), nextCursor: null });
     },
   }),
   defineRoute({
@@ -45,34 +45,34 @@ export const mountRoutes: Route[] = [
       const { check, ...mount } = body;
       // The key first: a second POST of the same mount is ALREADY_EXISTS, not an overlap with itself.
       if (!MOUNT_KEY_PATTERN.test(mount.key)) throw new FilestoreError('VALIDATION_ERROR', 'invalid mount: key must match ^[a-z0-9][a-z0-9_-]{0,62}$');
-      if (await findMount(deps.fs.pool, mount.key)) throw new FilestoreError('ALREADY_EXISTS', `a mount with key "${mount.key}" already exists`);
+      if (await findMount(deps.core.pool, mount.key)) throw new FilestoreError('ALREADY_EXISTS', `a mount with key "${mount.key}" already exists`);
       if (mount.kind === 'local') {
         // Checked and inserted under one lock: a concurrent registration waits (see mount-checks.ts).
-        return withLocalMountRegistration(deps.fs.pool, async () => {
+        return withLocalMountRegistration(deps.core.pool, async () => {
           const rootPath = await assertMountableRoot(mount.rootPath);
           const agentId = mount.agentId ?? null;
-          const router = deps.fs.commands;
+          const router = deps.core.commands;
           // Only a process on the root's host looks at the disk (see mount-checks.ts).
           const onHost = seesDiskOf(router.identity, router.redisUrl === 'inline', agentId);
-          await assertNoOverlap(deps.fs.pool, rootPath, agentId, onHost);
+          await assertNoOverlap(deps.core.pool, rootPath, agentId, onHost);
           if (check !== false && onHost) await assertLocalRootReachable(rootPath, mount.accessMode ?? 'rw');
           // Another agent's root: that agent looks (through its command queue), on its real paths too.
           else if (check !== false && agentId !== null) await router.checkMountRoot(agentId, { key: mount.key, rootPath, accessMode: mount.accessMode ?? 'rw' });
           // Unchecked on purpose: registered whatever the root is now, but a root this process sees
           // missing is recorded as such, so `ls` says the mount is unhealthy rather than empty.
           const problem = check === false && onHost ? await assertLocalRootReachable(rootPath, mount.accessMode ?? 'rw').then(() => null, (e: FilestoreError) => e) : null;
-          const created = await createMount(deps.fs.pool, { ...mount, rootPath });
+          const created = await createMount(deps.core.pool, { ...mount, rootPath });
           if (!problem) return json(201, created);
-          await setMountHealth(deps.fs.pool, created.id, 'unhealthy', `${problem.message.replace(/; create the directory first.*$/, '')} (registered without the check)`);
-          return json(201, await getMount(deps.fs.pool, created.id));
+          await setMountHealth(deps.core.pool, created.id, 'unhealthy', `${problem.message.replace(/; create the directory first.*$/, '')} (registered without the check)`);
+          return json(201, await getMount(deps.core.pool, created.id));
         });
       }
       // A deployment whose storage access is its configuration (the API Lambda) refuses S3 mounts
       // outside it; the ones it lists are reachable by its role, so they are not listed again here.
       if (check !== false && !deps.configuredS3Mounts) {
-        await assertS3Reachable(deps.fs.backends.s3Defaults, { ...mount, prefix: normaliseS3Prefix(mount.prefix) });
+        await assertS3Reachable(deps.core.backends.s3Defaults, { ...mount, prefix: normaliseS3Prefix(mount.prefix) });
       }
-      return json(201, await createS3Mount(deps.fs.pool, mount, { configured: deps.configuredS3Mounts }));
+      return json(201, await createS3Mount(deps.core.pool, mount, { configured: deps.configuredS3Mounts }));
     },
   }),
   defineRoute({
@@ -84,7 +84,7 @@ export const mountRoutes: Route[] = [
     params: MountIdParams,
     responses: { 200: Mount, 404: ErrorBody },
     async handle({ params, deps, principal }) {
-      return json(200, mountFor(await getMount(deps.fs.pool, params.id), principal));
+      return json(200, mountFor(await getMount(deps.core.pool, params.id), principal));
     },
   }),
   defineRoute({
@@ -98,15 +98,15 @@ export const mountRoutes: Route[] = [
     responses: { 200: Mount, 404: ErrorBody, 409: ErrorBody },
     async handle({ params, body, deps }) {
       assertStorable(body);
-      if (body.agentId === undefined) return json(200, await updateMount(deps.fs.pool, params.id, body));
+      if (body.agentId === undefined) return json(200, await updateMount(deps.core.pool, params.id, body));
       // A local mount given to another agent (or to none: run by every agent) lands on other
       // hosts: the overlap rule of POST applies there too, under the same lock.
-      return withLocalMountRegistration(deps.fs.pool, async () => {
-        const mount = await getMount(deps.fs.pool, params.id);
+      return withLocalMountRegistration(deps.core.pool, async () => {
+        const mount = await getMount(deps.core.pool, params.id);
         if (mount.kind === 'local' && mount.rootPath !== null && (body.agentId ?? null) !== (mount.agentId ?? null)) {
-          await assertNoOverlap(deps.fs.pool, mount.rootPath, body.agentId ?? null, false, mount.id);
+          await assertNoOverlap(deps.core.pool, mount.rootPath, body.agentId ?? null, false, mount.id);
         }
-        return json(200, await updateMount(deps.fs.pool, params.id, body));
+        return json(200, await updateMount(deps.core.pool, params.id, body));
       });
     },
   }),
@@ -119,8 +119,8 @@ export const mountRoutes: Route[] = [
     params: MountIdParams,
     responses: { 200: RemovedMount, 404: ErrorBody, 409: ErrorBody },
     async handle({ params, deps }) {
-      const removed = await removeMount(deps.fs.pool, params.id);
-      deps.fs.reader.forget(removed.mount);
+      const removed = await removeMount(deps.core.pool, params.id);
+      deps.core.reader.forget(removed.mount);
       return json(200, removed);
     },
   }),

@@ -31,8 +31,8 @@ export const nodeRoutes: Route[] = [
     query: ListNodesQuery,
     responses: { 200: page(Node), 404: ErrorBody },
     async handle({ query, deps }) {
-      const mount = await deps.fs.reader.mount(query.mountId);
-      const rows = await listLive(deps.fs.pool, {
+      const mount = await deps.core.reader.mount(query.mountId);
+      const rows = await listLive(deps.core.pool, {
         mountId: mount.id,
         prefix: query.prefix === undefined ? undefined : query.prefix.replace(/^\/+/, '').normalize('NFC'),
         state: query.state,
@@ -52,7 +52,7 @@ export const nodeRoutes: Route[] = [
     query: ByPathQuery,
     responses: { 200: Node, 400: ErrorBody, 404: ErrorBody },
     async handle({ query, deps }) {
-      return { status: 200, jsonText: await deps.fs.reader.nodeByPathJson(query.mountId, query.path) };
+      return { status: 200, jsonText: await deps.core.reader.nodeByPathJson(query.mountId, query.path) };
     },
   }),
   defineRoute({
@@ -64,9 +64,9 @@ export const nodeRoutes: Route[] = [
     params: NodeIdParams,
     responses: { 200: Node, 404: ErrorBody },
     async handle({ params, deps }) {
-      const node = await nodeById(deps.fs.pool, params.id);
+      const node = await nodeById(deps.core.pool, params.id);
       if (node.kind !== 'directory' || node.deletedAt) return json(200, node);
-      return json(200, { ...node, rollup: await readRollup(deps.fs.pool, node.id) });
+      return json(200, { ...node, rollup: await readRollup(deps.core.pool, node.id) });
     },
   }),
   defineRoute({
@@ -79,11 +79,11 @@ export const nodeRoutes: Route[] = [
     query: PageQuery,
     responses: { 200: page(Node), 404: ErrorBody, 409: ErrorBody },
     async handle({ params, query, deps }) {
-      const node = await nodeById(deps.fs.pool, params.id);
+      const node = await nodeById(deps.core.pool, params.id);
       if (node.kind !== 'directory') throw new FilestoreError('NOT_A_DIRECTORY', `node ${node.id} ("${node.path}") is a ${node.kind}`);
-      const rows = await listChildren(deps.fs.pool, node.id, query.limit + 1, decodeCursor<string>(query.cursor, 'string'));
+      const rows = await listChildren(deps.core.pool, node.id, query.limit + 1, decodeCursor<string>(query.cursor, 'string'));
       const p = pageOf(rows, query.limit, (n) => n.name);
-      return json(200, { items: await withRollups(deps.fs.pool, p.items), nextCursor: p.nextCursor });
+      return json(200, { items: await withRollups(deps.core.pool, p.items), nextCursor: p.nextCursor });
     },
   }),
   defineRoute({
@@ -96,8 +96,8 @@ export const nodeRoutes: Route[] = [
     query: PageQuery,
     responses: { 200: page(Snapshot), 404: ErrorBody },
     async handle({ params, query, deps }) {
-      await nodeById(deps.fs.pool, params.id);
-      const rows = await listSnapshots(deps.fs.pool, params.id, query.limit + 1, decodeCursor<number>(query.cursor, 'number') ?? 0);
+      await nodeById(deps.core.pool, params.id);
+      const rows = await listSnapshots(deps.core.pool, params.id, query.limit + 1, decodeCursor<number>(query.cursor, 'number') ?? 0);
       return json(200, pageOf(rows, query.limit, (s) => s.version));
     },
   }),

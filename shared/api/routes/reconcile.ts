@@ -13,7 +13,7 @@ async function jobsFor<J extends ReconcileJobRow>(jobs: J[], principal: Principa
   if (seesHostPaths(principal) || jobs.every((j) => j.error === null)) return jobs;
   const roots = new Map<string, string[]>();
   for (const id of new Set(jobs.filter((j) => j.error !== null).map((j) => j.mountId))) {
-    const mount = await deps.fs.reader.mount(id).catch(() => null);
+    const mount = await deps.core.reader.mount(id).catch(() => null);
     roots.set(id, mount?.rootPath ? [mount.rootPath] : []);
   }
   return jobs.map((j) => (j.error === null ? j : { ...j, error: redactValue(j.error, roots.get(j.mountId) ?? []) as Record<string, unknown> }));
@@ -33,8 +33,8 @@ export const reconcileRoutes: Route[] = [
     body: ReconcileBody,
     responses: { 202: ReconcileAccepted, 400: ErrorBody, 404: ErrorBody },
     async handle({ body, deps, principal }) {
-      const mount = await deps.fs.reader.mount(body.mountId);
-      const { job, coalesced, queuePending } = await deps.fs.reconcile.enqueue({
+      const mount = await deps.core.reader.mount(body.mountId);
+      const { job, coalesced, queuePending } = await deps.core.reconcile.enqueue({
         mountId: mount.id,
         path: normalizePath(body.path ?? ''),
         reason: 'manual',
@@ -58,8 +58,8 @@ export const reconcileRoutes: Route[] = [
     query: ListJobsQuery,
     responses: { 200: page(ReconcileJob), 404: ErrorBody },
     async handle({ query, deps, principal }) {
-      const mount = query.mountId === undefined ? undefined : await deps.fs.reader.mount(query.mountId);
-      const rows = await listJobs(deps.fs.pool, {
+      const mount = query.mountId === undefined ? undefined : await deps.core.reader.mount(query.mountId);
+      const rows = await listJobs(deps.core.pool, {
         mountId: mount?.id,
         status: query.status,
         beforeId: decodeCursor<number>(query.cursor, 'number'),
@@ -78,7 +78,7 @@ export const reconcileRoutes: Route[] = [
     params: JobIdParams,
     responses: { 200: ReconcileJob, 404: ErrorBody },
     async handle({ params, deps, principal }) {
-      const job = await findJob(deps.fs.pool, params.id);
+      const job = await findJob(deps.core.pool, params.id);
       if (!job) throw new FilestoreError('NOT_FOUND', `no reconciliation job ${params.id}`);
       const [shown] = await jobsFor([job], principal, deps);
       return json(200, shown);

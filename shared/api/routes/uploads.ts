@@ -22,7 +22,7 @@ export const uploadRoutes: Route[] = [
     body: UploadBody,
     responses: { 201: PresignedUpload, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody },
     async handle({ body, principal, correlationId, deps }) {
-      const opened = await deps.fs.orchestrator.beginUpload(
+      const opened = await deps.core.orchestrator.beginUpload(
         body.mountId,
         { path: body.path, sizeBytes: body.sizeBytes, sha256: checksumSha256(body.sha256), expectedVersion: body.ifMatch },
         { principal: principal.name, correlationId },
@@ -45,7 +45,7 @@ export const uploadRoutes: Route[] = [
     params: UploadParams,
     responses: { 200: CommandResult, 404: ErrorBody, 409: ErrorBody, 410: ErrorBody, 422: ErrorBody, 503: ErrorBody },
     async handle({ params, principal, correlationId, deps }) {
-      return json(200, await deps.fs.orchestrator.completeUpload(params.id, { principal: principal.name, correlationId }));
+      return json(200, await deps.core.orchestrator.completeUpload(params.id, { principal: principal.name, correlationId }));
     },
   }),
   defineRoute({
@@ -58,7 +58,7 @@ export const uploadRoutes: Route[] = [
     responses: { 200: CancelledUpload, 404: ErrorBody, 503: ErrorBody },
     async handle({ params, principal, correlationId, deps }) {
       const asAdmin = principal.scopes.has('filestore:admin');
-      return json(200, await deps.fs.orchestrator.cancelUpload(params.id, { principal: principal.name, correlationId }, asAdmin), { 'cache-control': 'no-store' });
+      return json(200, await deps.core.orchestrator.cancelUpload(params.id, { principal: principal.name, correlationId }, asAdmin), { 'cache-control': 'no-store' });
     },
   }),
 ];
