@@ -1,12 +1,11 @@
-import { readdir } from 'node:fs/promises';
-import path from 'node:path';
 import type { Mount } from '../../shared/catalogue/index.ts';
 import type { Filestore } from '../../shared/index-runtime.ts';
 import { chooseBackend, createWatchBackend, type BackendDecision } from './backends/index.ts';
 import { classifyProblem, isWatchLimit } from './backends/problems.ts';
 import { Coalescer, DEFAULT_DEBOUNCE_MS } from './coalescer.ts';
 import { DriftSink, type DriftSinkOptions } from './drift-sink.ts';
-import { accountedDirs, walkNewDirs } from './new-dirs.ts';
+import { watchNewDirs } from './new-dirs.ts';
+import { ProblemLog } from './problem-log.ts';
 import { NotALocalMountError, WatchOptionsError, WatchStartError } from './errors.ts';
 import { maxQueuedEvents } from './inotify.ts';
 import { RescanRequests } from './rescans.ts';
@@ -80,7 +79,6 @@ export interface MountWatcherStats {
 }
 
 const MAX_RETRY_DELAY_MS = 30_000;
-const PROBLEM_LOG_EVERY_MS = 60_000;
 
 /**
  * Watches one local mount: backend events → coalescer → drift sink, one batch at a time.
@@ -111,7 +109,8 @@ export class MountWatcher {
   private closed = false;
   private failures = 0;
   private readonly rescans: RescanRequests;
-  private readonly counts = { batches: 0, drift: 0, rewatches: 0, problems: 0 };
+  private readonly counts = { batches: 0, drift: 0, rewatches: 0 };
+  private readonly problems: ProblemLog;
   /** Events reported since the last batch was taken; a rescan is requested once they reach overflowRiskAt. */
   private eventsSinceBatch = 0;
   private overflowRiskAt: number | null = null;
@@ -132,6 +131,7 @@ export class MountWatcher {
     this.factory = o.backendFactory ?? createWatchBackend;
     this.log = o.log ?? (() => {});
     this.retryDelayMs = o.retryDelayMs ?? Math.max(debounceMs, 500);
+    this.problems = new ProblemLog(mount.key, (event) => core.metrics.watcherEvents.inc({ mount: mount.key, event }), this.log);
     this.coalescer = new Coalescer({ debounceMs, maxPendingPaths: o.maxPendingPaths, onDue: () => this.kick() });
     this.sink = new DriftSink(core, mount, o.sink);
     this.rescans = new RescanRequests(core, mount, o.rescanCooldownMs ?? 30_000, this.log);
@@ -163,7 +163,7 @@ export class MountWatcher {
     } catch (err) {
       const problem = classifyProblem(err);
       if (this.closed || !(this.choice === 'auto' && decision.kind === 'chokidar' && isWatchLimit(problem))) {
-        this.recordProblem(problem);
+        this.problems.record(problem);
         throw new WatchStartError(this.mount.key, problem, isWatchLimit(problem));
       }
       this.log(`watcher ${this.mount.key}: chokidar ran out of inotify watches at start; using parcel`);
@@ -215,6 +215,7 @@ export class MountWatcher {
       watches: this.backend ? await this.backend.watchCount() : null,
       pending: this.coalescer.size,
       ...this.counts,
+      problems: this.problems.count,
       rescans: this.rescans.count,
       rootProblem: this.guard.problem,
     };
@@ -279,7 +280,7 @@ export class MountWatcher {
   private onOverflowRisk(): void {
     this.overflowRiskSeen = true;
     this.core.metrics.watcherEvents.inc({ mount: this.mount.key, event: 'overflow_risk' });
-    this.logAtMostPerMinute(
+    this.problems.atMostPerMinute(
       'overflow_risk',
       `watcher ${this.mount.key}: ${this.eventsSinceBatch} events since the last batch, enough to overflow the kernel's event queue ` +
         `(fs.inotify.max_queued_events) without notice; full rescan requested`,
@@ -290,35 +291,9 @@ export class MountWatcher {
   private onProblem(problem: WatchProblem, from: WatchBackend): void {
     if (this.closed) return;
     this.guard.poke(); // a watcher error is often the root going away
-    this.recordProblem(problem, '; full rescan requested');
+    this.problems.record(problem, '; full rescan requested');
     this.rescans.request(problem.kind);
     if (isWatchLimit(problem) && this.choice === 'auto' && from.kind === 'chokidar') this.fallBackToParcel(from);
-  }
-
-  private recordProblem(problem: WatchProblem, consequence = ''): void {
-    this.counts.problems++;
-    this.core.metrics.watcherEvents.inc({ mount: this.mount.key, event: problem.kind });
-    // One line per kind of problem per minute (a tree beyond the watch budget reports every
-    // file it could not watch); the metric counts them all.
-    this.logAtMostPerMinute(
-      `${problem.kind}:${problem.code ?? ''}`,
-      `watcher ${this.mount.key}: ${problem.kind}${problem.code ? ` (${problem.code})` : ''}: ${problem.message}${consequence}`,
-    );
-  }
-
-  private readonly logged = new Map<string, { at: number; suppressed: number }>();
-
-  /** Logs `line` unless a line of the same `key` went out less than a minute ago (those are counted, and said with the next one). */
-  private logAtMostPerMinute(key: string, line: string): void {
-    const now = Date.now();
-    const last = this.logged.get(key);
-    if (last && now - last.at < PROBLEM_LOG_EVERY_MS) {
-      last.suppressed++;
-      return;
-    }
-    const more = last && last.suppressed > 0 ? ` (and ${last.suppressed} more like it since the last report)` : '';
-    this.logged.set(key, { at: now, suppressed: 0 });
-    this.log(`${line}${more}`);
   }
 
   /** chokidar ran out of inotify watches under `auto`: the tree outgrew it; parcel needs one watch per directory only. */
@@ -334,7 +309,7 @@ export class MountWatcher {
       await this.starting;
     })()
       .catch((err: Error) => {
-        this.recordProblem(classifyProblem(err), '; full rescan requested');
+        this.problems.record(classifyProblem(err), '; full rescan requested');
         this.rescans.request('error');
       })
       .finally(() => {
@@ -342,47 +317,22 @@ export class MountWatcher {
       });
   }
 
-  /**
-   * Directories that appeared in a batch, for a backend that watches a new directory but not
-   * what it already held (parcel): one that holds a subdirectory may hold one made before its
-   * watch, which nothing would ever report. Then the tree is watched anew (`rewatch`) before
-   * the batch's jobs are sent, and what such a directory holds is looked at after the new
-   * watch is up, so between them they see everything written there. A directory with no
-   * subdirectory when we look is watched whole already: what is made in it from now on,
-   * subdirectories included, is reported.
-   *
-   * A directory Filestore accounts for (catalogued, or held by the command creating it on its
-   * way: `mkdir -p`, a put's or a move's parents) is walked and its entries handed to the next
-   * batch (`walked`): each is judged by the drift rules, so a command's own directories lead
-   * to no job, and anything else written there is drift as usual. Directories that appeared
-   * outside Filestore, or hold more than NEW_DIR_WALK_LIMIT entries, get a recursive job.
-   * Returns the directories to look at recursively.
-   */
+  /** New directories of a batch (new-dirs.ts `watchNewDirs`): the tree watched anew where needed; returns those to look at recursively. */
   private async watchNewDirs(dirs: readonly string[], walked: string[]): Promise<string[]> {
     const backend = this.backend;
     if (!backend?.rewatch) return [];
-    const holding: string[] = [];
-    for (const dir of dirs) {
-      try {
-        const entries = await readdir(path.join(this.root as string, ...dir.split('/')), { withFileTypes: true });
-        if (entries.some((e) => e.isDirectory())) holding.push(dir);
-      } catch {
-        // Gone again, or unreadable (its judgement says so): nothing there to watch.
-      }
-    }
-    if (holding.length === 0) return [];
-    try {
-      await backend.rewatch();
-      this.counts.rewatches++;
-      this.log(`watcher ${this.mount.key}: watching the tree anew: ${holding.length} new director${holding.length === 1 ? 'y' : 'ies'} with subdirectories (${holding.slice(0, 3).join(', ')}${holding.length > 3 ? ', …' : ''})`);
-    } catch (err) {
-      this.recordProblem(classifyProblem(err), '; full rescan requested');
-      this.rescans.request('rewatch');
-    }
-    const accounted = await accountedDirs(this.core.pool, this.mount.id, holding);
-    const { paths, whole } = await walkNewDirs(this.root as string, holding.filter((d) => accounted.has(d)));
-    walked.push(...paths);
-    return [...holding.filter((d) => !accounted.has(d)), ...whole];
+    return watchNewDirs(
+      { backend, root: this.root as string, pool: this.core.pool, mountId: this.mount.id, mountKey: this.mount.key, log: this.log },
+      dirs,
+      walked,
+      {
+        rewatched: () => this.counts.rewatches++,
+        failed: (err) => {
+          this.problems.record(classifyProblem(err), '; full rescan requested');
+          this.rescans.request('rewatch');
+        },
+      },
+    );
   }
 
   /** Runs due batches one at a time. */
@@ -430,7 +380,7 @@ export class MountWatcher {
       if (walked.length > 0) this.coalescer.requeue(walked, 0);
     } catch (err) {
       this.failures++;
-      this.recordProblem({ kind: 'error', message: `drift batch failed: ${(err as Error).message}`, code: (err as { code?: string }).code }, '; retrying');
+      this.problems.record({ kind: 'error', message: `drift batch failed: ${(err as Error).message}`, code: (err as { code?: string }).code }, '; retrying');
       if (final) {
         // The process is stopping and the catalogue is unreachable: the catch-up rescan at the next start covers these.
         this.log(`watcher ${this.mount.key}: ${batch.changes.size} paths left to the next start's catch-up rescan`);

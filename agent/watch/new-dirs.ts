@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Pool } from '../../shared/db/index.ts';
 import { lockKey } from '../../shared/catalogue/index.ts';
 import { joinPath } from '../../shared/index-paths.ts';
+import type { WatchBackend } from './types.ts';
 
 /**
  * Entries below new directories judged path by path, per batch; a directory holding more
@@ -74,4 +75,54 @@ export async function walkNewDirs(root: string, dirs: readonly string[], limit =
     else whole.push(dir);
   }
   return { paths, whole };
+}
+
+/** What watchNewDirs needs of the mount's watcher. */
+export interface NewDirWatch {
+  backend: Pick<WatchBackend, 'rewatch'>;
+  root: string;
+  pool: Pool;
+  mountId: string;
+  mountKey: string;
+  log: (line: string) => void;
+}
+
+/**
+ * Directories that appeared in a batch, for a backend that watches a new directory but not
+ * what it already held (parcel): one that holds a subdirectory may hold one made before its
+ * watch, which nothing would ever report. Then the tree is watched anew (`rewatch`) before
+ * the batch's jobs are sent, and what such a directory holds is looked at after the new
+ * watch is up, so between them they see everything written there. A directory with no
+ * subdirectory when we look is watched whole already: what is made in it from now on,
+ * subdirectories included, is reported.
+ *
+ * A directory Filestore accounts for (catalogued, or held by the command creating it on its
+ * way: `mkdir -p`, a put's or a move's parents) is walked and its entries handed to the next
+ * batch (`walked`): each is judged by the drift rules, so a command's own directories lead
+ * to no job, and anything else written there is drift as usual. Directories that appeared
+ * outside Filestore, or hold more than NEW_DIR_WALK_LIMIT entries, get a recursive job.
+ * Returns the directories to look at recursively (mount-watcher.ts).
+ */
+export async function watchNewDirs(w: NewDirWatch, dirs: readonly string[], walked: string[], on: { rewatched(): void; failed(err: unknown): void }): Promise<string[]> {
+  const holding: string[] = [];
+  for (const dir of dirs) {
+    try {
+      const entries = await readdir(path.join(w.root, ...dir.split('/')), { withFileTypes: true });
+      if (entries.some((e) => e.isDirectory())) holding.push(dir);
+    } catch {
+      // Gone again, or unreadable (its judgement says so): nothing there to watch.
+    }
+  }
+  if (holding.length === 0) return [];
+  try {
+    await w.backend.rewatch?.();
+    on.rewatched();
+    w.log(`watcher ${w.mountKey}: watching the tree anew: ${holding.length} new director${holding.length === 1 ? 'y' : 'ies'} with subdirectories (${holding.slice(0, 3).join(', ')}${holding.length > 3 ? ', …' : ''})`);
+  } catch (err) {
+    on.failed(err);
+  }
+  const accounted = await accountedDirs(w.pool, w.mountId, holding);
+  const { paths, whole } = await walkNewDirs(w.root, holding.filter((d) => accounted.has(d)));
+  walked.push(...paths);
+  return [...holding.filter((d) => !accounted.has(d)), ...whole];
 }
