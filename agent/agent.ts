@@ -10,8 +10,8 @@ import { startAuditScheduler, type AuditScheduler, type AuditSelection } from '.
 import { migrate } from '../shared/db/index-migrate.ts';
 import { packageVersion } from '../shared/index-package.ts';
 import { startServices, wireFilestore, type Filestore, type FilestoreOptions } from '../shared/index-runtime.ts';
-import { watchMounts, type WatchersHandle } from './watch/index.ts';
-import { refreshMountWatchers } from './mount-refresh.ts';
+import type { WatchersHandle } from './watch/index.ts';
+import { watchOwnedMounts } from './mount-refresh.ts';
 import type { WatchBackendChoice } from './watch/types.ts';
 
 /**
@@ -130,22 +130,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     },
     ...o.filestore,
   };
-  // The core, then what a long-running process adds to it: the recovery sweep and the
-  // maintenance timer, the relay's loop, the reconcile consumer.
-  let core: Filestore;
-  try {
-    core = await wireFilestore(options);
-  } catch (err) {
-    await presence?.stop().catch(() => {});
-    throw err;
-  }
-  try {
-    await startServices(core, options);
-  } catch (err) {
-    await core.close().catch(() => {});
-    await presence?.stop().catch(() => {});
-    throw err;
-  }
+  const core = await startCore(options, presence);
   const cleanups: Array<() => Promise<void>> = [];
   let owned: Mount[] = [];
   let watchers: WatchersHandle | null = null;
@@ -212,30 +197,22 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     }
 
     if (o.watchers?.enabled) {
-      const perMount = o.watchers.perMount ?? {};
-      const options = {
+      const watching = await watchOwnedMounts(core, owned, {
         agentId: o.agentId,
         debounceMs: o.watchers.debounceMs,
         backend: o.watchers.backend,
-        backendFor: (m: Mount) => perMount[m.key],
-        log,
-      };
-      watchers = await watchMounts(core, owned, options);
-      const refresh = refreshMountWatchers(core, watchers, {
-        agentId: o.agentId,
+        perMount: o.watchers.perMount,
+        intervalMs: o.mountRefreshMs,
         ownedMounts,
         onOwned: (now) => {
           owned = now;
         },
         stopped: () => stopped,
-        intervalMs: o.mountRefreshMs,
-        watch: options,
         log,
       });
-      watchedNow = () => refresh.watched();
-      cleanups.push(() => refresh.close());
-      const started = watchers.watchers.length;
-      log(`agent ${o.agentId}: watching ${started} local mount(s)${watchers.failed.length ? `, ${watchers.failed.length} failed to start` : ''}`);
+      watchers = watching.handle;
+      watchedNow = () => watching.watched();
+      cleanups.push(() => watching.close());
     }
     holdsId();
     ready = true;
@@ -277,6 +254,29 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       .finally(() => o.onSuperseded?.());
   };
   return running;
+}
+
+/**
+ * The core, then what a long-running process adds to it: the recovery sweep and the
+ * maintenance timer, the relay's loop, the reconcile consumer. If either fails, what started
+ * is stopped, the presence too.
+ */
+async function startCore(options: FilestoreOptions, presence: AgentPresence | null): Promise<Filestore> {
+  let core: Filestore;
+  try {
+    core = await wireFilestore(options);
+  } catch (err) {
+    await presence?.stop().catch(() => {});
+    throw err;
+  }
+  try {
+    await startServices(core, options);
+  } catch (err) {
+    await core.close().catch(() => {});
+    await presence?.stop().catch(() => {});
+    throw err;
+  }
+  return core;
 }
 
 /** http://<this host's name>:<port> when listening on every interface, else the address itself. */
