@@ -20,12 +20,12 @@ export type { ReconcilerOptions };
 export type { ReconcileCore };
 
 /** The engine behind every reconciliation job (queue workers call it with the job row). */
-export function createReconciler(fs: ReconcileCore, o: ReconcilerOptions = {}): ReconcileHandler {
-  return (job, progress, limits) => reconcileJob(fs, job, o, progress, limits ?? {});
+export function createReconciler(core: ReconcileCore, o: ReconcilerOptions = {}): ReconcileHandler {
+  return (job, progress, limits) => reconcileJob(core, job, o, progress, limits ?? {});
 }
 
 async function reconcileJob(
-  fs: ReconcileCore,
+  core: ReconcileCore,
   job: ReconcileJobRow,
   o: ReconcilerOptions,
   progress: (counts: ReconcileCounts) => Promise<void>,
@@ -40,7 +40,7 @@ async function reconcileJob(
     hash: opts.hash === true,
     sequencer: typeof opts.sequencer === 'string' ? opts.sequencer : undefined,
   };
-  const mount = await getMount(fs.pool, request.mountId);
+  const mount = await getMount(core.pool, request.mountId);
   if (mount.kind === 'local' && mount.agentId && o.agentId && mount.agentId !== o.agentId) {
     // Its disk is not on this host: looking would find the root missing and call the mount unhealthy.
     throw new ReconcileError(`local mount "${mount.key}" belongs to agent "${mount.agentId}", not "${o.agentId}"`, true, { agentId: mount.agentId });
@@ -48,7 +48,7 @@ async function reconcileJob(
   const isAudit = request.path === '' && request.recursive;
   // At most one audit of a mount runs at a time, across processes: a session lock held on a
   // connection of its own for the audit's duration (gone with the process if it dies).
-  const auditLock = isAudit ? await fs.pool.connect() : null;
+  const auditLock = isAudit ? await core.pool.connect() : null;
   try {
     if (auditLock) {
       const key = lockKey('audit', mount.id).toString();
@@ -60,7 +60,7 @@ async function reconcileJob(
       const { rows } = await auditLock.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [key]);
       if (!rows[0]?.ok) throw new AuditBusyError(mount.key, mount.id);
     }
-    const run = new Run(fs, mount, job, request, o, progress, limits);
+    const run = new Run(core, mount, job, request, o, progress, limits);
     return await run.execute(opts.force === true);
   } finally {
     if (auditLock) {

@@ -57,7 +57,7 @@ export class BatchWriter {
   private readonly deferred: JobTarget[] = [];
 
   constructor(
-    private readonly fs: ReconcileCore,
+    private readonly core: ReconcileCore,
     private readonly mount: Mount,
     private readonly job: ReconcileJobRow,
     private readonly request: ReconcileRequest,
@@ -68,12 +68,12 @@ export class BatchWriter {
   ) {}
 
   private get pool(): Pool {
-    return this.fs.pool;
+    return this.core.pool;
   }
 
   /** filestore_node_transitions_total: ACTIVE→ACTIVE is a recorded change (drift reconciled), UNTRACKED→ACTIVE a discovery. */
   transition(from: string, to: string): void {
-    this.fs.metrics.nodeTransitions.inc({ from, to });
+    this.core.metrics.nodeTransitions.inc({ from, to });
   }
 
   private land(delta: Partial<ReconcileCounts>): void {
@@ -138,7 +138,7 @@ export class BatchWriter {
         ...held.discovered.map((n) => this.followUpTarget(n.path, n.kind)),
       ],
     );
-    await this.fs.changed(this.mount.id);
+    await this.core.changed(this.mount.id);
   }
 
   /**
@@ -193,7 +193,7 @@ export class BatchWriter {
         for (let i = 0; i < inserted.length; i++) this.transition('UNTRACKED', 'ACTIVE');
         // Drift a watcher or an S3 event reported (INCONSISTENT) was counted when it was reported.
         const newDrift = updated.filter((n) => was.get(n.id) !== 'INCONSISTENT').length;
-        if (newDrift > 0) this.fs.metrics.driftDetected.inc({ mount: this.mount.key }, newDrift);
+        if (newDrift > 0) this.core.metrics.driftDetected.inc({ mount: this.mount.key }, newDrift);
         this.land({ updated: updated.length + reactivated.length, discovered: inserted.length });
         // Unchanged, plus what was changed since the scan began or is already catalogued (its
         // writer's record stands: a command that held the path created it, say).
@@ -228,7 +228,7 @@ export class BatchWriter {
     const generation = Number((this.job.options as { followUp?: number }).followUp ?? 0) + 1;
     if (generation > MAX_FOLLOW_UPS) return;
     try {
-      await enqueuePlanned(this.fs.reconcile, targets, { mountId: this.mount.id, reason: this.request.reason, hash: this.request.hash, followUp: generation });
+      await enqueuePlanned(this.core.reconcile, targets, { mountId: this.mount.id, reason: this.request.reason, hash: this.request.hash, followUp: generation });
     } catch (err) {
       // Kept for the next try (the failure paths try again): held paths are never dropped.
       if (err instanceof EnqueueError) this.deferred.push(...err.unsent);
@@ -248,6 +248,6 @@ export class BatchWriter {
     // A directory below another one being recomputed is covered by it.
     const covered = (d: string) => dirs.some((o) => o !== d && isSameOrDescendant(d, o));
     for (const dir of dirs.filter((d) => !covered(d))) await recomputeRollupsCorrectingAncestors(this.pool, this.mount.id, dir);
-    if (dirs.length > 0) await this.fs.changed(this.mount.id);
+    if (dirs.length > 0) await this.core.changed(this.mount.id);
   }
 }

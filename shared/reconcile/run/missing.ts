@@ -31,7 +31,7 @@ export function refuseMassMissing(candidates: number, total: number, ratio: numb
 /** Marks a run's confirmed MISSING candidates, in batches through the run's writer. */
 export class MissingMarker {
   constructor(
-    private readonly fs: ReconcileCore,
+    private readonly core: ReconcileCore,
     private readonly mount: Mount,
     private readonly job: ReconcileJobRow,
     private readonly request: ReconcileRequest,
@@ -45,7 +45,7 @@ export class MissingMarker {
   ) {}
 
   private get pool(): Pool {
-    return this.fs.pool;
+    return this.core.pool;
   }
 
   /**
@@ -77,7 +77,7 @@ export class MissingMarker {
         (nodes) => nodes.length,
         (held) => held.map((n) => this.writer.followUpTarget(n.path, n.kind)),
       );
-      await this.fs.changed(this.mount.id);
+      await this.core.changed(this.mount.id);
     }
     this.counts.unchanged += candidates.length - confirmed.length;
   }

@@ -52,7 +52,7 @@ export class Run {
   private readonly skipped = new SkippedNames();
 
   constructor(
-    private readonly fs: ReconcileCore,
+    private readonly core: ReconcileCore,
     private readonly mount: Mount,
     private readonly job: ReconcileJobRow,
     private readonly request: ReconcileRequest,
@@ -60,15 +60,15 @@ export class Run {
     progress: (counts: ReconcileCounts) => Promise<void>,
     private readonly limits: RunLimits,
   ) {
-    this.strategy = strategyFor(mount, () => fs.backends.forMount(mount), { s3MissingGraceMs: o.s3MissingGraceMs ?? 2_000, catalogue: fs.pool });
-    this.root = new RunRoot(fs.pool, mount, this.strategy, request.path === '' && request.recursive);
+    this.strategy = strategyFor(mount, () => core.backends.forMount(mount), { s3MissingGraceMs: o.s3MissingGraceMs ?? 2_000, catalogue: core.pool });
+    this.root = new RunRoot(core.pool, mount, this.strategy, request.path === '' && request.recursive);
     this.batchSize = o.batchSize ?? 2_000;
     this.comparison = new Comparison(this.counts, this.strategy, mount.id);
     this.reporter = new ProgressReporter(this.counts, progress);
   }
 
   private get pool(): Pool {
-    return this.fs.pool;
+    return this.core.pool;
   }
 
   async execute(force: boolean): Promise<ReconcileResult> {
@@ -86,8 +86,8 @@ export class Run {
     const guard: Guard = { mountId: this.mount.id, jobId: this.job.id, scanStartedAt: rows[0]?.now as Date };
     const comparison = this.comparison;
     const reporter = this.reporter;
-    const writer = (this.writer = new BatchWriter(this.fs, this.mount, this.job, this.request, this.o, guard, this.counts, comparison));
-    this.missing = new MissingMarker(this.fs, this.mount, this.job, this.request, this.o, guard, this.counts, this.strategy, this.root, writer, this.batchSize);
+    const writer = (this.writer = new BatchWriter(this.core, this.mount, this.job, this.request, this.o, guard, this.counts, comparison));
+    this.missing = new MissingMarker(this.core, this.mount, this.job, this.request, this.o, guard, this.counts, this.strategy, this.root, writer, this.batchSize);
 
     await this.discoverAncestors();
     // A full audit interrupted or stopped earlier continues after the last path it had fully
@@ -229,7 +229,7 @@ export class Run {
   private countSkipped(): void {
     this.counts.skipped = this.skipped.total;
     for (const [reason, n] of Object.entries(this.skipped.byReason) as Array<[SkipReason, number]>) {
-      this.fs.metrics.reconcileSkipped.inc({ mount: this.mount.key, reason }, n);
+      this.core.metrics.reconcileSkipped.inc({ mount: this.mount.key, reason }, n);
     }
   }
 
