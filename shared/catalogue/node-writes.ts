@@ -121,7 +121,7 @@ export async function insertNodes(
     name: `filestore.nodes.insert.${onConflict}`,
     text: `WITH input AS (
          SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[],
-                              $8::text[], $9::int[], $10::int[], $11::int[], $12::timestamptz[], $13::jsonb[])
+                              $8::text[], $9::int[], $10::bigint[], $11::bigint[], $12::timestamptz[], $13::jsonb[])
            WITH ORDINALITY AS t(path, parent_path, name, kind, size_bytes, sha256, etag, mode, uid, gid, mtime, metadata, n)
        ), ins AS (
          INSERT INTO filestore.nodes (mount_id, path, parent_id, name, kind, size_bytes, sha256, etag,

@@ -78,7 +78,7 @@ export async function insertDiscovered(
       name: together ? 'filestore.reconcile.insertDiscoveredTogether' : 'filestore.reconcile.insertDiscovered',
       text: `WITH input AS (
          SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[],
-                              $8::text[], $9::int[], $10::int[], $11::int[], $12::timestamptz[], $13::jsonb[])
+                              $8::text[], $9::int[], $10::bigint[], $11::bigint[], $12::timestamptz[], $13::jsonb[])
            AS t(path, parent_path, name, kind, size_bytes, sha256, etag, mode, uid, gid, mtime, metadata)
        ), resolved AS MATERIALIZED (
          SELECT input.*, ${PARENT_ID_SQL} AS parent_id FROM input

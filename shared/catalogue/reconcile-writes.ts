@@ -57,7 +57,7 @@ export async function applyChanges(q: Queryable, g: Guard, changes: Observation[
   const { rows } = await q.query<CatalogueNode>(
     `WITH v AS (
        SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::int[],
-                            $9::int[], $10::int[], $11::timestamptz[], $12::text[], $15::text[], $16::bigint[], $19::text[])
+                            $9::bigint[], $10::bigint[], $11::timestamptz[], $12::text[], $15::text[], $16::bigint[], $19::text[])
          WITH ORDINALITY AS t(id, version, kind, size_bytes, sha256, etag, mode, uid, gid, mtime, symlink_target, old_kind, old_size, old_state, ord)
      ), up AS (
        UPDATE filestore.nodes n
