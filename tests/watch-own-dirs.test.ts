@@ -1,5 +1,7 @@
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createWatchBackend } from '../agent/watch/index.ts';
+import type { WatchBackendFactory } from '../agent/watch/types.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { eventually, nodeAt, outbox, settle, startWatchFilestore, watchedMount, type WatchedMount } from './support/watch-harness.ts';
 
@@ -122,6 +124,27 @@ describe.each(['parcel', 'chokidar'] as const)("a command's own directories (%s)
       await m.watcher.flush();
       expect((await driftEventsUnder(m, ['out'])).length).toBeGreaterThan(0);
       await eventually(async () => (await nodeAt(core, m.mountId, 'out/deep/er/f.txt'))?.consistencyState === 'ACTIVE', 'out/deep/er/f.txt catalogued');
+    } finally {
+      await m.close();
+    }
+  });
+});
+
+describe.each(['parcel', 'chokidar'] as const)('a file the backend never reports, made in a new directory of a command (%s)', (backend) => {
+  // What happens under load: the backend reports the directories `mkdir -p` made, but not a
+  // file written into one of them before its watch was up. Here the backend drops every
+  // event of that file, so only the watcher's look into the new directories can find it.
+  const blind: WatchBackendFactory = (kind, root, h) =>
+    createWatchBackend(kind, root, { ...h, onEvents: (events) => h.onEvents(events.filter((e) => !e.path.endsWith('unseen.txt'))) });
+
+  it('is found by the look into the new directories: reported and catalogued', async () => {
+    const m = await watchedMount(core, backend, { backendFactory: blind });
+    try {
+      await core.commands.mkdir(m.mountId, { path: 'n/o/p', parents: true });
+      await m.writeOutOfBand('n/o/unseen.txt', 'not ours');
+      await eventually(async () => (await nodeAt(core, m.mountId, 'n/o/unseen.txt'))?.consistencyState === 'ACTIVE', 'n/o/unseen.txt catalogued');
+      expect(await driftEventsUnder(m, ['n/o/unseen.txt'])).not.toEqual([]);
+      expect(await driftJobsUnder(m, ['n/o/p'])).toEqual([]);
     } finally {
       await m.close();
     }

@@ -317,10 +317,10 @@ export class MountWatcher {
       });
   }
 
-  /** New directories of a batch (new-dirs.ts `watchNewDirs`): the tree watched anew where needed; returns those to look at recursively. */
+  /** New directories of a batch (new-dirs.ts `watchNewDirs`): the tree watched anew where needed, what they hold looked at; returns those to look at recursively. */
   private async watchNewDirs(dirs: readonly string[], walked: string[]): Promise<string[]> {
     const backend = this.backend;
-    if (!backend?.rewatch) return [];
+    if (!backend) return [];
     return watchNewDirs(
       { backend, root: this.root as string, pool: this.core.pool, mountId: this.mount.id, mountKey: this.mount.key, log: this.log },
       dirs,
@@ -364,8 +364,8 @@ export class MountWatcher {
     const approval = verdict.approval;
     try {
       const walked: string[] = [];
-      const rewatch = this.backend?.rewatch && !final ? (dirs: string[]) => this.watchNewDirs(dirs, walked) : undefined;
-      const r = await this.sink.apply(batch, { final, beforeJobs: rewatch, rootUnchanged: () => this.guard.stillApproved(approval) });
+      const newDirs = this.backend && !final ? (dirs: string[]) => this.watchNewDirs(dirs, walked) : undefined;
+      const r = await this.sink.apply(batch, { final, beforeJobs: newDirs, rootUnchanged: () => this.guard.stillApproved(approval) });
       this.counts.batches++;
       this.counts.drift += r.drift;
       this.failures = 0;

@@ -88,13 +88,16 @@ export interface NewDirWatch {
 }
 
 /**
- * Directories that appeared in a batch, for a backend that watches a new directory but not
- * what it already held (parcel): one that holds a subdirectory may hold one made before its
- * watch, which nothing would ever report. Then the tree is watched anew (`rewatch`) before
- * the batch's jobs are sent, and what such a directory holds is looked at after the new
- * watch is up, so between them they see everything written there. A directory with no
- * subdirectory when we look is watched whole already: what is made in it from now on,
- * subdirectories included, is reported.
+ * Directories that appeared in a batch. A new directory may hold what was made in it before
+ * the backend watched it, which nothing would ever report: parcel watches a new directory but
+ * not the subdirectories it already held, and chokidar misses files made in a directory just
+ * before its watch of it is up (seen under load: a file written into a directory `mkdir -p`
+ * had just made, never reported). For parcel, a directory holding a subdirectory gets the
+ * tree watched anew (`rewatch`) before the batch's jobs are sent; for chokidar (already
+ * watching the directories it reported) every new directory holding anything qualifies. What
+ * such a directory holds is then looked at, after the watch is up, so between them they see
+ * everything written there. A directory with no subdirectory (parcel) or empty (chokidar)
+ * when we look is watched whole already: what is made in it from now on is reported.
  *
  * A directory Filestore accounts for (catalogued, or held by the command creating it on its
  * way: `mkdir -p`, a put's or a move's parents) is walked and its entries handed to the next
@@ -104,22 +107,27 @@ export interface NewDirWatch {
  * Returns the directories to look at recursively (mount-watcher.ts).
  */
 export async function watchNewDirs(w: NewDirWatch, dirs: readonly string[], walked: string[], on: { rewatched(): void; failed(err: unknown): void }): Promise<string[]> {
+  const rewatch = w.backend.rewatch !== undefined;
   const holding: string[] = [];
   for (const dir of dirs) {
     try {
       const entries = await readdir(path.join(w.root, ...dir.split('/')), { withFileTypes: true });
-      if (entries.some((e) => e.isDirectory())) holding.push(dir);
+      // parcel: a directory holding a subdirectory; chokidar: one holding anything (a file
+      // made in it before chokidar's watch of it was up is reported by nobody).
+      if (rewatch ? entries.some((e) => e.isDirectory()) : entries.length > 0) holding.push(dir);
     } catch {
       // Gone again, or unreadable (its judgement says so): nothing there to watch.
     }
   }
   if (holding.length === 0) return [];
-  try {
-    await w.backend.rewatch?.();
-    on.rewatched();
-    w.log(`watcher ${w.mountKey}: watching the tree anew: ${holding.length} new director${holding.length === 1 ? 'y' : 'ies'} with subdirectories (${holding.slice(0, 3).join(', ')}${holding.length > 3 ? ', …' : ''})`);
-  } catch (err) {
-    on.failed(err);
+  if (rewatch) {
+    try {
+      await w.backend.rewatch?.();
+      on.rewatched();
+      w.log(`watcher ${w.mountKey}: watching the tree anew: ${holding.length} new director${holding.length === 1 ? 'y' : 'ies'} with subdirectories (${holding.slice(0, 3).join(', ')}${holding.length > 3 ? ', …' : ''})`);
+    } catch (err) {
+      on.failed(err);
+    }
   }
   const accounted = await accountedDirs(w.pool, w.mountId, holding);
   const { paths, whole } = await walkNewDirs(w.root, holding.filter((d) => accounted.has(d)));
