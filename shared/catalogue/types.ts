@@ -1,16 +1,10 @@
+import type { MountStorage } from '../backends/registry.ts';
 import type { NodeKind } from '../backends/types.ts';
 
 export type ConsistencyState = 'ACTIVE' | 'INCONSISTENT' | 'MISSING';
 
-export interface Mount {
-  id: string;
-  key: string;
-  kind: 'local' | 's3';
-  rootPath: string | null;
-  bucket: string | null;
-  prefix: string;
-  region: string | null;
-  endpoint: string | null;
+/** A catalogued mount: its storage fields (what a backend is made from), and the catalogue's. */
+export interface Mount extends MountStorage {
   agentId: string | null;
   accessMode: 'rw' | 'ro';
   state: 'active' | 'paused';
@@ -19,7 +13,6 @@ export interface Mount {
   healthReason: string | null;
   healthCheckedAt: Date | null;
   createdAt: Date;
-  updatedAt: Date;
 }
 
 /** A catalogue row, in the camelCase shape the API returns. */

@@ -102,15 +102,9 @@ function reportsRecord(k: KeyChange, node: StoredNode): boolean {
 /** The columns of a live node dropStored needs (alias n). */
 const STORED_COLUMNS = `n.id::float8 AS id, n.sequencer, n.kind, n.size_bytes::text AS size, n.etag, n.consistency_state AS state`;
 
-interface StoredRow {
+interface StoredRow extends StoredNode {
   now: Date;
   path: string | null;
-  id: number;
-  sequencer: string | null;
-  kind: string;
-  size: string | null;
-  etag: string | null;
-  state: string;
 }
 
 function storedNode(r: StoredRow): StoredNode {
