@@ -3,7 +3,6 @@
  * time behind the walk, each in a transaction that locks its paths; what other writers hold is
  * deferred to follow-up jobs. Also the rollups of kind changes, recomputed at the end.
  */
-import type { ReconcileJobRow } from '../../catalogue/jobs.ts';
 import {
   applyChanges,
   insertDiscovered,
@@ -12,17 +11,14 @@ import {
   reactivate,
   touchChecked,
   touchedSince,
-  type Guard,
 } from '../../catalogue/reconcile-writes.ts';
 import { addInsertedToAncestors, recomputeRollupsCorrectingAncestors } from '../../catalogue/rollups.ts';
-import type { Mount } from '../../catalogue/types.ts';
 import { inTransaction, type Pool } from '../../db/pool.ts';
 import { comparePaths, isSameOrDescendant, parentOf } from '../../paths.ts';
-import type { ReconcileCore } from '../core.ts';
 import { EnqueueError, enqueuePlanned, type JobTarget } from '../job-plan.ts';
-import { zeroCounts, type ReconcileCounts, type ReconcileRequest } from '../types.ts';
+import { zeroCounts, type ReconcileCounts } from '../types.ts';
 import { writesCount, type Batch, type Comparison, type Writes } from './compare.ts';
-import type { ReconcilerOptions } from './options.ts';
+import type { RunContext } from './options.ts';
 
 // Another writer holding a path is usually another run's batch transaction (milliseconds); a
 // command holds its paths from its journal entry to its catalogue commit (an upload: as long
@@ -57,28 +53,22 @@ export class BatchWriter {
   private readonly deferred: JobTarget[] = [];
 
   constructor(
-    private readonly core: ReconcileCore,
-    private readonly mount: Mount,
-    private readonly job: ReconcileJobRow,
-    private readonly request: ReconcileRequest,
-    private readonly o: ReconcilerOptions,
-    private readonly guard: Guard,
-    private readonly counts: ReconcileCounts,
+    private readonly run: RunContext,
     private readonly pending: Comparison,
   ) {}
 
   private get pool(): Pool {
-    return this.core.pool;
+    return this.run.core.pool;
   }
 
   /** filestore_node_transitions_total: ACTIVE→ACTIVE is a recorded change (drift reconciled), UNTRACKED→ACTIVE a discovery. */
   transition(from: string, to: string): void {
-    this.core.metrics.nodeTransitions.inc({ from, to });
+    this.run.core.metrics.nodeTransitions.inc({ from, to });
   }
 
   private land(delta: Partial<ReconcileCounts>): void {
     for (const [k, v] of Object.entries(delta) as Array<[keyof ReconcileCounts, number]>) {
-      this.counts[k] += v;
+      this.run.counts[k] += v;
       this.landed[k] += v;
     }
   }
@@ -123,7 +113,7 @@ export class BatchWriter {
   private async write({ writes, unchanged, learned }: Batch): Promise<void> {
     if (writesCount(writes) === 0) {
       // Only checks to record: one statement, no transaction, nothing for caches or the relay.
-      await touchChecked(this.pool, this.guard, unchanged, learned);
+      await touchChecked(this.pool, this.run.guard, unchanged, learned);
       this.land({ unchanged: unchanged.length });
       return;
     }
@@ -138,7 +128,7 @@ export class BatchWriter {
         ...held.discovered.map((n) => this.followUpTarget(n.path, n.kind)),
       ],
     );
-    await this.core.changed(this.mount.id);
+    await this.run.core.changed(this.run.mount.id);
   }
 
   /**
@@ -150,7 +140,7 @@ export class BatchWriter {
     const held = await attempt(items);
     if (size(held) === 0) return;
     try {
-      await attempt(held, this.o.lockWaitMs ?? LOCK_WAIT_MS);
+      await attempt(held, this.run.o.lockWaitMs ?? LOCK_WAIT_MS);
     } catch (err) {
       if (!isLockTimeout(err)) throw err;
       this.defer(targets(held));
@@ -159,7 +149,7 @@ export class BatchWriter {
 
   /** A follow-up for a held path: its subtree too when this run is recursive and it is (or was) a directory. */
   followUpTarget(path: string, ...kinds: string[]): JobTarget {
-    return { path, recursive: this.request.recursive && kinds.includes('directory') };
+    return { path, recursive: this.run.request.recursive && kinds.includes('directory') };
   }
 
   /**
@@ -167,25 +157,25 @@ export class BatchWriter {
    * what it locked, records `unchanged` as checked. Returns what it could not lock.
    */
   private async writeLocked(w: Writes, waitMs?: number, unchanged: number[] = [], learned = new Map<number, string>()): Promise<Writes> {
-    const reason = this.request.reason;
+    const reason = this.run.request.reason;
     const client = await this.pool.connect();
     try {
       return await inTransaction(client, async () => {
         await client.query(CUSTOM_PLANS);
         const paths = [...w.changes.map((c) => c.node.path), ...w.confirm.map((n) => n.path), ...w.discovered.map((n) => n.path)];
-        const locked = await lockPathsForWrite(client, this.mount.id, paths, waitMs);
+        const locked = await lockPathsForWrite(client, this.run.mount.id, paths, waitMs);
         const mine: Writes = {
           changes: w.changes.filter((c) => locked.has(c.node.path)),
           confirm: w.confirm.filter((n) => locked.has(n.path)),
           discovered: w.discovered.filter((n) => locked.has(n.path)),
         };
-        const updated = await applyChanges(client, this.guard, mine.changes, reason);
-        const reactivated = await reactivate(client, this.guard, mine.confirm, reason);
-        const touched = await touchedSince(client, this.guard, mine.discovered.map((n) => n.path));
+        const updated = await applyChanges(client, this.run.guard, mine.changes, reason);
+        const reactivated = await reactivate(client, this.run.guard, mine.confirm, reason);
+        const touched = await touchedSince(client, this.run.guard, mine.discovered.map((n) => n.path));
         // Rows, snapshots, rollup rows and `filestore.node.reconciled` events (change `discovered`).
-        const inserted = await insertDiscovered(client, this.mount.id, mine.discovered.filter((n) => !touched.has(n.path)), { jobId: this.job.id, reason });
-        await addInsertedToAncestors(client, this.mount.id, inserted);
-        await touchChecked(client, this.guard, unchanged, learned);
+        const inserted = await insertDiscovered(client, this.run.mount.id, mine.discovered.filter((n) => !touched.has(n.path)), { jobId: this.run.job.id, reason });
+        await addInsertedToAncestors(client, this.run.mount.id, inserted);
+        await touchChecked(client, this.run.guard, unchanged, learned);
         const was = new Map([...mine.changes.map((c) => [c.node.id, c.node.consistencyState] as const), ...mine.confirm.map((n) => [n.id, n.consistencyState] as const)]);
         const kindWas = new Map(mine.changes.map((c) => [c.node.id, c.node.kind]));
         for (const n of updated) if (kindWas.get(n.id) !== n.kind) this.recomputeAt.add(parentOf(n.path) ?? '');
@@ -193,7 +183,7 @@ export class BatchWriter {
         for (let i = 0; i < inserted.length; i++) this.transition('UNTRACKED', 'ACTIVE');
         // Drift a watcher or an S3 event reported (INCONSISTENT) was counted when it was reported.
         const newDrift = updated.filter((n) => was.get(n.id) !== 'INCONSISTENT').length;
-        if (newDrift > 0) this.core.metrics.driftDetected.inc({ mount: this.mount.key }, newDrift);
+        if (newDrift > 0) this.run.core.metrics.driftDetected.inc({ mount: this.run.mount.key }, newDrift);
         this.land({ updated: updated.length + reactivated.length, discovered: inserted.length });
         // Unchanged, plus what was changed since the scan began or is already catalogued (its
         // writer's record stands: a command that held the path created it, say).
@@ -225,10 +215,10 @@ export class BatchWriter {
   async enqueueFollowUps(): Promise<void> {
     const targets = this.deferred.splice(0);
     if (targets.length === 0) return;
-    const generation = Number((this.job.options as { followUp?: number }).followUp ?? 0) + 1;
+    const generation = Number((this.run.job.options as { followUp?: number }).followUp ?? 0) + 1;
     if (generation > MAX_FOLLOW_UPS) return;
     try {
-      await enqueuePlanned(this.core.reconcile, targets, { mountId: this.mount.id, reason: this.request.reason, hash: this.request.hash, followUp: generation });
+      await enqueuePlanned(this.run.core.reconcile, targets, { mountId: this.run.mount.id, reason: this.run.request.reason, hash: this.run.request.hash, followUp: generation });
     } catch (err) {
       // Kept for the next try (the failure paths try again): held paths are never dropped.
       if (err instanceof EnqueueError) this.deferred.push(...err.unsent);
@@ -247,7 +237,7 @@ export class BatchWriter {
     this.recomputeAt.clear();
     // A directory below another one being recomputed is covered by it.
     const covered = (d: string) => dirs.some((o) => o !== d && isSameOrDescendant(d, o));
-    for (const dir of dirs.filter((d) => !covered(d))) await recomputeRollupsCorrectingAncestors(this.pool, this.mount.id, dir);
-    if (dirs.length > 0) await this.core.changed(this.mount.id);
+    for (const dir of dirs.filter((d) => !covered(d))) await recomputeRollupsCorrectingAncestors(this.pool, this.run.mount.id, dir);
+    if (dirs.length > 0) await this.run.core.changed(this.run.mount.id);
   }
 }

@@ -3,18 +3,15 @@
  * confirms gone, and never most of a mount at once (the mass-missing rule).
  */
 import { loadAuditCandidates } from '../../catalogue/audit-candidates.ts';
-import type { ReconcileJobRow } from '../../catalogue/jobs.ts';
-import { markMissing, lockPathsForWrite, type Guard } from '../../catalogue/reconcile-writes.ts';
-import type { CatalogueNode, Mount } from '../../catalogue/types.ts';
+import { markMissing, lockPathsForWrite } from '../../catalogue/reconcile-writes.ts';
+import type { CatalogueNode } from '../../catalogue/types.ts';
 import { inTransaction, type Pool } from '../../db/pool.ts';
-import type { ReconcileCore } from '../core.ts';
 import { MassMissingError } from '../errors.ts';
 import type { RunRoot } from '../run-root.ts';
 import type { ReconcileStrategy } from '../strategy.ts';
-import type { ReconcileCounts, ReconcileRequest } from '../types.ts';
 import { CUSTOM_PLANS, type BatchWriter } from './batch-writer.ts';
 import type { Comparison } from './compare.ts';
-import type { ReconcilerOptions } from './options.ts';
+import type { RunContext } from './options.ts';
 
 // A ratio of a handful of nodes says nothing about an unmounted disk; below this many live
 // nodes the mass-missing rule does not apply.
@@ -31,13 +28,7 @@ export function refuseMassMissing(candidates: number, total: number, ratio: numb
 /** Marks a run's confirmed MISSING candidates, in batches through the run's writer. */
 export class MissingMarker {
   constructor(
-    private readonly core: ReconcileCore,
-    private readonly mount: Mount,
-    private readonly job: ReconcileJobRow,
-    private readonly request: ReconcileRequest,
-    private readonly o: ReconcilerOptions,
-    private readonly guard: Guard,
-    private readonly counts: ReconcileCounts,
+    private readonly run: RunContext,
     private readonly strategy: ReconcileStrategy,
     private readonly root: RunRoot,
     private readonly writer: BatchWriter,
@@ -45,7 +36,7 @@ export class MissingMarker {
   ) {}
 
   private get pool(): Pool {
-    return this.core.pool;
+    return this.run.core.pool;
   }
 
   /**
@@ -53,17 +44,17 @@ export class MissingMarker {
    * mount at once. `liveAtStart`: the mount's live nodes the audit read (or counted, resuming).
    */
   async apply(comparison: Comparison, liveAtStart: Promise<number>, force: boolean): Promise<void> {
-    const isAudit = this.request.path === '' && this.request.recursive;
+    const isAudit = this.run.request.path === '' && this.run.request.recursive;
     // An audit's candidates from the ranges before its checkpoints (this run's, or earlier ones').
-    const saved = isAudit ? await loadAuditCandidates(this.pool, this.job.id) : [];
+    const saved = isAudit ? await loadAuditCandidates(this.pool, this.run.job.id) : [];
     const fresh = new Set(comparison.missingCandidates.map((n) => n.id));
     const candidates = [...saved.filter((n) => !fresh.has(n.id)), ...comparison.missingCandidates];
     comparison.missingCandidates = [];
     if (candidates.length === 0) return;
     if (isAudit && !force) {
       // The mount's live nodes the audit read (or counted, resuming), plus what it discovered.
-      const total = (await liveAtStart) + this.counts.discovered;
-      refuseMassMissing(candidates.length, total, this.o.maxMissingRatio ?? 0.5);
+      const total = (await liveAtStart) + this.run.counts.discovered;
+      refuseMassMissing(candidates.length, total, this.run.o.maxMissingRatio ?? 0.5);
     }
     const gone = await this.strategy.confirmGone(candidates.map((n) => n.path));
     // Still the root the run began with, after its second look: a disk unmounted meanwhile
@@ -77,9 +68,9 @@ export class MissingMarker {
         (nodes) => nodes.length,
         (held) => held.map((n) => this.writer.followUpTarget(n.path, n.kind)),
       );
-      await this.core.changed(this.mount.id);
+      await this.run.core.changed(this.run.mount.id);
     }
-    this.counts.unchanged += candidates.length - confirmed.length;
+    this.run.counts.unchanged += candidates.length - confirmed.length;
   }
 
   /** One transaction marking `nodes` MISSING (try-locks, or waiting up to `waitMs`); returns what it could not lock. */
@@ -88,14 +79,14 @@ export class MissingMarker {
     try {
       return await inTransaction(client, async () => {
         await client.query(CUSTOM_PLANS);
-        const locked = await lockPathsForWrite(client, this.mount.id, nodes.map((n) => n.path), waitMs);
+        const locked = await lockPathsForWrite(client, this.run.mount.id, nodes.map((n) => n.path), waitMs);
         const mine = nodes.filter((n) => locked.has(n.path));
-        const marked = await markMissing(client, this.guard, mine, this.request.reason);
+        const marked = await markMissing(client, this.run.guard, mine, this.run.request.reason);
         const was = new Map(mine.map((n) => [n.id, n.consistencyState]));
         for (const n of marked) this.writer.transition(was.get(n.id) ?? 'ACTIVE', 'MISSING');
-        this.counts.missing += marked.length;
+        this.run.counts.missing += marked.length;
         // Changed since the scan began: its writer's record stands.
-        this.counts.unchanged += mine.length - marked.length;
+        this.run.counts.unchanged += mine.length - marked.length;
         return nodes.filter((n) => !locked.has(n.path));
       });
     } finally {

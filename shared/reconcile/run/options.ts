@@ -1,5 +1,10 @@
-/** The engine's settings (createReconciler's options), shared by the run's parts. */
+/** The engine's settings (createReconciler's options), and what the parts of one run share. */
 import type { EntryStat } from '../../backends/types.ts';
+import type { ReconcileJobRow } from '../../catalogue/jobs.ts';
+import type { Guard } from '../../catalogue/reconcile-writes.ts';
+import type { Mount } from '../../catalogue/types.ts';
+import type { ReconcileCore } from '../core.ts';
+import type { ReconcileCounts, ReconcileRequest } from '../types.ts';
 
 export interface ReconcilerOptions {
   /** FILESTORE_MAX_MISSING_RATIO (default 0.5). */
@@ -19,4 +24,15 @@ export interface ReconcilerOptions {
   lockWaitMs?: number | undefined;
   /** Wraps the storage walk: fault injection for tests and drills (a listing that fails part-way). */
   wrapWalk?: ((walk: AsyncIterable<EntryStat>) => AsyncIterable<EntryStat>) | undefined;
+}
+
+/** What the run loop hands its batch writer and MISSING marker: one run's core, target, request, options, the writes' guard and counts. */
+export interface RunContext {
+  core: ReconcileCore;
+  mount: Mount;
+  job: ReconcileJobRow;
+  request: ReconcileRequest;
+  o: ReconcilerOptions;
+  guard: Guard;
+  counts: ReconcileCounts;
 }

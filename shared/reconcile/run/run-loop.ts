@@ -24,7 +24,7 @@ import { zeroCounts, type ReconcileCounts, type ReconcileRequest, type Reconcile
 import { BatchWriter } from './batch-writer.ts';
 import { Comparison } from './compare.ts';
 import { MissingMarker } from './missing.ts';
-import type { ReconcilerOptions } from './options.ts';
+import type { ReconcilerOptions, RunContext } from './options.ts';
 import { addCounts, PROGRESS_EVERY, ProgressReporter, subtractCounts } from './progress.ts';
 import { refreshStatistics } from './statistics.ts';
 
@@ -86,8 +86,9 @@ export class Run {
     const guard: Guard = { mountId: this.mount.id, jobId: this.job.id, scanStartedAt: rows[0]?.now as Date };
     const comparison = this.comparison;
     const reporter = this.reporter;
-    const writer = (this.writer = new BatchWriter(this.core, this.mount, this.job, this.request, this.o, guard, this.counts, comparison));
-    this.missing = new MissingMarker(this.core, this.mount, this.job, this.request, this.o, guard, this.counts, this.strategy, this.root, writer, this.batchSize);
+    const run: RunContext = { core: this.core, mount: this.mount, job: this.job, request: this.request, o: this.o, guard, counts: this.counts };
+    const writer = (this.writer = new BatchWriter(run, comparison));
+    this.missing = new MissingMarker(run, this.strategy, this.root, writer, this.batchSize);
 
     await this.discoverAncestors();
     // A full audit interrupted or stopped earlier continues after the last path it had fully
