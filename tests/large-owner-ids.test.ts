@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findLiveByPath } from '../shared/catalogue/nodes.ts';
 import { createReconciler } from '../shared/reconcile/reconciler.ts';
 import type { Filestore } from '../shared/runtime.ts';
-import { createTestMount, startFilestore } from './support/filestore.ts';
+import { createTestMount, runningRootJob, startFilestore } from './support/filestore.ts';
 
 const BIG_UID = 3_000_000_000;
 const BIG_GID = 4_294_967_294;
@@ -25,15 +25,7 @@ describe.runIf(asRoot)('owners with ids beyond 2^31', () => {
   });
   afterAll(() => core.close());
 
-  async function audit(mountId: string) {
-    const { rows } = await core.pool.query(
-      `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, '', 'manual', $2, 'running')
-       RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
-                 created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
-      [mountId, JSON.stringify({ recursive: true })],
-    );
-    return createReconciler(core)(rows[0], async () => {});
-  }
+  const audit = async (mountId: string) => createReconciler(core)(await runningRootJob(core, mountId), async () => {});
 
   it('are catalogued as they are: discovered, changed, and written over', async () => {
     const t = await createTestMount(core, 'local');

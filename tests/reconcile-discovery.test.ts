@@ -6,7 +6,7 @@ import { DISCOVERED_BATCH_EVENT_AT } from '../shared/catalogue/reconcile-writes.
 import { readRollups } from '../shared/catalogue/rollups.ts';
 import { createReconciler } from '../shared/reconcile/reconciler.ts';
 import type { Filestore } from '../shared/runtime.ts';
-import { createTestMount, startFilestore } from './support/filestore.ts';
+import { createTestMount, runningRootJob, startFilestore } from './support/filestore.ts';
 
 /**
  * Discovery: the first audit of a mount over a tree that is already there. Everything found is
@@ -21,16 +21,6 @@ describe('discovery of an existing tree', () => {
     core = await startFilestore();
   });
   afterAll(() => core.close());
-
-  async function job(mountId: string) {
-    const { rows } = await core.pool.query(
-      `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, '', 'manual', $2, 'running')
-       RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
-                 created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
-      [mountId, JSON.stringify({ recursive: true })],
-    );
-    return rows[0];
-  }
 
   /** Every entry below `root`: relative path → kind and size (files). */
   async function walk(root: string, rel = ''): Promise<Map<string, { kind: string; size: number }>> {
@@ -63,7 +53,7 @@ describe('discovery of an existing tree', () => {
       await symlink('a0.txt', path.join(root, 'link'));
       const tree = await walk(root);
 
-      const counts = await createReconciler(core, { batchSize: 300 })(await job(t.mount.id), async () => {});
+      const counts = await createReconciler(core, { batchSize: 300 })(await runningRootJob(core, t.mount.id), async () => {});
       expect(counts).toMatchObject({ discovered: tree.size, missing: 0, updated: 0 });
 
       // The catalogue is the tree.
@@ -128,7 +118,7 @@ describe('discovery of an existing tree', () => {
       }
 
       // A second audit finds nothing new and writes no event.
-      const again = await createReconciler(core, { batchSize: 300 })(await job(t.mount.id), async () => {});
+      const again = await createReconciler(core, { batchSize: 300 })(await runningRootJob(core, t.mount.id), async () => {});
       expect(again).toMatchObject({ discovered: 0, updated: 0, missing: 0, unchanged: tree.size + 1 });
       const { rows: after } = await core.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM filestore.outbox WHERE mount_id = $1`, [t.mount.id]);
       expect(after[0]?.n).toBe(events.length);

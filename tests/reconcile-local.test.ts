@@ -7,7 +7,7 @@ import { findLiveByPath } from '../shared/catalogue/nodes.ts';
 import { createReconciler } from '../shared/reconcile/reconciler.ts';
 import type { Filestore } from '../shared/runtime.ts';
 import { reconcileSuite } from './conformance/reconcile-suite.ts';
-import { createTestMount, startFilestore } from './support/filestore.ts';
+import { createTestMount, runningRootJob, startFilestore } from './support/filestore.ts';
 
 reconcileSuite('local', async (core) => {
   const mount = await createTestMount(core, 'local');
@@ -37,13 +37,7 @@ describe('local-only reconciliation', () => {
   afterAll(() => core.close());
 
   async function run(mountId: string, options: Record<string, unknown>) {
-    const { rows } = await core.pool.query(
-      `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, '', 'manual', $2, 'running')
-       RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
-                 created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
-      [mountId, JSON.stringify(options)],
-    );
-    return createReconciler(core)(rows[0], async () => {});
+    return createReconciler(core)(await runningRootJob(core, mountId, options), async () => {});
   }
 
   it('progress reaches the job while the run works and is finished when the run returns; a progress writer that fails does not fail the run', async () => {
@@ -52,15 +46,7 @@ describe('local-only reconciliation', () => {
       await mkdir(path.join(t.root as string, `d${d}`));
       await Promise.all(Array.from({ length: 1000 }, (_, f) => writeFile(path.join(t.root as string, `d${d}`, `f${f}`), 'x')));
     }
-    const job = async () => {
-      const { rows } = await core.pool.query(
-        `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, '', 'manual', $2, 'running')
-         RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
-                   created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
-        [t.mount.id, JSON.stringify({ recursive: true })],
-      );
-      return rows[0];
-    };
+    const job = () => runningRootJob(core, t.mount.id);
     // A slow writer that then fails: the run goes on, and has waited for it when it returns.
     const reports: number[] = [];
     let started = 0;

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { createMount } from '../../shared/catalogue/mounts.ts';
+import type { ReconcileJobRow } from '../../shared/catalogue/jobs.ts';
 import type { Mount } from '../../shared/catalogue/types.ts';
 import type { EventEnvelope } from '../../shared/catalogue/outbox.ts';
 import { createFilestore, wireFilestore, type Filestore, type FilestoreOptions } from '../../shared/runtime.ts';
@@ -96,4 +97,15 @@ export async function collectEvents(core: Filestore, mountId: string) {
       });
     },
   };
+}
+
+/** A job row of a manual reconciliation of the mount's root, already `running`: what a worker hands the reconciler. */
+export async function runningRootJob(core: Filestore, mountId: string, options: Record<string, unknown> = { recursive: true }): Promise<ReconcileJobRow> {
+  const { rows } = await core.pool.query<ReconcileJobRow>(
+    `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, '', 'manual', $2, 'running')
+     RETURNING id, mount_id AS "mountId", path, reason, options, status, attempts, coalesced, result, error,
+               created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", updated_at AS "updatedAt"`,
+    [mountId, JSON.stringify(options)],
+  );
+  return rows[0] as ReconcileJobRow;
 }
