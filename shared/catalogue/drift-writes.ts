@@ -5,6 +5,7 @@ import { pathLockSet } from './locks.ts';
 import { appendEvents, type NewEvent } from './outbox.ts';
 import { parentOf } from '../paths.ts';
 import { int } from './inline-writes.ts';
+import { NEWER_SEQUENCER } from './node-writes.ts';
 import { NODE_COLUMNS } from './rows.ts';
 import type { CatalogueNode } from './types.ts';
 
@@ -225,11 +226,9 @@ export function touchCheckedSql(mountId: string, matched: ReadonlyArray<{ id: nu
   if (matched.length === 0) return null;
   const ids = matched.map((m) => int(m.id)).join(',');
   const sequencers = matched.map((m) => (m.sequencer === undefined ? 'NULL' : pg.escapeLiteral(m.sequencer))).join(',');
-  // The sequencer rule of recordSequencers (node-writes.ts): padded to the longer, byte order.
+  // The sequencer rule of recordSequencers (node-writes.ts NEWER_SEQUENCER), for rows with a sequencer.
   return `UPDATE filestore.nodes n
-             SET ${o.checked === false ? '' : 'consistency_checked_at = now(), '}sequencer = CASE WHEN s.sequencer IS NOT NULL AND (n.sequencer IS NULL OR
-                   rpad(upper(s.sequencer), greatest(length(s.sequencer), length(n.sequencer)), '0') COLLATE "C"
-                   > rpad(upper(n.sequencer), greatest(length(s.sequencer), length(n.sequencer)), '0') COLLATE "C")
+             SET ${o.checked === false ? '' : 'consistency_checked_at = now(), '}sequencer = CASE WHEN s.sequencer IS NOT NULL AND ${NEWER_SEQUENCER}
                    THEN s.sequencer ELSE n.sequencer END
             FROM unnest('{${ids}}'::bigint[], ARRAY[${sequencers}]::text[]) AS s(id, sequencer)
            WHERE n.mount_id = ${pg.escapeLiteral(mountId)} AND n.id = s.id AND n.deleted_at IS NULL`;

@@ -322,7 +322,8 @@ export async function setStorageStamps(
  * The S3 event sequencer per key, SQL's side of shared/reconcile/sequencer.ts: upper-cased and
  * right-padded with '0' to the longer one, compared in byte order.
  */
-const NEWER_SEQUENCER = `(n.sequencer IS NULL OR
+/** The sequencer rule in SQL (sequencer.ts): `s.sequencer` is newer than the node `n`'s, or `n` has none. */
+export const NEWER_SEQUENCER = `(n.sequencer IS NULL OR
    rpad(upper(s.sequencer), greatest(length(s.sequencer), length(n.sequencer)), '0') COLLATE "C"
    > rpad(upper(n.sequencer), greatest(length(s.sequencer), length(n.sequencer)), '0') COLLATE "C")`;
 
