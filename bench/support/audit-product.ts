@@ -64,6 +64,10 @@ export interface ProductRun {
   serverPssKB: number;
   /** The largest summed PSS (KiB) of the server's process tree seen during the job (sampled at each poll). */
   peakPssKB: number;
+  /** The largest PSS of the server process alone, of its walkers together, and of PostgreSQL's processes (embedded: reported beside, not in peakPssKB). */
+  peakServerPssKB: number;
+  peakWalkersPssKB: number;
+  peakPostgresPssKB: number;
   /** Each process of that tree at the peak. */
   peakByProcess: Array<{ title: string; pssMB: number }>;
   /** From the job's end until the outbox held no unpublished event. */
@@ -205,7 +209,7 @@ export function printProductReport(parts: ProductPart[], files: number): void {
     const bad = runs.filter((x) => x.status !== 'succeeded' || x.counts.discovered !== files + Math.round(files / 1000));
     console.log(
       `  ${mode.padEnd(8)} job ${(job / 1000).toFixed(2)} s (median of ${runs.length}; ${Math.round((files / job) * 1000)} files/s) · rclone ${(rclone / 1000).toFixed(2)} s · ${(job / rclone).toFixed(1)}× ` +
-        `(target ≤ 10×) · server CPU ${median(runs.map((x) => x.serverCpuS)).toFixed(1)} s, PostgreSQL CPU ${mode === 'embedded' ? `${median(runs.map((x) => x.postgresCpuS)).toFixed(1)} s` : 'n/a (shared server)'} · peak PSS ${Math.round(median(runs.map((x) => x.peakPssKB)) / 1024)} MB (server and walkers) · outbox drained ${(median(runs.map((x) => x.outboxDrainMs)) / 1000).toFixed(2)} s after the job`,
+        `(target ≤ 10×) · server CPU ${median(runs.map((x) => x.serverCpuS)).toFixed(1)} s, PostgreSQL CPU ${mode === 'embedded' ? `${median(runs.map((x) => x.postgresCpuS)).toFixed(1)} s` : 'n/a (shared server)'} · peak PSS ${Math.round(median(runs.map((x) => x.peakPssKB)) / 1024)} MB (server and walkers; target < 300 MB at 1M; each's own peak: server ${Math.round(median(runs.map((x) => x.peakServerPssKB)) / 1024)} MB, walkers ${Math.round(median(runs.map((x) => x.peakWalkersPssKB)) / 1024)} MB${mode === 'embedded' ? `; PostgreSQL apart ${Math.round(median(runs.map((x) => x.peakPostgresPssKB)) / 1024)} MB` : ''}) · outbox drained ${(median(runs.map((x) => x.outboxDrainMs)) / 1000).toFixed(2)} s after the job`,
     );
     for (const x of runs) {
       console.log(`    round: job ${(x.jobMs / 1000).toFixed(2)} s, rclone ${(x.rclone.ms / 1000).toFixed(2)} s, ${x.events} events, load ${x.load}${x.status === 'succeeded' ? '' : ` — ${x.status}`}`);
@@ -402,16 +406,25 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
       const discoveryStartUs = nowUs();
       let job = await client.reconcile({ mountId: 'tree', path: '', recursive: true });
       // The work's memory: the server's process tree (its walkers included; the embedded
-      // PostgreSQL apart), summed PSS, sampled at each poll.
+      // PostgreSQL apart, reported beside), summed PSS, sampled at each poll. PostgreSQL is
+      // the server's child too (a session of its own); its backends are forked as the pool
+      // connects, so its tree is read again at each sample (read once, before the job, the
+      // backends that connected later were counted as the work's: up to ~100 MB).
       let peakPssKB = 0;
+      let peakServerPssKB = 0;
+      let peakWalkersPssKB = 0;
+      let peakPostgresPssKB = 0;
       let peakByProcess: Array<{ title: string; pssMB: number }> = [];
-      // The embedded PostgreSQL is the server's child too (a session of its own): left out here.
-      const pgTree = new Set(pgPid ? processTree(pgPid) : []);
       const samplePss = () => {
+        const pgTree = new Set(pgPid ? processTree(pgPid) : []);
+        if (pgTree.size > 0) peakPostgresPssKB = Math.max(peakPostgresPssKB, [...pgTree].reduce((sum, p) => sum + processPssKB(p), 0));
         const each = processTree(proc.pid as number)
           .filter((p) => !pgTree.has(p))
           .map((p) => ({ p, kb: processPssKB(p) }));
         const kb = each.reduce((sum, x) => sum + x.kb, 0);
+        const server = each.find((x) => x.p === proc.pid)?.kb ?? 0;
+        peakServerPssKB = Math.max(peakServerPssKB, server);
+        peakWalkersPssKB = Math.max(peakWalkersPssKB, kb - server);
         if (kb <= peakPssKB) return;
         peakPssKB = kb;
         peakByProcess = each.map(({ p, kb: k }) => {
@@ -459,6 +472,9 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
         postgresByProcess,
         serverPssKB,
         peakPssKB,
+        peakServerPssKB,
+        peakWalkersPssKB,
+        peakPostgresPssKB,
         peakByProcess,
         outboxDrainMs,
         events: rows[0]?.n ?? 0,
