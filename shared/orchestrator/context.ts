@@ -1,6 +1,7 @@
 import type { Backend, EntryStat } from '../backends/types.ts';
 import type { PoolClient } from '../db/pool.ts';
 import type { CommandName } from '../catalogue/journal.ts';
+import type { NewFile } from '../catalogue/file-commit.ts';
 import type { NewEvent } from '../catalogue/outbox.ts';
 import type { CatalogueNode, Mount } from '../catalogue/types.ts';
 
@@ -61,6 +62,12 @@ export interface CommandSpec<Req, Plan, Applied, Outcome> {
   apply(step: Step, req: Req, plan: Plan): Promise<Applied>;
   observe(step: Step, req: Req, plan: Plan, applied: Applied): Promise<Outcome>;
   commit(step: Step, req: Req, plan: Plan, outcome: Outcome): Promise<{ result: CommandResult; events: NewEvent[] }>;
+  /**
+   * The file to catalogue when the whole commit is one new file under catalogued parents
+   * (writeFile's common case): committed with its journal entry and events in one round trip
+   * (catalogue/file-commit.ts), the same rows and events as `commit` writes. Null: `commit`.
+   */
+  newFile?(plan: Plan, outcome: Outcome): NewFile | null;
   /** What the command left on storage at one path, as committed (writeFile): see own-writes.ts. */
   written?(outcome: Outcome): EntryStat | null;
 }

@@ -1,6 +1,7 @@
 import type { PoolClient } from '../db/pool.ts';
 import { inTransaction } from '../db/pool.ts';
 import { asFilestoreError } from '../errors.ts';
+import { commitNewFile } from '../catalogue/file-commit.ts';
 import { finishEntry } from '../catalogue/journal.ts';
 import type { Mount } from '../catalogue/types.ts';
 import type { CommandResult, CommandSpec, Step } from './context.ts';
@@ -23,6 +24,13 @@ export async function commitCommand<Req, Plan, Outcome>(
   /** The statement that ends the transaction; the pipeline adds its lock release to it (one round trip). */
   commitSql = 'COMMIT',
 ): Promise<CommandResult> {
+  const file = spec.newFile?.(plan, outcome) ?? null;
+  if (file) {
+    const completed = { journalEntryId: step.entryId, command: spec.command, status: 'succeeded', request, recovered };
+    const result = await commitNewFile(client, step.entryId, step.mount.id, file, completed, recovered, commitSql);
+    if (!result) throw new Error(`journal entry ${step.entryId} was not committed: it is no longer pending, or "${file.path}" could not be catalogued`);
+    return result as CommandResult;
+  }
   return inTransaction(
     client,
     async () => {

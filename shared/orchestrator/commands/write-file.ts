@@ -81,6 +81,9 @@ export const writeFileCommand: CommandSpec<WriteFileRequest, Plan, WriteResult, 
 
   written: ({ write }) => write,
 
+  // A new file whose parents are catalogued: one round trip (file-commit.ts) does what commit does.
+  newFile: (plan, { write, ancestors }) => (plan.existing === null && plan.missingAncestors.length === 0 && ancestors.length === 0 && write.kind === 'file' ? write : null),
+
   async commit({ q, mount, entryId }, r, plan, { write, ancestors }) {
     const { events } = await catalogueCreated(q, mount.id, ancestors, entryId);
     // Read under the command's path lock, which every writer of this path (reconciliation too) takes.
