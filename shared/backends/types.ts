@@ -39,6 +39,11 @@ export interface WriteOptions {
    * nothing becomes visible.
    */
   beforeCommit?: ((staged: { sha256: string; sizeBytes: number }) => Promise<void>) | undefined;
+  /**
+   * The whole body, when the caller holds it in memory (a small upload): the same bytes as
+   * the stream, which a backend may then write from here instead of reading the stream.
+   */
+  bytes?: Buffer | undefined;
 }
 
 export interface TransferOptions {

@@ -71,7 +71,7 @@ export class Orchestrator {
     if (!Buffer.isBuffer(body)) return runCommand(this.deps, writeFileCommand, mountId, { ...req, body }, ctx, body);
     const content = { sha256: createHash('sha256').update(body).digest('hex'), sizeBytes: body.length };
     const stream = Readable.from([body]);
-    return runCommand(this.deps, writeFileCommand, mountId, { ...req, body: stream, content }, ctx, stream);
+    return runCommand(this.deps, writeFileCommand, mountId, { ...req, body: stream, content, bytes: body }, ctx, stream);
   }
 
   async move(mountId: string, input: unknown, ctx: CommandContext = {}): Promise<CommandResult> {

@@ -217,7 +217,8 @@ export function handlePath<P extends string | Buffer>(fh: { fd: number }, fallba
   return hasProcFd() ? `/proc/self/fd/${fh.fd}` : fallbackAbs;
 }
 
-const fsyncFd = promisify(fsync);
+/** fsync of a plain descriptor, on the thread pool (it waits for the disk). */
+export const fsyncFd = promisify(fsync);
 
 /**
  * fsync of a directory makes a rename or create in it durable. Some filesystems refuse

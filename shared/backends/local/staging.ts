@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, fstatSync, openSync } from 'node:fs';
+import { closeSync, constants, fstatSync, open as openCallback, openSync } from 'node:fs';
 import { lstat, mkdir, open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { promisify } from 'node:util';
 import { FilestoreError, type ErrorCode } from '../../errors.ts';
 import { STAGING_DIR } from '../../paths.ts';
 import { errnoOf, fsError } from './errors.ts';
@@ -38,6 +39,8 @@ const OWNED_NAME = /^(?:(?:copy|trash)\.([A-Za-z0-9_-]{1,128})\.[0-9a-f]{16}|([A
 const JOURNAL_STAGING_ID = /^j([1-9][0-9]{0,17})$/;
 /** Staging id of operations called without one (tests, tools): never attributed to an entry. */
 const ANONYMOUS = 'anon';
+
+const openFd = promisify(openCallback) as (path: string, flags: number, mode: number) => Promise<number>;
 
 function randomSuffix(): string {
   return randomBytes(8).toString('hex');
@@ -177,6 +180,22 @@ export class Staging {
       return await fn(dir);
     } finally {
       await dir.close();
+    }
+  }
+
+  /**
+   * createFile as a plain descriptor (the caller closes it): for a body written whole with
+   * synchronous calls (local-executor.ts). The create itself stays on the thread pool: it takes
+   * a journal handle of the file system, which can wait behind a commit.
+   */
+  async createFileFd(dir: StagingDir, stagingId: string, mode: number, op: string): Promise<{ abs: string; fd: number }> {
+    assertStagingId(stagingId);
+    const abs = dir.path(`${stagingId}-${randomSuffix()}.tmp`);
+    const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+    try {
+      return { abs, fd: await openFd(abs, flags, mode) };
+    } catch (err) {
+      throw fsError(err, STAGING_DIR, op);
     }
   }
 

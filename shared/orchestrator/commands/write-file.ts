@@ -16,6 +16,8 @@ export interface WriteFileRequest {
   expectedSha256?: string | undefined;
   /** The body's sha256 and size when it was in memory before the command (a small upload). */
   content?: { sha256: string; sizeBytes: number } | undefined;
+  /** The body's bytes when it was in memory (the same as `body`): the backend may write them from here. */
+  bytes?: Buffer | undefined;
 }
 
 /**
@@ -63,6 +65,7 @@ export const writeFileCommand: CommandSpec<WriteFileRequest, Plan, WriteResult, 
     return backend.writeFile(r.path, r.body, {
       stagingId: stagingIdOf(entryId),
       expectedSha256: r.expectedSha256,
+      bytes: r.bytes,
       // Journaled before the bytes become visible: recovery completes the entry only if the
       // file at the path has exactly this hash. Known up front, it is in the pending entry
       // already (journalFacts): the bytes written must be those.
