@@ -303,9 +303,24 @@ function roundOf(r: LoadResult, stats: { commits: number; walSyncs: number } | n
     machineBusy: r.machineBusy,
     errors: r.errors,
     errorSamples: r.errorSamples,
-    sql: sql?.map((t) => ({ ...t, calls: t.calls / answered, ms: t.ms / answered, rows: t.rows / answered })),
+    sql: sql && mergeStatements(sql).map((t) => ({ ...t, calls: t.calls / answered, ms: t.ms / answered, rows: t.rows / answered })),
     window: r.window,
   };
+}
+
+/**
+ * Statements sent as text with their values in it (simple protocol: file-commit.ts's
+ * `BEGIN; EXECUTE name(…); COMMIT; …`) under one label each, not one per value.
+ */
+function mergeStatements(sql: StatementTally[]): StatementTally[] {
+  const byLabel = new Map<string, StatementTally>();
+  for (const t of sql) {
+    const executed = /^BEGIN; EXECUTE (\w+)\(/.exec(t.label);
+    const label = executed ? `BEGIN; EXECUTE ${executed[1] as string}(…); COMMIT; unlock (one round trip)` : t.label;
+    const s = byLabel.get(label) ?? { label, calls: 0, ms: 0, rows: 0 };
+    byLabel.set(label, { label, calls: s.calls + t.calls, ms: s.ms + t.ms, rows: s.rows + t.rows });
+  }
+  return [...byLabel.values()].sort((a, b) => b.ms - a.ms);
 }
 
 function report(results: Map<string, Round[]>, productNames: string[], connections: number): void {
