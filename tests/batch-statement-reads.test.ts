@@ -1,0 +1,111 @@
+/**
+ * A small batch's statements read the batch's rows, not the mount's or the history's, even on
+ * tables PostgreSQL has never analysed (autovacuum off or behind, as on the machines here: the
+ * product must not depend on it). Without statistics the planner once took the mount's live
+ * path index to find ten nodes by id (hashing every live node of the mount: a batch of S3
+ * events cost as much as the bucket's size) and the open-jobs index to find ten job rows by id
+ * (every job that was ever open and not yet vacuumed). What a user sees is the cost of an S3
+ * event or a watcher batch growing with the bucket and with time; what is measured here is
+ * the heap blocks a statement fetched in its transaction (pg_stat_get_xact_blocks_fetched).
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { markInconsistentMany, touchCheckedSql } from '../shared/catalogue/drift-writes.ts';
+import { NODE_COLUMNS } from '../shared/catalogue/rows.ts';
+import type { CatalogueNode } from '../shared/catalogue/types.ts';
+import { migrate } from '../shared/db/migrate.ts';
+import { finishJobsSql } from '../shared/reconcile/s3-events/apply.ts';
+import { zeroCounts } from '../shared/reconcile/types.ts';
+import { ownDatabase } from './support/own-database.ts';
+
+const db = ownDatabase('filestore_batch_reads');
+const NODES = 30_000;
+const JOBS = 40_000;
+const BATCH = 10;
+// Heap blocks: a batch's own rows with their new versions and index entries (~100), where a
+// scan of the mount or of the jobs' history fetches thousands.
+const READ_AT_MOST = 300;
+
+describe('a small batch on big tables without statistics', () => {
+  let client: pg.Client;
+  let mountId: string;
+
+  beforeAll(async () => {
+    await db.create();
+    await migrate(db.url);
+    client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    for (const t of ['nodes', 'reconciliation_jobs', 'outbox', 'snapshots']) await client.query(`ALTER TABLE filestore.${t} SET (autovacuum_enabled = false)`);
+    const { rows } = await client.query<{ id: string }>(`INSERT INTO filestore.mounts (key, kind, root_path) VALUES ('big', 'local', '/srv/big') RETURNING id`);
+    mountId = (rows[0] as { id: string }).id;
+    const root = await client.query<{ id: number }>(`INSERT INTO filestore.nodes (mount_id, path, parent_id, name, kind) VALUES ($1, '', NULL, '', 'directory') RETURNING id`, [mountId]);
+    await client.query(
+      `INSERT INTO filestore.nodes (mount_id, path, parent_id, name, kind, size_bytes)
+       SELECT $1, 'f' || i, $2, 'f' || i, 'file', i FROM generate_series(1, $3::int) AS i`,
+      [mountId, root.rows[0]?.id, NODES],
+    );
+    // Jobs that were open once and are finished now (their open-index entries stay until a vacuum).
+    await client.query(
+      `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status, attempts, started_at)
+       SELECT $1, 'f' || i, 'drift', '{}'::jsonb, 'running', 1, now() FROM generate_series(1, $2::int) AS i`,
+      [mountId, JOBS],
+    );
+    await client.query(`UPDATE filestore.reconciliation_jobs SET status = 'succeeded', finished_at = now()`);
+    // Statistics taken at a quiet moment (no job open): the open-jobs index looks empty to the
+    // planner, and still holds an entry for every one of them.
+    await client.query('ANALYZE filestore.reconciliation_jobs');
+  }, 120_000);
+
+  afterAll(async () => {
+    await client?.end();
+    await db.drop();
+  });
+
+  /** Heap blocks of `table` fetched by `run` (in a transaction of its own, rolled back). */
+  async function blocksFetched(table: string, run: () => Promise<unknown>): Promise<number> {
+    // The counter is the backend's, pending since its last flush of statistics: a difference.
+    const read = async () => Number((await client.query<{ n: string }>(`SELECT pg_stat_get_xact_blocks_fetched('filestore.${table}'::regclass) AS n`)).rows[0]?.n);
+    await client.query('BEGIN');
+    try {
+      const before = await read();
+      await run();
+      return (await read()) - before;
+    } finally {
+      await client.query('ROLLBACK');
+    }
+  }
+
+  const someNodes = async (): Promise<CatalogueNode[]> =>
+    (await client.query<CatalogueNode>(`SELECT ${NODE_COLUMNS} FROM filestore.nodes WHERE mount_id = $1 AND path = ANY($2::text[])`, [mountId, Array.from({ length: BATCH }, (_, i) => `f${1 + i * 997}`)])).rows;
+
+  it('the checked marks and sequencers of ten nodes read about ten rows, not the mount', async () => {
+    const nodes = await someNodes();
+    expect(nodes).toHaveLength(BATCH);
+    const sql = touchCheckedSql(mountId, nodes.map((n, i) => ({ id: n.id, sequencer: `0A${i}` }))) as string;
+    const fetched = await blocksFetched('nodes', () => client.query(sql));
+    expect(fetched).toBeLessThan(READ_AT_MOST);
+  });
+
+  it('marking ten nodes INCONSISTENT reads about ten rows, not the mount', async () => {
+    const nodes = await someNodes();
+    let marked: CatalogueNode[] = [];
+    const fetched = await blocksFetched('nodes', async () => {
+      marked = await markInconsistentMany(client, mountId, nodes.map((node) => ({ node, seen: null })), 'watcher');
+    });
+    expect(marked).toHaveLength(BATCH);
+    expect(fetched).toBeLessThan(READ_AT_MOST);
+  });
+
+  it("finishing an S3-event batch's ten job rows reads about ten rows, not every job once open", async () => {
+    const fetched = await blocksFetched('reconciliation_jobs', async () => {
+      const { rows } = await client.query<{ id: number }>(
+        `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status, attempts, started_at)
+         SELECT $1, 'new' || i, 's3_event', '{}'::jsonb, 'running', 1, now() FROM generate_series(1, $2::int) AS i RETURNING id`,
+        [mountId, BATCH],
+      );
+      const done = await client.query(finishJobsSql(rows.map((r) => ({ id: r.id, result: { ...zeroCounts(), checked: 1 } }))) as string);
+      expect(done.rowCount).toBe(BATCH);
+    });
+    expect(fetched).toBeLessThan(READ_AT_MOST);
+  });
+});
