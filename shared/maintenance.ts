@@ -1,5 +1,6 @@
 import { compactRollups } from './catalogue/rollups.ts';
 import { pruneOutbox } from './catalogue/outbox-retention.ts';
+import { describeUpkeep, upkeepCatalogue, type UpkeepReport } from './catalogue/catalogue-upkeep.ts';
 import type { Pool } from './db/pool.ts';
 import type { OutboxRelay } from './events/relay.ts';
 import type { Orchestrator } from './orchestrator/orchestrator.ts';
@@ -50,17 +51,20 @@ export interface MaintenanceReport {
   compacted: number;
   /** Published events older than the retention, deleted. */
   pruned: number;
+  /** What the catalogue upkeep did where autovacuum had not (catalogue-upkeep.ts); null: the step failed. */
+  upkeep: UpkeepReport | null;
 }
 
 /**
  * One maintenance pass, what long-running processes run on their timer and the maintenance
  * Lambda once per invocation: publish what the outbox owes (a frozen container's rows), resolve
  * the pending journal entries this process may judge, publish what that resolved, compact
- * rollups, prune the outbox. Every step runs even when an earlier one failed (Redis away must
+ * rollups, prune the outbox, then vacuum and analyse the catalogue's tables where autovacuum
+ * has not (catalogue-upkeep.ts). Every step runs even when an earlier one failed (Redis away must
  * not stop recovery); the pass then rejects with the failures.
  */
 export async function maintenancePass(d: MaintenanceDeps, o: MaintenanceOptions = {}): Promise<MaintenanceReport> {
-  const report: MaintenanceReport = { published: 0, recovery: null, compacted: 0, pruned: 0 };
+  const report: MaintenanceReport = { published: 0, recovery: null, compacted: 0, pruned: 0, upkeep: null };
   const failures: Error[] = [];
   const step = async (name: string, run: () => Promise<void>) => {
     try {
@@ -102,6 +106,12 @@ export async function maintenancePass(d: MaintenanceDeps, o: MaintenanceOptions 
     const pruned = await pruneOutbox(d.pool, { retentionMs: d.outboxRetentionMs });
     report.pruned = pruned.deleted;
     if (pruned.deleted > 0) d.log(`outbox: deleted ${pruned.deleted} published events older than the retention (through seq ${pruned.prunedThrough})`);
+  });
+  // Last: what pruning and compaction left dead is vacuumed in the same pass.
+  await step('catalogue upkeep', async () => {
+    report.upkeep = await upkeepCatalogue(d.pool);
+    const line = describeUpkeep(report.upkeep);
+    if (line) d.log(line);
   });
   if (failures.length === 1) throw failures[0];
   if (failures.length > 1) throw new AggregateError(failures, failures.map((f) => f.message).join('; '));

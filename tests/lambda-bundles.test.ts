@@ -138,6 +138,7 @@ describe(`the Lambda bundles, each alone in a directory, under ${NODE === proces
           recovery: { succeeded: expect.any(Number), failed: expect.any(Number), skipped: expect.any(Number), error: expect.any(Number), elsewhere: expect.any(Number) },
           compacted: expect.any(Number),
           pruned: expect.any(Number),
+          upkeep: { vacuumed: expect.any(Array), analyzed: expect.any(Array), skipped: expect.any(Array) },
         },
       },
     ]);
