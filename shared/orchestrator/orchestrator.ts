@@ -11,6 +11,7 @@ import { recoverPending, type RecoveryCounts, type UnresolvedEntry } from './rec
 import { DeleteInput, MkdirInput, TransferInput, UpdateMetadataInput, WriteFileInput, parseInput } from './schemas.ts';
 import { mkdirCommand } from './commands/mkdir.ts';
 import { writeFileCommand } from './commands/write-file.ts';
+import { CommandStatistics } from './statistics.ts';
 import { deleteCommand } from './commands/delete.ts';
 import { copyCommand, moveCommand } from './commands/move-copy.ts';
 import { updateMetadataCommand } from './commands/update-metadata.ts';
@@ -37,12 +38,15 @@ export class Orchestrator {
   private readonly deps: PipelineDeps;
   /** What this process's writes left on storage, for its watchers (own-writes.ts). */
   readonly ownWrites = new OwnWrites();
+  /** Planner statistics kept up with this process's commits (statistics.ts). */
+  readonly statistics: CommandStatistics;
   private readonly uploadSweep: UploadStagingSweep;
 
   constructor(d: OrchestratorDeps) {
     const afterCommit = d.afterCommit ?? (async () => {});
+    this.statistics = new CommandStatistics(d.pool);
     const recoveryDeps = { pool: d.pool, backends: d.backends, afterCommit };
-    this.deps = { pool: d.pool, backends: d.backends, hooks: d.hooks, afterCommit, mounts: new Map(), ownWrites: this.ownWrites };
+    this.deps = { pool: d.pool, backends: d.backends, hooks: d.hooks, afterCommit, mounts: new Map(), ownWrites: this.ownWrites, statistics: this.statistics };
     this.recover = (onUnresolved) => recoverPending(recoveryDeps, d.identity, onUnresolved);
     this.resolvePending = (entryId, principal = null) => resolvePendingEntry(recoveryDeps, d.identity, entryId, principal);
     this.uploadSweep = new UploadStagingSweep(d.pool, d.backends);

@@ -15,6 +15,7 @@ import { commitCommand, recordFailure } from './finish.ts';
 import { recoverEntry, resolveEntry, type RecoveryDeps } from './recovery.ts';
 import { makeStep } from './step.ts';
 import type { OwnWrites } from './own-writes.ts';
+import type { CommandStatistics } from './statistics.ts';
 import { uploadOpen, uploadStateOf } from '../catalogue/upload-state.ts';
 
 export interface PipelineDeps extends RecoveryDeps {
@@ -26,6 +27,8 @@ export interface PipelineDeps extends RecoveryDeps {
   mounts: MountCache;
   /** What this process's writes committed (own-writes.ts); any other change forgets the mount. */
   ownWrites?: OwnWrites | undefined;
+  /** Told of every commit, to keep the planner's statistics up with the catalogue (statistics.ts). */
+  statistics?: CommandStatistics | undefined;
 }
 
 // A mount's identity and location never change; its access mode and state do, and every
@@ -164,6 +167,7 @@ export async function runCommand<Req, Plan, Applied, Outcome>(
       const outcome = await spec.observe(step, req, plan, applied);
       const result = await commitCommand(client, step, spec, req, plan, outcome, request, false, `COMMIT; ${RELEASE_ALL_SQL}`);
       released = true;
+      deps.statistics?.committed();
       const written = spec.written?.(outcome);
       if (written) deps.ownWrites?.record(mount.id, written.path, written);
       else deps.ownWrites?.forget(mount.id);
