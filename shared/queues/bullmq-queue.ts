@@ -123,7 +123,7 @@ export class BullMqReconcileQueue implements ReconcileQueue {
     this.reconcileWorker = new ReconcileWorker({
       pool: o.pool,
       metrics: this.metrics,
-      handler: (job, progress) => (this.handler as ReconcileHandler)(job, progress),
+      handler: (job, progress, limits) => (this.handler as ReconcileHandler)(job, progress, limits),
       onAttempt: o.onAttempt,
       log: o.log,
     });

@@ -56,7 +56,7 @@ export class InlineReconcileQueue implements ReconcileQueue {
     this.worker = new ReconcileWorker({
       pool: o.pool,
       metrics: this.metrics,
-      handler: (job, progress) => (this.handler as ReconcileHandler)(job, progress),
+      handler: (job, progress, limits) => (this.handler as ReconcileHandler)(job, progress, limits),
       onAttempt: o.onAttempt,
       log: o.log,
     });

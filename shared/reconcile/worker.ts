@@ -21,12 +21,25 @@ import type { ReconcileCounts, ReconcileHandler, ReconcileResult, RunLimits } fr
 export type AttemptOutcome = 'succeeded' | 'failed' | 'retried' | 'coalesced' | 'stopped' | 'deferred' | 'skipped';
 
 /**
- * How long a queue puts off a job deferred `deferrals` times in a row: 250 ms, doubling, at
- * most 2 s. The audit it waits for is often short (the watcher's job after a burst of changes,
- * ~1 s at 100k files) and the user's `reconcile --wait` waits on it; a look costs a claim and
- * its give-back, a few round trips every 2 s at worst.
+ * How long a queue puts off a job deferred `deferrals` times in a row: 250 ms, then 500 ms. The
+ * audit it waits for is often short (the watcher's job after a burst of changes, ~1 s at 100k
+ * files, or one that stopped for it: PREEMPT_LOOK_MS) and the user's `reconcile --wait` waits
+ * on it; a look costs a claim and its give-back, a few round trips, twice a second at most.
+ * (It was up to 2 s: a user's audit started up to 2 s after the one before it ended.)
  */
-export const deferralDelay = (deferrals: number): number => Math.min(2_000, 250 * 2 ** Math.max(0, Math.min(deferrals - 1, 10)));
+export const deferralDelay = (deferrals: number): number => (deferrals <= 1 ? 250 : 500);
+
+/**
+ * How often a running automatic full audit (the watcher's `drift`, a scheduled `audit`, a
+ * recovery) looks for a person's request (`manual`) waiting for its mount's whole tree: it then
+ * stops at its next checkpoint (every 10,000 entries) and the waiting row takes its work over
+ * (`stopJob`: this row cancelled, COALESCED). What it wrote stays written; the user's audit
+ * walks the whole tree from the start, as it would have after it. Without this the user's
+ * `reconcile --wait` after a burst of changes waited for the watcher's whole-mount job first,
+ * then ran its own (bench:audit's drift round: 1.8 s of a 3.1 s job in the queue). A running
+ * `manual` audit is never stopped this way: each request is stopped for at most once.
+ */
+export const PREEMPT_LOOK_MS = 250;
 
 /**
  * A line for the log when a job has been deferred `deferrals` times in a row, or null: after
@@ -34,7 +47,7 @@ export const deferralDelay = (deferrals: number): number => Math.min(2_000, 250 
  * in no outcome, so a lock that stays held — a walk hung on stalled storage — is said here).
  */
 export function deferralLine(jobId: number, deferrals: number): string | null {
-  if (deferrals < 32 || (deferrals - 32) % 150 !== 0) return null;
+  if (deferrals < 120 || (deferrals - 120) % 600 !== 0) return null;
   const minutes = Math.round((deferrals * deferralDelay(deferrals)) / 60_000);
   return `reconcile job ${jobId}: an audit of its mount has been running for about ${minutes} min or more; this audit waits its turn (queued, no attempt spent). If no audit of the mount makes progress, look for a stalled storage or a session holding the mount's audit lock`;
 }
@@ -113,13 +126,16 @@ export class ReconcileWorker {
       await recordProgress(this.o.pool, id, counts).catch((e: Error) => this.o.log?.(`reconcile job ${id}: progress not recorded: ${e.message}`));
     };
     let counts: ReconcileResult;
+    const preempt = this.preemptible(job, a.limits);
     try {
-      counts = await this.o.handler(job, progress, a.limits);
+      counts = await this.o.handler(job, progress, preempt.limits);
     } catch (err) {
       const durationMs = performance.now() - started;
       if (err instanceof AuditBusyError) return this.defer(job, err, backend, durationMs);
       this.metrics.reconcileDuration.observe({ backend }, durationMs / 1000);
       return this.settleFailure(job, err, a.finalAttempt(job), backend, durationMs);
+    } finally {
+      preempt.done();
     }
     const durationMs = performance.now() - started;
     this.metrics.reconcileDuration.observe({ backend }, durationMs / 1000);
@@ -130,6 +146,38 @@ export class ReconcileWorker {
     const done = await finishJob(this.o.pool, id, { status: 'succeeded', result: counts, error: null });
     if (counts.skipped > 0) this.o.log?.(skippedLine(job, counts));
     return this.report({ jobId: id, outcome: 'succeeded', job: done ?? job, durationMs }, backend);
+  }
+
+  /**
+   * The run's limits, with a stop when a person's request waits for the whole tree this
+   * automatic full audit walks (PREEMPT_LOOK_MS). `done()` ends the looking.
+   */
+  private preemptible(job: ReconcileJobRow, limits: RunLimits | undefined): { limits: RunLimits | undefined; done(): void } {
+    const fullAudit = job.path === '' && job.options.recursive === true;
+    if (!fullAudit || job.reason === 'manual') return { limits, done: () => {} };
+    const stop = new AbortController();
+    let looking = false;
+    const timer = setInterval(() => {
+      if (looking || stop.signal.aborted) return;
+      looking = true;
+      this.o.pool
+        .query<{ id: number }>(
+          `SELECT id FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND path = $2 AND status = 'queued' AND reason = 'manual' AND id <> $3 LIMIT 1`,
+          [job.mountId, job.path, job.id],
+        )
+        .then(({ rows }) => {
+          if (rows[0] === undefined || stop.signal.aborted) return;
+          this.o.log?.(`reconcile job ${job.id} (${job.reason}) stops at its next checkpoint: job ${rows[0].id}, requested by a user for the same tree, takes its work over`);
+          stop.abort();
+        })
+        .catch(() => {}) // a missed look: the next one
+        .finally(() => {
+          looking = false;
+        });
+    }, PREEMPT_LOOK_MS);
+    timer.unref?.();
+    const signal = limits?.signal ? AbortSignal.any([limits.signal, stop.signal]) : stop.signal;
+    return { limits: { ...limits, signal }, done: () => clearInterval(timer) };
   }
 
   /** Counts a request that joined a waiting job (outcome `coalesced`), from the queue's enqueue. */
