@@ -162,7 +162,9 @@ export class ReconcileWorker {
       looking = true;
       this.o.pool
         .query<{ id: number }>(
-          `SELECT id FROM filestore.reconciliation_jobs WHERE mount_id = $1 AND path = $2 AND status = 'queued' AND reason = 'manual' AND id <> $3 LIMIT 1`,
+          // A request for the whole tree only: a look at the root alone would be made a whole audit by the merge.
+          `SELECT id FROM filestore.reconciliation_jobs
+            WHERE mount_id = $1 AND path = $2 AND status = 'queued' AND reason = 'manual' AND id <> $3 AND options->>'recursive' = 'true' LIMIT 1`,
           [job.mountId, job.path, job.id],
         )
         .then(({ rows }) => {
