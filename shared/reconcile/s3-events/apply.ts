@@ -81,8 +81,9 @@ export class BatchApply implements DriftTx {
     // As every run does: the bucket can be listed (else the mount is unhealthy and nothing is
     // applied), then healthy. The LIST while the statements go on the judgement's connection,
     // awaited before they end; the healthy mark goes with the COMMIT (last, so that the mount's
-    // row lock is held for no wait), an unhealthy one on the pool at once (RunRoot).
-    const rootChecked = new RunRoot(this.core.pool, mount, strategy, false).checked();
+    // row lock is held for no wait), an unhealthy one on the pool at once (RunRoot). Not when
+    // the mount was found healthy less than ROOT_CHECK_FRESH_MS before this batch's look.
+    const rootChecked = rootCheckIsFresh(mount, tx.since) ? Promise.resolve(false) : new RunRoot(this.core.pool, mount, strategy, false).checked();
     rootChecked.catch(() => {}); // awaited below
     let saved = false;
     try {
@@ -186,6 +187,23 @@ export class BatchApply implements DriftTx {
     this.newDrift = 0;
     this.seconds = 0;
   }
+}
+
+/**
+ * How long a look at a bucket's root that found it healthy spares the S3-event batches after
+ * it theirs: the LIST of the bucket (a LIST request costs S3's customers 12.5 times a HEAD: one
+ * per batch of ten new objects cost more than their ten HEADs) and the write of the mount's row
+ * with the COMMIT (one row every concurrent invocation of the mount wrote, each waiting for the
+ * one before it to commit). The mount read with the batch says when (`healthCheckedAt`); the
+ * batch's HEADs found its objects meanwhile. A bucket gone or refused since then fails those
+ * HEADs: nothing is applied, and the next look marks the mount unhealthy.
+ */
+export const ROOT_CHECK_FRESH_MS = 60_000;
+
+function rootCheckIsFresh(mount: Mount, lookedAt: Date): boolean {
+  if (mount.health !== 'healthy' || mount.healthCheckedAt === null) return false;
+  const age = lookedAt.getTime() - new Date(mount.healthCheckedAt).getTime();
+  return age >= 0 && age < ROOT_CHECK_FRESH_MS;
 }
 
 /**
