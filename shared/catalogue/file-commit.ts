@@ -132,7 +132,10 @@ export async function commitNewFile(
     lit(JSON.stringify(completed)),
   ];
   if (!prepared.has(client)) {
-    await client.query(PREPARE);
+    // 42P05: prepared on this connection already (by a copy of this module, say): as good.
+    await client.query(PREPARE).catch((err: { code?: string }) => {
+      if (err.code !== '42P05') throw err;
+    });
     prepared.add(client);
   }
   let results: Array<{ rows: Array<{ json: string }> }>;
