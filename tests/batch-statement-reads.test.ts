@@ -11,6 +11,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { markInconsistentMany, touchCheckedSql } from '../shared/catalogue/drift-writes.ts';
+import { applyChanges, markMissing, reactivate, touchChecked } from '../shared/catalogue/reconcile-writes.ts';
 import { NODE_COLUMNS } from '../shared/catalogue/rows.ts';
 import type { CatalogueNode } from '../shared/catalogue/types.ts';
 import { migrate } from '../shared/db/migrate.ts';
@@ -94,6 +95,30 @@ describe('a small batch on big tables without statistics', () => {
     });
     expect(marked).toHaveLength(BATCH);
     expect(fetched).toBeLessThan(READ_AT_MOST);
+  });
+
+  it("an audit's writes of ten nodes (checked marks, changed files, MISSING, back from MISSING) read about ten rows, not the mount", async () => {
+    const nodes = await someNodes();
+    const guard = { mountId, jobId: 0, scanStartedAt: new Date(Date.now() + 60_000) };
+    expect(await blocksFetched('nodes', () => touchChecked(client, guard, nodes.map((n) => n.id))), 'checked marks').toBeLessThan(READ_AT_MOST);
+    let missing: CatalogueNode[] = [];
+    expect(await blocksFetched('nodes', async () => void (missing = await markMissing(client, guard, nodes, 'audit'))), 'MISSING').toBeLessThan(READ_AT_MOST);
+    expect(missing).toHaveLength(BATCH);
+    let changed: CatalogueNode[] = [];
+    const seen = (n: CatalogueNode) => ({ path: n.path, kind: 'file' as const, sizeBytes: Number(n.sizeBytes) + 1, mode: 0o644, uid: 0, gid: 0, mtime: new Date(), etag: null, symlinkTarget: null });
+    const updating = blocksFetched('nodes', async () => void (changed = await applyChanges(client, guard, nodes.map((node) => ({ node, seen: seen(node), sha256: null })), 'audit')));
+    expect(await updating, 'changed files').toBeLessThan(READ_AT_MOST);
+    expect(changed).toHaveLength(BATCH);
+    await client.query('BEGIN');
+    try {
+      const gone = await markMissing(client, guard, nodes, 'audit');
+      const before = Number((await client.query<{ n: string }>(`SELECT pg_stat_get_xact_blocks_fetched('filestore.nodes'::regclass) AS n`)).rows[0]?.n);
+      expect(await reactivate(client, guard, gone, 'audit')).toHaveLength(BATCH);
+      const after = Number((await client.query<{ n: string }>(`SELECT pg_stat_get_xact_blocks_fetched('filestore.nodes'::regclass) AS n`)).rows[0]?.n);
+      expect(after - before, 'back from MISSING').toBeLessThan(READ_AT_MOST);
+    } finally {
+      await client.query('ROLLBACK');
+    }
   });
 
   it("finishing an S3-event batch's ten job rows reads about ten rows, not every job once open", async () => {

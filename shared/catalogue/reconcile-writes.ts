@@ -68,7 +68,7 @@ export async function applyChanges(q: Queryable, g: Guard, changes: Observation[
               version = n.version + 1, consistency_state = 'ACTIVE', consistency_checked_at = now(),
               last_drift_detected_at = now(), last_reconciled_at = now(), updated_at = now()
          FROM v
-        WHERE n.id = v.id AND n.mount_id = $1 AND n.version = v.version AND n.deleted_at IS NULL AND n.updated_at <= $13
+        WHERE n.id = v.id AND n.mount_id::text = $1::uuid::text AND n.version = v.version AND n.deleted_at IS NULL AND n.updated_at <= $13
         RETURNING n.*
      ), snap AS (
        INSERT INTO filestore.snapshots (node_id, version, reconciliation_job_id, state)
@@ -84,7 +84,7 @@ export async function applyChanges(q: Queryable, g: Guard, changes: Observation[
          FROM up
          JOIN v ON v.id = up.id
          JOIN unnest($17::int[], $18::text[]) AS anc(ord, path) ON anc.ord = v.ord
-         JOIN filestore.nodes a ON a.mount_id = $1 AND a.path = anc.path AND a.deleted_at IS NULL AND a.kind = 'directory'
+         CROSS JOIN LATERAL (SELECT a.id FROM filestore.nodes a WHERE a.mount_id = $1 AND a.path = anc.path AND a.deleted_at IS NULL AND a.kind = 'directory' LIMIT 1) a
          CROSS JOIN LATERAL (
            SELECT CASE WHEN v.old_state = 'MISSING' THEN up.size_bytes ELSE up.size_bytes - v.old_size END AS size_bytes,
                   CASE WHEN v.old_state = 'MISSING' AND up.kind = 'file' THEN 1 ELSE 0 END AS file_count,
@@ -149,7 +149,7 @@ function ownPartDeltasSql(up: string, ords: string, paths: string, sign: 1 | -1,
          FROM ${up}
          JOIN v ON v.id = ${up}.id
          JOIN unnest(${ords}::int[], ${paths}::text[]) AS anc(ord, path) ON anc.ord = v.ord
-         JOIN filestore.nodes a ON a.mount_id = $1 AND a.path = anc.path AND a.deleted_at IS NULL AND a.kind = 'directory'
+         CROSS JOIN LATERAL (SELECT a.id FROM filestore.nodes a WHERE a.mount_id = $1 AND a.path = anc.path AND a.deleted_at IS NULL AND a.kind = 'directory' LIMIT 1) a
         WHERE ${when}
         GROUP BY a.id`;
 }
@@ -169,7 +169,7 @@ export async function reactivate(q: Queryable, g: Guard, nodes: CatalogueNode[],
        UPDATE filestore.nodes n SET consistency_state = 'ACTIVE', consistency_checked_at = now(), last_reconciled_at = now(),
               updated_at = now()
          FROM v
-        WHERE n.id = v.id AND n.version = v.version AND n.mount_id = $1 AND n.deleted_at IS NULL AND n.updated_at <= $4
+        WHERE n.id = v.id AND n.version = v.version AND n.mount_id::text = $1::uuid::text AND n.deleted_at IS NULL AND n.updated_at <= $4
           AND n.consistency_state <> 'ACTIVE'
         RETURNING n.*
      ), deltas AS (
@@ -199,7 +199,7 @@ export async function markMissing(q: Queryable, g: Guard, nodes: CatalogueNode[]
      ), up AS (
        UPDATE filestore.nodes n SET consistency_state = 'MISSING', consistency_checked_at = now(), updated_at = now()
          FROM v
-        WHERE n.id = v.id AND n.version = v.version AND n.mount_id = $1 AND n.deleted_at IS NULL AND n.updated_at <= $4
+        WHERE n.id = v.id AND n.version = v.version AND n.mount_id::text = $1::uuid::text AND n.deleted_at IS NULL AND n.updated_at <= $4
           AND n.consistency_state <> 'MISSING'
         RETURNING n.*
      ), deltas AS (
@@ -212,13 +212,24 @@ ${ownPartDeltasSql('up', '$5', '$6', -1, 'TRUE')}
   return rows;
 }
 
+/*
+ * The writes below find a batch's rows by id. The mount is checked as text (`mount_id::text`):
+ * a filter on the rows the primary key found, never an index condition. As `mount_id = $1`,
+ * PostgreSQL without statistics (autovacuum off or behind) took the mount's live-path index and
+ * went through every live node of the mount for ten ids (tests/batch-statement-reads.test.ts);
+ * drift-writes.ts sameMount. Their ancestors are found by path in a LATERAL subquery with a
+ * LIMIT (unique anyway), which PostgreSQL cannot flatten into a join: one lookup per ancestor on
+ * the live-path index by mount and path. Joined, the plan scanned the mount's live nodes by
+ * mount alone for each ancestor (61,180 heap blocks to mark ten nodes MISSING on a 30k-node mount).
+ */
+
 /** Every check sets consistency_checked_at (SPEC §3); rows changed since the scan began are left alone. */
 export async function touchChecked(q: Queryable, g: Guard, ids: number[], sha256ByNode?: Map<number, string>): Promise<void> {
   if (ids.length === 0) return;
   await q.query(
     `UPDATE filestore.nodes n SET consistency_checked_at = now(), sha256 = coalesce(n.sha256, v.sha256)
        FROM unnest($2::bigint[], $3::text[]) AS v(id, sha256)
-      WHERE n.id = v.id AND n.mount_id = $1 AND n.updated_at <= $4`,
+      WHERE n.id = v.id AND n.mount_id::text = $1::uuid::text AND n.updated_at <= $4`,
     [g.mountId, ids, ids.map((id) => sha256ByNode?.get(id) ?? null), g.scanStartedAt],
   );
 }
