@@ -15,7 +15,9 @@ import { applyChanges, markMissing, reactivate, touchChecked } from '../shared/c
 import { NODE_COLUMNS } from '../shared/catalogue/rows.ts';
 import type { CatalogueNode } from '../shared/catalogue/types.ts';
 import { migrate } from '../shared/db/migrate.ts';
-import { finishJobsSql } from '../shared/reconcile/s3-events/apply.ts';
+import { addInsertedToAncestorsSql } from '../shared/catalogue/inline-writes.ts';
+import { finishJobsSql, insertJobsAndNodes } from '../shared/reconcile/s3-events/apply.ts';
+import { mountsAndSequencers } from '../shared/reconcile/s3-events/newest.ts';
 import { zeroCounts } from '../shared/reconcile/types.ts';
 import { ownDatabase } from './support/own-database.ts';
 
@@ -30,6 +32,7 @@ const READ_AT_MOST = 300;
 describe('a small batch on big tables without statistics', () => {
   let client: pg.Client;
   let mountId: string;
+  let bucketMount: string;
 
   beforeAll(async () => {
     await db.create();
@@ -44,6 +47,15 @@ describe('a small batch on big tables without statistics', () => {
       `INSERT INTO filestore.nodes (mount_id, path, parent_id, name, kind, size_bytes)
        SELECT $1, 'f' || i, $2, 'f' || i, 'file', i FROM generate_series(1, $3::int) AS i`,
       [mountId, root.rows[0]?.id, NODES],
+    );
+    // A bucket's mount as big.
+    const s3 = await client.query<{ id: string }>(`INSERT INTO filestore.mounts (key, kind, bucket, prefix, region) VALUES ('bucket', 's3', 'big-bucket', 'tenant/', 'us-east-1') RETURNING id`);
+    bucketMount = (s3.rows[0] as { id: string }).id;
+    const s3root = await client.query<{ id: number }>(`INSERT INTO filestore.nodes (mount_id, path, parent_id, name, kind) VALUES ($1, '', NULL, '', 'directory') RETURNING id`, [bucketMount]);
+    await client.query(
+      `INSERT INTO filestore.nodes (mount_id, path, parent_id, name, kind, size_bytes, etag, sequencer)
+       SELECT $1, 'k' || i, $2, 'k' || i, 'file', i, md5(i::text), '0A' FROM generate_series(1, $3::int) AS i`,
+      [bucketMount, s3root.rows[0]?.id, NODES],
     );
     // Jobs that were open once and are finished now (their open-index entries stay until a vacuum).
     await client.query(
@@ -119,6 +131,36 @@ describe('a small batch on big tables without statistics', () => {
     } finally {
       await client.query('ROLLBACK');
     }
+  });
+
+  it("an S3-event batch's first read (its mounts, its keys' nodes and their sequencers) reads about ten rows, not the bucket", async () => {
+    const keys = Array.from({ length: BATCH }, (_, i) => ({ bucket: 'big-bucket', key: `tenant/k${1 + i * 997}` }));
+    let found = 0;
+    const fetched = await blocksFetched('nodes', async () => {
+      const { prefetched } = await mountsAndSequencers(client, keys);
+      found = prefetched?.byMount.get(bucketMount)?.size ?? 0;
+    });
+    expect(found).toBe(BATCH);
+    expect(fetched).toBeLessThan(READ_AT_MOST);
+  });
+
+  it("an S3-event batch's new files (job rows, nodes below their parent, the parents' rollups) read about ten rows, not the bucket", async () => {
+    const at = new Date();
+    const planned = Array.from({ length: BATCH }, (_, i) => ({
+      path: `new${i}.txt`,
+      seen: { path: `new${i}.txt`, kind: 'file' as const, sizeBytes: 10 + i, mode: null, uid: null, gid: null, mtime: at, etag: `e${i}`, symlinkTarget: null },
+      sequencer: `0B${i}`,
+      node: null,
+    }));
+    let inserted = 0;
+    const fetched = await blocksFetched('nodes', async () => {
+      await client.query('SAVEPOINT before_apply');
+      const out = await insertJobsAndNodes(client, bucketMount, planned, () => {});
+      inserted = out.inserted.length;
+      await client.query(addInsertedToAncestorsSql(bucketMount, out.inserted) as string);
+    });
+    expect(inserted).toBe(BATCH);
+    expect(fetched).toBeLessThan(READ_AT_MOST);
   });
 
   it("finishing an S3-event batch's ten job rows reads about ten rows, not every job once open", async () => {

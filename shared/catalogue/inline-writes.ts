@@ -59,5 +59,6 @@ export function addInsertedToAncestorsSql(mountId: string, nodes: ReadonlyArray<
          totals.map((t) => t.children),
          'int',
        )}) AS d(path, size_bytes, file_count, dir_count, child_count)
-       JOIN filestore.nodes a ON a.mount_id = ${lit(mountId)} AND a.path = d.path AND a.deleted_at IS NULL AND a.kind = 'directory'`;
+       CROSS JOIN LATERAL (SELECT a.id FROM filestore.nodes a
+                            WHERE a.mount_id = ${lit(mountId)} AND a.path = d.path AND a.deleted_at IS NULL AND a.kind = 'directory' LIMIT 1) a`;
 }

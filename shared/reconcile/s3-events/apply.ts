@@ -12,7 +12,7 @@ import { RunRoot } from '../run-root.ts';
 import { strategyFor } from '../strategy.ts';
 import { zeroCounts, type ReconcileCounts } from '../types.ts';
 
-interface Planned {
+export interface Planned {
   path: string;
   seen: EntryStat;
   sequencer: string | undefined;
@@ -213,12 +213,15 @@ function rootCheckIsFresh(mount: Mount, lookedAt: Date): boolean {
  * skipped), each with its first snapshot credited to its own key's job: ONE statement, sent
  * with the SAVEPOINT the apply's writes follow (one round trip, simple protocol; every value
  * through escapeLiteral or as a checked integer). A path with a row already waiting is left
- * out, job and node (its request would join that row: `reconcilePath` does that). The parents
+ * out, job and node (its request would join that row: `reconcilePath` does that). Each parent
+ * is found by mount and path in a LATERAL subquery with LIMIT 1, which PostgreSQL cannot
+ * flatten into a join: joined, a plan made without statistics read every live node of the mount
+ * by mount alone and filtered them by path (tests/batch-statement-reads.test.ts). The parents
  * are live directories (BatchApply's plain cases) and no new file is another's parent: one
  * level, where insertNodes goes depth by depth. Returns the job ids by path and the rows
  * inserted.
  */
-async function insertJobsAndNodes(q: Queryable, mountId: string, keys: Planned[], saved: () => void): Promise<{ jobs: Map<string, number>; inserted: CatalogueNode[] }> {
+export async function insertJobsAndNodes(q: Queryable, mountId: string, keys: Planned[], saved: () => void): Promise<{ jobs: Map<string, number>; inserted: CatalogueNode[] }> {
   const m = lit(mountId);
   const col = <T>(type: string, f: (k: Planned) => T | null, sql: (v: T) => string) => `ARRAY[${keys.map((k) => { const v = f(k); return v === null || v === undefined ? 'NULL' : sql(v); }).join(',')}]::${type}[]`;
   const nodes = new Map(keys.map((k) => [k, k.node === null ? newNodeFromStat(k.seen) : null]));
@@ -259,7 +262,7 @@ async function insertJobsAndNodes(q: Queryable, mountId: string, keys: Planned[]
               i.mtime, coalesce(i.metadata, '{}'::jsonb), now()
          FROM input i
          JOIN jobs j ON j.path = i.path
-         JOIN filestore.nodes p ON p.mount_id = ${m} AND p.path = i.parent_path AND p.deleted_at IS NULL
+         CROSS JOIN LATERAL (SELECT p.id FROM filestore.nodes p WHERE p.mount_id = ${m} AND p.path = i.parent_path AND p.deleted_at IS NULL LIMIT 1) p
         WHERE i.discover
         ORDER BY i.n
        ON CONFLICT (mount_id, path) WHERE deleted_at IS NULL DO NOTHING
