@@ -70,6 +70,8 @@ export interface ProductRun {
   peakPostgresPssKB: number;
   /** Each process of that tree at the peak. */
   peakByProcess: Array<{ title: string; pssMB: number }>;
+  /** From the POST until the server said it watches the tree, when that was before the job's end (null: not during the job). */
+  watchedInJobMs: number | null;
   /** From the job's end until the outbox held no unpublished event. */
   outboxDrainMs: number;
   /** Events the audit wrote (outbox rows of its job). */
@@ -212,7 +214,10 @@ export function printProductReport(parts: ProductPart[], files: number): void {
         `(target ≤ 10×) · server CPU ${median(runs.map((x) => x.serverCpuS)).toFixed(1)} s, PostgreSQL CPU ${mode === 'embedded' ? `${median(runs.map((x) => x.postgresCpuS)).toFixed(1)} s` : 'n/a (shared server)'} · peak PSS ${Math.round(median(runs.map((x) => x.peakPssKB)) / 1024)} MB (server and walkers; target < 300 MB at 1M; each's own peak: server ${Math.round(median(runs.map((x) => x.peakServerPssKB)) / 1024)} MB, walkers ${Math.round(median(runs.map((x) => x.peakWalkersPssKB)) / 1024)} MB${mode === 'embedded' ? `; PostgreSQL apart ${Math.round(median(runs.map((x) => x.peakPostgresPssKB)) / 1024)} MB` : ''}) · outbox drained ${(median(runs.map((x) => x.outboxDrainMs)) / 1000).toFixed(2)} s after the job`,
     );
     for (const x of runs) {
-      console.log(`    round: job ${(x.jobMs / 1000).toFixed(2)} s, rclone ${(x.rclone.ms / 1000).toFixed(2)} s, ${x.events} events, load ${x.load}${x.status === 'succeeded' ? '' : ` — ${x.status}`}`);
+      console.log(
+        `    round: job ${(x.jobMs / 1000).toFixed(2)} s, rclone ${(x.rclone.ms / 1000).toFixed(2)} s, ${x.events} events, peak PSS ${Math.round(x.peakPssKB / 1024)} MB (server ${Math.round(x.peakServerPssKB / 1024)}, walkers ${Math.round(x.peakWalkersPssKB / 1024)}), ` +
+          `watcher on the tree ${x.watchedInJobMs === null ? 'not during the job' : `${(x.watchedInJobMs / 1000).toFixed(1)} s into the job`}, load ${x.load}${x.status === 'succeeded' ? '' : ` — ${x.status}`}`,
+      );
     }
     if (bad.length > 0) console.log(`    INVALID: ${bad.length} round(s) failed or discovered a wrong count`);
     printAfter(mode, runs.map((x) => x.after).filter((a): a is AfterRuns => a !== null), files);
@@ -437,9 +442,15 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
           return { title: p === proc.pid ? `server: ${title}` : title, pssMB: Math.round(k / 1024) };
         });
       };
+      // When the server said it watches the tree (agent/mount-refresh.ts, once the mount
+      // refresh, ≤ 30 s after the mount was added, has its backend subscribed): the
+      // subscription lists the whole tree (parcel: a C++ tree of every entry, held in the
+      // server's memory while the mount is watched), which a long discovery overlaps.
+      let watchedInJobMs: number | null = null;
       while (!['succeeded', 'failed', 'cancelled'].includes(job.status)) {
         await new Promise((r) => setTimeout(r, POLL_MS));
         samplePss();
+        if (watchedInJobMs === null && /watching [^\n]*\btree\b/.test(out)) watchedInJobMs = performance.now() - j0;
         job = await client.getJob(job.id);
       }
       // To the job's end as the server recorded it (same machine, same clock), not to the poll that saw it.
@@ -476,6 +487,7 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
         peakWalkersPssKB,
         peakPostgresPssKB,
         peakByProcess,
+        watchedInJobMs,
         outboxDrainMs,
         events: rows[0]?.n ?? 0,
         rclone,
