@@ -27,6 +27,46 @@ export async function stopJob(q: Queryable, id: number, counts: object): Promise
 }
 
 /**
+ * A run stopped for a person's request of the same tree (worker.ts, preemption): running →
+ * cancelled into that row `intoId` (`COALESCED`), whether it still waits or has started since
+ * (it took the audit lock the moment this run let go of it), with its counts so far as
+ * `result`. While the other row waits, this one's options and reason are merged into it, as a
+ * coalesced request's are; a running one keeps what it runs with. This row's saved audit
+ * candidates go (the other walks the whole tree). Never back to queued, so no row is left
+ * waiting that no queue delivers, and no request for the tree can join a row that would resume
+ * a walk begun before it. Null when this row was not running or the other is no longer open
+ * (finished meanwhile): the caller then stops it as usual (stopJob).
+ */
+export async function cancelInto(q: Queryable, id: number, intoId: number, counts: object): Promise<ReconcileJobRow | null> {
+  const { rows } = await q.query<ReconcileJobRow>(
+    `WITH me AS (
+       SELECT id, mount_id, path, reason, options FROM filestore.reconciliation_jobs WHERE id = $1 AND status = 'running'
+     ), target AS (
+       SELECT w.id, w.status FROM filestore.reconciliation_jobs w JOIN me ON w.mount_id = me.mount_id AND w.path = me.path
+        WHERE w.id = $2 AND w.status IN ('queued', 'running')
+        FOR UPDATE OF w
+     ), merged AS (
+       UPDATE filestore.reconciliation_jobs w
+          SET coalesced = w.coalesced + 1, options = ${mergeOptions('w', 'me')}, reason = ${mergeReason('w', 'me')}, updated_at = now()
+         FROM me, target
+        WHERE w.id = target.id AND target.status = 'queued'
+       RETURNING w.id
+     ), dropped AS (
+       DELETE FROM filestore.audit_missing_candidates WHERE job_id = $1 AND EXISTS (SELECT 1 FROM target)
+     )
+     UPDATE filestore.reconciliation_jobs j
+        SET status = 'cancelled', result = $3::jsonb, checkpoint = NULL, finished_at = now(), updated_at = now(),
+            error = jsonb_build_object('code', 'COALESCED', 'jobId', target.id,
+                      'message', 'job ' || target.id || ', requested for the same tree, does this work')
+       FROM me, target
+      WHERE j.id = me.id
+     RETURNING ${columnsOf('j')}`,
+    [id, intoId, JSON.stringify(counts)],
+  );
+  return rows[0] ?? null;
+}
+
+/**
  * A run that could not start yet (a full audit while another audit of its mount runs:
  * AuditBusyError): running → queued as it was before its claim — the attempt given back, so
  * `attempts` is what it was; `error`, `result` and the checkpoint untouched; `started_at`

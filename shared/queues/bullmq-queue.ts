@@ -320,6 +320,12 @@ export class BullMqReconcileQueue implements ReconcileQueue {
       await job.moveToDelayed(Date.now() + deferralDelay(deferrals), token);
       throw new DelayedError();
     }
+    if (report.outcome === 'stopped') {
+      // Stopped at a checkpoint (its limits: an abort), queued again: delivered again to
+      // continue after it, without spending a BullMQ attempt.
+      await job.moveToDelayed(Date.now() + deferralDelay(1), token);
+      throw new DelayedError();
+    }
     if (report.outcome === 'retried') throw report.error instanceof Error ? report.error : new Error(String(report.error));
     if (report.outcome === 'failed') {
       const message = report.error instanceof Error ? report.error.message : String(report.error);

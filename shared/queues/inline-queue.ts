@@ -128,6 +128,8 @@ export class InlineReconcileQueue implements ReconcileQueue {
       }
       this.deferrals.delete(p.id);
       if (report.outcome === 'retried') this.later({ id: p.id, reclaim: false }, backoffDelay(this.backoffMs, report.job?.attempts ?? 1));
+      // Stopped at a checkpoint (its limits: an abort): queued again, to continue after it.
+      if (report.outcome === 'stopped') this.later({ id: p.id, reclaim: false }, deferralDelay(1));
     } catch (err) {
       // The catalogue could not be read or written: the row may be left running, so the next
       // try takes it as it is.

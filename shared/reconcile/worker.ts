@@ -1,4 +1,4 @@
-import { deferJob, retryLater, stopJob } from '../catalogue/job-requeue.ts';
+import { cancelInto, deferJob, retryLater, stopJob } from '../catalogue/job-requeue.ts';
 import { claimJob, finishJob, recordProgress, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import { findMount } from '../catalogue/mounts.ts';
 import type { Queryable } from '../db/pool.ts';
@@ -21,13 +21,14 @@ import type { ReconcileCounts, ReconcileHandler, ReconcileResult, RunLimits } fr
 export type AttemptOutcome = 'succeeded' | 'failed' | 'retried' | 'coalesced' | 'stopped' | 'deferred' | 'skipped';
 
 /**
- * How long a queue puts off a job deferred `deferrals` times in a row: 250 ms, then 500 ms. The
- * audit it waits for is often short (the watcher's job after a burst of changes, ~1 s at 100k
- * files, or one that stopped for it: PREEMPT_LOOK_MS) and the user's `reconcile --wait` waits
- * on it; a look costs a claim and its give-back, a few round trips, twice a second at most.
- * (It was up to 2 s: a user's audit started up to 2 s after the one before it ended.)
+ * How long a queue puts off a job deferred `deferrals` times in a row: 250 ms, then 500 ms for
+ * about five seconds, then 2 s. The audit it waits for is often short (the watcher's job after a
+ * burst of changes, ~1 s at 100k files, or one that stops for it: PREEMPT_LOOK_MS) and the
+ * user's `reconcile --wait` waits on it; a look costs a claim and its give-back (a few round
+ * trips and a dead row version), so a long wait backs off to one every 2 s. (It doubled to 2 s
+ * at once: a user's audit could start 2 s after the one it waited for had ended.)
  */
-export const deferralDelay = (deferrals: number): number => (deferrals <= 1 ? 250 : 500);
+export const deferralDelay = (deferrals: number): number => (deferrals <= 1 ? 250 : deferrals <= 10 ? 500 : 2_000);
 
 /**
  * How often a running automatic full audit (the watcher's `drift`, a scheduled `audit`, a
@@ -47,7 +48,7 @@ export const PREEMPT_LOOK_MS = 250;
  * in no outcome, so a lock that stays held — a walk hung on stalled storage — is said here).
  */
 export function deferralLine(jobId: number, deferrals: number): string | null {
-  if (deferrals < 120 || (deferrals - 120) % 600 !== 0) return null;
+  if (deferrals < 36 || (deferrals - 36) % 150 !== 0) return null;
   const minutes = Math.round((deferrals * deferralDelay(deferrals)) / 60_000);
   return `reconcile job ${jobId}: an audit of its mount has been running for about ${minutes} min or more; this audit waits its turn (queued, no attempt spent). If no audit of the mount makes progress, look for a stalled storage or a session holding the mount's audit lock`;
 }
@@ -140,7 +141,9 @@ export class ReconcileWorker {
     const durationMs = performance.now() - started;
     this.metrics.reconcileDuration.observe({ backend }, durationMs / 1000);
     if (counts.stopped) {
-      const again = await stopJob(this.o.pool, id, counts);
+      // Stopped for a person's request of the tree: cancelled into it, never back to queued.
+      const by = preempt.by();
+      const again = (by === null ? null : await cancelInto(this.o.pool, id, by, counts)) ?? (await stopJob(this.o.pool, id, counts));
       return this.report({ jobId: id, outcome: again?.status === 'cancelled' ? 'coalesced' : 'stopped', job: again ?? job, durationMs }, backend);
     }
     const done = await finishJob(this.o.pool, id, { status: 'succeeded', result: counts, error: null });
@@ -152,11 +155,12 @@ export class ReconcileWorker {
    * The run's limits, with a stop when a person's request waits for the whole tree this
    * automatic full audit walks (PREEMPT_LOOK_MS). `done()` ends the looking.
    */
-  private preemptible(job: ReconcileJobRow, limits: RunLimits | undefined): { limits: RunLimits | undefined; done(): void } {
+  private preemptible(job: ReconcileJobRow, limits: RunLimits | undefined): { limits: RunLimits | undefined; done(): void; by(): number | null } {
     const fullAudit = job.path === '' && job.options.recursive === true;
-    if (!fullAudit || job.reason === 'manual') return { limits, done: () => {} };
+    if (!fullAudit || job.reason === 'manual') return { limits, done: () => {}, by: () => null };
     const stop = new AbortController();
     let looking = false;
+    let by: number | null = null;
     const timer = setInterval(() => {
       if (looking || stop.signal.aborted) return;
       looking = true;
@@ -169,6 +173,7 @@ export class ReconcileWorker {
         )
         .then(({ rows }) => {
           if (rows[0] === undefined || stop.signal.aborted) return;
+          by = rows[0].id;
           this.o.log?.(`reconcile job ${job.id} (${job.reason}) stops at its next checkpoint: job ${rows[0].id}, requested by a user for the same tree, takes its work over`);
           stop.abort();
         })
@@ -179,7 +184,7 @@ export class ReconcileWorker {
     }, PREEMPT_LOOK_MS);
     timer.unref?.();
     const signal = limits?.signal ? AbortSignal.any([limits.signal, stop.signal]) : stop.signal;
-    return { limits: { ...limits, signal }, done: () => clearInterval(timer) };
+    return { limits: { ...limits, signal }, done: () => clearInterval(timer), by: () => by };
   }
 
   /** Counts a request that joined a waiting job (outcome `coalesced`), from the queue's enqueue. */
