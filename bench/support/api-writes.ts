@@ -405,6 +405,7 @@ async function startProduct(name: string, folder: string, extraEnv: Record<strin
   const pgDir = await realpath(join(folder, '.filestore', 'pg'));
   const [postmaster, , , port] = readFileSync(join(pgDir, 'postmaster.pid'), 'utf8').split('\n');
   const postmasterPid = Number(postmaster);
+  const pgSeen = new Map<number, number>();
   return {
     name,
     url,
@@ -412,7 +413,15 @@ async function startProduct(name: string, folder: string, extraEnv: Record<strin
     folder,
     child,
     databaseUrl: `postgres://postgres@127.0.0.1:${Number(port)}/filestore`,
-    postgresCpuSeconds: () => [postmasterPid, ...childrenOf(postmasterPid)].reduce((s, pid) => s + processCpuSeconds(pid, ticks), 0),
+    postgresCpuSeconds: () => {
+      // A backend that exited keeps the CPU it was last seen with: summing only the live ones
+      // made the figure drop (even below zero) when a pool closed connections in a window.
+      for (const pid of [postmasterPid, ...childrenOf(postmasterPid)]) {
+        const cpu = processCpuSeconds(pid, ticks);
+        if (Number.isFinite(cpu)) pgSeen.set(pid, cpu);
+      }
+      return [...pgSeen.values()].reduce((s, v) => s + v, 0);
+    },
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
