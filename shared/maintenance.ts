@@ -39,6 +39,13 @@ export interface MaintenanceOptions {
    * the loop publishes, and a second publisher would only be refused its lock.
    */
   publish?: boolean | undefined;
+  /**
+   * Run the catalogue upkeep step (default true). startServices' first pass, which a process
+   * waits for before it serves, leaves it to the timer's next pass.
+   */
+  upkeep?: boolean | undefined;
+  /** Epoch ms by which the upkeep step has finished (a Lambda's time less a margin); none by default. */
+  deadline?: number | undefined;
 }
 
 /** What one pass did, for logs and the maintenance Lambda's answer. */
@@ -51,7 +58,7 @@ export interface MaintenanceReport {
   compacted: number;
   /** Published events older than the retention, deleted. */
   pruned: number;
-  /** What the catalogue upkeep did where autovacuum had not (catalogue-upkeep.ts); null: the step failed. */
+  /** What the catalogue upkeep did where autovacuum had not (catalogue-upkeep.ts); null: the step failed or did not run. */
   upkeep: UpkeepReport | null;
 }
 
@@ -108,8 +115,8 @@ export async function maintenancePass(d: MaintenanceDeps, o: MaintenanceOptions 
     if (pruned.deleted > 0) d.log(`outbox: deleted ${pruned.deleted} published events older than the retention (through seq ${pruned.prunedThrough})`);
   });
   // Last: what pruning and compaction left dead is vacuumed in the same pass.
-  await step('catalogue upkeep', async () => {
-    report.upkeep = await upkeepCatalogue(d.pool);
+  if (o.upkeep !== false) await step('catalogue upkeep', async () => {
+    report.upkeep = await upkeepCatalogue(d.pool, { deadline: o.deadline });
     const line = describeUpkeep(report.upkeep);
     if (line) d.log(line);
   });

@@ -215,9 +215,9 @@ export async function startServices(core: Filestore, o: ServiceOptions): Promise
   const logRepeats = withoutRepeats(log);
   // The relay's loop publishes; a pass that also did would only be refused the relay's lock.
   let passing: Promise<void> | null = null;
-  const pass = () => {
+  const pass = (o: { upkeep?: boolean } = {}) => {
     passing ??= core
-      .maintain({ publish: false })
+      .maintain({ publish: false, ...o })
       .then(
         () => {},
         (e: Error) => logRepeats(`maintenance: ${e.message}`),
@@ -227,7 +227,8 @@ export async function startServices(core: Filestore, o: ServiceOptions): Promise
       });
     return passing;
   };
-  await pass();
+  // The first pass is waited for before the process serves: no VACUUM in it (the timer's next).
+  await pass({ upkeep: false });
   core.relay?.start();
   const timer = setInterval(() => void pass(), o.maintenanceIntervalMs ?? 30_000);
   timer.unref();

@@ -119,6 +119,21 @@ describe('catalogue upkeep in the maintenance pass (autovacuum off)', () => {
     }
   });
 
+  it('waits for no migration and runs past no deadline: a migration running, or no time left, is skipped', async () => {
+    await churnJobs();
+    const migration = new pg.Client({ connectionString: db.url });
+    await migration.connect();
+    try {
+      await migration.query('SELECT pg_advisory_lock(4242001)'); // shared/db/migrate.ts's lock
+      expect(await upkeepCatalogue(pool)).toEqual({ vacuumed: [], analyzed: [], skipped: [] });
+    } finally {
+      await migration.end();
+    }
+    // A Lambda with less than a second left for it: named as skipped, tried by the next pass.
+    expect(await upkeepCatalogue(pool, { deadline: Date.now() + 500 })).toEqual({ vacuumed: [], analyzed: [], skipped: ['reconciliation_jobs'] });
+    expect((await upkeepCatalogue(pool, { deadline: Date.now() + 60_000 })).vacuumed.map((v) => v.table)).toEqual(['reconciliation_jobs']);
+  });
+
   it("is part of every maintenance pass (the long-running processes' timer, the maintenance Lambda)", async () => {
     await churnJobs();
     let core: Filestore | undefined;

@@ -40,7 +40,7 @@ export async function markInconsistentMany(q: Queryable, mountId: string, signal
        UPDATE filestore.nodes n
           SET consistency_state = 'INCONSISTENT', last_drift_detected_at = now(), consistency_checked_at = now()
          FROM unnest($2::bigint[], $3::int[]) AS v(id, version)
-        WHERE n.id = v.id AND n.version = v.version AND n.mount_id::text = $1::text AND n.deleted_at IS NULL
+        WHERE n.id = v.id AND n.version = v.version AND n.mount_id::text = $1::uuid::text AND n.deleted_at IS NULL
           AND n.consistency_state = 'ACTIVE'
         RETURNING n.*
      )
@@ -222,7 +222,8 @@ export function touchCheckedAndCommitSql(
  * be checked on the rows the primary key found (tests/batch-statement-reads.test.ts).
  */
 export function sameMount(alias: string, mountId: string): string {
-  return `${alias}.mount_id::text = ${pg.escapeLiteral(mountId)}`;
+  // The id through uuid, so that a malformed one fails as before instead of matching nothing.
+  return `${alias}.mount_id::text = ${pg.escapeLiteral(mountId)}::uuid::text`;
 }
 
 /** A transaction's COMMIT that does not wait for its WAL to reach the disk (see touchCheckedAndCommitSql). */
