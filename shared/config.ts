@@ -22,7 +22,8 @@ const EnvSchema = z.object({
   FILESTORE_ENABLE_WATCHERS: bool.default(false),
   FILESTORE_WATCH_DEBOUNCE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
   /**
-   * Watcher backend: chokidar (a watch per file), parcel (a watch per directory) or auto
+   * Watcher backend: chokidar (a watch per file), parcel (a watch per directory), dirs (an
+   * fs.watch per directory, no per-file state) or auto
    * (parcel: see agent/watch/backends/choose.ts), for every mount, then per mount key:
    * `auto,projects=parcel,scratch=chokidar`.
    */
@@ -30,7 +31,7 @@ const EnvSchema = z.object({
     .string()
     .default('auto')
     .transform((v, ctx) => {
-      const choices = ['auto', 'chokidar', 'parcel'] as const;
+      const choices = ['auto', 'chokidar', 'parcel', 'dirs'] as const;
       type Choice = (typeof choices)[number];
       const isChoice = (c: string): c is Choice => (choices as readonly string[]).includes(c);
       const out: { default: Choice; perMount: Record<string, Choice> } = { default: 'auto', perMount: {} };
@@ -38,7 +39,7 @@ const EnvSchema = z.object({
         const eq = part.indexOf('=');
         const [key, choice] = eq === -1 ? [null, part] : [part.slice(0, eq).trim(), part.slice(eq + 1).trim()];
         if (!isChoice(choice) || key === '') {
-          ctx.addIssue({ code: 'custom', message: `"${part}": expected auto, chokidar or parcel, or MOUNT_KEY=one of them` });
+          ctx.addIssue({ code: 'custom', message: `"${part}": expected auto, chokidar, parcel or dirs, or MOUNT_KEY=one of them` });
           return z.NEVER;
         }
         if (key === null) out.default = choice;

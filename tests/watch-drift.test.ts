@@ -12,7 +12,7 @@ afterAll(async () => {
   await core?.close();
 });
 
-describe.each(['chokidar', 'parcel'] as const)('watched local mount (%s)', (backend) => {
+describe.each(['chokidar', 'parcel', 'dirs'] as const)('watched local mount (%s)', (backend) => {
   it('a file created outside Filestore is reported as untracked drift in the outbox, then catalogued', async () => {
     const m = await watchedMount(core, backend);
     try {

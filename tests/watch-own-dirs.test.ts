@@ -41,7 +41,7 @@ async function driftEventsUnder(m: WatchedMount, paths: string[]): Promise<strin
   return named.filter((p) => paths.some((q) => p === q || p.startsWith(`${q}/`)));
 }
 
-describe.each(['parcel', 'chokidar'] as const)("a command's own directories (%s)", (backend) => {
+describe.each(['parcel', 'chokidar', 'dirs'] as const)("a command's own directories (%s)", (backend) => {
   it('mkdir -p a/b/c: no drift event and no drift job for a, a/b, a/b/c', async () => {
     const m = await watchedMount(core, backend);
     try {
@@ -130,7 +130,7 @@ describe.each(['parcel', 'chokidar'] as const)("a command's own directories (%s)
   });
 });
 
-describe.each(['parcel', 'chokidar'] as const)('a file the backend never reports, made in a new directory of a command (%s)', (backend) => {
+describe.each(['parcel', 'chokidar', 'dirs'] as const)('a file the backend never reports, made in a new directory of a command (%s)', (backend) => {
   // What happens under load: the backend reports the directories `mkdir -p` made, but not a
   // file written into one of them before its watch was up. Here the backend drops every
   // event of that file, so only the watcher's look into the new directories can find it.

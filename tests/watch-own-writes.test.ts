@@ -24,7 +24,7 @@ async function driftEventsAt(m: WatchedMount, paths: string[]): Promise<string[]
   return events.flatMap((e) => [String(e.data.path ?? ''), ...((e.data.paths as string[] | undefined) ?? [])]).filter((p) => paths.includes(p));
 }
 
-describe.each(['parcel', 'chokidar'] as const)("the watcher and this process's own writes (%s)", (backend) => {
+describe.each(['parcel', 'chokidar', 'dirs'] as const)("the watcher and this process's own writes (%s)", (backend) => {
   it('20 writes: no drift, and each node is left as its write recorded it (consistencyCheckedAt untouched)', async () => {
     const m = await watchedMount(core, backend);
     try {

@@ -190,7 +190,7 @@ describe('never silent loss', () => {
   });
 });
 
-describe.each(['chokidar', 'parcel'] as const)('judging paths (%s)', (backend) => {
+describe.each(['chokidar', 'parcel', 'dirs'] as const)('judging paths (%s)', (backend) => {
   it('a path a command holds is not judged but looked at again once the command is done', async () => {
     const m = await watchedMount(core, backend);
     const holder = await core.pool.connect();

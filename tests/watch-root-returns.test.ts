@@ -89,7 +89,7 @@ async function topLevelWatched(m: WatchedMount, tag: string): Promise<void> {
   await missing(m, `${tag}-new.txt`);
 }
 
-describe.each(['chokidar', 'parcel'] as const)('a mount root that goes away and comes back (%s)', { timeout: 60_000 }, (backend) => {
+describe.each(['chokidar', 'parcel', 'dirs'] as const)('a mount root that goes away and comes back (%s)', { timeout: 60_000 }, (backend) => {
   it('removed (rm -rf) and made again: files made and deleted in the root are noticed, the mount is rescanned and healthy again', async () => {
     const lines: string[] = [];
     const m = await watchedMount(core, backend, { ...FAST, log: (l: string) => lines.push(l) });
@@ -328,7 +328,7 @@ describe('a disk unmounted from under its mount and mounted again', () => {
     }
   }
 
-  it.for(['chokidar', 'parcel'] as const)(
+  it.for(['chokidar', 'parcel', 'dirs'] as const)(
     '%s: the empty mount point is not taken for deletions (mass-missing rule), and the disk back is confirmed and watched',
     async (backend, ctx) => {
       const disk = await mkdtemp(path.join(os.tmpdir(), 'filestore-disk-'));

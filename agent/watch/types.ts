@@ -4,12 +4,12 @@
  */
 
 /** Watcher implementations (see backends/). */
-export type WatchBackendKind = 'chokidar' | 'parcel';
+export type WatchBackendKind = 'chokidar' | 'parcel' | 'dirs';
 
 /** What a mount asks for: a backend, or `auto` (parcel; chokidar only below an explicit threshold, see backends/choose.ts). */
 export type WatchBackendChoice = WatchBackendKind | 'auto';
 
-export const WATCH_BACKEND_CHOICES: readonly WatchBackendChoice[] = ['chokidar', 'parcel', 'auto'];
+export const WATCH_BACKEND_CHOICES: readonly WatchBackendChoice[] = ['chokidar', 'parcel', 'dirs', 'auto'];
 
 /**
  * One raw file system event. `path` is canonical and mount-relative (shared/paths.ts: NFC,
@@ -39,8 +39,8 @@ export interface WatchHandlers {
 }
 
 /**
- * One watcher of one mount's tree. Implementations: backends/chokidar.ts, backends/parcel.ts.
- * Rules both keep: never follow symlinks, never report anything in or below STAGING_DIR,
+ * One watcher of one mount's tree. Implementations: backends/chokidar.ts, backends/parcel.ts,
+ * backends/dirs.ts. Rules all keep: never follow symlinks, never report anything in or below STAGING_DIR,
  * report paths relative to the mount root, report errors and overflow through `onProblem`
  * (never swallow them).
  */

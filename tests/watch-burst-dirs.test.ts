@@ -1,0 +1,3 @@
+import { burstSuite } from './support/watch-burst-suite.ts';
+
+burstSuite('dirs');
