@@ -18,7 +18,8 @@ interface Dir {
   ino: number;
   parent: Dir | null;
   name: string;
-  children: Map<string, Dir>;
+  /** Watched subdirectories by name; null while there are none (an empty Map costs ~200 B a directory). */
+  children: Map<string, Dir> | null;
   open: boolean;
 }
 
@@ -87,7 +88,7 @@ export class DirsBackend implements WatchBackend {
       return null;
     }
     openWatchers++;
-    const dir: Dir = { watcher, ino, parent, name, children: new Map(), open: true };
+    const dir: Dir = { watcher, ino, parent, name, children: null, open: true };
     watcher.on('error', (err) => {
       if (this.closed || this.dirs.get(abs) !== dir) return;
       this.forget(dir);
@@ -100,7 +101,7 @@ export class DirsBackend implements WatchBackend {
       );
     });
     this.dirs.set(abs, dir);
-    parent?.children.set(name, dir);
+    if (parent) (parent.children ??= new Map()).set(name, dir);
     return dir;
   }
 
@@ -157,7 +158,7 @@ export class DirsBackend implements WatchBackend {
     const child = path.join(abs, name);
     const p = this.paths.toMountPath(child);
     if (p === null) return;
-    if (eventType === 'change' && !dir.children.has(name)) {
+    if (eventType === 'change' && !dir.children?.has(name)) {
       this.handlers.onEvents([{ type: 'update', path: p }]);
       return;
     }
@@ -171,7 +172,7 @@ export class DirsBackend implements WatchBackend {
       st = await lstat(child);
     } catch (err) {
       if (this.closed) return;
-      const watched = parent.children.get(name);
+      const watched = parent.children?.get(name);
       if (watched) this.forget(watched);
       const code = (err as NodeJS.ErrnoException).code;
       if (code !== 'ENOENT' && code !== 'ENOTDIR') this.problem(err);
@@ -179,9 +180,9 @@ export class DirsBackend implements WatchBackend {
       return;
     }
     if (this.closed || this.dirs.get(this.absOf(parent)) !== parent) return;
-    const watched = parent.children.get(name);
+    const watched = parent.children?.get(name);
     if (watched && !(st.isDirectory() && st.ino === watched.ino)) this.forget(watched); // renamed away, replaced
-    if (st.isDirectory() && !parent.children.has(name)) {
+    if (st.isDirectory() && !parent.children?.has(name)) {
       this.handlers.onEvents([{ type: 'create', path: p }]);
       const dir = this.watchDir(child, parent, name, st.ino);
       if (dir) await this.walk([dir], true);
@@ -195,11 +196,12 @@ export class DirsBackend implements WatchBackend {
     const stack = [dir];
     while (stack.length > 0) {
       const d = stack.pop() as Dir;
-      for (const c of d.children.values()) stack.push(c);
-      d.children.clear();
+      for (const c of d.children?.values() ?? []) stack.push(c);
+      d.children = null;
       this.closeOne(d);
     }
-    if (dir.parent?.children.get(dir.name) === dir) dir.parent.children.delete(dir.name);
+    const siblings = dir.parent?.children;
+    if (siblings?.get(dir.name) === dir) siblings.delete(dir.name);
   }
 
   private closeOne(d: Dir): void {
