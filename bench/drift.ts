@@ -27,7 +27,7 @@
  * Environment: BENCH_DRIFT_CHANGES (1000), BENCH_DRIFT_WARMUP (20), BENCH_DRIFT_BURST (10000),
  * BENCH_DRIFT_TREE_FILES (200000, in directories of 1,000), BENCH_DRIFT_DEBOUNCES (200,50 —
  * 200 runs the agent's default, any other value sets FILESTORE_WATCH_DEBOUNCE_MS),
- * BENCH_DRIFT_FORCED (chokidar; --quick: none — one more agent run with FILESTORE_WATCH_BACKEND
+ * BENCH_DRIFT_FORCED (chokidar, parcel or dirs; --quick: none — one more agent run with FILESTORE_WATCH_BACKEND
  * set to it; `none` skips it), BENCH_DRIFT_ONLY=burst with BENCH_DRIFT_FORCED=none: the burst
  * of the default configuration alone (about 30 s),
  * BENCH_DRIFT_BACKENDS (parcel,chokidar,auto,auto-grown; --quick: no auto-grown), BENCH_DRIFT_ONLY (parts to run, of
@@ -85,8 +85,8 @@ async function main(): Promise<void> {
   const backends = (process.env.BENCH_DRIFT_BACKENDS ?? (quick ? 'parcel,chokidar,auto' : 'parcel,chokidar,auto,auto-grown')).split(',').map((b) => b.trim());
   // A third agent run with FILESTORE_WATCH_BACKEND forced (latency and burst): what the other backend costs.
   const forcedEnv = (process.env.BENCH_DRIFT_FORCED ?? (quick ? 'none' : 'chokidar')).trim();
-  if (!['none', 'chokidar', 'parcel'].includes(forcedEnv)) throw new Error('BENCH_DRIFT_FORCED must be chokidar, parcel or none');
-  const forced = forcedEnv === 'none' ? null : (forcedEnv as 'chokidar' | 'parcel');
+  if (!['none', 'chokidar', 'parcel', 'dirs'].includes(forcedEnv)) throw new Error('BENCH_DRIFT_FORCED must be chokidar, parcel, dirs or none');
+  const forced = forcedEnv === 'none' ? null : (forcedEnv as 'chokidar' | 'parcel' | 'dirs');
   const only = new Set((process.env.BENCH_DRIFT_ONLY ?? 'latency,burst,startup').split(',').map((p) => p.trim()));
   const cpuProfDir = process.env.BENCH_CPU_PROF ? resolve(process.env.BENCH_CPU_PROF) : undefined;
   const script = fileURLToPath(import.meta.url);
@@ -154,7 +154,7 @@ async function main(): Promise<void> {
       tap.watchMount(mount.id);
       // One agent run per configuration: the default one (debounce and backend as the agent
       // chooses them) carries the targets; the others show what the two knobs change.
-      const configs: Array<{ debounceMs: number; forced: 'chokidar' | 'parcel' | null; latency: boolean; burst: boolean }> = debounces.map((debounceMs, i) => ({
+      const configs: Array<{ debounceMs: number; forced: 'chokidar' | 'parcel' | 'dirs' | null; latency: boolean; burst: boolean }> = debounces.map((debounceMs, i) => ({
         debounceMs,
         forced: null,
         latency: only.has('latency'),
@@ -181,7 +181,7 @@ async function main(): Promise<void> {
           nodeArgs: cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${join(cpuProfDir, `agent-${round}`)}`] : undefined,
         });
         state.agents.add(agent);
-        const chosen = /watcher \S+: (chokidar|parcel)/.exec(agent.watcherLines[0] ?? '')?.[1] ?? 'unknown';
+        const chosen = /watcher \S+: (chokidar|parcel|dirs)/.exec(agent.watcherLines[0] ?? '')?.[1] ?? 'unknown';
         const backend = config.forced ? `${chosen} (forced)` : `${chosen} (auto)`;
         const settleMs = await waitForQuiet(pool, mount.id, latencyFiles);
         // As autovacuum would have left a catalogue that has been this size for a while.

@@ -39,7 +39,7 @@ export interface AgentSpec {
   /** FILESTORE_WATCH_DEBOUNCE_MS; undefined leaves it unset (the default, 200 ms). */
   debounceMs?: number | undefined;
   /** FILESTORE_WATCH_BACKEND; undefined leaves it unset (auto). */
-  backend?: 'chokidar' | 'parcel' | 'auto' | undefined;
+  backend?: 'chokidar' | 'parcel' | 'dirs' | 'auto' | undefined;
   logFile: string;
   startTimeoutMs?: number | undefined;
   /** Extra node options, e.g. --cpu-prof (the profile is written when the agent exits after SIGTERM). */
@@ -73,7 +73,7 @@ export async function spawnAgent(spec: AgentSpec): Promise<AgentRun> {
   const watcherLines: string[] = [];
   createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => {
     log.write(`${line}\n`);
-    if (/^watcher \S+: (chokidar|parcel|.*ENOSPC|.*inotify)/.test(line)) watcherLines.push(line);
+    if (/^watcher \S+: (chokidar|parcel|dirs|.*ENOSPC|.*inotify)/.test(line)) watcherLines.push(line);
   });
   let exitCode: number | null | undefined;
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code, signal) => resolve((exitCode = code ?? (signal ? 128 : null)))));
