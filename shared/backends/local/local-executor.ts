@@ -156,14 +156,7 @@ export class LocalExecutor implements Backend {
     try {
       for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done);
       const sha256 = createHash('sha256').update(bytes).digest('hex');
-      if (options.expectedSha256 !== undefined && options.expectedSha256.toLowerCase() !== sha256) {
-        throw new FilestoreError(
-          'CHECKSUM_MISMATCH',
-          `the bytes received for ${JSON.stringify(rel)} do not match the expected sha256; ` +
-            'nothing was written, send the file again',
-          { path: rel, expectedSha256: options.expectedSha256, actualSha256: sha256 },
-        );
-      }
+      assertExpectedSha256(rel, options.expectedSha256, sha256);
       if (chmodTo !== undefined) fchmodSync(fd, chmodTo);
       await fsyncFd(fd);
       const st = fstatSync(fd);
@@ -194,14 +187,7 @@ export class LocalExecutor implements Backend {
       const hash = createHash('sha256');
       await pipeline(body, hashingFileSink(fh, hash));
       const sha256 = hash.digest('hex');
-      if (options.expectedSha256 !== undefined && options.expectedSha256.toLowerCase() !== sha256) {
-        throw new FilestoreError(
-          'CHECKSUM_MISMATCH',
-          `the bytes received for ${JSON.stringify(rel)} do not match the expected sha256; ` +
-            'nothing was written, send the file again',
-          { path: rel, expectedSha256: options.expectedSha256, actualSha256: sha256 },
-        );
-      }
+      assertExpectedSha256(rel, options.expectedSha256, sha256);
       if (chmodTo !== undefined) await fh.chmod(chmodTo);
       await fh.sync();
       const st = await fh.stat();
@@ -426,4 +412,14 @@ async function* keepAfter<T>(batches: AsyncIterable<T[]>, after: string | undefi
       if (kept.length > 0) yield kept;
     }
   }
+}
+
+/** CHECKSUM_MISMATCH when the client sent an expected sha256 the written bytes do not have (nothing is placed). */
+function assertExpectedSha256(rel: string, expected: string | undefined, actual: string): void {
+  if (expected === undefined || expected.toLowerCase() === actual) return;
+  throw new FilestoreError('CHECKSUM_MISMATCH', `the bytes received for ${JSON.stringify(rel)} do not match the expected sha256; nothing was written, send the file again`, {
+    path: rel,
+    expectedSha256: expected,
+    actualSha256: actual,
+  });
 }
