@@ -1,8 +1,13 @@
+import { lstat, readdir } from 'node:fs/promises';
+import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { claimNewInotifyFds, inotifyFdsBeforeStart, inotifyWatchesOf } from '../inotify.ts';
 import type { WatchBackend, WatchEvent, WatchHandlers } from '../types.ts';
 import { MountPaths } from './mount-paths.ts';
 import { classifyProblem, isWatchLimit } from './problems.ts';
+
+/** How long a new directory's watch may take to come up before its look-again is given up (chokidar reports what failed). */
+const WATCH_UP_WAIT_MS = 30_000;
 
 const TYPES: Record<string, WatchEvent['type'] | undefined> = {
   add: 'create',
@@ -25,6 +30,13 @@ const TYPES: Record<string, WatchEvent['type'] | undefined> = {
  *   backends alike instead (a delete and a create of one path within the window = a change);
  * - `ignored` is a function (chokidar ≥ 4 has no globs): the staging area and everything below;
  * - `ignorePermissionErrors: false`: an unreadable directory is reported, never silently unwatched.
+ *
+ * A new directory: chokidar reports it, reads it, and only then opens its watch, so an entry
+ * made between the read and the watch is known to nobody — its later rename or deletion would
+ * be reported by nothing (seen under load: a file Filestore wrote into a directory it had just
+ * made, then renamed outside it, left the catalogue holding the old name). So once the watch
+ * of a directory chokidar reported is up, the directory is read again, and each entry chokidar
+ * does not know is handed to it (`add`: watched from then on) and reported as created.
  */
 export class ChokidarBackend implements WatchBackend {
   readonly kind = 'chokidar' as const;
@@ -54,7 +66,9 @@ export class ChokidarBackend implements WatchBackend {
       const type = TYPES[event];
       if (this.closed || type === undefined) return;
       const path = this.paths.toMountPath(abs);
-      if (path !== null) this.handlers.onEvents([{ type, path }]);
+      if (path === null) return;
+      this.handlers.onEvents([{ type, path }]);
+      if (event === 'addDir') void this.lookAgain(abs);
     });
     // Running out of inotify watches before the first crawl is done means the tree does not
     // fit: start fails at once (the caller moves to parcel under auto, or reports the mount
@@ -79,6 +93,43 @@ export class ChokidarBackend implements WatchBackend {
     }
     ready = true;
     await claimNewInotifyFds(this.kind, before);
+  }
+
+  /**
+   * Once chokidar's watch of the new directory `abs` is up: its entries that chokidar does not
+   * know (made between its read and its watch) are watched and reported as created; a new
+   * subdirectory among them is looked at the same way. Chokidar's own records are read here
+   * (`_closers`, `_watched`: declared in its typings; pinned major): nothing public says
+   * when a directory's watch is up.
+   */
+  private async lookAgain(abs: string): Promise<void> {
+    const w = this.watcher;
+    if (w === null) return;
+    const deadline = Date.now() + WATCH_UP_WAIT_MS;
+    for (let pause = 2; !w._closers.has(abs); pause = Math.min(pause * 2, 100)) {
+      if (this.closed || Date.now() > deadline) return;
+      await new Promise((r) => setTimeout(r, pause));
+      // Gone again, or no longer a directory: whoever removed it is reported by its parent's watch.
+      if (pause === 100 && !(await lstat(abs).then((st) => st.isDirectory(), () => false))) return;
+    }
+    let names: string[];
+    try {
+      names = await readdir(abs);
+    } catch {
+      return; // gone again, or unreadable (chokidar reported that)
+    }
+    const known = w._watched.get(abs);
+    const missed = names.map((n) => path.join(abs, n)).filter((p) => !(known?.has(path.basename(p)) ?? false) && !this.paths.isStaging(p));
+    if (missed.length === 0 || this.closed) return;
+    w.add(missed);
+    const events = missed.flatMap((p) => {
+      const mountPath = this.paths.toMountPath(p);
+      return mountPath === null ? [] : [{ type: 'create' as const, path: mountPath }];
+    });
+    this.handlers.onEvents(events);
+    for (const p of missed) {
+      if (await lstat(p).then((st) => st.isDirectory(), () => false)) await this.lookAgain(p);
+    }
   }
 
   async close(): Promise<void> {
