@@ -242,12 +242,12 @@ describe.each(['chokidar', 'parcel', 'dirs'] as const)('judging paths (%s)', (ba
 });
 
 describe('choosing a backend and starting watchers', () => {
-  it('auto picks parcel, whatever the size of the tree', async () => {
+  it('auto picks parcel for a small tree', async () => {
     const small = await createTestMount(core, 'local');
     await writeFile(path.join(small.root as string, 'only'), '');
     const w = new MountWatcher(core, small.mount, { backend: 'auto', catchUp: false });
     try {
-      expect(await w.start()).toMatchObject({ kind: 'parcel', choice: 'auto', entries: null, threshold: null });
+      expect(await w.start()).toMatchObject({ kind: 'parcel', choice: 'auto', entries: 1, directories: 0, threshold: null });
       expect((await w.stats()).backend).toBe('parcel');
     } finally {
       await w.close();
@@ -264,12 +264,41 @@ describe('choosing a backend and starting watchers', () => {
     const b = new MountWatcher(core, large.mount, { backend: 'auto', autoThreshold: 10, catchUp: false });
     try {
       expect(await a.start()).toMatchObject({ kind: 'chokidar', choice: 'auto', entries: 1, threshold: 10 });
-      expect(await b.start()).toMatchObject({ kind: 'parcel', choice: 'auto', entries: 10, threshold: 10 });
+      expect(await b.start()).toMatchObject({ kind: 'parcel', choice: 'auto', entries: 12, threshold: 10 });
     } finally {
       await a.close();
       await b.close();
       await small.cleanup();
       await large.cleanup();
+    }
+  });
+
+  it('auto picks dirs for a large tree of big directories (parcel would keep every file in memory), parcel for one of many small directories', async () => {
+    const big = await createTestMount(core, 'local');
+    const many = await createTestMount(core, 'local');
+    for (let d = 0; d < 2; d++) {
+      await mkdir(path.join(big.root as string, `d${d}`));
+      for (let i = 0; i < 30; i++) await writeFile(path.join(big.root as string, `d${d}/f${i}`), '');
+    }
+    for (let d = 0; d < 30; d++) {
+      await mkdir(path.join(many.root as string, `d${d}`));
+      await writeFile(path.join(many.root as string, `d${d}/f`), '');
+    }
+    // Bounds scaled down (the defaults: 100,000 entries, 20 a directory).
+    const a = new MountWatcher(core, big.mount, { backend: 'auto', autoDirsFrom: 50, catchUp: false });
+    const b = new MountWatcher(core, many.mount, { backend: 'auto', autoDirsFrom: 50, catchUp: false });
+    try {
+      expect(await a.start()).toMatchObject({ kind: 'dirs', choice: 'auto', entries: 50, directories: 2 });
+      expect(await b.start()).toMatchObject({ kind: 'parcel', choice: 'auto', entries: 50 });
+      expect((await a.stats()).backend).toBe('dirs');
+      // And it watches: a file written outside Filestore is catalogued.
+      await writeFile(path.join(big.root as string, 'd1/new.txt'), 'new');
+      await eventually(async () => (await nodeAt(core, big.mount.id, 'd1/new.txt'))?.consistencyState === 'ACTIVE', 'd1/new.txt catalogued');
+    } finally {
+      await a.close();
+      await b.close();
+      await big.cleanup();
+      await many.cleanup();
     }
   });
 

@@ -23,7 +23,7 @@ import {
 } from './types.ts';
 
 export interface MountWatcherOptions {
-  /** `chokidar`, `parcel` or `auto` (parcel, see backends/choose.ts). Default `auto`. */
+  /** `chokidar`, `parcel`, `dirs` or `auto` (parcel, or dirs for a large tree of big directories: backends/choose.ts). Default `auto`. */
   backend?: WatchBackendChoice | undefined;
   /** FILESTORE_WATCH_DEBOUNCE_MS (default 200). */
   debounceMs?: number | undefined;
@@ -34,6 +34,8 @@ export interface MountWatcherOptions {
    * every tree; `autoThreshold()` in backends/choose.ts gives one that fits the host's inotify budget).
    */
   autoThreshold?: number | undefined;
+  /** Under `auto`, trees of at least this many entries, 20 or more per directory, get `dirs` (default 100,000; backends/choose.ts). */
+  autoDirsFrom?: number | undefined;
   /** Enqueue a full rescan at start, for changes made while nothing watched (default true). */
   catchUp?: boolean | undefined;
   /** At most one full rescan request per this many ms after the first (default 30,000); later ones wait, never drop. */
@@ -153,7 +155,7 @@ export class MountWatcher {
     if (!look.ok) throw new WatchStartError(this.mount.key, { message: look.reason, code: look.code }, false);
     this.root = look.real;
     this.overflowRiskAt = this.o.overflowRiskEvents ?? (await overflowRiskThreshold());
-    const decision = await chooseBackend({ pool: this.core.pool, mount: this.mount, root: this.root, choice: this.choice, threshold: this.o.autoThreshold });
+    const decision = await chooseBackend({ pool: this.core.pool, mount: this.mount, root: this.root, choice: this.choice, threshold: this.o.autoThreshold, dirsFrom: this.o.autoDirsFrom });
     this.decision = decision;
     this.notClosed();
     this.log(`watcher ${this.mount.key}: ${decision.kind} (${decision.reason})`);

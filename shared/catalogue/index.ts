@@ -2,7 +2,7 @@
 export { HEARTBEAT_TTL_INTERVALS, type Agent } from './agents.ts';
 export { lockKey } from './locks.ts';
 export { createMount, findMount, listMounts } from './mounts.ts';
-export { countLiveNodes, setMountHealth } from './reconcile-writes.ts';
+export { countLiveNodes, countLiveTree, setMountHealth } from './reconcile-writes.ts';
 export { recordedRootIdentity } from './root-identity.ts';
 export {
   MAX_S3_PREFIX_LENGTH,

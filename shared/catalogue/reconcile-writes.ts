@@ -265,6 +265,17 @@ export async function countLiveNodes(q: Queryable, mountId: string): Promise<num
   return rows[0]?.n ?? 0;
 }
 
+/** Live nodes of a mount, the root excluded, and how many of them are directories (the watcher's choice, agent/watch/backends/choose.ts). */
+export async function countLiveTree(q: Queryable, mountId: string): Promise<{ entries: number; directories: number }> {
+  const below = descendantsCondition('', 2);
+  const { rows } = await q.query<{ n: number; d: number }>(
+    `SELECT count(*)::int AS n, (count(*) FILTER (WHERE kind = 'directory'))::int AS d
+       FROM filestore.nodes WHERE mount_id = $1 AND deleted_at IS NULL AND ${below.sql}`,
+    [mountId],
+  );
+  return { entries: rows[0]?.n ?? 0, directories: rows[0]?.d ?? 0 };
+}
+
 /**
  * Drift observed (a watcher event, an S3 event not caused by Filestore): ACTIVE → INCONSISTENT,
  * `last_drift_detected_at`, `filestore.drift.detected`. Returns the node, or null when no live

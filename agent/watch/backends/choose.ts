@@ -1,13 +1,14 @@
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { countLiveNodes, type Mount } from '../../../shared/catalogue/index.ts';
+import { countLiveTree, type Mount } from '../../../shared/catalogue/index.ts';
 import type { Queryable } from '../../../shared/db/index.ts';
 import { STAGING_DIR } from '../../../shared/index-paths.ts';
 import { maxUserWatches } from '../inotify.ts';
 import type { WatchBackendChoice, WatchBackendKind } from '../types.ts';
 
 /**
- * Which watcher a mount gets under `auto`: @parcel/watcher, whatever the size of the tree.
+ * Which watcher a mount gets under `auto`: @parcel/watcher, or for a large tree with many files
+ * per directory the `dirs` backend (below).
  *
  * chokidar costs the agent's one JavaScript thread about 0.2 ms per new file (it stats each
  * one, opens an fs.watch on it and re-reads its directory with an lstat per entry), and while
@@ -28,8 +29,24 @@ import type { WatchBackendChoice, WatchBackendKind } from '../types.ts';
  * leaving room for other mounts and other users of inotify, 50,000 bounding chokidar's
  * start-up (it stats every entry) and memory (a handle per file). If chokidar still runs out
  * (the tree grew), the mount watcher moves that mount to parcel and rescans it.
+ *
+ * parcel keeps an entry per *file* of the tree in the agent's memory for as long as it watches
+ * (~270 B a file: 518–529 MB of PSS on a 1M-file mount, issue 17); `dirs` keeps state per
+ * *directory* only (~2.6 KB each: 259 MB on the same mount, walkers included) and reported the
+ * drift bench's changes as fast or faster (docs/benchmarks.md). Per file, parcel is cheaper
+ * below ~10 files a directory. So a tree of DIRS_FROM_ENTRIES entries or more, with
+ * DIRS_ENTRIES_PER_DIR or more entries per directory, gets `dirs`; smaller trees, where
+ * parcel's memory does not matter, and trees of many small directories keep parcel. The counts
+ * are the catalogue's (one count), or a walk of the disk capped at DIRS_FROM_ENTRIES entries
+ * when the catalogue holds fewer (a mount not yet audited): directories met by then over
+ * entries met by then.
  */
 export const AUTO_MAX_THRESHOLD = 50_000;
+
+/** Under `auto`: trees of at least this many entries… */
+export const DIRS_FROM_ENTRIES = 100_000;
+/** …with at least this many entries per directory get the `dirs` backend. */
+export const DIRS_ENTRIES_PER_DIR = 20;
 export const AUTO_BUDGET_SHARE = 0.25;
 
 /** A chokidar threshold that fits this host's inotify budget (pass it as `threshold` to use chokidar for smaller trees). */
@@ -38,13 +55,20 @@ export async function autoThreshold(cap = AUTO_MAX_THRESHOLD): Promise<number> {
   return budget === null ? cap : Math.max(1, Math.min(cap, Math.floor(budget * AUTO_BUDGET_SHARE)));
 }
 
+/** Entries of a tree and how many of them are directories. */
+export interface TreeCount {
+  entries: number;
+  directories: number;
+}
+
 /**
  * Entries (files, directories, symlinks) below `root`, counted up to `cap` and no further:
  * the walk stops as soon as the answer is known. Symlinks are counted, never followed; the
  * staging area is skipped; unreadable directories count as empty.
  */
-export async function countEntries(root: string, cap: number): Promise<number> {
+export async function countTree(root: string, cap: number): Promise<TreeCount> {
   let count = 0;
+  let directories = 0;
   const dirs = [root];
   while (dirs.length > 0 && count < cap) {
     const dir = dirs.pop() as string;
@@ -57,17 +81,27 @@ export async function countEntries(root: string, cap: number): Promise<number> {
     for (const e of entries) {
       if (dir === root && e.name === STAGING_DIR) continue;
       if (++count >= cap) break;
-      if (e.isDirectory()) dirs.push(path.join(dir, e.name));
+      if (e.isDirectory()) {
+        directories++;
+        dirs.push(path.join(dir, e.name));
+      }
     }
   }
-  return count;
+  return { entries: count, directories };
+}
+
+/** countTree's entries. */
+export async function countEntries(root: string, cap: number): Promise<number> {
+  return (await countTree(root, cap)).entries;
 }
 
 export interface BackendDecision {
   kind: WatchBackendKind;
   choice: WatchBackendChoice;
-  /** Auto with a threshold: the larger of the catalogue's live nodes and the (capped) count on disk. */
+  /** Auto: the larger of the catalogue's live nodes and the (capped) count on disk. */
   entries: number | null;
+  /** Auto: directories among them. */
+  directories: number | null;
   threshold: number | null;
   reason: string;
 }
@@ -78,28 +112,41 @@ export interface ChooseOptions {
   /** The mount root (absolute, real). */
   root: string;
   choice: WatchBackendChoice;
-  /** Auto: trees with fewer entries than this get chokidar (default: none, parcel for every tree). */
+  /** Auto: trees with fewer entries than this get chokidar (default: none). */
   threshold?: number | undefined;
+  /** Auto: trees with at least this many entries, DIRS_ENTRIES_PER_DIR or more per directory, get `dirs` (default DIRS_FROM_ENTRIES). */
+  dirsFrom?: number | undefined;
 }
 
 /**
- * Picks the backend for a mount: the configured one, or under `auto` parcel — unless a
- * `threshold` is given, then chokidar below it. Counting the tree counts the catalogue first
- * (one index count) and walks the disk only when the catalogue is below the threshold (a
- * mount not yet audited).
+ * Picks the backend for a mount: the configured one, or under `auto` `dirs` for a large tree
+ * of big directories, chokidar below an explicit `threshold`, parcel otherwise. Counting the
+ * tree counts the catalogue first (one count) and walks the disk only when the catalogue holds
+ * fewer entries than the larger of the two bounds (a mount not yet audited).
  */
 export async function chooseBackend(o: ChooseOptions): Promise<BackendDecision> {
-  if (o.choice !== 'auto') return { kind: o.choice, choice: o.choice, entries: null, threshold: null, reason: 'configured' };
-  if (o.threshold === undefined) return { kind: 'parcel', choice: 'auto', entries: null, threshold: null, reason: 'auto: parcel for every tree' };
-  const threshold = o.threshold;
-  const catalogued = await countLiveNodes(o.pool, o.mount.id);
-  const entries = catalogued >= threshold ? catalogued : Math.max(catalogued, await countEntries(o.root, threshold));
-  const kind: WatchBackendKind = entries >= threshold ? 'parcel' : 'chokidar';
-  return {
+  if (o.choice !== 'auto') return { kind: o.choice, choice: o.choice, entries: null, directories: null, threshold: null, reason: 'configured' };
+  const dirsFrom = o.dirsFrom ?? DIRS_FROM_ENTRIES;
+  const cap = Math.max(o.threshold ?? 0, dirsFrom);
+  const catalogued = await countLiveTree(o.pool, o.mount.id);
+  let tree = catalogued;
+  if (catalogued.entries < cap) {
+    const onDisk = await countTree(o.root, cap);
+    if (onDisk.entries > catalogued.entries) tree = onDisk;
+  }
+  const decide = (kind: WatchBackendKind, reason: string): BackendDecision => ({
     kind,
     choice: 'auto',
-    entries,
-    threshold,
-    reason: kind === 'parcel' ? `${entries}+ entries, at or above the threshold of ${threshold}` : `${entries} entries, below the threshold of ${threshold}`,
-  };
+    entries: tree.entries,
+    directories: tree.directories,
+    threshold: o.threshold ?? null,
+    reason,
+  });
+  if (o.threshold !== undefined && tree.entries < o.threshold) return decide('chokidar', `${tree.entries} entries, below the threshold of ${o.threshold}`);
+  const perDir = Math.floor(tree.entries / Math.max(1, tree.directories));
+  const size = tree.entries >= cap ? `${tree.entries}+ entries` : `${tree.entries} entries`;
+  if (tree.entries >= dirsFrom && perDir >= DIRS_ENTRIES_PER_DIR) {
+    return decide('dirs', `${size}, ${perDir} per directory: watched per directory, nothing kept per file`);
+  }
+  return decide('parcel', tree.entries >= dirsFrom ? `${size}, ${perDir} per directory` : `${size}, below ${dirsFrom}`);
 }
