@@ -11,7 +11,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { markInconsistentMany, touchCheckedSql } from '../shared/catalogue/drift-writes.ts';
-import { applyChanges, markMissing, reactivate, touchChecked } from '../shared/catalogue/reconcile-writes.ts';
+import { applyChanges, insertDiscovered, markMissing, reactivate, touchChecked } from '../shared/catalogue/reconcile-writes.ts';
 import { NODE_COLUMNS } from '../shared/catalogue/rows.ts';
 import type { CatalogueNode } from '../shared/catalogue/types.ts';
 import { migrate } from '../shared/db/migrate.ts';
@@ -131,6 +131,16 @@ describe('a small batch on big tables without statistics', () => {
     } finally {
       await client.query('ROLLBACK');
     }
+  });
+
+  it('a discovery of ten new files under the root finds their parent by index, not by reading the mount', async () => {
+    const fresh = Array.from({ length: BATCH }, (_, i) => ({ path: `new-${i}`, kind: 'file' as const, sizeBytes: i, sha256: null, etag: null, mode: 0o644, uid: 0, gid: 0, mtime: new Date() }));
+    let inserted = 0;
+    const fetched = await blocksFetched('nodes', async () => {
+      inserted = (await insertDiscovered(client, mountId, fresh, { jobId: 0, reason: 'audit' })).length;
+    });
+    expect(inserted).toBe(BATCH);
+    expect(fetched).toBeLessThan(READ_AT_MOST);
   });
 
   it("an S3-event batch's first read (its mounts, its keys' nodes and their sequencers) reads about ten rows, not the bucket", async () => {
