@@ -1,4 +1,4 @@
-import { watch, type FSWatcher } from 'node:fs';
+import { lstatSync, watch, type FSWatcher } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { WatchBackend, WatchEvent, WatchHandlers } from '../types.ts';
@@ -10,6 +10,25 @@ let openWatchers = 0;
 
 /** Directory walks running at once (start, a new tree). */
 const WALK_CONCURRENCY = 8;
+
+/** Directories whose watch ran out of inotify watches or descriptors are tried again after this, doubled after each failed try up to RETRY_MAX_MS. */
+const RETRY_FIRST_MS = 1_000;
+const RETRY_MAX_MS = 60_000;
+
+/** errno codes of a watch that failed for want of inotify watches or file descriptors: worth trying again later. */
+const OUT_OF_WATCHES = new Set(['ENOSPC', 'EMFILE', 'ENFILE']);
+
+/** What opens one directory's watch: node:fs `watch` (tests inject their own). */
+export type WatchFunction = (
+  filename: string,
+  options: { persistent: boolean; recursive: boolean },
+  listener: (eventType: string, filename: string | Buffer | null) => void,
+) => FSWatcher;
+
+export interface DirsBackendOptions {
+  /** Opens a directory's watch; default node:fs `watch`. For tests (a watch that fails, a swap in its window). */
+  watch?: WatchFunction | undefined;
+}
 
 /** One watched directory: the only state this backend keeps (nothing per file). */
 interface Dir {
@@ -36,9 +55,16 @@ interface Dir {
  *   `delete`, a directory not yet watched is watched with its whole subtree at once and
  *   every entry found in it (after its watch is up) is reported as `create` — files written
  *   before the watch was up are not missed; anything else a `create`. The type is a hint only.
- * - A watched directory removed or renamed away (its name gone from its parent, or another
- *   inode there): its watchers and those below it are closed, no problem reported.
- * - ENOSPC/EMFILE adding a watch: `overflow` (coverage lost); other errors: `error`.
+ * - A 'rename' naming a watched subdirectory means that entry was removed, replaced or moved:
+ *   its watchers and those below it are closed, no problem reported, and a directory found
+ *   there is watched anew with its subtree (entries reported) — whatever its inode number
+ *   (ext4 gives a directory removed and made again at once the same one; the old watch is dead).
+ * - A watch is kept only if, right after `fs.watch` (which follows symlinks), the path still is
+ *   the directory (inode) lstat found: an entry swapped for a symlink in between is not watched
+ *   through it.
+ * - ENOSPC/EMFILE adding a watch: `overflow` (coverage lost), once per episode: that directory
+ *   is tried again after 1 s, doubling to 60 s while the watches stay spent; once watched, its
+ *   subtree is walked and every entry reported. Other errors: `error`.
  *
  * Known gap, as for the others: libuv drops the kernel's IN_Q_OVERFLOW notice (its event has
  * wd -1, which matches no watcher, and is skipped: src/unix/linux.c, uv__inotify_read), so
@@ -49,12 +75,25 @@ export class DirsBackend implements WatchBackend {
   private closed = false;
   private readonly paths: MountPaths;
   private readonly dirs = new Map<string, Dir>();
+  private readonly watchFn: WatchFunction;
+  /** Directories whose watch failed with OUT_OF_WATCHES, by absolute path: tried again on `retryTimer`. */
+  private readonly unwatched = new Map<string, { parent: Dir; name: string }>();
+  /** An overflow was reported for the directories waiting in `unwatched`: none more until they are all watched (or gone). */
+  private outOfWatches = false;
+  private retryDelayMs = RETRY_FIRST_MS;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retrying = false;
+  /** The latest look of each entry being looked at (absolute path → sequence): an earlier one finishing later is stale and drops its result. */
+  private readonly looking = new Map<string, number>();
+  private lookSeq = 0;
 
   constructor(
     root: string,
     private readonly handlers: WatchHandlers,
+    o: DirsBackendOptions = {},
   ) {
     this.paths = new MountPaths(root);
+    this.watchFn = o.watch ?? watch;
   }
 
   async start(): Promise<void> {
@@ -67,6 +106,10 @@ export class DirsBackend implements WatchBackend {
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.unwatched.clear();
+    this.looking.clear();
     for (const d of this.dirs.values()) this.closeOne(d);
     this.dirs.clear();
   }
@@ -75,18 +118,50 @@ export class DirsBackend implements WatchBackend {
     return Promise.resolve(openWatchers);
   }
 
-  /** Watches `abs` (one fs.watch), or null when it cannot be (gone, a problem reported). Synchronous: no gap between the check and the watch. */
+  /**
+   * Watches `abs` (one fs.watch), or null when it cannot be (gone, no longer the directory
+   * `ino`, out of watches: tried again later, or a problem reported). Synchronous: no gap
+   * between the check and the watch.
+   */
   private watchDir(abs: string, parent: Dir | null, name: string, ino: number): Dir | null {
     if (this.closed) return null;
     const existing = this.dirs.get(abs);
     if (existing) return existing.ino === ino ? null : (this.forget(existing), this.watchDir(abs, parent, name, ino));
     let watcher: FSWatcher;
     try {
-      watcher = watch(abs, { persistent: true, recursive: false }, (eventType, filename) => this.onEvent(dir, eventType, filename));
+      watcher = this.watchFn(abs, { persistent: true, recursive: false }, (eventType, filename) => this.onEvent(dir, eventType, filename));
     } catch (err) {
-      this.problem(err);
+      const code = (err as NodeJS.ErrnoException | null)?.code;
+      if (parent && code !== undefined && OUT_OF_WATCHES.has(code)) {
+        this.unwatched.set(abs, { parent, name });
+        if (!this.outOfWatches) {
+          this.outOfWatches = true;
+          this.problem(err);
+        }
+        this.scheduleRetry();
+      } else {
+        this.problem(err);
+      }
       return null;
     }
+    // fs.watch follows symlinks: if the entry was swapped for one (or anything else) since the
+    // lstat that found the directory, this watch may be outside the mount. Its parent's watch
+    // reports the entry.
+    let now;
+    try {
+      now = lstatSync(abs, { throwIfNoEntry: false });
+    } catch {
+      now = undefined; // a parent replaced by a file (ENOTDIR)…: not the directory found
+    }
+    if (!now?.isDirectory() || now.ino !== ino) {
+      try {
+        watcher.close();
+      } catch {
+        // already closed
+      }
+      return null;
+    }
+    this.unwatched.delete(abs);
     openWatchers++;
     const dir: Dir = { watcher, ino, parent, name, children: null, open: true };
     watcher.on('error', (err) => {
@@ -162,16 +237,29 @@ export class DirsBackend implements WatchBackend {
       this.handlers.onEvents([{ type: 'update', path: p }]);
       return;
     }
-    void this.look(dir, name, child, p);
+    void this.look(dir, name, child, p, eventType === 'rename');
   }
 
-  /** One lstat of an entry a 'rename' named: gone, a new directory (watched whole), or a file. */
-  private async look(parent: Dir, name: string, child: string, p: string): Promise<void> {
+  /**
+   * One lstat of an entry a 'rename' (or a 'change' of a watched subdirectory) named: gone, a
+   * new directory (watched whole), or a file. `renamed`: the entry was created, removed or
+   * moved, so a watched subdirectory of that name is not the one there now, whatever its inode.
+   */
+  private async look(parent: Dir, name: string, child: string, p: string, renamed: boolean): Promise<void> {
+    const seq = ++this.lookSeq;
+    this.looking.set(child, seq);
+    // lstats run on libuv's pool and may finish out of order: only the entry's latest look acts
+    // (an older result could forget the watch of the directory a newer one found there).
+    const latest = (): boolean => {
+      if (this.looking.get(child) !== seq) return false;
+      this.looking.delete(child);
+      return true;
+    };
     let st;
     try {
       st = await lstat(child);
     } catch (err) {
-      if (this.closed) return;
+      if (!latest() || this.closed) return;
       const watched = parent.children?.get(name);
       if (watched) this.forget(watched);
       const code = (err as NodeJS.ErrnoException).code;
@@ -179,9 +267,9 @@ export class DirsBackend implements WatchBackend {
       this.handlers.onEvents([{ type: 'delete', path: p }]);
       return;
     }
-    if (this.closed || this.dirs.get(this.absOf(parent)) !== parent) return;
+    if (!latest() || this.closed || this.dirs.get(this.absOf(parent)) !== parent) return;
     const watched = parent.children?.get(name);
-    if (watched && !(st.isDirectory() && st.ino === watched.ino)) this.forget(watched); // renamed away, replaced
+    if (watched && (renamed || !(st.isDirectory() && st.ino === watched.ino))) this.forget(watched); // renamed away, replaced
     if (st.isDirectory() && !parent.children?.has(name)) {
       this.handlers.onEvents([{ type: 'create', path: p }]);
       const dir = this.watchDir(child, parent, name, st.ino);
@@ -189,6 +277,62 @@ export class DirsBackend implements WatchBackend {
       return;
     }
     this.handlers.onEvents([{ type: watched ? 'update' : 'create', path: p }]);
+  }
+
+  private scheduleRetry(): void {
+    if (this.closed || this.retryTimer || this.retrying || this.unwatched.size === 0) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.retryUnwatched();
+    }, this.retryDelayMs);
+    this.retryTimer.unref?.();
+  }
+
+  /**
+   * Tries again to watch the directories whose watch ran out of watches, parents first; each
+   * watched now has its subtree walked and every entry reported (what changed meanwhile went
+   * unseen). The first that fails for want of watches again ends the round: the next waits
+   * twice as long (≤ 60 s), with no new problem reported. Once none wait, an overflow is
+   * reported again the next time watches run out.
+   */
+  private async retryUnwatched(): Promise<void> {
+    this.retrying = true;
+    let spent = false;
+    try {
+      for (const [abs, { parent, name }] of [...this.unwatched]) {
+        if (this.closed) return;
+        if (this.unwatched.get(abs)?.parent !== parent) continue; // tried meanwhile
+        this.unwatched.delete(abs);
+        // Its parent no longer watched (gone, replaced: its new watch walks it), or watched meanwhile.
+        if (this.dirs.get(this.absOf(parent)) !== parent || this.dirs.has(abs)) continue;
+        let st;
+        try {
+          st = await lstat(abs);
+        } catch (err) {
+          this.problem(err); // gone: its parent's watch reports it
+          continue;
+        }
+        if (this.closed) return;
+        if (!st.isDirectory() || this.dirs.get(this.absOf(parent)) !== parent || this.dirs.has(abs)) continue;
+        const dir = this.watchDir(abs, parent, name, st.ino);
+        if (dir) {
+          await this.walk([dir], true);
+        } else if (this.unwatched.has(abs)) {
+          spent = true;
+          break;
+        }
+      }
+    } finally {
+      this.retrying = false;
+    }
+    if (this.closed) return;
+    if (this.unwatched.size === 0) {
+      this.outOfWatches = false;
+      this.retryDelayMs = RETRY_FIRST_MS;
+      return;
+    }
+    if (spent) this.retryDelayMs = Math.min(this.retryDelayMs * 2, RETRY_MAX_MS);
+    this.scheduleRetry();
   }
 
   /** Stops watching `dir` and everything below it (no problem: it is gone or replaced). */
