@@ -183,40 +183,70 @@ export class DirsBackend implements WatchBackend {
   /** Reads each directory after its watch is up and watches its subdirectories; with `report`, every entry found is a `create`. */
   private async walk(start: Dir[], report: boolean): Promise<void> {
     const todo = [...start];
+    // Workers idle while others read: a directory being read may yet hand over subdirectories
+    // (a worker that left on an empty queue left the rest of a deep tree to one worker).
+    let reading = 0;
+    const idle: Array<() => void> = [];
+    const wake = () => {
+      for (const w of idle.splice(0)) w();
+    };
     const worker = async (): Promise<void> => {
-      while (todo.length > 0 && !this.closed) {
-        const dir = todo.pop() as Dir;
-        const abs = this.absOf(dir);
-        let entries;
-        try {
-          entries = await readdir(abs, { withFileTypes: true });
-        } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code;
-          if (code !== 'ENOENT' && code !== 'ENOTDIR' && !this.closed && this.dirs.get(abs) === dir) this.problem(err);
+      while (!this.closed) {
+        const dir = todo.pop();
+        if (dir === undefined) {
+          if (reading === 0) return wake();
+          await new Promise<void>((r) => idle.push(r));
           continue;
         }
-        if (this.closed || this.dirs.get(abs) !== dir) continue;
-        const out: WatchEvent[] = [];
-        for (const e of entries) {
-          const child = path.join(abs, e.name);
-          const p = this.paths.toMountPath(child);
-          if (p === null) continue; // the staging area, or a name Filestore cannot catalogue
-          if (report) out.push({ type: 'create', path: p });
-          if (!e.isDirectory()) continue;
-          let st;
-          try {
-            st = await lstat(child);
-          } catch {
-            continue; // gone since: its parent's watch reports it
+        reading++;
+        try {
+          const subs = await this.readOne(dir, report);
+          if (subs.length > 0) {
+            todo.push(...subs);
+            wake();
           }
-          if (!st.isDirectory()) continue;
-          const sub = this.watchDir(child, dir, e.name, st.ino);
-          if (sub) todo.push(sub);
+        } finally {
+          reading--;
+          if (reading === 0 && todo.length === 0) wake();
         }
-        if (out.length > 0 && !this.closed) this.handlers.onEvents(out);
       }
+      wake();
     };
     await Promise.all(Array.from({ length: WALK_CONCURRENCY }, worker));
+  }
+
+  /** Reads one watched directory (after its watch is up): watches its subdirectories (returned, to be read in turn); with `report`, each entry is a `create`. */
+  private async readOne(dir: Dir, report: boolean): Promise<Dir[]> {
+    const subs: Dir[] = [];
+    const abs = this.absOf(dir);
+    let entries;
+    try {
+      entries = await readdir(abs, { withFileTypes: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR' && !this.closed && this.dirs.get(abs) === dir) this.problem(err);
+      return subs;
+    }
+    if (this.closed || this.dirs.get(abs) !== dir) return subs;
+    const out: WatchEvent[] = [];
+    for (const e of entries) {
+      const child = path.join(abs, e.name);
+      const p = this.paths.toMountPath(child);
+      if (p === null) continue; // the staging area, or a name Filestore cannot catalogue
+      if (report) out.push({ type: 'create', path: p });
+      if (!e.isDirectory()) continue;
+      let st;
+      try {
+        st = await lstat(child);
+      } catch {
+        continue; // gone since: its parent's watch reports it
+      }
+      if (!st.isDirectory()) continue;
+      const sub = this.watchDir(child, dir, e.name, st.ino);
+      if (sub) subs.push(sub);
+    }
+    if (out.length > 0 && !this.closed) this.handlers.onEvents(out);
+    return subs;
   }
 
   private onEvent(dir: Dir, eventType: string, filename: string | Buffer | null): void {
