@@ -37,9 +37,13 @@ const TYPES: Record<string, WatchEvent['type'] | undefined> = {
  * made, then renamed outside it, left the catalogue holding the old name). So once the watch
  * of a directory chokidar reported is up, the directory is read again, and each entry chokidar
  * does not know is handed to it (`add`: watched from then on) and reported as created.
- * Known gap: the same window exists for each directory of the start-up crawl (no event says
+ * Known gaps: the same window exists for each directory of the start-up crawl (no event says
  * when it is); an entry made there is catalogued by the catch-up rescan, and chokidar learns of
- * it at the next event in its directory, not before.
+ * it at the next event in its directory, not before. The other way round, an entry chokidar
+ * read and reported that is removed before the directory's watch is up is reported gone at
+ * the next event in that directory (chokidar reads it again) or by the next audit. A missed
+ * subdirectory handed to chokidar is read by it silently (`add` counts as initial): what it
+ * holds is reported by the mount watcher's walk of new directories (new-dirs.ts).
  */
 export class ChokidarBackend implements WatchBackend {
   readonly kind = 'chokidar' as const;
