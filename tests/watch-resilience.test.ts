@@ -278,17 +278,19 @@ describe('choosing a backend and starting watchers', () => {
     const many = await createTestMount(core, 'local');
     for (let d = 0; d < 2; d++) {
       await mkdir(path.join(big.root as string, `d${d}`));
-      for (let i = 0; i < 30; i++) await writeFile(path.join(big.root as string, `d${d}/f${i}`), '');
+      for (let i = 0; i < 60; i++) await writeFile(path.join(big.root as string, `d${d}/f${i}`), '');
     }
     for (let d = 0; d < 30; d++) {
       await mkdir(path.join(many.root as string, `d${d}`));
       await writeFile(path.join(many.root as string, `d${d}/f`), '');
     }
-    // Bounds scaled down (the defaults: 100,000 entries, 20 a directory).
-    const a = new MountWatcher(core, big.mount, { backend: 'auto', autoDirsFrom: 50, catchUp: false });
+    // Bounds scaled down (the defaults: 100,000 entries, 20 files a directory). The count stops
+    // at the bound: 2 directories and 98 files met, 32 files a directory (the root counted);
+    // 30 directories and 30 files, 0.
+    const a = new MountWatcher(core, big.mount, { backend: 'auto', autoDirsFrom: 100, catchUp: false });
     const b = new MountWatcher(core, many.mount, { backend: 'auto', autoDirsFrom: 50, catchUp: false });
     try {
-      expect(await a.start()).toMatchObject({ kind: 'dirs', choice: 'auto', entries: 50, directories: 2 });
+      expect(await a.start()).toMatchObject({ kind: 'dirs', choice: 'auto', entries: 100, directories: 2 });
       expect(await b.start()).toMatchObject({ kind: 'parcel', choice: 'auto', entries: 50 });
       expect((await a.stats()).backend).toBe('dirs');
       // And it watches: a file written outside Filestore is catalogued.

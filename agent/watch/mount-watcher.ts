@@ -34,7 +34,7 @@ export interface MountWatcherOptions {
    * every tree; `autoThreshold()` in backends/choose.ts gives one that fits the host's inotify budget).
    */
   autoThreshold?: number | undefined;
-  /** Under `auto`, trees of at least this many entries, 20 or more per directory, get `dirs` (default 100,000; backends/choose.ts). */
+  /** Under `auto`, trees of at least this many entries, 20 or more files per directory, get `dirs` (default 100,000; backends/choose.ts). */
   autoDirsFrom?: number | undefined;
   /** Enqueue a full rescan at start, for changes made while nothing watched (default true). */
   catchUp?: boolean | undefined;

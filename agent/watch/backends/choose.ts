@@ -35,7 +35,7 @@ import type { WatchBackendChoice, WatchBackendKind } from '../types.ts';
  * *directory* only (~2.6 KB each: 259 MB on the same mount, walkers included) and reported the
  * drift bench's changes as fast or faster (docs/benchmarks.md). Per file, parcel is cheaper
  * below ~10 files a directory. So a tree of DIRS_FROM_ENTRIES entries or more, with
- * DIRS_ENTRIES_PER_DIR or more entries per directory, gets `dirs`; smaller trees, where
+ * DIRS_FILES_PER_DIR or more files per directory, gets `dirs`; smaller trees, where
  * parcel's memory does not matter, and trees of many small directories keep parcel. The counts
  * are the catalogue's (one count), or a walk of the disk capped at DIRS_FROM_ENTRIES entries
  * when the catalogue holds fewer (a mount not yet audited): directories met by then over
@@ -45,8 +45,8 @@ export const AUTO_MAX_THRESHOLD = 50_000;
 
 /** Under `auto`: trees of at least this many entries… */
 export const DIRS_FROM_ENTRIES = 100_000;
-/** …with at least this many entries per directory get the `dirs` backend. */
-export const DIRS_ENTRIES_PER_DIR = 20;
+/** …with at least this many files (entries but directories) per directory, the root counted, get the `dirs` backend. */
+export const DIRS_FILES_PER_DIR = 20;
 export const AUTO_BUDGET_SHARE = 0.25;
 
 /** A chokidar threshold that fits this host's inotify budget (pass it as `threshold` to use chokidar for smaller trees). */
@@ -114,7 +114,7 @@ export interface ChooseOptions {
   choice: WatchBackendChoice;
   /** Auto: trees with fewer entries than this get chokidar (default: none). */
   threshold?: number | undefined;
-  /** Auto: trees with at least this many entries, DIRS_ENTRIES_PER_DIR or more per directory, get `dirs` (default DIRS_FROM_ENTRIES). */
+  /** Auto: trees with at least this many entries, DIRS_FILES_PER_DIR or more files per directory, get `dirs` (default DIRS_FROM_ENTRIES). */
   dirsFrom?: number | undefined;
 }
 
@@ -143,10 +143,11 @@ export async function chooseBackend(o: ChooseOptions): Promise<BackendDecision> 
     reason,
   });
   if (o.threshold !== undefined && tree.entries < o.threshold) return decide('chokidar', `${tree.entries} entries, below the threshold of ${o.threshold}`);
-  const perDir = Math.floor(tree.entries / Math.max(1, tree.directories));
+  // Files (entries but directories) per directory, the root one of them.
+  const perDir = Math.floor((tree.entries - tree.directories) / (tree.directories + 1));
   const size = tree.entries >= cap ? `${tree.entries}+ entries` : `${tree.entries} entries`;
-  if (tree.entries >= dirsFrom && perDir >= DIRS_ENTRIES_PER_DIR) {
-    return decide('dirs', `${size}, ${perDir} per directory: watched per directory, nothing kept per file`);
+  if (tree.entries >= dirsFrom && perDir >= DIRS_FILES_PER_DIR) {
+    return decide('dirs', `${size}, ${perDir} files per directory: watched per directory, nothing kept per file`);
   }
-  return decide('parcel', tree.entries >= dirsFrom ? `${size}, ${perDir} per directory` : `${size}, below ${dirsFrom}`);
+  return decide('parcel', tree.entries >= dirsFrom ? `${size}, ${perDir} files per directory` : `${size}, below ${dirsFrom}`);
 }
