@@ -12,7 +12,8 @@ interface Result {
   node: NodeJson;
 }
 
-const { c, mountOf } = useApiServer('write');
+const fixture = useApiServer('write');
+const { c, mountOf } = fixture;
 
 const put = (mountId: string, p: string, bytes: string | Buffer) =>
   c.json<Result>('PUT', `/v1/files?${qs({ mountId, path: p })}`, 200, { body: bytes });
@@ -152,5 +153,20 @@ describe('one node, children and history', () => {
     expect(snaps[3]?.state).toMatchObject({ metadata: { tag: 'x' } });
     expect((await byPath(t.mount.key, 'h.txt')).version).toBe(4);
     await expectError(c.call('GET', '/v1/nodes/9007199254740/snapshots'), 404, 'NOT_FOUND');
+  });
+
+  it("a snapshot's state is the node document of that version, exactly as before snapshots were recorded as rows, and older snapshots read as they were written", async () => {
+    const t = await mountOf();
+    const written = await put(t.mount.key, 'k.txt', 'v1');
+    const pool = fixture.server.core.pool;
+    // The document snapshots held before (filestore.node_state of the row), from the row as it is: nothing changed it since.
+    const { rows } = await pool.query<{ doc: Record<string, unknown> }>('SELECT filestore.node_state(n) AS doc FROM filestore.nodes n WHERE id = $1', [written.node.id]);
+    const doc = rows[0]?.doc;
+    // A snapshot written in that form (a catalogue older than the compact record), as version 1000.
+    await pool.query('INSERT INTO filestore.snapshots (node_id, version, state) VALUES ($1, 1000, $2)', [written.node.id, { ...doc, path: 'legacy.txt' }]);
+    const history = page(Snapshot).parse(await c.json('GET', `/v1/nodes/${written.node.id}/snapshots`, 200, { token: 'read' }));
+    expect(history.items.map((s) => s.version)).toEqual([1, 1000]);
+    expect(history.items[0]?.state).toEqual(doc);
+    expect(history.items[1]?.state).toEqual({ ...doc, path: 'legacy.txt' });
   });
 });

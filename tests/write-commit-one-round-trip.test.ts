@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Filestore } from '../shared/runtime.ts';
+import { listSnapshots } from '../shared/catalogue/nodes.ts';
 import { writeFileCommand } from '../shared/orchestrator/commands/write-file.ts';
 import { Orchestrator } from '../shared/orchestrator/orchestrator.ts';
 import { createTestMount, startFilestore, stopS3, type BackendKind, type TestMount } from './support/filestore.ts';
@@ -86,12 +87,9 @@ describe.each<BackendKind>(['local', 's3'])('a new file committed in one round t
     expect(JSON.parse(fastEvents[0]?.data ?? '{}')).toEqual({ node: fast.node, journalEntryId: fast.journalEntryId });
 
     // The snapshot of version 1.
-    const { rows: snaps } = await core.pool.query<{ version: number; journal_entry_id: number; state: Record<string, unknown> }>(
-      'SELECT version, journal_entry_id, state FROM filestore.snapshots WHERE node_id = $1',
-      [fast.node.id],
-    );
+    const snaps = await listSnapshots(core.pool, Number(fast.node.id), 10);
     expect(snaps).toHaveLength(1);
-    expect(snaps[0]).toMatchObject({ version: 1, journal_entry_id: fast.journalEntryId, state: { path: 'one/dir/a.txt', sizeBytes: 10, version: 1 } });
+    expect(snaps[0]).toMatchObject({ version: 1, journalEntryId: fast.journalEntryId, state: { path: 'one/dir/a.txt', sizeBytes: 10, version: 1 } });
 
     // Directory sizes count it once, as every ancestor's.
     expect((await core.reader.nodeByPath(t.mount.key, 'one/dir')).rollup).toMatchObject({ sizeBytes: 10, fileCount: 1, childCount: 1 });

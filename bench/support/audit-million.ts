@@ -5,8 +5,7 @@
  * under GNU time (their peak RSS and wall time).
  *
  * The catalogue of the tree comes from a discovery audit (mode "discover"), or — the default,
- * because discovery's per-batch guard (touchedSince) scans the whole nodes table, so a 1M
- * discovery takes far longer than the rest of the bench — from `seedCatalogue`: the rows
+ * as a 1M discovery takes longer than the rest of the bench — from `seedCatalogue`: the rows
  * discovery writes (insertNodes of the backend's own listing, snapshots and rollups
  * included), without its per-batch guards and events.
  */

@@ -140,7 +140,7 @@ function statementLabel(sql: string): string {
     [/^WITH v AS .*UPDATE filestore\.nodes n SET kind/, 'applyChanges: UPDATE changed nodes + snapshots'],
     [/^WITH up AS \( UPDATE filestore\.nodes n SET consistency_state = 'ACTIVE'/, 'reactivate'],
     [/^WITH up AS \( UPDATE filestore\.nodes n SET consistency_state = 'MISSING'/, 'markMissing'],
-    [/^SELECT n\.path FROM unnest\(\$2::text\[\]\) AS p\(path\)/, 'touchedSince: paths a command touched meanwhile'],
+    [/^SELECT path FROM filestore\.nodes WHERE mount_id = \$1 AND deleted_at > \$3/, 'deletedSince: paths a command deleted meanwhile'],
     [/^UPDATE filestore\.mounts SET audited_at/, 'recordAudit: the mount checked as of the audit'],
     [/INSERT INTO filestore\.outbox/, 'appendEvents: INSERT outbox'],
     [/^BEGIN$/, 'BEGIN'],

@@ -1,6 +1,7 @@
 import type { PoolClient } from '../db/pool.ts';
 import { ancestorsOf, baseName, parentOf } from '../paths.ts';
 import { lit } from './inline-writes.ts';
+import { snapshotState } from './rows.ts';
 
 /*
  * The commit of a writeFile that created a file under catalogued parents — the common write —
@@ -38,7 +39,7 @@ WITH e AS (
   RETURNING *
 ), snap AS (
   INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, state)
-  SELECT ins.id, ins.version, $1, NULL, filestore.node_state(ins) FROM ins
+  SELECT ins.id, ins.version, $1, NULL, ${snapshotState('ins')} FROM ins
 ), deltas AS (
   INSERT INTO filestore.rollup_deltas (node_id, size_bytes, file_count, dir_count, child_count)
   SELECT a.id, ins.size_bytes, 1, 0, CASE WHEN a.path = $4 THEN 1 ELSE 0 END

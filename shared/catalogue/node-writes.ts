@@ -1,7 +1,7 @@
 import type { Queryable } from '../db/pool.ts';
 import type { EntryStat, NodeKind } from '../backends/types.ts';
 import { ancestorsOf, baseName, parentOf } from '../paths.ts';
-import { NODE_COLUMNS } from './rows.ts';
+import { NODE_COLUMNS, snapshotState } from './rows.ts';
 import { subtreeCondition } from './subtree.ts';
 import type { CatalogueNode } from './types.ts';
 
@@ -137,7 +137,7 @@ export async function insertNodes(
          RETURNING *
        ), snap AS (
          INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, state)
-         SELECT ins.id, ins.version, $14, $15, filestore.node_state(ins) FROM ins
+         SELECT ins.id, ins.version, $14, $15, ${snapshotState('ins')} FROM ins
        ), roll AS (
          INSERT INTO filestore.rollups (node_id, mount_id) SELECT id, mount_id FROM ins WHERE kind = 'directory'
        ), deltas AS (
@@ -188,7 +188,7 @@ export async function updateNodeFromStat(
         WHERE id = $1 RETURNING *
      ), snap AS (
        INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, state)
-       SELECT up.id, up.version, $10, $11, filestore.node_state(up) FROM up
+       SELECT up.id, up.version, $10, $11, ${snapshotState('up')} FROM up
      )
      SELECT ${NODE_COLUMNS} FROM up`,
     values: [
@@ -223,7 +223,7 @@ export async function updateNodeMetadata(
         WHERE id = $1 RETURNING *
      ), snap AS (
        INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, state)
-       SELECT up.id, up.version, $4, filestore.node_state(up) FROM up
+       SELECT up.id, up.version, $4, ${snapshotState('up')} FROM up
      )
      SELECT ${NODE_COLUMNS} FROM up`,
     [nodeId, JSON.stringify(set), unset, provenance.journalEntryId ?? null],
@@ -250,7 +250,7 @@ export async function tombstoneSubtree(
         WHERE mount_id = $1 AND deleted_at IS NULL AND ${cond.sql} RETURNING *
      ), snap AS (
        INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, state)
-       SELECT del.id, del.version, $${cond.params.length + 2}, $${cond.params.length + 3}, filestore.node_state(del) FROM del
+       SELECT del.id, del.version, $${cond.params.length + 2}, $${cond.params.length + 3}, ${snapshotState('del')} FROM del
      ), roll AS (
        DELETE FROM filestore.rollups WHERE node_id IN (SELECT id FROM del WHERE kind = 'directory')
      )
@@ -289,7 +289,7 @@ export async function moveSubtree(
         WHERE mount_id = $1 AND deleted_at IS NULL AND ${cond.sql} RETURNING *
      ), snap AS (
        INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, state)
-       SELECT mv.id, mv.version, $${n + 5}, filestore.node_state(mv) FROM mv
+       SELECT mv.id, mv.version, $${n + 5}, ${snapshotState('mv')} FROM mv
      )
      SELECT ${NODE_COLUMNS}, (SELECT count(*) FROM mv)::int AS total FROM mv WHERE path = $${n + 2}`,
     [mountId, ...cond.params, to, baseName(to), newParentId, provenance.journalEntryId ?? null],

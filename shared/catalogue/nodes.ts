@@ -1,7 +1,7 @@
 import type { Queryable } from '../db/pool.ts';
 import { prefixUpperBound } from '../paths.ts';
 import { descendantsCondition } from './subtree.ts';
-import { NODE_COLUMNS } from './rows.ts';
+import { NODE_COLUMNS, SNAPSHOT_STATE_READ } from './rows.ts';
 import type { CatalogueNode, ConsistencyState } from './types.ts';
 import type { NodeKind } from '../backends/types.ts';
 import { comparableFields, linePath, text } from '../backends/entry-lines.ts';
@@ -133,7 +133,7 @@ export interface Snapshot {
 export async function listSnapshots(q: Queryable, nodeId: number, limit: number, afterVersion = 0): Promise<Snapshot[]> {
   const { rows } = await q.query<Snapshot>(
     `SELECT node_id AS "nodeId", version, journal_entry_id AS "journalEntryId",
-            reconciliation_job_id AS "reconciliationJobId", state, created_at AS "createdAt"
+            reconciliation_job_id AS "reconciliationJobId", ${SNAPSHOT_STATE_READ} AS state, created_at AS "createdAt"
        FROM filestore.snapshots WHERE node_id = $1 AND version > $2 ORDER BY version LIMIT $3`,
     [nodeId, afterVersion, limit],
   );

@@ -4,6 +4,7 @@
  */
 import type { Queryable } from '../db/pool.ts';
 import { levelsByDepth, newNodeParams, type NewNode } from './node-writes.ts';
+import { snapshotState } from './rows.ts';
 
 /** A timestamptz as JSON.stringify writes a Date read from PostgreSQL (milliseconds, truncated, UTC). */
 const isoSql = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
@@ -98,7 +99,7 @@ export async function insertDiscovered(
          RETURNING *
        ), snap AS (
          INSERT INTO filestore.snapshots (node_id, version, reconciliation_job_id, state)
-         SELECT ins.id, ins.version, $14, filestore.node_state(ins) FROM ins
+         SELECT ins.id, ins.version, $14, ${snapshotState('ins')} FROM ins
        ), roll AS (
          INSERT INTO filestore.rollups (node_id, mount_id) SELECT id, mount_id FROM ins WHERE kind = 'directory'
        ), events AS (${together ? DISCOVERED_TOGETHER_SQL : DISCOVERED_EACH_SQL})

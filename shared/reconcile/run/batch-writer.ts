@@ -10,7 +10,7 @@ import {
   lockPathsForWrite,
   reactivate,
   touchChecked,
-  touchedSince,
+  deletedSince,
 } from '../../catalogue/reconcile-writes.ts';
 import { addInsertedToAncestors, recomputeRollupsCorrectingAncestors } from '../../catalogue/rollups.ts';
 import { inTransaction, type Pool } from '../../db/pool.ts';
@@ -171,9 +171,11 @@ export class BatchWriter {
         };
         const updated = await applyChanges(client, this.run.guard, mine.changes, reason);
         const reactivated = await reactivate(client, this.run.guard, mine.confirm, reason);
-        const touched = await touchedSince(client, this.run.guard, mine.discovered.map((n) => n.path));
+        // Not what a command deleted since the scan began; what one created or changed since
+        // has a live row, which the insert leaves alone.
+        const deleted = await deletedSince(client, this.run.guard, mine.discovered.map((n) => n.path));
         // Rows, snapshots, rollup rows and `filestore.node.reconciled` events (change `discovered`).
-        const inserted = await insertDiscovered(client, this.run.mount.id, mine.discovered.filter((n) => !touched.has(n.path)), { jobId: this.run.job.id, reason });
+        const inserted = await insertDiscovered(client, this.run.mount.id, mine.discovered.filter((n) => !deleted.has(n.path)), { jobId: this.run.job.id, reason });
         await addInsertedToAncestors(client, this.run.mount.id, inserted);
         await touchChecked(client, this.run.guard, unchanged, learned);
         const was = new Map([...mine.changes.map((c) => [c.node.id, c.node.consistencyState] as const), ...mine.confirm.map((n) => [n.id, n.consistencyState] as const)]);

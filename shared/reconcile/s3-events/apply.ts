@@ -1,7 +1,7 @@
 import type { EntryStat } from '../../backends/types.ts';
 import { addInsertedToAncestorsSql, appendEventsSql, int, lit } from '../../catalogue/inline-writes.ts';
 import { newNodeFromStat, recordSequencers } from '../../catalogue/node-writes.ts';
-import { NODE_COLUMNS } from '../../catalogue/rows.ts';
+import { NODE_COLUMNS, snapshotState } from '../../catalogue/rows.ts';
 import { applyChanges, setMountHealthySql, type Guard } from '../../catalogue/reconcile-writes.ts';
 import type { CatalogueNode, Mount } from '../../catalogue/types.ts';
 import type { Queryable } from '../../db/pool.ts';
@@ -269,7 +269,7 @@ export async function insertJobsAndNodes(q: Queryable, mountId: string, keys: Pl
        RETURNING *
      ), snap AS (
        INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, state)
-       SELECT ins.id, ins.version, NULL, j.id, filestore.node_state(ins) FROM ins JOIN jobs j ON j.path = ins.path
+       SELECT ins.id, ins.version, NULL, j.id, ${snapshotState('ins')} FROM ins JOIN jobs j ON j.path = ins.path
      ), inserted AS (
        SELECT ${NODE_COLUMNS} FROM ins
      )
