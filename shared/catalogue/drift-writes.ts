@@ -183,7 +183,7 @@ export async function beginLockAndRead(
   )) as unknown as Array<{ rows: unknown[] }>;
   const refusedRows = (results[1]?.rows ?? []) as Array<{ key: string }>;
   const refused = new Set(refusedRows.map((r) => BigInt(r.key)));
-  const free = refused.size === 0 ? new Set(paths) : new Set(paths.filter((p) => !(keysOf.get(p) as bigint[]).some((k) => refused.has(k))));
+  const free = refused.size === 0 ? new Set(paths) : new Set(paths.filter((p) => !keysOf(p).some((k) => refused.has(k))));
   for (const { changedSince, ...node } of (results[2]?.rows ?? []) as Array<CatalogueNode & { changedSince: boolean }>) {
     if (changedSince) changed.add(node.path);
     if (node.deletedAt === null) live.set(node.path, node);

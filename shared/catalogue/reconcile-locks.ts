@@ -41,7 +41,7 @@ export async function lockPathsForWrite(q: Queryable, mountId: string, paths: st
   );
   if (rows.length === 0) return new Set(paths);
   const refused = new Set(rows.map((r) => BigInt(r.key)));
-  return new Set(paths.filter((p) => !(keysOf.get(p) as bigint[]).some((k) => refused.has(k))));
+  return new Set(paths.filter((p) => !keysOf(p).some((k) => refused.has(k))));
 }
 
 /**
