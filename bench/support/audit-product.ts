@@ -72,6 +72,8 @@ export interface ProductRun {
   peakByProcess: Array<{ title: string; pssMB: number }>;
   /** From the POST until the server said it watches the tree, when that was before the job's end (null: not during the job). */
   watchedInJobMs: number | null;
+  /** The watcher backend the server chose for the mount, from its log (`watcher <key>: <kind> (<reason>)`), once it did. */
+  watcherBackend: string | null;
   /** From the job's end until the outbox held no unpublished event. */
   outboxDrainMs: number;
   /** Events the audit wrote (outbox rows of its job). */
@@ -216,7 +218,7 @@ export function printProductReport(parts: ProductPart[], files: number): void {
     for (const x of runs) {
       console.log(
         `    round: job ${(x.jobMs / 1000).toFixed(2)} s, rclone ${(x.rclone.ms / 1000).toFixed(2)} s, ${x.events} events, peak PSS ${Math.round(x.peakPssKB / 1024)} MB (server ${Math.round(x.peakServerPssKB / 1024)}, walkers ${Math.round(x.peakWalkersPssKB / 1024)}), ` +
-          `watcher on the tree ${x.watchedInJobMs === null ? 'not during the job' : `${(x.watchedInJobMs / 1000).toFixed(1)} s into the job`}, load ${x.load}${x.status === 'succeeded' ? '' : ` — ${x.status}`}`,
+          `watcher${x.watcherBackend === null ? '' : ` (${x.watcherBackend})`} on the tree ${x.watchedInJobMs === null ? 'not during the job' : `${(x.watchedInJobMs / 1000).toFixed(1)} s into the job`}, load ${x.load}${x.status === 'succeeded' ? '' : ` — ${x.status}`}`,
       );
     }
     if (bad.length > 0) console.log(`    INVALID: ${bad.length} round(s) failed or discovered a wrong count`);
@@ -488,6 +490,7 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
         peakPostgresPssKB,
         peakByProcess,
         watchedInJobMs,
+        watcherBackend: /watcher [^\s:]+: (chokidar|parcel|dirs) \(/.exec(out)?.[1] ?? null,
         outboxDrainMs,
         events: rows[0]?.n ?? 0,
         rclone,
