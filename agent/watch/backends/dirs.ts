@@ -18,6 +18,20 @@ const RETRY_MAX_MS = 60_000;
 /** errno codes of a watch that failed for want of inotify watches or file descriptors: worth trying again later. */
 const OUT_OF_WATCHES = new Set(['ENOSPC', 'EMFILE', 'ENFILE']);
 
+/** What identifies a directory: its inode number and birth time (lstat's birthtimeMs, from statx btime; 0 where the filesystem has none). */
+interface Identity {
+  ino: number;
+  birthtimeMs: number;
+}
+
+/**
+ * `st` is the directory `d` watches: same inode number and same birth time. Where birth times
+ * are unknown (0: no statx btime), an entry a 'rename' named (`renamed`) is taken for another
+ * directory whatever its inode number (ext4 reuses a removed directory's number at once).
+ */
+const sameDir = (d: Dir, st: Identity, renamed: boolean): boolean =>
+  d.ino === st.ino && d.birth === st.birthtimeMs && (d.birth !== 0 || !renamed);
+
 /** What opens one directory's watch: node:fs `watch` (tests inject their own). */
 export type WatchFunction = (
   filename: string,
@@ -33,8 +47,10 @@ export interface DirsBackendOptions {
 /** One watched directory: the only state this backend keeps (nothing per file). */
 interface Dir {
   watcher: FSWatcher;
-  /** The inode watched: a directory replaced under the same name is another one. */
+  /** The inode watched and its birth time (identity: a directory replaced under the same name is another one). */
   ino: number;
+  /** lstat's birthtimeMs (statx btime; ext4, xfs, btrfs): a directory made again under a reused inode number gets a new one. 0: unknown. */
+  birth: number;
   parent: Dir | null;
   name: string;
   /** Watched subdirectories by name; null while there are none (an empty Map costs ~200 B a directory). */
@@ -55,16 +71,24 @@ interface Dir {
  *   `delete`, a directory not yet watched is watched with its whole subtree at once and
  *   every entry found in it (after its watch is up) is reported as `create` — files written
  *   before the watch was up are not missed; anything else a `create`. The type is a hint only.
- * - A 'rename' naming a watched subdirectory means that entry was removed, replaced or moved:
- *   its watchers and those below it are closed, no problem reported, and a directory found
- *   there is watched anew with its subtree (entries reported) — whatever its inode number
- *   (ext4 gives a directory removed and made again at once the same one; the old watch is dead).
+ * - A 'rename' naming a watched subdirectory (libuv's name for anything but a file's
+ *   IN_MODIFY/IN_ATTRIB: `chmod`/`utimes` of a directory too, IN_ISDIR counts) is judged by
+ *   identity, inode number and birth time (lstat's birthtimeMs, statx btime): the same
+ *   directory is an `update`, its watches kept (no subtree walk per directory under `chmod -R`,
+ *   `rsync -a`); gone, its watchers and those below are closed (a `delete`, no problem);
+ *   another one (ext4 gives a directory removed and made again at once the same inode number,
+ *   not the same birth time) is watched anew with its subtree (entries reported). Without birth
+ *   times (0), a 'rename' always re-watches.
+ * - An event about a watched directory itself (its own watch names it by its basename) is an
+ *   `update` of it when no entry of that name is there; nothing if it is gone.
+ * - A directory forgotten while its walk reads it gets no watch under it (the walk stops).
  * - A watch is kept only if, right after `fs.watch` (which follows symlinks), the path still is
  *   the directory (inode) lstat found: an entry swapped for a symlink in between is not watched
  *   through it.
  * - ENOSPC/EMFILE adding a watch: `overflow` (coverage lost), once per episode: that directory
  *   is tried again after 1 s, doubling to 60 s while the watches stay spent; once watched, its
- *   subtree is walked and every entry reported. Other errors: `error`.
+ *   subtree is walked and every entry reported. When none waits any more, one more `overflow`
+ *   (no code): what was removed meanwhile needs the rescan. Other errors: `error`.
  *
  * Known gap, as for the others: libuv drops the kernel's IN_Q_OVERFLOW notice (its event has
  * wd -1, which matches no watcher, and is skipped: src/unix/linux.c, uv__inotify_read), so
@@ -99,7 +123,7 @@ export class DirsBackend implements WatchBackend {
   async start(): Promise<void> {
     const st = await lstat(this.paths.root);
     if (!st.isDirectory()) throw Object.assign(new Error(`not a directory: ${this.paths.root}`), { code: 'ENOTDIR' });
-    const root = this.watchDir(this.paths.root, null, '', st.ino);
+    const root = this.watchDir(this.paths.root, null, '', st);
     if (root === null) throw Object.assign(new Error(`cannot watch ${this.paths.root}`), { code: 'EWATCH' });
     await this.walk([root], false);
   }
@@ -120,13 +144,15 @@ export class DirsBackend implements WatchBackend {
 
   /**
    * Watches `abs` (one fs.watch), or null when it cannot be (gone, no longer the directory
-   * `ino`, out of watches: tried again later, or a problem reported). Synchronous: no gap
-   * between the check and the watch.
+   * `id`, out of watches: tried again later, or a problem reported). Synchronous: no gap
+   * between the check and the watch. Null too when `abs` is watched already (whatever its
+   * inode: `id` may be older than that watch; replacing one is `look`'s, after a fresh lstat)
+   * or `parent` is no longer watched (forgotten while its walk read it: a watch under it would
+   * be an orphan no one closes).
    */
-  private watchDir(abs: string, parent: Dir | null, name: string, ino: number): Dir | null {
-    if (this.closed) return null;
-    const existing = this.dirs.get(abs);
-    if (existing) return existing.ino === ino ? null : (this.forget(existing), this.watchDir(abs, parent, name, ino));
+  private watchDir(abs: string, parent: Dir | null, name: string, id: Identity): Dir | null {
+    if (this.closed || this.dirs.has(abs) || (parent !== null && !parent.open)) return null;
+    const { ino, birthtimeMs: birth } = id;
     let watcher: FSWatcher;
     try {
       watcher = this.watchFn(abs, { persistent: true, recursive: false }, (eventType, filename) => this.onEvent(dir, eventType, filename));
@@ -153,7 +179,7 @@ export class DirsBackend implements WatchBackend {
     } catch {
       now = undefined; // a parent replaced by a file (ENOTDIR)…: not the directory found
     }
-    if (!now?.isDirectory() || now.ino !== ino) {
+    if (!now?.isDirectory() || now.ino !== ino || now.birthtimeMs !== birth) {
       try {
         watcher.close();
       } catch {
@@ -161,22 +187,23 @@ export class DirsBackend implements WatchBackend {
       }
       return null;
     }
-    this.unwatched.delete(abs);
     openWatchers++;
-    const dir: Dir = { watcher, ino, parent, name, children: null, open: true };
+    const dir: Dir = { watcher, ino, birth, parent, name, children: null, open: true };
     watcher.on('error', (err) => {
       if (this.closed || this.dirs.get(abs) !== dir) return;
       this.forget(dir);
       // Gone (removed, renamed away): not a problem by itself; anything else is.
       void lstat(abs).then(
         (s) => {
-          if (!this.closed && s.isDirectory() && s.ino === ino) this.problem(err);
+          if (!this.closed && s.isDirectory() && s.ino === ino && s.birthtimeMs === birth) this.problem(err);
         },
         () => {},
       );
     });
     this.dirs.set(abs, dir);
     if (parent) (parent.children ??= new Map()).set(name, dir);
+    // Watched by another way (its parent's look): the episode may be over (a retry round ends it itself).
+    if (this.unwatched.delete(abs) && !this.retrying) this.endOutOfWatches();
     return dir;
   }
 
@@ -239,10 +266,13 @@ export class DirsBackend implements WatchBackend {
       try {
         st = await lstat(child);
       } catch {
-        continue; // gone since: its parent's watch reports it
+        st = null; // gone since: its parent's watch reports it
       }
-      if (!st.isDirectory()) continue;
-      const sub = this.watchDir(child, dir, e.name, st.ino);
+      // Forgotten meanwhile (removed, replaced: a new walk reads what is there now): its watches
+      // below are closed; nothing more is watched under it, nor reported.
+      if (this.closed || !dir.open || this.dirs.get(abs) !== dir) return [];
+      if (!st?.isDirectory()) continue;
+      const sub = this.watchDir(child, dir, e.name, st);
       if (sub) subs.push(sub);
     }
     if (out.length > 0 && !this.closed) this.handlers.onEvents(out);
@@ -272,8 +302,12 @@ export class DirsBackend implements WatchBackend {
 
   /**
    * One lstat of an entry a 'rename' (or a 'change' of a watched subdirectory) named: gone, a
-   * new directory (watched whole), or a file. `renamed`: the entry was created, removed or
-   * moved, so a watched subdirectory of that name is not the one there now, whatever its inode.
+   * new directory (watched whole), or a file. A watched subdirectory is still the one watched
+   * when its inode number and birth time are unchanged (`touch`, `chmod`, `utimes` of it, its
+   * name moved away and back: a 'rename', as inotify's IN_ISDIR bit makes libuv call anything
+   * but a file's IN_MODIFY/IN_ATTRIB): an `update`, its watches kept. Gone: forgotten, a
+   * `delete`. Another directory: forgotten, and the one there watched and walked anew.
+   * `renamed`: a 'rename' (see sameDir where birth times are unknown).
    */
   private async look(parent: Dir, name: string, child: string, p: string, renamed: boolean): Promise<void> {
     const seq = ++this.lookSeq;
@@ -290,6 +324,14 @@ export class DirsBackend implements WatchBackend {
       st = await lstat(child);
     } catch (err) {
       if (!latest() || this.closed) return;
+      const abs = this.absOf(parent);
+      if (name === path.basename(abs)) {
+        // Most likely about the directory itself (IN_ATTRIB, IN_MOVE_SELF, IN_DELETE_SELF on its
+        // own watch name it by its basename), seen while no entry of that name is in it: never a
+        // reason to forget a child (it may be away for a moment, moved with its parent).
+        await this.lookSelf(parent, abs);
+        return;
+      }
       const watched = parent.children?.get(name);
       if (watched) this.forget(watched);
       const code = (err as NodeJS.ErrnoException).code;
@@ -299,14 +341,33 @@ export class DirsBackend implements WatchBackend {
     }
     if (!latest() || this.closed || this.dirs.get(this.absOf(parent)) !== parent) return;
     const watched = parent.children?.get(name);
-    if (watched && (renamed || !(st.isDirectory() && st.ino === watched.ino))) this.forget(watched); // renamed away, replaced
-    if (st.isDirectory() && !parent.children?.has(name)) {
+    if (watched) {
+      if (st.isDirectory() && sameDir(watched, st, renamed)) {
+        this.handlers.onEvents([{ type: 'update', path: p }]);
+        return;
+      }
+      this.forget(watched); // renamed away, replaced
+    }
+    if (st.isDirectory()) {
       this.handlers.onEvents([{ type: 'create', path: p }]);
-      const dir = this.watchDir(child, parent, name, st.ino);
+      const dir = this.watchDir(child, parent, name, st);
       if (dir) await this.walk([dir], true);
       return;
     }
     this.handlers.onEvents([{ type: watched ? 'update' : 'create', path: p }]);
+  }
+
+  /** An event about the directory `dir` (at `abs`) itself: still there, an `update` of it; gone or another one, nothing (its parent's watch reports it). */
+  private async lookSelf(dir: Dir, abs: string): Promise<void> {
+    let st;
+    try {
+      st = await lstat(abs);
+    } catch {
+      return;
+    }
+    if (this.closed || !dir.open || this.dirs.get(abs) !== dir || !st.isDirectory() || st.ino !== dir.ino || st.birthtimeMs !== dir.birth) return;
+    const p = this.paths.toMountPath(abs);
+    if (p !== null) this.handlers.onEvents([{ type: 'update', path: p }]);
   }
 
   private scheduleRetry(): void {
@@ -322,8 +383,8 @@ export class DirsBackend implements WatchBackend {
    * Tries again to watch the directories whose watch ran out of watches, parents first; each
    * watched now has its subtree walked and every entry reported (what changed meanwhile went
    * unseen). The first that fails for want of watches again ends the round: the next waits
-   * twice as long (≤ 60 s), with no new problem reported. Once none wait, an overflow is
-   * reported again the next time watches run out.
+   * twice as long (≤ 60 s), with no new problem reported. Once none wait, the episode ends
+   * (endOutOfWatches).
    */
   private async retryUnwatched(): Promise<void> {
     this.retrying = true;
@@ -344,7 +405,7 @@ export class DirsBackend implements WatchBackend {
         }
         if (this.closed) return;
         if (!st.isDirectory() || this.dirs.get(this.absOf(parent)) !== parent || this.dirs.has(abs)) continue;
-        const dir = this.watchDir(abs, parent, name, st.ino);
+        const dir = this.watchDir(abs, parent, name, st);
         if (dir) {
           await this.walk([dir], true);
         } else if (this.unwatched.has(abs)) {
@@ -357,12 +418,32 @@ export class DirsBackend implements WatchBackend {
     }
     if (this.closed) return;
     if (this.unwatched.size === 0) {
-      this.outOfWatches = false;
-      this.retryDelayMs = RETRY_FIRST_MS;
+      this.endOutOfWatches();
       return;
     }
     if (spent) this.retryDelayMs = Math.min(this.retryDelayMs * 2, RETRY_MAX_MS);
     this.scheduleRetry();
+  }
+
+  /**
+   * No directory waits for a watch any more (watched, or gone): the episode is over. The walks
+   * of those watched again reported what they hold, but not what was removed while they were
+   * unwatched: one more `overflow` asks the mount watcher for the rescan that finds it. The next
+   * time watches run out, an overflow is reported again.
+   */
+  private endOutOfWatches(): void {
+    if (this.unwatched.size > 0 || !this.outOfWatches) return;
+    this.outOfWatches = false;
+    this.retryDelayMs = RETRY_FIRST_MS;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    if (this.closed) return;
+    this.handlers.onProblem({
+      kind: 'overflow',
+      message:
+        'every directory left unwatched for want of inotify watches or file descriptors is watched again (or gone): ' +
+        'a rescan is needed to find what was removed meanwhile',
+    });
   }
 
   /** Stops watching `dir` and everything below it (no problem: it is gone or replaced). */
