@@ -67,6 +67,22 @@ describe('the dirs backend watches directories anew (Filestore)', () => {
     }
   }, 60_000);
 
+  it('a file named like its directory (d/d) removed: catalogued as gone (an event about d itself looks the same)', async () => {
+    const m = await watchedMount(core, 'dirs');
+    try {
+      await m.writeOutOfBand('d/d', 'x');
+      await eventually(async () => (await nodeAt(core, m.mountId, 'd/d'))?.consistencyState === 'ACTIVE', 'd/d catalogued');
+      await settle(core, m);
+      await rm(m.abs('d/d'));
+      await eventually(async () => {
+        const n = await nodeAt(core, m.mountId, 'd/d');
+        return n === null || n.consistencyState !== 'ACTIVE';
+      }, 'd/d no longer live');
+    } finally {
+      await m.close();
+    }
+  }, 60_000);
+
   it('a directory whose watch failed with ENOSPC is tried again until it is watched: an overflow and a rescan as it fails, another once it is watched, what it holds and what is written into it later catalogued', async () => {
     let failures = 0;
     let sub = '';
@@ -209,9 +225,9 @@ describe('the dirs backend on its own: directories touched, replaced while walke
       await eventually(async () => events.some((e) => e.path === 'sentinel'), 'sentinel reported');
       await new Promise((r) => setTimeout(r, 300));
       expect(events.filter((e) => e.type === 'create' && e.path !== 'sentinel')).toEqual([]);
-      expect(events.filter((e) => e.type === 'delete')).toEqual([]);
-      // Events about a directory itself (on its own watch, named by its basename) are not taken for an entry d/d.
-      expect(events.filter((e) => /(^|\/)(d\/d|a\/a|b\/b)$/.test(e.path))).toEqual([]);
+      // Events about a directory itself (on its own watch, named by its basename) are an update
+      // of it; the only deletes are of an entry of its name inside it (d/d: libuv cannot tell).
+      expect(events.filter((e) => e.type === 'delete' && !['d/d', 'd/a/a', 'd/a/b/b'].includes(e.path))).toEqual([]);
       for (const p of ['d', 'd/a', 'd/a/b']) expect(events).toContainEqual({ type: 'update', path: p });
       expect(problems).toEqual([]);
       expect(await backend.watchCount()).toBe(before + 4);

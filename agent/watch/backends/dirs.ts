@@ -79,8 +79,9 @@ interface Dir {
  *   another one (ext4 gives a directory removed and made again at once the same inode number,
  *   not the same birth time) is watched anew with its subtree (entries reported). Without birth
  *   times (0), a 'rename' always re-watches.
- * - An event about a watched directory itself (its own watch names it by its basename) is an
- *   `update` of it when no entry of that name is there; nothing if it is gone.
+ * - An event about a watched directory itself (its own watch names it by its basename, no
+ *   entry of that name there) is an `update` of it (and a `delete` of the entry of that name:
+ *   libuv cannot tell one removed from it); nothing if it is gone, no child forgotten for it.
  * - A directory forgotten while its walk reads it gets no watch under it (the walk stops).
  * - A watch is kept only if, right after `fs.watch` (which follows symlinks), the path still is
  *   the directory (inode) lstat found: an entry swapped for a symlink in between is not watched
@@ -326,10 +327,9 @@ export class DirsBackend implements WatchBackend {
       if (!latest() || this.closed) return;
       const abs = this.absOf(parent);
       if (name === path.basename(abs)) {
-        // Most likely about the directory itself (IN_ATTRIB, IN_MOVE_SELF, IN_DELETE_SELF on its
-        // own watch name it by its basename), seen while no entry of that name is in it: never a
-        // reason to forget a child (it may be away for a moment, moved with its parent).
-        await this.lookSelf(parent, abs);
+        // Perhaps about the directory itself (IN_ATTRIB, IN_MOVE_SELF, IN_DELETE_SELF on its
+        // own watch name it by its basename), perhaps an entry of that name removed from it.
+        await this.lookSelf(parent, abs, name, child, p);
         return;
       }
       const watched = parent.children?.get(name);
@@ -357,17 +357,38 @@ export class DirsBackend implements WatchBackend {
     this.handlers.onEvents([{ type: watched ? 'update' : 'create', path: p }]);
   }
 
-  /** An event about the directory `dir` (at `abs`) itself: still there, an `update` of it; gone or another one, nothing (its parent's watch reports it). */
-  private async lookSelf(dir: Dir, abs: string): Promise<void> {
+  /**
+   * An event naming `name`, the basename of the watched directory `dir` (at `abs`), with no entry
+   * `child` of that name found in it: about the directory itself, or an entry of that name
+   * removed from it — libuv does not say which. `dir` gone or another directory there: nothing
+   * (its parent's watch reports it; the event does not show that `child` is gone: `dir` may be
+   * away for a moment, moved with a parent, and its watched subdirectory of that name with it).
+   * Still there: an `update` of it, and a `delete` of `child` (an entry of that name removed
+   * would go unseen otherwise; for an event about the directory itself it is a path that does
+   * not exist, which the judgement finds untracked and absent: nothing). A watched subdirectory
+   * of that name is forgotten only if it is still missing once `dir` is known to be in place.
+   */
+  private async lookSelf(dir: Dir, abs: string, name: string, child: string, p: string): Promise<void> {
+    const here = (st: Identity & { isDirectory(): boolean }): boolean =>
+      !this.closed && dir.open && this.dirs.get(abs) === dir && st.isDirectory() && st.ino === dir.ino && st.birthtimeMs === dir.birth;
     let st;
     try {
       st = await lstat(abs);
     } catch {
       return;
     }
-    if (this.closed || !dir.open || this.dirs.get(abs) !== dir || !st.isDirectory() || st.ino !== dir.ino || st.birthtimeMs !== dir.birth) return;
-    const p = this.paths.toMountPath(abs);
-    if (p !== null) this.handlers.onEvents([{ type: 'update', path: p }]);
+    if (!here(st)) return;
+    const self = this.paths.toMountPath(abs);
+    this.handlers.onEvents(self === null ? [{ type: 'delete', path: p }] : [{ type: 'update', path: self }, { type: 'delete', path: p }]);
+    const watched = dir.children?.get(name);
+    if (!watched) return;
+    try {
+      await lstat(child);
+      return; // there again: its own events say what it is
+    } catch {
+      // still missing, with `dir` in place
+    }
+    if (!this.closed && dir.children?.get(name) === watched) this.forget(watched);
   }
 
   private scheduleRetry(): void {
