@@ -50,6 +50,9 @@ import { pollDelayMs } from '../../cli/commands/reconcile.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 
+/** The watcher backend the server chose for the bench's mount `tree`, from its log; null before it chose. */
+const treeWatcher = (log: string): string | null => /watcher tree: (chokidar|parcel|dirs) \(/.exec(log)?.[1] ?? null;
+
 export interface ProductRun {
   /** POST /v1/reconcile to the job's final state, as the poll saw it. */
   jobMs: number;
@@ -72,7 +75,7 @@ export interface ProductRun {
   peakByProcess: Array<{ title: string; pssMB: number }>;
   /** From the POST until the server said it watches the tree, when that was before the job's end (null: not during the job). */
   watchedInJobMs: number | null;
-  /** The watcher backend the server chose for the mount, from its log (`watcher <key>: <kind> (<reason>)`), once it did. */
+  /** The watcher backend the server chose for the tree's mount, from its log (`watcher tree: <kind> (<reason>)`), if it did before the job's end. */
   watcherBackend: string | null;
   /** From the job's end until the outbox held no unpublished event. */
   outboxDrainMs: number;
@@ -140,6 +143,8 @@ export interface CliTiming {
 export interface AfterRuns {
   /** From mount creation until the server logged that it watches the tree (null: never, or watchers off). */
   watchedAfterMs: number | null;
+  /** The watcher backend of the tree's mount (null: never watched). */
+  watcherBackend: string | null;
   unchanged: AuditTiming;
   cli: CliTiming;
   drift: AuditTiming & { drift: Drift; catalogue: string; catalogueOk: boolean };
@@ -245,7 +250,8 @@ function printAfter(mode: string, after: AfterRuns[], files: number): void {
   const cl = { wall: median(after.map((a) => a.cli.wallMs)), job: median(after.map((a) => a.cli.jobMs)), over: median(after.map((a) => a.cli.wallMs - a.cli.jobMs)), pre: median(after.map((a) => a.cli.toCreatedMs)), post: median(after.map((a) => a.cli.afterFinishMs)) };
   const d = { job: median(after.map((a) => a.drift.ms)), seen: median(after.map((a) => a.drift.seenMs)), rclone: median(after.map((a) => a.drift.rclone.ms)) };
   const watched = after.map((a) => (a.watchedAfterMs === null ? 'not watched' : `${sec(a.watchedAfterMs)} s`));
-  console.log(`  ${mode.padEnd(8)} then on the same server and tree (watcher on the tree from ${watched.join(', ')} after the mount was added; jobs and outbox settled before each phase), medians of ${after.length}:`);
+  const backends = [...new Set(after.map((a) => a.watcherBackend ?? 'none'))].join(', ');
+  console.log(`  ${mode.padEnd(8)} then on the same server and tree (watcher ${backends} on the tree from ${watched.join(', ')} after the mount was added; jobs and outbox settled before each phase), medians of ${after.length}:`);
   console.log(
     `    unchanged audit: job ${sec(u.job)} s (POST → finished_at; the CLI's poll schedule saw it at ${sec(u.seen)} s; started → finished ${sec(u.run)} s) · rclone ${sec(u.rclone)} s · ${(u.job / u.rclone).toFixed(2)}× (target ≤ 1.0×) ${pass(u.job <= u.rclone)} · server CPU ${median(after.map((a) => a.unchanged.serverCpuS)).toFixed(2)} s, walkers ${median(after.map((a) => a.unchanged.walkerCpuS)).toFixed(2)} s${mode === 'embedded' ? `, PostgreSQL CPU ${median(after.map((a) => a.unchanged.postgresCpuS)).toFixed(2)} s` : ''}`,
   );
@@ -490,7 +496,7 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
         peakPostgresPssKB,
         peakByProcess,
         watchedInJobMs,
-        watcherBackend: /watcher [^\s:]+: (chokidar|parcel|dirs) \(/.exec(out)?.[1] ?? null,
+        watcherBackend: treeWatcher(out),
         outboxDrainMs,
         events: rows[0]?.n ?? 0,
         rclone,
@@ -726,7 +732,7 @@ async function afterDiscovery(c: AfterContext): Promise<AfterRuns> {
   c.log(
     `product 1 % drift audit: job ${(d.ms / 1000).toFixed(2)} s ${JSON.stringify(d.counts)}; rclone ${(d.rclone.ms / 1000).toFixed(2)} s; watcher jobs before our end: ${d.others.length}; catalogue ${catalogue}${catalogueOk ? '' : ' — WRONG'}`,
   );
-  return { watchedAfterMs, unchanged, cli, drift: { ...d, drift, catalogue, catalogueOk }, profiles: {} };
+  return { watchedAfterMs, watcherBackend: treeWatcher(c.serverLog()), unchanged, cli, drift: { ...d, drift, catalogue, catalogueOk }, profiles: {} };
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
