@@ -7,7 +7,7 @@
  *      the agent's `filestore.node.reconciled` event for it, received from Redis
  *      (`filestore:events`) here — p50 and p99 over 1,000 single-file changes, one at a time,
  *      with the default debounce (FILESTORE_WATCH_DEBOUNCE_MS unset: 200 ms), again at 50 ms, and
- *      with FILESTORE_WATCH_BACKEND=chokidar (auto picks dirs for this tree: 200,000 files in directories of 1,000).
+ *      with FILESTORE_WATCH_BACKEND=chokidar (auto picks parcel for these small trees; dirs for the 200,000-file start-up tree).
  *      Peer: `inotifywait -m` on the same directory, write to its stdout line, same changes.
  *   2. Burst: 10,000 new files written by another process, from the first write until a count
  *      query finds all of them ACTIVE with their sizes. Peer: until inotifywait -m -r printed
