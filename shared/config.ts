@@ -24,7 +24,8 @@ const EnvSchema = z.object({
   /**
    * Watcher backend: chokidar (a watch per file), parcel (a watch per directory), dirs (an
    * fs.watch per directory, no per-file state) or auto
-   * (parcel: see agent/watch/backends/choose.ts), for every mount, then per mount key:
+   * (dirs for a large tree of big directories, else parcel: agent/watch/backends/choose.ts),
+   * for every mount, then per mount key:
    * `auto,projects=parcel,scratch=chokidar`.
    */
   FILESTORE_WATCH_BACKEND: z

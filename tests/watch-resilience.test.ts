@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  countEntries,
+  countTree,
   createWatchBackend,
   maxQueuedEvents,
   maxUserWatches,
@@ -311,8 +311,8 @@ describe('choosing a backend and starting watchers', () => {
       await mkdir(path.join(root, '.filestore-staging/x'), { recursive: true });
       await mkdir(path.join(root, 'd/e'), { recursive: true });
       await writeFile(path.join(root, 'd/e/f'), '');
-      expect(await countEntries(root, 100)).toBe(3);
-      expect(await countEntries(root, 2)).toBe(2);
+      expect((await countTree(root, 100)).entries).toBe(3);
+      expect((await countTree(root, 2)).entries).toBe(2);
       if (process.platform === 'linux') expect(await maxUserWatches()).toBeGreaterThan(0);
     } finally {
       await t.cleanup();

@@ -17,7 +17,7 @@ export { planJobs, type JobTarget } from '../../shared/reconcile/index.ts';
 export {
   autoThreshold,
   chooseBackend,
-  countEntries,
+  countTree,
   createWatchBackend,
   ChokidarBackend,
   ParcelBackend,

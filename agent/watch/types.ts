@@ -6,7 +6,7 @@
 /** Watcher implementations (see backends/). */
 export type WatchBackendKind = 'chokidar' | 'parcel' | 'dirs';
 
-/** What a mount asks for: a backend, or `auto` (parcel; chokidar only below an explicit threshold, see backends/choose.ts). */
+/** What a mount asks for: a backend, or `auto` (dirs for a large tree of big directories, else parcel; chokidar only below an explicit threshold: backends/choose.ts). */
 export type WatchBackendChoice = WatchBackendKind | 'auto';
 
 export const WATCH_BACKEND_CHOICES: readonly WatchBackendChoice[] = ['chokidar', 'parcel', 'dirs', 'auto'];

@@ -6,6 +6,9 @@ import type { WatchBackend, WatchEvent, WatchHandlers } from '../types.ts';
 import { MountPaths } from './mount-paths.ts';
 import { classifyProblem, isWatchLimit } from './problems.ts';
 
+/** `abs` is a directory now (not followed if a symlink); false when gone or unreadable. */
+const isDirectoryNow = (abs: string): Promise<boolean> => lstat(abs).then((st) => st.isDirectory(), () => false);
+
 /** How long a new directory's watch may take to come up before its look-again is given up (chokidar reports what failed). */
 const WATCH_UP_WAIT_MS = 30_000;
 
@@ -117,7 +120,7 @@ export class ChokidarBackend implements WatchBackend {
       if (this.closed || Date.now() > deadline) return;
       await new Promise((r) => setTimeout(r, pause));
       // Gone again, or no longer a directory: whoever removed it is reported by its parent's watch.
-      if (pause === 100 && !(await lstat(abs).then((st) => st.isDirectory(), () => false))) return;
+      if (pause === 100 && !(await isDirectoryNow(abs))) return;
     }
     let names: string[];
     try {
@@ -126,7 +129,7 @@ export class ChokidarBackend implements WatchBackend {
       return; // gone again, or unreadable (chokidar reported that)
     }
     const known = w._watched.get(abs);
-    const missed = names.map((n) => path.join(abs, n)).filter((p) => !(known?.has(path.basename(p)) ?? false) && !this.paths.isStaging(p));
+    const missed = names.filter((n) => !(known?.has(n) ?? false)).map((n) => path.join(abs, n)).filter((p) => !this.paths.isStaging(p));
     if (missed.length === 0 || this.closed) return;
     w.add(missed);
     const events = missed.flatMap((p) => {
@@ -135,7 +138,7 @@ export class ChokidarBackend implements WatchBackend {
     });
     this.handlers.onEvents(events);
     for (const p of missed) {
-      if (await lstat(p).then((st) => st.isDirectory(), () => false)) await this.lookAgain(p);
+      if (await isDirectoryNow(p)) await this.lookAgain(p);
     }
   }
 

@@ -90,11 +90,6 @@ export async function countTree(root: string, cap: number): Promise<TreeCount> {
   return { entries: count, directories };
 }
 
-/** countTree's entries. */
-export async function countEntries(root: string, cap: number): Promise<number> {
-  return (await countTree(root, cap)).entries;
-}
-
 export interface BackendDecision {
   kind: WatchBackendKind;
   choice: WatchBackendChoice;

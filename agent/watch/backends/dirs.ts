@@ -24,13 +24,17 @@ interface Identity {
   birthtimeMs: number;
 }
 
+/** `st` is a directory, and the one `id` names: same inode number, same birth time. */
+const isDirectoryOf = (st: Identity & { isDirectory(): boolean }, id: Identity): boolean =>
+  st.isDirectory() && st.ino === id.ino && st.birthtimeMs === id.birthtimeMs;
+
 /**
- * `st` is the directory `d` watches: same inode number and same birth time. Where birth times
- * are unknown (0: no statx btime), an entry a 'rename' named (`renamed`) is taken for another
- * directory whatever its inode number (ext4 reuses a removed directory's number at once).
+ * `st` is the directory `d` watches. Where birth times are unknown (0: no statx btime), an
+ * entry a 'rename' named (`renamed`) is taken for another directory whatever its inode number
+ * (ext4 reuses a removed directory's number at once).
  */
-const sameDir = (d: Dir, st: Identity, renamed: boolean): boolean =>
-  d.ino === st.ino && d.birth === st.birthtimeMs && (d.birth !== 0 || !renamed);
+const sameDir = (d: Dir, st: Identity & { isDirectory(): boolean }, renamed: boolean): boolean =>
+  isDirectoryOf(st, d) && (d.birthtimeMs !== 0 || !renamed);
 
 /** What opens one directory's watch: node:fs `watch` (tests inject their own). */
 export type WatchFunction = (
@@ -50,7 +54,7 @@ interface Dir {
   /** The inode watched and its birth time (identity: a directory replaced under the same name is another one). */
   ino: number;
   /** lstat's birthtimeMs (statx btime; ext4, xfs, btrfs): a directory made again under a reused inode number gets a new one. 0: unknown. */
-  birth: number;
+  birthtimeMs: number;
   parent: Dir | null;
   name: string;
   /** Watched subdirectories by name; null while there are none (an empty Map costs ~200 B a directory). */
@@ -153,7 +157,6 @@ export class DirsBackend implements WatchBackend {
    */
   private watchDir(abs: string, parent: Dir | null, name: string, id: Identity): Dir | null {
     if (this.closed || this.dirs.has(abs) || (parent !== null && !parent.open)) return null;
-    const { ino, birthtimeMs: birth } = id;
     let watcher: FSWatcher;
     try {
       watcher = this.watchFn(abs, { persistent: true, recursive: false }, (eventType, filename) => this.onEvent(dir, eventType, filename));
@@ -180,7 +183,7 @@ export class DirsBackend implements WatchBackend {
     } catch {
       now = undefined; // a parent replaced by a file (ENOTDIR)…: not the directory found
     }
-    if (!now?.isDirectory() || now.ino !== ino || now.birthtimeMs !== birth) {
+    if (!now || !isDirectoryOf(now, id)) {
       try {
         watcher.close();
       } catch {
@@ -189,14 +192,14 @@ export class DirsBackend implements WatchBackend {
       return null;
     }
     openWatchers++;
-    const dir: Dir = { watcher, ino, birth, parent, name, children: null, open: true };
+    const dir: Dir = { watcher, ino: id.ino, birthtimeMs: id.birthtimeMs, parent, name, children: null, open: true };
     watcher.on('error', (err) => {
       if (this.closed || this.dirs.get(abs) !== dir) return;
       this.forget(dir);
       // Gone (removed, renamed away): not a problem by itself; anything else is.
       void lstat(abs).then(
         (s) => {
-          if (!this.closed && s.isDirectory() && s.ino === ino && s.birthtimeMs === birth) this.problem(err);
+          if (!this.closed && isDirectoryOf(s, dir)) this.problem(err);
         },
         () => {},
       );
@@ -342,7 +345,7 @@ export class DirsBackend implements WatchBackend {
     if (!latest() || this.closed || this.dirs.get(this.absOf(parent)) !== parent) return;
     const watched = parent.children?.get(name);
     if (watched) {
-      if (st.isDirectory() && sameDir(watched, st, renamed)) {
+      if (sameDir(watched, st, renamed)) {
         this.handlers.onEvents([{ type: 'update', path: p }]);
         return;
       }
@@ -370,7 +373,7 @@ export class DirsBackend implements WatchBackend {
    */
   private async lookSelf(dir: Dir, abs: string, name: string, child: string, p: string): Promise<void> {
     const here = (st: Identity & { isDirectory(): boolean }): boolean =>
-      !this.closed && dir.open && this.dirs.get(abs) === dir && st.isDirectory() && st.ino === dir.ino && st.birthtimeMs === dir.birth;
+      !this.closed && dir.open && this.dirs.get(abs) === dir && isDirectoryOf(st, dir);
     let st;
     try {
       st = await lstat(abs);

@@ -6,7 +6,7 @@ import { ParcelBackend } from './parcel.ts';
 export { ChokidarBackend } from './chokidar.ts';
 export { DirsBackend } from './dirs.ts';
 export { ParcelBackend } from './parcel.ts';
-export { autoThreshold, chooseBackend, countEntries, AUTO_BUDGET_SHARE, AUTO_MAX_THRESHOLD, type BackendDecision } from './choose.ts';
+export { autoThreshold, chooseBackend, countTree, AUTO_BUDGET_SHARE, AUTO_MAX_THRESHOLD, type BackendDecision } from './choose.ts';
 export { classifyProblem } from './problems.ts';
 
 /** The default factory: the real backend of that kind. */
