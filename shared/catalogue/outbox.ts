@@ -114,6 +114,10 @@ export async function fillClaimedData(q: Queryable, batch: ClaimedBatch): Promis
 /** The transaction-local setting claimBatchSql's claim is conditional on. */
 export const RELAY_LOCKED_SETTING = 'filestore.relay_locked';
 
+// Each claimed row is found again by its id in a LATERAL subquery with LIMIT 1, which
+// PostgreSQL cannot flatten into a join: joined, statistics taken while many rows waited (after
+// a burst; with autovacuum off nothing analyzes again) planned a hash join that read the whole
+// outbox through its primary key on every claim (tests/outbox-claim-dead-rows.test.ts).
 function claimText(limit: string, guard: string, withData = true): string {
   return `SELECT next.id, next.seq, o.event_id AS "eventId", o.mount_id AS "mountId", o.type,
             to_char(o.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "occurredAt", ${withData ? 'o.data::text' : 'NULL::text'} AS "dataJson"
@@ -124,7 +128,7 @@ function claimText(limit: string, guard: string, withData = true): string {
             ORDER BY id LIMIT ${limit}
          ) ordered
        ) next
-       JOIN filestore.outbox o ON o.id = next.id`;
+       CROSS JOIN LATERAL (SELECT event_id, mount_id, type, occurred_at, data FROM filestore.outbox o WHERE o.id = next.id LIMIT 1) o`;
 }
 
 /** The rows of a claim (claimBatch's statement or claimBatchSql's) as a batch in seq order. */
