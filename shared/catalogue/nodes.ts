@@ -215,19 +215,22 @@ export async function* scopePages(
 }
 
 // One line per row. Paths and the other text fields hold no tab or newline (control characters
-// are not addressable; symlink targets travel hex-encoded); NULL comes out empty (concat).
+// are not addressable; symlink targets travel hex-encoded); NULL comes out empty.
 // The comparable fields, between state and id, are exactly what backends/entry-lines.ts
 // `comparableFields` writes for what storage holds: size only for files, mtime (whole ms) except for directories.
 // The mtime in ms through float8 (date_part) costs a third less of the page than through
 // numeric (extract), and is exact for what the catalogue stores (whole ms, from a Date): the
 // float's error, ~2e-4 ms, is far below the rounding. Rounding is also what Node does to a
 // file's mtime for its Date (and so for the entry line).
-const SCOPE_LINE = `concat(path, E'\t', consistency_state, E'\t', kind, E'\t',
-  CASE WHEN kind = 'file' THEN size_bytes ELSE 0 END, E'\t',
-  CASE WHEN kind <> 'directory' THEN round(date_part('epoch', mtime) * 1000)::bigint END, E'\t',
-  mode, E'\t', uid, E'\t', gid, E'\t', etag, E'\t',
-  CASE WHEN kind = 'symlink' THEN encode(convert_to(metadata->>'symlinkTarget', 'UTF8'), 'hex') END, E'\t',
-  id, E'\t', version, E'\t', sha256)`;
+// concat_ws with the tab as its separator builds the line in a fifth less time than concat with
+// a tab between the fields (100k rows: ~145 vs ~180 ms of PostgreSQL's CPU, same text), but it
+// skips a NULL argument with its separator: every field that can be NULL is coalesced to ''.
+const SCOPE_LINE = `concat_ws(E'\t', path, consistency_state, kind,
+  CASE WHEN kind = 'file' THEN size_bytes ELSE 0 END,
+  coalesce(CASE WHEN kind <> 'directory' THEN round(date_part('epoch', mtime) * 1000)::bigint END::text, ''),
+  coalesce(mode::text, ''), coalesce(uid::text, ''), coalesce(gid::text, ''), coalesce(etag, ''),
+  CASE WHEN kind = 'symlink' THEN coalesce(encode(convert_to(metadata->>'symlinkTarget', 'UTF8'), 'hex'), '') ELSE '' END,
+  id, version, coalesce(sha256, ''))`;
 
 function lineOfNode(n: CatalogueNode): string {
   const target = typeof n.metadata.symlinkTarget === 'string' ? n.metadata.symlinkTarget : null;
