@@ -155,7 +155,7 @@ describe('one node, children and history', () => {
     await expectError(c.call('GET', '/v1/nodes/9007199254740/snapshots'), 404, 'NOT_FOUND');
   });
 
-  it("a snapshot's state is the node document of that version, exactly as before snapshots were recorded as rows, and older snapshots read as they were written", async () => {
+  it("a snapshot's state is the node document of that version, exactly as before snapshots were recorded as rows, and older snapshots (documents, to_jsonb rows) read as they were written", async () => {
     const t = await mountOf();
     const written = await put(t.mount.key, 'k.txt', 'v1');
     const pool = fixture.server.core.pool;
@@ -164,9 +164,15 @@ describe('one node, children and history', () => {
     const doc = rows[0]?.doc;
     // A snapshot written in that form (a catalogue older than the compact record), as version 1000.
     await pool.query('INSERT INTO filestore.snapshots (node_id, version, state) VALUES ($1, 1000, $2)', [written.node.id, { ...doc, path: 'legacy.txt' }]);
+    // And one as migrations 1700000000020-21 wrote them: the row as to_jsonb (column names).
+    await pool.query('INSERT INTO filestore.snapshots (node_id, version, state) SELECT id, 1001, to_jsonb(n) FROM filestore.nodes n WHERE id = $1', [written.node.id]);
     const history = page(Snapshot).parse(await c.json('GET', `/v1/nodes/${written.node.id}/snapshots`, 200, { token: 'read' }));
-    expect(history.items.map((s) => s.version)).toEqual([1, 1000]);
+    expect(history.items.map((s) => s.version)).toEqual([1, 1000, 1001]);
     expect(history.items[0]?.state).toEqual(doc);
     expect(history.items[1]?.state).toEqual({ ...doc, path: 'legacy.txt' });
+    expect(history.items[2]?.state).toEqual(doc);
+    // Since 1700000000021 the record is the row itself (not a document, not JSON).
+    const { rows: recorded } = await pool.query<{ state: unknown; path: string }>('SELECT state, (node_row).path AS path FROM filestore.snapshots WHERE node_id = $1 AND version = 1', [written.node.id]);
+    expect(recorded[0]).toEqual({ state: null, path: 'k.txt' });
   });
 });

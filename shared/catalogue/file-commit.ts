@@ -1,7 +1,7 @@
 import type { PoolClient } from '../db/pool.ts';
 import { ancestorsOf, baseName, parentOf } from '../paths.ts';
 import { lit } from './inline-writes.ts';
-import { snapshotState } from './rows.ts';
+import { SNAPSHOT_COLUMN, snapshotState } from './rows.ts';
 
 /*
  * The commit of a writeFile that created a file under catalogued parents — the common write —
@@ -38,7 +38,7 @@ WITH e AS (
   ON CONFLICT (mount_id, path) WHERE deleted_at IS NULL DO NOTHING
   RETURNING *
 ), snap AS (
-  INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, state)
+  INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, ${SNAPSHOT_COLUMN})
   SELECT ins.id, ins.version, $1, NULL, ${snapshotState('ins')} FROM ins
 ), deltas AS (
   INSERT INTO filestore.rollup_deltas (node_id, size_bytes, file_count, dir_count, child_count)

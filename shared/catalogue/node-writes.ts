@@ -1,7 +1,7 @@
 import type { Queryable } from '../db/pool.ts';
 import type { EntryStat, NodeKind } from '../backends/types.ts';
 import { ancestorsOf, baseName, parentOf } from '../paths.ts';
-import { NODE_COLUMNS, snapshotState } from './rows.ts';
+import { NODE_COLUMNS, SNAPSHOT_COLUMN, snapshotState } from './rows.ts';
 import { subtreeCondition } from './subtree.ts';
 import type { CatalogueNode } from './types.ts';
 
@@ -136,7 +136,7 @@ export async function insertNodes(
          ${onConflict === 'ignore' ? "ON CONFLICT (mount_id, path) WHERE deleted_at IS NULL DO NOTHING" : ''}
          RETURNING *
        ), snap AS (
-         INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, state)
+         INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, ${SNAPSHOT_COLUMN})
          SELECT ins.id, ins.version, $14, $15, ${snapshotState('ins')} FROM ins
        ), roll AS (
          INSERT INTO filestore.rollups (node_id, mount_id) SELECT id, mount_id FROM ins WHERE kind = 'directory'
@@ -187,7 +187,7 @@ export async function updateNodeFromStat(
               consistency_checked_at = now(), updated_at = now()
         WHERE id = $1 RETURNING *
      ), snap AS (
-       INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, state)
+       INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, ${SNAPSHOT_COLUMN})
        SELECT up.id, up.version, $10, $11, ${snapshotState('up')} FROM up
      )
      SELECT ${NODE_COLUMNS} FROM up`,
@@ -222,7 +222,7 @@ export async function updateNodeMetadata(
               updated_at = now()
         WHERE id = $1 RETURNING *
      ), snap AS (
-       INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, state)
+       INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, ${SNAPSHOT_COLUMN})
        SELECT up.id, up.version, $4, ${snapshotState('up')} FROM up
      )
      SELECT ${NODE_COLUMNS} FROM up`,
@@ -249,7 +249,7 @@ export async function tombstoneSubtree(
        UPDATE filestore.nodes SET deleted_at = now(), updated_at = now(), version = version + 1
         WHERE mount_id = $1 AND deleted_at IS NULL AND ${cond.sql} RETURNING *
      ), snap AS (
-       INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, state)
+       INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, ${SNAPSHOT_COLUMN})
        SELECT del.id, del.version, $${cond.params.length + 2}, $${cond.params.length + 3}, ${snapshotState('del')} FROM del
      ), roll AS (
        DELETE FROM filestore.rollups WHERE node_id IN (SELECT id FROM del WHERE kind = 'directory')
@@ -288,7 +288,7 @@ export async function moveSubtree(
               sequencer = NULL, version = version + 1, updated_at = now()
         WHERE mount_id = $1 AND deleted_at IS NULL AND ${cond.sql} RETURNING *
      ), snap AS (
-       INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, state)
+       INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, ${SNAPSHOT_COLUMN})
        SELECT mv.id, mv.version, $${n + 5}, ${snapshotState('mv')} FROM mv
      )
      SELECT ${NODE_COLUMNS}, (SELECT count(*) FROM mv)::int AS total FROM mv WHERE path = $${n + 2}`,

@@ -4,7 +4,7 @@
  */
 import type { Queryable } from '../db/pool.ts';
 import { levelsByDepth, newNodeParams, type NewNode } from './node-writes.ts';
-import { snapshotState } from './rows.ts';
+import { SNAPSHOT_COLUMN, snapshotState } from './rows.ts';
 
 /** A timestamptz as JSON.stringify writes a Date read from PostgreSQL (milliseconds, truncated, UTC). */
 const isoSql = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
@@ -105,7 +105,7 @@ export async function insertDiscovered(
          ON CONFLICT (mount_id, path) WHERE deleted_at IS NULL DO NOTHING
          RETURNING *
        ), snap AS (
-         INSERT INTO filestore.snapshots (node_id, version, reconciliation_job_id, state)
+         INSERT INTO filestore.snapshots (node_id, version, reconciliation_job_id, ${SNAPSHOT_COLUMN})
          SELECT ins.id, ins.version, $14, ${snapshotState('ins')} FROM ins
        ), roll AS (
          INSERT INTO filestore.rollups (node_id, mount_id) SELECT id, mount_id FROM ins WHERE kind = 'directory'

@@ -2,7 +2,7 @@ import type { Queryable } from '../db/pool.ts';
 import type { EntryStat } from '../backends/types.ts';
 import { appendEvents, type NewEvent } from './outbox.ts';
 import { ancestorPairs } from './node-writes.ts';
-import { NODE_COLUMNS, snapshotState } from './rows.ts';
+import { NODE_COLUMNS, SNAPSHOT_COLUMN, snapshotState } from './rows.ts';
 import { descendantsCondition } from './subtree.ts';
 import type { CatalogueNode } from './types.ts';
 
@@ -71,7 +71,7 @@ export async function applyChanges(q: Queryable, g: Guard, changes: Observation[
         WHERE n.id = v.id AND n.mount_id::text = $1::uuid::text AND n.version = v.version AND n.deleted_at IS NULL AND n.updated_at <= $13
         RETURNING n.*
      ), snap AS (
-       INSERT INTO filestore.snapshots (node_id, version, reconciliation_job_id, state)
+       INSERT INTO filestore.snapshots (node_id, version, reconciliation_job_id, ${SNAPSHOT_COLUMN})
        SELECT up.id, up.version, $14, ${snapshotState('up')} FROM up
      ), unroll AS (
        DELETE FROM filestore.rollups WHERE node_id IN (SELECT id FROM up WHERE kind <> 'directory')

@@ -1,7 +1,7 @@
 import type { EntryStat } from '../../backends/types.ts';
 import { addInsertedToAncestorsSql, appendEventsSql, int, lit } from '../../catalogue/inline-writes.ts';
 import { newNodeFromStat, recordSequencers } from '../../catalogue/node-writes.ts';
-import { NODE_COLUMNS, snapshotState } from '../../catalogue/rows.ts';
+import { NODE_COLUMNS, SNAPSHOT_COLUMN, snapshotState } from '../../catalogue/rows.ts';
 import { applyChanges, setMountHealthySql, type Guard } from '../../catalogue/reconcile-writes.ts';
 import type { CatalogueNode, Mount } from '../../catalogue/types.ts';
 import type { Queryable } from '../../db/pool.ts';
@@ -268,7 +268,7 @@ export async function insertJobsAndNodes(q: Queryable, mountId: string, keys: Pl
        ON CONFLICT (mount_id, path) WHERE deleted_at IS NULL DO NOTHING
        RETURNING *
      ), snap AS (
-       INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, state)
+       INSERT INTO filestore.snapshots (node_id, version, journal_entry_id, reconciliation_job_id, ${SNAPSHOT_COLUMN})
        SELECT ins.id, ins.version, NULL, j.id, ${snapshotState('ins')} FROM ins JOIN jobs j ON j.path = ins.path
      ), inserted AS (
        SELECT ${NODE_COLUMNS} FROM ins
