@@ -5,13 +5,20 @@
 -- row). Read as the API shows it through filestore.node_state (catalogue/rows.ts
 -- SNAPSHOT_STATE_READ). Rows written before keep `state` (to_jsonb of the row, or, before
 -- migration 1700000000020, node_state's document) and are read as before.
--- The column ties snapshots to the row type of filestore.nodes: adding or dropping a column of
--- nodes is fine (older records read the new column as NULL), but changing a column's type is
--- refused while records hold the type ("column node_row uses its row type"): such a migration
--- first rewrites node_row (e.g. into state as to_jsonb) and restores it after.
+-- The column ties snapshots to the row type of filestore.nodes. PostgreSQL then refuses any
+-- ALTER TABLE of nodes that fills or rewrites its rows ("cannot alter table "nodes" because
+-- column "snapshots.node_row" uses its row type"), whatever node_row holds: ADD COLUMN with a
+-- DEFAULT (NOT NULL DEFAULT, identity, serial) and ALTER COLUMN ... TYPE. ADD COLUMN without a
+-- default and DROP COLUMN work (older records read a new column as NULL). A later migration of
+-- nodes therefore either adds its column without a default, then SET DEFAULT and fills the rows
+-- with an UPDATE, or, in its transaction, first moves the records aside: UPDATE snapshots SET
+-- state = to_jsonb(node_row) WHERE state IS NULL (read as before), DROP COLUMN node_row, makes
+-- its change, and ADDs node_row back with the CHECK below (the DROP took it): the steps are
+-- tests/snapshot-row-type.test.ts's; docs/architecture.md says the same.
 ALTER TABLE filestore.snapshots ADD COLUMN node_row filestore.nodes;
 ALTER TABLE filestore.snapshots ALTER COLUMN state DROP NOT NULL;
-ALTER TABLE filestore.snapshots ADD CONSTRAINT snapshots_recorded CHECK (state IS NOT NULL OR (node_row).id IS NOT NULL);
+-- NOT VALID: every row written before holds state (NOT NULL until now); no scan under the lock.
+ALTER TABLE filestore.snapshots ADD CONSTRAINT snapshots_recorded CHECK (state IS NOT NULL OR (node_row).id IS NOT NULL) NOT VALID;
 COMMENT ON COLUMN filestore.snapshots.node_row IS
   'The node row after the change (written since migration 1700000000021; NULL before). Read as the API shows it with filestore.node_state(node_row).';
 COMMENT ON COLUMN filestore.snapshots.state IS

@@ -164,7 +164,7 @@ describe('one node, children and history', () => {
     const doc = rows[0]?.doc;
     // A snapshot written in that form (a catalogue older than the compact record), as version 1000.
     await pool.query('INSERT INTO filestore.snapshots (node_id, version, state) VALUES ($1, 1000, $2)', [written.node.id, { ...doc, path: 'legacy.txt' }]);
-    // And one as migrations 1700000000020-21 wrote them: the row as to_jsonb (column names).
+    // And one as written after migration 1700000000020, before 1700000000021: the row as to_jsonb (column names).
     await pool.query('INSERT INTO filestore.snapshots (node_id, version, state) SELECT id, 1001, to_jsonb(n) FROM filestore.nodes n WHERE id = $1', [written.node.id]);
     const history = page(Snapshot).parse(await c.json('GET', `/v1/nodes/${written.node.id}/snapshots`, 200, { token: 'read' }));
     expect(history.items.map((s) => s.version)).toEqual([1, 1000, 1001]);

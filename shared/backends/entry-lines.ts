@@ -9,7 +9,7 @@ import type { EntryStat } from './types.ts';
  */
 
 const hex = (s: string) => Buffer.from(s, 'utf8').toString('hex');
-/** A nullable field as line text: NULL is empty (as SQL concat writes it). */
+/** A nullable field as line text: NULL is empty (as catalogue/nodes.ts SCOPE_LINE coalesces it). */
 export const text = (v: number | string | null | undefined): string => (v === null || v === undefined ? '' : String(v));
 
 /**
