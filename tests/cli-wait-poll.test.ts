@@ -1,11 +1,13 @@
 /**
- * `filestore reconcile --wait` asks for the job soon after it was queued, then at a twentieth
+ * `filestore reconcile --wait` asks the server to hold each question until the job settles
+ * (GET /v1/reconcile/jobs/:id?waitMs=1000, a long poll: tests/api-job-wait.test.ts). A server
+ * that answers an open job at once (older than long polls) is asked soon after the job was queued, then at a twentieth
  * of the time waited so far, never more than every half second: a job of 0.6 s is seen finished
  * within ~0.06 s of its end (a fixed half-second poll could add up to 0.5 s), a long job costs
  * two small GETs a second.
  */
 import { describe, expect, it } from 'vitest';
-import { pollDelayMs } from '../cli/commands/reconcile.ts';
+import { LONG_POLL_MS, nextDelayMs, pollDelayMs } from '../cli/commands/reconcile.ts';
 
 /** When each poll happens for a wait of `totalMs` (the poll times of the schedule). */
 function pollsUntil(totalMs: number): number[] {
@@ -33,6 +35,46 @@ describe('reconcile --wait polling', () => {
 
   it('a ten-minute job costs about two polls a second, not twenty', () => {
     expect(pollsUntil(600_000).length).toBeLessThan(1_250);
+  });
+});
+
+describe('reconcile --wait asks with a long poll', () => {
+  it('asks again at once after a held question or a final answer; paces a server that answers an open job at once', () => {
+    expect(nextDelayMs('running', LONG_POLL_MS, 5_000)).toBe(0);
+    expect(nextDelayMs('queued', LONG_POLL_MS / 2, 5_000)).toBe(0);
+    expect(nextDelayMs('succeeded', 2, 5_000)).toBe(0);
+    expect(nextDelayMs('cancelled', 2, 5_000)).toBe(0); // a job joined to another: that one is followed at once
+    for (const elapsed of [0, 650, 60_000]) expect(nextDelayMs('running', 3, elapsed)).toBe(pollDelayMs(elapsed));
+  });
+
+  it('every question names waitMs, and a server that ignores it is not asked in a tight loop', async () => {
+    const { createServer } = await import('node:http');
+    const { FilestoreClient } = await import('../shared/client/index.ts');
+    const { waitForJob } = await import('../cli/commands/reconcile.ts');
+    const row = (status: string) => ({
+      id: 5, mountId: '00000000-0000-4000-8000-000000000001', path: '', reason: 'manual', options: {}, status, attempts: 1, coalesced: 0,
+      result: status === 'succeeded' ? { checked: 1 } : null, error: null,
+      createdAt: '2026-12-06T00:00:00.000Z', startedAt: null, finishedAt: null, updatedAt: '2026-12-06T00:00:00.000Z',
+    });
+    // An older server: answers at once, "running" four times, then "succeeded".
+    const asked: Array<{ url: string; at: number }> = [];
+    const server = createServer((req, res) => {
+      asked.push({ url: req.url ?? '', at: performance.now() });
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(row(asked.length > 4 ? 'succeeded' : 'running')));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const { port } = server.address() as { port: number };
+      const client = new FilestoreClient({ baseUrl: `http://127.0.0.1:${port}`, token: 't' });
+      const done = await waitForJob(client, row('queued') as Parameters<typeof waitForJob>[1]);
+      expect(done.status).toBe('succeeded');
+      expect(asked).toHaveLength(5);
+      for (const a of asked) expect(a.url).toBe(`/v1/reconcile/jobs/5?waitMs=${LONG_POLL_MS}`);
+      // After each early "running", a pause of at least pollDelayMs (timers never fire early).
+      for (let i = 1; i < asked.length; i++) expect((asked[i]?.at ?? 0) - (asked[i - 1]?.at ?? 0)).toBeGreaterThanOrEqual(pollDelayMs(0) - 1);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
   });
 });
 

@@ -6,7 +6,15 @@ import { connect, parseId, parseTarget, showTarget, type Target } from '../targe
 import { COUNTS } from '../../reconcile-worker/attempt-line.ts';
 
 /**
- * How long `--wait` waits before asking again, `elapsedMs` into the wait: soon at first (most
+ * `--wait` asks the server to answer once the job has settled, or after LONG_POLL_MS as it is
+ * then (GET /v1/reconcile/jobs/:id?waitMs=, a long poll): the wait ends as the job does, and
+ * the progress counter moves at least this often.
+ */
+export const LONG_POLL_MS = 1_000;
+
+/**
+ * How long `--wait` waits before asking again a server that does not hold the question (one
+ * older than long polls, or one stopping), `elapsedMs` into the wait: soon at first (most
  * jobs take well under a second, and a fixed half-second poll added up to 0.5 s to each),
  * then a twentieth of the time waited so far (a wait overshoots the job's end by at most ~5 %,
  * plus 25 ms), never more than POLL_MS. A poll is one small GET of one row.
@@ -84,8 +92,9 @@ export function registerReconcile(program: Command): void {
 }
 
 /**
- * Polls the job (soon, then less often: pollDelayMs) until it is final, with a counter of
- * checked nodes on stderr. A job cancelled because another job for the same path took its
+ * Asks for the job until it is final, each question held by the server until the job settles
+ * (LONG_POLL_MS at most; a server that answers an open job at once is asked again after
+ * pollDelayMs), with a counter of checked nodes on stderr. A job cancelled because another job for the same path took its
  * work over (error COALESCED, with that job's id) is followed to that job's end.
  * An answer that says "not now" (no connection, a 5xx such as 503 UNAVAILABLE) does not end
  * the wait: it is said once on stderr, polls back off, and the wait gives up only after
@@ -96,7 +105,7 @@ export async function waitForJob(client: FilestoreClient, queued: ReconcileJob, 
   const progress = counterProgress(`reconciling (job ${queued.id})`);
   let job = queued;
   const started = Date.now();
-  let delay = pollDelayMs(0);
+  let delay = 0; // the job was just queued: ask at once, the server holds the question
   let troubleSince: number | null = null;
   const followed = new Set<number>([queued.id]);
   try {
@@ -110,9 +119,10 @@ export async function waitForJob(client: FilestoreClient, queued: ReconcileJob, 
         process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}filestore: job ${job.id} was joined to job ${takenOver}, which does its work; following job ${takenOver}\n`);
         job = { ...job, id: takenOver, status: 'queued', error: null };
       }
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
+      const asked = Date.now();
       try {
-        job = await client.getJob(job.id);
+        job = await client.getJob(job.id, { waitMs: LONG_POLL_MS });
       } catch (err) {
         if (!isTransient(err)) throw err;
         const now = Date.now();
@@ -129,7 +139,7 @@ export async function waitForJob(client: FilestoreClient, queued: ReconcileJob, 
         continue;
       }
       troubleSince = null;
-      delay = pollDelayMs(Date.now() - started);
+      delay = nextDelayMs(job.status, Date.now() - asked, Date.now() - started);
 
       progress.update(count(job, 'checked') ?? 0);
     }
@@ -137,6 +147,18 @@ export async function waitForJob(client: FilestoreClient, queued: ReconcileJob, 
     progress.stop();
   }
   return job;
+}
+
+/**
+ * The pause before the next question, given the job's `status` in an answer that took
+ * `answeredInMs`, `elapsedMs` into the wait: none after a held question (the server waited
+ * for the job) or a final one (a job joined to another is followed at once); a server that
+ * answered an open job well before LONG_POLL_MS does not hold questions, and is asked at the
+ * pace of pollDelayMs instead of in a tight loop.
+ */
+export function nextDelayMs(status: JobStatus, answeredInMs: number, elapsedMs: number): number {
+  if (FINAL.has(status) || answeredInMs >= LONG_POLL_MS / 2) return 0;
+  return pollDelayMs(elapsedMs);
 }
 
 /** The job that took over a cancelled one's work (error COALESCED with its id), or null. */

@@ -1,5 +1,6 @@
 import type { Filestore } from '../runtime.ts';
 import type { ConfiguredS3Mount } from '../catalogue/s3-mounts.ts';
+import { JobWaits } from '../catalogue/job-waits.ts';
 import { OutboxTail } from '../events/outbox-tail.ts';
 import { createReadiness } from './readiness.ts';
 import { UploadSlots } from './upload-slots.ts';
@@ -11,6 +12,8 @@ export interface ApiDeps {
   events?: OutboxTail | undefined;
   /** Prometheus text for GET /metrics; absent where metrics go elsewhere (Lambda: EMF). */
   metrics?: { contentType: string; text(): Promise<string> } | undefined;
+  /** Long polls of reconciliation jobs (GET /v1/reconcile/jobs/:id?waitMs=). */
+  jobWaits: JobWaits;
   /** Bounds the uploads streaming at once (each holds a database connection while its bytes arrive). */
   uploads: UploadSlots;
   /** Readiness of the process's dependencies by name ("ok" or the problem). */
@@ -48,7 +51,7 @@ export interface ApiDepsOptions {
 
 export interface BuiltApiDeps {
   deps: ApiDeps;
-  /** Stops the event tail (open streams end); the core stays open. */
+  /** Stops the event tail (open streams end) and answers the long polls of jobs now; the core stays open. */
   close(): void;
 }
 
@@ -68,10 +71,17 @@ export async function buildApiDeps(core: Filestore, o: ApiDepsOptions): Promise<
     events,
     metrics: o.metrics === null ? undefined : (o.metrics ?? core.metrics.exposition ?? undefined),
     log: o.log,
+    jobWaits: new JobWaits(core.pool),
     uploads: UploadSlots.forPool(core.pool.options.max ?? 20),
     readiness: createReadiness({ core, log: o.log, more: o.readiness }),
     maxFileBodyBytes: o.maxFileBodyBytes,
     configuredS3Mounts: o.configuredS3Mounts,
   };
-  return { deps, close: () => events?.stop() };
+  return {
+    deps,
+    close: () => {
+      events?.stop();
+      deps.jobWaits.close();
+    },
+  };
 }

@@ -180,6 +180,17 @@ const cursor = z.string().max(8192).optional().describe('nextCursor of the previ
 export const MountIdParams = z.object({ id: mountRef });
 export const NodeIdParams = z.object({ id });
 export const JobIdParams = z.object({ id });
+/** The longest a job request waits for the job to settle: well inside API Gateway's 30 s (the API Lambda) and any proxy's idle timeout. */
+export const MAX_JOB_WAIT_MS = 20_000;
+export const JobWaitQuery = z.object({
+  waitMs: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(MAX_JOB_WAIT_MS)
+    .default(0)
+    .describe(`a job still queued or running is answered once it has settled, or after this many milliseconds (at most ${MAX_JOB_WAIT_MS}) as it is then: a long poll; 0 (default): at once`),
+});
 
 const CheckFlag = z
   .boolean()

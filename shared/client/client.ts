@@ -219,9 +219,12 @@ export class FilestoreClient {
     return this.#t.json({ method: 'POST', path: '/v1/reconcile', json: input, retry: false });
   }
 
-  /** GET /v1/reconcile/jobs/:id */
-  getJob(id: number): Promise<ReconcileJob> {
-    return this.#get(`/v1/reconcile/jobs/${id}`);
+  /**
+   * GET /v1/reconcile/jobs/:id. With `waitMs`, a job still queued or running is answered once
+   * it has settled, or after that long as it is then (a long poll; at most 20,000 ms).
+   */
+  getJob(id: number, o: { waitMs?: number } = {}): Promise<ReconcileJob> {
+    return this.#get(`/v1/reconcile/jobs/${id}`, o.waitMs ? { waitMs: o.waitMs } : undefined);
   }
 
   /** GET /v1/reconcile/jobs: one page, newest first. */

@@ -5,7 +5,7 @@ import type { Principal } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
 import { redactValue, seesHostPaths } from '../host-paths.ts';
 import { decodeCursor, pageOf } from '../request.ts';
-import { ErrorBody, JobIdParams, ListJobsQuery, ReconcileAccepted, ReconcileBody, ReconcileJob, page } from '../schemas.ts';
+import { ErrorBody, JobIdParams, JobWaitQuery, ListJobsQuery, ReconcileAccepted, ReconcileBody, ReconcileJob, page } from '../schemas.ts';
 import { defineRoute, json, type Route } from '../route.ts';
 
 /** Jobs as `principal` may see them: a failed job's error names the mount's root on its host (admin only). */
@@ -74,11 +74,16 @@ export const reconcileRoutes: Route[] = [
     path: '/v1/reconcile/jobs/:id',
     scope: 'filestore:read',
     tag: 'reconcile',
-    summary: 'One reconciliation job: status, attempts, result counts, error, timings',
+    summary: 'One reconciliation job: status, attempts, result counts, error, timings; with waitMs, answered once it has settled (a long poll)',
     params: JobIdParams,
-    responses: { 200: ReconcileJob, 404: ErrorBody },
-    async handle({ params, deps, principal }) {
-      const job = await findJob(deps.core.pool, params.id);
+    query: JobWaitQuery,
+    responses: { 200: ReconcileJob, 400: ErrorBody, 404: ErrorBody },
+    async handle({ params, query, deps, principal }) {
+      let job = await findJob(deps.core.pool, params.id);
+      if (job && query.waitMs > 0 && (job.status === 'queued' || job.status === 'running')) {
+        await deps.jobWaits.settled(job.id, query.waitMs);
+        job = await findJob(deps.core.pool, params.id);
+      }
       if (!job) throw new FilestoreError('NOT_FOUND', `no reconciliation job ${params.id}`);
       const [shown] = await jobsFor([job], principal, deps);
       return json(200, shown);
