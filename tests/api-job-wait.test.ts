@@ -5,6 +5,7 @@
  * way, so it ends as its job does instead of up to a poll interval later.
  */
 import { describe, expect, it } from 'vitest';
+import { announceSettled, JobWaits } from '../shared/catalogue/job-waits.ts';
 import { finishJob } from '../shared/catalogue/jobs.ts';
 import { expectError, useApiServer } from './support/http.ts';
 
@@ -69,6 +70,31 @@ describe('GET /v1/reconcile/jobs/:id?waitMs=', () => {
     const res = await held;
     expect(res.status).toBe(404);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('NOT_FOUND');
+  });
+
+  it('a job this process settles wakes its waits at once, before the next look at the catalogue', async () => {
+    const id = await runningJob();
+    const waits = new JobWaits(api.server.core.pool, 600_000); // looks only every ten minutes
+    try {
+      let woken = false;
+      const waited = waits.settled(id, 600_000).then(() => (woken = true));
+      await finishJob(api.server.core.pool, id, { status: 'succeeded' });
+      announceSettled(id + 1); // another job: this wait goes on
+      await new Promise((r) => setTimeout(r, 50));
+      expect(woken).toBe(false);
+      announceSettled(id); // as the reconcile worker does once it has settled the job
+      await waited;
+      expect(woken).toBe(true);
+    } finally {
+      waits.close();
+    }
+  });
+
+  it('a job queued and run by this server is answered settled to a request made while it was queued', async () => {
+    const t = await mountOf();
+    const queued = await c.json<Job>('POST', '/v1/reconcile', 202, { token: 'write', json: { mountId: t.mount.key } });
+    const job = await c.json<Job>('GET', `/v1/reconcile/jobs/${queued.id}?waitMs=20000`, 200);
+    expect(job).toMatchObject({ id: queued.id, status: 'succeeded', result: expect.objectContaining({ checked: 1 }) });
   });
 
   it('a waitMs that is not a whole number of milliseconds up to 20000 is 400', async () => {

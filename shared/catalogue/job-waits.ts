@@ -8,6 +8,15 @@ import type { Queryable } from '../db/pool.ts';
  * another process (an agent, a Lambda), so the catalogue's row is what says it ended.
  */
 const POLL_MS = 20;
+
+/**
+ * The jobs this process settles itself (its reconcile worker: `npm start`, the agent) wake the
+ * requests waiting for them at once, without waiting for the next look.
+ */
+const settledHere = new Set<(id: number) => void>();
+export function announceSettled(id: number): void {
+  for (const wake of settledHere) wake(id);
+}
 /** After a failed look (the database away), the next one waits this long; the waits end at their time anyway. */
 const RETRY_MS = 250;
 
@@ -16,11 +25,16 @@ export class JobWaits {
   private timer: NodeJS.Timeout | null = null;
   private looking = false;
   private closed = false;
+  private readonly wake = (id: number): void => {
+    for (const done of [...(this.waiting.get(id) ?? [])]) done();
+  };
 
   constructor(
     private readonly q: Queryable,
     private readonly pollMs = POLL_MS,
-  ) {}
+  ) {
+    settledHere.add(this.wake);
+  }
 
   /**
    * Resolves once job `id` is no longer queued or running (or its row is gone), after `ms` at
@@ -48,6 +62,7 @@ export class JobWaits {
   /** Ends every wait now (the process is stopping: each request answers with the job as it is). */
   close(): void {
     this.closed = true;
+    settledHere.delete(this.wake);
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     for (const set of [...this.waiting.values()]) for (const done of [...set]) done();
@@ -70,8 +85,7 @@ export class JobWaits {
       );
       const open = new Set(rows.map((r) => Number(r.id)));
       for (const id of ids) {
-        if (open.has(id)) continue;
-        for (const done of [...(this.waiting.get(id) ?? [])]) done();
+        if (!open.has(id)) this.wake(id);
       }
     } catch {
       next = RETRY_MS;
