@@ -45,8 +45,11 @@ describe('GET /v1/reconcile/jobs/:id?waitMs=', () => {
 
   it('answers after waitMs with the job as it is then when it has not settled', async () => {
     const id = await runningJob();
-    const job = await c.json<Job>('GET', `/v1/reconcile/jobs/${id}?waitMs=200`, 200);
-    expect(job).toMatchObject({ id, status: 'running' });
+    let answered = false;
+    const held = c.json<Job>('GET', `/v1/reconcile/jobs/${id}?waitMs=600`, 200).finally(() => (answered = true));
+    await new Promise((r) => setTimeout(r, 150));
+    expect(answered).toBe(false); // held for its waitMs…
+    expect(await held).toMatchObject({ id, status: 'running' }); // …then answered as it is
   });
 
   it('answers a settled job at once, and several waiting requests together', async () => {
@@ -74,15 +77,17 @@ describe('GET /v1/reconcile/jobs/:id?waitMs=', () => {
 
   it('a job this process settles wakes its waits at once, before the next look at the catalogue', async () => {
     const id = await runningJob();
-    const waits = new JobWaits(api.server.core.pool, 600_000); // looks only every ten minutes
+    const pool = api.server.core.pool;
+    const waits = new JobWaits(pool, { pollMs: 600_000 }); // looks only every ten minutes
     try {
       let woken = false;
       const waited = waits.settled(id, 600_000).then(() => (woken = true));
-      await finishJob(api.server.core.pool, id, { status: 'succeeded' });
-      announceSettled(id + 1); // another job: this wait goes on
+      await finishJob(pool, id, { status: 'succeeded' });
+      announceSettled(pool, id + 1); // another job: this wait goes on
+      announceSettled({ query: pool.query.bind(pool) }, id); // the same id in another catalogue: too
       await new Promise((r) => setTimeout(r, 50));
       expect(woken).toBe(false);
-      announceSettled(id); // as the reconcile worker does once it has settled the job
+      announceSettled(pool, id); // as the reconcile worker does once it has settled the job
       await waited;
       expect(woken).toBe(true);
     } finally {
@@ -90,7 +95,7 @@ describe('GET /v1/reconcile/jobs/:id?waitMs=', () => {
     }
   });
 
-  it('a job queued and run by this server is answered settled to a request made while it was queued', async () => {
+  it('a job this server queues and runs is followed to its end', async () => {
     const t = await mountOf();
     const queued = await c.json<Job>('POST', '/v1/reconcile', 202, { token: 'write', json: { mountId: t.mount.key } });
     const job = await c.json<Job>('GET', `/v1/reconcile/jobs/${queued.id}?waitMs=20000`, 200);

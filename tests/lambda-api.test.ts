@@ -153,6 +153,23 @@ describe('the API Lambda (HTTP API payload 2.0)', () => {
     expect(jsonOf(cancelled)).toMatchObject({ uploadId: other.uploadId, status: 'cancelled' });
   });
 
+  it('GET /v1/reconcile/jobs/:id?waitMs= is answered at once: no function instance held per waiting client', async () => {
+    const { rows } = await core.pool.query<{ id: string }>(
+      `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status, attempts, started_at)
+       VALUES ($1, 'held', 'manual', '{"recursive": true, "hash": false}', 'running', 1, now()) RETURNING id`,
+      [s3.mount.id],
+    );
+    const id = Number(rows[0]?.id);
+    let answered = false;
+    const res = invoke(event('GET', `/v1/reconcile/jobs/${id}`, { query: 'waitMs=20000', scopes: 'read' })).finally(() => (answered = true));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(answered).toBe(true); // held, it would wait until the job settles (up to 20 s)
+    const r = await res;
+    expect(r.statusCode).toBe(200);
+    expect(jsonOf(r)).toMatchObject({ id, status: 'running' });
+    await core.pool.query('DELETE FROM filestore.reconciliation_jobs WHERE id = $1', [id]);
+  });
+
   it('GET /v1/events/stream: 501 NOT_IMPLEMENTED naming the agent stream', async () => {
     const r = await invoke(fixture('apigw-events-stream'));
     expect(r.statusCode).toBe(501);

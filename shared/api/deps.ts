@@ -47,6 +47,12 @@ export interface ApiDepsOptions {
   maxFileBodyBytes?: number | undefined;
   /** See ApiDeps.configuredS3Mounts. */
   configuredS3Mounts?: readonly ConfiguredS3Mount[] | undefined;
+  /**
+   * Hold `GET /v1/reconcile/jobs/:id?waitMs=` until the job settles (default true). The API
+   * Lambda answers at once instead: a held request would keep a function instance busy, and
+   * its catalogue polled, for each waiting client (JobWaits `hold`).
+   */
+  longPolls?: boolean | undefined;
 }
 
 export interface BuiltApiDeps {
@@ -71,7 +77,7 @@ export async function buildApiDeps(core: Filestore, o: ApiDepsOptions): Promise<
     events,
     metrics: o.metrics === null ? undefined : (o.metrics ?? core.metrics.exposition ?? undefined),
     log: o.log,
-    jobWaits: new JobWaits(core.pool),
+    jobWaits: new JobWaits(core.pool, { hold: o.longPolls ?? true }),
     uploads: UploadSlots.forPool(core.pool.options.max ?? 20),
     readiness: createReadiness({ core, log: o.log, more: o.readiness }),
     maxFileBodyBytes: o.maxFileBodyBytes,

@@ -216,7 +216,7 @@ export class ReconcileWorker {
 
   private report(r: AttemptReport, backend: string): AttemptReport {
     if (r.job && r.outcome !== 'deferred') this.metrics.reconcileJobs.inc({ backend, reason: r.job.reason, outcome: r.outcome });
-    if (r.job && r.job.status !== 'queued' && r.job.status !== 'running') announceSettled(r.jobId);
+    if (r.job && r.job.status !== 'queued' && r.job.status !== 'running') announceSettled(this.o.pool, r.jobId);
     try {
       this.o.onAttempt?.(r);
     } catch {

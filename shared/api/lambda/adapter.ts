@@ -19,14 +19,15 @@ export interface LambdaApi {
 
 /**
  * The routes of SPEC §4 for API Gateway: the same createApi as the node:http server, built once
- * per container. No event stream (GET /v1/events/stream answers 501 naming the agent's) and no
+ * per container. No event stream (GET /v1/events/stream answers 501 naming the agent's), no
+ * held job requests (`waitMs` is answered at once: deps.ts `longPolls`), and no
  * /metrics text (Lambdas publish EMF); file bodies are bounded by the Lambda payload.
  */
 export async function createLambdaApi(
   core: Filestore,
   o: { log(line: string): void; /** FILESTORE_S3_MOUNTS: see ApiDeps.configuredS3Mounts. */ configuredS3Mounts?: readonly ConfiguredS3Mount[] | undefined },
 ): Promise<LambdaApi> {
-  const { deps } = await buildApiDeps(core, { log: o.log, metrics: null, maxFileBodyBytes: MAX_LAMBDA_FILE_BYTES, configuredS3Mounts: o.configuredS3Mounts });
+  const { deps } = await buildApiDeps(core, { log: o.log, metrics: null, maxFileBodyBytes: MAX_LAMBDA_FILE_BYTES, configuredS3Mounts: o.configuredS3Mounts, longPolls: false });
   const auth = new AuthorizerContextAuthenticator();
   const api = createApi(deps, auth);
   return {
