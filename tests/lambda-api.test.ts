@@ -160,11 +160,10 @@ describe('the API Lambda (HTTP API payload 2.0)', () => {
       [s3.mount.id],
     );
     const id = Number(rows[0]?.id);
-    let answered = false;
-    const res = invoke(event('GET', `/v1/reconcile/jobs/${id}`, { query: 'waitMs=20000', scopes: 'read' })).finally(() => (answered = true));
-    await new Promise((r) => setTimeout(r, 300));
-    expect(answered).toBe(true); // held, it would wait until the job settles (up to 20 s)
-    const r = await res;
+    // Held, it would wait until the job settles: for the whole 20 s here.
+    const held = new Promise<'held'>((resolve) => setTimeout(() => resolve('held'), 10_000).unref());
+    const r = await Promise.race([invoke(event('GET', `/v1/reconcile/jobs/${id}`, { query: 'waitMs=20000', scopes: 'read' })), held]);
+    if (r === 'held') throw new Error('the API Lambda held GET /v1/reconcile/jobs/:id?waitMs=20000');
     expect(r.statusCode).toBe(200);
     expect(jsonOf(r)).toMatchObject({ id, status: 'running' });
     await core.pool.query('DELETE FROM filestore.reconciliation_jobs WHERE id = $1', [id]);
