@@ -216,4 +216,20 @@ describe('output shows mount keys, MOUNT:PATH and timestamps with a zone', () =>
     expect(one.stdout).toMatch(new RegExp(`^mount\\s+${t.mount.key}$`, 'm'));
     expect(one.stdout).toMatch(new RegExp(`^created\\s+${ZONED.source}$`, 'm'));
   });
+
+  it('a queued job is followed with `jobs ID --wait` to its end, as the queueing says', async () => {
+    await writeFile(path.join(t.root as string, 'shown/b.txt'), 'bbbb');
+    const queued = await cli(['reconcile', at('shown')]);
+    expect(queued.code).toBe(0);
+    const id = /follow it with `filestore jobs (\d+) --wait`/.exec(queued.stdout)?.[1];
+    expect(id, queued.stdout).toBeDefined();
+    const followed = await cli(['jobs', String(id), '--wait']);
+    expect(followed.code).toBe(0);
+    expect(followed.stdout).toMatch(new RegExp(`^job\\s+${id}$`, 'm'));
+    expect(followed.stdout).toMatch(/^status\s+succeeded$/m);
+    expect(followed.stdout).toMatch(new RegExp(`^finished\\s+${ZONED.source}$`, 'm'));
+    const noId = await cli(['jobs', '--wait']);
+    expect(noId.code).toBe(2);
+    expect(noId.stderr).toContain('--wait follows one job: give its id');
+  });
 });

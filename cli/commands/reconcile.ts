@@ -53,7 +53,7 @@ export function registerReconcile(program: Command): void {
       let job = await client.reconcile({ mountId: target.mount, path: target.path, recursive: o.recursive, hash: o.hash === true, ...(o.force === true ? { force: true } : {}) });
       if (!o.wait) {
         if (o.json) return printJson(job);
-        return print(`queued reconciliation job ${job.id} for ${showTarget(target)}; follow it with \`filestore jobs ${job.id}\``);
+        return print(`queued reconciliation job ${job.id} for ${showTarget(target)}; follow it with \`filestore jobs ${job.id} --wait\``);
       }
       job = await waitForJob(client, job);
       if (o.json) printJson(job);
@@ -69,11 +69,17 @@ export function registerReconcile(program: Command): void {
     .option('--mount <key>', 'only jobs of this mount')
     .addOption(new Option('--status <status>', 'only jobs in this status').choices(['queued', 'running', 'succeeded', 'failed', 'cancelled']))
     .option('--limit <n>', 'at most this many jobs', parseId, 50)
+    .option('--wait', 'with an id: wait for that job to finish, showing progress, then print it (exit 1 unless it succeeded)')
     .option('--json', 'print JSON')
-    .action(async (id: number | undefined, o: JsonOption & { mount?: string; status?: JobStatus; limit: number }) => {
+    .action(async (id: number | undefined, o: JsonOption & { mount?: string; status?: JobStatus; limit: number; wait?: boolean }, cmd: Command) => {
+      if (o.wait && id === undefined) cmd.error('--wait follows one job: give its id, e.g. `filestore jobs 42 --wait`', { exitCode: 2, code: 'filestore.usage' });
       const client = connect();
       if (id !== undefined) {
-        const job = await client.getJob(id);
+        let job = await client.getJob(id);
+        if (o.wait) {
+          job = await waitForJob(client, job);
+          if (job.status !== 'succeeded') process.exitCode = 1;
+        }
         return o.json ? printJson(job) : printJob(job, await mountKeys(client));
       }
       const jobs: ReconcileJob[] = [];
