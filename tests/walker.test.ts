@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowEntry } from '../shared/backends/entry-lines.ts';
 import { LocalExecutor } from '../shared/backends/local/local-executor.ts';
-import { walkerPids, walkOnWalker, walkTree } from '../shared/backends/local/walker.ts';
+import { walkerPids, walkersReady, walkOnWalker, walkTree } from '../shared/backends/local/walker.ts';
 import type { EntryStat } from '../shared/backends/types.ts';
 import { FilestoreError } from '../shared/errors.ts';
 
@@ -100,6 +100,9 @@ describe('walker process', () => {
     for await (const rows of walkOnWalker({ rootPath: root, dir: '', recursive: true })) {
       n += rows.length;
       if (signalled.length === 0) {
+        // Walkers started by the test before may still be starting: until a walker serves
+        // sessions, a signal ends it (as it ends any process that is starting).
+        await walkersReady();
         signalled = walkerPids();
         for (const pid of signalled) {
           process.kill(pid, 'SIGINT');

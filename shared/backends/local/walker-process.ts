@@ -34,6 +34,8 @@ export function serveWalkerSessions(): void {
   process.on('SIGTERM', () => undefined);
   lstatFromWorkingDirectory();
   process.on('message', onMessage);
+  // From here on a signal no longer ends it (before, one could: a process that is starting).
+  send({ kind: 'ready', id: 0 });
 }
 
 // A session lists ahead of its consumer by up to CREDIT messages of about LINES entries each:

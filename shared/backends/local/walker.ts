@@ -44,10 +44,13 @@ export type ToWalker = { kind: 'start'; id: number; request: WalkRequest } | { k
 // Credit goes back to the walker this many messages at a time (a session starts with
 // CREDIT = 6 in walker-process.ts): a message per batch was a visible share of an audit.
 const CREDIT_BACK = 3;
-export type FromWalker =
+/** What a walker sends about one session. */
+type SessionMessage =
   | { kind: 'batch'; id: number; bytes: Uint8Array }
   | { kind: 'done'; id: number; skipped?: SkippedSummary }
   | { kind: 'error'; id: number; error: { code?: string; message: string; details?: Record<string, unknown>; gone?: boolean } };
+/** …and once, when it serves sessions (its signal handlers in place). */
+export type FromWalker = { kind: 'ready'; id: 0 } | SessionMessage;
 
 /** The walker process serving a walk went away (killed, crashed): not an error of the listing. */
 class WalkerGoneError extends FilestoreError {
@@ -98,10 +101,14 @@ class Walker {
   private readonly child: ChildProcess;
   private nextId = 1;
   /** Per session: messages not yet taken, and the consumer waiting for one. */
-  private readonly inbox = new Map<number, { queue: FromWalker[]; wake: (() => void) | null }>();
+  private readonly inbox = new Map<number, { queue: SessionMessage[]; wake: (() => void) | null }>();
   private failed: Error | null = null;
+  /** Resolves once the process serves sessions (its signal handlers are in place), or is gone. */
+  readonly ready: Promise<void>;
+  private started: () => void = () => undefined;
 
   constructor(code: string) {
+    this.ready = new Promise((resolve) => (this.started = resolve));
     // No environment: the walker needs none, and secrets in it (DATABASE_URL, tokens) have no
     // business in a process that only lists. NODE_OPTIONS in particular is not passed on: a
     // loader it names (tsx, under the tests) would cost the walker ~40 MB and its start.
@@ -114,6 +121,7 @@ class Walker {
       cwd: '/', // and back there after each window of a listing (listing.ts)
     });
     this.child.on('message', (m: FromWalker) => {
+      if (m.kind === 'ready') return this.started();
       const box = this.inbox.get(m.id);
       if (!box) return;
       box.queue.push(m);
@@ -133,6 +141,7 @@ class Walker {
   private fail(err: Error): void {
     if (this.failed) return;
     this.failed = err;
+    this.started();
     const at = walkers.indexOf(this);
     if (at >= 0) walkers.splice(at, 1);
     for (const [id, box] of this.inbox) {
@@ -174,11 +183,11 @@ class Walker {
     });
   }
 
-  private async take(id: number): Promise<FromWalker> {
-    const box = this.inbox.get(id) as { queue: FromWalker[]; wake: (() => void) | null };
+  private async take(id: number): Promise<SessionMessage> {
+    const box = this.inbox.get(id) as { queue: SessionMessage[]; wake: (() => void) | null };
     while (box.queue.length === 0) await new Promise<void>((resolve) => (box.wake = resolve));
     box.wake = null;
-    return box.queue.shift() as FromWalker;
+    return box.queue.shift() as SessionMessage;
   }
 
   async *walk(request: WalkRequest, skipped: SkippedNames | undefined): AsyncGenerator<StorageRow[]> {
@@ -258,6 +267,11 @@ export async function* walkOnWalker(request: WalkRequest, skipped?: SkippedNames
 /** The process ids of this process's live walkers: what their CPU and memory are measured by. */
 export function walkerPids(): number[] {
   return walkers.flatMap((w) => (w.pid === undefined ? [] : [w.pid]));
+}
+
+/** Once every live walker serves sessions (a process still starting ends on a signal: tests that signal them wait for this). */
+export async function walkersReady(): Promise<void> {
+  await Promise.all(walkers.map((w) => w.ready));
 }
 
 /** A piece of a tree listing, in order: rows already listed, or a subtree still to list. */
