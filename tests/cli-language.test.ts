@@ -218,6 +218,7 @@ describe('output shows mount keys, MOUNT:PATH and timestamps with a zone', () =>
   });
 
   it('a queued job is followed with `jobs ID --wait` to its end, as the queueing says', async () => {
+    await mkdir(path.join(t.root as string, 'shown'), { recursive: true });
     await writeFile(path.join(t.root as string, 'shown/b.txt'), 'bbbb');
     const queued = await cli(['reconcile', at('shown')]);
     expect(queued.code).toBe(0);

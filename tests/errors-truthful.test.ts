@@ -394,7 +394,7 @@ describe('filestore reconcile --wait', () => {
     const job = { id: 424242, status: 'queued' } as ReconcileJob;
     const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     cleanups.push(async () => stderr.mockRestore());
-    await expect(waitForJob(client, job, { giveUpMs: 1_500 })).rejects.toThrow(/no answer about job 424242 .*filestore jobs 424242/);
+    await expect(waitForJob(client, job, { giveUpMs: 1_500 })).rejects.toThrow(/no answer about job 424242 .*filestore jobs 424242 --wait/);
     expect(stderr.mock.calls.map((c) => String(c[0])).join('').match(/still waiting/g)).toHaveLength(1);
   });
 });

@@ -138,7 +138,7 @@ export async function waitForJob(client: FilestoreClient, queued: ReconcileJob, 
           process.stderr.write(`${during}\nfilestore: still waiting for job ${job.id}; trying again for up to ${Math.round(giveUpMs / 1000)} s\n`);
         } else if (now - troubleSince >= giveUpMs) {
           throw new FilestoreClientError(
-            `no answer about job ${job.id} for ${Math.round(giveUpMs / 1000)} s (${(err as Error).message}); stopped waiting, the job itself goes on: follow it with \`filestore jobs ${job.id}\``,
+            `no answer about job ${job.id} for ${Math.round(giveUpMs / 1000)} s (${(err as Error).message}); stopped waiting, the job itself goes on: follow it with \`filestore jobs ${job.id} --wait\``,
           );
         }
         delay = Math.min(Math.max(delay, POLL_MS) * 2, MAX_POLL_MS);
