@@ -7,6 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { announceSettled, JobWaits } from '../shared/catalogue/job-waits.ts';
 import { finishJob } from '../shared/catalogue/jobs.ts';
+import { runningRootJob } from './support/filestore.ts';
 import { expectError, useApiServer } from './support/http.ts';
 
 const api = useApiServer('read');
@@ -21,12 +22,7 @@ interface Job {
 /** A job row as a worker elsewhere holds it: running, with no queue message for this server to run. */
 async function runningJob(): Promise<number> {
   const t = await mountOf();
-  const { rows } = await api.server.core.pool.query<{ id: string }>(
-    `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status, attempts, started_at)
-     VALUES ($1, '', 'manual', '{"recursive": true, "hash": false}', 'running', 1, now()) RETURNING id`,
-    [t.mount.id],
-  );
-  return Number(rows[0]?.id);
+  return Number((await runningRootJob(api.server.core, t.mount.id)).id);
 }
 
 describe('GET /v1/reconcile/jobs/:id?waitMs=', () => {

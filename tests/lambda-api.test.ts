@@ -12,7 +12,7 @@ import { LAMBDA_PAYLOAD_BYTES, MAX_LAMBDA_FILE_BYTES, toApiRequest } from '../sh
 import type { Filestore } from '../shared/runtime.ts';
 import { TEST_COMMAND_SECRET } from './support/command-secret.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './support/env.ts';
-import { createTestMount, stopS3, wireTestFilestore, type TestMount } from './support/filestore.ts';
+import { createTestMount, runningRootJob, stopS3, wireTestFilestore, type TestMount } from './support/filestore.ts';
 import { lambdaContext } from './support/lambda-context.ts';
 import { TEST_S3_CREDENTIALS } from './support/s3.ts';
 
@@ -154,12 +154,7 @@ describe('the API Lambda (HTTP API payload 2.0)', () => {
   });
 
   it('GET /v1/reconcile/jobs/:id?waitMs= is answered at once: no function instance held per waiting client', async () => {
-    const { rows } = await core.pool.query<{ id: string }>(
-      `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status, attempts, started_at)
-       VALUES ($1, 'held', 'manual', '{"recursive": true, "hash": false}', 'running', 1, now()) RETURNING id`,
-      [s3.mount.id],
-    );
-    const id = Number(rows[0]?.id);
+    const id = Number((await runningRootJob(core, s3.mount.id)).id);
     // Held, it would wait until the job settles: for the whole 20 s here.
     const held = new Promise<'held'>((resolve) => setTimeout(() => resolve('held'), 10_000).unref());
     const r = await Promise.race([invoke(event('GET', `/v1/reconcile/jobs/${id}`, { query: 'waitMs=20000', scopes: 'read' })), held]);

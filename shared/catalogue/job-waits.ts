@@ -39,13 +39,18 @@ export class JobWaits {
     private readonly o: { pollMs?: number; hold?: boolean } = {},
   ) {}
 
+  /** Whether a wait can last (false: closed, or not held, and every wait ends at once). */
+  get holds(): boolean {
+    return !this.closed && this.o.hold !== false;
+  }
+
   /**
    * Resolves once job `id` is no longer queued or running (or its row is gone), after `ms` at
    * the latest, or at once when the waits are closed or not held. It says nothing itself: the
    * caller reads the row again.
    */
   settled(id: number, ms: number): Promise<void> {
-    if (this.closed || ms <= 0 || this.o.hold === false) return Promise.resolve();
+    if (!this.holds || ms <= 0) return Promise.resolve();
     return new Promise((resolve) => {
       if (this.waiting.size === 0) this.listen(true);
       let waiters = this.waiting.get(id);

@@ -53,6 +53,9 @@ export interface ReconcileJobOptions {
   sequencer?: string | undefined;
 }
 
+/** A job still to run or running (not settled): what waits for it may still wait. */
+export const isOpenJob = (status: ReconcileJobRow['status']): boolean => status === 'queued' || status === 'running';
+
 export interface NewReconcileJob {
   mountId: string;
   path: string;

@@ -1,4 +1,4 @@
-import { clearQueueOwed, openJobs, owedJobs, type JobToSend } from '../catalogue/jobs.ts';
+import { clearQueueOwed, isOpenJob, openJobs, owedJobs, type JobToSend } from '../catalogue/jobs.ts';
 import type { Pool } from '../db/pool.ts';
 
 /** What the resender needs of the BullMQ queue: a row's message, in the queue its mount routes to. */
@@ -77,7 +77,7 @@ export class ReconcileResender {
       const rows = await owedJobs(this.t.pool, { mountIds: this.t.mountIds, afterId: after, limit: PAGE });
       if (rows.length === 0) break;
       // A row settled meanwhile needs no message: it is only unmarked.
-      const open = rows.filter((r) => r.status === 'queued' || r.status === 'running');
+      const open = rows.filter((r) => isOpenJob(r.status));
       const { done, failure } = await this.each(open, (r) => this.t.add(r));
       await clearQueueOwed(this.t.pool, [...rows.filter((r) => !open.includes(r)).map((r) => r.id), ...done]);
       sent += done.length;

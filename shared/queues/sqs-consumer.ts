@@ -2,6 +2,7 @@ import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-p
 import { ChangeMessageVisibilityCommand } from '@aws-sdk/client-sqs';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { z } from 'zod';
+import { isOpenJob } from '../catalogue/jobs.ts';
 import { FilestoreError } from '../errors.ts';
 import { backoffDelay, DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_MS, type ReconcileQueue } from '../reconcile/queue.ts';
 import { RoutedReconcileQueue, SqsReconcileQueue } from './sqs-queue.ts';
@@ -93,7 +94,7 @@ export async function processReconcileBatch(core: ReconcileCore, event: SQSEvent
       }
       run = await runQueuedRow(core, body.data.rowId, deadline, { ...o, attempts, final: () => delivery >= attempts });
       if (run.outcome === 'stopped' && run.job) await o.queue.send(run.job);
-      else if (run.outcome === 'busy' && (run.job?.status === 'queued' || run.job?.status === 'running')) {
+      else if (run.outcome === 'busy' && run.job && isOpenJob(run.job.status)) {
         // Its run goes on elsewhere; a look later (not a failure: no delivery spent) does what
         // the row needs by then, nothing if that run settled it.
         await o.queue.send(run.job, o.busyRetrySeconds ?? BUSY_RETRY_SECONDS);

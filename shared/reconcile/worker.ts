@@ -1,5 +1,5 @@
 import { cancelInto, deferJob, retryLater, stopJob } from '../catalogue/job-requeue.ts';
-import { claimJob, finishJob, recordProgress, type ReconcileJobRow } from '../catalogue/jobs.ts';
+import { claimJob, finishJob, isOpenJob, recordProgress, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import { announceSettled } from '../catalogue/job-waits.ts';
 import { findMount } from '../catalogue/mounts.ts';
 import type { Queryable } from '../db/pool.ts';
@@ -216,7 +216,7 @@ export class ReconcileWorker {
 
   private report(r: AttemptReport, backend: string): AttemptReport {
     if (r.job && r.outcome !== 'deferred') this.metrics.reconcileJobs.inc({ backend, reason: r.job.reason, outcome: r.outcome });
-    if (r.job && r.job.status !== 'queued' && r.job.status !== 'running') announceSettled(this.o.pool, r.jobId);
+    if (r.job && !isOpenJob(r.job.status)) announceSettled(this.o.pool, r.jobId);
     try {
       this.o.onAttempt?.(r);
     } catch {

@@ -1,4 +1,4 @@
-import { findJob, listJobs, type ReconcileJobRow } from '../../catalogue/jobs.ts';
+import { findJob, isOpenJob, listJobs, type ReconcileJobRow } from '../../catalogue/jobs.ts';
 import { FilestoreError } from '../../errors.ts';
 import { normalizePath } from '../../paths.ts';
 import type { Principal } from '../auth.ts';
@@ -80,7 +80,7 @@ export const reconcileRoutes: Route[] = [
     responses: { 200: ReconcileJob, 400: ErrorBody, 404: ErrorBody },
     async handle({ params, query, deps, principal }) {
       let job = await findJob(deps.core.pool, params.id);
-      if (job && query.waitMs > 0 && (job.status === 'queued' || job.status === 'running')) {
+      if (job && query.waitMs > 0 && deps.jobWaits.holds && isOpenJob(job.status)) {
         await deps.jobWaits.settled(job.id, query.waitMs);
         job = await findJob(deps.core.pool, params.id);
       }
