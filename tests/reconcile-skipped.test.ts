@@ -74,12 +74,13 @@ describe('names the catalogue cannot hold', () => {
     await writeFile(abs('dir', 'tab\tname.txt'), 'x');
     await writeFile(Buffer.concat([Buffer.from(`${abs('deep', 'er')}/bad-`), Buffer.from([0xff]), Buffer.from('.txt')]), 'x');
     await writeFile(abs('dir', 'cafe\u0301.txt'), 'x');
+    await writeFile(abs('deep', 'er', 'real-\ufffd.txt'), 'x'); // valid UTF-8 holding U+FFFD, beside bad-\xff: kept
     execFileSync('mkfifo', [abs('deep', 'c', 'pipe')]);
 
     const job = await reconcile(t.mount.key);
     expect(job.status).toBe('succeeded');
     expect(job.result).toMatchObject({
-      discovered: 10, // ok.txt, dir/ok2.txt and the directories dir, deep, deep/er, deep/a…e
+      discovered: 11, // ok.txt, dir/ok2.txt, deep/er/real-\ufffd.txt and the directories dir, deep, deep/er, deep/a…e
       skipped: 5,
       skippedByReason: { invalid_name: 2, not_utf8: 1, not_nfc: 1, unsupported_kind: 1 },
     });
@@ -96,7 +97,7 @@ describe('names the catalogue cannot hold', () => {
 
     // None of them was catalogued.
     const listed = await c.json<{ items: Array<{ path: string }> }>('GET', `/v1/nodes?${qs({ mountId: t.mount.key, limit: 100 })}`, 200);
-    expect(listed.items.map((n) => n.path).filter((p) => /[\t\n\ufffd]|pipe|cafe/.test(p))).toEqual([]);
+    expect(listed.items.map((n) => n.path).filter((p) => /[\t\n\ufffd]|pipe|cafe/.test(p))).toEqual(['deep/er/real-\ufffd.txt']);
   });
 
   it('reconciling one directory (listed in this process, not by the walkers) counts what it passes over too', async () => {
