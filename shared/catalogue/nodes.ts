@@ -165,7 +165,7 @@ export type ScopeRow = string;
  * An audit reads the whole catalogue of a mount, so this is its hottest read. Each page is
  * one row holding one text value (the page's rows as lines, built by string_agg): splitting
  * a string costs a fraction of decoding thousands of rows of a dozen typed columns each.
- * The next page is read while the caller works through this one.
+ * The next page is read while the caller works through this one, or (`inFlight`) the next few.
  */
 export async function* scopePages(
   q: Queryable,
@@ -182,6 +182,13 @@ export async function* scopePages(
    * allocates it in the old generation directly.)
    */
   pageSize = 1000,
+  /**
+   * Pages read at once, on as many connections (a subtree only): PostgreSQL writes a page's
+   * lines on one core, and an audit that read one page at a time waited for it most of its
+   * scan. Ranges of `pageSize` paths are marked out ahead by a cheap read of every
+   * `pageSize`-th path (`rangeEnds`), then each range is read as a page of its own.
+   */
+  inFlight = 1,
 ): AsyncGenerator<ScopeRow[]> {
   const self = await findLiveByPath(q, mountId, path);
   if (self && startAfter === undefined) yield [lineOfNode(self)];
@@ -191,7 +198,7 @@ export async function* scopePages(
   const where = subtree ? `mount_id = $1 AND deleted_at IS NULL AND path > $2 AND ${below.sql}` : `parent_id = $1 AND deleted_at IS NULL AND path > $2`;
   const page = async (after: string): Promise<ScopeRow[]> => {
     const { rows } = await q.query<{ page: string | null }>({
-      name: `filestore.nodes.scopePage.${subtree ? 'subtree' : 'children'}.${below.params.length}`,
+      name: `filestore.nodes.scopePage.${subtree ? 'subtree' : 'children'}.${below.params.length}.${pageSize}`,
       // string_agg takes the rows in the subquery's order (the merge checks the order anyway).
       text: `SELECT string_agg(${SCOPE_LINE}, E'\n') AS page
                FROM (SELECT * FROM filestore.nodes WHERE ${where} ORDER BY path LIMIT ${pageSize}) t`,
@@ -200,6 +207,10 @@ export async function* scopePages(
     const lines = rows[0]?.page ?? null;
     return lines === null ? [] : lines.split('\n');
   };
+  if (subtree && inFlight > 1) {
+    yield* rangePages(q, where, [mountId, ...below.params], below.params.length, startAfter ?? path, pageSize, inFlight);
+    return;
+  }
   let pending = page(startAfter ?? path);
   void pending.catch(() => {}); // awaited below; a caller that stops early must not leave it unhandled
   for (;;) {
@@ -211,6 +222,83 @@ export async function* scopePages(
     }
     if (rows.length > 0) yield rows;
     if (rows.length < pageSize) return;
+  }
+}
+
+/** Ranges marked out at once by `rangeEnds`: this many pages. */
+const RANGES_AT_ONCE = 16;
+
+/**
+ * The subtree's lines after `after`, in pages of about `pageSize` rows read `inFlight` at a
+ * time: the range (a, b] of each page is marked out beforehand (rangeEnds), so the pages do
+ * not wait for one another. Each page is its own read, as the keyset pages are: a row
+ * inserted into a range meanwhile is read with it, the ranges never overlap, and they come in
+ * order. `where` is scopePages' subtree condition ($1 the mount, $2 the lower bound, then the
+ * subtree's own parameters); its values come without the lower bound.
+ */
+async function* rangePages(q: Queryable, where: string, values: string[], belowParams: number, after: string, pageSize: number, inFlight: number): AsyncGenerator<ScopeRow[]> {
+  const upper = `$${3 + belowParams}`;
+  const read = async (from: string, to: string | null): Promise<ScopeRow[]> => {
+    const { rows } = await q.query<{ page: string | null }>({
+      name: `filestore.nodes.scopeRange.${to === null ? 'open' : 'closed'}.${belowParams}`,
+      text: `SELECT string_agg(${SCOPE_LINE}, E'\n') AS page
+               FROM (SELECT * FROM filestore.nodes WHERE ${where}${to === null ? '' : ` AND path <= ${upper}`} ORDER BY path) t`,
+      values: to === null ? [values[0] as string, from, ...values.slice(1)] : [values[0] as string, from, ...values.slice(1), to],
+    });
+    const lines = rows[0]?.page ?? null;
+    return lines === null ? [] : lines.split('\n');
+  };
+  // Every pageSize-th path of the next RANGES_AT_ONCE pages (fewer: the subtree ends there).
+  // Paths only, in index order: an index-only scan where the visibility map allows.
+  const rangeEnds = async (from: string): Promise<{ ends: string[]; last: boolean }> => {
+    const { rows } = await q.query<{ path: string }>({
+      name: `filestore.nodes.scopeRangeEnds.${belowParams}.${pageSize}`,
+      text: `SELECT path FROM (SELECT path, row_number() OVER () AS n
+                               FROM (SELECT path FROM filestore.nodes WHERE ${where} ORDER BY path LIMIT ${pageSize * RANGES_AT_ONCE}) s) t
+              WHERE n % ${pageSize} = 0`,
+      values: [values[0] as string, from, ...values.slice(1)],
+    });
+    return { ends: rows.map((r) => r.path), last: rows.length < RANGES_AT_ONCE };
+  };
+  const ranges: Array<{ from: string; to: string | null }> = [];
+  let marked = after;
+  let exhausted = false;
+  let marking: Promise<void> | null = null;
+  const mark = (): Promise<void> =>
+    (marking ??= rangeEnds(marked).then(({ ends, last }) => {
+      for (const end of ends) {
+        ranges.push({ from: marked, to: end });
+        marked = end;
+      }
+      if (last) {
+        ranges.push({ from: marked, to: null });
+        exhausted = true;
+      }
+      marking = null;
+    }));
+  const pending: Array<Promise<ScopeRow[]>> = [];
+  try {
+    for (;;) {
+      while (pending.length < inFlight) {
+        if (ranges.length === 0) {
+          if (exhausted) break;
+          await mark();
+          continue;
+        }
+        const r = ranges.shift() as { from: string; to: string | null };
+        const p = read(r.from, r.to);
+        p.catch(() => {}); // awaited in turn
+        pending.push(p);
+        // Mark out the next ranges while these are read.
+        if (ranges.length < inFlight && !exhausted && marking === null) mark().catch(() => {});
+      }
+      const next = pending.shift();
+      if (!next) return;
+      const rows = await next;
+      if (rows.length > 0) yield rows;
+    }
+  } finally {
+    await Promise.allSettled([...pending, marking ?? Promise.resolve()]);
   }
 }
 

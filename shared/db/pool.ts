@@ -127,6 +127,12 @@ function reportExhaustion(pool: pg.Pool, max: number, acquireTimeoutMs: number):
   };
 }
 
+/** How many connections the pool may open (pg's default, 10, when it was not set). */
+export function poolMax(pool: Queryable | pg.Pool): number {
+  const max = (pool as { options?: { max?: number } }).options?.max;
+  return typeof max === 'number' && max > 0 ? max : 10;
+}
+
 /**
  * A pool's connection settings, for a client of its own beside it: pg-pool keeps `password`
  * non-enumerable (out of stack traces), so a spread of `pool.options` would drop it, and the
