@@ -306,15 +306,16 @@ describe('LocalExecutor', () => {
       }
     });
 
-    it('a name that really holds U+FFFD is listed (in byte order) beside one that is not UTF-8, which is passed over', async () => {
+    it('a name that really holds U+FFFD, or begins with U+FEFF, is listed (in byte order) beside one that is not UTF-8, which is passed over', async () => {
       const run = await localFixture();
       try {
         await run.putRaw('d/a\ufffd.txt', 'kept');
         await run.putRaw('d/a.txt', 'kept');
         await run.putRaw('d/\u{1f600}', 'kept');
+        await run.putRaw('d/\ufeffbom', 'kept'); // a leading U+FEFF is part of the name, read as bytes too
         await writeFile(Buffer.concat([Buffer.from(path.join(run.root, 'd/')), Buffer.from([0x61, 0xff])]), 'raw');
         const listed = (await collect(run.backend.list('', { recursive: true }))).map((e) => e.path);
-        expect(listed).toEqual(['d', 'd/a.txt', 'd/a\ufffd.txt', 'd/\u{1f600}']);
+        expect(listed).toEqual(['d', 'd/a.txt', 'd/a\ufffd.txt', 'd/\ufeffbom', 'd/\u{1f600}']);
         expect(listed).toEqual([...listed].sort(byteOrder));
       } finally {
         await run.cleanup();

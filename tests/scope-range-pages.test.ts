@@ -92,24 +92,29 @@ describe('catalogue pages read several at a time', () => {
     for (const pageSize of [1, 2, 5]) expect(await lines(core, t.mount.id, '', { pageSize, inFlight: 3, after })).toEqual(resumed);
   });
 
-  it('a row written into a range not yet read is read with it, in its place', async () => {
+  it('rows written into a range not yet read, or after the last one, are read with it, in their places', async () => {
     const pages = scopePages(core.pool, t.mount.id, '', true, undefined, 2, 2);
     const seen: string[] = [];
-    const first = await pages.next();
-    seen.push(...(first.value as string[]));
-    // Beyond the pages already asked for: 'b/c/…' lies well after the first few ranges.
+    // Far enough that every range is marked out (16 at a time, the next 16 while the first are read).
+    while (seen.length < 40) seen.push(...((await pages.next()).value as string[]));
+    expect(seen.some((l) => linePath(l).startsWith('\u{1f600}'))).toBe(false);
+    // The last subtree in byte order is U+1F600's: one row in one of its marked ranges, five
+    // after its last path (the tail after the last range, read on page by page).
+    const added = ['\u{1f600}/1a', ...[1, 2, 3, 4, 5].map((n) => `\u{1f600}/\u{1f600}zz${n}`)];
     const client = await core.pool.connect();
     try {
       const { rows } = await client.query<{ id: number }>(`SELECT id FROM filestore.reconciliation_jobs WHERE mount_id = $1 LIMIT 1`, [t.mount.id]);
-      await inTransaction(client, () => insertDiscovered(client, t.mount.id, [newNodeFromStat(entry('b/c/10', 'file'))], { jobId: rows[0]!.id, reason: 'manual' }));
+      await inTransaction(client, () => insertDiscovered(client, t.mount.id, added.map((p) => newNodeFromStat(entry(p, 'file'))), { jobId: rows[0]!.id, reason: 'manual' }));
     } finally {
       client.release();
     }
     for await (const page of pages) seen.push(...page);
     const paths = seen.map(linePath);
-    expect(paths).toContain('b/c/10');
+    expect(paths.slice(-5)).toEqual(added.slice(1));
+    expect(paths).toContain('\u{1f600}/1a');
     expect(paths).toEqual([...paths].sort(comparePaths));
     expect(new Set(paths).size).toBe(paths.length);
+    expect(paths.length).toBe(1 + ALL.length + added.length);
   });
 });
 

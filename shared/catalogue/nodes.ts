@@ -237,13 +237,18 @@ const RANGES_AT_ONCE = 16;
  * subtree's own parameters); its values come without the lower bound.
  */
 async function* rangePages(q: Queryable, where: string, values: string[], belowParams: number, after: string, pageSize: number, inFlight: number): AsyncGenerator<ScopeRow[]> {
+  const [mount, ...below] = values as [string, ...string[]];
   const upper = `$${3 + belowParams}`;
-  const read = async (from: string, to: string | null): Promise<ScopeRow[]> => {
+  // A closed range is read whole; the open one after the last end (the subtree's tail) a page
+  // at a time, as the keyset pages are (a plan made for no upper bound reads in index order
+  // only under a LIMIT).
+  const read = async ({ from, to }: Range): Promise<ScopeRow[]> => {
     const { rows } = await q.query<{ page: string | null }>({
-      name: `filestore.nodes.scopeRange.${to === null ? 'open' : 'closed'}.${belowParams}`,
+      name: `filestore.nodes.scopeRange.${to === null ? `open.${pageSize}` : 'closed'}.${belowParams}`,
       text: `SELECT string_agg(${SCOPE_LINE}, E'\n') AS page
-               FROM (SELECT * FROM filestore.nodes WHERE ${where}${to === null ? '' : ` AND path <= ${upper}`} ORDER BY path) t`,
-      values: to === null ? [values[0] as string, from, ...values.slice(1)] : [values[0] as string, from, ...values.slice(1), to],
+               FROM (SELECT * FROM filestore.nodes WHERE ${where}${to === null ? '' : ` AND path <= ${upper}`}
+                     ORDER BY path${to === null ? ` LIMIT ${pageSize}` : ''}) t`,
+      values: to === null ? [mount, from, ...below] : [mount, from, ...below, to],
     });
     const lines = rows[0]?.page ?? null;
     return lines === null ? [] : lines.split('\n');
@@ -253,14 +258,14 @@ async function* rangePages(q: Queryable, where: string, values: string[], belowP
   const rangeEnds = async (from: string): Promise<{ ends: string[]; last: boolean }> => {
     const { rows } = await q.query<{ path: string }>({
       name: `filestore.nodes.scopeRangeEnds.${belowParams}.${pageSize}`,
-      text: `SELECT path FROM (SELECT path, row_number() OVER () AS n
+      text: `SELECT path FROM (SELECT path, row_number() OVER (ORDER BY path) AS n
                                FROM (SELECT path FROM filestore.nodes WHERE ${where} ORDER BY path LIMIT ${pageSize * RANGES_AT_ONCE}) s) t
-              WHERE n % ${pageSize} = 0`,
-      values: [values[0] as string, from, ...values.slice(1)],
+              WHERE n % ${pageSize} = 0 ORDER BY path`,
+      values: [mount, from, ...below],
     });
     return { ends: rows.map((r) => r.path), last: rows.length < RANGES_AT_ONCE };
   };
-  const ranges: Array<{ from: string; to: string | null }> = [];
+  const ranges: Range[] = [];
   let marked = after;
   let exhausted = false;
   let marking: Promise<void> | null = null;
@@ -276,30 +281,40 @@ async function* rangePages(q: Queryable, where: string, values: string[], belowP
       }
       marking = null;
     }));
-  const pending: Array<Promise<ScopeRow[]>> = [];
+  const pending: Array<{ range: Range; rows: Promise<ScopeRow[]> }> = [];
   try {
     for (;;) {
       while (pending.length < inFlight) {
-        if (ranges.length === 0) {
+        const range = ranges.shift();
+        if (range === undefined) {
           if (exhausted) break;
           await mark();
           continue;
         }
-        const r = ranges.shift() as { from: string; to: string | null };
-        const p = read(r.from, r.to);
-        p.catch(() => {}); // awaited in turn
-        pending.push(p);
+        const rows = read(range);
+        rows.catch(() => {}); // awaited in turn
+        pending.push({ range, rows });
         // Mark out the next ranges while these are read.
         if (ranges.length < inFlight && !exhausted && marking === null) mark().catch(() => {});
       }
       const next = pending.shift();
       if (!next) return;
-      const rows = await next;
+      const rows = await next.rows;
+      // The tail goes on after a full page (the open range is the last: nothing waits behind it).
+      const last = rows[rows.length - 1];
+      if (next.range.to === null && rows.length === pageSize && last) ranges.unshift({ from: linePath(last), to: null });
       if (rows.length > 0) yield rows;
     }
   } finally {
-    await Promise.allSettled([...pending, marking ?? Promise.resolve()]);
+    await Promise.allSettled([...pending.map((p) => p.rows), marking ?? Promise.resolve()]);
   }
+}
+
+interface Range {
+  /** Paths after this one… */
+  from: string;
+  /** …up to this one (null: to the subtree's end). */
+  to: string | null;
 }
 
 // One line per row. Paths and the other text fields hold no tab or newline (control characters

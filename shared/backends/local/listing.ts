@@ -23,7 +23,8 @@ import { isSiblingTempName } from './staging.ts';
  */
 
 const WINDOW = 256;
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a name that begins with U+FEFF keeps it (by default the decoder drops it).
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** The kind Filestore catalogues, or null for FIFOs, sockets and devices (invisible to it). */
 export function kindOf(st: Stats): NodeKind | null {
@@ -55,7 +56,7 @@ interface Observed {
 }
 
 interface SortItem {
-  /** The name, or the name and "/" for the subtree: sorted by their UTF-8 bytes (compareUtf8). */
+  /** The name, or the name and "/" for the subtree: sorted by their UTF-8 bytes (comparePaths). */
   key: string;
   name: string;
   /** True for the key standing for the entry's subtree ("name/"). */

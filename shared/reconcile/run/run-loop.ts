@@ -120,10 +120,11 @@ export class Run {
       // Fault injection sees the entries one by one, as a listing that fails part-way would stop.
       const wrap = this.o.wrapWalk;
       const walk = wrap ? batches(mapItems(wrap(mapItems(flatten(raw), rowEntry)), rowOfEntry), 256) : raw;
-      // Catalogue pages read two at a time where the pool has connections to spare (scopePages):
-      // one page at a time, the scan waited for PostgreSQL most of its time. A Lambda's pool
-      // of 2 (one connection held by the audit lock) reads one at a time.
-      const pagesAtOnce = poolMax(this.pool) >= 6 ? 2 : 1;
+      // Catalogue pages read two at a time where the pool has connections to spare (scopePages:
+      // up to three connections at once, the marking of ranges included): one page at a time,
+      // the scan waited for PostgreSQL most of its time. A Lambda's pool of 2 (one connection
+      // held by the audit lock) reads one at a time.
+      const pagesAtOnce = poolMax(this.pool) >= 8 ? 2 : 1;
       const nodes = scopePages(this.pool, this.mount.id, this.request.path, this.request.recursive, resume?.after, undefined, pagesAtOnce);
       scan: for await (const pairs of mergeBatches(walk, nodes)) {
         for (let i = 0; i < pairs.seen.length; i++) {
