@@ -149,7 +149,8 @@ async function main(): Promise<void> {
     if (only.has('product') && productModes.length > 0) {
       // 5 rounds unless BENCH_ROUNDS says otherwise (a round: a fresh tree, start, discovery, then the unchanged, CLI and drift audits).
       const productRounds = quick ? 1 : process.env.BENCH_ROUNDS ? rounds : 5;
-      if (process.env.BENCH_PRODUCT_AFTER !== '0') await ensureCliBundle(progress);
+      // The server (dist/filestore.js, as npm start runs it) and the CLI are the bundle.
+      if (process.env.BENCH_PRODUCT_AFTER !== '0' || process.env.BENCH_PRODUCT_BUNDLE !== '0') await ensureCliBundle(progress);
       const p0 = performance.now();
       product = await productAuditPart(shape, { rounds: productRounds, modes: productModes, machineUrl: config.databaseUrl, cpuProfDir, progress });
       progress(`product path: ${productRounds} round(s) × ${productModes.join(' and ')} in ${fmt((performance.now() - p0) / 60_000, 1)} min`);

@@ -26,8 +26,8 @@
  * Environment: BENCH_PRODUCT_DATABASE (unset: embedded; a postgres:// URL: the product on
  * that server, its database dropped and created afresh each round), BENCH_CPU_PROF (a
  * directory: the server runs with --cpu-prof there and its profile is summarised),
- * BENCH_PRODUCT_BUNDLE (1: run dist/filestore.js, which must be built; default: the sources
- * through tsx, the same code), BENCH_PRODUCT_LEAN (1: empty files, made fast: the 1M tree),
+ * BENCH_PRODUCT_BUNDLE (0: the server from the sources through tsx; default: dist/filestore.js,
+ * as `npm start` runs it, built first when missing or older than its sources), BENCH_PRODUCT_LEAN (1: empty files, made fast: the 1M tree),
  * BENCH_KEEP (1: keep the folder, its embedded database included), BENCH_PRODUCT_AFTER (0: no
  * unchanged, CLI and drift audits after the discovery), BENCH_PRODUCT_WATCHERS (false: diagnosis
  * without the watcher).
@@ -196,6 +196,8 @@ export async function productAuditPart(
           databaseUrl: part.mode === 'machine' ? machineUrl.toString() : undefined,
           cpuProfDir: o.cpuProfDir ? path.join(o.cpuProfDir, `product-${part.mode}-${r + 1}`) : undefined,
           rcloneFirst: r % 2 === 1,
+          // The server as `npm start` runs it: the bundle (bench/audit.ts builds it first).
+          bundle: process.env.BENCH_PRODUCT_BUNDLE !== '0',
           after: process.env.BENCH_PRODUCT_AFTER !== '0',
           round: r,
           log: o.progress,
@@ -739,12 +741,13 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   const files = Number(process.argv[2] ?? 100_000);
   const rounds = Number(process.argv[3] ?? 1);
   const shape = { dirs: Math.max(1, Math.round(files / 1000)), filesPerDir: Math.min(files, 1000) };
+  if (process.env.BENCH_PRODUCT_BUNDLE !== '0') await ensureCliBundle((l) => console.error(`· ${l}`));
   for (let r = 0; r < rounds; r++) {
     const run = await productDiscovery(shape, {
       databaseUrl: process.env.BENCH_PRODUCT_DATABASE || undefined,
       databaseSettings: process.env.BENCH_PRODUCT_DB_SETTINGS?.split(';').filter(Boolean),
       cpuProfDir: process.env.BENCH_CPU_PROF || undefined,
-      bundle: process.env.BENCH_PRODUCT_BUNDLE === '1',
+      bundle: process.env.BENCH_PRODUCT_BUNDLE !== '0',
       lean: process.env.BENCH_PRODUCT_LEAN === '1',
       log: (l) => console.error(`· ${l}`),
     });
