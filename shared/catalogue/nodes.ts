@@ -1,5 +1,5 @@
 import type { Queryable } from '../db/pool.ts';
-import { prefixUpperBound } from '../paths.ts';
+import { comparePaths, prefixUpperBound } from '../paths.ts';
 import { descendantsCondition } from './subtree.ts';
 import { NODE_COLUMNS, SNAPSHOT_STATE_READ } from './rows.ts';
 import type { CatalogueNode, ConsistencyState } from './types.ts';
@@ -158,6 +158,9 @@ export async function countLiveDescendants(q: Queryable, mountId: string, dir: s
  */
 export type ScopeRow = string;
 
+/** Rows per page of an audit's catalogue read (scopePages). */
+export const SCOPE_PAGE_ROWS = 1000;
+
 /**
  * The live nodes a reconciliation of `path` compares, in byte order of path, in pages: the
  * node itself and, when it is a directory, its descendants (recursive) or its children.
@@ -165,7 +168,7 @@ export type ScopeRow = string;
  * An audit reads the whole catalogue of a mount, so this is its hottest read. Each page is
  * one row holding one text value (the page's rows as lines, built by string_agg): splitting
  * a string costs a fraction of decoding thousands of rows of a dozen typed columns each.
- * The next page is read while the caller works through this one, or (`inFlight`) the next few.
+ * The next page is read while the caller works through this one, or (`split`) the next few.
  */
 export async function* scopePages(
   q: Queryable,
@@ -181,14 +184,16 @@ export async function* scopePages(
    * audit grow by ~100 bytes per row. (Its text also stays under 128 KB, above which V8
    * allocates it in the old generation directly.)
    */
-  pageSize = 1000,
+  pageSize = SCOPE_PAGE_ROWS,
   /**
-   * Pages read at once, on as many connections (a subtree only): PostgreSQL writes a page's
-   * lines on one core, and an audit that read one page at a time waited for it most of its
-   * scan. Ranges of `pageSize` paths are marked out ahead by a cheap read of every
-   * `pageSize`-th path (`rangeEnds`), then each range is read as a page of its own.
+   * Where to split the read (a subtree only): paths that cut the scope into ranges, read
+   * `inFlight` at a time on as many connections (PostgreSQL writes a page's lines on one core:
+   * an audit that read one page at a time waited for it most of its scan). Any paths do: they
+   * only split the key space (those outside the scope or not after `startAfter` are ignored),
+   * so the ends a previous scan of the same scope passed every `pageSize` paths (ScanHints)
+   * split it into pages of about that size at no cost.
    */
-  inFlight = 1,
+  split?: { inFlight: number; ends: readonly string[] },
 ): AsyncGenerator<ScopeRow[]> {
   const self = await findLiveByPath(q, mountId, path);
   if (self && startAfter === undefined) yield [lineOfNode(self)];
@@ -207,8 +212,13 @@ export async function* scopePages(
     const lines = rows[0]?.page ?? null;
     return lines === null ? [] : lines.split('\n');
   };
-  if (subtree && inFlight > 1) {
-    yield* rangePages(q, where, [mountId, ...below.params], below.params.length, startAfter ?? path, pageSize, inFlight);
+  if (subtree && split && split.inFlight > 1 && split.ends.length > 0) {
+    const from = startAfter ?? path;
+    const [low, high] = path === '' ? [null, null] : below.params;
+    const ends = [...new Set(split.ends)]
+      .filter((e) => comparePaths(e, from) > 0 && (low == null || (comparePaths(e, low) >= 0 && comparePaths(e, high as string) < 0)))
+      .sort(comparePaths);
+    yield* rangePages(q, where, [mountId, ...below.params], below.params.length, from, ends, pageSize, split.inFlight);
     return;
   }
   let pending = page(startAfter ?? path);
@@ -225,88 +235,59 @@ export async function* scopePages(
   }
 }
 
-/** Ranges marked out at once by `rangeEnds`: this many pages. */
-const RANGES_AT_ONCE = 16;
-
 /**
- * The subtree's lines after `after`, in pages of about `pageSize` rows read `inFlight` at a
- * time: the range (a, b] of each page is marked out beforehand (rangeEnds), so the pages do
- * not wait for one another. Each page is its own read, as the keyset pages are: a row
- * inserted into a range meanwhile is read with it, the ranges never overlap, and they come in
- * order. `where` is scopePages' subtree condition ($1 the mount, $2 the lower bound, then the
- * subtree's own parameters); its values come without the lower bound.
+ * The subtree's lines after `after`, cut at `ends` (sorted, after `after`) into ranges
+ * (after, e1], (e1, e2], …, (ek, end of the subtree), read `inFlight` at a time and handed over
+ * in order. Each read takes at most `pageSize` rows of its range (a range that grew since its
+ * ends were passed goes on from its last row, before the ranges after it): a page is never
+ * larger than the keyset pages. Each read is a read of its own, as the keyset pages are: a
+ * row written into a range not yet read is read with it; the ranges never overlap and leave
+ * nothing between them. `where` is scopePages' subtree condition ($1 the mount, $2 the lower
+ * bound, then the subtree's own parameters); `values` come without the lower bound.
  */
-async function* rangePages(q: Queryable, where: string, values: string[], belowParams: number, after: string, pageSize: number, inFlight: number): AsyncGenerator<ScopeRow[]> {
+async function* rangePages(
+  q: Queryable,
+  where: string,
+  values: string[],
+  belowParams: number,
+  after: string,
+  ends: readonly string[],
+  pageSize: number,
+  inFlight: number,
+): AsyncGenerator<ScopeRow[]> {
   const [mount, ...below] = values as [string, ...string[]];
   const upper = `$${3 + belowParams}`;
-  // A closed range is read whole; the open one after the last end (the subtree's tail) a page
-  // at a time, as the keyset pages are (a plan made for no upper bound reads in index order
-  // only under a LIMIT).
   const read = async ({ from, to }: Range): Promise<ScopeRow[]> => {
     const { rows } = await q.query<{ page: string | null }>({
-      name: `filestore.nodes.scopeRange.${to === null ? `open.${pageSize}` : 'closed'}.${belowParams}`,
+      name: `filestore.nodes.scopeRange.${to === null ? 'open' : 'closed'}.${belowParams}.${pageSize}`,
       text: `SELECT string_agg(${SCOPE_LINE}, E'\n') AS page
                FROM (SELECT * FROM filestore.nodes WHERE ${where}${to === null ? '' : ` AND path <= ${upper}`}
-                     ORDER BY path${to === null ? ` LIMIT ${pageSize}` : ''}) t`,
+                     ORDER BY path LIMIT ${pageSize}) t`,
       values: to === null ? [mount, from, ...below] : [mount, from, ...below, to],
     });
     const lines = rows[0]?.page ?? null;
     return lines === null ? [] : lines.split('\n');
   };
-  // Every pageSize-th path of the next RANGES_AT_ONCE pages (fewer: the subtree ends there).
-  // Paths only, in index order: an index-only scan where the visibility map allows.
-  const rangeEnds = async (from: string): Promise<{ ends: string[]; last: boolean }> => {
-    const { rows } = await q.query<{ path: string }>({
-      name: `filestore.nodes.scopeRangeEnds.${belowParams}.${pageSize}`,
-      text: `SELECT path FROM (SELECT path, row_number() OVER (ORDER BY path) AS n
-                               FROM (SELECT path FROM filestore.nodes WHERE ${where} ORDER BY path LIMIT ${pageSize * RANGES_AT_ONCE}) s) t
-              WHERE n % ${pageSize} = 0 ORDER BY path`,
-      values: [mount, from, ...below],
-    });
-    return { ends: rows.map((r) => r.path), last: rows.length < RANGES_AT_ONCE };
+  const start = (range: Range) => {
+    const rows = read(range);
+    rows.catch(() => {}); // awaited in turn
+    return { range, rows };
   };
-  const ranges: Range[] = [];
-  let marked = after;
-  let exhausted = false;
-  let marking: Promise<void> | null = null;
-  const mark = (): Promise<void> =>
-    (marking ??= rangeEnds(marked).then(({ ends, last }) => {
-      for (const end of ends) {
-        ranges.push({ from: marked, to: end });
-        marked = end;
-      }
-      if (last) {
-        ranges.push({ from: marked, to: null });
-        exhausted = true;
-      }
-      marking = null;
-    }));
+  const ranges: Range[] = [...ends.map((to, i) => ({ from: i === 0 ? after : (ends[i - 1] as string), to })), { from: ends.at(-1) ?? after, to: null }];
   const pending: Array<{ range: Range; rows: Promise<ScopeRow[]> }> = [];
   try {
     for (;;) {
-      while (pending.length < inFlight) {
-        const range = ranges.shift();
-        if (range === undefined) {
-          if (exhausted) break;
-          await mark();
-          continue;
-        }
-        const rows = read(range);
-        rows.catch(() => {}); // awaited in turn
-        pending.push({ range, rows });
-        // Mark out the next ranges while these are read.
-        if (ranges.length < inFlight && !exhausted && marking === null) mark().catch(() => {});
-      }
+      while (pending.length < inFlight && ranges.length > 0) pending.push(start(ranges.shift() as Range));
       const next = pending.shift();
       if (!next) return;
       const rows = await next.rows;
-      // The tail goes on after a full page (the open range is the last: nothing waits behind it).
+      // A full page: its range goes on from its last row, ahead of the ranges after it.
       const last = rows[rows.length - 1];
-      if (next.range.to === null && rows.length === pageSize && last) ranges.unshift({ from: linePath(last), to: null });
+      if (rows.length === pageSize && last) pending.unshift(start({ from: linePath(last), to: next.range.to }));
       if (rows.length > 0) yield rows;
     }
   } finally {
-    await Promise.allSettled([...pending.map((p) => p.rows), marking ?? Promise.resolve()]);
+    await Promise.allSettled(pending.map((p) => p.rows));
   }
 }
 

@@ -22,6 +22,7 @@ import { batches, flatten, mapItems, mergeBatches, pairPath } from '../merge.ts'
 import { strategyFor, type ReconcileStrategy } from '../strategy.ts';
 import { zeroCounts, type ReconcileCounts, type ReconcileRequest, type ReconcileResult, type RunLimits } from '../types.ts';
 import { BatchWriter } from './batch-writer.ts';
+import { rememberScanHints, ScanHintRecorder, scanHintsOf } from './scan-hints.ts';
 import { Comparison } from './compare.ts';
 import { MissingMarker } from './missing.ts';
 import type { ReconcilerOptions, RunContext } from './options.ts';
@@ -115,21 +116,24 @@ export class Run {
     const auditStartedAt = resume?.startedAt ? new Date(resume.startedAt) : guard.scanStartedAt;
     let sinceCheckpoint = 0;
     let stoppedAfter: string | null = null;
+    // Where this audit passes every 1,000th path: the next one's cuts (scan-hints.ts).
+    const hints = isAudit && !resume ? new ScanHintRecorder() : null;
     try {
       const raw = this.storageWalk(resume?.after);
       // Fault injection sees the entries one by one, as a listing that fails part-way would stop.
       const wrap = this.o.wrapWalk;
       const walk = wrap ? batches(mapItems(wrap(mapItems(flatten(raw), rowEntry)), rowOfEntry), 256) : raw;
-      // Catalogue pages read two at a time where the pool has connections to spare (scopePages:
-      // up to three connections at once, the marking of ranges included): one page at a time,
-      // the scan waited for PostgreSQL most of its time. A Lambda's pool of 2 (one connection
-      // held by the audit lock) reads one at a time.
-      const pagesAtOnce = poolMax(this.pool) >= 8 ? 2 : 1;
-      const nodes = scopePages(this.pool, this.mount.id, this.request.path, this.request.recursive, resume?.after, undefined, pagesAtOnce);
+      // A full audit's catalogue read is cut where the last one of this mount passed every
+      // 1,000th path (scan-hints.ts) and read two ranges at a time, where the pool has
+      // connections to spare: one page at a time, the scan waited for PostgreSQL most of its
+      // time. A Lambda's pool of 2 (one connection held by the audit lock) reads one at a time.
+      const split = isAudit && poolMax(this.pool) >= 8 ? { inFlight: 2, ends: scanHintsOf(this.mount.id) } : undefined;
+      const nodes = scopePages(this.pool, this.mount.id, this.request.path, this.request.recursive, resume?.after, undefined, split);
       scan: for await (const pairs of mergeBatches(walk, nodes)) {
         for (let i = 0; i < pairs.seen.length; i++) {
           const seen = pairs.seen[i] ?? null;
           const node = pairs.node[i] ?? null;
+          if (hints !== null && hints.due()) hints.keep(pairPath(pairs, i));
           // Every live node but the mount's root (whose line starts with its empty path).
           if (countAsRead && node !== null && node.charCodeAt(0) !== 9) liveRead++;
           if (this.request.hash) await this.compareHashing(seen, node);
@@ -172,6 +176,7 @@ export class Run {
       throw new ScanFailedError(e.message ?? String(err), { code: e.code });
     }
     if (stoppedAfter !== null) return this.stop(stoppedAfter);
+    if (hints !== null) rememberScanHints(this.mount.id, hints.ends);
     if (countAsRead) this.liveAtStart = Promise.resolve(liveRead);
     this.countSkipped();
     try {
