@@ -51,22 +51,23 @@ const everyKth = (paths: string[], k: number) => paths.filter((_, i) => (i + 1) 
 describe('catalogue pages read several ranges at a time', () => {
   let core: Filestore;
   let t: TestMount;
+  let jobId: number;
+  /** Rows as a reconciliation's batch writer discovers them. */
+  const discover = async (entries: EntryStat[]) => {
+    const client = await core.pool.connect();
+    try {
+      await inTransaction(client, () => insertDiscovered(client, t.mount.id, entries.map((e) => newNodeFromStat(e)), { jobId, reason: 'manual' }));
+    } finally {
+      client.release();
+    }
+  };
   beforeAll(async () => {
     core = await wireTestFilestore({ poolSize: 6 });
     t = await createTestMount(core, 'local');
-    const { rows } = await core.pool.query<{ id: number }>(
-      `INSERT INTO filestore.reconciliation_jobs (mount_id, path, reason, options, status) VALUES ($1, '', 'manual', '{}', 'running') RETURNING id`,
-      [t.mount.id],
-    );
-    const client = await core.pool.connect();
-    try {
-      // Parents first (one level at a time), as a discovery inserts them.
-      for (const depth of [1, 2, 3]) {
-        const level = ALL.filter((p) => p.split('/').length === depth);
-        await inTransaction(client, () => insertDiscovered(client, t.mount.id, level.map((p) => newNodeFromStat(entry(p, DIRS.includes(p) ? 'directory' : 'file'))), { jobId: rows[0]!.id, reason: 'manual' }));
-      }
-    } finally {
-      client.release();
+    jobId = (await runningRootJob(core, t.mount.id)).id;
+    // Parents first (one level at a time), as a discovery inserts them.
+    for (const depth of [1, 2, 3]) {
+      await discover(ALL.filter((p) => p.split('/').length === depth).map((p) => entry(p, DIRS.includes(p) ? 'directory' : 'file')));
     }
   });
   afterAll(async () => {
@@ -122,13 +123,7 @@ describe('catalogue pages read several ranges at a time', () => {
     // The last subtree in byte order is U+1F600's: one row inside one of its ranges, five
     // after its last path (after the last cut: the tail, read on page by page).
     const added = ['\u{1f600}/1a', ...[1, 2, 3, 4, 5].map((n) => `\u{1f600}/\u{1f600}zz${n}`)];
-    const client = await core.pool.connect();
-    try {
-      const { rows } = await client.query<{ id: number }>(`SELECT id FROM filestore.reconciliation_jobs WHERE mount_id = $1 LIMIT 1`, [t.mount.id]);
-      await inTransaction(client, () => insertDiscovered(client, t.mount.id, added.map((p) => newNodeFromStat(entry(p, 'file'))), { jobId: rows[0]!.id, reason: 'manual' }));
-    } finally {
-      client.release();
-    }
+    await discover(added.map((p) => entry(p, 'file')));
     for await (const page of pages) seen.push(...page);
     const paths = seen.map(linePath);
     expect(paths.slice(-5)).toEqual(added.slice(1));

@@ -201,76 +201,56 @@ export async function* scopePages(
   const below = descendantsCondition(path, 3);
   const subtree = recursive || !self;
   const where = subtree ? `mount_id = $1 AND deleted_at IS NULL AND path > $2 AND ${below.sql}` : `parent_id = $1 AND deleted_at IS NULL AND path > $2`;
-  const page = async (after: string): Promise<ScopeRow[]> => {
-    const { rows } = await q.query<{ page: string | null }>({
-      name: `filestore.nodes.scopePage.${subtree ? 'subtree' : 'children'}.${below.params.length}.${pageSize}`,
-      // string_agg takes the rows in the subquery's order (the merge checks the order anyway).
-      text: `SELECT string_agg(${SCOPE_LINE}, E'\n') AS page
-               FROM (SELECT * FROM filestore.nodes WHERE ${where} ORDER BY path LIMIT ${pageSize}) t`,
-      values: subtree ? [mountId, after, ...below.params] : [self.id, after],
-    });
-    const lines = rows[0]?.page ?? null;
-    return lines === null ? [] : lines.split('\n');
-  };
-  if (subtree && split && split.inFlight > 1 && split.ends.length > 0) {
-    const from = startAfter ?? path;
+  const from = startAfter ?? path;
+  // Paths to cut the read at: those inside the scope and after where it starts.
+  let ends: string[] = [];
+  if (subtree && split && split.inFlight > 1) {
     const [low, high] = path === '' ? [null, null] : below.params;
-    const ends = [...new Set(split.ends)]
+    ends = [...new Set(split.ends)]
       .filter((e) => comparePaths(e, from) > 0 && (low == null || (comparePaths(e, low) >= 0 && comparePaths(e, high as string) < 0)))
       .sort(comparePaths);
-    yield* rangePages(q, where, [mountId, ...below.params], below.params.length, from, ends, pageSize, split.inFlight);
-    return;
   }
-  let pending = page(startAfter ?? path);
-  void pending.catch(() => {}); // awaited below; a caller that stops early must not leave it unhandled
-  for (;;) {
-    const rows = await pending;
-    const last = rows[rows.length - 1];
-    if (rows.length === pageSize && last) {
-      pending = page(linePath(last));
-      void pending.catch(() => {});
-    }
-    if (rows.length > 0) yield rows;
-    if (rows.length < pageSize) return;
-  }
+  const scope: RangeScope = subtree
+    ? { kind: 'subtree', where, values: [mountId, ...below.params], upper: 3 + below.params.length }
+    : { kind: 'children', where, values: [String(self.id)], upper: 3 };
+  yield* rangePages(q, scope, from, ends, pageSize, ends.length > 0 ? (split?.inFlight ?? 1) : 1);
+}
+
+/** scopePages' condition: `$1` the mount (or the parent's id), `$2` the lower bound, then its own parameters; `$upper` a range's end. */
+interface RangeScope {
+  kind: 'subtree' | 'children';
+  where: string;
+  /** The values of the condition, without the lower bound. */
+  values: string[];
+  upper: number;
 }
 
 /**
- * The subtree's lines after `after`, cut at `ends` (sorted, after `after`) into ranges
- * (after, e1], (e1, e2], …, (ek, end of the subtree), read `inFlight` at a time and handed over
- * in order. Each read takes at most `pageSize` rows of its range (a range that grew since its
- * ends were passed goes on from its last row, before the ranges after it): a page is never
- * larger than the keyset pages. Each read is a read of its own, as the keyset pages are: a
- * row written into a range not yet read is read with it; the ranges never overlap and leave
- * nothing between them. `where` is scopePages' subtree condition ($1 the mount, $2 the lower
- * bound, then the subtree's own parameters); `values` come without the lower bound.
+ * The scope's lines after `after`, cut at `ends` (sorted, after `after`; none: one keyset
+ * read after another) into ranges (after, e1], (e1, e2], …, (ek, end of the scope), read
+ * `inFlight` at a time and handed over in order; the next read starts while the caller works
+ * through a page. Each read takes at most `pageSize` rows of its range, and a full page's range
+ * goes on from its last row, before the ranges after it: a page is never larger than
+ * `pageSize`. Each read is a read of its own: a row written into a range not yet read is read
+ * with it; the ranges never overlap and leave nothing between them.
  */
-async function* rangePages(
-  q: Queryable,
-  where: string,
-  values: string[],
-  belowParams: number,
-  after: string,
-  ends: readonly string[],
-  pageSize: number,
-  inFlight: number,
-): AsyncGenerator<ScopeRow[]> {
-  const [mount, ...below] = values as [string, ...string[]];
-  const upper = `$${3 + belowParams}`;
+async function* rangePages(q: Queryable, scope: RangeScope, after: string, ends: readonly string[], pageSize: number, inFlight: number): AsyncGenerator<ScopeRow[]> {
+  const [first, ...rest] = scope.values as [string, ...string[]];
   const read = async ({ from, to }: Range): Promise<ScopeRow[]> => {
     const { rows } = await q.query<{ page: string | null }>({
-      name: `filestore.nodes.scopeRange.${to === null ? 'open' : 'closed'}.${belowParams}.${pageSize}`,
+      name: `filestore.nodes.scope${to === null ? 'Page' : 'Range'}.${scope.kind}.${rest.length}.${pageSize}`,
+      // string_agg takes the rows in the subquery's order (the merge checks the order anyway).
       text: `SELECT string_agg(${SCOPE_LINE}, E'\n') AS page
-               FROM (SELECT * FROM filestore.nodes WHERE ${where}${to === null ? '' : ` AND path <= ${upper}`}
+               FROM (SELECT * FROM filestore.nodes WHERE ${scope.where}${to === null ? '' : ` AND path <= $${scope.upper}`}
                      ORDER BY path LIMIT ${pageSize}) t`,
-      values: to === null ? [mount, from, ...below] : [mount, from, ...below, to],
+      values: to === null ? [first, from, ...rest] : [first, from, ...rest, to],
     });
     const lines = rows[0]?.page ?? null;
     return lines === null ? [] : lines.split('\n');
   };
   const start = (range: Range) => {
     const rows = read(range);
-    rows.catch(() => {}); // awaited in turn
+    rows.catch(() => {}); // awaited in turn; a caller that stops early must not leave it unhandled
     return { range, rows };
   };
   const ranges: Range[] = [...ends.map((to, i) => ({ from: i === 0 ? after : (ends[i - 1] as string), to })), { from: ends.at(-1) ?? after, to: null }];

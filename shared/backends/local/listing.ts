@@ -231,10 +231,14 @@ function sortItems<N>(dirents: Array<AnyDirent<N>>, addressable: (name: N) => st
     if (name === null) continue;
     const seen: Observed = { stat: null, symlinkTarget: null };
     items.push({ key: name, name, subtree: false, seen });
-    if (recursive && !dirent.isFile() && (dirent.isDirectory() || !typeKnown(dirent))) {
+    // Some filesystems report no type (DT_UNKNOWN); such an entry may be a directory, and
+    // its lstat decides before the subtree key is expanded.
+    if (recursive && (dirent.isDirectory() || !typeKnown(dirent))) {
       items.push({ key: `${name}/`, name, subtree: true, seen });
     }
   }
+  // comparePaths is byte order (COLLATE "C"); plain string comparison would be UTF-16 order,
+  // which differs for characters beyond the BMP.
   items.sort((a, b) => comparePaths(a.key, b.key));
   return items;
 }
