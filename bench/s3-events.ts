@@ -30,7 +30,8 @@
  * latency samples), BENCH_S3_EVENTS_POLL_MS (100), BENCH_S3_EVENTS_DATABASE_URL
  * (postgres://postgres@127.0.0.1:5432/filestore_bench_s3_events), BENCH_S3_EVENTS_REDIS_URL
  * (redis://127.0.0.1:6379/0; events are matched by mount), BENCH_S3_EVENTS_PROFILE (a file:
- * the new-object workload under the V8 CPU profiler).
+ * the new-object workload under the V8 CPU profiler; beside it `<file>.windows.json`, the
+ * handler's invocations, to summarise only them: bench/support/cpu-profile.ts `windows`).
  */
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -164,8 +165,10 @@ async function main(): Promise<void> {
       const event = batches[b] as SQSEvent;
       const c0 = process.cpuUsage();
       const t0 = performance.now();
+      const w0 = process.hrtime.bigint();
       failed += (await invoke(event, lambdaContext({ functionName: 's3-events' }))).batchItemFailures.length;
       handlerMs += performance.now() - t0;
+      handlerWindows.push({ startUs: Number(w0 / 1000n), endUs: Number(process.hrtime.bigint() / 1000n) });
       const c1 = process.cpuUsage(c0);
       handlerCpu += (c1.user + c1.system) / 1000;
       await (core.relay as { settled?: () => Promise<void> } | null)?.settled?.();
@@ -267,6 +270,9 @@ async function main(): Promise<void> {
   await s3.stop();
 }
 
+/** The handler's invocations (process.hrtime, µs): the part of a profile that is the handler's. */
+const handlerWindows: Array<{ startUs: number; endUs: number }> = [];
+
 /** `fn` under the V8 CPU profiler when `file` is set (BENCH_S3_EVENTS_PROFILE: a .cpuprofile for Chrome DevTools). */
 async function profiled<T>(file: string | undefined, fn: () => Promise<T>): Promise<T> {
   if (!file) return fn();
@@ -280,6 +286,7 @@ async function profiled<T>(file: string | undefined, fn: () => Promise<T>): Prom
   } finally {
     const { profile } = await session.post('Profiler.stop');
     writeFileSync(file, JSON.stringify(profile));
+    writeFileSync(`${file}.windows.json`, JSON.stringify(handlerWindows));
     session.disconnect();
   }
 }

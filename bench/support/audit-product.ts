@@ -225,7 +225,8 @@ export function printProductReport(parts: ProductPart[], files: number): void {
     for (const x of runs) {
       console.log(
         `    round: job ${(x.jobMs / 1000).toFixed(2)} s, rclone ${(x.rclone.ms / 1000).toFixed(2)} s, ${x.events} events, peak PSS ${Math.round(x.peakPssKB / 1024)} MB (server ${Math.round(x.peakServerPssKB / 1024)}, walkers ${Math.round(x.peakWalkersPssKB / 1024)}), ` +
-          `watcher${x.watcherBackend === null ? '' : ` (${x.watcherBackend})`} on the tree ${x.watchedInJobMs === null ? 'not during the job' : `${(x.watchedInJobMs / 1000).toFixed(1)} s into the job`}, load ${x.load}${x.status === 'succeeded' ? '' : ` — ${x.status}`}`,
+          `watcher${x.watcherBackend === null ? '' : ` (${x.watcherBackend})`} on the tree ${x.watchedInJobMs === null ? 'not during the job' : `${(x.watchedInJobMs / 1000).toFixed(1)} s into the job`}, load ${x.load}${x.status === 'succeeded' ? '' : ` — ${x.status}`}` +
+          (x.postgresByProcess.length > 0 ? `; PostgreSQL CPU by process: ${x.postgresByProcess.map((p) => `${p.title.replace(/^postgres: /, '').trim()} ${p.cpuS.toFixed(2)} s`).join(', ')}` : ''),
       );
     }
     if (bad.length > 0) console.log(`    INVALID: ${bad.length} round(s) failed or discovered a wrong count`);
@@ -749,6 +750,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
       cpuProfDir: process.env.BENCH_CPU_PROF || undefined,
       bundle: process.env.BENCH_PRODUCT_BUNDLE !== '0',
       lean: process.env.BENCH_PRODUCT_LEAN === '1',
+      after: process.env.BENCH_PRODUCT_AFTER !== '0',
       log: (l) => console.error(`· ${l}`),
     });
     const { profile, ...rest } = run;
