@@ -19,18 +19,28 @@ describe('discovered rows inserted a level at a time', () => {
   let core: Filestore;
   let t: TestMount;
   let jobId: number;
-  const discover = async (nodes: ReturnType<typeof file>[][]) => {
+  /** Each call is one insertDiscovered in one transaction; `sent` collects the statements it sent. */
+  const discover = async (calls: ReturnType<typeof file>[][], sent: string[] = []) => {
     const client = await core.pool.connect();
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+    (client as unknown as { query: typeof query }).query = (...args) => {
+      const first = args[0] as string | { text: string };
+      sent.push(typeof first === 'string' ? first : first.text);
+      return query(...args);
+    };
     try {
       return await inTransaction(client, async () => {
         const out = [];
-        for (const level of nodes) out.push(await insertDiscovered(client, t.mount.id, level, { jobId, reason: 'manual' }));
+        for (const nodes of calls) out.push(await insertDiscovered(client, t.mount.id, nodes, { jobId, reason: 'manual' }));
         return out;
       });
     } finally {
+      (client as unknown as { query: typeof query }).query = query;
       client.release();
     }
   };
+  const rollbacks = (sent: string[]) => sent.filter((q) => q.startsWith('ROLLBACK TO SAVEPOINT')).length;
+  const plainInserts = (sent: string[]) => sent.filter((q) => q.includes('INSERT INTO filestore.nodes') && !q.includes('ON CONFLICT')).length;
   const live = async (prefix: string) =>
     (
       await core.pool.query<{ path: string; size: number; version: number; snapshots: number }>(
@@ -58,25 +68,36 @@ describe('discovered rows inserted a level at a time', () => {
     await t?.cleanup();
   });
 
-  it('a large level with a path taken since the scan: the taken row stands, the others are inserted and announced, the transaction goes on', async () => {
+  it('a large level with a path taken since the scan: the taken row stands, the others are inserted and announced, earlier levels and the transaction go on', async () => {
     const n = PLAIN_INSERT_AT * 2;
-    const names = Array.from({ length: n }, (_, i) => `taken-${String(i).padStart(4, '0')}`);
+    // Level 1: a directory and PLAIN_INSERT_AT files beside it; level 2: n files in the directory.
+    const top = Array.from({ length: PLAIN_INSERT_AT }, (_, i) => file(`top-${String(i).padStart(4, '0')}`, i));
+    const dir = newNodeFromStat({ path: 'top-dir', kind: 'directory', sizeBytes: 0, mode: 0o40755, uid: 1, gid: 1, mtime: new Date('2024-05-01T10:00:00.000Z'), etag: null, symlinkTarget: null });
+    const names = Array.from({ length: n }, (_, i) => `top-dir/f-${String(i).padStart(4, '0')}`);
     const taken = names[57] as string;
-    // A command's file, recorded before the batch writes (its own size).
-    await discover([[file(taken, 999_999)]]);
+    // A command's file, recorded before the batch writes (its own size); the directory's too.
+    await discover([[dir], [file(taken, 999_999)]]);
     const before = await announced();
 
-    const [first, second] = await discover([names.map((p, i) => file(p, i)), Array.from({ length: PLAIN_INSERT_AT + 1 }, (_, i) => file(`after-${i}`, i))]);
+    const sent: string[] = [];
+    const [first, second] = await discover([[...top, ...names.map((p, i) => file(p, i))], Array.from({ length: PLAIN_INSERT_AT + 1 }, (_, i) => file(`after-${i}`, i))], sent);
 
-    expect(first?.map((x) => x.path)).toEqual(names.filter((p) => p !== taken));
+    // Both large levels went in without ON CONFLICT first; the one with the taken path again after its rollback.
+    expect(plainInserts(sent)).toBe(3);
+    expect(rollbacks(sent)).toBe(1);
+    expect(first?.map((x) => x.path)).toEqual([...top.map((x) => x.path), ...names.filter((p) => p !== taken)]);
     expect(second).toHaveLength(PLAIN_INSERT_AT + 1);
-    const rows = await live('taken-');
-    expect(rows).toHaveLength(n);
+    const rows = await live('top-dir/');
+    expect(rows.map((r) => r.path)).toEqual(names);
     expect(rows.find((r) => r.path === taken)).toEqual({ path: taken, size: 999_999, version: 1, snapshots: 1 });
-    expect(rows.filter((r) => r.path !== taken).every((r, i) => r.size === (i < 57 ? i : i + 1) && r.version === 1 && r.snapshots === 1)).toBe(true);
+    expect(rows.filter((r) => r.path !== taken).map((r) => [r.size, r.version, r.snapshots])).toEqual(names.flatMap((p, i) => (p === taken ? [] : [[i, 1, 1]])));
+    expect((await live('top-0')).map((r) => r.path)).toEqual(top.map((x) => x.path));
     expect(await live('after-')).toHaveLength(PLAIN_INSERT_AT + 1);
+    const { rows: rollups } = await core.pool.query(`SELECT count(*)::int AS n FROM filestore.rollups r JOIN filestore.nodes d ON d.id = r.node_id WHERE d.mount_id = $1 AND d.path = 'top-dir'`, [t.mount.id]);
+    expect(rollups[0]?.n).toBe(1);
+    // Each inserted path announced once; the taken one not again.
     const events = (await announced()).slice(before.length);
-    expect(events.filter((p) => p.startsWith('taken-'))).toEqual(names.filter((p) => p !== taken));
+    expect(events.filter((p) => p.startsWith('top-'))).toEqual([...top.map((x) => x.path), ...names.filter((p) => p !== taken)]);
     expect(events.filter((p) => p.startsWith('after-'))).toHaveLength(PLAIN_INSERT_AT + 1);
   });
 

@@ -2,7 +2,7 @@
  * The insert of what a reconciliation discovered untracked on storage: rows, snapshots, rollup
  * rows and their announcement, built in SQL, one statement per depth level.
  */
-import type { Queryable } from '../db/pool.ts';
+import type pg from 'pg';
 import { levelsByDepth, newNodeParams, type NewNode } from './node-writes.ts';
 import { SNAPSHOT_COLUMN, snapshotState } from './rows.ts';
 
@@ -76,8 +76,11 @@ const DISCOVERED_ENTRY_SQL = `concat('{"id":', ins.id, ',"path":', to_json(ins.p
  * without), and a path taken since the scan (a command created it before the batch took its
  * lock) is rare. When one is, the statement fails on nodes_live_path, is rolled back to the
  * savepoint and runs again leaving taken paths alone, as a smaller level's always does (a
- * savepoint costs a round trip and a subtransaction: kept to levels where it pays, a few
- * per batch at most).
+ * savepoint costs a round trip and a subtransaction: kept to levels where it pays, at most
+ * batchSize / PLAIN_INSERT_AT per transaction — 20 with the default 2,000, under the 64 a
+ * backend tracks before other sessions' snapshots slow down). Where taken paths were common
+ * (two runs discovering the same new files at once) each such level would run twice:
+ * correct, only slower.
  *
  * Unlike insertNodes + appendEvents, nothing of the rows comes back but their paths, and the
  * events are built from the inserted rows in SQL (a per-node event's data is the node as the
@@ -87,7 +90,8 @@ const DISCOVERED_ENTRY_SQL = `concat('{"id":', ins.id, ',"path":', to_json(ins.p
  * path's events).
  */
 export async function insertDiscovered(
-  q: Queryable,
+  /** A connection in a transaction (not a pool: its savepoints and statements must share one). */
+  q: pg.ClientBase,
   mountId: string,
   nodes: readonly NewNode[],
   o: { jobId: number; reason: string },

@@ -4,7 +4,7 @@ import { setJobTransport } from '../catalogue/job-transport.ts';
 import { enqueueJob, failSpentRun, findJob, JOB_COLUMNS, type ReconcileJobRow } from '../catalogue/jobs.ts';
 import type { Mount } from '../catalogue/types.ts';
 import { findMount, getMount, listMounts } from '../catalogue/mounts.ts';
-import { clientConfigOf, type Pool } from '../db/pool.ts';
+import { clientConfigOf, poolMax, type Pool } from '../db/pool.ts';
 import { FilestoreError } from '../errors.ts';
 import { lockKey } from '../catalogue/locks.ts';
 import { DEFAULT_ATTEMPTS, toNewJob } from './queue.ts';
@@ -50,8 +50,7 @@ export interface RowRunOptions {
  * of 1 it waits for itself until the Lambda times out (as the S3-event handler refuses it).
  */
 export function requireRunPool(core: Pick<ReconcileCore, 'pool'>, lambda: string): void {
-  const max = (core.pool as { options?: { max?: number } }).options?.max;
-  if (typeof max === 'number' && max > 0 && max < 2) {
+  if (poolMax(core.pool) < 2) {
     throw new FilestoreError('CONFIG_ERROR', `the ${lambda} Lambda reconciles with a pool of at least 2 connections (a full audit holds one for its lock and queries on another): set FILESTORE_DB_POOL_SIZE=2`);
   }
 }

@@ -3,6 +3,7 @@ import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-p
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { ASYNC_COMMIT_SQL, touchCheckedSql } from '../../catalogue/drift-writes.ts';
 import type { Mount } from '../../catalogue/types.ts';
+import { poolMax } from '../../db/pool.ts';
 import { FilestoreError } from '../../errors.ts';
 import { ancestorsOf } from '../../paths.ts';
 import { detectDrift, type DriftCore } from '../drift.ts';
@@ -74,7 +75,7 @@ const DEFAULT_RETRY_DELAYS = [100, 400, 1000];
 export async function processS3Events(core: S3EventCore, event: SQSEvent, context: Context | undefined, o: S3EventOptions = {}): Promise<SQSBatchResponse> {
   // A reconciliation holds one connection for its run lock and queries on another: with a
   // single connection it would wait for itself until the Lambda times out.
-  if (poolSize(core) < 2) throw new FilestoreError('CONFIG_ERROR', 'the S3-event handler reconciles keys inline and needs a pool of at least 2 connections: set FILESTORE_DB_POOL_SIZE=2');
+  if (poolMax(core.pool) < 2) throw new FilestoreError('CONFIG_ERROR', 'the S3-event handler reconciles keys inline and needs a pool of at least 2 connections: set FILESTORE_DB_POOL_SIZE=2');
   const batch = new S3EventBatch(core, event.Records, o);
   const processor = new BatchProcessor(EventType.SQS);
   const response = await processPartialResponse(event, (record: SQSRecord) => batch.settle(record), processor, context ? { context } : undefined);
@@ -226,7 +227,7 @@ class S3EventBatch {
     this.summary.reconciled += applied.size;
     for (const p of [...result.deferred, ...result.waiting]) again.set(p, 'held by a command');
     const single = targets.filter((t) => t.recursive || !applied.has(t.path));
-    const concurrency = this.o.concurrency ?? Math.max(1, poolSize(this.core) - 1);
+    const concurrency = this.o.concurrency ?? Math.max(1, poolMax(this.core.pool) - 1);
     await forEachLimited(single, concurrency, async (target) => {
       try {
         const done = await reconcilePath(
@@ -264,9 +265,3 @@ function covers(target: string, path: string): boolean {
 function failAt(failures: Map<string, Error>, keys: KeyChange[], target: string, error: Error): void {
   for (const k of keys) if (covers(target, k.path)) failures.set(k.path, error);
 }
-
-function poolSize(core: S3EventCore): number {
-  const max = (core.pool as { options?: { max?: number } }).options?.max;
-  return typeof max === 'number' && max > 0 ? max : 2;
-}
-
