@@ -84,9 +84,10 @@ export function compareLinePaths(a: string, b: string): number {
  */
 export function recordsExactly(catalogueLine: string, row: StorageRow): boolean {
   const cut = row.lastIndexOf('\t') + 1;
-  if (catalogueLine.length < cut) return false;
-  for (let i = cut - 1; i >= 0; i--) if (catalogueLine.charCodeAt(i) !== row.charCodeAt(i)) return false;
-  return true;
+  // The two prefixes compared as strings: both lines are slices of a larger text (a page, a
+  // walker's batch), where a loop of charCodeAt took ~0.7 µs a line, the comparison of two
+  // slices ~0.15 (an unchanged 100k audit's server CPU: 0.28–0.34 → 0.24–0.27 s).
+  return catalogueLine.length >= cut && catalogueLine.slice(0, cut) === row.slice(0, cut);
 }
 
 /** The kind of a listed row, read off its line (`path \t ACTIVE \t kind \t …`). */
