@@ -33,7 +33,7 @@
  * without the watcher).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -535,6 +535,8 @@ export async function productDiscovery(shape: TreeShape, o: ProductOptions = {})
         // The main thread's profile is the largest (tsx's loader runs in a worker of its own).
         const newest = files.map((f) => ({ f, size: statSync(f).size })).sort((a, b) => a.size - b.size).pop()?.f;
         if (newest) {
+          // The phases' windows beside the profile: summarise one phase at any depth later.
+          writeFileSync(`${newest}.windows.json`, JSON.stringify(windows));
           run.profile = await summariseCpuProfile(newest, REPO.replace(/\/$/, ''));
           if (run.after) for (const [phase, w] of Object.entries(windows)) run.after.profiles[phase] = await summariseCpuProfile(newest, REPO.replace(/\/$/, ''), [w], 8);
         }
