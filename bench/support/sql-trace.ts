@@ -111,7 +111,6 @@ function recordingCallback(cb: QueryCallback, record: (rowCount: number) => void
 
 const RELAY_LOCK_LABEL = 'relay: try the relay lock (and claim a batch)';
 
-/** A readable name for a statement: its first words, the table, and what it does. */
 // Labels by statement text: the regexes below cost ~25 µs per statement of a long text (~0.2 ms
 // of an S3-event batch's 23), time the traced handler would otherwise be charged with. Texts
 // that carry their values (simple protocol) are new each time: the cache is bounded.
@@ -126,6 +125,7 @@ function cachedLabel(sql: string): string {
   return label;
 }
 
+/** A readable name for a statement: its first words, the table, and what it does. */
 function statementLabel(sql: string): string {
   const s = sql.replace(/\s+/g, ' ').trim();
   const known: Array<[RegExp, string]> = [
